@@ -1,0 +1,180 @@
+"""Properties of the SGD engine and its fast exact evaluation."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from linmnist.bench import train_naive
+from linmnist.sgd import (
+    DIVERGENCE_LOSS,
+    HISTORY_COLUMNS,
+    draw_subset,
+    evaluate_trajectory,
+    sample_batches,
+    sgd_step,
+    train,
+)
+
+
+def batch_loss(W, X, Y):
+    return 0.5 * np.mean(np.sum((W @ X - Y) ** 2, axis=0))
+
+
+def test_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    X, Y = rng.random((20, 7)), np.eye(10)[:, rng.integers(0, 10, 7)]
+    W = rng.normal(size=(10, 20))
+    lr = 1.0
+    W_next, _ = sgd_step(W, X, Y, lr)
+    G = (W - W_next) / lr
+    h = 1e-6
+    numeric = np.zeros_like(W)
+    for i, j in np.ndindex(*W.shape):
+        Wp, Wm = W.copy(), W.copy()
+        Wp[i, j] += h
+        Wm[i, j] -= h
+        numeric[i, j] = (batch_loss(Wp, X, Y) - batch_loss(Wm, X, Y)) / (2 * h)
+    np.testing.assert_allclose(G, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_full_batch_sgd_is_gradient_descent(small_data):
+    (X, Y), _ = small_data
+    X, Y = X[:, :300].astype(np.float64), Y[:, :300].astype(np.float64)
+    n, lr, its = X.shape[1], 0.01, 25
+    batches = np.tile(np.arange(n), (its, 1))
+    res = train(X, Y, lr=lr, batch_size=n, iterations=its, batches=batches, dtype=np.float64)
+    W = np.zeros((10, X.shape[0]))
+    S, C = X @ X.T / n, Y @ X.T / n
+    for _ in range(its):
+        W = W - lr * (W @ S - C)
+    np.testing.assert_allclose(res.W, W, rtol=1e-10, atol=1e-12)
+
+
+def test_replaying_batches_reproduces_the_run_exactly(small_data):
+    (X, Y), (Xt, Yt) = small_data
+    a = train(X, Y, lr=0.005, batch_size=10, iterations=50, seed=3, X_test=Xt, Y_test=Yt)
+    batches = sample_batches(X.shape[1], batch_size=10, iterations=50, seed=3)
+    b = train(X, Y, lr=0.005, batch_size=10, iterations=50, batches=batches, X_test=Xt, Y_test=Yt)
+    np.testing.assert_array_equal(a.W, b.W)
+    assert a.history.equals(b.history)
+    c = train(X, Y, lr=0.005, batch_size=10, iterations=50, seed=4)
+    assert not np.array_equal(a.W, c.W)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 10, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_evaluation_equals_the_naive_one(small_data, batch_size, dtype):
+    """Both paths (incremental for B < 10, certified float32 products otherwise)."""
+    (X, Y), (Xt, Yt) = small_data
+    X, Y, Xt, Yt = (a.astype(dtype) for a in (X, Y, Xt, Yt))
+    batches = sample_batches(X.shape[1], batch_size=batch_size, iterations=120, seed=5)
+    fast = train(
+        X,
+        Y,
+        lr=0.004,
+        batch_size=batch_size,
+        iterations=120,
+        batches=batches,
+        X_test=Xt,
+        Y_test=Yt,
+        dtype=dtype,
+    ).history
+    naive = train_naive(X, Y, Xt, Yt, lr=0.004, batches=batches)
+    np.testing.assert_array_equal(fast.train_acc, naive.train_acc)
+    np.testing.assert_array_equal(fast.test_acc, naive.test_acc)
+    np.testing.assert_allclose(fast.train_loss, naive.train_loss, rtol=1e-9)
+
+
+def test_ties_follow_argmax_first_maximum(small_data):
+    """At W = 0 every score ties, np.argmax picks class 0: accuracy = share of zeros."""
+    (X, Y), (Xt, Yt) = small_data
+    h = evaluate_trajectory(np.zeros((1, 10, X.shape[0])), X, Y, Xt, Yt)
+    assert h.train_acc[0] == pytest.approx(np.mean(Y.argmax(0) == 0))
+    assert h.test_acc[0] == pytest.approx(np.mean(Yt.argmax(0) == 0))
+    assert h.train_loss[0] == pytest.approx(0.5)
+
+
+def test_divergence_is_detected_without_warnings(small_data):
+    (X, Y), (Xt, Yt) = small_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = train(X, Y, lr=0.1, batch_size=100, iterations=200, X_test=Xt, Y_test=Yt)
+    assert res.diverged_at is not None and res.diverged_at < 200
+    assert len(res.history) == res.diverged_at
+    assert np.all(np.isfinite(res.history.to_numpy()))
+    assert res.history.train_loss.max() <= DIVERGENCE_LOSS
+    assert np.all(np.isfinite(res.W))
+
+
+def test_stable_run_has_a_full_history(small_data):
+    (X, Y), _ = small_data
+    res = train(X, Y, lr=0.001, batch_size=100, iterations=30, eval_every=7)
+    assert res.diverged_at is None
+    assert list(res.history.columns) == HISTORY_COLUMNS
+    assert res.history.iteration.tolist() == [0, 7, 14, 21, 28, 29]
+    assert res.history.test_acc.isna().all()
+    assert res.history.train_loss.iloc[-1] < 0.5
+
+
+def test_bias_is_learned_and_matches_an_appended_constant_feature(small_data):
+    (X, Y), (Xt, Yt) = small_data
+    batches = sample_batches(X.shape[1], batch_size=20, iterations=40, seed=0)
+    a = train(X, Y, lr=0.002, batch_size=20, iterations=40, batches=batches, bias=True)
+    X1 = np.vstack([X, np.ones((1, X.shape[1]), np.float32)])
+    b = train(X1, Y, lr=0.002, batch_size=20, iterations=40, batches=batches)
+    np.testing.assert_array_equal(a.W, b.W[:, :-1])
+    np.testing.assert_array_equal(a.b, b.W[:, -1])
+    assert a.history.equals(b.history)
+
+
+def test_draw_subset_is_without_replacement_and_seeded():
+    idx = draw_subset(1000, 500, seed=2)
+    assert len(np.unique(idx)) == 500 and idx.min() >= 0 and idx.max() < 1000
+    np.testing.assert_array_equal(idx, draw_subset(1000, 500, seed=2))
+    assert sorted(draw_subset(10, 10)) == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": 0.0}, "lr must be a positive finite number"),
+        ({"lr": -1.0}, "lr must be a positive finite number"),
+        ({"lr": float("nan")}, "lr must be a positive finite number"),
+        ({"lr": "0.1"}, "lr must be a positive finite number"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"batch_size": 2.5}, "batch_size must be an integer"),
+        ({"iterations": 0}, "iterations must be >= 1"),
+        ({"eval_every": 0}, "eval_every must be >= 1"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"dtype": np.int32}, "dtype must be np.float32 or np.float64"),
+        ({"batches": np.zeros((3, 3), int)}, "batches must be an integer array of shape"),
+        ({"batches": np.full((5, 10), 10_000)}, r"batches must hold sample indices in \[0, 1999\]"),
+    ],
+)
+def test_invalid_parameters_are_refused(small_data, kwargs, message):
+    (X, Y), _ = small_data
+    args = {"lr": 0.01, "batch_size": 10, "iterations": 5} | kwargs
+    with pytest.raises(ValueError, match=message):
+        train(X, Y, **args)
+
+
+def test_invalid_data_is_refused(small_data):
+    (X, Y), (Xt, Yt) = small_data
+    with pytest.raises(ValueError, match="Y must be"):
+        train(X, Y[:, :10], lr=0.1, batch_size=1, iterations=1)
+    with pytest.raises(ValueError, match="X_test must have 784 rows"):
+        train(X, Y, lr=0.1, batch_size=1, iterations=1, X_test=Xt[:10], Y_test=Yt)
+    with pytest.raises(ValueError, match="given together"):
+        train(X, Y, lr=0.1, batch_size=1, iterations=1, X_test=Xt)
+    with pytest.raises(ValueError, match="n_prime must be in"):
+        draw_subset(10, 11)
+
+
+@pytest.mark.integration
+def test_task2_run_on_mnist_lands_in_the_study_range(mnist):
+    (X, Y), (Xt, Yt) = mnist
+    res = train(X, Y, lr=0.001, batch_size=100, iterations=1000, X_test=Xt, Y_test=Yt)
+    final = res.history.iloc[-1]
+    assert 0.80 <= final.test_acc <= 0.84
+    assert 0.23 <= final.train_loss <= 0.26
