@@ -1,0 +1,494 @@
+"""Matplotlib figures shared by the notebooks and the report.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot, so it
+works under any backend (Agg in scripts and tests) and leaves no global state behind.
+Accuracies are fractions in the data and percentages on the axes.
+
+Histories are long DataFrames with the columns of ``TrainResult.history`` (iteration,
+train_loss, train_acc, test_acc), a ``seed`` column when several seeds are present, and
+the run's parameters (``lr``, ``batch_size``, ``n_prime``) where a figure groups by them.
+Several seeds are drawn as their mean with a min-max band, over the iterations that most
+seeds recorded (the thinned evaluation schedule), and the seed evaluated at every
+iteration is drawn underneath as a thin line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+METRICS = {
+    "train_loss": "training loss",
+    "train_acc": "training accuracy (%)",
+    "test_acc": "test accuracy (%)",
+}
+COLORS = {"train_loss": "C0", "train_acc": "C0", "test_acc": "C1"}
+REFERENCE_STYLE = {"color": "0.35", "linestyle": "--", "linewidth": 1.0}
+DPI = 110
+COLUMN_LABELS = {
+    "final_train_loss_mean": "final training loss",
+    "final_train_acc_mean": "final training accuracy",
+    "final_test_acc_mean": "final test accuracy",
+}
+
+
+def _check_columns(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} lacks the columns {missing}; it has {list(frame.columns)}")
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if metric.endswith("_acc") else 1.0
+
+
+def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean, min and max of ``metric`` over seeds at each commonly recorded iteration.
+
+    Parameters
+    ----------
+    history : DataFrame
+        Columns iteration, ``metric`` and optionally seed.
+    metric : str
+        One of train_loss, train_acc, test_acc.
+
+    Returns
+    -------
+    DataFrame
+        Columns iteration, mean, low, high, n (the number of seeds with a finite value),
+        restricted to iterations recorded by a majority of the seeds; rows where every
+        seed had diverged are dropped.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    _check_columns(history, "history", ["iteration", metric])
+    seeds = history["seed"] if "seed" in history.columns else pd.Series(0, index=history.index)
+    table = pd.DataFrame({"iteration": history["iteration"], "seed": seeds, "v": history[metric]})
+    recorded = table.groupby("iteration")["seed"].nunique()
+    majority = seeds.nunique() // 2 + 1
+    common = recorded.index[recorded >= majority]
+    table = table[table["iteration"].isin(common)]
+    finite = table[np.isfinite(table["v"].to_numpy(dtype=float))]
+    grouped = finite.groupby("iteration")["v"]
+    band = pd.DataFrame(
+        {"mean": grouped.mean(), "low": grouped.min(), "high": grouped.max(), "n": grouped.size()}
+    )
+    return band.reset_index()
+
+
+def _fidelity_seed(history: pd.DataFrame) -> pd.DataFrame | None:
+    """The history of the seed recorded at the most iterations, if it is denser than the band."""
+    if "seed" not in history.columns or history["seed"].nunique() < 2:
+        return None
+    counts = history.groupby("seed")["iteration"].size()
+    if counts.max() <= counts.min():
+        return None
+    return history[history["seed"] == counts.idxmax()]
+
+
+def _draw_metric(ax, history: pd.DataFrame, metric: str, *, color: str, label: str) -> None:
+    scale = _scale(metric)
+    dense = _fidelity_seed(history)
+    if dense is not None:
+        seed = int(dense["seed"].iloc[0])
+        ax.plot(
+            dense["iteration"],
+            dense[metric] * scale,
+            color=color,
+            linewidth=0.5,
+            alpha=0.45,
+            label=f"{label}, seed {seed} (every iteration)",
+        )
+    band = seed_band(history, metric)
+    if band.empty:
+        return
+    n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
+    mean_label = f"{label}, mean of {n_seeds} seeds" if n_seeds > 1 else label
+    ax.plot(band["iteration"], band["mean"] * scale, color=color, linewidth=1.4, label=mean_label)
+    if n_seeds > 1:
+        ax.fill_between(
+            band["iteration"], band["low"] * scale, band["high"] * scale, color=color, alpha=0.2
+        )
+
+
+def _mark_divergence(ax, diverged_at: Sequence[int], n_seeds: int) -> None:
+    """Mark the iterations at which seeds diverged and say so in the panel."""
+    its = sorted(int(k) for k in diverged_at)
+    if not its:
+        return
+    for k in its:
+        ax.axvline(k, color="C3", linewidth=0.8, linestyle=":")
+    span = f"{its[0]}" if its[0] == its[-1] else f"{its[0]}-{its[-1]}"
+    ax.text(
+        0.5,
+        0.5,
+        f"diverged at iteration {span}\n({len(its)} of {n_seeds} seeds)",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        color="C3",
+        fontsize=8,
+        bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.85},
+    )
+
+
+def _loss_limits(values: np.ndarray) -> tuple[float, float] | None:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    low, high = np.quantile(finite, [0.0, 0.995])
+    pad = 0.05 * max(high - low, 1e-3)
+    return float(low - pad), float(high + pad)
+
+
+def digit_image(image: np.ndarray, *, title: str) -> Figure:
+    """One grey-scale image, without axes ticks.
+
+    Parameters
+    ----------
+    image : ndarray (28, 28) or (784,)
+        Pixel values (uint8 or floats in [0, 1]); a flat 784-vector is reshaped.
+    title : str
+        The figure title, e.g. "Training sample 696 (label 2)".
+    """
+    pixels = np.asarray(image)
+    if pixels.ndim == 1:
+        side = int(round(np.sqrt(pixels.size)))
+        if side * side != pixels.size:
+            raise ValueError(f"image of {pixels.size} pixels is not square")
+        pixels = pixels.reshape(side, side)
+    if pixels.ndim != 2:
+        raise ValueError(f"image must be 2-D or a flat square image, got shape {pixels.shape}")
+    fig = Figure(figsize=(2.6, 2.8), dpi=DPI)
+    ax = fig.subplots()
+    ax.imshow(pixels, cmap="gray_r", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(
+    history: pd.DataFrame,
+    *,
+    title: str,
+    reference=None,
+    reference_label: str = "closed-form optimum",
+    study: pd.DataFrame | None = None,
+    diverged_at: Sequence[int] = (),
+) -> Figure:
+    """Training loss (left) and train/test accuracy (right) against the iteration.
+
+    Parameters
+    ----------
+    history : DataFrame
+        Columns iteration, train_loss, train_acc, test_acc, and seed for several seeds.
+    title : str
+        The figure title; it must name the run's configuration.
+    reference : object, optional
+        Anything with ``loss``, ``train_acc`` and ``test_acc`` attributes (the result of
+        ``linmnist.analysis.least_squares``), drawn as dashed horizontal lines.
+    reference_label : str
+        Legend text of the reference lines.
+    study : DataFrame, optional
+        The study's reported points, columns iteration, train_loss, train_acc, test_acc
+        (NaN where not reported), drawn as black markers.
+    diverged_at : sequence of int
+        Iterations at which seeds diverged; marked on both panels.
+    """
+    _check_columns(history, "history", ["iteration", *METRICS])
+    n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
+    fig = Figure(figsize=(10, 3.8), dpi=DPI)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    _draw_metric(ax_loss, history, "train_loss", color=COLORS["train_loss"], label="training loss")
+    _draw_metric(ax_acc, history, "train_acc", color=COLORS["train_acc"], label="train")
+    _draw_metric(ax_acc, history, "test_acc", color=COLORS["test_acc"], label="test")
+    if reference is not None:
+        ax_loss.axhline(
+            reference.loss, **REFERENCE_STYLE, label=f"{reference_label} ({reference.loss:.4f})"
+        )
+        ax_acc.axhline(
+            100 * reference.train_acc,
+            **REFERENCE_STYLE,
+            label=f"{reference_label}, train ({100 * reference.train_acc:.2f} %)",
+        )
+        ax_acc.axhline(
+            100 * reference.test_acc,
+            color="0.35",
+            linestyle="-.",
+            linewidth=1.0,
+            label=f"{reference_label}, test ({100 * reference.test_acc:.2f} %)",
+        )
+    if study is not None:
+        _check_columns(study, "study", ["iteration", *METRICS])
+        loss = study.dropna(subset=["train_loss"])
+        ax_loss.plot(loss["iteration"], loss["train_loss"], "kx", label="study (one unseeded run)")
+        for metric, marker in (("train_acc", "ks"), ("test_acc", "k^")):
+            points = study.dropna(subset=[metric])
+            ax_acc.plot(
+                points["iteration"],
+                100 * points[metric],
+                marker,
+                markerfacecolor="none",
+                label=f"study, {metric.split('_')[0]}",
+            )
+    limits = _loss_limits(history["train_loss"].to_numpy(dtype=float))
+    if limits is not None and not diverged_at:
+        ax_loss.set_ylim(
+            min(limits[0], reference.loss - 0.01) if reference is not None else limits[0],
+            limits[1],
+        )
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        _mark_divergence(ax, diverged_at, n_seeds)
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_title("Training loss")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.set_title("Accuracy")
+    ax_loss.legend(fontsize=7)
+    ax_acc.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _grid_axes(values: Sequence[float], batch_sizes: Sequence[int], *, sharey: bool):
+    fig = Figure(figsize=(2.6 * len(batch_sizes) + 0.6, 2.1 * len(values) + 0.8), dpi=DPI)
+    axes = fig.subplots(len(values), len(batch_sizes), sharex=True, sharey=sharey, squeeze=False)
+    return fig, axes
+
+
+def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) -> Figure:
+    """Small multiples of one metric: a row per learning rate, a column per batch size.
+
+    Parameters
+    ----------
+    histories : DataFrame
+        Columns lr, batch_size, seed, iteration and ``metric``: every seed's history.
+    seeds : DataFrame
+        One row per run, columns lr, batch_size, seed, diverged_at (None/NaN when the
+        run did not diverge); a panel whose seeds diverged says at which iteration.
+    metric : str
+        train_loss, train_acc or test_acc.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    _check_columns(histories, "histories", ["lr", "batch_size", "seed", "iteration", metric])
+    _check_columns(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
+    lrs = sorted(seeds["lr"].unique(), reverse=True)
+    batch_sizes = sorted(seeds["batch_size"].unique())
+    fig, axes = _grid_axes(lrs, batch_sizes, sharey=True)
+    scale = _scale(metric)
+    converged = histories.merge(
+        seeds[seeds["diverged_at"].isna()][["lr", "batch_size", "seed"]],
+        on=["lr", "batch_size", "seed"],
+    )
+    if metric == "train_loss":
+        limits = _loss_limits(converged[metric].to_numpy(dtype=float))
+    else:
+        limits = (0.0, 100.0)
+    for i, lr in enumerate(lrs):
+        for j, batch_size in enumerate(batch_sizes):
+            ax = axes[i, j]
+            cell = histories[(histories["lr"] == lr) & (histories["batch_size"] == batch_size)]
+            runs = seeds[(seeds["lr"] == lr) & (seeds["batch_size"] == batch_size)]
+            if not cell.empty:
+                _draw_metric(ax, cell, metric, color=COLORS[metric], label=METRICS[metric])
+            diverged = runs["diverged_at"].dropna().astype(int).tolist()
+            _mark_divergence(ax, diverged, len(runs))
+            if runs.empty:
+                ax.text(0.5, 0.5, "no result", transform=ax.transAxes, ha="center", va="center")
+            ax.set_title(f"lr = {lr:g}, batch size = {batch_size}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if limits is not None:
+                ax.set_ylim(*limits)
+            if i == len(lrs) - 1:
+                ax.set_xlabel("iteration")
+            if j == 0:
+                ax.set_ylabel(METRICS[metric])
+    n_seeds = seeds.groupby(["lr", "batch_size"])["seed"].nunique().max()
+    fig.suptitle(
+        f"{METRICS[metric].split(' (')[0].capitalize()} of every learning rate x batch size run "
+        f"(mean and min-max over {n_seeds} seeds{'; thin line: one seed' if n_seeds > 1 else ''})"
+        f"{', y-axis in %' if scale != 1 else ''}",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_heatmap(
+    table: pd.DataFrame, *, value: str = "final_test_acc_mean", title: str | None = None
+) -> Figure:
+    """Heatmap of an accuracy over learning rate (rows) x batch size (columns).
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per (lr, batch_size) with the column ``value`` (a fraction) and
+        ``n_diverged``/``n_seeds``; cells where every seed diverged are grey and say so.
+    value : str
+        The column to show, default the mean final test accuracy.
+    title : str, optional
+        Defaults to a title naming the column.
+    """
+    accuracies = [c for c in COLUMN_LABELS if c.endswith("_acc_mean")]
+    if value not in accuracies:
+        raise ValueError(f"value must be one of {accuracies}, got {value!r}")
+    _check_columns(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
+    lrs = sorted(table["lr"].unique(), reverse=True)
+    batch_sizes = sorted(table["batch_size"].unique())
+    grid = np.full((len(lrs), len(batch_sizes)), np.nan)
+    labels = np.full(grid.shape, "no result", dtype=object)
+    for row in table.itertuples(index=False):
+        i, j = lrs.index(row.lr), batch_sizes.index(row.batch_size)
+        acc = getattr(row, value)
+        if row.n_diverged == row.n_seeds and row.n_seeds > 0:
+            labels[i, j] = "diverged"
+        elif np.isfinite(acc):
+            grid[i, j] = 100 * acc
+            labels[i, j] = f"{100 * acc:.2f} %"
+            if row.n_diverged:
+                labels[i, j] += f"\n({row.n_diverged}/{row.n_seeds} diverged)"
+    fig = Figure(figsize=(1.5 * len(batch_sizes) + 2.4, 0.9 * len(lrs) + 1.5), dpi=DPI)
+    ax = fig.subplots()
+    shown = grid[np.isfinite(grid)]
+    low, high = (shown.min() - 1, shown.max() + 0.5) if shown.size else (0, 100)
+    cmap = colormaps["YlGn"].with_extremes(bad="0.85")
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=high, aspect="auto")
+    for i in range(len(lrs)):
+        for j in range(len(batch_sizes)):
+            dark = np.isfinite(grid[i, j]) and (grid[i, j] - low) > 0.65 * (high - low)
+            color = "white" if dark else "black"
+            ax.text(j, i, labels[i, j], ha="center", va="center", fontsize=8, color=color)
+    ax.set_xticks(range(len(batch_sizes)), [str(b) for b in batch_sizes])
+    ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("learning rate")
+    colorbar = fig.colorbar(image, ax=ax)
+    colorbar.set_label("accuracy (%)")
+    ax.set_title(title or f"{COLUMN_LABELS[value].capitalize()}, mean over seeds", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def stability_plot(
+    table: pd.DataFrame, *, lr_max: float, value: str = "final_train_loss_mean"
+) -> Figure:
+    """Final training loss against the learning rate, one line per batch size.
+
+    The gradient-descent stability threshold ``lr_max`` = 2 / lambda_max is drawn as a
+    vertical line; learning rates at which every seed diverged are drawn as red crosses
+    at the top of the axis.
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per (lr, batch_size) with ``value``, n_diverged and n_seeds.
+    lr_max : float
+        2 / lambda_max of X X^T / N, from ``linmnist.analysis.stability_threshold``.
+    value : str
+        The column on the y-axis, default the mean final training loss.
+    """
+    if value not in COLUMN_LABELS:
+        raise ValueError(f"value must be one of {sorted(COLUMN_LABELS)}, got {value!r}")
+    _check_columns(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
+    if not (np.isfinite(lr_max) and lr_max > 0):
+        raise ValueError(f"lr_max must be a positive finite number, got {lr_max!r}")
+    fig = Figure(figsize=(6.4, 3.8), dpi=DPI)
+    ax = fig.subplots()
+    scale = _scale(value.removesuffix("_mean").removeprefix("final_"))
+    finite = table[value].to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    top = (finite.max() * scale * 1.08) if finite.size else 1.0
+    groups = table.sort_values("lr").groupby("batch_size")
+    palette = colormaps["viridis"](np.linspace(0.0, 0.85, max(len(groups), 1)))
+    for color, (batch_size, rows) in zip(palette, groups, strict=False):
+        ok = rows[rows["n_diverged"] < rows["n_seeds"]]
+        ax.plot(ok["lr"], ok[value] * scale, "o-", color=color, label=f"batch size {batch_size}")
+        bad = rows[(rows["n_diverged"] == rows["n_seeds"]) & (rows["n_seeds"] > 0)]
+        ax.plot(bad["lr"], np.full(len(bad), top), "x", color="C3", markersize=9, mew=2)
+    if ((table["n_diverged"] == table["n_seeds"]) & (table["n_seeds"] > 0)).any():
+        ax.plot([], [], "x", color="C3", mew=2, label="diverged (every seed)")
+    ax.axvline(lr_max, color="C3", linestyle="--", linewidth=1.2)
+    ax.text(
+        lr_max,
+        0.02,
+        f" $2/\\lambda_{{\\max}}$ = {lr_max:.4f}",
+        transform=ax.get_xaxis_transform(),
+        color="C3",
+        fontsize=8,
+    )
+    ax.set_xscale("log")
+    lrs = table["lr"].to_numpy(dtype=float)
+    ax.set_xlim(min(lrs.min(), lr_max) / 2, max(lrs.max(), lr_max) * 2)
+    ax.set_xlabel("learning rate (log scale)")
+    label = COLUMN_LABELS[value]
+    ax.set_ylabel(label + (" (%)" if scale != 1 else ""))
+    ax.set_title(f"{label.capitalize()} against the learning rate, with the stability threshold")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def subset_curves(histories: pd.DataFrame, *, title: str) -> Figure:
+    """Training on N' images: loss on S', train/test accuracy, and the train-test gap.
+
+    Parameters
+    ----------
+    histories : DataFrame
+        Columns n_prime, seed, iteration, train_loss, train_acc (on the subset S'),
+        test_acc (on the full test set).
+    title : str
+        The figure title; it must call N' the training-set size (not the batch size).
+    """
+    _check_columns(histories, "histories", ["n_prime", "iteration", *METRICS])
+    fig = Figure(figsize=(13, 3.9), dpi=DPI)
+    ax_loss, ax_acc, ax_gap = fig.subplots(1, 3)
+    for k, (n_prime, history) in enumerate(histories.groupby("n_prime")):
+        color = f"C{k}"
+        for ax, metric, style in (
+            (ax_loss, "train_loss", "-"),
+            (ax_acc, "train_acc", "-"),
+            (ax_acc, "test_acc", "--"),
+        ):
+            band = seed_band(history, metric)
+            scale = _scale(metric)
+            label = f"N' = {n_prime}" if metric != "test_acc" else None
+            ax.plot(band["iteration"], band["mean"] * scale, style, color=color, label=label)
+            ax.fill_between(
+                band["iteration"],
+                band["low"] * scale,
+                band["high"] * scale,
+                color=color,
+                alpha=0.15,
+            )
+        train = seed_band(history, "train_acc").set_index("iteration")["mean"]
+        test = seed_band(history, "test_acc").set_index("iteration")["mean"]
+        gap = (train - test).dropna()
+        ax_gap.plot(gap.index, 100 * gap.to_numpy(), color=color, label=f"N' = {n_prime}")
+    ax_acc.plot([], [], "k-", label="on S' (training)")
+    ax_acc.plot([], [], "k--", label="on the test set")
+    ax_gap.axhline(0, color="0.35", linewidth=0.8)
+    ax_loss.set_title("Training loss on S'")
+    ax_acc.set_title("Accuracy")
+    ax_gap.set_title("Train - test accuracy gap")
+    ax_loss.set_ylabel("training loss")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_gap.set_ylabel("gap (percentage points)")
+    for ax in (ax_loss, ax_acc, ax_gap):
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
