@@ -1,0 +1,362 @@
+"""The same linear model and SGD in PyTorch and in Keras 3 (torch backend), on the engine's batches.
+
+``train_torch`` and ``train_keras`` take the arguments of ``linmnist.sgd.train`` (plus
+``loss``) and return the same kind of result, so the numpy engine and the two frameworks
+are compared like for like: the same zero start, the same batches, the same divergence
+rule, and the metrics of the recorded weights computed by the engine's own exact evaluation.
+
+Losses: ``"quadratic"`` is the engine's 1/(2B) sum ||W x + b - y||^2; ``"mse"`` is
+``nn.MSELoss`` / ``keras.losses.MeanSquaredError``, which also averages over the K outputs,
+so its gradient is 2/K (1/5 for MNIST) of the quadratic one: ``quadratic_lr`` converts.
+The history's ``train_loss`` is always the quadratic loss, whatever loss was trained on.
+
+torch and keras are imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from linmnist.sgd import (
+    TrainResult,
+    _check_data,
+    _check_dtype,
+    _check_int,
+    _Evaluator,
+    _with_bias_row,
+    sample_batches,
+    sgd_step,
+)
+
+LOSSES = ("quadratic", "mse")
+# Task 6 of the study (SPEC, "Figures the study reported"): its PyTorch run, as fractions.
+STUDY_REPORTED = {"train_acc": 0.8581, "test_acc": 0.8573}
+# The study's own PyTorch configuration (SPEC, "What the study got wrong").
+STUDY_SETTING = {"bias": True, "loss": "mse", "lr": 0.01, "batch_size": 1000, "iterations": 50_000}
+
+
+@dataclass
+class FrameworkResult(TrainResult):
+    """A ``TrainResult`` of a framework run, with what identifies and times it.
+
+    Attributes
+    ----------
+    framework : str
+        "torch" or "keras".
+    loss : str
+        The loss trained on, one of ``LOSSES``.
+    step_seconds : float
+        Wall time of the updates alone (batch gather, forward, backward, optimizer step),
+        summed over iterations; ``seconds`` also counts set-up, the per-iteration
+        divergence check, the weight recording and the evaluation.
+    """
+
+    framework: str
+    loss: str
+    step_seconds: float
+
+
+def quadratic_lr(lr: float, n_outputs: int = 10) -> float:
+    """The learning rate on the quadratic loss that equals ``lr`` on the MSE loss.
+
+    MSE averages the squared error over the ``n_outputs`` outputs as well, so its gradient
+    is ``2 / n_outputs`` times the quadratic loss's: lr 0.01 with nn.MSELoss is lr 0.002 here.
+    """
+    return lr * 2 / n_outputs
+
+
+def numpy_step_seconds(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    lr: float,
+    batches: np.ndarray,
+    dtype=np.float32,
+    bias: bool = False,
+) -> float:
+    """Wall time of the numpy engine's updates alone (``sgd_step``) replayed on ``batches``.
+
+    Timed like ``FrameworkResult.step_seconds`` (batch gather and update, summed over
+    iterations), without the engine's divergence check, recording and evaluation.
+    """
+    dt = _check_dtype(dtype)
+    X, Y = _check_data(X, Y, "X", "Y")
+    Xd, Yd = np.asarray(_with_bias_row(X, bias), dtype=dt), np.asarray(Y, dtype=dt)
+    W = np.zeros((Yd.shape[0], Xd.shape[0]), dtype=dt)
+    total = 0.0
+    with np.errstate(all="ignore"):
+        for idx in np.asarray(batches):
+            t0 = time.perf_counter()
+            W, _ = sgd_step(W, Xd[:, idx], Yd[:, idx], lr)
+            total += time.perf_counter() - t0
+    return total
+
+
+@dataclass
+class _Run:
+    """Validated arguments of a framework run."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    X_test: np.ndarray | None
+    Y_test: np.ndarray | None
+    lr: float
+    batch_size: int
+    iterations: int
+    seed: int
+    batches: np.ndarray
+    eval_every: int
+    dtype: np.dtype
+    bias: bool
+    loss: str
+
+
+def _validate(
+    X, Y, lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every, dtype, bias, loss
+) -> _Run:
+    """The engine's checks (same messages), plus ``loss`` and ``bias``."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if not (np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr}")
+    batch_size = _check_int("batch_size", batch_size, 1)
+    iterations = _check_int("iterations", iterations, 1)
+    seed = _check_int("seed", seed, 0)
+    eval_every = _check_int("eval_every", eval_every, 1)
+    dt = _check_dtype(dtype)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if not isinstance(bias, (bool, np.bool_)):
+        raise ValueError(f"bias must be True or False, got {bias!r}")
+    X, Y = _check_data(X, Y, "X", "Y")
+    if (X_test is None) != (Y_test is None):
+        raise ValueError("X_test and Y_test must be given together")
+    if X_test is not None:
+        X_test, Y_test = _check_data(X_test, Y_test, "X_test", "Y_test", X.shape[0])
+        if Y_test.shape[0] != Y.shape[0]:
+            raise ValueError(f"Y_test must have {Y.shape[0]} classes like Y, got {Y_test.shape[0]}")
+    n = X.shape[1]
+    if batches is None:
+        batches = sample_batches(n, batch_size=batch_size, iterations=iterations, seed=seed)
+    else:
+        batches = np.asarray(batches)
+        if batches.shape != (iterations, batch_size) or not np.issubdtype(
+            batches.dtype, np.integer
+        ):
+            raise ValueError(
+                f"batches must be an integer array of shape (iterations, batch_size) = "
+                f"({iterations}, {batch_size}), got {batches.dtype} {batches.shape}"
+            )
+        if batches.min() < 0 or batches.max() >= n:
+            raise ValueError(f"batches must hold sample indices in [0, {n - 1}]")
+    return _Run(
+        X, Y, X_test, Y_test, float(lr), batch_size, iterations, seed, batches, eval_every, dt,
+        bool(bias), loss,
+    )  # fmt: skip
+
+
+def _loop(
+    run: _Run,
+    framework: str,
+    step: Callable[[np.ndarray], None],
+    weights: Callable[[], tuple[np.ndarray, np.ndarray | None]],
+) -> FrameworkResult:
+    """Run ``step`` on every batch with the engine's divergence rule, recording and evaluation.
+
+    ``step(idx)`` performs one update on the samples ``idx``; ``weights()`` returns copies of
+    the current (W, b) as numpy arrays (b None without a bias).
+    """
+    t_start = time.perf_counter()
+    evaluator = _Evaluator(
+        _with_bias_row(run.X, run.bias),
+        run.Y,
+        None if run.X_test is None else _with_bias_row(run.X_test, run.bias),
+        run.Y_test,
+    )
+    W, b = weights()
+    recorded, snapshots, losses = [], [], []
+    diverged_at = None
+    step_seconds = 0.0
+    with np.errstate(all="ignore"):
+        for t in range(run.iterations):
+            t0 = time.perf_counter()
+            step(run.batches[t])
+            step_seconds += time.perf_counter() - t0
+            W_next, b_next = weights()
+            full = W_next if b_next is None else np.hstack([W_next, b_next[:, None]])
+            diverged, loss = evaluator.diverged(full)
+            if diverged:
+                diverged_at = t
+                break
+            W, b = W_next, b_next
+            if t % run.eval_every == 0 or t == run.iterations - 1:
+                recorded.append(t)
+                snapshots.append(full)
+                losses.append(loss)
+        n_cols = run.X.shape[0] + run.bias
+        Ws = np.stack(snapshots) if snapshots else np.empty((0, run.Y.shape[0], n_cols))
+        history = evaluator.history(Ws, np.asarray(recorded, dtype=int), losses)
+    return FrameworkResult(
+        W=W,
+        b=b,
+        history=history,
+        diverged_at=diverged_at,
+        seconds=time.perf_counter() - t_start,
+        lr=run.lr,
+        batch_size=run.batch_size,
+        iterations=run.iterations,
+        seed=run.seed,
+        eval_every=run.eval_every,
+        framework=framework,
+        loss=run.loss,
+        step_seconds=step_seconds,
+    )
+
+
+def _import_torch():
+    """torch, with its intra-op threads set from OMP_NUM_THREADS when that is set."""
+    import torch
+
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) >= 1:
+        torch.set_num_threads(int(threads))
+    return torch
+
+
+def train_torch(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    lr: float,
+    batch_size: int,
+    iterations: int,
+    seed: int = 0,
+    batches: np.ndarray | None = None,
+    X_test: np.ndarray | None = None,
+    Y_test: np.ndarray | None = None,
+    eval_every: int = 1,
+    dtype=np.float32,
+    bias: bool = False,
+    loss: str = "quadratic",
+) -> FrameworkResult:
+    """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD``.
+
+    Parameters are those of ``linmnist.sgd.train`` (X and Y feature-major, (D, N) and
+    (10, N)), plus ``loss`` in ``LOSSES``. Returns a ``FrameworkResult`` whose history is
+    computed by the engine's evaluation from the weights recorded every ``eval_every``
+    iterations (and at the last one); a run whose training loss becomes non-finite or
+    exceeds ``linmnist.sgd.DIVERGENCE_LOSS`` stops there with ``diverged_at`` set.
+    """
+    run = _validate(
+        X, Y, lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every, dtype,
+        bias, loss,
+    )  # fmt: skip
+    torch = _import_torch()
+    tdtype = torch.float64 if run.dtype == np.float64 else torch.float32
+    Xr = torch.from_numpy(np.ascontiguousarray(run.X.T, dtype=run.dtype))
+    Yr = torch.from_numpy(np.ascontiguousarray(run.Y.T, dtype=run.dtype))
+    model = torch.nn.Linear(Xr.shape[1], Yr.shape[1], bias=run.bias, dtype=tdtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    optimizer = torch.optim.SGD(model.parameters(), lr=run.lr)
+    mse = torch.nn.MSELoss()
+
+    def step(idx: np.ndarray) -> None:
+        rows = torch.from_numpy(idx)
+        xb, yb = Xr[rows], Yr[rows]
+        optimizer.zero_grad()
+        out = model(xb)
+        if run.loss == "mse":
+            value = mse(out, yb)
+        else:
+            value = 0.5 * (out - yb).square().sum(dim=1).mean()
+        value.backward()
+        optimizer.step()
+
+    def weights():
+        W = model.weight.detach().numpy().copy()
+        return W, None if model.bias is None else model.bias.detach().numpy().copy()
+
+    return _loop(run, "torch", step, weights)
+
+
+def _import_keras():
+    """keras on the torch backend (set here unless keras is already imported)."""
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "torch"
+    _import_torch()
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "torch":
+        raise RuntimeError(
+            f"keras runs on the {backend!r} backend, but linmnist.frameworks needs 'torch': "
+            "set KERAS_BACKEND=torch before keras is first imported"
+        )
+    return keras
+
+
+def train_keras(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    lr: float,
+    batch_size: int,
+    iterations: int,
+    seed: int = 0,
+    batches: np.ndarray | None = None,
+    X_test: np.ndarray | None = None,
+    Y_test: np.ndarray | None = None,
+    eval_every: int = 1,
+    dtype=np.float32,
+    bias: bool = False,
+    loss: str = "quadratic",
+) -> FrameworkResult:
+    """Train ``Dense(10, use_bias=bias, kernel_initializer="zeros")`` with ``keras.optimizers.SGD``.
+
+    Keras 3 runs on the torch backend (``KERAS_BACKEND=torch`` is set before keras is first
+    imported; a RuntimeError says so if keras was already imported with another backend).
+    Each batch is one ``train_on_batch`` call. Parameters, result and divergence rule are
+    those of ``train_torch``, except that ``dtype`` must be np.float32: Keras 3 computes
+    64-bit products in 32 bits on this backend.
+    """
+    run = _validate(
+        X, Y, lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every, dtype,
+        bias, loss,
+    )  # fmt: skip
+    if run.dtype != np.float32:
+        raise ValueError(
+            "dtype must be np.float32 for train_keras: Keras 3 on the torch backend computes "
+            f"64-bit products in float32 (as JAX does), got {run.dtype}"
+        )
+    keras = _import_keras()
+    Xr = np.ascontiguousarray(run.X.T, dtype=np.float32)
+    Yr = np.ascontiguousarray(run.Y.T, dtype=np.float32)
+
+    def quadratic(y_true, y_pred):
+        return 0.5 * keras.ops.sum(keras.ops.square(y_pred - y_true), axis=-1)
+
+    layer = keras.layers.Dense(
+        Yr.shape[1], use_bias=run.bias, kernel_initializer="zeros", bias_initializer="zeros"
+    )
+    model = keras.Sequential([keras.Input((Xr.shape[1],)), layer])
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=run.lr),
+        loss=keras.losses.MeanSquaredError() if run.loss == "mse" else quadratic,
+    )
+
+    def step(idx: np.ndarray) -> None:
+        model.train_on_batch(Xr[idx], Yr[idx])
+
+    def weights():
+        W = keras.ops.convert_to_numpy(layer.kernel).T.copy()
+        return W, keras.ops.convert_to_numpy(layer.bias).copy() if run.bias else None
+
+    return _loop(run, "keras", step, weights)
