@@ -404,6 +404,68 @@ def format_subset_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFr
     return out
 
 
+def shapes_table(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Shape and dtype of each named array, e.g. before and after ``prepare``.
+
+    Parameters
+    ----------
+    arrays : dict
+        Name -> array, in display order.
+    """
+    if not isinstance(arrays, dict) or not arrays:
+        raise ValueError("arrays must be a non-empty dict of name -> array")
+    return pd.DataFrame(
+        {
+            "array": list(arrays),
+            "shape": [" x ".join(str(n) for n in np.shape(a)) for a in arrays.values()],
+            "dtype": [str(np.asarray(a).dtype) for a in arrays.values()],
+        }
+    )
+
+
+def one_hot_check(
+    labels: dict[str, np.ndarray], one_hot: dict[str, np.ndarray], index: int
+) -> pd.DataFrame:
+    """The label of sample ``index`` in each split beside its one-hot column.
+
+    Parameters
+    ----------
+    labels : dict
+        Split name -> integer labels (N,).
+    one_hot : dict
+        Split name -> one-hot matrix (10, N), the same splits as ``labels``.
+    index : int
+        The sample to check.
+
+    Returns
+    -------
+    DataFrame
+        Columns split, index, label, one-hot column (as a string of 0/1), argmax, and
+        consistent (the column has a single 1, at the label).
+    """
+    if set(labels) != set(one_hot):
+        raise ValueError(
+            f"labels and one_hot must name the same splits, got {list(labels)} and {list(one_hot)}"
+        )
+    rows = []
+    for split, y in labels.items():
+        Y = one_hot[split]
+        if not 0 <= index < len(y):
+            raise ValueError(f"index must be in [0, {len(y) - 1}] for {split}, got {index}")
+        column = np.asarray(Y[:, index])
+        rows.append(
+            {
+                "split": split,
+                "index": index,
+                "label": int(y[index]),
+                "one-hot column": " ".join(str(int(v)) for v in column),
+                "argmax": int(column.argmax()),
+                "consistent": bool(column.sum() == 1 and column[int(y[index])] == 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def sample_curvature(X: np.ndarray) -> tuple[float, float]:
     """Mean and maximum of the per-sample curvature ||x||^2 over the columns of X (784, N)."""
     X = np.asarray(X)
@@ -554,28 +616,6 @@ def batch_size_discussion(
         "below the closed-form optimum of the same loss."
     )
 
-    timed = ok[np.isfinite(ok["seconds_fidelity"].astype(float))]
-    if len(timed):
-        by_b = timed.groupby("batch_size")[["seconds_fidelity", "seconds_thinned"]].mean()
-        times = _list(
-            [f"{by_b.loc[b, 'seconds_fidelity']:.1f} s at batch size {b}" for b in by_b.index]
-        )
-        text = (
-            "**Cost.** A run evaluated after every iteration (the study's fidelity) took "
-            f"{times} (mean over learning rates), against about {STUDY_SECONDS_PER_RUN:.0f} s "
-            "per run in the study. An SGD step costs "
-            r"$2 \times 10 \times 784 \times B$ multiply-adds, while an evaluation "
-            "touches every training and test image."
-        )
-        thinned = by_b["seconds_thinned"].dropna()
-        if len(thinned):
-            text += (
-                " The same runs evaluated only every few iterations took "
-                + _list([f"{thinned[b]:.1f} s at batch size {b}" for b in thinned.index])
-                + "; the difference is the cost of the evaluation."
-            )
-        parts.append(text)
-
     best = best_lr(table)
     if len(best):
         picks = _list(
@@ -598,6 +638,44 @@ def batch_size_discussion(
             )
         parts.append(text)
     return "\n\n".join(parts)
+
+
+def cost_discussion(table: pd.DataFrame) -> str:
+    """The wall time of the runs against the study's, as Markdown (machine-dependent numbers).
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``grid_table(...)``; its iterations, seconds_fidelity and seconds_thinned are used.
+    """
+    _check_frame(
+        table,
+        "table",
+        ["batch_size", "iterations", "status", "seconds_fidelity", "seconds_thinned"],
+    )
+    ok = table[table["status"] == "ok"]
+    timed = ok[np.isfinite(ok["seconds_fidelity"].astype(float))]
+    if timed.empty:
+        return "No run was timed at the study's fidelity (evaluation after every iteration)."
+    by_b = timed.groupby("batch_size")[["seconds_fidelity", "seconds_thinned"]].mean()
+    times = _list(
+        [f"{by_b.loc[b, 'seconds_fidelity']:.1f} s at batch size {b}" for b in by_b.index]
+    )
+    text = (
+        f"**Cost.** A run of {int(timed['iterations'].max()):,} iterations evaluated after every "
+        f"iteration (the study's fidelity) took {times} (mean over learning rates), against "
+        f"about {STUDY_SECONDS_PER_RUN:.0f} s per 1,000-iteration run in the study. An SGD step "
+        r"costs $2 \times 10 \times 784 \times B$ multiply-adds, while an evaluation touches "
+        "every training and test image."
+    )
+    thinned = by_b["seconds_thinned"].dropna()
+    if len(thinned):
+        text += (
+            " The same runs evaluated only every few iterations took "
+            + _list([f"{thinned[b]:.1f} s at batch size {b}" for b in thinned.index])
+            + "; the difference is the cost of the evaluation."
+        )
+    return text
 
 
 def subset_discussion(table: pd.DataFrame, *, n_features: int, n_classes: int) -> str:

@@ -181,11 +181,19 @@ def test_batch_size_discussion_numbers_come_from_the_table(table):
     assert "batch size 1000 sees 50,000 samples (0.833 epochs)" in text
     assert "0.12 for a typical image and -1.95 for the largest one" in text
     assert "we agree on 2 of 4 batch sizes" in text
-    assert "took 6.0 s at batch size 1, 6.0 s at batch size 10" in text
-    assert "every few iterations took 1.0 s at batch size 1," in text
+    assert " s at batch size" not in text, "timings are in cost_discussion"
     shifted = table.assign(final_test_acc_mean=table["final_test_acc_mean"] + 0.001)
     other = summary.batch_size_discussion(shifted, lr_max=0.0525, lambda_max=38.09, n_train=60000)
     assert numbers(other) != numbers(text), "the text follows the results"
+
+
+def test_cost_discussion_compares_fidelity_and_thinned_runs(table):
+    text = summary.cost_discussion(table)
+    assert "A run of 50 iterations evaluated after every iteration" in text
+    assert "took 6.0 s at batch size 1, 6.0 s at batch size 10" in text
+    assert "every few iterations took 1.0 s at batch size 1," in text
+    untimed = table.assign(seconds_fidelity=np.nan)
+    assert summary.cost_discussion(untimed).startswith("No run was timed")
 
 
 def test_batch_size_discussion_rejects_bad_threshold(table):
@@ -213,3 +221,24 @@ def test_formatting_helpers():
     assert summary.pct(float("nan")) == summary.DASH
     assert summary.mean_sd(0.5, float("nan")) == "0.5000"
     assert summary.mean_sd(0.5, 0.01, percent=True) == "50.00 ± 1.00"
+
+
+def test_shapes_table_before_and_after_flattening():
+    shapes = summary.shapes_table(
+        {"x_train": np.zeros((6, 28, 28), np.uint8), "X": np.zeros((784, 6), np.float32)}
+    )
+    assert shapes["shape"].tolist() == ["6 x 28 x 28", "784 x 6"]
+    assert shapes["dtype"].tolist() == ["uint8", "float32"]
+
+
+def test_one_hot_check_flags_a_wrong_column():
+    y = np.array([2, 1, 0])
+    Y = np.eye(10)[:, y]
+    check = summary.one_hot_check({"train": y}, {"train": Y}, 0)
+    assert check.loc[0, "label"] == 2 and check.loc[0, "argmax"] == 2
+    assert check.loc[0, "one-hot column"] == "0 0 1 0 0 0 0 0 0 0"
+    assert check.loc[0, "consistent"]
+    Y[3, 0] = 1
+    assert not summary.one_hot_check({"train": y}, {"train": Y}, 0).loc[0, "consistent"]
+    with pytest.raises(ValueError, match="index must be in"):
+        summary.one_hot_check({"train": y}, {"train": Y}, 3)
