@@ -1,0 +1,89 @@
+"""What one grid cell computes: one configuration trained over several seeds.
+
+Seed ``s`` draws its batches with ``np.random.default_rng(s)``; in Task 5 it also draws its own
+subset S' of ``n_prime`` training samples (``draw_subset(..., seed=s)``), so the spread over
+seeds covers both the sampling of the batches and the choice of S'. The seeds listed in
+``fidelity_seeds`` are evaluated after every iteration (the study's fidelity), the others every
+``eval_every`` iterations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from linmnist.sgd import TrainResult, draw_subset, train
+
+
+def eval_period(seed: int, *, fidelity_seeds: Sequence[int], eval_every: int) -> int:
+    """Evaluation period of ``seed``: 1 for a fidelity seed, ``eval_every`` otherwise."""
+    return 1 if seed in fidelity_seeds else eval_every
+
+
+def train_seeds(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    lr: float,
+    batch_size: int,
+    iterations: int,
+    seeds: Sequence[int] = (0,),
+    fidelity_seeds: Sequence[int] = (0,),
+    eval_every: int = 1,
+    n_prime: int | None = None,
+    X_test: np.ndarray | None = None,
+    Y_test: np.ndarray | None = None,
+) -> list[TrainResult]:
+    """Train one configuration once per seed.
+
+    Parameters
+    ----------
+    X, Y : ndarray (784, N), (10, N)
+        Training set, feature-major, as ``linmnist.data.prepare`` returns it.
+    lr, batch_size, iterations : float, int, int
+        The SGD configuration (see ``linmnist.sgd.train``).
+    seeds : sequence of int
+        Distinct seeds, one run each.
+    fidelity_seeds : sequence of int
+        Seeds (among ``seeds``) evaluated after every iteration.
+    eval_every : int
+        Evaluation period of the other seeds (>= 1).
+    n_prime : int, optional
+        Train each seed on its own random subset of ``n_prime`` samples drawn without
+        replacement (Task 5); the training metrics are then those of the subset.
+    X_test, Y_test : ndarray, optional
+        Full test set, scored at every evaluated iteration.
+
+    Returns
+    -------
+    list of TrainResult
+        One result per seed, in the order of ``seeds``.
+    """
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty sequence of distinct integers, got {seeds}")
+    if not set(fidelity_seeds) <= set(seeds):
+        raise ValueError(
+            f"fidelity_seeds must be a subset of seeds {seeds}, got {list(fidelity_seeds)}"
+        )
+    runs = []
+    for seed in seeds:
+        Xs, Ys = X, Y
+        if n_prime is not None:
+            subset = draw_subset(X.shape[1], n_prime, seed=seed)
+            Xs, Ys = X[:, subset], Y[:, subset]
+        runs.append(
+            train(
+                Xs,
+                Ys,
+                lr=lr,
+                batch_size=batch_size,
+                iterations=iterations,
+                seed=seed,
+                X_test=X_test,
+                Y_test=Y_test,
+                eval_every=eval_period(seed, fidelity_seeds=fidelity_seeds, eval_every=eval_every),
+            )
+        )
+    return runs

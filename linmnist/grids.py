@@ -1,0 +1,221 @@
+"""The experiment grids (Tasks 3 and 5): read from TOML, validated up front, expanded to cells.
+
+``linmnist/grids.toml`` defines each task once: its axes (lists whose product gives the
+cells), its fixed parameters, its seeds, and named profiles overriding some of them.
+``load_grids`` applies a profile, checks every value and returns the cells of each task, so a
+wrong parameter is refused before anything runs, with a message naming it and what is accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = Path(__file__).with_name("grids.toml")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task's configuration holds.
+
+    Attributes
+    ----------
+    axes : tuple of str
+        Parameters given as lists; every combination is one cell.
+    fixed : tuple of str
+        Parameters given as single values, shared by all cells.
+    name_format : str
+        ``str.format`` pattern naming a cell from its axis values.
+    """
+
+    axes: tuple[str, ...]
+    fixed: tuple[str, ...]
+    name_format: str
+
+
+_COMMON = ("notebook", "seeds", "fidelity_seeds", "eval_every", "iterations")
+TASKS: dict[str, TaskSpec] = {
+    "grid": TaskSpec(("lr", "batch_size"), _COMMON, "lr{lr:g}_bs{batch_size}"),
+    "subset": TaskSpec(("n_prime",), (*_COMMON, "lr", "batch_size"), "n{n_prime}"),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of a task, run as one notebook over all its seeds.
+
+    Attributes
+    ----------
+    task : str
+        ``"grid"`` or ``"subset"``.
+    name : str
+        File stem of its results, e.g. ``lr0.01_bs100`` or ``n1000``.
+    notebook : Path
+        The parameterised notebook that computes it.
+    params : dict
+        The notebook parameters (every axis and fixed value except ``notebook``).
+    """
+
+    task: str
+    name: str
+    notebook: Path
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def cell_name(task: str, **params: Any) -> str:
+    """Name of a cell from its axis values, e.g. ``cell_name("subset", n_prime=100)`` is n100."""
+    _check_choice("task", task, TASKS)
+    return TASKS[task].name_format.format(**params)
+
+
+def load_grids(
+    config: str | Path | None = None, *, profile: str | None = None
+) -> dict[str, list[Cell]]:
+    """Read, validate and expand a grid configuration.
+
+    Parameters
+    ----------
+    config : path, optional
+        TOML file; ``linmnist/grids.toml`` by default.
+    profile : str, optional
+        Name of a ``[profiles.NAME]`` section whose task tables override the base values.
+
+    Returns
+    -------
+    dict
+        Task name -> list of its cells, in the order of the axes as written.
+    """
+    path = Path(DEFAULT_CONFIG if config is None else config)
+    if not path.is_file():
+        raise ValueError(f"config must be an existing TOML file, got {str(path)!r}")
+    with path.open("rb") as fh:
+        try:
+            raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config {str(path)!r} is not valid TOML: {exc}") from None
+    _check_keys("config", raw, [*TASKS, "profiles"])
+    profiles = raw.get("profiles", {})
+    _check_table("profiles", profiles)
+    if profile is not None:
+        _check_choice("profile", profile, profiles)
+    for name in profiles:  # a typo in any profile is refused, not only in the one used
+        _build(raw, name, path.parent)
+    return _build(raw, profile, path.parent)
+
+
+def check_n_train(grids: dict[str, list[Cell]], n_train: int, dataset: str) -> None:
+    """Refuse a subset larger than the training set of ``dataset`` (``n_train`` samples)."""
+    for cell in grids.get("subset", []):
+        if cell.params["n_prime"] > n_train:
+            raise ValueError(
+                f"subset.n_prime must be in [1, {n_train}] (the training-set size of "
+                f"{dataset}), got {cell.params['n_prime']}"
+            )
+
+
+def _build(raw: dict, profile: str | None, base: Path) -> dict[str, list[Cell]]:
+    overrides = {}
+    if profile is not None:
+        label = f"profiles.{profile}"
+        overrides = raw["profiles"][profile]
+        _check_table(label, overrides)
+        _check_keys(label, overrides, [task for task in TASKS if task in raw])
+    grids = {}
+    for task, spec in TASKS.items():
+        if task not in raw:
+            continue
+        _check_table(task, raw[task])
+        override = overrides.get(task, {})
+        _check_table(f"profiles.{profile}.{task}", override)
+        _check_keys(f"profiles.{profile}.{task}", override, [*spec.axes, *spec.fixed])
+        grids[task] = _expand(task, spec, {**raw[task], **override}, base)
+    if not grids:
+        raise ValueError(f"config must define at least one task among {', '.join(TASKS)}")
+    return grids
+
+
+def _expand(task: str, spec: TaskSpec, values: dict, base: Path) -> list[Cell]:
+    _check_keys(task, values, [*spec.axes, *spec.fixed], required=True)
+    notebook = values["notebook"]
+    if not isinstance(notebook, str) or not (base / notebook).is_file():
+        raise ValueError(
+            f"{task}.notebook must name an existing notebook relative to the config file, "
+            f"got {notebook!r}"
+        )
+    fixed = {key: _check_value(f"{task}.{key}", key, values[key]) for key in spec.fixed}
+    seeds = fixed["seeds"]
+    if not set(fixed["fidelity_seeds"]) <= set(seeds):
+        raise ValueError(
+            f"{task}.fidelity_seeds must be a subset of {task}.seeds {seeds}, "
+            f"got {fixed['fidelity_seeds']}"
+        )
+    axes = {}
+    for key in spec.axes:
+        axis = values[key]
+        if not isinstance(axis, list) or not axis or len(set(axis)) != len(axis):
+            raise ValueError(
+                f"{task}.{key} must be a non-empty list of distinct values, got {axis!r}"
+            )
+        axes[key] = [_check_value(f"{task}.{key}", key, v) for v in axis]
+    del fixed["notebook"]
+    cells = []
+    for combo in itertools.product(*axes.values()):
+        point = dict(zip(axes, combo, strict=True))
+        params = {**point, **fixed}
+        cells.append(
+            Cell(task, spec.name_format.format(**point), (base / notebook).resolve(), params)
+        )
+    return cells
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_value(label: str, key: str, value: Any) -> Any:
+    if key == "notebook":
+        return value
+    if key == "lr":
+        ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value > 0
+        if not ok:
+            raise ValueError(f"{label} must be a finite number > 0, got {value!r}")
+        return float(value)
+    if key in ("seeds", "fidelity_seeds"):
+        ok = isinstance(value, list) and all(_is_int(s) and s >= 0 for s in value)
+        ok = ok and len(set(value)) == len(value) and (key == "fidelity_seeds" or value)
+        if not ok:
+            what = "list" if key == "fidelity_seeds" else "non-empty list"
+            raise ValueError(f"{label} must be a {what} of distinct integers >= 0, got {value!r}")
+        return list(value)
+    if not (_is_int(value) and value >= 1):
+        raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _check_table(label: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{label} must be a table ([{label}]), got {value!r}")
+
+
+def _check_choice(label: str, value: Any, accepted) -> None:
+    if value not in accepted:
+        names = ", ".join(accepted) or "(none defined)"
+        raise ValueError(f"{label} must be one of: {names}; got {value!r}")
+
+
+def _check_keys(label: str, table: dict, accepted, required: bool = False) -> None:
+    accepted = list(accepted)
+    for key in table:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{label}: unknown key {key!r}{hint}; accepted: {', '.join(accepted)}")
+    if required:
+        missing = [key for key in accepted if key not in table]
+        if missing:
+            raise ValueError(f"{label}: missing parameter(s) {', '.join(missing)}")

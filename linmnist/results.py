@@ -1,0 +1,294 @@
+"""Result files of the grid cells: what a cell notebook saves and what the report reads.
+
+Layout, in ``runs_dir/<task>/`` (task ``grid`` or ``subset``):
+
+* ``<cell>.history.csv``: every seed's history, columns seed, iteration, train_loss,
+  train_acc, test_acc (accuracies are fractions in [0, 1]);
+* ``<cell>.json``, written atomically and LAST, so its presence marks a finished cell::
+
+    {"task", "cell", "status": "ok" | "failed", "error": str | null,
+     "params": {notebook parameters except out_dir and cell}, "fingerprint": str | null,
+     "notebook": file name of the executed notebook | null, "wall_seconds": float | null,
+     "seeds": [{"seed", "eval_every", "final_iteration", "final_train_loss",
+                "final_train_acc", "final_test_acc", "diverged_at", "seconds"}, ...]}
+
+  Non-finite numbers are stored as null. ``fingerprint``, ``notebook`` and ``wall_seconds``
+  are set by ``python -m linmnist run``; a notebook run by hand leaves them null;
+* ``<cell>.ipynb``: the executed notebook (``<cell>.failed.ipynb`` for a failed cell).
+
+Names starting with a dot are temporary files of a running (or killed) runner; readers
+ignore them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from linmnist.sgd import TrainResult
+
+SEED_FIELDS = (
+    "seed",
+    "eval_every",
+    "final_iteration",
+    "final_train_loss",
+    "final_train_acc",
+    "final_test_acc",
+    "diverged_at",
+    "seconds",
+)
+HISTORY_SUFFIX = ".history.csv"
+STATUSES = ("ok", "failed")
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """The JSON record of one cell.
+
+    Attributes
+    ----------
+    task, cell, status, error, fingerprint, notebook, wall_seconds
+        As in the JSON (see the module docstring).
+    params : dict
+        The cell's notebook parameters.
+    seeds : DataFrame
+        One row per seed, columns ``SEED_FIELDS`` (empty for a failed cell).
+    path : Path
+        The JSON file.
+    """
+
+    task: str
+    cell: str
+    status: str
+    error: str | None
+    params: dict[str, Any]
+    fingerprint: str | None
+    notebook: str | None
+    wall_seconds: float | None
+    seeds: pd.DataFrame
+    path: Path
+
+    def history(self) -> pd.DataFrame:
+        """Every seed's history (columns seed, iteration, train_loss, train_acc, test_acc)."""
+        return pd.read_csv(history_path(self.path.parent, self.cell))
+
+
+def json_path(directory: str | Path, cell: str) -> Path:
+    """Path of the JSON record of ``cell`` in ``directory``."""
+    return Path(directory) / f"{cell}.json"
+
+
+def history_path(directory: str | Path, cell: str) -> Path:
+    """Path of the history CSV of ``cell`` in ``directory``."""
+    return Path(directory) / f"{cell}{HISTORY_SUFFIX}"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def summarize(runs: Sequence[TrainResult]) -> pd.DataFrame:
+    """One row per run: its final metrics (at the last evaluated iteration), ``SEED_FIELDS``."""
+    rows = []
+    for run in runs:
+        last = run.history.iloc[-1] if len(run.history) else None
+        rows.append(
+            {
+                "seed": run.seed,
+                "eval_every": run.eval_every,
+                "final_iteration": None if last is None else int(last["iteration"]),
+                "final_train_loss": math.nan if last is None else float(last["train_loss"]),
+                "final_train_acc": math.nan if last is None else float(last["train_acc"]),
+                "final_test_acc": math.nan if last is None else float(last["test_acc"]),
+                "diverged_at": run.diverged_at,
+                "seconds": run.seconds,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=list(SEED_FIELDS))
+    return frame.astype({"final_iteration": "Int64", "diverged_at": "Int64"})
+
+
+def histories(runs: Sequence[TrainResult]) -> pd.DataFrame:
+    """The runs' histories stacked, with a first column ``seed``."""
+    frames = [run.history.assign(seed=run.seed) for run in runs]
+    history = pd.concat(frames, ignore_index=True)
+    return history[["seed", *runs[0].history.columns]]
+
+
+def save_cell(
+    out_dir: str | Path,
+    cell: str,
+    *,
+    task: str,
+    params: dict[str, Any],
+    runs: Sequence[TrainResult],
+) -> Path:
+    """Save a cell's results: the history CSV, then the JSON record (status ok), both atomically.
+
+    Parameters
+    ----------
+    out_dir : path
+        Existing directory receiving ``<cell>.history.csv`` and ``<cell>.json``.
+    cell : str
+        The cell's name (file stem).
+    task : str
+        ``"grid"`` or ``"subset"``.
+    params : dict
+        The notebook parameters describing the cell (JSON-serialisable).
+    runs : sequence of TrainResult
+        One run per seed.
+
+    Returns
+    -------
+    Path
+        The JSON file.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ValueError(f"out_dir must be an existing directory, got {str(out_dir)!r}")
+    if not runs:
+        raise ValueError("runs must hold at least one TrainResult")
+    atomic_write_text(history_path(out_dir, cell), histories(runs).to_csv(index=False))
+    record = {
+        "task": task,
+        "cell": cell,
+        "status": "ok",
+        "error": None,
+        "params": params,
+        "fingerprint": None,
+        "notebook": None,
+        "wall_seconds": None,
+        "seeds": [_plain(row) for row in summarize(runs).to_dict("records")],
+    }
+    path = json_path(out_dir, cell)
+    write_record(path, record)
+    return path
+
+
+def write_record(path: str | Path, record: dict[str, Any]) -> None:
+    """Write a cell's JSON record atomically (non-finite numbers become null)."""
+    atomic_write_text(path, json.dumps(_plain(record), indent=1, allow_nan=False) + "\n")
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """The JSON record at ``path`` as a dict."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def load_cell(path: str | Path) -> CellResult:
+    """Read the JSON record of one cell (``runs_dir/<task>/<cell>.json``)."""
+    path = Path(path)
+    record = read_record(path)
+    seeds = pd.DataFrame(record.get("seeds") or [], columns=list(SEED_FIELDS))
+    seeds = seeds.astype({"final_iteration": "Int64", "diverged_at": "Int64"})
+    float_fields = [f for f in SEED_FIELDS if f.startswith("final_") and f != "final_iteration"]
+    seeds = seeds.astype({f: float for f in [*float_fields, "seconds"]})
+    return CellResult(
+        task=record["task"],
+        cell=record["cell"],
+        status=record["status"],
+        error=record.get("error"),
+        params=record.get("params", {}),
+        fingerprint=record.get("fingerprint"),
+        notebook=record.get("notebook"),
+        wall_seconds=record.get("wall_seconds"),
+        seeds=seeds,
+        path=path,
+    )
+
+
+def load_cells(
+    runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
+) -> list[CellResult]:
+    """The finished cells of ``task`` under ``runs_dir`` (ok and failed), sorted by name.
+
+    ``cells`` restricts the result to the given cell names (e.g. those of the current
+    configuration, ``RunSummary.cells(task)``); a listed cell without a record is skipped.
+    """
+    directory = Path(runs_dir) / task
+    if cells is None:
+        paths = sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
+    else:
+        paths = [json_path(directory, c) for c in cells if json_path(directory, c).is_file()]
+    return [load_cell(p) for p in paths]
+
+
+def load_task(
+    runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """One row per (cell, seed) of ``task``: status, error, scalar parameters, seed metrics.
+
+    A failed cell gives one row with its error and missing seed metrics. Columns: task,
+    cell, status, error, the scalar notebook parameters (e.g. lr, batch_size, iterations,
+    n_prime, dataset), then ``SEED_FIELDS``.
+    """
+    frames = []
+    for result in load_cells(runs_dir, task, cells=cells):
+        head = {"task": result.task, "cell": result.cell, "status": result.status}
+        head |= {"error": result.error, **_scalar_params(result.params)}
+        seeds = result.seeds if len(result.seeds) else pd.DataFrame([{}], columns=list(SEED_FIELDS))
+        frames.append(seeds.assign(**head)[[*head, *SEED_FIELDS]])
+    if not frames:
+        return pd.DataFrame(columns=["task", "cell", "status", "error", *SEED_FIELDS])
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_history(
+    runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """Histories of the ok cells of ``task``: columns cell, the scalar parameters, eval_every, seed,
+    iteration, train_loss, train_acc, test_acc."""
+    frames, first = [], ["cell"]
+    for result in load_cells(runs_dir, task, cells=cells):
+        if result.status != "ok":
+            continue
+        scalars = _scalar_params(result.params)
+        first += [k for k in scalars if k not in first]
+        history = result.history().merge(result.seeds[["seed", "eval_every"]], on="seed")
+        frames.append(history.assign(cell=result.cell, **scalars))
+    if not frames:
+        return pd.DataFrame()
+    history = pd.concat(frames, ignore_index=True)
+    first += ["eval_every", "seed"]
+    return history[[*first, *[c for c in history.columns if c not in first]]]
+
+
+def _scalar_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The single-valued parameters of a cell, without eval_every (a per-seed field)."""
+    return {
+        k: v for k, v in params.items() if not isinstance(v, list | dict) and k not in SEED_FIELDS
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: numpy/pandas scalars to Python, non-finite floats and NA to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or value is pd.NA:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

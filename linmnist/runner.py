@@ -1,0 +1,467 @@
+"""``python -m linmnist run``: every grid cell executed as a notebook, in parallel, incrementally.
+
+Each cell of the configuration (``linmnist.grids``) is one papermill execution of its task
+notebook, with kernel ``linmnist``, into ``runs_dir/<task>/<cell>.ipynb``; its results lie
+beside it (``<cell>.history.csv``, ``<cell>.json``; schema in ``linmnist.results``).
+
+* Parallel: ``jobs`` worker processes run the cells; each sets OMP_NUM_THREADS,
+  OPENBLAS_NUM_THREADS and MKL_NUM_THREADS to ``max(1, cores // jobs)``, which the kernels
+  inherit, so the jobs do not oversubscribe the cores.
+* Incremental: a cell whose JSON record has status ok and the same fingerprint (notebook
+  source, parameters, ``linmnist.__version__``, dataset checksum) is skipped.
+* Failures and interruptions: a cell runs in a hidden staging directory
+  (``.<cell>.<pid>.staging``). Its record is deleted when it starts; on success its files are
+  moved into place and the record is written last, atomically, so a run killed at any moment
+  leaves no record of an unfinished cell (and the next run removes the staging leftovers).
+  A failing cell gets a record with status "failed" and its error, its partial notebook is kept
+  as ``<cell>.failed.ipynb``, and the other cells go on. Workers exit when the runner dies,
+  and a lock file keeps two runners out of the same ``runs_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+from papermill.exceptions import PapermillExecutionError
+from tqdm.auto import tqdm
+
+import linmnist
+from linmnist.data import DATASETS, FACTS, dataset_checksum
+from linmnist.grids import TASKS, Cell, check_n_train, load_grids
+from linmnist.results import history_path, json_path, read_record, write_record
+
+KERNEL_NAME = "linmnist"
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+STAGING_SUFFIX = ".staging"
+FAILED_SUFFIX = ".failed.ipynb"
+STATUSES = ("ok", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What happened to one cell in a run.
+
+    Attributes
+    ----------
+    task, cell : str
+        The cell's task and name.
+    status : str
+        ``"ok"`` (ran and saved its results), ``"failed"`` or ``"skipped"`` (up to date).
+    error : str or None
+        The error of a failed cell.
+    seconds : float
+        Wall time of its execution (0 when skipped).
+    path : Path
+        Its JSON record (absent only if the worker running it was killed).
+    """
+
+    task: str
+    cell: str
+    status: str
+    error: str | None
+    seconds: float
+    path: Path
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The outcome of ``run``.
+
+    Attributes
+    ----------
+    outcomes : tuple of CellOutcome
+        One per cell of the configuration, in configuration order.
+    runs_dir : Path
+        Where the results are.
+    dataset, dataset_checksum : str
+        The dataset's name and the SHA-256 of its verified cache file.
+    jobs, threads_per_job : int
+        Worker processes used and BLAS threads given to each.
+    wall_seconds : float
+        Total wall time of the run.
+    """
+
+    outcomes: tuple[CellOutcome, ...]
+    runs_dir: Path
+    dataset: str
+    dataset_checksum: str
+    jobs: int
+    threads_per_job: int
+    wall_seconds: float
+
+    @property
+    def failed(self) -> list[CellOutcome]:
+        """The failed cells."""
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """True when no cell failed."""
+        return not self.failed
+
+    def cells(self, task: str) -> list[str]:
+        """Names of the configuration's cells of ``task`` (for ``linmnist.results.load_task``)."""
+        return [o.cell for o in self.outcomes if o.task == task]
+
+    def format(self) -> str:
+        """A short human-readable account: counts per task, failures with their errors."""
+        lines = []
+        for task in dict.fromkeys(o.task for o in self.outcomes):
+            mine = [o for o in self.outcomes if o.task == task]
+            counts = ", ".join(f"{sum(o.status == s for o in mine)} {s}" for s in STATUSES)
+            lines.append(f"{task}: {len(mine)} cells ({counts})")
+        lines += [f"FAILED {o.task}/{o.cell}: {o.error}" for o in self.failed]
+        lines.append(
+            f"{self.wall_seconds:.1f} s wall time, {self.jobs} job(s) x "
+            f"{self.threads_per_job} BLAS thread(s); results in {self.runs_dir}"
+        )
+        return "\n".join(lines)
+
+
+def notebook_digest(path: str | Path) -> str:
+    """SHA-256 of a notebook's cell types and sources (outputs and metadata do not count)."""
+    nb = nbformat.read(path, as_version=4)
+    cells = [[cell.cell_type, cell.source] for cell in nb.cells]
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
+def fingerprint(cell: Cell, *, dataset: str, checksum: str) -> str:
+    """SHA-256 identifying a cell's result: notebook source, parameters, version, data."""
+    payload = {
+        "task": cell.task,
+        "notebook": notebook_digest(cell.notebook),
+        "params": {**cell.params, "dataset": dataset},
+        "version": linmnist.__version__,
+        "dataset_checksum": checksum,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def blas_threads(jobs: int, cores: int | None = None) -> int:
+    """BLAS threads per job: ``max(1, cores // jobs)`` (cores available to this process)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // jobs)
+
+
+def run(
+    tasks: Iterable[str] = tuple(TASKS),
+    *,
+    jobs: int = 1,
+    config: str | Path | None = None,
+    profile: str | None = None,
+    runs_dir: str | Path = "reports/runs",
+    dataset: str = "mnist",
+    force: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Run the cells of ``tasks`` that are not up to date.
+
+    Parameters
+    ----------
+    tasks : iterable of str
+        Among ``"grid"`` (Task 3) and ``"subset"`` (Task 5).
+    jobs : int
+        Cells run in parallel (>= 1).
+    config : path, optional
+        Grid configuration (TOML); ``linmnist/grids.toml`` by default.
+    profile : str, optional
+        A profile of the configuration, e.g. ``"small"``.
+    runs_dir : path
+        Results go to ``runs_dir/<task>/``.
+    dataset : str
+        One of ``linmnist.data.DATASETS``.
+    force : bool
+        Rerun every cell, up to date or not.
+    progress : bool
+        Show a progress bar counting cells (on stderr).
+
+    Returns
+    -------
+    RunSummary
+        Every cell's outcome; ``summary.ok`` is False when a cell failed.
+    """
+    start = time.perf_counter()
+    tasks = list(dict.fromkeys([tasks] if isinstance(tasks, str) else tasks))
+    unknown = [t for t in tasks if t not in TASKS]
+    if not tasks or unknown:
+        raise ValueError(f"tasks must be among {', '.join(TASKS)}; got {tasks}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
+    grids = load_grids(config, profile=profile)
+    absent = [t for t in tasks if t not in grids]
+    if absent:
+        raise ValueError(f"tasks {absent} are not defined in the config; defined: {list(grids)}")
+    check_n_train(grids, sum(FACTS[dataset].train_label_counts), dataset)
+    checksum = dataset_checksum(dataset)  # acquired and verified once, before any kernel starts
+    cells = [cell for task in tasks for cell in grids[task]]
+    runs_dir = Path(runs_dir)
+    outcomes: dict[tuple[str, str], CellOutcome] = {}
+    with _lock(runs_dir):
+        for task in tasks:
+            _remove_leftovers(runs_dir / task)
+        prints = {id(c): fingerprint(c, dataset=dataset, checksum=checksum) for c in cells}
+        todo = []
+        for cell in cells:
+            if not force and _up_to_date(runs_dir / cell.task, cell.name, prints[id(cell)]):
+                path = json_path(runs_dir / cell.task, cell.name)
+                outcomes[cell.task, cell.name] = CellOutcome(
+                    cell.task, cell.name, "skipped", None, 0.0, path
+                )
+            else:
+                todo.append(cell)
+        workers = max(1, min(jobs, len(todo)))
+        threads = blas_threads(workers)
+        with tqdm(
+            total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress
+        ) as bar:
+
+            def done(outcome: CellOutcome) -> None:
+                outcomes[outcome.task, outcome.cell] = outcome
+                bar.set_postfix_str(f"{outcome.task}/{outcome.cell} {outcome.status}")
+                bar.update()
+
+            jobs_args = [(c, runs_dir, dataset, prints[id(c)]) for c in todo]
+            _execute(jobs_args, workers=workers, threads=threads, on_done=done)
+    return RunSummary(
+        outcomes=tuple(outcomes[c.task, c.name] for c in cells),
+        runs_dir=runs_dir,
+        dataset=dataset,
+        dataset_checksum=checksum,
+        jobs=workers,
+        threads_per_job=threads,
+        wall_seconds=time.perf_counter() - start,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m linmnist run``; returns 0 when every cell is ok, 1 if one failed, 2 on a usage
+    error, 130 when interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m linmnist run",
+        description="Run the experiment grids (Task 3 'grid', Task 5 'subset') with papermill.",
+    )
+    parser.add_argument("--task", default="all", help=f"{', '.join(TASKS)} or all (default)")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
+    parser.add_argument(
+        "--config", type=Path, help="grid configuration (default: linmnist/grids.toml)"
+    )
+    parser.add_argument("--profile", help="a profile of the configuration, e.g. small")
+    parser.add_argument("--dataset", default="mnist", help=f"{', '.join(DATASETS)} (default mnist)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("reports/runs"))
+    parser.add_argument("--force", action="store_true", help="rerun up-to-date cells too")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.task not in (*TASKS, "all"):
+        print(
+            f"error: --task must be one of {', '.join(TASKS)}, all; got {args.task!r}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        summary = run(
+            tuple(TASKS) if args.task == "all" else (args.task,),
+            jobs=args.jobs,
+            config=args.config,
+            profile=args.profile,
+            runs_dir=args.runs_dir,
+            dataset=args.dataset,
+            force=args.force,
+            progress=not args.no_progress,
+        )
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are kept, the others run next time", file=sys.stderr)
+        return 130
+    print(summary.format())
+    return 0 if summary.ok else 1
+
+
+def _up_to_date(task_dir: Path, name: str, print_: str) -> bool:
+    try:
+        record = read_record(json_path(task_dir, name))
+    except (OSError, ValueError):
+        return False
+    return (
+        record.get("status") == "ok"
+        and record.get("fingerprint") == print_
+        and (task_dir / f"{name}.ipynb").is_file()
+        and history_path(task_dir, name).is_file()
+    )
+
+
+@contextlib.contextmanager
+def _lock(runs_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``runs_dir`` (released by the OS if the process dies)."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(runs_dir / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"another linmnist run is using {runs_dir}; wait for it or pick another --runs-dir"
+            ) from None
+        yield
+
+
+def _remove_leftovers(task_dir: Path) -> None:
+    """Delete the staging directories and temporary files of killed runs (under the lock)."""
+    if not task_dir.is_dir():
+        return
+    for path in task_dir.glob(".*"):
+        if path.is_dir() and path.name.endswith(STAGING_SUFFIX):
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+
+
+def _execute(
+    jobs_args: list[tuple[Cell, Path, str, str]],
+    *,
+    workers: int,
+    threads: int,
+    on_done: Callable[[CellOutcome], None],
+) -> None:
+    """Run the cells in ``workers`` processes, calling ``on_done`` as each one finishes."""
+    if not jobs_args:
+        return
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    executor = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(threads, os.getpid(), stop),
+    )
+    try:
+        futures = {executor.submit(_run_cell, *args): args for args in jobs_args}
+        for future in as_completed(futures):
+            try:
+                on_done(future.result())
+            except BrokenProcessPool as exc:
+                cell, runs_dir = futures[future][:2]
+                error = f"the worker process died ({exc})"
+                path = json_path(runs_dir / cell.task, cell.name)
+                on_done(CellOutcome(cell.task, cell.name, "failed", error, 0.0, path))
+    except BaseException:
+        stop.set()  # the workers exit at once; their kernels follow when they see them gone
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
+
+
+def _init_worker(threads: int, parent: int, stop: Any) -> None:
+    """Worker set-up: BLAS threads for the kernels, no Ctrl-C, exit with the runner."""
+    for var in BLAS_THREAD_VARS:
+        os.environ[var] = str(threads)
+    # Ctrl-C reaches the whole process group; the runner decides, then stops the workers.
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    threading.Thread(target=_exit_with_runner, args=(parent, stop), daemon=True).start()
+
+
+def _exit_with_runner(parent: int, stop: Any) -> None:
+    """Exit this worker when the runner asks or dies (SIGKILL included)."""
+    while not stop.wait(0.5):
+        if os.getppid() != parent:
+            break
+    os._exit(1)
+
+
+def _run_cell(cell: Cell, runs_dir: Path, dataset: str, print_: str) -> CellOutcome:
+    """Execute one cell's notebook (in a worker) and leave its files and record in place."""
+    start = time.perf_counter()
+    task_dir = runs_dir / cell.task
+    task_dir.mkdir(parents=True, exist_ok=True)
+    record_path = json_path(task_dir, cell.name)
+    record_path.unlink(missing_ok=True)  # from here on the cell does not count as finished
+    failed_notebook = task_dir / f"{cell.name}{FAILED_SUFFIX}"
+    failed_notebook.unlink(missing_ok=True)
+    staging = task_dir / f".{cell.name}.{os.getpid()}{STAGING_SUFFIX}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    params = {**cell.params, "dataset": dataset}
+    try:
+        executed = staging / f"{cell.name}.ipynb"
+        try:
+            seeds = _execute_notebook(cell, params, staging, executed)
+        except Exception as exc:  # any failure of the cell is recorded; the run goes on
+            if executed.is_file():
+                os.replace(executed, failed_notebook)
+            (task_dir / f"{cell.name}.ipynb").unlink(missing_ok=True)
+            history_path(task_dir, cell.name).unlink(missing_ok=True)
+            status, error, seeds = "failed", _describe(exc), []
+            notebook = failed_notebook.name if failed_notebook.is_file() else None
+        else:
+            os.replace(executed, task_dir / f"{cell.name}.ipynb")
+            os.replace(history_path(staging, cell.name), history_path(task_dir, cell.name))
+            status, error, notebook = "ok", None, f"{cell.name}.ipynb"
+        seconds = time.perf_counter() - start
+        record = {
+            "task": cell.task,
+            "cell": cell.name,
+            "status": status,
+            "error": error,
+            "params": params,
+            "fingerprint": print_,
+            "notebook": notebook,
+            "wall_seconds": seconds,
+            "seeds": seeds,
+        }
+        write_record(record_path, record)  # last: its presence marks the cell finished
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return CellOutcome(cell.task, cell.name, status, error, seconds, record_path)
+
+
+def _execute_notebook(cell: Cell, params: dict, staging: Path, executed: Path) -> list[dict]:
+    """Run the notebook into ``executed``; return the per-seed records it saved in ``staging``."""
+    papermill.execute_notebook(
+        str(cell.notebook),
+        str(executed),
+        parameters={**params, "out_dir": str(staging), "cell": cell.name},
+        kernel_name=KERNEL_NAME,
+        progress_bar=False,
+        cwd=str(cell.notebook.parent),
+    )
+    saved_path = json_path(staging, cell.name)
+    if not saved_path.is_file() or not history_path(staging, cell.name).is_file():
+        raise RuntimeError(f"the notebook {cell.notebook.name} saved no results for {cell.name}")
+    saved = read_record(saved_path)
+    if (saved.get("task"), saved.get("cell"), saved.get("status")) != (cell.task, cell.name, "ok"):
+        raise RuntimeError(
+            f"the notebook saved a record for {saved.get('task')}/{saved.get('cell')} "
+            f"with status {saved.get('status')!r}, expected {cell.task}/{cell.name} ok"
+        )
+    return saved["seeds"]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, PapermillExecutionError):
+        return f"{exc.ename}: {exc.evalue} (notebook cell [{exc.exec_count}])"
+    return f"{type(exc).__name__}: {exc}"
