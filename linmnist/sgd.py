@@ -32,12 +32,15 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 HISTORY_COLUMNS = ["iteration", "train_loss", "train_acc", "test_acc"]
 # A training loss above this (the loss at W = 0 is 0.5) or a non-finite one means divergence.
 DIVERGENCE_LOSS = 1e6
 # Batches smaller than this use the incremental score update (B rows instead of 10).
 INCREMENTAL_BELOW = 10
+# Samples per block when accumulating the Gram matrices.
+BLOCK = 8192
 # Recorded iterations scored per float32 product (bounds the memory of one chunk).
 CHUNK_ROWS = 320
 _DTYPES = (np.float32, np.float64)
@@ -213,8 +216,8 @@ def train(
         if batches.min() < 0 or batches.max() >= n:
             raise ValueError(f"batches must hold sample indices in [0, {n - 1}]")
 
-    Xd = np.ascontiguousarray(_with_bias_row(X, bias), dtype=dt)
-    Yd = np.ascontiguousarray(Y, dtype=dt)
+    Xd = np.asarray(_with_bias_row(X, bias), dtype=dt)
+    Yd = np.asarray(Y, dtype=dt)
     evaluator = _Evaluator(
         _with_bias_row(X, bias),
         Y,
@@ -225,7 +228,9 @@ def train(
     recorded, snapshots, losses, errors = [], [], [], []
     diverged_at = None
     incremental = batch_size < INCREMENTAL_BELOW
-    with np.errstate(all="ignore"):
+    # The updates are small products: one BLAS thread does them fastest, and never waits
+    # for a second thread that another process has descheduled.
+    with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
         for t in range(iterations):
             W_next, E = sgd_step(W, Xd[:, batches[t]], Yd[:, batches[t]], lr)
             diverged, loss = evaluator.diverged(W_next)
@@ -323,32 +328,55 @@ class _Evaluator:
     """
 
     def __init__(self, X, Y, X_test, Y_test):
-        n_test = 0 if X_test is None else X_test.shape[1]
         self.n = X.shape[1]
         self.has_test = X_test is not None
-        # Train and test side by side, so one product scores both.
-        self.X64 = np.empty((X.shape[0], self.n + n_test))
-        self.X64[:, : self.n] = X
-        self.labels = np.argmax(Y, axis=0)
-        if self.has_test:
-            self.X64[:, self.n :] = X_test
-            self.labels = np.concatenate([self.labels, np.argmax(Y_test, axis=0)])
-        X64 = self.X64[:, : self.n]
-        Y64 = np.asarray(Y, dtype=np.float64)
-        # Loss as a quadratic form: N L(W) = 1/2 (<W S, W> - 2 <W, C> + sum Y^2).
-        self.S = X64 @ X64.T
-        self.C = Y64 @ X64.T
-        self.yy = float(np.vdot(Y64, Y64))
-        self.norms = np.sqrt(np.einsum("dn,dn->n", self.X64, self.X64))
+        self.parts = [X] if X_test is None else [X, X_test]
+        self.labels = np.concatenate(
+            [np.argmax(y, axis=0) for y in ([Y, Y_test][: len(self.parts)])]
+        )
         d = X.shape[0]
+        # Loss as a quadratic form: N L(W) = 1/2 (<W S, W> - 2 <W, C> + sum Y^2), with the
+        # Gram matrices accumulated over blocks of samples in float64 (no full float64 copy).
+        self.S = np.zeros((d, d))
+        self.C = np.zeros((Y.shape[0], d))
+        for j in range(0, self.n, BLOCK):
+            Xb = np.asarray(X[:, j : j + BLOCK], dtype=np.float64)
+            self.S += Xb @ Xb.T
+            self.C += np.asarray(Y[:, j : j + BLOCK], dtype=np.float64) @ Xb.T
+        self.yy = float(np.sum(np.square(Y, dtype=np.float64)))
+        self.norms = np.concatenate(
+            [np.sqrt(np.einsum("dn,dn->n", P, P, dtype=np.float64)) for P in self.parts]
+        )
         u = 2.0**-24
         # |fl32(w . x) - w . x| <= (gamma_D + 2u) ||w|| ||x||: summation plus the rounding of
         # w and x to float32 (Higham, Accuracy and Stability, eq. 3.5); padded by 1 %.
         self.err_factor = 1.01 * (d * u / (1 - d * u) + 2 * u)
 
+    def _stacked(self, dtype) -> np.ndarray:
+        """Train and test side by side, (D, N + N_test), so one product scores both."""
+        out = np.empty((self.parts[0].shape[0], len(self.labels)), dtype=dtype)
+        out[:, : self.n] = self.parts[0]
+        if self.has_test:
+            out[:, self.n :] = self.parts[1]
+        return out
+
     @cached_property
     def X32(self) -> np.ndarray:
-        return self.X64.astype(np.float32)
+        return self._stacked(np.float32)
+
+    @cached_property
+    def X64(self) -> np.ndarray:
+        return self._stacked(np.float64)
+
+    def _columns64(self, cols: np.ndarray) -> np.ndarray:
+        """Samples ``cols`` of the stacked data, exactly as given, in float64."""
+        train = cols[cols < self.n]
+        out = [np.asarray(self.parts[0][:, train], dtype=np.float64)]
+        if self.has_test:
+            out.append(
+                np.asarray(self.parts[1][:, cols[cols >= self.n] - self.n], dtype=np.float64)
+            )
+        return np.hstack(out)
 
     def loss(self, W: np.ndarray) -> float:
         W = np.asarray(W, dtype=np.float64)
@@ -379,8 +407,8 @@ class _Evaluator:
         )
 
     def _exact_correct(self, W64: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Float64 arg-max (first maximum on ties, as np.argmax) for the given samples."""
-        Z = W64 @ self.X64[:, cols]
+        """Float64 arg-max (first maximum on ties, as np.argmax) of samples ``cols`` (ascending)."""
+        Z = W64 @ self._columns64(cols)
         return np.argmax(Z, axis=0) == self.labels[cols]
 
     def _margins(self, Z: np.ndarray) -> np.ndarray:

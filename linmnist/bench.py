@@ -1,0 +1,130 @@
+"""``make bench``: the engine against the study's naive algorithm, side by side in one run.
+
+The naive reference trains with the same updates (``sgd_step``) and, after every update,
+evaluates in float64 the way the study did: one full product W X for the loss, another
+for the training accuracy, and one with the test set. Both runs use the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from linmnist.sgd import HISTORY_COLUMNS, sample_batches, sgd_step, train
+
+
+def train_naive(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray) -> pd.DataFrame:
+    """History of the study's algorithm: float64 products after every update."""
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    Xt64 = X_test.astype(np.float64)
+    y, y_test = Y.argmax(axis=0), Y_test.argmax(axis=0)
+    W = np.zeros((Y.shape[0], X.shape[0]), dtype=X.dtype)
+    rows = []
+    for t, idx in enumerate(batches):
+        W, _ = sgd_step(W, X[:, idx], Y[:, idx], lr)
+        W64 = W.astype(np.float64)
+        loss = 0.5 * np.mean(np.sum((W64 @ X64 - Y64) ** 2, axis=0))
+        train_acc = np.mean(np.argmax(W64 @ X64, axis=0) == y)
+        test_acc = np.mean(np.argmax(W64 @ Xt64, axis=0) == y_test)
+        rows.append((t, loss, train_acc, test_acc))
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def compare(X, Y, X_test, Y_test, *, lr: float, batch_size: int, iterations: int, seed: int = 0):
+    """Time the naive reference and the engine on the same batches; check they agree."""
+    batches = sample_batches(X.shape[1], batch_size=batch_size, iterations=iterations, seed=seed)
+    t0 = time.perf_counter()
+    naive = train_naive(X, Y, X_test, Y_test, lr=lr, batches=batches)
+    t_naive = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fast = train(
+        X,
+        Y,
+        lr=lr,
+        batch_size=batch_size,
+        iterations=iterations,
+        batches=batches,
+        X_test=X_test,
+        Y_test=Y_test,
+    ).history
+    t_fast = time.perf_counter() - t0
+    same_acc = bool(
+        np.array_equal(naive.train_acc, fast.train_acc)
+        and np.array_equal(naive.test_acc, fast.test_acc)
+    )
+    loss_rel = float(np.max(np.abs(fast.train_loss / naive.train_loss - 1)))
+    return {
+        "batch_size": batch_size,
+        "naive_s": t_naive,
+        "engine_s": t_fast,
+        "ratio": t_naive / t_fast,
+        "identical_accuracy": same_acc,
+        "max_loss_rel_err": loss_rel,
+    }
+
+
+def _peak_rss_of_one_run(batch_size: int, iterations: int) -> float:
+    """Peak resident memory (GB) of a fresh process that loads MNIST and runs the engine once."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "linmnist.bench",
+            "--probe-memory",
+            str(batch_size),
+            str(iterations),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout.strip())
+
+
+def _mnist():
+    from linmnist.data import load_mnist, prepare
+
+    (x, y), (xt, yt) = load_mnist()
+    return prepare(x, y), prepare(xt, yt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m linmnist.bench", description=__doc__)
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1])
+    parser.add_argument("--probe-memory", type=int, nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    (X, Y), (Xt, Yt) = _mnist()
+    if args.probe_memory:
+        batch_size, iterations = args.probe_memory
+        train(X, Y, lr=0.001, batch_size=batch_size, iterations=iterations, X_test=Xt, Y_test=Yt)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2)
+        return 0
+    print(
+        f"Seed-fidelity run on MNIST: lr 0.001, {args.iterations} iterations, train and test "
+        "evaluated after every iteration; naive = float64 products as in the study."
+    )
+    print(
+        f"{'batch':>6} {'naive s':>9} {'engine s':>9} {'ratio':>7} {'same acc':>9} "
+        f"{'loss rel err':>13} {'peak GB':>8}"
+    )
+    ok = True
+    for batch_size in args.batch_sizes:
+        r = compare(X, Y, Xt, Yt, lr=0.001, batch_size=batch_size, iterations=args.iterations)
+        peak = _peak_rss_of_one_run(batch_size, args.iterations)
+        print(
+            f"{batch_size:>6} {r['naive_s']:>9.1f} {r['engine_s']:>9.2f} {r['ratio']:>6.1f}x "
+            f"{str(r['identical_accuracy']):>9} {r['max_loss_rel_err']:>13.1e} {peak:>8.2f}"
+        )
+        ok &= r["identical_accuracy"] and r["max_loss_rel_err"] <= 1e-6
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
