@@ -275,7 +275,8 @@ def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) ->
         Columns lr, batch_size, seed, iteration and ``metric``: every seed's history.
     seeds : DataFrame
         One row per run, columns lr, batch_size, seed, diverged_at (None/NaN when the
-        run did not diverge); a panel whose seeds diverged says at which iteration.
+        run did not diverge) and optionally status (``linmnist.results.load_task``); a
+        panel whose seeds diverged says at which iteration, a failed cell says so.
     metric : str
         train_loss, train_acc or test_acc.
     """
@@ -302,10 +303,15 @@ def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) ->
             runs = seeds[(seeds["lr"] == lr) & (seeds["batch_size"] == batch_size)]
             if not cell.empty:
                 _draw_metric(ax, cell, metric, color=COLORS[metric], label=METRICS[metric])
+            failed = "status" in runs.columns and (runs["status"] != "ok").any()
+            runs = runs.dropna(subset=["seed"])
             diverged = runs["diverged_at"].dropna().astype(int).tolist()
             _mark_divergence(ax, diverged, len(runs))
-            if runs.empty:
-                ax.text(0.5, 0.5, "no result", transform=ax.transAxes, ha="center", va="center")
+            if failed or runs.empty:
+                note = "failed" if failed else "no result"
+                ax.text(
+                    0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="C3"
+                )
             ax.set_title(f"lr = {lr:g}, batch size = {batch_size}", fontsize=9)
             ax.grid(alpha=0.3)
             if limits is not None:

@@ -154,7 +154,7 @@ def _status_text(row) -> str:
 
 
 def format_grid_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """The Task 3 table as display strings, one row per run configuration.
+    """The Task 3 table as display strings, indexed by learning rate and batch size.
 
     Parameters
     ----------
@@ -201,7 +201,7 @@ def format_grid_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFram
             STUDY_GRID_TEST_800.get((lr, int(b)), DASH)
             for lr, b in zip(table["lr"], table["batch_size"], strict=True)
         ]
-    return out
+    return out.set_index(["learning rate", "batch size"])
 
 
 def best_lr(table: pd.DataFrame) -> pd.DataFrame:
@@ -261,7 +261,7 @@ def best_lr(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_best_lr(best: pd.DataFrame) -> pd.DataFrame:
-    """``best_lr(...)`` as display strings."""
+    """``best_lr(...)`` as display strings, indexed by batch size."""
     _check_frame(best, "best", ["batch_size", "best_lr", "study_best_lr", "agrees"])
     return pd.DataFrame(
         {
@@ -277,7 +277,7 @@ def format_best_lr(best: pd.DataFrame) -> pd.DataFrame:
             ],
             "same as the study": ["yes" if a else "no" for a in best["agrees"]],
         }
-    )
+    ).set_index("batch size")
 
 
 def task2_table(history: pd.DataFrame, *, seed: int | None = None) -> pd.DataFrame:
@@ -320,7 +320,7 @@ def task2_table(history: pd.DataFrame, *, seed: int | None = None) -> pd.DataFra
 
 
 def format_task2_table(comparison: pd.DataFrame) -> pd.DataFrame:
-    """``task2_table(...)`` as display strings."""
+    """``task2_table(...)`` as display strings, indexed by iteration."""
     _check_frame(comparison, "comparison", ["iteration", "study_iteration"])
     return pd.DataFrame(
         {
@@ -335,7 +335,7 @@ def format_task2_table(comparison: pd.DataFrame) -> pd.DataFrame:
             "test accuracy, ours": [pct(v) for v in comparison["ours_test_acc"]],
             "test accuracy, study": [pct(v) for v in comparison["study_test_acc"]],
         }
-    )
+    ).set_index("iteration (ours / study)")
 
 
 def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
@@ -363,7 +363,7 @@ def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_subset_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``subset_table(...)`` as display strings (the gap in percentage points)."""
+    """``subset_table(...)`` as display strings indexed by N' (the gap in percentage points)."""
     _check_frame(table, "table", ["n_prime", "gap_mean", "gap_sd", "status", "n_seeds"])
     out = pd.DataFrame(
         {
@@ -401,7 +401,7 @@ def format_subset_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFr
             else DASH
             for n in table["n_prime"].astype(int)
         ]
-    return out
+    return out.set_index("N' (training-set size)")
 
 
 def shapes_table(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
