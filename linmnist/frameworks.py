@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from linmnist.sgd import (
     TrainResult,
@@ -92,7 +93,8 @@ def numpy_step_seconds(
     Xd, Yd = np.asarray(_with_bias_row(X, bias), dtype=dt), np.asarray(Y, dtype=dt)
     W = np.zeros((Yd.shape[0], Xd.shape[0]), dtype=dt)
     total = 0.0
-    with np.errstate(all="ignore"):
+    # One BLAS thread, as in the engine's training loop.
+    with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
         for idx in np.asarray(batches):
             t0 = time.perf_counter()
             W, _ = sgd_step(W, Xd[:, idx], Yd[:, idx], lr)
@@ -185,7 +187,9 @@ def _loop(
     recorded, snapshots, losses = [], [], []
     diverged_at = None
     step_seconds = 0.0
-    with np.errstate(all="ignore"):
+    # The divergence check runs on one BLAS thread, as in the engine's loop; the framework
+    # keeps its own threads (torch's intra-op threads are not BLAS threads).
+    with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
         for t in range(run.iterations):
             t0 = time.perf_counter()
             step(run.batches[t])
@@ -201,9 +205,9 @@ def _loop(
                 recorded.append(t)
                 snapshots.append(full)
                 losses.append(loss)
-        n_cols = run.X.shape[0] + run.bias
-        Ws = np.stack(snapshots) if snapshots else np.empty((0, run.Y.shape[0], n_cols))
-        history = evaluator.history(Ws, np.asarray(recorded, dtype=int), losses)
+    n_cols = run.X.shape[0] + run.bias
+    Ws = np.stack(snapshots) if snapshots else np.empty((0, run.Y.shape[0], n_cols))
+    history = evaluator.history(Ws, np.asarray(recorded, dtype=int), losses)
     return FrameworkResult(
         W=W,
         b=b,
