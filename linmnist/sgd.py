@@ -19,9 +19,10 @@ recorded weights at once. That is where the time goes, and where the algebra sav
   against X, which runs near the machine's peak), and every sample whose float32 margin
   is within the product's rounding-error bound is re-scored in float64, so the
   arg-max, and hence the accuracy, is exactly that of a float64 evaluation;
-* for batches smaller than the 10 classes, the scores are updated incrementally:
+* for small batches evaluated at every iteration, the scores are updated incrementally:
   W' = W - (lr/B) E Xb^T implies Z' = Z - (lr/B) E (Xb^T X), which costs B rather than
-  10 rows of work per iteration (SPEC, "Facts we measured").
+  10 rows of work per iteration (SPEC, "Facts we measured"), computed a chunk of
+  iterations at a time with the same error bound and float64 re-scoring.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from threadpoolctl import threadpool_limits
 HISTORY_COLUMNS = ["iteration", "train_loss", "train_acc", "test_acc"]
 # A training loss above this (the loss at W = 0 is 0.5) or a non-finite one means divergence.
 DIVERGENCE_LOSS = 1e6
-# Batches smaller than this use the incremental score update (B rows instead of 10).
-INCREMENTAL_BELOW = 10
+# Batches smaller than this use the incremental scores when every iteration is evaluated:
+# about B + 2 sqrt(10 B D) / D rows of work per iteration against 10 for W_t X.
+INCREMENTAL_BELOW = 5
 # Samples per block when accumulating the Gram matrices.
 BLOCK = 8192
 # Recorded iterations scored per float32 product (bounds the memory of one chunk).
@@ -227,7 +229,7 @@ def train(
     W = np.zeros((Y.shape[0], Xd.shape[0]), dtype=dt)
     recorded, snapshots, losses, errors = [], [], [], []
     diverged_at = None
-    incremental = batch_size < INCREMENTAL_BELOW
+    incremental = batch_size < INCREMENTAL_BELOW and eval_every == 1
     # The updates are small products: one BLAS thread does them fastest, and never waits
     # for a second thread that another process has descheduled.
     with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
@@ -247,17 +249,11 @@ def train(
     if not snapshots:
         history = pd.DataFrame({c: pd.Series(dtype=float) for c in HISTORY_COLUMNS})
         history["iteration"] = history["iteration"].astype(int)
-    elif incremental:
-        history = evaluator.incremental(
-            np.stack(errors),
-            batches[: len(errors)],
-            lr / batch_size,
-            np.stack(snapshots),
-            np.asarray(recorded),
-            losses,
-        )
     else:
-        history = evaluator.history(np.stack(snapshots), np.asarray(recorded), losses)
+        updates = (
+            (np.stack(errors), batches[: len(errors)], lr / batch_size) if incremental else None
+        )
+        history = evaluator.history(np.stack(snapshots), np.asarray(recorded), losses, updates)
     W_out, b_out = (W[:, :-1].copy(), W[:, -1].copy()) if bias else (W, None)
     return TrainResult(
         W=W_out,
@@ -352,21 +348,14 @@ class _Evaluator:
         # w and x to float32 (Higham, Accuracy and Stability, eq. 3.5); padded by 1 %.
         self.err_factor = 1.01 * (d * u / (1 - d * u) + 2 * u)
 
-    def _stacked(self, dtype) -> np.ndarray:
-        """Train and test side by side, (D, N + N_test), so one product scores both."""
-        out = np.empty((self.parts[0].shape[0], len(self.labels)), dtype=dtype)
+    @cached_property
+    def X32(self) -> np.ndarray:
+        """Train and test side by side in float32, (D, N + N_test): one product scores both."""
+        out = np.empty((self.parts[0].shape[0], len(self.labels)), dtype=np.float32)
         out[:, : self.n] = self.parts[0]
         if self.has_test:
             out[:, self.n :] = self.parts[1]
         return out
-
-    @cached_property
-    def X32(self) -> np.ndarray:
-        return self._stacked(np.float32)
-
-    @cached_property
-    def X64(self) -> np.ndarray:
-        return self._stacked(np.float64)
 
     def _columns64(self, cols: np.ndarray) -> np.ndarray:
         """Samples ``cols`` of the stacked data, exactly as given, in float64."""
@@ -416,75 +405,96 @@ class _Evaluator:
 
         Z has shape (T, 10, M) and is overwritten.
         """
-        lab = self.labels[None, None, :]
-        z_true = np.take_along_axis(Z, lab, axis=1)[:, 0, :]
-        np.put_along_axis(Z, lab, -np.inf, axis=1)
+        m = Z.shape[2]
+        flat = Z.reshape(len(Z), -1)
+        # Entry (label_i, i) of each (10, M) slice, as a flat index into its 10 * M scores.
+        true_class = self.labels * m + np.arange(m)
+        z_true = np.take(flat, true_class, axis=1)
+        flat[:, true_class] = -np.inf
         return z_true - Z.max(axis=1)
 
-    def history(self, Ws: np.ndarray, iterations: np.ndarray, losses=None) -> pd.DataFrame:
+    def history(
+        self,
+        Ws: np.ndarray,
+        iterations: np.ndarray,
+        losses: list[float] | None = None,
+        updates: tuple[np.ndarray, np.ndarray, float] | None = None,
+    ) -> pd.DataFrame:
+        """Metrics of the weights Ws (T, 10, D) recorded at ``iterations``.
+
+        ``updates`` = (errors E_t (T, 10, B), batches (T, B), lr / B) of consecutive
+        iterations switches to the incremental scores (Ws must then hold every iteration).
+        Either way, float32 scores come with a per-sample error bound, and every sample
+        whose margin the bound cannot decide is re-scored in float64.
+        """
         if losses is None:
             losses = [self.loss(W) for W in Ws]
         T, k, _ = Ws.shape
-        m = self.X64.shape[1]
-        correct = np.empty((T, m), dtype=bool)
+        correct = np.empty((T, len(self.labels)), dtype=bool)
         row_norm = np.sqrt(np.einsum("tkd,tkd->tk", Ws, Ws, dtype=np.float64)).max(axis=1)
+        chunks = (
+            self._direct_scores(Ws, row_norm)
+            if updates is None
+            else self._incremental_scores(Ws, row_norm, *updates)
+        )
+        for s, Z, scale in chunks:
+            margin = self._margins(Z)
+            bound = 2 * scale[:, None] * self.norms[None, :]
+            correct[s : s + len(Z)] = margin > 0
+            for t, cols in _uncertain(margin, bound):
+                correct[s + t, cols] = self._exact_correct(Ws[s + t].astype(np.float64), cols)
+        return self._frame(iterations, losses, correct)
+
+    def _direct_scores(self, Ws, row_norm):
+        """Chunks of Z_t = W_t X: many W_t stacked in one float32 product."""
+        T, k, d = Ws.shape
         step = max(1, CHUNK_ROWS // k)
         for s in range(0, T, step):
-            Wc = Ws[s : s + step]
-            Z = (Wc.astype(np.float32).reshape(-1, Wc.shape[2]) @ self.X32).reshape(len(Wc), k, m)
-            margin = self._margins(Z)
-            # Margins within twice the float32 error bound are re-scored in float64.
-            bound = 2 * self.err_factor * row_norm[s : s + step, None] * self.norms[None, :]
-            correct[s : s + step] = margin > 0
-            for t, cols in _uncertain(margin, bound):
-                correct[s + t, cols] = self._exact_correct(Wc[t].astype(np.float64), cols)
-        return self._frame(iterations, losses, correct)
+            Wc = Ws[s : s + step].astype(np.float32).reshape(-1, d)
+            yield (
+                s,
+                (Wc @ self.X32).reshape(-1, k, self.X32.shape[1]),
+                self.err_factor * row_norm[s : s + step],
+            )
 
-    def incremental(
-        self,
-        errors: np.ndarray,
-        batches: np.ndarray,
-        step: float,
-        Ws: np.ndarray,
-        iterations: np.ndarray,
-        losses: list[float],
-    ) -> pd.DataFrame:
-        """Metrics of the recorded weights Ws, from scores updated a batch at a time.
+    def _incremental_scores(self, Ws, row_norm, errors, batches, step):
+        """Chunks of Z_t from the rank-B updates: about B (not 10) rows of work per iteration.
 
-        The update W_t = W_{t-1} - step * E_t Xb_t^T gives Z_t = Z_{t-1} - step * E_t (Xb_t^T X):
-        B rows of work per iteration instead of the 10 of W_t X. ``errors`` (T, 10, B) are
-        the residuals W Xb - Yb of every update. Z_t tracks these rank-B updates in float64,
-        whereas the trained W_t also carries the rounding of its own arithmetic, so every
-        sample whose margin is within that difference (times ||x||) is re-scored exactly.
+        Within a chunk, W_t = W_ref - sum_{u <= t} a_u Xb_u^T with a_u = (lr/B) E_u, so
+        Z_t = W_ref X - sum_{u <= t} a_u K_u with K_u = Xb_u^T X. One product gives
+        P = [W_ref; Xb_1^T; ...] X, a second the running sums Z = [I, -A_lower] P. Starting
+        each chunk from W_ref X keeps float32 error from accumulating across chunks; the
+        trained W_t differs from the rank-B form by its own rounding, and that gap enters
+        the error bound like the products' rounding does.
         """
         T, k, B = errors.shape
-        m = self.X64.shape[1]
-        E64 = errors.astype(np.float64) * step
-        Ws = np.asarray(Ws, dtype=np.float64)
-        Z = np.zeros((k, m))
-        W_rank = np.zeros((k, self.X64.shape[0]))
-        correct = np.empty((len(iterations), m), dtype=bool)
-        r = 0
-        chunk = max(1, 256 // B)
+        d = Ws.shape[2]
+        X = self.parts[0]
+        u = 2.0**-24
+        chunk = max(4, 64 // B)
+        a = errors.astype(np.float64) * step
         for s in range(0, T, chunk):
-            idx = batches[s : s + chunk]
-            K = (self.X64[:, idx.ravel()].T @ self.X64).reshape(len(idx), B, m)
-            for j in range(len(idx)):
-                t = s + j
-                Z -= E64[t] @ K[j]
-                W_rank -= E64[t] @ self.X64[:, idx[j]].T
-                if r == len(iterations) or iterations[r] != t:
-                    continue
-                margin = self._margins(Z[None].copy())[0]
-                gap = np.sqrt(((Ws[r] - W_rank) ** 2).sum(axis=1)).max()
-                # float64 rounding of the accumulated updates is far below 1e-12 * t * ||W||.
-                slack = gap + 1e-12 * (t + 1) * np.abs(W_rank).sum(axis=1).max()
-                correct[r] = margin > 0
-                cols = np.flatnonzero(np.abs(margin) <= 2 * slack * self.norms)
-                if len(cols):
-                    correct[r, cols] = self._exact_correct(Ws[r], cols)
-                r += 1
-        return self._frame(iterations, losses, correct)
+            tc = min(chunk, T - s)
+            W_ref = Ws[s - 1].astype(np.float64) if s else np.zeros((k, d))
+            ac = a[s : s + tc]
+            Xb = np.asarray(X[:, batches[s : s + tc].ravel()], dtype=np.float64)
+            P = np.vstack([W_ref, Xb.T]).astype(np.float32) @ self.X32
+            M = np.zeros((tc, k, k + tc * B), dtype=np.float32)
+            M[:, :, :k] = np.eye(k)
+            lower = np.tril(np.ones((tc, tc)))[:, None, :, None]
+            M[:, :, k:] = -(lower * ac.transpose(1, 0, 2)[None]).reshape(tc, k, tc * B)
+            Z = (M.reshape(tc * k, -1) @ P).reshape(tc, k, -1)
+            # Error bound per score, divided by ||x_i||: the two products (|K_ui| <= ||x_bu||
+            # ||x_i||, so the running sums weigh c = max_k sum |a_u| ||x_bu||), then the
+            # distance of the trained W_t to the rank-B form.
+            xb_norm = self.norms[batches[s : s + tc]]
+            c = np.cumsum(np.abs(ac) @ xb_norm[:, :, None], axis=0)[:, :, 0].max(axis=1)
+            W_rank = W_ref - np.cumsum(ac @ Xb.T.reshape(tc, B, d), axis=0)
+            gap = np.sqrt(((Ws[s : s + tc] - W_rank) ** 2).sum(axis=2)).max(axis=1)
+            gamma = (k + tc * B) * u / (1 - (k + tc * B) * u)
+            ref = np.sqrt((W_ref**2).sum(axis=1)).max()
+            scale = 1.01 * ((self.err_factor + gamma + u + 1e-12) * (ref + c) + gap)
+            yield s, Z, scale
 
 
 def _uncertain(margin: np.ndarray, bound: np.ndarray):
