@@ -1,0 +1,305 @@
+"""Executed notebooks to self-contained HTML and PDF, and one notebook shown inside another.
+
+* ``notebook_html``: nbconvert's JupyterLab page with the input cells hidden (or kept), the
+  figures embedded as base64 images and MathJax 3 (from the ``django-static-mathjax`` wheel)
+  inlined, so the file renders its mathematics offline and loads nothing from the network.
+* ``print_html``: the same cells with a small print style sheet and every ``$...$`` /
+  ``$$...$$`` pre-rendered to an SVG image with matplotlib's mathtext, because WeasyPrint
+  runs no JavaScript; ``write_pdf`` turns it into a PDF.
+* ``show_notebook``: re-displays the outputs and Markdown of an executed notebook in the
+  running kernel, so the report notebook can include a section computed by another one.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import re
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import nbformat
+from jinja2 import DictLoader
+from matplotlib.font_manager import FontProperties
+from matplotlib.mathtext import MathTextParser, math_to_image
+from nbconvert import HTMLExporter
+
+MATHJAX_FILE = "static/mathjax/es5/tex-svg.js"
+MATHJAX_CONFIG = """window.MathJax = {
+  tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']],
+        displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']],
+        processEscapes: true},
+  svg: {fontCache: 'global'},
+  options: {skipHtmlTags: ['script', 'noscript', 'style', 'textarea', 'pre', 'code']}
+};"""
+REPORT_CSS = """
+body { max-width: 1100px; margin: 0 auto; }
+.jp-RenderedHTMLCommon table { font-size: 12px; }
+.jp-OutputArea-output img { max-width: 100%; height: auto; }
+"""
+PRINT_CSS = """
+@page { size: A4; margin: 16mm 14mm 18mm 14mm;
+        @bottom-center { content: counter(page) " / " counter(pages);
+                         font-size: 8pt; color: #666; } }
+body { font-family: "DejaVu Sans", sans-serif; font-size: 9.5pt; line-height: 1.4; color: #111; }
+h1 { font-size: 18pt; margin: 0 0 6pt; } h2 { font-size: 14pt; margin: 14pt 0 4pt;
+      break-after: avoid; } h3 { font-size: 11pt; break-after: avoid; }
+h2 { break-before: auto; }
+a.anchor-link { display: none; }
+.jp-InputPrompt, .jp-OutputPrompt, .jp-Collapser { display: none; }
+img { max-width: 100%; height: auto; }
+img.math { max-width: none; }
+div.math-display { text-align: center; margin: 6pt 0; }
+table { border-collapse: collapse; font-size: 7.5pt; margin: 4pt 0 8pt; break-inside: avoid; }
+th, td { border-bottom: 0.5pt solid #bbb; padding: 2pt 4pt; text-align: right; }
+th { background: #eee; }
+pre { white-space: pre-wrap; font-size: 7.5pt; background: #f6f6f6; padding: 4pt; }
+.jp-OutputArea-output { break-inside: avoid; }
+.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] pre { background: #fdd; }
+"""
+_TEMPLATES = {
+    "report.html.j2": """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block html_head_js_mathjax -%}
+<script>{{ resources.mathjax_config }}</script>
+{%- if resources.mathjax_src %}
+<script src="{{ resources.mathjax_src }}"></script>
+{%- else %}
+<script>{{ resources.mathjax_js }}</script>
+{%- endif %}
+{%- endblock html_head_js_mathjax -%}
+{% block extra_css %}<style>{{ resources.report_css }}</style>{% endblock extra_css %}
+""",
+    "print.html.j2": """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block notebook_css -%}<style>{{ resources.print_css }}</style>{%- endblock notebook_css -%}
+""",
+}
+_SKIP_TAGS = ("script", "style", "pre", "code", "textarea", "title")
+_TAG = re.compile(r"(<[^>]+>)")
+_DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
+_INLINE = re.compile(r"(?<![\\$])\$(?!\$)(.+?)(?<![\\$])\$(?!\$)", re.DOTALL)
+_HEADING = re.compile(r"^(#{1,5})(?=\s)", re.MULTILINE)
+
+
+def mathjax_script() -> str:
+    """The MathJax 3 ``tex-svg`` bundle (a single self-contained script)."""
+    try:
+        root = resources.files("mathjax")
+    except ModuleNotFoundError:
+        raise RuntimeError(
+            "MathJax is missing: install the django-static-mathjax package "
+            "(pip install django-static-mathjax), which `make setup` installs"
+        ) from None
+    return (root / MATHJAX_FILE).read_text(encoding="utf-8")
+
+
+def _exporter(template_file: str, *, include_code: bool) -> HTMLExporter:
+    return HTMLExporter(
+        template_name="lab",
+        template_file=template_file,
+        extra_loaders=[DictLoader(_TEMPLATES)],
+        exclude_input=not include_code,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
+
+
+def _read(notebook) -> nbformat.NotebookNode:
+    if isinstance(notebook, nbformat.NotebookNode):
+        return notebook
+    return nbformat.read(os.fspath(notebook), as_version=4)
+
+
+def notebook_html(
+    notebook,
+    *,
+    include_code: bool = False,
+    title: str | None = None,
+    mathjax_src: str | None = None,
+) -> str:
+    """An HTML page of an executed notebook, mathematics typeset by MathJax.
+
+    Parameters
+    ----------
+    notebook : path or NotebookNode
+        The executed notebook.
+    include_code : bool
+        Keep the code cells' inputs (hidden by default; Markdown and outputs are always kept).
+    title : str, optional
+        The page title; the notebook's file name by default.
+    mathjax_src : str, optional
+        URL of a copy of ``mathjax_script()`` to load; by default MathJax is inlined and the
+        page is self-contained.
+    """
+    nb = _read(notebook)
+    extra = {
+        "mathjax_config": MATHJAX_CONFIG,
+        "mathjax_src": mathjax_src,
+        "mathjax_js": "" if mathjax_src else mathjax_script(),
+        "report_css": REPORT_CSS,
+    }
+    if title is not None:
+        extra["metadata"] = {"name": title}
+    body, _ = _exporter("report.html.j2", include_code=include_code).from_notebook_node(
+        nb, resources=extra
+    )
+    return body
+
+
+def print_html(notebook, *, include_code: bool = False, title: str | None = None) -> str:
+    """HTML for printing (WeasyPrint): no scripts, mathematics pre-rendered to SVG images."""
+    nb = _read(notebook)
+    extra = {"print_css": PRINT_CSS}
+    if title is not None:
+        extra["metadata"] = {"name": title}
+    body, _ = _exporter("print.html.j2", include_code=include_code).from_notebook_node(
+        nb, resources=extra
+    )
+    return render_math(body)
+
+
+def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> str:
+    """An ``<img>`` tag showing the TeX formula ``tex`` (mathtext subset) as an SVG.
+
+    The image is sized in em and shifted below the baseline by the formula's depth, so
+    inline formulas sit on the line of the surrounding text.
+
+    Raises
+    ------
+    ValueError
+        When mathtext cannot parse ``tex``.
+    """
+    size = fontsize * (1.2 if display else 1.0)
+    prop = FontProperties(family="DejaVu Sans", size=size, math_fontfamily="dejavusans")
+    source = f"${tex.strip()}$"
+    try:
+        metrics = MathTextParser("path").parse(source, dpi=72, prop=prop)
+        buffer = io.BytesIO()
+        math_to_image(source, buffer, prop=prop, dpi=72, format="svg")
+    except ValueError as exc:
+        raise ValueError(f"mathtext cannot render {tex!r}: {exc}".splitlines()[0]) from None
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    height, depth = metrics.height / fontsize, metrics.depth / fontsize
+    style = f"height:{height:.3f}em;vertical-align:-{depth:.3f}em"
+    alt = html.escape(tex.strip(), quote=True)
+    return f'<img class="math" alt="{alt}" style="{style}" src="data:image/svg+xml;base64,{data}">'
+
+
+def _render_text(text: str, failures: list[str]) -> str:
+    def replace(match: re.Match, *, display: bool) -> str:
+        tex = html.unescape(match.group(1))
+        try:
+            image = math_image(tex, display=display)
+        except ValueError as exc:
+            failures.append(str(exc))
+            return f"<code>{html.escape(tex)}</code>"
+        return f'<div class="math-display">{image}</div>' if display else image
+
+    text = _DISPLAY.sub(lambda m: replace(m, display=True), text)
+    return _INLINE.sub(lambda m: replace(m, display=False), text)
+
+
+def render_math(page: str, *, failures: list[str] | None = None) -> str:
+    """Replace every ``$$...$$`` and ``$...$`` in the text of an HTML page by an SVG image.
+
+    Text inside script, style, pre, code, textarea and title elements is left alone. A
+    formula that mathtext cannot parse is kept as code and its error appended to
+    ``failures`` when given.
+    """
+    failures = [] if failures is None else failures
+    parts = _TAG.split(page)
+    skipping: list[str] = []
+    for i, part in enumerate(parts):
+        if part.startswith("<"):
+            name = re.match(r"</?\s*([a-zA-Z0-9]+)", part)
+            tag = name.group(1).lower() if name else ""
+            if tag in _SKIP_TAGS and not part.endswith("/>"):
+                if part.startswith("</"):
+                    if skipping and skipping[-1] == tag:
+                        skipping.pop()
+                else:
+                    skipping.append(tag)
+        elif not skipping and "$" in part:
+            parts[i] = _render_text(part, failures)
+    return "".join(parts)
+
+
+def write_pdf(page: str, path: str | os.PathLike, *, base_url: str | None = None) -> int:
+    """Write the PDF of an HTML page with WeasyPrint, atomically; return its page count."""
+    from weasyprint import HTML
+
+    document = HTML(string=page, base_url=base_url).render()
+    buffer = io.BytesIO()
+    document.write_pdf(buffer)
+    atomic_write(path, buffer.getvalue())
+    return len(document.pages)
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def demote_headings(markdown: str, levels: int = 1) -> str:
+    """Markdown with every ATX heading moved ``levels`` deeper (``#`` -> ``##``), at most 6."""
+    if levels < 0:
+        raise ValueError(f"levels must be >= 0, got {levels}")
+    return _HEADING.sub(lambda m: "#" * min(6, len(m.group(1)) + levels), markdown)
+
+
+def show_notebook(path: str | os.PathLike, *, demote: int = 1) -> None:
+    """Display the Markdown cells and the outputs of an executed notebook, in order.
+
+    Intended to run inside a notebook: the outputs keep their MIME bundles (figures,
+    tables, Markdown), headings move ``demote`` levels deeper so the included notebook
+    becomes a section, the parameter cells are skipped, and an error output is shown as
+    its name, message and traceback.
+
+    Parameters
+    ----------
+    path : path
+        The executed notebook.
+    demote : int
+        Heading levels to add to the included Markdown.
+    """
+    from IPython.display import Markdown, display
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"path must be an existing notebook, got {str(path)!r}")
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if tags & {"parameters", "injected-parameters"}:
+            continue
+        if cell.cell_type == "markdown":
+            display(Markdown(demote_headings(cell.source, demote)))
+            continue
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            kind = output.get("output_type")
+            if kind in ("display_data", "execute_result"):
+                display(dict(output["data"]), raw=True, metadata=dict(output.get("metadata", {})))
+            elif kind == "stream":
+                display({"text/plain": output["text"]}, raw=True)
+            elif kind == "error":
+                trace = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(output.get("traceback", [])))
+                text = f"{output['ename']}: {output['evalue']}\n{trace}"
+                display({"text/plain": text}, raw=True)

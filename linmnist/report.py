@@ -1,0 +1,425 @@
+"""``python -m linmnist report``: run the grids, execute the report notebook, write HTML and PDF.
+
+``build`` runs every grid cell through ``linmnist.runner.run`` (incremental and parallel),
+executes ``notebooks/07_report.ipynb`` with papermill into ``<out>/report.ipynb`` (the report
+notebook reads the cell results, and executes the framework notebook into
+``<runs>/frameworks/``), renders every executed cell notebook to HTML beside it, then writes
+``<out>/report.html`` (self-contained, MathJax inlined, code hidden unless asked) and
+``<out>/report.pdf`` (WeasyPrint, mathematics pre-rendered). A failed cell or a failing
+report cell does not stop the build: the report shows it, and the exit code is 1.
+
+The module also holds what the report notebook's appendix shows (``environment``,
+``machine``, ``git_commit``, ``notebook_links``) and ``execute_notebook``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from linmnist import render
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+REPORT_NOTEBOOK = NOTEBOOKS / "07_report.ipynb"
+FRAMEWORKS_NOTEBOOK = NOTEBOOKS / "06_frameworks.ipynb"
+KERNEL_NAME = "linmnist"
+MATHJAX_COPY = "tex-svg.js"
+RUNNER_LOG = "runner.log"
+PACKAGES = (
+    "linmnist",
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "torch",
+    "keras",
+    "papermill",
+    "nbconvert",
+    "nbformat",
+    "ipykernel",
+    "weasyprint",
+    "django-static-mathjax",
+)
+
+
+@dataclass
+class BuildResult:
+    """What ``build`` produced.
+
+    Attributes
+    ----------
+    html, pdf, notebook : Path
+        The report page, its PDF and the executed report notebook.
+    pages : int
+        Pages of the PDF.
+    failed : list of str
+        "task/cell: error" for every failed grid cell, and "report: error" when a cell of
+        the report notebook failed.
+    wall_seconds : float
+        Wall time of the whole build.
+    """
+
+    html: Path
+    pdf: Path
+    notebook: Path
+    pages: int
+    failed: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no grid cell and no report cell failed."""
+        return not self.failed
+
+
+def default_runs_dir(profile: str | None = None) -> Path:
+    """Default grid results directory: ``reports/runs``, or ``reports/runs-<profile>``."""
+    return ROOT / "reports" / ("runs" if profile is None else f"runs-{profile}")
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 (this process's and its children's stderr) to ``path``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(log, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(log)
+
+
+def run_grids(
+    tasks: Iterable[str] = ("grid", "subset"),
+    *,
+    runs_dir: str | os.PathLike | None = None,
+    profile: str | None = None,
+    **options: Any,
+):
+    """``linmnist.runner.run`` for a notebook: no progress bar, the cell kernels' messages
+    appended to ``<runs_dir>/runner.log`` instead of the notebook's output.
+
+    Parameters
+    ----------
+    tasks : iterable of str
+        The tasks to bring up to date.
+    runs_dir : path, optional
+        ``default_runs_dir(profile)`` by default.
+    profile : str, optional
+        A profile of the configuration.
+    **options
+        Passed to ``linmnist.runner.run`` (jobs, config, dataset, force).
+
+    Returns
+    -------
+    linmnist.runner.RunSummary
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from linmnist import runner
+
+    runs_dir = Path(default_runs_dir(profile) if runs_dir is None else runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with _stderr_to(runs_dir / RUNNER_LOG):
+        return runner.run(tasks, runs_dir=runs_dir, profile=profile, progress=False, **options)
+
+
+def execute_notebook(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    *,
+    parameters: dict[str, Any] | None = None,
+    cwd: str | os.PathLike | None = None,
+) -> str | None:
+    """Execute a notebook with papermill (kernel ``linmnist``) into ``target``, atomically.
+
+    The executed notebook is written even when a cell fails (papermill marks the failing
+    cell); the error is returned instead of raised.
+
+    Returns
+    -------
+    str or None
+        The error message of the failing cell, None when every cell ran.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source, target = Path(source), Path(target)
+    if not source.is_file():
+        raise ValueError(f"source must be an existing notebook, got {str(source)!r}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".ipynb")
+    os.close(fd)
+    error = None
+    try:
+        try:
+            papermill.execute_notebook(
+                str(source),
+                tmp,
+                parameters=parameters or {},
+                kernel_name=KERNEL_NAME,
+                cwd=str(cwd if cwd is not None else source.parent),
+                progress_bar=False,
+            )
+        except PapermillExecutionError as exc:
+            error = f"{exc.ename}: {exc.evalue}"
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return error
+
+
+def environment() -> pd.DataFrame:
+    """Python and the versions of the packages the report depends on (missing ones marked)."""
+    rows = [{"package": "python", "version": platform.python_version()}]
+    for name in PACKAGES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        rows.append({"package": name, "version": version})
+    return pd.DataFrame(rows)
+
+
+def machine() -> dict[str, str]:
+    """The machine: OS, processor model, cores available, memory."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"system": platform.platform(), "processor": cpu, "cores": str(cores)}
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        total = meminfo.read_text().split("MemTotal:", 1)[1].split()[0]
+        info["memory"] = f"{int(total) / 2**20:.1f} GiB"
+    return info
+
+
+def git_commit(root: str | os.PathLike = ROOT) -> str:
+    """The commit of the working tree, marked "(modified)" when it has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"{head} (modified)" if dirty else head
+
+
+def notebook_links(runs_dir: str | os.PathLike, report_dir: str | os.PathLike) -> pd.DataFrame:
+    """The executed cell notebooks under ``runs_dir`` and the relative links of their HTML.
+
+    Returns
+    -------
+    DataFrame
+        Columns task, cell, status ("ok" or "failed", from the file name), href (the
+        ``.html`` beside the notebook, relative to ``report_dir``), sorted by task and cell.
+    """
+    runs_dir, report_dir = Path(runs_dir), Path(report_dir)
+    rows = []
+    for path in sorted(runs_dir.glob("*/*.ipynb")):
+        if path.name.startswith("."):
+            continue
+        failed = path.name.endswith(".failed.ipynb")
+        cell = path.name.removesuffix(".failed.ipynb").removesuffix(".ipynb")
+        href = os.path.relpath(path.with_suffix(".html"), report_dir)
+        rows.append(
+            {
+                "task": path.parent.name,
+                "cell": cell,
+                "status": "failed" if failed else "ok",
+                "href": Path(href).as_posix(),
+            }
+        )
+    return pd.DataFrame(rows, columns=["task", "cell", "status", "href"])
+
+
+def links_markdown(links: pd.DataFrame) -> str:
+    """A Markdown list of ``notebook_links(...)``, one line per task."""
+    if links.empty:
+        return "No executed cell notebook was found."
+    lines = []
+    for task, rows in links.groupby("task", sort=True):
+        items = [
+            f"[{row.cell}{' (failed)' if row.status == 'failed' else ''}]({row.href})"
+            for row in rows.itertuples()
+        ]
+        lines.append(f"- **{task}**: " + ", ".join(items))
+    return "\n".join(lines)
+
+
+def render_cell_notebooks(runs_dir: str | os.PathLike) -> list[Path]:
+    """Render every executed notebook under ``runs_dir`` to HTML beside it (code included).
+
+    The pages share one copy of MathJax (``runs_dir/tex-svg.js``). A page newer than its
+    notebook is kept.
+    """
+    runs_dir = Path(runs_dir)
+    script = runs_dir / MATHJAX_COPY
+    if not script.is_file():
+        render.atomic_write(script, render.mathjax_script())
+    pages = []
+    for path in sorted(runs_dir.glob("*/*.ipynb")):
+        if path.name.startswith("."):
+            continue
+        page = path.with_suffix(".html")
+        if not page.is_file() or page.stat().st_mtime < path.stat().st_mtime:
+            src = os.path.relpath(script, page.parent)
+            html = render.notebook_html(path, include_code=True, mathjax_src=src)
+            render.atomic_write(page, html)
+        pages.append(page)
+    return pages
+
+
+def build(
+    *,
+    out: str | os.PathLike = "reports",
+    jobs: int = 1,
+    dataset: str = "mnist",
+    config: str | os.PathLike | None = None,
+    profile: str | None = None,
+    include_code: bool = False,
+    progress: bool = True,
+) -> BuildResult:
+    """Run the grids and build ``<out>/report.html`` and ``<out>/report.pdf``.
+
+    Parameters
+    ----------
+    out : path
+        Output directory; grid results go to ``<out>/runs``.
+    jobs : int
+        Grid cells run in parallel.
+    dataset : str
+        One of ``linmnist.data.DATASETS``.
+    config : path, optional
+        Grid configuration; ``linmnist/grids.toml`` by default.
+    profile : str, optional
+        A profile of the configuration (e.g. ``"small"``).
+    include_code : bool
+        Show the report notebook's code in the HTML and PDF.
+    progress : bool
+        Show the runner's progress bar.
+    """
+    from linmnist import runner
+
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir = out / "runs"
+    summary = runner.run(
+        jobs=jobs,
+        config=config,
+        profile=profile,
+        runs_dir=runs_dir,
+        dataset=dataset,
+        progress=progress,
+    )
+    failed = [f"{o.task}/{o.cell}: {o.error}" for o in summary.failed]
+    notebook = out / "report.ipynb"
+    parameters = {
+        "dataset": dataset,
+        "runs_dir": str(runs_dir.resolve()),
+        "config": None if config is None else str(Path(config).resolve()),
+        "profile": profile,
+        "jobs": jobs,
+        "report_dir": str(out.resolve()),
+        "started": start,
+    }
+    error = execute_notebook(REPORT_NOTEBOOK, notebook, parameters=parameters)
+    if error is not None:
+        failed.append(f"report: {error}")
+    render_cell_notebooks(runs_dir)
+    title = "linmnist: a linear MNIST classifier trained by minibatch SGD"
+    html = out / "report.html"
+    render.atomic_write(
+        html, render.notebook_html(notebook, include_code=include_code, title=title)
+    )
+    pdf = out / "report.pdf"
+    page = render.print_html(notebook, include_code=include_code, title=title)
+    pages = render.write_pdf(page, pdf, base_url=str(out.resolve()))
+    return BuildResult(
+        html=html,
+        pdf=pdf,
+        notebook=notebook,
+        pages=pages,
+        failed=failed,
+        wall_seconds=time.time() - start,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m linmnist report``; 0 when everything ran, 1 when a cell failed, 2 on a usage
+    error, 130 when interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m linmnist report",
+        description="Run the grids and build reports/report.html and reports/report.pdf.",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="grid cells run in parallel")
+    parser.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
+    parser.add_argument(
+        "--config", type=Path, help="grid configuration (default: linmnist/grids.toml)"
+    )
+    parser.add_argument("--profile", help="a profile of the configuration, e.g. small")
+    parser.add_argument("--include-code", action="store_true", help="show the code in the report")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="output directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        result = build(
+            out=args.out,
+            jobs=args.jobs,
+            dataset=args.dataset,
+            config=args.config,
+            profile=args.profile,
+            include_code=args.include_code,
+            progress=not args.no_progress,
+        )
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished grid cells are kept, the others run next time", file=sys.stderr
+        )
+        return 130
+    for failure in result.failed:
+        print(f"FAILED {failure}", file=sys.stderr)
+    print(f"wrote {result.html} and {result.pdf} ({result.pages} pages)")
+    print(f"total wall time {result.wall_seconds:.1f} s")
+    return 0 if result.ok else 1
