@@ -19,10 +19,13 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
 from linmnist.sgd import (
@@ -40,8 +43,14 @@ LOSSES = ("quadratic", "mse")
 _NO_COPY_KEYWORD = "__array__ implementation doesn't accept a copy keyword"
 # Task 6 of the study (SPEC, "Figures the study reported"): its PyTorch run, as fractions.
 STUDY_REPORTED = {"train_acc": 0.8581, "test_acc": 0.8573}
-# The study's own PyTorch configuration (SPEC, "What the study got wrong").
-STUDY_SETTING = {"bias": True, "loss": "mse", "lr": 0.01, "batch_size": 1000, "iterations": 50_000}
+_REFERENCE = {"color": "0.35", "linestyle": "--", "linewidth": 1.0}
+# Line styles of overlaid runs: wide to narrow, so coinciding curves all show.
+_STYLES = [
+    {"linewidth": 3.0, "alpha": 0.45},
+    {"linewidth": 1.6, "linestyle": "--"},
+    {"linewidth": 1.0, "linestyle": ":", "color": "k"},
+    {"linewidth": 0.8, "linestyle": "-."},
+]
 
 
 @dataclass
@@ -165,6 +174,25 @@ def _validate(
     )  # fmt: skip
 
 
+@contextmanager
+def _torch_threads() -> Iterator[None]:
+    """torch's intra-op threads set to $OMP_NUM_THREADS, or 1 when unset; restored after.
+
+    The updates are small products (10 x D by D x B): one thread does them as fast as two,
+    and never stalls waiting for a second thread that another process has descheduled
+    (on a loaded 2-core machine two threads made PyTorch 15x slower).
+    """
+    import torch
+
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(env) if env.isdigit() and int(env) >= 1 else 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _loop(
     run: _Run,
     framework: str,
@@ -187,9 +215,12 @@ def _loop(
     recorded, snapshots, losses = [], [], []
     diverged_at = None
     step_seconds = 0.0
-    # The divergence check runs on one BLAS thread, as in the engine's loop; the framework
-    # keeps its own threads (torch's intra-op threads are not BLAS threads).
-    with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
+    # The divergence check runs on one BLAS thread, as in the engine's loop.
+    with (
+        np.errstate(all="ignore"),
+        threadpool_limits(limits=1, user_api="blas"),
+        _torch_threads(),
+    ):
         for t in range(run.iterations):
             t0 = time.perf_counter()
             step(run.batches[t])
@@ -225,16 +256,6 @@ def _loop(
     )
 
 
-def _import_torch():
-    """torch, with its intra-op threads set from OMP_NUM_THREADS when that is set."""
-    import torch
-
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    if threads.isdigit() and int(threads) >= 1:
-        torch.set_num_threads(int(threads))
-    return torch
-
-
 def train_torch(
     X: np.ndarray,
     Y: np.ndarray,
@@ -263,7 +284,8 @@ def train_torch(
         X, Y, lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every, dtype,
         bias, loss,
     )  # fmt: skip
-    torch = _import_torch()
+    import torch
+
     tdtype = torch.float64 if run.dtype == np.float64 else torch.float32
     Xr = torch.from_numpy(np.ascontiguousarray(run.X.T, dtype=run.dtype))
     Yr = torch.from_numpy(np.ascontiguousarray(run.Y.T, dtype=run.dtype))
@@ -297,7 +319,6 @@ def _import_keras():
     """keras on the torch backend (set here unless keras is already imported)."""
     if "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = "torch"
-    _import_torch()
     import keras
 
     backend = keras.backend.backend()
@@ -371,3 +392,132 @@ def train_keras(
         # for torch tensors (their __array__ has no copy keyword); harmless here.
         warnings.filterwarnings("ignore", _NO_COPY_KEYWORD, DeprecationWarning)
         return _loop(run, "keras", step, weights)
+
+
+def comparison_table(
+    results: Mapping[str, TrainResult],
+    *,
+    step_seconds: Mapping[str, float],
+    reference: str,
+    study: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """One row per implementation, from its run: what Task 6 compares.
+
+    Parameters
+    ----------
+    results : mapping name -> TrainResult
+        Runs on identical batches (the engine's and the frameworks').
+    step_seconds : mapping name -> float
+        Wall time of each run's updates alone (``FrameworkResult.step_seconds``,
+        ``numpy_step_seconds``).
+    reference : str
+        The name in ``results`` whose weights the others are compared with.
+    study : mapping, optional
+        The study's reported ``train_acc`` and ``test_acc`` (``STUDY_REPORTED``), added as a
+        last row with the other columns empty.
+
+    Returns
+    -------
+    DataFrame indexed by name, columns train_acc and test_acc (final, %), train_loss
+    (final), max_abs_dW (max |W - W_reference|, bias included), diverged_at, and
+    step_s_per_1000 and run_s_per_1000 (updates alone, and the whole call with its
+    evaluation, in seconds per 1,000 iterations).
+    """
+    if reference not in results:
+        raise ValueError(f"reference must be one of {list(results)}, got {reference!r}")
+    missing = set(results) - set(step_seconds)
+    if missing:
+        raise ValueError(
+            f"step_seconds must have an entry for every run, missing {sorted(missing)}"
+        )
+    base = _parameters(results[reference])
+    rows = {}
+    for name, res in results.items():
+        final = res.history.iloc[-1]
+        rows[name] = {
+            "train_acc": 100 * final.train_acc,
+            "test_acc": 100 * final.test_acc,
+            "train_loss": final.train_loss,
+            "max_abs_dW": float(np.abs(_parameters(res) - base).max()),
+            "diverged_at": res.diverged_at,
+            "step_s_per_1000": 1000 * step_seconds[name] / res.iterations,
+            "run_s_per_1000": 1000 * res.seconds / res.iterations,
+        }
+    if study is not None:
+        rows["study (reported)"] = {
+            "train_acc": 100 * study["train_acc"],
+            "test_acc": 100 * study["test_acc"],
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _parameters(res: TrainResult) -> np.ndarray:
+    """W with the bias appended as a last column (when there is one), in float64."""
+    W = np.asarray(res.W, dtype=np.float64)
+    return W if res.b is None else np.hstack([W, np.asarray(res.b, dtype=np.float64)[:, None]])
+
+
+def overlay_curves(histories: Mapping[str, pd.DataFrame], *, title: str, reference=None) -> Figure:
+    """Training loss, training accuracy and test accuracy of several runs, drawn on top of
+    each other (distinct line styles, so curves that coincide stay visible).
+
+    Parameters
+    ----------
+    histories : mapping name -> DataFrame
+        Histories with the columns of ``TrainResult.history``.
+    title : str
+        Figure title, naming the configuration.
+    reference : object, optional
+        Anything with ``loss``, ``train_acc`` and ``test_acc`` (``least_squares``), drawn
+        as dashed horizontal lines.
+    """
+    fig = Figure(figsize=(12, 3.6), dpi=110)
+    axes = fig.subplots(1, 3)
+    panels = [
+        ("train_loss", 1, "training loss", "loss"),
+        ("train_acc", 100, "training accuracy (%)", "train_acc"),
+        ("test_acc", 100, "test accuracy (%)", "test_acc"),
+    ]
+    for i, (name, history) in enumerate(histories.items()):
+        style = _STYLES[i % len(_STYLES)]
+        for ax, (metric, scale, _, _) in zip(axes, panels, strict=True):
+            ax.plot(history["iteration"], scale * history[metric], label=name, **style)
+    for ax, (_, scale, label, attr) in zip(axes, panels, strict=True):
+        if reference is not None:
+            value = scale * getattr(reference, attr)
+            ax.axhline(value, **_REFERENCE, label=f"closed-form optimum ({value:.4g})")
+        ax.set_xlabel("iteration")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
+    """Bar charts of a ``comparison_table``: final accuracies and seconds per 1,000 updates.
+
+    Rows without a time (the study's reported figures) appear in the accuracy panel only.
+    """
+    fig = Figure(figsize=(11, 3.6), dpi=110)
+    ax_acc, ax_time = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    x = np.arange(len(table))
+    for offset, column, label in ((-0.2, "train_acc", "train"), (0.2, "test_acc", "test")):
+        bars = ax_acc.bar(x + offset, table[column], width=0.4, label=label)
+        ax_acc.bar_label(bars, fmt="%.2f", fontsize=7)
+    low = np.nanmin(table[["train_acc", "test_acc"]].to_numpy(dtype=float))
+    ax_acc.set_ylim(max(0.0, low - 5), 100)
+    ax_acc.set_xticks(x, table.index, fontsize=7, rotation=20, ha="right")
+    ax_acc.set_ylabel("final accuracy (%)")
+    ax_acc.legend(fontsize=8, loc="lower right")
+    timed = table.dropna(subset=["step_s_per_1000"])
+    bars = ax_time.bar(np.arange(len(timed)), timed["step_s_per_1000"], color="C2")
+    ax_time.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax_time.set_xticks(np.arange(len(timed)), timed.index, fontsize=7, rotation=20, ha="right")
+    ax_time.set_ylabel("seconds per 1,000 updates")
+    for ax in (ax_acc, ax_time):
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
