@@ -439,7 +439,7 @@ def comparison_table(
             "test_acc": 100 * final.test_acc,
             "train_loss": final.train_loss,
             "max_abs_dW": float(np.abs(_parameters(res) - base).max()),
-            "diverged_at": res.diverged_at,
+            "diverged_at": pd.NA if res.diverged_at is None else res.diverged_at,
             "step_s_per_1000": 1000 * step_seconds[name] / res.iterations,
             "run_s_per_1000": 1000 * res.seconds / res.iterations,
         }
@@ -448,7 +448,8 @@ def comparison_table(
             "train_acc": 100 * study["train_acc"],
             "test_acc": 100 * study["test_acc"],
         }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    return table.astype({"diverged_at": "Int64"})
 
 
 def _parameters(res: TrainResult) -> np.ndarray:
@@ -474,18 +475,18 @@ def overlay_curves(histories: Mapping[str, pd.DataFrame], *, title: str, referen
     fig = Figure(figsize=(12, 3.6), dpi=110)
     axes = fig.subplots(1, 3)
     panels = [
-        ("train_loss", 1, "training loss", "loss"),
-        ("train_acc", 100, "training accuracy (%)", "train_acc"),
-        ("test_acc", 100, "test accuracy (%)", "test_acc"),
+        ("train_loss", 1, "training loss", "loss", "{:.4f}"),
+        ("train_acc", 100, "training accuracy (%)", "train_acc", "{:.2f} %"),
+        ("test_acc", 100, "test accuracy (%)", "test_acc", "{:.2f} %"),
     ]
     for i, (name, history) in enumerate(histories.items()):
         style = _STYLES[i % len(_STYLES)]
-        for ax, (metric, scale, _, _) in zip(axes, panels, strict=True):
+        for ax, (metric, scale, *_) in zip(axes, panels, strict=True):
             ax.plot(history["iteration"], scale * history[metric], label=name, **style)
-    for ax, (_, scale, label, attr) in zip(axes, panels, strict=True):
+    for ax, (_, scale, label, attr, fmt) in zip(axes, panels, strict=True):
         if reference is not None:
             value = scale * getattr(reference, attr)
-            ax.axhline(value, **_REFERENCE, label=f"closed-form optimum ({value:.4g})")
+            ax.axhline(value, **_REFERENCE, label=f"closed-form optimum ({fmt.format(value)})")
         ax.set_xlabel("iteration")
         ax.set_title(label)
         ax.grid(alpha=0.3)
@@ -506,11 +507,11 @@ def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
     for offset, column, label in ((-0.2, "train_acc", "train"), (0.2, "test_acc", "test")):
         bars = ax_acc.bar(x + offset, table[column], width=0.4, label=label)
         ax_acc.bar_label(bars, fmt="%.2f", fontsize=7)
-    low = np.nanmin(table[["train_acc", "test_acc"]].to_numpy(dtype=float))
-    ax_acc.set_ylim(max(0.0, low - 5), 100)
+    accuracies = table[["train_acc", "test_acc"]].to_numpy(dtype=float)
+    ax_acc.set_ylim(max(0.0, np.nanmin(accuracies) - 5), min(100.0, np.nanmax(accuracies) + 3))
     ax_acc.set_xticks(x, table.index, fontsize=7, rotation=20, ha="right")
     ax_acc.set_ylabel("final accuracy (%)")
-    ax_acc.legend(fontsize=8, loc="lower right")
+    ax_acc.legend(fontsize=8, loc="upper left")
     timed = table.dropna(subset=["step_s_per_1000"])
     bars = ax_time.bar(np.arange(len(timed)), timed["step_s_per_1000"], color="C2")
     ax_time.bar_label(bars, fmt="%.2f", fontsize=7)

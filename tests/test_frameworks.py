@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from linmnist.frameworks import (
+    STUDY_REPORTED,
     FrameworkResult,
+    comparison_bars,
+    comparison_table,
     numpy_step_seconds,
+    overlay_curves,
     quadratic_lr,
     train_keras,
     train_torch,
@@ -113,7 +117,7 @@ def test_result_is_a_train_result_with_timings(small_data, framework):
     assert 0 < res.step_seconds < res.seconds
     assert res.history.test_acc.isna().all()
     batches = sample_batches(X.shape[1], batch_size=10, iterations=20, seed=3)
-    assert numpy_step_seconds(X, Y, lr=0.001, batches=batches) > 0
+    assert numpy_step_seconds(X, Y, lr=0.001, batches=batches, bias=True) > 0
 
 
 @pytest.mark.parametrize("framework", TRAINERS)
@@ -161,6 +165,32 @@ def test_importing_the_module_loads_neither_torch_nor_keras():
     code = "import sys, linmnist.frameworks; print('torch' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_comparison_table_and_figures_are_built_from_the_runs(small_data):
+    engine, res = run_both("torch", small_data, lr=0.002, batch_size=50, iterations=40, bias=True)
+    runs = {"numpy": engine, "PyTorch": res}
+    table = comparison_table(
+        runs, step_seconds={"numpy": 0.5, "PyTorch": 2.0}, reference="numpy", study=STUDY_REPORTED
+    )
+    assert list(table.index) == ["numpy", "PyTorch", "study (reported)"]
+    final = res.history.iloc[-1]
+    assert table.loc["PyTorch", "test_acc"] == pytest.approx(100 * final.test_acc)
+    assert table.loc["PyTorch", "train_loss"] == pytest.approx(final.train_loss)
+    expected = max(np.abs(res.W - engine.W).max(), np.abs(res.b - engine.b).max())
+    assert table.loc["PyTorch", "max_abs_dW"] == pytest.approx(expected)
+    assert table.loc["numpy", "max_abs_dW"] == 0
+    assert table.loc["PyTorch", "step_s_per_1000"] == pytest.approx(1000 * 2.0 / 40)
+    assert table.loc["study (reported)", "train_acc"] == pytest.approx(85.81)
+    assert np.isnan(table.loc["study (reported)", "step_s_per_1000"])
+    with pytest.raises(ValueError, match="reference must be one of"):
+        comparison_table(runs, step_seconds={"numpy": 1, "PyTorch": 1}, reference="keras")
+    with pytest.raises(ValueError, match="step_seconds must have an entry for every run"):
+        comparison_table(runs, step_seconds={"numpy": 1}, reference="numpy")
+    curves = overlay_curves({k: r.history for k, r in runs.items()}, title="t", reference=None)
+    assert [len(ax.lines) for ax in curves.axes] == [2, 2, 2]
+    bars = comparison_bars(table, title="t")
+    assert [len(ax.patches) for ax in bars.axes] == [6, 2]
 
 
 @pytest.mark.integration
