@@ -99,11 +99,13 @@ def load_grids(
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config {str(path)!r} is not valid TOML: {exc}") from None
     _check_keys("config", raw, [*TASKS, "profiles"])
+    if not any(task in raw for task in TASKS):
+        raise ValueError(f"config must define at least one task among {', '.join(TASKS)}")
     profiles = raw.get("profiles", {})
     _check_table("profiles", profiles)
     if profile is not None:
         _check_choice("profile", profile, profiles)
-    for name in profiles:  # a typo in any profile is refused, not only in the one used
+    for name in [None, *profiles]:  # the base and every profile are valid, not only the one used
         _build(raw, name, path.parent)
     return _build(raw, profile, path.parent)
 
@@ -134,8 +136,6 @@ def _build(raw: dict, profile: str | None, base: Path) -> dict[str, list[Cell]]:
         _check_table(f"profiles.{profile}.{task}", override)
         _check_keys(f"profiles.{profile}.{task}", override, [*spec.axes, *spec.fixed])
         grids[task] = _expand(task, spec, {**raw[task], **override}, base)
-    if not grids:
-        raise ValueError(f"config must define at least one task among {', '.join(TASKS)}")
     return grids
 
 

@@ -164,7 +164,7 @@ def blas_threads(jobs: int, cores: int | None = None) -> int:
 
 
 def run(
-    tasks: Iterable[str] = tuple(TASKS),
+    tasks: Iterable[str] | None = None,
     *,
     jobs: int = 1,
     config: str | Path | None = None,
@@ -178,8 +178,8 @@ def run(
 
     Parameters
     ----------
-    tasks : iterable of str
-        Among ``"grid"`` (Task 3) and ``"subset"`` (Task 5).
+    tasks : iterable of str, optional
+        Among ``"grid"`` (Task 3) and ``"subset"`` (Task 5); every task of the config if None.
     jobs : int
         Cells run in parallel (>= 1).
     config : path, optional
@@ -201,15 +201,16 @@ def run(
         Every cell's outcome; ``summary.ok`` is False when a cell failed.
     """
     start = time.perf_counter()
-    tasks = list(dict.fromkeys([tasks] if isinstance(tasks, str) else tasks))
-    unknown = [t for t in tasks if t not in TASKS]
-    if not tasks or unknown:
-        raise ValueError(f"tasks must be among {', '.join(TASKS)}; got {tasks}")
+    if tasks is not None:
+        tasks = list(dict.fromkeys([tasks] if isinstance(tasks, str) else tasks))
+        if not tasks or any(t not in TASKS for t in tasks):
+            raise ValueError(f"tasks must be among {', '.join(TASKS)}; got {tasks}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
     grids = load_grids(config, profile=profile)
+    tasks = list(grids) if tasks is None else tasks
     absent = [t for t in tasks if t not in grids]
     if absent:
         raise ValueError(f"tasks {absent} are not defined in the config; defined: {list(grids)}")
@@ -262,7 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m linmnist run",
         description="Run the experiment grids (Task 3 'grid', Task 5 'subset') with papermill.",
     )
-    parser.add_argument("--task", default="all", help=f"{', '.join(TASKS)} or all (default)")
+    parser.add_argument(
+        "--task", default="all", help=f"{', '.join(TASKS)} or all (default: every task)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
     parser.add_argument(
         "--config", type=Path, help="grid configuration (default: linmnist/grids.toml)"
@@ -284,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         summary = run(
-            tuple(TASKS) if args.task == "all" else (args.task,),
+            None if args.task == "all" else (args.task,),
             jobs=args.jobs,
             config=args.config,
             profile=args.profile,
