@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -40,6 +42,10 @@ FRAMEWORKS_NOTEBOOK = NOTEBOOKS / "06_frameworks.ipynb"
 KERNEL_NAME = "linmnist"
 MATHJAX_COPY = "tex-svg.js"
 RUNNER_LOG = "runner.log"
+# Parameters of notebooks/06_frameworks.ipynb per grid profile (no profile: its defaults).
+FRAMEWORKS_PARAMETERS: dict[str, dict[str, Any]] = {
+    "small": {"iterations": 100, "eval_every": 10, "study_iterations": 100, "study_eval_every": 10}
+}
 PACKAGES = (
     "linmnist",
     "numpy",
@@ -93,13 +99,14 @@ def default_runs_dir(profile: str | None = None) -> Path:
 
 @contextlib.contextmanager
 def _stderr_to(path: Path) -> Iterator[None]:
-    """Send file descriptor 2 (this process's and its children's stderr) to ``path``."""
+    """Send stderr to ``path``: ``sys.stderr`` and file descriptor 2 (inherited by children)."""
     sys.stderr.flush()
     saved = os.dup(2)
     log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.dup2(log, 2)
-        yield
+        with open(path, "a", encoding="utf-8") as text, contextlib.redirect_stderr(text):
+            yield
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)
@@ -181,10 +188,82 @@ def execute_notebook(
             )
         except PapermillExecutionError as exc:
             error = f"{exc.ename}: {exc.evalue}"
-        os.replace(tmp, target)
+        render.atomic_write(target, Path(tmp).read_bytes())
     finally:
         Path(tmp).unlink(missing_ok=True)
     return error
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """An executed notebook.
+
+    Attributes
+    ----------
+    path : Path
+        The executed notebook (``*.failed.ipynb`` when a cell failed).
+    error : str or None
+        The failing cell's error.
+    skipped : bool
+        True when an up-to-date execution was reused.
+    """
+
+    path: Path
+    error: str | None
+    skipped: bool
+
+
+def run_frameworks(
+    runs_dir: str | os.PathLike,
+    *,
+    profile: str | None = None,
+    dataset: str = "mnist",
+    parameters: dict[str, Any] | None = None,
+) -> NotebookRun:
+    """Execute ``notebooks/06_frameworks.ipynb`` into ``<runs_dir>/frameworks/`` unless up to date.
+
+    The parameters are ``FRAMEWORKS_PARAMETERS[profile]`` (the notebook's defaults without
+    a profile), updated by ``parameters``, plus ``dataset``. An execution is reused when the
+    notebook's source, the parameters, the package version and the data checksum are
+    unchanged (their SHA-256 is kept in the executed notebook's metadata).
+    """
+    import nbformat
+
+    from linmnist import __version__
+    from linmnist.data import dataset_checksum
+    from linmnist.runner import notebook_digest
+
+    params = {**FRAMEWORKS_PARAMETERS.get(profile or "", {}), **(parameters or {})}
+    params["dataset"] = dataset
+    payload = {
+        "notebook": notebook_digest(FRAMEWORKS_NOTEBOOK),
+        "params": params,
+        "version": __version__,
+        "dataset_checksum": dataset_checksum(dataset),
+    }
+    fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    directory = Path(runs_dir) / "frameworks"
+    target = directory / FRAMEWORKS_NOTEBOOK.name
+    failed = target.with_suffix(".failed.ipynb")
+    if target.is_file():
+        stored = nbformat.read(target, as_version=4).metadata.get("linmnist", {})
+        if stored.get("fingerprint") == fingerprint:
+            return NotebookRun(target, None, True)
+    with _stderr_to(_log_path(directory)):
+        error = execute_notebook(FRAMEWORKS_NOTEBOOK, failed, parameters=params)
+    if error is not None:
+        target.unlink(missing_ok=True)
+        return NotebookRun(failed, error, False)
+    nb = nbformat.read(failed, as_version=4)
+    nb.metadata["linmnist"] = {"fingerprint": fingerprint}
+    render.atomic_write(target, nbformat.writes(nb))
+    failed.unlink()
+    return NotebookRun(target, None, False)
+
+
+def _log_path(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory.parent / RUNNER_LOG
 
 
 def environment() -> pd.DataFrame:
@@ -288,6 +367,7 @@ def render_cell_notebooks(runs_dir: str | os.PathLike) -> list[Path]:
     notebook is kept.
     """
     runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
     script = runs_dir / MATHJAX_COPY
     if not script.is_file():
         render.atomic_write(script, render.mathjax_script())
@@ -348,6 +428,7 @@ def build(
         progress=progress,
     )
     failed = [f"{o.task}/{o.cell}: {o.error}" for o in summary.failed]
+    summary_tasks = {o.task for o in summary.outcomes}
     notebook = out / "report.ipynb"
     parameters = {
         "dataset": dataset,
@@ -359,6 +440,12 @@ def build(
         "started": start,
     }
     error = execute_notebook(REPORT_NOTEBOOK, notebook, parameters=parameters)
+    links = notebook_links(runs_dir, out)
+    failed += [
+        f"{row.task}/{row.cell}"
+        for row in links[links["status"] == "failed"].itertuples()
+        if row.task not in summary_tasks
+    ]
     if error is not None:
         failed.append(f"report: {error}")
     render_cell_notebooks(runs_dir)
