@@ -14,7 +14,8 @@ Layout, in ``runs_dir/<task>/`` (task ``grid`` or ``subset``):
 
   Non-finite numbers are stored as null. ``fingerprint``, ``notebook`` and ``wall_seconds``
   are set by ``python -m linmnist run``; a notebook run by hand leaves them null;
-* ``<cell>.ipynb``: the executed notebook (``<cell>.failed.ipynb`` for a failed cell).
+* ``<cell>.ipynb``: the executed notebook (``<cell>.failed.ipynb`` for a failed cell, with the
+  kernel's stderr in ``<cell>.failed.log``).
 
 Names starting with a dot are temporary files of a running (or killed) runner; readers
 ignore them.

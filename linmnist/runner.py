@@ -14,7 +14,8 @@ beside it (``<cell>.history.csv``, ``<cell>.json``; schema in ``linmnist.results
   moved into place and the record is written last, atomically, so a run killed at any moment
   leaves no record of an unfinished cell (and the next run removes the staging leftovers).
   A failing cell gets a record with status "failed" and its error, its partial notebook is kept
-  as ``<cell>.failed.ipynb``, and the other cells go on. Workers exit when the runner dies,
+  as ``<cell>.failed.ipynb`` (and the kernel's stderr as ``<cell>.failed.log``), and the other
+  cells go on. Workers exit when the runner dies,
   and a lock file keeps two runners out of the same ``runs_dir``.
 """
 
@@ -53,6 +54,7 @@ KERNEL_NAME = "linmnist"
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 STAGING_SUFFIX = ".staging"
 FAILED_SUFFIX = ".failed.ipynb"
+FAILED_LOG_SUFFIX = ".failed.log"
 STATUSES = ("ok", "failed", "skipped")
 
 
@@ -404,18 +406,24 @@ def _run_cell(cell: Cell, runs_dir: Path, dataset: str, print_: str) -> CellOutc
     record_path = json_path(task_dir, cell.name)
     record_path.unlink(missing_ok=True)  # from here on the cell does not count as finished
     failed_notebook = task_dir / f"{cell.name}{FAILED_SUFFIX}"
+    failed_log = task_dir / f"{cell.name}{FAILED_LOG_SUFFIX}"
     failed_notebook.unlink(missing_ok=True)
+    failed_log.unlink(missing_ok=True)
     staging = task_dir / f".{cell.name}.{os.getpid()}{STAGING_SUFFIX}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     params = {**cell.params, "dataset": dataset}
     try:
         executed = staging / f"{cell.name}.ipynb"
+        log = staging / f"{cell.name}.log"
         try:
-            seeds = _execute_notebook(cell, params, staging, executed)
+            with _stderr_to(log):  # the kernel's own messages, kept when the cell fails
+                seeds = _execute_notebook(cell, params, staging, executed)
         except Exception as exc:  # any failure of the cell is recorded; the run goes on
             if executed.is_file():
                 os.replace(executed, failed_notebook)
+            if log.is_file() and log.stat().st_size:
+                os.replace(log, failed_log)
             (task_dir / f"{cell.name}.ipynb").unlink(missing_ok=True)
             history_path(task_dir, cell.name).unlink(missing_ok=True)
             status, error, seeds = "failed", _describe(exc), []
@@ -440,6 +448,22 @@ def _run_cell(cell: Cell, runs_dir: Path, dataset: str, print_: str) -> CellOutc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return CellOutcome(cell.task, cell.name, status, error, seconds, record_path)
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send this process's stderr (file descriptor 2, inherited by the kernel) to ``path``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(log, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(log)
 
 
 def _execute_notebook(cell: Cell, params: dict, staging: Path, executed: Path) -> list[dict]:
