@@ -158,6 +158,11 @@ def fingerprint(cell: Cell, *, dataset: str, checksum: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def default_runs_dir(profile: str | None = None) -> Path:
+    """``reports/runs``, or ``reports/runs-<profile>`` for a profile (relative paths)."""
+    return Path("reports") / ("runs" if profile is None else f"runs-{profile}")
+
+
 def blas_threads(jobs: int, cores: int | None = None) -> int:
     """BLAS threads per job: ``max(1, cores // jobs)`` (cores available to this process)."""
     if cores is None:
@@ -171,7 +176,7 @@ def run(
     jobs: int = 1,
     config: str | Path | None = None,
     profile: str | None = None,
-    runs_dir: str | Path = "reports/runs",
+    runs_dir: str | Path | None = None,
     dataset: str = "mnist",
     force: bool = False,
     progress: bool = True,
@@ -188,8 +193,10 @@ def run(
         Grid configuration (TOML); ``linmnist/grids.toml`` by default.
     profile : str, optional
         A profile of the configuration, e.g. ``"small"``.
-    runs_dir : path
-        Results go to ``runs_dir/<task>/``.
+    runs_dir : path, optional
+        Results go to ``runs_dir/<task>/``; by default ``reports/runs`` (relative to the
+        current directory), or ``reports/runs-<profile>`` with a profile, so a small run never
+        replaces the full results.
     dataset : str
         One of ``linmnist.data.DATASETS``.
     force : bool
@@ -219,7 +226,7 @@ def run(
     check_n_train(grids, sum(FACTS[dataset].train_label_counts), dataset)
     checksum = dataset_checksum(dataset)  # acquired and verified once, before any kernel starts
     cells = [cell for task in tasks for cell in grids[task]]
-    runs_dir = Path(runs_dir)
+    runs_dir = default_runs_dir(profile) if runs_dir is None else Path(runs_dir)
     outcomes: dict[tuple[str, str], CellOutcome] = {}
     with _lock(runs_dir):
         for task in tasks:
@@ -274,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--profile", help="a profile of the configuration, e.g. small")
     parser.add_argument("--dataset", default="mnist", help=f"{', '.join(DATASETS)} (default mnist)")
-    parser.add_argument("--runs-dir", type=Path, default=Path("reports/runs"))
+    parser.add_argument(
+        "--runs-dir", type=Path, help="default reports/runs, or reports/runs-PROFILE"
+    )
     parser.add_argument("--force", action="store_true", help="rerun up-to-date cells too")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     try:

@@ -17,7 +17,14 @@ import pytest
 
 from linmnist.grids import load_grids
 from linmnist.results import load_task
-from linmnist.runner import blas_threads, fingerprint, main, notebook_digest, run
+from linmnist.runner import (
+    blas_threads,
+    default_runs_dir,
+    fingerprint,
+    main,
+    notebook_digest,
+    run,
+)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 REPO = NOTEBOOKS.parent
@@ -123,6 +130,12 @@ def test_fingerprint_tracks_source_parameters_and_data_not_outputs(tmp_path):
     assert notebook_digest(tmp_path / "copy.ipynb") == notebook_digest(cell.notebook)
     notebook_with("x = 1", cell.notebook.name, tmp_path / "edited.ipynb")
     assert notebook_digest(tmp_path / "edited.ipynb") != notebook_digest(cell.notebook)
+
+
+def test_profiles_get_their_own_default_runs_directory():
+    """A profile's results never land in (and invalidate) the full run's directory."""
+    assert default_runs_dir() == Path("reports/runs")
+    assert default_runs_dir("small") == Path("reports/runs-small")
 
 
 def test_blas_threads_split_the_cores_between_jobs():
