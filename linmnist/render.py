@@ -86,6 +86,19 @@ _TAG = re.compile(r"(<[^>]+>)")
 _DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
 _INLINE = re.compile(r"(?<![\\$])\$(?!\$)(.+?)(?<![\\$])\$(?!\$)", re.DOTALL)
 _HEADING = re.compile(r"^(#{1,5})(?=\s)", re.MULTILINE)
+# TeX commands that MathJax knows and mathtext lacks, with their mathtext equivalents.
+_MATHTEXT_EQUIVALENTS = {
+    "lVert": r"\Vert",
+    "rVert": r"\Vert",
+    "lvert": "|",
+    "rvert": "|",
+    "le": r"\leq",
+    "ge": r"\geq",
+    "tfrac": r"\frac",
+    "displaystyle": "",
+    "textstyle": "",
+}
+_COMMAND = re.compile(r"\\([a-zA-Z]+)(\*?)")
 
 
 def mathjax_script() -> str:
@@ -153,8 +166,17 @@ def notebook_html(
     return body
 
 
-def print_html(notebook, *, include_code: bool = False, title: str | None = None) -> str:
-    """HTML for printing (WeasyPrint): no scripts, mathematics pre-rendered to SVG images."""
+def print_html(
+    notebook,
+    *,
+    include_code: bool = False,
+    title: str | None = None,
+    failures: list[str] | None = None,
+) -> str:
+    """HTML for printing (WeasyPrint): no scripts, mathematics pre-rendered to SVG images.
+
+    Formulas mathtext cannot render stay as code; their errors are appended to ``failures``.
+    """
     nb = _read(notebook)
     extra = {"print_css": PRINT_CSS}
     if title is not None:
@@ -162,7 +184,7 @@ def print_html(notebook, *, include_code: bool = False, title: str | None = None
     body, _ = _exporter("print.html.j2", include_code=include_code).from_notebook_node(
         nb, resources=extra
     )
-    return render_math(body)
+    return render_math(body, failures=failures)
 
 
 def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> str:
@@ -178,7 +200,7 @@ def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> st
     """
     size = fontsize * (1.2 if display else 1.0)
     prop = FontProperties(family="DejaVu Sans", size=size, math_fontfamily="dejavusans")
-    source = f"${tex.strip()}$"
+    source = f"${_mathtext_dialect(tex).strip()}$"
     try:
         metrics = MathTextParser("path").parse(source, dpi=72, prop=prop)
         buffer = io.BytesIO()
@@ -190,6 +212,19 @@ def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> st
     style = f"height:{height:.3f}em;vertical-align:-{depth:.3f}em"
     alt = html.escape(tex.strip(), quote=True)
     return f'<img class="math" alt="{alt}" style="{style}" src="data:image/svg+xml;base64,{data}">'
+
+
+def _mathtext_dialect(tex: str) -> str:
+    """``tex`` with the commands of ``_MATHTEXT_EQUIVALENTS`` (and ``\\operatorname*``)
+    replaced by what mathtext understands."""
+
+    def replace(match: re.Match) -> str:
+        name, star = match.group(1), match.group(2)
+        if name in _MATHTEXT_EQUIVALENTS:
+            return _MATHTEXT_EQUIVALENTS[name] + " "
+        return "\\" + name + ("" if name == "operatorname" else star)
+
+    return _COMMAND.sub(replace, tex)
 
 
 def _render_text(text: str, failures: list[str]) -> str:

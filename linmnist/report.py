@@ -455,7 +455,10 @@ def build(
         html, render.notebook_html(notebook, include_code=include_code, title=title)
     )
     pdf = out / "report.pdf"
-    page = render.print_html(notebook, include_code=include_code, title=title)
+    unrendered: list[str] = []
+    page = render.print_html(notebook, include_code=include_code, title=title, failures=unrendered)
+    for problem in unrendered:
+        print(f"warning: the PDF shows a formula as code: {problem}", file=sys.stderr)
     pages = render.write_pdf(page, pdf, base_url=str(out.resolve()))
     return BuildResult(
         html=html,

@@ -46,6 +46,11 @@ def test_math_image_is_an_inline_svg_on_the_baseline():
     assert 'alt="\\frac{1}{2N} \\sum_i x_i"' in tag
 
 
+def test_math_image_translates_mathjax_only_commands():
+    tag = render.math_image(r"\lVert W x \rVert \le \tfrac{1}{2} \operatorname*{argmax}_k")
+    assert 'alt="\\lVert W x \\rVert' in tag, "the alt text keeps the original TeX"
+
+
 def test_math_image_rejects_what_mathtext_cannot_parse():
     with pytest.raises(ValueError, match="mathtext cannot render"):
         render.math_image(r"\begin{aligned} x \end{aligned}")
