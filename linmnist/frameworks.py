@@ -394,6 +394,53 @@ def train_keras(
         return _loop(run, "keras", step, weights)
 
 
+@dataclass
+class RunComparison:
+    """How far two runs on identical batches are apart.
+
+    Attributes
+    ----------
+    max_abs_dW : float
+        Largest difference between the final weights (bias included).
+    evaluations : int
+        Iterations evaluated in both runs.
+    differing : int
+        Evaluated iterations whose training or test accuracy differ.
+    train_samples, test_samples : int
+        Largest difference in correctly classified training / test samples at one
+        evaluated iteration (a float32 run can flip a sample whose two best scores are
+        closer than the rounding of its weights).
+    max_loss_rel : float
+        Largest relative difference of the training loss.
+    """
+
+    max_abs_dW: float
+    evaluations: int
+    differing: int
+    train_samples: int
+    test_samples: int
+    max_loss_rel: float
+
+
+def compare_runs(a: TrainResult, b: TrainResult, *, n_train: int, n_test: int) -> RunComparison:
+    """Compare run ``b`` with run ``a`` (trained on ``n_train`` samples, tested on ``n_test``)."""
+    ha, hb = a.history, b.history
+    if not np.array_equal(ha.iteration, hb.iteration):
+        raise ValueError("a and b must be evaluated at the same iterations")
+    dtrain = np.rint(np.abs(ha.train_acc.to_numpy() - hb.train_acc.to_numpy()) * n_train)
+    dtest = np.rint(np.abs(ha.test_acc.to_numpy() - hb.test_acc.to_numpy()) * n_test)
+    dtest = np.nan_to_num(dtest)
+    loss_rel = np.abs(hb.train_loss.to_numpy() / ha.train_loss.to_numpy() - 1)
+    return RunComparison(
+        max_abs_dW=float(np.abs(_parameters(b) - _parameters(a)).max()),
+        evaluations=len(ha),
+        differing=int(np.count_nonzero((dtrain > 0) | (dtest > 0))),
+        train_samples=int(dtrain.max(initial=0)),
+        test_samples=int(dtest.max(initial=0)),
+        max_loss_rel=float(loss_rel.max(initial=0)),
+    )
+
+
 def comparison_table(
     results: Mapping[str, TrainResult],
     *,

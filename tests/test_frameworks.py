@@ -1,5 +1,6 @@
 """PyTorch and Keras train the engine's model: same batches, same weights, same histories."""
 
+import dataclasses
 import subprocess
 import sys
 import warnings
@@ -10,6 +11,7 @@ import pytest
 from linmnist.frameworks import (
     STUDY_REPORTED,
     FrameworkResult,
+    compare_runs,
     comparison_bars,
     comparison_table,
     numpy_step_seconds,
@@ -165,6 +167,29 @@ def test_importing_the_module_loads_neither_torch_nor_keras():
     code = "import sys, linmnist.frameworks; print('torch' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_compare_runs_counts_the_samples_whose_prediction_differs(small_data):
+    engine, res = run_both("torch", small_data, lr=0.001, batch_size=100, iterations=20)
+    same = compare_runs(engine, res, n_train=2000, n_test=500)
+    assert (same.evaluations, same.differing, same.train_samples, same.test_samples) == (
+        20,
+        0,
+        0,
+        0,
+    )
+    assert 0 < same.max_abs_dW <= 1e-5 and same.max_loss_rel < 1e-5
+    shift = np.zeros(20)
+    shift[3] = 2 / 2000
+    flipped = dataclasses.replace(
+        res, history=res.history.assign(train_acc=lambda h: h.train_acc + shift)
+    )
+    diff = compare_runs(engine, flipped, n_train=2000, n_test=500)
+    assert (diff.differing, diff.train_samples, diff.test_samples) == (1, 2, 0)
+    with pytest.raises(ValueError, match="same iterations"):
+        compare_runs(
+            engine, dataclasses.replace(res, history=res.history.iloc[:5]), n_train=2000, n_test=500
+        )
 
 
 def test_comparison_table_and_figures_are_built_from_the_runs(small_data):
