@@ -2,14 +2,16 @@
 
 ``build`` runs every grid cell through ``linmnist.runner.run`` (incremental and parallel),
 executes ``notebooks/07_report.ipynb`` with papermill into ``<out>/report.ipynb`` (the report
-notebook reads the cell results, and executes the framework notebook into
-``<runs>/frameworks/``), renders every executed cell notebook to HTML beside it, then writes
-``<out>/report.html`` (self-contained, MathJax inlined, code hidden unless asked) and
-``<out>/report.pdf`` (WeasyPrint, mathematics pre-rendered). A failed cell or a failing
-report cell does not stop the build: the report shows it, and the exit code is 1.
+notebook reads the cell results from ``<out>/runs`` or ``<out>/runs-<profile>``, and executes
+the framework notebook into ``<runs>/frameworks/``), renders every executed cell notebook
+to HTML beside it, then writes ``<out>/report.html`` (self-contained, MathJax inlined, code
+hidden unless asked) and ``<out>/report.pdf`` (WeasyPrint, mathematics pre-rendered). A
+failed cell or a failing report cell does not stop the build: the report shows it, and the
+exit code is 1.
 
 The module also holds what the report notebook's appendix shows (``environment``,
-``machine``, ``git_commit``, ``notebook_links``) and ``execute_notebook``.
+``machine``, ``git_commit``, ``notebook_links``), ``run_grids`` and ``run_frameworks`` for
+the notebooks, and ``execute_notebook``.
 """
 
 from __future__ import annotations
@@ -399,7 +401,8 @@ def build(
     Parameters
     ----------
     out : path
-        Output directory; grid results go to ``<out>/runs``.
+        Output directory; grid results go to ``<out>/runs`` (``<out>/runs-<profile>`` with
+        a profile, so a small build never replaces the full results).
     jobs : int
         Grid cells run in parallel.
     dataset : str
@@ -418,7 +421,7 @@ def build(
     start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs_dir = out / "runs"
+    runs_dir = out / default_runs_dir(profile).name
     summary = runner.run(
         jobs=jobs,
         config=config,

@@ -105,7 +105,7 @@ def test_html_is_self_contained(built):
 @pytest.mark.integration
 def test_appendix_links_every_cell_notebook_as_html(built):
     links = [h for h in parse(built.html).links if h.endswith(".html")]
-    runs = sorted(p for p in (built.html.parent / "runs").glob("*/*.ipynb"))
+    runs = sorted(p for p in (built.html.parent / "runs-small").glob("*/*.ipynb"))
     assert len(links) == len(runs) == 4 + 2 + 1
     for href in links:
         page = built.html.parent / href
