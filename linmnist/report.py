@@ -421,7 +421,7 @@ def build(
     start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs_dir = out / default_runs_dir(profile).name
+    runs_dir = (out / default_runs_dir(profile).name).resolve()  # the kernels run elsewhere
     summary = runner.run(
         jobs=jobs,
         config=config,
@@ -435,7 +435,7 @@ def build(
     notebook = out / "report.ipynb"
     parameters = {
         "dataset": dataset,
-        "runs_dir": str(runs_dir.resolve()),
+        "runs_dir": str(runs_dir),
         "config": None if config is None else str(Path(config).resolve()),
         "profile": profile,
         "jobs": jobs,
