@@ -1,7 +1,9 @@
-"""The experiment grids (Tasks 3 and 5): read from TOML, validated up front, expanded to cells.
+"""The experiment grids: read from TOML, validated up front, expanded to cells.
 
 ``linmnist/grids.toml`` defines each task once: its axes (lists whose product gives the
-cells), its fixed parameters, its seeds, and named profiles overriding some of them.
+cells), its fixed parameters, its seeds, and named profiles overriding some of them. The
+tasks are the study's Task 3 (``grid``) and Task 5 (``subset``), and the ``stability`` sweep
+(lr on a log grid x batch size, Task 3's notebook), which runs only when asked for by name.
 ``load_grids`` applies a profile, checks every value and returns the cells of each task, so a
 wrong parameter is refused before anything runs, with a message naming it and what is accepted.
 """
@@ -31,18 +33,24 @@ class TaskSpec:
         Parameters given as single values, shared by all cells.
     name_format : str
         ``str.format`` pattern naming a cell from its axis values.
+    default : bool
+        Whether the task runs when no task is named (the study's tasks); a sweep such as
+        ``stability`` runs only when named.
     """
 
     axes: tuple[str, ...]
     fixed: tuple[str, ...]
     name_format: str
+    default: bool = True
 
 
 _COMMON = ("notebook", "seeds", "fidelity_seeds", "eval_every", "iterations")
 TASKS: dict[str, TaskSpec] = {
     "grid": TaskSpec(("lr", "batch_size"), _COMMON, "lr{lr:g}_bs{batch_size}"),
     "subset": TaskSpec(("n_prime",), (*_COMMON, "lr", "batch_size"), "n{n_prime}"),
+    "stability": TaskSpec(("lr", "batch_size"), _COMMON, "lr{lr:g}_bs{batch_size}", default=False),
 }
+DEFAULT_TASKS = tuple(task for task, spec in TASKS.items() if spec.default)
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class Cell:
     Attributes
     ----------
     task : str
-        ``"grid"`` or ``"subset"``.
+        ``"grid"``, ``"subset"`` or ``"stability"``.
     name : str
         File stem of its results, e.g. ``lr0.01_bs100`` or ``n1000``.
     notebook : Path

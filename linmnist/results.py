@@ -19,6 +19,10 @@ Layout, in ``runs_dir/<task>/`` (task ``grid`` or ``subset``):
 
 Names starting with a dot are temporary files of a running (or killed) runner; readers
 ignore them.
+
+``runs_dir/runs.jsonl`` logs every completed ``python -m linmnist run``, one JSON object a
+line (``RUN_LOG_FIELDS``): when it finished, its tasks, how many cells ran or were skipped,
+its executor, jobs and wall time. It is how a notebook quotes a measured wall time.
 """
 
 from __future__ import annotations
@@ -48,6 +52,23 @@ SEED_FIELDS = (
 )
 HISTORY_SUFFIX = ".history.csv"
 STATUSES = ("ok", "failed")
+RUN_LOG = "runs.jsonl"
+RUN_LOG_FIELDS = (
+    "finished",  # ISO 8601 time, UTC
+    "tasks",  # the tasks run, comma-separated
+    "profile",  # the configuration's profile or null
+    "dataset",
+    "executor",  # "local" or "dask"
+    "scheduler",  # the Dask scheduler's address, or null
+    "jobs",  # cells run at once
+    "threads_per_job",  # BLAS threads per cell
+    "cores",  # cores available to the runner
+    "cells",  # cells of the tasks in the configuration
+    "ok",
+    "failed",
+    "skipped",  # cells up to date, not run
+    "wall_seconds",  # wall time of the whole run
+)
 
 
 @dataclass(frozen=True)
@@ -271,6 +292,30 @@ def load_history(
     history = pd.concat(frames, ignore_index=True)
     first += ["eval_every", "seed"]
     return history[[*first, *[c for c in history.columns if c not in first]]]
+
+
+def append_run_log(runs_dir: str | Path, entry: dict[str, Any]) -> None:
+    """Add ``entry`` (the keys ``RUN_LOG_FIELDS``) as the last line of ``runs_dir/runs.jsonl``.
+
+    The file is rewritten atomically, so a killed runner leaves the previous log intact.
+    """
+    missing = [f for f in RUN_LOG_FIELDS if f not in entry]
+    if missing:
+        raise ValueError(f"entry lacks the run-log fields {missing}")
+    path = Path(runs_dir) / RUN_LOG
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    line = json.dumps(_plain({f: entry[f] for f in RUN_LOG_FIELDS}), allow_nan=False)
+    atomic_write_text(path, old + line + "\n")
+
+
+def read_run_log(runs_dir: str | Path) -> pd.DataFrame:
+    """The runs logged in ``runs_dir/runs.jsonl``, oldest first, columns ``RUN_LOG_FIELDS``
+    (``finished`` as a UTC timestamp); empty when no run was logged."""
+    path = Path(runs_dir) / RUN_LOG
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    log = pd.DataFrame([json.loads(line) for line in lines if line], columns=list(RUN_LOG_FIELDS))
+    log["finished"] = pd.to_datetime(log["finished"], utc=True)
+    return log
 
 
 def _scalar_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -4,9 +4,11 @@ Each cell of the configuration (``linmnist.grids``) is one papermill execution o
 notebook, with kernel ``linmnist``, into ``runs_dir/<task>/<cell>.ipynb``; its results lie
 beside it (``<cell>.history.csv``, ``<cell>.json``; schema in ``linmnist.results``).
 
-* Parallel: ``jobs`` worker processes run the cells; each sets OMP_NUM_THREADS,
-  OPENBLAS_NUM_THREADS and MKL_NUM_THREADS to ``max(1, cores // jobs)``, which the kernels
-  inherit, so the jobs do not oversubscribe the cores.
+* Parallel: with the local executor, ``jobs`` worker processes run the cells; each sets
+  OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS to ``max(1, cores // jobs)``,
+  which the kernels inherit, so the jobs do not oversubscribe the cores. With the dask
+  executor the cells go to a Dask cluster instead (``linmnist.cluster``), through the same
+  ``run_cell``.
 * Incremental: a cell whose JSON record has status ok and the same fingerprint (notebook
   source, parameters, ``linmnist.__version__``, dataset checksum) is skipped.
 * Failures and interruptions: a cell runs in a hidden staging directory
@@ -17,6 +19,8 @@ beside it (``<cell>.history.csv``, ``<cell>.json``; schema in ``linmnist.results
   as ``<cell>.failed.ipynb`` (and the kernel's stderr as ``<cell>.failed.log``), and the other
   cells go on. Workers exit when the runner dies,
   and a lock file keeps two runners out of the same ``runs_dir``.
+* Tasks: when none is named, the study's tasks (``grid``, ``subset``) run; the ``stability``
+  sweep runs only when named (or with "all").
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +52,8 @@ from tqdm.auto import tqdm
 
 import linmnist
 from linmnist.data import DATASETS, FACTS, dataset_checksum
-from linmnist.grids import TASKS, Cell, check_n_train, load_grids
-from linmnist.results import history_path, json_path, read_record, write_record
+from linmnist.grids import DEFAULT_TASKS, TASKS, Cell, check_n_train, load_grids
+from linmnist.results import append_run_log, history_path, json_path, read_record, write_record
 
 KERNEL_NAME = "linmnist"
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -56,6 +61,7 @@ STAGING_SUFFIX = ".staging"
 FAILED_SUFFIX = ".failed.ipynb"
 FAILED_LOG_SUFFIX = ".failed.log"
 STATUSES = ("ok", "failed", "skipped")
+EXECUTORS = ("local", "dask")
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ class CellOutcome:
     seconds : float
         Wall time of its execution (0 when skipped).
     path : Path
-        Its JSON record (absent only if the worker running it was killed).
+        Its JSON record (absent only if a local worker running it was killed).
     """
 
     task: str
@@ -97,9 +103,14 @@ class RunSummary:
     dataset, dataset_checksum : str
         The dataset's name and the SHA-256 of its verified cache file.
     jobs, threads_per_job : int
-        Worker processes used and BLAS threads given to each.
+        Cells run at once (worker processes, or the Dask cluster's worker threads) and BLAS
+        threads given to each (the fewest, on a Dask cluster of several machines).
     wall_seconds : float
         Total wall time of the run.
+    executor : str
+        ``"local"`` or ``"dask"``.
+    scheduler : str or None
+        The Dask scheduler's address (None for the local executor and a LocalCluster).
     """
 
     outcomes: tuple[CellOutcome, ...]
@@ -109,6 +120,8 @@ class RunSummary:
     jobs: int
     threads_per_job: int
     wall_seconds: float
+    executor: str = "local"
+    scheduler: str | None = None
 
     @property
     def failed(self) -> list[CellOutcome]:
@@ -132,9 +145,11 @@ class RunSummary:
             counts = ", ".join(f"{sum(o.status == s for o in mine)} {s}" for s in STATUSES)
             lines.append(f"{task}: {len(mine)} cells ({counts})")
         lines += [f"FAILED {o.task}/{o.cell}: {o.error}" for o in self.failed]
+        where = {"local": "", "dask": f" on Dask {self.scheduler or 'LocalCluster'}"}
         lines.append(
             f"{self.wall_seconds:.1f} s wall time, {self.jobs} job(s) x "
-            f"{self.threads_per_job} BLAS thread(s); results in {self.runs_dir}"
+            f"{self.threads_per_job} BLAS thread(s){where[self.executor]}; "
+            f"results in {self.runs_dir}"
         )
         return "\n".join(lines)
 
@@ -165,9 +180,14 @@ def default_runs_dir(profile: str | None = None) -> Path:
 
 def blas_threads(jobs: int, cores: int | None = None) -> int:
     """BLAS threads per job: ``max(1, cores // jobs)`` (cores available to this process)."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // jobs)
+    return max(1, (available_cores() if cores is None else cores) // jobs)
+
+
+def available_cores() -> int:
+    """Cores available to this process."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def run(
@@ -180,15 +200,20 @@ def run(
     dataset: str = "mnist",
     force: bool = False,
     progress: bool = True,
+    executor: str = "local",
+    scheduler: str | None = None,
 ) -> RunSummary:
     """Run the cells of ``tasks`` that are not up to date.
 
     Parameters
     ----------
     tasks : iterable of str, optional
-        Among ``"grid"`` (Task 3) and ``"subset"`` (Task 5); every task of the config if None.
+        Among ``"grid"`` (Task 3), ``"subset"`` (Task 5) and ``"stability"`` (the stability
+        sweep); if None, the study's tasks (``linmnist.grids.DEFAULT_TASKS``) the config
+        defines.
     jobs : int
-        Cells run in parallel (>= 1).
+        Cells run in parallel (>= 1); with the dask executor, the LocalCluster's workers
+        (ignored with a ``scheduler``: the cluster's workers decide).
     config : path, optional
         Grid configuration (TOML); ``linmnist/grids.toml`` by default.
     profile : str, optional
@@ -203,6 +228,13 @@ def run(
         Rerun every cell, up to date or not.
     progress : bool
         Show a progress bar counting cells (on stderr).
+    executor : str
+        ``"local"`` (worker processes on this machine) or ``"dask"`` (``linmnist.cluster``:
+        a Dask cluster, whose workers must share the repository, the data cache and
+        ``runs_dir`` through a shared filesystem).
+    scheduler : str, optional
+        Address of a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786`` (dask only);
+        None starts a LocalCluster of ``jobs`` single-threaded worker processes.
 
     Returns
     -------
@@ -218,15 +250,26 @@ def run(
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if scheduler is not None and (executor != "dask" or not _is_address(scheduler)):
+        raise ValueError(
+            "scheduler must be the address of a Dask scheduler such as tcp://HOST:PORT, "
+            f"with executor 'dask'; got {scheduler!r} with executor {executor!r}"
+        )
     grids = load_grids(config, profile=profile)
-    tasks = list(grids) if tasks is None else tasks
+    tasks = [t for t in grids if t in DEFAULT_TASKS] if tasks is None else tasks
     absent = [t for t in tasks if t not in grids]
     if absent:
         raise ValueError(f"tasks {absent} are not defined in the config; defined: {list(grids)}")
+    if not tasks:
+        raise ValueError(f"the config defines none of the default tasks {DEFAULT_TASKS}")
     check_n_train(grids, sum(FACTS[dataset].train_label_counts), dataset)
     checksum = dataset_checksum(dataset)  # acquired and verified once, before any kernel starts
     cells = [cell for task in tasks for cell in grids[task]]
     runs_dir = default_runs_dir(profile) if runs_dir is None else Path(runs_dir)
+    if executor == "dask":  # the workers' current directories are not ours
+        runs_dir = runs_dir.resolve()
     outcomes: dict[tuple[str, str], CellOutcome] = {}
     with _lock(runs_dir):
         for task in tasks:
@@ -241,8 +284,6 @@ def run(
                 )
             else:
                 todo.append(cell)
-        workers = max(1, min(jobs, len(todo)))
-        threads = blas_threads(workers)
         with tqdm(
             total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress
         ) as bar:
@@ -253,16 +294,48 @@ def run(
                 bar.update()
 
             jobs_args = [(c, runs_dir, dataset, prints[id(c)]) for c in todo]
-            _execute(jobs_args, workers=workers, threads=threads, on_done=done)
-    return RunSummary(
-        outcomes=tuple(outcomes[c.task, c.name] for c in cells),
-        runs_dir=runs_dir,
-        dataset=dataset,
-        dataset_checksum=checksum,
-        jobs=workers,
-        threads_per_job=threads,
-        wall_seconds=time.perf_counter() - start,
-    )
+            if executor == "local":
+                workers = max(1, min(jobs, len(todo)))
+                threads = blas_threads(workers)
+                _execute(jobs_args, workers=workers, threads=threads, on_done=done)
+            else:
+                from linmnist import cluster  # imports dask only when asked for
+
+                workers, threads = cluster.execute(
+                    jobs_args, jobs=jobs, scheduler=scheduler, checksum=checksum, on_done=done
+                )
+        summary = RunSummary(
+            outcomes=tuple(outcomes[c.task, c.name] for c in cells),
+            runs_dir=runs_dir,
+            dataset=dataset,
+            dataset_checksum=checksum,
+            jobs=workers,
+            threads_per_job=threads,
+            wall_seconds=time.perf_counter() - start,
+            executor=executor,
+            scheduler=scheduler,
+        )
+        append_run_log(runs_dir, _log_entry(summary, tasks, profile))
+    return summary
+
+
+def _log_entry(summary: RunSummary, tasks: list[str], profile: str | None) -> dict[str, Any]:
+    """The run's line of ``runs_dir/runs.jsonl`` (``linmnist.results.RUN_LOG_FIELDS``)."""
+    counts = {s: sum(o.status == s for o in summary.outcomes) for s in STATUSES}
+    return {
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tasks": ",".join(tasks),
+        "profile": profile,
+        "dataset": summary.dataset,
+        "executor": summary.executor,
+        "scheduler": summary.scheduler,
+        "jobs": summary.jobs,
+        "threads_per_job": summary.threads_per_job,
+        "cores": available_cores(),
+        "cells": len(summary.outcomes),
+        **counts,
+        "wall_seconds": summary.wall_seconds,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,12 +343,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     error, 130 when interrupted."""
     parser = argparse.ArgumentParser(
         prog="python -m linmnist run",
-        description="Run the experiment grids (Task 3 'grid', Task 5 'subset') with papermill.",
+        description="Run the experiment grids (Task 3 'grid', Task 5 'subset', the 'stability' "
+        "sweep) with papermill.",
     )
     parser.add_argument(
-        "--task", default="all", help=f"{', '.join(TASKS)} or all (default: every task)"
+        "--task",
+        help=f"{', '.join(TASKS)} or all (default: the study's tasks, {', '.join(DEFAULT_TASKS)})",
     )
     parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
+    parser.add_argument(
+        "--executor",
+        default="local",
+        help="local (worker processes, default) or dask (a Dask cluster)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        help="with --executor dask: a running scheduler's address, tcp://HOST:PORT "
+        "(default: a LocalCluster of --jobs workers)",
+    )
     parser.add_argument(
         "--config", type=Path, help="grid configuration (default: linmnist/grids.toml)"
     )
@@ -290,15 +375,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    if args.task not in (*TASKS, "all"):
+    if args.task not in (*TASKS, "all", None):
         print(
             f"error: --task must be one of {', '.join(TASKS)}, all; got {args.task!r}",
             file=sys.stderr,
         )
         return 2
     try:
+        if args.task == "all":
+            tasks = list(load_grids(args.config, profile=args.profile))
+        else:
+            tasks = None if args.task is None else (args.task,)
         summary = run(
-            None if args.task == "all" else (args.task,),
+            tasks,
             jobs=args.jobs,
             config=args.config,
             profile=args.profile,
@@ -306,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dataset=args.dataset,
             force=args.force,
             progress=not args.no_progress,
+            executor=args.executor,
+            scheduler=args.scheduler,
         )
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -374,7 +465,7 @@ def _execute(
         initargs=(threads, os.getpid(), stop),
     )
     try:
-        futures = {executor.submit(_run_cell, *args): args for args in jobs_args}
+        futures = {executor.submit(run_cell, *args): args for args in jobs_args}
         for future in as_completed(futures):
             try:
                 on_done(future.result())
@@ -407,8 +498,26 @@ def _exit_with_runner(parent: int, stop: Any) -> None:
     os._exit(1)
 
 
-def _run_cell(cell: Cell, runs_dir: Path, dataset: str, print_: str) -> CellOutcome:
-    """Execute one cell's notebook (in a worker) and leave its files and record in place."""
+def run_cell(cell: Cell, runs_dir: Path, dataset: str, print_: str) -> CellOutcome:
+    """Execute one cell's notebook (in a worker) and leave its files and record in place.
+
+    Parameters
+    ----------
+    cell : Cell
+        The cell (``linmnist.grids``).
+    runs_dir : Path
+        Its results go to ``runs_dir/<task>/``.
+    dataset : str
+        The dataset its notebook loads.
+    print_ : str
+        Its fingerprint (``fingerprint``), stored in its record.
+
+    Returns
+    -------
+    CellOutcome
+        Status ``"ok"`` or ``"failed"``; the record is in place either way. Only an
+        interruption (KeyboardInterrupt, a killed process) leaves no record.
+    """
     start = time.perf_counter()
     task_dir = runs_dir / cell.task
     task_dir.mkdir(parents=True, exist_ok=True)
@@ -442,21 +551,37 @@ def _run_cell(cell: Cell, runs_dir: Path, dataset: str, print_: str) -> CellOutc
             os.replace(history_path(staging, cell.name), history_path(task_dir, cell.name))
             status, error, notebook = "ok", None, f"{cell.name}.ipynb"
         seconds = time.perf_counter() - start
-        record = {
-            "task": cell.task,
-            "cell": cell.name,
-            "status": status,
-            "error": error,
-            "params": params,
-            "fingerprint": print_,
-            "notebook": notebook,
-            "wall_seconds": seconds,
-            "seeds": seeds,
-        }
-        write_record(record_path, record)  # last: its presence marks the cell finished
+        record = cell_record(cell, dataset, print_, status=status, error=error, seconds=seconds)
+        write_record(record_path, record | {"notebook": notebook, "seeds": seeds})  # last
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return CellOutcome(cell.task, cell.name, status, error, seconds, record_path)
+
+
+def cell_record(
+    cell: Cell, dataset: str, print_: str, *, status: str, error: str | None, seconds: float
+) -> dict[str, Any]:
+    """The JSON record of a cell run by the runner, without notebook and seeds (see
+    ``linmnist.results``)."""
+    return {
+        "task": cell.task,
+        "cell": cell.name,
+        "status": status,
+        "error": error,
+        "params": {**cell.params, "dataset": dataset},
+        "fingerprint": print_,
+        "notebook": None,
+        "wall_seconds": seconds,
+        "seeds": [],
+    }
+
+
+def _is_address(value: Any) -> bool:
+    """Whether ``value`` looks like a Dask address, PROTOCOL://HOST[:PORT]."""
+    if not isinstance(value, str):
+        return False
+    protocol, _, rest = value.partition("://")
+    return bool(protocol) and bool(rest) and protocol.isalnum()
 
 
 @contextlib.contextmanager
@@ -480,7 +605,7 @@ def _execute_notebook(cell: Cell, params: dict, staging: Path, executed: Path) -
     papermill.execute_notebook(
         str(cell.notebook),
         str(executed),
-        parameters={**params, "out_dir": str(staging), "cell": cell.name},
+        parameters={**params, "out_dir": str(staging), "cell": cell.name, "task": cell.task},
         kernel_name=KERNEL_NAME,
         progress_bar=False,
         cwd=str(cell.notebook.parent),

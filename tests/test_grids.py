@@ -3,10 +3,18 @@
 import ast
 from pathlib import Path
 
+import numpy as np
 import papermill
 import pytest
 
-from linmnist.grids import DEFAULT_CONFIG, TASKS, cell_name, check_n_train, load_grids
+from linmnist.grids import (
+    DEFAULT_CONFIG,
+    DEFAULT_TASKS,
+    TASKS,
+    cell_name,
+    check_n_train,
+    load_grids,
+)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -95,6 +103,7 @@ def test_notebook_defaults_are_a_cell_of_the_small_profile(notebook, task, cell_
     assert {k: defaults[k] for k in cell.params} == cell.params
     assert defaults["dataset"] == "mnist"
     assert defaults["out_dir"] is None and defaults["cell"] is None
+    assert defaults["task"] == task
     assert cell.notebook == (NOTEBOOKS / notebook).resolve()
 
 
@@ -102,7 +111,8 @@ def test_cell_names():
     """Cell names carry the axis values and nothing else."""
     assert cell_name("grid", lr=0.001, batch_size=100) == "lr0.001_bs100"
     assert cell_name("subset", n_prime=500) == "n500"
-    with pytest.raises(ValueError, match="task must be one of: grid, subset"):
+    assert cell_name("stability", lr=0.0316, batch_size=1) == "lr0.0316_bs1"
+    with pytest.raises(ValueError, match="task must be one of: grid, subset, stability"):
         cell_name("grids", n_prime=1)
 
 
@@ -169,4 +179,26 @@ def test_subset_larger_than_the_training_set_is_refused(tmp_path):
     check_n_train(grids, 100, "mnist")
     with pytest.raises(ValueError, match=r"subset.n_prime must be in \[1, 99\] .* got 100"):
         check_n_train(grids, 99, "mnist")
-    assert set(TASKS) == {"grid", "subset"}
+
+
+def test_the_stability_sweep_is_a_log_grid_run_only_when_named():
+    """The sweep: >= 12 lr from 1e-4 to 0.2 in (nearly) constant ratios, holding the study's
+    three; the study's batch sizes; >= 3 seeds, thinned evaluation; Task 3's notebook. It is
+    not a default task; the small profile shrinks it to a few short cells."""
+    assert set(TASKS) == {"grid", "subset", "stability"}
+    assert DEFAULT_TASKS == ("grid", "subset")
+    cells = load_grids()["stability"]
+    lrs = sorted({c.params["lr"] for c in cells})
+    assert len(lrs) >= 12 and (lrs[0], lrs[-1]) == (0.0001, 0.2)
+    ratios = np.diff(np.log10(lrs))
+    assert ratios.min() > 0.1 and ratios.max() < 0.2
+    assert {0.001, 0.01, 0.1} <= set(lrs)
+    assert {c.params["batch_size"] for c in cells} == {1, 10, 100, 1000}
+    assert len(cells) == 4 * len(lrs)
+    for cell in cells:
+        assert len(cell.params["seeds"]) >= 3 and cell.params["fidelity_seeds"] == []
+        assert cell.params["eval_every"] > 1 and cell.params["iterations"] == 1000
+        assert cell.notebook == (NOTEBOOKS / "03_grid_cell.ipynb").resolve()
+    small = load_grids(profile="small")["stability"]
+    assert [c.name for c in small] == ["lr0.01_bs1", "lr0.01_bs100", "lr0.1_bs1", "lr0.1_bs100"]
+    assert {c.params["iterations"] for c in small} == {100}

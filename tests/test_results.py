@@ -9,11 +9,15 @@ import pytest
 
 from linmnist.cells import train_seeds
 from linmnist.results import (
+    RUN_LOG,
+    RUN_LOG_FIELDS,
     SEED_FIELDS,
+    append_run_log,
     atomic_write_text,
     load_cell,
     load_history,
     load_task,
+    read_run_log,
     save_cell,
     summarize,
     write_record,
@@ -120,3 +124,47 @@ def test_save_cell_refuses_a_missing_directory_and_no_runs(tmp_path, runs):
         save_cell(tmp_path / "absent", "c", task="grid", params={}, runs=runs["lr5_bs10"])
     with pytest.raises(ValueError, match="runs must hold at least one TrainResult"):
         save_cell(tmp_path, "c", task="grid", params={}, runs=[])
+
+
+def log_entry(**changes):
+    """A run-log entry: a complete run of 4 stability cells."""
+    entry = {
+        "finished": "2026-01-01T00:00:00+00:00",
+        "tasks": "stability",
+        "profile": None,
+        "dataset": "mnist",
+        "executor": "local",
+        "scheduler": None,
+        "jobs": 2,
+        "threads_per_job": 1,
+        "cores": 2,
+        "cells": 4,
+        "ok": 4,
+        "failed": 0,
+        "skipped": 0,
+        "wall_seconds": 12.5,
+    }
+    return entry | changes
+
+
+def test_the_run_log_keeps_every_run_in_order(tmp_path):
+    """Each appended run is a line of runs.jsonl, read back oldest first with its fields; a
+    directory without a log gives an empty frame with the same columns."""
+    assert read_run_log(tmp_path).empty
+    assert list(read_run_log(tmp_path).columns) == list(RUN_LOG_FIELDS)
+    append_run_log(tmp_path, log_entry())
+    append_run_log(tmp_path, log_entry(finished="2026-01-02T00:00:00+00:00", ok=0, skipped=4))
+    log = read_run_log(tmp_path)
+    assert log["skipped"].tolist() == [0, 4] and log["wall_seconds"].tolist() == [12.5, 12.5]
+    assert log["finished"].iloc[1] == pd.Timestamp("2026-01-02", tz="UTC")
+    assert log["profile"].isna().all()
+    assert len((tmp_path / RUN_LOG).read_text().splitlines()) == 2
+
+
+def test_the_run_log_refuses_an_incomplete_entry(tmp_path):
+    """An entry without every field is refused, naming the missing ones; nothing is written."""
+    entry = log_entry()
+    del entry["wall_seconds"]
+    with pytest.raises(ValueError, match=r"lacks the run-log fields \['wall_seconds'\]"):
+        append_run_log(tmp_path, entry)
+    assert not (tmp_path / RUN_LOG).exists()

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 from linmnist.grids import load_grids
-from linmnist.results import load_task
+from linmnist.results import load_task, read_run_log
 from linmnist.runner import (
     blas_threads,
     default_runs_dir,
@@ -31,10 +31,11 @@ REPO = NOTEBOOKS.parent
 
 
 def write_config(path: Path, *, grid_notebook=None, subset_notebook=None, **changes) -> Path:
-    """A tiny configuration: grid lr 0.01 x batch size 100, subset N' 100; 5 iterations, 2 seeds.
+    """A tiny configuration: grid lr 0.01 x batch size 100, subset N' 100; 5 iterations, 2 seeds;
+    a stability sweep of lr 0.1 on the grid's notebook, left out unless given batch sizes.
 
     ``changes`` maps "task.key" to a TOML value; a task whose ``batch_size`` list is empty
-    (grid) or whose ``n_prime`` list is empty (subset) is left out.
+    (grid, stability) or whose ``n_prime`` list is empty (subset) is left out.
     """
     tables = {
         "grid": {
@@ -48,13 +49,17 @@ def write_config(path: Path, *, grid_notebook=None, subset_notebook=None, **chan
             "lr": "0.001",
             "batch_size": "100",
         },
+        "stability": {
+            "notebook": repr(str(grid_notebook or NOTEBOOKS / "03_grid_cell.ipynb")),
+            "lr": "[0.1]",
+            "batch_size": "[]",
+        },
     }
     lines = []
     for task, values in tables.items():
         common = {"iterations": "5", "seeds": "[0, 1]", "fidelity_seeds": "[0]", "eval_every": "2"}
-        values = (
-            values | common | {k.split(".")[1]: v for k, v in changes.items() if k.startswith(task)}
-        )
+        mine = {k.split(".")[1]: v for k, v in changes.items() if k.split(".")[0] == task}
+        values = values | common | mine
         if "[]" in (values.get("batch_size"), values.get("n_prime")):
             continue
         lines += [f"[{task}]", *(f"{k} = {v}" for k, v in values.items())]
@@ -78,7 +83,7 @@ def records(runs_dir: Path, task: str) -> dict:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--task", "grids"], "--task must be one of grid, subset, all; got 'grids'"),
+        (["--task", "grids"], "--task must be one of grid, subset, stability, all; got 'grids'"),
         (["--jobs", "0"], "jobs must be an integer >= 1, got 0"),
         (["--dataset", "cifar"], "dataset must be one of mnist, fashion-mnist; got 'cifar'"),
         (["--profile", "big"], "profile must be one of: small, fidelity; got 'big'"),
@@ -132,6 +137,17 @@ def test_fingerprint_tracks_source_parameters_and_data_not_outputs(tmp_path):
     assert notebook_digest(tmp_path / "edited.ipynb") != notebook_digest(cell.notebook)
 
 
+def test_without_a_default_task_nothing_runs_unless_named(tmp_path):
+    """A config holding only the stability sweep runs nothing when no task is named."""
+    config = write_config(
+        tmp_path / "c.toml",
+        **{"grid.batch_size": "[]", "subset.n_prime": "[]", "stability.batch_size": "[100]"},
+    )
+    with pytest.raises(ValueError, match="the config defines none of the default tasks"):
+        run(config=config, runs_dir=tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_profiles_get_their_own_default_runs_directory():
     """A profile's results never land in (and invalidate) the full run's directory."""
     assert default_runs_dir() == Path("reports/runs")
@@ -147,10 +163,13 @@ def test_blas_threads_split_the_cores_between_jobs():
 
 
 @pytest.mark.integration
-def test_parallel_run_then_incremental_reruns(tmp_path):
-    """Two jobs run two cells; a second run skips them both; changing the subset's lr reruns
-    that cell only."""
-    config = write_config(tmp_path / "c.toml", **{"grid.seeds": "[0]"})
+def test_parallel_run_then_incremental_reruns(tmp_path, capsys):
+    """Two jobs run two cells, not the stability sweep; a second run skips them both; changing
+    the subset's lr reruns that cell only; the sweep runs when named, its cell saved under
+    task stability by the grid notebook; "--task all" covers every task."""
+    config = write_config(
+        tmp_path / "c.toml", **{"grid.seeds": "[0]", "stability.batch_size": "[100]"}
+    )
     runs_dir = tmp_path / "runs"
     first = run(jobs=2, config=config, runs_dir=runs_dir, progress=False)
     assert first.ok and first.jobs == 2 and first.threads_per_job == blas_threads(2)
@@ -173,10 +192,30 @@ def test_parallel_run_then_incremental_reruns(tmp_path):
     assert {o.status for o in again.outcomes} == {"skipped"}
     assert records(runs_dir, "grid") == grid
 
-    write_config(config, **{"grid.seeds": "[0]", "subset.lr": "0.002"})
+    write_config(
+        config, **{"grid.seeds": "[0]", "subset.lr": "0.002", "stability.batch_size": "[100]"}
+    )
     third = run(jobs=2, config=config, runs_dir=runs_dir, progress=False)
     assert [o.status for o in third.outcomes] == ["skipped", "ok"]
     assert records(runs_dir, "subset")["n100"]["params"]["lr"] == 0.002
+    assert not (runs_dir / "stability").exists()
+
+    sweep = run(["stability"], config=config, runs_dir=runs_dir, progress=False)
+    assert [(o.task, o.cell, o.status) for o in sweep.outcomes] == [
+        ("stability", "lr0.1_bs100", "ok")
+    ]
+    record = records(runs_dir, "stability")["lr0.1_bs100"]
+    assert record["task"] == "stability" and record["params"]["lr"] == 0.1
+    assert all(s["diverged_at"] is not None for s in record["seeds"])
+    argv = ["--config", str(config), "--runs-dir", str(runs_dir), "--no-progress"]
+    assert main([*argv, "--task", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "grid: 1 cells (0 ok, 0 failed, 1 skipped)" in out
+    assert "stability: 1 cells (0 ok, 0 failed, 1 skipped)" in out
+    log = read_run_log(runs_dir)  # every run, with what it ran
+    assert log["tasks"].tolist() == [*["grid,subset"] * 3, "stability", "grid,subset,stability"]
+    assert log[["ok", "skipped"]].to_numpy().tolist() == [[2, 0], [0, 2], [1, 1], [1, 0], [0, 3]]
+    assert (log["executor"] == "local").all() and log["jobs"].iloc[0] == 2
 
 
 @pytest.mark.integration
