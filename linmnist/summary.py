@@ -577,9 +577,11 @@ def batch_size_discussion(
     if noise:
         parts.append(
             "**Noise.** The expected minibatch gradient is the full gradient whatever the batch "
-            "size; what the batch size changes is its variance, which falls as $1/B$. With the "
-            "same learning rate and number of iterations the mean trajectory is therefore "
-            "similar and the batch size mainly sets the noise around it: " + "; ".join(noise) + "."
+            "size; what the batch size changes is its variance, which falls as $1/B$. With a "
+            "constant learning rate SGD does not settle at the optimum but keeps moving in a "
+            r"region around it whose size grows with $\eta / B$, so at the same learning rate "
+            "a small batch ends farther from the optimum and its runs differ more between "
+            "seeds: " + "; ".join(noise) + "."
         )
     if curvature is not None and batch_sizes and batch_sizes[0] == 1:
         mean, top = curvature
