@@ -9,7 +9,7 @@ JOBS   ?= 2
 DATASET ?= mnist
 CONFIG ?=
 
-.PHONY: setup data test test-fast bench lint lab report clean lock
+.PHONY: setup data run test test-fast bench lint lab report clean lock
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ lock: $(STAMP)
 
 data: $(STAMP)
 	$(PY) -m linmnist data --name $(DATASET)
+
+run: $(STAMP)
+	$(PY) -m linmnist run --jobs $(JOBS) --dataset $(DATASET) $(if $(CONFIG),--config $(CONFIG))
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -51,5 +54,5 @@ report: $(STAMP)
 	$(PY) -m linmnist report --jobs $(JOBS) --dataset $(DATASET) $(if $(CONFIG),--config $(CONFIG))
 
 clean:
-	rm -rf reports/runs reports/report.html reports/report.pdf reports/*.png .pytest_cache
+	rm -rf reports/runs reports/runs-* reports/fashion-mnist reports/report.* reports/*.png .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
