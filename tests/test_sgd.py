@@ -68,6 +68,7 @@ def test_fast_evaluation_equals_the_naive_one(small_data, batch_size, dtype):
     """Both paths (incremental for B < 10, certified float32 products otherwise)."""
     (X, Y), (Xt, Yt) = small_data
     X, Y, Xt, Yt = (a.astype(dtype) for a in (X, Y, Xt, Yt))
+    X[:50], Xt[:50] = 0, 0  # pixels that are zero everywhere are left out of the products
     batches = sample_batches(X.shape[1], batch_size=batch_size, iterations=120, seed=5)
     fast = train(
         X,
