@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 REPORT_NOTEBOOK = NOTEBOOKS / "07_report.ipynb"
 FRAMEWORKS_NOTEBOOK = NOTEBOOKS / "06_frameworks.ipynb"
+STABILITY_NOTEBOOK = NOTEBOOKS / "08_stability.ipynb"
 KERNEL_NAME = "linmnist"
 MATHJAX_COPY = "tex-svg.js"
 RUNNER_LOG = "runner.log"
@@ -94,9 +95,20 @@ class BuildResult:
         return not self.failed
 
 
-def default_runs_dir(profile: str | None = None) -> Path:
-    """Default grid results directory: ``reports/runs``, or ``reports/runs-<profile>``."""
-    return ROOT / "reports" / ("runs" if profile is None else f"runs-{profile}")
+def default_out(dataset: str = "mnist") -> Path:
+    """Default report directory: ``reports`` for MNIST, ``reports/<dataset>`` for another
+    dataset (so its report never replaces MNIST's)."""
+    from linmnist.data import DATASETS
+
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
+    reports = ROOT / "reports"
+    return reports if dataset == "mnist" else reports / dataset
+
+
+def default_runs_dir(profile: str | None = None, dataset: str = "mnist") -> Path:
+    """Default results directory: ``<default_out(dataset)>/runs``, or ``.../runs-<profile>``."""
+    return default_out(dataset) / ("runs" if profile is None else f"runs-{profile}")
 
 
 @contextlib.contextmanager
@@ -131,7 +143,7 @@ def run_grids(
     tasks : iterable of str
         The tasks to bring up to date.
     runs_dir : path, optional
-        ``default_runs_dir(profile)`` by default.
+        ``default_runs_dir(profile, dataset)`` by default.
     profile : str, optional
         A profile of the configuration.
     **options
@@ -145,7 +157,9 @@ def run_grids(
         warnings.filterwarnings("ignore", message="IProgress not found")
         from linmnist import runner
 
-    runs_dir = Path(default_runs_dir(profile) if runs_dir is None else runs_dir)
+    if runs_dir is None:
+        runs_dir = default_runs_dir(profile, options.get("dataset", "mnist"))
+    runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     with _stderr_to(runs_dir / RUNNER_LOG):
         return runner.run(tasks, runs_dir=runs_dir, profile=profile, progress=False, **options)
@@ -261,6 +275,109 @@ def run_frameworks(
     render.atomic_write(target, nbformat.writes(nb))
     failed.unlink()
     return NotebookRun(target, None, False)
+
+
+@dataclass(frozen=True)
+class SweepState:
+    """How much of the stability sweep has up-to-date results in a results directory.
+
+    Attributes
+    ----------
+    done, cells : int
+        Cells with an up-to-date ok record, and cells in the configuration.
+    """
+
+    done: int
+    cells: int
+
+    @property
+    def complete(self) -> bool:
+        """True when every cell of the sweep is up to date (and there is at least one)."""
+        return self.cells > 0 and self.done == self.cells
+
+
+def sweep_state(
+    runs_dir: str | os.PathLike,
+    *,
+    config: str | os.PathLike | None = None,
+    profile: str | None = None,
+    dataset: str = "mnist",
+) -> SweepState:
+    """Count the stability sweep's cells whose results under ``runs_dir`` are up to date.
+
+    A cell is up to date when its JSON record has status ok and the fingerprint the runner
+    would give it now (notebook source, parameters, package version, data checksum).
+    """
+    from linmnist.data import dataset_checksum
+    from linmnist.grids import load_grids
+    from linmnist.results import json_path, read_record
+    from linmnist.runner import fingerprint
+
+    cells = load_grids(config, profile=profile).get("stability", [])
+    checksum = dataset_checksum(dataset)
+    done = 0
+    for cell in cells:
+        path = json_path(Path(runs_dir) / cell.task, cell.name)
+        try:
+            record = read_record(path)
+        except (OSError, ValueError):
+            continue
+        expected = fingerprint(cell, dataset=dataset, checksum=checksum)
+        done += record.get("status") == "ok" and record.get("fingerprint") == expected
+    return SweepState(done, len(cells))
+
+
+def run_stability(
+    runs_dir: str | os.PathLike,
+    *,
+    config: str | os.PathLike | None = None,
+    profile: str | None = None,
+    dataset: str = "mnist",
+    jobs: int = 1,
+    sweep: bool = False,
+) -> NotebookRun | SweepState:
+    """Execute ``notebooks/08_stability.ipynb`` into ``<runs_dir>/stability_map/`` for the report.
+
+    With ``sweep`` the notebook first runs the sweep's missing cells (``jobs`` at a time);
+    without it, the notebook runs only when every cell already has up-to-date results
+    (``python -m linmnist run --task stability``, ``make sweep``), and the ``SweepState``
+    is returned otherwise, so the report can say what is missing.
+    """
+    state = sweep_state(runs_dir, config=config, profile=profile, dataset=dataset)
+    if not (sweep or state.complete):
+        return state
+    directory = Path(runs_dir) / "stability_map"
+    target = directory / STABILITY_NOTEBOOK.name
+    failed = target.with_suffix(".failed.ipynb")
+    params = {
+        "dataset": dataset,
+        "runs_dir": str(Path(runs_dir).resolve()),
+        "config": None if config is None else str(Path(config).resolve()),
+        "profile": profile,
+        "jobs": jobs,
+    }
+    with _stderr_to(_log_path(directory)):
+        error = execute_notebook(STABILITY_NOTEBOOK, failed, parameters=params)
+    if error is not None:
+        target.unlink(missing_ok=True)
+        return NotebookRun(failed, error, False)
+    os.replace(failed, target)
+    return NotebookRun(target, None, False)
+
+
+def sweep_note(state: SweepState, *, runs_dir: str | os.PathLike, dataset: str = "mnist") -> str:
+    """Markdown saying that the stability sweep's results are missing and how to compute them."""
+    command = f"python -m linmnist run --task stability --jobs 2 --runs-dir {Path(runs_dir)}"
+    if dataset != "mnist":
+        command += f" --dataset {dataset}"
+    make = "make sweep" if dataset == "mnist" else f"make sweep DATASET={dataset}"
+    return (
+        f"**No stability map in this build**: {state.done} of the sweep's {state.cells} "
+        "configurations have up-to-date results in this report's results directory. The "
+        "sweep is computed apart because it takes longer than the rest of the report: run "
+        f"`{make}` (that is, `{command}`), then build the report again; or build with "
+        "`python -m linmnist report --sweep`, which runs the sweep first."
+    )
 
 
 def _log_path(directory: Path) -> Path:
@@ -388,21 +505,23 @@ def render_cell_notebooks(runs_dir: str | os.PathLike) -> list[Path]:
 
 def build(
     *,
-    out: str | os.PathLike = "reports",
+    out: str | os.PathLike | None = None,
     jobs: int = 1,
     dataset: str = "mnist",
     config: str | os.PathLike | None = None,
     profile: str | None = None,
     include_code: bool = False,
     progress: bool = True,
+    sweep: bool = False,
 ) -> BuildResult:
     """Run the grids and build ``<out>/report.html`` and ``<out>/report.pdf``.
 
     Parameters
     ----------
-    out : path
-        Output directory; grid results go to ``<out>/runs`` (``<out>/runs-<profile>`` with
-        a profile, so a small build never replaces the full results).
+    out : path, optional
+        Output directory (``default_out(dataset)`` by default); grid results go to
+        ``<out>/runs`` (``<out>/runs-<profile>`` with a profile, so a small build never
+        replaces the full results).
     jobs : int
         Grid cells run in parallel.
     dataset : str
@@ -415,14 +534,21 @@ def build(
         Show the report notebook's code in the HTML and PDF.
     progress : bool
         Show the runner's progress bar.
+    sweep : bool
+        Run the stability sweep too (its missing cells). Without it the stability section
+        shows an existing, up-to-date sweep of ``runs_dir``, or says how to compute one.
     """
     from linmnist import runner
+    from linmnist.grids import DEFAULT_TASKS
+    from linmnist.summary import dataset_name
 
     start = time.time()
-    out = Path(out)
+    out = default_out(dataset) if out is None else Path(out)
+    name = dataset_name(dataset)
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = (out / default_runs_dir(profile).name).resolve()  # the kernels run elsewhere
     summary = runner.run(
+        tasks=[*DEFAULT_TASKS, "stability"] if sweep else None,
         jobs=jobs,
         config=config,
         profile=profile,
@@ -439,6 +565,7 @@ def build(
         "config": None if config is None else str(Path(config).resolve()),
         "profile": profile,
         "jobs": jobs,
+        "sweep": sweep,
         "report_dir": str(out.resolve()),
         "started": start,
     }
@@ -452,7 +579,7 @@ def build(
     if error is not None:
         failed.append(f"report: {error}")
     render_cell_notebooks(runs_dir)
-    title = "linmnist: a linear MNIST classifier trained by minibatch SGD"
+    title = f"linmnist: a linear {name} classifier trained by minibatch SGD"
     html = out / "report.html"
     render.atomic_write(
         html, render.notebook_html(notebook, include_code=include_code, title=title)
@@ -478,7 +605,10 @@ def main(argv: list[str] | None = None) -> int:
     error, 130 when interrupted."""
     parser = argparse.ArgumentParser(
         prog="python -m linmnist report",
-        description="Run the grids and build reports/report.html and reports/report.pdf.",
+        description=(
+            "Run the grids and build report.html and report.pdf in reports/ "
+            "(reports/<dataset>/ for a dataset other than MNIST)."
+        ),
     )
     parser.add_argument("--jobs", type=int, default=1, help="grid cells run in parallel")
     parser.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
@@ -487,8 +617,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", help="a profile of the configuration, e.g. small")
     parser.add_argument("--include-code", action="store_true", help="show the code in the report")
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="output directory")
+    parser.add_argument(
+        "--out", type=Path, help="output directory (default reports, or reports/<dataset>)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="run the stability sweep too (otherwise an existing one is shown)",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -502,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
             profile=args.profile,
             include_code=args.include_code,
             progress=not args.no_progress,
+            sweep=args.sweep,
         )
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,6 +19,33 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+# The datasets the report runs on: display name and class names (labels 0-9).
+DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+CLASS_NAMES = {
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion-mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+}
+DATASET_DESCRIPTIONS = {
+    "mnist": "handwritten digits 0–9 (the study's dataset)",
+    "fashion-mnist": (
+        "Zalando's images of clothing, shoes and bags in 10 classes, a drop-in replacement "
+        "for MNIST of the same format and size"
+    ),
+}
+# The study ran on MNIST: its reported figures below are shown only beside MNIST results.
+STUDY_DATASET = "mnist"
+
 # The study's reported figures (one unseeded run each; SPEC, "Figures the study reported").
 STUDY_TASK2 = pd.DataFrame(
     {
@@ -53,6 +80,94 @@ STUDY_SUBSET_400 = {
 
 METRICS = ("final_train_loss", "final_train_acc", "final_test_acc")
 DASH = "–"
+
+
+def _check_dataset(dataset: str) -> str:
+    if dataset not in DATASET_NAMES:
+        raise ValueError(f"dataset must be one of {', '.join(DATASET_NAMES)}, got {dataset!r}")
+    return dataset
+
+
+def dataset_name(dataset: str) -> str:
+    """The display name of a dataset, e.g. "Fashion-MNIST" for ``"fashion-mnist"``."""
+    return DATASET_NAMES[_check_dataset(dataset)]
+
+
+def is_study_dataset(dataset: str) -> bool:
+    """True for the study's own dataset (MNIST): only then are its reported figures shown."""
+    return _check_dataset(dataset) == STUDY_DATASET
+
+
+def label_text(dataset: str, label: int) -> str:
+    """A label as shown in titles: "2" for MNIST, "2: Pullover" for Fashion-MNIST."""
+    names = CLASS_NAMES[_check_dataset(dataset)]
+    if not 0 <= int(label) < len(names):
+        raise ValueError(f"label must be in [0, {len(names) - 1}], got {label!r}")
+    name = names[int(label)]
+    return name if name == str(label) else f"{label}: {name}"
+
+
+def report_scope(dataset: str) -> str:
+    """Which dataset the report is on and whether the study's figures appear, as Markdown."""
+    name = dataset_name(dataset)
+    if is_study_dataset(dataset):
+        return (
+            f"This report is on **{name}**, {DATASET_DESCRIPTIONS[dataset]}; the study's "
+            "reported figures (one unseeded run each) stand beside ours, labelled as the study's."
+        )
+    return (
+        f"This report is on **{name}**: {DATASET_DESCRIPTIONS[dataset]}. The study ran on "
+        "MNIST, so its reported figures are not shown here (they are in the MNIST report); "
+        f"the closed-form optimum and the stability threshold are computed on {name}."
+    )
+
+
+def data_description(dataset: str, *, n_train: int, n_test: int, image_shape: Sequence[int]) -> str:
+    """The Task 1 introduction of the dataset, as Markdown built from the loaded arrays."""
+    name = dataset_name(dataset)
+    classes = ", ".join(label_text(dataset, k) for k in range(len(CLASS_NAMES[dataset])))
+    rows, cols = (int(n) for n in image_shape)
+    return (
+        f"{name}: {n_train:,} training and {n_test:,} test images of {rows} × {cols} grey "
+        f"pixels, {DATASET_DESCRIPTIONS[dataset]}; labels {classes}. The copy is verified "
+        "(label counts, and where known pixel sums and individual labels). Each image becomes "
+        rf"a column of $X \in [0, 1]^{{{rows * cols} \times N}}$ (pixels / 255) and each "
+        r"label a one-hot column of $Y \in \{0, 1\}^{10 \times N}$."
+    )
+
+
+def known_labels(
+    labels: dict[str, np.ndarray], known: Sequence[tuple[str, int, int]]
+) -> pd.DataFrame:
+    """Known labels of a dataset (``linmnist.data.FACTS[name].labels_at``) against the data.
+
+    Parameters
+    ----------
+    labels : dict
+        Split name -> integer labels (N,).
+    known : sequence of (split, index, label)
+        The labels a genuine copy has, e.g. ``("train", 696, 2)`` for MNIST.
+
+    Returns
+    -------
+    DataFrame
+        Columns split, index, expected, found, ok; no rows when nothing is known.
+    """
+    rows = []
+    for split, index, label in known:
+        if split not in labels:
+            raise ValueError(f"known names split {split!r}, absent from labels {list(labels)}")
+        found = int(labels[split][index])
+        rows.append(
+            {
+                "split": split,
+                "index": index,
+                "expected": label,
+                "found": found,
+                "ok": found == label,
+            }
+        )
+    return pd.DataFrame(rows, columns=["split", "index", "expected", "found", "ok"])
 
 
 def _check_frame(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
@@ -260,10 +375,18 @@ def best_lr(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def format_best_lr(best: pd.DataFrame) -> pd.DataFrame:
-    """``best_lr(...)`` as display strings, indexed by batch size."""
+def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
+    """``best_lr(...)`` as display strings, indexed by batch size.
+
+    Parameters
+    ----------
+    best : DataFrame
+        ``best_lr(...)``.
+    study : bool
+        Show the study's claim beside ours (for MNIST, the study's dataset).
+    """
     _check_frame(best, "best", ["batch_size", "best_lr", "study_best_lr", "agrees"])
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "batch size": best["batch_size"].astype(str),
             "best lr (lowest final training loss)": [f"{v:g}" for v in best["best_lr"]],
@@ -277,7 +400,10 @@ def format_best_lr(best: pd.DataFrame) -> pd.DataFrame:
             ],
             "same as the study": ["yes" if a else "no" for a in best["agrees"]],
         }
-    ).set_index("batch size")
+    )
+    if not study:
+        out = out.drop(columns=["study's best lr (max test accuracy)", "same as the study"])
+    return out.set_index("batch size")
 
 
 def task2_table(history: pd.DataFrame, *, seed: int | None = None) -> pd.DataFrame:
@@ -319,10 +445,19 @@ def task2_table(history: pd.DataFrame, *, seed: int | None = None) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def format_task2_table(comparison: pd.DataFrame) -> pd.DataFrame:
-    """``task2_table(...)`` as display strings, indexed by iteration."""
+def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
+    """``task2_table(...)`` as display strings, indexed by iteration.
+
+    Parameters
+    ----------
+    comparison : DataFrame
+        ``task2_table(...)``.
+    study : bool
+        Show the study's figures beside ours (for MNIST, the study's dataset); without them
+        the rows are our values at the same iterations, indexed by our iteration.
+    """
     _check_frame(comparison, "comparison", ["iteration", "study_iteration"])
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "iteration (ours / study)": [
                 f"{a}" if a == b else f"{a} / {b}"
@@ -335,7 +470,13 @@ def format_task2_table(comparison: pd.DataFrame) -> pd.DataFrame:
             "test accuracy, ours": [pct(v) for v in comparison["ours_test_acc"]],
             "test accuracy, study": [pct(v) for v in comparison["study_test_acc"]],
         }
-    ).set_index("iteration (ours / study)")
+    )
+    if not study:
+        out = out[[c for c in out.columns if not c.endswith(", study")]]
+        out = out.rename(columns=lambda c: c.removesuffix(", ours"))
+        out["iteration (ours / study)"] = comparison["iteration"].astype(str)
+        return out.rename(columns={"iteration (ours / study)": "iteration"}).set_index("iteration")
+    return out.set_index("iteration (ours / study)")
 
 
 def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
@@ -494,6 +635,7 @@ def batch_size_discussion(
     lambda_max: float,
     n_train: int,
     curvature: tuple[float, float] | None = None,
+    study: bool = True,
 ) -> str:
     """The Task 4 discussion of the batch size, as Markdown built from the measured numbers.
 
@@ -509,6 +651,8 @@ def batch_size_discussion(
     curvature : (float, float), optional
         Mean and maximum per-sample ||x||^2 (``sample_curvature``), to explain the noise of
         batch size 1.
+    study : bool
+        Set the best learning rates beside the study's claim (for MNIST, its dataset).
     """
     _check_frame(table, "table", ["lr", "batch_size", "n_diverged", "n_seeds", "iterations"])
     if not (np.isfinite(lr_max) and lr_max > 0 and np.isfinite(lambda_max) and lambda_max > 0):
@@ -633,7 +777,7 @@ def batch_size_discussion(
             "**Best learning rate.** Picked on the final training loss, the best learning "
             f"rate is {picks}."
         )
-        if claims:
+        if claims and study:
             text += (
                 f" The study, which picked on the maximum test accuracy over iterations, "
                 f"claimed {_list(claims)}; we agree on {agree} of {len(claims)} batch sizes."
@@ -642,13 +786,16 @@ def batch_size_discussion(
     return "\n\n".join(parts)
 
 
-def cost_discussion(table: pd.DataFrame) -> str:
+def cost_discussion(table: pd.DataFrame, *, study: bool = True) -> str:
     """The wall time of the runs against the study's, as Markdown (machine-dependent numbers).
 
     Parameters
     ----------
     table : DataFrame
         ``grid_table(...)``; its iterations, seconds_fidelity and seconds_thinned are used.
+    study : bool
+        Compare with the study's time per run (on MNIST, the same data size as Fashion-MNIST);
+        False names it as the MNIST study's.
     """
     _check_frame(
         table,
@@ -666,7 +813,8 @@ def cost_discussion(table: pd.DataFrame) -> str:
     text = (
         f"**Cost.** A run of {int(timed['iterations'].max()):,} iterations evaluated after every "
         f"iteration (the study's fidelity) took {times} (mean over learning rates), against "
-        f"about {STUDY_SECONDS_PER_RUN:.0f} s per 1,000-iteration run in the study. An SGD step "
+        f"about {STUDY_SECONDS_PER_RUN:.0f} s per 1,000-iteration run in the study"
+        f"{'' if study else ' (on MNIST, of the same size)'}. An SGD step "
         r"costs $2 \times 10 \times 784 \times B$ multiply-adds, while an evaluation touches "
         "every training and test image."
     )

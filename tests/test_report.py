@@ -17,6 +17,7 @@ SECTIONS = (
     "Task 4 — the role of the batch size",
     "Task 5 — the training-set size N'",
     "Task 6 — numpy, PyTorch and Keras",
+    "The stability map — where SGD diverges",
     "Appendix — reproducibility",
 )
 TASK3_HEADERS = ("final training loss", "final test accuracy (%)", "seconds per run")
@@ -67,9 +68,9 @@ def parse(path):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """One small report (the small profile, two jobs) built by the real code path."""
+    """One small report (the small profile, two jobs, its stability sweep) by the real code path."""
     out = tmp_path_factory.mktemp("report")
-    result = report.build(out=out, profile="small", jobs=2, progress=False)
+    result = report.build(out=out, profile="small", jobs=2, progress=False, sweep=True)
     return result
 
 
@@ -93,6 +94,17 @@ def test_html_has_every_section_in_order_and_the_task3_table(built):
 
 
 @pytest.mark.integration
+def test_stability_section_shows_the_executed_sweep(built):
+    """With --sweep the report includes notebook 08 on the sweep's results, not the note."""
+    page = parse(built.html)
+    text = " ".join(" ".join(page.text).split())
+    assert "The divergence boundary of each batch size" in page.headings
+    assert "Where the study's learning rates sit" in page.headings
+    assert "No stability map in this build" not in text
+    assert (built.html.parent / "runs-small" / "stability_map" / "08_stability.ipynb").is_file()
+
+
+@pytest.mark.integration
 def test_html_is_self_contained(built):
     html = built.html.read_text(encoding="utf-8")
     assert not re.search(r'<(script|link|img|iframe)[^>]+(src|href)="(https?:)?//', html)
@@ -106,7 +118,7 @@ def test_html_is_self_contained(built):
 def test_appendix_links_every_cell_notebook_as_html(built):
     links = [h for h in parse(built.html).links if h.endswith(".html")]
     runs = sorted(p for p in (built.html.parent / "runs-small").glob("*/*.ipynb"))
-    assert len(links) == len(runs) == 4 + 2 + 1
+    assert len(links) == len(runs) == 4 + 2 + 1 + 4 + 1, "grid, subset, 06, stability, 08"
     for href in links:
         page = built.html.parent / href
         assert page.is_file(), href
@@ -255,3 +267,83 @@ def test_machine_and_commit():
     assert re.fullmatch(
         r"[0-9a-f]{40}( \(modified\))?|unknown \(not a git checkout\)", report.git_commit()
     )
+
+
+FASHION_FILES = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    """One small Fashion-MNIST report built by the real code path (``--dataset fashion-mnist``)."""
+    if not FASHION_FILES.is_dir():
+        pytest.skip(f"Fashion-MNIST is not installed ({FASHION_FILES}: apt dataset-fashion-mnist)")
+    out = tmp_path_factory.mktemp("fashion")
+    return report.build(out=out, profile="small", jobs=2, dataset="fashion-mnist", progress=False)
+
+
+@pytest.mark.integration
+def test_fashion_report_names_its_dataset_and_computes_its_own_optimum(fashion):
+    """The Fashion-MNIST report is a complete report of its own: HTML, PDF, its own numbers."""
+    from pypdf import PdfReader
+
+    from linmnist.analysis import least_squares
+    from linmnist.data import load_mnist, prepare
+
+    assert fashion.ok, fashion.failed
+    assert fashion.html.is_file() and fashion.pdf.is_file()
+    page = parse(fashion.html)
+    text = " ".join(" ".join(page.text).split())
+    assert "<title>linmnist: a linear Fashion-MNIST classifier" in fashion.html.read_text("utf-8")
+    assert "This report is on Fashion-MNIST" in text
+    found = [next(i for i, h in enumerate(page.headings) if h == s) for s in SECTIONS]
+    assert found == sorted(found)
+    (x, y), (xt, yt) = load_mnist("fashion-mnist")
+    optimum = least_squares(*prepare(x, y), *prepare(xt, yt))
+    assert f"closed-form optimum: training loss {optimum.loss:.4f}" in text
+    assert "0.1955" not in text, "MNIST's optimum is not Fashion-MNIST's"
+    for study in ("study: test accuracy at iteration 800", "same as the study", "82.14 %"):
+        assert study not in text, study
+    assert "has no individually known labels" in text
+    assert "No stability map in this build" in text
+    assert "0 of the sweep's 4 configurations have up-to-date results" in text
+    assert "make sweep DATASET=fashion-mnist" in text
+    pdf = " ".join("\n".join(p.extract_text() for p in PdfReader(fashion.pdf).pages).split())
+    assert "Fashion-MNIST" in pdf and "Appendix" in pdf
+    assert fashion.pages >= 6
+
+
+def test_default_out_keeps_other_datasets_apart_from_mnist():
+    assert report.default_out() == report.ROOT / "reports"
+    assert report.default_out("fashion-mnist") == report.ROOT / "reports" / "fashion-mnist"
+    assert report.default_runs_dir("small", "fashion-mnist") == (
+        report.ROOT / "reports" / "fashion-mnist" / "runs-small"
+    )
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        report.default_out("cifar10")
+
+
+def test_sweep_state_counts_only_up_to_date_ok_records(tmp_path):
+    """A cell counts when its record is ok with the fingerprint the runner would give it now."""
+    from linmnist.data import dataset_checksum
+    from linmnist.grids import load_grids
+    from linmnist.results import json_path, write_record
+
+    state = report.sweep_state(tmp_path, profile="small")
+    assert (state.done, state.cells, state.complete) == (0, 4, False)
+    cells = load_grids(profile="small")["stability"]
+    checksum = dataset_checksum("mnist")
+    (tmp_path / "stability").mkdir()
+    for i, cell in enumerate(cells):
+        good = runner.fingerprint(cell, dataset="mnist", checksum=checksum)
+        record = {"task": "stability", "cell": cell.name, "status": "ok", "fingerprint": good}
+        if i == 1:
+            record["fingerprint"] = "stale"
+        if i == 2:
+            record["status"] = "failed"
+        write_record(json_path(tmp_path / "stability", cell.name), record)
+    assert report.sweep_state(tmp_path, profile="small").done == 2
+    missing = report.run_stability(tmp_path, profile="small")
+    assert missing == report.SweepState(2, 4), "nothing is executed without a complete sweep"
+    note = report.sweep_note(missing, runs_dir=tmp_path, dataset="fashion-mnist")
+    assert "2 of the sweep's 4 configurations" in note
+    assert "make sweep DATASET=fashion-mnist" in note and "--dataset fashion-mnist" in note

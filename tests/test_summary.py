@@ -240,3 +240,56 @@ def test_one_hot_check_flags_a_wrong_column():
     assert not summary.one_hot_check({"train": y}, {"train": Y}, 0).loc[0, "consistent"]
     with pytest.raises(ValueError, match="index must be in"):
         summary.one_hot_check({"train": y}, {"train": Y}, 3)
+
+
+def test_study_figures_are_left_out_for_another_dataset(table, runs_dir):
+    """Without the study (Fashion-MNIST), no table or text carries the study's MNIST figures."""
+    grid = summary.format_grid_table(table, study=False)
+    assert not [c for c in grid.columns if "study" in c]
+    best = summary.format_best_lr(summary.best_lr(table), study=False)
+    assert not [c for c in best.columns if "study" in c]
+    history = results.load_history(runs_dir, "grid")
+    cell = history[(history["lr"] == 0.001) & (history["batch_size"] == 100)]
+    task2 = summary.format_task2_table(summary.task2_table(cell), study=False)
+    assert task2.index.tolist() == ["0", "49"]
+    assert task2.columns.tolist() == ["training loss", "train accuracy", "test accuracy"]
+    subset = summary.format_subset_table(
+        summary.subset_table(results.load_task(runs_dir, "subset"))
+    )
+    assert "study at iteration 400: train / test" in subset.columns
+    text = summary.batch_size_discussion(
+        table, lr_max=0.05, lambda_max=40.0, n_train=60000, study=False
+    )
+    assert "The study" not in text and "claimed" not in text
+    assert "The study, which picked" in summary.batch_size_discussion(
+        table, lr_max=0.05, lambda_max=40.0, n_train=60000
+    )
+    assert "(on MNIST, of the same size)" in summary.cost_discussion(table, study=False)
+
+
+def test_dataset_names_labels_and_scope():
+    assert summary.dataset_name("fashion-mnist") == "Fashion-MNIST"
+    assert summary.is_study_dataset("mnist") and not summary.is_study_dataset("fashion-mnist")
+    assert summary.label_text("mnist", 2) == "2"
+    assert summary.label_text("fashion-mnist", 9) == "9: Ankle boot"
+    assert "not shown here" in summary.report_scope("fashion-mnist")
+    assert "stand beside ours" in summary.report_scope("mnist")
+    text = summary.data_description(
+        "fashion-mnist", n_train=60000, n_test=10000, image_shape=(28, 28)
+    )
+    assert text.startswith("Fashion-MNIST: 60,000 training and 10,000 test images of 28 × 28")
+    assert "7: Sneaker" in text and "784 \\times N" in text
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        summary.dataset_name("cifar")
+    with pytest.raises(ValueError, match="label must be in"):
+        summary.label_text("fashion-mnist", 10)
+
+
+def test_known_labels_compares_expected_and_found():
+    labels = {"train": np.array([0, 2, 1]), "test": np.array([1, 1])}
+    table = summary.known_labels(labels, [("train", 1, 2), ("test", 0, 7)])
+    assert table["ok"].tolist() == [True, False]
+    assert table["found"].tolist() == [2, 1]
+    assert summary.known_labels(labels, ()).empty
+    with pytest.raises(ValueError, match="split"):
+        summary.known_labels(labels, [("valid", 0, 1)])
