@@ -332,11 +332,13 @@ class _Evaluator:
         )
         d = X.shape[0]
         # Loss as a quadratic form: N L(W) = 1/2 (<W S, W> - 2 <W, C> + sum Y^2), with the
-        # Gram matrices accumulated over blocks of samples in float64 (no full float64 copy).
-        self.S = np.zeros((d, d))
-        self.C = np.zeros((Y.shape[0], d))
+        # Gram matrices accumulated over blocks of samples in float64 (no full float64 copy),
+        # on the pixels that are non-zero in some training image (the others add nothing).
+        self.loss_rows = np.flatnonzero(np.any(X != 0, axis=1))
+        self.S = np.zeros((len(self.loss_rows), len(self.loss_rows)))
+        self.C = np.zeros((Y.shape[0], len(self.loss_rows)))
         for j in range(0, self.n, BLOCK):
-            Xb = np.asarray(X[:, j : j + BLOCK], dtype=np.float64)
+            Xb = np.asarray(X[self.loss_rows, j : j + BLOCK], dtype=np.float64)
             self.S += Xb @ Xb.T
             self.C += np.asarray(Y[:, j : j + BLOCK], dtype=np.float64) @ Xb.T
         self.yy = float(np.sum(np.square(Y, dtype=np.float64)))
@@ -376,7 +378,7 @@ class _Evaluator:
         return np.hstack(out)
 
     def loss(self, W: np.ndarray) -> float:
-        W = np.asarray(W, dtype=np.float64)
+        W = np.asarray(W[:, self.loss_rows], dtype=np.float64)
         quad = np.vdot(W @ self.S, W) - 2 * np.vdot(W, self.C) + self.yy
         return 0.5 * quad / self.n
 
