@@ -32,7 +32,7 @@ REPO = NOTEBOOKS.parent
 
 def write_config(path: Path, *, grid_notebook=None, subset_notebook=None, **changes) -> Path:
     """A tiny configuration: grid lr 0.01 x batch size 100, subset N' 100; 5 iterations, 2 seeds;
-    a stability sweep of lr 0.1 on the grid's notebook, left out unless given batch sizes.
+    a stability sweep of lr 1 on the grid's notebook, left out unless given batch sizes.
 
     ``changes`` maps "task.key" to a TOML value; a task whose ``batch_size`` list is empty
     (grid, stability) or whose ``n_prime`` list is empty (subset) is left out.
@@ -51,7 +51,7 @@ def write_config(path: Path, *, grid_notebook=None, subset_notebook=None, **chan
         },
         "stability": {
             "notebook": repr(str(grid_notebook or NOTEBOOKS / "03_grid_cell.ipynb")),
-            "lr": "[0.1]",
+            "lr": "[1.0]",
             "batch_size": "[]",
         },
     }
@@ -202,10 +202,10 @@ def test_parallel_run_then_incremental_reruns(tmp_path, capsys):
 
     sweep = run(["stability"], config=config, runs_dir=runs_dir, progress=False)
     assert [(o.task, o.cell, o.status) for o in sweep.outcomes] == [
-        ("stability", "lr0.1_bs100", "ok")
+        ("stability", "lr1_bs100", "ok")
     ]
-    record = records(runs_dir, "stability")["lr0.1_bs100"]
-    assert record["task"] == "stability" and record["params"]["lr"] == 0.1
+    record = records(runs_dir, "stability")["lr1_bs100"]
+    assert record["task"] == "stability" and record["params"]["lr"] == 1.0
     assert all(s["diverged_at"] is not None for s in record["seeds"])
     argv = ["--config", str(config), "--runs-dir", str(runs_dir), "--no-progress"]
     assert main([*argv, "--task", "all"]) == 0
