@@ -540,11 +540,10 @@ def build(
     """
     from linmnist import runner
     from linmnist.grids import DEFAULT_TASKS
-    from linmnist.summary import dataset_name
+    from linmnist.summary import report_title
 
     start = time.time()
     out = default_out(dataset) if out is None else Path(out)
-    name = dataset_name(dataset)
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = (out / default_runs_dir(profile).name).resolve()  # the kernels run elsewhere
     summary = runner.run(
@@ -579,7 +578,7 @@ def build(
     if error is not None:
         failed.append(f"report: {error}")
     render_cell_notebooks(runs_dir)
-    title = f"linmnist: a linear {name} classifier trained by minibatch SGD"
+    title = report_title(dataset)
     html = out / "report.html"
     render.atomic_write(
         html, render.notebook_html(notebook, include_code=include_code, title=title)

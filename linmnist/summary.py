@@ -107,6 +107,11 @@ def label_text(dataset: str, label: int) -> str:
     return name if name == str(label) else f"{label}: {name}"
 
 
+def report_title(dataset: str) -> str:
+    """The report's title, naming the dataset."""
+    return f"linmnist — a linear {dataset_name(dataset)} classifier trained by minibatch SGD"
+
+
 def report_scope(dataset: str) -> str:
     """Which dataset the report is on and whether the study's figures appear, as Markdown."""
     name = dataset_name(dataset)

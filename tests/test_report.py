@@ -293,7 +293,10 @@ def test_fashion_report_names_its_dataset_and_computes_its_own_optimum(fashion):
     assert fashion.html.is_file() and fashion.pdf.is_file()
     page = parse(fashion.html)
     text = " ".join(" ".join(page.text).split())
-    assert "<title>linmnist: a linear Fashion-MNIST classifier" in fashion.html.read_text("utf-8")
+    assert "<title>linmnist — a linear Fashion-MNIST classifier" in fashion.html.read_text("utf-8")
+    assert (
+        page.headings[0] == "linmnist — a linear Fashion-MNIST classifier trained by minibatch SGD"
+    )
     assert "This report is on Fashion-MNIST" in text
     found = [next(i for i, h in enumerate(page.headings) if h == s) for s in SECTIONS]
     assert found == sorted(found)

@@ -270,6 +270,7 @@ def test_study_figures_are_left_out_for_another_dataset(table, runs_dir):
 def test_dataset_names_labels_and_scope():
     assert summary.dataset_name("fashion-mnist") == "Fashion-MNIST"
     assert summary.is_study_dataset("mnist") and not summary.is_study_dataset("fashion-mnist")
+    assert summary.report_title("fashion-mnist").startswith("linmnist — a linear Fashion-MNIST")
     assert summary.label_text("mnist", 2) == "2"
     assert summary.label_text("fashion-mnist", 9) == "9: Ankle boot"
     assert "not shown here" in summary.report_scope("fashion-mnist")
