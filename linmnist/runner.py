@@ -173,9 +173,11 @@ def fingerprint(cell: Cell, *, dataset: str, checksum: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def default_runs_dir(profile: str | None = None) -> Path:
-    """``reports/runs``, or ``reports/runs-<profile>`` for a profile (relative paths)."""
-    return Path("reports") / ("runs" if profile is None else f"runs-{profile}")
+def default_runs_dir(profile: str | None = None, dataset: str = "mnist") -> Path:
+    """``reports/runs``, or ``reports/runs-<profile>`` for a profile (relative paths); under
+    ``reports/<dataset>/`` for a dataset other than MNIST, as the report places them."""
+    base = Path("reports") if dataset == "mnist" else Path("reports") / dataset
+    return base / ("runs" if profile is None else f"runs-{profile}")
 
 
 def blas_threads(jobs: int, cores: int | None = None) -> int:
@@ -221,7 +223,7 @@ def run(
     runs_dir : path, optional
         Results go to ``runs_dir/<task>/``; by default ``reports/runs`` (relative to the
         current directory), or ``reports/runs-<profile>`` with a profile, so a small run never
-        replaces the full results.
+        replaces the full results, and under ``reports/<dataset>/`` for Fashion-MNIST.
     dataset : str
         One of ``linmnist.data.DATASETS``.
     force : bool
@@ -267,7 +269,7 @@ def run(
     check_n_train(grids, sum(FACTS[dataset].train_label_counts), dataset)
     checksum = dataset_checksum(dataset)  # acquired and verified once, before any kernel starts
     cells = [cell for task in tasks for cell in grids[task]]
-    runs_dir = default_runs_dir(profile) if runs_dir is None else Path(runs_dir)
+    runs_dir = default_runs_dir(profile, dataset) if runs_dir is None else Path(runs_dir)
     if executor == "dask":  # the workers' current directories are not ours
         runs_dir = runs_dir.resolve()
     outcomes: dict[tuple[str, str], CellOutcome] = {}
@@ -367,7 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", help="a profile of the configuration, e.g. small")
     parser.add_argument("--dataset", default="mnist", help=f"{', '.join(DATASETS)} (default mnist)")
     parser.add_argument(
-        "--runs-dir", type=Path, help="default reports/runs, or reports/runs-PROFILE"
+        "--runs-dir",
+        type=Path,
+        help="default reports/runs, or reports/runs-PROFILE (under reports/DATASET/ for a "
+        "dataset other than mnist)",
     )
     parser.add_argument("--force", action="store_true", help="rerun up-to-date cells too")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

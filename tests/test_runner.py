@@ -148,10 +148,13 @@ def test_without_a_default_task_nothing_runs_unless_named(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_profiles_get_their_own_default_runs_directory():
-    """A profile's results never land in (and invalidate) the full run's directory."""
+def test_profiles_and_datasets_get_their_own_default_runs_directory():
+    """A profile's or another dataset's results never land in (and invalidate) the full MNIST
+    run's directory; the layout is the report's."""
     assert default_runs_dir() == Path("reports/runs")
     assert default_runs_dir("small") == Path("reports/runs-small")
+    assert default_runs_dir(None, "fashion-mnist") == Path("reports/fashion-mnist/runs")
+    assert default_runs_dir("small", "fashion-mnist") == Path("reports/fashion-mnist/runs-small")
 
 
 def test_blas_threads_split_the_cores_between_jobs():
