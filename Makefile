@@ -8,8 +8,10 @@ STAMP  := $(VENV)/.stamp
 JOBS   ?= 2
 DATASET ?= mnist
 CONFIG ?=
+EXECUTOR ?= local
+SCHEDULER ?=
 
-.PHONY: setup data run test test-fast bench lint lab report clean lock
+.PHONY: setup data run sweep test test-fast bench lint lab report clean lock
 
 setup: $(STAMP)
 
@@ -31,6 +33,10 @@ data: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m linmnist run --jobs $(JOBS) --dataset $(DATASET) $(if $(CONFIG),--config $(CONFIG))
+
+# The stability sweep (linmnist/grids.toml [stability]): about 12 minutes on 2 cores with JOBS=2.
+sweep: $(STAMP)
+	$(PY) -m linmnist run --task stability --jobs $(JOBS) --dataset $(DATASET) $(if $(SCHEDULER),--executor dask --scheduler $(SCHEDULER),--executor $(EXECUTOR)) $(if $(CONFIG),--config $(CONFIG))
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
