@@ -367,7 +367,10 @@ def run_stability(
 
 def sweep_note(state: SweepState, *, runs_dir: str | os.PathLike, dataset: str = "mnist") -> str:
     """Markdown saying that the stability sweep's results are missing and how to compute them."""
-    command = f"python -m linmnist run --task stability --jobs 2 --runs-dir {Path(runs_dir)}"
+    runs_dir = Path(runs_dir).resolve()
+    if runs_dir.is_relative_to(ROOT):
+        runs_dir = runs_dir.relative_to(ROOT)
+    command = f"python -m linmnist run --task stability --jobs 2 --runs-dir {runs_dir}"
     if dataset != "mnist":
         command += f" --dataset {dataset}"
     make = "make sweep" if dataset == "mnist" else f"make sweep DATASET={dataset}"

@@ -350,3 +350,5 @@ def test_sweep_state_counts_only_up_to_date_ok_records(tmp_path):
     note = report.sweep_note(missing, runs_dir=tmp_path, dataset="fashion-mnist")
     assert "2 of the sweep's 4 configurations" in note
     assert "make sweep DATASET=fashion-mnist" in note and "--dataset fashion-mnist" in note
+    inside = report.sweep_note(missing, runs_dir=report.default_runs_dir(), dataset="mnist")
+    assert "--runs-dir reports/runs`" in inside, "a path in the repository is shown relative"
