@@ -57,7 +57,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 
 report: $(STAMP)
-	$(PY) -m linmnist report --jobs $(JOBS) --dataset $(DATASET) $(if $(CONFIG),--config $(CONFIG))
+	$(PY) -m linmnist report --jobs $(JOBS) --dataset $(DATASET) $(if $(CONFIG),--config $(CONFIG)) $(if $(SWEEP),--sweep)
 
 clean:
 	rm -rf reports/runs reports/runs-* reports/fashion-mnist reports/report.* reports/*.png .pytest_cache
