@@ -362,9 +362,14 @@ class _Evaluator:
     def X32(self) -> np.ndarray:
         """Active features of train and test side by side in float32: one product scores both."""
         out = np.empty((len(self.active), len(self.labels)), dtype=np.float32)
-        out[:, : self.n] = self.parts[0][self.active]
-        if self.has_test:
-            out[:, self.n :] = self.parts[1][self.active]
+        start = 0
+        for part in self.parts:
+            # Block by block: the callers' arrays are usually sample-major (Fortran order),
+            # and a block of samples fits in cache while it is transposed.
+            for j in range(0, part.shape[1], BLOCK // 4):
+                block = part[:, j : j + BLOCK // 4][self.active]
+                out[:, start + j : start + j + block.shape[1]] = block
+            start += part.shape[1]
         return out
 
     def _columns64(self, cols: np.ndarray) -> np.ndarray:
