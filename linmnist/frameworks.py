@@ -32,10 +32,9 @@ from linmnist.sgd import (
     TrainResult,
     _check_data,
     _check_dtype,
-    _check_int,
     _Evaluator,
     _with_bias_row,
-    sample_batches,
+    check_run_arguments,
     sgd_step,
 )
 
@@ -134,43 +133,17 @@ def _validate(
     X, Y, lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every, dtype, bias, loss
 ) -> _Run:
     """The engine's checks (same messages), plus ``loss`` and ``bias``."""
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr}")
-    batch_size = _check_int("batch_size", batch_size, 1)
-    iterations = _check_int("iterations", iterations, 1)
-    seed = _check_int("seed", seed, 0)
-    eval_every = _check_int("eval_every", eval_every, 1)
-    dt = _check_dtype(dtype)
+    args = check_run_arguments(
+        X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
+        batches=batches, eval_every=eval_every, dtype=dtype,
+    )  # fmt: skip
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if not isinstance(bias, (bool, np.bool_)):
         raise ValueError(f"bias must be True or False, got {bias!r}")
-    X, Y = _check_data(X, Y, "X", "Y")
-    if (X_test is None) != (Y_test is None):
-        raise ValueError("X_test and Y_test must be given together")
-    if X_test is not None:
-        X_test, Y_test = _check_data(X_test, Y_test, "X_test", "Y_test", X.shape[0])
-        if Y_test.shape[0] != Y.shape[0]:
-            raise ValueError(f"Y_test must have {Y.shape[0]} classes like Y, got {Y_test.shape[0]}")
-    n = X.shape[1]
-    if batches is None:
-        batches = sample_batches(n, batch_size=batch_size, iterations=iterations, seed=seed)
-    else:
-        batches = np.asarray(batches)
-        if batches.shape != (iterations, batch_size) or not np.issubdtype(
-            batches.dtype, np.integer
-        ):
-            raise ValueError(
-                f"batches must be an integer array of shape (iterations, batch_size) = "
-                f"({iterations}, {batch_size}), got {batches.dtype} {batches.shape}"
-            )
-        if batches.min() < 0 or batches.max() >= n:
-            raise ValueError(f"batches must hold sample indices in [0, {n - 1}]")
     return _Run(
-        X, Y, X_test, Y_test, float(lr), batch_size, iterations, seed, batches, eval_every, dt,
-        bool(bias), loss,
+        args.X, args.Y, args.X_test, args.Y_test, args.lr, args.batch_size, args.iterations,
+        args.seed, args.batches, args.eval_every, args.dtype, bool(bias), loss,
     )  # fmt: skip
 
 

@@ -148,6 +148,76 @@ def _with_bias_row(X: np.ndarray, bias: bool) -> np.ndarray:
     return np.vstack([X, np.ones((1, X.shape[1]), dtype=X.dtype)])
 
 
+@dataclass
+class RunArguments:
+    """The arguments of one training run, validated by ``check_run_arguments``."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    X_test: np.ndarray | None
+    Y_test: np.ndarray | None
+    lr: float
+    batch_size: int
+    iterations: int
+    seed: int
+    batches: np.ndarray
+    eval_every: int
+    dtype: np.dtype
+
+
+def check_run_arguments(
+    X,
+    Y,
+    X_test=None,
+    Y_test=None,
+    *,
+    lr,
+    batch_size,
+    iterations,
+    seed=0,
+    batches=None,
+    eval_every=1,
+    dtype=np.float32,
+) -> RunArguments:
+    """Validate ``train``'s arguments (every implementation checks them the same way).
+
+    Draws the batches from ``seed`` when ``batches`` is None.
+    """  # fmt: skip
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if not (np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr}")
+    batch_size = _check_int("batch_size", batch_size, 1)
+    iterations = _check_int("iterations", iterations, 1)
+    seed = _check_int("seed", seed, 0)
+    eval_every = _check_int("eval_every", eval_every, 1)
+    dt = _check_dtype(dtype)
+    X, Y = _check_data(X, Y, "X", "Y")
+    if (X_test is None) != (Y_test is None):
+        raise ValueError("X_test and Y_test must be given together")
+    if X_test is not None:
+        X_test, Y_test = _check_data(X_test, Y_test, "X_test", "Y_test", X.shape[0])
+        if Y_test.shape[0] != Y.shape[0]:
+            raise ValueError(f"Y_test must have {Y.shape[0]} classes like Y, got {Y_test.shape[0]}")
+    n = X.shape[1]
+    if batches is None:
+        batches = sample_batches(n, batch_size=batch_size, iterations=iterations, seed=seed)
+    else:
+        batches = np.asarray(batches)
+        if batches.shape != (iterations, batch_size) or not np.issubdtype(
+            batches.dtype, np.integer
+        ):
+            raise ValueError(
+                f"batches must be an integer array of shape (iterations, batch_size) = "
+                f"({iterations}, {batch_size}), got {batches.dtype} {batches.shape}"
+            )
+        if batches.min() < 0 or batches.max() >= n:
+            raise ValueError(f"batches must hold sample indices in [0, {n - 1}]")
+    return RunArguments(
+        X, Y, X_test, Y_test, float(lr), batch_size, iterations, seed, batches, eval_every, dt
+    )
+
+
 def train(
     X: np.ndarray,
     Y: np.ndarray,
@@ -187,36 +257,15 @@ def train(
         Learn a bias b as well (W x + b).
     """
     t0 = time.perf_counter()
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr}")
-    batch_size = _check_int("batch_size", batch_size, 1)
-    iterations = _check_int("iterations", iterations, 1)
-    seed = _check_int("seed", seed, 0)
-    eval_every = _check_int("eval_every", eval_every, 1)
-    dt = _check_dtype(dtype)
-    X, Y = _check_data(X, Y, "X", "Y")
-    if (X_test is None) != (Y_test is None):
-        raise ValueError("X_test and Y_test must be given together")
-    if X_test is not None:
-        X_test, Y_test = _check_data(X_test, Y_test, "X_test", "Y_test", X.shape[0])
-        if Y_test.shape[0] != Y.shape[0]:
-            raise ValueError(f"Y_test must have {Y.shape[0]} classes like Y, got {Y_test.shape[0]}")
-    n = X.shape[1]
-    if batches is None:
-        batches = sample_batches(n, batch_size=batch_size, iterations=iterations, seed=seed)
-    else:
-        batches = np.asarray(batches)
-        if batches.shape != (iterations, batch_size) or not np.issubdtype(
-            batches.dtype, np.integer
-        ):
-            raise ValueError(
-                f"batches must be an integer array of shape (iterations, batch_size) = "
-                f"({iterations}, {batch_size}), got {batches.dtype} {batches.shape}"
-            )
-        if batches.min() < 0 or batches.max() >= n:
-            raise ValueError(f"batches must hold sample indices in [0, {n - 1}]")
+    args = check_run_arguments(
+        X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
+        batches=batches, eval_every=eval_every, dtype=dtype,
+    )  # fmt: skip
+    X, Y, X_test, Y_test, batches, dt = (
+        args.X, args.Y, args.X_test, args.Y_test, args.batches, args.dtype
+    )  # fmt: skip
+    lr, batch_size, iterations = args.lr, args.batch_size, args.iterations
+    seed, eval_every = args.seed, args.eval_every
 
     Xd = np.asarray(_with_bias_row(X, bias), dtype=dt)
     Yd = np.asarray(Y, dtype=dt)
