@@ -10,6 +10,9 @@ DATASET ?= mnist
 CONFIG ?=
 EXECUTOR ?= local
 SCHEDULER ?=
+# A matplotlib font cache of this environment's own: a cache shared through $HOME can point
+# at another installation's fonts, and its "findfont" warnings would reach notebook outputs.
+export MPLCONFIGDIR := $(CURDIR)/$(VENV)/matplotlib
 
 .PHONY: setup data run sweep test test-fast bench lint lab report clean lock
 
