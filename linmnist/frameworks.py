@@ -185,7 +185,7 @@ def _loop(
         run.Y_test,
     )
     W, b = weights()
-    recorded, snapshots, losses = [], [], []
+    recorded, snapshots = [], []
     diverged_at = None
     step_seconds = 0.0
     # The divergence check runs on one BLAS thread, as in the engine's loop.
@@ -200,18 +200,16 @@ def _loop(
             step_seconds += time.perf_counter() - t0
             W_next, b_next = weights()
             full = W_next if b_next is None else np.hstack([W_next, b_next[:, None]])
-            diverged, loss = evaluator.diverged(full)
-            if diverged:
+            if evaluator.diverged(full):
                 diverged_at = t
                 break
             W, b = W_next, b_next
             if t % run.eval_every == 0 or t == run.iterations - 1:
                 recorded.append(t)
                 snapshots.append(full)
-                losses.append(loss)
     n_cols = run.X.shape[0] + run.bias
     Ws = np.stack(snapshots) if snapshots else np.empty((0, run.Y.shape[0], n_cols))
-    history = evaluator.history(Ws, np.asarray(recorded, dtype=int), losses)
+    history = evaluator.history(Ws, np.asarray(recorded, dtype=int))
     return FrameworkResult(
         W=W,
         b=b,

@@ -13,7 +13,10 @@ recorded weights at once. That is where the time goes, and where the algebra sav
 
 * the training loss is a quadratic form in W: with S = X X^T and C = Y X^T (computed
   once), N L(W) = 1/2 (<W S, W> - 2 <W, C> + N), so it costs 10 x D x D per iteration
-  instead of a product with the whole training set;
+  instead of a product with the whole training set, and all recorded iterations share
+  one product. Divergence is watched during training through an upper bound on the loss
+  that costs one norm (``_Evaluator.diverged``); only when the bound exceeds the limit
+  is the exact loss needed;
 * accuracy needs the arg-max of every score vector. For large batches the scores of
   many recorded weights are computed in one float32 matrix product (a stack of W's
   against X, which runs near the machine's peak), and every sample whose float32 margin
@@ -23,17 +26,24 @@ recorded weights at once. That is where the time goes, and where the algebra sav
   W' = W - (lr/B) E Xb^T implies Z' = Z - (lr/B) E (Xb^T X), which costs B rather than
   10 rows of work per iteration (SPEC, "Facts we measured"), computed a chunk of
   iterations at a time with the same error bound and float64 re-scoring.
+
+The margins themselves (and, for small batches, the running sums) are compiled loops in
+``linmnist.kernels``; the samples are split into one group per BLAS thread, each scored
+by its own single-threaded product and kernel.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from linmnist.kernels import margins, running_margins
 
 HISTORY_COLUMNS = ["iteration", "train_loss", "train_acc", "test_acc"]
 # A training loss above this (the loss at W = 0 is 0.5) or a non-finite one means divergence.
@@ -41,10 +51,13 @@ DIVERGENCE_LOSS = 1e6
 # Batches smaller than this use the incremental scores when every iteration is evaluated:
 # about B + 2 sqrt(10 B D) / D rows of work per iteration against 10 for W_t X.
 INCREMENTAL_BELOW = 5
-# Samples per block when accumulating the Gram matrices.
-BLOCK = 8192
+# Samples per block when accumulating the Gram matrices (a float64 block fits in cache).
+BLOCK = 4096
 # Recorded iterations scored per float32 product (bounds the memory of one chunk).
 CHUNK_ROWS = 320
+# Batch samples per product in the incremental scores: longer chunks make the product
+# more efficient and the error bound (which grows along a chunk) looser.
+RUNNING_ROWS = 256
 _DTYPES = (np.float32, np.float64)
 
 
@@ -276,7 +289,7 @@ def train(
         Y_test,
     )
     W = np.zeros((Y.shape[0], Xd.shape[0]), dtype=dt)
-    recorded, snapshots, losses, errors = [], [], [], []
+    recorded, snapshots, errors = [], [], []
     diverged_at = None
     incremental = batch_size < INCREMENTAL_BELOW and eval_every == 1
     # The updates are small products: one BLAS thread does them fastest, and never waits
@@ -284,8 +297,7 @@ def train(
     with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
         for t in range(iterations):
             W_next, E = sgd_step(W, Xd[:, batches[t]], Yd[:, batches[t]], lr)
-            diverged, loss = evaluator.diverged(W_next)
-            if diverged:
+            if evaluator.diverged(W_next):
                 diverged_at = t
                 break
             W = W_next
@@ -294,7 +306,6 @@ def train(
             if t % eval_every == 0 or t == iterations - 1:
                 recorded.append(t)
                 snapshots.append(W)
-                losses.append(loss)
     if not snapshots:
         history = pd.DataFrame({c: pd.Series(dtype=float) for c in HISTORY_COLUMNS})
         history["iteration"] = history["iteration"].astype(int)
@@ -302,7 +313,7 @@ def train(
         updates = (
             (np.stack(errors), batches[: len(errors)], lr / batch_size) if incremental else None
         )
-        history = evaluator.history(np.stack(snapshots), np.asarray(recorded), losses, updates)
+        history = evaluator.history(np.stack(snapshots), np.asarray(recorded), updates)
     W_out, b_out = (W[:, :-1].copy(), W[:, -1].copy()) if bias else (W, None)
     return TrainResult(
         W=W_out,
@@ -381,16 +392,28 @@ class _Evaluator:
         )
         d = X.shape[0]
         # Loss as a quadratic form: N L(W) = 1/2 (<W S, W> - 2 <W, C> + sum Y^2), with the
-        # Gram matrices accumulated over blocks of samples in float64 (no full float64 copy),
-        # on the pixels that are non-zero in some training image (the others add nothing).
-        self.loss_rows = np.flatnonzero(np.any(X != 0, axis=1))
-        self.S = np.zeros((len(self.loss_rows), len(self.loss_rows)))
-        self.C = np.zeros((Y.shape[0], len(self.loss_rows)))
+        # Gram matrices accumulated over blocks of samples in float64 (no full float64 copy).
+        S = np.zeros((d, d))
+        C = np.zeros((Y.shape[0], d))
+        self.train_nonzero = np.zeros(d, dtype=bool)
         for j in range(0, self.n, BLOCK):
-            Xb = np.asarray(X[self.loss_rows, j : j + BLOCK], dtype=np.float64)
-            self.S += Xb @ Xb.T
-            self.C += np.asarray(Y[:, j : j + BLOCK], dtype=np.float64) @ Xb.T
+            # A block of samples, sample-major: a contiguous copy when X is the transpose of
+            # a sample-major array, as ``prepare`` returns it.
+            Xb = np.asarray(X[:, j : j + BLOCK].T, dtype=np.float64)
+            S += Xb.T @ Xb
+            C += np.asarray(Y[:, j : j + BLOCK], dtype=np.float64) @ Xb
+            self.train_nonzero |= np.any(Xb != 0, axis=0)
+        # Pixels that are zero in every training image add nothing to the loss; the
+        # per-iteration products skip them.
+        self.loss_rows = np.flatnonzero(self.train_nonzero)
+        self.S = S[np.ix_(self.loss_rows, self.loss_rows)]
+        self.C = C[:, self.loss_rows]
         self.yy = float(np.sum(np.square(Y, dtype=np.float64)))
+        # ||W X - Y||_F <= ||W||_F ||X||_2 + ||Y||_F and ||X||_2^2 = lambda_max(S) <= tr S, so
+        # L(W) <= 1/2 (||W||_F sqrt(tr S / N) + sqrt(sum Y^2 / N))^2: a bound that costs one
+        # norm, checked at every iteration before the exact loss is needed.
+        self.root_trace = np.sqrt(np.trace(self.S) / self.n)
+        self.root_yy = np.sqrt(self.yy / self.n)
         self.norms = np.concatenate(
             [np.sqrt(np.einsum("dn,dn->n", P, P, dtype=np.float64)) for P in self.parts]
         )
@@ -405,7 +428,10 @@ class _Evaluator:
 
         (MNIST: 719 of 784 pixels over the training and test sets.)
         """
-        return np.flatnonzero(np.logical_or.reduce([np.any(P != 0, axis=1) for P in self.parts]))
+        nonzero = self.train_nonzero
+        if self.has_test:
+            nonzero = nonzero | np.any(self.parts[1] != 0, axis=1)
+        return np.flatnonzero(nonzero)
 
     @cached_property
     def X32(self) -> np.ndarray:
@@ -415,8 +441,8 @@ class _Evaluator:
         for part in self.parts:
             # Block by block: the callers' arrays are usually sample-major (Fortran order),
             # and a block of samples fits in cache while it is transposed.
-            for j in range(0, part.shape[1], BLOCK // 4):
-                block = part[:, j : j + BLOCK // 4][self.active]
+            for j in range(0, part.shape[1], BLOCK // 2):
+                block = part[:, j : j + BLOCK // 2][self.active]
                 out[:, start + j : start + j + block.shape[1]] = block
             start += part.shape[1]
         return out
@@ -431,17 +457,25 @@ class _Evaluator:
             )
         return np.hstack(out)
 
-    def loss(self, W: np.ndarray) -> float:
-        W = np.asarray(W[:, self.loss_rows], dtype=np.float64)
-        quad = np.vdot(W @ self.S, W) - 2 * np.vdot(W, self.C) + self.yy
-        return 0.5 * quad / self.n
+    def losses(self, Ws: np.ndarray) -> np.ndarray:
+        """Training loss of every weight matrix in Ws (T, 10, D), in float64."""
+        out = np.empty(len(Ws))
+        for s in range(0, len(Ws), CHUNK_ROWS):
+            W = np.asarray(Ws[s : s + CHUNK_ROWS][:, :, self.loss_rows], dtype=np.float64)
+            WS = (W.reshape(-1, W.shape[2]) @ self.S).reshape(W.shape)
+            quad = np.einsum("tkd,tkd->t", WS, W) - 2 * np.einsum("tkd,kd->t", W, self.C) + self.yy
+            out[s : s + CHUNK_ROWS] = 0.5 * quad / self.n
+        return out
 
-    def diverged(self, W: np.ndarray) -> tuple[bool, float]:
-        """(whether W has diverged, its training loss)."""
+    def diverged(self, W: np.ndarray) -> bool:
+        """Whether the training loss of W is non-finite or above ``DIVERGENCE_LOSS``."""
+        norm = np.sqrt(np.vdot(W, W.astype(np.float64)))
+        if 0.5 * (1.01 * norm * self.root_trace + self.root_yy) ** 2 <= DIVERGENCE_LOSS:
+            return False
         if not np.all(np.isfinite(W)):
-            return True, np.inf
-        loss = self.loss(W)
-        return not (np.isfinite(loss) and loss <= DIVERGENCE_LOSS), loss
+            return True
+        loss = self.losses(W[None])[0]
+        return not (np.isfinite(loss) and loss <= DIVERGENCE_LOSS)
 
     def _accuracies(self, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         train = correct[:, : self.n].mean(axis=1)
@@ -464,24 +498,10 @@ class _Evaluator:
         Z = W64 @ self._columns64(cols)
         return np.argmax(Z, axis=0) == self.labels[cols]
 
-    def _margins(self, Z: np.ndarray) -> np.ndarray:
-        """Score of the true class minus the best other score, per (weights, sample).
-
-        Z has shape (T, 10, M) and is overwritten.
-        """
-        m = Z.shape[2]
-        flat = Z.reshape(len(Z), -1)
-        # Entry (label_i, i) of each (10, M) slice, as a flat index into its 10 * M scores.
-        true_class = self.labels * m + np.arange(m)
-        z_true = np.take(flat, true_class, axis=1)
-        flat[:, true_class] = -np.inf
-        return z_true - Z.max(axis=1)
-
     def history(
         self,
         Ws: np.ndarray,
         iterations: np.ndarray,
-        losses: list[float] | None = None,
         updates: tuple[np.ndarray, np.ndarray, float] | None = None,
     ) -> pd.DataFrame:
         """Metrics of the weights Ws (T, 10, D) recorded at ``iterations``.
@@ -491,81 +511,108 @@ class _Evaluator:
         Either way, float32 scores come with a per-sample error bound, and every sample
         whose margin the bound cannot decide is re-scored in float64.
         """
-        if losses is None:
-            losses = [self.loss(W) for W in Ws]
-        T, k, _ = Ws.shape
-        correct = np.empty((T, len(self.labels)), dtype=bool)
-        row_norm = np.sqrt(np.einsum("tkd,tkd->tk", Ws, Ws, dtype=np.float64)).max(axis=1)
-        chunks = (
-            self._direct_scores(Ws, row_norm)
-            if updates is None
-            else self._incremental_scores(Ws, row_norm, *updates)
-        )
-        for s, Z, scale in chunks:
-            margin = self._margins(Z)
-            bound = 2 * scale[:, None] * self.norms[None, :]
-            correct[s : s + len(Z)] = margin > 0
-            for t, cols in _uncertain(margin, bound):
-                correct[s + t, cols] = self._exact_correct(Ws[s + t].astype(np.float64), cols)
-        return self._frame(iterations, losses, correct)
+        correct = np.empty((len(Ws), len(self.labels)), dtype=bool)
+        threads = _blas_threads()
+        m = self.X32.shape[1]  # (builds the scoring copy once, before the threads share it)
+        groups = [slice(m * g // threads, m * (g + 1) // threads) for g in range(threads)]
+        # One single-threaded product and kernel per group of samples, in parallel threads.
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
 
-    def _direct_scores(self, Ws, row_norm):
-        """Chunks of Z_t = W_t X: many W_t stacked in one float32 product."""
+            def each_group(work):
+                list(pool.map(work, range(threads), groups))
+
+            chunks = (
+                self._direct_scores(Ws, correct, groups, each_group)
+                if updates is None
+                else self._incremental_scores(Ws, correct, groups, each_group, *updates)
+            )
+            for s, uncertain in chunks:
+                for t, cols in _uncertain(uncertain):
+                    W64 = Ws[s + t].astype(np.float64)
+                    correct[s + t, cols] = self._exact_correct(W64, cols)
+        return self._frame(iterations, self.losses(Ws), correct)
+
+    def _direct_scores(self, Ws, correct, groups, each_group):
+        """Chunks of Z_t = W_t X: many W_t stacked in one float32 product.
+
+        Fills ``correct`` chunk by chunk and yields (first row, uncertain (rows, M)).
+        """
         T, k, _ = Ws.shape
         step = max(1, CHUNK_ROWS // k)
+        row_norm = np.sqrt(np.einsum("tkd,tkd->tk", Ws, Ws, dtype=np.float64)).max(axis=1)
+        uncertain = np.empty((min(step, T), len(self.labels)), dtype=bool)
+        # Products go to buffers allocated once (fresh pages would cost more than a product).
+        out = [np.empty((min(step, T) * k, g.stop - g.start), np.float32) for g in groups]
         for s in range(0, T, step):
-            Wc = (
-                Ws[s : s + step][:, :, self.active].astype(np.float32).reshape(-1, len(self.active))
-            )
-            yield (
-                s,
-                (Wc @ self.X32).reshape(-1, k, self.X32.shape[1]),
-                self.err_factor * row_norm[s : s + step],
-            )
+            tc = min(step, T - s)
+            Wc = Ws[s : s + tc][:, :, self.active].astype(np.float32).reshape(tc * k, -1)
+            # |margin error| <= 2 max_c |score error| <= 2 err_factor max_c ||w_c|| ||x_i||.
+            scale = 2 * self.err_factor * row_norm[s : s + tc]
 
-    def _incremental_scores(self, Ws, row_norm, errors, batches, step):
+            def work(j, g, Wc=Wc, scale=scale, s=s, tc=tc):
+                Z = np.matmul(Wc, self.X32[:, g], out=out[j][: tc * k]).reshape(tc, k, -1)
+                margins(
+                    Z, self.labels[g], self.norms[g], scale,
+                    correct[s : s + tc, g], uncertain[:tc, g],
+                )  # fmt: skip
+
+            each_group(work)
+            yield s, uncertain[:tc]
+
+    def _incremental_scores(self, Ws, correct, groups, each_group, errors, batches, step):
         """Chunks of Z_t from the rank-B updates: about B (not 10) rows of work per iteration.
 
         Within a chunk, W_t = W_ref - sum_{u <= t} a_u Xb_u^T with a_u = (lr/B) E_u, so
-        Z_t = W_ref X - sum_{u <= t} a_u K_u with K_u = Xb_u^T X. One product gives
-        P = [W_ref; Xb_1^T; ...] X, a second the running sums Z = [I, -A_lower] P. Starting
-        each chunk from W_ref X keeps float32 error from accumulating across chunks; the
-        trained W_t differs from the rank-B form by its own rounding, and that gap enters
-        the error bound like the products' rounding does.
+        Z_t = W_ref X - sum_{u <= t} a_u K_u with K_u = Xb_u^T X. One float32 product gives
+        P = [W_ref; Xb_1^T; ...] X; the running sums and the margins are one compiled pass
+        (``kernels.running_margins``). Starting each chunk from W_ref X keeps the error
+        bound from growing across chunks; the trained W_t differs from the rank-B form by
+        its own rounding, and that gap enters the bound like the products' rounding does.
         """
         T, k, B = errors.shape
         d = Ws.shape[2]
         X = self.parts[0]
-        u = 2.0**-24
-        chunk = max(4, 64 // B)
+        chunk = max(4, RUNNING_ROWS // B)
         a = errors.astype(np.float64) * step
+        uncertain = np.empty((min(chunk, T), len(self.labels)), dtype=bool)
+        out = [np.empty((k + min(chunk, T) * B, g.stop - g.start), np.float32) for g in groups]
         for s in range(0, T, chunk):
             tc = min(chunk, T - s)
             W_ref = Ws[s - 1].astype(np.float64) if s else np.zeros((k, d))
             ac = a[s : s + tc]
             Xb = np.asarray(X[:, batches[s : s + tc].ravel()], dtype=np.float64)
-            P = np.vstack([W_ref, Xb.T])[:, self.active].astype(np.float32) @ self.X32
-            M = np.zeros((tc, k, k + tc * B), dtype=np.float32)
-            M[:, :, :k] = np.eye(k)
-            lower = np.tril(np.ones((tc, tc)))[:, None, :, None]
-            M[:, :, k:] = -(lower * ac.transpose(1, 0, 2)[None]).reshape(tc, k, tc * B)
-            Z = (M.reshape(tc * k, -1) @ P).reshape(tc, k, -1)
-            # Error bound per score, divided by ||x_i||: the two products (|K_ui| <= ||x_bu||
-            # ||x_i||, so the running sums weigh c = max_k sum |a_u| ||x_bu||), then the
-            # distance of the trained W_t to the rank-B form.
+            left = np.vstack([W_ref, Xb.T])[:, self.active].astype(np.float32)
+            # Error of a score, divided by ||x_i||: the float32 products (|K_ui| <= ||x_bu||
+            # ||x_i||, so the running sums weigh c = max_k sum |a_u| ||x_bu||; the float64
+            # running sums add 1e-12 of that at most), then the distance of the trained W_t
+            # to the rank-B form. A margin's error is at most twice a score's.
             xb_norm = self.norms[batches[s : s + tc]]
             c = np.cumsum(np.abs(ac) @ xb_norm[:, :, None], axis=0)[:, :, 0].max(axis=1)
             W_rank = W_ref - np.cumsum(ac @ Xb.T.reshape(tc, B, d), axis=0)
             gap = np.sqrt(((Ws[s : s + tc] - W_rank) ** 2).sum(axis=2)).max(axis=1)
-            gamma = (k + tc * B) * u / (1 - (k + tc * B) * u)
             ref = np.sqrt((W_ref**2).sum(axis=1)).max()
-            scale = 1.01 * ((self.err_factor + gamma + u + 1e-12) * (ref + c) + gap)
-            yield s, Z, scale
+            scale = 2 * 1.01 * ((self.err_factor + 1e-12) * (ref + c) + gap)
+
+            def work(j, g, left=left, ac=ac, scale=scale, s=s, tc=tc):
+                P = np.matmul(left, self.X32[:, g], out=out[j][: len(left)])
+                running_margins(
+                    P[:k], P[k:], ac, self.labels[g], self.norms[g], scale,
+                    correct[s : s + tc, g], uncertain[:tc, g],
+                )  # fmt: skip
+
+            each_group(work)
+            yield s, uncertain[:tc]
 
 
-def _uncertain(margin: np.ndarray, bound: np.ndarray):
-    """(row, sample indices) whose sign of margin the float32 error bound cannot decide."""
-    rows, cols = np.nonzero(np.abs(margin) <= bound)
+def _blas_threads() -> int:
+    """Threads the BLAS library may use here (1 under ``threadpool_limits(1)``)."""
+    counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    return max(1, min(counts, default=1))
+
+
+def _uncertain(uncertain: np.ndarray):
+    """(row, sample indices) of each row of the boolean array ``uncertain`` that has any."""
+    rows, cols = np.divmod(np.flatnonzero(uncertain), uncertain.shape[1])
     if len(rows) == 0:
         return
     splits = np.flatnonzero(np.diff(rows)) + 1

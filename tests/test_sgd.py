@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from linmnist.bench import train_naive
 from linmnist.sgd import (
@@ -69,13 +70,14 @@ def test_fast_evaluation_equals_the_naive_one(small_data, batch_size, dtype):
     (X, Y), (Xt, Yt) = small_data
     X, Y, Xt, Yt = (a.astype(dtype) for a in (X, Y, Xt, Yt))
     X[:50], Xt[:50] = 0, 0  # pixels that are zero everywhere are left out of the products
-    batches = sample_batches(X.shape[1], batch_size=batch_size, iterations=120, seed=5)
+    # 300 iterations: several chunks of the incremental scores for every batch size below 5.
+    batches = sample_batches(X.shape[1], batch_size=batch_size, iterations=300, seed=5)
     fast = train(
         X,
         Y,
         lr=0.004,
         batch_size=batch_size,
-        iterations=120,
+        iterations=300,
         batches=batches,
         X_test=Xt,
         Y_test=Yt,
@@ -106,6 +108,42 @@ def test_divergence_is_detected_without_warnings(small_data):
     assert np.all(np.isfinite(res.history.to_numpy()))
     assert res.history.train_loss.max() <= DIVERGENCE_LOSS
     assert np.all(np.isfinite(res.W))
+
+
+@pytest.mark.parametrize("lr", [0.05, 0.1, 0.3])
+def test_divergence_stops_at_the_first_iteration_whose_loss_exceeds_the_limit(small_data, lr):
+    """The cheap norm bound checked first never delays the exact loss test."""
+    (X, Y), _ = small_data
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    batches = sample_batches(X.shape[1], batch_size=50, iterations=300, seed=2)
+    res = train(X, Y, lr=lr, batch_size=50, iterations=300, batches=batches)
+    W = np.zeros((10, X.shape[0]), dtype=np.float32)
+    expected = None
+    with np.errstate(all="ignore"):
+        for t, idx in enumerate(batches):
+            W, _ = sgd_step(W, X[:, idx], Y[:, idx], lr)
+            loss = batch_loss(W.astype(np.float64), X64, Y64)
+            if not (np.isfinite(loss) and loss <= DIVERGENCE_LOSS):
+                expected = t
+                break
+    assert expected is not None
+    assert res.diverged_at == expected
+
+
+def test_evaluation_does_not_depend_on_the_number_of_threads(small_data):
+    """Samples are scored in one group per BLAS thread; the grouping must not matter."""
+    (X, Y), (Xt, Yt) = small_data
+    for batch_size in (1, 20):
+        kwargs = dict(lr=0.004, batch_size=batch_size, iterations=80, X_test=Xt, Y_test=Yt)
+        with threadpool_limits(limits=1, user_api="blas"):
+            one = train(X, Y, **kwargs).history
+        with threadpool_limits(limits=2, user_api="blas"):
+            two = train(X, Y, **kwargs).history
+        # The accuracies are exact; the float64 loss may round differently on more threads.
+        assert one[["iteration", "train_acc", "test_acc"]].equals(
+            two[["iteration", "train_acc", "test_acc"]]
+        )
+        np.testing.assert_allclose(one.train_loss, two.train_loss, rtol=1e-12)
 
 
 def test_stable_run_has_a_full_history(small_data):
