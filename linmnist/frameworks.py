@@ -132,18 +132,16 @@ class _Run:
 def _validate(
     X, Y, lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every, dtype, bias, loss
 ) -> _Run:
-    """The engine's checks (same messages), plus ``loss`` and ``bias``."""
+    """The engine's checks (same messages), plus ``loss``."""
     args = check_run_arguments(
         X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
-        batches=batches, eval_every=eval_every, dtype=dtype,
+        batches=batches, eval_every=eval_every, dtype=dtype, bias=bias,
     )  # fmt: skip
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if not isinstance(bias, (bool, np.bool_)):
-        raise ValueError(f"bias must be True or False, got {bias!r}")
     return _Run(
         args.X, args.Y, args.X_test, args.Y_test, args.lr, args.batch_size, args.iterations,
-        args.seed, args.batches, args.eval_every, args.dtype, bool(bias), loss,
+        args.seed, args.batches, args.eval_every, args.dtype, args.bias, loss,
     )  # fmt: skip
 
 

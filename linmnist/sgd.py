@@ -176,6 +176,7 @@ class RunArguments:
     batches: np.ndarray
     eval_every: int
     dtype: np.dtype
+    bias: bool
 
 
 def check_run_arguments(
@@ -191,6 +192,7 @@ def check_run_arguments(
     batches=None,
     eval_every=1,
     dtype=np.float32,
+    bias=False,
 ) -> RunArguments:
     """Validate ``train``'s arguments (every implementation checks them the same way).
 
@@ -205,6 +207,8 @@ def check_run_arguments(
     seed = _check_int("seed", seed, 0)
     eval_every = _check_int("eval_every", eval_every, 1)
     dt = _check_dtype(dtype)
+    if not isinstance(bias, (bool, np.bool_)):
+        raise ValueError(f"bias must be True or False, got {bias!r}")
     X, Y = _check_data(X, Y, "X", "Y")
     if (X_test is None) != (Y_test is None):
         raise ValueError("X_test and Y_test must be given together")
@@ -227,8 +231,9 @@ def check_run_arguments(
         if batches.min() < 0 or batches.max() >= n:
             raise ValueError(f"batches must hold sample indices in [0, {n - 1}]")
     return RunArguments(
-        X, Y, X_test, Y_test, float(lr), batch_size, iterations, seed, batches, eval_every, dt
-    )
+        X, Y, X_test, Y_test, float(lr), batch_size, iterations, seed, batches, eval_every, dt,
+        bool(bias),
+    )  # fmt: skip
 
 
 def train(
@@ -272,10 +277,10 @@ def train(
     t0 = time.perf_counter()
     args = check_run_arguments(
         X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
-        batches=batches, eval_every=eval_every, dtype=dtype,
+        batches=batches, eval_every=eval_every, dtype=dtype, bias=bias,
     )  # fmt: skip
-    X, Y, X_test, Y_test, batches, dt = (
-        args.X, args.Y, args.X_test, args.Y_test, args.batches, args.dtype
+    X, Y, X_test, Y_test, batches, dt, bias = (
+        args.X, args.Y, args.X_test, args.Y_test, args.batches, args.dtype, args.bias
     )  # fmt: skip
     lr, batch_size, iterations = args.lr, args.batch_size, args.iterations
     seed, eval_every = args.seed, args.eval_every

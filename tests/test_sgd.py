@@ -189,6 +189,8 @@ def test_draw_subset_is_without_replacement_and_seeded():
         ({"dtype": np.int32}, "dtype must be np.float32 or np.float64"),
         ({"batches": np.zeros((3, 3), int)}, "batches must be an integer array of shape"),
         ({"batches": np.full((5, 10), 10_000)}, r"batches must hold sample indices in \[0, 1999\]"),
+        ({"bias": "yes"}, "bias must be True or False"),
+        ({"bias": 1}, "bias must be True or False"),
     ],
 )
 def test_invalid_parameters_are_refused(small_data, kwargs, message):
