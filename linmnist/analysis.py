@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linmnist.sgd import _check_data, _with_bias_row, evaluate_trajectory
+from linmnist.evaluation import check_data, evaluate_trajectory, with_bias_row
 
 
 @dataclass
@@ -63,8 +63,8 @@ def least_squares(
     bias: bool = False,
 ) -> LeastSquares:
     """The minimum-norm W (and b) minimising 1/(2N) sum ||W x + b - y||^2, with its metrics."""
-    X, Y = _check_data(X, Y, "X", "Y")
-    Xb = _with_bias_row(np.asarray(X, dtype=np.float64), bias)
+    X, Y = check_data(X, Y, "X", "Y")
+    Xb = with_bias_row(np.asarray(X, dtype=np.float64), bias)
     W = (Y.astype(np.float64) @ Xb.T) @ _pinv_psd(Xb @ Xb.T)
     W, b = (W[:, :-1], W[:, -1]) if bias else (W, None)
     row = evaluate_trajectory(

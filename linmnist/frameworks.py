@@ -28,15 +28,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
-from linmnist.sgd import (
-    TrainResult,
-    _check_data,
-    _check_dtype,
-    _Evaluator,
-    _with_bias_row,
-    check_run_arguments,
-    sgd_step,
-)
+from linmnist.evaluation import Evaluator, check_data, with_bias_row
+from linmnist.sgd import TrainResult, check_dtype, check_run_arguments, sgd_step
 
 LOSSES = ("quadratic", "mse")
 _NO_COPY_KEYWORD = "__array__ implementation doesn't accept a copy keyword"
@@ -96,9 +89,9 @@ def numpy_step_seconds(
     Timed like ``FrameworkResult.step_seconds`` (batch gather and update, summed over
     iterations), without the engine's divergence check, recording and evaluation.
     """
-    dt = _check_dtype(dtype)
-    X, Y = _check_data(X, Y, "X", "Y")
-    Xd, Yd = np.asarray(_with_bias_row(X, bias), dtype=dt), np.asarray(Y, dtype=dt)
+    dt = check_dtype(dtype)
+    X, Y = check_data(X, Y, "X", "Y")
+    Xd, Yd = np.asarray(with_bias_row(X, bias), dtype=dt), np.asarray(Y, dtype=dt)
     W = np.zeros((Yd.shape[0], Xd.shape[0]), dtype=dt)
     total = 0.0
     # One BLAS thread, as in the engine's training loop.
@@ -176,10 +169,10 @@ def _loop(
     the current (W, b) as numpy arrays (b None without a bias).
     """
     t_start = time.perf_counter()
-    evaluator = _Evaluator(
-        _with_bias_row(run.X, run.bias),
+    evaluator = Evaluator(
+        with_bias_row(run.X, run.bias),
         run.Y,
-        None if run.X_test is None else _with_bias_row(run.X_test, run.bias),
+        None if run.X_test is None else with_bias_row(run.X_test, run.bias),
         run.Y_test,
     )
     W, b = weights()

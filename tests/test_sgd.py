@@ -4,14 +4,12 @@ import warnings
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from linmnist.bench import train_naive
 from linmnist.sgd import (
     DIVERGENCE_LOSS,
     HISTORY_COLUMNS,
     draw_subset,
-    evaluate_trajectory,
     sample_batches,
     sgd_step,
     train,
@@ -89,15 +87,6 @@ def test_fast_evaluation_equals_the_naive_one(small_data, batch_size, dtype):
     np.testing.assert_allclose(fast.train_loss, naive.train_loss, rtol=1e-9)
 
 
-def test_ties_follow_argmax_first_maximum(small_data):
-    """At W = 0 every score ties, np.argmax picks class 0: accuracy = share of zeros."""
-    (X, Y), (Xt, Yt) = small_data
-    h = evaluate_trajectory(np.zeros((1, 10, X.shape[0])), X, Y, Xt, Yt)
-    assert h.train_acc[0] == pytest.approx(np.mean(Y.argmax(0) == 0))
-    assert h.test_acc[0] == pytest.approx(np.mean(Yt.argmax(0) == 0))
-    assert h.train_loss[0] == pytest.approx(0.5)
-
-
 def test_divergence_is_detected_without_warnings(small_data):
     (X, Y), (Xt, Yt) = small_data
     with warnings.catch_warnings():
@@ -128,22 +117,6 @@ def test_divergence_stops_at_the_first_iteration_whose_loss_exceeds_the_limit(sm
                 break
     assert expected is not None
     assert res.diverged_at == expected
-
-
-def test_evaluation_does_not_depend_on_the_number_of_threads(small_data):
-    """Samples are scored in one group per BLAS thread; the grouping must not matter."""
-    (X, Y), (Xt, Yt) = small_data
-    for batch_size in (1, 20):
-        kwargs = dict(lr=0.004, batch_size=batch_size, iterations=80, X_test=Xt, Y_test=Yt)
-        with threadpool_limits(limits=1, user_api="blas"):
-            one = train(X, Y, **kwargs).history
-        with threadpool_limits(limits=2, user_api="blas"):
-            two = train(X, Y, **kwargs).history
-        # The accuracies are exact; the float64 loss may round differently on more threads.
-        assert one[["iteration", "train_acc", "test_acc"]].equals(
-            two[["iteration", "train_acc", "test_acc"]]
-        )
-        np.testing.assert_allclose(one.train_loss, two.train_loss, rtol=1e-12)
 
 
 def test_stable_run_has_a_full_history(small_data):
