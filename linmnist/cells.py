@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from linmnist.evaluation import Evaluator
 from linmnist.sgd import TrainResult, draw_subset, train
 
 
@@ -68,6 +69,9 @@ def train_seeds(
             f"fidelity_seeds must be a subset of seeds {seeds}, got {list(fidelity_seeds)}"
         )
     runs = []
+    # Without subsets every seed trains on the same data: one evaluator (Gram matrix, float32
+    # copy of the data) serves them all.
+    shared = None if n_prime is not None else Evaluator(X, Y, X_test, Y_test)
     for seed in seeds:
         Xs, Ys = X, Y
         if n_prime is not None:
@@ -83,6 +87,7 @@ def train_seeds(
                 seed=seed,
                 X_test=X_test,
                 Y_test=Y_test,
+                evaluator=shared,
                 eval_every=eval_period(seed, fidelity_seeds=fidelity_seeds, eval_every=eval_every),
             )
         )

@@ -110,13 +110,7 @@ def evaluate_trajectory(
     if iterations.shape != (len(Ws),):
         raise ValueError(f"iterations must have shape ({len(Ws)},), got {iterations.shape}")
     bias = bs is not None
-    evaluator = Evaluator(
-        with_bias_row(X, bias),
-        Y,
-        None if X_test is None else with_bias_row(X_test, bias),
-        Y_test,
-    )
-    return evaluator.history(Ws, iterations)
+    return Evaluator(X, Y, X_test, Y_test, bias=bias).history(Ws, iterations)
 
 
 class Evaluator:
@@ -126,15 +120,29 @@ class Evaluator:
     loss and the train and test sets side by side (D, N + N_test) for the scores. Used by
     ``sgd.train`` and by the framework comparison, so both are measured identically.
 
+    Building one costs about a second on MNIST (mostly the Gram matrix); runs on the same
+    data can share one (``train(..., evaluator=...)``).
+
     Parameters
     ----------
     X, Y : ndarray (D, N), (10, N)
-        Training data (feature-major) and one-hot labels, already checked.
-    X_test, Y_test : ndarray or None
-        Test set, or None for none.
+        Training data (feature-major) and one-hot labels.
+    X_test, Y_test : ndarray, optional
+        Test set.
+    bias : bool
+        Evaluate models W x + b, given as weights (10, D + 1) with b as the last column.
     """
 
-    def __init__(self, X, Y, X_test, Y_test):
+    def __init__(self, X, Y, X_test=None, Y_test=None, *, bias: bool = False):
+        X, Y = check_data(X, Y, "X", "Y")
+        if X_test is not None:
+            X_test, Y_test = check_data(X_test, Y_test, "X_test", "Y_test", X.shape[0])
+        X = with_bias_row(X, bias)
+        X_test = None if X_test is None else with_bias_row(X_test, bias)
+        self.bias = bool(bias)
+        # (features including the bias row, training samples, test samples): what a run
+        # using this evaluator must match.
+        self.shape = (X.shape[0], X.shape[1], 0 if X_test is None else X_test.shape[1])
         self.n = X.shape[1]
         self.has_test = X_test is not None
         self.parts = [X] if X_test is None else [X, X_test]

@@ -169,12 +169,7 @@ def _loop(
     the current (W, b) as numpy arrays (b None without a bias).
     """
     t_start = time.perf_counter()
-    evaluator = Evaluator(
-        with_bias_row(run.X, run.bias),
-        run.Y,
-        None if run.X_test is None else with_bias_row(run.X_test, run.bias),
-        run.Y_test,
-    )
+    evaluator = Evaluator(run.X, run.Y, run.X_test, run.Y_test, bias=run.bias)
     W, b = weights()
     recorded, snapshots = [], []
     diverged_at = None

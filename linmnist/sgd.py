@@ -191,6 +191,18 @@ def check_run_arguments(
     )  # fmt: skip
 
 
+def _check_evaluator(evaluator, Xd: np.ndarray, X_test: np.ndarray | None, bias: bool) -> None:
+    expected = (Xd.shape[0], Xd.shape[1], 0 if X_test is None else X_test.shape[1])
+    if not isinstance(evaluator, Evaluator):
+        raise ValueError(f"evaluator must be a linmnist.evaluation.Evaluator, got {evaluator!r}")
+    if (evaluator.shape, evaluator.bias) != (expected, bias):
+        raise ValueError(
+            f"evaluator must be built from this run's data: (features, train samples, test "
+            f"samples) = {expected} with bias={bias}, got {evaluator.shape} with "
+            f"bias={evaluator.bias}"
+        )
+
+
 def train(
     X: np.ndarray,
     Y: np.ndarray,
@@ -205,6 +217,7 @@ def train(
     eval_every: int = 1,
     dtype=np.float32,
     bias: bool = False,
+    evaluator: Evaluator | None = None,
 ) -> TrainResult:
     """Train W (10 x D, from zero) by minibatch SGD on the quadratic loss.
 
@@ -228,6 +241,9 @@ def train(
         Arithmetic of the training updates.
     bias : bool
         Learn a bias b as well (W x + b).
+    evaluator : Evaluator, optional
+        ``Evaluator(X, Y, X_test, Y_test, bias=bias)`` built once and shared by runs on the
+        same data (the seeds of a grid cell); it must have been built from these arrays.
     """
     t0 = time.perf_counter()
     args = check_run_arguments(
@@ -242,12 +258,10 @@ def train(
 
     Xd = np.asarray(with_bias_row(X, bias), dtype=dt)
     Yd = np.asarray(Y, dtype=dt)
-    evaluator = Evaluator(
-        with_bias_row(X, bias),
-        Y,
-        None if X_test is None else with_bias_row(X_test, bias),
-        Y_test,
-    )
+    if evaluator is None:
+        evaluator = Evaluator(X, Y, X_test, Y_test, bias=bias)
+    else:
+        _check_evaluator(evaluator, Xd, X_test, bias)
     W = np.zeros((Y.shape[0], Xd.shape[0]), dtype=dt)
     recorded, snapshots, errors = [], [], []
     diverged_at = None

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from linmnist.bench import train_naive
+from linmnist.evaluation import Evaluator
 from linmnist.sgd import (
     DIVERGENCE_LOSS,
     HISTORY_COLUMNS,
@@ -192,3 +193,30 @@ def test_task2_run_on_mnist_lands_in_the_study_range(mnist):
     final = res.history.iloc[-1]
     assert 0.80 <= final.test_acc <= 0.84
     assert 0.23 <= final.train_loss <= 0.26
+
+
+def test_a_shared_evaluator_gives_the_same_runs(small_data):
+    """The seeds of a cell share one Evaluator; their histories must not change."""
+    (X, Y), (Xt, Yt) = small_data
+    shared = Evaluator(X, Y, Xt, Yt)
+    for seed, batch_size in [(0, 1), (1, 20), (2, 1)]:
+        kwargs = dict(lr=0.004, batch_size=batch_size, iterations=60, seed=seed)
+        alone = train(X, Y, X_test=Xt, Y_test=Yt, **kwargs)
+        reused = train(X, Y, X_test=Xt, Y_test=Yt, evaluator=shared, **kwargs)
+        assert alone.history.equals(reused.history)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda X, Y, Xt, Yt: "evaluator", "evaluator must be a linmnist.evaluation.Evaluator"),
+        (lambda X, Y, Xt, Yt: Evaluator(X, Y), "evaluator must be built from this run's data"),
+        (lambda X, Y, Xt, Yt: Evaluator(X[:, :100], Y[:, :100], Xt, Yt), "this run's data"),
+        (lambda X, Y, Xt, Yt: Evaluator(X, Y, Xt, Yt, bias=True), "this run's data"),
+    ],
+)
+def test_an_evaluator_of_other_data_is_refused(small_data, make, message):
+    (X, Y), (Xt, Yt) = small_data
+    with pytest.raises(ValueError, match=message):
+        train(X, Y, lr=0.01, batch_size=10, iterations=5, X_test=Xt, Y_test=Yt,
+              evaluator=make(X, Y, Xt, Yt))  # fmt: skip
