@@ -39,6 +39,7 @@ from matplotlib.figure import Figure
 
 from linmnist.analysis import stability_threshold
 from linmnist.results import read_run_log
+from linmnist.summary import check_frame, seed_outcomes
 
 # The study's three learning rates (SPEC, Task 3).
 STUDY_LRS = (0.1, 0.01, 0.001)
@@ -83,14 +84,6 @@ class Bounds:
     n_samples: int
 
 
-def _check_frame(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{name} lacks the columns {missing}; it has {list(frame.columns)}")
-
-
 def predicted_bounds(X: np.ndarray) -> Bounds:
     """The learning-rate bounds of the training inputs ``X`` (D, N), feature-major."""
     X = np.asarray(X)
@@ -126,21 +119,15 @@ def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
         final_test_acc_mean, final_test_acc_sd, final_test_acc_min, final_test_acc_max
         (fractions; NaN when every seed diverged) and final_train_loss_mean when present.
     """
-    _check_frame(seeds, "seeds", _SEED_COLUMNS)
+    check_frame(seeds, "seeds", _SEED_COLUMNS)
     rows = []
     for (batch_size, lr), group in seeds.groupby(["batch_size", "lr"], sort=True):
-        runs = group[group["status"] == "ok"].dropna(subset=["seed"])
-        diverged = runs[runs["diverged_at"].notna()]
-        converged = runs[runs["diverged_at"].isna()]
+        counts, _, converged = seed_outcomes(group)
         acc = converged["final_test_acc"].astype(float)
         row = {
             "batch_size": int(batch_size),
             "lr": float(lr),
-            "status": "ok" if (group["status"] == "ok").all() else "failed",
-            "n_seeds": len(runs),
-            "n_diverged": len(diverged),
-            "diverged_at_min": diverged["diverged_at"].min() if len(diverged) else pd.NA,
-            "diverged_at_max": diverged["diverged_at"].max() if len(diverged) else pd.NA,
+            **counts,
             "final_test_acc_mean": acc.mean() if len(acc) else math.nan,
             "final_test_acc_sd": acc.std(ddof=1) if len(acc) > 1 else math.nan,
             "final_test_acc_min": acc.min() if len(acc) else math.nan,
@@ -176,7 +163,7 @@ def divergence_boundary(table: pd.DataFrame) -> pd.DataFrame:
         smallest lr from which every seed diverged at every larger lr of the sweep; NaN if
         none), and lr_low, lr_high (the sweep's range of lr for that batch size).
     """
-    _check_frame(table, "table", ["batch_size", "lr", "status", "n_seeds", "n_diverged"])
+    check_frame(table, "table", ["batch_size", "lr", "status", "n_seeds", "n_diverged"])
     rows = []
     for batch_size, cells in table.groupby("batch_size", sort=True):
         cells = cells[(cells["status"] == "ok") & (cells["n_seeds"] > 0)].sort_values("lr")
@@ -222,7 +209,7 @@ def study_positions(
         ``batch size B``: "diverged (k/n seeds)", the mean final test accuracy in %
         (with "k/n diverged" when some seeds did), or "not in the sweep".
     """
-    _check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged"])
+    check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged"])
     rows = []
     for lr in lrs:
         row = {
@@ -243,7 +230,7 @@ def study_positions(
 def format_accuracy(table: pd.DataFrame) -> pd.DataFrame:
     """``accuracy_table`` as display strings: lr down, batch size across, "mean ± sd" of the
     final test accuracy in %, with the seeds that diverged ("diverged (k/n)" when all did)."""
-    _check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged"])
+    check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged"])
     cells = table.assign(text=[_accuracy_text(row) for _, row in table.iterrows()])
     frame = cells.pivot(index="lr", columns="batch_size", values="text")
     frame.columns = [f"batch size {b}" for b in frame.columns]
@@ -266,7 +253,7 @@ def _accuracy_text(cell: pd.Series) -> str:
 def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
     """``divergence_boundary`` as display strings, with the first diverging lr as a multiple
     of 2/lambda_max and of 2/max||x||^2."""
-    _check_frame(
+    check_frame(
         boundary,
         "boundary",
         ["largest_stable_lr", "first_diverging_lr", "diverged_there", "diverged_at_there"]
@@ -457,7 +444,7 @@ def stability_map(
     study_lrs : sequence of float
         Learning rates marked as the study's.
     """
-    _check_frame(
+    check_frame(
         table,
         "table",
         ["batch_size", "lr", "n_seeds", "n_diverged", "final_test_acc_mean"]

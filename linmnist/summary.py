@@ -175,7 +175,8 @@ def known_labels(
     return pd.DataFrame(rows, columns=["split", "index", "expected", "found", "ok"])
 
 
-def _check_frame(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
+def check_frame(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
+    """A ValueError unless ``frame`` is a DataFrame with ``columns``, naming what is missing."""
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
     missing = [c for c in columns if c not in frame.columns]
@@ -206,20 +207,32 @@ def _span(values: Sequence[int]) -> str:
     return f"{low}" if low == high else f"{low}-{high}"
 
 
-def _summarize(rows: pd.DataFrame) -> dict:
-    """Aggregate the seed rows of one cell."""
-    failed = rows[rows["status"] != "ok"]
+def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """What became of the seeds of one cell (its rows of ``results.load_task``).
+
+    Returns ({status, n_seeds, n_diverged, diverged_at_min, diverged_at_max}, the rows of
+    the seeds that ran, the rows of those that did not diverge). The status is "failed"
+    when any row of the cell failed.
+    """
     runs = rows[rows["status"] == "ok"].dropna(subset=["seed"])
     diverged = runs[runs["diverged_at"].notna()]
-    converged = runs[runs["diverged_at"].isna()]
-    out = {
-        "status": "failed" if len(failed) else "ok",
-        "error": failed["error"].iloc[0] if len(failed) else None,
+    counts = {
+        "status": "ok" if (rows["status"] == "ok").all() else "failed",
         "n_seeds": len(runs),
         "n_diverged": len(diverged),
         "diverged_at_min": int(diverged["diverged_at"].min()) if len(diverged) else pd.NA,
         "diverged_at_max": int(diverged["diverged_at"].max()) if len(diverged) else pd.NA,
     }
+    return counts, runs, runs[runs["diverged_at"].isna()]
+
+
+def _summarize(rows: pd.DataFrame) -> dict:
+    """Aggregate the seed rows of one cell."""
+    counts, runs, converged = seed_outcomes(rows)
+    failed = rows[rows["status"] != "ok"]
+    out = {"status": counts.pop("status")}
+    out["error"] = failed["error"].iloc[0] if len(failed) else None
+    out |= counts
     for metric in METRICS:
         values = converged[metric].astype(float)
         out[f"{metric}_mean"] = values.mean() if len(values) else math.nan
@@ -232,7 +245,7 @@ def _summarize(rows: pd.DataFrame) -> dict:
 
 
 def _cell_table(seeds: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    _check_frame(seeds, "seeds", [*keys, "status", "error", "seed", "eval_every", "diverged_at"])
+    check_frame(seeds, "seeds", [*keys, "status", "error", "seed", "eval_every", "diverged_at"])
     rows = []
     for key, group in seeds.groupby(keys, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -259,7 +272,7 @@ def grid_table(seeds: pd.DataFrame) -> pd.DataFrame:
         iteration) and seconds_thinned (the other seeds); sorted by lr (descending) then
         batch size.
     """
-    _check_frame(seeds, "seeds", ["lr", "batch_size", "iterations"])
+    check_frame(seeds, "seeds", ["lr", "batch_size", "iterations"])
     table = _cell_table(seeds, ["lr", "batch_size", "iterations"])
     return table.sort_values(["lr", "batch_size"], ascending=[False, True], ignore_index=True)
 
@@ -283,7 +296,7 @@ def format_grid_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFram
     study : bool
         Add the study's test accuracy at iteration 800 where it reported one.
     """
-    _check_frame(table, "table", ["lr", "batch_size", "status", "n_seeds", "seconds_fidelity"])
+    check_frame(table, "table", ["lr", "batch_size", "status", "n_seeds", "seconds_fidelity"])
     out = pd.DataFrame(
         {
             "learning rate": [f"{lr:g}" for lr in table["lr"]],
@@ -344,7 +357,7 @@ def best_lr(table: pd.DataFrame) -> pd.DataFrame:
         final_train_loss_mean, final_train_acc_mean, final_test_acc_mean (of best_lr),
         study_best_lr (NaN where the study has no claim), agrees (bool).
     """
-    _check_frame(
+    check_frame(
         table,
         "table",
         ["lr", "batch_size", "status", "n_diverged", *[m + "_mean" for m in METRICS]],
@@ -390,7 +403,7 @@ def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
     study : bool
         Show the study's claim beside ours (for MNIST, the study's dataset).
     """
-    _check_frame(best, "best", ["batch_size", "best_lr", "study_best_lr", "agrees"])
+    check_frame(best, "best", ["batch_size", "best_lr", "study_best_lr", "agrees"])
     out = pd.DataFrame(
         {
             "batch size": best["batch_size"].astype(str),
@@ -430,7 +443,7 @@ def task2_table(history: pd.DataFrame, *, seed: int | None = None) -> pd.DataFra
         with the study's last (iteration 999); columns iteration (ours), study_iteration,
         then train_loss, train_acc, test_acc for "ours" and "study".
     """
-    _check_frame(history, "history", ["iteration", "train_loss", "train_acc", "test_acc"])
+    check_frame(history, "history", ["iteration", "train_loss", "train_acc", "test_acc"])
     if "seed" in history.columns:
         if seed is None:
             seed = int(history.groupby("seed")["iteration"].size().idxmax())
@@ -461,7 +474,7 @@ def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.Da
         Show the study's figures beside ours (for MNIST, the study's dataset); without them
         the rows are our values at the same iterations, indexed by our iteration.
     """
-    _check_frame(comparison, "comparison", ["iteration", "study_iteration"])
+    check_frame(comparison, "comparison", ["iteration", "study_iteration"])
     out = pd.DataFrame(
         {
             "iteration (ours / study)": [
@@ -499,7 +512,7 @@ def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
         plus gap_mean and gap_sd: final train accuracy on S' minus final test accuracy,
         per seed, then averaged.
     """
-    _check_frame(seeds, "seeds", ["n_prime", "lr", "batch_size", "iterations", *METRICS])
+    check_frame(seeds, "seeds", ["n_prime", "lr", "batch_size", "iterations", *METRICS])
     table = _cell_table(seeds, ["n_prime", "lr", "batch_size", "iterations"])
     ok = seeds[(seeds["status"] == "ok") & seeds["diverged_at"].isna()].dropna(subset=["seed"])
     gap = (ok["final_train_acc"] - ok["final_test_acc"]).groupby(ok["n_prime"])
@@ -510,7 +523,7 @@ def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 def format_subset_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
     """``subset_table(...)`` as display strings indexed by N' (the gap in percentage points)."""
-    _check_frame(table, "table", ["n_prime", "gap_mean", "gap_sd", "status", "n_seeds"])
+    check_frame(table, "table", ["n_prime", "gap_mean", "gap_sd", "status", "n_seeds"])
     out = pd.DataFrame(
         {
             "N' (training-set size)": table["n_prime"].astype(int).astype(str),
@@ -659,7 +672,7 @@ def batch_size_discussion(
     study : bool
         Set the best learning rates beside the study's claim (for MNIST, its dataset).
     """
-    _check_frame(table, "table", ["lr", "batch_size", "n_diverged", "n_seeds", "iterations"])
+    check_frame(table, "table", ["lr", "batch_size", "n_diverged", "n_seeds", "iterations"])
     if not (np.isfinite(lr_max) and lr_max > 0 and np.isfinite(lambda_max) and lambda_max > 0):
         raise ValueError(f"lr_max and lambda_max must be positive, got {lr_max!r}, {lambda_max!r}")
     if n_train < 1:
@@ -802,7 +815,7 @@ def cost_discussion(table: pd.DataFrame, *, study: bool = True) -> str:
         Compare with the study's time per run (on MNIST, the same data size as Fashion-MNIST);
         False names it as the MNIST study's.
     """
-    _check_frame(
+    check_frame(
         table,
         "table",
         ["batch_size", "iterations", "status", "seconds_fidelity", "seconds_thinned"],
@@ -843,7 +856,7 @@ def subset_discussion(table: pd.DataFrame, *, n_features: int, n_classes: int) -
     n_features, n_classes : int
         The model's input and output sizes (its weight count is their product).
     """
-    _check_frame(
+    check_frame(
         table, "table", ["n_prime", "gap_mean", "final_test_acc_mean", "final_train_acc_mean"]
     )
     ok = table[(table["status"] == "ok") & np.isfinite(table["gap_mean"].astype(float))]
