@@ -184,6 +184,12 @@ def check_frame(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
         raise ValueError(f"{name} lacks the columns {missing}; it has {list(frame.columns)}")
 
 
+def _mean_sd_column(table: pd.DataFrame, stem: str, *, percent: bool = False) -> list[str]:
+    """``mean_sd`` of the columns ``<stem>_mean`` and ``<stem>_sd``, row by row."""
+    pairs = zip(table[f"{stem}_mean"], table[f"{stem}_sd"], strict=True)
+    return [mean_sd(m, s, percent=percent) for m, s in pairs]
+
+
 def pct(value: float, digits: int = 2) -> str:
     """A fraction as a percentage, e.g. ``pct(0.8534)`` -> ``'85.34 %'``; a dash if missing."""
     if value is None or not np.isfinite(value):
@@ -302,24 +308,9 @@ def format_grid_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFram
             "learning rate": [f"{lr:g}" for lr in table["lr"]],
             "batch size": table["batch_size"].astype(int).astype(str),
             "seeds": table["n_seeds"].astype(str),
-            "final training loss": [
-                mean_sd(m, s)
-                for m, s in zip(
-                    table["final_train_loss_mean"], table["final_train_loss_sd"], strict=True
-                )
-            ],
-            "final train accuracy (%)": [
-                mean_sd(m, s, percent=True)
-                for m, s in zip(
-                    table["final_train_acc_mean"], table["final_train_acc_sd"], strict=True
-                )
-            ],
-            "final test accuracy (%)": [
-                mean_sd(m, s, percent=True)
-                for m, s in zip(
-                    table["final_test_acc_mean"], table["final_test_acc_sd"], strict=True
-                )
-            ],
+            "final training loss": _mean_sd_column(table, "final_train_loss"),
+            "final train accuracy (%)": _mean_sd_column(table, "final_train_acc", percent=True),
+            "final test accuracy (%)": _mean_sd_column(table, "final_test_acc", percent=True),
             "status": [_status_text(row) for row in table.itertuples(index=False)],
             "seconds per run, every-iteration evaluation": [
                 DASH if not np.isfinite(v) else f"{v:.1f}" for v in table["seconds_fidelity"]
@@ -528,28 +519,12 @@ def format_subset_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFr
         {
             "N' (training-set size)": table["n_prime"].astype(int).astype(str),
             "seeds": table["n_seeds"].astype(str),
-            "final training loss on S'": [
-                mean_sd(m, s)
-                for m, s in zip(
-                    table["final_train_loss_mean"], table["final_train_loss_sd"], strict=True
-                )
-            ],
-            "final train accuracy on S' (%)": [
-                mean_sd(m, s, percent=True)
-                for m, s in zip(
-                    table["final_train_acc_mean"], table["final_train_acc_sd"], strict=True
-                )
-            ],
-            "final test accuracy (%)": [
-                mean_sd(m, s, percent=True)
-                for m, s in zip(
-                    table["final_test_acc_mean"], table["final_test_acc_sd"], strict=True
-                )
-            ],
-            "train - test gap (points)": [
-                mean_sd(m, s, percent=True)
-                for m, s in zip(table["gap_mean"], table["gap_sd"], strict=True)
-            ],
+            "final training loss on S'": _mean_sd_column(table, "final_train_loss"),
+            "final train accuracy on S' (%)": _mean_sd_column(
+                table, "final_train_acc", percent=True
+            ),
+            "final test accuracy (%)": _mean_sd_column(table, "final_test_acc", percent=True),
+            "train - test gap (points)": _mean_sd_column(table, "gap", percent=True),
             "status": [_status_text(row) for row in table.itertuples(index=False)],
         }
     )
