@@ -270,8 +270,8 @@ def run(
     checksum = dataset_checksum(dataset)  # acquired and verified once, before any kernel starts
     cells = [cell for task in tasks for cell in grids[task]]
     runs_dir = default_runs_dir(profile, dataset) if runs_dir is None else Path(runs_dir)
-    if executor == "dask":  # the workers' current directories are not ours
-        runs_dir = runs_dir.resolve()
+    # Absolute: the notebooks run in their own directory, and Dask workers in theirs.
+    runs_dir = runs_dir.resolve()
     outcomes: dict[tuple[str, str], CellOutcome] = {}
     with _lock(runs_dir):
         for task in tasks:

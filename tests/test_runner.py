@@ -222,6 +222,16 @@ def test_parallel_run_then_incremental_reruns(tmp_path, capsys):
 
 
 @pytest.mark.integration
+def test_a_relative_runs_directory_is_taken_from_the_current_directory(tmp_path, monkeypatch):
+    """As ``make run`` passes it (``reports/runs``), although the notebooks run elsewhere."""
+    config = write_config(tmp_path / "c.toml", **{"grid.seeds": "[0]"})
+    monkeypatch.chdir(tmp_path)
+    summary = run(["grid"], config=config, runs_dir=Path("reports") / "runs", progress=False)
+    assert summary.ok and summary.runs_dir == tmp_path / "reports" / "runs"
+    assert records(tmp_path / "reports" / "runs", "grid")["lr0.01_bs100"]["status"] == "ok"
+
+
+@pytest.mark.integration
 def test_a_failing_cell_is_recorded_and_the_others_complete(tmp_path, capsys):
     """A cell whose notebook raises gets a failed record with the error and keeps its partial
     notebook under a non-result name; the other cell completes; the exit status is 1. The
