@@ -62,14 +62,14 @@ def test_replaying_batches_reproduces_the_run_exactly(small_data):
     assert not np.array_equal(a.W, c.W)
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 10, 64])
+@pytest.mark.parametrize("batch_size", [1, 3, 8, 10, 64])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_evaluation_equals_the_naive_one(small_data, batch_size, dtype):
     """Both paths (incremental for B < 10, certified float32 products otherwise)."""
     (X, Y), (Xt, Yt) = small_data
     X, Y, Xt, Yt = (a.astype(dtype) for a in (X, Y, Xt, Yt))
     X[:50], Xt[:50] = 0, 0  # pixels that are zero everywhere are left out of the products
-    # 300 iterations: several chunks of the incremental scores for every batch size below 5.
+    # 300 iterations: several chunks of the incremental scores for every batch size below 9.
     batches = sample_batches(X.shape[1], batch_size=batch_size, iterations=300, seed=5)
     fast = train(
         X,
