@@ -113,19 +113,16 @@ def default_runs_dir(profile: str | None = None, dataset: str = "mnist") -> Path
 
 @contextlib.contextmanager
 def _stderr_to(path: Path) -> Iterator[None]:
-    """Send stderr to ``path``: ``sys.stderr`` and file descriptor 2 (inherited by children)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.dup2(log, 2)
-        with open(path, "a", encoding="utf-8") as text, contextlib.redirect_stderr(text):
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(log)
+    """Send stderr to ``path``: file descriptor 2 (inherited by children) and ``sys.stderr``,
+    which in a notebook's kernel is not file descriptor 2."""
+    from linmnist.runner import stderr_to
+
+    with (
+        stderr_to(path),
+        open(path, "a", encoding="utf-8") as text,
+        contextlib.redirect_stderr(text),
+    ):
+        yield
 
 
 def run_grids(

@@ -540,7 +540,7 @@ def run_cell(cell: Cell, runs_dir: Path, dataset: str, print_: str) -> CellOutco
         executed = staging / f"{cell.name}.ipynb"
         log = staging / f"{cell.name}.log"
         try:
-            with _stderr_to(log):  # the kernel's own messages, kept when the cell fails
+            with stderr_to(log):  # the kernel's own messages, kept when the cell fails
                 seeds = _execute_notebook(cell, params, staging, executed)
         except Exception as exc:  # any failure of the cell is recorded; the run goes on
             if executed.is_file():
@@ -590,7 +590,7 @@ def _is_address(value: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _stderr_to(path: Path) -> Iterator[None]:
+def stderr_to(path: Path) -> Iterator[None]:
     """Send this process's stderr (file descriptor 2, inherited by the kernel) to ``path``."""
     sys.stderr.flush()
     saved = os.dup(2)
