@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
 from linmnist.evaluation import Evaluator, check_data, with_bias_row
-from linmnist.sgd import TrainResult, check_dtype, check_run_arguments, sgd_step
+from linmnist.sgd import RunArguments, TrainResult, check_dtype, check_run_arguments, sgd_step
 
 LOSSES = ("quadratic", "mse")
 _NO_COPY_KEYWORD = "__array__ implementation doesn't accept a copy keyword"
@@ -104,21 +104,9 @@ def numpy_step_seconds(
 
 
 @dataclass
-class _Run:
-    """Validated arguments of a framework run."""
+class _Run(RunArguments):
+    """Validated arguments of a framework run: the engine's, plus the loss."""
 
-    X: np.ndarray
-    Y: np.ndarray
-    X_test: np.ndarray | None
-    Y_test: np.ndarray | None
-    lr: float
-    batch_size: int
-    iterations: int
-    seed: int
-    batches: np.ndarray
-    eval_every: int
-    dtype: np.dtype
-    bias: bool
     loss: str
 
 
@@ -132,10 +120,7 @@ def _validate(
     )  # fmt: skip
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    return _Run(
-        args.X, args.Y, args.X_test, args.Y_test, args.lr, args.batch_size, args.iterations,
-        args.seed, args.batches, args.eval_every, args.dtype, args.bias, loss,
-    )  # fmt: skip
+    return _Run(**vars(args), loss=loss)
 
 
 @contextmanager
