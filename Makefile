@@ -49,7 +49,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not browser" tests
 
 bench: $(STAMP)
-	$(PY) -m linmnist.bench
+	$(PY) -m linmnist.engine.bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check linmnist tests

@@ -7,9 +7,9 @@ import importlib
 import sys
 
 COMMANDS = {
-    "data": ("linmnist.data", "acquire and verify a dataset, print its path and checksums"),
-    "run": ("linmnist.runner", "run the experiment grids with papermill"),
-    "report": ("linmnist.report", "run the grids and build reports/report.html and .pdf"),
+    "data": ("linmnist.engine.data", "acquire and verify a dataset, print its path and checksums"),
+    "run": ("linmnist.experiments.runner", "run the experiment grids with papermill"),
+    "report": ("linmnist.report.build", "run the grids and build reports/report.html and .pdf"),
 }
 
 

@@ -28,7 +28,7 @@ def small_data():
 @pytest.fixture(scope="session")
 def mnist():
     """Real MNIST, prepared: ((X, Y), (X_test, Y_test)) in float32, feature-major."""
-    from linmnist.data import load_mnist, prepare
+    from linmnist.engine.data import load_mnist, prepare
 
     (x, y), (xt, yt) = load_mnist()
     return prepare(x, y), prepare(xt, yt)

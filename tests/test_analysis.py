@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from linmnist.analysis import least_squares, stability_threshold
-from linmnist.sgd import train
+from linmnist.engine.analysis import least_squares, stability_threshold
+from linmnist.engine.sgd import train
 
 
 @pytest.mark.parametrize("bias", [False, True])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from linmnist.bench import compare
+from linmnist.engine.bench import compare
 
 
 @pytest.mark.parametrize("batch_size", [1, 50])

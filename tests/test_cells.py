@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linmnist.cells import eval_period, train_seeds
-from linmnist.sgd import draw_subset, train
+from linmnist.engine.sgd import draw_subset, train
+from linmnist.experiments.cells import eval_period, train_seeds
 
 
 def test_fidelity_seeds_are_evaluated_every_iteration_the_others_thinned(small_data):
@@ -32,7 +32,7 @@ def test_fidelity_seeds_are_evaluated_every_iteration_the_others_thinned(small_d
 
 
 def test_seeds_equal_independent_runs(small_data):
-    """Each seed's run is exactly linmnist.sgd.train with that seed."""
+    """Each seed's run is exactly linmnist.engine.sgd.train with that seed."""
     (X, Y), _ = small_data
     runs = train_seeds(X, Y, lr=0.01, batch_size=5, iterations=12, seeds=[2, 5], fidelity_seeds=[])
     alone = train(X, Y, lr=0.01, batch_size=5, iterations=12, seed=5)

@@ -14,11 +14,11 @@ import nbformat
 import pytest
 from test_runner import _wait, notebook_with, records, write_config
 
-from linmnist import cluster
-from linmnist.cells import train_seeds
-from linmnist.grids import load_grids
-from linmnist.results import json_path, load_cell, load_task, summarize
-from linmnist.runner import blas_threads, main, run
+from linmnist.experiments import dask_executor as cluster
+from linmnist.experiments.cells import train_seeds
+from linmnist.experiments.grids import load_grids
+from linmnist.experiments.results import json_path, load_cell, load_task, summarize
+from linmnist.experiments.runner import blas_threads, main, run
 
 # Added after the parameters cell (before the notebook loads anything): report the BLAS
 # threads the kernel inherited, and, when LINMNIST_TEST_DEATHS names a directory, log this

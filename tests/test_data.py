@@ -1,4 +1,5 @@
-"""Tests of linmnist.data: unit tests on small synthetic datasets, integration tests on MNIST."""
+"""Tests of linmnist.engine.data: unit tests on small synthetic datasets, integration tests on
+MNIST."""
 
 import gzip
 import hashlib
@@ -18,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from linmnist import data
-from linmnist.data import (
+from linmnist.engine import data
+from linmnist.engine.data import (
     DatasetFacts,
     DatasetUnavailableError,
     DataWarning,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from linmnist.evaluation import DIVERGENCE_LOSS, Evaluator, evaluate_trajectory
-from linmnist.sgd import train
+from linmnist.engine.evaluation import DIVERGENCE_LOSS, Evaluator, evaluate_trajectory
+from linmnist.engine.sgd import train
 
 
 def direct_loss(W, X, Y):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from linmnist import figures
+from linmnist.report import figures
 
 matplotlib.use("Agg")
 

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from linmnist.frameworks import (
+from linmnist.engine.frameworks import (
     STUDY_REPORTED,
     FrameworkResult,
     compare_runs,
@@ -20,7 +20,7 @@ from linmnist.frameworks import (
     train_keras,
     train_torch,
 )
-from linmnist.sgd import DIVERGENCE_LOSS, HISTORY_COLUMNS, TrainResult, sample_batches, train
+from linmnist.engine.sgd import DIVERGENCE_LOSS, HISTORY_COLUMNS, TrainResult, sample_batches, train
 
 TRAINERS = {"torch": train_torch, "keras": train_keras}
 # (framework, dtype, bound on max |W_numpy - W_framework|), the tolerances.
@@ -164,7 +164,10 @@ def test_keras_on_another_backend_is_refused(small_data, monkeypatch):
 
 
 def test_importing_the_module_loads_neither_torch_nor_keras():
-    code = "import sys, linmnist.frameworks; print('torch' in sys.modules, 'keras' in sys.modules)"
+    code = (
+        "import sys, linmnist.engine.frameworks; "
+        "print('torch' in sys.modules, 'keras' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

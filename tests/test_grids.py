@@ -7,7 +7,7 @@ import numpy as np
 import papermill
 import pytest
 
-from linmnist.grids import (
+from linmnist.experiments.grids import (
     DEFAULT_CONFIG,
     DEFAULT_TASKS,
     TASKS,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from linmnist.kernels import BLOCK, margins, running_margins
+from linmnist.engine.kernels import BLOCK, margins, running_margins
 
 
 def reference(Z, labels, norms, scale):

@@ -7,7 +7,7 @@ import re
 import nbformat
 import pytest
 
-from linmnist import render
+from linmnist.report import render
 
 
 def small_notebook():

@@ -8,7 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from linmnist import render, report, runner
+from linmnist.experiments import runner
+from linmnist.report import build as report
+from linmnist.report import render
 
 SECTIONS = (
     "Task 1 — the data",
@@ -286,8 +288,8 @@ def test_fashion_report_names_its_dataset_and_computes_its_own_optimum(fashion):
     """The Fashion-MNIST report is a complete report of its own: HTML, PDF, its own numbers."""
     from pypdf import PdfReader
 
-    from linmnist.analysis import least_squares
-    from linmnist.data import load_mnist, prepare
+    from linmnist.engine.analysis import least_squares
+    from linmnist.engine.data import load_mnist, prepare
 
     assert fashion.ok, fashion.failed
     assert fashion.html.is_file() and fashion.pdf.is_file()
@@ -327,9 +329,9 @@ def test_default_out_keeps_other_datasets_apart_from_mnist():
 
 def test_sweep_state_counts_only_up_to_date_ok_records(tmp_path):
     """A cell counts when its record is ok with the fingerprint the runner would give it now."""
-    from linmnist.data import dataset_checksum
-    from linmnist.grids import load_grids
-    from linmnist.results import json_path, write_record
+    from linmnist.engine.data import dataset_checksum
+    from linmnist.experiments.grids import load_grids
+    from linmnist.experiments.results import json_path, write_record
 
     state = report.sweep_state(tmp_path, profile="small")
     assert (state.done, state.cells, state.complete) == (0, 4, False)

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linmnist.cells import train_seeds
-from linmnist.results import (
+from linmnist.experiments.cells import train_seeds
+from linmnist.experiments.results import (
     RUN_LOG,
     RUN_LOG_FIELDS,
     SEED_FIELDS,

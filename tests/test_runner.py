@@ -15,9 +15,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from linmnist.grids import load_grids
-from linmnist.results import load_task, read_run_log
-from linmnist.runner import (
+from linmnist.experiments.grids import load_grids
+from linmnist.experiments.results import load_task, read_run_log
+from linmnist.experiments.runner import (
     blas_threads,
     default_runs_dir,
     fingerprint,

@@ -5,9 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
-from linmnist.bench import train_naive
-from linmnist.evaluation import Evaluator
-from linmnist.sgd import (
+from linmnist.engine.bench import train_naive
+from linmnist.engine.evaluation import Evaluator
+from linmnist.engine.sgd import (
     DIVERGENCE_LOSS,
     HISTORY_COLUMNS,
     draw_subset,
@@ -209,7 +209,10 @@ def test_a_shared_evaluator_gives_the_same_runs(small_data):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda X, Y, Xt, Yt: "evaluator", "evaluator must be a linmnist.evaluation.Evaluator"),
+        (
+            lambda X, Y, Xt, Yt: "evaluator",
+            "evaluator must be a linmnist.engine.evaluation.Evaluator",
+        ),
         (lambda X, Y, Xt, Yt: Evaluator(X, Y), "evaluator must be built from this run's data"),
         (lambda X, Y, Xt, Yt: Evaluator(X[:, :100], Y[:, :100], Xt, Yt), "this run's data"),
         (lambda X, Y, Xt, Yt: Evaluator(X, Y, Xt, Yt, bias=True), "this run's data"),

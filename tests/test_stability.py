@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from linmnist.results import append_run_log
-from linmnist.stability import (
+from linmnist.experiments.results import append_run_log
+from linmnist.report.stability import (
     STUDY_LRS,
     Bounds,
     accuracy_table,

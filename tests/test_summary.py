@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linmnist import results, summary
-from linmnist.sgd import TrainResult
+from linmnist.engine.sgd import TrainResult
+from linmnist.experiments import results
+from linmnist.report import summary
 
 LRS = (0.1, 0.01, 0.001)
 BATCH_SIZES = (1, 10, 100, 1000)

@@ -194,7 +194,7 @@ def training_curves(
         The figure title; it must name the run's configuration.
     reference : object, optional
         Anything with ``loss``, ``train_acc`` and ``test_acc`` attributes (the result of
-        ``linmnist.analysis.least_squares``), drawn as dashed horizontal lines.
+        ``linmnist.engine.analysis.least_squares``), drawn as dashed horizontal lines.
     reference_label : str
         Legend text of the reference lines.
     study : DataFrame, optional
@@ -275,7 +275,7 @@ def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) ->
         Columns lr, batch_size, seed, iteration and ``metric``: every seed's history.
     seeds : DataFrame
         One row per run, columns lr, batch_size, seed, diverged_at (None/NaN when the
-        run did not diverge) and optionally status (``linmnist.results.load_task``); a
+        run did not diverge) and optionally status (``linmnist.experiments.results.load_task``); a
         panel whose seeds diverged says at which iteration, a failed cell says so.
     metric : str
         train_loss, train_acc or test_acc.
@@ -400,7 +400,7 @@ def stability_plot(
     table : DataFrame
         One row per (lr, batch_size) with ``value``, n_diverged and n_seeds.
     lr_max : float
-        2 / lambda_max of X X^T / N, from ``linmnist.analysis.stability_threshold``.
+        2 / lambda_max of X X^T / N, from ``linmnist.engine.analysis.stability_threshold``.
     value : str
         The column on the y-axis, default the mean final training loss.
     """

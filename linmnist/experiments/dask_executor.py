@@ -1,6 +1,7 @@
 """The dask executor of ``python -m linmnist run --executor dask``: grid cells on a Dask cluster.
 
-Each cell is one Dask task that calls ``linmnist.runner.run_cell`` on a worker, so the worker
+Each cell is one Dask task that calls ``linmnist.experiments.runner.run_cell`` on a worker, so the
+worker
 executes the cell's notebook with papermill exactly as a local job does, with the same
 staging directory and the same record written last, atomically.
 
@@ -46,10 +47,10 @@ from distributed import Client, LocalCluster, as_completed, get_worker
 from distributed.comm import get_address_host
 from distributed.scheduler import KilledWorker
 
-from linmnist.data import dataset_checksum
-from linmnist.grids import Cell
-from linmnist.results import json_path, write_record
-from linmnist.runner import (
+from linmnist.engine.data import dataset_checksum
+from linmnist.experiments.grids import Cell
+from linmnist.experiments.results import json_path, write_record
+from linmnist.experiments.runner import (
     BLAS_THREAD_VARS,
     CellOutcome,
     available_cores,

@@ -1,13 +1,15 @@
 """``python -m linmnist run``: every grid cell executed as a notebook, in parallel, incrementally.
 
-Each cell of the configuration (``linmnist.grids``) is one papermill execution of its task
+Each cell of the configuration (``linmnist.experiments.grids``) is one papermill execution of its
+task
 notebook, with kernel ``linmnist``, into ``runs_dir/<task>/<cell>.ipynb``; its results lie
-beside it (``<cell>.history.csv``, ``<cell>.json``; schema in ``linmnist.results``).
+beside it (``<cell>.history.csv``, ``<cell>.json``; schema in ``linmnist.experiments.results``).
 
 * Parallel: with the local executor, ``jobs`` worker processes run the cells; each sets
   OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS to ``max(1, cores // jobs)``,
   which the kernels inherit, so the jobs do not oversubscribe the cores. With the dask
-  executor the cells go to a Dask cluster instead (``linmnist.cluster``), through the same
+  executor the cells go to a Dask cluster instead (``linmnist.experiments.dask_executor``),
+  through the same
   ``run_cell``.
 * Incremental: a cell whose JSON record has status ok and the same fingerprint (notebook
   source, parameters, ``linmnist.__version__``, dataset checksum) is skipped.
@@ -51,9 +53,15 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
 import linmnist
-from linmnist.data import DATASETS, FACTS, dataset_checksum
-from linmnist.grids import DEFAULT_TASKS, TASKS, Cell, check_n_train, load_grids
-from linmnist.results import append_run_log, history_path, json_path, read_record, write_record
+from linmnist.engine.data import DATASETS, FACTS, dataset_checksum
+from linmnist.experiments.grids import DEFAULT_TASKS, TASKS, Cell, check_n_train, load_grids
+from linmnist.experiments.results import (
+    append_run_log,
+    history_path,
+    json_path,
+    read_record,
+    write_record,
+)
 
 KERNEL_NAME = "linmnist"
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -134,7 +142,8 @@ class RunSummary:
         return not self.failed
 
     def cells(self, task: str) -> list[str]:
-        """Names of the configuration's cells of ``task`` (for ``linmnist.results.load_task``)."""
+        """Names of the configuration's cells of ``task`` (for
+        ``linmnist.experiments.results.load_task``)."""
         return [o.cell for o in self.outcomes if o.task == task]
 
     def format(self) -> str:
@@ -211,7 +220,7 @@ def run(
     ----------
     tasks : iterable of str, optional
         Among ``"grid"`` (Task 3), ``"subset"`` (Task 5) and ``"stability"`` (the stability
-        sweep); if None, the study's tasks (``linmnist.grids.DEFAULT_TASKS``) the config
+        sweep); if None, the study's tasks (``linmnist.experiments.grids.DEFAULT_TASKS``) the config
         defines.
     jobs : int
         Cells run in parallel (>= 1); with the dask executor, the LocalCluster's workers
@@ -225,13 +234,14 @@ def run(
         current directory), or ``reports/runs-<profile>`` with a profile, so a small run never
         replaces the full results, and under ``reports/<dataset>/`` for Fashion-MNIST.
     dataset : str
-        One of ``linmnist.data.DATASETS``.
+        One of ``linmnist.engine.data.DATASETS``.
     force : bool
         Rerun every cell, up to date or not.
     progress : bool
         Show a progress bar counting cells (on stderr).
     executor : str
-        ``"local"`` (worker processes on this machine) or ``"dask"`` (``linmnist.cluster``:
+        ``"local"`` (worker processes on this machine) or ``"dask"``
+        (``linmnist.experiments.dask_executor``:
         a Dask cluster, whose workers must share the repository, the data cache and
         ``runs_dir`` through a shared filesystem).
     scheduler : str, optional
@@ -301,7 +311,9 @@ def run(
                 threads = blas_threads(workers)
                 _execute(jobs_args, workers=workers, threads=threads, on_done=done)
             else:
-                from linmnist import cluster  # imports dask only when asked for
+                from linmnist.experiments import (
+                    dask_executor as cluster,  # imports dask only when asked for
+                )
 
                 workers, threads = cluster.execute(
                     jobs_args, jobs=jobs, scheduler=scheduler, checksum=checksum, on_done=done
@@ -322,7 +334,8 @@ def run(
 
 
 def _log_entry(summary: RunSummary, tasks: list[str], profile: str | None) -> dict[str, Any]:
-    """The run's line of ``runs_dir/runs.jsonl`` (``linmnist.results.RUN_LOG_FIELDS``)."""
+    """The run's line of ``runs_dir/runs.jsonl``
+    (``linmnist.experiments.results.RUN_LOG_FIELDS``)."""
     counts = {s: sum(o.status == s for o in summary.outcomes) for s in STATUSES}
     return {
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -509,7 +522,7 @@ def run_cell(cell: Cell, runs_dir: Path, dataset: str, print_: str) -> CellOutco
     Parameters
     ----------
     cell : Cell
-        The cell (``linmnist.grids``).
+        The cell (``linmnist.experiments.grids``).
     runs_dir : Path
         Its results go to ``runs_dir/<task>/``.
     dataset : str
@@ -567,7 +580,7 @@ def cell_record(
     cell: Cell, dataset: str, print_: str, *, status: str, error: str | None, seconds: float
 ) -> dict[str, Any]:
     """The JSON record of a cell run by the runner, without notebook and seeds (see
-    ``linmnist.results``)."""
+    ``linmnist.experiments.results``)."""
     return {
         "task": cell.task,
         "cell": cell.name,

@@ -1,6 +1,7 @@
 """``python -m linmnist report``: run the grids, execute the report notebook, write HTML and PDF.
 
-``build`` runs every grid cell through ``linmnist.runner.run`` (incremental and parallel),
+``build`` runs every grid cell through ``linmnist.experiments.runner.run`` (incremental and
+parallel),
 executes ``notebooks/07_report.ipynb`` with papermill into ``<out>/report.ipynb`` (the report
 notebook reads the cell results from ``<out>/runs`` or ``<out>/runs-<profile>``, and executes
 the framework notebook into ``<runs>/frameworks/``), renders every executed cell notebook
@@ -35,9 +36,9 @@ from typing import Any
 
 import pandas as pd
 
-from linmnist import render
+from linmnist.report import render
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 REPORT_NOTEBOOK = NOTEBOOKS / "07_report.ipynb"
 FRAMEWORKS_NOTEBOOK = NOTEBOOKS / "06_frameworks.ipynb"
@@ -98,7 +99,7 @@ class BuildResult:
 def default_out(dataset: str = "mnist") -> Path:
     """Default report directory: ``reports`` for MNIST, ``reports/<dataset>`` for another
     dataset (so its report never replaces MNIST's)."""
-    from linmnist.data import DATASETS
+    from linmnist.engine.data import DATASETS
 
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
@@ -115,7 +116,7 @@ def default_runs_dir(profile: str | None = None, dataset: str = "mnist") -> Path
 def _stderr_to(path: Path) -> Iterator[None]:
     """Send stderr to ``path``: file descriptor 2 (inherited by children) and ``sys.stderr``,
     which in a notebook's kernel is not file descriptor 2."""
-    from linmnist.runner import stderr_to
+    from linmnist.experiments.runner import stderr_to
 
     with (
         stderr_to(path),
@@ -132,7 +133,8 @@ def run_grids(
     profile: str | None = None,
     **options: Any,
 ):
-    """``linmnist.runner.run`` for a notebook: no progress bar, the cell kernels' messages
+    """``linmnist.experiments.runner.run`` for a notebook: no progress bar, the cell kernels'
+    messages
     appended to ``<runs_dir>/runner.log`` instead of the notebook's output.
 
     Parameters
@@ -144,15 +146,15 @@ def run_grids(
     profile : str, optional
         A profile of the configuration.
     **options
-        Passed to ``linmnist.runner.run`` (jobs, config, dataset, force).
+        Passed to ``linmnist.experiments.runner.run`` (jobs, config, dataset, force).
 
     Returns
     -------
-    linmnist.runner.RunSummary
+    linmnist.experiments.runner.RunSummary
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IProgress not found")
-        from linmnist import runner
+        from linmnist.experiments import runner
 
     if runs_dir is None:
         runs_dir = default_runs_dir(profile, options.get("dataset", "mnist"))
@@ -243,8 +245,8 @@ def run_frameworks(
     import nbformat
 
     from linmnist import __version__
-    from linmnist.data import dataset_checksum
-    from linmnist.runner import notebook_digest
+    from linmnist.engine.data import dataset_checksum
+    from linmnist.experiments.runner import notebook_digest
 
     params = {**FRAMEWORKS_PARAMETERS.get(profile or "", {}), **(parameters or {})}
     params["dataset"] = dataset
@@ -305,10 +307,10 @@ def sweep_state(
     A cell is up to date when its JSON record has status ok and the fingerprint the runner
     would give it now (notebook source, parameters, package version, data checksum).
     """
-    from linmnist.data import dataset_checksum
-    from linmnist.grids import load_grids
-    from linmnist.results import json_path, read_record
-    from linmnist.runner import fingerprint
+    from linmnist.engine.data import dataset_checksum
+    from linmnist.experiments.grids import load_grids
+    from linmnist.experiments.results import json_path, read_record
+    from linmnist.experiments.runner import fingerprint
 
     cells = load_grids(config, profile=profile).get("stability", [])
     checksum = dataset_checksum(dataset)
@@ -525,7 +527,7 @@ def build(
     jobs : int
         Grid cells run in parallel.
     dataset : str
-        One of ``linmnist.data.DATASETS``.
+        One of ``linmnist.engine.data.DATASETS``.
     config : path, optional
         Grid configuration; ``linmnist/grids.toml`` by default.
     profile : str, optional
@@ -538,9 +540,9 @@ def build(
         Run the stability sweep too (its missing cells). Without it the stability section
         shows an existing, up-to-date sweep of ``runs_dir``, or says how to compute one.
     """
-    from linmnist import runner
-    from linmnist.grids import DEFAULT_TASKS
-    from linmnist.summary import report_title
+    from linmnist.experiments import runner
+    from linmnist.experiments.grids import DEFAULT_TASKS
+    from linmnist.report.summary import report_title
 
     start = time.time()
     out = default_out(dataset) if out is None else Path(out)

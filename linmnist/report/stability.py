@@ -10,7 +10,7 @@ with every batch size over a few seeds. From its results (``load_task(runs_dir,
   diverged and the smallest at which one did; the observed boundary lies between them;
 * ``predicted_bounds``: the learning rates the training inputs X predict:
   2 / lambda_max of X X^T / N, below which full-batch gradient descent is stable
-  (``linmnist.analysis.stability_threshold``); 2 / max ||x||^2, below which a step on one
+  (``linmnist.engine.analysis.stability_threshold``); 2 / max ||x||^2, below which a step on one
   sample never overshoots on any training image (it multiplies that sample's residual by
   1 - lr ||x||^2); and 2 / mean ||x||^2, the classical step-size limit of single-sample
   least mean squares;
@@ -21,8 +21,8 @@ with every batch size over a few seeds. From its results (``load_task(runs_dir,
 * ``discussion``: the section's text, every number taken from the above;
 * ``stability_map``: the figure.
 
-A run "diverges" as ``linmnist.sgd.train`` defines it: its training loss became non-finite
-or exceeded ``linmnist.sgd.DIVERGENCE_LOSS``, and it was stopped there.
+A run "diverges" as ``linmnist.engine.sgd.train`` defines it: its training loss became non-finite
+or exceeded ``linmnist.engine.sgd.DIVERGENCE_LOSS``, and it was stopped there.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from linmnist.analysis import stability_threshold
-from linmnist.results import read_run_log
-from linmnist.summary import check_frame, seed_outcomes
+from linmnist.engine.analysis import stability_threshold
+from linmnist.experiments.results import read_run_log
+from linmnist.report.summary import check_frame, seed_outcomes
 
 # The study's three learning rates (SPEC, Task 3).
 STUDY_LRS = (0.1, 0.01, 0.001)
@@ -109,7 +109,7 @@ def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     seeds : DataFrame
-        ``linmnist.results.load_task(runs_dir, "stability")``.
+        ``linmnist.experiments.results.load_task(runs_dir, "stability")``.
 
     Returns
     -------
@@ -322,7 +322,8 @@ def sweep_run(runs_dir: str | Path, *, cells: int) -> pd.Series | None:
     Returns
     -------
     Series or None
-        Its line of ``runs_dir/runs.jsonl`` (``linmnist.results.RUN_LOG_FIELDS``: finished,
+        Its line of ``runs_dir/runs.jsonl`` (``linmnist.experiments.results.RUN_LOG_FIELDS``:
+        finished,
         executor, jobs, threads_per_job, cores, wall_seconds, ...); None when no single run
         computed the whole sweep (e.g. it was interrupted and resumed).
     """

@@ -9,7 +9,7 @@ with W = 0 at the start and the B batch indices drawn uniformly WITH replacement
 
 Training never looks at the metrics, so it runs first and records the weights after
 every evaluated iteration (and, for batches below ``INCREMENTAL_BELOW`` evaluated at every
-iteration, the errors E of every update); ``linmnist.evaluation`` then computes the
+iteration, the errors E of every update); ``linmnist.engine.evaluation`` then computes the
 metrics of all recorded weights at once. Divergence is watched during training through
 an upper bound on the loss that costs one norm (``Evaluator.diverged``); only when the
 bound exceeds the limit is the exact loss computed.
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from linmnist.evaluation import (
+from linmnist.engine.evaluation import (
     DIVERGENCE_LOSS,
     HISTORY_COLUMNS,
     Evaluator,
@@ -196,7 +196,9 @@ def check_run_arguments(
 def _check_evaluator(evaluator, Xd: np.ndarray, X_test: np.ndarray | None, bias: bool) -> None:
     expected = (Xd.shape[0], Xd.shape[1], 0 if X_test is None else X_test.shape[1])
     if not isinstance(evaluator, Evaluator):
-        raise ValueError(f"evaluator must be a linmnist.evaluation.Evaluator, got {evaluator!r}")
+        raise ValueError(
+            f"evaluator must be a linmnist.engine.evaluation.Evaluator, got {evaluator!r}"
+        )
     if (evaluator.shape, evaluator.bias) != (expected, bias):
         raise ValueError(
             f"evaluator must be built from this run's data: (features, train samples, test "

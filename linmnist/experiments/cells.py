@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from linmnist.evaluation import Evaluator
-from linmnist.sgd import TrainResult, draw_subset, train
+from linmnist.engine.evaluation import Evaluator
+from linmnist.engine.sgd import TrainResult, draw_subset, train
 
 
 def eval_period(seed: int, *, fidelity_seeds: Sequence[int], eval_every: int) -> int:
@@ -41,9 +41,9 @@ def train_seeds(
     Parameters
     ----------
     X, Y : ndarray (784, N), (10, N)
-        Training set, feature-major, as ``linmnist.data.prepare`` returns it.
+        Training set, feature-major, as ``linmnist.engine.data.prepare`` returns it.
     lr, batch_size, iterations : float, int, int
-        The SGD configuration (see ``linmnist.sgd.train``).
+        The SGD configuration (see ``linmnist.engine.sgd.train``).
     seeds : sequence of int
         Distinct seeds, one run each.
     fidelity_seeds : sequence of int

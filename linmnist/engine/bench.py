@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from linmnist.sgd import HISTORY_COLUMNS, sample_batches, sgd_step, train
+from linmnist.engine.sgd import HISTORY_COLUMNS, sample_batches, sgd_step, train
 
 # Untimed iterations of each implementation before the timed runs.
 WARM_UP = 5
@@ -84,7 +84,7 @@ def _peak_rss_of_one_run(batch_size: int, iterations: int) -> float:
         [
             sys.executable,
             "-m",
-            "linmnist.bench",
+            "linmnist.engine.bench",
             "--probe-memory",
             str(batch_size),
             str(iterations),
@@ -97,14 +97,14 @@ def _peak_rss_of_one_run(batch_size: int, iterations: int) -> float:
 
 
 def _mnist():
-    from linmnist.data import load_mnist, prepare
+    from linmnist.engine.data import load_mnist, prepare
 
     (x, y), (xt, yt) = load_mnist()
     return prepare(x, y), prepare(xt, yt)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linmnist.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m linmnist.engine.bench", description=__doc__)
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1])
     parser.add_argument("--probe-memory", type=int, nargs=2, help=argparse.SUPPRESS)

@@ -1,8 +1,10 @@
 """Tables and text of the report, computed from the grid results.
 
-The inputs are the frames that ``linmnist.results.load_task`` (one row per cell and seed:
+The inputs are the frames that ``linmnist.experiments.results.load_task`` (one row per cell and
+seed:
 status, error, parameters, final metrics, diverged_at, seconds) and
-``linmnist.results.load_history`` return. Every number in the tables and in the discussion
+``linmnist.experiments.results.load_history`` return. Every number in the tables and in the
+discussion
 text is formatted from them; only the study's own reported figures (SPEC) are constants here,
 and they are labelled as the study's.
 
@@ -144,7 +146,7 @@ def data_description(dataset: str, *, n_train: int, n_test: int, image_shape: Se
 def known_labels(
     labels: dict[str, np.ndarray], known: Sequence[tuple[str, int, int]]
 ) -> pd.DataFrame:
-    """Known labels of a dataset (``linmnist.data.FACTS[name].labels_at``) against the data.
+    """Known labels of a dataset (``linmnist.engine.data.FACTS[name].labels_at``) against the data.
 
     Parameters
     ----------
@@ -266,7 +268,7 @@ def grid_table(seeds: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     seeds : DataFrame
-        ``linmnist.results.load_task(runs_dir, "grid")``.
+        ``linmnist.experiments.results.load_task(runs_dir, "grid")``.
 
     Returns
     -------
@@ -494,7 +496,7 @@ def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     seeds : DataFrame
-        ``linmnist.results.load_task(runs_dir, "subset")``.
+        ``linmnist.experiments.results.load_task(runs_dir, "subset")``.
 
     Returns
     -------
@@ -638,7 +640,7 @@ def batch_size_discussion(
         ``grid_table(...)``.
     lr_max, lambda_max : float
         The stability threshold 2 / lambda_max and lambda_max of X X^T / N
-        (``linmnist.analysis.stability_threshold``).
+        (``linmnist.engine.analysis.stability_threshold``).
     n_train : int
         The training-set size (to count epochs).
     curvature : (float, float), optional

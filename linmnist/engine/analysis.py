@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linmnist.evaluation import check_data, evaluate_trajectory, with_bias_row
+from linmnist.engine.evaluation import check_data, evaluate_trajectory, with_bias_row
 
 
 @dataclass

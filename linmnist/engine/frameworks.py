@@ -1,6 +1,6 @@
 """The same linear model and SGD in PyTorch and in Keras 3 (torch backend), on the engine's batches.
 
-``train_torch`` and ``train_keras`` take the arguments of ``linmnist.sgd.train`` (plus
+``train_torch`` and ``train_keras`` take the arguments of ``linmnist.engine.sgd.train`` (plus
 ``loss``) and return the same kind of result, so the numpy engine and the two frameworks
 are compared like for like: the same zero start, the same batches, the same divergence
 rule, and the metrics of the recorded weights computed by the engine's own exact evaluation.
@@ -28,8 +28,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
-from linmnist.evaluation import Evaluator, check_data, with_bias_row
-from linmnist.sgd import RunArguments, TrainResult, check_dtype, check_run_arguments, sgd_step
+from linmnist.engine.evaluation import Evaluator, check_data, with_bias_row
+from linmnist.engine.sgd import (
+    RunArguments,
+    TrainResult,
+    check_dtype,
+    check_run_arguments,
+    sgd_step,
+)
 
 LOSSES = ("quadratic", "mse")
 _NO_COPY_KEYWORD = "__array__ implementation doesn't accept a copy keyword"
@@ -216,11 +222,11 @@ def train_torch(
 ) -> FrameworkResult:
     """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD``.
 
-    Parameters are those of ``linmnist.sgd.train`` (X and Y feature-major, (D, N) and
+    Parameters are those of ``linmnist.engine.sgd.train`` (X and Y feature-major, (D, N) and
     (10, N)), plus ``loss`` in ``LOSSES``. Returns a ``FrameworkResult`` whose history is
     computed by the engine's evaluation from the weights recorded every ``eval_every``
     iterations (and at the last one); a run whose training loss becomes non-finite or
-    exceeds ``linmnist.sgd.DIVERGENCE_LOSS`` stops there with ``diverged_at`` set.
+    exceeds ``linmnist.engine.sgd.DIVERGENCE_LOSS`` stops there with ``diverged_at`` set.
     """
     run = _validate(
         X, Y, lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every, dtype,
@@ -266,7 +272,7 @@ def _import_keras():
     backend = keras.backend.backend()
     if backend != "torch":
         raise RuntimeError(
-            f"keras runs on the {backend!r} backend, but linmnist.frameworks needs 'torch': "
+            f"keras runs on the {backend!r} backend, but linmnist.engine.frameworks needs 'torch': "
             "set KERAS_BACKEND=torch before keras is first imported"
         )
     return keras

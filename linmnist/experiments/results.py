@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from linmnist.sgd import TrainResult
+from linmnist.engine.sgd import TrainResult
 
 SEED_FIELDS = (
     "seed",

@@ -18,7 +18,7 @@ This is where a seed-fidelity run spends its time (the study multiplied the full
   iterations at a time with the same error bound and float64 re-scoring.
 
 The margins themselves (and, for small batches, the running sums) are compiled loops in
-``linmnist.kernels``; the samples are split into one group per BLAS thread, each scored
+``linmnist.engine.kernels``; the samples are split into one group per BLAS thread, each scored
 by its own single-threaded product and kernel.
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from linmnist.kernels import margins, running_margins
+from linmnist.engine.kernels import margins, running_margins
 
 HISTORY_COLUMNS = ["iteration", "train_loss", "train_acc", "test_acc"]
 # A training loss above this (the loss at W = 0 is 0.5) or a non-finite one means divergence.
