@@ -8,13 +8,14 @@ STAMP  := $(VENV)/.stamp
 JOBS   ?= 2
 DATASET ?= mnist
 CONFIG ?=
+PROFILE ?=
 EXECUTOR ?= local
 SCHEDULER ?=
 # A matplotlib font cache of this environment's own: a cache shared through $HOME can point
 # at another installation's fonts, and its "findfont" warnings would reach notebook outputs.
 export MPLCONFIGDIR := $(CURDIR)/$(VENV)/matplotlib
 
-.PHONY: setup data run sweep test test-fast bench lint lab report clean lock
+.PHONY: setup data run sweep status test test-fast bench lint lab report clean lock
 
 setup: $(STAMP)
 
@@ -31,37 +32,47 @@ lock: $(STAMP)
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[frameworks,dev,lab]'
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 
+BUILD_ARGS = --dataset $(DATASET) $(if $(PROFILE),--profile $(PROFILE)) $(if $(CONFIG),--config $(CONFIG))
+RUN_ARGS = --jobs $(JOBS) $(if $(SCHEDULER),--executor dask --scheduler $(SCHEDULER),--executor $(EXECUTOR))
+
 data: $(STAMP)
 	$(PY) -m linmnist data --name $(DATASET)
 
+# The experiment products only (grid cells, stability sweep, framework comparison).
 run: $(STAMP)
-	$(PY) -m linmnist run --jobs $(JOBS) --dataset $(DATASET) $(if $(CONFIG),--config $(CONFIG))
+	$(PY) -m linmnist run grid subset stability frameworks $(BUILD_ARGS) $(RUN_ARGS)
 
-# The stability sweep (linmnist/grids.toml [stability]): about 4.5 minutes on 2 cores with JOBS=2.
+# The stability sweep alone (it is part of `make report` too).
 sweep: $(STAMP)
-	$(PY) -m linmnist run --task stability --jobs $(JOBS) --dataset $(DATASET) $(if $(SCHEDULER),--executor dask --scheduler $(SCHEDULER),--executor $(EXECUTOR)) $(if $(CONFIG),--config $(CONFIG))
+	$(PY) -m linmnist run stability $(BUILD_ARGS) $(RUN_ARGS)
 
+# Every product of the build and whether it is up to date; runs nothing.
+status: $(STAMP)
+	$(PY) -m linmnist status $(BUILD_ARGS)
+
+# nbval compares the notebooks with their stored outputs, those of the small build.
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+	$(PY) -m linmnist run grid subset stability frameworks --profile small --jobs $(JOBS) --no-progress
 	$(PY) -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-kernel-name linmnist notebooks
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not integration and not browser" tests
+	$(PY) -m pytest -q -m "not integration and not browser and not slow" tests
 
 bench: $(STAMP)
-	$(PY) -m linmnist.engine.bench
+	$(PY) -m linmnist bench
 
 lint: $(STAMP)
-	$(BIN)/ruff check linmnist tests
-	$(BIN)/ruff format --check linmnist tests
+	$(BIN)/ruff check linmnist tests notebooks
+	$(BIN)/ruff format --check linmnist tests notebooks
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[lab]'
 	$(BIN)/jupyter lab notebooks
 
 report: $(STAMP)
-	$(PY) -m linmnist report --jobs $(JOBS) --dataset $(DATASET) $(if $(CONFIG),--config $(CONFIG)) $(if $(SWEEP),--sweep)
+	$(PY) -m linmnist report $(BUILD_ARGS) $(RUN_ARGS)
 
 clean:
-	rm -rf reports/runs reports/runs-* reports/fashion-mnist reports/report.* reports/*.png .pytest_cache
+	rm -rf reports/results reports/notebooks reports/mnist reports/fashion-mnist reports/report.* reports/*.png reports/.lock .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -20,6 +20,12 @@ def mnist_like(n: int, n_test: int = 0, *, d: int = 784, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
+def synthetic():
+    """``mnist_like`` itself, for tests that need synthetic data of another size."""
+    return mnist_like
+
+
+@pytest.fixture(scope="session")
 def small_data():
     """((X, Y), (X_test, Y_test)) with 2,000 training and 500 test samples."""
     return mnist_like(2000, 500)

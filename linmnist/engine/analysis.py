@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linmnist.engine.evaluation import check_data, evaluate_trajectory, with_bias_row
+from linmnist.engine.validation import UsageError, check_bool
 
 
 @dataclass
@@ -63,6 +64,7 @@ def least_squares(
     bias: bool = False,
 ) -> LeastSquares:
     """The minimum-norm W (and b) minimising 1/(2N) sum ||W x + b - y||^2, with its metrics."""
+    bias = check_bool("bias", bias)
     X, Y = check_data(X, Y, "X", "Y")
     Xb = with_bias_row(np.asarray(X, dtype=np.float64), bias)
     W = (Y.astype(np.float64) @ Xb.T) @ _pinv_psd(Xb @ Xb.T)
@@ -81,8 +83,12 @@ def least_squares(
 
 def stability_threshold(X: np.ndarray) -> Stability:
     """lambda_max of X X^T / N and the full-batch gradient-descent limit lr < 2 / lambda_max."""
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] == 0:
-        raise ValueError(f"X must be a 2-D array (features, samples), got shape {X.shape}")
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] == 0 or not np.issubdtype(X.dtype, np.number):
+        raise UsageError(
+            "X must be a 2-D array (features, samples) of numbers with at least one sample, "
+            f"got {X.dtype} {X.shape}"
+        )
+    X = X.astype(np.float64, copy=False)
     lam = float(np.linalg.eigvalsh(X @ X.T / X.shape[1])[-1])
     return Stability(lambda_max=lam, lr_max=2.0 / lam)

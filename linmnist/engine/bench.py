@@ -1,8 +1,9 @@
 """``make bench``: the engine against the study's naive algorithm, side by side in one run.
 
-The naive reference trains with the same updates (``sgd_step``) and, after every update,
-evaluates in float64 the way the study did: one full product W X for the loss, another
-for the training accuracy, and one with the test set. Both runs use the same batches.
+The naive reference (``linmnist.engine.naive.train_naive``) trains with the same updates
+and, after every update, evaluates in float64 the way the study did: one full product W X
+for the loss, another for the training accuracy, and one with the test set. Both runs use
+the same batches.
 Each is first run untimed for a few iterations, so that neither timing includes one-off
 costs of the process (BLAS start-up, loading the compiled kernels from numba's cache).
 """
@@ -16,29 +17,13 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 
-from linmnist.engine.sgd import HISTORY_COLUMNS, sample_batches, sgd_step, train
+from linmnist.engine.naive import train_naive
+from linmnist.engine.sgd import sample_batches, train
+from linmnist.engine.validation import UsageError, check_int
 
 # Untimed iterations of each implementation before the timed runs.
 WARM_UP = 5
-
-
-def train_naive(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray) -> pd.DataFrame:
-    """History of the study's algorithm: float64 products after every update."""
-    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
-    Xt64 = X_test.astype(np.float64)
-    y, y_test = Y.argmax(axis=0), Y_test.argmax(axis=0)
-    W = np.zeros((Y.shape[0], X.shape[0]), dtype=X.dtype)
-    rows = []
-    for t, idx in enumerate(batches):
-        W, _ = sgd_step(W, X[:, idx], Y[:, idx], lr)
-        W64 = W.astype(np.float64)
-        loss = 0.5 * np.mean(np.sum((W64 @ X64 - Y64) ** 2, axis=0))
-        train_acc = np.mean(np.argmax(W64 @ X64, axis=0) == y)
-        test_acc = np.mean(np.argmax(W64 @ Xt64, axis=0) == y_test)
-        rows.append((t, loss, train_acc, test_acc))
-    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
 def compare(X, Y, X_test, Y_test, *, lr: float, batch_size: int, iterations: int, seed: int = 0):
@@ -109,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1])
     parser.add_argument("--probe-memory", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        check_int("--iterations", args.iterations, low=1)
+        for batch_size in args.batch_sizes:
+            check_int("--batch-sizes", batch_size, low=1)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     (X, Y), (Xt, Yt) = _mnist()
     if args.probe_memory:
         batch_size, iterations = args.probe_memory

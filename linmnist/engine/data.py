@@ -43,6 +43,15 @@ try:
 except ImportError:  # numpy < 2
     from numpy.core.multiarray import _reconstruct
 
+from linmnist.engine.validation import (
+    LinmnistError,
+    RunFailedError,
+    UsageError,
+    check_choice,
+    check_dtype,
+    check_path,
+)
+
 logger = logging.getLogger(__name__)
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -113,11 +122,11 @@ FACTS = {
 }
 
 
-class VerificationError(ValueError):
+class VerificationError(LinmnistError, ValueError):
     """A file or an array set is not a genuine copy of the dataset (says which check failed)."""
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(RunFailedError):
     """No source could provide a verified copy (the message lists each source's reason)."""
 
 
@@ -135,13 +144,10 @@ def cache_path(name: str = "mnist", cache_dir: str | os.PathLike | None = None) 
     The directory is `cache_dir`, else ``$LINMNIST_DATA_DIR``, else ``~/.cache/linmnist``.
     """
     name = _check_name(name)
+    cache_dir = check_path("cache_dir", cache_dir, allow_none=True)
     if cache_dir is None:
-        cache_dir = os.environ.get(DATA_DIR_ENV) or Path.home() / ".cache" / "linmnist"
-    elif not isinstance(cache_dir, str | os.PathLike):
-        raise ValueError(
-            f"cache_dir must be a path (str or os.PathLike) or None, got {cache_dir!r}"
-        )
-    return Path(cache_dir).expanduser() / f"{name}.npz"
+        cache_dir = Path(os.environ.get(DATA_DIR_ENV) or Path.home() / ".cache" / "linmnist")
+    return cache_dir.expanduser() / f"{name}.npz"
 
 
 def load_mnist(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> Dataset:
@@ -243,26 +249,27 @@ def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> 
     Y : ndarray (10, N)
         One-hot labels, ``Y[y[i], i] == 1``.
     """
-    try:
-        resolved = None if dtype is None else np.dtype(dtype)
-    except TypeError:
-        resolved = None
-    if resolved is None or resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype!r}")
+    resolved = check_dtype("dtype", dtype, (np.float32, np.float64))
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim < 2 or x.shape[0] < 1 or int(np.prod(x.shape[1:])) != 784:
-        raise ValueError(
+        raise UsageError(
             "x must hold N >= 1 images of 784 pixels, shape (N, 28, 28) or (N, 784), "
             f"got shape {x.shape}"
         )
-    if not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() > 255:
-        raise ValueError(f"x must hold integer pixels in [0, 255] (uint8), got dtype {x.dtype}")
+    pixels = "x must hold integer pixels in [0, 255] (uint8), got"
+    if not np.issubdtype(x.dtype, np.integer):
+        raise UsageError(f"{pixels} dtype {x.dtype}")
+    if x.min() < 0 or x.max() > 255:
+        raise UsageError(f"{pixels} values in [{x.min()}, {x.max()}]")
     n = x.shape[0]
     if y.shape != (n,):
-        raise ValueError(f"y must have shape ({n},) to match x, got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
-        raise ValueError(f"y must hold integer labels in 0..9, got dtype {y.dtype}")
+        raise UsageError(f"y must have shape ({n},) to match x, got {y.shape}")
+    labels = "y must hold integer labels in 0..9, got"
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UsageError(f"{labels} dtype {y.dtype}")
+    if y.min() < 0 or y.max() > 9:
+        raise UsageError(f"{labels} labels in [{y.min()}, {y.max()}]")
     X = x.reshape(n, 784).astype(resolved).T
     X /= resolved.type(255)
     Y = np.zeros((10, n), dtype=resolved)
@@ -302,10 +309,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_name(name: str) -> str:
-    if name not in DATASETS:
-        accepted = ", ".join(repr(n) for n in DATASETS)
-        raise ValueError(f"name must be one of {accepted}, got {name!r}")
-    return name
+    return check_choice("name", name, DATASETS)
 
 
 def _sha256_file(path: Path) -> str:

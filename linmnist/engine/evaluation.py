@@ -32,6 +32,7 @@ import pandas as pd
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from linmnist.engine.kernels import margins, running_margins
+from linmnist.engine.validation import UsageError, check_bool
 
 HISTORY_COLUMNS = ["iteration", "train_loss", "train_acc", "test_acc"]
 # A training loss above this (the loss at W = 0 is 0.5) or a non-finite one means divergence.
@@ -48,21 +49,36 @@ RUNNING_ROWS = 256
 def check_data(
     X, Y, name_x: str, name_y: str, n_features: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """X (features, samples) and Y (classes, samples) as arrays, or a ValueError naming them."""
+    """X (features, samples) and Y (classes, samples) as arrays, or a UsageError naming them."""
     X = np.asarray(X)
     Y = np.asarray(Y)
     if X.ndim != 2 or not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"{name_x} must be a numeric 2-D array (features, samples), got {X.shape}")
+        raise UsageError(
+            f"{name_x} must be a numeric 2-D array (features, samples), got {X.dtype} {X.shape}"
+        )
     if n_features is not None and X.shape[0] != n_features:
-        raise ValueError(f"{name_x} must have {n_features} rows (features), got {X.shape[0]}")
+        raise UsageError(f"{name_x} must have {n_features} rows (features), got {X.shape[0]}")
     if Y.ndim != 2 or Y.shape[1] != X.shape[1]:
-        raise ValueError(
+        raise UsageError(
             f"{name_y} must be (classes, samples) with {X.shape[1]} samples like {name_x}, "
             f"got {Y.shape}"
         )
     if X.shape[1] == 0:
-        raise ValueError(f"{name_x} must hold at least one sample")
+        raise UsageError(f"{name_x} must hold at least one sample, got shape {X.shape}")
     return X, Y
+
+
+def check_test_data(X_test, Y_test, X: np.ndarray, Y: np.ndarray):
+    """(X_test, Y_test) checked like the training data (X, Y), or (None, None) if not given."""
+    if (X_test is None) != (Y_test is None):
+        given = "X_test" if Y_test is None else "Y_test"
+        raise UsageError(f"X_test and Y_test must be given together, got {given} alone")
+    if X_test is None:
+        return None, None
+    X_test, Y_test = check_data(X_test, Y_test, "X_test", "Y_test", X.shape[0])
+    if Y_test.shape[0] != Y.shape[0]:
+        raise UsageError(f"Y_test must have {Y.shape[0]} classes like Y, got {Y_test.shape[0]}")
+    return X_test, Y_test
 
 
 def with_bias_row(X: np.ndarray, bias: bool) -> np.ndarray:
@@ -98,17 +114,16 @@ def evaluate_trajectory(
     Ws = np.asarray(Ws)
     X, Y = check_data(X, Y, "X", "Y")
     if Ws.ndim != 3 or Ws.shape[1:] != (Y.shape[0], X.shape[0]):
-        raise ValueError(f"Ws must have shape (T, {Y.shape[0]}, {X.shape[0]}), got {Ws.shape}")
-    if X_test is not None:
-        X_test, Y_test = check_data(X_test, Y_test, "X_test", "Y_test", X.shape[0])
+        raise UsageError(f"Ws must have shape (T, {Y.shape[0]}, {X.shape[0]}), got {Ws.shape}")
+    X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
     if bs is not None:
         bs = np.asarray(bs)
         if bs.shape != Ws.shape[:2]:
-            raise ValueError(f"bs must have shape {Ws.shape[:2]}, got {bs.shape}")
+            raise UsageError(f"bs must have shape {Ws.shape[:2]}, got {bs.shape}")
         Ws = np.concatenate([Ws, bs[:, :, None]], axis=2)
     iterations = np.arange(len(Ws)) if iterations is None else np.asarray(iterations)
     if iterations.shape != (len(Ws),):
-        raise ValueError(f"iterations must have shape ({len(Ws)},), got {iterations.shape}")
+        raise UsageError(f"iterations must have shape ({len(Ws)},), got {iterations.shape}")
     bias = bs is not None
     return Evaluator(X, Y, X_test, Y_test, bias=bias).history(Ws, iterations)
 
@@ -134,9 +149,9 @@ class Evaluator:
     """
 
     def __init__(self, X, Y, X_test=None, Y_test=None, *, bias: bool = False):
+        bias = check_bool("bias", bias)
         X, Y = check_data(X, Y, "X", "Y")
-        if X_test is not None:
-            X_test, Y_test = check_data(X_test, Y_test, "X_test", "Y_test", X.shape[0])
+        X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
         X = with_bias_row(X, bias)
         X_test = None if X_test is None else with_bias_row(X_test, bias)
         self.bias = bool(bias)

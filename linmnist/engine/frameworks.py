@@ -10,6 +10,10 @@ Losses: ``"quadratic"`` is the engine's 1/(2B) sum ||W x + b - y||^2; ``"mse"`` 
 so its gradient is 2/K (1/5 for MNIST) of the quadratic one: ``quadratic_lr`` converts.
 The history's ``train_loss`` is always the quadratic loss, whatever loss was trained on.
 
+``compare_runs`` measures how far two runs on identical batches are apart. The comparison of
+Task 6 is made as a product by ``linmnist.experiments.comparison``; its tables and figures are
+in ``linmnist.report.comparison``.
+
 torch and keras are imported inside the functions, so importing this module is cheap.
 """
 
@@ -19,13 +23,11 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
 from linmnist.engine.evaluation import Evaluator, check_data, with_bias_row
@@ -36,19 +38,10 @@ from linmnist.engine.sgd import (
     check_run_arguments,
     sgd_step,
 )
+from linmnist.engine.validation import UsageError, check_instance
 
 LOSSES = ("quadratic", "mse")
 _NO_COPY_KEYWORD = "__array__ implementation doesn't accept a copy keyword"
-# Task 6 of the study (SPEC, "Figures the study reported"): its PyTorch run, as fractions.
-STUDY_REPORTED = {"train_acc": 0.8581, "test_acc": 0.8573}
-_REFERENCE = {"color": "0.35", "linestyle": "--", "linewidth": 1.0}
-# Line styles of overlaid runs: wide to narrow, so coinciding curves all show.
-_STYLES = [
-    {"linewidth": 3.0, "alpha": 0.45},
-    {"linewidth": 1.6, "linestyle": "--"},
-    {"linewidth": 1.0, "linestyle": ":", "color": "k"},
-    {"linewidth": 0.8, "linestyle": "-."},
-]
 
 
 @dataclass
@@ -116,16 +109,22 @@ class _Run(RunArguments):
     loss: str
 
 
-def _validate(
-    X, Y, lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every, dtype, bias, loss
-) -> _Run:
-    """The engine's checks (same messages), plus ``loss``."""
-    args = check_run_arguments(
-        X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
-        batches=batches, eval_every=eval_every, dtype=dtype, bias=bias,
-    )  # fmt: skip
+def _validate(X, Y, X_test, Y_test, *, loss: str, evaluator=None, **arguments) -> _Run:
+    """The engine's checks (``check_run_arguments``, same messages), plus ``loss`` and
+    ``evaluator``."""
+    args = check_run_arguments(X, Y, X_test, Y_test, **arguments)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if evaluator is not None:
+        check_instance("evaluator", evaluator, Evaluator, "a linmnist.engine.evaluation.Evaluator")
+        n_test = 0 if args.X_test is None else args.X_test.shape[1]
+        expected = (args.X.shape[0] + args.bias, args.X.shape[1], n_test)
+        if (evaluator.shape, evaluator.bias) != (expected, args.bias):
+            raise UsageError(
+                f"evaluator must be built from this run's data: (features, train samples, test "
+                f"samples) = {expected} with bias={args.bias}, got {evaluator.shape} with "
+                f"bias={evaluator.bias}"
+            )
     return _Run(**vars(args), loss=loss)
 
 
@@ -153,14 +152,17 @@ def _loop(
     framework: str,
     step: Callable[[np.ndarray], None],
     weights: Callable[[], tuple[np.ndarray, np.ndarray | None]],
+    evaluator: Evaluator | None,
 ) -> FrameworkResult:
     """Run ``step`` on every batch with the engine's divergence rule, recording and evaluation.
 
     ``step(idx)`` performs one update on the samples ``idx``; ``weights()`` returns copies of
-    the current (W, b) as numpy arrays (b None without a bias).
+    the current (W, b) as numpy arrays (b None without a bias). ``evaluator`` (checked by
+    ``_validate``) or a new one built here scores the recorded weights.
     """
     t_start = time.perf_counter()
-    evaluator = Evaluator(run.X, run.Y, run.X_test, run.Y_test, bias=run.bias)
+    if evaluator is None:
+        evaluator = Evaluator(run.X, run.Y, run.X_test, run.Y_test, bias=run.bias)
     W, b = weights()
     recorded, snapshots = [], []
     diverged_at = None
@@ -219,18 +221,22 @@ def train_torch(
     dtype=np.float32,
     bias: bool = False,
     loss: str = "quadratic",
+    evaluator: Evaluator | None = None,
 ) -> FrameworkResult:
     """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD``.
 
     Parameters are those of ``linmnist.engine.sgd.train`` (X and Y feature-major, (D, N) and
-    (10, N)), plus ``loss`` in ``LOSSES``. Returns a ``FrameworkResult`` whose history is
-    computed by the engine's evaluation from the weights recorded every ``eval_every``
-    iterations (and at the last one); a run whose training loss becomes non-finite or
-    exceeds ``linmnist.engine.sgd.DIVERGENCE_LOSS`` stops there with ``diverged_at`` set.
+    (10, N); ``evaluator`` an ``Evaluator(X, Y, X_test, Y_test, bias=bias)`` shared by runs
+    on the same data), plus ``loss`` in ``LOSSES``. Returns a ``FrameworkResult`` whose
+    history is computed by the engine's evaluation from the weights recorded every
+    ``eval_every`` iterations (and at the last one); a run whose training loss becomes
+    non-finite or exceeds ``linmnist.engine.sgd.DIVERGENCE_LOSS`` stops there with
+    ``diverged_at`` set.
     """
     run = _validate(
-        X, Y, lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every, dtype,
-        bias, loss,
+        X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
+        batches=batches, eval_every=eval_every, dtype=dtype, bias=bias, loss=loss,
+        evaluator=evaluator,
     )  # fmt: skip
     import torch
 
@@ -260,7 +266,7 @@ def train_torch(
         W = model.weight.detach().numpy().copy()
         return W, None if model.bias is None else model.bias.detach().numpy().copy()
 
-    return _loop(run, "torch", step, weights)
+    return _loop(run, "torch", step, weights, evaluator)
 
 
 def _import_keras():
@@ -293,6 +299,7 @@ def train_keras(
     dtype=np.float32,
     bias: bool = False,
     loss: str = "quadratic",
+    evaluator: Evaluator | None = None,
 ) -> FrameworkResult:
     """Train ``Dense(10, use_bias=bias, kernel_initializer="zeros")`` with ``keras.optimizers.SGD``.
 
@@ -303,8 +310,9 @@ def train_keras(
     64-bit products in 32 bits on this backend.
     """
     run = _validate(
-        X, Y, lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every, dtype,
-        bias, loss,
+        X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
+        batches=batches, eval_every=eval_every, dtype=dtype, bias=bias, loss=loss,
+        evaluator=evaluator,
     )  # fmt: skip
     if run.dtype != np.float32:
         raise ValueError(
@@ -339,7 +347,7 @@ def train_keras(
         # train_on_batch converts its logs with np.array(tensor), which numpy >= 2.4 flags
         # for torch tensors (their __array__ has no copy keyword); harmless here.
         warnings.filterwarnings("ignore", _NO_COPY_KEYWORD, DeprecationWarning)
-        return _loop(run, "keras", step, weights)
+        return _loop(run, "keras", step, weights, evaluator)
 
 
 @dataclass
@@ -389,131 +397,7 @@ def compare_runs(a: TrainResult, b: TrainResult, *, n_train: int, n_test: int) -
     )
 
 
-def comparison_table(
-    results: Mapping[str, TrainResult],
-    *,
-    step_seconds: Mapping[str, float],
-    reference: str,
-    study: Mapping[str, float] | None = None,
-) -> pd.DataFrame:
-    """One row per implementation, from its run: what Task 6 compares.
-
-    Parameters
-    ----------
-    results : mapping name -> TrainResult
-        Runs on identical batches (the engine's and the frameworks').
-    step_seconds : mapping name -> float
-        Wall time of each run's updates alone (``FrameworkResult.step_seconds``,
-        ``numpy_step_seconds``).
-    reference : str
-        The name in ``results`` whose weights the others are compared with.
-    study : mapping, optional
-        The study's reported ``train_acc`` and ``test_acc`` (``STUDY_REPORTED``), added as a
-        last row with the other columns empty.
-
-    Returns
-    -------
-    DataFrame indexed by name, columns train_acc and test_acc (final, %), train_loss
-    (final), max_abs_dW (max |W - W_reference|, bias included), diverged_at, and
-    step_s_per_1000 and run_s_per_1000 (updates alone, and the whole call with its
-    evaluation, in seconds per 1,000 iterations).
-    """
-    if reference not in results:
-        raise ValueError(f"reference must be one of {list(results)}, got {reference!r}")
-    missing = set(results) - set(step_seconds)
-    if missing:
-        raise ValueError(
-            f"step_seconds must have an entry for every run, missing {sorted(missing)}"
-        )
-    base = _parameters(results[reference])
-    rows = {}
-    for name, res in results.items():
-        final = res.history.iloc[-1]
-        rows[name] = {
-            "train_acc": 100 * final.train_acc,
-            "test_acc": 100 * final.test_acc,
-            "train_loss": final.train_loss,
-            "max_abs_dW": float(np.abs(_parameters(res) - base).max()),
-            "diverged_at": pd.NA if res.diverged_at is None else res.diverged_at,
-            "step_s_per_1000": 1000 * step_seconds[name] / res.iterations,
-            "run_s_per_1000": 1000 * res.seconds / res.iterations,
-        }
-    if study is not None:
-        rows["study (reported)"] = {
-            "train_acc": 100 * study["train_acc"],
-            "test_acc": 100 * study["test_acc"],
-        }
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    return table.astype({"diverged_at": "Int64"})
-
-
 def _parameters(res: TrainResult) -> np.ndarray:
     """W with the bias appended as a last column (when there is one), in float64."""
     W = np.asarray(res.W, dtype=np.float64)
     return W if res.b is None else np.hstack([W, np.asarray(res.b, dtype=np.float64)[:, None]])
-
-
-def overlay_curves(histories: Mapping[str, pd.DataFrame], *, title: str, reference=None) -> Figure:
-    """Training loss, training accuracy and test accuracy of several runs, drawn on top of
-    each other (distinct line styles, so curves that coincide stay visible).
-
-    Parameters
-    ----------
-    histories : mapping name -> DataFrame
-        Histories with the columns of ``TrainResult.history``.
-    title : str
-        Figure title, naming the configuration.
-    reference : object, optional
-        Anything with ``loss``, ``train_acc`` and ``test_acc`` (``least_squares``), drawn
-        as dashed horizontal lines.
-    """
-    fig = Figure(figsize=(12, 3.6), dpi=110)
-    axes = fig.subplots(1, 3)
-    panels = [
-        ("train_loss", 1, "training loss", "loss", "{:.4f}"),
-        ("train_acc", 100, "training accuracy (%)", "train_acc", "{:.2f} %"),
-        ("test_acc", 100, "test accuracy (%)", "test_acc", "{:.2f} %"),
-    ]
-    for i, (name, history) in enumerate(histories.items()):
-        style = _STYLES[i % len(_STYLES)]
-        for ax, (metric, scale, *_) in zip(axes, panels, strict=True):
-            ax.plot(history["iteration"], scale * history[metric], label=name, **style)
-    for ax, (_, scale, label, attr, fmt) in zip(axes, panels, strict=True):
-        if reference is not None:
-            value = scale * getattr(reference, attr)
-            ax.axhline(value, **_REFERENCE, label=f"closed-form optimum ({fmt.format(value)})")
-        ax.set_xlabel("iteration")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
-    """Bar charts of a ``comparison_table``: final accuracies and seconds per 1,000 updates.
-
-    Rows without a time (the study's reported figures) appear in the accuracy panel only.
-    """
-    fig = Figure(figsize=(11, 3.6), dpi=110)
-    ax_acc, ax_time = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-    x = np.arange(len(table))
-    for offset, column, label in ((-0.2, "train_acc", "train"), (0.2, "test_acc", "test")):
-        bars = ax_acc.bar(x + offset, table[column], width=0.4, label=label)
-        ax_acc.bar_label(bars, fmt="%.2f", fontsize=7)
-    accuracies = table[["train_acc", "test_acc"]].to_numpy(dtype=float)
-    ax_acc.set_ylim(max(0.0, np.nanmin(accuracies) - 5), min(100.0, np.nanmax(accuracies) + 3))
-    ax_acc.set_xticks(x, table.index, fontsize=7, rotation=20, ha="right")
-    ax_acc.set_ylabel("final accuracy (%)")
-    ax_acc.legend(fontsize=8, loc="upper left")
-    timed = table.dropna(subset=["step_s_per_1000"])
-    bars = ax_time.bar(np.arange(len(timed)), timed["step_s_per_1000"], color="C2")
-    ax_time.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax_time.set_xticks(np.arange(len(timed)), timed.index, fontsize=7, rotation=20, ha="right")
-    ax_time.set_ylabel("seconds per 1,000 updates")
-    for ax in (ax_acc, ax_time):
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig

@@ -29,9 +29,18 @@ from linmnist.engine.evaluation import (
     HISTORY_COLUMNS,
     Evaluator,
     check_data,
+    check_test_data,
     evaluate_trajectory,
     with_bias_row,
 )
+from linmnist.engine.validation import (
+    UsageError,
+    check_bool,
+    check_instance,
+    check_int,
+    check_number,
+)
+from linmnist.engine.validation import check_dtype as _check_dtype
 
 # Batches smaller than this use the incremental scores when every iteration is evaluated:
 # B rows of product per iteration against 10 for W_t X, but 10 B running sums per score.
@@ -73,39 +82,27 @@ class TrainResult:
     eval_every: int
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return int(value)
-
-
 def check_dtype(dtype) -> np.dtype:
-    """``dtype`` as a numpy dtype if it is float32 or float64, else a ValueError."""
-    dt = np.dtype(dtype)
-    if dt not in [np.dtype(d) for d in _DTYPES]:
-        raise ValueError(f"dtype must be np.float32 or np.float64, got {dt}")
-    return dt
+    """``dtype`` as a numpy dtype if it is float32 or float64, else a UsageError."""
+    return _check_dtype("dtype", dtype, _DTYPES)
 
 
 def sample_batches(
     n_samples: int, *, batch_size: int, iterations: int, seed: int = 0
 ) -> np.ndarray:
     """Batch indices drawn uniformly WITH replacement, shape (iterations, batch_size)."""
-    n_samples = _check_int("n_samples", n_samples, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    iterations = _check_int("iterations", iterations, 1)
-    seed = _check_int("seed", seed, 0)
+    n_samples = check_int("n_samples", n_samples, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    iterations = check_int("iterations", iterations, low=1)
+    seed = check_int("seed", seed, low=0)
     return np.random.default_rng(seed).integers(0, n_samples, size=(iterations, batch_size))
 
 
 def draw_subset(n_total: int, n_prime: int, *, seed: int = 0) -> np.ndarray:
     """``n_prime`` distinct indices of ``range(n_total)``, drawn WITHOUT replacement (Task 5)."""
-    n_total = _check_int("n_total", n_total, 1)
-    n_prime = _check_int("n_prime", n_prime, 1, n_total)
-    seed = _check_int("seed", seed, 0)
+    n_total = check_int("n_total", n_total, low=1)
+    n_prime = check_int("n_prime", n_prime, low=1, high=n_total)
+    seed = check_int("seed", seed, low=0)
     return np.random.default_rng(seed).choice(n_total, size=n_prime, replace=False)
 
 
@@ -155,24 +152,15 @@ def check_run_arguments(
 
     Draws the batches from ``seed`` when ``batches`` is None.
     """  # fmt: skip
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr}")
-    batch_size = _check_int("batch_size", batch_size, 1)
-    iterations = _check_int("iterations", iterations, 1)
-    seed = _check_int("seed", seed, 0)
-    eval_every = _check_int("eval_every", eval_every, 1)
+    lr = check_number("lr", lr, low=0, low_open=True)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    iterations = check_int("iterations", iterations, low=1)
+    seed = check_int("seed", seed, low=0)
+    eval_every = check_int("eval_every", eval_every, low=1)
     dt = check_dtype(dtype)
-    if not isinstance(bias, (bool, np.bool_)):
-        raise ValueError(f"bias must be True or False, got {bias!r}")
+    bias = check_bool("bias", bias)
     X, Y = check_data(X, Y, "X", "Y")
-    if (X_test is None) != (Y_test is None):
-        raise ValueError("X_test and Y_test must be given together")
-    if X_test is not None:
-        X_test, Y_test = check_data(X_test, Y_test, "X_test", "Y_test", X.shape[0])
-        if Y_test.shape[0] != Y.shape[0]:
-            raise ValueError(f"Y_test must have {Y.shape[0]} classes like Y, got {Y_test.shape[0]}")
+    X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
     n = X.shape[1]
     if batches is None:
         batches = sample_batches(n, batch_size=batch_size, iterations=iterations, seed=seed)
@@ -181,30 +169,32 @@ def check_run_arguments(
         if batches.shape != (iterations, batch_size) or not np.issubdtype(
             batches.dtype, np.integer
         ):
-            raise ValueError(
+            raise UsageError(
                 f"batches must be an integer array of shape (iterations, batch_size) = "
                 f"({iterations}, {batch_size}), got {batches.dtype} {batches.shape}"
             )
         if batches.min() < 0 or batches.max() >= n:
-            raise ValueError(f"batches must hold sample indices in [0, {n - 1}]")
+            raise UsageError(
+                f"batches must hold sample indices in [0, {n - 1}], got indices in "
+                f"[{batches.min()}, {batches.max()}]"
+            )
     return RunArguments(
-        X, Y, X_test, Y_test, float(lr), batch_size, iterations, seed, batches, eval_every, dt,
-        bool(bias),
-    )  # fmt: skip
+        X, Y, X_test, Y_test, lr, batch_size, iterations, seed, batches, eval_every, dt, bias
+    )
 
 
-def _check_evaluator(evaluator, Xd: np.ndarray, X_test: np.ndarray | None, bias: bool) -> None:
-    expected = (Xd.shape[0], Xd.shape[1], 0 if X_test is None else X_test.shape[1])
-    if not isinstance(evaluator, Evaluator):
-        raise ValueError(
-            f"evaluator must be a linmnist.engine.evaluation.Evaluator, got {evaluator!r}"
-        )
-    if (evaluator.shape, evaluator.bias) != (expected, bias):
-        raise ValueError(
+def check_evaluator(evaluator, args: RunArguments) -> Evaluator:
+    """``evaluator`` if it is an ``Evaluator`` built from the data of the run ``args``."""
+    check_instance("evaluator", evaluator, Evaluator, "a linmnist.engine.evaluation.Evaluator")
+    n_test = 0 if args.X_test is None else args.X_test.shape[1]
+    expected = (args.X.shape[0] + args.bias, args.X.shape[1], n_test)
+    if (evaluator.shape, evaluator.bias) != (expected, args.bias):
+        raise UsageError(
             f"evaluator must be built from this run's data: (features, train samples, test "
-            f"samples) = {expected} with bias={bias}, got {evaluator.shape} with "
+            f"samples) = {expected} with bias={args.bias}, got {evaluator.shape} with "
             f"bias={evaluator.bias}"
         )
+    return evaluator
 
 
 def train(
@@ -265,7 +255,7 @@ def train(
     if evaluator is None:
         evaluator = Evaluator(X, Y, X_test, Y_test, bias=bias)
     else:
-        _check_evaluator(evaluator, Xd, X_test, bias)
+        check_evaluator(evaluator, args)
     W = np.zeros((Y.shape[0], Xd.shape[0]), dtype=dt)
     recorded, snapshots, errors = [], [], []
     diverged_at = None
@@ -313,6 +303,7 @@ __all__ = [
     "RunArguments",
     "TrainResult",
     "check_dtype",
+    "check_evaluator",
     "check_run_arguments",
     "draw_subset",
     "evaluate_trajectory",

@@ -9,12 +9,23 @@ seeds covers both the sampling of the batches and the choice of S'. The seeds li
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from linmnist.engine.data import load_mnist, prepare
 from linmnist.engine.evaluation import Evaluator
 from linmnist.engine.sgd import TrainResult, draw_subset, train
+from linmnist.experiments.results import (
+    atomic_write_text,
+    histories,
+    history_path,
+    plain,
+    summarize,
+)
 
 
 def eval_period(seed: int, *, fidelity_seeds: Sequence[int], eval_every: int) -> int:
@@ -92,3 +103,36 @@ def train_seeds(
             )
         )
     return runs
+
+
+@functools.cache
+def prepared(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(X, Y, X_test, Y_test)`` of ``dataset``, loaded once per process."""
+    (x, y), (x_test, y_test) = load_mnist(dataset)
+    return (*prepare(x, y), *prepare(x_test, y_test))
+
+
+def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
+    """The job of a grid cell (``linmnist.experiments.products.cell_product``).
+
+    Trains every seed of the cell, writes ``<stem>.history.csv`` into ``out`` and returns the
+    fields of its record: task, cell, notebook (None) and one entry per seed
+    (``linmnist.experiments.results.SEED_FIELDS``).
+    """
+    X, Y, X_test, Y_test = prepared(params["dataset"])
+    runs = train_seeds(
+        X,
+        Y,
+        X_test=X_test,
+        Y_test=Y_test,
+        lr=params["lr"],
+        batch_size=params["batch_size"],
+        iterations=params["iterations"],
+        seeds=params["seeds"],
+        fidelity_seeds=params["fidelity_seeds"],
+        eval_every=params["eval_every"],
+        n_prime=params.get("n_prime"),
+    )
+    atomic_write_text(history_path(out, stem), histories(runs).to_csv(index=False))
+    seeds = [plain(row) for row in summarize(runs).to_dict("records")]
+    return {"task": params["task"], "cell": params["cell"], "notebook": None, "seeds": seeds}

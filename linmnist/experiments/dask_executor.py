@@ -1,33 +1,28 @@
-"""The dask executor of ``python -m linmnist run --executor dask``: grid cells on a Dask cluster.
+"""The dask executor of ``python -m linmnist run --executor dask``: products on a Dask cluster.
 
-Each cell is one Dask task that calls ``linmnist.experiments.runner.run_cell`` on a worker, so the
-worker
-executes the cell's notebook with papermill exactly as a local job does, with the same
-staging directory and the same record written last, atomically.
+Each product is one Dask task that calls ``linmnist.experiments.runner.make_product`` on a
+worker, with the same staging directory and the same record written last, atomically, as
+the local executor; the runner decides what starts when, as for the local executor.
 
 * Cluster: the scheduler at ``scheduler`` (``tcp://HOST:PORT``), or a LocalCluster on
   loopback of ``jobs`` single-threaded worker processes (each under a nanny that restarts
   it if it dies).
-* Shared filesystem: a worker writes the cell's files itself, into ``runs_dir`` given as an
-  absolute path, and runs the notebook from the repository's path on the client; workers on
-  other machines must therefore see the repository, ``runs_dir`` and the data cache
-  (``$LINMNIST_DATA_DIR``) at the same paths, and have the ``linmnist`` kernel installed.
-  Before its first cell a worker checks that its copy of the dataset has the client's
-  checksum; after each cell the client checks that it sees the cell's record.
-* One cell per worker at a time: every worker must run one thread (``--nthreads 1``),
-  because a cell redirects its process's stderr and sets its BLAS variables; the client gives
-  each cell to an idle worker, so no cell waits queued behind another on a worker.
+* Shared filesystem: a worker writes the product's files itself, into the build directory
+  given as an absolute path; workers on other machines must therefore see the repository,
+  the build directory and the data cache (``$LINMNIST_DATA_DIR``) at the same paths, and
+  have the ``linmnist`` kernel installed. Before its first product a worker checks that its
+  copy of the dataset has the client's checksum; after each product the client checks that
+  it sees the product's record.
+* One product per worker at a time: every worker must run one thread (``--nthreads 1``),
+  and the client gives each product to an idle worker.
 * BLAS threads: the cores of a worker's machine divided between the workers on that machine,
   as the local executor divides them between its jobs.
-* A worker that dies mid-cell (its cell ends with ``KilledWorker``): the client runs the cell
-  again on another worker, once; a second death records the cell as failed. A killed cell
-  leaves no record and no file under a result name, and the other cells are not touched.
-  The client counts the deaths KilledWorker reports; a LocalCluster's scheduler retries
-  nothing itself (``allowed_failures=0``). Start an external scheduler with
-  ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0`` for the same rule: with Dask's default
-  (3) the scheduler itself retries a cell three times, then the client records it failed.
-* Interrupting the client stops a LocalCluster with its kernels; the workers of an external
-  cluster finish the cells they have started (their files appear as finished results).
+* A worker that dies mid-product (``KilledWorker``): the runner makes the product again on
+  another worker, once; a second death records it as failed. Start an external scheduler
+  with ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0`` so that the scheduler itself
+  retries nothing.
+* Interrupting the client stops a LocalCluster; the workers of an external cluster finish
+  the products they have started.
 """
 
 from __future__ import annotations
@@ -38,142 +33,112 @@ import logging
 import os
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, as_completed, get_worker
+from distributed import Client, LocalCluster, get_worker, wait
 from distributed.comm import get_address_host
 from distributed.scheduler import KilledWorker
 
 from linmnist.engine.data import dataset_checksum
-from linmnist.experiments.grids import Cell
-from linmnist.experiments.results import json_path, write_record
-from linmnist.experiments.runner import (
+from linmnist.engine.validation import UsageError
+from linmnist.experiments.jobs import (
     BLAS_THREAD_VARS,
-    CellOutcome,
+    RETRIES,
+    Outcome,
     available_cores,
     blas_threads,
-    cell_record,
-    run_cell,
+    make_product,
+    record_failure,
 )
+from linmnist.experiments.products import Product
 
-# Deaths of the worker running a cell after which the cell is run again.
-RETRIES = 1
 # Seconds to wait for an external scheduler to answer and for its first worker.
 CONNECT_TIMEOUT = 30
 
-JobArgs = tuple[Cell, Path, str, str]
 
-
-def execute(
-    jobs_args: list[JobArgs],
-    *,
-    jobs: int,
-    scheduler: str | None,
-    checksum: str,
-    on_done: Callable[[CellOutcome], None],
-) -> tuple[int, int]:
-    """Run the cells on a Dask cluster, calling ``on_done`` as each one finishes.
+class DaskExecutor:
+    """Products on a Dask cluster (the interface of ``runner.LocalExecutor``).
 
     Parameters
     ----------
-    jobs_args : list of (Cell, runs_dir, dataset, fingerprint)
-        The cells to run, ``runs_dir`` absolute (the arguments of ``run_cell``).
-    jobs : int
+    workers : int
         Workers of the LocalCluster (ignored with a ``scheduler``).
     scheduler : str or None
         Address of a running scheduler; None starts a LocalCluster.
-    checksum : str
-        The client's dataset checksum; a worker whose copy differs refuses the cells.
-    on_done : callable
-        Called with each cell's CellOutcome.
-
-    Returns
-    -------
-    (int, int)
-        Cells run at once (the cluster's workers) and BLAS threads per cell (the fewest).
+    digests : dict
+        The client's dataset checksums; a worker whose copy differs refuses the products.
     """
-    if not jobs_args:
-        return 1, blas_threads(1)
-    workers = max(1, min(jobs, len(jobs_args)))
-    with _client(scheduler, workers) as client:
-        slots, threads = _capacity(client)
-        pending = deque(range(len(jobs_args)))
-        deaths = [0] * len(jobs_args)
-        running: dict = {}  # future -> (index of its cell, the worker it was given to)
-        finished = as_completed()
-        waiting_since = time.monotonic()
-        while pending or running:
-            host_slots, idle = _idle_workers(client, {w for _, w in running.values()})
-            while pending and idle:
-                index, address = pending.popleft(), idle.pop(0)
-                cell = jobs_args[index][0]
-                future = client.submit(
-                    _run_on_worker,
-                    *jobs_args[index],
-                    checksum,
-                    host_slots,
-                    key=f"linmnist-{cell.task}-{cell.name}-{uuid.uuid4().hex[:8]}",
-                    workers=[address],
-                    allow_other_workers=True,  # if it has just died
-                    pure=False,
-                )
-                running[future] = (index, address)
-                finished.add(future)
-            if not running:  # every worker is dead or restarting
-                if time.monotonic() - waiting_since > CONNECT_TIMEOUT:
-                    raise RuntimeError(
-                        f"no Dask worker available for {CONNECT_TIMEOUT} s; "
-                        f"{len(pending)} cell(s) not run"
-                    )
-                time.sleep(0.2)
-                continue
-            future = next(finished)
-            index, _ = running.pop(future)
-            waiting_since = time.monotonic()
-            try:
-                outcome = _outcome(future, jobs_args[index])
-            except KilledWorker as exc:
-                deaths[index] += exc.allowed_failures + 1
-                if deaths[index] <= RETRIES:
-                    pending.appendleft(index)
-                    continue
-                outcome = _failed(
-                    jobs_args[index],
-                    f"the Dask worker running it died {deaths[index]} times "
-                    f"(last {exc.last_worker.address}); given up",
-                )
-            on_done(outcome)
-    return slots, threads
 
+    def __init__(self, workers: int, *, scheduler: str | None, digests: dict[str, str]):
+        self._context = _client(scheduler, workers)
+        self._digests = digests
+        self._deaths: dict[str, int] = {}
+        self._busy: dict[Any, str] = {}
 
-def _outcome(future, args: JobArgs) -> CellOutcome:
-    """The cell's outcome from its finished future (KilledWorker propagates): an error on the
-    worker, or a record the client cannot see, makes a failed cell."""
-    try:
-        outcome = future.result()
-    except KilledWorker:
-        raise
-    except Exception as exc:  # any failure on the worker is recorded; the run goes on
-        return _failed(args, f"{type(exc).__name__}: {exc}")
-    if outcome.path.is_file():
-        return outcome
-    return _failed(
-        args,
-        f"the worker reported {outcome.status} but its record {outcome.path} is not visible "
-        "here: runs_dir must be on a filesystem shared with the workers",
-    )
+    def __enter__(self) -> DaskExecutor:
+        self.client = self._context.__enter__()
+        self.slots, self.threads = _capacity(self.client)
+        return self
 
+    def __exit__(self, *exc) -> None:
+        self._context.__exit__(*exc)
 
-def _failed(args: JobArgs, error: str) -> CellOutcome:
-    """Record a cell that did not finish on its worker as failed."""
-    cell, runs_dir, dataset, print_ = args
-    path = json_path(runs_dir / cell.task, cell.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_record(path, cell_record(cell, dataset, print_, status="failed", error=error, seconds=0))
-    return CellOutcome(cell.task, cell.name, "failed", error, 0.0, path)
+    def submit(self, product: Product, inputs: dict[str, Any]):
+        """Give ``make_product(product, inputs)`` to an idle worker."""
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while True:
+            host_slots, idle = _idle_workers(self.client, set(self._busy.values()))
+            if idle:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no Dask worker available for {CONNECT_TIMEOUT} s")
+            time.sleep(0.2)
+        future = self.client.submit(
+            _run_on_worker,
+            product,
+            inputs,
+            self._digests,
+            host_slots,
+            key=f"linmnist-{product.name.replace('/', '-')}-{uuid.uuid4().hex[:8]}",
+            workers=[idle[0]],
+            allow_other_workers=True,  # if it has just died
+            pure=False,
+        )
+        self._busy[future] = idle[0]
+        return future
+
+    def wait(self, futures: list) -> list:
+        """The futures among ``futures`` that have finished (at least one)."""
+        return list(wait(futures, return_when="FIRST_COMPLETED").done)
+
+    def outcome(self, future, product: Product, inputs: dict | None) -> Outcome | None:
+        """The product's outcome; None when its worker died and it should be made again."""
+        self._busy.pop(future, None)
+        try:
+            outcome = future.result()
+        except KilledWorker as exc:
+            deaths = self._deaths.get(product.name, 0) + exc.allowed_failures + 1
+            self._deaths[product.name] = deaths
+            if deaths <= RETRIES:
+                return None
+            return record_failure(
+                product,
+                f"the Dask worker making it died {deaths} times "
+                f"(last {exc.last_worker.address}); given up",
+                inputs,
+            )
+        except Exception as exc:  # any failure on the worker is recorded; the run goes on
+            return record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
+        if product.record.is_file():
+            return outcome
+        return record_failure(
+            product,
+            f"the worker reported {outcome.status} but the record {product.record} is not "
+            "visible here: the build directory must be on a filesystem shared with the workers",
+            inputs,
+        )
 
 
 @contextlib.contextmanager
@@ -197,12 +162,12 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
     try:
         client = Client(scheduler, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
-        raise RuntimeError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     with client:
         try:
             client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
         except TimeoutError:
-            raise RuntimeError(
+            raise UsageError(
                 f"no Dask worker joined the scheduler at {scheduler} within {CONNECT_TIMEOUT} s"
             ) from None
         many = {
@@ -211,7 +176,7 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
             if info["nthreads"] != 1
         }
         if many:
-            raise RuntimeError(
+            raise UsageError(
                 "every Dask worker must run one thread (dask worker --nthreads 1 "
                 f"--nworkers N); these run more: {many}"
             )
@@ -252,24 +217,21 @@ def _worker_checksum(dataset: str, data_dir: str | None) -> str:
 
 
 def _run_on_worker(
-    cell: Cell,
-    runs_dir: Path,
-    dataset: str,
-    print_: str,
-    checksum: str,
-    host_slots: dict[str, int],
-) -> CellOutcome:
-    """One cell on a Dask worker: BLAS threads for its kernel, the data checked, ``run_cell``."""
+    product: Product, inputs: dict[str, Any], digests: dict[str, str], host_slots: dict[str, int]
+) -> Outcome:
+    """One product on a Dask worker: BLAS threads, the data checked, ``make_product``."""
     worker = get_worker()
     host = get_address_host(worker.address)
     threads = blas_threads(host_slots.get(host, worker.state.nthreads))
     for var in BLAS_THREAD_VARS:
         os.environ[var] = str(threads)
-    mine = _worker_checksum(dataset, os.environ.get("LINMNIST_DATA_DIR"))
-    if mine != checksum:
-        raise RuntimeError(
-            f"the worker {worker.address} has a different copy of {dataset} "
-            f"(SHA-256 {mine[:12]}..., the client's {checksum[:12]}...): share the data "
-            "cache ($LINMNIST_DATA_DIR)"
-        )
-    return run_cell(cell, runs_dir, dataset, print_)
+    dataset = product.params.get("dataset")
+    if dataset is not None:
+        mine = _worker_checksum(dataset, os.environ.get("LINMNIST_DATA_DIR"))
+        if mine != digests[dataset]:
+            raise RuntimeError(
+                f"the worker {worker.address} has a different copy of {dataset} "
+                f"(SHA-256 {mine[:12]}..., the client's {digests[dataset][:12]}...): share the "
+                "data cache ($LINMNIST_DATA_DIR)"
+            )
+    return make_product(product, inputs)

@@ -1,9 +1,9 @@
 """The experiment grids: read from TOML, validated up front, expanded to cells.
 
-``linmnist/grids.toml`` defines each task once: its axes (lists whose product gives the
-cells), its fixed parameters, its seeds, and named profiles overriding some of them. The
-tasks are the study's Task 3 (``grid``) and Task 5 (``subset``), and the ``stability`` sweep
-(lr on a log grid x batch size, Task 3's notebook), which runs only when asked for by name.
+``linmnist/experiments/grids.toml`` defines each task once: its axes (lists whose product
+gives the cells), its fixed parameters, its seeds, and named profiles overriding some of
+them. The tasks are the study's Task 3 (``grid``) and Task 5 (``subset``), and the
+``stability`` sweep (lr on a log grid x batch size).
 ``load_grids`` applies a profile, checks every value and returns the cells of each task, so a
 wrong parameter is refused before anything runs, with a message naming it and what is accepted.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = Path(__file__).with_name("grids.toml")
+from linmnist.experiments.paths import DEFAULT_CONFIG
 
 
 @dataclass(frozen=True)
@@ -33,29 +33,24 @@ class TaskSpec:
         Parameters given as single values, shared by all cells.
     name_format : str
         ``str.format`` pattern naming a cell from its axis values.
-    default : bool
-        Whether the task runs when no task is named (the study's tasks); a sweep such as
-        ``stability`` runs only when named.
     """
 
     axes: tuple[str, ...]
     fixed: tuple[str, ...]
     name_format: str
-    default: bool = True
 
 
-_COMMON = ("notebook", "seeds", "fidelity_seeds", "eval_every", "iterations")
+_COMMON = ("seeds", "fidelity_seeds", "eval_every", "iterations")
 TASKS: dict[str, TaskSpec] = {
     "grid": TaskSpec(("lr", "batch_size"), _COMMON, "lr{lr:g}_bs{batch_size}"),
     "subset": TaskSpec(("n_prime",), (*_COMMON, "lr", "batch_size"), "n{n_prime}"),
-    "stability": TaskSpec(("lr", "batch_size"), _COMMON, "lr{lr:g}_bs{batch_size}", default=False),
+    "stability": TaskSpec(("lr", "batch_size"), _COMMON, "lr{lr:g}_bs{batch_size}"),
 }
-DEFAULT_TASKS = tuple(task for task, spec in TASKS.items() if spec.default)
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One configuration of a task, run as one notebook over all its seeds.
+    """One configuration of a task, trained over all its seeds by one job.
 
     Attributes
     ----------
@@ -63,15 +58,12 @@ class Cell:
         ``"grid"``, ``"subset"`` or ``"stability"``.
     name : str
         File stem of its results, e.g. ``lr0.01_bs100`` or ``n1000``.
-    notebook : Path
-        The parameterised notebook that computes it.
     params : dict
-        The notebook parameters (every axis and fixed value except ``notebook``).
+        Its parameters (every axis and fixed value).
     """
 
     task: str
     name: str
-    notebook: Path
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -114,8 +106,8 @@ def load_grids(
     if profile is not None:
         _check_choice("profile", profile, profiles)
     for name in [None, *profiles]:  # the base and every profile are valid, not only the one used
-        _build(raw, name, path.parent)
-    return _build(raw, profile, path.parent)
+        _build(raw, name)
+    return _build(raw, profile)
 
 
 def check_n_train(grids: dict[str, list[Cell]], n_train: int, dataset: str) -> None:
@@ -128,7 +120,7 @@ def check_n_train(grids: dict[str, list[Cell]], n_train: int, dataset: str) -> N
             )
 
 
-def _build(raw: dict, profile: str | None, base: Path) -> dict[str, list[Cell]]:
+def _build(raw: dict, profile: str | None) -> dict[str, list[Cell]]:
     overrides = {}
     if profile is not None:
         label = f"profiles.{profile}"
@@ -143,18 +135,12 @@ def _build(raw: dict, profile: str | None, base: Path) -> dict[str, list[Cell]]:
         override = overrides.get(task, {})
         _check_table(f"profiles.{profile}.{task}", override)
         _check_keys(f"profiles.{profile}.{task}", override, [*spec.axes, *spec.fixed])
-        grids[task] = _expand(task, spec, {**raw[task], **override}, base)
+        grids[task] = _expand(task, spec, {**raw[task], **override})
     return grids
 
 
-def _expand(task: str, spec: TaskSpec, values: dict, base: Path) -> list[Cell]:
+def _expand(task: str, spec: TaskSpec, values: dict) -> list[Cell]:
     _check_keys(task, values, [*spec.axes, *spec.fixed], required=True)
-    notebook = values["notebook"]
-    if not isinstance(notebook, str) or not (base / notebook).is_file():
-        raise ValueError(
-            f"{task}.notebook must name an existing notebook relative to the config file, "
-            f"got {notebook!r}"
-        )
     fixed = {key: _check_value(f"{task}.{key}", key, values[key]) for key in spec.fixed}
     seeds = fixed["seeds"]
     if not set(fixed["fidelity_seeds"]) <= set(seeds):
@@ -170,14 +156,11 @@ def _expand(task: str, spec: TaskSpec, values: dict, base: Path) -> list[Cell]:
                 f"{task}.{key} must be a non-empty list of distinct values, got {axis!r}"
             )
         axes[key] = [_check_value(f"{task}.{key}", key, v) for v in axis]
-    del fixed["notebook"]
     cells = []
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo, strict=True))
         params = {**point, **fixed}
-        cells.append(
-            Cell(task, spec.name_format.format(**point), (base / notebook).resolve(), params)
-        )
+        cells.append(Cell(task, spec.name_format.format(**point), params))
     return cells
 
 
@@ -186,8 +169,6 @@ def _is_int(value: Any) -> bool:
 
 
 def _check_value(label: str, key: str, value: Any) -> Any:
-    if key == "notebook":
-        return value
     if key == "lr":
         ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value > 0
         if not ok:

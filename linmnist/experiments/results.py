@@ -199,7 +199,7 @@ def save_cell(
         "fingerprint": None,
         "notebook": None,
         "wall_seconds": None,
-        "seeds": [_plain(row) for row in summarize(runs).to_dict("records")],
+        "seeds": [plain(row) for row in summarize(runs).to_dict("records")],
     }
     path = json_path(out_dir, cell)
     write_record(path, record)
@@ -208,7 +208,7 @@ def save_cell(
 
 def write_record(path: str | Path, record: dict[str, Any]) -> None:
     """Write a cell's JSON record atomically (non-finite numbers become null)."""
-    atomic_write_text(path, json.dumps(_plain(record), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(plain(record), indent=1, allow_nan=False) + "\n")
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
@@ -304,7 +304,7 @@ def append_run_log(runs_dir: str | Path, entry: dict[str, Any]) -> None:
         raise ValueError(f"entry lacks the run-log fields {missing}")
     path = Path(runs_dir) / RUN_LOG
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    line = json.dumps(_plain({f: entry[f] for f in RUN_LOG_FIELDS}), allow_nan=False)
+    line = json.dumps(plain({f: entry[f] for f in RUN_LOG_FIELDS}), allow_nan=False)
     atomic_write_text(path, old + line + "\n")
 
 
@@ -321,16 +321,18 @@ def read_run_log(runs_dir: str | Path) -> pd.DataFrame:
 def _scalar_params(params: dict[str, Any]) -> dict[str, Any]:
     """The single-valued parameters of a cell, without eval_every (a per-seed field)."""
     return {
-        k: v for k, v in params.items() if not isinstance(v, list | dict) and k not in SEED_FIELDS
+        k: v
+        for k, v in params.items()
+        if not isinstance(v, list | dict) and k not in (*SEED_FIELDS, "task", "cell")
     }
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON-ready copy: numpy/pandas scalars to Python, non-finite floats and NA to None."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if value is None or value is pd.NA:
         return None
     if hasattr(value, "item"):

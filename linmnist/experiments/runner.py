@@ -1,101 +1,71 @@
-"""``python -m linmnist run``: every grid cell executed as a notebook, in parallel, incrementally.
+"""The orchestrator: which products are stale, and making them in dependency order, in parallel.
 
-Each cell of the configuration (``linmnist.experiments.grids``) is one papermill execution of its
-task
-notebook, with kernel ``linmnist``, into ``runs_dir/<task>/<cell>.ipynb``; its results lie
-beside it (``<cell>.history.csv``, ``<cell>.json``; schema in ``linmnist.experiments.results``).
+``assess`` compares each product's current inputs (``linmnist.experiments.fingerprint``)
+with those stored in its record and says *up to date*, *stale* (naming what changed),
+*missing* or *failed*; a product downstream of one that is not up to date is stale
+("upstream"). ``run`` makes every product that is not up to date (or every one, with
+``force``): a product starts once its upstream products are finished, on the local executor
+(``jobs`` worker processes, each with ``cores // jobs`` BLAS threads) or on a Dask cluster
+(``linmnist.experiments.dask_executor``).
 
-* Parallel: with the local executor, ``jobs`` worker processes run the cells; each sets
-  OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS to ``max(1, cores // jobs)``,
-  which the kernels inherit, so the jobs do not oversubscribe the cores. With the dask
-  executor the cells go to a Dask cluster instead (``linmnist.experiments.dask_executor``),
-  through the same
-  ``run_cell``.
-* Incremental: a cell whose JSON record has status ok and the same fingerprint (notebook
-  source, parameters, ``linmnist.__version__``, dataset checksum) is skipped.
-* Failures and interruptions: a cell runs in a hidden staging directory
-  (``.<cell>.<pid>.staging``). Its record is deleted when it starts; on success its files are
-  moved into place and the record is written last, atomically, so a run killed at any moment
-  leaves no record of an unfinished cell (and the next run removes the staging leftovers).
-  A failing cell gets a record with status "failed" and its error, its partial notebook is kept
-  as ``<cell>.failed.ipynb`` (and the kernel's stderr as ``<cell>.failed.log``), and the other
-  cells go on. Workers exit when the runner dies,
-  and a lock file keeps two runners out of the same ``runs_dir``.
-* Tasks: when none is named, the study's tasks (``grid``, ``subset``) run; the ``stability``
-  sweep runs only when named (or with "all").
+Kill-safe records: a product's record is deleted when its job starts; the job writes into a
+hidden staging directory (``.<stem>.<pid>.staging``), whose files are moved into place when
+it succeeds, and the record is written last, atomically. A run killed at any moment leaves
+no record of an unfinished product (it is *missing* next time), and the next run removes the
+staging leftovers. A failing product gets a record with status "failed" and its error; the
+others go on, and products downstream of it still run (they show what failed). A lock file
+keeps two runners out of one build directory.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
-import hashlib
-import json
-import multiprocessing
-import os
 import shutil
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nbformat
-import papermill
-from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
-import linmnist
-from linmnist.engine.data import DATASETS, FACTS, dataset_checksum
-from linmnist.experiments.grids import DEFAULT_TASKS, TASKS, Cell, check_n_train, load_grids
-from linmnist.experiments.results import (
-    append_run_log,
-    history_path,
-    json_path,
-    read_record,
-    write_record,
-)
+from linmnist.engine.data import dataset_checksum
+from linmnist.engine.validation import UsageError
+from linmnist.experiments import fingerprint as fp
+from linmnist.experiments.jobs import STAGING_SUFFIX, Outcome, available_cores, record_failure
+from linmnist.experiments.local_executor import LocalExecutor
+from linmnist.experiments.products import Product
+from linmnist.experiments.results import append_run_log, read_record
 
-KERNEL_NAME = "linmnist"
-BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-STAGING_SUFFIX = ".staging"
-FAILED_SUFFIX = ".failed.ipynb"
-FAILED_LOG_SUFFIX = ".failed.log"
-STATUSES = ("ok", "failed", "skipped")
+STATES = ("up to date", "stale", "missing", "failed")
 EXECUTORS = ("local", "dask")
 
 
 @dataclass(frozen=True)
-class CellOutcome:
-    """What happened to one cell in a run.
+class ProductState:
+    """Where a product stands.
 
     Attributes
     ----------
-    task, cell : str
-        The cell's task and name.
-    status : str
-        ``"ok"`` (ran and saved its results), ``"failed"`` or ``"skipped"`` (up to date).
-    error : str or None
-        The error of a failed cell.
-    seconds : float
-        Wall time of its execution (0 when skipped).
-    path : Path
-        Its JSON record (absent only if a local worker running it was killed).
+    name : str
+        The product.
+    state : str
+        One of ``STATES``.
+    reasons : tuple of str
+        For a stale product, what changed (e.g. ``"code (linmnist.engine.sgd)"``,
+        ``"upstream grid/lr0.1_bs10 is missing"``); for a failed one, its error.
     """
 
-    task: str
-    cell: str
-    status: str
-    error: str | None
-    seconds: float
-    path: Path
+    name: str
+    state: str
+    reasons: tuple[str, ...] = ()
+
+    def format(self) -> str:
+        """One line: name, state and reasons."""
+        why = f" ({'; '.join(self.reasons)})" if self.reasons else ""
+        return f"{self.name:32s} {self.state}{why}"
 
 
 @dataclass(frozen=True)
@@ -104,543 +74,395 @@ class RunSummary:
 
     Attributes
     ----------
-    outcomes : tuple of CellOutcome
-        One per cell of the configuration, in configuration order.
-    runs_dir : Path
-        Where the results are.
-    dataset, dataset_checksum : str
-        The dataset's name and the SHA-256 of its verified cache file.
-    jobs, threads_per_job : int
-        Cells run at once (worker processes, or the Dask cluster's worker threads) and BLAS
-        threads given to each (the fewest, on a Dask cluster of several machines).
+    outcomes : tuple of Outcome
+        One per product of the run, in pipeline order.
     wall_seconds : float
-        Total wall time of the run.
+        Wall time of the run.
+    jobs, threads_per_job : int
+        Products made at once, and BLAS threads given to each.
     executor : str
         ``"local"`` or ``"dask"``.
-    scheduler : str or None
-        The Dask scheduler's address (None for the local executor and a LocalCluster).
     """
 
-    outcomes: tuple[CellOutcome, ...]
-    runs_dir: Path
-    dataset: str
-    dataset_checksum: str
-    jobs: int
-    threads_per_job: int
+    outcomes: tuple[Outcome, ...]
     wall_seconds: float
+    jobs: int = 1
+    threads_per_job: int = 1
     executor: str = "local"
-    scheduler: str | None = None
+    seconds_by_group: dict[str, float] = field(default_factory=dict)
 
     @property
-    def failed(self) -> list[CellOutcome]:
-        """The failed cells."""
+    def failed(self) -> list[Outcome]:
+        """The failed products."""
         return [o for o in self.outcomes if o.status == "failed"]
 
     @property
     def ok(self) -> bool:
-        """True when no cell failed."""
+        """True when no product failed."""
         return not self.failed
 
-    def cells(self, task: str) -> list[str]:
-        """Names of the configuration's cells of ``task`` (for
-        ``linmnist.experiments.results.load_task``)."""
-        return [o.cell for o in self.outcomes if o.task == task]
-
     def format(self) -> str:
-        """A short human-readable account: counts per task, failures with their errors."""
+        """Counts per group of products, the failures, and where the time went."""
+        groups: dict[str, list[Outcome]] = {}
+        for o in self.outcomes:
+            groups.setdefault(o.name.split("/", 1)[0], []).append(o)
         lines = []
-        for task in dict.fromkeys(o.task for o in self.outcomes):
-            mine = [o for o in self.outcomes if o.task == task]
-            counts = ", ".join(f"{sum(o.status == s for o in mine)} {s}" for s in STATUSES)
-            lines.append(f"{task}: {len(mine)} cells ({counts})")
-        lines += [f"FAILED {o.task}/{o.cell}: {o.error}" for o in self.failed]
-        where = {"local": "", "dask": f" on Dask {self.scheduler or 'LocalCluster'}"}
+        for group, mine in groups.items():
+            counts = ", ".join(
+                f"{n} {s}"
+                for s in ("ok", "failed", "skipped")
+                if (n := sum(o.status == s for o in mine))
+            )
+            seconds = sum(o.seconds for o in mine)
+            lines.append(
+                f"{group:12s} {len(mine):3d} product(s): {counts}; job time {seconds:.1f} s"
+            )
+        lines += [f"FAILED {o.name}: {o.error}" for o in self.failed]
         lines.append(
             f"{self.wall_seconds:.1f} s wall time, {self.jobs} job(s) x "
-            f"{self.threads_per_job} BLAS thread(s){where[self.executor]}; "
-            f"results in {self.runs_dir}"
+            f"{self.threads_per_job} BLAS thread(s) ({self.executor} executor)"
         )
         return "\n".join(lines)
 
 
-def notebook_digest(path: str | Path) -> str:
-    """SHA-256 of a notebook's cell types and sources (outputs and metadata do not count)."""
-    nb = nbformat.read(path, as_version=4)
-    cells = [[cell.cell_type, cell.source] for cell in nb.cells]
-    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+def check_pipeline(products: Sequence[Product]) -> None:
+    """Refuse duplicate names, unknown upstream products and cycles (topological order is
+    required: every product after its upstream products)."""
+    seen: set[str] = set()
+    names = {p.name for p in products}
+    for product in products:
+        if product.name in seen:
+            raise UsageError(f"the pipeline has two products named {product.name!r}")
+        unknown = [u for u in product.upstream if u not in names]
+        if unknown:
+            raise UsageError(f"product {product.name!r} names unknown upstream products {unknown}")
+        later = [u for u in product.upstream if u not in seen]
+        if later:
+            raise UsageError(
+                f"product {product.name!r} comes before its upstream products {later} "
+                "(the pipeline must be in dependency order, without cycles)"
+            )
+        seen.add(product.name)
 
 
-def fingerprint(cell: Cell, *, dataset: str, checksum: str) -> str:
-    """SHA-256 identifying a cell's result: notebook source, parameters, version, data."""
-    payload = {
-        "task": cell.task,
-        "notebook": notebook_digest(cell.notebook),
-        "params": {**cell.params, "dataset": dataset},
-        "version": linmnist.__version__,
-        "dataset_checksum": checksum,
+def select(products: Sequence[Product], targets: Iterable[str] | None) -> list[Product]:
+    """The products named by ``targets`` (a name, or a group such as ``grid`` or ``notebooks``)
+    and their upstream products, in pipeline order; all of them when ``targets`` is None."""
+    if targets is None:
+        return list(products)
+    targets = list(targets)
+    by_name = {p.name: p for p in products}
+    groups = {p.group for p in products}
+    wanted: set[str] = set()
+    for target in targets:
+        hits = [p.name for p in products if p.name == target or p.group == target]
+        if not hits:
+            accepted = ", ".join(sorted(groups))
+            raise UsageError(
+                f"target {target!r} names no product; accepted: a group ({accepted}) or a "
+                "product name as `python -m linmnist status` lists it"
+            )
+        wanted |= set(hits)
+    todo = list(wanted)
+    while todo:
+        todo += [u for u in by_name[todo.pop()].upstream if u not in wanted]
+        wanted |= set(todo)
+    return [p for p in products if p.name in wanted]
+
+
+def own_inputs(product: Product, data_digests: dict[str, str]) -> dict[str, Any]:
+    """The digests of a product's own inputs (all but ``upstream``), and of each module."""
+    modules = set(product.modules) | {product.job.split(":", 1)[0]}
+    if product.notebook is not None:
+        modules |= fp.notebook_modules(product.notebook)
+    closure = fp.module_closure(modules)
+    dataset = product.params.get("dataset")
+    return {
+        "code": fp.code_digest(closure),
+        "modules": {m: fp.digest(fp.module_path(m).read_bytes()) for m in closure},
+        "notebook": None if product.notebook is None else fp.notebook_digest(product.notebook),
+        "params": fp.digest(product.params),
+        "data": None if dataset is None else data_digests[dataset],
+        "dependencies": fp.dependencies_digest(),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def default_runs_dir(profile: str | None = None, dataset: str = "mnist") -> Path:
-    """``reports/runs``, or ``reports/runs-<profile>`` for a profile (relative paths); under
-    ``reports/<dataset>/`` for a dataset other than MNIST, as the report places them."""
-    base = Path("reports") if dataset == "mnist" else Path("reports") / dataset
-    return base / ("runs" if profile is None else f"runs-{profile}")
+def upstream_prints(product: Product, records: dict[str, dict | None]) -> dict[str, list]:
+    """The upstream products' fingerprints and statuses, from their records."""
+    return {
+        u: [(records.get(u) or {}).get("fingerprint"), (records.get(u) or {}).get("status")]
+        for u in product.upstream
+    }
 
 
-def blas_threads(jobs: int, cores: int | None = None) -> int:
-    """BLAS threads per job: ``max(1, cores // jobs)`` (cores available to this process)."""
-    return max(1, (available_cores() if cores is None else cores) // jobs)
+def data_digests(products: Iterable[Product]) -> dict[str, str]:
+    """The checksum of each dataset the products use (acquired and verified once)."""
+    datasets = sorted({p.params["dataset"] for p in products if "dataset" in p.params})
+    return {name: dataset_checksum(name) for name in datasets}
 
 
-def available_cores() -> int:
-    """Cores available to this process."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+def _read(path: Path) -> dict | None:
+    try:
+        record = read_record(path)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _changes(stored: dict, current: dict) -> list[str]:
+    """What differs between stored and current inputs, in words."""
+    inputs = stored.get("inputs") or {}
+    reasons = []
+    for key in ("code", "notebook", "params", "data", "dependencies"):
+        if inputs.get(key) != current[key]:
+            if key == "code":
+                old, new = inputs.get("modules") or {}, current["modules"]
+                changed = sorted(m for m in set(old) | set(new) if old.get(m) != new.get(m))
+                shown = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
+                reasons.append(f"code ({shown})" if changed else "code")
+            else:
+                reasons.append({"params": "parameters", "data": "data"}.get(key, key))
+    return reasons
+
+
+def assess(
+    products: Sequence[Product], *, digests: dict[str, str] | None = None
+) -> dict[str, ProductState]:
+    """The state of every product, from its record and its current inputs."""
+    check_pipeline(products)
+    digests = data_digests(products) if digests is None else digests
+    states: dict[str, ProductState] = {}
+    records: dict[str, dict | None] = {}
+    for product in products:
+        record = _read(product.record)
+        records[product.name] = record
+        current = own_inputs(product, digests)
+        if record is None or not _outputs_present(product, record):
+            states[product.name] = ProductState(product.name, "missing")
+            continue
+        reasons = _changes(record, current)
+        not_ready = [u for u in product.upstream if states[u].state != "up to date"]
+        reasons += [f"upstream {u} is {states[u].state}" for u in not_ready[:3]]
+        if len(not_ready) > 3:
+            reasons.append(f"and {len(not_ready) - 3} more upstream products")
+        if not not_ready:
+            stored = (record.get("inputs") or {}).get("upstreams") or {}
+            now = upstream_prints(product, records)
+            changed = [u for u in product.upstream if stored.get(u) != now[u]]
+            reasons += [f"upstream {u} was remade" for u in changed[:3]]
+            if len(changed) > 3:
+                reasons.append(f"and {len(changed) - 3} more upstream products")
+        if reasons:
+            states[product.name] = ProductState(product.name, "stale", tuple(reasons))
+        elif record.get("status") != "ok":
+            states[product.name] = ProductState(product.name, "failed", (str(record.get("error")),))
+        else:
+            states[product.name] = ProductState(product.name, "up to date")
+    return states
+
+
+def _outputs_present(product: Product, record: dict) -> bool:
+    if record.get("status") != "ok":
+        return True
+    return all((product.directory / name).is_file() for name in product.outputs)
 
 
 def run(
-    tasks: Iterable[str] | None = None,
+    products: Sequence[Product],
     *,
+    lock_dir: Path,
     jobs: int = 1,
-    config: str | Path | None = None,
-    profile: str | None = None,
-    runs_dir: str | Path | None = None,
-    dataset: str = "mnist",
     force: bool = False,
+    dry_run: bool = False,
     progress: bool = True,
     executor: str = "local",
     scheduler: str | None = None,
+    on_plan: Callable[[list[ProductState]], None] | None = None,
 ) -> RunSummary:
-    """Run the cells of ``tasks`` that are not up to date.
+    """Make every product that is not up to date, in dependency order, in parallel.
 
     Parameters
     ----------
-    tasks : iterable of str, optional
-        Among ``"grid"`` (Task 3), ``"subset"`` (Task 5) and ``"stability"`` (the stability
-        sweep); if None, the study's tasks (``linmnist.experiments.grids.DEFAULT_TASKS``) the config
-        defines.
+    products : sequence of Product
+        The pipeline (or the part of it to bring up to date), in dependency order.
+    lock_dir : Path
+        The build directory; its lock keeps other runners out.
     jobs : int
-        Cells run in parallel (>= 1); with the dask executor, the LocalCluster's workers
-        (ignored with a ``scheduler``: the cluster's workers decide).
-    config : path, optional
-        Grid configuration (TOML); ``linmnist/grids.toml`` by default.
-    profile : str, optional
-        A profile of the configuration, e.g. ``"small"``.
-    runs_dir : path, optional
-        Results go to ``runs_dir/<task>/``; by default ``reports/runs`` (relative to the
-        current directory), or ``reports/runs-<profile>`` with a profile, so a small run never
-        replaces the full results, and under ``reports/<dataset>/`` for Fashion-MNIST.
-    dataset : str
-        One of ``linmnist.engine.data.DATASETS``.
+        Products made at once (>= 1).
     force : bool
-        Rerun every cell, up to date or not.
+        Make every product, up to date or not.
+    dry_run : bool
+        Only say what would be made (``on_plan``); make nothing.
     progress : bool
-        Show a progress bar counting cells (on stderr).
-    executor : str
-        ``"local"`` (worker processes on this machine) or ``"dask"``
-        (``linmnist.experiments.dask_executor``:
-        a Dask cluster, whose workers must share the repository, the data cache and
-        ``runs_dir`` through a shared filesystem).
-    scheduler : str, optional
-        Address of a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786`` (dask only);
-        None starts a LocalCluster of ``jobs`` single-threaded worker processes.
+        A progress bar on stderr.
+    executor : {"local", "dask"}
+        Worker processes here, or a Dask cluster (``scheduler``, or a LocalCluster of
+        ``jobs`` workers).
+    on_plan : callable, optional
+        Called with the states of the products that will be made, before any is.
 
     Returns
     -------
     RunSummary
-        Every cell's outcome; ``summary.ok`` is False when a cell failed.
     """
     start = time.perf_counter()
-    if tasks is not None:
-        tasks = list(dict.fromkeys([tasks] if isinstance(tasks, str) else tasks))
-        if not tasks or any(t not in TASKS for t in tasks):
-            raise ValueError(f"tasks must be among {', '.join(TASKS)}; got {tasks}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
     if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
-    if scheduler is not None and (executor != "dask" or not _is_address(scheduler)):
-        raise ValueError(
-            "scheduler must be the address of a Dask scheduler such as tcp://HOST:PORT, "
-            f"with executor 'dask'; got {scheduler!r} with executor {executor!r}"
-        )
-    grids = load_grids(config, profile=profile)
-    tasks = [t for t in grids if t in DEFAULT_TASKS] if tasks is None else tasks
-    absent = [t for t in tasks if t not in grids]
-    if absent:
-        raise ValueError(f"tasks {absent} are not defined in the config; defined: {list(grids)}")
-    if not tasks:
-        raise ValueError(f"the config defines none of the default tasks {DEFAULT_TASKS}")
-    check_n_train(grids, sum(FACTS[dataset].train_label_counts), dataset)
-    checksum = dataset_checksum(dataset)  # acquired and verified once, before any kernel starts
-    cells = [cell for task in tasks for cell in grids[task]]
-    runs_dir = default_runs_dir(profile, dataset) if runs_dir is None else Path(runs_dir)
-    # Absolute: the notebooks run in their own directory, and Dask workers in theirs.
-    runs_dir = runs_dir.resolve()
-    outcomes: dict[tuple[str, str], CellOutcome] = {}
-    with _lock(runs_dir):
-        for task in tasks:
-            _remove_leftovers(runs_dir / task)
-        prints = {id(c): fingerprint(c, dataset=dataset, checksum=checksum) for c in cells}
-        todo = []
-        for cell in cells:
-            if not force and _up_to_date(runs_dir / cell.task, cell.name, prints[id(cell)]):
-                path = json_path(runs_dir / cell.task, cell.name)
-                outcomes[cell.task, cell.name] = CellOutcome(
-                    cell.task, cell.name, "skipped", None, 0.0, path
-                )
-            else:
-                todo.append(cell)
-        with tqdm(
-            total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress
-        ) as bar:
-
-            def done(outcome: CellOutcome) -> None:
-                outcomes[outcome.task, outcome.cell] = outcome
-                bar.set_postfix_str(f"{outcome.task}/{outcome.cell} {outcome.status}")
-                bar.update()
-
-            jobs_args = [(c, runs_dir, dataset, prints[id(c)]) for c in todo]
-            if executor == "local":
-                workers = max(1, min(jobs, len(todo)))
-                threads = blas_threads(workers)
-                _execute(jobs_args, workers=workers, threads=threads, on_done=done)
-            else:
-                from linmnist.experiments import (
-                    dask_executor as cluster,  # imports dask only when asked for
-                )
-
-                workers, threads = cluster.execute(
-                    jobs_args, jobs=jobs, scheduler=scheduler, checksum=checksum, on_done=done
-                )
+        raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    digests = data_digests(products)
+    with _lock(lock_dir, create=not dry_run):
+        states = assess(products, digests=digests)
+        todo = [p for p in products if force or states[p.name].state != "up to date"]
+        if on_plan is not None:
+            on_plan([states[p.name] for p in todo])
+        if dry_run or not todo:
+            outcomes = tuple(Outcome(p.name, "skipped") for p in products if p not in todo)
+            return RunSummary(outcomes, time.perf_counter() - start)
+        for directory in {p.directory for p in todo}:
+            _remove_leftovers(directory)
+        records = {p.name: _read(p.record) for p in products if p not in todo}
+        outcomes: dict[str, Outcome] = {
+            p.name: Outcome(p.name, "skipped") for p in products if p not in todo
+        }
+        spans: dict[str, tuple[float, float]] = {}
+        with tqdm(total=len(todo), unit="product", disable=not progress) as bar:
+            workers, threads = _make(
+                todo, records, digests, jobs=jobs, executor=executor, scheduler=scheduler,
+                on_done=lambda o: (outcomes.__setitem__(o.name, o), bar.set_postfix_str(
+                    f"{o.name} {o.status}"), bar.update()),
+                spans=spans,
+            )  # fmt: skip
         summary = RunSummary(
-            outcomes=tuple(outcomes[c.task, c.name] for c in cells),
-            runs_dir=runs_dir,
-            dataset=dataset,
-            dataset_checksum=checksum,
+            tuple(outcomes[p.name] for p in products),
+            time.perf_counter() - start,
             jobs=workers,
             threads_per_job=threads,
-            wall_seconds=time.perf_counter() - start,
             executor=executor,
-            scheduler=scheduler,
         )
-        append_run_log(runs_dir, _log_entry(summary, tasks, profile))
-    return summary
+        _log(lock_dir, summary, products, spans, scheduler)
+        return summary
 
 
-def _log_entry(summary: RunSummary, tasks: list[str], profile: str | None) -> dict[str, Any]:
-    """The run's line of ``runs_dir/runs.jsonl``
-    (``linmnist.experiments.results.RUN_LOG_FIELDS``)."""
-    counts = {s: sum(o.status == s for o in summary.outcomes) for s in STATUSES}
-    return {
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "tasks": ",".join(tasks),
-        "profile": profile,
-        "dataset": summary.dataset,
-        "executor": summary.executor,
-        "scheduler": summary.scheduler,
-        "jobs": summary.jobs,
-        "threads_per_job": summary.threads_per_job,
-        "cores": available_cores(),
-        "cells": len(summary.outcomes),
-        **counts,
-        "wall_seconds": summary.wall_seconds,
-    }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m linmnist run``; returns 0 when every cell is ok, 1 if one failed, 2 on a usage
-    error, 130 when interrupted."""
-    parser = argparse.ArgumentParser(
-        prog="python -m linmnist run",
-        description="Run the experiment grids (Task 3 'grid', Task 5 'subset', the 'stability' "
-        "sweep) with papermill.",
-    )
-    parser.add_argument(
-        "--task",
-        help=f"{', '.join(TASKS)} or all (default: the study's tasks, {', '.join(DEFAULT_TASKS)})",
-    )
-    parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
-    parser.add_argument(
-        "--executor",
-        default="local",
-        help="local (worker processes, default) or dask (a Dask cluster)",
-    )
-    parser.add_argument(
-        "--scheduler",
-        help="with --executor dask: a running scheduler's address, tcp://HOST:PORT "
-        "(default: a LocalCluster of --jobs workers)",
-    )
-    parser.add_argument(
-        "--config", type=Path, help="grid configuration (default: linmnist/grids.toml)"
-    )
-    parser.add_argument("--profile", help="a profile of the configuration, e.g. small")
-    parser.add_argument("--dataset", default="mnist", help=f"{', '.join(DATASETS)} (default mnist)")
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        help="default reports/runs, or reports/runs-PROFILE (under reports/DATASET/ for a "
-        "dataset other than mnist)",
-    )
-    parser.add_argument("--force", action="store_true", help="rerun up-to-date cells too")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    if args.task not in (*TASKS, "all", None):
-        print(
-            f"error: --task must be one of {', '.join(TASKS)}, all; got {args.task!r}",
-            file=sys.stderr,
+def _log(
+    directory: Path,
+    summary: RunSummary,
+    products: Sequence[Product],
+    spans: dict[str, tuple[float, float]],
+    scheduler: str | None,
+) -> None:
+    """One line per group of products made, in ``directory/runs.jsonl``: its wall time
+    (first start to last end within this run) and how many of its products were made."""
+    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    profile = next((p.params["profile"] for p in products if "profile" in p.params), None)
+    for group, (first, last) in spans.items():
+        mine = [o for o in summary.outcomes if o.name.split("/", 1)[0] == group]
+        counts = {s: sum(o.status == s for o in mine) for s in ("ok", "failed", "skipped")}
+        datasets = {p.params.get("dataset") for p in products if p.group == group}
+        append_run_log(
+            directory,
+            {
+                "finished": finished,
+                "tasks": group,
+                "profile": profile,
+                "dataset": ",".join(sorted(d for d in datasets if d)),
+                "executor": summary.executor,
+                "scheduler": scheduler,
+                "jobs": summary.jobs,
+                "threads_per_job": summary.threads_per_job,
+                "cores": available_cores(),
+                "cells": len(mine),
+                **counts,
+                "wall_seconds": last - first,
+            },
         )
-        return 2
-    try:
-        if args.task == "all":
-            tasks = list(load_grids(args.config, profile=args.profile))
-        else:
-            tasks = None if args.task is None else (args.task,)
-        summary = run(
-            tasks,
-            jobs=args.jobs,
-            config=args.config,
-            profile=args.profile,
-            runs_dir=args.runs_dir,
-            dataset=args.dataset,
-            force=args.force,
-            progress=not args.no_progress,
-            executor=args.executor,
-            scheduler=args.scheduler,
-        )
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished cells are kept, the others run next time", file=sys.stderr)
-        return 130
-    print(summary.format())
-    return 0 if summary.ok else 1
 
 
-def _up_to_date(task_dir: Path, name: str, print_: str) -> bool:
-    try:
-        record = read_record(json_path(task_dir, name))
-    except (OSError, ValueError):
-        return False
-    return (
-        record.get("status") == "ok"
-        and record.get("fingerprint") == print_
-        and (task_dir / f"{name}.ipynb").is_file()
-        and history_path(task_dir, name).is_file()
-    )
+def _make(
+    todo: list[Product],
+    records: dict[str, dict | None],
+    digests: dict[str, str],
+    *,
+    jobs: int,
+    executor: str,
+    scheduler: str | None,
+    on_done: Callable[[Outcome], None],
+    spans: dict[str, tuple[float, float]],
+) -> tuple[int, int]:
+    """Schedule ``todo`` on the executor as their upstream products finish; ``spans`` receives
+    each group's (first start, last end)."""
+    pending = list(todo)
+    waiting = {p.name for p in todo}
+    workers = max(1, min(jobs, len(todo)))
+    with _executor(executor, workers, scheduler, digests) as pool:
+        running: dict[Any, Product] = {}
+        given: dict[str, dict] = {}  # the inputs each product was made with
+        started: dict[str, float] = {}
+        while pending or running:
+            for product in list(pending):
+                if len(running) >= pool.slots:
+                    break
+                if any(u in waiting for u in product.upstream):
+                    continue
+                pending.remove(product)
+                inputs = own_inputs(product, digests)
+                inputs["upstreams"] = upstream_prints(product, records)
+                inputs["upstream"] = fp.digest(inputs["upstreams"])
+                given[product.name] = inputs
+                started.setdefault(product.group, time.perf_counter())
+                running[pool.submit(product, inputs)] = product
+            if not running:
+                raise RuntimeError("no product can start: the pipeline is not in dependency order")
+            for future in pool.wait(list(running)):
+                product = running.pop(future)
+                outcome = pool.outcome(future, product, inputs=given[product.name])
+                if outcome is None:  # a dead worker, retried
+                    pending.insert(0, product)
+                    continue
+                records[product.name] = _read(product.record)
+                if records[product.name] is None:
+                    error = outcome.error or "no record was written"
+                    outcome = record_failure(product, error, given[product.name])
+                    records[product.name] = _read(product.record)
+                waiting.discard(product.name)
+                spans[product.group] = (started[product.group], time.perf_counter())
+                on_done(outcome)
+        return pool.slots, pool.threads
 
 
 @contextlib.contextmanager
-def _lock(runs_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``runs_dir`` (released by the OS if the process dies)."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    with open(runs_dir / ".lock", "w") as fh:
+def _lock(directory: Path, *, create: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on a build directory (released by the OS if the process dies)."""
+    if not create and not directory.is_dir():
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(
-                f"another linmnist run is using {runs_dir}; wait for it or pick another --runs-dir"
+            raise UsageError(
+                f"another linmnist run is using {directory}; wait for it to finish"
             ) from None
         yield
 
 
-def _remove_leftovers(task_dir: Path) -> None:
+def _remove_leftovers(directory: Path) -> None:
     """Delete the staging directories and temporary files of killed runs (under the lock)."""
-    if not task_dir.is_dir():
+    if not directory.is_dir():
         return
-    for path in task_dir.glob(".*"):
+    for path in directory.glob(".*"):
         if path.is_dir() and path.name.endswith(STAGING_SUFFIX):
             shutil.rmtree(path, ignore_errors=True)
         elif path.is_file() and path.name.endswith(".tmp"):
             path.unlink(missing_ok=True)
 
 
-def _execute(
-    jobs_args: list[tuple[Cell, Path, str, str]],
-    *,
-    workers: int,
-    threads: int,
-    on_done: Callable[[CellOutcome], None],
-) -> None:
-    """Run the cells in ``workers`` processes, calling ``on_done`` as each one finishes."""
-    if not jobs_args:
-        return
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    executor = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(threads, os.getpid(), stop),
-    )
-    try:
-        futures = {executor.submit(run_cell, *args): args for args in jobs_args}
-        for future in as_completed(futures):
-            try:
-                on_done(future.result())
-            except BrokenProcessPool as exc:
-                cell, runs_dir = futures[future][:2]
-                error = f"the worker process died ({exc})"
-                path = json_path(runs_dir / cell.task, cell.name)
-                on_done(CellOutcome(cell.task, cell.name, "failed", error, 0.0, path))
-    except BaseException:
-        stop.set()  # the workers exit at once; their kernels follow when they see them gone
-        executor.shutdown(wait=True, cancel_futures=True)
-        raise
-    executor.shutdown(wait=True)
-
-
-def _init_worker(threads: int, parent: int, stop: Any) -> None:
-    """Worker set-up: BLAS threads for the kernels, no Ctrl-C, exit with the runner."""
-    for var in BLAS_THREAD_VARS:
-        os.environ[var] = str(threads)
-    # Ctrl-C reaches the whole process group; the runner decides, then stops the workers.
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
-    threading.Thread(target=_exit_with_runner, args=(parent, stop), daemon=True).start()
-
-
-def _exit_with_runner(parent: int, stop: Any) -> None:
-    """Exit this worker when the runner asks or dies (SIGKILL included)."""
-    while not stop.wait(0.5):
-        if os.getppid() != parent:
-            break
-    os._exit(1)
-
-
-def run_cell(cell: Cell, runs_dir: Path, dataset: str, print_: str) -> CellOutcome:
-    """Execute one cell's notebook (in a worker) and leave its files and record in place.
-
-    Parameters
-    ----------
-    cell : Cell
-        The cell (``linmnist.experiments.grids``).
-    runs_dir : Path
-        Its results go to ``runs_dir/<task>/``.
-    dataset : str
-        The dataset its notebook loads.
-    print_ : str
-        Its fingerprint (``fingerprint``), stored in its record.
-
-    Returns
-    -------
-    CellOutcome
-        Status ``"ok"`` or ``"failed"``; the record is in place either way. Only an
-        interruption (KeyboardInterrupt, a killed process) leaves no record.
-    """
-    start = time.perf_counter()
-    task_dir = runs_dir / cell.task
-    task_dir.mkdir(parents=True, exist_ok=True)
-    record_path = json_path(task_dir, cell.name)
-    record_path.unlink(missing_ok=True)  # from here on the cell does not count as finished
-    failed_notebook = task_dir / f"{cell.name}{FAILED_SUFFIX}"
-    failed_log = task_dir / f"{cell.name}{FAILED_LOG_SUFFIX}"
-    failed_notebook.unlink(missing_ok=True)
-    failed_log.unlink(missing_ok=True)
-    staging = task_dir / f".{cell.name}.{os.getpid()}{STAGING_SUFFIX}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    params = {**cell.params, "dataset": dataset}
-    try:
-        executed = staging / f"{cell.name}.ipynb"
-        log = staging / f"{cell.name}.log"
-        try:
-            with stderr_to(log):  # the kernel's own messages, kept when the cell fails
-                seeds = _execute_notebook(cell, params, staging, executed)
-        except Exception as exc:  # any failure of the cell is recorded; the run goes on
-            if executed.is_file():
-                os.replace(executed, failed_notebook)
-            if log.is_file() and log.stat().st_size:
-                os.replace(log, failed_log)
-            (task_dir / f"{cell.name}.ipynb").unlink(missing_ok=True)
-            history_path(task_dir, cell.name).unlink(missing_ok=True)
-            status, error, seeds = "failed", _describe(exc), []
-            notebook = failed_notebook.name if failed_notebook.is_file() else None
-        else:
-            os.replace(executed, task_dir / f"{cell.name}.ipynb")
-            os.replace(history_path(staging, cell.name), history_path(task_dir, cell.name))
-            status, error, notebook = "ok", None, f"{cell.name}.ipynb"
-        seconds = time.perf_counter() - start
-        record = cell_record(cell, dataset, print_, status=status, error=error, seconds=seconds)
-        write_record(record_path, record | {"notebook": notebook, "seeds": seeds})  # last
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return CellOutcome(cell.task, cell.name, status, error, seconds, record_path)
-
-
-def cell_record(
-    cell: Cell, dataset: str, print_: str, *, status: str, error: str | None, seconds: float
-) -> dict[str, Any]:
-    """The JSON record of a cell run by the runner, without notebook and seeds (see
-    ``linmnist.experiments.results``)."""
-    return {
-        "task": cell.task,
-        "cell": cell.name,
-        "status": status,
-        "error": error,
-        "params": {**cell.params, "dataset": dataset},
-        "fingerprint": print_,
-        "notebook": None,
-        "wall_seconds": seconds,
-        "seeds": [],
-    }
-
-
-def _is_address(value: Any) -> bool:
-    """Whether ``value`` looks like a Dask address, PROTOCOL://HOST[:PORT]."""
-    if not isinstance(value, str):
-        return False
-    protocol, _, rest = value.partition("://")
-    return bool(protocol) and bool(rest) and protocol.isalnum()
-
-
 @contextlib.contextmanager
-def stderr_to(path: Path) -> Iterator[None]:
-    """Send this process's stderr (file descriptor 2, inherited by the kernel) to ``path``."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.dup2(log, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(log)
+def _executor(kind: str, workers: int, scheduler: str | None, digests: dict[str, str]):
+    if kind == "dask":
+        from linmnist.experiments.dask_executor import DaskExecutor  # dask only when asked
 
-
-def _execute_notebook(cell: Cell, params: dict, staging: Path, executed: Path) -> list[dict]:
-    """Run the notebook into ``executed``; return the per-seed records it saved in ``staging``."""
-    papermill.execute_notebook(
-        str(cell.notebook),
-        str(executed),
-        parameters={**params, "out_dir": str(staging), "cell": cell.name, "task": cell.task},
-        kernel_name=KERNEL_NAME,
-        progress_bar=False,
-        cwd=str(cell.notebook.parent),
-    )
-    saved_path = json_path(staging, cell.name)
-    if not saved_path.is_file() or not history_path(staging, cell.name).is_file():
-        raise RuntimeError(f"the notebook {cell.notebook.name} saved no results for {cell.name}")
-    saved = read_record(saved_path)
-    if (saved.get("task"), saved.get("cell"), saved.get("status")) != (cell.task, cell.name, "ok"):
-        raise RuntimeError(
-            f"the notebook saved a record for {saved.get('task')}/{saved.get('cell')} "
-            f"with status {saved.get('status')!r}, expected {cell.task}/{cell.name} ok"
-        )
-    return saved["seeds"]
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, PapermillExecutionError):
-        return f"{exc.ename}: {exc.evalue} (notebook cell [{exc.exec_count}])"
-    return f"{type(exc).__name__}: {exc}"
+        with DaskExecutor(workers, scheduler=scheduler, digests=digests) as pool:
+            yield pool
+        return
+    with LocalExecutor(workers) as pool:
+        yield pool

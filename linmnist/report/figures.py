@@ -15,6 +15,7 @@ iteration is drawn underneath as a thin line.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,27 @@ METRICS = {
 COLORS = {"train_loss": "C0", "train_acc": "C0", "test_acc": "C1"}
 REFERENCE_STYLE = {"color": "0.35", "linestyle": "--", "linewidth": 1.0}
 DPI = 110
+# The learning-rate bounds of the stability map: colour, line style, legend label.
+BOUND_STYLES = {
+    "lr_max": ("C3", "--", r"$2/\lambda_{\max}$"),
+    "mean_sample_lr": ("C2", "-.", r"$2/\mathrm{mean}\,\|x\|^2$"),
+    "per_sample_lr": ("C4", ":", r"$2/\max\,\|x\|^2$"),
+}
+
+
+class LrBounds(Protocol):
+    """The learning-rate bounds the stability map draws (``linmnist.report.tables.Bounds``)."""
+
+    @property
+    def lr_max(self) -> float: ...
+
+    @property
+    def mean_sample_lr(self) -> float: ...
+
+    @property
+    def per_sample_lr(self) -> float: ...
+
+
 COLUMN_LABELS = {
     "final_train_loss_mean": "final training loss",
     "final_train_acc_mean": "final training accuracy",
@@ -497,4 +519,114 @@ def subset_curves(histories: pd.DataFrame, *, title: str) -> Figure:
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    return fig
+
+
+def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[float]) -> Figure:
+    """Final test accuracy against the learning rate per batch size, and where runs diverge.
+
+    Top panel: the mean final test accuracy of the seeds that did not diverge, with their
+    min-max band; bottom panel: one row per batch size, a marker per learning rate coloured
+    by the fraction of seeds that diverged (a cross where all did). Both panels mark the
+    three bounds as vertical lines and the study's learning rates as triangles.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``tables.accuracy_table(seeds)``.
+    bounds : tables.Bounds
+        ``tables.predicted_bounds(X)``.
+    study_lrs : sequence of float
+        Learning rates marked as the study's (``linmnist.report.study.STUDY_LRS``).
+    """
+    _check_columns(
+        table,
+        "table",
+        ["batch_size", "lr", "n_seeds", "n_diverged", "final_test_acc_mean"]
+        + ["final_test_acc_min", "final_test_acc_max"],
+    )
+    fig = Figure(figsize=(7.6, 6.2), dpi=DPI)
+    top, bottom = fig.subplots(
+        2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1.0], "hspace": 0.08}
+    )
+    sizes = sorted(table["batch_size"].unique())
+    palette = colormaps["viridis"](np.linspace(0.0, 0.85, max(len(sizes), 1)))
+    for color, batch_size in zip(palette, sizes, strict=True):
+        rows = table[table["batch_size"] == batch_size].sort_values("lr")
+        ok = rows[rows["n_diverged"] < rows["n_seeds"]]
+        top.fill_between(
+            ok["lr"],
+            100 * ok["final_test_acc_min"],
+            100 * ok["final_test_acc_max"],
+            color=color,
+            alpha=0.25,
+            linewidth=0,
+        )
+        top.plot(
+            ok["lr"],
+            100 * ok["final_test_acc_mean"],
+            "o-",
+            color=color,
+            markersize=3.5,
+            label=f"batch size {batch_size}",
+        )
+    top.set_ylabel("final test accuracy (%)")
+    top.set_title(
+        "Stability map: final test accuracy and divergence against the learning rate", pad=12
+    )
+    top.grid(alpha=0.3, which="both")
+    fraction = (table["n_diverged"] / table["n_seeds"].where(table["n_seeds"] > 0)).to_numpy()
+    cmap = colormaps["RdYlGn_r"]
+    for row, batch_size in enumerate(sizes):
+        mine = (table["batch_size"] == batch_size).to_numpy()
+        lrs, frac = table["lr"].to_numpy(dtype=float)[mine], fraction[mine]
+        done = np.isfinite(frac)
+        every = done & (frac == 1)
+        bottom.scatter(
+            lrs[done & ~every],
+            np.full((done & ~every).sum(), row),
+            c=cmap(frac[done & ~every]),
+            s=36,
+            edgecolors="0.3",
+            linewidths=0.5,
+        )
+        bottom.scatter(lrs[every], np.full(every.sum(), row), marker="x", color=cmap(1.0), s=40)
+    bottom.set_yticks(range(len(sizes)), [f"B = {b}" for b in sizes])
+    bottom.set_ylim(-0.6, len(sizes) + 0.5)
+    bottom.scatter([], [], c=[cmap(0.0)], s=36, edgecolors="0.3", label="none")
+    bottom.scatter([], [], c=[cmap(0.5)], s=36, edgecolors="0.3", label="some")
+    bottom.scatter([], [], marker="x", color=cmap(1.0), label="all")
+    bottom.legend(
+        fontsize=7,
+        loc="upper left",
+        ncol=4,
+        title="seeds diverged:",
+        title_fontsize=7,
+        alignment="left",
+        borderpad=0.3,
+        handletextpad=0.2,
+        columnspacing=1.0,
+    )
+    for name, (color, style, label) in BOUND_STYLES.items():
+        value = getattr(bounds, name)
+        for ax in (top, bottom):
+            ax.axvline(value, color=color, linestyle=style, linewidth=1.1)
+        top.plot([], [], color=color, linestyle=style, label=f"{label} = {value:.4f}")
+    for lr in study_lrs:
+        top.plot(
+            lr,
+            1.0,
+            "v",
+            color="0.2",
+            markersize=7,
+            transform=top.get_xaxis_transform(),
+            clip_on=False,
+        )
+    top.plot([], [], "v", color="0.2", label="the study's lr")
+    top.legend(fontsize=7, loc="lower left", ncol=2)
+    bottom.set_xscale("log")
+    lrs = np.concatenate([table["lr"].to_numpy(dtype=float), list(study_lrs)])
+    bottom.set_xlim(lrs.min() / 1.5, lrs.max() * 1.5)
+    bottom.set_xlabel("learning rate (log scale)")
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.94, bottom=0.09)
     return fig

@@ -1,4 +1,4 @@
-"""Executed notebooks to self-contained HTML and PDF, and one notebook shown inside another.
+"""Executed notebooks to self-contained HTML and PDF.
 
 * ``notebook_html``: nbconvert's JupyterLab page with the input cells hidden (or kept), the
   figures embedded as base64 images and MathJax 3 (from the ``django-static-mathjax`` wheel)
@@ -6,8 +6,6 @@
 * ``print_html``: the same cells with a small print style sheet and every ``$...$`` /
   ``$$...$$`` pre-rendered to an SVG image with matplotlib's mathtext, because WeasyPrint
   runs no JavaScript; ``write_pdf`` turns it into a PDF.
-* ``show_notebook``: re-displays the outputs and Markdown of an executed notebook in the
-  running kernel, so the report notebook can include a section computed by another one.
 """
 
 from __future__ import annotations
@@ -299,45 +297,3 @@ def demote_headings(markdown: str, levels: int = 1) -> str:
     if levels < 0:
         raise ValueError(f"levels must be >= 0, got {levels}")
     return _HEADING.sub(lambda m: "#" * min(6, len(m.group(1)) + levels), markdown)
-
-
-def show_notebook(path: str | os.PathLike, *, demote: int = 1) -> None:
-    """Display the Markdown cells and the outputs of an executed notebook, in order.
-
-    Intended to run inside a notebook: the outputs keep their MIME bundles (figures,
-    tables, Markdown), headings move ``demote`` levels deeper so the included notebook
-    becomes a section, the parameter cells are skipped, and an error output is shown as
-    its name, message and traceback.
-
-    Parameters
-    ----------
-    path : path
-        The executed notebook.
-    demote : int
-        Heading levels to add to the included Markdown.
-    """
-    from IPython.display import Markdown, display
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"path must be an existing notebook, got {str(path)!r}")
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        tags = set(cell.get("metadata", {}).get("tags", []))
-        if tags & {"parameters", "injected-parameters"}:
-            continue
-        if cell.cell_type == "markdown":
-            display(Markdown(demote_headings(cell.source, demote)))
-            continue
-        if cell.cell_type != "code":
-            continue
-        for output in cell.get("outputs", []):
-            kind = output.get("output_type")
-            if kind in ("display_data", "execute_result"):
-                display(dict(output["data"]), raw=True, metadata=dict(output.get("metadata", {})))
-            elif kind == "stream":
-                display({"text/plain": output["text"]}, raw=True)
-            elif kind == "error":
-                trace = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(output.get("traceback", [])))
-                text = f"{output['ename']}: {output['evalue']}\n{trace}"
-                display({"text/plain": text}, raw=True)

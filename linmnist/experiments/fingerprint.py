@@ -1,0 +1,146 @@
+"""Fingerprints: what a product's result depends on, hashed part by part.
+
+A product's fingerprint is the SHA-256 of its *inputs*, each hashed on its own so that
+``python -m linmnist status`` can name what changed:
+
+* ``code``: the source of the linmnist modules it runs, found by following the package's
+  imports (``import linmnist.x`` / ``from linmnist.x import y``, function-local ones too) from
+  the modules the product names, or that its notebook imports; a report-layer module brings
+  the report's templates with it;
+* ``notebook``: the cell types and sources of its notebook (outputs do not count);
+* ``params``: its parameters;
+* ``data``: the SHA-256 of the dataset's verified cache file;
+* ``dependencies``: ``requirements.lock`` (the pinned versions of every package);
+* ``upstream``: the fingerprints of its upstream products.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from linmnist.experiments.paths import LOCK_FILE, PACKAGE
+
+INPUTS = ("code", "notebook", "params", "data", "dependencies", "upstream")
+TEMPLATES = PACKAGE / "report" / "templates"
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of a JSON-serialisable value (keys sorted), or of bytes."""
+    data = value if isinstance(value, bytes) else json.dumps(value, sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def combine(inputs: Mapping[str, str | None]) -> str:
+    """The fingerprint of a product from the digests of its inputs."""
+    return digest({key: inputs.get(key) for key in INPUTS})
+
+
+def module_path(module: str) -> Path | None:
+    """The source file of a linmnist module (None when there is none)."""
+    parts = module.split(".")
+    if parts[0] != "linmnist":
+        return None
+    base = PACKAGE.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported_modules(source: str) -> set[str]:
+    """The linmnist modules that Python ``source`` imports (anywhere in it)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("linmnist")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.startswith("linmnist"):
+                found.add(node.module)
+                # `from linmnist.report import figures` imports the module linmnist.report.figures
+                found |= {
+                    f"{node.module}.{alias.name}"
+                    for alias in node.names
+                    if module_path(f"{node.module}.{alias.name}") is not None
+                }
+    return {name for name in found if module_path(name) is not None}
+
+
+@functools.cache
+def _module_imports(path: Path, mtime_ns: int) -> frozenset[str]:
+    return frozenset(imported_modules(path.read_text(encoding="utf-8")))
+
+
+def module_closure(modules: Iterable[str]) -> list[str]:
+    """``modules`` and every linmnist module they import, directly or not, sorted."""
+    todo = [m for m in modules if module_path(m) is not None]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        # importing linmnist.a.b runs linmnist/__init__.py and linmnist/a/__init__.py first
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        path = module_path(name)
+        todo += sorted(_module_imports(path, path.stat().st_mtime_ns) - seen)
+    return sorted(seen)
+
+
+def code_digest(modules: Iterable[str]) -> str:
+    """SHA-256 of the source of ``modules``' closure (and of the report's templates when a
+    report-layer module is among them)."""
+    closure = module_closure(modules)
+    files = {name: module_path(name).read_bytes().hex() for name in closure}
+    if any(name.startswith("linmnist.report") for name in closure) and TEMPLATES.is_dir():
+        for path in sorted(TEMPLATES.rglob("*")):
+            if path.is_file():
+                files[f"templates/{path.relative_to(TEMPLATES).as_posix()}"] = (
+                    path.read_bytes().hex()
+                )
+    return digest(files)
+
+
+def notebook_code(path: str | Path) -> str:
+    """The code of a notebook's code cells, joined (IPython magics dropped)."""
+    nb = nbformat.read(path, as_version=4)
+    lines = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            lines += [
+                ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))
+            ]
+    return "\n".join(lines)
+
+
+def notebook_digest(path: str | Path) -> str:
+    """SHA-256 of a notebook's cell types and sources (outputs and metadata do not count)."""
+    nb = nbformat.read(path, as_version=4)
+    return digest([[cell.cell_type, cell.source] for cell in nb.cells])
+
+
+def notebook_modules(path: str | Path) -> set[str]:
+    """The linmnist modules a notebook imports."""
+    return imported_modules(notebook_code(path))
+
+
+@functools.cache
+def dependencies_digest() -> str:
+    """SHA-256 of ``requirements.lock``; outside a checkout, of the installed distributions."""
+    if LOCK_FILE.is_file():
+        return digest(LOCK_FILE.read_bytes())
+    installed = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())
+    return digest(installed)

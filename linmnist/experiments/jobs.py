@@ -1,0 +1,122 @@
+"""Making one product: its job run in a staging directory, its files moved into place, its
+record written last (see ``linmnist.experiments.runner`` for why), and the BLAS threads a
+worker gets. The executors (local, dask) call ``make_product`` in their workers."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from linmnist.experiments import fingerprint as fp
+from linmnist.experiments.products import JobFailed, Product
+from linmnist.experiments.results import write_record
+
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+STAGING_SUFFIX = ".staging"
+# Deaths of the worker making a product after which it is made again.
+RETRIES = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one product in a run.
+
+    Attributes
+    ----------
+    name : str
+        The product.
+    status : str
+        ``"ok"``, ``"failed"`` or ``"skipped"`` (up to date).
+    error : str or None
+        The error of a failed product.
+    seconds : float
+        Wall time of its job (0 when skipped).
+    """
+
+    name: str
+    status: str
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def blas_threads(jobs: int, cores: int | None = None) -> int:
+    """BLAS threads per job: ``max(1, cores // jobs)`` (cores available to this process)."""
+    return max(1, (available_cores() if cores is None else cores) // jobs)
+
+
+def available_cores() -> int:
+    """Cores available to this process."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def record_failure(product: Product, error: str, inputs: dict | None = None) -> Outcome:
+    """Write a failed record for a product whose job could not write one (a dead worker)."""
+    product.directory.mkdir(parents=True, exist_ok=True)
+    write_record(product.record, _record(product, "failed", error, inputs or {}, 0.0, {}))
+    return Outcome(product.name, "failed", error)
+
+
+def _record(
+    product: Product, status: str, error: str | None, inputs: dict, seconds: float, extra: dict
+) -> dict[str, Any]:
+    return {
+        "product": product.name,
+        "status": status,
+        "error": error,
+        "params": product.params,
+        "fingerprint": fp.combine(inputs) if inputs else None,
+        "inputs": inputs,
+        "wall_seconds": seconds,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def make_product(product: Product, inputs: dict[str, Any]) -> Outcome:
+    """Run a product's job (in a worker) and leave its files and record in place.
+
+    Only an interruption (KeyboardInterrupt, a killed process) leaves no record.
+    """
+    start = time.perf_counter()
+    directory = product.directory
+    directory.mkdir(parents=True, exist_ok=True)
+    product.record.unlink(missing_ok=True)  # from here on it does not count as made
+    for kept in directory.glob(f"{product.stem}.failed*"):  # what an earlier failure kept
+        kept.unlink()
+    staging = directory / f".{product.stem}.{os.getpid()}{STAGING_SUFFIX}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        module, function = product.job.split(":", 1)
+        job = getattr(importlib.import_module(module), function)
+        try:
+            extra = job(product.params, staging, product.stem) or {}
+        except Exception as exc:  # any failure of the job is recorded; the run goes on
+            keep = exc.keep if isinstance(exc, JobFailed) else ()
+            for name in product.outputs:
+                (directory / name).unlink(missing_ok=True)
+            for name in keep:
+                if (staging / name).is_file():
+                    os.replace(staging / name, directory / name)
+            error = str(exc) if isinstance(exc, JobFailed) else f"{type(exc).__name__}: {exc}"
+            status, extra = "failed", {}
+        else:
+            missing = [name for name in product.outputs if not (staging / name).is_file()]
+            if missing:
+                status, error, extra = "failed", f"the job wrote none of {missing}", {}
+            else:
+                for name in product.outputs:
+                    os.replace(staging / name, directory / name)
+                status, error = "ok", None
+        seconds = time.perf_counter() - start
+        write_record(product.record, _record(product, status, error, inputs, seconds, extra))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Outcome(product.name, status, error, seconds)

@@ -1,0 +1,108 @@
+"""The local executor: products made by worker processes on this machine."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from linmnist.experiments.jobs import (
+    BLAS_THREAD_VARS,
+    RETRIES,
+    Outcome,
+    blas_threads,
+    make_product,
+    record_failure,
+)
+from linmnist.experiments.products import Product
+
+
+class LocalExecutor:
+    """``workers`` spawned processes, each with ``cores // workers`` BLAS threads.
+
+    The workers ignore Ctrl-C (the runner decides) and exit when the runner dies.
+    """
+
+    def __init__(self, workers: int):
+        self.slots = workers
+        self.threads = blas_threads(workers)
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = self._context.Event()
+        self._pool = self._new_pool()
+        self._pools: dict[Any, ProcessPoolExecutor] = {}  # future -> the pool running it
+        self._deaths: dict[str, int] = {}
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.slots,
+            mp_context=self._context,
+            initializer=init_worker,
+            initargs=(self.threads, os.getpid(), self._stop),
+        )
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            self._stop.set()  # the workers exit at once; their kernels follow
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            self._pool.shutdown(wait=True)
+
+    def submit(self, product: Product, inputs: dict[str, Any]):
+        """Start ``make_product(product, inputs)`` in a worker."""
+        try:
+            future = self._pool.submit(make_product, product, inputs)
+        except BrokenProcessPool:
+            self._pool = self._new_pool()
+            future = self._pool.submit(make_product, product, inputs)
+        self._pools[future] = self._pool
+        return future
+
+    def wait(self, futures: list) -> list:
+        """The futures among ``futures`` that have finished (at least one)."""
+        return list(wait(futures, return_when=FIRST_COMPLETED).done)
+
+    def outcome(self, future, product: Product, inputs: dict | None) -> Outcome | None:
+        """The finished product's outcome; None to make it again.
+
+        A worker that dies breaks the whole pool, so every product running then ends with
+        BrokenProcessPool: each is made again in a new pool, once; the one that kills its
+        worker twice is recorded as failed.
+        """
+        pool = self._pools.pop(future)
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:
+            if pool is self._pool:
+                self._pool = self._new_pool()
+            self._deaths[product.name] = self._deaths.get(product.name, 0) + 1
+            if self._deaths[product.name] <= RETRIES:
+                return None
+            error = f"the worker process died {self._deaths[product.name]} times ({exc})"
+            return record_failure(product, error, inputs)
+
+
+def init_worker(threads: int, parent: int, stop: Any) -> None:
+    """Worker set-up: BLAS threads (for this process and its kernels), no Ctrl-C, exit with
+    the runner."""
+    for var in BLAS_THREAD_VARS:
+        os.environ[var] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)  # numpy is already loaded here: limit it now
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    threading.Thread(target=_exit_with_runner, args=(parent, stop), daemon=True).start()
+
+
+def _exit_with_runner(parent: int, stop: Any) -> None:
+    """Exit this worker when the runner asks or dies (SIGKILL included)."""
+    while not stop.wait(0.5):
+        if os.getppid() != parent:
+            break
+    os._exit(1)

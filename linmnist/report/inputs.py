@@ -1,0 +1,145 @@
+"""What a story notebook reads: the results of a build, or one line saying how to make them.
+
+A notebook never starts runs. It names its build (dataset, profile, optionally a config and
+a build directory) and reads that build's results; when they are missing it stops with
+``MissingResults``, whose message is one line naming the command that makes them (IPython
+shows that line instead of a traceback).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from linmnist.engine.validation import LinmnistError
+from linmnist.experiments.grids import load_grids
+from linmnist.experiments.paths import ROOT, build_dir, relative_to_root, results_dir
+from linmnist.experiments.results import json_path, load_history, load_task
+
+
+class MissingResults(LinmnistError):
+    """The results a notebook reads are not there; the message says how to make them."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython: one line, no traceback
+        return [f"MissingResults: {self}"]
+
+
+def run_command(
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | Path | None = None,
+    targets: tuple[str, ...] = (),
+) -> str:
+    """The command that makes the products ``targets`` (all when empty) of a build."""
+    words = ["python", "-m", "linmnist", "run", *targets]
+    if profile is not None:
+        words += ["--profile", profile]
+    if dataset != "mnist":
+        words += ["--dataset", dataset]
+    if config is not None:
+        words += ["--config", relative_to_root(config)]
+    return shlex.join(words)
+
+
+def config_path(config: str | Path | None) -> Path | None:
+    """A notebook's ``config`` parameter (relative to the repository) as a path."""
+    return None if config is None else ROOT / config
+
+
+def locate_build(
+    dataset: str = "mnist",
+    profile: str | None = None,
+    build: str | Path | None = None,
+    config: str | Path | None = None,
+) -> Path:
+    """The build directory: ``build`` if given, else that of (dataset, profile, config)."""
+    if build is not None:
+        return Path(build).resolve()
+    return build_dir(dataset, profile, config_path(config))
+
+
+def require_product(
+    record: Path,
+    *,
+    what: str,
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | Path | None = None,
+    target: str | None = None,
+) -> None:
+    """Raise ``MissingResults`` when the record of a product is missing."""
+    if not Path(record).is_file():
+        command = run_command(dataset, profile, config, (target,) if target else ())
+        raise MissingResults(f"{what} are missing in {relative_to_root(record)}: run `{command}`")
+
+
+@dataclass(frozen=True)
+class TaskResults:
+    """The results of one task of a build.
+
+    Attributes
+    ----------
+    task : str
+        ``"grid"``, ``"subset"`` or ``"stability"``.
+    cells : list of str
+        The cells of the configuration.
+    seeds : DataFrame
+        One row per (cell, seed): ``linmnist.experiments.results.load_task``.
+    histories : DataFrame
+        The curves of the ok cells: ``linmnist.experiments.results.load_history``.
+    build : Path
+        The build directory.
+    """
+
+    task: str
+    cells: list[str]
+    seeds: pd.DataFrame
+    histories: pd.DataFrame
+    build: Path
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """One row per failed cell: cell and error."""
+        rows = self.seeds[self.seeds["status"] != "ok"]
+        return rows.drop_duplicates("cell")[["cell", "error"]]
+
+
+def task_results(
+    task: str,
+    *,
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | Path | None = None,
+    build: str | Path | None = None,
+) -> TaskResults:
+    """The results of ``task`` in a build, every cell of the configuration present.
+
+    Raises
+    ------
+    MissingResults
+        When a cell of the configuration has no record, with the command that makes it.
+    """
+    grids = load_grids(config_path(config), profile=profile)
+    if task not in grids:
+        raise MissingResults(f"the configuration defines no task {task!r}; it has {list(grids)}")
+    cells = [cell.name for cell in grids[task]]
+    build = locate_build(dataset, profile, build, config)
+    directory = results_dir(build) / task
+    missing = [c for c in cells if not json_path(directory, c).is_file()]
+    if missing:
+        command = run_command(dataset, profile, config, (task,))
+        where = relative_to_root(directory) if directory.is_relative_to(ROOT) else directory
+        raise MissingResults(
+            f"{len(missing)} of the {len(cells)} {task} results are missing in {where}: "
+            f"run `{command}`"
+        )
+    return TaskResults(
+        task=task,
+        cells=cells,
+        seeds=load_task(results_dir(build), task, cells=cells),
+        histories=load_history(results_dir(build), task, cells=cells),
+        build=build,
+    )

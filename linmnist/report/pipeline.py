@@ -1,0 +1,103 @@
+"""The whole pipeline of one build: experiment products, task notebooks, the report.
+
+``pipeline(dataset, profile, config)`` lists every product in dependency order:
+
+* the grid cells of every task of the configuration (``grid``, ``subset``, ``stability``)
+  and the framework comparison (``frameworks``), made by Python jobs;
+* one executed copy per task notebook (``notebooks/<stem>``), whose upstream products are
+  the results it reads (``NOTEBOOKS``);
+* the report (``report``), assembled from the executed notebooks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from linmnist.engine.data import DATASETS, FACTS
+from linmnist.engine.validation import check_choice
+from linmnist.experiments.comparison import comparison_product
+from linmnist.experiments.grids import check_n_train, load_grids
+from linmnist.experiments.paths import NOTEBOOKS, ROOT, build_dir, notebooks_dir, relative_to_root
+from linmnist.experiments.products import Product, experiment_products
+
+NOTEBOOK_JOB = "linmnist.experiments.notebooks:notebook_job"
+REPORT_JOB = "linmnist.report.build:report_job"
+# The task notebooks in reading order, each with the groups of products it reads.
+NOTEBOOKS_READ: dict[str, tuple[str, ...]] = {
+    "01_data": (),
+    "02_baseline": ("grid",),
+    "03_batch_size": ("grid",),
+    "05_training_set_size": ("subset",),
+    "06_frameworks": ("frameworks",),
+    "07_stability": ("stability",),
+    "08_appendix": ("grid", "subset", "stability", "frameworks"),
+}
+
+
+def notebook_parameters(
+    dataset: str, profile: str | None, config: str | Path | None
+) -> dict[str, Any]:
+    """The parameters every task notebook takes (its build), as the runner injects them."""
+    return {
+        "dataset": dataset,
+        "profile": profile,
+        "config": None if config is None else relative_to_root(config),
+        "build_dir": None,
+    }
+
+
+def pipeline(
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | Path | None = None,
+) -> list[Product]:
+    """Every product of the build of ``dataset`` with ``profile`` (and ``config``).
+
+    Raises
+    ------
+    UsageError
+        For an unknown dataset or profile, or an invalid configuration.
+    """
+    check_choice("dataset", dataset, DATASETS)
+    grids = load_grids(config, profile=profile)
+    check_n_train(grids, sum(FACTS[dataset].train_label_counts), dataset)
+    build = build_dir(dataset, profile, config)
+    products = experiment_products(grids, build, dataset)
+    products.append(comparison_product(build, dataset, profile))
+    groups = {p.group for p in products}
+    parameters = notebook_parameters(dataset, profile, config)
+    notebooks = []
+    for stem, reads in NOTEBOOKS_READ.items():
+        path = NOTEBOOKS / f"{stem}.ipynb"
+        notebooks.append(
+            Product(
+                name=f"notebooks/{stem}",
+                directory=notebooks_dir(build),
+                stem=stem,
+                job=NOTEBOOK_JOB,
+                params={
+                    "dataset": dataset,
+                    "notebook": path.relative_to(ROOT).as_posix(),
+                    "parameters": parameters,
+                },
+                outputs=(f"{stem}.ipynb",),
+                upstream=tuple(p.name for p in products if p.group in reads and p.group in groups),
+                notebook=path,
+            )
+        )
+    report = Product(
+        name="report",
+        directory=build,
+        stem="report",
+        job=REPORT_JOB,
+        params={
+            "dataset": dataset,
+            "profile": profile,
+            "config": parameters["config"],
+            "notebooks": list(NOTEBOOKS_READ),
+        },
+        outputs=("report.ipynb", "report.html", "report.pdf"),
+        upstream=tuple(p.name for p in notebooks),
+    )
+    return [*products, *notebooks, report]

@@ -1,0 +1,253 @@
+"""The runner: states and their reasons, dependency order, incremental and parallel runs,
+failures, killed workers and killed runners, refusals. Toy jobs (``toy_jobs``) keep it fast."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from linmnist.engine.validation import UsageError
+from linmnist.experiments.jobs import blas_threads
+from linmnist.experiments.products import Product
+from linmnist.experiments.runner import assess, check_pipeline, run, select
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def toy(
+    tmp: Path, name: str, *, upstream=(), job="experiments.toy_jobs:write", **params
+) -> Product:
+    group, _, stem = name.rpartition("/")
+    return Product(
+        name=name,
+        directory=tmp / (group or "top"),
+        stem=stem,
+        job=job,
+        params={"value": 1, **params},
+        outputs=(f"{stem}.txt",),
+        upstream=tuple(upstream),
+    )
+
+
+def chain(tmp: Path, **changes) -> list[Product]:
+    """a/x and a/y, b/z reading both, c reading b/z."""
+    return [
+        toy(tmp, "a/x", **changes.get("a/x", {})),
+        toy(tmp, "a/y", **changes.get("a/y", {})),
+        toy(tmp, "b/z", upstream=["a/x", "a/y"], **changes.get("b/z", {})),
+        toy(tmp, "c", upstream=["b/z"], **changes.get("c", {})),
+    ]
+
+
+def states(products):
+    return {name: s.state for name, s in assess(products).items()}
+
+
+def statuses(summary):
+    return {o.name: o.status for o in summary.outcomes}
+
+
+def test_a_new_pipeline_is_missing_then_made_then_up_to_date(tmp_path):
+    products = chain(tmp_path)
+    assert set(states(products).values()) == {"missing"}
+    summary = run(products, lock_dir=tmp_path, jobs=2, progress=False)
+    assert summary.ok and set(statuses(summary).values()) == {"ok"}
+    assert set(states(products).values()) == {"up to date"}
+    again = run(products, lock_dir=tmp_path, jobs=2, progress=False)
+    assert set(statuses(again).values()) == {"skipped"}
+    record = json.loads((tmp_path / "b" / "z.json").read_text())
+    assert record["status"] == "ok" and record["value"] == 1
+    assert set(record["inputs"]) >= {"code", "notebook", "params", "data", "dependencies"}
+
+
+def test_a_changed_parameter_makes_the_product_and_its_downstream_stale_and_only_they_rerun(
+    tmp_path,
+):
+    run(chain(tmp_path), lock_dir=tmp_path, progress=False)
+    changed = chain(tmp_path, **{"a/y": {"value": 2}})
+    found = assess(changed)
+    assert found["a/x"].state == "up to date"
+    assert found["a/y"].state == "stale" and found["a/y"].reasons == ("parameters",)
+    assert found["b/z"].state == "stale" and "upstream a/y is stale" in found["b/z"].reasons
+    assert found["c"].state == "stale" and "upstream b/z is stale" in found["c"].reasons
+    summary = run(changed, lock_dir=tmp_path, progress=False)
+    assert statuses(summary) == {"a/x": "skipped", "a/y": "ok", "b/z": "ok", "c": "ok"}
+    assert set(states(changed).values()) == {"up to date"}
+
+
+@pytest.mark.slow
+def test_an_upstream_product_remade_on_its_own_makes_its_downstream_stale(tmp_path):
+    run(chain(tmp_path), lock_dir=tmp_path, progress=False)
+    changed = chain(tmp_path, **{"a/x": {"value": 2}})
+    run(select(changed, ["a/x"]), lock_dir=tmp_path, progress=False)
+    found = assess(changed)
+    assert found["a/x"].state == "up to date"
+    assert found["b/z"].reasons == ("upstream a/x was remade",)
+    assert found["c"].reasons == ("upstream b/z is stale",)
+
+
+@pytest.mark.slow
+def test_remaking_with_the_same_inputs_leaves_the_downstream_up_to_date(tmp_path):
+    products = chain(tmp_path)
+    run(products, lock_dir=tmp_path, progress=False)
+    run(select(products, ["a/x"]), lock_dir=tmp_path, force=True, progress=False)
+    assert set(states(products).values()) == {"up to date"}
+
+
+@pytest.mark.slow
+def test_a_deleted_output_makes_the_product_missing(tmp_path):
+    products = chain(tmp_path)
+    run(products, lock_dir=tmp_path, progress=False)
+    (tmp_path / "a" / "x.txt").unlink()
+    assert states(products)["a/x"] == "missing"
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_recorded_downstream_still_runs_and_it_reruns_next_time(tmp_path):
+    products = chain(
+        tmp_path,
+        **{"a/y": {"fail": "on purpose"}, "a/x": {"job": "experiments.toy_jobs:write_nothing"}},
+    )
+    summary = run(products, lock_dir=tmp_path, jobs=2, progress=False)
+    assert not summary.ok
+    assert statuses(summary) == {"a/x": "failed", "a/y": "failed", "b/z": "ok", "c": "ok"}
+    failures = {o.name: o.error for o in summary.failed}
+    assert failures["a/y"] == "ValueError: told to fail (on purpose)"
+    assert "wrote none of ['x.txt']" in failures["a/x"]
+    found = assess(products)
+    assert found["a/y"].state == "failed" and "told to fail" in found["a/y"].reasons[0]
+    assert "upstream a/y is failed" in found["b/z"].reasons
+    assert "FAILED a/y: ValueError: told to fail (on purpose)" in summary.format()
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_fails_its_product_and_the_others_complete(tmp_path):
+    products = chain(tmp_path, **{"a/x": {"die": True}})
+    summary = run(products, lock_dir=tmp_path, jobs=2, progress=False)
+    assert statuses(summary) == {"a/x": "failed", "a/y": "ok", "b/z": "ok", "c": "ok"}
+    assert "worker process died 2 times" in summary.failed[0].error
+    assert json.loads((tmp_path / "a" / "x.json").read_text())["status"] == "failed"
+
+
+def test_dry_run_makes_and_creates_nothing(tmp_path):
+    build = tmp_path / "build"
+    planned = []
+    summary = run(
+        chain(build), lock_dir=build, dry_run=True, progress=False, on_plan=planned.extend
+    )
+    assert [s.name for s in planned] == ["a/x", "a/y", "b/z", "c"]
+    assert summary.outcomes == () and not build.exists()
+
+
+@pytest.mark.slow
+def test_force_remakes_up_to_date_products(tmp_path):
+    products = chain(tmp_path)
+    run(products, lock_dir=tmp_path, progress=False)
+    summary = run(products, lock_dir=tmp_path, force=True, progress=False)
+    assert set(statuses(summary).values()) == {"ok"}
+
+
+@pytest.mark.parametrize(
+    ("products", "message"),
+    [
+        (lambda t: [toy(t, "a/x"), toy(t, "a/x")], "two products named 'a/x'"),
+        (lambda t: [toy(t, "a/x", upstream=["nope"])], "unknown upstream products ['nope']"),
+        (lambda t: [toy(t, "a/x", upstream=["a/y"]), toy(t, "a/y")], "comes before its upstream"),
+    ],
+)
+def test_a_malformed_pipeline_is_refused(tmp_path, products, message):
+    with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check_pipeline(products(tmp_path))
+
+
+def test_select_takes_the_upstream_products_of_its_targets(tmp_path):
+    products = chain(tmp_path)
+    assert [p.name for p in select(products, ["b"])] == ["a/x", "a/y", "b/z"]
+    assert [p.name for p in select(products, ["a/x"])] == ["a/x"]
+    with pytest.raises(
+        UsageError, match=r"target 'zzz' names no product; accepted: a group \(a, b, c\)"
+    ):
+        select(products, ["zzz"])
+
+
+def test_a_second_runner_on_the_same_build_is_refused(tmp_path):
+    import fcntl
+
+    with open(tmp_path / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(UsageError, match="another linmnist run is using"):
+            run(chain(tmp_path), lock_dir=tmp_path, progress=False)
+
+
+def test_blas_threads_split_the_cores_between_jobs():
+    assert blas_threads(1, cores=2) == 2
+    assert blas_threads(2, cores=2) == 1
+    assert blas_threads(3, cores=2) == 1
+
+
+def _wait(condition, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+RUNNER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from experiments.test_runner import chain
+from linmnist.experiments.runner import run
+if __name__ == "__main__":
+    build = Path({build!r})
+    run(chain(build, **{{"a/x": {{"pause": {marker!r}}}}}), lock_dir=build, jobs=2, progress=False)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL to the runner", "SIGINT to the process group"])
+def test_an_interrupted_product_is_not_taken_as_made_and_is_made_next_time(tmp_path, how):
+    """Killing a run while a job runs leaves no record of it and its worker exits too; the
+    next run removes the leftovers and makes it."""
+    build, marker = tmp_path / "build", tmp_path / "marker.json"
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER.format(tests=str(TESTS), build=str(build), marker=str(marker)))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert _wait(lambda: marker.is_file() and marker.stat().st_size > 0, 60), "never started"
+        worker = json.loads(marker.read_text())["pid"]
+        if how.startswith("SIGKILL"):
+            proc.kill()
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert _wait(lambda: not _alive(worker), 15), "the worker outlived the runner"
+    assert not (build / "a" / "x.json").exists()
+    products = chain(build)
+    assert states(products)["a/x"] == "missing"
+    summary = run(products, lock_dir=build, progress=False)
+    assert statuses(summary)["a/x"] == "ok"
+    assert sorted(p.name for p in (build / "a").iterdir()) == ["x.json", "x.txt", "y.json", "y.txt"]

@@ -1,0 +1,32 @@
+"""Jobs for the runner's tests: quick, and told by their parameters what to do."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+def write(params: dict, out: Path, stem: str) -> dict:
+    """Write ``<stem>.txt`` holding the parameters; pause, fail or die when told to."""
+    if params.get("pause"):
+        Path(params["pause"]).write_text(json.dumps({"pid": os.getpid()}))
+        time.sleep(600)
+    if params.get("die"):
+        os._exit(3)
+    if params.get("attempts"):  # die on the first `die_times` attempts, counted in a file
+        log = Path(params["attempts"])
+        with log.open("a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        if len(log.read_text().split()) <= params["die_times"]:
+            os._exit(3)
+    if params.get("threads"):
+        params = {**params, "omp": os.environ.get("OMP_NUM_THREADS")}
+    if params.get("fail"):
+        raise ValueError(f"told to fail ({params['fail']})")
+    (out / f"{stem}.txt").write_text(json.dumps(params))
+    return {"value": params.get("value")}
+
+
+def write_nothing(params: dict, out: Path, stem: str) -> dict:
+    """A job that forgets its output."""
+    return {}

@@ -1,0 +1,127 @@
+"""Rendering: self-contained HTML with MathJax, printable HTML with SVG math, included notebooks."""
+
+import base64
+import os
+import re
+
+import nbformat
+import pytest
+
+from linmnist.report import render
+
+
+def small_notebook():
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "linmnist",
+        "display_name": "linmnist",
+        "language": "python",
+    }
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(
+            "# Title\n\nInline $\\lambda_{\\max} < 2$ and display\n\n"
+            "$$L(W) = \\frac{1}{2N}\\sum_{i=1}^{N} \\|W x_i - y_i\\|^2$$"
+        ),
+        nbformat.v4.new_code_cell(
+            "secret_code_line = 1",
+            outputs=[
+                nbformat.v4.new_output(
+                    "display_data",
+                    data={"text/markdown": "Out $\\eta = 0.05$", "text/plain": "<md>"},
+                ),
+                nbformat.v4.new_output("stream", name="stdout", text="cost is $5 and $6\n"),
+            ],
+        ),
+    ]
+    return nb
+
+
+def test_math_image_is_an_inline_svg_on_the_baseline():
+    tag = render.math_image(r"\frac{1}{2N} \sum_i x_i")
+    src = re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', tag).group(1)
+    assert base64.b64decode(src).lstrip().startswith(b"<?xml")
+    depth = float(re.search(r"vertical-align:-([\d.]+)em", tag).group(1))
+    height = float(re.search(r"height:([\d.]+)em", tag).group(1))
+    assert 0 < depth < height
+    assert 'alt="\\frac{1}{2N} \\sum_i x_i"' in tag
+
+
+def test_math_image_translates_mathjax_only_commands():
+    tag = render.math_image(r"\lVert W x \rVert \le \tfrac{1}{2} \operatorname*{argmax}_k")
+    assert 'alt="\\lVert W x \\rVert' in tag, "the alt text keeps the original TeX"
+
+
+def test_math_image_rejects_what_mathtext_cannot_parse():
+    with pytest.raises(ValueError, match="mathtext cannot render"):
+        render.math_image(r"\begin{aligned} x \end{aligned}")
+
+
+def test_render_math_replaces_text_math_but_not_code():
+    page = (
+        "<p>a $x^2$ b</p><p>$$\\frac{a}{b}$$</p><pre>$keep$</pre>"
+        "<code>$also$</code><script>var s = '$js$';</script><p>a &lt; $y &lt; 1$</p>"
+    )
+    out = render.render_math(page)
+    assert out.count('<img class="math"') == 3
+    assert '<div class="math-display">' in out
+    assert "<pre>$keep$</pre>" in out and "<code>$also$</code>" in out and "'$js$'" in out
+    assert 'alt="y &lt; 1"' in out, "entities are unescaped before rendering"
+
+
+def test_render_math_keeps_unparsable_formulas_as_code_and_reports_them():
+    failures = []
+    out = render.render_math("<p>$\\begin{x}$</p>", failures=failures)
+    assert "<code>\\begin{x}</code>" in out
+    assert len(failures) == 1 and "mathtext cannot render" in failures[0]
+
+
+def test_notebook_html_is_self_contained_with_mathjax_and_hides_code():
+    page = render.notebook_html(small_notebook(), title="My report")
+    assert "<title>My report</title>" in page
+    assert "window.MathJax = {" in page
+    assert render.mathjax_script()[-300:] in page, "the MathJax bundle is inlined"
+    assert not re.search(r'<(script|link|img)[^>]+(src|href)="(https?:)?//', page)
+    assert "secret_code_line" not in page
+    assert "Inline $\\lambda_{\\max} &lt; 2$" in page, "MathJax typesets the TeX in the browser"
+    assert "secret_code_line" in render.notebook_html(small_notebook(), include_code=True)
+
+
+def test_notebook_html_can_share_one_mathjax_copy():
+    page = render.notebook_html(small_notebook(), mathjax_src="../tex-svg.js")
+    assert '<script src="../tex-svg.js"></script>' in page
+    assert len(page) < len(render.mathjax_script())
+
+
+def test_print_html_has_no_script_and_math_as_images():
+    page = render.print_html(small_notebook())
+    assert "<script" not in page
+    assert page.count('<img class="math"') == 3
+    assert "\\frac" not in re.sub(r'alt="[^"]*"', "", page)
+    text = re.sub(r"<[^>]+>", "", page)
+    assert "\\lambda" not in text and "$$" not in text
+    assert "cost is $5 and $6" in text, "dollars in stream output (pre) are left alone"
+
+
+@pytest.mark.slow
+def test_write_pdf_counts_pages_and_writes_atomically(tmp_path):
+    target = tmp_path / "out.pdf"
+    pages = render.write_pdf(render.print_html(small_notebook()), target)
+    assert pages == 1
+    assert target.read_bytes().startswith(b"%PDF")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pdf"]
+
+
+def test_atomic_write_honours_the_umask(tmp_path):
+    target = tmp_path / "page.html"
+    render.atomic_write(target, "<p>x</p>")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert target.read_text() == "<p>x</p>"
+
+
+def test_demote_headings():
+    assert render.demote_headings("# A\n\ntext # not\n## B", 2) == "### A\n\ntext # not\n#### B"
+    assert render.demote_headings("##### deep", 3) == "###### deep"
+    with pytest.raises(ValueError, match="levels"):
+        render.demote_headings("# A", -1)

@@ -1,0 +1,517 @@
+"""Tables: aggregated from result files and sweep frames, numbers never typed in.
+
+The builders here (``write_runs``, ``seeds_frame``, ``SWEEP``, ``BOUNDS``) are shared by
+``test_facts``, ``test_narrative`` and ``test_figures``.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from linmnist.engine.sgd import TrainResult
+from linmnist.experiments import results
+from linmnist.experiments.results import append_run_log
+from linmnist.report import study, tables
+from linmnist.report.tables import Bounds
+
+LRS = (0.1, 0.01, 0.001)
+BATCH_SIZES = (1, 10, 100, 1000)
+SEEDS = (0, 1, 2)
+N_PRIMES = (100, 1000, 10000)
+
+
+def fake_run(*, lr, batch_size, seed, iterations=50, n_prime=None):
+    """A run whose final metrics encode its configuration (lr 0.1 diverges at 3 + seed)."""
+    eval_every = 1 if seed == 0 else 10
+    its = np.unique(np.r_[np.arange(eval_every - 1, iterations, eval_every), iterations - 1])
+    diverged = 3 + seed if lr > 0.05 else None
+    if diverged is not None:
+        its = np.r_[its[its < diverged], diverged]
+    noise = 0.001 * seed / batch_size
+    quality = np.log10(lr) + 4 if n_prime is None else np.log10(n_prime) - 1
+    final_acc = 0.80 + 0.02 * quality + noise
+    history = pd.DataFrame(
+        {
+            "iteration": its,
+            "train_loss": 0.3 - 0.02 * quality - noise + 0.0 * its,
+            "train_acc": np.full(its.size, final_acc),
+            "test_acc": np.full(its.size, final_acc - (0.1 / quality if n_prime else 0.01)),
+        }
+    )
+    if diverged is not None:
+        history.loc[history.index[-1], ["train_loss", "train_acc", "test_acc"]] = [np.inf, 0.1, 0.1]
+    return TrainResult(
+        W=np.zeros((10, 4)),
+        b=None,
+        history=history,
+        diverged_at=diverged,
+        seconds=1.0 + batch_size / 1000 + (5 if eval_every == 1 else 0),
+        lr=lr,
+        batch_size=batch_size,
+        iterations=iterations,
+        seed=seed,
+        eval_every=eval_every,
+    )
+
+
+def write_runs(root: Path) -> Path:
+    """A runs directory with a fake 3 x 4 grid (50 iterations, seeds 0-2, cell lr 0.01 x
+    batch size 1000 failed, lr 0.1 diverging at iteration 3 + seed) and a 3-size subset task."""
+    (root / "grid").mkdir()
+    (root / "subset").mkdir()
+    for lr in LRS:
+        for b in BATCH_SIZES:
+            if (lr, b) == (0.01, 1000):
+                continue
+            runs = [fake_run(lr=lr, batch_size=b, seed=s) for s in SEEDS]
+            params = {"lr": lr, "batch_size": b, "iterations": 50, "seeds": list(SEEDS)}
+            results.save_cell(
+                root / "grid", f"lr{lr:g}_bs{b}", task="grid", params=params, runs=runs
+            )
+    failed = {
+        "task": "grid",
+        "cell": "lr0.01_bs1000",
+        "status": "failed",
+        "error": "MemoryError: boom",
+        "params": {"lr": 0.01, "batch_size": 1000, "iterations": 50},
+        "fingerprint": None,
+        "seeds": [],
+    }
+    (root / "grid" / "lr0.01_bs1000.json").write_text(json.dumps(failed))
+    for n in N_PRIMES:
+        runs = [fake_run(lr=0.001, batch_size=100, seed=s, n_prime=n) for s in SEEDS]
+        params = {"n_prime": n, "lr": 0.001, "batch_size": 100, "iterations": 50}
+        results.save_cell(root / "subset", f"n{n}", task="subset", params=params, runs=runs)
+    return root
+
+
+# (batch size, lr) -> final test accuracy per seed; None marks a seed that diverged.
+SWEEP = {
+    (1, 0.001): [0.80, 0.81, 0.79],
+    (1, 0.01): [0.70, 0.74, 0.72],
+    (1, 0.0316): [0.60, None, 0.66],
+    (1, 0.1): [None, None, None],
+    (10, 0.001): [0.82, 0.82, 0.83],
+    (10, 0.01): [0.85, 0.85, 0.84],
+    (10, 0.0316): [0.85, 0.86, 0.85],
+    (10, 0.1): [0.84, 0.85, 0.85],
+    (100, 0.001): [None, None, None],
+    (100, 0.01): [None, None, None],
+    (100, 0.0316): [None, None, None],
+    (100, 0.1): [None, None, None],
+    (1000, 0.001): [0.82, 0.82, 0.82],
+    (1000, 0.01): [0.85, None, 0.85],
+    (1000, 0.0316): [0.86, 0.86, 0.86],
+    (1000, 0.1): [None, None, None],
+}
+BOUNDS = Bounds(
+    lambda_max=40.0,
+    lr_max=0.05,
+    curvature_mean=100.0,
+    curvature_max=400.0,
+    mean_sample_lr=0.02,
+    per_sample_lr=0.005,
+    n_samples=1000,
+)
+
+
+def seeds_frame(sweep=SWEEP, failed=()) -> pd.DataFrame:
+    """What load_task gives for the sweep: one row per cell and seed (one row per failed cell);
+    a diverged seed diverges at iteration 40 + seed, a converged one ends at loss 1 - acc."""
+    rows = []
+    for (batch_size, lr), accs in sweep.items():
+        head = {"cell": f"lr{lr:g}_bs{batch_size}", "lr": lr, "batch_size": batch_size}
+        if (batch_size, lr) in failed:
+            rows.append(head | {"status": "failed", "error": "boom", "seed": math.nan})
+            continue
+        for seed, acc in enumerate(accs):
+            rows.append(
+                head
+                | {
+                    "status": "ok",
+                    "error": None,
+                    "seed": seed,
+                    "diverged_at": 40 + seed if acc is None else pd.NA,
+                    "final_test_acc": 0.1 if acc is None else acc,
+                    "final_train_loss": 9.0 if acc is None else 1 - acc,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    return frame.astype({"diverged_at": "Int64"})
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    return write_runs(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def table(runs_dir):
+    return tables.grid_table(results.load_task(runs_dir, "grid"))
+
+
+@pytest.fixture(scope="module")
+def subset(runs_dir):
+    return tables.subset_table(results.load_task(runs_dir, "subset"))
+
+
+@pytest.fixture(scope="module")
+def task2(runs_dir):
+    history = results.load_history(runs_dir, "grid")
+    return history[(history["lr"] == 0.001) & (history["batch_size"] == 100)]
+
+
+# --- the dataset ------------------------------------------------------------------------
+
+
+def test_dataset_names_and_labels():
+    """Display names, the study's dataset, labels as titles show them; unknown ones refused."""
+    assert study.dataset_name("fashion-mnist") == "Fashion-MNIST"
+    assert study.is_study_dataset("mnist") and not study.is_study_dataset("fashion-mnist")
+    assert study.label_text("mnist", 2) == "2"
+    assert study.label_text("fashion-mnist", 9) == "9: Ankle boot"
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        study.dataset_name("cifar")
+    with pytest.raises(ValueError, match="label must be in"):
+        study.label_text("fashion-mnist", 10)
+
+
+def test_known_labels_compares_expected_and_found():
+    """Each known label beside the one found; no rows when nothing is known; a split absent
+    from the labels is refused."""
+    labels = {"train": np.array([0, 2, 1]), "test": np.array([1, 1])}
+    table = tables.known_labels(labels, [("train", 1, 2), ("test", 0, 7)])
+    assert table["ok"].tolist() == [True, False]
+    assert table["found"].tolist() == [2, 1]
+    assert tables.known_labels(labels, ()).empty
+    with pytest.raises(ValueError, match="split"):
+        tables.known_labels(labels, [("valid", 0, 1)])
+
+
+def test_shapes_table_before_and_after_flattening():
+    """Shape and dtype of each array, in the order given."""
+    shapes = tables.shapes_table(
+        {"x_train": np.zeros((6, 28, 28), np.uint8), "X": np.zeros((784, 6), np.float32)}
+    )
+    assert shapes["shape"].tolist() == ["6 x 28 x 28", "784 x 6"]
+    assert shapes["dtype"].tolist() == ["uint8", "float32"]
+
+
+def test_one_hot_check_flags_a_wrong_column():
+    """The label, its one-hot column and argmax; a column with a second 1 is inconsistent;
+    an index out of range is refused."""
+    y = np.array([2, 1, 0])
+    Y = np.eye(10)[:, y]
+    check = tables.one_hot_check({"train": y}, {"train": Y}, 0)
+    assert check.loc[0, "label"] == 2 and check.loc[0, "argmax"] == 2
+    assert check.loc[0, "one-hot column"] == "0 0 1 0 0 0 0 0 0 0"
+    assert check.loc[0, "consistent"]
+    Y[3, 0] = 1
+    assert not tables.one_hot_check({"train": y}, {"train": Y}, 0).loc[0, "consistent"]
+    with pytest.raises(ValueError, match="index must be in"):
+        tables.one_hot_check({"train": y}, {"train": Y}, 3)
+
+
+def test_sample_curvature_is_the_mean_and_max_squared_column_norm():
+    """||x||^2 per column: (1 + 4 + 0 + 9) / 2 = 7 and max 9; a 1-D array is refused."""
+    X = np.array([[1.0, 0.0], [2.0, 3.0]])
+    assert tables.sample_curvature(X) == (7.0, 9.0)
+    with pytest.raises(ValueError, match="X must be"):
+        tables.sample_curvature(np.zeros(3))
+
+
+def test_formatting_helpers():
+    """pct and mean_sd: percentages of fractions, a dash when missing, sd omitted when NaN."""
+    assert tables.pct(0.8534) == "85.34 %"
+    assert tables.pct(float("nan")) == tables.DASH
+    assert tables.pct(None) == tables.DASH
+    assert tables.mean_sd(0.5, float("nan")) == "0.5000"
+    assert tables.mean_sd(0.5, 0.01, percent=True) == "50.00 ± 1.00"
+    assert tables.span([3, 5, 4]) == "3-5" and tables.span([3, 3]) == "3"
+
+
+# --- Task 3 and 5 grids -----------------------------------------------------------------
+
+
+def test_grid_table_has_one_row_per_configuration_sorted(table):
+    """One row per (lr, batch size), lr descending then batch size ascending."""
+    assert len(table) == len(LRS) * len(BATCH_SIZES)
+    assert table["lr"].tolist()[:4] == [0.1] * 4
+    assert table["batch_size"].tolist()[:4] == list(BATCH_SIZES)
+
+
+def test_grid_table_means_over_seeds_that_did_not_diverge(table):
+    """Mean and sample standard deviation (ddof 1) over the seeds."""
+    row = table[(table["lr"] == 0.001) & (table["batch_size"] == 1)].iloc[0]
+    expected = [0.80 + 0.02 * 1 + 0.001 * s for s in SEEDS]
+    assert row["final_train_acc_mean"] == pytest.approx(np.mean(expected))
+    assert row["final_train_acc_sd"] == pytest.approx(np.std(expected, ddof=1))
+    assert row["n_seeds"] == 3 and row["n_diverged"] == 0
+
+
+def test_grid_table_reports_divergence_not_its_metrics(table):
+    """Where every seed diverged: the counts and iterations of divergence, no metrics."""
+    rows = table[table["lr"] == 0.1]
+    assert (rows["n_diverged"] == 3).all()
+    assert rows["final_train_loss_mean"].isna().all()
+    assert rows["diverged_at_min"].tolist() == [3] * 4
+    assert rows["diverged_at_max"].tolist() == [5] * 4
+
+
+def test_grid_table_separates_fidelity_and_thinned_seconds(table):
+    """Seconds of the seed evaluated after every iteration apart from the thinned seeds."""
+    row = table[(table["lr"] == 0.001) & (table["batch_size"] == 1000)].iloc[0]
+    assert row["seconds_fidelity"] == pytest.approx(7.0)
+    assert row["seconds_thinned"] == pytest.approx(2.0)
+
+
+def test_format_grid_table_status_texts(table):
+    """Status "ok", "diverged at iteration a-b (k of n seeds)" or "failed: error"; mean ± sd
+    in %; the study's figure at iteration 800 beside ours."""
+    shown = tables.format_grid_table(table)
+    assert shown.loc[("0.1", "10"), "status"] == "diverged at iteration 3-5 (3 of 3 seeds)"
+    assert shown.loc[("0.01", "1000"), "status"] == "failed: MemoryError: boom"
+    assert shown.loc[("0.001", "100"), "status"] == "ok"
+    row = shown.loc[("0.001", "1")]
+    assert row["final train accuracy (%)"] == "82.10 ± 0.10"
+    assert row["study: test accuracy at iteration 800"] == "80.3 %"
+    assert row["final training loss"].startswith("0.2790 ± ")
+
+
+def test_best_lr_is_picked_on_training_loss_and_skips_diverged(table):
+    """The lowest final training loss among cells where no seed diverged (a failed cell is no
+    candidate), beside the study's claim."""
+    best = tables.best_lr(table).set_index("batch_size")
+    assert best.loc[10, "best_lr"] == 0.01
+    assert best.loc[1000, "best_lr"] == 0.001, "the failed cell is not a candidate"
+    assert best.loc[1, "study_best_lr"] == 0.001
+    assert not best.loc[1, "agrees"] and best.loc[10, "agrees"]
+    shown = tables.format_best_lr(tables.best_lr(table))
+    assert shown["same as the study"].tolist() == ["no", "yes", "yes", "no"]
+
+
+def test_best_lr_ignores_test_accuracy(table):
+    """Turning the test accuracy upside down does not change the picks."""
+    flipped = table.copy()
+    flipped["final_test_acc_mean"] = -flipped["final_train_acc_mean"]
+    assert tables.best_lr(flipped)["best_lr"].tolist() == tables.best_lr(table)["best_lr"].tolist()
+
+
+def test_task2_table_reads_the_dense_seed_at_the_study_iterations(task2):
+    """The seed evaluated after every iteration, at the study's iterations it reached, and its
+    last iteration against the study's 999."""
+    comparison = tables.task2_table(task2)
+    assert comparison["iteration"].tolist() == [0, 49]
+    assert comparison["study_iteration"].tolist() == [0, 999]
+    assert comparison["ours_train_acc"].iloc[0] == pytest.approx(0.82)
+    shown = tables.format_task2_table(comparison)
+    assert shown.index.tolist() == ["0", "49 / 999"]
+    assert shown["test accuracy, study"].tolist() == ["36.90 %", "82.14 %"]
+
+
+def test_subset_table_gap_shrinks_with_n_prime(subset):
+    """The train - test gap per N', per seed then averaged; shown in points with the study's."""
+    gaps = subset.set_index("n_prime")["gap_mean"]
+    assert gaps.tolist() == pytest.approx([0.1, 0.05, 0.1 / 3])
+    shown = tables.format_subset_table(subset)
+    assert shown["study at iteration 400: train / test"].tolist()[0] == "93.0 % / 66.8 %"
+    assert shown["train - test gap (points)"].tolist()[2] == "3.33 ± 0.00"
+
+
+def test_study_figures_are_left_out_for_another_dataset(table, subset, task2):
+    """Without the study (Fashion-MNIST), no table carries the study's MNIST figures."""
+    grid = tables.format_grid_table(table, study=False)
+    assert not [c for c in grid.columns if "study" in c]
+    best = tables.format_best_lr(tables.best_lr(table), study=False)
+    assert not [c for c in best.columns if "study" in c]
+    shown = tables.format_task2_table(tables.task2_table(task2), study=False)
+    assert shown.index.tolist() == ["0", "49"]
+    assert shown.columns.tolist() == ["training loss", "train accuracy", "test accuracy"]
+    assert "study at iteration 400: train / test" in tables.format_subset_table(subset).columns
+    assert not [c for c in tables.format_subset_table(subset, study=False) if "study" in c]
+
+
+# --- the stability sweep ----------------------------------------------------------------
+
+
+def test_accuracy_is_summarized_over_the_seeds_that_did_not_diverge():
+    """Mean, sd, min and max leave out diverged seeds (whose last accuracy is meaningless);
+    a cell where every seed diverged has no accuracy; a failed cell has no seeds."""
+    table = tables.accuracy_table(seeds_frame(failed=[(10, 0.1)])).set_index(["batch_size", "lr"])
+    row = table.loc[(1, 0.0316)]
+    assert (row["n_seeds"], row["n_diverged"], row["diverged_at_min"]) == (3, 1, 41)
+    assert row["final_test_acc_mean"] == pytest.approx(0.63)
+    assert row["final_test_acc_sd"] == pytest.approx(np.std([0.60, 0.66], ddof=1))
+    assert (row["final_test_acc_min"], row["final_test_acc_max"]) == (0.60, 0.66)
+    assert row["final_train_loss_mean"] == pytest.approx(0.37)
+    assert math.isnan(table.loc[(1, 0.1), "final_test_acc_mean"])
+    assert table.loc[(1, 0.1), "diverged_at_max"] == 42
+    failed = table.loc[(10, 0.1)]
+    assert failed["status"] == "failed" and failed["n_seeds"] == 0
+    assert list(table.index) == sorted(SWEEP)
+
+
+def test_the_boundary_is_the_first_lr_where_a_seed_diverges():
+    """Per batch size: the largest lr below the first divergence, the first diverging lr with
+    its seeds, and the lr from which every seed diverges; no divergence, divergence from the
+    start, and a non-monotone batch size (1000: one seed diverges at 0.01, none at 0.0316)."""
+    boundary = tables.divergence_boundary(tables.accuracy_table(seeds_frame()))
+    assert list(boundary.index) == [1, 10, 100, 1000]
+    one = boundary.loc[1]
+    assert (one["largest_stable_lr"], one["first_diverging_lr"]) == (0.01, 0.0316)
+    assert (one["n_diverged_there"], one["n_seeds_there"]) == (1, 3)
+    assert (one["diverged_at_there"], one["all_diverge_lr"]) == (41, 0.1)
+    ten = boundary.loc[10]
+    assert ten["largest_stable_lr"] == 0.1 and pd.isna(ten["first_diverging_lr"])
+    assert pd.isna(ten["n_diverged_there"]) and pd.isna(ten["all_diverge_lr"])
+    hundred = boundary.loc[100]
+    assert pd.isna(hundred["largest_stable_lr"]) and hundred["first_diverging_lr"] == 0.001
+    assert hundred["all_diverge_lr"] == 0.001
+    thousand = boundary.loc[1000]
+    assert (thousand["largest_stable_lr"], thousand["first_diverging_lr"]) == (0.001, 0.01)
+    assert thousand["all_diverge_lr"] == 0.1
+    assert (boundary["lr_low"] == 0.001).all() and (boundary["lr_high"] == 0.1).all()
+
+
+def test_failed_cells_do_not_move_the_boundary():
+    """A failed cell is neither stable nor diverged: it is left out."""
+    boundary = tables.divergence_boundary(tables.accuracy_table(seeds_frame(failed=[(1, 0.0316)])))
+    assert (boundary.loc[1, "largest_stable_lr"], boundary.loc[1, "first_diverging_lr"]) == (
+        0.01,
+        0.1,
+    )
+
+
+def test_bounds_are_computed_from_the_data_and_ordered(small_data):
+    """lambda_max is the top eigenvalue of X X^T / N, the curvatures are the squared norms, and
+    2/max||x||^2 <= 2/mean||x||^2 <= 2/lambda_max (the trace bounds the top eigenvalue)."""
+    (X, _), _ = small_data
+    bounds = tables.predicted_bounds(X)
+    X64 = X.astype(np.float64)
+    assert bounds.lambda_max == pytest.approx(np.linalg.eigvalsh(X64 @ X64.T / X.shape[1])[-1])
+    norms = (X64**2).sum(axis=0)
+    assert bounds.curvature_mean == pytest.approx(norms.mean())
+    assert bounds.curvature_max == pytest.approx(norms.max())
+    assert bounds.per_sample_lr == pytest.approx(2 / norms.max())
+    assert bounds.per_sample_lr <= bounds.mean_sample_lr <= bounds.lr_max
+    assert bounds.n_samples == X.shape[1]
+    with pytest.raises(ValueError, match="X must be a 2-D"):
+        tables.predicted_bounds(X[:, 0])
+
+
+@pytest.mark.integration
+def test_bounds_on_mnist_reproduce_the_measured_facts(mnist):
+    """SPEC: lambda_max 38.09 (2/lambda_max 0.0525), ||x||^2 mean 87.8 and max 295.1."""
+    (X, _), _ = mnist
+    bounds = tables.predicted_bounds(X)
+    assert round(bounds.lambda_max, 2) == 38.09 and round(bounds.lr_max, 4) == 0.0525
+    assert round(bounds.curvature_mean, 1) == 87.8 and round(bounds.curvature_max, 1) == 295.1
+    assert round(bounds.per_sample_lr, 4) == 0.0068
+
+
+def test_study_positions_give_ratios_and_the_sweep_outcome():
+    """Each study lr divided by each bound and, per batch size, its seeds and mean accuracy in
+    the sweep, as numbers; the display table says "diverged (k/n seeds)", "85.00 % (1/3
+    diverged)" or "not in the sweep"."""
+    table = tables.accuracy_table(seeds_frame({k: v for k, v in SWEEP.items() if k[1] != 0.001}))
+    positions = tables.study_positions(table, BOUNDS)
+    assert positions["lr"].unique().tolist() == list(study.STUDY_LRS)
+    assert len(positions) == len(study.STUDY_LRS) * 4
+    cells = positions.set_index(["lr", "batch_size"])
+    assert cells.loc[(0.1, 1), "lr_over_lr_max"] == pytest.approx(2.0)
+    assert cells.loc[(0.01, 1), "lr_over_mean_sample_lr"] == pytest.approx(0.5)
+    assert cells.loc[(0.01, 1), "lr_over_per_sample_lr"] == pytest.approx(2.0)
+    assert (cells.loc[(0.1, 1), "n_diverged"], cells.loc[(0.1, 1), "n_seeds"]) == (3, 3)
+    assert cells.loc[(0.1, 10), "final_test_acc_mean"] == pytest.approx(0.8467, abs=1e-4)
+    assert not cells.loc[(0.001, 1), "in_sweep"] and pd.isna(cells.loc[(0.001, 1), "n_seeds"])
+    shown = tables.format_study_positions(positions)
+    assert list(shown.index) == list(study.STUDY_LRS)
+    assert shown.loc[0.1, "x 2/lambda_max"] == "2.00"
+    assert shown.loc[0.01, "x 2/max||x||^2"] == "2.00"
+    assert shown.loc[0.1, "batch size 1"] == "diverged (3/3 seeds)"
+    assert shown.loc[0.1, "batch size 10"] == "84.67 %"
+    assert shown.loc[0.01, "batch size 1000"] == "85.00 % (1/3 diverged)"
+    assert shown.loc[0.001, "batch size 1"] == "not in the sweep"
+
+
+def test_sweep_run_is_the_latest_run_that_computed_the_whole_sweep(tmp_path):
+    """A resumed run (some cells skipped), a run of other tasks and a run with fewer cells do
+    not count; None when no run computed the whole sweep."""
+    entry = {
+        "tasks": "stability",
+        "profile": None,
+        "dataset": "mnist",
+        "executor": "local",
+        "scheduler": None,
+        "jobs": 2,
+        "threads_per_job": 1,
+        "cores": 2,
+        "cells": 16,
+        "failed": 0,
+    }
+    append_run_log(
+        tmp_path,
+        entry
+        | {"finished": "2026-01-01T00:00:00+00:00", "ok": 9, "skipped": 7, "wall_seconds": 30.0},
+    )
+    assert tables.sweep_run(tmp_path, cells=16) is None
+    runs = [
+        {"ok": 16, "skipped": 0, "wall_seconds": 300.0},
+        {"ok": 16, "skipped": 0, "wall_seconds": 310.0},
+        {"ok": 0, "skipped": 16, "wall_seconds": 1.0},
+        {"tasks": "grid,stability", "ok": 16, "skipped": 0, "wall_seconds": 5.0},
+        {"cells": 4, "ok": 4, "skipped": 0, "wall_seconds": 7.0},
+    ]
+    for day, change in enumerate(runs, start=2):
+        append_run_log(tmp_path, entry | {"finished": f"2026-01-0{day}T00:00:00+00:00"} | change)
+    run = tables.sweep_run(tmp_path, cells=16)
+    assert run["wall_seconds"] == 310.0 and run["jobs"] == 2
+    assert tables.sweep_run(tmp_path, cells=4)["wall_seconds"] == 7.0
+    with pytest.raises(ValueError, match="cells must be an integer >= 1, got 0"):
+        tables.sweep_run(tmp_path, cells=0)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: tables.accuracy_table(pd.DataFrame({"lr": [0.1]})), r"seeds lacks the columns"),
+        (lambda: tables.accuracy_table(seeds_frame().iloc[:0]), "seeds holds no cell of the sweep"),
+        (
+            lambda: tables.divergence_boundary(pd.DataFrame({"lr": [0.1]})),
+            r"table lacks the columns",
+        ),
+        (lambda: tables.grid_table([1, 2]), "seeds must be a pandas DataFrame, got list"),
+    ],
+)
+def test_wrong_inputs_are_refused_by_name(call, message):
+    """A frame without the needed columns, an empty sweep or a non-frame is refused."""
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_display_tables_say_what_diverged():
+    """The accuracy pivot shows mean ± sd in % and the diverged seeds; the boundary table
+    shows the first diverging lr as multiples of the two bounds, dashes where undefined."""
+    table = tables.accuracy_table(seeds_frame(failed=[(10, 0.1)]))
+    shown = tables.format_accuracy(table)
+    assert list(shown.columns) == [f"batch size {b}" for b in (1, 10, 100, 1000)]
+    assert shown.loc[0.001, "batch size 10"] == "82.33 ± 0.58"
+    assert shown.loc[0.0316, "batch size 1"] == "63.00 ± 4.24 (1/3 diverged)"
+    assert shown.loc[0.1, "batch size 1"] == "diverged (3/3)"
+    assert shown.loc[0.1, "batch size 10"] == "failed"
+    boundary = tables.format_boundary(tables.divergence_boundary(table), BOUNDS)
+    assert boundary.loc[1].to_dict() == {
+        "largest stable lr": "0.01",
+        "first diverging lr": "0.0316",
+        "seeds diverged there": "1/3",
+        "first divergence at iteration": 41,
+        "every seed diverges from lr": "0.1",
+        "first diverging / (2/lambda_max)": "0.63",
+        "first diverging / (2/max||x||^2)": "6.3",
+    }
+    assert boundary.loc[10, "first diverging lr"] == "–"
+    assert boundary.loc[10, "seeds diverged there"] == "–"

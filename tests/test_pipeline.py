@@ -1,0 +1,84 @@
+"""The whole pipeline in a temporary copy of the repository: the small build is made, one
+engine module is edited, ``status`` names every dependent product stale with the reason, and
+``run`` remakes exactly those."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from linmnist.experiments.paths import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+COPIED = ("linmnist", "notebooks", "pyproject.toml", "requirements.lock")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A copy of the repository's package and notebooks (no results, no caches)."""
+    copy = tmp_path_factory.mktemp("repo")
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, copy / name)
+    return copy
+
+
+def linmnist(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    return subprocess.run(
+        [sys.executable, "-m", "linmnist", *args, "--profile", "small"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def states(output: str) -> dict[str, str]:
+    """``status`` output as product -> the rest of its line."""
+    found = {}
+    for line in output.splitlines():
+        match = re.match(r"^(\S+)\s+(up to date|stale|missing|failed)(.*)$", line)
+        if match:
+            found[match.group(1)] = match.group(2) + match.group(3)
+    return found
+
+
+def test_an_edited_engine_module_makes_exactly_its_dependents_stale_and_only_they_rerun(repo):
+    made = linmnist(repo, "run", "--jobs", "2", "--no-progress")
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert (repo / "reports" / "mnist" / "small" / "report.html").is_file()
+    assert not (repo / "reports" / "report.html").exists(), "the small build is kept apart"
+    before = states(linmnist(repo, "status").stdout)
+    assert before and set(before.values()) == {"up to date"}
+
+    sgd = repo / "linmnist" / "engine" / "sgd.py"
+    sgd.write_text(sgd.read_text() + "\n# an edit\n")
+    after = states(linmnist(repo, "status").stdout)
+    stale = {name for name, state in after.items() if state.startswith("stale")}
+    cells = {name for name in after if name.split("/")[0] in ("grid", "subset", "stability")}
+    assert cells <= stale
+    for name in cells:
+        assert "code (linmnist.engine.sgd)" in after[name]
+    assert "report" in stale
+    assert "notebooks/01_data" not in stale, "Task 1 does not run the SGD code"
+    assert set(after) == set(before)
+
+    planned = linmnist(repo, "run", "--dry-run").stdout
+    assert {line.split()[1] for line in planned.splitlines() if line.startswith("make ")} == stale
+
+    remade = linmnist(repo, "run", "--jobs", "2", "--no-progress")
+    assert remade.returncode == 0, remade.stdout + remade.stderr
+    counts = re.findall(r"(\d+) (ok|skipped|failed)", remade.stdout)
+    ok = sum(int(n) for n, s in counts if s == "ok")
+    skipped = sum(int(n) for n, s in counts if s == "skipped")
+    assert (ok, skipped) == (len(stale), len(after) - len(stale))
+    assert set(states(linmnist(repo, "status").stdout).values()) == {"up to date"}
