@@ -106,7 +106,7 @@ def _main(command: str, argv: Sequence[str]) -> int:
             scheduler=args.scheduler,
             on_plan=_print_plan if args.dry_run else None,
         )
-    except (LinmnistError, ValueError) as exc:
+    except (LinmnistError, ValueError, RuntimeError) as exc:  # usage, configuration, data
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

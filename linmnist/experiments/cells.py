@@ -19,6 +19,7 @@ import numpy as np
 from linmnist.engine.data import load_mnist, prepare
 from linmnist.engine.evaluation import Evaluator
 from linmnist.engine.sgd import TrainResult, draw_subset, train
+from linmnist.engine.validation import UsageError
 from linmnist.experiments.results import (
     atomic_write_text,
     histories,
@@ -74,9 +75,9 @@ def train_seeds(
     """
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be a non-empty sequence of distinct integers, got {seeds}")
+        raise UsageError(f"seeds must be a non-empty sequence of distinct integers, got {seeds}")
     if not set(fidelity_seeds) <= set(seeds):
-        raise ValueError(
+        raise UsageError(
             f"fidelity_seeds must be a subset of seeds {seeds}, got {list(fidelity_seeds)}"
         )
     runs = []

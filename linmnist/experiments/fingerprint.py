@@ -27,10 +27,9 @@ from typing import Any
 
 import nbformat
 
-from linmnist.experiments.paths import LOCK_FILE, PACKAGE
+from linmnist.experiments.paths import LOCK_FILE, PACKAGE, TEMPLATES
 
 INPUTS = ("code", "notebook", "params", "data", "dependencies", "upstream")
-TEMPLATES = PACKAGE / "report" / "templates"
 
 
 def digest(value: Any) -> str:

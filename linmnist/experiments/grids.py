@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from linmnist.engine.validation import UsageError
 from linmnist.experiments.paths import DEFAULT_CONFIG
 
 
@@ -92,15 +93,15 @@ def load_grids(
     """
     path = Path(DEFAULT_CONFIG if config is None else config)
     if not path.is_file():
-        raise ValueError(f"config must be an existing TOML file, got {str(path)!r}")
+        raise UsageError(f"config must be an existing TOML file, got {str(path)!r}")
     with path.open("rb") as fh:
         try:
             raw = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"config {str(path)!r} is not valid TOML: {exc}") from None
+            raise UsageError(f"config {str(path)!r} is not valid TOML: {exc}") from None
     _check_keys("config", raw, [*TASKS, "profiles"])
     if not any(task in raw for task in TASKS):
-        raise ValueError(f"config must define at least one task among {', '.join(TASKS)}")
+        raise UsageError(f"config must define at least one task among {', '.join(TASKS)}")
     profiles = raw.get("profiles", {})
     _check_table("profiles", profiles)
     if profile is not None:
@@ -114,7 +115,7 @@ def check_n_train(grids: dict[str, list[Cell]], n_train: int, dataset: str) -> N
     """Refuse a subset larger than the training set of ``dataset`` (``n_train`` samples)."""
     for cell in grids.get("subset", []):
         if cell.params["n_prime"] > n_train:
-            raise ValueError(
+            raise UsageError(
                 f"subset.n_prime must be in [1, {n_train}] (the training-set size of "
                 f"{dataset}), got {cell.params['n_prime']}"
             )
@@ -144,7 +145,7 @@ def _expand(task: str, spec: TaskSpec, values: dict) -> list[Cell]:
     fixed = {key: _check_value(f"{task}.{key}", key, values[key]) for key in spec.fixed}
     seeds = fixed["seeds"]
     if not set(fixed["fidelity_seeds"]) <= set(seeds):
-        raise ValueError(
+        raise UsageError(
             f"{task}.fidelity_seeds must be a subset of {task}.seeds {seeds}, "
             f"got {fixed['fidelity_seeds']}"
         )
@@ -152,7 +153,7 @@ def _expand(task: str, spec: TaskSpec, values: dict) -> list[Cell]:
     for key in spec.axes:
         axis = values[key]
         if not isinstance(axis, list) or not axis or len(set(axis)) != len(axis):
-            raise ValueError(
+            raise UsageError(
                 f"{task}.{key} must be a non-empty list of distinct values, got {axis!r}"
             )
         axes[key] = [_check_value(f"{task}.{key}", key, v) for v in axis]
@@ -172,29 +173,29 @@ def _check_value(label: str, key: str, value: Any) -> Any:
     if key == "lr":
         ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value > 0
         if not ok:
-            raise ValueError(f"{label} must be a finite number > 0, got {value!r}")
+            raise UsageError(f"{label} must be a finite number > 0, got {value!r}")
         return float(value)
     if key in ("seeds", "fidelity_seeds"):
         ok = isinstance(value, list) and all(_is_int(s) and s >= 0 for s in value)
         ok = ok and len(set(value)) == len(value) and (key == "fidelity_seeds" or value)
         if not ok:
             what = "list" if key == "fidelity_seeds" else "non-empty list"
-            raise ValueError(f"{label} must be a {what} of distinct integers >= 0, got {value!r}")
+            raise UsageError(f"{label} must be a {what} of distinct integers >= 0, got {value!r}")
         return list(value)
     if not (_is_int(value) and value >= 1):
-        raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+        raise UsageError(f"{label} must be an integer >= 1, got {value!r}")
     return value
 
 
 def _check_table(label: str, value: Any) -> None:
     if not isinstance(value, dict):
-        raise ValueError(f"{label} must be a table ([{label}]), got {value!r}")
+        raise UsageError(f"{label} must be a table ([{label}]), got {value!r}")
 
 
 def _check_choice(label: str, value: Any, accepted) -> None:
     if value not in accepted:
         names = ", ".join(accepted) or "(none defined)"
-        raise ValueError(f"{label} must be one of: {names}; got {value!r}")
+        raise UsageError(f"{label} must be one of: {names}; got {value!r}")
 
 
 def _check_keys(label: str, table: dict, accepted, required: bool = False) -> None:
@@ -203,8 +204,8 @@ def _check_keys(label: str, table: dict, accepted, required: bool = False) -> No
         if key not in accepted:
             close = difflib.get_close_matches(key, accepted, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{label}: unknown key {key!r}{hint}; accepted: {', '.join(accepted)}")
+            raise UsageError(f"{label}: unknown key {key!r}{hint}; accepted: {', '.join(accepted)}")
     if required:
         missing = [key for key in accepted if key not in table]
         if missing:
-            raise ValueError(f"{label}: missing parameter(s) {', '.join(missing)}")
+            raise UsageError(f"{label}: missing parameter(s) {', '.join(missing)}")

@@ -86,6 +86,8 @@ class LocalExecutor:
                 return None
             error = f"the worker process died {self._deaths[product.name]} times ({exc})"
             return record_failure(product, error, inputs)
+        except Exception as exc:  # the worker could not even start the job (an import error)
+            return record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
 
 
 def init_worker(threads: int, parent: int, stop: Any) -> None:

@@ -23,14 +23,13 @@ from __future__ import annotations
 import math
 import re
 from functools import cache
-from pathlib import Path
 
 import jinja2
 
+from linmnist.experiments.paths import TEMPLATES as TEMPLATES_PATH
 from linmnist.report import facts as f
 from linmnist.report.tables import DASH, mean_sd, pct, span
 
-TEMPLATES_DIR = Path(__file__).parent / "templates"
 # Template name -> the facts it renders.
 TEMPLATES = {
     "title": f.ScopeFacts,
@@ -91,7 +90,7 @@ def _mean_sd(mean: float | None, sd: float | None, percent: bool = False) -> str
 def environment() -> jinja2.Environment:
     """The Jinja2 environment of the report's templates (undefined names are errors)."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        loader=jinja2.FileSystemLoader(TEMPLATES_PATH),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -1,0 +1,63 @@
+"""What notebooks read: results of a build, or one line with a command that makes them."""
+
+import shlex
+
+import pytest
+
+from linmnist.cli import run_main
+from linmnist.experiments.paths import REPORTS
+from linmnist.report.inputs import MissingResults, locate_build, run_command, task_results
+
+CONFIG = """
+[grid]
+lr = [0.01]
+batch_size = [10, 100]
+iterations = 5
+seeds = [0]
+fidelity_seeds = [0]
+eval_every = 1
+
+[profiles.tiny.grid]
+iterations = 3
+"""
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "inputs_test_grids.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_missing_results_name_the_command_that_makes_exactly_them(config, capsys):
+    with pytest.raises(MissingResults) as caught:
+        task_results("grid", profile="tiny", config=config)
+    message = str(caught.value)
+    assert message.startswith("2 of the 2 grid results are missing in ")
+    command = message.split("run `", 1)[1].rstrip("`")
+    words = shlex.split(command)
+    assert words[:5] == ["python", "-m", "linmnist", "run", "grid"]
+    assert run_main([*words[4:], "--dry-run"]) == 0
+    planned = {line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert planned == {"grid/lr0.01_bs10", "grid/lr0.01_bs100"}
+    assert not (REPORTS / "mnist" / f"config-{config.stem}").exists(), "a dry run makes nothing"
+
+
+def test_missing_results_show_as_one_line_in_ipython():
+    error = MissingResults("x are missing: run `python -m linmnist run`")
+    assert error._render_traceback_() == [
+        "MissingResults: x are missing: run `python -m linmnist run`"
+    ]
+
+
+def test_run_command_names_the_build():
+    assert run_command() == "python -m linmnist run"
+    assert run_command("fashion-mnist", "small", targets=("subset",)) == (
+        "python -m linmnist run subset --profile small --dataset fashion-mnist"
+    )
+
+
+def test_builds_are_apart():
+    assert locate_build() == REPORTS
+    assert locate_build("mnist", "small") == REPORTS / "mnist" / "small"
+    assert locate_build("fashion-mnist") == REPORTS / "fashion-mnist" / "full"
