@@ -52,6 +52,7 @@ status: $(STAMP)
 
 # nbval compares the notebooks with their stored outputs, those of the small build.
 test: $(STAMP)
+	bash tools/system-packages
 	$(PY) -m pytest -q tests
 	$(PY) -m linmnist run grid subset stability frameworks --profile small --jobs $(JOBS) --no-progress
 	$(PY) -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-kernel-name linmnist notebooks

@@ -34,11 +34,12 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from linmnist.engine.sgd import TrainResult
+if TYPE_CHECKING:  # for the annotations only: reading results needs no training code
+    from linmnist.engine.sgd import TrainResult
 
 SEED_FIELDS = (
     "seed",

@@ -122,9 +122,7 @@ def test_report_in_headless_chromium(built, tmp_path):
     messages = []
     shot = tmp_path / "report-screenshot.png"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_FLAGS
-        )
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
@@ -151,6 +149,14 @@ def test_report_in_headless_chromium(built, tmp_path):
     keep = REPORTS / "report-screenshot.png"
     keep.parent.mkdir(exist_ok=True)
     shutil.copyfile(shot, keep)
+
+
+def chromium() -> str:
+    """The installed Chromium or Chrome (``make test`` installs it: tools/system-packages)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.fail("no Chromium: run `bash tools/system-packages` (or apt-get install -y chromium)")
 
 
 def _executed(directory: Path, stem: str, heading: str, *, failed: bool = False) -> None:

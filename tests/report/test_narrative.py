@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from linmnist.experiments import results
+from linmnist.experiments.paths import TEMPLATES
 from linmnist.report import facts, narrative, tables
 
 from .test_tables import BOUNDS, seeds_frame, write_runs
@@ -187,7 +188,7 @@ def test_render_refuses_an_unknown_template_or_the_wrong_facts():
 
 def test_every_template_has_its_facts():
     """Each registered template exists, and each template file is registered (or a partial)."""
-    files = {p.name.removesuffix(".md.j2") for p in narrative.TEMPLATES_DIR.glob("*.md.j2")}
+    files = {p.name.removesuffix(".md.j2") for p in TEMPLATES.glob("*.md.j2")}
     assert set(narrative.TEMPLATES) == {f for f in files if not f.startswith("_")}
 
 
