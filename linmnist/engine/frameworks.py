@@ -35,10 +35,11 @@ from linmnist.engine.sgd import (
     RunArguments,
     TrainResult,
     check_dtype,
+    check_evaluator,
     check_run_arguments,
     sgd_step,
 )
-from linmnist.engine.validation import UsageError, check_instance
+from linmnist.engine.validation import UsageError, check_choice
 
 LOSSES = ("quadratic", "mse")
 _NO_COPY_KEYWORD = "__array__ implementation doesn't accept a copy keyword"
@@ -113,18 +114,9 @@ def _validate(X, Y, X_test, Y_test, *, loss: str, evaluator=None, **arguments) -
     """The engine's checks (``check_run_arguments``, same messages), plus ``loss`` and
     ``evaluator``."""
     args = check_run_arguments(X, Y, X_test, Y_test, **arguments)
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    check_choice("loss", loss, LOSSES)
     if evaluator is not None:
-        check_instance("evaluator", evaluator, Evaluator, "a linmnist.engine.evaluation.Evaluator")
-        n_test = 0 if args.X_test is None else args.X_test.shape[1]
-        expected = (args.X.shape[0] + args.bias, args.X.shape[1], n_test)
-        if (evaluator.shape, evaluator.bias) != (expected, args.bias):
-            raise UsageError(
-                f"evaluator must be built from this run's data: (features, train samples, test "
-                f"samples) = {expected} with bias={args.bias}, got {evaluator.shape} with "
-                f"bias={evaluator.bias}"
-            )
+        check_evaluator(evaluator, args)
     return _Run(**vars(args), loss=loss)
 
 
@@ -315,7 +307,7 @@ def train_keras(
         evaluator=evaluator,
     )  # fmt: skip
     if run.dtype != np.float32:
-        raise ValueError(
+        raise UsageError(
             "dtype must be np.float32 for train_keras: Keras 3 on the torch backend computes "
             f"64-bit products in float32 (as JAX does), got {run.dtype}"
         )
@@ -382,7 +374,7 @@ def compare_runs(a: TrainResult, b: TrainResult, *, n_train: int, n_test: int) -
     """Compare run ``b`` with run ``a`` (trained on ``n_train`` samples, tested on ``n_test``)."""
     ha, hb = a.history, b.history
     if not np.array_equal(ha.iteration, hb.iteration):
-        raise ValueError("a and b must be evaluated at the same iterations")
+        raise UsageError("a and b must be evaluated at the same iterations")
     dtrain = np.rint(np.abs(ha.train_acc.to_numpy() - hb.train_acc.to_numpy()) * n_train)
     dtest = np.rint(np.abs(ha.test_acc.to_numpy() - hb.test_acc.to_numpy()) * n_test)
     dtest = np.nan_to_num(dtest)

@@ -32,9 +32,12 @@ def run_command(
     profile: str | None = None,
     config: str | Path | None = None,
     targets: tuple[str, ...] = (),
+    *,
+    verb: str = "run",
 ) -> str:
-    """The command that makes the products ``targets`` (all when empty) of a build."""
-    words = ["python", "-m", "linmnist", "run", *targets]
+    """The command that makes (``verb="run"``) the products ``targets`` (all when empty) of a
+    build, or lists their states (``verb="status"``)."""
+    words = ["python", "-m", "linmnist", verb, *targets]
     if profile is not None:
         words += ["--profile", profile]
     if dataset != "mnist":

@@ -52,6 +52,7 @@ def statuses(summary):
     return {o.name: o.status for o in summary.outcomes}
 
 
+@pytest.mark.slow
 def test_a_new_pipeline_is_missing_then_made_then_up_to_date(tmp_path):
     products = chain(tmp_path)
     assert set(states(products).values()) == {"missing"}
@@ -65,6 +66,7 @@ def test_a_new_pipeline_is_missing_then_made_then_up_to_date(tmp_path):
     assert set(record["inputs"]) >= {"code", "notebook", "params", "data", "dependencies"}
 
 
+@pytest.mark.slow
 def test_a_changed_parameter_makes_the_product_and_its_downstream_stale_and_only_they_rerun(
     tmp_path,
 ):

@@ -4,9 +4,10 @@ import shlex
 
 import pytest
 
-from linmnist.cli import run_main
+from linmnist.cli import run_main, status_main
 from linmnist.experiments.paths import REPORTS
 from linmnist.report.inputs import MissingResults, locate_build, run_command, task_results
+from linmnist.report.pipeline import pipeline
 
 CONFIG = """
 [grid]
@@ -48,6 +49,14 @@ def test_missing_results_show_as_one_line_in_ipython():
     assert error._render_traceback_() == [
         "MissingResults: x are missing: run `python -m linmnist run`"
     ]
+
+
+def test_the_status_command_lists_the_products_of_its_build(capsys):
+    words = shlex.split(run_command("mnist", "small", verb="status"))
+    assert words[:4] == ["python", "-m", "linmnist", "status"]
+    assert status_main(words[4:]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()[:-1]}
+    assert listed == {p.name for p in pipeline("mnist", "small")}
 
 
 def test_run_command_names_the_build():
