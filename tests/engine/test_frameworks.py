@@ -156,6 +156,7 @@ def test_keras_refuses_float64(small_data):
         train_keras(X, Y, lr=0.01, batch_size=10, iterations=5, dtype=np.float64)
 
 
+@pytest.mark.slow
 def test_keras_on_another_backend_is_refused(small_data, monkeypatch):
     (X, Y), _ = small_data
     train_keras(X, Y, lr=0.01, batch_size=10, iterations=1)
