@@ -97,6 +97,8 @@ class DatasetFacts:
         Known labels, e.g. ``("train", 696, 2)``.
     image_shape : tuple of int
         Shape of one image.
+    content_sha256 : str or None
+        ``content_sha256`` of the genuine arrays: any altered pixel or label fails it.
     """
 
     train_label_counts: tuple[int, ...]
@@ -105,6 +107,7 @@ class DatasetFacts:
     test_pixel_sum: int | None = None
     labels_at: tuple[tuple[str, int, int], ...] = ()
     image_shape: tuple[int, int] = (28, 28)
+    content_sha256: str | None = None
 
 
 FACTS = {
@@ -114,10 +117,12 @@ FACTS = {
         train_pixel_sum=1_567_298_545,
         test_pixel_sum=264_923_200,
         labels_at=(("train", 696, 2), ("test", 696, 1)),
+        content_sha256="e5ca100bd8cd75d0faed0808d24c5ae37ba74e911e6bff4c4bf0d3a844844a73",
     ),
     "fashion-mnist": DatasetFacts(
         train_label_counts=(6000,) * 10,
         test_label_counts=(1000,) * 10,
+        content_sha256="71dc144136d2440f0dddfe462008c5155a86d09a48cf143a36f9fed9f042cf44",
     ),
 }
 
@@ -227,8 +232,27 @@ def verify(data: Dataset, name: str = "mnist") -> None:
         found = int(splits[split][1][index])
         if found != label:
             problems.append(f"{split} label at index {index} is {found}, expected {label}")
+    if not problems and facts.content_sha256 is not None:
+        found = content_sha256(data)
+        if found != facts.content_sha256:
+            problems.append(
+                f"content SHA-256 {found[:16]}... differs from the pinned "
+                f"{facts.content_sha256[:16]}...: pixels or labels were altered"
+            )
     if problems:
         raise VerificationError(f"{name}: " + "; ".join(problems))
+
+
+def content_sha256(data: Dataset) -> str:
+    """SHA-256 of the arrays' contents: each array's name, dtype, shape and raw C-order bytes,
+    in the order of ``KEYS``. It does not depend on how a file stores them."""
+    (x_train, y_train), (x_test, y_test) = data
+    digest = hashlib.sha256()
+    for key, array in zip(KEYS, (x_train, y_train, x_test, y_test), strict=True):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{key}:{array.dtype.str}:{array.shape}\n".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
 
 
 def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> Split:

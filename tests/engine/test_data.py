@@ -68,6 +68,7 @@ def facts_of(dataset):
         train_pixel_sum=int(x_train.sum(dtype=np.int64)),
         test_pixel_sum=int(x_test.sum(dtype=np.int64)),
         labels_at=(("train", 3, int(y_train[3])), ("test", 4, int(y_test[4]))),
+        content_sha256=data.content_sha256(dataset),
     )
 
 
@@ -240,6 +241,21 @@ def _swap_one_label(y):
     return y
 
 
+def _swap_two_pixels(x):
+    """Counts and sums unchanged: only the content hash sees it."""
+    flat = x.reshape(-1)
+    i = int(np.flatnonzero(flat != flat[0])[0])
+    flat[[0, i]] = flat[[i, 0]]
+    return x
+
+
+def _permute_labels_keeping_counts(y):
+    """Swap two labels away from the known indices: the counts stay, the content changes."""
+    a, b = 5, int(np.flatnonzero((y != y[5]) & (np.arange(len(y)) > 5))[0])
+    y[[a, b]] = y[[b, a]]
+    return y
+
+
 def _swap_label_3(y):
     other = int(np.flatnonzero(y != y[3])[0])
     y[[3, other]] = y[[other, 3]]
@@ -254,6 +270,8 @@ def _swap_label_3(y):
         ("train", "y", _swap_one_label, "train label counts"),
         ("test", "y", lambda y: np.where(y == 9, 10, y).astype(np.uint8), "test label counts"),
         ("train", "y", _swap_label_3, "train label at index 3"),
+        ("train", "x", _swap_two_pixels, "content SHA-256 .* pixels or labels were altered"),
+        ("test", "y", _permute_labels_keeping_counts, "content SHA-256"),
         ("train", "x", lambda x: x.astype(np.int16), "x_train has dtype int16"),
         ("test", "x", lambda x: x[:-1], "x_test has shape"),
         ("test", "y", lambda y: y.reshape(-1, 1), "y_test has shape"),
@@ -312,6 +330,18 @@ def test_cache_with_a_tampered_pixel_is_reported_and_reacquired(fake, monkeypatc
         data._write_npz(path, _tamper(fake, "train", "x", _bump_first_pixel))
 
     _corrupt_cache_and_reload(fake, monkeypatch, tmp_path, tamper, "train pixel sum")
+
+
+def test_cache_with_two_swapped_pixels_is_reported_and_reacquired(fake, monkeypatch, tmp_path):
+    def tamper(path):
+        data._write_npz(path, _tamper(fake, "train", "x", _swap_two_pixels))
+
+    _corrupt_cache_and_reload(fake, monkeypatch, tmp_path, tamper, "content SHA-256")
+
+
+def test_the_content_hash_ignores_how_arrays_are_stored(fake):
+    (x, y), test = fake
+    assert data.content_sha256(((np.asfortranarray(x), y), test)) == data.content_sha256(fake)
 
 
 def test_cache_with_wrong_label_counts_is_reported_and_reacquired(fake, monkeypatch, tmp_path):
