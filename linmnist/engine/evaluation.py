@@ -14,7 +14,7 @@ This is where a seed-fidelity run spends its time (the study multiplied the full
   is exactly that of a float64 evaluation;
 * for small batches evaluated at every iteration, the scores are updated incrementally:
   W' = W - (lr/B) E Xb^T implies Z' = Z - (lr/B) E (Xb^T X), which costs B rather than
-  10 rows of work per iteration (SPEC, "Facts we measured"), computed a chunk of
+  10 rows of work per iteration (docs/study.md, "Facts we measured"), computed a chunk of
   iterations at a time with the same error bound and float64 re-scoring.
 
 The margins themselves (and, for small batches, the running sums) are compiled loops in

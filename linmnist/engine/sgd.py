@@ -1,6 +1,6 @@
 """Minibatch SGD for the linear classifier W x with the quadratic loss.
 
-The model and the update are exactly the study's (SPEC, "The model and the algorithm"):
+The model and the update are exactly the study's (docs/study.md, "The model and the algorithm"):
 
     L(W) = 1/(2N) * sum_i ||W x_i - y_i||^2
     G    = (W Xb - Yb) Xb^T / B,        W <- W - lr * G,

@@ -1,6 +1,6 @@
 """The study's own reported figures, and the names of the datasets the report runs on.
 
-Only the study's reported figures (SPEC, "Figures the study reported": one unseeded run
+Only the study's reported figures (docs/study.md, "What it reported": one unseeded run
 each) are typed in here, labelled as the study's; every other number of the report is
 computed from the results (``linmnist.report.tables``). The study ran on MNIST, so its
 figures are shown only beside MNIST results (``is_study_dataset``).
@@ -32,7 +32,7 @@ CLASS_NAMES = {
 # The study ran on MNIST: its reported figures below are shown only beside MNIST results.
 STUDY_DATASET = "mnist"
 
-# The study's reported figures (one unseeded run each; SPEC, "Figures the study reported").
+# The study's reported figures (one unseeded run each; docs/study.md, "What it reported").
 STUDY_TASK2 = pd.DataFrame(
     {
         "iteration": [0, 200, 800, 999],
@@ -67,7 +67,7 @@ STUDY_SUBSET_400 = {
     1000: (0.782, 0.743),
     10000: (0.784, 0.792),
 }
-# The study's three learning rates (SPEC, Task 3).
+# The study's three learning rates (docs/study.md, Task 3).
 STUDY_LRS = (0.1, 0.01, 0.001)
 
 
