@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from linmnist.engine.evaluation import HISTORY_COLUMNS
 
@@ -28,6 +29,9 @@ def train_naive(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray) -> pd.D
 
     X, Y, X_test, Y_test are feature-major like ``linmnist.engine.sgd.train``'s; the updates
     run in ``X.dtype``; ``batches`` (iterations, B) holds the sample indices of each batch.
+    The updates run on one BLAS thread, as the engine's do, so both round the same way and
+    train the same trajectory whatever the machine's thread count; the measurements use them
+    all.
     """
     X64, Y64, Xt64 = (np.asarray(a, dtype=np.float64) for a in (X, Y, X_test))
     y, y_test = np.argmax(Y, axis=0), np.argmax(Y_test, axis=0)
@@ -35,8 +39,9 @@ def train_naive(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray) -> pd.D
     rows = []
     for t, idx in enumerate(batches):
         Xb, Yb = X[:, idx], Y[:, idx]
-        E = W @ Xb - Yb
-        W = W - (lr / Xb.shape[1]) * (E @ Xb.T)
+        with threadpool_limits(limits=1, user_api="blas"):
+            E = W @ Xb - Yb
+            W = W - (lr / Xb.shape[1]) * (E @ Xb.T)
         W64 = W.astype(np.float64)
         loss = 0.5 * np.mean(np.sum((W64 @ X64 - Y64) ** 2, axis=0))
         train_acc = np.mean(np.argmax(W64 @ X64, axis=0) == y)
