@@ -8,11 +8,13 @@ others finished), 2 on a usage or configuration error (one line on stderr, nothi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
-from linmnist.engine.data import DATASETS
+from linmnist.engine.data import DATA_DIR_ENV, DATASETS
 from linmnist.engine.validation import LinmnistError, UsageError, check_int
 from linmnist.experiments.paths import build_dir, relative_to_root
 from linmnist.experiments.runner import EXECUTORS, STATES, ProductState, assess, run, select
@@ -60,6 +62,14 @@ def _check_run_arguments(args: argparse.Namespace) -> None:
             )
 
 
+def resolve_data_dir() -> None:
+    """Make a relative ``$LINMNIST_DATA_DIR`` absolute, once: the workers and the notebook
+    kernels (which run in ``notebooks/``) then all use the same data file."""
+    value = os.environ.get(DATA_DIR_ENV)
+    if value:
+        os.environ[DATA_DIR_ENV] = str(Path(value).expanduser().resolve())
+
+
 def _print_plan(states: list[ProductState]) -> None:
     if not states:
         print("everything is up to date")
@@ -82,6 +92,7 @@ def _main(command: str, argv: Sequence[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    resolve_data_dir()
     try:
         products = pipeline(args.dataset, args.profile, args.config)
         targets = args.targets or (["report"] if command == "report" else None)

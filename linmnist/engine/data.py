@@ -349,7 +349,7 @@ def _read_cache(path: Path, name: str) -> Dataset | None:
         logger.info("%s: no cached copy at %s", name, path)
         return None
     try:
-        data = _read_npz(path)
+        data = _read_npz(path, name)
         verify(data, name)
     except VerificationError as exc:
         warnings.warn(
@@ -431,8 +431,41 @@ def _write_npz(path: Path, data: Dataset) -> None:
         raise
 
 
-def _read_npz(path: Path) -> Dataset:
+def _expected_headers(name: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The shape and dtype of each array of a genuine copy of ``name``."""
+    facts = FACTS[name]
+    sizes = {"train": sum(facts.train_label_counts), "test": sum(facts.test_label_counts)}
+    return {
+        key: ((sizes[key[2:]], *facts.image_shape) if key[0] == "x" else (sizes[key[2:]],),
+              np.dtype(np.uint8))
+        for key in KEYS
+    }  # fmt: skip
+
+
+def _check_headers(path: Path, name: str) -> None:
+    """Refuse an npz whose arrays' headers declare another shape or dtype than a genuine
+    copy's, before any array is allocated (a corrupt header could ask for terabytes)."""
+    expected = _expected_headers(name)
+    with zipfile.ZipFile(path) as archive:
+        for key, (shape, dtype) in expected.items():
+            if f"{key}.npy" not in archive.namelist():
+                continue  # reported as a missing array when the file is read
+            with archive.open(f"{key}.npy") as member:
+                version = np.lib.format.read_magic(member)
+                reader = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+                    version, np.lib.format.read_array_header_2_0
+                )
+                found_shape, _, found_dtype = reader(member)
+            if (tuple(found_shape), found_dtype) != (shape, dtype):
+                raise VerificationError(
+                    f"{path}: {key} is declared {found_dtype} of shape {tuple(found_shape)}, "
+                    f"expected {dtype} of shape {shape}"
+                )
+
+
+def _read_npz(path: Path, name: str = "mnist") -> Dataset:
     try:
+        _check_headers(path, name)
         with np.load(path, allow_pickle=False) as npz:
             files = sorted(npz.files)
             arrays = {key: npz[key] for key in KEYS if key in files}

@@ -339,6 +339,32 @@ def test_cache_with_two_swapped_pixels_is_reported_and_reacquired(fake, monkeypa
     _corrupt_cache_and_reload(fake, monkeypatch, tmp_path, tamper, "content SHA-256")
 
 
+def test_cache_whose_header_declares_an_absurd_shape_is_refused_before_allocating(
+    fake, monkeypatch, tmp_path
+):
+    """A header asking for 10^12 images is refused by name (no MemoryError) and re-acquired."""
+
+    def absurd_header(path):
+        data._write_npz(path, fake)
+        header = io.BytesIO()
+        spec = {"descr": "|u1", "fortran_order": False, "shape": (10**12, 28, 28)}
+        np.lib.format.write_array_header_1_0(header, spec)
+        with zipfile.ZipFile(path) as archive:
+            members = {n: archive.read(n) for n in archive.namelist()}
+        members["x_train.npy"] = header.getvalue() + b"\0" * 64
+        with zipfile.ZipFile(path, "w") as archive:
+            for member, payload in members.items():
+                archive.writestr(member, payload)
+
+    _corrupt_cache_and_reload(
+        fake,
+        monkeypatch,
+        tmp_path,
+        absurd_header,
+        r"x_train is declared uint8 of shape \(1000000000000",
+    )
+
+
 def test_the_content_hash_ignores_how_arrays_are_stored(fake):
     (x, y), test = fake
     assert data.content_sha256(((np.asfortranarray(x), y), test)) == data.content_sha256(fake)
