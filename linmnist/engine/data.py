@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 import zipfile
 import zlib
@@ -352,8 +353,14 @@ def _read_cache(path: Path, name: str) -> Dataset | None:
         data = _read_npz(path, name)
         verify(data, name)
     except VerificationError as exc:
+        kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            os.replace(path, kept)  # kept for inspection; the next load acquires a good copy
+        except OSError:
+            kept = None
+        where = f"moved aside to {kept.name}" if kept else "left in place (not movable)"
         warnings.warn(
-            f"ignoring the cached {name} at {path}, it failed verification: {exc}; re-acquiring",
+            f"the cached {name} at {path} failed verification: {exc}; {where}, re-acquiring",
             DataWarning,
             stacklevel=3,
         )

@@ -434,8 +434,15 @@ def _lock(directory: Path, *, create: bool = True) -> Iterator[None]:
     if not create and not directory.is_dir():
         yield
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as fh:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fh = open(directory / ".lock", "w")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise UsageError(
+            f"the build directory {directory} cannot be written ({exc.strerror or exc}); "
+            "it must be a writable directory"
+        ) from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -315,6 +315,8 @@ def _corrupt_cache_and_reload(fake, monkeypatch, tmp_path, corrupt, message):
     assert_same(loaded, fake)
     assert len(calls) == 1
     assert_same(data._read_npz(path), fake)
+    kept = [p.name for p in path.parent.glob("mnist.npz.corrupt-*")]
+    assert len(kept) == 1, "the bad file is kept aside for inspection"
 
 
 def test_truncated_cache_is_reported_and_reacquired(fake, monkeypatch, tmp_path):

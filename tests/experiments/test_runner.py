@@ -253,3 +253,10 @@ def test_an_interrupted_product_is_not_taken_as_made_and_is_made_next_time(tmp_p
     summary = run(products, lock_dir=build, progress=False)
     assert statuses(summary)["a/x"] == "ok"
     assert sorted(p.name for p in (build / "a").iterdir()) == ["x.json", "x.txt", "y.json", "y.txt"]
+
+
+def test_a_build_directory_that_is_a_file_is_refused_before_anything_runs(tmp_path):
+    build = tmp_path / "build"
+    build.write_text("not a directory")
+    with pytest.raises(UsageError, match="cannot be written .* must be a writable directory"):
+        run(chain(build), lock_dir=build, progress=False)
