@@ -63,8 +63,20 @@ def check_data(
             f"{name_y} must be (classes, samples) with {X.shape[1]} samples like {name_x}, "
             f"got {Y.shape}"
         )
-    if X.shape[1] == 0:
-        raise UsageError(f"{name_x} must hold at least one sample, got shape {X.shape}")
+    if X.shape[1] == 0 or X.shape[0] == 0:
+        raise UsageError(
+            f"{name_x} must hold at least one feature and one sample, got shape {X.shape}"
+        )
+    for name, array in ((name_x, X), (name_y, Y)):
+        if np.issubdtype(array.dtype, np.complexfloating) or array.dtype == bool:
+            raise UsageError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
+        raise UsageError(f"{name_x} must hold finite numbers, got NaN or infinity")
+    # One-hot: every entry 0 or 1, one 1 per column (sample).
+    if not (((Y == 0) | (Y == 1)).all() and (Y.sum(axis=0) == 1).all()):
+        raise UsageError(
+            f"{name_y} must be one-hot: entries 0 or 1 and a single 1 per column (sample)"
+        )
     return X, Y
 
 

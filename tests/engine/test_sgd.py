@@ -187,6 +187,28 @@ def test_invalid_parameters_are_refused(small_data, kwargs, message):
         train(X, Y, **args)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda X, Y: (np.where(np.arange(X.size).reshape(X.shape) == 7, np.nan, X), Y),
+            "X must hold finite numbers, got NaN or infinity",
+        ),
+        (lambda X, Y: (X * np.inf, Y), "X must hold finite numbers"),
+        (lambda X, Y: (X, np.full_like(Y, 0.5)), "Y must be one-hot"),
+        (lambda X, Y: (X, 7 * Y), "Y must be one-hot"),
+        (lambda X, Y: (X.astype(np.complex64), Y), "X must hold real numbers, got dtype complex64"),
+        (lambda X, Y: (X[:0], Y), "X must hold at least one feature and one sample"),
+    ],
+)
+def test_data_that_would_give_wrong_numbers_is_refused(small_data, change, message):
+    """NaN, infinity, labels that are not one-hot, complex or empty data: refused by name."""
+    (X, Y), _ = small_data
+    X, Y = change(X, Y)
+    with np.errstate(invalid="ignore"), pytest.raises(UsageError, match=message):
+        train(X, Y, lr=0.01, batch_size=10, iterations=2)
+
+
 def test_invalid_data_is_refused(small_data):
     (X, Y), (Xt, Yt) = small_data
     with pytest.raises(ValueError, match="Y must be"):
@@ -195,8 +217,9 @@ def test_invalid_data_is_refused(small_data):
         train(X, Y, lr=0.1, batch_size=1, iterations=1, X_test=Xt[:10], Y_test=Yt)
     with pytest.raises(UsageError, match="X_test and Y_test must be given together, got X_test"):
         train(X, Y, lr=0.1, batch_size=1, iterations=1, X_test=Xt)
+    nine = np.eye(9, dtype=Yt.dtype)[np.argmax(Yt, axis=0) % 9].T
     with pytest.raises(UsageError, match="Y_test must have 10 classes like Y, got 9"):
-        train(X, Y, lr=0.1, batch_size=1, iterations=1, X_test=Xt, Y_test=Yt[:9])
+        train(X, Y, lr=0.1, batch_size=1, iterations=1, X_test=Xt, Y_test=nine)
     with pytest.raises(UsageError, match=r"n_prime must be an integer in \[1, 10\], got 11"):
         draw_subset(10, 11)
     with pytest.raises(UsageError, match=r"n_samples must be an integer >= 1, got 0"):
