@@ -89,6 +89,10 @@ def stability_threshold(X: np.ndarray) -> Stability:
             "X must be a 2-D array (features, samples) of numbers with at least one sample, "
             f"got {X.dtype} {X.shape}"
         )
+    if np.issubdtype(X.dtype, np.complexfloating) or not np.isfinite(X).all():
+        raise UsageError(
+            f"X must hold finite real numbers, got dtype {X.dtype} with NaN, inf or complex"
+        )
     X = X.astype(np.float64, copy=False)
     lam = float(np.linalg.eigvalsh(X @ X.T / X.shape[1])[-1])
     return Stability(lambda_max=lam, lr_max=2.0 / lam)

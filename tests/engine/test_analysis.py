@@ -47,6 +47,18 @@ def test_stability_threshold_separates_convergence_from_divergence(small_data):
 def test_stability_threshold_refuses_bad_input():
     with pytest.raises(ValueError, match="X must be a 2-D array"):
         stability_threshold(np.zeros(5))
+    with pytest.raises(ValueError, match="X must hold finite real numbers"):
+        stability_threshold(np.array([[1.0, np.nan], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="X must hold finite real numbers"):
+        stability_threshold(np.eye(2, dtype=complex))
+
+
+def test_least_squares_refuses_nan_instead_of_returning_it(small_data):
+    (X, Y), _ = small_data
+    X = X.copy()
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="X must hold finite numbers"):
+        least_squares(X, Y)
 
 
 @pytest.mark.integration
