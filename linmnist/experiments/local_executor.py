@@ -28,17 +28,24 @@ class LocalExecutor:
     """
 
     def __init__(self, workers: int):
-        self.slots = workers
+        self.workers = workers
         self.threads = blas_threads(workers)
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
         self._pool = self._new_pool()
         self._pools: dict[Any, ProcessPoolExecutor] = {}  # future -> the pool running it
+        self._alone: dict[Any, bool] = {}  # future -> whether it ran with no other product
         self._deaths: dict[str, int] = {}
+        self._suspects: set[str] = set()  # running when a worker died: remade one at a time
+
+    @property
+    def slots(self) -> int:
+        """Products made at once: one while products that saw a worker die are remade."""
+        return 1 if self._suspects else self.workers
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.slots,
+            max_workers=self.workers,
             mp_context=self._context,
             initializer=init_worker,
             initargs=(self.threads, os.getpid(), self._stop),
@@ -62,6 +69,7 @@ class LocalExecutor:
             self._pool = self._new_pool()
             future = self._pool.submit(make_product, product, inputs)
         self._pools[future] = self._pool
+        self._alone[future] = len(self._pools) == 1 and bool(self._suspects or self.workers == 1)
         return future
 
     def wait(self, futures: list) -> list:
@@ -72,22 +80,27 @@ class LocalExecutor:
         """The finished product's outcome; None to make it again.
 
         A worker that dies breaks the whole pool, so every product running then ends with
-        BrokenProcessPool: each is made again in a new pool, once; the one that kills its
-        worker twice is recorded as failed.
+        BrokenProcessPool, and any of them may be the culprit. Each is made again, alone (one
+        product at a time), so the next death names its product; a product whose worker dies
+        ``RETRIES + 1`` times, the last time alone, is recorded as failed.
         """
-        pool = self._pools.pop(future)
+        pool, alone = self._pools.pop(future), self._alone.pop(future)
         try:
-            return future.result()
+            outcome = future.result()
         except BrokenProcessPool as exc:
             if pool is self._pool:
                 self._pool = self._new_pool()
-            self._deaths[product.name] = self._deaths.get(product.name, 0) + 1
-            if self._deaths[product.name] <= RETRIES:
+            deaths = self._deaths[product.name] = self._deaths.get(product.name, 0) + 1
+            if not alone or deaths <= RETRIES:
+                self._suspects.add(product.name)
                 return None
-            error = f"the worker process died {self._deaths[product.name]} times ({exc})"
+            self._suspects.discard(product.name)
+            error = f"the worker process died {deaths} times ({exc})"
             return record_failure(product, error, inputs)
         except Exception as exc:  # the worker could not even start the job (an import error)
-            return record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
+            outcome = record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
+        self._suspects.discard(product.name)
+        return outcome
 
 
 def init_worker(threads: int, parent: int, stop: Any) -> None:
