@@ -50,7 +50,7 @@ from linmnist.engine.frameworks import (
 from linmnist.engine.sgd import HISTORY_COLUMNS, TrainResult, sample_batches, train
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.products import Product
-from linmnist.experiments.results import atomic_write_text, plain, read_record
+from linmnist.experiments.results import atomic_write_text, final_metrics, plain, read_record
 
 JOB = "linmnist.experiments.comparison:comparison_job"
 NAME = STEM = "frameworks"
@@ -370,7 +370,6 @@ def compare_frameworks(
         res = results[spec.run]
         reference = results[spec.reference or spec.run]
         c = compare_runs(reference, res, n_train=n_train, n_test=n_test)
-        last = res.history.iloc[-1] if len(res.history) else None
         rows.append(
             {
                 "run": spec.run,
@@ -386,10 +385,7 @@ def compare_frameworks(
                 "eval_every": res.eval_every,
                 "seed": seed,
                 "reference": spec.reference,
-                "final_iteration": None if last is None else int(last["iteration"]),
-                "final_train_loss": math.nan if last is None else float(last["train_loss"]),
-                "final_train_acc": math.nan if last is None else float(last["train_acc"]),
-                "final_test_acc": math.nan if last is None else float(last["test_acc"]),
+                **final_metrics(res.history),
                 "diverged_at": res.diverged_at,
                 "max_abs_dW": c.max_abs_dW,
                 "evaluations": c.evaluations,

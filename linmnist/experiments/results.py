@@ -114,13 +114,15 @@ def history_path(directory: str | Path, cell: str) -> Path:
     return Path(directory) / f"{cell}{HISTORY_SUFFIX}"
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file in the same
+    directory, flushed to disk, and a rename: a reader sees the old file or the new one."""
     path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "xb") as fh:
+            fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -129,19 +131,31 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """``atomic_write`` of a text."""
+    atomic_write(path, text)
+
+
+def final_metrics(history: pd.DataFrame) -> dict[str, Any]:
+    """The metrics at the last evaluated iteration of a run's history (NaN/None if none)."""
+    last = history.iloc[-1] if len(history) else None
+    return {
+        "final_iteration": None if last is None else int(last["iteration"]),
+        "final_train_loss": math.nan if last is None else float(last["train_loss"]),
+        "final_train_acc": math.nan if last is None else float(last["train_acc"]),
+        "final_test_acc": math.nan if last is None else float(last["test_acc"]),
+    }
+
+
 def summarize(runs: Sequence[TrainResult]) -> pd.DataFrame:
     """One row per run: its final metrics (at the last evaluated iteration), ``SEED_FIELDS``."""
     rows = []
     for run in runs:
-        last = run.history.iloc[-1] if len(run.history) else None
         rows.append(
             {
                 "seed": run.seed,
                 "eval_every": run.eval_every,
-                "final_iteration": None if last is None else int(last["iteration"]),
-                "final_train_loss": math.nan if last is None else float(last["train_loss"]),
-                "final_train_acc": math.nan if last is None else float(last["train_acc"]),
-                "final_test_acc": math.nan if last is None else float(last["test_acc"]),
+                **final_metrics(run.history),
                 "diverged_at": run.diverged_at,
                 "seconds": run.seconds,
             }

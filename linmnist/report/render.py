@@ -15,15 +15,15 @@ import html
 import io
 import os
 import re
-import tempfile
 from importlib import resources
-from pathlib import Path
 
 import nbformat
 from jinja2 import DictLoader
 from matplotlib.font_manager import FontProperties
 from matplotlib.mathtext import MathTextParser, math_to_image
 from nbconvert import HTMLExporter
+
+from linmnist.experiments.results import atomic_write
 
 MATHJAX_FILE = "static/mathjax/es5/tex-svg.js"
 MATHJAX_CONFIG = """window.MathJax = {
@@ -273,23 +273,6 @@ def write_pdf(page: str, path: str | os.PathLike, *, base_url: str | None = None
     document.write_pdf(buffer)
     atomic_write(path, buffer.getvalue())
     return len(document.pages)
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def demote_headings(markdown: str, levels: int = 1) -> str:
