@@ -82,6 +82,14 @@ IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte.gz",
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
+# SHA-256 and size of each Fashion-MNIST IDX file's *uncompressed* bytes: the Debian package
+# and Keras's mirror gzip the same bytes differently, so the compressed files' hashes differ.
+IDX_SHA256 = {
+    "x_train": ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47040016),
+    "y_train": ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60008),
+    "x_test": ("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7840016),
+    "y_test": ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10008),
+}
 
 
 @dataclass(frozen=True)
@@ -345,6 +353,17 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _move_aside(path: Path) -> str:
+    """Rename a file that failed a check to ``<name>.corrupt-<time>`` (kept for inspection,
+    out of the way of the next acquisition); returns what happened, for the message."""
+    kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    try:
+        os.replace(path, kept)
+    except OSError:
+        return "left in place (not movable)"
+    return f"moved aside to {kept.name}"
+
+
 def _read_cache(path: Path, name: str) -> Dataset | None:
     if not path.exists():
         logger.info("%s: no cached copy at %s", name, path)
@@ -353,14 +372,9 @@ def _read_cache(path: Path, name: str) -> Dataset | None:
         data = _read_npz(path, name)
         verify(data, name)
     except VerificationError as exc:
-        kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-        try:
-            os.replace(path, kept)  # kept for inspection; the next load acquires a good copy
-        except OSError:
-            kept = None
-        where = f"moved aside to {kept.name}" if kept else "left in place (not movable)"
         warnings.warn(
-            f"the cached {name} at {path} failed verification: {exc}; {where}, re-acquiring",
+            f"the cached {name} at {path} failed verification: {exc}; {_move_aside(path)}, "
+            "re-acquiring",
             DataWarning,
             stacklevel=3,
         )
@@ -407,7 +421,10 @@ def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
         ]
     return [
         ("the Debian IDX files", lambda: _read_idx_dataset(FASHION_DEBIAN_DIR)),
-        ("the Keras cache files", lambda: _read_idx_dataset(keras_datasets / "fashion-mnist")),
+        (
+            "the Keras cache files",
+            lambda: _read_idx_dataset(keras_datasets / "fashion-mnist", cache=True),
+        ),
         ("keras.datasets.fashion_mnist", _keras_online_fashion),
     ]
 
@@ -476,7 +493,7 @@ def _read_npz(path: Path, name: str = "mnist") -> Dataset:
         with np.load(path, allow_pickle=False) as npz:
             files = sorted(npz.files)
             arrays = {key: npz[key] for key in KEYS if key in files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except Exception as exc:  # any failure to parse untrusted bytes (zip, npy header) = corrupt
         raise VerificationError(
             f"{path} cannot be read (truncated or corrupt): {type(exc).__name__}: {exc}"
         ) from None
@@ -493,7 +510,7 @@ def _read_keras_cache(path: Path) -> Dataset:
     if digest != KERAS_MNIST_SHA256:
         raise VerificationError(
             f"{path} has SHA-256 {digest[:16]}..., not Keras's published "
-            f"{KERAS_MNIST_SHA256[:16]}...: it is not Keras's mnist.npz"
+            f"{KERAS_MNIST_SHA256[:16]}...: it is not Keras's mnist.npz; {_move_aside(path)}"
         )
     return _read_npz(path)
 
@@ -687,30 +704,45 @@ def _from_pickled(obj: object) -> Dataset:
     return (np.concatenate([x_a, x_b]), np.concatenate([y_a, y_b])), (x_c, y_c)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Parse a gzipped IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian dims)."""
+def _read_idx(path: Path, key: str) -> np.ndarray:
+    """Parse a gzipped IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian dims).
+
+    The uncompressed bytes are checked against ``IDX_SHA256[key]`` before they are parsed; at
+    most one byte more than the expected size is decompressed (a gzip bomb stops there).
+    """
+    expected_sha, size = IDX_SHA256[key]
     try:
         with gzip.open(path, "rb") as fh:
-            raw = bytearray(fh.read())
+            raw = fh.read(size + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise VerificationError(f"{path} cannot be read (truncated or corrupt): {exc}") from None
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise VerificationError(f"{path} is not an IDX file of unsigned bytes")
+    if len(raw) != size:
+        more = "more than" if len(raw) > size else f"{len(raw)}, not"
+        raise VerificationError(f"{path} holds {more} {size} bytes uncompressed")
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != expected_sha:
+        raise VerificationError(
+            f"{path} has SHA-256 {digest[:16]}... uncompressed, expected {expected_sha[:16]}...: "
+            "it is not the Fashion-MNIST file"
+        )
     ndim = raw[3]
     start = 4 + 4 * ndim
-    if len(raw) < start:
-        raise VerificationError(f"{path} has a truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4:start])
-    if len(raw) - start != int(np.prod(dims)):
-        raise VerificationError(
-            f"{path} holds {len(raw) - start} data bytes, its header announces {dims}"
-        )
     return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims)
 
 
-def _read_idx_dataset(directory: Path) -> Dataset:
+def _read_idx_dataset(directory: Path, *, cache: bool = False) -> Dataset:
+    """The four IDX files of ``directory``; in a cache (``cache=True``) a file that fails its
+    check is moved aside, so that a later acquisition can replace it."""
     missing = [f for f in IDX_FILES.values() if not (directory / f).is_file()]
     if missing:
         raise _Unavailable(f"missing in {directory}: {', '.join(missing)}")
-    arrays = {key: _read_idx(directory / fname) for key, fname in IDX_FILES.items()}
+    arrays = {}
+    for key, fname in IDX_FILES.items():
+        try:
+            arrays[key] = _read_idx(directory / fname, key)
+        except VerificationError as exc:
+            if cache:
+                raise VerificationError(f"{exc}; {_move_aside(directory / fname)}") from None
+            raise
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])

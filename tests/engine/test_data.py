@@ -654,11 +654,16 @@ def test_wheel_download_failure_reports_pips_error(monkeypatch, tmp_path):
 
 # ---- Fashion-MNIST ---------------------------------------------------------------------------
 
+DEBIAN_FASHION = data.FASHION_DEBIAN_DIR  # the real directory (a fixture redirects the module's)
+
+
+def _idx_bytes(array):
+    return struct.pack(f">BBBB{array.ndim}I", 0, 0, 8, array.ndim, *array.shape) + array.tobytes()
+
 
 def _write_idx(path, array):
-    header = struct.pack(f">BBBB{array.ndim}I", 0, 0, 8, array.ndim, *array.shape)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(header + array.tobytes()))
+    path.write_bytes(gzip.compress(_idx_bytes(array)))
 
 
 def _write_idx_dataset(directory, dataset):
@@ -677,6 +682,13 @@ def fake_fashion(monkeypatch):
         test_label_counts=tuple(np.bincount(y_test, minlength=10).tolist()),
     )
     monkeypatch.setitem(data.FACTS, "fashion-mnist", facts)
+    (x_train, y_train), (x_test, y_test) = dataset
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    pins = {
+        k: (hashlib.sha256(_idx_bytes(a)).hexdigest(), len(_idx_bytes(a)))
+        for k, a in arrays.items()
+    }
+    monkeypatch.setattr(data, "IDX_SHA256", pins)
     return dataset
 
 
@@ -707,14 +719,53 @@ def test_truncated_idx_file_is_rejected(fake_fashion, tmp_path):
         load_mnist("fashion-mnist", cache_dir=tmp_path)
 
 
-def test_idx_file_whose_size_disagrees_with_its_header_is_rejected(tmp_path):
+def test_idx_file_with_one_altered_byte_fails_its_sha256_and_is_not_used(fake_fashion, tmp_path):
+    _write_idx_dataset(tmp_path / "debian", fake_fashion)
+    labels = tmp_path / "debian" / data.IDX_FILES["y_train"]
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10  # still a valid label: only the hash can tell
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    with (
+        pytest.warns(DataWarning, match=r"train-labels-idx1-ubyte.gz has SHA-256 .* expected"),
+        pytest.raises(DatasetUnavailableError, match="apt-get install"),
+    ):
+        load_mnist("fashion-mnist", cache_dir=tmp_path / "cache")
+    assert labels.is_file()  # a system file is never moved
+
+
+def test_idx_file_larger_than_expected_is_refused_without_decompressing_it_all(
+    fake_fashion, tmp_path
+):
     path = tmp_path / "labels.gz"
-    path.write_bytes(gzip.compress(struct.pack(">BBBBI", 0, 0, 8, 1, 5) + bytes(4)))
-    with pytest.raises(VerificationError, match=r"holds 4 data bytes, its header announces \(5,\)"):
-        data._read_idx(path)
-    path.write_bytes(gzip.compress(struct.pack(">BBBBI", 0, 0, 13, 1, 4) + bytes(16)))
-    with pytest.raises(VerificationError, match="not an IDX file of unsigned bytes"):
-        data._read_idx(path)
+    _, size = data.IDX_SHA256["y_test"]
+    path.write_bytes(gzip.compress(bytes(50 * size)))
+    with pytest.raises(VerificationError, match=f"holds more than {size} bytes uncompressed"):
+        data._read_idx(path, "y_test")
+    path.write_bytes(gzip.compress(bytes(size - 3)))
+    with pytest.raises(VerificationError, match=f"holds {size - 3}, not {size} bytes"):
+        data._read_idx(path, "y_test")
+
+
+def test_a_corrupt_keras_fashion_file_is_moved_aside_and_the_next_source_used(
+    fake_fashion, monkeypatch, tmp_path
+):
+    keras_dir = tmp_path / "keras" / "datasets" / "fashion-mnist"
+    _write_idx_dataset(keras_dir, fake_fashion)
+    images = keras_dir / data.IDX_FILES["x_test"]
+    images.write_bytes(images.read_bytes()[:-40])
+    monkeypatch.setattr(data, "_keras_online_fashion", lambda: fake_fashion)
+    with pytest.warns(DataWarning, match="moved aside to t10k-images-idx3-ubyte.gz.corrupt-"):
+        assert_same(load_mnist("fashion-mnist", cache_dir=tmp_path / "cache"), fake_fashion)
+    assert not images.exists()
+    assert len(list(keras_dir.glob("t10k-images-idx3-ubyte.gz.corrupt-*"))) == 1
+
+
+@pytest.mark.skipif(
+    not DEBIAN_FASHION.is_dir(), reason="needs apt-get install dataset-fashion-mnist"
+)
+def test_the_pinned_idx_hashes_are_those_of_the_debian_package():
+    for key, fname in data.IDX_FILES.items():
+        assert data._read_idx(DEBIAN_FASHION / fname, key).dtype == np.uint8
 
 
 # ---- command line ----------------------------------------------------------------------------
