@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from linmnist.engine.validation import UsageError
-from linmnist.experiments.paths import DEFAULT_CONFIG
+from linmnist.experiments.paths import DEFAULT_CONFIG, FULL_PROFILE
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ TASKS: dict[str, TaskSpec] = {
     "subset": TaskSpec(("n_prime",), (*_COMMON, "lr", "batch_size"), "n{n_prime}"),
     "stability": TaskSpec(("lr", "batch_size"), _COMMON, "lr{lr:g}_bs{batch_size}"),
 }
+# Sections of the configuration that are not grids of cells: each is validated and expanded
+# by its own module (``scaling``: linmnist.experiments.scaling) from ``section``.
+SECTIONS = ("scaling",)
 
 
 @dataclass(frozen=True)
@@ -99,16 +102,33 @@ def load_grids(
             raw = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"config {str(path)!r} is not valid TOML: {exc}") from None
-    _check_keys("config", raw, [*TASKS, "profiles"])
+    _check_keys("config", raw, [*TASKS, *SECTIONS, "profiles"])
     if not any(task in raw for task in TASKS):
         raise UsageError(f"config must define at least one task among {', '.join(TASKS)}")
     profiles = raw.get("profiles", {})
     _check_table("profiles", profiles)
+    for name in profiles:
+        _check_profile_name(name)
     if profile is not None:
         _check_choice("profile", profile, profiles)
     for name in [None, *profiles]:  # the base and every profile are valid, not only the one used
         _build(raw, name)
     return _build(raw, profile)
+
+
+def section(config: str | Path | None, name: str, *, profile: str | None = None) -> dict:
+    """The table ``[name]`` of a configuration (one of ``SECTIONS``) with the overrides of
+    ``profile`` applied, unvalidated; empty when the configuration has no such section."""
+    _check_choice("section", name, SECTIONS)
+    load_grids(config, profile=profile)  # the file, the profile and its keys are valid
+    with Path(DEFAULT_CONFIG if config is None else config).open("rb") as fh:
+        raw = tomllib.load(fh)
+    if name not in raw:
+        return {}
+    _check_table(name, raw[name])
+    override = raw.get("profiles", {}).get(profile, {}).get(name, {}) if profile else {}
+    _check_table(f"profiles.{profile}.{name}", override)
+    return {**raw[name], **override}
 
 
 def check_n_train(grids: dict[str, list[Cell]], n_train: int, dataset: str) -> None:
@@ -127,7 +147,7 @@ def _build(raw: dict, profile: str | None) -> dict[str, list[Cell]]:
         label = f"profiles.{profile}"
         overrides = raw["profiles"][profile]
         _check_table(label, overrides)
-        _check_keys(label, overrides, [task for task in TASKS if task in raw])
+        _check_keys(label, overrides, [name for name in (*TASKS, *SECTIONS) if name in raw])
     grids = {}
     for task, spec in TASKS.items():
         if task not in raw:
@@ -185,6 +205,16 @@ def _check_value(label: str, key: str, value: Any) -> Any:
     if not (_is_int(value) and value >= 1):
         raise UsageError(f"{label} must be an integer >= 1, got {value!r}")
     return value
+
+
+def _check_profile_name(name: str) -> None:
+    """A profile names its build's directory (``reports/<dataset>/<profile>``): one path
+    component, so that no profile reaches outside ``reports/``."""
+    if name in ("", ".", "..", FULL_PROFILE) or not name.isprintable() or {"/", "\\"} & set(name):
+        raise UsageError(
+            f"profile names must be a single printable directory name (no '/', '\\', "
+            f"'.', '..' or {FULL_PROFILE!r}, the base configuration's name); got {name!r}"
+        )
 
 
 def _check_table(label: str, value: Any) -> None:

@@ -56,6 +56,24 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def path_problem(product: Product) -> str | None:
+    """Why ``product``'s files cannot be written (its directory is a file or lies under one,
+    or is not writable; its record or an output is a directory), or None. Such a product
+    fails alone, before its job runs; it cannot even record its failure."""
+    existing = product.directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    where = "it" if existing == product.directory else str(existing)
+    if not existing.is_dir():
+        return f"cannot write {product.directory}: {where} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write {product.directory}: {where} is not writable"
+    for path in (product.record, *(product.directory / name for name in product.outputs)):
+        if path.exists() and not path.is_file():
+            return f"cannot write {path}: it exists and is not a file"
+    return None
+
+
 def record_failure(product: Product, error: str, inputs: dict | None = None) -> Outcome:
     """Write a failed record for a product whose job could not write one (a dead worker)."""
     product.directory.mkdir(parents=True, exist_ok=True)

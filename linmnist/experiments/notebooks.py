@@ -34,8 +34,8 @@ def notebook_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]
     target = out / f"{stem}.ipynb"
     try:
         papermill.execute_notebook(
-            str(source),
-            str(target),
+            _literal_path(source),
+            _literal_path(target),
             parameters=params["parameters"],
             kernel_name=KERNEL_NAME,
             progress_bar=False,
@@ -49,3 +49,9 @@ def notebook_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]
             keep=[failed.name],
         ) from None
     return {"notebook": target.name}
+
+
+def _literal_path(path: Path) -> str:
+    """``path`` as papermill takes it: papermill ``str.format``s its paths with the
+    parameters, so braces in a directory name are doubled to stand for themselves."""
+    return str(path).replace("{", "{{").replace("}", "}}")

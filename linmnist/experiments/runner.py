@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 from linmnist.engine.data import dataset_checksum
 from linmnist.engine.validation import UsageError
 from linmnist.experiments import fingerprint as fp
-from linmnist.experiments.jobs import STAGING_SUFFIX, Outcome, available_cores, record_failure
+from linmnist.experiments.jobs import (
+    STAGING_SUFFIX,
+    Outcome,
+    available_cores,
+    path_problem,
+    record_failure,
+)
 from linmnist.experiments.local_executor import LocalExecutor
 from linmnist.experiments.products import Product
 from linmnist.experiments.results import append_run_log, read_record
@@ -314,11 +320,12 @@ def run(
         todo = [p for p in products if force or states[p.name].state != "up to date"]
         if on_plan is not None:
             on_plan([states[p.name] for p in todo])
+        if not dry_run:
+            for directory in {p.directory for p in products}:  # a killed run's debris, anywhere
+                _remove_leftovers(directory)
         if dry_run or not todo:
             outcomes = tuple(Outcome(p.name, "skipped") for p in products if p not in todo)
             return RunSummary(outcomes, time.perf_counter() - start)
-        for directory in {p.directory for p in todo}:
-            _remove_leftovers(directory)
         records = {p.name: _read(p.record) for p in products if p not in todo}
         outcomes: dict[str, Outcome] = {
             p.name: Outcome(p.name, "skipped") for p in products if p not in todo
@@ -397,18 +404,28 @@ def _make(
         given: dict[str, dict] = {}  # the inputs each product was made with
         started: dict[str, float] = {}
         while pending or running:
+            failed_alone = False
             for product in list(pending):
                 if len(running) >= pool.slots:
                     break
                 if any(u in waiting for u in product.upstream):
                     continue
                 pending.remove(product)
+                problem = path_problem(product)
+                if problem is not None:  # fails alone, before its job; no record can be written
+                    records[product.name] = None
+                    waiting.discard(product.name)
+                    on_done(Outcome(product.name, "failed", problem))
+                    failed_alone = True
+                    continue
                 inputs = own_inputs(product, digests)
                 inputs["upstreams"] = upstream_prints(product, records)
                 inputs["upstream"] = fp.digest(inputs["upstreams"])
                 given[product.name] = inputs
                 started.setdefault(product.group, time.perf_counter())
                 running[pool.submit(product, inputs)] = product
+            if not running and failed_alone:
+                continue  # its dependents may start now
             if not running:
                 raise RuntimeError("no product can start: the pipeline is not in dependency order")
             for future in pool.wait(list(running)):

@@ -13,8 +13,10 @@ follows to the end of the previous line.
 Filters (a dash for a missing number): ``pct`` (fraction -> "85.34 %"), ``points``
 (fraction -> percentage points, ``signed=true`` for "+3.33"), ``mean_sd``
 (``mean|mean_sd(sd, percent=true)``), ``lr`` (``:g``), ``fixed(digits)``, ``sig(digits)``
-(significant digits), ``count`` (thousands separator) and ``span(high)`` ("3-5", or "3"
-when equal). Global: ``and_sep(loop)``, the separator after an item of an English list
+(significant digits), ``count`` (thousands separator), ``span(high)`` ("3-5", or "3"
+when equal) and ``literal`` (text from outside the project, e.g. a profile name, shown
+literally: ``markdown_literal``).
+Global: ``and_sep(loop)``, the separator after an item of an English list
 ("a, b and c").
 """
 
@@ -82,6 +84,30 @@ def and_sep(loop) -> str:
     return " and " if loop.revindex == 2 else ", "
 
 
+# Markdown's backslash-escapable punctuation, and HTML's special characters as entities.
+_MARKDOWN_PUNCTUATION = set("\\`*_{}[]()#+-.!|~$:")
+_HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"}
+
+
+def markdown_literal(text: object) -> str:
+    """``text`` as Markdown that renders it literally, as plain text: HTML's special characters
+    become entities, Markdown's punctuation (and ``$``, a MathJax delimiter) is
+    backslash-escaped, and control characters (a newline) are shown as escapes (``\\n``).
+    For every string that does not come from the project's own text (paths, profile and
+    file names, versions)."""
+    out = []
+    for char in str(text):
+        if char in _HTML_ENTITIES:
+            out.append(_HTML_ENTITIES[char])
+        elif char in _MARKDOWN_PUNCTUATION:
+            out.append("\\" + char)
+        elif not char.isprintable() and char != " ":
+            out.append("\\" + char.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _mean_sd(mean: float | None, sd: float | None, percent: bool = False) -> str:
     return mean_sd(mean, sd, percent=percent)
 
@@ -106,6 +132,7 @@ def environment() -> jinja2.Environment:
         "sig": sig,
         "count": count,
         "span": span_filter,
+        "literal": markdown_literal,
     }
     env.globals["and_sep"] = and_sep
     return env

@@ -188,3 +188,22 @@ def test_the_stability_sweep_is_a_log_grid():
     small = load_grids(profile="small")["stability"]
     assert [c.name for c in small] == ["lr0.01_bs1", "lr0.01_bs100", "lr0.1_bs1", "lr0.1_bs100"]
     assert {c.params["iterations"] for c in small} == {100}
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../../etc", "a/b", "a\\b", "full", "tab\there"])
+def test_a_profile_name_that_is_not_one_directory_name_is_refused(tmp_path, name):
+    """A profile names its build directory: a name reaching elsewhere is refused by name."""
+    path = write_config(tmp_path, extra=f"[profiles.{_toml_key(name)}.grid]\niterations = 2")
+    with pytest.raises(ValueError, match=r"profile names must be a single printable directory"):
+        load_grids(path)
+
+
+def test_a_profile_name_with_markup_characters_is_accepted(tmp_path):
+    """Characters that are only hostile in HTML or a shell are accepted (and escaped later)."""
+    name = "<b>&'$`{}"
+    path = write_config(tmp_path, extra=f"[profiles.{_toml_key(name)}.grid]\niterations = 2")
+    assert load_grids(path, profile=name)["grid"][0].params["iterations"] == 2
+
+
+def _toml_key(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t") + '"'

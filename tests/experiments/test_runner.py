@@ -260,3 +260,35 @@ def test_a_build_directory_that_is_a_file_is_refused_before_anything_runs(tmp_pa
     build.write_text("not a directory")
     with pytest.raises(UsageError, match="cannot be written .* must be a writable directory"):
         run(chain(build), lock_dir=build, progress=False)
+
+
+@pytest.mark.slow
+def test_a_product_directory_that_is_a_file_fails_only_its_products(tmp_path):
+    """A task directory that is a file, or a record path that is a directory, fails the
+    products it touches, each with the reason; the others are made and the run goes on."""
+    (tmp_path / "a").write_text("a file where a directory should be")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "z.json").mkdir()
+    products = [*chain(tmp_path), toy(tmp_path, "d/w")]
+    summary = run(products, lock_dir=tmp_path, jobs=2, progress=False)
+    found = {o.name: o for o in summary.outcomes}
+    assert found["a/x"].status == found["a/y"].status == "failed"
+    assert found["a/x"].error.endswith(f"cannot write {tmp_path / 'a'}: it is not a directory")
+    assert found["b/z"].status == "failed" and "z.json: it exists and is not a file" in (
+        found["b/z"].error
+    )
+    assert found["d/w"].status == "ok" and found["c"].status == "ok"
+    assert not summary.ok
+
+
+@pytest.mark.slow
+def test_the_debris_of_a_killed_run_is_removed_even_where_nothing_is_remade(tmp_path):
+    products = chain(tmp_path)
+    run(products, lock_dir=tmp_path, progress=False)
+    debris = [tmp_path / "a" / ".x.123.staging", tmp_path / "b" / ".z.json.9.ab.tmp"]
+    debris[0].mkdir()
+    (debris[0] / "x.txt").write_text("half")
+    debris[1].write_text("half")
+    summary = run(products, lock_dir=tmp_path, progress=False)
+    assert set(statuses(summary).values()) == {"skipped"}
+    assert not any(path.exists() for path in debris)

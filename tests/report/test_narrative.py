@@ -205,3 +205,40 @@ def test_number_filters():
     assert narrative.fixed(2.809, 2) == "2.81" and narrative.fixed(float("nan"), 2) == "–"
     assert narrative.sig(50000 / 60000) == "0.833" and narrative.count(50000) == "50,000"
     assert narrative.points(0.0333) == "3.33" and narrative.points(0.0333, signed=True) == "+3.33"
+
+
+HOSTILE = [
+    "<img src=x onerror=alert(1)>",
+    "a `code` *em* _u_ [link](javascript:alert(1)) # h",
+    "$x$ and $$y$$ & &amp; \"q\" 'q' {} \\ | ~ !",
+    "<script>alert('x')</script>",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_markdown_literal_renders_any_text_literally_and_runs_nothing(text):
+    """Through nbconvert's Markdown renderer, the escaped text is exactly the text, as text."""
+    from html.parser import HTMLParser
+
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+
+    rendered = markdown2html_mistune(narrative.markdown_literal(text))
+
+    class Text(HTMLParser):
+        tags: list[str] = []
+        data = ""
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+        def handle_data(self, data):
+            self.data += data
+
+    parser = Text(convert_charrefs=True)
+    parser.feed(rendered)
+    assert parser.data.strip() == text
+    assert set(parser.tags) <= {"p"}
+
+
+def test_markdown_literal_shows_a_newline_as_an_escape_on_one_line():
+    assert narrative.markdown_literal("a\nb\tc") == "a\\\\nb\\\\tc"
