@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from linmnist.engine.data import DATA_DIR_ENV, DATASETS
-from linmnist.engine.validation import LinmnistError, UsageError, check_int
+from linmnist.engine.validation import ArgumentParser, LinmnistError, UsageError, check_int
 from linmnist.experiments.paths import build_dir, relative_to_root
 from linmnist.experiments.runner import EXECUTORS, STATES, ProductState, assess, run, select
 from linmnist.report.pipeline import pipeline
 
 
 def _parser(command: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m linmnist {command}", description=description)
+    parser = ArgumentParser(prog=f"python -m linmnist {command}", description=description)
     parser.add_argument(
         "targets",
         nargs="*",

@@ -17,6 +17,8 @@ from linmnist.experiments.paths import REPORTS
         (run_main, ["nothing-like-this", "--profile", "small"], "target 'nothing-like-this'"),
         (report_main, ["--jobs", "0"], "jobs must be an integer"),
         (run_main, ["--config", "/nonexistent.toml"], "config must be an existing TOML file"),
+        (run_main, ["--jobs", "x"], "argument --jobs: invalid int value: 'x'"),
+        (status_main, ["--no-such-option"], "unrecognized arguments: --no-such-option"),
     ],
 )
 def test_a_wrong_usage_is_one_line_and_status_2_and_makes_nothing(capsys, main, argv, message):

@@ -13,7 +13,6 @@ of the same files, Keras's ``fashion_mnist.load_data`` online.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gzip
 import hashlib
@@ -45,6 +44,7 @@ except ImportError:  # numpy < 2
     from numpy.core.multiarray import _reconstruct
 
 from linmnist.engine.validation import (
+    ArgumentParser,
     LinmnistError,
     RunFailedError,
     UsageError,
@@ -312,7 +312,7 @@ def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m linmnist data``: acquire, verify, print the cache path and SHA-256 checksums."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m linmnist data",
         description="Acquire and verify a dataset; print its cache path and SHA-256 checksums.",
     )

@@ -20,11 +20,13 @@ parameter, says what is accepted and shows what was given, e.g.
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -184,3 +186,10 @@ __all__ = [
     "check_number",
     "check_path",
 ]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line (exit status 2), not the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
