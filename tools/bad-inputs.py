@@ -11,6 +11,7 @@ counts per category; exits 1 if any case is wrong.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,83 @@ def cli_cases(tmp: Path) -> dict[str, list[str]]:
     return cases
 
 
+MINI = """[grid]
+lr = [0.1]
+batch_size = [10]
+iterations = 5
+seeds = [0]
+fidelity_seeds = []
+eval_every = 5
+
+[subset]
+n_prime = [100]
+lr = 0.001
+batch_size = 10
+iterations = 5
+seeds = [0]
+fidelity_seeds = []
+eval_every = 5
+"""
+
+
+def filesystem_outcomes(tmp: Path) -> dict[str, str]:
+    """Runs of a one-cell-per-task configuration whose build directory is damaged."""
+    config = tmp / f"bad-inputs-{tmp.name}.toml"
+    config.write_text(MINI)
+    build = ROOT / "reports" / "mnist" / f"config-{config.stem}" / "full"
+    args = ["run", "grid", "subset", "--config", str(config), "--no-progress"]
+
+    def clean() -> None:
+        if build.parent.is_file():
+            build.parent.unlink()
+        shutil.rmtree(build.parent, ignore_errors=True)
+
+    def damaged(make) -> subprocess.CompletedProcess:
+        clean()
+        make()
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "linmnist", *args], cwd=ROOT, capture_output=True,
+                text=True, timeout=300,
+            )  # fmt: skip
+        finally:
+            clean()
+
+    def refused(done) -> str:
+        one = len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        return "refused" if done.returncode == 2 and one else f"wrong (exit {done.returncode})"
+
+    def only_subset_failed(done) -> str:
+        failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED")]
+        ok = done.returncode == 1 and failed and all("subset/" in line for line in failed)
+        ok = (
+            ok
+            and "Traceback" not in done.stderr
+            and "grid           1 product(s): 1 ok" in (done.stdout)
+        )
+        return "refused" if ok else f"wrong (exit {done.returncode}: {done.stdout[-300:]})"
+
+    def file_at(path: Path):
+        return lambda: (path.parent.mkdir(parents=True, exist_ok=True), path.write_text("x"))
+
+    def dir_at(path: Path):
+        return lambda: path.mkdir(parents=True)
+
+    return {
+        "build directory is a file": refused(damaged(file_at(build))),
+        "build directory under a file": refused(damaged(file_at(build.parent))),
+        "task directory is a file": only_subset_failed(
+            damaged(file_at(build / "results" / "subset"))
+        ),
+        "record path is a directory": only_subset_failed(
+            damaged(dir_at(build / "results" / "subset" / "n100.json"))
+        ),
+        "history path is a directory": only_subset_failed(
+            damaged(dir_at(build / "results" / "subset" / "n100.history.csv"))
+        ),
+    }
+
+
 def cache_outcome(tmp: Path, damage) -> str:
     directory = tmp / f"cache{len(list(tmp.iterdir()))}"
     directory.mkdir()
@@ -219,6 +297,8 @@ def main() -> int:
         for label, args in cli_cases(tmp).items():
             kind = "config files" if label.startswith("config") else "CLI options"
             results.append((kind, label, cli_outcome(args)))
+        for label, outcome in filesystem_outcomes(tmp).items():
+            results.append(("file system", label, outcome))
         caches = tmp / "caches"
         caches.mkdir()
         for label, damage in CACHE.items():
