@@ -21,32 +21,14 @@ HOSTILE_DIR = "re po {x} 'q' \"d\" $HOME `id` <i>&amp;\nnl"
 # Each would mark the page if it ran as HTML: the test looks for the mark.
 CONFIG_NAME = 'cfg <img src=x onerror="document.documentElement.dataset.pwned=1">.toml'
 PROFILE = "<img src=y onerror=document.documentElement.dataset.pwned=2> & $x$ `t` *e*"
-SMALL = """
-[profiles."{profile}".grid]
-lr = [0.1, 0.001]
-batch_size = [100]
-iterations = 20
-seeds = [0, 1]
-
-[profiles."{profile}".subset]
-n_prime = [100]
-iterations = 20
-seeds = [0, 1]
-
-[profiles."{profile}".stability]
-lr = [0.1]
-batch_size = [100]
-iterations = 20
-seeds = [0, 1]
-eval_every = 10
-"""
 
 
 def _config(directory: Path) -> Path:
-    base = DEFAULT_CONFIG.read_text().split("# CI and the notebooks' defaults")[0]
+    """The default configuration with its small profile renamed to ``PROFILE``."""
     profile = PROFILE.replace("\\", "\\\\").replace('"', '\\"')
+    text = DEFAULT_CONFIG.read_text().replace("[profiles.small.", f'[profiles."{profile}".')
     path = directory / CONFIG_NAME
-    path.write_text(base + SMALL.format(profile=profile))
+    path.write_text(text)
     return path
 
 
@@ -77,7 +59,7 @@ def hostile_build(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_a_build_in_a_hostile_directory_with_hostile_names_is_made(hostile_build):
     build, made = hostile_build
     assert made.returncode == 0, made.stdout + made.stderr
-    assert "FAILED" not in made.stdout
+    assert "FAILED" not in made.stdout and "cuts off" not in made.stderr
     for name in ("report.html", "report.pdf", "report.ipynb"):
         assert (build / name).is_file(), name
     assert not any(build.rglob("*.staging")), "no debris"

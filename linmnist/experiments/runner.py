@@ -19,6 +19,7 @@ keeps two runners out of one build directory.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import shutil
@@ -331,56 +332,64 @@ def run(
             p.name: Outcome(p.name, "skipped") for p in products if p not in todo
         }
         spans: dict[str, tuple[float, float]] = {}
+
+        def group_done(group: str, slots: int, threads: int) -> None:
+            # Logged as soon as the group is made, so a notebook reading it quotes this run.
+            mine = [outcomes[p.name] for p in products if p.group == group]
+            _log(lock_dir, group, mine, products, spans, executor, slots, threads, scheduler)
+
         with tqdm(total=len(todo), unit="product", disable=not progress) as bar:
             workers, threads = _make(
                 todo, records, digests, jobs=jobs, executor=executor, scheduler=scheduler,
                 on_done=lambda o: (outcomes.__setitem__(o.name, o), bar.set_postfix_str(
                     f"{o.name} {o.status}"), bar.update()),
-                spans=spans,
+                spans=spans, on_group=group_done,
             )  # fmt: skip
-        summary = RunSummary(
+        return RunSummary(
             tuple(outcomes[p.name] for p in products),
             time.perf_counter() - start,
             jobs=workers,
             threads_per_job=threads,
             executor=executor,
         )
-        _log(lock_dir, summary, products, spans, scheduler)
-        return summary
 
 
 def _log(
     directory: Path,
-    summary: RunSummary,
+    group: str,
+    mine: Sequence[Outcome],
     products: Sequence[Product],
     spans: dict[str, tuple[float, float]],
+    executor: str,
+    jobs: int,
+    threads: int,
     scheduler: str | None,
 ) -> None:
-    """One line per group of products made, in ``directory/runs.jsonl``: its wall time
+    """The line of a group of products just made, in ``directory/runs.jsonl``: its wall time
     (first start to last end within this run) and how many of its products were made."""
-    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    if group not in spans:  # none of its products ran (they failed before their jobs)
+        return
+    first, last = spans[group]
     profile = next((p.params["profile"] for p in products if "profile" in p.params), None)
-    for group, (first, last) in spans.items():
-        mine = [o for o in summary.outcomes if o.name.split("/", 1)[0] == group]
-        counts = {s: sum(o.status == s for o in mine) for s in ("ok", "failed", "skipped")}
-        datasets = {p.params.get("dataset") for p in products if p.group == group}
-        append_run_log(
-            directory,
-            {
-                "finished": finished,
-                "tasks": group,
-                "profile": profile,
-                "dataset": ",".join(sorted(d for d in datasets if d)),
-                "executor": summary.executor,
-                "scheduler": scheduler,
-                "jobs": summary.jobs,
-                "threads_per_job": summary.threads_per_job,
-                "cores": available_cores(),
-                "cells": len(mine),
-                **counts,
-                "wall_seconds": last - first,
-            },
-        )
+    counts = {s: sum(o.status == s for o in mine) for s in ("ok", "failed", "skipped")}
+    datasets = {p.params.get("dataset") for p in products if p.group == group}
+    append_run_log(
+        directory,
+        {
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "tasks": group,
+            "profile": profile,
+            "dataset": ",".join(sorted(d for d in datasets if d)),
+            "executor": executor,
+            "scheduler": scheduler,
+            "jobs": jobs,
+            "threads_per_job": threads,
+            "cores": available_cores(),
+            "cells": len(mine),
+            **counts,
+            "wall_seconds": last - first,
+        },
+    )
 
 
 def _make(
@@ -393,10 +402,13 @@ def _make(
     scheduler: str | None,
     on_done: Callable[[Outcome], None],
     spans: dict[str, tuple[float, float]],
+    on_group: Callable[[str, int, int], None],
 ) -> tuple[int, int]:
     """Schedule ``todo`` on the executor as their upstream products finish; ``spans`` receives
-    each group's (first start, last end)."""
+    each group's (first start, last end), ``on_group(group, slots, threads)`` is called when
+    the last product of a group is done."""
     pending = list(todo)
+    left = collections.Counter(p.group for p in todo)
     waiting = {p.name for p in todo}
     workers = max(1, min(jobs, len(todo)))
     with _executor(executor, workers, scheduler, digests) as pool:
@@ -416,6 +428,9 @@ def _make(
                     records[product.name] = None
                     waiting.discard(product.name)
                     on_done(Outcome(product.name, "failed", problem))
+                    left[product.group] -= 1
+                    if not left[product.group]:
+                        on_group(product.group, pool.slots, pool.threads)
                     failed_alone = True
                     continue
                 inputs = own_inputs(product, digests)
@@ -442,6 +457,9 @@ def _make(
                 waiting.discard(product.name)
                 spans[product.group] = (started[product.group], time.perf_counter())
                 on_done(outcome)
+                left[product.group] -= 1
+                if not left[product.group]:
+                    on_group(product.group, pool.slots, pool.threads)
         return pool.slots, pool.threads
 
 

@@ -7,7 +7,8 @@ The comparison itself is made by the ``frameworks`` product and read with
 * ``final_metrics``: the final loss and accuracies of the runs of one setting, with the
   closed-form optimum (and, on MNIST, the study's reported PyTorch figures);
 * ``comparison_table``: the table of Task 6, one row per implementation, with timings;
-* ``format_table``: any of these tables as rounded text, for display;
+* ``format_table``: any of these tables as rounded text; ``styled_table`` the same table for
+  readers (a Styler: headers in words with units, ``5.6 × 10⁻⁹``, a dash where empty);
 * ``overlay_curves``, ``comparison_curves`` and ``comparison_bars``: the figures.
 
 Accuracies are fractions in a ``Comparison`` and percentages in the tables and on the axes.
@@ -24,7 +25,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from linmnist.experiments.comparison import Comparison
+from linmnist.report.figures import LEGEND_SIZE, PRINT_WIDTH
 from linmnist.report.study import is_study_dataset
+from linmnist.report.tables import scientific, styled
 
 # Task 6 of the study: its PyTorch run (bias, nn.MSELoss, its own 80/20 split), as fractions.
 STUDY_REPORTED = {"train_acc": 0.8581, "test_acc": 0.8573}
@@ -45,6 +48,33 @@ FORMATS = {
     "max_loss_rel": "{:.0e}",
     "step_s_per_1000": "{:.3f}",
     "run_s_per_1000": "{:.2f}",
+}
+# The headers readers see, with units, and how each column is written.
+HEADERS = {
+    "implementation": "implementation",
+    "precision": "precision",
+    "train_acc": "final train accuracy",
+    "test_acc": "final test accuracy",
+    "train_loss": "final training loss",
+    "max_abs_dW": "largest weight difference from numpy",
+    "diverged_at": "diverged at iteration",
+    "step_s_per_1000": "updates alone (s per 1,000)",
+    "run_s_per_1000": "whole run with evaluation (s per 1,000)",
+    "evaluations": "iterations evaluated",
+    "differing": "iterations whose accuracy differs",
+    "train_samples": "largest difference (training samples)",
+    "test_samples": "largest difference (test samples)",
+    "max_loss_rel": "largest relative difference of the loss",
+}
+DISPLAY = {
+    "train_acc": lambda v: f"{v:.2f} %",
+    "test_acc": lambda v: f"{v:.2f} %",
+    "train_loss": lambda v: f"{v:.4f}",
+    "max_abs_dW": scientific,
+    "max_loss_rel": scientific,
+    "diverged_at": lambda v: f"{int(v)}",
+    "step_s_per_1000": lambda v: f"{v:.3f}",
+    "run_s_per_1000": lambda v: f"{v:.2f}",
 }
 _REFERENCE = {"color": "0.35", "linestyle": "--", "linewidth": 1.0}
 # Line styles of overlaid runs: wide to narrow, so coinciding curves all show.
@@ -200,6 +230,15 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def styled_table(table: pd.DataFrame):
+    """A table of this module for readers (``linmnist.report.tables.styled``): the run in
+    the first column, headers in words with units (``HEADERS``), accuracies in %, weight
+    and loss differences as ``5.6 × 10⁻⁹``, a dash where a value is missing; a column
+    empty in every row (no run diverged) is left out."""
+    shown = table.loc[:, table.notna().any()].rename_axis("implementation")
+    return styled(shown, DISPLAY, headers=HEADERS)
+
+
 def overlay_curves(histories: Mapping[str, pd.DataFrame], *, title: str, reference=None) -> Figure:
     """Training loss, training accuracy and test accuracy of several runs, drawn on top of
     each other (distinct line styles, so curves that coincide stay visible).
@@ -214,7 +253,7 @@ def overlay_curves(histories: Mapping[str, pd.DataFrame], *, title: str, referen
         Anything with ``loss``, ``train_acc`` and ``test_acc`` (an ``Optimum``), drawn as
         dashed horizontal lines.
     """
-    fig = Figure(figsize=(12, 3.6), dpi=110)
+    fig = Figure(figsize=(PRINT_WIDTH, 3.4), dpi=110)
     axes = fig.subplots(1, 3)
     panels = [
         ("train_loss", 1, "training loss", "loss", "{:.4f}"),
@@ -228,13 +267,26 @@ def overlay_curves(histories: Mapping[str, pd.DataFrame], *, title: str, referen
     for ax, (_, scale, label, attr, fmt) in zip(axes, panels, strict=True):
         if reference is not None:
             value = scale * getattr(reference, attr)
-            ax.axhline(value, **_REFERENCE, label=f"closed-form optimum ({fmt.format(value)})")
+            ax.axhline(value, **_REFERENCE, label="closed-form optimum")
+            ax.text(
+                0.98,
+                value,
+                fmt.format(value),
+                transform=ax.get_yaxis_transform(),
+                ha="right",
+                va="bottom",
+                fontsize=LEGEND_SIZE,
+                color="0.35",
+            )
         ax.set_xlabel("iteration")
-        ax.set_title(label)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    # One key for the three panels, below them; each panel's optimum is in its caption.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=LEGEND_SIZE, loc="lower center", ncol=len(labels))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
@@ -271,24 +323,26 @@ def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
 
     Rows without a time (the study's reported figures) appear in the accuracy panel only.
     """
-    fig = Figure(figsize=(11, 3.6), dpi=110)
+    fig = Figure(figsize=(PRINT_WIDTH, 3.8), dpi=110)
     ax_acc, ax_time = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     x = np.arange(len(table))
     for offset, column, label in ((-0.2, "train_acc", "train"), (0.2, "test_acc", "test")):
         bars = ax_acc.bar(x + offset, table[column], width=0.4, label=label)
-        ax_acc.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax_acc.bar_label(bars, fmt="%.2f", fontsize=LEGEND_SIZE, rotation=90, padding=2)
     accuracies = table[["train_acc", "test_acc"]].to_numpy(dtype=float)
-    ax_acc.set_ylim(max(0.0, np.nanmin(accuracies) - 5), min(100.0, np.nanmax(accuracies) + 3))
-    ax_acc.set_xticks(x, table.index, fontsize=7, rotation=20, ha="right")
+    ax_acc.set_ylim(max(0.0, np.nanmin(accuracies) - 5), min(100.0, np.nanmax(accuracies) + 6))
+    ax_acc.set_xticks(x, table.index, fontsize=LEGEND_SIZE, rotation=20, ha="right")
     ax_acc.set_ylabel("final accuracy (%)")
-    ax_acc.legend(fontsize=8, loc="upper left")
+    ax_acc.legend(fontsize=LEGEND_SIZE, loc="upper left")
     timed = table.dropna(subset=["step_s_per_1000"])
     bars = ax_time.bar(np.arange(len(timed)), timed["step_s_per_1000"], color="C2")
-    ax_time.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax_time.set_xticks(np.arange(len(timed)), timed.index, fontsize=7, rotation=20, ha="right")
+    ax_time.bar_label(bars, fmt="%.2f", fontsize=LEGEND_SIZE)
+    ax_time.set_xticks(
+        np.arange(len(timed)), timed.index, fontsize=LEGEND_SIZE, rotation=20, ha="right"
+    )
     ax_time.set_ylabel("seconds per 1,000 updates")
     for ax in (ax_acc, ax_time):
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -10,10 +10,16 @@ the run's parameters (``lr``, ``batch_size``, ``n_prime``) where a figure groups
 Several seeds are drawn as their mean with a min-max band, over the iterations that most
 seeds recorded (the thinned evaluation schedule), and the seed evaluated at every
 iteration is drawn underneath as a thin line.
+
+Figures are at most ``PRINT_WIDTH`` inches wide and their text at least 8 pt, so they print
+at their own size on an A4 page. Each batch size has one colour, marker and line style
+(``batch_style``) and each training-set size N' one colour (``size_color``), the same in
+every figure. Axis limits come from the data drawn.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -30,6 +36,52 @@ METRICS = {
 COLORS = {"train_loss": "C0", "train_acc": "C0", "test_acc": "C1"}
 REFERENCE_STYLE = {"color": "0.35", "linestyle": "--", "linewidth": 1.0}
 DPI = 110
+# The text column of the PDF (A4 less its margins) is 7.17 inches wide.
+PRINT_WIDTH = 7.1
+LEGEND_SIZE = 8
+# One colour, marker and line style per batch size, and one colour per N', in every figure.
+BATCH_COLORS = {1: "#d95f02", 10: "#7570b3", 100: "#1b9e77", 1000: "#e7298a"}
+BATCH_MARKERS = {1: "o", 10: "s", 100: "^", 1000: "D"}
+BATCH_LINESTYLES = {1: "-", 10: "--", 100: "-.", 1000: ":"}
+SIZE_COLORS = {100: "#66a61e", 500: "#e6ab02", 1000: "#a6761d", 10000: "#1f78b4"}
+_OTHER_MARKERS = ("v", "P", "X", "*", "h", "<", ">")
+_OTHER_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _log_position(value: float) -> int:
+    return int(round(math.log10(max(float(value), 1.0)) * 2))
+
+
+def _color(value: int, known: dict[int, str], cmap: str) -> str:
+    """``known[value]``, or for another value a colour of ``cmap`` placed by its logarithm
+    (1 to 10^5), the same in every figure."""
+    if int(value) in known:
+        return known[int(value)]
+    rgba = colormaps[cmap](min(math.log10(max(float(value), 1.0)) / 5.0, 1.0) * 0.9)
+    return "#{:02x}{:02x}{:02x}".format(*(int(255 * c) for c in rgba[:3]))
+
+
+def batch_color(batch_size: int) -> str:
+    """The colour of a batch size in every figure (``BATCH_COLORS``, or from viridis)."""
+    return _color(batch_size, BATCH_COLORS, "viridis")
+
+
+def batch_style(batch_size: int) -> dict:
+    """Colour, marker and line style of a batch size, for ``ax.plot(..., **batch_style(b))``."""
+    b = int(batch_size)
+    k = _log_position(b)
+    return {
+        "color": batch_color(b),
+        "marker": BATCH_MARKERS.get(b, _OTHER_MARKERS[k % len(_OTHER_MARKERS)]),
+        "linestyle": BATCH_LINESTYLES.get(b, _OTHER_LINESTYLES[k % len(_OTHER_LINESTYLES)]),
+    }
+
+
+def size_color(n_prime: int) -> str:
+    """The colour of a training-set size N' in every figure (``SIZE_COLORS``, or from plasma)."""
+    return _color(n_prime, SIZE_COLORS, "plasma")
+
+
 # The learning-rate bounds of the stability map: colour, line style, legend label.
 BOUND_STYLES = {
     "lr_max": ("C3", "--", r"$2/\lambda_{\max}$"),
@@ -161,12 +213,13 @@ def _mark_divergence(ax, diverged_at: Sequence[int], n_seeds: int) -> None:
 
 
 def _loss_limits(values: np.ndarray) -> tuple[float, float] | None:
+    """Limits that hold every finite value of ``values``, with a margin."""
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return None
-    low, high = np.quantile(finite, [0.0, 0.995])
+    low, high = float(finite.min()), float(finite.max())
     pad = 0.05 * max(high - low, 1e-3)
-    return float(low - pad), float(high + pad)
+    return low - pad, high + pad
 
 
 def digit_image(image: np.ndarray, *, title: str) -> Figure:
@@ -227,7 +280,7 @@ def training_curves(
     """
     _check_columns(history, "history", ["iteration", *METRICS])
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
-    fig = Figure(figsize=(10, 3.8), dpi=DPI)
+    fig = Figure(figsize=(PRINT_WIDTH, 3.6), dpi=DPI)
     ax_loss, ax_acc = fig.subplots(1, 2)
     _draw_metric(ax_loss, history, "train_loss", color=COLORS["train_loss"], label="training loss")
     _draw_metric(ax_acc, history, "train_acc", color=COLORS["train_acc"], label="train")
@@ -275,15 +328,16 @@ def training_curves(
     ax_loss.set_title("Training loss")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.set_title("Accuracy")
-    ax_loss.legend(fontsize=7)
-    ax_acc.legend(fontsize=7, loc="lower right")
-    fig.suptitle(title, fontsize=11)
+    ax_loss.legend(fontsize=LEGEND_SIZE)
+    ax_acc.legend(fontsize=LEGEND_SIZE, loc="lower right")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def _grid_axes(values: Sequence[float], batch_sizes: Sequence[int], *, sharey: bool):
-    fig = Figure(figsize=(2.6 * len(batch_sizes) + 0.6, 2.1 * len(values) + 0.8), dpi=DPI)
+    width = min(PRINT_WIDTH, 1.65 * len(batch_sizes) + 0.6)
+    fig = Figure(figsize=(width, 1.75 * len(values) + 0.9), dpi=DPI)
     axes = fig.subplots(len(values), len(batch_sizes), sharex=True, sharey=sharey, squeeze=False)
     return fig, axes
 
@@ -304,20 +358,19 @@ def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) ->
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
-    _check_columns(histories, "histories", ["lr", "batch_size", "seed", "iteration", metric])
+    columns = ["lr", "batch_size", "seed", "iteration", metric]
+    if histories.empty:  # every cell failed: the panels say so
+        histories = pd.DataFrame(columns=columns)
+    _check_columns(histories, "histories", columns)
     _check_columns(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     lrs = sorted(seeds["lr"].unique(), reverse=True)
     batch_sizes = sorted(seeds["batch_size"].unique())
-    fig, axes = _grid_axes(lrs, batch_sizes, sharey=True)
+    fig, axes = _grid_axes(lrs, batch_sizes, sharey=False)
     scale = _scale(metric)
     converged = histories.merge(
         seeds[seeds["diverged_at"].isna()][["lr", "batch_size", "seed"]],
         on=["lr", "batch_size", "seed"],
     )
-    if metric == "train_loss":
-        limits = _loss_limits(converged[metric].to_numpy(dtype=float))
-    else:
-        limits = (0.0, 100.0)
     for i, lr in enumerate(lrs):
         for j, batch_size in enumerate(batch_sizes):
             ax = axes[i, j]
@@ -334,20 +387,25 @@ def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) ->
                 ax.text(
                     0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="C3"
                 )
-            ax.set_title(f"lr = {lr:g}, batch size = {batch_size}", fontsize=9)
+            ax.set_title(f"lr = {lr:g}, B = {batch_size}", fontsize=9)
             ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=8)
+            # Each panel's limits hold all its converged seeds (a noisy panel is not clipped).
+            mine = converged[(converged["lr"] == lr) & (converged["batch_size"] == batch_size)]
+            limits = _loss_limits(mine[metric].to_numpy(dtype=float) * scale)
             if limits is not None:
                 ax.set_ylim(*limits)
             if i == len(lrs) - 1:
                 ax.set_xlabel("iteration")
             if j == 0:
-                ax.set_ylabel(METRICS[metric])
+                ax.set_ylabel(METRICS[metric], fontsize=9)
     n_seeds = seeds.groupby(["lr", "batch_size"])["seed"].nunique().max()
+    n_seeds = 0 if pd.isna(n_seeds) else int(n_seeds)
     fig.suptitle(
         f"{METRICS[metric].split(' (')[0].capitalize()} of every learning rate x batch size run "
-        f"(mean and min-max over {n_seeds} seeds{'; thin line: one seed' if n_seeds > 1 else ''})"
-        f"{', y-axis in %' if scale != 1 else ''}",
-        fontsize=11,
+        f"(B: batch size)\nmean and min-max over {n_seeds} seeds"
+        f"{'; thin line: one seed' if n_seeds > 1 else ''}",
+        fontsize=10,
     )
     fig.tight_layout()
     return fig
@@ -386,7 +444,9 @@ def accuracy_heatmap(
             labels[i, j] = f"{100 * acc:.2f} %"
             if row.n_diverged:
                 labels[i, j] += f"\n({row.n_diverged}/{row.n_seeds} diverged)"
-    fig = Figure(figsize=(1.5 * len(batch_sizes) + 2.4, 0.9 * len(lrs) + 1.5), dpi=DPI)
+    fig = Figure(
+        figsize=(min(PRINT_WIDTH, 1.2 * len(batch_sizes) + 2.4), 0.8 * len(lrs) + 1.5), dpi=DPI
+    )
     ax = fig.subplots()
     shown = grid[np.isfinite(grid)]
     low, high = (shown.min() - 1, shown.max() + 0.5) if shown.size else (0, 100)
@@ -437,11 +497,20 @@ def stability_plot(
     finite = table[value].to_numpy(dtype=float)
     finite = finite[np.isfinite(finite)]
     top = (finite.max() * scale * 1.08) if finite.size else 1.0
-    groups = table.sort_values("lr").groupby("batch_size")
-    palette = colormaps["viridis"](np.linspace(0.0, 0.85, max(len(groups), 1)))
-    for color, (batch_size, rows) in zip(palette, groups, strict=False):
+    groups = list(table.sort_values("lr").groupby("batch_size"))
+    # Larger batch sizes first and wider, so a line lying on another stays visible.
+    for k, (batch_size, rows) in enumerate(groups):
         ok = rows[rows["n_diverged"] < rows["n_seeds"]]
-        ax.plot(ok["lr"], ok[value] * scale, "o-", color=color, label=f"batch size {batch_size}")
+        ax.plot(
+            ok["lr"],
+            ok[value] * scale,
+            **batch_style(batch_size),
+            markerfacecolor="none",
+            markersize=5 + 2 * (len(groups) - k),
+            linewidth=1.0 + 0.6 * (len(groups) - k),
+            zorder=2 + k,
+            label=f"batch size {batch_size}",
+        )
         bad = rows[(rows["n_diverged"] == rows["n_seeds"]) & (rows["n_seeds"] > 0)]
         ax.plot(bad["lr"], np.full(len(bad), top), "x", color="C3", markersize=9, mew=2)
     if ((table["n_diverged"] == table["n_seeds"]) & (table["n_seeds"] > 0)).any():
@@ -461,9 +530,12 @@ def stability_plot(
     ax.set_xlabel("learning rate (log scale)")
     label = COLUMN_LABELS[value]
     ax.set_ylabel(label + (" (%)" if scale != 1 else ""))
-    ax.set_title(f"{label.capitalize()} against the learning rate, with the stability threshold")
+    ax.set_title(
+        f"{label.capitalize()} against the learning rate,\nwith the stability threshold",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=LEGEND_SIZE)
     fig.tight_layout()
     return fig
 
@@ -479,11 +551,13 @@ def subset_curves(histories: pd.DataFrame, *, title: str) -> Figure:
     title : str
         The figure title; it must call N' the training-set size (not the batch size).
     """
+    if histories.empty:  # every cell failed: empty panels, and the key says so
+        histories = pd.DataFrame(columns=["n_prime", "seed", "iteration", *METRICS])
     _check_columns(histories, "histories", ["n_prime", "iteration", *METRICS])
-    fig = Figure(figsize=(13, 3.9), dpi=DPI)
-    ax_loss, ax_acc, ax_gap = fig.subplots(1, 3)
-    for k, (n_prime, history) in enumerate(histories.groupby("n_prime")):
-        color = f"C{k}"
+    fig = Figure(figsize=(PRINT_WIDTH, 5.6), dpi=DPI)
+    (ax_loss, ax_acc), (ax_gap, ax_key) = fig.subplots(2, 2)
+    for n_prime, history in histories.groupby("n_prime"):
+        color = size_color(n_prime)
         for ax, metric, style in (
             (ax_loss, "train_loss", "-"),
             (ax_acc, "train_acc", "-"),
@@ -516,8 +590,13 @@ def subset_curves(histories: pd.DataFrame, *, title: str) -> Figure:
     for ax in (ax_loss, ax_acc, ax_gap):
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=11)
+    # One key for the three panels, in the fourth.
+    handles, labels = ax_acc.get_legend_handles_labels()
+    if histories.empty:
+        ax_key.text(0.5, 0.8, "no results: every cell failed", ha="center", color="C3")
+    ax_key.axis("off")
+    ax_key.legend(handles, labels, fontsize=LEGEND_SIZE + 1, loc="center", frameon=False)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -545,13 +624,14 @@ def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[
         ["batch_size", "lr", "n_seeds", "n_diverged", "final_test_acc_mean"]
         + ["final_test_acc_min", "final_test_acc_max"],
     )
-    fig = Figure(figsize=(7.6, 6.2), dpi=DPI)
+    fig = Figure(figsize=(PRINT_WIDTH, 6.4), dpi=DPI)
     top, bottom = fig.subplots(
         2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1.0], "hspace": 0.08}
     )
     sizes = sorted(table["batch_size"].unique())
-    palette = colormaps["viridis"](np.linspace(0.0, 0.85, max(len(sizes), 1)))
-    for color, batch_size in zip(palette, sizes, strict=True):
+    for batch_size in sizes:
+        style = batch_style(batch_size)
+        color = style["color"]
         rows = table[table["batch_size"] == batch_size].sort_values("lr")
         ok = rows[rows["n_diverged"] < rows["n_seeds"]]
         top.fill_between(
@@ -565,14 +645,16 @@ def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[
         top.plot(
             ok["lr"],
             100 * ok["final_test_acc_mean"],
-            "o-",
-            color=color,
-            markersize=3.5,
+            **style,
+            markersize=4,
+            markerfacecolor="none",
             label=f"batch size {batch_size}",
         )
     top.set_ylabel("final test accuracy (%)")
     top.set_title(
-        "Stability map: final test accuracy and divergence against the learning rate", pad=12
+        "Stability map: final test accuracy and divergence against the learning rate",
+        pad=12,
+        fontsize=10,
     )
     top.grid(alpha=0.3, which="both")
     fraction = (table["n_diverged"] / table["n_seeds"].where(table["n_seeds"] > 0)).to_numpy()
@@ -597,11 +679,11 @@ def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[
     bottom.scatter([], [], c=[cmap(0.5)], s=36, edgecolors="0.3", label="some")
     bottom.scatter([], [], marker="x", color=cmap(1.0), label="all")
     bottom.legend(
-        fontsize=7,
+        fontsize=LEGEND_SIZE,
         loc="upper left",
         ncol=4,
         title="seeds diverged:",
-        title_fontsize=7,
+        title_fontsize=LEGEND_SIZE,
         alignment="left",
         borderpad=0.3,
         handletextpad=0.2,
@@ -623,7 +705,7 @@ def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[
             clip_on=False,
         )
     top.plot([], [], "v", color="0.2", label="the study's lr")
-    top.legend(fontsize=7, loc="lower left", ncol=2)
+    top.legend(fontsize=LEGEND_SIZE, loc="lower left", ncol=2)
     bottom.set_xscale("log")
     lrs = np.concatenate([table["lr"].to_numpy(dtype=float), list(study_lrs)])
     bottom.set_xlim(lrs.min() / 1.5, lrs.max() * 1.5)

@@ -28,7 +28,6 @@ PACKAGES = (
     "nbformat",
     "ipykernel",
     "weasyprint",
-    "django-static-mathjax",
     "dask",
     "distributed",
 )

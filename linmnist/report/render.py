@@ -1,11 +1,12 @@
 """Executed notebooks to self-contained HTML and PDF.
 
 * ``notebook_html``: nbconvert's JupyterLab page with the input cells hidden (or kept), the
-  figures embedded as base64 images and MathJax 3 (from the ``django-static-mathjax`` wheel)
+  figures embedded as base64 images and MathJax 3 (the npm release, ``linmnist.report.mathjax``)
   inlined, so the file renders its mathematics offline and loads nothing from the network.
-* ``print_html``: the same cells with a small print style sheet and every ``$...$`` /
+* ``print_html``: the same cells with a print style sheet (A4, page numbers, the contents
+  with page numbers, tables and figures sized to the page) and every ``$...$`` /
   ``$$...$$`` pre-rendered to an SVG image with matplotlib's mathtext, because WeasyPrint
-  runs no JavaScript; ``write_pdf`` turns it into a PDF.
+  runs no JavaScript; ``write_pdf`` turns it into a PDF, with a bookmark per heading.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import html
 import io
 import os
 import re
-from importlib import resources
 
 import nbformat
 from jinja2 import DictLoader
@@ -24,8 +24,8 @@ from matplotlib.mathtext import MathTextParser, math_to_image
 from nbconvert import HTMLExporter
 
 from linmnist.experiments.results import atomic_write
+from linmnist.report import mathjax
 
-MATHJAX_FILE = "static/mathjax/es5/tex-svg.js"
 MATHJAX_CONFIG = """window.MathJax = {
   tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']],
         displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']],
@@ -33,12 +33,32 @@ MATHJAX_CONFIG = """window.MathJax = {
   svg: {fontCache: 'global'},
   options: {skipHtmlTags: ['script', 'noscript', 'style', 'textarea', 'pre', 'code']}
 };"""
-REPORT_CSS = """
+# Figures, tables, captions and the contents, on screen and on paper.
+COMMON_CSS = """
+figure.report-figure, figure.report-table { margin: 8px 0 14px; }
+figure.report-figure img { max-width: 100%; height: auto; display: block; }
+figcaption { font-size: 0.92em; color: #333; margin: 4px 0; max-width: 48em; }
+.caption-number, .section-number { font-weight: bold; }
+.section-number { margin-right: 0.35em; }
+figure.report-table table { border-collapse: collapse; }
+figure.report-table th { text-align: left; vertical-align: bottom; font-weight: bold; }
+figure.report-table td { vertical-align: top; text-align: right; }
+figure.report-table td:first-child, figure.report-table tr th:first-child { text-align: left; }
+nav.report-contents ul { list-style: none; padding-left: 1.2em; margin: 0; }
+nav.report-contents > ul { padding-left: 0; }
+"""
+REPORT_CSS = (
+    COMMON_CSS
+    + """
 body { max-width: 1100px; margin: 0 auto; }
 .jp-RenderedHTMLCommon table { font-size: 12px; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; }
 .jp-OutputArea-output img { max-width: 100%; height: auto; }
 """
-PRINT_CSS = """
+)
+PRINT_CSS = (
+    COMMON_CSS
+    + """
 @page { size: A4; margin: 16mm 14mm 18mm 14mm;
         @bottom-center { content: counter(page) " / " counter(pages);
                          font-size: 8pt; color: #666; } }
@@ -49,15 +69,29 @@ h2 { break-before: auto; }
 a.anchor-link { display: none; }
 .jp-InputPrompt, .jp-OutputPrompt, .jp-Collapser { display: none; }
 img { max-width: 100%; height: auto; }
+h1, h2, h3, h4, p, li { overflow-wrap: break-word; }
 img.math { max-width: none; }
 div.math-display { text-align: center; margin: 6pt 0; }
-table { border-collapse: collapse; font-size: 7.5pt; margin: 4pt 0 8pt; break-inside: avoid; }
-th, td { border-bottom: 0.5pt solid #bbb; padding: 2pt 4pt; text-align: right; }
+table { border-collapse: collapse; font-size: 7.5pt; margin: 4pt 0 8pt; break-inside: avoid;
+        max-width: 100%; }
+th, td { border-bottom: 0.5pt solid #bbb; padding: 2pt 3pt; text-align: left;
+         overflow-wrap: break-word; }
+table.wide { width: 100%; }
 th { background: #eee; }
+figcaption { font-size: 8.5pt; }
+figure.report-figure { break-inside: avoid; margin: 4pt 0 10pt; }
+figure.report-table { margin: 4pt 0 10pt; }
+figure.report-table figcaption { break-after: avoid; }
+nav.report-contents { font-size: 9pt; break-after: page; }
+nav.report-contents a { color: #111; text-decoration: none; }
+nav.report-contents a::after { content: leader(". ") target-counter(attr(href), page); }
+h2.contents-title { bookmark-level: none; }
+a { color: #1a4f8b; }
 pre { white-space: pre-wrap; font-size: 7.5pt; background: #f6f6f6; padding: 4pt; }
 .jp-OutputArea-output { break-inside: avoid; }
 .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] pre { background: #fdd; }
 """
+)
 _TEMPLATES = {
     "report.html.j2": """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
@@ -95,20 +129,15 @@ _MATHTEXT_EQUIVALENTS = {
     "tfrac": r"\frac",
     "displaystyle": "",
     "textstyle": "",
+    "text": r"\mathrm",
 }
 _COMMAND = re.compile(r"\\([a-zA-Z]+)(\*?)")
 
 
 def mathjax_script() -> str:
-    """The MathJax 3 ``tex-svg`` bundle (a single self-contained script)."""
-    try:
-        root = resources.files("mathjax")
-    except ModuleNotFoundError:
-        raise RuntimeError(
-            "MathJax is missing: install the django-static-mathjax package "
-            "(pip install django-static-mathjax), which `make setup` installs"
-        ) from None
-    return (root / MATHJAX_FILE).read_text(encoding="utf-8")
+    """The MathJax 3 ``tex-svg`` bundle (a single self-contained script), from the npm
+    release checked by ``linmnist.report.mathjax``."""
+    return mathjax.script()
 
 
 def _exporter(template_file: str, *, include_code: bool) -> HTMLExporter:
@@ -213,8 +242,8 @@ def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> st
 
 
 def _mathtext_dialect(tex: str) -> str:
-    """``tex`` with the commands of ``_MATHTEXT_EQUIVALENTS`` (and ``\\operatorname*``)
-    replaced by what mathtext understands."""
+    """``tex`` on one line, with the commands of ``_MATHTEXT_EQUIVALENTS`` (and
+    ``\\operatorname*``) replaced by what mathtext understands."""
 
     def replace(match: re.Match) -> str:
         name, star = match.group(1), match.group(2)
@@ -222,7 +251,8 @@ def _mathtext_dialect(tex: str) -> str:
             return _MATHTEXT_EQUIVALENTS[name] + " "
         return "\\" + name + ("" if name == "operatorname" else star)
 
-    return _COMMAND.sub(replace, tex)
+    # mathtext reads one line: a formula written over several lines is joined.
+    return _COMMAND.sub(replace, " ".join(tex.split()))
 
 
 def _render_text(text: str, failures: list[str]) -> str:
@@ -264,15 +294,48 @@ def render_math(page: str, *, failures: list[str] | None = None) -> str:
     return "".join(parts)
 
 
-def write_pdf(page: str, path: str | os.PathLike, *, base_url: str | None = None) -> int:
-    """Write the PDF of an HTML page with WeasyPrint, atomically; return its page count."""
+def write_pdf(
+    page: str,
+    path: str | os.PathLike,
+    *,
+    base_url: str | None = None,
+    cut_off: list[str] | None = None,
+) -> int:
+    """Write the PDF of an HTML page with WeasyPrint, atomically; return its page count.
+
+    WeasyPrint makes a bookmark of every heading. ``base_url`` resolves relative links and
+    images; without it the page must be self-contained (the report is), and no absolute
+    path of this machine ends up in the PDF. Text and images that the layout puts (partly)
+    outside their page are described in ``cut_off`` when given (``cut_off_boxes``).
+    """
     from weasyprint import HTML
 
     document = HTML(string=page, base_url=base_url).render()
+    if cut_off is not None:
+        cut_off += cut_off_boxes(document)
     buffer = io.BytesIO()
     document.write_pdf(buffer)
     atomic_write(path, buffer.getvalue())
     return len(document.pages)
+
+
+def cut_off_boxes(document) -> list[str]:
+    """The text and images of a rendered WeasyPrint document that reach beyond the left or
+    right edge of their page (a table too wide for it, say), as "page n: text"."""
+    from weasyprint.formatting_structure import boxes
+
+    drawn = (boxes.TextBox, boxes.InlineReplacedBox, boxes.BlockReplacedBox)
+    found = []
+    for number, page in enumerate(document.pages, 1):
+        stack = [page._page_box]
+        while stack:
+            box = stack.pop()
+            stack.extend(getattr(box, "children", []))
+            if not isinstance(box, drawn):
+                continue
+            if box.position_x < -0.5 or box.position_x + box.margin_width() > page.width + 0.5:
+                found.append(f"page {number}: {getattr(box, 'text', 'an image')[:60]!r}")
+    return found
 
 
 def demote_headings(markdown: str, levels: int = 1) -> str:

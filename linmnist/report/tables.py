@@ -6,7 +6,9 @@ and seed: status, error, parameters, final metrics, diverged_at, seconds) and
 aggregating functions (``grid_table``, ``best_lr``, ``task2_table``, ``subset_table``,
 ``accuracy_table``, ``divergence_boundary``, ``study_positions``, ``predicted_bounds``, ...)
 return numbers; the ``format_*`` functions turn their results into display strings (``pct``,
-``mean_sd``). The study's own figures come from ``linmnist.report.study``.
+``mean_sd``, ``scientific``), and ``styled`` shows any table to readers (a pandas Styler: the
+index as a column, headers in words, a dash for a missing value). The study's own figures
+come from ``linmnist.report.study``.
 
 "Final" values are those of the last iteration. Means and standard deviations are over the
 seeds that did not diverge; a "best" learning rate is picked on training data, never on the
@@ -24,13 +26,16 @@ learning rates sit) and ``sweep_run`` (the logged run that computed the whole sw
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.io.formats.style import Styler
 
 from linmnist.engine.analysis import stability_threshold
 from linmnist.experiments.results import read_run_log
@@ -69,14 +74,96 @@ def pct(value: float | None, digits: int = 2) -> str:
 
 
 def mean_sd(mean: float | None, sd: float | None, *, percent: bool = False, digits: int = 4) -> str:
-    """``'mean ± sd'`` (sd omitted when undefined), as a percentage of a fraction if asked."""
+    """``'mean ± sd'`` (sd omitted when undefined), as a percentage of a fraction if asked.
+
+    A standard deviation too small for ``digits`` decimals gets up to three more, enough to
+    show its first significant digit; one that is exactly zero is written ``± 0``.
+    """
     if mean is None or not np.isfinite(mean):
         return DASH
     scale, digits = (100.0, 2) if percent else (1.0, digits)
+    if sd is not None and np.isfinite(sd) and 0 < scale * sd < 0.5 * 10.0**-digits:
+        digits = min(digits + 3, -math.floor(math.log10(scale * sd)))
     text = f"{scale * mean:.{digits}f}"
     if sd is not None and np.isfinite(sd):
-        text += f" ± {scale * sd:.{digits}f}"
+        text += " ± 0" if sd == 0 else f" ± {scale * sd:.{digits}f}"
     return text
+
+
+# Text that is words, not a number: letters other than those of "5.6 × 10⁻⁹" and units.
+_WORD = re.compile(r"[a-zA-Z]{2,}")
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def scientific(value: float | None, digits: int = 1) -> str:
+    """A number in scientific notation as readers write it: ``5.6 × 10⁻⁹``; ``0`` for zero,
+    a dash if missing."""
+    if value is None or pd.isna(value) or not np.isfinite(value):
+        return DASH
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.{digits}e}".split("e")
+    return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+
+
+def _formatter(formatter):
+    """``formatter`` (str() by default) for a Styler: a dash for a missing or infinite
+    value, and "mean ± sd" kept on one line."""
+
+    def text(value) -> str:
+        if (
+            value is None
+            or pd.isna(value)
+            or (isinstance(value, float) and not math.isfinite(value))
+        ):
+            return DASH
+        shown = formatter(value) if formatter is not None else str(value)
+        return shown.replace(" ± ", "\u00a0±\u00a0")
+
+    return text
+
+
+def styled(
+    frame: pd.DataFrame,
+    formats: dict | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> Styler:
+    """A table for readers: a Styler of ``frame`` with its index as the first column(s)
+    (no row of index names), headers in words, each column formatted by ``formats``
+    (column -> callable value -> str, e.g. ``pct``, ``scientific`` or
+    ``lambda v: f"{v:.4f}"``; str() otherwise), a dash for every missing value and
+    "mean ± sd" on one line. The data stay as they are (numbers stay numbers).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The table.
+    formats : dict, optional
+        Column (of ``frame`` or of its index) -> formatter.
+    headers : dict, optional
+        Column -> the header shown.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+    formats, headers = dict(formats or {}), dict(headers or {})
+    named = [n for n in frame.index.names if n is not None]
+    data = frame.reset_index() if named else frame.reset_index(drop=True)
+    styler = Styler(data, uuid="t", cell_ids=False)
+    shown = {c: _formatter(formats.get(c)) for c in data.columns}
+    # Text cells and headers are escaped: a path, a name or an error message is never markup.
+    styler.format(shown, escape="html")
+    styler.relabel_index(
+        [html.escape(headers.get(c, str(c))) for c in data.columns], axis="columns"
+    )
+    # Columns of words read from the left, columns of numbers from the right.
+    words = [
+        f"td.col{k}, th.col{k}"
+        for k, c in enumerate(data.columns)
+        if any(_WORD.search(shown[c](v)) for v in data[c])
+    ]
+    styles = [{"selector": ", ".join(words), "props": "text-align: left;"}] if words else []
+    return styler.set_table_styles(styles).hide(axis="index")
 
 
 def span(values: Sequence[int]) -> str:
@@ -761,7 +848,8 @@ def _outcome_text(cell) -> str:
 
 def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
     """``study_positions(...)`` as display strings, indexed by lr: the ratios to the three
-    bounds (columns ``x 2/lambda_max``, ``x 2/mean||x||^2``, ``x 2/max||x||^2``, two decimals)
+    bounds (columns "lr as a multiple of 2/λmax", "... of 2/mean‖x‖²", "... of 2/max‖x‖²", two
+    decimals)
     and one column per batch size, ``batch size B``: "diverged (k/n seeds)", the mean final
     test accuracy in % (with "k/n diverged" when some seeds did), "failed", or "not in the
     sweep"."""
@@ -771,9 +859,9 @@ def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
         ["lr", "batch_size", "lr_over_lr_max", "in_sweep", "n_seeds", "n_diverged"],
     )
     ratios = {
-        "lr_over_lr_max": "x 2/lambda_max",
-        "lr_over_mean_sample_lr": "x 2/mean||x||^2",
-        "lr_over_per_sample_lr": "x 2/max||x||^2",
+        "lr_over_lr_max": "lr as a multiple of 2/λmax",
+        "lr_over_mean_sample_lr": "lr as a multiple of 2/mean‖x‖²",
+        "lr_over_per_sample_lr": "lr as a multiple of 2/max‖x‖²",
     }
     rows = []
     for lr, cells in positions.groupby("lr", sort=False):
@@ -835,10 +923,10 @@ def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
                     DASH if pd.isna(row["diverged_at_there"]) else int(row["diverged_at_there"])
                 ),
                 "every seed diverges from lr": _lr_text(row["all_diverge_lr"]),
-                "first diverging / (2/lambda_max)": (
+                "first diverging lr as a multiple of 2/λmax": (
                     DASH if pd.isna(first) else f"{first / bounds.lr_max:.2f}"
                 ),
-                "first diverging / (2/max||x||^2)": (
+                "first diverging lr as a multiple of 2/max‖x‖²": (
                     DASH if pd.isna(first) else f"{first / bounds.per_sample_lr:.1f}"
                 ),
             }

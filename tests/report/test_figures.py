@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from linmnist.report import figures
 from linmnist.report.study import STUDY_LRS
@@ -163,8 +164,9 @@ def test_grid_curves_small_multiples_titles_and_divergence():
     fig = figures.grid_curves(histories, seeds, metric="train_loss")
     assert len(fig.axes) == len(LRS) * len(BATCH_SIZES)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[0] == "lr = 0.1, batch size = 1"
-    assert titles[-1] == "lr = 0.001, batch size = 1000"
+    assert titles[0] == "lr = 0.1, B = 1"
+    assert titles[-1] == "lr = 0.001, B = 1000"
+    assert "B: batch size" in fig._suptitle.get_text()
     assert not any("N'" in t for t in titles), "grid panels are not subset runs"
     diverged = [t for t in all_text(fig) if "diverged" in t]
     assert len(diverged) == len(BATCH_SIZES)
@@ -173,11 +175,68 @@ def test_grid_curves_small_multiples_titles_and_divergence():
     assert high < 1, "the loss axis is not stretched by diverging runs"
 
 
+def test_grid_curves_limits_hold_every_converged_curve():
+    """Each panel's limits come from its own data: a noisy curve is not clipped."""
+    histories, seeds = fake_grid(n_seeds=2)
+    noisy = (histories["lr"] == 0.01) & (histories["batch_size"] == 1)
+    histories.loc[noisy & (histories["iteration"] == 3), "train_loss"] = 0.9
+    fig = figures.grid_curves(histories, seeds, metric="train_loss")
+    for ax in fig.axes:
+        low, high = ax.get_ylim()
+        for line in ax.get_lines():
+            y = np.asarray(line.get_ydata(), dtype=float)
+            if y.size > 1:
+                assert (
+                    low <= np.nanmin(y)
+                    and np.nanmax(y) <= high
+                    or "diverged" in str([t.get_text() for t in ax.texts])
+                )
+    noisy_ax = fig.axes[[ax.get_title() for ax in fig.axes].index("lr = 0.01, B = 1")]
+    assert noisy_ax.get_ylim()[1] > 0.9
+
+
 def test_grid_curves_accuracy_in_percent():
     histories, seeds = fake_grid(n_seeds=2)
     fig = figures.grid_curves(histories, seeds, metric="test_acc")
-    assert fig.axes[0].get_ylim() == (0.0, 100.0)
+    low, high = fig.axes[-1].get_ylim()
+    assert 1 < low < high <= 100.0
     assert "Test accuracy" in fig._suptitle.get_text()
+
+
+def test_grid_curves_of_a_grid_whose_cells_all_failed():
+    """No history at all: every panel says the configuration failed."""
+    _, seeds = fake_grid(n_seeds=1)
+    failed = seeds.assign(status="failed", seed=np.nan, diverged_at=np.nan)
+    fig = figures.grid_curves(pd.DataFrame(), failed, metric="train_loss")
+    assert all_text(fig).count("failed") == len(LRS) * len(BATCH_SIZES)
+
+
+def test_every_figure_fits_the_page_with_readable_text():
+    """At most PRINT_WIDTH inches wide, text of at least 8 pt (the printed size)."""
+    histories, seeds = fake_grid(n_seeds=2)
+    made = [
+        figures.grid_curves(histories, seeds, metric="train_loss"),
+        figures.accuracy_heatmap(fake_table()),
+        figures.stability_plot(fake_table(), lr_max=0.0525),
+        figures.training_curves(fake_history(seed=0), title="t"),
+    ]
+    for fig in made:
+        assert fig.get_size_inches()[0] <= figures.PRINT_WIDTH
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text()]
+        assert min(sizes) >= 8, sizes
+
+
+def test_one_colour_per_batch_size_in_every_figure():
+    assert len(set(figures.BATCH_COLORS.values())) == len(figures.BATCH_COLORS)
+    fig = figures.stability_plot(fake_table(), lr_max=0.0525)
+    drawn = {
+        line.get_label(): line.get_color()
+        for line in fig.axes[0].get_lines()
+        if line.get_label().startswith("batch size")
+    }
+    assert drawn == {f"batch size {b}": figures.batch_color(b) for b in BATCH_SIZES}
+    assert figures.batch_color(37) == figures.batch_color(37) != figures.batch_color(1)
+    assert figures.batch_style(10)["marker"] != figures.batch_style(100)["marker"]
 
 
 def test_grid_curves_rejects_missing_columns():
@@ -225,9 +284,13 @@ def test_subset_curves_name_n_prime_and_show_gap():
     fig = figures.subset_curves(
         pd.concat(parts), title="Training-set size N' (batch size 100, lr 0.001)"
     )
-    ax_loss, ax_acc, ax_gap = fig.axes
+    ax_loss, ax_acc, ax_gap, _ = fig.axes
     assert ax_gap.get_title() == "Train - test accuracy gap"
     assert line_labels(ax_loss) == ["N' = 100", "N' = 1000"]
+    assert [line.get_color() for line in ax_loss.get_lines()] == [
+        figures.size_color(100),
+        figures.size_color(1000),
+    ]
     assert "batch size 100" in fig._suptitle.get_text()
     gap = ax_gap.get_lines()[0].get_ydata()
     assert np.allclose(gap, -0.5), "gap is train minus test in percentage points"

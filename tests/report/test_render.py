@@ -51,6 +51,12 @@ def test_math_image_translates_mathjax_only_commands():
     assert 'alt="\\lVert W x \\rVert' in tag, "the alt text keeps the original TeX"
 
 
+def test_math_image_reads_formulas_over_several_lines_and_text():
+    tex = "\\left(\\frac{S}{S_{\\min}} - 1\\right) = 1,\n\\qquad B_{\\text{crit}}"
+    tag = render.math_image(tex)
+    assert tag.startswith('<img class="math"')
+
+
 def test_math_image_rejects_what_mathtext_cannot_parse():
     with pytest.raises(ValueError, match="mathtext cannot render"):
         render.math_image(r"\begin{aligned} x \end{aligned}")
@@ -125,3 +131,35 @@ def test_demote_headings():
     assert render.demote_headings("##### deep", 3) == "###### deep"
     with pytest.raises(ValueError, match="levels"):
         render.demote_headings("# A", -1)
+
+
+@pytest.mark.slow
+def test_write_pdf_reports_what_the_page_cuts_off(tmp_path):
+    cells = "".join(
+        f"<td style='white-space:nowrap'>column {k} of a wide table</td>" for k in range(9)
+    )
+    cut_off = []
+    render.write_pdf(f"<table><tr>{cells}</tr></table>", tmp_path / "wide.pdf", cut_off=cut_off)
+    assert cut_off and all(c.startswith("page 1: 'column") for c in cut_off)
+    fits = []
+    render.write_pdf(render.print_html(small_notebook()), tmp_path / "fits.pdf", cut_off=fits)
+    assert fits == []
+
+
+def test_mathjax_is_the_npm_release_checked_by_sha256(tmp_path, monkeypatch):
+    """The cached tarball is checked every time; a bad one is moved aside with a clear error."""
+    from linmnist.report import mathjax
+
+    assert render.mathjax_script().startswith(mathjax.script()[:100])
+    assert "Apache License" in mathjax.license()
+    bad = tmp_path / f"mathjax-{mathjax.VERSION}.tgz"
+    bad.write_bytes(b"not MathJax")
+    monkeypatch.setattr(mathjax, "tarball_path", lambda: bad)
+    monkeypatch.setattr(mathjax, "_download", lambda path: path.write_bytes(b"still not"))
+    mathjax._tarball.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="does not have the SHA-256"):
+            mathjax.script()
+    finally:
+        mathjax._tarball.cache_clear()
+    assert len(list(tmp_path.glob("*.corrupt-*"))) >= 1 and not bad.exists()

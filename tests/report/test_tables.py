@@ -14,7 +14,7 @@ import pytest
 
 from linmnist.engine.sgd import TrainResult
 from linmnist.experiments import results
-from linmnist.experiments.results import append_run_log
+from linmnist.experiments.results import SEED_FIELDS, append_run_log
 from linmnist.report import study, tables
 from linmnist.report.tables import Bounds
 
@@ -319,7 +319,7 @@ def test_subset_table_gap_shrinks_with_n_prime(subset):
     assert gaps.tolist() == pytest.approx([0.1, 0.05, 0.1 / 3])
     shown = tables.format_subset_table(subset)
     assert shown["study at iteration 400: train / test"].tolist()[0] == "93.0 % / 66.8 %"
-    assert shown["train - test gap (points)"].tolist()[2] == "3.33 ± 0.00"
+    assert shown["train - test gap (points)"].tolist()[2] == "3.33 ± 0", "an sd of 0 is exact"
 
 
 def test_study_figures_are_left_out_for_another_dataset(table, subset, task2):
@@ -405,7 +405,7 @@ def test_bounds_are_computed_from_the_data_and_ordered(small_data):
 
 @pytest.mark.integration
 def test_bounds_on_mnist_reproduce_the_measured_facts(mnist):
-    """SPEC: lambda_max 38.09 (2/lambda_max 0.0525), ||x||^2 mean 87.8 and max 295.1."""
+    """docs/study.md: lambda_max 38.09 (2/lambda_max 0.0525), ||x||^2 mean 87.8 and max 295.1."""
     (X, _), _ = mnist
     bounds = tables.predicted_bounds(X)
     assert round(bounds.lambda_max, 2) == 38.09 and round(bounds.lr_max, 4) == 0.0525
@@ -430,8 +430,8 @@ def test_study_positions_give_ratios_and_the_sweep_outcome():
     assert not cells.loc[(0.001, 1), "in_sweep"] and pd.isna(cells.loc[(0.001, 1), "n_seeds"])
     shown = tables.format_study_positions(positions)
     assert list(shown.index) == list(study.STUDY_LRS)
-    assert shown.loc[0.1, "x 2/lambda_max"] == "2.00"
-    assert shown.loc[0.01, "x 2/max||x||^2"] == "2.00"
+    assert shown.loc[0.1, "lr as a multiple of 2/λmax"] == "2.00"
+    assert shown.loc[0.01, "lr as a multiple of 2/max‖x‖²"] == "2.00"
     assert shown.loc[0.1, "batch size 1"] == "diverged (3/3 seeds)"
     assert shown.loc[0.1, "batch size 10"] == "84.67 %"
     assert shown.loc[0.01, "batch size 1000"] == "85.00 % (1/3 diverged)"
@@ -510,8 +510,63 @@ def test_display_tables_say_what_diverged():
         "seeds diverged there": "1/3",
         "first divergence at iteration": 41,
         "every seed diverges from lr": "0.1",
-        "first diverging / (2/lambda_max)": "0.63",
-        "first diverging / (2/max||x||^2)": "6.3",
+        "first diverging lr as a multiple of 2/λmax": "0.63",
+        "first diverging lr as a multiple of 2/max‖x‖²": "6.3",
     }
     assert boundary.loc[10, "first diverging lr"] == "–"
     assert boundary.loc[10, "seeds diverged there"] == "–"
+
+
+def failed_grid() -> pd.DataFrame:
+    """``load_task`` of a grid whose every cell failed: one row per cell, no seed metrics."""
+    rows = [
+        {"task": "grid", "cell": f"lr{lr:g}_bs{b}", "status": "failed", "error": "boom"}
+        | {"lr": lr, "batch_size": b, "iterations": 100, "dataset": "mnist"}
+        | dict.fromkeys(SEED_FIELDS, np.nan)
+        for lr in (0.1, 0.001)
+        for b in (10, 100)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a_grid_whose_cells_all_failed_still_gives_its_tables():
+    """Every table of Tasks 3 and 5 is made, and says what failed, with dashes, no NaN."""
+    table = tables.grid_table(failed_grid())
+    shown = tables.format_grid_table(table)
+    assert set(shown["status"]) == {"failed: boom"}
+    assert set(shown["final test accuracy (%)"]) == {tables.DASH}
+    html = tables.styled(shown).to_html()
+    assert "nan" not in html.lower() and "<NA>" not in html
+    assert tables.best_lr(table).empty
+    subset = tables.subset_table(failed_grid().assign(n_prime=100, task="subset"))
+    assert set(tables.format_subset_table(subset)["status"]) == {"failed: boom"}
+
+
+def test_styled_tables_for_readers():
+    """Index as a column (no index-name row), headers in words, formats per column, a dash
+    for NaN and <NA>, mean ± sd on one line, numbers kept as numbers."""
+    frame = pd.DataFrame(
+        {
+            "max_abs_dW": [5.587935e-09, 0.0],
+            "diverged_at": pd.array([pd.NA, 7], dtype="Int64"),
+            "shown": ["0.3999 ± 0.0626", "ok"],
+        },
+        index=pd.Index(["numpy", "torch"], name="run"),
+    )
+    styler = tables.styled(
+        frame, {"max_abs_dW": tables.scientific}, headers={"max_abs_dW": "largest |dW|"}
+    )
+    html = styler.to_html()
+    assert styler.data["max_abs_dW"].dtype == float
+    assert "5.6 × 10⁻⁹" in html and ">0<" in html
+    assert "largest |dW|" in html and "max_abs_dW" not in html
+    assert "nan" not in html.lower() and "&lt;NA&gt;" not in html and tables.DASH in html
+    assert "0.3999\u00a0±\u00a00.0626" in html
+    assert html.count("<tr>") == 3
+
+
+def test_mean_sd_shows_the_first_digit_of_a_small_sd_and_zero_as_zero():
+    assert tables.mean_sd(0.24621, 0.00002) == "0.24621 ± 0.00002"
+    assert tables.mean_sd(0.5, 0.0, percent=True) == "50.00 ± 0"
+    assert tables.mean_sd(0.3999, 0.0626) == "0.3999 ± 0.0626"
+    assert tables.scientific(-3.2e12) == "-3.2 × 10¹²"

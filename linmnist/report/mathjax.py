@@ -1,0 +1,87 @@
+"""MathJax for the HTML report: the npm release of MathJax, pinned and checked.
+
+``script()`` returns MathJax 3's single-file ``es5/tex-svg.js`` bundle from the npm package
+``mathjax`` at ``VERSION``. The package's tarball is fetched once from the npm registry into
+the data cache (``~/.cache/linmnist``, or ``$LINMNIST_DATA_DIR``) and its SHA-256 is checked
+against ``SHA256`` every time it is read; a tarball that fails the check is moved aside
+(``<name>.corrupt-<time>``) and fetched again once. MathJax is Apache-2.0 licensed; its
+``LICENSE`` comes from the same tarball (``license()``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import time
+import urllib.request
+from functools import cache
+from pathlib import Path
+
+from linmnist.engine.data import cache_path
+
+VERSION = "3.2.2"
+URL = f"https://registry.npmjs.org/mathjax/-/mathjax-{VERSION}.tgz"
+# SHA-256 of the tarball (npm publishes its SHA-512: sha512-Bt+SSVU8eBG27zCh...W0OhGw==).
+SHA256 = "1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09"
+BUNDLE = "package/es5/tex-svg.js"
+LICENSE = "package/LICENSE"
+
+
+def tarball_path() -> Path:
+    """Where the tarball is cached."""
+    return cache_path().parent / f"mathjax-{VERSION}.tgz"
+
+
+def _download(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    try:
+        with urllib.request.urlopen(URL, timeout=60) as response:
+            partial.write_bytes(response.read())
+    except OSError as exc:
+        raise RuntimeError(
+            f"MathJax {VERSION} is not cached at {path} and cannot be fetched from {URL}: {exc}"
+        ) from None
+    os.replace(partial, path)
+
+
+def _verified(path: Path) -> bytes | None:
+    """The tarball's bytes if its SHA-256 is ``SHA256``; otherwise it is moved aside."""
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() == SHA256:
+        return data
+    kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    os.replace(path, kept)
+    return None
+
+
+@cache
+def _tarball() -> bytes:
+    path = tarball_path()
+    for _ in range(2):
+        if not path.is_file():
+            _download(path)
+        data = _verified(path)
+        if data is not None:
+            return data
+    raise RuntimeError(
+        f"the MathJax tarball from {URL} does not have the SHA-256 {SHA256}; "
+        f"it was moved aside next to {path} (twice): check the network or the cache"
+    )
+
+
+def _member(name: str) -> str:
+    with tarfile.open(fileobj=io.BytesIO(_tarball()), mode="r:gz") as archive:
+        return archive.extractfile(name).read().decode("utf-8")
+
+
+def script() -> str:
+    """MathJax's ``tex-svg.js`` bundle (one self-contained script)."""
+    return _member(BUNDLE)
+
+
+def license() -> str:
+    """MathJax's licence (Apache-2.0), from the same tarball."""
+    return _member(LICENSE)
