@@ -75,5 +75,5 @@ report: $(STAMP)
 	$(PY) -m linmnist report $(BUILD_ARGS) $(RUN_ARGS)
 
 clean:
-	rm -rf reports/results reports/notebooks reports/mnist reports/fashion-mnist reports/report.* reports/*.png reports/.lock .pytest_cache
+	rm -rf reports/results reports/notebooks reports/mnist reports/fashion-mnist reports/report.* reports/*.png reports/report-sections reports/.lock reports/runs.jsonl .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
