@@ -6,6 +6,8 @@ them. The tasks are the study's Task 3 (``grid``) and Task 5 (``subset``), and t
 ``stability`` sweep (lr on a log grid x batch size).
 ``load_grids`` applies a profile, checks every value and returns the cells of each task, so a
 wrong parameter is refused before anything runs, with a message naming it and what is accepted.
+Sections that are not grids of cells (``SECTIONS``: ``scaling``) are read through ``section``
+and validated by their own modules.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ tables of ``linmnist.report.tables``:
 * ``CostFacts`` (``cost_facts``): ``narrative.render("cost", facts)``;
 * ``SubsetFacts`` (``subset_facts``): ``narrative.render("subset", facts)``;
 * ``StabilityFacts`` (``stability_facts``): ``narrative.render("stability", facts)``;
-* ``SweepCostFacts`` (``sweep_cost_facts``): ``narrative.render("sweep_cost", facts)``.
+* ``SweepCostFacts`` (``sweep_cost_facts``): ``narrative.render("sweep_cost", facts)``;
+* ``ScalingFacts`` (``linmnist.report.scaling.scaling_facts``): ``narrative.render(
+  "scaling_<part>", facts)``.
 
 A number that is undefined (no seed to average, a spread of one seed) is None.
 """
@@ -720,3 +722,71 @@ def sweep_cost_facts(run: pd.Series | None, *, cells: int, runs: int) -> SweepCo
         cores=int(run["cores"]),
         finished=pd.Timestamp(run["finished"]).to_pydatetime(),
     )
+
+
+# The scaling-law section: computed by linmnist.report.scaling.scaling_facts.
+@dataclass(frozen=True)
+class TargetFacts:
+    """The numbers of one target (an excess over the optimum's training loss)."""
+
+    excess: float
+    loss: float
+    s_min: float
+    e_min: float
+    b_crit: float
+    b_crit_mean: float
+    b_crit_sd: float | None
+    b_crit_low: float
+    b_crit_high: float
+    n_seeds: int
+    gd_steps: float
+    gd_lr: float
+    b_noise: float
+    b_simple: float
+    eps_max: float
+    b_floor: float
+    halving_until: int | None
+    best_lr_small: float
+    best_lr_large: float
+    eps_opt_small: float
+    eps_opt_large: float
+    noise_ratio: float | None
+    simple_ratio: float | None
+    eps_max_ratio: float | None
+    floor_ratio: float
+    lr_large_ratio: float
+    start_lr_low: float
+    start_lr_high: float
+
+
+@dataclass(frozen=True)
+class ScalingFacts:
+    """The numbers the section's discussion quotes (template ``scaling.md.j2``)."""
+
+    dataset: str
+    batch_sizes: list[int]
+    n_seeds: int
+    lambda_max: float
+    lr_max: float
+    loss_star: float
+    tr_sigma_star: float
+    b_noise_start: float
+    b_simple_start: float
+    eps_max_start: float
+    eps_max_start_ratio: float
+    eps_opt_start_small: float
+    targets: list[TargetFacts]
+    linear_until: int | None
+    floor_rows: int
+    floor_unresolved: int
+    floor_verdicts: dict[str, dict[str, int]]
+    floor_fails: dict[str, list[dict]]
+    runs: int
+    steps: int
+    job_seconds: float
+    wall_seconds: float | None
+    jobs: int | None
+    eps_max_capped: bool
+    noise_fails: bool
+    doubling_gain: float
+    floor_factor: float

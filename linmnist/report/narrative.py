@@ -43,6 +43,11 @@ TEMPLATES = {
     "subset": f.SubsetFacts,
     "stability": f.StabilityFacts,
     "sweep_cost": f.SweepCostFacts,
+    # The scaling-law section (linmnist.report.scaling.render): its parts and Task 4's summary.
+    "scaling_law": f.ScalingFacts,
+    "scaling_floor": f.ScalingFacts,
+    "scaling_cost": f.ScalingFacts,
+    "scaling_task4": f.ScalingFacts,
 }
 
 

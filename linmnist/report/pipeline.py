@@ -2,8 +2,9 @@
 
 ``pipeline(dataset, profile, config)`` lists every product in dependency order:
 
-* the grid cells of every task of the configuration (``grid``, ``subset``, ``stability``)
-  and the framework comparison (``frameworks``), made by Python jobs;
+* the grid cells of every task of the configuration (``grid``, ``subset``, ``stability``),
+  the framework comparison (``frameworks``) and the scaling experiment (``scaling``), made
+  by Python jobs;
 * one executed copy per task notebook (``notebooks/<stem>``), whose upstream products are
   the results it reads (``NOTEBOOKS``);
 * the report (``report``), assembled from the executed notebooks.
@@ -20,6 +21,7 @@ from linmnist.experiments.comparison import comparison_product
 from linmnist.experiments.grids import check_n_train, load_grids
 from linmnist.experiments.paths import NOTEBOOKS, ROOT, build_dir, notebooks_dir, relative_to_root
 from linmnist.experiments.products import Product, experiment_products
+from linmnist.experiments.scaling import scaling_products
 
 NOTEBOOK_JOB = "linmnist.experiments.notebooks:notebook_job"
 REPORT_JOB = "linmnist.report.build:report_job"
@@ -27,7 +29,8 @@ REPORT_JOB = "linmnist.report.build:report_job"
 NOTEBOOKS_READ: dict[str, tuple[str, ...]] = {
     "01_data": (),
     "02_baseline": ("grid",),
-    "03_batch_size": ("grid",),
+    "03_batch_size": ("grid", "scaling"),
+    "04_scaling_law": ("scaling", "grid", "stability"),
     "05_training_set_size": ("subset",),
     "06_frameworks": ("frameworks",),
     "07_stability": ("stability",),
@@ -65,6 +68,7 @@ def pipeline(
     build = build_dir(dataset, profile, config)
     products = experiment_products(grids, build, dataset)
     products.append(comparison_product(build, dataset, profile))
+    products += scaling_products(build, dataset, config=config, profile=profile, grids=grids)
     groups = {p.group for p in products}
     parameters = notebook_parameters(dataset, profile, config)
     notebooks = []

@@ -13,7 +13,7 @@ def test_the_small_pipeline_holds_every_product_in_dependency_order():
     check_pipeline(products)
     names = [p.name for p in products]
     groups = {p.group for p in products}
-    assert groups == {"grid", "subset", "stability", "frameworks", "notebooks", "report"}
+    assert groups == {"grid", "subset", "stability", "frameworks", "scaling", "notebooks", "report"}
     notebooks = sorted(f"notebooks/{path.stem}" for path in NOTEBOOKS.glob("*.ipynb"))
     assert sorted(n for n in names if n.startswith("notebooks/")) == notebooks
     by_name = {p.name: p for p in products}
@@ -22,6 +22,8 @@ def test_the_small_pipeline_holds_every_product_in_dependency_order():
     assert {u.split("/")[0] for u in by_name["notebooks/02_baseline"].upstream} == {"grid"}
     assert by_name["notebooks/06_frameworks"].upstream == ("frameworks",)
     assert len(by_name["notebooks/07_stability"].upstream) == 4
+    reads = {u.split("/")[0] for u in by_name["notebooks/04_scaling_law"].upstream}
+    assert reads == {"scaling", "grid", "stability"}
 
 
 def test_each_build_has_its_own_directory():

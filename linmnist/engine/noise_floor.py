@@ -1,0 +1,190 @@
+"""The noise floor of constant-step SGD on the quadratic loss: its excess over gradient descent.
+
+Write D_t = W_t - W* and z_i = V^T x_i (the eigenbasis of S, ``linmnist.engine.spectrum``).
+A minibatch of B samples drawn with replacement has E[batch gradient | W] = the full
+gradient, so the MEAN of D_t follows gradient descent exactly, and
+
+    E[L(W_t)] - L(W_t^GD) = 0.5 sum_k lam_k c_k(t),    c_k = sum_rows Var(D_t v_k)
+
+measures the noise alone. The covariance of D_t obeys, exactly,
+
+    Cov_{t+1} = (I - a S) Cov_t (I - a S) + (a^2 / B) [Sigma_x(mu_t) + K(Cov_t) - S Cov_t S]
+
+with a = lr, mu_t the gradient-descent iterate, Sigma_x(mu) = mean_i ||r_i(mu)||^2 x_i x_i^T
+- G^T G the per-sample gradient covariance at mu, and K(P) = mean_i (x_i^T P x_i) x_i x_i^T:
+the noise grows with the distance to the optimum, that of the mean (Sigma_x(mu_t)) and that
+of the fluctuations themselves (K). We ASSUME Cov stays diagonal in the eigenbasis (the
+off-diagonal terms of K are dropped); then, with Q_kj = mean_i z_ik^2 z_ij^2 and
+sigma_k(t) = mean_i z_ik^2 ||r_i(mu_t)||^2 - ||G_t v_k||^2,
+
+    c(t+1) = (1 - a lam)^2 c(t) + (a^2 / B) [sigma(t) + Q c(t) - lam^2 c(t)].
+
+Three predictions of the excess follow:
+
+* first order (a lam small, at the optimum): a tr Sigma* / (4 B), tr Sigma* = sum_k sigma*_k;
+* stationary: the fixed point at the optimum, [diag(2 a lam - a^2 (1 - 1/B) lam^2)
+  - (a^2 / B) Q] c = (a^2 / B) sigma*; its iteration matrix is non-negative, so a
+  non-negative solution exists exactly when SGD's second moment stays bounded (``inf``
+  otherwise);
+* after t steps: the recursion from c(0) = 0 with sigma(t) along the gradient-descent
+  trajectory, evaluated at a few checkpoints and interpolated linearly in t.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from linmnist.engine.spectrum import Spectrum
+from linmnist.engine.validation import check_int, check_number
+
+# Checkpoints of sigma(t) along the gradient-descent trajectory (log-spaced in t).
+CHECKPOINTS = 8
+
+
+@dataclass(frozen=True)
+class FloorModel:
+    """What the predictions need, on the eigen-directions of S with lam_k > 0.
+
+    Attributes
+    ----------
+    lam : ndarray (K,)
+    Q : ndarray (K, K)
+        mean_i z_ik^2 z_ij^2.
+    sigma_star : ndarray (K,)
+        sigma_k at the optimum (its sum is tr Sigma*).
+    Z : ndarray (K, N)
+        V^T X on those directions (float32).
+    residual_star : ndarray (10, N)
+        W* X - Y.
+    U_star : ndarray (10, K)
+        W* V.
+    """
+
+    lam: np.ndarray
+    Q: np.ndarray
+    sigma_star: np.ndarray
+    Z: np.ndarray
+    residual_star: np.ndarray
+    U_star: np.ndarray
+
+    @property
+    def tr_sigma_star(self) -> float:
+        """tr Sigma at the optimum: mean_i ||r*_i||^2 ||x_i||^2 (its gradient is zero)."""
+        return float(self.sigma_star.sum())
+
+
+def floor_model(spec: Spectrum, X: np.ndarray, Y: np.ndarray) -> FloorModel:
+    """The ``FloorModel`` of the training set whose ``Spectrum`` is ``spec`` (two D^2 N
+    products: the projections Z and Q)."""
+    live = spec.lam > 0
+    V = spec.V[:, live]
+    # The two D^2 N products in float32 (half the time of float64); the predictions are
+    # then accumulated in float64.
+    X = np.asarray(X, dtype=np.float32)
+    Z = V.T.astype(np.float32) @ X
+    Z2 = Z * Z
+    n = X.shape[1]
+    residual = spec.W_star @ X - np.asarray(Y, dtype=np.float64)
+    return FloorModel(
+        lam=spec.lam[live],
+        Q=(Z2 @ Z2.T).astype(np.float64) / n,
+        sigma_star=_sigma(Z2, residual, spec.lam[live], np.zeros((Y.shape[0], V.shape[1]))),
+        Z=Z,
+        residual_star=residual,
+        U_star=spec.W_star @ V,
+    )
+
+
+def _sigma(Z2: np.ndarray, residual: np.ndarray, lam: np.ndarray, delta: np.ndarray):
+    """sigma_k = mean_i z_ik^2 ||r_i||^2 - ||G v_k||^2, with G V = delta lam (D = delta V^T)."""
+    r2 = np.einsum("cn,cn->n", residual, residual).astype(Z2.dtype)
+    return (Z2 @ r2).astype(np.float64) / Z2.shape[1] - np.sum((delta * lam) ** 2, axis=0)
+
+
+def first_order_excess(model: FloorModel, *, lr: float, batch_size: int) -> float:
+    """lr tr Sigma* / (4 B)."""
+    lr = check_number("lr", lr, low=0, low_open=True)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    return lr * model.tr_sigma_star / (4 * batch_size)
+
+
+def stationary_excess(model: FloorModel, *, lr: float, batch_size: int) -> float:
+    """0.5 sum lam_k c_k at the fixed point at the optimum; inf when there is none."""
+    a = check_number("lr", lr, low=0, low_open=True)
+    b = check_int("batch_size", batch_size, low=1)
+    lam = model.lam
+    A = np.diag(2 * a * lam - a * a * (1 - 1 / b) * lam**2) - (a * a / b) * model.Q
+    c = np.linalg.solve(A, (a * a / b) * model.sigma_star)
+    if not np.isfinite(c).all() or c.min() < 0:
+        return math.inf
+    return 0.5 * float(lam @ c)
+
+
+def sigma_trajectory(
+    model: FloorModel, *, lr: float, iterations: int, checkpoints: int = CHECKPOINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(t, sigma(t)) at ``checkpoints`` log-spaced steps of gradient descent at ``lr`` from
+    W = 0, t from 0 to ``iterations``: 10 D N work each."""
+    lr = check_number("lr", lr, low=0, low_open=True)
+    iterations = check_int("iterations", iterations, low=1)
+    checkpoints = check_int("checkpoints", checkpoints, low=2)
+    steps = np.unique(np.r_[0, np.geomspace(1, iterations, checkpoints - 1).round()]).astype(int)
+    Z2 = model.Z * model.Z
+    sigmas = []
+    for t in steps:
+        delta = -model.U_star * (1.0 - lr * model.lam) ** t  # (mu_t - W*) V
+        shift = delta.astype(model.Z.dtype) @ model.Z  # (mu_t - W*) x_i for every sample
+        sigmas.append(_sigma(Z2, model.residual_star + shift, model.lam, delta))
+    return steps, np.array(sigmas)
+
+
+def excess_after(
+    model: FloorModel,
+    *,
+    lr: float,
+    batch_size: int | Sequence[int],
+    iterations: int,
+    sigma: tuple[np.ndarray, np.ndarray] | None = None,
+) -> float | np.ndarray:
+    """0.5 sum lam_k c_k(t) after ``iterations`` steps of the recursion from c(0) = 0.
+
+    ``batch_size`` may be a sequence: the recursions of several batch sizes at one lr run
+    side by side (one product with Q per step for all), and an array is returned.
+    ``sigma`` is ``sigma_trajectory(model, lr=lr, iterations=iterations)`` (computed here if
+    None; it does not depend on the batch size). An overflowing recursion gives inf.
+    """
+    a = check_number("lr", lr, low=0, low_open=True)
+    single = np.ndim(batch_size) == 0
+    sizes = [check_int("batch_size", b, low=1) for b in np.atleast_1d(batch_size).tolist()]
+    iterations = check_int("iterations", iterations, low=1)
+    steps, sigmas = sigma_trajectory(model, lr=a, iterations=iterations) if sigma is None else sigma
+    lam = model.lam[:, None]
+    noise = a * a / np.asarray(sizes, dtype=np.float64)  # a^2 / B, one column per batch size
+    keep = (1.0 - a * lam) ** 2 - noise * lam**2
+    c = np.zeros((len(lam), len(sizes)))
+    j = 0
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging recursion: inf or nan
+        for t in range(iterations):
+            while j + 1 < len(steps) - 1 and steps[j + 1] <= t:
+                j += 1
+            w = (t - steps[j]) / (steps[j + 1] - steps[j])
+            source = ((1 - w) * sigmas[j] + w * sigmas[j + 1])[:, None]
+            c = keep * c + noise * (source + model.Q @ c)
+        excess = 0.5 * (model.lam @ c)
+    excess = np.where(np.isfinite(excess), excess, np.inf)
+    return float(excess[0]) if single else excess
+
+
+__all__ = [
+    "CHECKPOINTS",
+    "FloorModel",
+    "excess_after",
+    "first_order_excess",
+    "floor_model",
+    "sigma_trajectory",
+    "stationary_excess",
+]

@@ -1,0 +1,309 @@
+"""Steps to a target loss against batch size: SGD runs that stop at the target, and the fit.
+
+``steps_to_target`` trains minibatch SGD (the study's update, batches drawn with replacement
+from ``np.random.default_rng(seed)``, W = 0 at the start) and returns the first step at which
+the training excess L(W) - L* falls to each target. It never passes over the data to check:
+with D = W - W* and R* = W* X - Y the residuals at the optimum,
+
+    the batch residuals are  W xb - yb = D xb + r*_b,
+    the excess loss is       0.5 tr(D S D^T) = 0.5 <D, M>,   M = D S,
+
+and M follows D's update D -= a E xb^T as M -= a E (S xb)^T with S X precomputed, so each
+check costs 10 D (10 B D for the update of M). For B >= ``DIRECT_FROM`` M is recomputed
+instead (10 D^2 per check, less than the 10 B D of updating it).
+
+A run stops at the last target, at divergence (loss > ``DIVERGENCE_LOSS``), at ``max_steps``,
+or when it has stalled: at every power of two t >= 2 ``STALL_FROM`` steps, if the mean excess
+of steps (t/2, t] is not ``STALL_GAIN`` below that of steps (t/4, t/2], the run sits on its
+noise floor above the target (a fluctuation may still touch the target later: such a rate
+is not the best one).
+
+``search_lr`` runs a batch size over a descending learning-rate grid and stops once past
+the best rate; ``fit_hyperbola`` fits S = S_min + E_min / B, McCandlish et al.'s
+(S / S_min - 1)(E / E_min - 1) = 1 with E = B S.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from linmnist.engine.evaluation import DIVERGENCE_LOSS
+from linmnist.engine.spectrum import Spectrum
+from linmnist.engine.validation import UsageError, check_int, check_number
+
+DIRECT_FROM = 256
+STALL_FROM = 128
+STALL_GAIN = 0.05
+# Batches drawn at a time from the generator.
+CHUNK = 256
+# The lr search: a run is capped at CAP_FACTOR x the best median steps found so far (last
+# target); the search stops at the first rate whose median steps exceed PAST_FACTOR x the
+# best for every target.
+CAP_FACTOR = 2.0
+PAST_FACTOR = 1.3
+RUN_COLUMNS = ["batch_size", "lr", "seed", "status", "steps_run", "cap", "seconds"]
+
+
+@dataclass(frozen=True)
+class TargetData:
+    """The arrays the runs share, in float32, sample-major (contiguous batch gathers).
+
+    Attributes
+    ----------
+    X : ndarray (N, D)
+    SX : ndarray (N, D)
+        (S x_i)^T.
+    residual_star : ndarray (N, 10)
+        r*_i = W* x_i - y_i.
+    S : ndarray (D, D)
+    W_star : ndarray (10, D)
+    loss_star : float
+    """
+
+    X: np.ndarray
+    SX: np.ndarray
+    residual_star: np.ndarray
+    S: np.ndarray
+    W_star: np.ndarray
+    loss_star: float
+
+
+@dataclass(frozen=True)
+class TargetRun:
+    """One run of ``steps_to_target``.
+
+    Attributes
+    ----------
+    steps : tuple of (int or None)
+        Per target, the first step whose excess is at or below it (None: not reached).
+    status : str
+        ``"reached"`` (every target), ``"stalled"``, ``"capped"`` or ``"diverged"``.
+    steps_run : int
+        Steps taken.
+    seconds : float
+    """
+
+    steps: tuple[int | None, ...]
+    status: str
+    steps_run: int
+    seconds: float
+
+
+def target_data(spec: Spectrum, X: np.ndarray, Y: np.ndarray) -> TargetData:
+    """The ``TargetData`` of a training set (X (D, N), Y (10, N)) from its ``Spectrum``."""
+    samples = np.ascontiguousarray(np.asarray(X).T, dtype=np.float32)
+    S = spec.S.astype(np.float32)
+    residual = samples @ spec.W_star.T.astype(np.float32) - np.asarray(Y, dtype=np.float32).T
+    return TargetData(
+        X=samples,
+        SX=samples @ S,  # rows (S x_i)^T, S symmetric; float32 like the training
+        residual_star=residual,
+        S=S,
+        W_star=spec.W_star.astype(np.float32),
+        loss_star=spec.loss_star,
+    )
+
+
+def _check_targets(targets) -> tuple[float, ...]:
+    values = [check_number("targets", t, low=0, low_open=True) for t in targets]
+    if not values or sorted(values, reverse=True) != values or len(set(values)) != len(values):
+        raise UsageError(f"targets must be distinct excess losses > 0, decreasing; got {targets}")
+    return tuple(values)
+
+
+def steps_to_target(
+    data: TargetData,
+    *,
+    lr: float,
+    batch_size: int,
+    targets: Sequence[float],
+    seed: int = 0,
+    max_steps: int = 100_000,
+) -> TargetRun:
+    """SGD from W = 0 until the excess loss reaches every one of ``targets`` (decreasing).
+
+    See the module docstring for the checks and the stopping rules.
+    """
+    start = time.perf_counter()
+    a = check_number("lr", lr, low=0, low_open=True)
+    b = check_int("batch_size", batch_size, low=1)
+    targets = _check_targets(targets)
+    seed = check_int("seed", seed, low=0)
+    max_steps = check_int("max_steps", max_steps, low=1)
+    X, SX, R, S = data.X, data.SX, data.residual_star, data.S
+    n = X.shape[0]
+    limit = DIVERGENCE_LOSS - data.loss_star
+    rng = np.random.default_rng(seed)
+    D = -data.W_star.copy()
+    M = D @ S
+    incremental = b < DIRECT_FROM
+    step = a / b
+    steps: list[int | None] = [None] * len(targets)
+    reached, status, t = 0, "capped", 0
+    previous, window, last_check, next_check = math.inf, 0.0, 0, STALL_FROM
+    with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
+        while t < max_steps and status == "capped":
+            for rows in rng.integers(0, n, size=(min(CHUNK, max_steps - t), b)):
+                xb = X[rows]
+                E = xb @ D.T + R[rows]  # (B, 10): W xb - yb
+                D -= step * (E.T @ xb)
+                if incremental:
+                    M -= step * (E.T @ SX[rows])
+                else:
+                    M = D @ S
+                excess = 0.5 * float(np.vdot(D, M))
+                t += 1
+                if not excess <= limit:  # also NaN
+                    status = "diverged"
+                    break
+                while reached < len(targets) and excess <= targets[reached]:
+                    steps[reached] = t
+                    reached += 1
+                if reached == len(targets):
+                    status = "reached"
+                    break
+                window += excess
+                if t == next_check:
+                    mean = window / (t - last_check)
+                    if mean > (1 - STALL_GAIN) * previous:
+                        status = "stalled"
+                        break
+                    previous, window, last_check, next_check = mean, 0.0, t, 2 * t
+                    if incremental:  # float32 drift of the running M, removed at each check
+                        M = D @ S
+    return TargetRun(tuple(steps), status, t, time.perf_counter() - start)
+
+
+def lr_grid(lr_max: float, *, top: float, per_octave: int, octaves: int) -> np.ndarray:
+    """``top`` x lr_max x 2^(-k / per_octave), k = 0 .. per_octave x octaves, descending."""
+    lr_max = check_number("lr_max", lr_max, low=0, low_open=True)
+    top = check_number("top", top, low=0, low_open=True)
+    per_octave = check_int("per_octave", per_octave, low=1)
+    octaves = check_int("octaves", octaves, low=1)
+    k = np.arange(per_octave * octaves + 1)
+    return top * lr_max * 2.0 ** (-k / per_octave)
+
+
+def target_columns(n_targets: int) -> list[str]:
+    """``steps_0``, ``steps_1``, ...: the steps to each target in a runs table."""
+    return [f"steps_{i}" for i in range(n_targets)]
+
+
+def search_lr(
+    data: TargetData,
+    *,
+    batch_size: int,
+    lrs: Sequence[float],
+    seeds: Sequence[int],
+    targets: Sequence[float],
+    max_steps: int,
+) -> pd.DataFrame:
+    """Every seed at each of ``lrs`` (descending), until past the best rate.
+
+    Each run is capped at ``CAP_FACTOR`` x the best median steps to the last target found so
+    far; the search stops at the first rate whose median steps exceed ``PAST_FACTOR`` x the
+    best for every target. Returns one row per run: ``RUN_COLUMNS`` and ``steps_<i>`` per
+    target (NaN: not reached).
+    """
+    targets = _check_targets(targets)
+    lrs = [check_number("lrs", lr, low=0, low_open=True) for lr in lrs]
+    if sorted(lrs, reverse=True) != lrs:
+        raise UsageError(f"lrs must be decreasing, got {lrs}")
+    best = np.full(len(targets), np.inf)
+    rows = []
+    for lr in lrs:
+        cap = (
+            max_steps if math.isinf(best[-1]) else min(max_steps, math.ceil(CAP_FACTOR * best[-1]))
+        )
+        steps = []
+        for seed in seeds:
+            run = steps_to_target(
+                data, lr=lr, batch_size=batch_size, targets=targets, seed=seed, max_steps=cap
+            )
+            steps.append([np.inf if s is None else s for s in run.steps])
+            rows.append(
+                {
+                    "batch_size": batch_size,
+                    "lr": lr,
+                    "seed": seed,
+                    "status": run.status,
+                    "steps_run": run.steps_run,
+                    "cap": cap,
+                    "seconds": run.seconds,
+                    **dict(zip(target_columns(len(targets)), run.steps, strict=True)),
+                }
+            )
+        median = np.median(np.array(steps, dtype=float), axis=0)
+        if np.isfinite(best).all() and (median > PAST_FACTOR * best).all():
+            break
+        best = np.minimum(best, median)
+    columns = [*RUN_COLUMNS, *target_columns(len(targets))]
+    return pd.DataFrame(rows, columns=columns).astype({c: float for c in columns[7:]})
+
+
+@dataclass(frozen=True)
+class Hyperbola:
+    """S = S_min + E_min / B fitted to steps S at batch sizes B.
+
+    Attributes
+    ----------
+    s_min, e_min : float
+        Minimum steps (B -> inf) and minimum examples (B -> 0).
+    b_crit : float
+        E_min / S_min, where the steps are twice S_min (and the examples twice E_min).
+    """
+
+    s_min: float
+    e_min: float
+
+    @property
+    def b_crit(self) -> float:
+        return self.e_min / self.s_min
+
+    def steps(self, batch_size) -> np.ndarray:
+        """The fitted steps at ``batch_size`` (array)."""
+        return self.s_min + self.e_min / np.asarray(batch_size, dtype=float)
+
+
+def fit_hyperbola(batch_sizes: Sequence[int], steps: Sequence[float]) -> Hyperbola:
+    """Least squares on the RELATIVE errors (S_B - S_min - E_min / B) / S_B, linear in
+    (S_min, E_min); batch sizes whose steps are missing (NaN, inf) are left out.
+
+    Raises
+    ------
+    ValueError
+        With fewer than two batch sizes with steps.
+    """
+    B = np.asarray(batch_sizes, dtype=float)
+    S = np.asarray(steps, dtype=float)
+    ok = np.isfinite(S) & (S > 0)
+    if ok.sum() < 2:
+        raise ValueError(f"need steps at two batch sizes or more, got {ok.sum()}")
+    B, S = B[ok], S[ok]
+    A = np.stack([1 / S, 1 / (B * S)], axis=1)
+    (s_min, e_min), *_ = np.linalg.lstsq(A, np.ones_like(S), rcond=None)
+    return Hyperbola(float(s_min), float(e_min))
+
+
+__all__ = [
+    "CAP_FACTOR",
+    "DIRECT_FROM",
+    "PAST_FACTOR",
+    "RUN_COLUMNS",
+    "Hyperbola",
+    "TargetData",
+    "TargetRun",
+    "fit_hyperbola",
+    "lr_grid",
+    "search_lr",
+    "steps_to_target",
+    "target_columns",
+    "target_data",
+]

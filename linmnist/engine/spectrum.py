@@ -1,0 +1,153 @@
+"""The quadratic loss in the eigenbasis of S = X X^T / N, and full-batch gradient descent on it.
+
+With C = Y X^T / N, the loss is a quadratic form of W (the Gram-matrix form, no pass over the
+data once S and C are known):
+
+    L(W) = 0.5 tr(W S W^T) - tr(W C^T) + 0.5 ||Y||_F^2 / N
+         = L* + 0.5 tr(D S D^T),            D = W - W*,  W* = C S^+ (minimum norm).
+
+Write S = V diag(lam) V^T. Gradient descent W <- W - lr (W S - C) from W = 0 moves every
+eigen-direction on its own: with U = W V, column k obeys U_k <- (1 - lr lam_k) U_k + lr C V_k,
+so U_t = U* (1 - (1 - lr lam_k)^t) and the excess loss after t steps is, in closed form,
+
+    L(W_t) - L* = sum_k w_k (1 - lr lam_k)^(2t),      w_k = 0.5 lam_k ||U*_k||^2.
+
+It decreases in t for lr <= 2 / lam_max and grows without bound above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from linmnist.engine.evaluation import check_data
+from linmnist.engine.validation import check_int, check_number
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """The quadratic loss of a training set, in the eigenbasis of S = X X^T / N (float64).
+
+    Attributes
+    ----------
+    S, C : ndarray (D, D), (10, D)
+        X X^T / N and Y X^T / N.
+    lam, V : ndarray (D,), (D, D)
+        Eigenvalues (ascending; those at rounding level set to 0) and eigenvectors of S.
+    W_star : ndarray (10, D)
+        The minimum-norm minimiser C S^+.
+    loss_star, loss_zero : float
+        L(W*) and L(0) = 0.5 ||Y||^2 / N.
+    weights : ndarray (D,)
+        w_k = 0.5 lam_k ||U*_k||^2: the excess loss of W = 0 along each eigen-direction.
+    n_samples : int
+    """
+
+    S: np.ndarray
+    C: np.ndarray
+    lam: np.ndarray
+    V: np.ndarray
+    W_star: np.ndarray
+    loss_star: float
+    loss_zero: float
+    weights: np.ndarray
+    n_samples: int
+
+    @property
+    def lambda_max(self) -> float:
+        """The largest eigenvalue of S."""
+        return float(self.lam[-1])
+
+    @property
+    def lr_max(self) -> float:
+        """2 / lambda_max: full-batch gradient descent converges below it."""
+        return 2.0 / self.lambda_max
+
+
+def spectrum(X: np.ndarray, Y: np.ndarray) -> Spectrum:
+    """The ``Spectrum`` of the training set (X (D, N), Y (10, N) one-hot), in float64."""
+    X, Y = check_data(X, Y, "X", "Y")
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    n = X.shape[1]
+    S = X @ X.T / n
+    C = Y @ X.T / n
+    lam, V = np.linalg.eigh(S)
+    # The same cut as linmnist.engine.analysis.least_squares: eigenvalues at rounding level
+    # belong to the null space (pixels zero in every image) and are set to zero.
+    keep = lam > lam[-1] * S.shape[0] * np.finfo(np.float64).eps
+    lam = np.where(keep, lam, 0.0)
+    CV = C @ V
+    U_star = np.divide(CV, lam, out=np.zeros_like(CV), where=keep)
+    weights = 0.5 * lam * np.sum(U_star**2, axis=0)
+    loss_zero = 0.5 * float(np.sum(Y * Y)) / n
+    return Spectrum(
+        S=S,
+        C=C,
+        lam=lam,
+        V=V,
+        W_star=U_star @ V.T,
+        loss_star=loss_zero - float(weights.sum()),
+        loss_zero=loss_zero,
+        weights=weights,
+        n_samples=n,
+    )
+
+
+def excess_loss(spec: Spectrum, W: np.ndarray) -> float:
+    """L(W) - L* = 0.5 tr(D S D^T) with D = W - W*: 10 D^2 work, no pass over the data."""
+    D = np.asarray(W, dtype=np.float64) - spec.W_star
+    return 0.5 * float(np.vdot(D @ spec.S, D))
+
+
+def gd_excess(spec: Spectrum, lr: float, steps) -> np.ndarray:
+    """The excess loss L(W_t) - L* of gradient descent at ``lr`` after each of ``steps``.
+
+    Exact (the closed form of the module docstring). Above 2 / lambda_max the excess grows
+    and becomes ``inf`` once it overflows.
+    """
+    lr = check_number("lr", lr, low=0, low_open=True)
+    t = np.asarray(steps, dtype=np.float64)
+    if t.size and (t.min() < 0 or not np.isfinite(t).all()):
+        raise ValueError(f"steps must be finite and >= 0, got {steps!r}")
+    live = spec.weights > 0  # directions of the null space or already at the optimum: 0
+    factor = (1.0 - lr * spec.lam[live]) ** 2
+    with np.errstate(over="ignore"):  # a diverging lr: the powers overflow to inf
+        return (spec.weights[live] * factor ** t[..., None]).sum(axis=-1)
+
+
+def gd_weights(spec: Spectrum, lr: float, step: int) -> np.ndarray:
+    """W_t of gradient descent at ``lr`` from W = 0 after ``step`` steps: W* - U* rho^t V^T."""
+    lr = check_number("lr", lr, low=0, low_open=True)
+    step = check_int("step", step, low=0)
+    U_star = spec.W_star @ spec.V
+    return spec.W_star - (U_star * (1.0 - lr * spec.lam) ** step) @ spec.V.T
+
+
+def gd_steps_to(spec: Spectrum, lr: float, target: float, *, max_steps: int = 10**9) -> int | None:
+    """The first t with L(W_t) - L* <= ``target`` for gradient descent at ``lr``; None when
+    it is not reached within ``max_steps`` (always for lr > 2 / lambda_max)."""
+    target = check_number("target", target, low=0, low_open=True)
+    max_steps = check_int("max_steps", max_steps, low=0)
+    if gd_excess(spec, lr, 0)[()] <= target:
+        return 0
+    if lr > spec.lr_max or gd_excess(spec, lr, max_steps)[()] > target:
+        return None
+    low, high = 0, 1  # excess(low) > target >= excess(high); the excess decreases in t
+    while gd_excess(spec, lr, high)[()] > target:
+        low, high = high, min(2 * high, max_steps)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if gd_excess(spec, lr, mid)[()] > target else (low, mid)
+    return high
+
+
+__all__ = [
+    "Spectrum",
+    "excess_loss",
+    "gd_excess",
+    "gd_steps_to",
+    "gd_weights",
+    "spectrum",
+]

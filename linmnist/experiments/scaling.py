@@ -1,0 +1,367 @@
+"""The batch-size scaling law as products: steps to target per batch size, exact gradient
+descent with the noise scales along it, and the noise-floor predictions.
+
+The ``[scaling]`` section of the grid configuration (``SCALING_KEYS``) defines the experiment;
+``scaling_settings`` reads and validates it (with a profile's overrides). Its products, in
+``results/scaling/`` of a build:
+
+* ``scaling/bs<B>`` (``batch_job``), one per batch size: ``bs<B>.runs.csv``, every run of
+  ``linmnist.engine.scaling.search_lr`` (columns ``RUN_COLUMNS`` and ``steps_<i>`` per target);
+* ``scaling/gd`` (``gd_job``): ``gd.runs.csv``, gradient descent's exact steps to each target
+  at every rate of the grid, and ``gd.trajectory.csv``, the noise scales
+  (``linmnist.engine.noise``) along gradient descent at lr = 1 / lambda_max;
+  its record holds the optimum, lambda_max, tr Sigma* and the noise scales at W = 0 and
+  where gradient descent reaches each target;
+* ``scaling/floor`` (``floor_job``): ``floor.csv``, for every configuration of the Task 3
+  grid and of the stability sweep, the excess of gradient descent after the same iterations
+  and the three noise-floor predictions of ``linmnist.engine.noise_floor``.
+
+``load_scaling`` reads them back into a ``Scaling``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from linmnist.engine import noise_floor
+from linmnist.engine.noise import noise_scales, sample_moments
+from linmnist.engine.scaling import (
+    RUN_COLUMNS,
+    TargetData,
+    lr_grid,
+    search_lr,
+    target_columns,
+    target_data,
+)
+from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to, gd_weights, spectrum
+from linmnist.engine.validation import UsageError, check_int, check_number
+from linmnist.experiments.cells import prepared
+from linmnist.experiments.grids import Cell, section
+from linmnist.experiments.paths import results_dir
+from linmnist.experiments.products import Product
+from linmnist.experiments.results import atomic_write_text, plain, read_record
+
+GROUP = "scaling"
+MODULE = "linmnist.experiments.scaling"
+GD, FLOOR = "gd", "floor"
+RUNS_SUFFIX = ".runs.csv"
+TRAJECTORY_FILE = f"{GD}.trajectory.csv"
+FLOOR_FILE = f"{FLOOR}.csv"
+# The keys of the [scaling] section, with what each holds.
+SCALING_KEYS = {
+    "batch_size": "batch sizes (distinct integers >= 1), one product each",
+    "targets": "target excess losses over the optimum (decreasing, > 0)",
+    "seeds": "seeds of every (batch size, lr) (distinct integers >= 0)",
+    "lr_top": "the grid's largest lr as a fraction of 2 / lambda_max, in (0, 1)",
+    "lr_per_octave": "grid points per halving of the lr",
+    "lr_octaves": "halvings of the lr below the top",
+    "max_steps": "steps after which a run stops",
+    "trajectory_points": "points of the noise scales along gradient descent",
+}
+TRAJECTORY_COLUMNS = [
+    "step", "excess", "tr_sigma", "grad_norm", "gHg", "tr_h_sigma", "b_simple", "b_noise",
+    "eps_max",
+]  # fmt: skip
+FLOOR_COLUMNS = [
+    "task", "cell", "lr", "batch_size", "iterations", "gd_excess", "first_order", "stationary",
+    "predicted",
+]  # fmt: skip
+# The noise scales are followed along gradient descent at TRAJECTORY_STEP / lambda_max.
+TRAJECTORY_STEP = 1.0
+# Tasks whose configurations the noise-floor table covers.
+FLOOR_TASKS = ("grid", "stability")
+
+
+def _distinct(label: str, values, check) -> list:
+    if not isinstance(values, list) or not values or len(set(values)) != len(values):
+        raise UsageError(f"{label} must be a non-empty list of distinct values, got {values!r}")
+    return [check(label, v) for v in values]
+
+
+def scaling_settings(config: str | Path | None = None, *, profile: str | None = None) -> dict:
+    """The validated ``[scaling]`` section (profile overrides applied); {} without one."""
+    raw = section(config, GROUP, profile=profile)
+    if not raw:
+        return {}
+    unknown = sorted(set(raw) - set(SCALING_KEYS))
+    missing = [k for k in SCALING_KEYS if k not in raw]
+    if unknown or missing:
+        raise UsageError(
+            f"scaling: unknown key(s) {unknown} or missing key(s) {missing}; the keys are "
+            + "; ".join(f"{k} ({v})" for k, v in SCALING_KEYS.items())
+        )
+    targets = _distinct(
+        "scaling.targets", raw["targets"], lambda n, v: check_number(n, v, low=0, low_open=True)
+    )
+    if sorted(targets, reverse=True) != targets:
+        raise UsageError(f"scaling.targets must be decreasing, got {targets}")
+    lr_top = check_number("scaling.lr_top", raw["lr_top"], low=0, low_open=True, high=1)
+    if lr_top == 1:
+        raise UsageError("scaling.lr_top must be below 1 (gradient descent stalls at 2/lambda_max)")
+    return {
+        "batch_size": _distinct(
+            "scaling.batch_size", raw["batch_size"], lambda n, v: check_int(n, v, low=1)
+        ),
+        "targets": targets,
+        "seeds": _distinct("scaling.seeds", raw["seeds"], lambda n, v: check_int(n, v, low=0)),
+        "lr_top": lr_top,
+        **{
+            key: check_int(f"scaling.{key}", raw[key], low=2 if key == "trajectory_points" else 1)
+            for key in ("lr_per_octave", "lr_octaves", "max_steps", "trajectory_points")
+        },
+    }
+
+
+def scaling_products(
+    build: Path,
+    dataset: str,
+    *,
+    config: str | Path | None = None,
+    profile: str | None = None,
+    grids: dict[str, list[Cell]] | None = None,
+) -> list[Product]:
+    """The products of the ``[scaling]`` section (none without one); ``grids`` gives the
+    configurations the noise-floor table covers (``FLOOR_TASKS``)."""
+    settings = scaling_settings(config, profile=profile)
+    if not settings:
+        return []
+    directory = results_dir(build) / GROUP
+    common = {"dataset": dataset, **{k: v for k, v in settings.items() if k != "batch_size"}}
+
+    def product(stem: str, job: str, outputs: tuple[str, ...], **params) -> Product:
+        return Product(
+            name=f"{GROUP}/{stem}",
+            directory=directory,
+            stem=stem,
+            job=f"{MODULE}:{job}",
+            params={**common, **params},
+            outputs=outputs,
+        )
+
+    products = [
+        product(f"bs{b}", "batch_job", (f"bs{b}{RUNS_SUFFIX}",), batch_size=b)
+        for b in settings["batch_size"]
+    ]
+    products.append(product(GD, "gd_job", (f"{GD}{RUNS_SUFFIX}", TRAJECTORY_FILE)))
+    configurations = [
+        [task, cell.name, cell.params["lr"], cell.params["batch_size"], cell.params["iterations"]]
+        for task in FLOOR_TASKS
+        for cell in (grids or {}).get(task, [])
+    ]
+    products.append(product(FLOOR, "floor_job", (FLOOR_FILE,), configurations=configurations))
+    return products
+
+
+@functools.cache
+def _spectrum(dataset: str) -> Spectrum:
+    X, Y, _, _ = prepared(dataset)
+    return spectrum(X, Y)
+
+
+@functools.cache
+def _target_data(dataset: str) -> TargetData:
+    X, Y, _, _ = prepared(dataset)
+    return target_data(_spectrum(dataset), X, Y)
+
+
+def _lrs(spec: Spectrum, params: dict[str, Any]) -> np.ndarray:
+    return lr_grid(
+        spec.lr_max,
+        top=params["lr_top"],
+        per_octave=params["lr_per_octave"],
+        octaves=params["lr_octaves"],
+    )
+
+
+def _basics(spec: Spectrum) -> dict[str, Any]:
+    return {"lambda_max": spec.lambda_max, "lr_max": spec.lr_max, "loss_star": spec.loss_star}
+
+
+def batch_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
+    """The job of ``scaling/bs<B>``: the lr search of one batch size over every seed."""
+    spec = _spectrum(params["dataset"])
+    runs = search_lr(
+        _target_data(params["dataset"]),
+        batch_size=params["batch_size"],
+        lrs=list(_lrs(spec, params)),
+        seeds=params["seeds"],
+        targets=params["targets"],
+        max_steps=params["max_steps"],
+    )
+    atomic_write_text(Path(out) / f"{stem}{RUNS_SUFFIX}", runs.to_csv(index=False))
+    return plain({**_basics(spec), "runs": len(runs), "steps": int(runs["steps_run"].sum())})
+
+
+def _scales_row(step: int, excess: float, scales) -> dict[str, Any]:
+    return {"step": step, "excess": excess, **vars(scales)}
+
+
+def gd_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
+    """The job of ``scaling/gd``: exact gradient descent on the grid and the noise scales."""
+    X, Y, _, _ = prepared(params["dataset"])
+    spec = _spectrum(params["dataset"])
+    targets, lrs = params["targets"], _lrs(spec, params)
+    rows = []
+    for lr in lrs:
+        steps = [gd_steps_to(spec, lr, target) for target in targets]
+        rows.append({"lr": lr, **dict(zip(target_columns(len(targets)), steps, strict=True))})
+    runs = pd.DataFrame(rows, columns=["lr", *target_columns(len(targets))]).astype(float)
+    X64 = np.asarray(X, dtype=np.float64)
+    moments = sample_moments(X64, spec.S)
+
+    def scales_at(lr: float, step: int) -> dict[str, Any]:
+        W = gd_weights(spec, lr, step)
+        return _scales_row(step, _excess(spec, lr, step), noise_scales(W, X64, Y, moments=moments))
+
+    # The noise scales depend on the point W, and the points at which runs at different rates
+    # reach a target differ: near 2 / lambda_max the stiffest direction still oscillates and
+    # dominates G. They are taken along descent at TRAJECTORY_STEP / lambda_max, where every
+    # direction decays monotonically (as in gradient flow).
+    lr = TRAJECTORY_STEP / spec.lambda_max
+    at_target = [
+        {"target": target, "lr": lr, **scales_at(lr, gd_steps_to(spec, lr, target))}
+        for target in targets
+    ]
+    points = params["trajectory_points"]
+    end = 2 * at_target[-1]["step"]
+    steps = np.unique(np.r_[0, np.geomspace(1, end, points - 1).round()]).astype(int)
+    trajectory = pd.DataFrame([scales_at(lr, int(t)) for t in steps], columns=TRAJECTORY_COLUMNS)
+    optimum = noise_scales(spec.W_star, X64, Y, moments=moments)
+    atomic_write_text(Path(out) / f"{stem}{RUNS_SUFFIX}", runs.to_csv(index=False))
+    atomic_write_text(Path(out) / TRAJECTORY_FILE, trajectory.to_csv(index=False))
+    return plain(
+        {
+            **_basics(spec),
+            "loss_zero": spec.loss_zero,
+            "trajectory_lr": lr,
+            "at_zero": scales_at(lr, 0),
+            "at_target": at_target,
+            "optimum": vars(optimum),
+        }
+    )
+
+
+def _excess(spec: Spectrum, lr: float, step: int) -> float:
+    return float(gd_excess(spec, lr, step))
+
+
+def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
+    """The job of ``scaling/floor``: the noise-floor predictions of every configuration."""
+    X, Y, _, _ = prepared(params["dataset"])
+    spec = _spectrum(params["dataset"])
+    model = noise_floor.floor_model(spec, X, Y)
+    rows = []
+    for task, cell, lr, batch_size, iterations in params["configurations"]:
+        settings = {"lr": lr, "batch_size": batch_size}
+        rows.append(
+            {
+                "task": task,
+                "cell": cell,
+                **settings,
+                "iterations": iterations,
+                "gd_excess": _excess(spec, lr, iterations),
+                "first_order": noise_floor.first_order_excess(model, **settings),
+                "stationary": noise_floor.stationary_excess(model, **settings),
+                "predicted": math.nan,
+            }
+        )
+    # The recursion of every batch size of one (lr, iterations) at once; above 2 / lambda_max
+    # gradient descent (the mean of SGD) itself diverges and nothing is predicted.
+    groups: dict[tuple[float, int], list[dict]] = {}
+    for row in rows:
+        if row["lr"] < spec.lr_max:
+            groups.setdefault((row["lr"], row["iterations"]), []).append(row)
+    for (lr, iterations), members in groups.items():
+        predicted = noise_floor.excess_after(
+            model, lr=lr, batch_size=[r["batch_size"] for r in members], iterations=iterations
+        )
+        for row, value in zip(members, predicted, strict=True):
+            row["predicted"] = float(value)
+    table = pd.DataFrame(rows, columns=FLOOR_COLUMNS)
+    atomic_write_text(Path(out) / FLOOR_FILE, table.to_csv(index=False))
+    mean_x2 = float(np.mean(np.einsum("kn,kn->n", model.Z, model.Z)))  # mean ||x_i||^2
+    return plain({**_basics(spec), "tr_sigma_star": model.tr_sigma_star, "mean_x2": mean_x2})
+
+
+@dataclass
+class Scaling:
+    """The scaling experiment of a build, as ``load_scaling`` reads it.
+
+    Attributes
+    ----------
+    runs : DataFrame
+        Every SGD run of every batch size (``RUN_COLUMNS``, ``steps_<i>``).
+    gd : DataFrame
+        Gradient descent's exact steps per lr (lr, ``steps_<i>``).
+    trajectory : DataFrame
+        The noise scales along gradient descent (``TRAJECTORY_COLUMNS``).
+    floor : DataFrame
+        The noise-floor predictions (``FLOOR_COLUMNS``).
+    records : dict
+        Product stem -> its record (params, wall_seconds, the fields the jobs return).
+    failed : dict
+        Product stem -> error, for the failed products.
+    """
+
+    runs: pd.DataFrame
+    gd: pd.DataFrame
+    trajectory: pd.DataFrame
+    floor: pd.DataFrame
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters shared by the products (those of ``scaling/gd``)."""
+        return self.records[GD]["params"]
+
+    @property
+    def targets(self) -> list[float]:
+        return list(self.params["targets"])
+
+    @property
+    def wall_seconds(self) -> float:
+        """The jobs' summed wall time."""
+        return float(sum(r.get("wall_seconds") or 0.0 for r in self.records.values()))
+
+
+def load_scaling(directory: str | Path, batch_sizes: list[int]) -> Scaling:
+    """The products in ``directory`` (``results/scaling/`` of a build) for ``batch_sizes``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a record is missing.
+    """
+    directory = Path(directory)
+    stems = [f"bs{b}" for b in batch_sizes] + [GD, FLOOR]
+    records = {}
+    for stem in stems:
+        path = directory / f"{stem}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no scaling result {stem} in {directory} ({path.name})")
+        records[stem] = read_record(path)
+    failed = {s: r.get("error") or "failed" for s, r in records.items() if r["status"] != "ok"}
+
+    def read(stem: str, name: str, columns: list[str]) -> pd.DataFrame:
+        if stem in failed:
+            return pd.DataFrame(columns=columns)
+        return pd.read_csv(directory / name)
+
+    n = len(records[GD]["params"]["targets"])
+    runs = [read(f"bs{b}", f"bs{b}{RUNS_SUFFIX}", RUN_COLUMNS) for b in batch_sizes]
+    return Scaling(
+        runs=pd.concat(runs, ignore_index=True),
+        gd=read(GD, f"{GD}{RUNS_SUFFIX}", ["lr", *target_columns(n)]),
+        trajectory=read(GD, TRAJECTORY_FILE, TRAJECTORY_COLUMNS),
+        floor=read(FLOOR, FLOOR_FILE, FLOOR_COLUMNS),
+        records=records,
+        failed=failed,
+    )

@@ -1,0 +1,92 @@
+"""Steps to target: the stopping runs against the engine's SGD, the lr search and the fit."""
+
+import numpy as np
+import pytest
+
+from linmnist.engine.scaling import (
+    DIRECT_FROM,
+    fit_hyperbola,
+    lr_grid,
+    search_lr,
+    steps_to_target,
+    target_data,
+)
+from linmnist.engine.sgd import sample_batches, train
+from linmnist.engine.spectrum import spectrum
+from linmnist.engine.validation import UsageError
+
+
+@pytest.fixture(scope="module")
+def case(synthetic):
+    (X, Y), _ = synthetic(2000, d=100, seed=7)
+    spec = spectrum(X, Y)
+    return X, Y, spec, target_data(spec, X, Y)
+
+
+@pytest.mark.parametrize("batch_size", [1, 16, DIRECT_FROM + 44])
+def test_the_first_step_at_each_target_is_that_of_the_engine(case, batch_size):
+    X, Y, spec, data = case
+    lr, iterations = 0.1 * spec.lr_max, 200  # fewer than a chunk: the batches of one draw
+    run = steps_to_target(
+        data, lr=lr, batch_size=batch_size, targets=[0.2, 0.1], seed=3, max_steps=iterations
+    )
+    batches = sample_batches(2000, batch_size=batch_size, iterations=iterations, seed=3)
+    history = train(
+        X, Y, lr=lr, batch_size=batch_size, iterations=iterations, batches=batches,
+        dtype=np.float64,
+    )  # fmt: skip
+    excess = history.history["train_loss"].to_numpy() - spec.loss_star
+    for target, steps in zip([0.2, 0.1], run.steps, strict=True):
+        crossed = np.flatnonzero(excess <= target)
+        expected = None if crossed.size == 0 else int(crossed[0]) + 1
+        assert steps is not None and expected is not None
+        assert abs(steps - expected) <= 1  # float32 against float64 at the crossing
+    assert run.status == "reached" and run.steps_run == run.steps[-1]
+
+
+def test_runs_stop_when_they_diverge_stall_or_hit_the_cap(case):
+    _, _, spec, data = case
+    diverged = steps_to_target(data, lr=3 * spec.lr_max, batch_size=64, targets=[0.01])
+    assert diverged.status == "diverged" and diverged.steps == (None,)
+    # its noise floor (about 0.01 excess here) lies above the target
+    stalled = steps_to_target(data, lr=0.1 * spec.lr_max, batch_size=1, targets=[0.003])
+    assert stalled.status == "stalled" and stalled.steps_run < 10_000
+    capped = steps_to_target(
+        data, lr=0.01 * spec.lr_max, batch_size=64, targets=[1e-4], max_steps=50
+    )
+    assert capped.status == "capped" and capped.steps_run == 50
+
+
+def test_the_targets_must_decrease(case):
+    with pytest.raises(UsageError, match="targets must be distinct excess losses > 0, decreasing"):
+        steps_to_target(case[3], lr=0.01, batch_size=1, targets=[0.01, 0.1])
+
+
+def test_the_lr_grid_halves_every_per_octave_points():
+    grid = lr_grid(0.05, top=0.9, per_octave=2, octaves=3)
+    np.testing.assert_allclose(grid, 0.045 * 2.0 ** (-np.arange(7) / 2))
+
+
+def test_the_search_stops_past_the_best_rate(case):
+    _, _, spec, data = case
+    lrs = lr_grid(spec.lr_max, top=0.99, per_octave=2, octaves=8)
+    runs = search_lr(data, batch_size=8, lrs=lrs, seeds=[0, 1], targets=[0.1, 0.05], max_steps=5000)
+    tried = runs["lr"].unique()
+    np.testing.assert_array_equal(tried, lrs[: len(tried)])
+    assert len(tried) < len(lrs)  # it stopped before the end of the grid
+    median = runs.groupby("lr")["steps_1"].median()
+    best = median.idxmin()
+    assert best > tried.min()  # the last rate tried is past the best
+    assert (runs["cap"] <= 5000).all() and set(runs["seed"]) == {0, 1}
+
+
+def test_the_hyperbola_is_recovered_exactly():
+    B = np.array([1, 2, 4, 8, 16, 64, 256, 1024])
+    fit = fit_hyperbola(B, 30 + 900 / B)
+    assert (fit.s_min, fit.e_min) == (pytest.approx(30), pytest.approx(900))
+    assert fit.b_crit == pytest.approx(30)
+    np.testing.assert_allclose(fit.steps([3]), [330])
+    with_gaps = fit_hyperbola([1, 2, 4, 8], [930, np.nan, np.inf, 142.5])
+    assert with_gaps.b_crit == pytest.approx(30)
+    with pytest.raises(ValueError, match="two batch sizes"):
+        fit_hyperbola([1, 2], [10, np.nan])

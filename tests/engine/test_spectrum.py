@@ -1,0 +1,59 @@
+"""The quadratic loss in the eigenbasis of S: the closed forms against explicit iteration."""
+
+import numpy as np
+import pytest
+
+from linmnist.engine.analysis import least_squares
+from linmnist.engine.spectrum import excess_loss, gd_excess, gd_steps_to, gd_weights, spectrum
+
+
+@pytest.fixture(scope="module")
+def data(synthetic):
+    (X, Y), _ = synthetic(600, d=60, seed=3)
+    X[:5] = 0  # a null space, as MNIST's always-zero pixels
+    return X.astype(np.float64), Y.astype(np.float64)
+
+
+def _loss(W, X, Y):
+    return 0.5 * np.sum((W @ X - Y) ** 2) / X.shape[1]
+
+
+def test_the_optimum_is_that_of_least_squares(data):
+    X, Y = data
+    spec = spectrum(X, Y)
+    opt = least_squares(X, Y)
+    assert spec.loss_star == pytest.approx(opt.loss, rel=1e-6)
+    np.testing.assert_allclose(spec.W_star, opt.W, atol=1e-6)
+    assert spec.loss_zero == 0.5
+    assert spec.lr_max == pytest.approx(2 / np.linalg.eigvalsh(X @ X.T / X.shape[1])[-1])
+
+
+def test_the_gram_form_of_the_loss_is_the_loss(data):
+    X, Y = data
+    spec = spectrum(X, Y)
+    W = np.random.default_rng(0).normal(size=(10, X.shape[0])) * 0.01
+    assert spec.loss_star + excess_loss(spec, W) == pytest.approx(_loss(W, X, Y), rel=1e-10)
+
+
+def test_gradient_descent_in_closed_form_is_gradient_descent(data):
+    X, Y = data
+    spec = spectrum(X, Y)
+    lr = 0.9 * spec.lr_max
+    W, losses = np.zeros((10, X.shape[0])), []
+    for _ in range(40):
+        losses.append(_loss(W, X, Y))
+        W = W - lr * (W @ X - Y) @ X.T / X.shape[1]
+    np.testing.assert_allclose(gd_excess(spec, lr, np.arange(40)) + spec.loss_star, losses)
+    np.testing.assert_allclose(gd_weights(spec, lr, 40), W, atol=1e-9)
+    first = next(t for t, loss in enumerate(losses) if loss - spec.loss_star <= 0.1)
+    assert gd_steps_to(spec, lr, 0.1) == first
+
+
+def test_steps_to_a_target_beyond_reach_or_already_reached(data):
+    X, Y = data
+    spec = spectrum(X, Y)
+    assert gd_steps_to(spec, 0.5 * spec.lr_max, 1.0) == 0
+    assert gd_steps_to(spec, 1.5 * spec.lr_max, 0.1) is None
+    assert gd_steps_to(spec, 0.5 * spec.lr_max, 1e-12, max_steps=100) is None
+    # a diverging rate grows to inf without a RuntimeWarning (an error under pytest)
+    assert np.isinf(gd_excess(spec, 3 * spec.lr_max, [10**6])[0])
