@@ -26,7 +26,7 @@ def _parser(command: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "targets",
         nargs="*",
-        help="products to bring up to date: a group (grid, subset, stability, frameworks, "
+        help="products to bring up to date: a group (grid, subset, stability, frameworks, scaling, "
         "notebooks, report) or a product name; default: all",
     )
     parser.add_argument("--dataset", default="mnist", help=f"{', '.join(DATASETS)} (default mnist)")

@@ -30,11 +30,11 @@ NOTEBOOKS_READ: dict[str, tuple[str, ...]] = {
     "01_data": (),
     "02_baseline": ("grid",),
     "03_batch_size": ("grid", "scaling"),
-    "04_scaling_law": ("scaling", "grid", "stability"),
     "05_training_set_size": ("subset",),
     "06_frameworks": ("frameworks",),
     "07_stability": ("stability",),
-    "08_appendix": ("grid", "subset", "stability", "frameworks"),
+    "08_scaling_law": ("scaling", "grid", "stability"),
+    "09_appendix": ("grid", "subset", "stability", "frameworks", "scaling"),
 }
 
 

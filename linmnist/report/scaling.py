@@ -1,4 +1,4 @@
-"""The scaling-law section (notebooks/04_scaling_law.ipynb): tables, facts and figures.
+"""The scaling-law section (notebooks/08_scaling_law.ipynb): tables, facts and figures.
 
 Everything here is computed from a ``linmnist.experiments.scaling.Scaling`` (``read_scaling``)
 and, for the noise floor, from the final losses of the Task 3 grid and the stability sweep:

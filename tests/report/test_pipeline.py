@@ -22,7 +22,7 @@ def test_the_small_pipeline_holds_every_product_in_dependency_order():
     assert {u.split("/")[0] for u in by_name["notebooks/02_baseline"].upstream} == {"grid"}
     assert by_name["notebooks/06_frameworks"].upstream == ("frameworks",)
     assert len(by_name["notebooks/07_stability"].upstream) == 4
-    reads = {u.split("/")[0] for u in by_name["notebooks/04_scaling_law"].upstream}
+    reads = {u.split("/")[0] for u in by_name["notebooks/08_scaling_law"].upstream}
     assert reads == {"scaling", "grid", "stability"}
 
 
