@@ -121,6 +121,8 @@ def noise_scales(
     W = np.asarray(W, dtype=np.float64)
     if W.shape != (Y.shape[0], X.shape[0]):
         raise UsageError(f"W must have shape {(Y.shape[0], X.shape[0])}, got {W.shape}")
+    if not np.isfinite(W).all():
+        raise UsageError("W must hold finite numbers, got NaN or infinity")
     X = np.asarray(X, dtype=np.float64)
     if moments is None:
         moments = sample_moments(X)

@@ -283,6 +283,11 @@ def fit_hyperbola(batch_sizes: Sequence[int], steps: Sequence[float]) -> Hyperbo
     """
     B = np.asarray(batch_sizes, dtype=float)
     S = np.asarray(steps, dtype=float)
+    if B.shape != S.shape or B.ndim != 1 or not (np.isfinite(B).all() and (B >= 1).all()):
+        raise UsageError(
+            "batch_sizes must be batch sizes >= 1, one per entry of steps; "
+            f"got {list(batch_sizes)} for {len(S)} steps"
+        )
     ok = np.isfinite(S) & (S > 0)
     if ok.sum() < 2:
         raise ValueError(f"need steps at two batch sizes or more, got {ok.sum()}")

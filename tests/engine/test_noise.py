@@ -79,3 +79,11 @@ def test_on_mnist_at_zero_and_at_the_optimum(mnist):
     assert math.isnan(optimum.eps_max)
     r = spec.W_star @ X - Y
     assert optimum.tr_sigma == pytest.approx(np.mean(np.sum(r * r, 0) * moments.x2), rel=1e-9)
+
+
+def test_non_finite_weights_are_refused_by_name():
+    rng = np.random.default_rng(0)
+    X = rng.random((5, 30))
+    Y = np.eye(10)[:, np.arange(30) % 10]
+    with pytest.raises(ValueError, match="W must hold finite numbers"):
+        noise_scales(np.full((10, 5), np.nan), X, Y)

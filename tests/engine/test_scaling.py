@@ -90,3 +90,9 @@ def test_the_hyperbola_is_recovered_exactly():
     assert with_gaps.b_crit == pytest.approx(30)
     with pytest.raises(ValueError, match="two batch sizes"):
         fit_hyperbola([1, 2], [10, np.nan])
+
+
+@pytest.mark.parametrize("batch_sizes", [[0, 2, 4], [1, 2], [1, np.nan, 4]])
+def test_the_hyperbola_fit_refuses_batch_sizes_that_are_not_one_per_step(batch_sizes):
+    with pytest.raises(ValueError, match="batch_sizes must be batch sizes >= 1"):
+        fit_hyperbola(batch_sizes, [10.0, 6.0, 4.0])
