@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linmnist.engine import analysis, data, evaluation, frameworks, sgd
+from linmnist.engine import analysis, data, evaluation, frameworks, noise, scaling, sgd, spectrum
 from linmnist.engine.validation import LinmnistError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +76,11 @@ API = {
     "train_torch: NaN X": lambda: frameworks.train_torch(_with(X, (0, 0), np.nan), Y, **GOOD),
     "train_torch: Y 0.5": lambda: frameworks.train_torch(X, 0.5 * Y, **GOOD),
     "train_keras: inf X": lambda: frameworks.train_keras(_with(X, (0, 0), np.inf), Y, **GOOD),
+    "noise_scales: NaN in W": lambda: noise.noise_scales(np.full((10, 784), np.nan), X, Y),
+    "noise_scales: Y 0.5": lambda: noise.noise_scales(np.zeros((10, 784)), X, 0.5 * Y),
+    "spectrum: inf in X": lambda: spectrum.spectrum(_with(X, (0, 0), np.inf), Y),
+    "gd_excess: lr -1": lambda: spectrum.gd_excess(spectrum.spectrum(X, Y), -1, [1]),
+    "fit_hyperbola: batch size 0": lambda: scaling.fit_hyperbola([0, 2, 4], [9.0, 5.0, 3.0]),
     "load_mnist: name cifar": lambda: data.load_mnist("cifar"),
     "load_mnist: cache_dir 3": lambda: data.load_mnist(cache_dir=3),
 }
