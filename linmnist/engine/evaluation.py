@@ -5,21 +5,26 @@ This is where a seed-fidelity run spends its time (the study multiplied the full
 
 * the training loss is a quadratic form in W: with S = X X^T and C = Y X^T (computed
   once), N L(W) = 1/2 (<W S, W> - 2 <W, C> + N), so it costs 10 x D x D per weight
-  matrix instead of a product with the whole training set, and all recorded iterations
-  share one product;
-* accuracy needs the arg-max of every score vector. The scores of many recorded weights
-  are computed in one float32 matrix product (a stack of W's against X, which runs near
-  the machine's peak), and every sample whose float32 margin is within the product's
-  rounding-error bound is re-scored in float64, so the arg-max, and hence the accuracy,
-  is exactly that of a float64 evaluation;
+  matrix instead of a product with the whole training set;
+* accuracy needs the arg-max of every score vector, and between two evaluations most
+  samples' verdict cannot change: a margin m = z_true - max_c z_c moves by at most
+  max_c ||dw_true - dw_c|| ||x|| when W moves by dW. Each sample keeps the margin certified
+  at its last exact scoring; only the samples whose margin the weight change since then
+  could have flipped are scored again (lazy scores, ``kernels.lazy_margins``), about 8 %
+  of them per iteration on MNIST at batch 100;
+* a sample is scored in float32 with the product's rounding-error bound, and every sample
+  whose float32 margin is within it is re-scored in float64, so the arg-max, and hence the
+  accuracy, is exactly that of a float64 evaluation;
 * for small batches evaluated at every iteration, the scores are updated incrementally:
   W' = W - (lr/B) E Xb^T implies Z' = Z - (lr/B) E (Xb^T X), which costs B rather than
   10 rows of work per iteration (docs/study.md, "Facts we measured"), computed a chunk of
   iterations at a time with the same error bound and float64 re-scoring.
 
-The margins themselves (and, for small batches, the running sums) are compiled loops in
-``linmnist.engine.kernels``; the samples are split into one group per BLAS thread, each scored
-by its own single-threaded product and kernel.
+The weights arrive one at a time (``HistoryStream``) and are evaluated a chunk at a time, so a
+run holds its history table and one chunk, whatever its number of iterations; the data are
+read where they are (no copy when they are float32 and sample-major, as ``prepare`` returns
+them). The samples are split into one group per BLAS thread, each scored by its own
+single-threaded products and kernels.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from linmnist.engine.kernels import margins, running_margins
+from linmnist.engine.kernels import TILE, lazy_margins, margins, running_margins
 from linmnist.engine.validation import UsageError, check_bool
 
 HISTORY_COLUMNS = ["iteration", "train_loss", "train_acc", "test_acc"]
@@ -39,11 +44,24 @@ HISTORY_COLUMNS = ["iteration", "train_loss", "train_acc", "test_acc"]
 DIVERGENCE_LOSS = 1e6
 # Samples per block when accumulating the Gram matrices (a float64 block fits in cache).
 BLOCK = 4096
-# Recorded iterations scored per float32 product (bounds the memory of one chunk).
+# Recorded weight matrices per loss product (bounds the memory of one chunk).
 CHUNK_ROWS = 320
+# Recorded weight matrices per chunk of the lazy scores (one product gives the reach of all
+# of them to every anchor).
+LAZY_ROWS = 64
+# Anchors kept between chunks of the lazy scores.
+MAX_ANCHORS = 32
+# Share of (step, sample) scorings above which a chunk of lazy scores costs more than one
+# stacked product of every W_t with every sample (a compiled dot product against a BLAS
+# product of 320 rows: about 3x the time per score, plus the reach).
+DENSE_ABOVE = 0.25
+# Samples per block of the stacked products (the block's scores stay in cache).
+DENSE_BLOCK = 2048
 # Batch samples per product in the incremental scores: longer chunks make the product
 # more efficient and the error bound (which grows along a chunk) looser.
 RUNNING_ROWS = 256
+# Samples per product of the incremental scores (the product's block stays in cache).
+RUNNING_BLOCK = 1024
 
 
 def check_data(
@@ -143,9 +161,11 @@ def evaluate_trajectory(
 class Evaluator:
     """Exact training loss and train/test accuracy of many weight matrices.
 
-    Holds the data in the layouts the fast paths need: the float64 Gram matrices for the
-    loss and the train and test sets side by side (D, N + N_test) for the scores. Used by
-    ``sgd.train`` and by the framework comparison, so both are measured identically.
+    Holds what the fast paths need: the float64 Gram matrices for the loss and the train
+    and test sets as float32 sample-major rows (``rows32``, views of the caller's arrays when
+    they are laid out so) for the scores. Used by ``sgd.train`` and by the framework
+    comparison, so both are measured identically; ``stream`` starts the evaluation of one
+    run's weights.
 
     Building one costs about a second on MNIST (mostly the Gram matrix); runs on the same
     data can share one (``train(..., evaluator=...)``).
@@ -220,18 +240,14 @@ class Evaluator:
         return np.flatnonzero(nonzero)
 
     @cached_property
-    def X32(self) -> np.ndarray:
-        """Active features of train and test side by side in float32: one product scores both."""
-        out = np.empty((len(self.active), len(self.labels)), dtype=np.float32)
-        start = 0
-        for part in self.parts:
-            # Block by block: the callers' arrays are usually sample-major (Fortran order),
-            # and a block of samples fits in cache while it is transposed.
-            for j in range(0, part.shape[1], BLOCK // 2):
-                block = part[:, j : j + BLOCK // 2][self.active]
-                out[:, start + j : start + j + block.shape[1]] = block
-            start += part.shape[1]
-        return out
+    def rows32(self) -> list[np.ndarray]:
+        """Train and test sample-major (N, D) in float32, each sample's features contiguous.
+
+        The lazy scores read the rows of a few samples at a time. Data that ``prepare``
+        returns is already laid out so (float32, the transpose of a sample-major array):
+        then these are views, and the evaluator holds no copy of the data.
+        """
+        return [_sample_major32(part) for part in self.parts]
 
     def _columns64(self, cols: np.ndarray) -> np.ndarray:
         """Samples ``cols`` of the stacked data, exactly as given, in float64."""
@@ -268,17 +284,6 @@ class Evaluator:
         test = correct[:, self.n :].mean(axis=1) if self.has_test else np.full(len(correct), np.nan)
         return train, test
 
-    def _frame(self, iterations, losses, correct) -> pd.DataFrame:
-        train_acc, test_acc = self._accuracies(correct)
-        return pd.DataFrame(
-            {
-                "iteration": np.asarray(iterations, dtype=int),
-                "train_loss": losses,
-                "train_acc": train_acc,
-                "test_acc": test_acc,
-            }
-        )
-
     def _exact_correct(self, W64: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Float64 arg-max (first maximum on ties, as np.argmax) of samples ``cols`` (ascending)."""
         Z = W64 @ self._columns64(cols)
@@ -297,56 +302,244 @@ class Evaluator:
         Either way, float32 scores come with a per-sample error bound, and every sample
         whose margin the bound cannot decide is re-scored in float64.
         """
-        correct = np.empty((len(Ws), len(self.labels)), dtype=bool)
-        threads = _blas_threads()
-        m = self.X32.shape[1]  # (builds the scoring copy once, before the threads share it)
-        groups = [slice(m * g // threads, m * (g + 1) // threads) for g in range(threads)]
-        # One single-threaded product and kernel per group of samples, in parallel threads.
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        with self.stream(None if updates is None else updates[2]) as stream:
+            for t, W in enumerate(Ws):
+                extra = () if updates is None else (updates[0][t], updates[1][t])
+                stream.add(iterations[t], W, *extra)
+            return stream.frame()
 
-            def each_group(work):
-                list(pool.map(work, range(threads), groups))
+    def stream(self, step: float | None = None) -> HistoryStream:
+        """A ``HistoryStream`` of weights recorded one at a time (``step`` = lr / B for the
+        incremental scores, None for the lazy ones)."""
+        return HistoryStream(self, step)
 
-            chunks = (
-                self._direct_scores(Ws, correct, groups, each_group)
-                if updates is None
-                else self._incremental_scores(Ws, correct, groups, each_group, *updates)
-            )
-            for s, uncertain in chunks:
-                for t, cols in _uncertain(uncertain):
-                    W64 = Ws[s + t].astype(np.float64)
-                    correct[s + t, cols] = self._exact_correct(W64, cols)
-        return self._frame(iterations, self.losses(Ws), correct)
 
-    def _direct_scores(self, Ws, correct, groups, each_group):
-        """Chunks of Z_t = W_t X: many W_t stacked in one float32 product.
+class HistoryStream:
+    """The metrics of weights recorded one at a time, computed a chunk at a time.
 
-        Fills ``correct`` chunk by chunk and yields (first row, uncertain (rows, M)).
+    ``add`` takes each recorded weight matrix (and, for the incremental scores, the update's
+    errors E_t and batch); every ``LAZY_ROWS`` (or incremental chunk) additions the chunk is
+    evaluated and dropped, so a run holds only its history table and one chunk, whatever its
+    number of iterations. ``frame()`` evaluates what is left and returns the history. Use it
+    as a context manager (it owns the threads that score the sample groups).
+
+    The lazy scores (``kernels.lazy_margins``) keep, per sample, the margin certified at its
+    last exact scoring and the weights it was scored with (an *anchor*): between scorings, a
+    margin m moves by at most max_c ||dw_true - dw_c|| ||x||, so a sample whose room
+    |m| / ||x|| exceeds that reach keeps its verdict without a product. Every recorded W_t
+    of a chunk can anchor the samples scored with it; after a chunk the anchors are
+    compacted to ``MAX_ANCHORS``, the samples of a dropped one re-anchored to the chunk's
+    last weights with their room reduced by the reach between the two (triangle inequality).
+    """
+
+    def __init__(self, evaluator: Evaluator, step: float | None = None):
+        self.ev = evaluator
+        self.step = step
+        self.threads = _blas_threads()
+        ev, threads = evaluator, self.threads
+        # One group of samples per thread and data part (train, test): its rows are a slice
+        # of one array, and its per-sample state slices of the arrays below.
+        self.groups = []
+        start = 0
+        for rows in ev.rows32:
+            n = rows.shape[0]
+            for g in range(threads):
+                lo, hi = n * g // threads, n * (g + 1) // threads
+                if hi > lo:
+                    self.groups.append((rows[lo:hi], slice(start + lo, start + hi)))
+            start += n
+        m = len(ev.labels)
+        self.room = np.full(m, -1.0)  # negative: every sample is scored at the first step
+        self.slot = np.zeros(m, dtype=np.int64)
+        self.verdict = np.zeros(m, dtype=bool)
+        self.todo = np.empty(m, dtype=np.int64)
+        self.scores = None  # (M, classes padded to TILE) float32 scratch, made at first use
+        self.products = None  # incremental scores: a product buffer per group
+        da = len(ev.active)
+        self.anchors = np.empty((0, 0, da))
+        self.anchor_gram = np.empty((0, 0, 0))
+        self.anchor_rho2 = np.empty(0)
+        # Chunks left to score densely, and how many the next lazy chunk that scores more
+        # than DENSE_ABOVE of its samples buys (doubled each time: few probes when the
+        # weights move a lot, e.g. early in training or when evaluated every 10 steps).
+        self.dense_left, self.backoff = 1, 1
+        self.W_ref = None  # incremental scores: the weights before the pending chunk
+        self.pending: list[tuple] = []
+        self.parts: list[tuple[np.ndarray, ...]] = []  # (iterations, loss, train, test)
+        self.pool = ThreadPoolExecutor(threads)
+
+    def __enter__(self) -> HistoryStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown()
+
+    def add(self, iteration: int, W: np.ndarray, E=None, batch=None) -> None:
+        """Record the weights W (10, D) after ``iteration`` (with E_t and the batch when
+        incremental)."""
+        self.pending.append((iteration, W, E, batch))
+        chunk = LAZY_ROWS if self.step is None else max(4, RUNNING_ROWS // E.shape[1])
+        if len(self.pending) >= chunk:
+            self._flush()
+
+    def frame(self) -> pd.DataFrame:
+        """The history of every weight matrix added, in the order added."""
+        self._flush()
+        columns = [np.concatenate(c) for c in zip(*self.parts, strict=True)] if self.parts else [
+            np.empty(0, dtype=int), *(np.empty(0) for _ in range(3))
+        ]  # fmt: skip
+        return pd.DataFrame(dict(zip(HISTORY_COLUMNS, columns, strict=True))).astype(
+            {"iteration": int}
+        )
+
+    def _each_group(self, work) -> None:
+        list(self.pool.map(work, range(len(self.groups)), self.groups))
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        ev = self.ev
+        iterations = np.asarray([p[0] for p in self.pending], dtype=int)
+        Ws = np.stack([p[1] for p in self.pending])
+        correct = np.empty((len(Ws), len(ev.labels)), dtype=bool)
+        uncertain = np.empty_like(correct)
+        with threadpool_limits(limits=1, user_api="blas"):
+            if self.step is None:
+                self._lazy_scores(Ws, correct, uncertain)
+            else:
+                errors = np.stack([p[2] for p in self.pending])
+                batches = np.stack([p[3] for p in self.pending])
+                self._incremental_scores(Ws, correct, uncertain, errors, batches)
+                self.W_ref = Ws[-1].astype(np.float64)
+            for t, cols in _uncertain(uncertain):
+                correct[t, cols] = ev._exact_correct(Ws[t].astype(np.float64), cols)
+        # The loss products use the threads the stream was made with (a caller limiting its
+        # own updates to one thread does not slow them down).
+        with threadpool_limits(limits=self.threads, user_api="blas"):
+            losses = ev.losses(Ws)
+        train, test = ev._accuracies(correct)
+        self.parts.append((iterations, losses, train, test))
+        self.pending = []
+
+    def _reach(self, V: np.ndarray) -> np.ndarray:
+        """reach[t, a, c] = max_{e != c} ||(V_t - A_a)_c - (V_t - A_a)_e||, an upper bound.
+
+        V (T, k, Da) are the chunk's weights on the active features (the others multiply
+        zeros in every sample), A the anchors followed by V itself. With G = Gram matrices
+        (k x k) the pair norms come from G_t - V_t A_a^T - A_a V_t^T + G_a: one product for
+        the whole chunk. Its rounding (entries within 2 Da u ||a|| ||b||, u = 2^-53, and a
+        pair norm combines 16 of them) is covered by adding 64 Da u (rho_t^2 + rho_a^2),
+        rho the largest row norm.
         """
-        T, k, _ = Ws.shape
-        step = max(1, CHUNK_ROWS // k)
-        row_norm = np.sqrt(np.einsum("tkd,tkd->tk", Ws, Ws, dtype=np.float64)).max(axis=1)
-        uncertain = np.empty((min(step, T), len(self.labels)), dtype=bool)
-        # Products go to buffers allocated once (fresh pages would cost more than a product).
-        out = [np.empty((min(step, T) * k, g.stop - g.start), np.float32) for g in groups]
-        for s in range(0, T, step):
-            tc = min(step, T - s)
-            Wc = Ws[s : s + tc][:, :, self.active].astype(np.float32).reshape(tc * k, -1)
-            # |margin error| <= 2 max_c |score error| <= 2 err_factor max_c ||w_c|| ||x_i||.
-            scale = 2 * self.err_factor * row_norm[s : s + tc]
+        T, k, da = V.shape
+        gram = np.einsum("tcd,ted->tce", V, V)
+        rho2 = np.diagonal(gram, axis1=1, axis2=2).max(axis=1)
+        A = np.concatenate([self.anchors.reshape(-1, k, da), V])
+        GA = np.concatenate([self.anchor_gram.reshape(-1, k, k), gram])
+        rhoA = np.concatenate([self.anchor_rho2, rho2])
+        cross = (V.reshape(T * k, da) @ A.reshape(-1, da).T).reshape(T, k, len(A), k)
+        cross = cross.transpose(0, 2, 1, 3)  # [t, a, c, e] = V_t[c] . A_a[e]
+        gamma = gram[:, None] - cross - cross.transpose(0, 1, 3, 2) + GA[None]
+        diag = np.diagonal(gamma, axis1=2, axis2=3)
+        pair2 = diag[..., :, None] + diag[..., None, :] - 2 * gamma
+        pair2[..., np.arange(k), np.arange(k)] = -np.inf
+        guard = 64 * da * 2.0**-53 * (rho2[:, None] + rhoA[None, :])
+        reach = np.sqrt(np.maximum(pair2.max(axis=3), 0) + guard[..., None]) * (1 + 1e-6)
+        self._next_anchors = (A, GA, rhoA)
+        return reach
 
-            def work(j, g, Wc=Wc, scale=scale, s=s, tc=tc):
-                Z = np.matmul(Wc, self.X32[:, g], out=out[j][: tc * k]).reshape(tc, k, -1)
-                margins(
-                    Z, self.labels[g], self.norms[g], scale,
-                    correct[s : s + tc, g], uncertain[:tc, g],
+    def _lazy_scores(self, Ws, correct, uncertain) -> None:
+        """Fill ``correct`` and ``uncertain`` (T, M) for the chunk Ws by the lazy scores, or
+        by stacked products when most samples would be scored anyway."""
+        ev = self.ev
+        T, k, _ = Ws.shape
+        kp = -(-k // TILE) * TILE
+        W32 = np.zeros((T, kp, Ws.shape[2]), dtype=np.float32)
+        W32[:, :k] = Ws
+        if self.scores is None:
+            self.scores = np.empty((len(ev.labels), kp), dtype=np.float32)
+        # |margin error| <= 2 max_c |score error| <= 2 err_factor max_c ||w_c|| ||x_i||.
+        row_norm = np.sqrt(np.einsum("tkd,tkd->tk", Ws, Ws, dtype=np.float64)).max(axis=1)
+        scale = 2 * ev.err_factor * row_norm
+        reach = self._reach(Ws[:, :, ev.active].astype(np.float64))
+        base = len(self.anchor_rho2)
+        if self.dense_left:
+            self.dense_left -= 1
+            self._dense_scores(W32[:, :k], scale, base, correct, uncertain)
+        else:
+            scored = np.zeros(len(self.groups), dtype=np.int64)
+
+            def work(j, group):
+                rows, g = group
+                scored[j] = lazy_margins(
+                    rows, W32, reach, scale, ev.labels[g], ev.norms[g], self.room[g],
+                    self.slot[g], self.verdict[g], base, correct[:, g], uncertain[:, g],
+                    self.todo[g], self.scores[g],
                 )  # fmt: skip
 
-            each_group(work)
-            yield s, uncertain[:tc]
+            self._each_group(work)
+            if scored.sum() > DENSE_ABOVE * T * len(ev.labels):
+                self.dense_left, self.backoff = self.backoff, 2 * self.backoff
+            else:
+                self.backoff = 1
+        self._compact(reach[-1])
 
-    def _incremental_scores(self, Ws, correct, groups, each_group, errors, batches, step):
-        """Chunks of Z_t from the rank-B updates: about B (not 10) rows of work per iteration.
+    def _dense_scores(self, W32, scale, base, correct, uncertain) -> None:
+        """Every W_t of the chunk against every sample in stacked float32 products; every
+        sample is then anchored at the last W_t with its room there."""
+        ev = self.ev
+        T, k, d = W32.shape
+        Wc = W32.reshape(T * k, d)
+        buffers = [np.empty(T * k * DENSE_BLOCK, np.float32) for _ in self.groups]
+
+        def work(j, group):
+            rows, g = group
+            for lo in range(0, rows.shape[0], DENSE_BLOCK):
+                block = rows[lo : lo + DENSE_BLOCK]
+                Z = buffers[j][: T * k * len(block)].reshape(T * k, len(block))
+                np.matmul(Wc, block.T, out=Z)
+                cols = slice(g.start + lo, g.start + lo + len(block))
+                labels, norms = ev.labels[cols], ev.norms[cols]
+                margins(
+                    Z.reshape(T, k, -1), labels, norms, scale, correct[:, cols],
+                    uncertain[:, cols],
+                )  # fmt: skip
+                # The margin at the last step, as the kernels take it (ties give 0).
+                z = Z[-k:].astype(np.float64)
+                true = z[labels, np.arange(len(block))]
+                z[labels, np.arange(len(block))] = -np.inf
+                margin = np.abs(true - z.max(axis=0))
+                bound = scale[-1] * norms
+                room = np.zeros(len(block))
+                np.divide(margin - bound, norms, out=room, where=margin > bound)
+                self.room[cols], self.verdict[cols] = room, true - z.max(axis=0) > 0
+                self.slot[cols] = base + T - 1
+
+        self._each_group(work)
+
+    def _compact(self, reach_last: np.ndarray) -> None:
+        """Keep at most ``MAX_ANCHORS`` anchors; re-anchor the samples of the others to the
+        chunk's last weights (room reduced by ``reach_last[a, label]``, their reach to it)."""
+        A, GA, rhoA = self._next_anchors
+        last = len(A) - 1
+        counts = np.bincount(self.slot, minlength=len(A))
+        counts[last] = len(self.slot) + 1  # always kept: the weights to re-anchor to
+        keep = np.flatnonzero(counts)
+        if len(keep) > MAX_ANCHORS:
+            keep = np.sort(np.argsort(-counts, kind="stable")[:MAX_ANCHORS])
+            dropped = np.ones(len(A), dtype=bool)
+            dropped[keep] = False
+            moved = np.flatnonzero(dropped[self.slot])
+            self.room[moved] -= reach_last[self.slot[moved], self.ev.labels[moved]]
+            self.slot[moved] = last
+        renumber = np.zeros(len(A), dtype=np.int64)
+        renumber[keep] = np.arange(len(keep))
+        self.slot = renumber[self.slot]
+        self.anchors, self.anchor_gram, self.anchor_rho2 = A[keep], GA[keep], rhoA[keep]
+
+    def _incremental_scores(self, Ws, correct, uncertain, errors, batches) -> None:
+        """Scores of the chunk from the rank-B updates: about B (not 10) rows of work per
+        iteration.
 
         Within a chunk, W_t = W_ref - sum_{u <= t} a_u Xb_u^T with a_u = (lr/B) E_u, so
         Z_t = W_ref X - sum_{u <= t} a_u K_u with K_u = Xb_u^T X. One float32 product gives
@@ -355,39 +548,53 @@ class Evaluator:
         bound from growing across chunks; the trained W_t differs from the rank-B form by
         its own rounding, and that gap enters the bound like the products' rounding does.
         """
-        T, k, B = errors.shape
+        ev = self.ev
+        tc, k, B = errors.shape
         d = Ws.shape[2]
-        X = self.parts[0]
-        chunk = max(4, RUNNING_ROWS // B)
-        a = errors.astype(np.float64) * step
-        uncertain = np.empty((min(chunk, T), len(self.labels)), dtype=bool)
-        out = [np.empty((k + min(chunk, T) * B, g.stop - g.start), np.float32) for g in groups]
-        for s in range(0, T, chunk):
-            tc = min(chunk, T - s)
-            W_ref = Ws[s - 1].astype(np.float64) if s else np.zeros((k, d))
-            ac = a[s : s + tc]
-            Xb = np.asarray(X[:, batches[s : s + tc].ravel()], dtype=np.float64)
-            left = np.vstack([W_ref, Xb.T])[:, self.active].astype(np.float32)
-            # Error of a score, divided by ||x_i||: the float32 products (|K_ui| <= ||x_bu||
-            # ||x_i||, so the running sums weigh c = max_k sum |a_u| ||x_bu||; the float64
-            # running sums add 1e-12 of that at most), then the distance of the trained W_t
-            # to the rank-B form. A margin's error is at most twice a score's.
-            xb_norm = self.norms[batches[s : s + tc]]
-            c = np.cumsum(np.abs(ac) @ xb_norm[:, :, None], axis=0)[:, :, 0].max(axis=1)
-            W_rank = W_ref - np.cumsum(ac @ Xb.T.reshape(tc, B, d), axis=0)
-            gap = np.sqrt(((Ws[s : s + tc] - W_rank) ** 2).sum(axis=2)).max(axis=1)
-            ref = np.sqrt((W_ref**2).sum(axis=1)).max()
-            scale = 2 * 1.01 * ((self.err_factor + 1e-12) * (ref + c) + gap)
+        X = ev.parts[0]
+        a = errors.astype(np.float64) * self.step
+        W_ref = self.W_ref if self.W_ref is not None else np.zeros((k, d))
+        Xb = np.asarray(X[:, batches.ravel()], dtype=np.float64)
+        left = np.vstack([W_ref, Xb.T]).astype(np.float32)
+        # Error of a score, divided by ||x_i||: the float32 products (|K_ui| <= ||x_bu||
+        # ||x_i||, so the running sums weigh c = max_k sum |a_u| ||x_bu||; the float64
+        # running sums add 1e-12 of that at most), then the distance of the trained W_t
+        # to the rank-B form. A margin's error is at most twice a score's.
+        xb_norm = ev.norms[batches]
+        c = np.cumsum(np.abs(a) @ xb_norm[:, :, None], axis=0)[:, :, 0].max(axis=1)
+        W_rank = W_ref - np.cumsum(a @ Xb.T.reshape(tc, B, d), axis=0)
+        gap = np.sqrt(((Ws - W_rank) ** 2).sum(axis=2)).max(axis=1)
+        ref = np.sqrt((W_ref**2).sum(axis=1)).max()
+        scale = 2 * 1.01 * ((ev.err_factor + 1e-12) * (ref + c) + gap)
+        if self.products is None:  # one product buffer per group, reused by every chunk
+            self.products = [np.empty(len(left) * RUNNING_BLOCK, np.float32) for _ in self.groups]
 
-            def work(j, g, left=left, ac=ac, scale=scale, s=s, tc=tc):
-                P = np.matmul(left, self.X32[:, g], out=out[j][: len(left)])
+        def work(j, group):
+            rows, g = group
+            # A block of samples at a time: its products P = left X_block stay in cache for
+            # the kernel that consumes them.
+            for lo in range(0, rows.shape[0], RUNNING_BLOCK):
+                block = rows[lo : lo + RUNNING_BLOCK]
+                P = self.products[j][: len(left) * len(block)].reshape(len(left), len(block))
+                np.matmul(left, block.T, out=P)
+                cols = slice(g.start + lo, g.start + lo + len(block))
                 running_margins(
-                    P[:k], P[k:], ac, self.labels[g], self.norms[g], scale,
-                    correct[s : s + tc, g], uncertain[:tc, g],
+                    P[:k], P[k:], a, ev.labels[cols], ev.norms[cols], scale, correct[:, cols],
+                    uncertain[:, cols],
                 )  # fmt: skip
 
-            each_group(work)
-            yield s, uncertain[:tc]
+        self._each_group(work)
+
+
+def _sample_major32(part: np.ndarray) -> np.ndarray:
+    """``part`` (D, N) as float32 (N, D) rows: a view when it is already laid out so."""
+    rows = part.T
+    if rows.dtype == np.float32 and rows.flags.c_contiguous:
+        return rows
+    out = np.empty(rows.shape, dtype=np.float32)
+    for j in range(0, rows.shape[0], BLOCK // 2):  # a block of samples transposed in cache
+        out[j : j + BLOCK // 2] = rows[j : j + BLOCK // 2]
+    return out
 
 
 def _blas_threads() -> int:

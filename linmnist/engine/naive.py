@@ -33,6 +33,13 @@ def train_naive(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray) -> pd.D
     train the same trajectory whatever the machine's thread count; the measurements use them
     all.
     """
+    return naive_run(X, Y, X_test, Y_test, lr=lr, batches=batches)[0]
+
+
+def naive_run(
+    X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """``train_naive``'s history and the final weights W (to check the trajectory)."""
     X64, Y64, Xt64 = (np.asarray(a, dtype=np.float64) for a in (X, Y, X_test))
     y, y_test = np.argmax(Y, axis=0), np.argmax(Y_test, axis=0)
     W = np.zeros((Y.shape[0], X.shape[0]), dtype=X.dtype)
@@ -47,4 +54,4 @@ def train_naive(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray) -> pd.D
         train_acc = np.mean(np.argmax(W64 @ X64, axis=0) == y)
         test_acc = np.mean(np.argmax(W64 @ Xt64, axis=0) == y_test)
         rows.append((t, loss, train_acc, test_acc))
-    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS), W

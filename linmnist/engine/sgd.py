@@ -7,12 +7,13 @@ The model and the update are exactly the study's (docs/study.md, "The model and 
 
 with W = 0 at the start and the B batch indices drawn uniformly WITH replacement.
 
-Training never looks at the metrics, so it runs first and records the weights after
-every evaluated iteration (and, for batches below ``INCREMENTAL_BELOW`` evaluated at every
-iteration, the errors E of every update); ``linmnist.engine.evaluation`` then computes the
-metrics of all recorded weights at once. Divergence is watched during training through
-an upper bound on the loss that costs one norm (``Evaluator.diverged``); only when the
-bound exceeds the limit is the exact loss computed.
+Training never looks at the metrics: it hands the weights after every evaluated iteration
+(and, for batches below ``INCREMENTAL_BELOW`` evaluated at every iteration, the errors E of
+every update) to a ``linmnist.engine.evaluation.HistoryStream``, which scores them a chunk
+at a time and keeps only the history table, so a run's memory does not grow with its
+iterations (its batches are drawn a chunk at a time too). Divergence is watched during
+training through an upper bound on the loss that costs one norm (``Evaluator.diverged``);
+only when the bound exceeds the limit is the exact loss computed.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ from linmnist.engine.validation import check_dtype as _check_dtype
 # direct scores, B = 10 3.7 s against 3.5 s.
 INCREMENTAL_BELOW = 9
 _DTYPES = (np.float32, np.float64)
+# Longest run accepted: at one evaluation per iteration its history alone takes 3.2 GB
+# (and a run of this length hours), so longer ones are refused before anything is allocated.
+MAX_ITERATIONS = 10**8
+# Iterations whose batches are drawn at once when ``train`` draws them itself.
+BATCH_ROWS = 1024
 
 
 @dataclass
@@ -87,15 +93,35 @@ def check_dtype(dtype) -> np.dtype:
     return _check_dtype("dtype", dtype, _DTYPES)
 
 
+def check_iterations(iterations) -> int:
+    """``iterations`` as an int in [1, ``MAX_ITERATIONS``], else a UsageError."""
+    iterations = check_int("iterations", iterations, low=1)
+    return check_int("iterations", iterations, low=1, high=MAX_ITERATIONS)
+
+
 def sample_batches(
     n_samples: int, *, batch_size: int, iterations: int, seed: int = 0
 ) -> np.ndarray:
     """Batch indices drawn uniformly WITH replacement, shape (iterations, batch_size)."""
     n_samples = check_int("n_samples", n_samples, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
-    iterations = check_int("iterations", iterations, low=1)
+    iterations = check_iterations(iterations)
     seed = check_int("seed", seed, low=0)
     return np.random.default_rng(seed).integers(0, n_samples, size=(iterations, batch_size))
+
+
+def _batch_rows(args: RunArguments):
+    """The batch of every iteration: ``args.batches``' rows, or drawn from ``args.seed``
+    ``BATCH_ROWS`` iterations at a time (the generator's stream does not depend on how the
+    draws are split: the same numbers as ``sample_batches``)."""
+    if args.batches is not None:
+        yield from args.batches
+        return
+    rng = np.random.default_rng(args.seed)
+    n = args.X.shape[1]
+    for start in range(0, args.iterations, BATCH_ROWS):
+        rows = min(BATCH_ROWS, args.iterations - start)
+        yield from rng.integers(0, n, size=(rows, args.batch_size))
 
 
 def draw_subset(n_total: int, n_prime: int, *, seed: int = 0) -> np.ndarray:
@@ -127,7 +153,7 @@ class RunArguments:
     batch_size: int
     iterations: int
     seed: int
-    batches: np.ndarray
+    batches: np.ndarray | None  # None: drawn from ``seed`` as the run goes (``train``)
     eval_every: int
     dtype: np.dtype
     bias: bool
@@ -147,14 +173,16 @@ def check_run_arguments(
     eval_every=1,
     dtype=np.float32,
     bias=False,
+    draw_batches=True,
 ) -> RunArguments:
     """Validate ``train``'s arguments (every implementation checks them the same way).
 
-    Draws the batches from ``seed`` when ``batches`` is None.
+    Draws the batches from ``seed`` when ``batches`` is None (unless ``draw_batches`` is
+    False: ``train`` draws them a chunk at a time, the same numbers, in bounded memory).
     """  # fmt: skip
     lr = check_number("lr", lr, low=0, low_open=True)
     batch_size = check_int("batch_size", batch_size, low=1)
-    iterations = check_int("iterations", iterations, low=1)
+    iterations = check_iterations(iterations)
     seed = check_int("seed", seed, low=0)
     eval_every = check_int("eval_every", eval_every, low=1)
     dt = check_dtype(dtype)
@@ -163,7 +191,8 @@ def check_run_arguments(
     X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
     n = X.shape[1]
     if batches is None:
-        batches = sample_batches(n, batch_size=batch_size, iterations=iterations, seed=seed)
+        if draw_batches:
+            batches = sample_batches(n, batch_size=batch_size, iterations=iterations, seed=seed)
     else:
         batches = np.asarray(batches)
         if batches.shape != (iterations, batch_size) or not np.issubdtype(
@@ -242,11 +271,9 @@ def train(
     t0 = time.perf_counter()
     args = check_run_arguments(
         X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
-        batches=batches, eval_every=eval_every, dtype=dtype, bias=bias,
+        batches=batches, eval_every=eval_every, dtype=dtype, bias=bias, draw_batches=False,
     )  # fmt: skip
-    X, Y, X_test, Y_test, batches, dt, bias = (
-        args.X, args.Y, args.X_test, args.Y_test, args.batches, args.dtype, args.bias
-    )  # fmt: skip
+    X, Y, X_test, Y_test, dt, bias = args.X, args.Y, args.X_test, args.Y_test, args.dtype, args.bias
     lr, batch_size, iterations = args.lr, args.batch_size, args.iterations
     seed, eval_every = args.seed, args.eval_every
 
@@ -257,31 +284,23 @@ def train(
     else:
         check_evaluator(evaluator, args)
     W = np.zeros((Y.shape[0], Xd.shape[0]), dtype=dt)
-    recorded, snapshots, errors = [], [], []
     diverged_at = None
     incremental = batch_size < INCREMENTAL_BELOW and eval_every == 1
-    # The updates are small products: one BLAS thread does them fastest, and never waits
-    # for a second thread that another process has descheduled.
-    with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
-        for t in range(iterations):
-            W_next, E = sgd_step(W, Xd[:, batches[t]], Yd[:, batches[t]], lr)
-            if evaluator.diverged(W_next):
-                diverged_at = t
-                break
-            W = W_next
-            if incremental:
-                errors.append(E)
-            if t % eval_every == 0 or t == iterations - 1:
-                recorded.append(t)
-                snapshots.append(W)
-    if not snapshots:
-        history = pd.DataFrame({c: pd.Series(dtype=float) for c in HISTORY_COLUMNS})
-        history["iteration"] = history["iteration"].astype(int)
-    else:
-        updates = (
-            (np.stack(errors), batches[: len(errors)], lr / batch_size) if incremental else None
-        )
-        history = evaluator.history(np.stack(snapshots), np.asarray(recorded), updates)
+    # The evaluation streams: every chunk of recorded weights is scored and dropped, so the
+    # memory of a run does not grow with its iterations beyond the history table.
+    with evaluator.stream(lr / batch_size if incremental else None) as stream:
+        # The updates are small products: one BLAS thread does them fastest, and never
+        # waits for a second thread that another process has descheduled.
+        with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
+            for t, idx in enumerate(_batch_rows(args)):
+                W_next, E = sgd_step(W, Xd[:, idx], Yd[:, idx], lr)
+                if evaluator.diverged(W_next):
+                    diverged_at = t
+                    break
+                W = W_next
+                if t % eval_every == 0 or t == iterations - 1:
+                    stream.add(t, W, *((E, idx) if incremental else ()))
+        history = stream.frame()
     W_out, b_out = (W[:, :-1].copy(), W[:, -1].copy()) if bias else (W, None)
     return TrainResult(
         W=W_out,
@@ -300,6 +319,7 @@ def train(
 __all__ = [
     "DIVERGENCE_LOSS",
     "HISTORY_COLUMNS",
+    "MAX_ITERATIONS",
     "RunArguments",
     "TrainResult",
     "check_dtype",

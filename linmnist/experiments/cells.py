@@ -5,11 +5,16 @@ subset S' of ``n_prime`` training samples (``draw_subset(..., seed=s)``), so the
 seeds covers both the sampling of the batches and the choice of S'. The seeds listed in
 ``fidelity_seeds`` are evaluated after every iteration (the study's fidelity), the others every
 ``eval_every`` iterations.
+
+A worker process makes many cells: the data, the warm-up of the compiled kernels and the
+evaluator of the full training set (its Gram matrix) are made once per process and shared by
+every cell, so that a cell's wall time is mostly its runs (``cell_job`` records both).
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from linmnist.engine.data import load_mnist, prepare
-from linmnist.engine.evaluation import Evaluator
+from linmnist.engine.evaluation import LAZY_ROWS, Evaluator
 from linmnist.engine.sgd import TrainResult, draw_subset, train
 from linmnist.engine.validation import UsageError
 from linmnist.experiments.results import (
@@ -47,6 +52,7 @@ def train_seeds(
     n_prime: int | None = None,
     X_test: np.ndarray | None = None,
     Y_test: np.ndarray | None = None,
+    evaluator: Evaluator | None = None,
 ) -> list[TrainResult]:
     """Train one configuration once per seed.
 
@@ -67,6 +73,9 @@ def train_seeds(
         replacement (Task 5); the training metrics are then those of the subset.
     X_test, Y_test : ndarray, optional
         Full test set, scored at every evaluated iteration.
+    evaluator : Evaluator, optional
+        ``Evaluator(X, Y, X_test, Y_test)``, shared by the seeds when they train on the same
+        data (without ``n_prime``); built here when not given.
 
     Returns
     -------
@@ -81,11 +90,11 @@ def train_seeds(
             f"fidelity_seeds must be a subset of seeds {seeds}, got {list(fidelity_seeds)}"
         )
     runs = []
-    # Without subsets every seed trains on the same data: one evaluator (Gram matrix, float32
-    # copy of the data) serves them all.
-    shared = None if n_prime is not None else Evaluator(X, Y, X_test, Y_test)
-    if shared is not None:
-        _ = shared.X32  # the float32 copy is built here, not in the first seed's seconds
+    # Without subsets every seed trains on the same data: one evaluator (its Gram matrix)
+    # serves them all.
+    shared = None
+    if n_prime is None:
+        shared = Evaluator(X, Y, X_test, Y_test) if evaluator is None else evaluator
     for seed in seeds:
         Xs, Ys = X, Y
         if n_prime is not None:
@@ -116,12 +125,21 @@ def prepared(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 @functools.cache
+def shared_evaluator(dataset: str) -> Evaluator:
+    """The evaluator of ``dataset``'s full training and test sets, built once per process."""
+    return Evaluator(*prepared(dataset))
+
+
+@functools.cache
 def warmed_up(dataset: str) -> bool:
     """Run each code path of ``train`` once on a slice of the data, once per process, so that
-    one-off set-up (loading the compiled kernels, BLAS start-up) lands in no run's seconds."""
+    one-off set-up (loading the compiled kernels, BLAS start-up) lands in no run's seconds:
+    the incremental scores (batch 1), the stacked products of a first chunk and the lazy
+    scores of the next (batch 100), and a divergence."""
     X, Y, X_test, Y_test = (a[:, :512] for a in prepared(dataset))
-    for batch_size in (1, 100):  # the incremental scores (small batches) and the products
-        train(X, Y, lr=1e-3, batch_size=batch_size, iterations=3, X_test=X_test, Y_test=Y_test)
+    for batch_size, lr, iterations in ((1, 1e-3, 3), (100, 1e-3, LAZY_ROWS + 1), (100, 10.0, 3)):
+        train(X, Y, lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test,
+              Y_test=Y_test)  # fmt: skip
     return True
 
 
@@ -129,11 +147,15 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of a grid cell (``linmnist.experiments.products.cell_product``).
 
     Trains every seed of the cell, writes ``<stem>.history.csv`` into ``out`` and returns the
-    fields of its record: task, cell, notebook (None) and one entry per seed
-    (``linmnist.experiments.results.SEED_FIELDS``).
+    fields of its record: task, cell, notebook (None), one entry per seed
+    (``linmnist.experiments.results.SEED_FIELDS``), and the cell's times: ``job_seconds``
+    (this function, wall), ``run_seconds`` (the seeds' own seconds, summed) and
+    ``overhead_seconds``, their difference (data, warm-up, set-up and writing).
     """
+    start = time.perf_counter()
     X, Y, X_test, Y_test = prepared(params["dataset"])
     warmed_up(params["dataset"])
+    n_prime = params.get("n_prime")
     runs = train_seeds(
         X,
         Y,
@@ -145,8 +167,19 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         seeds=params["seeds"],
         fidelity_seeds=params["fidelity_seeds"],
         eval_every=params["eval_every"],
-        n_prime=params.get("n_prime"),
+        n_prime=n_prime,
+        evaluator=None if n_prime is not None else shared_evaluator(params["dataset"]),
     )
     atomic_write_text(history_path(out, stem), histories(runs).to_csv(index=False))
     seeds = [plain(row) for row in summarize(runs).to_dict("records")]
-    return {"task": params["task"], "cell": params["cell"], "notebook": None, "seeds": seeds}
+    run_seconds = sum(run.seconds for run in runs)
+    job_seconds = time.perf_counter() - start
+    return {
+        "task": params["task"],
+        "cell": params["cell"],
+        "notebook": None,
+        "seeds": seeds,
+        "job_seconds": job_seconds,
+        "run_seconds": run_seconds,
+        "overhead_seconds": job_seconds - run_seconds,
+    }

@@ -1,9 +1,9 @@
-"""The compiled margin kernels against plain numpy."""
+"""The compiled kernels (scores, lazy and running margins) against plain numpy."""
 
 import numpy as np
 import pytest
 
-from linmnist.engine.kernels import BLOCK, margins, running_margins
+from linmnist.engine.kernels import BLOCK, TILE, lazy_margins, running_margins, tile_scores
 
 
 def reference(Z, labels, norms, scale):
@@ -17,47 +17,72 @@ def reference(Z, labels, norms, scale):
     return margin > 0, np.abs(margin) <= scale[:, None] * norms[None, :]
 
 
-@pytest.fixture
-def scores():
-    rng = np.random.default_rng(0)
-    T, k, m = 7, 10, 2 * BLOCK + 37  # blocks and a partial one
-    # Coarse values so that ties and margins at the bound occur.
-    Z = (rng.integers(-4, 5, (T, k, m)) / 4).astype(np.float32)
-    labels = rng.integers(0, k, m)
-    norms = rng.random(m)
-    scale = rng.random(T)
-    return Z, labels, norms, scale
+@pytest.mark.parametrize(("m", "k"), [(9, 10), (8, 3)])
+def test_tile_scores_are_the_float32_products(m, k):
+    """Pairs of samples and an odd one out, classes padded to the tile."""
+    rng = np.random.default_rng(m)
+    rows = rng.normal(size=(20, 33)).astype(np.float32)
+    idx = rng.choice(20, m, replace=False)
+    kp = -(-k // TILE) * TILE
+    W = np.zeros((kp, 33), dtype=np.float32)
+    W[:k] = rng.normal(size=(k, 33))
+    out = np.full((m, kp), np.nan, dtype=np.float32)
+    tile_scores(rows, idx, W, out)
+    np.testing.assert_allclose(out, rows[idx] @ W.T, rtol=1e-5, atol=1e-5)
 
 
-def test_margins_equal_numpy_including_ties(scores):
-    Z, labels, norms, scale = scores
-    T, _, m = Z.shape
+def lazy_state(m):
+    return dict(
+        room=np.full(m, -1.0), slot=np.zeros(m, dtype=np.int64), verdict=np.zeros(m, dtype=bool)
+    )
+
+
+def run_lazy(rows, W, reach, scale, labels, norms, state, base=0):
+    T, m = len(W), len(rows)
+    kp = -(-W.shape[1] // TILE) * TILE
+    Wp = np.zeros((T, kp, rows.shape[1]), dtype=np.float32)
+    Wp[:, : W.shape[1]] = W
     correct = np.zeros((T, m), dtype=bool)
     uncertain = np.zeros((T, m), dtype=bool)
-    margins(Z, labels, norms, scale, correct, uncertain)
+    lazy_margins(
+        rows, Wp, reach, scale, labels, norms, state["room"], state["slot"], state["verdict"],
+        base, correct, uncertain, np.empty(m, dtype=np.int64), np.empty((m, kp), np.float32),
+    )  # fmt: skip
+    return correct, uncertain
+
+
+def test_lazy_margins_score_exhausted_samples_and_keep_the_others():
+    """With an infinite reach every step scores every sample: the margins of numpy. With a
+    zero reach (weights that do not move) only the uncertain samples are scored again."""
+    rng = np.random.default_rng(3)
+    T, k, m, d = 4, 10, 2 * BLOCK + 5, 12
+    rows = (rng.integers(-2, 3, (m, d)) / 2).astype(np.float32)
+    W = (rng.integers(-2, 3, (T, k, d)) / 2).astype(np.float32)
+    labels = rng.integers(0, k, m)
+    norms = np.sqrt((rows.astype(np.float64) ** 2).sum(axis=1))
+    scale = np.full(T, 1e-3)
+    Z = np.einsum("tkd,md->tkm", W.astype(np.float64), rows.astype(np.float64))
     expected_correct, expected_uncertain = reference(Z, labels, norms, scale)
+    assert expected_uncertain.any()  # ties (coarse values) are there
+    state = lazy_state(m)
+    reach = np.full((T, T, k), np.inf)
+    correct, uncertain = run_lazy(rows, W, reach, scale, labels, norms, state)
     np.testing.assert_array_equal(correct, expected_correct)
     np.testing.assert_array_equal(uncertain, expected_uncertain)
-    # A tie at the top involving the true class is neither correct nor certain.
-    top = Z.max(axis=1)
-    tied = (Z == top[:, None, :]).sum(axis=1) > 1
-    true_on_top = Z[:, labels, np.arange(m)] == top
-    assert np.any(tied & true_on_top)
-    assert not np.any(correct[tied & true_on_top])
-    assert np.all(uncertain[tied & true_on_top])
-
-
-def test_margins_write_into_strided_views(scores):
-    """The evaluator hands each thread a column slice of its output arrays."""
-    Z, labels, norms, scale = scores
-    T, _, m = Z.shape
-    correct = np.zeros((T, m + 10), dtype=bool)
-    uncertain = np.zeros((T, m + 10), dtype=bool)
-    margins(Z, labels, norms, scale, correct[:, 5 : m + 5], uncertain[:, 5 : m + 5])
-    expected_correct, expected_uncertain = reference(Z, labels, norms, scale)
-    np.testing.assert_array_equal(correct[:, 5 : m + 5], expected_correct)
-    np.testing.assert_array_equal(uncertain[:, 5 : m + 5], expected_uncertain)
-    assert not correct[:, :5].any() and not uncertain[:, m + 5 :].any()
+    # Every sample was anchored at the last step; room 0 exactly for the uncertain ones.
+    assert (state["slot"] == T - 1).all()
+    np.testing.assert_array_equal(state["room"] == 0, expected_uncertain[-1])
+    # The same weights again with reach 0: certain samples keep their verdict unscored.
+    same = np.repeat(W[-1:], 2, axis=0)
+    reach = np.zeros((2, T + 2, k))
+    before = state["room"].copy()
+    correct, uncertain = run_lazy(rows, same, reach, scale[:2], labels, norms, state, base=T)
+    np.testing.assert_array_equal(correct[0], expected_correct[-1])
+    np.testing.assert_array_equal(uncertain[0], expected_uncertain[-1])
+    kept = before > 0
+    np.testing.assert_array_equal(state["slot"][kept], T - 1)
+    np.testing.assert_array_equal(state["slot"][~kept], T + 1)
+    np.testing.assert_array_equal(state["room"][kept], before[kept])
 
 
 @pytest.mark.parametrize("B", [1, 3])

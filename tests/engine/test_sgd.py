@@ -3,9 +3,11 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
+from linmnist.engine import sgd
 from linmnist.engine.evaluation import Evaluator
 from linmnist.engine.sgd import (
     DIVERGENCE_LOSS,
@@ -167,6 +169,8 @@ def test_draw_subset_is_without_replacement_and_seeded():
         ({"batch_size": np.int64(0)}, r"^batch_size must be an integer >= 1, got 0$"),
         ({"iterations": 0}, r"^iterations must be an integer >= 1, got 0$"),
         ({"iterations": True}, r"^iterations must be an integer >= 1, got True \(bool\)$"),
+        # Refused before anything is allocated (a (10^12, B) batch array would be terabytes).
+        ({"iterations": 10**12}, r"^iterations must be an integer in \[1, 100000000\], got 10"),
         ({"eval_every": 0}, r"^eval_every must be an integer >= 1, got 0$"),
         ({"seed": -1}, r"^seed must be an integer >= 0, got -1$"),
         ({"dtype": np.int32}, r"^dtype must be np\.float32 or np\.float64, got int32$"),
@@ -263,3 +267,16 @@ def test_an_evaluator_of_other_data_is_refused(small_data, make, message):
     with pytest.raises(UsageError, match=message):
         train(X, Y, lr=0.01, batch_size=10, iterations=5, X_test=Xt, Y_test=Yt,
               evaluator=make(X, Y, Xt, Yt))  # fmt: skip
+
+
+def test_batches_drawn_a_chunk_at_a_time_are_those_of_sample_batches(small_data, monkeypatch):
+    """``train`` draws its batches as it goes (bounded memory): the same run as the batches
+    of ``sample_batches``, whatever the chunk length."""
+    (X, Y), _ = small_data
+    batches = sample_batches(X.shape[1], batch_size=3, iterations=23, seed=4)
+    given = train(X, Y, lr=0.01, batch_size=3, iterations=23, seed=4, batches=batches)
+    for rows in (1, 5, 1024):
+        monkeypatch.setattr(sgd, "BATCH_ROWS", rows)
+        drawn = train(X, Y, lr=0.01, batch_size=3, iterations=23, seed=4)
+        np.testing.assert_array_equal(drawn.W, given.W)
+        pd.testing.assert_frame_equal(drawn.history, given.history)

@@ -1,10 +1,15 @@
 """One grid cell's computation: a run per seed, fidelity seeds evaluated at every iteration."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from linmnist.engine.sgd import draw_subset, train
+from linmnist.experiments import cells
 from linmnist.experiments.cells import eval_period, train_seeds
 
 
@@ -76,3 +81,46 @@ def test_wrong_seeds_are_refused(small_data, kwargs, message):
     (X, Y), _ = small_data
     with pytest.raises(ValueError, match=message):
         train_seeds(X, Y, lr=0.01, batch_size=5, iterations=2, **kwargs)
+
+
+def test_cell_job_records_its_wall_time_and_its_runs_time(small_data, monkeypatch, tmp_path):
+    """overhead_seconds = job_seconds - run_seconds, and the evaluator is shared by cells."""
+    (X, Y), (Xt, Yt) = small_data
+    monkeypatch.setattr(cells, "prepared", lambda dataset: (X, Y, Xt, Yt))
+    cells.shared_evaluator.cache_clear()
+    cells.warmed_up.cache_clear()
+    params = {
+        "task": "grid", "cell": "lr0.01_bs10", "dataset": "toy", "lr": 0.01, "batch_size": 10,
+        "iterations": 20, "seeds": [0, 1], "fidelity_seeds": [0], "eval_every": 5,
+    }  # fmt: skip
+    try:
+        record = cells.cell_job(params, tmp_path, "lr0.01_bs10")
+        again = cells.cell_job({**params, "lr": 0.02}, tmp_path, "lr0.02_bs10")
+        assert cells.shared_evaluator.cache_info().hits >= 1
+    finally:
+        cells.shared_evaluator.cache_clear()
+        cells.warmed_up.cache_clear()
+    for r in (record, again):
+        assert r["run_seconds"] == pytest.approx(sum(s["seconds"] for s in r["seeds"]))
+        assert r["overhead_seconds"] == pytest.approx(r["job_seconds"] - r["run_seconds"])
+        assert 0 < r["run_seconds"] <= r["job_seconds"]
+    assert (tmp_path / "lr0.01_bs10.history.csv").is_file()
+
+
+def test_a_cell_process_imports_no_framework():
+    """torch, keras and dask stay out of a grid cell's process (seconds of imports each)."""
+    code = (
+        "import sys\n"
+        "from linmnist.experiments import cells, jobs, local_executor\n"
+        "from tests.conftest import mnist_like\n"
+        "(X, Y), (Xt, Yt) = mnist_like(300, 100)\n"
+        "cells.train_seeds(X, Y, X_test=Xt, Y_test=Yt, lr=0.01, batch_size=1, iterations=5,\n"
+        "                  seeds=[0, 1])\n"
+        "cells.train_seeds(X, Y, lr=0.01, batch_size=50, iterations=5, seeds=[0])\n"
+        "print(sorted(m for m in ('torch', 'keras', 'dask', 'distributed') if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
