@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_pipeline import copy_repository
 
 from linmnist.engine.data import DATA_DIR_ENV, cache_path
-from linmnist.experiments.paths import DEFAULT_CONFIG, ROOT
+from linmnist.experiments.paths import DEFAULT_CONFIG
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
-COPIED = ("linmnist", "notebooks", "pyproject.toml", "requirements.lock")
 HOSTILE_DIR = "re po {x} 'q' \"d\" $HOME `id` <i>&amp;\nnl"
 # Each would mark the page if it ran as HTML: the test looks for the mark.
 CONFIG_NAME = 'cfg <img src=x onerror="document.documentElement.dataset.pwned=1">.toml'
@@ -34,14 +34,7 @@ def _config(directory: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def hostile_build(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    repo = tmp_path_factory.mktemp("hostile") / HOSTILE_DIR
-    repo.mkdir()
-    for name in COPIED:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, repo / name)
+    repo = copy_repository(tmp_path_factory.mktemp("hostile") / HOSTILE_DIR)
     data_dir = "data {d} `x` $y"  # relative: resolved once, used by workers and kernels alike
     (repo / data_dir).mkdir()
     shutil.copy2(cache_path("mnist"), repo / data_dir / "mnist.npz")

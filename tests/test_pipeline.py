@@ -17,10 +17,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 COPIED = ("linmnist", "notebooks", "pyproject.toml", "requirements.lock")
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A copy of the repository's package and notebooks (no results, no caches)."""
-    copy = tmp_path_factory.mktemp("repo")
+def copy_repository(copy: Path) -> Path:
+    """A copy of the repository's package and notebooks at ``copy`` (no results, no caches)."""
+    copy.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         source = ROOT / name
         if source.is_dir():
@@ -28,6 +27,11 @@ def repo(tmp_path_factory) -> Path:
         else:
             shutil.copy2(source, copy / name)
     return copy
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return copy_repository(tmp_path_factory.mktemp("repo"))
 
 
 def linmnist(repo: Path, *args: str) -> subprocess.CompletedProcess:
