@@ -89,6 +89,9 @@ class RunSummary:
         Products made at once, and BLAS threads given to each.
     executor : str
         ``"local"`` or ``"dask"``.
+    wall_by_group : dict of str to float
+        Per group made in this run, the wall time from its first product's start to its
+        last product's end (groups overlap when products of several run at once).
     """
 
     outcomes: tuple[Outcome, ...]
@@ -96,7 +99,7 @@ class RunSummary:
     jobs: int = 1
     threads_per_job: int = 1
     executor: str = "local"
-    seconds_by_group: dict[str, float] = field(default_factory=dict)
+    wall_by_group: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[Outcome]:
@@ -121,8 +124,10 @@ class RunSummary:
                 if (n := sum(o.status == s for o in mine))
             )
             seconds = sum(o.seconds for o in mine)
+            wall = self.wall_by_group.get(group)
+            span = "" if wall is None else f", wall {wall:.1f} s"
             lines.append(
-                f"{group:12s} {len(mine):3d} product(s): {counts}; job time {seconds:.1f} s"
+                f"{group:12s} {len(mine):3d} product(s): {counts}; job time {seconds:.1f} s{span}"
             )
         lines += [f"FAILED {o.name}: {o.error}" for o in self.failed]
         lines.append(
@@ -351,6 +356,7 @@ def run(
             jobs=workers,
             threads_per_job=threads,
             executor=executor,
+            wall_by_group={group: last - first for group, (first, last) in spans.items()},
         )
 
 

@@ -292,3 +292,18 @@ def test_the_debris_of_a_killed_run_is_removed_even_where_nothing_is_remade(tmp_
     summary = run(products, lock_dir=tmp_path, progress=False)
     assert set(statuses(summary).values()) == {"skipped"}
     assert not any(path.exists() for path in debris)
+
+
+def test_the_summary_says_where_the_time_went_per_group():
+    from linmnist.experiments.jobs import Outcome
+    from linmnist.experiments.runner import RunSummary
+
+    summary = RunSummary(
+        (Outcome("a/x", "ok", seconds=2.0), Outcome("a/y", "ok", seconds=3.0), Outcome("c", "ok")),
+        4.5,
+        jobs=2,
+        wall_by_group={"a": 3.25},
+    )
+    lines = summary.format().splitlines()
+    assert lines[0].startswith("a ") and lines[0].endswith("job time 5.0 s, wall 3.2 s")
+    assert lines[1].endswith("job time 0.0 s") and lines[-1].startswith("4.5 s wall time")
