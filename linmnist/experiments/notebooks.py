@@ -18,6 +18,9 @@ from linmnist.experiments.paths import ROOT
 from linmnist.experiments.products import JobFailed
 
 KERNEL_NAME = "linmnist"
+# The kernel's own log shows errors only: its start-up warnings (e.g. that a local TCP
+# connection is not encrypted) would otherwise fill every run's output.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 FAILED_SUFFIX = ".failed.ipynb"
 
 
@@ -38,6 +41,7 @@ def notebook_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]
             _literal_path(target),
             parameters=params["parameters"],
             kernel_name=KERNEL_NAME,
+            extra_arguments=KERNEL_ARGUMENTS,
             progress_bar=False,
             cwd=str(source.parent),
         )
