@@ -18,9 +18,10 @@ from linmnist.experiments.paths import ROOT
 from linmnist.experiments.products import JobFailed
 
 KERNEL_NAME = "linmnist"
-# The kernel's own log shows errors only: its start-up warnings (e.g. that a local TCP
-# connection is not encrypted) would otherwise fill every run's output.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# The kernel process logs nothing: its start-up warning (that a local TCP connection is not
+# encrypted) and its shut-down noise would otherwise fill every run's output. A cell's error
+# reaches the notebook and the run through the kernel's messages, not this log.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 FAILED_SUFFIX = ".failed.ipynb"
 
 
