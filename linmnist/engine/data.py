@@ -353,7 +353,7 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _move_aside(path: Path) -> str:
+def move_aside(path: Path) -> str:
     """Rename a file that failed a check to ``<name>.corrupt-<time>`` (kept for inspection,
     out of the way of the next acquisition); returns what happened, for the message."""
     kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
@@ -373,7 +373,7 @@ def _read_cache(path: Path, name: str) -> Dataset | None:
         verify(data, name)
     except VerificationError as exc:
         warnings.warn(
-            f"the cached {name} at {path} failed verification: {exc}; {_move_aside(path)}, "
+            f"the cached {name} at {path} failed verification: {exc}; {move_aside(path)}, "
             "re-acquiring",
             DataWarning,
             stacklevel=3,
@@ -510,7 +510,7 @@ def _read_keras_cache(path: Path) -> Dataset:
     if digest != KERAS_MNIST_SHA256:
         raise VerificationError(
             f"{path} has SHA-256 {digest[:16]}..., not Keras's published "
-            f"{KERAS_MNIST_SHA256[:16]}...: it is not Keras's mnist.npz; {_move_aside(path)}"
+            f"{KERAS_MNIST_SHA256[:16]}...: it is not Keras's mnist.npz; {move_aside(path)}"
         )
     return _read_npz(path)
 
@@ -743,6 +743,6 @@ def _read_idx_dataset(directory: Path, *, cache: bool = False) -> Dataset:
             arrays[key] = _read_idx(directory / fname, key)
         except VerificationError as exc:
             if cache:
-                raise VerificationError(f"{exc}; {_move_aside(directory / fname)}") from None
+                raise VerificationError(f"{exc}; {move_aside(directory / fname)}") from None
             raise
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])

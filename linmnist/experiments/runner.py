@@ -418,6 +418,14 @@ def _make(
     waiting = {p.name for p in todo}
     workers = max(1, min(jobs, len(todo)))
     with _executor(executor, workers, scheduler, digests) as pool:
+
+        def finish(product: Product, outcome: Outcome) -> None:
+            waiting.discard(product.name)
+            on_done(outcome)
+            left[product.group] -= 1
+            if not left[product.group]:
+                on_group(product.group, pool.slots, pool.threads)
+
         running: dict[Any, Product] = {}
         given: dict[str, dict] = {}  # the inputs each product was made with
         started: dict[str, float] = {}
@@ -432,11 +440,7 @@ def _make(
                 problem = path_problem(product)
                 if problem is not None:  # fails alone, before its job; no record can be written
                     records[product.name] = None
-                    waiting.discard(product.name)
-                    on_done(Outcome(product.name, "failed", problem))
-                    left[product.group] -= 1
-                    if not left[product.group]:
-                        on_group(product.group, pool.slots, pool.threads)
+                    finish(product, Outcome(product.name, "failed", problem))
                     failed_alone = True
                     continue
                 inputs = own_inputs(product, digests)
@@ -460,12 +464,8 @@ def _make(
                     error = outcome.error or "no record was written"
                     outcome = record_failure(product, error, given[product.name])
                     records[product.name] = _read(product.record)
-                waiting.discard(product.name)
                 spans[product.group] = (started[product.group], time.perf_counter())
-                on_done(outcome)
-                left[product.group] -= 1
-                if not left[product.group]:
-                    on_group(product.group, pool.slots, pool.threads)
+                finish(product, outcome)
         return pool.slots, pool.threads
 
 

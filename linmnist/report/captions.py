@@ -27,6 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from pandas.io.formats.style import Styler
 
+from linmnist.report.tables import styled
+
 OUTPUT_KEY = "linmnist"
 KINDS = {"fig": "Figure", "tab": "Table", "sec": "Section"}
 _LABEL = re.compile(r"^(fig|tab)-[a-z0-9][a-z0-9-]*$")
@@ -131,8 +133,6 @@ def table(frame: pd.DataFrame | Styler, *, label: str, caption: str) -> Captione
     (``tab-...``) and caption, as HTML."""
     label, caption = _check_label(label, "tab"), _check_caption(caption)
     if isinstance(frame, pd.DataFrame):
-        from linmnist.report.tables import styled
-
         frame = styled(frame)
     if not isinstance(frame, Styler):
         raise ValueError(f"frame must be a DataFrame or a Styler, got {type(frame).__name__}")

@@ -14,12 +14,11 @@ import hashlib
 import io
 import os
 import tarfile
-import time
 import urllib.request
 from functools import cache
 from pathlib import Path
 
-from linmnist.engine.data import cache_path
+from linmnist.engine.data import cache_path, move_aside
 
 VERSION = "3.2.2"
 URL = f"https://registry.npmjs.org/mathjax/-/mathjax-{VERSION}.tgz"
@@ -52,8 +51,7 @@ def _verified(path: Path) -> bytes | None:
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() == SHA256:
         return data
-    kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-    os.replace(path, kept)
+    move_aside(path)
     return None
 
 
