@@ -10,8 +10,12 @@ This is where a seed-fidelity run spends its time (the study multiplied the full
   samples' verdict cannot change: a margin m = z_true - max_c z_c moves by at most
   max_c ||dw_true - dw_c|| ||x|| when W moves by dW. Each sample keeps the margin certified
   at its last exact scoring; only the samples whose margin the weight change since then
-  could have flipped are scored again (lazy scores, ``kernels.lazy_margins``), about 8 %
-  of them per iteration on MNIST at batch 100;
+  could have flipped are looked at again (lazy scores, ``kernels.lazy_margins``);
+* most of those are decided without a product too: the images and the SGD steps (sums of
+  images) lie mostly in the span of the top 32 eigenvectors U of S, and
+  dW . x = (dW U) . (U^T x) + (the parts outside the span), the first exact at 32 products
+  per class, the second at most ||dW_out|| ||x_out||. On MNIST at batch 100, 0.9 % of the
+  (iteration, sample) pairs are scored against 5.3 % with the first bound alone;
 * a sample is scored in float32 with the product's rounding-error bound, and every sample
   whose float32 margin is within it is re-scored in float64, so the arg-max, and hence the
   accuracy, is exactly that of a float64 evaluation;
@@ -36,7 +40,14 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from linmnist.engine.kernels import TILE, lazy_margins, margins, running_margins
+from linmnist.engine.kernels import (
+    TILE,
+    float64_correct,
+    lazy_margins,
+    margins,
+    pair_reach,
+    running_margins,
+)
 from linmnist.engine.validation import UsageError, check_bool
 
 HISTORY_COLUMNS = ["iteration", "train_loss", "train_acc", "test_acc"]
@@ -51,6 +62,10 @@ CHUNK_ROWS = 320
 LAZY_ROWS = 64
 # Anchors kept between chunks of the lazy scores.
 MAX_ANCHORS = 32
+# Principal directions of the training samples on which the lazy scores project the weight
+# changes (second test, ``kernels.lazy_margins``): a weight change's score change is exact in
+# this subspace and bounded by Cauchy-Schwarz in its complement only.
+PROJECTION_RANK = 32
 # Share of (step, sample) scorings above which a chunk of lazy scores costs more than one
 # stacked product of every W_t with every sample (a compiled dot product against a BLAS
 # product of 320 rows: about 3x the time per score, plus the reach).
@@ -240,6 +255,41 @@ class Evaluator:
         return np.flatnonzero(nonzero)
 
     @cached_property
+    def projection(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(U, coords, perp): the top ``PROJECTION_RANK`` eigenvectors U (active features x r)
+        of S = X X^T, every sample's coordinates u = U^T x (M, r) and the norm of its
+        residual ||x - U u|| (M,), all float64, train samples then test samples.
+
+        For a weight change d, d . x = (U^T d) . u + (d - U U^T d) . (x - U u): the first term
+        is exact and costs r, the second is at most ||d - U U^T d|| ||x - U u||, which is
+        small because MNIST's images (and the SGD steps, sums of images) lie mostly in
+        U's span (``HistoryStream._reach``).
+        """
+        active = self.active
+        S = np.zeros((len(active), len(active)))
+        pos = np.searchsorted(active, self.loss_rows)
+        S[np.ix_(pos, pos)] = self.S
+        U = np.linalg.eigh(S)[1][:, ::-1][:, : min(PROJECTION_RANK, len(active))].copy()
+        # U on every feature (zero rows where no sample has one), applied to blocks of
+        # sample rows read in their stored order and converted to float64 exactly.
+        U_all = np.zeros((self.shape[0], U.shape[1]))
+        U_all[active] = U
+        coords = np.empty((len(self.labels), U.shape[1]))
+        start = 0
+        for part in self.parts:
+            rows = part.T
+            for j in range(0, rows.shape[0], BLOCK):
+                block = rows[j : j + BLOCK]
+                coords[start + j : start + j + len(block)] = block.astype(np.float64) @ U_all
+            start += rows.shape[0]
+        # ||x - U u||^2 = ||x||^2 - ||u||^2 (U orthonormal); the 1e-12 ||x||^2 added covers
+        # the cancellation's rounding (about (D + r) 1e-16 ||x||^2) and U's departure from
+        # orthonormality (1e-15).
+        norms2 = self.norms**2
+        inside = np.einsum("mr,mr->m", coords, coords)
+        return U, coords, np.sqrt(np.maximum(norms2 - inside, 0) + 1e-12 * norms2)
+
+    @cached_property
     def rows32(self) -> list[np.ndarray]:
         """Train and test sample-major (N, D) in float32, each sample's features contiguous.
 
@@ -284,10 +334,14 @@ class Evaluator:
         test = correct[:, self.n :].mean(axis=1) if self.has_test else np.full(len(correct), np.nan)
         return train, test
 
-    def _exact_correct(self, W64: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Float64 arg-max (first maximum on ties, as np.argmax) of samples ``cols`` (ascending)."""
-        Z = W64 @ self._columns64(cols)
-        return np.argmax(Z, axis=0) == self.labels[cols]
+    def _exact_correct(self, Ws: np.ndarray, steps: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Float64 arg-max (first maximum on ties, as np.argmax) of the pairs (W[steps[q]],
+        sample cols[q]), read from the data as given: one compiled pass for a whole chunk."""
+        train = self.parts[0].T
+        test = self.parts[1].T if self.has_test else train[:0]
+        out = np.empty(len(cols), dtype=bool)
+        float64_correct(Ws, train, test, steps, cols, self.labels[cols], out)
+        return out
 
     def history(
         self,
@@ -326,10 +380,14 @@ class HistoryStream:
     The lazy scores (``kernels.lazy_margins``) keep, per sample, the margin certified at its
     last exact scoring and the weights it was scored with (an *anchor*): between scorings, a
     margin m moves by at most max_c ||dw_true - dw_c|| ||x||, so a sample whose room
-    |m| / ||x|| exceeds that reach keeps its verdict without a product. Every recorded W_t
-    of a chunk can anchor the samples scored with it; after a chunk the anchors are
-    compacted to ``MAX_ANCHORS``, the samples of a dropped one re-anchored to the chunk's
-    last weights with their room reduced by the reach between the two (triangle inequality).
+    |m| / ||x|| exceeds that reach keeps its verdict without a product. A sample the reach
+    cannot decide gets the projected test (``Evaluator.projection``), which compares the
+    scores of its last scoring moved by the weight change's projection with what the change
+    outside the projection's span can add; a sample it decides is anchored where it was
+    decided. Every recorded W_t of a chunk can anchor the samples decided with it; after a
+    chunk the anchors are compacted to ``MAX_ANCHORS``, the samples of a dropped one
+    re-anchored to the chunk's last weights with their room reduced by the reach between
+    the two (triangle inequality) and their projected test off until they are scored again.
     """
 
     def __init__(self, evaluator: Evaluator, step: float | None = None):
@@ -351,14 +409,19 @@ class HistoryStream:
         m = len(ev.labels)
         self.room = np.full(m, -1.0)  # negative: every sample is scored at the first step
         self.slot = np.zeros(m, dtype=np.int64)
+        self.proj_slot = np.zeros(m, dtype=np.int64)  # the anchor of the projected state
         self.verdict = np.zeros(m, dtype=bool)
-        self.todo = np.empty(m, dtype=np.int64)
-        self.scores = None  # (M, classes padded to TILE) float32 scratch, made at first use
         self.products = None  # incremental scores: a product buffer per group
         da = len(ev.active)
         self.anchors = np.empty((0, 0, da))
         self.anchor_gram = np.empty((0, 0, 0))
         self.anchor_rho2 = np.empty(0)
+        # The anchors' projections A U (A, k, r) and their Gram matrices.
+        self.anchor_proj = self.anchor_proj_gram = np.empty((0, 0, 0))
+        # Per sample, what the projected test needs of its last scoring: the float32 scores
+        # minus their projected part (VU . u) and the margins' error bound (infinite: no
+        # projected test until scored again). Made at the first lazy chunk.
+        self.offset = self.anchor_bound = None
         # Chunks left to score densely, and how many the next lazy chunk that scores more
         # than DENSE_ABOVE of its samples buys (doubled each time: few probes when the
         # weights move a lot, e.g. early in training or when evaluated every 10 steps).
@@ -411,8 +474,13 @@ class HistoryStream:
                 batches = np.stack([p[3] for p in self.pending])
                 self._incremental_scores(Ws, correct, uncertain, errors, batches)
                 self.W_ref = Ws[-1].astype(np.float64)
-            for t, cols in _uncertain(uncertain):
-                correct[t, cols] = ev._exact_correct(Ws[t].astype(np.float64), cols)
+            # The float64 re-scoring of the pairs the bound cannot decide, split over the
+            # threads (a pair reads a scattered sample row: memory-bound).
+            steps, cols = np.divmod(np.flatnonzero(uncertain), uncertain.shape[1])  # fast
+            if len(steps):
+                shares = np.array_split(np.arange(len(steps)), self.threads)
+                decided = self.pool.map(lambda q: ev._exact_correct(Ws, steps[q], cols[q]), shares)
+                correct[steps, cols] = np.concatenate(list(decided))
         # The loss products use the threads the stream was made with (a caller limiting its
         # own updates to one thread does not slow them down).
         with threadpool_limits(limits=self.threads, user_api="blas"):
@@ -421,32 +489,47 @@ class HistoryStream:
         self.parts.append((iterations, losses, train, test))
         self.pending = []
 
-    def _reach(self, V: np.ndarray) -> np.ndarray:
-        """reach[t, a, c] = max_{e != c} ||(V_t - A_a)_c - (V_t - A_a)_e||, an upper bound.
+    def _reach(self, V: np.ndarray) -> tuple[np.ndarray, ...]:
+        """How far the scores can move from each anchor to each W_t of the chunk.
 
         V (T, k, Da) are the chunk's weights on the active features (the others multiply
-        zeros in every sample), A the anchors followed by V itself. With G = Gram matrices
-        (k x k) the pair norms come from G_t - V_t A_a^T - A_a V_t^T + G_a: one product for
-        the whole chunk. Its rounding (entries within 2 Da u ||a|| ||b||, u = 2^-53, and a
-        pair norm combines 16 of them) is covered by adding 64 Da u (rho_t^2 + rho_a^2),
-        rho the largest row norm.
+        zeros in every sample), A the anchors followed by V itself, d = V_t - A_a. Returns
+
+        * reach[t, a, c] = max_{e != c} ||d_c - d_e||, so that |change of z_c - z_e| <=
+          reach ||x|| (the first test);
+        * perp[t, a, c], the same norms of d's part outside U's span, and VU = V U (T, k, r),
+          so that the change is d U . u exactly plus at most perp ||x - U u|| (the projected
+          test);
+        * guard[t, a], per unit ||x||, the rounding of the projected test's float64 sums.
+
+        Pair norms come from Gram matrices (``kernels.pair_reach``): one product for the chunk.
+        Their rounding (entries within 2 n u ||a|| ||b||, u = 2^-53, n the length, and a pair
+        norm combines 16 of them) is covered by adding 64 n u (rho_t^2 + rho_a^2), rho the
+        largest row norm; the part outside U's span is ||d_c - d_e||^2 - ||(d_c - d_e) U||^2,
+        both with their guards.
         """
+        ev = self.ev
+        U = ev.projection[0]
         T, k, da = V.shape
-        gram = np.einsum("tcd,ted->tce", V, V)
+        VU = V @ U
+        gram = V @ V.transpose(0, 2, 1)
+        gramU = VU @ VU.transpose(0, 2, 1)
         rho2 = np.diagonal(gram, axis1=1, axis2=2).max(axis=1)
         A = np.concatenate([self.anchors.reshape(-1, k, da), V])
+        AU = np.concatenate([self.anchor_proj.reshape(-1, k, U.shape[1]), VU])
         GA = np.concatenate([self.anchor_gram.reshape(-1, k, k), gram])
         rhoA = np.concatenate([self.anchor_rho2, rho2])
-        cross = (V.reshape(T * k, da) @ A.reshape(-1, da).T).reshape(T, k, len(A), k)
-        cross = cross.transpose(0, 2, 1, 3)  # [t, a, c, e] = V_t[c] . A_a[e]
-        gamma = gram[:, None] - cross - cross.transpose(0, 1, 3, 2) + GA[None]
-        diag = np.diagonal(gamma, axis1=2, axis2=3)
-        pair2 = diag[..., :, None] + diag[..., None, :] - 2 * gamma
-        pair2[..., np.arange(k), np.arange(k)] = -np.inf
-        guard = 64 * da * 2.0**-53 * (rho2[:, None] + rhoA[None, :])
-        reach = np.sqrt(np.maximum(pair2.max(axis=3), 0) + guard[..., None]) * (1 + 1e-6)
-        self._next_anchors = (A, GA, rhoA)
-        return reach
+        GAU = np.concatenate([self.anchor_proj_gram.reshape(-1, k, k), gramU])
+        rho = rho2[:, None] + rhoA[None, :]
+        guard = 64 * da * 2.0**-53 * rho
+        guard_perp = 64 * (da + U.shape[1]) * 2.0**-53 * rho * 2
+        reach, perp = (np.empty((T, len(A), k)) for _ in range(2))
+        pair_reach(_cross(V, A), gram, GA, _cross(VU, AU), gramU, GAU, guard, guard_perp,
+                   reach, perp)  # fmt: skip
+        # The projected test sums 2 r + 2 products of norms at most (rho_t + rho_a) ||x||.
+        rounding = 1e-9 * (np.sqrt(rho2)[:, None] + np.sqrt(rhoA)[None, :])
+        self._next_anchors = (A, GA, rhoA, AU, GAU)
+        return reach, perp, VU, rounding
 
     def _lazy_scores(self, Ws, correct, uncertain) -> None:
         """Fill ``correct`` and ``uncertain`` (T, M) for the chunk Ws by the lazy scores, or
@@ -456,25 +539,30 @@ class HistoryStream:
         kp = -(-k // TILE) * TILE
         W32 = np.zeros((T, kp, Ws.shape[2]), dtype=np.float32)
         W32[:, :k] = Ws
-        if self.scores is None:
-            self.scores = np.empty((len(ev.labels), kp), dtype=np.float32)
         # |margin error| <= 2 max_c |score error| <= 2 err_factor max_c ||w_c|| ||x_i||.
         row_norm = np.sqrt(np.einsum("tkd,tkd->tk", Ws, Ws, dtype=np.float64)).max(axis=1)
         scale = 2 * ev.err_factor * row_norm
-        reach = self._reach(Ws[:, :, ev.active].astype(np.float64))
+        # The reach products are large: they take every thread (the caller set one).
+        with threadpool_limits(limits=self.threads, user_api="blas"):
+            reach, perp, VU, rounding = self._reach(Ws[:, :, ev.active].astype(np.float64))
+        if self.offset is None:
+            self.offset = np.zeros((len(ev.labels), k))
+            self.anchor_bound = np.full(len(ev.labels), np.inf)
+        _, coords, resid = ev.projection
         base = len(self.anchor_rho2)
         if self.dense_left:
             self.dense_left -= 1
-            self._dense_scores(W32[:, :k], scale, base, correct, uncertain)
+            self._dense_scores(W32[:, :k], scale, base, VU[-1], correct, uncertain)
         else:
             scored = np.zeros(len(self.groups), dtype=np.int64)
 
             def work(j, group):
                 rows, g = group
                 scored[j] = lazy_margins(
-                    rows, W32, reach, scale, ev.labels[g], ev.norms[g], self.room[g],
-                    self.slot[g], self.verdict[g], base, correct[:, g], uncertain[:, g],
-                    self.todo[g], self.scores[g],
+                    rows, W32, reach, perp, rounding, VU, scale, ev.labels[g], ev.norms[g],
+                    coords[g], resid[g], self.room[g], self.slot[g], self.verdict[g],
+                    self.proj_slot[g], self.offset[g], self.anchor_bound[g], base,
+                    correct[:, g], uncertain[:, g],
                 )  # fmt: skip
 
             self._each_group(work)
@@ -484,10 +572,11 @@ class HistoryStream:
                 self.backoff = 1
         self._compact(reach[-1])
 
-    def _dense_scores(self, W32, scale, base, correct, uncertain) -> None:
+    def _dense_scores(self, W32, scale, base, VU_last, correct, uncertain) -> None:
         """Every W_t of the chunk against every sample in stacked float32 products; every
-        sample is then anchored at the last W_t with its room there."""
+        sample is then anchored at the last W_t (projected ``VU_last``) with its room there."""
         ev = self.ev
+        coords = ev.projection[1]
         T, k, d = W32.shape
         Wc = W32.reshape(T * k, d)
         buffers = [np.empty(T * k * DENSE_BLOCK, np.float32) for _ in self.groups]
@@ -506,6 +595,8 @@ class HistoryStream:
                 )  # fmt: skip
                 # The margin at the last step, as the kernels take it (ties give 0).
                 z = Z[-k:].astype(np.float64)
+                self.offset[cols] = z.T - coords[cols] @ VU_last.T
+                self.anchor_bound[cols] = scale[-1] * norms
                 true = z[labels, np.arange(len(block))]
                 z[labels, np.arange(len(block))] = -np.inf
                 margin = np.abs(true - z.max(axis=0))
@@ -513,17 +604,18 @@ class HistoryStream:
                 room = np.zeros(len(block))
                 np.divide(margin - bound, norms, out=room, where=margin > bound)
                 self.room[cols], self.verdict[cols] = room, true - z.max(axis=0) > 0
-                self.slot[cols] = base + T - 1
+                self.slot[cols] = self.proj_slot[cols] = base + T - 1
 
         self._each_group(work)
 
     def _compact(self, reach_last: np.ndarray) -> None:
         """Keep at most ``MAX_ANCHORS`` anchors; re-anchor the samples of the others to the
         chunk's last weights (room reduced by ``reach_last[a, label]``, their reach to it)."""
-        A, GA, rhoA = self._next_anchors
+        A, GA, rhoA, AU, GAU = self._next_anchors
         last = len(A) - 1
         counts = np.bincount(self.slot, minlength=len(A))
-        counts[last] = len(self.slot) + 1  # always kept: the weights to re-anchor to
+        counts += np.bincount(self.proj_slot[np.isfinite(self.anchor_bound)], minlength=len(A))
+        counts[last] = 2 * len(self.slot) + 1  # always kept: the weights to re-anchor to
         keep = np.flatnonzero(counts)
         if len(keep) > MAX_ANCHORS:
             keep = np.sort(np.argsort(-counts, kind="stable")[:MAX_ANCHORS])
@@ -532,10 +624,16 @@ class HistoryStream:
             moved = np.flatnonzero(dropped[self.slot])
             self.room[moved] -= reach_last[self.slot[moved], self.ev.labels[moved]]
             self.slot[moved] = last
+            # Projected states of a dropped anchor are gone: the test waits for a scoring.
+            gone = dropped[self.proj_slot]
+            self.anchor_bound[gone] = np.inf
+            self.proj_slot[gone] = last
         renumber = np.zeros(len(A), dtype=np.int64)
         renumber[keep] = np.arange(len(keep))
         self.slot = renumber[self.slot]
+        self.proj_slot = renumber[self.proj_slot]
         self.anchors, self.anchor_gram, self.anchor_rho2 = A[keep], GA[keep], rhoA[keep]
+        self.anchor_proj, self.anchor_proj_gram = AU[keep], GAU[keep]
 
     def _incremental_scores(self, Ws, correct, uncertain, errors, batches) -> None:
         """Scores of the chunk from the rank-B updates: about B (not 10) rows of work per
@@ -586,6 +684,12 @@ class HistoryStream:
         self._each_group(work)
 
 
+def _cross(V: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """X[t, c, a, e] = V_t[c] . A_a[e] for V (T, k, n) and A (A, k, n): one product."""
+    T, k, n = V.shape
+    return (V.reshape(T * k, n) @ A.reshape(-1, n).T).reshape(T, k, len(A), k)
+
+
 def _sample_major32(part: np.ndarray) -> np.ndarray:
     """``part`` (D, N) as float32 (N, D) rows: a view when it is already laid out so."""
     rows = part.T
@@ -601,13 +705,3 @@ def _blas_threads() -> int:
     """Threads the BLAS library may use here (1 under ``threadpool_limits(1)``)."""
     counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     return max(1, min(counts, default=1))
-
-
-def _uncertain(uncertain: np.ndarray):
-    """(row, sample indices) of each row of the boolean array ``uncertain`` that has any."""
-    rows, cols = np.divmod(np.flatnonzero(uncertain), uncertain.shape[1])
-    if len(rows) == 0:
-        return
-    splits = np.flatnonzero(np.diff(rows)) + 1
-    for r, c in zip(np.split(rows, splits), np.split(cols, splits), strict=True):
-        yield int(r[0]), c

@@ -27,33 +27,33 @@ import numpy as np
 
 # Samples per block: the block's (10, BLOCK) float64 scores stay in L1 cache.
 BLOCK = 256
+# Samples per block of the lazy scores: their state stays in cache through a chunk.
+LAZY_BLOCK = 1024
 # Classes per register tile of ``tile_scores`` (the weights are padded to a multiple).
 TILE = 5
 
 
 @numba.njit(inline="always")
-def _block_margins(z, lab, nrm, s, top1, top2, correct, uncertain):  # pragma: no cover
+def _block_margins(z, lab, nrm, s, true, best, correct, uncertain):  # pragma: no cover
     """Margins of the scores z (k, n) of one block: writes correct and uncertain (n,).
 
-    The best other score is the largest score unless that is the true one, then the
-    second largest: two running maxima (min and max only, so the loop over samples
-    vectorises) and one look-up of the true score. top1 and top2 are scratch space of z's
-    dtype (max is exact in any precision); the margin is taken in float64, exactly.
-    A tie for the largest score gives margin 0: uncertain, so re-scored by the caller.
+    One pass over the classes picks each sample's true score and the best other score with
+    selects rather than a look-up by label, so the loop over samples vectorises. true and
+    best are scratch space of z's dtype (max is exact in any precision); the margin is
+    taken in float64, exactly. A tie between the true and the best other score gives
+    margin 0: uncertain, so re-scored by the caller (np.argmax takes the first maximum).
     """
     n = z.shape[1]
-    top1[:] = -np.inf
-    top2[:] = -np.inf
+    best[:] = -np.inf
+    true[:] = 0
     for c in range(z.shape[0]):
         zc = z[c]
         for i in range(n):
-            v = zc[i]
-            top2[i] = max(top2[i], min(top1[i], v))
-            top1[i] = max(top1[i], v)
+            is_true = lab[i] == c
+            true[i] = zc[i] if is_true else true[i]
+            best[i] = max(best[i], -np.inf if is_true else zc[i])
     for i in range(n):
-        true = z[lab[i], i]
-        best = top2[i] if true == top1[i] else top1[i]
-        margin = np.float64(true) - np.float64(best)
+        margin = np.float64(true[i]) - np.float64(best[i])
         correct[i] = margin > 0
         uncertain[i] = abs(margin) <= s * nrm[i]
 
@@ -70,12 +70,12 @@ def margins(Z, labels, norms, scale, correct, uncertain):  # pragma: no cover (c
         lo = blk * BLOCK
         hi = min(m, lo + BLOCK)
         z = np.empty((k, hi - lo), dtype=Z.dtype)
-        top1 = np.empty(hi - lo, dtype=Z.dtype)
-        top2 = np.empty(hi - lo, dtype=Z.dtype)
+        true = np.empty(hi - lo, dtype=Z.dtype)
+        best = np.empty(hi - lo, dtype=Z.dtype)
         for t in range(T):
             z[:] = Z[t, :, lo:hi]
             _block_margins(
-                z, labels[lo:hi], norms[lo:hi], scale[t], top1, top2,
+                z, labels[lo:hi], norms[lo:hi], scale[t], true, best,
                 correct[t, lo:hi], uncertain[t, lo:hi],
             )  # fmt: skip
 
@@ -124,50 +124,114 @@ def tile_scores(rows, idx, W, out):  # pragma: no cover (compiled)
             out[m - 1, c] = acc
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def lazy_margins(
-    rows, W, reach, scale, labels, norms, room, slot, verdict, base, correct, uncertain, todo, z
+    rows,
+    W,
+    reach,
+    perp,
+    rounding,
+    VU,
+    scale,
+    labels,
+    norms,
+    coords,
+    resid,
+    room,
+    slot,
+    verdict,
+    proj_slot,
+    offset,
+    anchor_bound,
+    base,
+    correct,
+    uncertain,
 ):  # pragma: no cover (compiled)
     """Margins of the weights W[t] (t = 0..T-1) for the samples ``rows`` (M, d) float32.
 
-    Sample i carries ``room[i]``, the exact |margin| / ||x_i|| certified at its last
-    scoring, the weights of that scoring (anchor ``slot[i]``) and its ``verdict[i]``
-    (margin > 0). Against an anchor a, the pair score z_true - z_c moves by
-    (dw_true - dw_c) . x, at most ||dw_true - dw_c|| ||x||: ``reach[t, a, c]`` is the
-    largest such norm over c' != c (per unit ||x||) from anchor a to W[t]. While
-    room > reach the margin keeps its sign; otherwise the sample is scored (float32, error
-    at most scale[t] ||x_i||), becomes anchored at W[t] (anchor base + t) and gets its new
-    room, or is marked uncertain with room 0 (scored again at the next step).
-    All per-sample arrays are (M,), correct and uncertain (T, M); todo (M,) int64 and z
-    (M, kp) float32 are scratch space. Returns the number of (step, sample) scorings.
+    Sample i carries ``room[i]``, the exact |margin| / ||x_i|| certified at the weights of
+    anchor ``slot[i]``, and its ``verdict[i]`` (margin > 0). Against an anchor a, the pair
+    score z_true - z_c moves by (dw_true - dw_c) . x, at most ||dw_true - dw_c|| ||x||:
+    ``reach[t, a, c]`` is the largest such norm over c' != c (per unit ||x||) from anchor a
+    to W[t]. While room > reach the margin keeps its sign (first test).
+
+    Otherwise the projected test: with the float32 scores s of the sample's last scoring
+    (anchor b = ``proj_slot[i]``, margins within ``anchor_bound[i]`` of exact) and
+    ``offset[i]`` = s - VU_b . u_i, the scores at W[t] are offset + VU[t] . u_i up to
+    ``perp[t, b, true] * resid[i] + rounding[t, b] * norms[i]`` per pair (u_i =
+    ``coords[i]``, ``resid[i]`` the norm of x_i outside the projection's span; an infinite
+    bound disables the test). A sample it decides is anchored at W[t] for the first test,
+    with the margin it certifies there as its room.
+
+    A sample neither test decides is scored (float32, error at most scale[t] ||x_i||) and
+    anchored at W[t] (anchor base + t) for both tests, or marked uncertain with room 0
+    (scored again at the next step). The samples go ``LAZY_BLOCK`` at a time through the
+    whole chunk, so that their state stays in cache while each W[t] is read once per block.
+    Per-sample arrays are (M,) or (M, k), correct and uncertain (T, M). Returns the number
+    of (step, sample) scorings.
     """
+    T = W.shape[0]
     k = reach.shape[2]
+    r = VU.shape[2]
+    m = rows.shape[0]
+    todo = np.empty(LAZY_BLOCK, dtype=np.int64)
+    z = np.empty((LAZY_BLOCK, W.shape[1]), dtype=np.float32)
+    zt = np.empty(k)
     scored = 0
-    for t in range(W.shape[0]):
-        n = 0
-        for i in range(rows.shape[0]):
-            if room[i] > reach[t, slot[i], labels[i]]:
-                correct[t, i] = verdict[i]
+    for lo in range(0, m, LAZY_BLOCK):
+        hi = min(m, lo + LAZY_BLOCK)
+        for t in range(T):
+            n = 0
+            for i in range(lo, hi):
                 uncertain[t, i] = False
-            else:
+                lab = labels[i]
+                if room[i] > reach[t, slot[i], lab]:
+                    correct[t, i] = verdict[i]
+                    continue
+                if anchor_bound[i] < np.inf:
+                    b = proj_slot[i]
+                    for c in range(k):
+                        acc = offset[i, c]
+                        for j in range(r):
+                            acc += VU[t, c, j] * coords[i, j]
+                        zt[c] = acc
+                    low = np.inf
+                    for c in range(k):
+                        if c != lab:
+                            low = min(low, zt[lab] - zt[c])
+                    radius = (
+                        anchor_bound[i] + perp[t, b, lab] * resid[i] + rounding[t, b] * norms[i]
+                    )
+                    if abs(low) > radius:
+                        verdict[i] = low > 0
+                        correct[t, i] = low > 0
+                        room[i] = (abs(low) - radius) / norms[i]
+                        slot[i] = base + t
+                        continue
                 todo[n] = i
                 n += 1
-        scored += n
-        tile_scores(rows, todo[:n], W[t], z)
-        for q in range(n):
-            i = todo[q]
-            lab = labels[i]
-            best = -np.inf
-            for c in range(k):
-                if c != lab:
-                    best = max(best, z[q, c])
-            margin = np.float64(z[q, lab]) - np.float64(best)
-            bound = scale[t] * norms[i]
-            verdict[i] = margin > 0
-            correct[t, i] = margin > 0
-            uncertain[t, i] = abs(margin) <= bound
-            room[i] = (abs(margin) - bound) / norms[i] if abs(margin) > bound else 0.0
-            slot[i] = base + t
+            scored += n
+            tile_scores(rows, todo[:n], W[t], z)
+            for q in range(n):
+                i = todo[q]
+                lab = labels[i]
+                best = -np.inf
+                for c in range(k):
+                    if c != lab:
+                        best = max(best, z[q, c])
+                margin = np.float64(z[q, lab]) - np.float64(best)
+                bound = scale[t] * norms[i]
+                verdict[i] = margin > 0
+                correct[t, i] = margin > 0
+                uncertain[t, i] = abs(margin) <= bound
+                room[i] = (abs(margin) - bound) / norms[i] if abs(margin) > bound else 0.0
+                slot[i] = proj_slot[i] = base + t
+                anchor_bound[i] = bound
+                for c in range(k):
+                    acc = 0.0
+                    for j in range(r):
+                        acc += VU[t, c, j] * coords[i, j]
+                    offset[i, c] = z[q, c] - acc
     return scored
 
 
@@ -195,8 +259,8 @@ def running_margins(Z0, K, A, labels, norms, scale, correct, uncertain):  # prag
         lo = blk * BLOCK
         hi = min(m, lo + BLOCK)
         z = np.empty((k, hi - lo))
-        top1 = np.empty(hi - lo)
-        top2 = np.empty(hi - lo)
+        true = np.empty(hi - lo)
+        best = np.empty(hi - lo)
         for c in range(k):
             z[c, :] = Z0[c, lo:hi]
         for t in range(T):
@@ -208,6 +272,67 @@ def running_margins(Z0, K, A, labels, norms, scale, correct, uncertain):  # prag
                     for i in range(hi - lo):
                         zc[i] -= a * Kr[i]
             _block_margins(
-                z, labels[lo:hi], norms[lo:hi], scale[t], top1, top2,
+                z, labels[lo:hi], norms[lo:hi], scale[t], true, best,
                 correct[t, lo:hi], uncertain[t, lo:hi],
             )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def float64_correct(W, train, test, steps, cols, labels, out):  # pragma: no cover (compiled)
+    """out[q] = (arg-max of W[steps[q]] x == labels[q]) in float64, x the sample cols[q].
+
+    W (T, k, D) holds the weights, train (N, D) and test the samples' rows as given (a
+    column q >= N is the test row q - N); the first maximum wins ties, as np.argmax. The
+    re-scoring rule for the margins the float32 bound cannot decide: a product of two
+    float32 numbers is exact in float64, and the summation order is free (any order is a
+    float64 evaluation, as a BLAS product's is).
+    """
+    k, d = W.shape[1], W.shape[2]
+    n = train.shape[0]
+    for q in range(len(steps)):
+        w = W[steps[q]]
+        i = cols[q]
+        x = train[i] if i < n else test[i - n]
+        best = -np.inf
+        arg = 0
+        for c in range(k):
+            acc = 0.0
+            for j in range(d):
+                acc += np.float64(w[c, j]) * np.float64(x[j])
+            if acc > best:
+                best = acc
+                arg = c
+        out[q] = arg == labels[q]
+
+
+@numba.njit(cache=True, nogil=True)
+def pair_reach(X, GV, GA, XU, GVU, GAU, guard, guard_perp, reach, perp):  # pragma: no cover
+    """reach[t, a, c] = max_{e != c} ||d_c - d_e|| and perp[t, a, c] the same of d's part
+    outside U's span, d = V_t - A_a, from Gram matrices, plus their rounding guards.
+
+    X (T, k, A, k) holds X[t, c, a, e] = V_t[c] . A_a[e], GV (T, k, k) and GA (A, k, k) the
+    Gram matrices of V_t and A_a; XU, GVU, GAU the same of the projections V U and A U.
+    d_c . d_e = GV[t, c, e] - X[t, c, a, e] - X[t, e, a, c] + GA[a, c, e], so that
+    ||d_c - d_e||^2 = g_cc + g_ee - 2 g_ce, and the part outside the span is that minus the
+    same of the projections (U orthonormal). Negative rounding results count as 0.
+    """
+    T, k, A, _ = X.shape
+    g = np.empty((k, k))
+    gu = np.empty((k, k))
+    for t in range(T):
+        for a in range(A):
+            for c in range(k):
+                for e in range(k):
+                    g[c, e] = GV[t, c, e] - X[t, c, a, e] - X[t, e, a, c] + GA[a, c, e]
+                    gu[c, e] = GVU[t, c, e] - XU[t, c, a, e] - XU[t, e, a, c] + GAU[a, c, e]
+            for c in range(k):
+                full = 0.0
+                outside = 0.0
+                for e in range(k):
+                    if e != c:
+                        p2 = g[c, c] + g[e, e] - 2 * g[c, e]
+                        pu = gu[c, c] + gu[e, e] - 2 * gu[c, e]
+                        full = max(full, p2)
+                        outside = max(outside, p2 - pu)
+                reach[t, a, c] = np.sqrt(full + guard[t, a]) * (1 + 1e-6)
+                perp[t, a, c] = np.sqrt(outside + guard_perp[t, a]) * (1 + 1e-6)

@@ -44,10 +44,10 @@ from linmnist.engine.validation import (
 from linmnist.engine.validation import check_dtype as _check_dtype
 
 # Batches smaller than this use the incremental scores when every iteration is evaluated:
-# B rows of product per iteration against 10 for W_t X, but 10 B running sums per score.
-# Measured on MNIST (500 iterations, 2 cores): B = 8 takes 2.9 s against 3.3 s for the
-# direct scores, B = 10 3.7 s against 3.5 s.
-INCREMENTAL_BELOW = 9
+# B rows of product per iteration against the lazy scores' few re-scored samples, but
+# 10 B running sums per score. Measured on MNIST (1,000 iterations, 2 cores): B = 3 takes
+# 2.1 s against 2.4 s for the lazy scores, B = 4 2.7 s against 2.3 s.
+INCREMENTAL_BELOW = 4
 _DTYPES = (np.float32, np.float64)
 # Longest run accepted: at one evaluation per iteration its history alone takes 3.2 GB
 # (and a run of this length hours), so longer ones are refused before anything is allocated.

@@ -67,9 +67,9 @@ def test_evaluation_does_not_depend_on_the_number_of_threads(naive_case, monkeyp
     rescored = []
     exact_correct = Evaluator._exact_correct
 
-    def spy(self, W64, cols):
+    def spy(self, Ws, steps, cols):
         rescored.append(len(cols))
-        return exact_correct(self, W64, cols)
+        return exact_correct(self, Ws, steps, cols)
 
     monkeypatch.setattr(Evaluator, "_exact_correct", spy)
     case = naive_case(np.float32, batch_size)
@@ -150,9 +150,9 @@ def test_lazy_scores_skip_most_samples_and_rescore_near_ties(small_data, monkeyp
         scored.append((lazy(rows, W, *rest), len(W) * len(rows)))
         return scored[-1][0]
 
-    def spy(self, W64, cols):
+    def spy(self, Ws, steps, cols):
         rescored.append(len(cols))
-        return exact(self, W64, cols)
+        return exact(self, Ws, steps, cols)
 
     monkeypatch.setattr(evaluation, "lazy_margins", count)
     monkeypatch.setattr(Evaluator, "_exact_correct", spy)

@@ -31,24 +31,33 @@ def test_tile_scores_are_the_float32_products(m, k):
     np.testing.assert_allclose(out, rows[idx] @ W.T, rtol=1e-5, atol=1e-5)
 
 
-def lazy_state(m):
+def lazy_state(m, k=10, r=2):
+    """A fresh sample state: every sample is scored at the first step, no projected test."""
     return dict(
-        room=np.full(m, -1.0), slot=np.zeros(m, dtype=np.int64), verdict=np.zeros(m, dtype=bool)
-    )
+        room=np.full(m, -1.0), slot=np.zeros(m, dtype=np.int64), verdict=np.zeros(m, dtype=bool),
+        proj_slot=np.zeros(m, dtype=np.int64), offset=np.zeros((m, k)),
+        anchor_bound=np.full(m, np.inf), coords=np.zeros((m, r)), resid=np.ones(m),
+    )  # fmt: skip
 
 
-def run_lazy(rows, W, reach, scale, labels, norms, state, base=0):
+def run_lazy(rows, W, reach, scale, labels, norms, state, base=0, VU=None, perp=None):
+    """The kernel on W (T, k, d); by default the projected test never decides (perp = inf)."""
     T, m = len(W), len(rows)
-    kp = -(-W.shape[1] // TILE) * TILE
+    k = W.shape[1]
+    kp = -(-k // TILE) * TILE
     Wp = np.zeros((T, kp, rows.shape[1]), dtype=np.float32)
-    Wp[:, : W.shape[1]] = W
+    Wp[:, :k] = W
+    A = reach.shape[1]
+    VU = np.zeros((T, k, state["coords"].shape[1])) if VU is None else VU
+    perp = np.full((T, A, k), np.inf) if perp is None else perp
     correct = np.zeros((T, m), dtype=bool)
     uncertain = np.zeros((T, m), dtype=bool)
-    lazy_margins(
-        rows, Wp, reach, scale, labels, norms, state["room"], state["slot"], state["verdict"],
-        base, correct, uncertain, np.empty(m, dtype=np.int64), np.empty((m, kp), np.float32),
+    scored = lazy_margins(
+        rows, Wp, reach, perp, np.full((T, A), 1e-9), VU, scale, labels, norms,
+        state["coords"], state["resid"], state["room"], state["slot"], state["verdict"],
+        state["proj_slot"], state["offset"], state["anchor_bound"], base, correct, uncertain,
     )  # fmt: skip
-    return correct, uncertain
+    return correct, uncertain, scored
 
 
 def test_lazy_margins_score_exhausted_samples_and_keep_the_others():
@@ -66,7 +75,7 @@ def test_lazy_margins_score_exhausted_samples_and_keep_the_others():
     assert expected_uncertain.any()  # ties (coarse values) are there
     state = lazy_state(m)
     reach = np.full((T, T, k), np.inf)
-    correct, uncertain = run_lazy(rows, W, reach, scale, labels, norms, state)
+    correct, uncertain, _ = run_lazy(rows, W, reach, scale, labels, norms, state)
     np.testing.assert_array_equal(correct, expected_correct)
     np.testing.assert_array_equal(uncertain, expected_uncertain)
     # Every sample was anchored at the last step; room 0 exactly for the uncertain ones.
@@ -76,13 +85,41 @@ def test_lazy_margins_score_exhausted_samples_and_keep_the_others():
     same = np.repeat(W[-1:], 2, axis=0)
     reach = np.zeros((2, T + 2, k))
     before = state["room"].copy()
-    correct, uncertain = run_lazy(rows, same, reach, scale[:2], labels, norms, state, base=T)
+    correct, uncertain, _ = run_lazy(rows, same, reach, scale[:2], labels, norms, state, base=T)
     np.testing.assert_array_equal(correct[0], expected_correct[-1])
     np.testing.assert_array_equal(uncertain[0], expected_uncertain[-1])
     kept = before > 0
     np.testing.assert_array_equal(state["slot"][kept], T - 1)
     np.testing.assert_array_equal(state["slot"][~kept], T + 1)
     np.testing.assert_array_equal(state["room"][kept], before[kept])
+
+
+def test_the_projected_test_decides_weight_changes_inside_the_span():
+    """Samples in the span of U (no residual) and a reach too large for the first test:
+    after the first scoring the projected test decides every sample whose margin is clear,
+    and the verdicts are the float64 ones at every step."""
+    rng = np.random.default_rng(5)
+    T, k, m, d, r = 12, 10, 300, 40, 6
+    U = np.linalg.qr(rng.normal(size=(d, r)))[0]
+    coords = rng.normal(size=(m, r))
+    rows = (coords @ U.T).astype(np.float32)
+    W = np.cumsum(rng.normal(size=(T, k, d)) * 0.05, axis=0).astype(np.float32)
+    labels = rng.integers(0, k, m)
+    norms = np.sqrt((rows.astype(np.float64) ** 2).sum(axis=1))
+    scale = np.full(T, 2e-5)
+    state = lazy_state(m, k, r)
+    state["coords"] = rows.astype(np.float64) @ U  # the coordinates of the stored rows
+    state["resid"] = np.full(m, 1e-6)
+    VU = W.astype(np.float64) @ U
+    reach = np.full((T, T, k), np.inf)
+    correct, uncertain, scored = run_lazy(
+        rows, W, reach, scale, labels, norms, state, VU=VU, perp=np.ones((T, T, k))
+    )
+    Z = np.einsum("tkd,md->tkm", W.astype(np.float64), rows.astype(np.float64))
+    expected_correct, _ = reference(Z, labels, norms, scale)
+    decided = ~uncertain
+    np.testing.assert_array_equal(correct[decided], expected_correct[decided])
+    assert m <= scored < 2 * m  # the first step scores all, the projected test most of the rest
 
 
 @pytest.mark.parametrize("B", [1, 3])
