@@ -46,6 +46,7 @@ from linmnist.engine.kernels import (
     lazy_margins,
     margins,
     pair_reach,
+    rank_gaps,
     running_margins,
 )
 from linmnist.engine.validation import UsageError, check_bool
@@ -660,8 +661,7 @@ class HistoryStream:
         # to the rank-B form. A margin's error is at most twice a score's.
         xb_norm = ev.norms[batches]
         c = np.cumsum(np.abs(a) @ xb_norm[:, :, None], axis=0)[:, :, 0].max(axis=1)
-        W_rank = W_ref - np.cumsum(a @ Xb.T.reshape(tc, B, d), axis=0)
-        gap = np.sqrt(((Ws - W_rank) ** 2).sum(axis=2)).max(axis=1)
+        gap = rank_gaps(Ws, W_ref, a, np.ascontiguousarray(Xb.T))
         ref = np.sqrt((W_ref**2).sum(axis=1)).max()
         scale = 2 * 1.01 * ((ev.err_factor + 1e-12) * (ref + c) + gap)
         if self.products is None:  # one product buffer per group, reused by every chunk

@@ -336,3 +336,32 @@ def pair_reach(X, GV, GA, XU, GVU, GAU, guard, guard_perp, reach, perp):  # prag
                         outside = max(outside, p2 - pu)
                 reach[t, a, c] = np.sqrt(full + guard[t, a]) * (1 + 1e-6)
                 perp[t, a, c] = np.sqrt(outside + guard_perp[t, a]) * (1 + 1e-6)
+
+
+@numba.njit(cache=True, nogil=True)
+def rank_gaps(Ws, W_ref, A, Xb):  # pragma: no cover (compiled)
+    """gap[t] = max_c ||Ws[t, c] - R_t[c]|| with R_t = W_ref - sum_{u <= t} A_u Xb_u^T.
+
+    Ws (T, k, D) are the trained weights, A (T, k, B) the update coefficients, Xb (T * B, D)
+    float64 the batch samples: the distance of the trained weights to their rank-B form,
+    in one pass instead of T stored matrices.
+    """
+    T, k, D = Ws.shape
+    B = A.shape[2]
+    R = W_ref.copy()
+    gap = np.empty(T)
+    for t in range(T):
+        worst = 0.0
+        for c in range(k):
+            for b in range(B):
+                a = A[t, c, b]
+                x = Xb[t * B + b]
+                for j in range(D):
+                    R[c, j] -= a * x[j]
+            s = 0.0
+            for j in range(D):
+                e = np.float64(Ws[t, c, j]) - R[c, j]
+                s += e * e
+            worst = max(worst, s)
+        gap[t] = np.sqrt(worst)
+    return gap

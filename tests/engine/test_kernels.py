@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from linmnist.engine.kernels import BLOCK, TILE, lazy_margins, running_margins, tile_scores
+from linmnist.engine.kernels import (
+    BLOCK,
+    TILE,
+    lazy_margins,
+    rank_gaps,
+    running_margins,
+    tile_scores,
+)
 
 
 def reference(Z, labels, norms, scale):
@@ -143,3 +150,16 @@ def test_running_margins_follow_the_rank_b_recurrence(B):
     # bound could differ, and there are none at this scale.
     np.testing.assert_array_equal(correct, expected_correct)
     np.testing.assert_array_equal(uncertain, expected_uncertain)
+
+
+def test_rank_gaps_are_the_distances_to_the_rank_b_form():
+    """gap_t = max_c ||W_t[c] - (W_ref - sum_{u <= t} A_u Xb_u^T)[c]||, as numpy gives it."""
+    rng = np.random.default_rng(7)
+    T, k, B, d = 6, 10, 3, 20
+    W_ref = rng.normal(size=(k, d))
+    A = rng.normal(size=(T, k, B))
+    Xb = rng.normal(size=(T * B, d))
+    Ws = rng.normal(size=(T, k, d)).astype(np.float32)
+    rank = W_ref - np.cumsum(A @ Xb.reshape(T, B, d), axis=0)
+    expected = np.sqrt(((Ws - rank) ** 2).sum(axis=2)).max(axis=1)
+    np.testing.assert_allclose(rank_gaps(Ws, W_ref, A, Xb), expected, rtol=1e-12)
