@@ -300,16 +300,6 @@ class Evaluator:
         """
         return [_sample_major32(part) for part in self.parts]
 
-    def _columns64(self, cols: np.ndarray) -> np.ndarray:
-        """Samples ``cols`` of the stacked data, exactly as given, in float64."""
-        train = cols[cols < self.n]
-        out = [np.asarray(self.parts[0][:, train], dtype=np.float64)]
-        if self.has_test:
-            out.append(
-                np.asarray(self.parts[1][:, cols[cols >= self.n] - self.n], dtype=np.float64)
-            )
-        return np.hstack(out)
-
     def losses(self, Ws: np.ndarray) -> np.ndarray:
         """Training loss of every weight matrix in Ws (T, 10, D), in float64."""
         out = np.empty(len(Ws))
@@ -477,7 +467,7 @@ class HistoryStream:
                 self.W_ref = Ws[-1].astype(np.float64)
             # The float64 re-scoring of the pairs the bound cannot decide, split over the
             # threads (a pair reads a scattered sample row: memory-bound).
-            steps, cols = np.divmod(np.flatnonzero(uncertain), uncertain.shape[1])  # fast
+            steps, cols = np.divmod(np.flatnonzero(uncertain), uncertain.shape[1])
             if len(steps):
                 shares = np.array_split(np.arange(len(steps)), self.threads)
                 decided = self.pool.map(lambda q: ev._exact_correct(Ws, steps[q], cols[q]), shares)
@@ -501,7 +491,7 @@ class HistoryStream:
         * perp[t, a, c], the same norms of d's part outside U's span, and VU = V U (T, k, r),
           so that the change is d U . u exactly plus at most perp ||x - U u|| (the projected
           test);
-        * guard[t, a], per unit ||x||, the rounding of the projected test's float64 sums.
+        * rounding[t, a], per unit ||x||, the rounding of the projected test's float64 sums.
 
         Pair norms come from Gram matrices (``kernels.pair_reach``): one product for the chunk.
         Their rounding (entries within 2 n u ||a|| ||b||, u = 2^-53, n the length, and a pair

@@ -1,15 +1,18 @@
 """Compiled loops that numpy cannot fuse (numba): the classification margins of many scores.
 
 Accuracy needs, for every recorded iteration t and sample i, the sign of the margin
-z_true - max_{c != true} z_c. Three kernels give it:
+z_true - max_{c != true} z_c. Three kernels give it (with helpers for the reach of the
+weight changes, ``pair_reach``, the rank-B gap, ``rank_gaps``, and the float64 re-scoring,
+``float64_correct``):
 
 * ``margins``: of scores computed by a stacked float32 product (many W_t against a block of
   samples), when most samples must be scored anyway (early in training, sparse records);
 * ``lazy_margins`` (the certified lazy evaluation): a sample whose margin at its last
   exact scoring exceeds what the weight change since then can move it keeps its verdict
-  without a product; only the others are scored, each by ten dot products with the
-  sample's row (a register tile of two samples and five classes keeps the compiled loop
-  near the speed of a matrix product);
+  without a product, and so does one the projected test decides (the change's exact part
+  on a few principal directions plus a bound on the rest); only the others are scored,
+  each by ten dot products with the sample's row (a register tile of two samples and five
+  classes keeps the compiled loop near the speed of a matrix product);
 * ``running_margins`` (small batches): the scores updated by the rank-B recurrence
   Z_t = Z_{t-1} - A_t K_t, so that the 10 rows of Z_t never go to memory at all.
 
