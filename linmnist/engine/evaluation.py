@@ -76,8 +76,6 @@ DENSE_BLOCK = 2048
 # Batch samples per product in the incremental scores: longer chunks make the product
 # more efficient and the error bound (which grows along a chunk) looser.
 RUNNING_ROWS = 256
-# Samples per product of the incremental scores (the product's block stays in cache).
-RUNNING_BLOCK = 1024
 
 
 def check_data(
@@ -402,7 +400,6 @@ class HistoryStream:
         self.slot = np.zeros(m, dtype=np.int64)
         self.proj_slot = np.zeros(m, dtype=np.int64)  # the anchor of the projected state
         self.verdict = np.zeros(m, dtype=bool)
-        self.products = None  # incremental scores: a product buffer per group
         da = len(ev.active)
         self.anchors = np.empty((0, 0, da))
         self.anchor_gram = np.empty((0, 0, 0))
@@ -632,44 +629,40 @@ class HistoryStream:
 
         Within a chunk, W_t = W_ref - sum_{u <= t} a_u Xb_u^T with a_u = (lr/B) E_u, so
         Z_t = W_ref X - sum_{u <= t} a_u K_u with K_u = Xb_u^T X. One float32 product gives
-        P = [W_ref; Xb_1^T; ...] X; the running sums and the margins are one compiled pass
-        (``kernels.running_margins``). Starting each chunk from W_ref X keeps the error
-        bound from growing across chunks; the trained W_t differs from the rank-B form by
-        its own rounding, and that gap enters the bound like the products' rounding does.
+        W_ref X; K_u (over the batch samples' non-zero pixels), the running sums and the
+        margins are one compiled pass (``kernels.running_margins``). Starting each chunk
+        from W_ref X keeps the error bound from growing across chunks; the trained W_t
+        differs from the rank-B form by its own rounding, and that gap enters the bound
+        like the products' rounding does.
         """
         ev = self.ev
         tc, k, B = errors.shape
         d = Ws.shape[2]
-        X = ev.parts[0]
         a = errors.astype(np.float64) * self.step
         W_ref = self.W_ref if self.W_ref is not None else np.zeros((k, d))
-        Xb = np.asarray(X[:, batches.ravel()], dtype=np.float64)
-        left = np.vstack([W_ref, Xb.T]).astype(np.float32)
+        Xb = ev.rows32[0][batches.ravel()]
+        # The batch samples in compressed rows: K_u costs their non-zero pixels only.
+        nonzero = Xb != 0
+        indptr = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))])
+        indices = np.nonzero(nonzero)[1].astype(np.uint32)
+        values = Xb[nonzero]
         # Error of a score, divided by ||x_i||: the float32 products (|K_ui| <= ||x_bu||
         # ||x_i||, so the running sums weigh c = max_k sum |a_u| ||x_bu||; the float64
         # running sums add 1e-12 of that at most), then the distance of the trained W_t
         # to the rank-B form. A margin's error is at most twice a score's.
         xb_norm = ev.norms[batches]
         c = np.cumsum(np.abs(a) @ xb_norm[:, :, None], axis=0)[:, :, 0].max(axis=1)
-        gap = rank_gaps(Ws, W_ref, a, np.ascontiguousarray(Xb.T))
+        gap = rank_gaps(Ws, W_ref, a, Xb.astype(np.float64))
         ref = np.sqrt((W_ref**2).sum(axis=1)).max()
         scale = 2 * 1.01 * ((ev.err_factor + 1e-12) * (ref + c) + gap)
-        if self.products is None:  # one product buffer per group, reused by every chunk
-            self.products = [np.empty(len(left) * RUNNING_BLOCK, np.float32) for _ in self.groups]
+        W_ref32 = W_ref.astype(np.float32)
 
         def work(j, group):
             rows, g = group
-            # A block of samples at a time: its products P = left X_block stay in cache for
-            # the kernel that consumes them.
-            for lo in range(0, rows.shape[0], RUNNING_BLOCK):
-                block = rows[lo : lo + RUNNING_BLOCK]
-                P = self.products[j][: len(left) * len(block)].reshape(len(left), len(block))
-                np.matmul(left, block.T, out=P)
-                cols = slice(g.start + lo, g.start + lo + len(block))
-                running_margins(
-                    P[:k], P[k:], a, ev.labels[cols], ev.norms[cols], scale, correct[:, cols],
-                    uncertain[:, cols],
-                )  # fmt: skip
+            running_margins(
+                rows, W_ref32 @ rows.T, indptr, indices, values, a, ev.labels[g], ev.norms[g],
+                scale, correct[:, g], uncertain[:, g],
+            )  # fmt: skip
 
         self._each_group(work)
 

@@ -5,6 +5,7 @@ import pytest
 
 from linmnist.engine.kernels import (
     BLOCK,
+    RUNNING_TILE,
     TILE,
     lazy_margins,
     rank_gaps,
@@ -131,19 +132,28 @@ def test_the_projected_test_decides_weight_changes_inside_the_span():
 
 @pytest.mark.parametrize("B", [1, 3])
 def test_running_margins_follow_the_rank_b_recurrence(B):
-    """Z_t = Z0 - sum_{u <= t} A_u K_u, then the margins of every Z_t."""
+    """Z_t = Z0 - sum_{u <= t} A_u K_u with K_u = x_bu^T X from the batch's non-zero
+    pixels, then the margins of every Z_t (over a whole tile and a short last one)."""
     rng = np.random.default_rng(B)
-    T, k, m = 9, 10, BLOCK + 100
+    T, k, m, d = 9, 10, RUNNING_TILE + 100, 50
+    # Small integers with zeros: every K_u is exact in float32, whatever the summation order.
+    rows = (rng.integers(0, 4, size=(m, d)) * (rng.random((m, d)) < 0.3)).astype(np.float32)
+    Xb = rows[rng.integers(0, m, T * B)]
+    nonzero = Xb != 0
+    indptr = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))])
+    indices = np.nonzero(nonzero)[1].astype(np.uint32)
     Z0 = rng.normal(size=(k, m)).astype(np.float32)
-    K = rng.normal(size=(T * B, m)).astype(np.float32)
     A = rng.normal(size=(T, k, B)) * 0.1
     labels = rng.integers(0, k, m)
     norms = rng.random(m)
     scale = np.full(T, 1e-3)
     correct = np.empty((T, m), dtype=bool)
     uncertain = np.empty((T, m), dtype=bool)
-    running_margins(Z0, K, A, labels, norms, scale, correct, uncertain)
-    steps = np.einsum("tkb,tbm->tkm", A, K.astype(np.float64).reshape(T, B, m))
+    running_margins(
+        rows, Z0, indptr, indices, Xb[nonzero], A, labels, norms, scale, correct, uncertain
+    )
+    K = Xb.astype(np.float64) @ rows.T.astype(np.float64)
+    steps = np.einsum("tkb,tbm->tkm", A, K.reshape(T, B, m))
     Z = Z0.astype(np.float64)[None] - np.cumsum(steps, axis=0)
     expected_correct, expected_uncertain = reference(Z, labels, norms, scale)
     # The recurrence sums in a different order than cumsum: margins within 1e-12 of the
