@@ -61,6 +61,10 @@ CHUNK_ROWS = 320
 # Recorded weight matrices per chunk of the lazy scores (one product gives the reach of all
 # of them to every anchor).
 LAZY_ROWS = 64
+# Recorded weight matrices in a stream's first chunk, which is scored densely: the weights
+# move fast at the start, and a few steps on the lazy scores are cheaper (MNIST, batch 100:
+# the chunk after 4 dense steps scores 5 % of its (step, sample) pairs, after 64 steps 2 %).
+FIRST_ROWS = 4
 # Anchors kept between chunks of the lazy scores.
 MAX_ANCHORS = 32
 # Principal directions of the training samples on which the lazy scores project the weight
@@ -73,8 +77,9 @@ PROJECTION_RANK = 32
 DENSE_ABOVE = 0.25
 # Samples per block of the stacked products (the block's scores stay in cache).
 DENSE_BLOCK = 2048
-# Batch samples per product in the incremental scores: longer chunks make the product
-# more efficient and the error bound (which grows along a chunk) looser.
+# Batch samples per chunk of the incremental scores: a longer chunk spreads the product
+# W_ref X and the transposition of the sample tiles over more steps, and loosens the error
+# bound (which grows along a chunk).
 RUNNING_ROWS = 256
 
 
@@ -361,10 +366,11 @@ class HistoryStream:
     """The metrics of weights recorded one at a time, computed a chunk at a time.
 
     ``add`` takes each recorded weight matrix (and, for the incremental scores, the update's
-    errors E_t and batch); every ``LAZY_ROWS`` (or incremental chunk) additions the chunk is
-    evaluated and dropped, so a run holds only its history table and one chunk, whatever its
-    number of iterations. ``frame()`` evaluates what is left and returns the history. Use it
-    as a context manager (it owns the threads that score the sample groups).
+    errors E_t and batch); every ``LAZY_ROWS`` (``FIRST_ROWS`` at first, or the incremental
+    chunk) additions the chunk is evaluated and dropped, so a run holds only its history
+    table and one chunk, whatever its number of iterations. ``frame()`` evaluates what is
+    left and returns the history. Use it as a context manager (it owns the threads that
+    score the sample groups).
 
     The lazy scores (``kernels.lazy_margins``) keep, per sample, the margin certified at its
     last exact scoring and the weights it was scored with (an *anchor*): between scorings, a
@@ -429,7 +435,10 @@ class HistoryStream:
         """Record the weights W (10, D) after ``iteration`` (with E_t and the batch when
         incremental)."""
         self.pending.append((iteration, W, E, batch))
-        chunk = LAZY_ROWS if self.step is None else max(4, RUNNING_ROWS // E.shape[1])
+        if self.step is not None:
+            chunk = max(4, RUNNING_ROWS // E.shape[1])
+        else:
+            chunk = LAZY_ROWS if self.parts else FIRST_ROWS
         if len(self.pending) >= chunk:
             self._flush()
 
@@ -445,6 +454,10 @@ class HistoryStream:
 
     def _each_group(self, work) -> None:
         list(self.pool.map(work, range(len(self.groups)), self.groups))
+
+    def _share_rows(self, fn, rows: np.ndarray) -> list:
+        """fn of each of ``threads`` consecutive shares of ``rows`` (first axis), in the pool."""
+        return list(self.pool.map(fn, np.array_split(rows, self.threads)))
 
     def _flush(self) -> None:
         if not self.pending:
@@ -469,10 +482,10 @@ class HistoryStream:
                 shares = np.array_split(np.arange(len(steps)), self.threads)
                 decided = self.pool.map(lambda q: ev._exact_correct(Ws, steps[q], cols[q]), shares)
                 correct[steps, cols] = np.concatenate(list(decided))
-        # The loss products use the threads the stream was made with (a caller limiting its
-        # own updates to one thread does not slow them down).
-        with threadpool_limits(limits=self.threads, user_api="blas"):
-            losses = ev.losses(Ws)
+            # The loss products split over the stream's threads, one BLAS thread each: a
+            # two-threaded product would leave BLAS's second thread spinning on a core for
+            # a while after it, slowing the kernels that run next.
+            losses = np.concatenate(self._share_rows(ev.losses, Ws))
         train, test = ev._accuracies(correct)
         self.parts.append((iterations, losses, train, test))
         self.pending = []
@@ -512,7 +525,9 @@ class HistoryStream:
         guard = 64 * da * 2.0**-53 * rho
         guard_perp = 64 * (da + U.shape[1]) * 2.0**-53 * rho * 2
         reach, perp = (np.empty((T, len(A), k)) for _ in range(2))
-        pair_reach(_cross(V, A), gram, GA, _cross(VU, AU), gramU, GAU, guard, guard_perp,
+        # The chunk's product with the anchors is large: split over the threads.
+        cross = np.concatenate(self._share_rows(lambda part: _cross(part, A), V))
+        pair_reach(cross, gram, GA, _cross(VU, AU), gramU, GAU, guard, guard_perp,
                    reach, perp)  # fmt: skip
         # The projected test sums 2 r + 2 products of norms at most (rho_t + rho_a) ||x||.
         rounding = 1e-9 * (np.sqrt(rho2)[:, None] + np.sqrt(rhoA)[None, :])
@@ -530,9 +545,7 @@ class HistoryStream:
         # |margin error| <= 2 max_c |score error| <= 2 err_factor max_c ||w_c|| ||x_i||.
         row_norm = np.sqrt(np.einsum("tkd,tkd->tk", Ws, Ws, dtype=np.float64)).max(axis=1)
         scale = 2 * ev.err_factor * row_norm
-        # The reach products are large: they take every thread (the caller set one).
-        with threadpool_limits(limits=self.threads, user_api="blas"):
-            reach, perp, VU, rounding = self._reach(Ws[:, :, ev.active].astype(np.float64))
+        reach, perp, VU, rounding = self._reach(Ws[:, :, ev.active].astype(np.float64))
         if self.offset is None:
             self.offset = np.zeros((len(ev.labels), k))
             self.anchor_bound = np.full(len(ev.labels), np.inf)

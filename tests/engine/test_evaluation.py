@@ -136,7 +136,7 @@ def test_lazy_scores_skip_most_samples_and_rescore_near_ties(small_data, monkeyp
     near-ties go to the float64 rule."""
     (X, Y), (Xt, Yt) = small_data
     rng = np.random.default_rng(11)
-    T = 4 * evaluation.LAZY_ROWS
+    T = evaluation.FIRST_ROWS + 3 * evaluation.LAZY_ROWS
     # Class means (a fair classifier of this data, with clear margins), wandering slowly.
     W0 = (Y @ X.T) / Y.sum(axis=1, keepdims=True)
     Ws = (W0 + np.cumsum(rng.normal(size=(T, 10, X.shape[0])) * 1e-4, axis=0)).astype(np.float32)
@@ -166,7 +166,7 @@ def test_lazy_scores_skip_most_samples_and_rescore_near_ties(small_data, monkeyp
     train, test = brute_force(Ws, X, Y, Xt, Yt)
     np.testing.assert_array_equal(h.train_acc, train)
     np.testing.assert_array_equal(h.test_acc, test)
-    # The first chunk is scored densely, the three others lazily, scoring few samples.
+    # The first (short) chunk is scored densely, the three others lazily, scoring few samples.
     scorings, possible = np.sum(scored, axis=0)
     assert len(scored) == 3 * len(stream.groups) and scorings < evaluation.DENSE_ABOVE * possible
     assert sum(rescored) > 0
