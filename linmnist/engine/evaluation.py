@@ -641,9 +641,9 @@ class HistoryStream:
         iteration.
 
         Within a chunk, W_t = W_ref - sum_{u <= t} a_u Xb_u^T with a_u = (lr/B) E_u, so
-        Z_t = W_ref X - sum_{u <= t} a_u K_u with K_u = Xb_u^T X. One float32 product gives
-        W_ref X; K_u (over the batch samples' non-zero pixels), the running sums and the
-        margins are one compiled pass (``kernels.running_margins``). Starting each chunk
+        Z_t = W_ref X - sum_{u <= t} a_u K_u with K_u = Xb_u^T X. W_ref X, K_u (over the
+        batch samples' non-zero pixels), the running sums and the margins are one compiled
+        pass (``kernels.running_margins``). Starting each chunk
         from W_ref X keeps the error bound from growing across chunks; the trained W_t
         differs from the rank-B form by its own rounding, and that gap enters the bound
         like the products' rounding does.
@@ -673,8 +673,8 @@ class HistoryStream:
         def work(j, group):
             rows, g = group
             running_margins(
-                rows, W_ref32 @ rows.T, indptr, indices, values, a, ev.labels[g], ev.norms[g],
-                scale, correct[:, g], uncertain[:, g],
+                rows, W_ref32, indptr, indices, values, a, ev.labels[g], ev.norms[g], scale,
+                correct[:, g], uncertain[:, g],
             )  # fmt: skip
 
         self._each_group(work)

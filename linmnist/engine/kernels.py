@@ -263,16 +263,16 @@ def _stack_floats(typingctx):  # pragma: no cover (compiled)
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def running_margins(
-    rows, Z0, indptr, indices, values, A, labels, norms, scale, correct, uncertain
+    rows, W_ref, indptr, indices, values, A, labels, norms, scale, correct, uncertain
 ):  # pragma: no cover (compiled)
-    """Margins of the scores Z_t = Z0 - sum_{u <= t} A_u K_u, for t = 0..T-1.
+    """Margins of the scores Z_t = W_ref X - sum_{u <= t} A_u K_u, for t = 0..T-1.
 
     Parameters
     ----------
     rows : float32 (M, D)
         The samples, one per row.
-    Z0 : float32 (k, M)
-        Scores before the first step.
+    W_ref : float32 (k, D)
+        Weights before the first step.
     indptr, indices, values
         The T * B batch samples x_b in compressed rows (uint32 column indices, float32
         values), B per step: K_u = x_bu^T X.
@@ -281,15 +281,15 @@ def running_margins(
     labels, norms, scale, correct, uncertain
         As for ``margins``.
 
-    K_u costs the batch sample's non-zero pixels only (a fifth of MNIST's), read from a
-    tile of ``RUNNING_TILE`` samples transposed so that each pixel's values are contiguous
-    and accumulated in registers. A float32 sum of products in any order, zeros skipped,
-    has the error bound of a float32 product; the scores are accumulated in float64, so the
-    recurrence adds no rounding error of its own beyond that of Z0 and K.
+    W_ref X and K_u are read from a tile of ``RUNNING_TILE`` samples transposed so that
+    each pixel's values are contiguous, and accumulated in registers; K_u costs the batch
+    sample's non-zero pixels only (a fifth of MNIST's). A float32 sum of products in any
+    order, zeros skipped, has the error bound of a float32 product; the scores are
+    accumulated in float64, so the recurrence adds no rounding error of its own beyond that
+    of W_ref X and K.
     """
     m, d = rows.shape
-    k = Z0.shape[0]
-    T, _, B = A.shape
+    T, k, B = A.shape
     n = RUNNING_TILE
     xt = np.zeros((d, n), dtype=np.float32)
     kr = numba.carray(_stack_floats(), n)
@@ -302,8 +302,15 @@ def running_margins(
             for j in range(d):
                 xt[j, i] = rows[lo + i, j]
         for c in range(k):
-            for i in range(w):
-                z[c, i] = Z0[c, lo + i]
+            for i in range(n):
+                kr[i] = 0
+            for j in range(d):
+                v = W_ref[c, j]
+                x = xt[j]
+                for i in range(n):
+                    kr[i] += v * x[i]
+            for i in range(n):
+                z[c, i] = kr[i]
         for t in range(T):
             for b in range(B):
                 r = t * B + b

@@ -132,7 +132,7 @@ def test_the_projected_test_decides_weight_changes_inside_the_span():
 
 @pytest.mark.parametrize("B", [1, 3])
 def test_running_margins_follow_the_rank_b_recurrence(B):
-    """Z_t = Z0 - sum_{u <= t} A_u K_u with K_u = x_bu^T X from the batch's non-zero
+    """Z_t = W_ref X - sum_{u <= t} A_u K_u with K_u = x_bu^T X from the batch's non-zero
     pixels, then the margins of every Z_t (over a whole tile and a short last one)."""
     rng = np.random.default_rng(B)
     T, k, m, d = 9, 10, RUNNING_TILE + 100, 50
@@ -142,7 +142,8 @@ def test_running_margins_follow_the_rank_b_recurrence(B):
     nonzero = Xb != 0
     indptr = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))])
     indices = np.nonzero(nonzero)[1].astype(np.uint32)
-    Z0 = rng.normal(size=(k, m)).astype(np.float32)
+    # Weights in multiples of 1/8: W_ref X is exact in float32 too, in any order.
+    W_ref = (rng.integers(-8, 8, size=(k, d)) / 8).astype(np.float32)
     A = rng.normal(size=(T, k, B)) * 0.1
     labels = rng.integers(0, k, m)
     norms = rng.random(m)
@@ -150,11 +151,12 @@ def test_running_margins_follow_the_rank_b_recurrence(B):
     correct = np.empty((T, m), dtype=bool)
     uncertain = np.empty((T, m), dtype=bool)
     running_margins(
-        rows, Z0, indptr, indices, Xb[nonzero], A, labels, norms, scale, correct, uncertain
+        rows, W_ref, indptr, indices, Xb[nonzero], A, labels, norms, scale, correct, uncertain
     )
     K = Xb.astype(np.float64) @ rows.T.astype(np.float64)
     steps = np.einsum("tkb,tbm->tkm", A, K.reshape(T, B, m))
-    Z = Z0.astype(np.float64)[None] - np.cumsum(steps, axis=0)
+    Z0 = W_ref.astype(np.float64) @ rows.T.astype(np.float64)
+    Z = Z0[None] - np.cumsum(steps, axis=0)
     expected_correct, expected_uncertain = reference(Z, labels, norms, scale)
     # The recurrence sums in a different order than cumsum: margins within 1e-12 of the
     # bound could differ, and there are none at this scale.
