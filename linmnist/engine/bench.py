@@ -193,7 +193,7 @@ def _mnist():
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linmnist bench", description=__doc__)
-    parser.add_argument("--iterations", type=int, default=400)
+    parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 10, 100, 1000])
     parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch loop")
     parser.add_argument("--probe-memory", type=int, nargs=2, help=argparse.SUPPRESS)

@@ -107,7 +107,10 @@ def check_data(
     for name, array in ((name_x, X), (name_y, Y)):
         if np.issubdtype(array.dtype, np.complexfloating) or array.dtype == bool:
             raise UsageError(f"{name} must hold real numbers, got dtype {array.dtype}")
-    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
+    # Checked a block of samples at a time: no temporary of the whole array's size.
+    if np.issubdtype(X.dtype, np.floating) and not all(
+        np.isfinite(X[:, j : j + BLOCK]).all() for j in range(0, X.shape[1], BLOCK)
+    ):
         raise UsageError(f"{name_x} must hold finite numbers, got NaN or infinity")
     # One-hot: every entry 0 or 1, one 1 per column (sample).
     if not (((Y == 0) | (Y == 1)).all() and (Y.sum(axis=0) == 1).all()):
@@ -203,6 +206,8 @@ class Evaluator:
         bias = check_bool("bias", bias)
         X, Y = check_data(X, Y, "X", "Y")
         X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
+        # The checked arrays themselves: a run on these very arrays need not check them again.
+        self._sources = (X, Y, X_test, Y_test)
         X = with_bias_row(X, bias)
         X_test = None if X_test is None else with_bias_row(X_test, bias)
         self.bias = bool(bias)
@@ -246,6 +251,10 @@ class Evaluator:
         # |fl32(w . x) - w . x| <= (gamma_D + 2u) ||w|| ||x||: summation plus the rounding of
         # w and x to float32 (Higham, Accuracy and Stability, eq. 3.5); padded by 1 %.
         self.err_factor = 1.01 * (d * u / (1 - d * u) + 2 * u)
+
+    def built_from(self, X, Y, X_test=None, Y_test=None) -> bool:
+        """Whether X, Y, X_test, Y_test are the very arrays (not copies) this was built from."""
+        return all(a is b for a, b in zip((X, Y, X_test, Y_test), self._sources, strict=True))
 
     @cached_property
     def active(self) -> np.ndarray:

@@ -174,11 +174,14 @@ def check_run_arguments(
     dtype=np.float32,
     bias=False,
     draw_batches=True,
+    data_checked=False,
 ) -> RunArguments:
     """Validate ``train``'s arguments (every implementation checks them the same way).
 
     Draws the batches from ``seed`` when ``batches`` is None (unless ``draw_batches`` is
     False: ``train`` draws them a chunk at a time, the same numbers, in bounded memory).
+    ``data_checked``: the arrays are those an ``Evaluator`` checked when it was built (a scan
+    of the whole data set, skipped for every run that shares it).
     """  # fmt: skip
     lr = check_number("lr", lr, low=0, low_open=True)
     batch_size = check_int("batch_size", batch_size, low=1)
@@ -187,8 +190,9 @@ def check_run_arguments(
     eval_every = check_int("eval_every", eval_every, low=1)
     dt = check_dtype(dtype)
     bias = check_bool("bias", bias)
-    X, Y = check_data(X, Y, "X", "Y")
-    X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
+    if not data_checked:
+        X, Y = check_data(X, Y, "X", "Y")
+        X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
     n = X.shape[1]
     if batches is None:
         if draw_batches:
@@ -269,9 +273,11 @@ def train(
         same data (the seeds of a grid cell); it must have been built from these arrays.
     """
     t0 = time.perf_counter()
+    shared = isinstance(evaluator, Evaluator) and evaluator.built_from(X, Y, X_test, Y_test)
     args = check_run_arguments(
         X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
         batches=batches, eval_every=eval_every, dtype=dtype, bias=bias, draw_batches=False,
+        data_checked=shared,
     )  # fmt: skip
     X, Y, X_test, Y_test, dt, bias = args.X, args.Y, args.X_test, args.Y_test, args.dtype, args.bias
     lr, batch_size, iterations = args.lr, args.batch_size, args.iterations

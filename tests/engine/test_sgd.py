@@ -269,6 +269,24 @@ def test_an_evaluator_of_other_data_is_refused(small_data, make, message):
               evaluator=make(X, Y, Xt, Yt))  # fmt: skip
 
 
+def test_only_the_evaluators_own_arrays_skip_the_data_scan(small_data, monkeypatch):
+    """A run on the very arrays its Evaluator checked is not scanned again; data of the same
+    shape that is not those arrays (a copy holding a NaN) is checked and refused."""
+    (X, Y), (Xt, Yt) = small_data
+    shared = Evaluator(X, Y, Xt, Yt)
+    assert shared.built_from(X, Y, Xt, Yt) and not shared.built_from(X.copy(), Y, Xt, Yt)
+    calls = []
+    monkeypatch.setattr(sgd, "check_data", lambda *a, **k: calls.append(a) or a[:2])
+    train(X, Y, lr=0.01, batch_size=10, iterations=3, X_test=Xt, Y_test=Yt, evaluator=shared)
+    assert calls == []
+    monkeypatch.undo()
+    bad = X.copy()
+    bad[3, 5] = np.nan
+    with pytest.raises(UsageError, match="X must hold finite numbers, got NaN or infinity"):
+        train(bad, Y, lr=0.01, batch_size=10, iterations=3, X_test=Xt, Y_test=Yt,
+              evaluator=shared)  # fmt: skip
+
+
 def test_batches_drawn_a_chunk_at_a_time_are_those_of_sample_batches(small_data, monkeypatch):
     """``train`` draws its batches as it goes (bounded memory): the same run as the batches
     of ``sample_batches``, whatever the chunk length."""
