@@ -34,13 +34,13 @@ from linmnist.report import narrative
 from linmnist.report.facts import ScalingFacts, TargetFacts
 from linmnist.report.inputs import config_path, locate_build, require_product
 from linmnist.report.study import dataset_name
+from linmnist.report.uncertainty import t975
 
 # A prediction of the noise floor "holds" when within this factor of the measured excess...
 FLOOR_FACTOR = 1.25
 # ... or within the 95 % confidence interval of the seeds' mean (Student's t; with three seeds
 # the standard error itself is uncertain: 40 seeds of stability lr 0.000316, B = 1 gave
 # 3.26 +- 0.27 e-3 where its three gave 4.55 +- 0.59 e-3, against 3.07 e-3 predicted).
-T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 # Doubling the batch size "still pays" while it divides the steps by at least this.
 DOUBLING_GAIN = 1.5
 PREDICTIONS = ("first_order", "stationary", "predicted")
@@ -191,11 +191,6 @@ def floor_table(scaling: Scaling, seeds: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["batch_size", "lr", "task"]).reset_index(drop=True)
 
 
-def t_quantile(n_seeds: int) -> float:
-    """Student's t 97.5 % quantile with n - 1 degrees of freedom (2.0 from 11 seeds)."""
-    return T_975.get(n_seeds - 1, 2.0)
-
-
 def _verdict(
     predicted: pd.Series, measured: pd.Series, se: pd.Series, n_seeds: pd.Series
 ) -> pd.Series:
@@ -203,7 +198,7 @@ def _verdict(
     confidence interval of the seeds' mean, "undecided" inside it."""
     ratio = predicted / measured
     close = (ratio <= FLOOR_FACTOR) & (ratio >= 1 / FLOOR_FACTOR) & (measured > 0)
-    inside = (predicted - measured).abs() <= n_seeds.map(t_quantile) * se.fillna(0)
+    inside = (predicted - measured).abs() <= n_seeds.map(t975) * se.fillna(0)
     verdict = np.where(close, "holds", np.where(inside, "undecided", "fails"))
     return pd.Series(verdict, index=predicted.index)
 

@@ -46,6 +46,7 @@ from linmnist.report.study import (
     STUDY_SUBSET_400,
     STUDY_TASK2,
 )
+from linmnist.report.uncertainty import ci95
 
 METRICS = ("final_train_loss", "final_train_acc", "final_test_acc")
 DASH = "–"
@@ -172,9 +173,9 @@ def span(values: Sequence[int]) -> str:
     return f"{low}" if low == high else f"{low}-{high}"
 
 
-def _mean_sd_column(table: pd.DataFrame, stem: str, *, percent: bool = False) -> list[str]:
-    """``mean_sd`` of the columns ``<stem>_mean`` and ``<stem>_sd``, row by row."""
-    pairs = zip(table[f"{stem}_mean"], table[f"{stem}_sd"], strict=True)
+def _mean_ci_column(table: pd.DataFrame, stem: str, *, percent: bool = False) -> list[str]:
+    """ "mean ± 95 % CI" of the columns ``<stem>_mean`` and ``<stem>_ci``, row by row."""
+    pairs = zip(table[f"{stem}_mean"], table[f"{stem}_ci"], strict=True)
     return [mean_sd(m, s, percent=percent) for m, s in pairs]
 
 
@@ -376,6 +377,7 @@ def _summarize(rows: pd.DataFrame) -> dict:
         values = converged[metric].astype(float)
         out[f"{metric}_mean"] = values.mean() if len(values) else math.nan
         out[f"{metric}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        out[f"{metric}_ci"] = ci95(values)
     dense = runs[runs["eval_every"] == 1]["seconds"].astype(float)
     thinned = runs[runs["eval_every"] > 1]["seconds"].astype(float)
     out["seconds_fidelity"] = dense.mean() if len(dense) else math.nan
@@ -441,9 +443,9 @@ def format_grid_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFram
             "learning rate": [f"{lr:g}" for lr in table["lr"]],
             "batch size": table["batch_size"].astype(int).astype(str),
             "seeds": table["n_seeds"].astype(str),
-            "final training loss": _mean_sd_column(table, "final_train_loss"),
-            "final train accuracy (%)": _mean_sd_column(table, "final_train_acc", percent=True),
-            "final test accuracy (%)": _mean_sd_column(table, "final_test_acc", percent=True),
+            "final training loss": _mean_ci_column(table, "final_train_loss"),
+            "final train accuracy (%)": _mean_ci_column(table, "final_train_acc", percent=True),
+            "final test accuracy (%)": _mean_ci_column(table, "final_test_acc", percent=True),
             "status": [_status_text(row) for row in table.itertuples(index=False)],
             "seconds per run, every-iteration evaluation": _seconds(table["seconds_fidelity"]),
             "seconds per run, thinned evaluation": _seconds(table["seconds_thinned"]),
@@ -638,6 +640,7 @@ def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
     gap = (ok["final_train_acc"] - ok["final_test_acc"]).groupby(ok["n_prime"])
     table["gap_mean"] = table["n_prime"].map(gap.mean())
     table["gap_sd"] = table["n_prime"].map(gap.std(ddof=1))
+    table["gap_ci"] = table["n_prime"].map(gap.agg(ci95))
     return table.sort_values("n_prime", ignore_index=True)
 
 
@@ -656,12 +659,12 @@ def format_subset_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFr
         {
             "N' (training-set size)": table["n_prime"].astype(int).astype(str),
             "seeds": table["n_seeds"].astype(str),
-            "final training loss on S'": _mean_sd_column(table, "final_train_loss"),
-            "final train accuracy on S' (%)": _mean_sd_column(
+            "final training loss on S'": _mean_ci_column(table, "final_train_loss"),
+            "final train accuracy on S' (%)": _mean_ci_column(
                 table, "final_train_acc", percent=True
             ),
-            "final test accuracy (%)": _mean_sd_column(table, "final_test_acc", percent=True),
-            "train - test gap (points)": _mean_sd_column(table, "gap", percent=True),
+            "final test accuracy (%)": _mean_ci_column(table, "final_test_acc", percent=True),
+            "train - test gap (points)": _mean_ci_column(table, "gap", percent=True),
             "status": [_status_text(row) for row in table.itertuples(index=False)],
         }
     )
@@ -705,6 +708,7 @@ def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
             **counts,
             "final_test_acc_mean": acc.mean() if len(acc) else math.nan,
             "final_test_acc_sd": acc.std(ddof=1) if len(acc) > 1 else math.nan,
+            "final_test_acc_ci": ci95(acc),
             "final_test_acc_min": acc.min() if len(acc) else math.nan,
             "final_test_acc_max": acc.max() if len(acc) else math.nan,
         }
@@ -881,7 +885,7 @@ def _accuracy_text(cell: pd.Series) -> str:
         return f"diverged ({k}/{n})"
     text = f"{100 * cell['final_test_acc_mean']:.2f}"
     if n - k > 1:
-        text += f" ± {100 * cell['final_test_acc_sd']:.2f}"
+        text += f" ± {100 * cell['final_test_acc_ci']:.2f}"
     return text + (f" ({k}/{n} diverged)" if k else "")
 
 

@@ -68,7 +68,6 @@ def test_the_floor_verdict_needs_a_factor_or_the_confidence_interval():
     n_seeds = pd.Series([3, 3, 3, 30, 3])  # t = 4.30 for 3 seeds, 2.0 for 30
     verdict = section._verdict(predicted, measured, se, n_seeds)
     assert list(verdict) == ["holds", "fails", "undecided", "fails", "fails"]
-    assert section.t_quantile(3) == 4.30 and section.t_quantile(30) == 2.0
 
 
 @pytest.fixture(scope="module")

@@ -270,14 +270,14 @@ def test_grid_table_separates_fidelity_and_thinned_seconds(table):
 
 
 def test_format_grid_table_status_texts(table):
-    """Status "ok", "diverged at iteration a-b (k of n seeds)" or "failed: error"; mean ± sd
+    """Status "ok", "diverged at iteration a-b (k of n seeds)" or "failed: error"; mean ± 95 % CI
     in %; the study's figure at iteration 800 beside ours."""
     shown = tables.format_grid_table(table)
     assert shown.loc[("0.1", "10"), "status"] == "diverged at iteration 3-5 (3 of 3 seeds)"
     assert shown.loc[("0.01", "1000"), "status"] == "failed: MemoryError: boom"
     assert shown.loc[("0.001", "100"), "status"] == "ok"
     row = shown.loc[("0.001", "1")]
-    assert row["final train accuracy (%)"] == "82.10 ± 0.10"
+    assert row["final train accuracy (%)"] == "82.10 ± 0.25"  # sd 0.10, t(2) 4.303, 3 seeds
     assert row["study: test accuracy at iteration 800"] == "80.3 %"
     assert row["final training loss"].startswith("0.2790 ± ")
 
@@ -494,13 +494,15 @@ def test_wrong_inputs_are_refused_by_name(call, message):
 
 
 def test_display_tables_say_what_diverged():
-    """The accuracy pivot shows mean ± sd in % and the diverged seeds; the boundary table
+    """The accuracy pivot shows mean ± 95 % CI in % and the diverged seeds; the boundary table
     shows the first diverging lr as multiples of the two bounds, dashes where undefined."""
     table = tables.accuracy_table(seeds_frame(failed=[(10, 0.1)]))
     shown = tables.format_accuracy(table)
     assert list(shown.columns) == [f"batch size {b}" for b in (1, 10, 100, 1000)]
-    assert shown.loc[0.001, "batch size 10"] == "82.33 ± 0.58"
-    assert shown.loc[0.0316, "batch size 1"] == "63.00 ± 4.24 (1/3 diverged)"
+    assert shown.loc[0.001, "batch size 10"] == "82.33 ± 1.43"  # sd 0.58, 3 seeds: 95 % CI
+    assert (
+        shown.loc[0.0316, "batch size 1"] == "63.00 ± 38.12 (1/3 diverged)"
+    )  # sd 4.24 of 2 seeds: t(1) 12.706
     assert shown.loc[0.1, "batch size 1"] == "diverged (3/3)"
     assert shown.loc[0.1, "batch size 10"] == "failed"
     boundary = tables.format_boundary(tables.divergence_boundary(table), BOUNDS)
