@@ -5,8 +5,7 @@ A product's fingerprint is the SHA-256 of its *inputs*, each hashed on its own s
 
 * ``code``: the source of the linmnist modules it runs, found by following the package's
   imports (``import linmnist.x`` / ``from linmnist.x import y``, function-local ones too) from
-  the modules the product names, or that its notebook imports; a report-layer module brings
-  the report's templates with it;
+  the modules the product names, or that its notebook imports;
 * ``notebook``: the cell types and sources of its notebook (outputs do not count);
 * ``params``: its parameters;
 * ``data``: the SHA-256 of the dataset's verified cache file;
@@ -27,7 +26,7 @@ from typing import Any
 
 import nbformat
 
-from linmnist.experiments.paths import LOCK_FILE, PACKAGE, TEMPLATES
+from linmnist.experiments.paths import LOCK_FILE, PACKAGE
 
 INPUTS = ("code", "notebook", "params", "data", "dependencies", "upstream")
 
@@ -100,17 +99,9 @@ def module_closure(modules: Iterable[str]) -> list[str]:
 
 
 def code_digest(modules: Iterable[str]) -> str:
-    """SHA-256 of the source of ``modules``' closure (and of the report's templates when a
-    report-layer module is among them)."""
+    """SHA-256 of the source of ``modules``' closure."""
     closure = module_closure(modules)
-    files = {name: module_path(name).read_bytes().hex() for name in closure}
-    if any(name.startswith("linmnist.report") for name in closure) and TEMPLATES.is_dir():
-        for path in sorted(TEMPLATES.rglob("*")):
-            if path.is_file():
-                files[f"templates/{path.relative_to(TEMPLATES).as_posix()}"] = (
-                    path.read_bytes().hex()
-                )
-    return digest(files)
+    return digest({name: module_path(name).read_bytes().hex() for name in closure})
 
 
 def notebook_code(path: str | Path) -> str:

@@ -20,7 +20,6 @@ NOTEBOOKS = ROOT / "notebooks"
 REPORTS = ROOT / "reports"
 LOCK_FILE = ROOT / "requirements.lock"
 DEFAULT_CONFIG = PACKAGE / "experiments" / "grids.toml"
-TEMPLATES = PACKAGE / "report" / "templates"
 DEFAULT_DATASET = "mnist"
 FULL_PROFILE = "full"
 

@@ -2,9 +2,9 @@
 
 ``report_job`` (the job of the pipeline's ``report`` product) reads the executed task
 notebooks of its build in reading order, drops their parameter cells, moves their headings
-one level down under the report's own title, scope and the table of what the study missed
-(``templates/_missed.md.j2``), numbers the sections, figures and tables and resolves the
-cross-references (``linmnist.report.captions``), puts the contents after the title, and
+one level down under the report's own title, numbers the sections, figures and tables and
+resolves the cross-references (``linmnist.report.captions``), puts the contents after the
+title, proofreads the result (``linmnist.report.proofread``: warnings), and
 writes ``report.ipynb``, ``report.html`` (self-contained, MathJax inlined, code hidden) and
 ``report.pdf`` (WeasyPrint, mathematics pre-rendered, bookmarks from the headings). A
 notebook that failed is included as it is, its error shown, so a report is written whatever
@@ -13,7 +13,6 @@ failed.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ import nbformat
 
 from linmnist.experiments.notebooks import FAILED_SUFFIX
 from linmnist.experiments.paths import build_dir, notebooks_dir
-from linmnist.report import captions, narrative, render
-from linmnist.report.facts import ScopeFacts, scope_facts
+from linmnist.report import captions, proofread, render
+from linmnist.report.study import dataset_name
+from linmnist.report.tables import markdown_literal
 
 
 def executed_notebook(directory: Path, stem: str) -> Path | None:
@@ -34,11 +34,16 @@ def executed_notebook(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def _literal_profile(facts: ScopeFacts) -> ScopeFacts:
-    """``facts`` whose profile name (the user's text) renders literally in Markdown."""
-    if facts.profile is None:
-        return facts
-    return dataclasses.replace(facts, profile=narrative.markdown_literal(facts.profile))
+def report_title(dataset: str, profile: str | None, *, markdown: bool = False) -> str:
+    """The report's title, naming the dataset and, for a profile, the profile (escaped for
+    Markdown if ``markdown``: a profile name is the user's text)."""
+    title = (
+        "How batch size, learning rate and data size shape minibatch SGD: "
+        f"a linear {dataset_name(dataset)} classifier"
+    )
+    if profile is None:
+        return title
+    return f"{title} ({markdown_literal(profile) if markdown else profile} profile)"
 
 
 def assemble(
@@ -49,21 +54,13 @@ def assemble(
     profile: str | None,
     warnings: list[str] | None = None,
 ) -> nbformat.NotebookNode:
-    """One notebook: the report's title, contents, scope and the table of what the study
-    missed, then each executed notebook's cells, numbered (``captions.number_report``).
+    """One notebook: the report's title and contents, then each executed notebook's cells,
+    numbered (``captions.number_report``).
 
     Cross-references to labels no notebook defines, and figures without a caption, are
     appended to ``warnings`` when given.
     """
-    facts = scope_facts(dataset, profile)
-    opening = [narrative.render(name, facts) for name in ("scope", "introduction")]
-    cells = [
-        nbformat.v4.new_markdown_cell(
-            "\n\n".join([f"# {narrative.title(_literal_profile(facts))}", *opening])
-        )
-    ]
-    missed = narrative.environment().get_template("_missed.md.j2").render(facts=facts)
-    cells.append(nbformat.v4.new_markdown_cell(missed.strip()))
+    cells = [nbformat.v4.new_markdown_cell(f"# {report_title(dataset, profile, markdown=True)}")]
     for stem in stems:
         path = executed_notebook(directory, stem)
         if path is None:
@@ -96,6 +93,27 @@ def assemble(
     return nb
 
 
+def proofread_report(
+    nb: nbformat.NotebookNode, page: str, *, dataset: str, profile: str | None
+) -> list[str]:
+    """What ``linmnist.report.proofread`` finds in an assembled report (its notebook and
+    HTML): empty or punctuation-only table headers, phrases naming another build, numbers
+    in e-notation."""
+    texts = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    texts += [
+        "".join(o.get("data", {}).get("text/markdown", ""))
+        for c in nb.cells
+        for o in c.get("outputs", [])
+    ]
+    text = "\n".join(texts)
+    problems = [f"a table header reads {h!r}" for h in proofread.bad_headers(page)]
+    problems += [
+        f"the text names another build: {p!r}"
+        for p in proofread.build_leaks(text, dataset, profile)
+    ]
+    return problems + [f"a number in e-notation: {n}" for n in proofread.e_notation(text)]
+
+
 def report_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """Write ``report.ipynb``, ``report.html`` and ``report.pdf`` of a build into ``out``."""
     dataset, profile = params["dataset"], params["profile"]
@@ -110,18 +128,22 @@ def report_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     )
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    title = narrative.title(scope_facts(dataset, profile))
+    title = report_title(dataset, profile)
     render.atomic_write(out / "report.ipynb", nbformat.writes(nb))
-    render.atomic_write(out / "report.html", render.notebook_html(nb, title=title))
+    page = render.notebook_html(nb, title=title)
+    render.atomic_write(out / "report.html", page)
+    problems = proofread_report(nb, page, dataset=dataset, profile=profile)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     unrendered: list[str] = []
-    page = render.print_html(nb, title=title, failures=unrendered)
+    printed = render.print_html(nb, title=title, failures=unrendered)
     for problem in unrendered:
         print(f"warning: the PDF shows a formula as code: {problem}", file=sys.stderr)
     cut_off: list[str] = []
-    pages = render.write_pdf(page, out / "report.pdf", cut_off=cut_off)
+    pages = render.write_pdf(printed, out / "report.pdf", cut_off=cut_off)
     for problem in cut_off:
         print(f"warning: the PDF cuts off {problem}", file=sys.stderr)
     failed = [
         s for s in params["notebooks"] if (notebooks_dir(build) / f"{s}{FAILED_SUFFIX}").is_file()
     ]
-    return {"pages": pages, "failed_notebooks": failed, "cut_off": cut_off}
+    return {"pages": pages, "failed_notebooks": failed, "cut_off": cut_off, "proofread": problems}

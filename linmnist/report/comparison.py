@@ -7,52 +7,55 @@ The comparison itself is made by the ``frameworks`` product and read with
 * ``final_metrics``: the final loss and accuracies of the runs of one setting, with the
   closed-form optimum (and, on MNIST, the study's reported PyTorch figures);
 * ``comparison_table``: the table of Task 6, one row per implementation, with timings;
-* ``format_table``: any of these tables as rounded text; ``styled_table`` the same table for
-  readers (a Styler: headers in words with units, ``5.6 × 10⁻⁹``, a dash where empty);
+* ``read_comparison``: a build's comparison, as a notebook reads it;
+* ``agreement``: the few numbers the answer to Task 6 quotes;
+* ``styled_table``: any of these tables for readers (a Styler: headers in words with units,
+  ``5.6 × 10⁻⁹``, a dash where empty);
 * ``overlay_curves``, ``comparison_curves`` and ``comparison_bars``: the figures.
 
 Accuracies are fractions in a ``Comparison`` and percentages in the tables and on the axes.
-The study's reported figures (``STUDY_REPORTED``) are shown only beside MNIST results.
+The study's reported figures (``STUDY_REPORTED``) are shown only beside MNIST results, with
+the number of updates they come after (``STUDY_ITERATIONS``), which is not ours: every
+table of final values has an ``iterations`` column, and the bar chart names it beside each
+row.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from linmnist.experiments.comparison import Comparison
+from linmnist.experiments.comparison import STEM, Comparison, load_comparison
+from linmnist.experiments.paths import results_dir
 from linmnist.report.figures import LEGEND_SIZE, PRINT_WIDTH
+from linmnist.report.inputs import locate_build, require_product
 from linmnist.report.study import is_study_dataset
 from linmnist.report.tables import scientific, styled
 
 # Task 6 of the study: its PyTorch run (bias, nn.MSELoss, its own 80/20 split), as fractions.
 STUDY_REPORTED = {"train_acc": 0.8581, "test_acc": 0.8573}
+# Updates the study's PyTorch run made before those figures: 50 epochs of 1,000 batches of 1000.
+STUDY_ITERATIONS = 50_000
+STUDY_BATCH_SIZE = 1000
 STUDY_ROW = "study (reported)"
 # The runs of the Task 6 table, in order: float32 on identical batches, then the study setting.
 TABLE_RUNS = ("numpy", "torch", "keras", "study_torch", "study_numpy")
 OPTIMUM_ROWS = {"task2": "closed-form optimum", "study": "closed-form optimum, bias"}
 SETTING_TITLES = {
     "task2": "Task 2 configuration on identical batches",
-    "study": "The study's PyTorch setting and the numpy engine on the same batches",
-}
-# Display format of each column of the tables.
-FORMATS = {
-    "train_acc": "{:.2f}",
-    "test_acc": "{:.2f}",
-    "train_loss": "{:.4f}",
-    "max_abs_dW": "{:.0e}",
-    "max_loss_rel": "{:.0e}",
-    "step_s_per_1000": "{:.3f}",
-    "run_s_per_1000": "{:.2f}",
+    "study": "The study's PyTorch setting and numpy on the same batches",
 }
 # The headers readers see, with units, and how each column is written.
 HEADERS = {
     "implementation": "implementation",
     "precision": "precision",
+    "batch_size": "batch size",
+    "iterations": "updates",
     "train_acc": "final train accuracy",
     "test_acc": "final test accuracy",
     "train_loss": "final training loss",
@@ -73,6 +76,8 @@ DISPLAY = {
     "max_abs_dW": scientific,
     "max_loss_rel": scientific,
     "diverged_at": lambda v: f"{int(v)}",
+    "iterations": lambda v: f"{int(v):,}",
+    "batch_size": lambda v: f"{int(v)}",
     "step_s_per_1000": lambda v: f"{v:.3f}",
     "run_s_per_1000": lambda v: f"{v:.2f}",
 }
@@ -84,6 +89,32 @@ _STYLES = [
     {"linewidth": 1.0, "linestyle": ":", "color": "k"},
     {"linewidth": 0.8, "linestyle": "-."},
 ]
+
+
+def read_comparison(
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | None = None,
+    build: str | None = None,
+) -> Comparison:
+    """The framework comparison of a build, as a notebook reads it: ``MissingResults``
+    naming the command that makes it, a RuntimeError if it failed, a ValueError if the
+    build holds another dataset's comparison."""
+    directory = results_dir(locate_build(dataset, profile, build, config)) / STEM
+    require_product(
+        directory / f"{STEM}.json",
+        what="the framework comparison's results",
+        dataset=dataset,
+        profile=profile,
+        config=config,
+        target=STEM,
+    )
+    comparison = load_comparison(directory)
+    if not comparison.ok:
+        raise RuntimeError(f"the framework comparison failed: {comparison.error}")
+    if comparison.dataset != dataset:
+        raise ValueError(f"{directory} holds a comparison on {comparison.dataset}, not {dataset}")
+    return comparison
 
 
 def _check(comparison: Comparison) -> None:
@@ -135,16 +166,19 @@ def final_metrics(
     """Final training loss and accuracies (%) of the runs of one setting, then the optimum.
 
     The closed-form optimum (with a bias for the study setting) is a last row; for the study
-    setting on MNIST (``show_study``) the study's reported figures follow it.
+    setting on MNIST (``show_study``) the study's reported figures follow it, after its own
+    number of updates (``STUDY_ITERATIONS``).
 
     Returns
     -------
-    DataFrame indexed by label, columns train_loss, train_acc, test_acc.
+    DataFrame indexed by label, columns iterations (updates made; missing for the optimum),
+    train_loss, train_acc, test_acc.
     """
     _check(comparison)
     rows = comparison.select(setting, precision)
     table = pd.DataFrame(
         {
+            "iterations": rows["iterations"].to_numpy(dtype=float),
             "train_loss": rows["final_train_loss"].to_numpy(dtype=float),
             "train_acc": 100 * rows["final_train_acc"].to_numpy(dtype=float),
             "test_acc": 100 * rows["final_test_acc"].to_numpy(dtype=float),
@@ -154,13 +188,12 @@ def final_metrics(
     optimum = comparison.optimum_bias if setting == "study" else comparison.optimum
     if optimum is not None:
         table.loc[OPTIMUM_ROWS[setting]] = [
-            optimum.loss, 100 * optimum.train_acc, 100 * optimum.test_acc
+            math.nan, optimum.loss, 100 * optimum.train_acc, 100 * optimum.test_acc
         ]  # fmt: skip
     if setting == "study" and show_study(comparison, study):
-        table.loc[STUDY_ROW] = [
-            math.nan, 100 * STUDY_REPORTED["train_acc"], 100 * STUDY_REPORTED["test_acc"]
-        ]  # fmt: skip
-    return table
+        reported = [100 * STUDY_REPORTED[k] for k in ("train_acc", "test_acc")]
+        table.loc[STUDY_ROW] = [STUDY_ITERATIONS, math.nan, *reported]
+    return table.astype({"iterations": "Int64"})
 
 
 def comparison_table(
@@ -183,16 +216,19 @@ def comparison_table(
 
     Returns
     -------
-    DataFrame indexed by run label, columns train_acc and test_acc (final, %), train_loss
-    (final), max_abs_dW (max |(W, b) - (W, b)_numpy| against the numpy run of the same
-    configuration), diverged_at, and step_s_per_1000 and run_s_per_1000 (updates alone, and
-    the whole training call with its evaluation, in seconds per 1,000 iterations).
+    DataFrame indexed by run label, columns batch_size and iterations (updates made; the
+    study's for its row), train_acc and test_acc (final, %), train_loss (final), max_abs_dW
+    (max |(W, b) - (W, b)_numpy| against the numpy run of the same configuration),
+    diverged_at, and step_s_per_1000 and run_s_per_1000 (updates alone, and the whole
+    training call with its evaluation, in seconds per 1,000 iterations).
     """
     _check(comparison)
     rows = _runs(comparison, runs)
     iterations = rows["iterations"].to_numpy(dtype=float)
     table = pd.DataFrame(
         {
+            "batch_size": rows["batch_size"].to_numpy(dtype=float),
+            "iterations": iterations,
             "train_acc": 100 * rows["final_train_acc"].to_numpy(dtype=float),
             "test_acc": 100 * rows["final_test_acc"].to_numpy(dtype=float),
             "train_loss": rows["final_train_loss"].to_numpy(dtype=float),
@@ -204,30 +240,10 @@ def comparison_table(
         index=list(rows["label"]),
     )
     if show_study(comparison, study):
-        reported = {"train_acc": 100 * STUDY_REPORTED["train_acc"]}
-        reported["test_acc"] = 100 * STUDY_REPORTED["test_acc"]
+        reported = {k: 100 * STUDY_REPORTED[k] for k in ("train_acc", "test_acc")}
+        reported |= {"batch_size": STUDY_BATCH_SIZE, "iterations": STUDY_ITERATIONS}
         table = pd.concat([table, pd.DataFrame(reported, index=[STUDY_ROW])])
-    return table.astype({"diverged_at": "Int64"})
-
-
-def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """A table of this module as text: numbers rounded (``FORMATS``), missing values empty."""
-
-    def cell(value, fmt: str) -> str:
-        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-            return ""
-        if fmt == "{:.0e}" and value == 0:
-            return "0"
-        return fmt.format(value)
-
-    out = pd.DataFrame(index=table.index)
-    for column in table.columns:
-        fmt = FORMATS.get(column)
-        if fmt is None:
-            out[column] = ["" if pd.isna(v) else str(v) for v in table[column]]
-        else:
-            out[column] = [cell(v, fmt) for v in table[column]]
-    return out
+    return table.astype({"batch_size": "Int64", "iterations": "Int64", "diverged_at": "Int64"})
 
 
 def styled_table(table: pd.DataFrame):
@@ -239,7 +255,32 @@ def styled_table(table: pd.DataFrame):
     return styled(shown, DISPLAY, headers=HEADERS)
 
 
-def overlay_curves(histories: Mapping[str, pd.DataFrame], *, title: str, reference=None) -> Figure:
+def _label_reference(ax, value: float, text: str) -> None:
+    """Write ``text`` just above the horizontal line at ``value``, at the right of ``ax``,
+    raising the top of the axis if the text would otherwise cross the frame."""
+    low, high = ax.get_ylim()
+    room = 0.12 * (high - low)
+    if value + room > high:
+        ax.set_ylim(low, value + room)
+    ax.text(
+        0.98,
+        value,
+        text,
+        transform=ax.get_yaxis_transform(),
+        ha="right",
+        va="bottom",
+        fontsize=LEGEND_SIZE,
+        color="0.35",
+    )
+
+
+def overlay_curves(
+    histories: Mapping[str, pd.DataFrame],
+    *,
+    title: str,
+    reference=None,
+    reference_label: str = "closed-form optimum",
+) -> Figure:
     """Training loss, training accuracy and test accuracy of several runs, drawn on top of
     each other (distinct line styles, so curves that coincide stay visible).
 
@@ -248,13 +289,15 @@ def overlay_curves(histories: Mapping[str, pd.DataFrame], *, title: str, referen
     histories : mapping name -> DataFrame
         Histories with the columns of ``TrainResult.history``.
     title : str
-        Figure title, naming the configuration.
+        Figure title, naming the configuration (wrapped to the figure's width).
     reference : object, optional
         Anything with ``loss``, ``train_acc`` and ``test_acc`` (an ``Optimum``), drawn as
-        dashed horizontal lines.
+        dashed horizontal lines with their value written above them, inside the frame.
+    reference_label : str
+        The reference's name in the key.
     """
-    fig = Figure(figsize=(PRINT_WIDTH, 3.4), dpi=110)
-    axes = fig.subplots(1, 3)
+    fig = Figure(figsize=(PRINT_WIDTH, 3.6), dpi=110)
+    axes = fig.subplots(1, 3, sharex=True)
     panels = [
         ("train_loss", 1, "training loss", "loss", "{:.4f}"),
         ("train_acc", 100, "training accuracy (%)", "train_acc", "{:.2f} %"),
@@ -267,26 +310,17 @@ def overlay_curves(histories: Mapping[str, pd.DataFrame], *, title: str, referen
     for ax, (_, scale, label, attr, fmt) in zip(axes, panels, strict=True):
         if reference is not None:
             value = scale * getattr(reference, attr)
-            ax.axhline(value, **_REFERENCE, label="closed-form optimum")
-            ax.text(
-                0.98,
-                value,
-                fmt.format(value),
-                transform=ax.get_yaxis_transform(),
-                ha="right",
-                va="bottom",
-                fontsize=LEGEND_SIZE,
-                color="0.35",
-            )
+            ax.axhline(value, **_REFERENCE, label=reference_label)
+            _label_reference(ax, value, fmt.format(value))
         ax.set_xlabel("iteration")
         ax.set_title(label, fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-    # One key for the three panels, below them; each panel's optimum is in its caption.
+    # One key for the three panels, below them; each panel's optimum is written on it.
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=LEGEND_SIZE, loc="lower center", ncol=len(labels))
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.suptitle(textwrap.fill(title, 92), fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -315,34 +349,96 @@ def comparison_curves(
         {row["label"]: comparison.history(run) for run, row in rows.iterrows()},
         title=title,
         reference=comparison.optimum_bias if setting == "study" else comparison.optimum,
+        reference_label=OPTIMUM_ROWS.get(setting, OPTIMUM_ROWS["task2"]),
     )
+
+
+def _row_labels(table: pd.DataFrame) -> list[str]:
+    """Each row's name, wrapped, above its number of updates and batch size."""
+    labels = []
+    for name, its, batch in zip(table.index, table["iterations"], table["batch_size"], strict=True):
+        labels.append(f"{textwrap.fill(str(name), 21)}\n{int(its):,} updates of {int(batch)}")
+    return labels
+
+
+def _accuracy_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
+    """Final train and test accuracy as horizontal bars from 0 %, their values at their ends."""
+    for offset, column, label, color in ((0.2, "train_acc", "train", "C0"),
+                                         (-0.2, "test_acc", "test", "C1")):  # fmt: skip
+        bars = ax.barh(y + offset, table[column], height=0.4, label=label, color=color)
+        ax.bar_label(bars, fmt="%.2f", fontsize=LEGEND_SIZE - 1, padding=2)
+    ax.set_xlim(0, 118)
+    ax.set_xticks([0, 25, 50, 75, 100])
+    ax.set_xlabel("final accuracy (%)")
+    ax.legend(fontsize=LEGEND_SIZE, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
+
+
+def _difference_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
+    """The largest weight difference from numpy, dots on a log axis; "reference" for the
+    numpy runs themselves, nothing for rows without weights (the study's figures)."""
+    differences = table["max_abs_dW"].to_numpy(dtype=float)
+    shown = differences > 0
+    ax.plot(differences[shown], y[shown], "o", color="C3")
+    ax.set_xscale("log")
+    for position, value in zip(y, differences, strict=True):
+        if value == 0:
+            ax.text(0.5, position, "numpy: reference", transform=ax.get_yaxis_transform(),
+                    ha="center", va="center", fontsize=LEGEND_SIZE - 1, color="0.35")  # fmt: skip
+    if shown.any():
+        low, high = differences[shown].min(), differences[shown].max()
+        ax.set_xlim(low / 30, high * 30)
+    ax.set_xlabel("largest $|\\Delta W|$\nfrom numpy")
 
 
 def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
-    """Bar charts of a ``comparison_table``: final accuracies and seconds per 1,000 updates.
+    """Three panels of a ``comparison_table``, one row per implementation, named with the
+    number of updates it made: final accuracies (bars from 0 %), the largest weight
+    difference from the numpy run of the same configuration (log axis), and seconds per
+    1,000 updates (bars from 0).
 
-    Rows without a time (the study's reported figures) appear in the accuracy panel only.
+    Rows without weights or times (the study's reported figures) appear in the accuracy
+    panel only.
     """
-    fig = Figure(figsize=(PRINT_WIDTH, 3.8), dpi=110)
-    ax_acc, ax_time = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-    x = np.arange(len(table))
-    for offset, column, label in ((-0.2, "train_acc", "train"), (0.2, "test_acc", "test")):
-        bars = ax_acc.bar(x + offset, table[column], width=0.4, label=label)
-        ax_acc.bar_label(bars, fmt="%.2f", fontsize=LEGEND_SIZE, rotation=90, padding=2)
-    accuracies = table[["train_acc", "test_acc"]].to_numpy(dtype=float)
-    ax_acc.set_ylim(max(0.0, np.nanmin(accuracies) - 5), min(100.0, np.nanmax(accuracies) + 6))
-    ax_acc.set_xticks(x, table.index, fontsize=LEGEND_SIZE, rotation=20, ha="right")
-    ax_acc.set_ylabel("final accuracy (%)")
-    ax_acc.legend(fontsize=LEGEND_SIZE, loc="upper left")
-    timed = table.dropna(subset=["step_s_per_1000"])
-    bars = ax_time.bar(np.arange(len(timed)), timed["step_s_per_1000"], color="C2")
-    ax_time.bar_label(bars, fmt="%.2f", fontsize=LEGEND_SIZE)
-    ax_time.set_xticks(
-        np.arange(len(timed)), timed.index, fontsize=LEGEND_SIZE, rotation=20, ha="right"
+    fig = Figure(figsize=(PRINT_WIDTH, 0.62 * len(table) + 1.4), dpi=110)
+    ax_acc, ax_dw, ax_time = fig.subplots(
+        1, 3, sharey=True, gridspec_kw={"width_ratios": [5, 3, 3]}
     )
-    ax_time.set_ylabel("seconds per 1,000 updates")
-    for ax in (ax_acc, ax_time):
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
+    y = np.arange(len(table))[::-1].astype(float)  # the first row at the top
+    _accuracy_panel(ax_acc, table, y)
+    _difference_panel(ax_dw, table, y)
+    times = table["step_s_per_1000"].to_numpy(dtype=float)
+    timed = np.isfinite(times)
+    bars = ax_time.barh(y[timed], times[timed], height=0.6, color="C2")
+    ax_time.bar_label(bars, fmt="%.2f", fontsize=LEGEND_SIZE - 1, padding=2)
+    ax_time.set_xlim(0, 1.3 * times[timed].max() if timed.any() else 1)
+    ax_time.set_xlabel("seconds per\n1,000 updates")
+    ax_acc.set_yticks(y, _row_labels(table), fontsize=LEGEND_SIZE)
+    for ax in (ax_acc, ax_dw, ax_time):
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=LEGEND_SIZE)
+    fig.suptitle(textwrap.fill(title, 92), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def agreement(comparison: Comparison) -> dict[str, float | int]:
+    """What the answer to Task 6 quotes: how far the framework runs are from numpy.
+
+    Returns
+    -------
+    dict with float32_dW and float64_dW (the largest |(W, b) difference| of the Task 2
+    framework runs from the numpy run of their precision), study_dW (the same for the
+    study's PyTorch setting), evaluations (iterations evaluated in each Task 2 run),
+    differing (evaluated iterations, summed over the float32 framework runs, whose accuracy
+    differs from numpy's) and samples (the largest such difference, in samples).
+    """
+    task2 = equivalence_table(comparison, "task2")
+    float32 = task2[task2["precision"] == "float32"]
+    return {
+        "float32_dW": float(float32["max_abs_dW"].max()),
+        "float64_dW": float(task2.loc[task2["precision"] == "float64", "max_abs_dW"].max()),
+        "study_dW": float(equivalence_table(comparison, "study")["max_abs_dW"].max()),
+        "evaluations": int(float32["evaluations"].max()),
+        "differing": int(float32["differing"].sum()),
+        "samples": int(float32[["train_samples", "test_samples"]].to_numpy().max()),
+    }

@@ -7,9 +7,9 @@ Accuracies are fractions in the data and percentages on the axes.
 Histories are long DataFrames with the columns of ``TrainResult.history`` (iteration,
 train_loss, train_acc, test_acc), a ``seed`` column when several seeds are present, and
 the run's parameters (``lr``, ``batch_size``, ``n_prime``) where a figure groups by them.
-Several seeds are drawn as their mean with a min-max band, over the iterations that most
-seeds recorded (the thinned evaluation schedule), and the seed evaluated at every
-iteration is drawn underneath as a thin line.
+Several seeds are drawn as their mean with the 95 % confidence interval of that mean as a
+band, over the iterations that most seeds recorded (the thinned evaluation schedule), and
+the seed evaluated at every iteration is drawn underneath as a thin line.
 
 Figures are at most ``PRINT_WIDTH`` inches wide and their text at least 8 pt, so they print
 at their own size on an A4 page. Each batch size has one colour, marker and line style
@@ -19,6 +19,7 @@ every figure. Axis limits come from the data drawn.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Protocol
@@ -27,6 +28,9 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+
+from linmnist.report.uncertainty import ci95
 
 METRICS = {
     "train_loss": "training loss",
@@ -123,7 +127,7 @@ def _scale(metric: str) -> float:
 
 
 def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean, min and max of ``metric`` over seeds at each commonly recorded iteration.
+    """Mean of ``metric`` over seeds and its 95 % confidence interval, per iteration.
 
     Parameters
     ----------
@@ -135,7 +139,9 @@ def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Columns iteration, mean, low, high, n (the number of seeds with a finite value),
+        Columns iteration, mean, low, high (the mean less and plus the half-width of its
+        95 % confidence interval, ``linmnist.report.uncertainty.ci95``; the mean itself
+        where one seed has a value), n (the number of seeds with a finite value),
         restricted to iterations recorded by a majority of the seeds; rows where every
         seed had diverged are dropped.
     """
@@ -150,8 +156,9 @@ def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
     table = table[table["iteration"].isin(common)]
     finite = table[np.isfinite(table["v"].to_numpy(dtype=float))]
     grouped = finite.groupby("iteration")["v"]
+    mean, half = grouped.mean(), grouped.agg(ci95).fillna(0.0)
     band = pd.DataFrame(
-        {"mean": grouped.mean(), "low": grouped.min(), "high": grouped.max(), "n": grouped.size()}
+        {"mean": mean, "low": mean - half, "high": mean + half, "n": grouped.size()}
     )
     return band.reset_index()
 
@@ -191,24 +198,31 @@ def _draw_metric(ax, history: pd.DataFrame, metric: str, *, color: str, label: s
         )
 
 
-def _mark_divergence(ax, diverged_at: Sequence[int], n_seeds: int) -> None:
-    """Mark the iterations at which seeds diverged and say so in the panel."""
+def _mark_divergence(
+    ax, diverged_at: Sequence[int], n_seeds: int, *, y: float = 0.5, extra: str = ""
+) -> None:
+    """Mark where seeds diverged (a dotted line, a red cross on the top edge) and say so in
+    a note inside the panel, centred at the height ``y`` (a fraction of the axes), with
+    ``extra`` as its last line."""
     its = sorted(int(k) for k in diverged_at)
     if not its:
         return
-    for k in its:
+    for k in sorted(set(its)):
         ax.axvline(k, color="C3", linewidth=0.8, linestyle=":")
+    top = ax.get_xaxis_transform()
+    ax.plot(its, np.ones(len(its)), "x", color="C3", mew=1.5, transform=top, clip_on=False)
     span = f"{its[0]}" if its[0] == its[-1] else f"{its[0]}-{its[-1]}"
     ax.text(
         0.5,
-        0.5,
-        f"diverged at iteration {span}\n({len(its)} of {n_seeds} seeds)",
+        y,
+        f"diverged at\niteration {span}\n({len(its)} of {n_seeds} seeds)"
+        + (f"\n{extra}" if extra else ""),
         transform=ax.transAxes,
         ha="center",
         va="center",
         color="C3",
         fontsize=8,
-        bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.85},
+        bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.85, "pad": 2},
     )
 
 
@@ -250,6 +264,37 @@ def digit_image(image: np.ndarray, *, title: str) -> Figure:
     return fig
 
 
+def _draw_reference(ax_loss, ax_acc, reference, label: str) -> None:
+    """The closed-form optimum as horizontal lines: loss, train and test accuracy."""
+    ax_loss.axhline(reference.loss, **REFERENCE_STYLE, label=f"{label} ({reference.loss:.4f})")
+    ax_acc.axhline(
+        100 * reference.train_acc,
+        **REFERENCE_STYLE,
+        label=f"{label}, train ({100 * reference.train_acc:.2f} %)",
+    )
+    ax_acc.axhline(
+        100 * reference.test_acc,
+        **{**REFERENCE_STYLE, "linestyle": "-."},
+        label=f"{label}, test ({100 * reference.test_acc:.2f} %)",
+    )
+
+
+def _draw_study(ax_loss, ax_acc, study: pd.DataFrame) -> None:
+    """The study's reported points as black markers."""
+    _check_columns(study, "study", ["iteration", *METRICS])
+    loss = study.dropna(subset=["train_loss"])
+    ax_loss.plot(loss["iteration"], loss["train_loss"], "kx", label="study (one unseeded run)")
+    for metric, marker in (("train_acc", "ks"), ("test_acc", "k^")):
+        points = study.dropna(subset=[metric])
+        ax_acc.plot(
+            points["iteration"],
+            100 * points[metric],
+            marker,
+            markerfacecolor="none",
+            label=f"study, {metric.split('_')[0]}",
+        )
+
+
 def training_curves(
     history: pd.DataFrame,
     *,
@@ -259,12 +304,14 @@ def training_curves(
     study: pd.DataFrame | None = None,
     diverged_at: Sequence[int] = (),
 ) -> Figure:
-    """Training loss (left) and train/test accuracy (right) against the iteration.
+    """Training loss (left) and train/test accuracy (right) against the iteration, with one
+    key below the panels (it never covers a curve).
 
     Parameters
     ----------
     history : DataFrame
         Columns iteration, train_loss, train_acc, test_acc, and seed for several seeds.
+        Iteration 0 is the state after the first update.
     title : str
         The figure title; it must name the run's configuration.
     reference : object, optional
@@ -280,70 +327,120 @@ def training_curves(
     """
     _check_columns(history, "history", ["iteration", *METRICS])
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
-    fig = Figure(figsize=(PRINT_WIDTH, 3.6), dpi=DPI)
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    fig = Figure(figsize=(PRINT_WIDTH, 4.9), dpi=DPI)
+    ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
     _draw_metric(ax_loss, history, "train_loss", color=COLORS["train_loss"], label="training loss")
     _draw_metric(ax_acc, history, "train_acc", color=COLORS["train_acc"], label="train")
     _draw_metric(ax_acc, history, "test_acc", color=COLORS["test_acc"], label="test")
     if reference is not None:
-        ax_loss.axhline(
-            reference.loss, **REFERENCE_STYLE, label=f"{reference_label} ({reference.loss:.4f})"
-        )
-        ax_acc.axhline(
-            100 * reference.train_acc,
-            **REFERENCE_STYLE,
-            label=f"{reference_label}, train ({100 * reference.train_acc:.2f} %)",
-        )
-        ax_acc.axhline(
-            100 * reference.test_acc,
-            color="0.35",
-            linestyle="-.",
-            linewidth=1.0,
-            label=f"{reference_label}, test ({100 * reference.test_acc:.2f} %)",
-        )
+        _draw_reference(ax_loss, ax_acc, reference, reference_label)
     if study is not None:
-        _check_columns(study, "study", ["iteration", *METRICS])
-        loss = study.dropna(subset=["train_loss"])
-        ax_loss.plot(loss["iteration"], loss["train_loss"], "kx", label="study (one unseeded run)")
-        for metric, marker in (("train_acc", "ks"), ("test_acc", "k^")):
-            points = study.dropna(subset=[metric])
-            ax_acc.plot(
-                points["iteration"],
-                100 * points[metric],
-                marker,
-                markerfacecolor="none",
-                label=f"study, {metric.split('_')[0]}",
-            )
+        _draw_study(ax_loss, ax_acc, study)
     limits = _loss_limits(history["train_loss"].to_numpy(dtype=float))
     if limits is not None and not diverged_at:
-        ax_loss.set_ylim(
-            min(limits[0], reference.loss - 0.01) if reference is not None else limits[0],
-            limits[1],
-        )
+        low = limits[0] if reference is None else min(limits[0], reference.loss - 0.01)
+        ax_loss.set_ylim(low, limits[1])
     for ax in (ax_loss, ax_acc):
-        ax.set_xlabel("iteration")
+        ax.set_xlabel("iteration (0: after the first update)")
         ax.grid(alpha=0.3)
         _mark_divergence(ax, diverged_at, n_seeds)
+    _clip_percent(ax_acc)
     ax_loss.set_ylabel("training loss")
     ax_loss.set_title("Training loss")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.set_title("Accuracy")
-    ax_loss.legend(fontsize=LEGEND_SIZE)
-    ax_acc.legend(fontsize=LEGEND_SIZE, loc="lower right")
+    handles, labels = ax_loss.get_legend_handles_labels()
+    more = ax_acc.get_legend_handles_labels()
+    fig.legend(
+        handles + more[0],
+        labels + more[1],
+        loc="lower center",
+        ncol=2,
+        fontsize=LEGEND_SIZE,
+        frameon=False,
+    )
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    rows = math.ceil((len(labels) + len(more[1])) / 2)
+    fig.tight_layout(rect=(0, 0.034 * rows + 0.01, 1, 1))
     return fig
 
 
 def _grid_axes(values: Sequence[float], batch_sizes: Sequence[int], *, sharey: bool):
-    width = min(PRINT_WIDTH, 1.65 * len(batch_sizes) + 0.6)
-    fig = Figure(figsize=(width, 1.75 * len(values) + 0.9), dpi=DPI)
-    axes = fig.subplots(len(values), len(batch_sizes), sharex=True, sharey=sharey, squeeze=False)
+    width = min(PRINT_WIDTH, max(1.65 * len(batch_sizes) + 0.6, 4.8))
+    fig = Figure(figsize=(width, 1.75 * len(values) + 1.0), dpi=DPI)
+    axes = fig.subplots(len(values), len(batch_sizes), sharex=False, sharey=sharey, squeeze=False)
     return fig, axes
+
+
+def _shared_limits(values: np.ndarray, *, log: bool, room: float = 1.6) -> tuple[float, float]:
+    """Limits holding every finite value, with ``room`` (a factor) above a loss: there the
+    first evaluations of diverging runs stay visible."""
+    finite = values[np.isfinite(values) & ((values > 0) if log else True)]
+    if finite.size == 0:
+        return (0.1, 1.0) if log else (0.0, 100.0)
+    low, high = float(finite.min()), float(finite.max())
+    if log:
+        return low / 1.08, high * room
+    pad = 0.05 * max(high - low, 1.0)
+    return max(low - pad, 0.0), min(high + pad, 100.0)
+
+
+def _draw_diverged(ax, runs: pd.DataFrame, metric: str, limits: tuple[float, float]) -> str:
+    """Each diverged seed as a thin line with a dot per evaluation; values beyond the shared
+    axis are drawn as triangles on its edge (the line leaves the panel there). Returns
+    the legend of those triangles ("" when there are none)."""
+    low, high = limits
+    clipped = set()
+    for _, rows in runs.groupby("seed"):
+        x = rows["iteration"].to_numpy()
+        y = rows[metric].to_numpy(dtype=float) * _scale(metric)
+        keep = np.isfinite(y)
+        x, y = x[keep], y[keep]
+        ax.plot(x, y, color=COLORS[metric], linewidth=0.7, marker=".", markersize=3, alpha=0.7)
+        for side, marker, edge in ((y > high, "^", high), (y < low, "v", low)):
+            if not side.any():  # an empty unclipped line would stretch the layout to (0, 0)
+                continue
+            clipped.add(marker)
+            ax.plot(
+                x[side],
+                np.full(side.sum(), edge),
+                marker,
+                color=COLORS[metric],
+                markersize=4,
+                clip_on=False,
+                linestyle="none",
+            )
+    names = {"^": "\u25b2 above the axis", "v": "\u25bc below the axis"}
+    return "\n".join(names[m] for m in sorted(clipped))
+
+
+def _grid_panel(ax, cell: pd.DataFrame, runs: pd.DataFrame, metric: str, limits, last: int) -> None:
+    """One configuration: the mean of its seeds that did not diverge and its 95 % CI, the
+    diverged seeds clipped to the shared axis, and a note where seeds diverged or failed."""
+    failed = "status" in runs.columns and (runs["status"] != "ok").any()
+    runs = runs.dropna(subset=["seed"])
+    diverged = runs[runs["diverged_at"].notna()]
+    kept = cell[~cell["seed"].isin(diverged["seed"])]
+    if not kept.empty:
+        _draw_metric(ax, kept, metric, color=COLORS[metric], label=METRICS[metric])
+    extra = _draw_diverged(ax, cell[cell["seed"].isin(diverged["seed"])], metric, limits)
+    stops = diverged["diverged_at"].astype(int).tolist()
+    # A panel whose every seed diverged gets the short x range of its runs.
+    ax.set_xlim(0, max(stops) + 1 if stops and kept.empty else last)
+    _mark_divergence(ax, stops, len(runs), y=0.35 if metric == "train_loss" else 0.65, extra=extra)
+    if failed or runs.empty:
+        note = "failed" if failed else "no result"
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="C3")
 
 
 def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) -> Figure:
     """Small multiples of one metric: a row per learning rate, a column per batch size.
+
+    Every panel has the same vertical axis (logarithmic for the loss), set by the seeds
+    that did not diverge; a diverged seed is drawn on its own short iteration range, its
+    values beyond the axis as triangles on the edge. The band is the 95 % confidence
+    interval of the mean over the seeds that did not diverge, at each iteration most of
+    them recorded; the thin line the seed recorded at the most iterations.
 
     Parameters
     ----------
@@ -365,46 +462,123 @@ def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) ->
     _check_columns(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     lrs = sorted(seeds["lr"].unique(), reverse=True)
     batch_sizes = sorted(seeds["batch_size"].unique())
-    fig, axes = _grid_axes(lrs, batch_sizes, sharey=False)
-    scale = _scale(metric)
-    converged = histories.merge(
-        seeds[seeds["diverged_at"].isna()][["lr", "batch_size", "seed"]],
-        on=["lr", "batch_size", "seed"],
-    )
-    for i, lr in enumerate(lrs):
-        for j, batch_size in enumerate(batch_sizes):
-            ax = axes[i, j]
-            cell = histories[(histories["lr"] == lr) & (histories["batch_size"] == batch_size)]
-            runs = seeds[(seeds["lr"] == lr) & (seeds["batch_size"] == batch_size)]
-            if not cell.empty:
-                _draw_metric(ax, cell, metric, color=COLORS[metric], label=METRICS[metric])
-            failed = "status" in runs.columns and (runs["status"] != "ok").any()
-            runs = runs.dropna(subset=["seed"])
-            diverged = runs["diverged_at"].dropna().astype(int).tolist()
-            _mark_divergence(ax, diverged, len(runs))
-            if failed or runs.empty:
-                note = "failed" if failed else "no result"
-                ax.text(
-                    0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="C3"
-                )
-            ax.set_title(f"lr = {lr:g}, B = {batch_size}", fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.tick_params(labelsize=8)
-            # Each panel's limits hold all its converged seeds (a noisy panel is not clipped).
-            mine = converged[(converged["lr"] == lr) & (converged["batch_size"] == batch_size)]
-            limits = _loss_limits(mine[metric].to_numpy(dtype=float) * scale)
-            if limits is not None:
-                ax.set_ylim(*limits)
-            if i == len(lrs) - 1:
-                ax.set_xlabel("iteration")
-            if j == 0:
-                ax.set_ylabel(METRICS[metric], fontsize=9)
+    fig, axes = _grid_axes(lrs, batch_sizes, sharey=True)
+    keys = ["lr", "batch_size", "seed"]
+    converged = histories.merge(seeds[seeds["diverged_at"].isna()][keys], on=keys)
+    log = metric == "train_loss"
+    limits = _shared_limits(converged[metric].to_numpy(dtype=float) * _scale(metric), log=log)
+    last = int(histories["iteration"].max()) if len(histories) else 1
+    for (i, lr), (j, batch_size) in itertools.product(enumerate(lrs), enumerate(batch_sizes)):
+        ax = axes[i, j]
+        cell = histories[(histories["lr"] == lr) & (histories["batch_size"] == batch_size)]
+        runs = seeds[(seeds["lr"] == lr) & (seeds["batch_size"] == batch_size)]
+        _grid_panel(ax, cell, runs, metric, limits, last)
+        ax.set_title(f"lr = {lr:g}, B = {batch_size}", fontsize=9)
+        ax.grid(alpha=0.3, which="both" if log else "major")
+        ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        if i == len(lrs) - 1:
+            ax.set_xlabel("iteration")
+        if j == 0:
+            ax.set_ylabel(METRICS[metric], fontsize=9)
+    _shared_y(axes[0, 0], limits, log=log)
+    fig.suptitle(_grid_title(seeds, metric), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _shared_y(ax, limits: tuple[float, float], *, log: bool) -> None:
+    """The one vertical axis of the panels: limits, and plain tick labels on a log scale."""
+    if log:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(FixedLocator(_log_ticks(*limits)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(*limits)
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """Round tick values between ``low`` and ``high``: 1, 2, 3, 5 x 10^k, finer when the
+    range holds fewer than three of them."""
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    for steps in ((1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8), tuple(range(10, 100, 5))):
+        scale = 1 if steps[0] == 1 else 10
+        ticks = [m / scale * 10.0**k for k in decades for m in steps]
+        ticks = [round(t, 12) for t in ticks if low <= t <= high]
+        if len(ticks) >= 3:
+            return ticks
+    return ticks
+
+
+def _grid_title(seeds: pd.DataFrame, metric: str) -> str:
     n_seeds = seeds.groupby(["lr", "batch_size"])["seed"].nunique().max()
     n_seeds = 0 if pd.isna(n_seeds) else int(n_seeds)
+    scale = ", log scale" if metric == "train_loss" else ""
+    spread = (
+        f"mean and 95 % CI of the mean over {n_seeds} seeds;\n"
+        "thin line: one seed evaluated after every iteration"
+        if n_seeds > 1
+        else "one seed"
+    )
+    return (
+        f"{METRICS[metric].split(' (')[0].capitalize()}{scale}, per learning rate x batch "
+        f"size (B);\n{spread}"
+    )
+
+
+def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
+    """Training loss against the examples seen, (iteration + 1) x batch size, one line per
+    batch size, a panel per learning rate at which no seed diverged (log-log, shared axes).
+
+    Parameters
+    ----------
+    histories : DataFrame
+        Columns lr, batch_size, seed, iteration, train_loss (every seed's history).
+    seeds : DataFrame
+        Columns lr, batch_size, seed, diverged_at (``linmnist.experiments.results.load_task``).
+
+    Each line is the mean over seeds with the 95 % confidence interval of that mean as a
+    band, at the iterations most seeds recorded; iteration 0 is after the first update, so
+    it has seen one batch.
+    """
+    _check_columns(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
+    _check_columns(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
+    diverged = seeds.groupby("lr")["diverged_at"].apply(lambda d: d.notna().any())
+    lrs = sorted(diverged.index[~diverged], reverse=True) or [None]
+    fig = Figure(figsize=(min(PRINT_WIDTH, 2.2 + 2.6 * len(lrs)), 3.4), dpi=DPI)
+    axes = fig.subplots(1, len(lrs), sharey=True, squeeze=False)[0]
+    values = []
+    for ax, lr in zip(axes, lrs, strict=True):
+        rows = histories[histories["lr"] == lr]
+        for batch_size, runs in rows.groupby("batch_size", sort=True):
+            band = seed_band(runs, "train_loss")
+            examples = (band["iteration"] + 1) * batch_size
+            ax.plot(
+                examples,
+                band["mean"],
+                **batch_style(batch_size),
+                markevery=0.2,
+                markersize=4,
+                label=f"B = {batch_size}",
+            )
+            ax.fill_between(
+                examples, band["low"], band["high"], color=batch_color(batch_size), alpha=0.2
+            )
+            values.append(band["mean"].to_numpy(dtype=float))
+        ax.set_xscale("log")
+        ax.set_xlabel("examples seen (log scale)")
+        ax.grid(alpha=0.3, which="major")
+        ax.set_title(
+            "no learning rate without divergence" if lr is None else f"lr = {lr:g}", fontsize=9
+        )
+        ax.tick_params(labelsize=8)
+    axes[0].set_ylabel("training loss (log scale)")
+    if values:
+        _shared_y(axes[0], _shared_limits(np.concatenate(values), log=True, room=1.1), log=True)
+        axes[-1].legend(fontsize=LEGEND_SIZE, loc="lower left")
     fig.suptitle(
-        f"{METRICS[metric].split(' (')[0].capitalize()} of every learning rate x batch size run "
-        f"(B: batch size)\nmean and min-max over {n_seeds} seeds"
-        f"{'; thin line: one seed' if n_seeds > 1 else ''}",
+        "Training loss against the examples seen, per batch size B\n"
+        "mean and 95 % CI of the mean over seeds",
         fontsize=10,
     )
     fig.tight_layout()
@@ -441,7 +615,8 @@ def accuracy_heatmap(
             labels[i, j] = "diverged"
         elif np.isfinite(acc):
             grid[i, j] = 100 * acc
-            labels[i, j] = f"{100 * acc:.2f} %"
+            ci = getattr(row, value.replace("_mean", "_ci"), math.nan)
+            labels[i, j] = f"{100 * acc:.2f} %" + (f"\n± {100 * ci:.2f}" if np.isfinite(ci) else "")
             if row.n_diverged:
                 labels[i, j] += f"\n({row.n_diverged}/{row.n_seeds} diverged)"
     fig = Figure(
@@ -463,7 +638,9 @@ def accuracy_heatmap(
     ax.set_ylabel("learning rate")
     colorbar = fig.colorbar(image, ax=ax)
     colorbar.set_label("accuracy (%)")
-    ax.set_title(title or f"{COLUMN_LABELS[value].capitalize()}, mean over seeds", fontsize=10)
+    ax.set_title(
+        title or f"{COLUMN_LABELS[value].capitalize()}, mean ± 95 % CI over seeds", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -494,9 +671,6 @@ def stability_plot(
     fig = Figure(figsize=(6.4, 3.8), dpi=DPI)
     ax = fig.subplots()
     scale = _scale(value.removesuffix("_mean").removeprefix("final_"))
-    finite = table[value].to_numpy(dtype=float)
-    finite = finite[np.isfinite(finite)]
-    top = (finite.max() * scale * 1.08) if finite.size else 1.0
     groups = list(table.sort_values("lr").groupby("batch_size"))
     # Larger batch sizes first and wider, so a line lying on another stays visible.
     for k, (batch_size, rows) in enumerate(groups):
@@ -511,8 +685,28 @@ def stability_plot(
             zorder=2 + k,
             label=f"batch size {batch_size}",
         )
+        ci = value.replace("_mean", "_ci")
+        if ci in ok.columns:  # the 95 % CI of the mean over seeds
+            ax.errorbar(
+                ok["lr"],
+                ok[value] * scale,
+                yerr=ok[ci] * scale,
+                fmt="none",
+                ecolor=batch_color(batch_size),
+                capsize=3,
+                zorder=2 + k,
+            )
         bad = rows[(rows["n_diverged"] == rows["n_seeds"]) & (rows["n_seeds"] > 0)]
-        ax.plot(bad["lr"], np.full(len(bad), top), "x", color="C3", markersize=9, mew=2)
+        # At the top of the axis (a fraction of its height), above every error bar.
+        ax.plot(
+            bad["lr"],
+            np.full(len(bad), 0.95),
+            "x",
+            color="C3",
+            markersize=9,
+            mew=2,
+            transform=ax.get_xaxis_transform(),
+        )
     if ((table["n_diverged"] == table["n_seeds"]) & (table["n_seeds"] > 0)).any():
         ax.plot([], [], "x", color="C3", mew=2, label="diverged (every seed)")
     ax.axvline(lr_max, color="C3", linestyle="--", linewidth=1.2)
@@ -540,8 +734,11 @@ def stability_plot(
     return fig
 
 
-def subset_curves(histories: pd.DataFrame, *, title: str) -> Figure:
-    """Training on N' images: loss on S', train/test accuracy, and the train-test gap.
+def subset_curves(
+    histories: pd.DataFrame, *, title: str, optimum: dict[int, float] | None = None
+) -> Figure:
+    """Training on N' images: loss on S', train/test accuracy, and the train-test gap, each
+    N' in its colour (``size_color``), the mean over seeds with its 95 % CI as a band.
 
     Parameters
     ----------
@@ -550,12 +747,17 @@ def subset_curves(histories: pd.DataFrame, *, title: str) -> Figure:
         test_acc (on the full test set).
     title : str
         The figure title; it must call N' the training-set size (not the batch size).
+    optimum : dict, optional
+        N' -> the training loss on S' of the closed-form least-squares fit (what SGD would
+        converge to), drawn as a dotted line in the colour of N'.
     """
     if histories.empty:  # every cell failed: empty panels, and the key says so
         histories = pd.DataFrame(columns=["n_prime", "seed", "iteration", *METRICS])
     _check_columns(histories, "histories", ["n_prime", "iteration", *METRICS])
     fig = Figure(figsize=(PRINT_WIDTH, 5.6), dpi=DPI)
     (ax_loss, ax_acc), (ax_gap, ax_key) = fig.subplots(2, 2)
+    ax_acc.sharex(ax_loss)
+    ax_gap.sharex(ax_loss)
     for n_prime, history in histories.groupby("n_prime"):
         color = size_color(n_prime)
         for ax, metric, style in (
@@ -574,12 +776,16 @@ def subset_curves(histories: pd.DataFrame, *, title: str) -> Figure:
                 color=color,
                 alpha=0.15,
             )
+        if optimum is not None and n_prime in optimum:
+            ax_loss.axhline(optimum[n_prime], color=color, linestyle=":", linewidth=1.2)
         train = seed_band(history, "train_acc").set_index("iteration")["mean"]
         test = seed_band(history, "test_acc").set_index("iteration")["mean"]
         gap = (train - test).dropna()
         ax_gap.plot(gap.index, 100 * gap.to_numpy(), color=color, label=f"N' = {n_prime}")
     ax_acc.plot([], [], "k-", label="on S' (training)")
     ax_acc.plot([], [], "k--", label="on the test set")
+    if optimum is not None:
+        ax_acc.plot([], [], "k:", label="least-squares optimum on S'\n(training loss)")
     ax_gap.axhline(0, color="0.35", linewidth=0.8)
     ax_loss.set_title("Training loss on S'")
     ax_acc.set_title("Accuracy")
@@ -588,8 +794,9 @@ def subset_curves(histories: pd.DataFrame, *, title: str) -> Figure:
     ax_acc.set_ylabel("accuracy (%)")
     ax_gap.set_ylabel("gap (percentage points)")
     for ax in (ax_loss, ax_acc, ax_gap):
-        ax.set_xlabel("iteration")
+        ax.set_xlabel("iteration (0: after the first update)")
         ax.grid(alpha=0.3)
+    _clip_percent(ax_acc)
     # One key for the three panels, in the fourth.
     handles, labels = ax_acc.get_legend_handles_labels()
     if histories.empty:
@@ -601,13 +808,148 @@ def subset_curves(histories: pd.DataFrame, *, title: str) -> Figure:
     return fig
 
 
-def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[float]) -> Figure:
-    """Final test accuracy against the learning rate per batch size, and where runs diverge.
+def _clip_percent(ax) -> None:
+    """Keep an accuracy axis within 0-100 % (a wide interval of few seeds may pass them)."""
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 0.0), min(high, 100.0))
 
-    Top panel: the mean final test accuracy of the seeds that did not diverge, with their
-    min-max band; bottom panel: one row per batch size, a marker per learning rate coloured
-    by the fraction of seeds that diverged (a cross where all did). Both panels mark the
-    three bounds as vertical lines and the study's learning rates as triangles.
+
+def spectrum(eigenvalues: np.ndarray, *, mean_norm: float, max_norm: float, title: str) -> Figure:
+    """The eigenvalues of S = X X^T / N, largest first, on a log scale, with lambda_max, the
+    mean ||x||^2 (= tr S) and the max ||x||^2 marked.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray
+        The eigenvalues of S (any order); those below 10^-10 lambda_max (zero up to
+        rounding: pixels that are always blank) are left out and counted in the key.
+    mean_norm, max_norm : float
+        Mean and maximum over the samples of ||x||^2 (``linmnist.report.tables.sample_curvature``).
+    title : str
+        The figure title.
+    """
+    values = np.sort(np.asarray(eigenvalues, dtype=float))[::-1]
+    if values.ndim != 1 or values.size == 0 or not values[0] > 0:
+        raise ValueError("eigenvalues must be a non-empty 1-D array with a positive maximum")
+    shown = values[values > 1e-10 * values[0]]
+    fig = Figure(figsize=(PRINT_WIDTH, 3.4), dpi=DPI)
+    ax = fig.subplots()
+    rank = np.arange(1, shown.size + 1)
+    ax.plot(
+        rank,
+        shown,
+        ".",
+        color="C0",
+        markersize=3,
+        label=f"eigenvalues of S ({values.size - shown.size} below "
+        + r"$10^{-10}\lambda_{\max}$ left out)",
+    )
+    for value, style, label in (
+        (max_norm, ("C4", ":"), r"$\max\,\|x\|^2$"),
+        (mean_norm, ("C2", "-."), r"$\mathrm{mean}\,\|x\|^2 = \mathrm{tr}\,S$"),
+        (values[0], ("C3", "--"), r"$\lambda_{\max}$"),
+    ):
+        ax.axhline(
+            value, color=style[0], linestyle=style[1], linewidth=1.1, label=f"{label} = {value:.3g}"
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("rank of the eigenvalue (1 = largest)")
+    ax.set_ylabel("eigenvalue")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# The states of a sweep cell (``linmnist.report.outcomes.CELL_STATES``) on the stability map:
+# a marker shape per kind, hollow where only some seeds, filled where every seed.
+STATE_MARKERS = {
+    "stable": ("o", "0.65", True),
+    "unstable (some seeds)": ("s", "0.1", False),
+    "unstable (every seed)": ("s", "0.1", True),
+    "diverged (some seeds)": ("X", "0.1", False),
+    "diverged (every seed)": ("X", "0.1", True),
+}
+
+
+def _accuracy_panel(ax, table: pd.DataFrame) -> None:
+    """Per batch size, the mean final test accuracy of the stable seeds with its 95 % CI:
+    a line through the cells where every seed was stable, a lone hollow marker where only
+    some were."""
+    for batch_size, rows in table.sort_values("lr").groupby("batch_size"):
+        style = batch_style(batch_size)
+        stable = rows[rows["state"] == "stable"]
+        mean, ci = 100 * stable["final_test_acc_mean"], 100 * stable["final_test_acc_ci"]
+        ax.fill_between(
+            stable["lr"], mean - ci, mean + ci, color=style["color"], alpha=0.25, linewidth=0
+        )
+        ax.plot(stable["lr"], mean, **style, markersize=4, label=f"batch size {batch_size}")
+        # A stable cell between two that are not has no band: its CI as an error bar.
+        alone = ~rows["state"].eq("stable").shift(1, fill_value=False)
+        alone &= ~rows["state"].eq("stable").shift(-1, fill_value=False)
+        alone = alone[rows["state"] == "stable"].to_numpy()
+        ax.errorbar(
+            stable["lr"][alone],
+            mean[alone],
+            yerr=ci[alone].fillna(0),
+            fmt="none",
+            ecolor=style["color"],
+            capsize=2,
+        )
+        some = rows[rows["state"].isin(STATE_MARKERS) & (rows["state"] != "stable")]
+        some = some[some["final_test_acc_mean"].notna()]
+        ax.errorbar(
+            some["lr"],
+            100 * some["final_test_acc_mean"],
+            yerr=100 * some["final_test_acc_ci"].fillna(0),
+            fmt=style["marker"],
+            color=style["color"],
+            markerfacecolor="none",
+            markersize=6,
+            capsize=2,
+        )
+    mixed = table["state"].isin(STATE_MARKERS) & (table["state"] != "stable")
+    if (mixed & table["final_test_acc_mean"].notna()).any():
+        ax.errorbar(
+            [],
+            [],
+            fmt="o",
+            color="0.3",
+            markerfacecolor="none",
+            capsize=2,
+            label="mean of the stable seeds\nwhere other seeds were not",
+        )
+
+
+def _state_panel(ax, table: pd.DataFrame, sizes: list) -> None:
+    """One row per batch size, a marker per learning rate: the state of its seeds."""
+    for state, (marker, color, filled) in STATE_MARKERS.items():
+        cells = table[table["state"] == state]
+        rows = [sizes.index(b) for b in cells["batch_size"]]
+        ax.scatter(
+            cells["lr"],
+            rows,
+            marker=marker,
+            s=42,
+            facecolors=color if filled else "none",
+            edgecolors=color,
+            linewidths=1.2,
+            label=state,
+        )
+    ax.set_yticks(range(len(sizes)), [f"B = {b}" for b in sizes])
+    ax.set_ylim(len(sizes) - 0.5, -0.5)
+
+
+def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[float]) -> Figure:
+    """Final test accuracy against the learning rate per batch size, and which runs are stable.
+
+    Top panel: the mean final test accuracy of the stable seeds with the 95 % CI of that
+    mean as a band, over the cells where every seed was stable (a lone hollow marker where
+    only some were). Bottom panel: one row per batch size, a marker per learning rate for
+    the state of its seeds (``STATE_MARKERS``: stable; unstable or diverged, hollow for some
+    seeds, filled for every seed). Both panels mark the three bounds as vertical lines, the
+    top one the study's learning rates as triangles.
 
     Parameters
     ----------
@@ -619,80 +961,24 @@ def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[
         Learning rates marked as the study's (``linmnist.report.study.STUDY_LRS``).
     """
     _check_columns(
-        table,
-        "table",
-        ["batch_size", "lr", "n_seeds", "n_diverged", "final_test_acc_mean"]
-        + ["final_test_acc_min", "final_test_acc_max"],
+        table, "table", ["batch_size", "lr", "state", "final_test_acc_mean", "final_test_acc_ci"]
     )
-    fig = Figure(figsize=(PRINT_WIDTH, 6.4), dpi=DPI)
+    fig = Figure(figsize=(PRINT_WIDTH, 6.6), dpi=DPI)
     top, bottom = fig.subplots(
         2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1.0], "hspace": 0.08}
     )
     sizes = sorted(table["batch_size"].unique())
-    for batch_size in sizes:
-        style = batch_style(batch_size)
-        color = style["color"]
-        rows = table[table["batch_size"] == batch_size].sort_values("lr")
-        ok = rows[rows["n_diverged"] < rows["n_seeds"]]
-        top.fill_between(
-            ok["lr"],
-            100 * ok["final_test_acc_min"],
-            100 * ok["final_test_acc_max"],
-            color=color,
-            alpha=0.25,
-            linewidth=0,
-        )
-        top.plot(
-            ok["lr"],
-            100 * ok["final_test_acc_mean"],
-            **style,
-            markersize=4,
-            markerfacecolor="none",
-            label=f"batch size {batch_size}",
-        )
+    _accuracy_panel(top, table)
+    _state_panel(bottom, table, sizes)
     top.set_ylabel("final test accuracy (%)")
-    top.set_title(
-        "Stability map: final test accuracy and divergence against the learning rate",
-        pad=12,
-        fontsize=10,
-    )
+    low, high = top.get_ylim()
+    top.set_ylim(max(low, 0.0), min(high, 100.0))
+    top.set_title("Final test accuracy and stability against the learning rate", pad=12)
     top.grid(alpha=0.3, which="both")
-    fraction = (table["n_diverged"] / table["n_seeds"].where(table["n_seeds"] > 0)).to_numpy()
-    cmap = colormaps["RdYlGn_r"]
-    for row, batch_size in enumerate(sizes):
-        mine = (table["batch_size"] == batch_size).to_numpy()
-        lrs, frac = table["lr"].to_numpy(dtype=float)[mine], fraction[mine]
-        done = np.isfinite(frac)
-        every = done & (frac == 1)
-        bottom.scatter(
-            lrs[done & ~every],
-            np.full((done & ~every).sum(), row),
-            c=cmap(frac[done & ~every]),
-            s=36,
-            edgecolors="0.3",
-            linewidths=0.5,
-        )
-        bottom.scatter(lrs[every], np.full(every.sum(), row), marker="x", color=cmap(1.0), s=40)
-    bottom.set_yticks(range(len(sizes)), [f"B = {b}" for b in sizes])
-    bottom.set_ylim(-0.6, len(sizes) + 0.5)
-    bottom.scatter([], [], c=[cmap(0.0)], s=36, edgecolors="0.3", label="none")
-    bottom.scatter([], [], c=[cmap(0.5)], s=36, edgecolors="0.3", label="some")
-    bottom.scatter([], [], marker="x", color=cmap(1.0), label="all")
-    bottom.legend(
-        fontsize=LEGEND_SIZE,
-        loc="upper left",
-        ncol=4,
-        title="seeds diverged:",
-        title_fontsize=LEGEND_SIZE,
-        alignment="left",
-        borderpad=0.3,
-        handletextpad=0.2,
-        columnspacing=1.0,
-    )
     for name, (color, style, label) in BOUND_STYLES.items():
         value = getattr(bounds, name)
         for ax in (top, bottom):
-            ax.axvline(value, color=color, linestyle=style, linewidth=1.1)
+            ax.axvline(value, color=color, linestyle=style, linewidth=1.1, zorder=0)
         top.plot([], [], color=color, linestyle=style, label=f"{label} = {value:.4f}")
     for lr in study_lrs:
         top.plot(
@@ -701,14 +987,127 @@ def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[
             "v",
             color="0.2",
             markersize=7,
-            transform=top.get_xaxis_transform(),
             clip_on=False,
+            transform=top.get_xaxis_transform(),
         )
     top.plot([], [], "v", color="0.2", label="the study's lr")
-    top.legend(fontsize=LEGEND_SIZE, loc="lower left", ncol=2)
+    top.legend(fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    bottom.legend(
+        fontsize=LEGEND_SIZE,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+        title="seeds",
+        title_fontsize=LEGEND_SIZE,
+    )
     bottom.set_xscale("log")
     lrs = np.concatenate([table["lr"].to_numpy(dtype=float), list(study_lrs)])
     bottom.set_xlim(lrs.min() / 1.5, lrs.max() * 1.5)
     bottom.set_xlabel("learning rate (log scale)")
-    fig.subplots_adjust(left=0.12, right=0.97, top=0.94, bottom=0.09)
+    fig.subplots_adjust(left=0.09, right=0.68, top=0.93, bottom=0.09)
+    return fig
+
+
+def _hero_loss_panel(ax, table: pd.DataFrame, lr_max: float) -> None:
+    """Final training loss of the stable seeds against lr, a line per batch size; crosses at
+    the top where a seed was not stable."""
+    for batch_size, rows in table.sort_values("lr").groupby("batch_size"):
+        style = batch_style(batch_size)
+        stable = rows[rows["state"] == "stable"]
+        ax.plot(
+            stable["lr"],
+            stable["final_train_loss_mean"],
+            **style,
+            markersize=4,
+            label=f"B = {batch_size}",
+        )
+        lost = rows[rows["state"] != "stable"]
+        ax.plot(
+            lost["lr"],
+            np.ones(len(lost)),
+            "x",
+            color=style["color"],
+            markersize=6,
+            clip_on=False,
+            transform=ax.get_xaxis_transform(),
+        )
+    ax.axvline(lr_max, **{**REFERENCE_STYLE, "color": "C3"})
+    ax.text(
+        lr_max,
+        0.03,
+        r" $2/\lambda_{\max}$",
+        color="C3",
+        fontsize=LEGEND_SIZE,
+        transform=ax.get_xaxis_transform(),
+    )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel=r"learning rate $\eta$",
+        ylabel="final training loss (stable seeds)",
+    )
+    ax.set_title("(a) what the learning rate buys, per batch size", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.legend(fontsize=LEGEND_SIZE, loc="best", title="×: not stable", title_fontsize=7)
+
+
+def _hero_steps_panel(ax, steps: pd.DataFrame, hyperbola, target: str) -> None:
+    """Steps to a target loss against the batch size, with the fitted hyperbola."""
+    reached = steps.dropna(subset=["steps"])
+    for row in reached.itertuples():
+        style = {**batch_style(row.batch_size), "linestyle": "none"}
+        ax.plot(row.batch_size, row.steps, **style)
+    grid = np.geomspace(reached["batch_size"].min(), reached["batch_size"].max(), 200)
+    ax.plot(
+        grid,
+        hyperbola.steps(grid),
+        color="0.2",
+        linewidth=1.2,
+        label=r"$S = S_{\min} + E_{\min}/B$",
+    )
+    ax.axvline(
+        hyperbola.b_crit,
+        color="C3",
+        linestyle=":",
+        linewidth=1.2,
+        label=rf"$B_{{\mathrm{{crit}}}} = {hyperbola.b_crit:.0f}$",
+    )
+    ax.set(xscale="log", yscale="log", xlabel="batch size $B$", ylabel=f"steps to reach {target}")
+    ax.set_title("(b) what the batch size buys, per step", fontsize=9)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=LEGEND_SIZE, loc="upper right")
+
+
+def hero(
+    table: pd.DataFrame, lr_max: float, steps: pd.DataFrame, hyperbola, *, target: str
+) -> Figure:
+    """The report's summary figure: (a) the final training loss of the stability sweep
+    against the learning rate per batch size, with the full-batch limit 2/λmax; (b) the
+    steps to a target loss against the batch size at each batch size's best lr, with the
+    fitted hyperbola and the critical batch size.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``tables.accuracy_table(seeds)`` of the sweep (batch_size, lr, state,
+        final_train_loss_mean).
+    lr_max : float
+        2 / λmax.
+    steps : DataFrame
+        ``linmnist.report.scaling.best_steps(...)`` (batch_size, steps).
+    hyperbola : linmnist.engine.scaling.Hyperbola
+        Its fit (s_min, e_min, b_crit, steps(B)).
+    target : str
+        The target, as the axis names it ("an excess loss of 0.05").
+    """
+    _check_columns(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
+    _check_columns(steps, "steps", ["batch_size", "steps"])
+    fig = Figure(figsize=(PRINT_WIDTH, 3.3), dpi=DPI, layout="constrained")
+    left, right = fig.subplots(1, 2)
+    _hero_loss_panel(left, table, lr_max)
+    _hero_steps_panel(right, steps, hyperbola, target)
     return fig

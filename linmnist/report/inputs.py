@@ -18,6 +18,7 @@ from linmnist.engine.validation import LinmnistError
 from linmnist.experiments.grids import load_grids
 from linmnist.experiments.paths import ROOT, build_dir, relative_to_root, results_dir
 from linmnist.experiments.results import json_path, load_history, load_task
+from linmnist.report import outcomes
 
 
 class MissingResults(LinmnistError):
@@ -90,7 +91,9 @@ class TaskResults:
     cells : list of str
         The cells of the configuration.
     seeds : DataFrame
-        One row per (cell, seed): ``linmnist.experiments.results.load_task``.
+        One row per (cell, seed): ``linmnist.experiments.results.load_task``, with the
+        column ``outcome`` of ``linmnist.report.outcomes.classify`` (diverged, unstable or
+        stable, by the report's instability rule).
     histories : DataFrame
         The curves of the ok cells: ``linmnist.experiments.results.load_history``.
     build : Path
@@ -139,10 +142,6 @@ def task_results(
             f"{len(missing)} of the {len(cells)} {task} results are missing in {where}: "
             f"run `{command}`"
         )
-    return TaskResults(
-        task=task,
-        cells=cells,
-        seeds=load_task(results_dir(build), task, cells=cells),
-        histories=load_history(results_dir(build), task, cells=cells),
-        build=build,
-    )
+    histories = load_history(results_dir(build), task, cells=cells)
+    seeds = outcomes.classify(load_task(results_dir(build), task, cells=cells), histories)
+    return TaskResults(task=task, cells=cells, seeds=seeds, histories=histories, build=build)

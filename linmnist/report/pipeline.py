@@ -27,6 +27,7 @@ NOTEBOOK_JOB = "linmnist.experiments.notebooks:notebook_job"
 REPORT_JOB = "linmnist.report.build:report_job"
 # The task notebooks in reading order, each with the groups of products it reads.
 NOTEBOOKS_READ: dict[str, tuple[str, ...]] = {
+    "00_summary": ("grid", "subset", "stability", "frameworks", "scaling"),
     "01_data": (),
     "02_baseline": ("grid",),
     "03_batch_size": ("grid", "scaling"),
@@ -34,7 +35,8 @@ NOTEBOOKS_READ: dict[str, tuple[str, ...]] = {
     "06_frameworks": ("frameworks",),
     "07_stability": ("stability",),
     "08_scaling_law": ("scaling", "grid", "stability"),
-    "09_appendix": ("grid", "subset", "stability", "frameworks", "scaling"),
+    "09_conclusions": (),
+    "10_appendix": ("grid", "subset", "stability", "frameworks", "scaling"),
 }
 
 

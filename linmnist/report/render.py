@@ -36,7 +36,7 @@ MATHJAX_CONFIG = """window.MathJax = {
 # Figures, tables, captions and the contents, on screen and on paper.
 COMMON_CSS = """
 figure.report-figure, figure.report-table { margin: 8px 0 14px; }
-figure.report-figure img { max-width: 100%; height: auto; display: block; }
+figure.report-figure > img { max-width: 100%; height: auto; display: block; }
 figcaption { font-size: 0.92em; color: #333; margin: 4px 0; max-width: 48em; }
 .caption-number, .section-number { font-weight: bold; }
 .section-number { margin-right: 0.35em; }
@@ -71,9 +71,14 @@ a.anchor-link { display: none; }
 img { max-width: 100%; height: auto; }
 h1, h2, h3, h4, p, li { overflow-wrap: break-word; }
 img.math { max-width: none; }
-div.math-display { text-align: center; margin: 6pt 0; }
-table { border-collapse: collapse; font-size: 7.5pt; margin: 4pt 0 8pt; break-inside: avoid;
-        max-width: 100%; }
+p, li { orphans: 3; widows: 3; }
+/* Text stays with what it leads into: a heading or a sentence with its figure or table. */
+.jp-MarkdownCell { break-after: avoid; }
+/* A displayed equation stays with the sentence that leads into it. */
+div.math-display { text-align: center; margin: 6pt 0; break-before: avoid; }
+/* A long table breaks between rows, its header repeated, rather than leave a page blank. */
+table { border-collapse: collapse; font-size: 7.5pt; margin: 4pt 0 8pt; max-width: 100%; }
+thead { display: table-header-group; } tr { break-inside: avoid; }
 th, td { border-bottom: 0.5pt solid #bbb; padding: 2pt 3pt; text-align: left;
          overflow-wrap: break-word; }
 table.wide { width: 100%; }
@@ -88,7 +93,7 @@ nav.report-contents a::after { content: leader(". ") target-counter(attr(href), 
 h2.contents-title { bookmark-level: none; }
 a { color: #1a4f8b; }
 pre { white-space: pre-wrap; font-size: 7.5pt; background: #f6f6f6; padding: 4pt; }
-.jp-OutputArea-output { break-inside: avoid; }
+.jp-RenderedText { break-inside: avoid; }
 .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] pre { background: #fdd; }
 """
 )
@@ -205,6 +210,13 @@ def print_html(
     Formulas mathtext cannot render stay as code; their errors are appended to ``failures``.
     """
     nb = _read(notebook)
+    if not include_code:
+        # A code cell without output prints as an empty block, which would separate a
+        # heading from what follows it (a break is avoided only between siblings).
+        nb = nbformat.v4.new_notebook(
+            cells=[c for c in nb.cells if c.cell_type != "code" or c.get("outputs")],
+            metadata=nb.metadata,
+        )
     extra = {"print_css": PRINT_CSS}
     if title is not None:
         extra["metadata"] = {"name": title}

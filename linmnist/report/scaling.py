@@ -1,4 +1,4 @@
-"""The scaling-law section (notebooks/08_scaling_law.ipynb): tables, facts and figures.
+"""The scaling-law section (notebooks/08_scaling_law.ipynb): its tables and figures.
 
 Everything here is computed from a ``linmnist.experiments.scaling.Scaling`` (``read_scaling``)
 and, for the noise floor, from the final losses of the Task 3 grid and the stability sweep:
@@ -6,13 +6,16 @@ and, for the noise floor, from the final losses of the Task 3 grid and the stabi
 * ``best_steps``: per batch size, the learning rate whose median steps to a target (over the
   seeds) is lowest, with those steps; ``seed_steps``: each seed's fewest steps over the rates;
 * ``fit``: the hyperbola S = S_min + E_min / B fitted to the medians and to each seed;
-* ``lr_table``: the best rates beside McCandlish's eps_opt(B), the linear-scaling rule and
-  the ceiling 2 / lambda_max;
-* ``floor_table``: the measured excess of SGD over gradient descent at the same rate and
-  iterations, beside the three predictions of ``linmnist.engine.noise_floor``;
-* ``scaling_facts`` and ``render``: the numbers of the discussion and its text (templates
-  ``scaling_<part>.md.j2``); the figures ``steps_figure``, ``lr_figure``, ``noise_figure`` and
-  ``floor_figure``.
+* ``path_average`` and ``noise_table``: the noise scales at W = 0, averaged over the steps of
+  gradient descent up to each target (McCandlish et al.'s comparison) and at the target,
+  beside the measured B_crit;
+* ``lr_table`` and ``lr_ratio``: the best rates beside McCandlish's eps_opt(B), the
+  linear-scaling rule and the ceiling 2 / lambda_max;
+* ``floor_table`` (``read_floor``): the measured excess of SGD over gradient descent at the
+  same rate and iterations, beside the three predictions of ``linmnist.engine.noise_floor``;
+  ``floor_summary`` counts the verdicts, ``format_floor`` / ``floor_appendix`` give every
+  configuration, ``excess_sign`` the measured excesses that are negative;
+* the figures ``steps_figure``, ``lr_figure``, ``noise_figure`` and ``floor_figure``.
 """
 
 from __future__ import annotations
@@ -24,17 +27,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from linmnist.engine.scaling import Hyperbola, fit_hyperbola, target_columns
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.results import read_run_log
-from linmnist.experiments.scaling import GD, GROUP, Scaling, load_scaling, scaling_settings
-from linmnist.report import narrative
-from linmnist.report.facts import ScalingFacts, TargetFacts
-from linmnist.report.inputs import config_path, locate_build, require_product
-from linmnist.report.study import dataset_name
-from linmnist.report.uncertainty import t975
+from linmnist.experiments.scaling import (
+    FLOOR,
+    GD,
+    GROUP,
+    Scaling,
+    load_scaling,
+    scaling_settings,
+)
+from linmnist.report import captions
+from linmnist.report.inputs import config_path, locate_build, require_product, task_results
+from linmnist.report.uncertainty import ci95, t975
 
 # A prediction of the noise floor "holds" when within this factor of the measured excess...
 FLOOR_FACTOR = 1.25
@@ -44,9 +52,13 @@ FLOOR_FACTOR = 1.25
 # Doubling the batch size "still pays" while it divides the steps by at least this.
 DOUBLING_GAIN = 1.5
 PREDICTIONS = ("first_order", "stationary", "predicted")
-PARTS = ("law", "floor", "cost", "task4")
 VERDICTS = ("holds", "undecided", "fails")
+# The tasks whose configurations the noise-floor table measures.
+FLOOR_SOURCES = ("grid", "stability")
 DPI = 110
+# The noise scales as readers write them (tables: Unicode; figures: mathtext).
+NOISE_NAMES = {"b_noise": "Bₙₒᵢₛₑ", "b_simple": "Bₛᵢₘₚₗₑ"}
+NOISE_MATH = {"b_noise": r"$B_{\mathrm{noise}}$", "b_simple": r"$B_{\mathrm{simple}}$"}
 
 
 def read_scaling(
@@ -143,6 +155,114 @@ def eps_opt(batch_size, scales: dict) -> np.ndarray:
     return scales["eps_max"] / (1 + scales["b_noise"] / np.asarray(batch_size, dtype=float))
 
 
+def path_average(scaling: Scaling, target: int) -> dict[str, float]:
+    """B_noise and B_simple averaged over the steps gradient descent takes from W = 0 to the
+    target (McCandlish et al.'s comparison with B_crit: each step weighs the same).
+
+    Gradient descent at the trajectory rate 1 / lambda_max takes its step t at W_t; the mean
+    over t = 0 .. S - 1 (S: its steps to the target) is taken of each scale interpolated
+    linearly in log between the stored points (``scaling.trajectory`` and the target's),
+    exact at the points themselves. Returns ``b_noise``, ``b_simple`` and ``steps`` (S)."""
+    end = scaling.records[GD]["at_target"][target]
+    points = scaling.trajectory[scaling.trajectory["step"] < end["step"]]
+    steps = np.r_[points["step"].to_numpy(dtype=float), end["step"]]
+    t = np.arange(int(end["step"]))
+    averages = {}
+    for name in ("b_noise", "b_simple"):
+        log_values = np.log(np.r_[points[name].to_numpy(dtype=float), end[name]])
+        averages[name] = float(np.exp(np.interp(t, steps, log_values)).mean())
+    return {**averages, "steps": int(end["step"])}
+
+
+def noise_table(scaling: Scaling) -> pd.DataFrame:
+    """Per target: the measured B_crit (fit to the medians; mean and 95 % CI half-width of
+    the per-seed fits) beside B_noise and B_simple at W = 0, averaged over gradient
+    descent's path (``path_average``) and at the target; and each scale over B_crit."""
+    record = scaling.records[GD]
+    rows = []
+    for i, excess in enumerate(scaling.targets):
+        f = fit(scaling, i)
+        path = path_average(scaling, i)
+        row = {"target": excess, "b_crit": f.median.b_crit,
+               "b_crit_mean": float(f.b_crit_seeds.mean()), "b_crit_ci": ci95(f.b_crit_seeds),
+               "gd_steps": path["steps"]}  # fmt: skip
+        for name in ("b_noise", "b_simple"):
+            row[f"{name}_zero"] = record["at_zero"][name]
+            row[f"{name}_path"] = path[name]
+            row[f"{name}_target"] = record["at_target"][i][name]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for column in [c for c in table.columns if c.startswith(("b_noise_", "b_simple_"))]:
+        table[f"{column}_ratio"] = table[column] / table["b_crit"]
+    return table
+
+
+def format_noise(table: pd.DataFrame) -> pd.DataFrame:
+    """``noise_table`` for display: one row per target, headers in words."""
+    shown = pd.DataFrame({"target excess": table["target"].map(lambda v: f"{v:g}")})
+    shown["critical batch size (fit to the medians)"] = table["b_crit"].map(significant)
+    shown["critical batch size (per-seed fits)"] = [
+        f"{significant(m)} ± {significant(c, 2)}" if math.isfinite(c) else significant(m)
+        for m, c in zip(table["b_crit_mean"], table["b_crit_ci"], strict=True)
+    ]
+    for name, label in NOISE_NAMES.items():
+        for where, words in (("zero", "at W = 0"), ("path", "path average"),
+                             ("target", "at the target")):  # fmt: skip
+            shown[f"{label} {words}"] = [
+                f"{significant(v)} ({significant(r, 2)}×)"
+                for v, r in zip(
+                    table[f"{name}_{where}"], table[f"{name}_{where}_ratio"], strict=True
+                )  # fmt: skip
+            ]
+    return shown.set_index("target excess")
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` rounded to ``digits`` significant digits, written out (``31,000``, ``0.0147``),
+    never in e-notation; a dash if not finite."""
+    if not math.isfinite(value):
+        return "—"
+    if value == 0:
+        return "0"
+    decimals = digits - 1 - math.floor(math.log10(abs(value)))
+    rounded = round(value, decimals)
+    return f"{rounded:,.{max(decimals, 0)}f}"
+
+
+def floor_account(scaling: Scaling) -> pd.DataFrame:
+    """Per target excess: the measured B_crit beside the noise-floor batch size
+    B_floor = lr_large tr Sigma* / (4 target), where the first-order floor at the best rate of
+    the largest batch (lr_large) equals the target, and their ratio (``ratio``)."""
+    tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]
+    rows = []
+    for i, excess in enumerate(scaling.targets):
+        lr_large = float(best_steps(scaling, i)["lr"].iloc[-1])
+        b_floor = lr_large * tr_sigma / (4 * excess)
+        b_crit = fit(scaling, i).median.b_crit
+        rows.append({"target": excess, "lr_large": lr_large, "b_floor": b_floor,
+                     "b_crit": b_crit, "ratio": b_crit / b_floor})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def format_floor_account(table: pd.DataFrame) -> pd.DataFrame:
+    """``floor_account`` for display, one row per target, headers in words."""
+    return pd.DataFrame(
+        {
+            "target excess": table["target"].map(lambda v: f"{v:g}"),
+            "best lr at the largest batch": table["lr_large"].map(significant),
+            "noise-floor batch size": table["b_floor"].map(significant),
+            "critical batch size": table["b_crit"].map(significant),
+            "critical / noise-floor": table["ratio"].map(lambda v: significant(v, 2)),
+        }
+    ).set_index("target excess")
+
+
+def lr_ratio(scaling: Scaling, target: int) -> pd.Series:
+    """Per batch size: the measured best lr for the target over eps_opt(B) at W = 0."""
+    table = lr_table(scaling).set_index("batch_size")
+    return table[f"lr_{target}"] / table["eps_opt_start"]
+
+
 def lr_table(scaling: Scaling) -> pd.DataFrame:
     """Per batch size: the best lr for each target (``lr_<i>``), eps_opt(B) at W = 0 and at
     each target on the gradient-descent trajectory (``eps_opt_0``, ``eps_opt_<i>``), the
@@ -191,6 +311,36 @@ def floor_table(scaling: Scaling, seeds: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["batch_size", "lr", "task"]).reset_index(drop=True)
 
 
+def read_floor(
+    scaling: Scaling,
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | Path | None = None,
+    build: str | Path | None = None,
+) -> pd.DataFrame:
+    """``floor_table`` of a build: its Task 3 grid and stability sweep against ``scaling``."""
+    seeds = [
+        task_results(task, dataset=dataset, profile=profile, config=config, build=build).seeds
+        for task in FLOOR_SOURCES
+    ]
+    return floor_table(scaling, pd.concat(seeds, ignore_index=True))
+
+
+def floor_appendix(
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | Path | None = None,
+    build: str | Path | None = None,
+) -> captions.Captioned:
+    """The full noise-floor table of a build, every configuration (for the appendix; the
+    body shows ``floor_summary``), labelled ``tab-scaling-floor-full``."""
+    scaling = read_scaling(dataset, profile, config, build)
+    floor = read_floor(scaling, dataset, profile, config, build)
+    return captions.table(
+        format_floor(floor), label="tab-scaling-floor-full", caption=floor_caption()
+    )
+
+
 def _verdict(
     predicted: pd.Series, measured: pd.Series, se: pd.Series, n_seeds: pd.Series
 ) -> pd.Series:
@@ -203,61 +353,139 @@ def _verdict(
     return pd.Series(verdict, index=predicted.index)
 
 
+# The marks of the full noise-floor table (``format_floor``), defined in its caption.
+FLOOR_MARKS = {"fails": " ✗", "undecided": " ?"}
+PREDICTION_NAMES = {"first_order": "first order", "stationary": "stationary",
+                    "predicted": "after t steps"}  # fmt: skip
+
+
+def floor_caption(n_seeds: int | None = None) -> str:
+    """The caption of ``format_floor``: what is shown and what each mark means."""
+    seeds = "the seeds" if n_seeds is None else f"{n_seeds} seeds"
+    return (
+        "The excess of SGD's final training loss over gradient descent's at the same learning "
+        "rate after the same iterations, for every configuration of the Task 3 grid and the "
+        f"stability sweep: measured (mean ± 95 % CI over {seeds} that did not diverge) and "
+        "predicted, in units of 10⁻³. ✗: the prediction is off by more than a factor "
+        f"{FLOOR_FACTOR} and outside the measured 95 % CI; ?: off by more than that factor "
+        "but inside the CI (undecided); no mark: within the factor (holds); "
+        '"not resolved": measured and predicted excesses are both below the float32 '
+        "resolution (twice the most negative measured excess), not judged; "
+        '"unbounded": no stationary spread exists in the model.'
+    )
+
+
 def format_floor(table: pd.DataFrame) -> pd.DataFrame:
-    """``floor_table`` for display: excesses in units of 1e-3."""
+    """``floor_table`` for display (the appendix's full table, caption ``floor_caption``):
+    excesses in units of 1e-3, one header per column, in words."""
     rows = []
     for row in table.itertuples():
+        ci = t975(row.n_seeds) * row.se if row.n_seeds > 1 else math.nan
         rows.append(
             {
                 "source": row.task,
                 "lr": f"{row.lr:g}",
                 "batch size": row.batch_size,
                 "iterations": row.iterations,
-                "lr mean||x||²": f"{row.lr_x2:.2f}",
-                "measured (1e-3)": f"{1e3 * row.measured:.3f} ± {1e3 * row.se:.3f}"
-                + ("" if row.resolved else " (unresolved)"),
-                "first order": _e3(row.first_order, row.first_order_verdict),
-                "stationary": _e3(row.stationary, row.stationary_verdict),
-                "after t steps": _e3(row.predicted, row.predicted_verdict),
+                "lr · mean‖x‖²": significant(row.lr_x2),
+                "measured (10⁻³)": f"{1e3 * row.measured:.3f}"
+                + ("" if math.isnan(ci) else f" ± {1e3 * ci:.3f}")
+                + ("" if row.resolved else " (not resolved)"),
+                **{
+                    f"{words} (10⁻³)": _e3(getattr(row, name), getattr(row, f"{name}_verdict"))
+                    for name, words in PREDICTION_NAMES.items()
+                },
             }
         )
     return pd.DataFrame(rows).set_index(["source", "lr", "batch size"])
 
 
 def _e3(value: float, verdict: str) -> str:
-    text = "unbounded" if not math.isfinite(value) else f"{1e3 * value:.3f}"
-    return text + {"fails": " ✗", "undecided": " ?"}.get(verdict, "")
+    text = "unbounded" if not math.isfinite(value) else significant(1e3 * value)
+    return text + FLOOR_MARKS.get(verdict, "")
+
+
+def floor_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per batch size and prediction: how many configurations of ``floor_table`` the
+    prediction holds for, is undecided on or fails, and how many are not resolved."""
+    rows = []
+    for batch_size, group in table.groupby("batch_size"):
+        for name, words in PREDICTION_NAMES.items():
+            verdicts = group[f"{name}_verdict"]
+            rows.append(
+                {
+                    "batch size": int(batch_size),
+                    "prediction": words,
+                    **{v: int((verdicts == v).sum()) for v in VERDICTS},
+                    "not resolved": int((verdicts == "unresolved").sum()),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["batch size", "prediction"])
+
+
+@dataclass(frozen=True)
+class ExcessSign:
+    """The measured excesses over gradient descent that are not positive (``excess_sign``).
+
+    Attributes
+    ----------
+    negative : int
+        Configurations whose measured excess is below zero.
+    consistent : int
+        Of those, how many have zero inside their 95 % CI (or a single seed).
+    batch_sizes : list of int
+        Their batch sizes.
+    lowest : float
+        The most negative measured excess (0 when none is negative).
+    total : int
+        Configurations measured.
+    """
+
+    negative: int
+    consistent: int
+    batch_sizes: list[int]
+    lowest: float
+    total: int
+
+
+def excess_sign(table: pd.DataFrame) -> ExcessSign:
+    """How many measured excesses of ``floor_table`` are negative, and whether zero lies
+    inside their 95 % CI: the expected excess over gradient descent is never negative (the
+    mean of SGD's iterate is gradient descent's, and the loss is convex)."""
+    negative = table[table["measured"] < 0]
+    half = negative["n_seeds"].map(t975) * negative["se"]
+    consistent = ~(negative["measured"].abs() > half)  # NaN half-width (one seed) counts
+    return ExcessSign(
+        negative=len(negative),
+        consistent=int(consistent.sum()),
+        batch_sizes=sorted(int(b) for b in negative["batch_size"].unique()),
+        lowest=float(min(0.0, table["measured"].min())) if len(table) else 0.0,
+        total=len(table),
+    )
 
 
 def format_best(scaling: Scaling) -> pd.DataFrame:
-    """Per batch size and target: the best lr, its median steps (seed range) and examples."""
-    frames = []
+    """Per batch size (rows) and target: the best lr, its median steps over the seeds with
+    their range, and the examples seen; one header per column, in words."""
+    table = pd.DataFrame({"batch size": best_steps(scaling, 0)["batch_size"]})
     for i, target in enumerate(scaling.targets):
         best = best_steps(scaling, i)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "batch size": best["batch_size"],
-                    "target": f"{target:g}",
-                    "best lr": best["lr"].map(lambda v: f"{v:.3g}"),
-                    "steps (median)": best["steps"].map(_count),
-                    "seed range": [
-                        f"{_count(a)}–{_count(b)}"
-                        for a, b in zip(best["steps_min"], best["steps_max"], strict=True)
-                    ],
-                    "examples": best["examples"].map(_count),
-                }
-            )
-        )
-    table = pd.concat(frames).pivot(index="batch size", columns="target")
-    return table.swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+        where = f"(excess {target:g})"
+        table[f"best lr {where}"] = best["lr"].map(lambda v: f"{v:.3g}").to_numpy()
+        table[f"steps, median {where}"] = best["steps"].map(_count).to_numpy()
+        table[f"steps, seed range {where}"] = [
+            f"{_count(a)}–{_count(b)}"
+            for a, b in zip(best["steps_min"], best["steps_max"], strict=True)
+        ]
+        table[f"examples {where}"] = best["examples"].map(_count).to_numpy()
+    return table.set_index("batch size")
 
 
 def _count(value: float) -> str:
     return "—" if not math.isfinite(value) else f"{int(value):,}"
 
 
-def _halving_until(best: pd.DataFrame) -> int | None:
+def halving_until(best: pd.DataFrame) -> int | None:
     """The largest B up to which every step up the batch sizes divided the steps by at least
     ``DOUBLING_GAIN`` per doubling (per factor 2 of B, for grids with larger steps)."""
     steps = best.set_index("batch_size")["steps"]
@@ -271,145 +499,13 @@ def _halving_until(best: pd.DataFrame) -> int | None:
     return last
 
 
-def _linear_until(table: pd.DataFrame, column: str) -> int | None:
-    """The largest B up to which the best lr stays within a factor 2 of the linear rule."""
-    last = None
-    for row in table.itertuples():
-        if 0.5 <= getattr(row, column) / row.linear <= 2:
-            last = int(row.batch_size)
-        else:
-            break
-    return last
-
-
-def _run_wall(build: Path, cells: int) -> pd.Series | None:
+def run_wall(build: Path, cells: int) -> pd.Series | None:
+    """The last logged run that made all ``cells`` scaling products (None: no such run)."""
     log = read_run_log(build)
     if log.empty:
         return None
     whole = log[(log["tasks"] == GROUP) & (log["cells"] == cells) & (log["ok"] == cells)]
     return None if whole.empty else whole.iloc[-1]
-
-
-def scaling_facts(
-    scaling: Scaling,
-    floor: pd.DataFrame | None = None,
-    *,
-    dataset: str,
-    build: Path | None = None,
-) -> ScalingFacts:
-    """The facts of the discussion from the experiment and its ``floor_table`` (without
-    one, the noise-floor facts are empty: the Task 4 summary needs none)."""
-    record = scaling.records[GD]
-    floor_record = scaling.records["floor"]
-    batch_sizes = sorted(int(b) for b in scaling.runs["batch_size"].unique())
-    lrs = lr_table(scaling)
-    n = len(scaling.targets)
-    targets = []
-    for i, excess in enumerate(scaling.targets):
-        best = best_steps(scaling, i)
-        f = fit(scaling, i)
-        per_seed = f.b_crit_seeds
-        gd_lr, gd_steps = gd_best(scaling, i)
-        at = {k: _finite(v) for k, v in record["at_target"][i].items()}
-        b_floor = float(best["lr"].iloc[-1]) * floor_record["tr_sigma_star"] / (4 * excess)
-        targets.append(
-            TargetFacts(
-                excess=excess,
-                loss=record["loss_star"] + excess,
-                s_min=f.median.s_min,
-                e_min=f.median.e_min,
-                b_crit=f.median.b_crit,
-                b_crit_mean=float(per_seed.mean()),
-                b_crit_sd=float(per_seed.std(ddof=1)) if len(per_seed) > 1 else None,
-                b_crit_low=float(per_seed.min()),
-                b_crit_high=float(per_seed.max()),
-                n_seeds=len(per_seed),
-                gd_steps=gd_steps,
-                gd_lr=gd_lr,
-                b_noise=at["b_noise"],
-                b_simple=at["b_simple"],
-                eps_max=at["eps_max"],
-                b_floor=b_floor,
-                halving_until=_halving_until(best),
-                best_lr_small=float(lrs[f"lr_{i}"].iloc[0]),
-                best_lr_large=float(lrs[f"lr_{i}"].iloc[-1]),
-                eps_opt_small=float(lrs[f"eps_opt_{i}"].iloc[0]),
-                eps_opt_large=float(lrs[f"eps_opt_{i}"].iloc[-1]),
-                noise_ratio=_ratio(at["b_noise"], f.median.b_crit),
-                simple_ratio=_ratio(at["b_simple"], f.median.b_crit),
-                eps_max_ratio=_ratio(at["eps_max"], record["lr_max"]),
-                floor_ratio=f.median.b_crit / b_floor,
-                lr_large_ratio=float(lrs[f"lr_{i}"].iloc[-1]) / record["lr_max"],
-                start_lr_low=float((lrs[f"lr_{i}"] / lrs["eps_opt_start"]).min()),
-                start_lr_high=float((lrs[f"lr_{i}"] / lrs["eps_opt_start"]).max()),
-            )
-        )
-    if floor is None:
-        columns = ["resolved", *(f"{name}_verdict" for name in PREDICTIONS)]
-        floor = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    run = None if build is None else _run_wall(build, len(scaling.records))
-    return ScalingFacts(
-        dataset=dataset_name(dataset),
-        batch_sizes=batch_sizes,
-        n_seeds=int(scaling.runs["seed"].nunique()),
-        lambda_max=record["lambda_max"],
-        lr_max=record["lr_max"],
-        loss_star=record["loss_star"],
-        tr_sigma_star=floor_record["tr_sigma_star"],
-        b_noise_start=record["at_zero"]["b_noise"],
-        b_simple_start=record["at_zero"]["b_simple"],
-        eps_max_start=record["at_zero"]["eps_max"],
-        eps_max_start_ratio=record["at_zero"]["eps_max"] / record["lr_max"],
-        eps_opt_start_small=float(lrs["eps_opt_start"].iloc[0]),
-        targets=targets,
-        linear_until=_linear_until(lrs, f"lr_{n - 1}"),
-        floor_rows=int(floor["resolved"].sum()),
-        floor_unresolved=int((~floor["resolved"]).sum()),
-        floor_verdicts={
-            name: {v: int((floor[f"{name}_verdict"] == v).sum()) for v in VERDICTS}
-            for name in PREDICTIONS
-        },
-        floor_fails={name: _fails(floor, name) for name in PREDICTIONS},
-        runs=len(scaling.runs),
-        steps=int(scaling.runs["steps_run"].sum()),
-        job_seconds=scaling.wall_seconds,
-        wall_seconds=None if run is None else float(run["wall_seconds"]),
-        jobs=None if run is None else int(run["jobs"]),
-        eps_max_capped=all(t.eps_max_ratio is not None and t.eps_max_ratio > 1 for t in targets),
-        noise_fails=all(t.noise_ratio is None or not 0.5 <= t.noise_ratio <= 2 for t in targets),
-        doubling_gain=DOUBLING_GAIN,
-        floor_factor=FLOOR_FACTOR,
-    )
-
-
-def _fails(floor: pd.DataFrame, name: str) -> list[dict]:
-    rows = floor[floor[f"{name}_verdict"] == "fails"]
-    return [
-        {
-            "task": r.task,
-            "lr": float(r.lr),
-            "batch_size": int(r.batch_size),
-            "ratio": _finite(getattr(r, name) / r.measured) if r.measured > 0 else None,
-            "lr_x2": float(r.lr_x2),
-        }
-        for r in rows.itertuples()
-    ]
-
-
-def _finite(value) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
-def _ratio(value: float | None, by: float) -> float | None:
-    return None if value is None else value / by
-
-
-def render(facts: ScalingFacts, part: str = "law") -> str:
-    """The discussion ``part`` ("law", "floor", "cost", or "task4": the summary that Task 4
-    quotes) as Markdown, from the template ``scaling_<part>.md.j2``."""
-    if part not in PARTS:
-        raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
-    return narrative.render(f"scaling_{part}", facts)
 
 
 def _figure(ncols: int, width: float = 11.0, height: float = 4.2) -> tuple[Figure, list]:
@@ -431,8 +527,8 @@ def steps_figure(scaling: Scaling) -> Figure:
         err = [best["steps"] - best["steps_min"], best["steps_max"] - best["steps"]]
         left.errorbar(B, best["steps"], yerr=err, fmt="o", color=color, ms=4,
                       label=f"target excess {target:g}")  # fmt: skip
-        left.plot(grid, h.steps(grid), color=color, lw=1,
-                  label=f"fit: S_min {h.s_min:.0f}, B_crit {h.b_crit:.0f}")  # fmt: skip
+        fitted = rf"fit: $S_{{\min}}$ {h.s_min:.0f}, $B_{{\mathrm{{crit}}}}$ {h.b_crit:.0f}"
+        left.plot(grid, h.steps(grid), color=color, lw=1, label=fitted)
         left.plot(grid, h.e_min / grid, color=color, lw=0.8, ls=":")
         left.axhline(gd_best(scaling, i)[1], color=color, lw=0.8, ls="--")
         E = np.geomspace(1.02 * h.e_min, 50 * h.e_min, 200)
@@ -444,7 +540,7 @@ def steps_figure(scaling: Scaling) -> Figure:
              title="steps (dotted: perfect scaling; dashed: exact full batch)")  # fmt: skip
     left.legend(fontsize=8)
     right.set(xscale="log", yscale="log", xlabel="steps S", ylabel="examples E = B S",
-              title="(S/S_min - 1)(E/E_min - 1) = 1")  # fmt: skip
+              title=r"$(S/S_{\min} - 1)(E/E_{\min} - 1) = 1$")  # fmt: skip
     return fig
 
 
@@ -461,61 +557,94 @@ def lr_figure(scaling: Scaling) -> Figure:
             table[f"eps_opt_{i}"],
             color=f"C{i}",
             ls=":",
-            label=f"eps_opt(B) at target {target:g}",
+            label=rf"$\epsilon_{{\mathrm{{opt}}}}(B)$ at target {target:g}",
         )
-    ax.plot(B, table["eps_opt_start"], color="0.4", ls=":", label="eps_opt(B) at W = 0")
+    ax.plot(
+        B,
+        table["eps_opt_start"],
+        color="0.4",
+        ls=":",
+        label=r"$\epsilon_{\mathrm{opt}}(B)$ at $W = 0$",
+    )
     ax.plot(B, table["linear"], color="0.6", ls="-.", label="linear scaling from B = 1")
     ax.axhline(table["ceiling"].iloc[0], color="C3", ls="--", label=r"$2/\lambda_{\max}$")
     lowest = table[[f"lr_{i}" for i in range(len(scaling.targets))]].min().min()
     ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="learning rate",
            ylim=(lowest / 5, 4 * table["ceiling"].iloc[0]))  # fmt: skip
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
+REVERSED_EXCESS = "excess loss of gradient descent (axis reversed: training proceeds →)"
+
+
+def _log_ticks(axis) -> None:
+    """Labelled log ticks at 1, 2 and 5 times the powers of ten (a panel spanning a decade or
+    two gets several labels, not one)."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def noise_figure(scaling: Scaling) -> Figure:
-    """B_noise, B_simple and eps_max along exact gradient descent, against the excess loss."""
+    """B_noise, B_simple (left) and eps_max (right) along exact gradient descent against its
+    excess loss, the axis decreasing to the right as training proceeds; on the left the
+    measured B_crit of each target (star) and the path averages of B_noise (dashed)."""
     fig, (left, right) = _figure(2)
     t = scaling.trajectory[scaling.trajectory["grad_norm"] > 0]
-    left.plot(t["excess"], t["b_noise"], "o-", ms=3, label="B_noise = tr(HΣ) / GᵀHG")
-    left.plot(t["excess"], t["b_simple"], "s-", ms=3, label="B_simple = tr Σ / |G|²")
-    right.plot(t["excess"], t["eps_max"], "o-", ms=3, color="C2", label="eps_max = |G|² / GᵀHG")
+    left.plot(t["excess"], t["b_noise"], "o-", ms=3, color="C0", label=NOISE_MATH["b_noise"])
+    left.plot(t["excess"], t["b_simple"], "s-", ms=3, color="C1", label=NOISE_MATH["b_simple"])
+    right.plot(t["excess"], t["eps_max"], "o-", ms=3, color="C2", label=r"$\epsilon_{\max}$")
     right.axhline(scaling.records[GD]["lr_max"], color="C3", ls="--", label=r"$2/\lambda_{\max}$")
     for i, target in enumerate(scaling.targets):
         for ax in (left, right):
             ax.axvline(target, color="0.5", lw=0.7, ls=":")
-        left.plot([target], [fit(scaling, i).median.b_crit], "*", ms=12, color=f"C{i + 3}",
-                  label=f"measured B_crit, target {target:g}")  # fmt: skip
+        color = f"C{i + 3}"
+        left.plot([target], [fit(scaling, i).median.b_crit], "*", ms=12, color=color,
+                  label=rf"measured $B_{{\mathrm{{crit}}}}$, target {target:g}")  # fmt: skip
+        average = path_average(scaling, i)["b_noise"]
+        left.hlines(average, t["excess"].max(), target, color=color, ls="--", lw=1,
+                    label=rf"path average of {NOISE_MATH['b_noise']} to {target:g}")  # fmt: skip
     lr = scaling.records[GD]["trajectory_lr"]
     for ax in (left, right):
-        ax.set(xscale="log", yscale="log", xlabel="excess training loss (gradient descent)")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # the labelled decades only
+        ax.set(xscale="log", yscale="log", xlabel=REVERSED_EXCESS)
         ax.invert_xaxis()
-        ax.legend(fontsize=8)
-    left.set(ylabel="batch size", title=f"noise scales along gradient descent, lr {lr:.3g}")
-    right.set(ylabel="learning rate", title="the best step along -G")
+        _log_ticks(ax.xaxis)
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    right.legend(fontsize=8, loc="upper left")
+    left.set(ylabel="batch size", title=rf"noise scales along gradient descent, $\eta$ = {lr:.3g}")
+    right.set(ylabel="learning rate", title=r"the best step along $-G$, $\epsilon_{\max}$")
     return fig
+
+
+def _configurations(n: int) -> str:
+    return f"{n} configuration" + ("" if n == 1 else "s")
 
 
 def floor_figure(table: pd.DataFrame) -> Figure:
     """Predicted against measured excess over gradient descent, one point per configuration
-    (the measured excess must be positive to be drawn on the log axes)."""
-    fig, (ax,) = _figure(1, width=6.5, height=5.0)
-    shown = table[(table["measured"] > 0)]
+    and prediction; the configurations whose measured excess is not positive are drawn in
+    a strip on the left (their predicted excess on the shared y axis)."""
+    fig = Figure(figsize=(7.0, 5.0), dpi=DPI, layout="constrained")
+    strip, ax = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1, 6]})
     markers = {"first_order": "x", "stationary": "s", "predicted": "o"}
-    labels = {
-        "first_order": "first order",
-        "stationary": "stationary",
-        "predicted": "after t steps",
-    }
-    for name in PREDICTIONS:
-        finite = shown[np.isfinite(shown[name])]
-        ax.scatter(finite["measured"], finite[name], marker=markers[name], s=18,
-                   label=labels[name], alpha=0.8)  # fmt: skip
-    if len(shown):
-        low, high = shown["measured"].min() / 2, shown["measured"].max() * 2
-        ax.plot([low, high], [low, high], color="0.4", lw=0.8)
-    ax.set(xscale="log", yscale="log", xlabel="measured excess over gradient descent",
-           ylabel="predicted", title="noise floor")  # fmt: skip
+    positive = table["measured"] > 0
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(table))
+    for k, (name, words) in enumerate(PREDICTION_NAMES.items()):
+        finite = np.isfinite(table[name])
+        shown = table[finite & positive]
+        ax.scatter(shown["measured"], shown[name], marker=markers[name], s=18, color=f"C{k}",
+                   label=words, alpha=0.8)  # fmt: skip
+        low = finite & ~positive
+        strip.scatter(jitter[low.to_numpy()], table.loc[low, name], marker=markers[name], s=18,
+                      color=f"C{k}", alpha=0.8)  # fmt: skip
+    if positive.any():
+        measured = table.loc[positive, "measured"]
+        low, high = measured.min() / 2, measured.max() * 2
+        ax.plot([low, high], [low, high], color="0.4", lw=0.8, label="equality")
+    ax.set(xscale="log", yscale="log", xlabel="measured excess over gradient descent (> 0)",
+           title="noise floor: predicted against measured")  # fmt: skip
+    strip.set(xlim=(-1, 1), xticks=[], ylabel="predicted excess over gradient descent",
+              xlabel=f"measured ≤ 0\n({_configurations(int((~positive).sum()))})")  # fmt: skip
     ax.legend(fontsize=8)
     return fig

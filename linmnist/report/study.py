@@ -14,6 +14,14 @@ import pandas as pd
 
 # The datasets the report runs on: display name and class names (labels 0-9).
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+# What each dataset is, after its name in a sentence.
+DESCRIPTIONS = {
+    "mnist": "handwritten digits 0–9 (the study's dataset)",
+    "fashion-mnist": (
+        "Zalando's images of clothing, shoes and bags in 10 classes, a drop-in replacement"
+        " for MNIST of the same format and size"
+    ),
+}
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
     "fashion-mnist": (

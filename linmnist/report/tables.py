@@ -4,22 +4,23 @@ The inputs are the frames that ``linmnist.experiments.results.load_task`` (one r
 and seed: status, error, parameters, final metrics, diverged_at, seconds) and
 ``linmnist.experiments.results.load_history`` return, and the training inputs X. The
 aggregating functions (``grid_table``, ``best_lr``, ``task2_table``, ``subset_table``,
-``accuracy_table``, ``divergence_boundary``, ``study_positions``, ``predicted_bounds``, ...)
+``accuracy_table``, ``instability_boundary``, ``study_positions``, ``predicted_bounds``, ...)
 return numbers; the ``format_*`` functions turn their results into display strings (``pct``,
-``mean_sd``, ``scientific``), and ``styled`` shows any table to readers (a pandas Styler: the
+``mean_ci``, ``scientific``), and ``styled`` shows any table to readers (a pandas Styler: the
 index as a column, headers in words, a dash for a missing value). The study's own figures
 come from ``linmnist.report.study``.
 
-"Final" values are those of the last iteration. Means and standard deviations are over the
-seeds that did not diverge; a "best" learning rate is picked on training data, never on the
-test set. A run "diverges" as ``linmnist.engine.sgd.train`` defines it: its training loss
-became non-finite or exceeded ``linmnist.engine.sgd.DIVERGENCE_LOSS``, and it was stopped.
+"Final" values are those of the last iteration. Each seed is "diverged", "unstable" or
+"stable" by the report's instability rule (``linmnist.report.outcomes``: stopped by the engine
+at a loss above 10⁶ or non-finite; or ending above the loss at W = 0, or with its loss
+growing); means and their 95 % CIs are over the STABLE seeds only. A "best" learning rate is
+picked on training data, never on the test set.
 
 The stability sweep (the ``stability`` task of ``linmnist/experiments/grids.toml``) trains
 every learning rate of a log grid with every batch size over a few seeds; its tables are
-``accuracy_table`` (final test accuracy per batch size and lr), ``divergence_boundary``
-(per batch size, the largest lr at which no seed diverged and the smallest at which one
-did), ``predicted_bounds`` (the learning rates the training inputs predict: 2 / lambda_max
+``accuracy_table`` (final test accuracy per batch size and lr), ``instability_boundary``
+(per batch size, the largest lr at which every seed was stable and the smallest at which one
+was not), ``predicted_bounds`` (the learning rates the training inputs predict: 2 / lambda_max
 of X X^T / N, 2 / max ||x||^2 and 2 / mean ||x||^2), ``study_positions`` (where the study's
 learning rates sit) and ``sweep_run`` (the logged run that computed the whole sweep).
 """
@@ -37,8 +38,10 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from linmnist.engine.analysis import stability_threshold
+from linmnist.engine.analysis import least_squares, stability_threshold
+from linmnist.engine.sgd import draw_subset
 from linmnist.experiments.results import read_run_log
+from linmnist.report import outcomes
 from linmnist.report.study import (
     STUDY_BEST_LR,
     STUDY_GRID_TEST_800,
@@ -52,7 +55,15 @@ METRICS = ("final_train_loss", "final_train_acc", "final_test_acc")
 DASH = "–"
 # The task name of the stability sweep in grids.toml and in the run log.
 SWEEP_TASK = "stability"
-_SEED_COLUMNS = ("lr", "batch_size", "status", "seed", "diverged_at", "final_test_acc")
+_SEED_COLUMNS = (
+    "lr",
+    "batch_size",
+    "status",
+    "seed",
+    "diverged_at",
+    "final_test_acc",
+    "final_train_loss",
+)
 
 
 # --- checks and display helpers ---------------------------------------------------------
@@ -74,20 +85,21 @@ def pct(value: float | None, digits: int = 2) -> str:
     return f"{100 * value:.{digits}f} %"
 
 
-def mean_sd(mean: float | None, sd: float | None, *, percent: bool = False, digits: int = 4) -> str:
-    """``'mean ± sd'`` (sd omitted when undefined), as a percentage of a fraction if asked.
+def mean_ci(mean: float | None, ci: float | None, *, percent: bool = False, digits: int = 4) -> str:
+    """``'mean ± ci'`` (the half-width of the 95 % confidence interval, omitted when
+    undefined), as a percentage of a fraction if asked.
 
-    A standard deviation too small for ``digits`` decimals gets up to three more, enough to
-    show its first significant digit; one that is exactly zero is written ``± 0``.
+    A half-width too small for ``digits`` decimals gets up to three more, enough to show its
+    first significant digit; one that is exactly zero is written ``± 0``.
     """
     if mean is None or not np.isfinite(mean):
         return DASH
     scale, digits = (100.0, 2) if percent else (1.0, digits)
-    if sd is not None and np.isfinite(sd) and 0 < scale * sd < 0.5 * 10.0**-digits:
-        digits = min(digits + 3, -math.floor(math.log10(scale * sd)))
+    if ci is not None and np.isfinite(ci) and 0 < scale * ci < 0.5 * 10.0**-digits:
+        digits = min(digits + 3, -math.floor(math.log10(scale * ci)))
     text = f"{scale * mean:.{digits}f}"
-    if sd is not None and np.isfinite(sd):
-        text += " ± 0" if sd == 0 else f" ± {scale * sd:.{digits}f}"
+    if ci is not None and np.isfinite(ci):
+        text += " ± 0" if ci == 0 else f" ± {scale * ci:.{digits}f}"
     return text
 
 
@@ -105,6 +117,30 @@ def scientific(value: float | None, digits: int = 1) -> str:
         return "0"
     mantissa, exponent = f"{value:.{digits}e}".split("e")
     return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+
+
+# Markdown's backslash-escapable punctuation, and HTML's special characters as entities.
+_MARKDOWN_PUNCTUATION = set("\\`*_{}[]()#+-.!|~$:")
+_HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"}
+
+
+def markdown_literal(text: object) -> str:
+    """``text`` as Markdown that renders it literally, as plain text: HTML's special characters
+    become entities, Markdown's punctuation (and ``$``, a MathJax delimiter) is
+    backslash-escaped, and control characters (a newline) are shown as escapes (``\\n``).
+    For every string that does not come from the project's own text (paths, profile and
+    file names, versions)."""
+    out = []
+    for char in str(text):
+        if char in _HTML_ENTITIES:
+            out.append(_HTML_ENTITIES[char])
+        elif char in _MARKDOWN_PUNCTUATION:
+            out.append("\\" + char)
+        elif not char.isprintable() and char != " ":
+            out.append("\\" + char.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def _formatter(formatter):
@@ -176,11 +212,7 @@ def span(values: Sequence[int]) -> str:
 def _mean_ci_column(table: pd.DataFrame, stem: str, *, percent: bool = False) -> list[str]:
     """ "mean ± 95 % CI" of the columns ``<stem>_mean`` and ``<stem>_ci``, row by row."""
     pairs = zip(table[f"{stem}_mean"], table[f"{stem}_ci"], strict=True)
-    return [mean_sd(m, s, percent=percent) for m, s in pairs]
-
-
-def _seconds(values: pd.Series) -> list[str]:
-    return [DASH if not np.isfinite(v) else f"{v:.1f}" for v in values]
+    return [mean_ci(m, s, percent=percent) for m, s in pairs]
 
 
 def _lr_text(value: float) -> str:
@@ -350,33 +382,44 @@ def predicted_bounds(X: np.ndarray) -> Bounds:
 def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """What became of the seeds of one cell (its rows of ``results.load_task``).
 
-    Returns ({status, n_seeds, n_diverged, diverged_at_min, diverged_at_max}, the rows of
-    the seeds that ran, the rows of those that did not diverge). The status is "failed"
-    when any row of the cell failed.
+    Each seed is "diverged", "unstable" or "stable" by the report's instability rule
+    (``linmnist.report.outcomes``): its ``outcome`` column when present (as
+    ``outcomes.classify(seeds, histories)`` and ``inputs.task_results`` give it, with the
+    growth test), else classified from the rows alone (without the growth test).
+
+    Returns
+    -------
+    tuple
+        ({status, n_seeds, n_diverged, n_unstable, diverged_at_min, diverged_at_max}, the
+        rows of the seeds that ran, the rows of the stable seeds). The status is "failed" when
+        any row of the cell failed.
     """
+    if "outcome" not in rows:
+        rows = outcomes.classify(rows)
     runs = rows[rows["status"] == "ok"].dropna(subset=["seed"])
-    diverged = runs[runs["diverged_at"].notna()]
+    diverged = runs[runs["outcome"] == "diverged"]
     counts = {
         "status": "ok" if (rows["status"] == "ok").all() else "failed",
         "n_seeds": len(runs),
         "n_diverged": len(diverged),
+        "n_unstable": int((runs["outcome"] == "unstable").sum()),
         "diverged_at_min": int(diverged["diverged_at"].min()) if len(diverged) else pd.NA,
         "diverged_at_max": int(diverged["diverged_at"].max()) if len(diverged) else pd.NA,
     }
-    return counts, runs, runs[runs["diverged_at"].isna()]
+    return counts, runs, runs[runs["outcome"] == "stable"]
 
 
 def _summarize(rows: pd.DataFrame) -> dict:
-    """Aggregate the seed rows of one cell."""
-    counts, runs, converged = seed_outcomes(rows)
+    """Aggregate the seed rows of one cell: the counts of ``seed_outcomes``, the mean and 95 %
+    CI of each metric over the STABLE seeds (neither diverged nor unstable), the wall times."""
+    counts, runs, stable = seed_outcomes(rows)
     failed = rows[rows["status"] != "ok"]
     out = {"status": counts.pop("status")}
     out["error"] = failed["error"].iloc[0] if len(failed) else None
     out |= counts
     for metric in METRICS:
-        values = converged[metric].astype(float)
+        values = stable[metric].astype(float)
         out[f"{metric}_mean"] = values.mean() if len(values) else math.nan
-        out[f"{metric}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
         out[f"{metric}_ci"] = ci95(values)
     dense = runs[runs["eval_every"] == 1]["seconds"].astype(float)
     thinned = runs[runs["eval_every"] > 1]["seconds"].astype(float)
@@ -407,11 +450,11 @@ def grid_table(seeds: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame
         Columns lr, batch_size, iterations, status ("ok" or "failed"), error, n_seeds,
-        n_diverged, diverged_at_min, diverged_at_max, ``<metric>_mean`` and ``<metric>_sd``
-        for final_train_loss, final_train_acc, final_test_acc (over the seeds that did not
-        diverge), seconds_fidelity (mean wall time of the seeds evaluated after every
-        iteration) and seconds_thinned (the other seeds); sorted by lr (descending) then
-        batch size.
+        n_diverged, n_unstable, diverged_at_min, diverged_at_max, ``<metric>_mean``,
+        and ``<metric>_ci`` for final_train_loss, final_train_acc,
+        final_test_acc (over the stable seeds, ``seed_outcomes``), seconds_fidelity (mean
+        wall time of the seeds evaluated after every iteration) and seconds_thinned (the
+        other seeds); sorted by lr (descending) then batch size.
     """
     check_frame(seeds, "seeds", ["lr", "batch_size", "iterations"])
     table = _cell_table(seeds, ["lr", "batch_size", "iterations"])
@@ -419,25 +462,33 @@ def grid_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def _status_text(row) -> str:
+    """A cell's status in words: "ok", "failed: ...", "diverged at iteration a-b (k of n
+    seeds)" and/or "unstable (loss above its start or growing) in k of n seeds"."""
     if row.status != "ok":
         return f"failed: {row.error}"
-    if row.n_diverged == 0:
-        return "ok"
-    seeds = span([int(row.diverged_at_min), int(row.diverged_at_max)])
-    return f"diverged at iteration {seeds} ({row.n_diverged} of {row.n_seeds} seeds)"
+    parts = []
+    if row.n_diverged:
+        seeds = span([int(row.diverged_at_min), int(row.diverged_at_max)])
+        parts.append(f"diverged at iteration {seeds} ({row.n_diverged} of {row.n_seeds} seeds)")
+    if row.n_unstable:
+        parts.append(
+            f"unstable (loss above its start or growing) in {row.n_unstable} of {row.n_seeds} seeds"
+        )
+    return "; ".join(parts) or "ok"
 
 
-def format_grid_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """The Task 3 table as display strings, indexed by learning rate and batch size.
+def format_grid_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The Task 3 table as display strings, indexed by learning rate and batch size: the
+    final values (mean ± 95 % CI over the stable seeds) and what became of the seeds. The
+    wall times are in ``cost_table``, the study's figures (at iteration 800, not the last)
+    in ``study_at_800``.
 
     Parameters
     ----------
     table : DataFrame
         ``grid_table(...)``.
-    study : bool
-        Add the study's test accuracy at iteration 800 where it reported one.
     """
-    check_frame(table, "table", ["lr", "batch_size", "status", "n_seeds", "seconds_fidelity"])
+    check_frame(table, "table", ["lr", "batch_size", "status", "n_seeds"])
     out = pd.DataFrame(
         {
             "learning rate": [f"{lr:g}" for lr in table["lr"]],
@@ -447,25 +498,18 @@ def format_grid_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFram
             "final train accuracy (%)": _mean_ci_column(table, "final_train_acc", percent=True),
             "final test accuracy (%)": _mean_ci_column(table, "final_test_acc", percent=True),
             "status": [_status_text(row) for row in table.itertuples(index=False)],
-            "seconds per run, every-iteration evaluation": _seconds(table["seconds_fidelity"]),
-            "seconds per run, thinned evaluation": _seconds(table["seconds_thinned"]),
         }
     )
-    if study:
-        out["study: test accuracy at iteration 800"] = [
-            STUDY_GRID_TEST_800.get((lr, int(b)), DASH)
-            for lr, b in zip(table["lr"], table["batch_size"], strict=True)
-        ]
     return out.set_index(["learning rate", "batch size"])
 
 
 def best_lr(table: pd.DataFrame) -> pd.DataFrame:
-    """The best learning rate for each batch size, picked on training data.
+    """The best learning rate of each batch size: "best lr (training loss)".
 
-    Among the configurations where no seed diverged, the best lr has the lowest mean
-    final training loss; the lr with the highest mean final training accuracy is given too.
-    The test accuracy is reported, not used. The study's claim (picked on the maximum test
-    accuracy over iterations) stands beside it.
+    Among the configurations where every seed ran stable (none diverged, none unstable, none
+    failed), the best lr has the lowest mean final training loss. The lr of the highest mean
+    final test accuracy among the same candidates is given beside it, not used to select.
+    The study's claim (picked on the maximum test accuracy over iterations) stands beside it.
 
     Parameters
     ----------
@@ -475,44 +519,39 @@ def best_lr(table: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Columns batch_size, best_lr (by training loss), best_lr_by_train_acc,
-        final_train_loss_mean, final_train_acc_mean, final_test_acc_mean (of best_lr),
-        study_best_lr (NaN where the study has no claim), agrees (bool).
+        Columns batch_size, best_lr, final_train_loss_mean, final_train_loss_ci,
+        final_test_acc_mean, final_test_acc_ci (of best_lr), lr_by_test_acc, study_best_lr
+        (NaN where the study has no claim), agrees (best_lr is the study's).
     """
     check_frame(
         table,
         "table",
         ["lr", "batch_size", "status", "n_diverged", *[m + "_mean" for m in METRICS]],
     )
-    stable = table[(table["status"] == "ok") & (table["n_diverged"] == 0) & (table["n_seeds"] > 0)]
+    unstable = table["n_unstable"] if "n_unstable" in table else 0
+    stable = table[
+        (table["status"] == "ok")
+        & (table["n_diverged"] == 0)
+        & (unstable == 0)
+        & (table["n_seeds"] > 0)
+    ]
     rows = []
     for batch_size, group in stable.groupby("batch_size", sort=True):
         best = group.loc[group["final_train_loss_mean"].idxmin()]
-        by_acc = group.loc[group["final_train_acc_mean"].idxmax()]
         claim = STUDY_BEST_LR.get(int(batch_size), math.nan)
         rows.append(
             {
                 "batch_size": int(batch_size),
                 "best_lr": float(best["lr"]),
-                "best_lr_by_train_acc": float(by_acc["lr"]),
-                "final_train_loss_mean": best["final_train_loss_mean"],
-                "final_train_acc_mean": best["final_train_acc_mean"],
-                "final_test_acc_mean": best["final_test_acc_mean"],
+                **{f"{m}_{k}": best[f"{m}_{k}"] for m in METRICS[::2] for k in ("mean", "ci")},
+                "lr_by_test_acc": float(group.loc[group["final_test_acc_mean"].idxmax(), "lr"]),
                 "study_best_lr": claim,
                 "agrees": bool(np.isclose(best["lr"], claim)) if np.isfinite(claim) else False,
             }
         )
-    columns = [
-        "batch_size",
-        "best_lr",
-        "best_lr_by_train_acc",
-        "final_train_loss_mean",
-        "final_train_acc_mean",
-        "final_test_acc_mean",
-        "study_best_lr",
-        "agrees",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    columns = ["batch_size", "best_lr", "final_train_loss_mean", "final_train_loss_ci"]
+    columns += ["final_test_acc_mean", "final_test_acc_ci", "lr_by_test_acc"]
+    return pd.DataFrame(rows, columns=[*columns, "study_best_lr", "agrees"])
 
 
 def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
@@ -525,19 +564,17 @@ def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
     study : bool
         Show the study's claim beside ours (for MNIST, the study's dataset).
     """
-    check_frame(best, "best", ["batch_size", "best_lr", "study_best_lr", "agrees"])
+    check_frame(best, "best", ["batch_size", "best_lr", "lr_by_test_acc", "study_best_lr"])
     out = pd.DataFrame(
         {
             "batch size": best["batch_size"].astype(str),
-            "best lr (lowest final training loss)": [f"{v:g}" for v in best["best_lr"]],
-            "best lr (highest final train accuracy)": [
-                f"{v:g}" for v in best["best_lr_by_train_acc"]
+            "best lr (training loss)": [_lr_text(v) for v in best["best_lr"]],
+            "its final training loss": _mean_ci_column(best, "final_train_loss"),
+            "its final test accuracy (%)": _mean_ci_column(best, "final_test_acc", percent=True),
+            "lr of the highest final test accuracy (not used to select)": [
+                _lr_text(v) for v in best["lr_by_test_acc"]
             ],
-            "its final training loss": [f"{v:.4f}" for v in best["final_train_loss_mean"]],
-            "its final test accuracy": [pct(v) for v in best["final_test_acc_mean"]],
-            "study's best lr (max test accuracy)": [
-                DASH if not np.isfinite(v) else f"{v:g}" for v in best["study_best_lr"]
-            ],
+            "study's best lr (max test accuracy)": [_lr_text(v) for v in best["study_best_lr"]],
             "same as the study": ["yes" if a else "no" for a in best["agrees"]],
         }
     )
@@ -546,77 +583,255 @@ def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
     return out.set_index("batch size")
 
 
-def task2_table(history: pd.DataFrame, *, seed: int | None = None) -> pd.DataFrame:
-    """Our Task 2 run beside the study's reported figures, at the study's iterations.
+def study_at_800(histories: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
+    """Our test accuracy at iteration 800 beside the study's figure there, per configuration.
 
     Parameters
     ----------
-    history : DataFrame
-        The history of the Task 2 configuration (columns iteration, train_loss, train_acc,
-        test_acc, and seed/eval_every for several seeds).
-    seed : int, optional
-        The seed to read; by default the seed evaluated at the most iterations (the one
-        evaluated after every iteration).
+    histories, seeds : DataFrame
+        The Task 3 histories and seed rows (``inputs.task_results("grid")``).
 
     Returns
     -------
     DataFrame
-        One row per study iteration that our run reached, plus our last iteration compared
-        with the study's last (iteration 999); columns iteration (ours), study_iteration,
-        then train_loss, train_acc, test_acc for "ours" and "study".
+        One row per (lr, batch_size) the study reported: lr, batch_size, seed_acc (the seed
+        evaluated after every iteration, NaN when it did not reach iteration 800),
+        mean_acc, ci_acc and n_seeds (every seed that recorded iteration 800), study (its
+        text). No rows when no run reached iteration 800.
     """
-    check_frame(history, "history", ["iteration", "train_loss", "train_acc", "test_acc"])
-    if "seed" in history.columns:
-        if seed is None:
-            seed = int(history.groupby("seed")["iteration"].size().idxmax())
-        history = history[history["seed"] == seed]
-    ours = history.set_index("iteration")
-    last = int(ours.index.max())
+    check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "eval_every"])
+    at = history_at(histories, [800], by=["lr", "batch_size"]).set_index(["lr", "batch_size"])
+    dense = seeds[seeds["eval_every"] == 1][["lr", "batch_size", "seed"]]
+    mine = histories[histories["iteration"] == 800].merge(dense, on=["lr", "batch_size", "seed"])
+    mine = mine.groupby(["lr", "batch_size"])["test_acc"].first()
     rows = []
-    for study in STUDY_TASK2.itertuples(index=False):
-        mine = last if study.iteration == STUDY_TASK2["iteration"].max() else study.iteration
-        if mine not in ours.index:
+    for (lr, batch_size), claim in STUDY_GRID_TEST_800.items():
+        if (lr, batch_size) not in at.index:
             continue
-        row = {"iteration": int(mine), "study_iteration": int(study.iteration)}
-        for metric in ("train_loss", "train_acc", "test_acc"):
-            row[f"ours_{metric}"] = float(ours.loc[mine, metric])
-            row[f"study_{metric}"] = getattr(study, metric)
+        cell = at.loc[(lr, batch_size)]
+        rows.append(
+            {
+                "lr": lr,
+                "batch_size": batch_size,
+                "seed_acc": mine.get((lr, batch_size), math.nan),
+                "mean_acc": cell["test_acc_mean"],
+                "ci_acc": cell["test_acc_ci"],
+                "n_seeds": int(cell["n_seeds"]),
+                "study": claim,
+            }
+        )
+    columns = ["lr", "batch_size", "seed_acc", "mean_acc", "ci_acc", "n_seeds", "study"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def format_study_at_800(comparison: pd.DataFrame) -> pd.DataFrame:
+    """``study_at_800(...)`` as display strings, indexed by learning rate and batch size."""
+    check_frame(comparison, "comparison", ["lr", "batch_size", "seed_acc", "mean_acc", "study"])
+    out = pd.DataFrame(
+        {
+            "learning rate": [f"{v:g}" for v in comparison["lr"]],
+            "batch size": comparison["batch_size"].astype(str),
+            "ours, seed evaluated every iteration (%)": [
+                DASH if pd.isna(v) else f"{100 * v:.2f}" for v in comparison["seed_acc"]
+            ],
+            "ours, mean ± 95 % CI over seeds (%)": [
+                mean_ci(m, c, percent=True)
+                for m, c in zip(comparison["mean_acc"], comparison["ci_acc"], strict=True)
+            ],
+            "study (one unseeded run)": comparison["study"],
+        }
+    )
+    return out.set_index(["learning rate", "batch size"])
+
+
+def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float) -> pd.DataFrame:
+    """The examples each batch size needed to reach the same training loss at one lr.
+
+    The loss is the highest of the batch sizes' final mean losses, so every batch size
+    reaches it; a batch size reaches it at the first iteration its mean over the seeds
+    that did not diverge (at the iterations most of them recorded) is at most that loss.
+
+    Returns
+    -------
+    DataFrame
+        One row per batch size: batch_size, loss (the target), iteration, examples
+        ((iteration + 1) x batch size: iteration 0 is after the first update).
+    """
+    check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
+    keys = ["lr", "batch_size", "seed"]
+    kept = histories.merge(seeds[seeds["diverged_at"].isna()][keys], on=keys)
+    kept = kept[np.isclose(kept["lr"], lr)]
+    means = {}
+    for batch_size, runs in kept.groupby("batch_size", sort=True):
+        recorded = runs.groupby("iteration")["seed"].nunique()
+        common = recorded.index[recorded > runs["seed"].nunique() // 2]
+        means[int(batch_size)] = (
+            runs[runs["iteration"].isin(common)].groupby("iteration")["train_loss"].mean()
+        )
+    if not means:
+        return pd.DataFrame(columns=["batch_size", "loss", "iteration", "examples"])
+    target = max(float(mean.iloc[-1]) for mean in means.values())
+    rows = []
+    for batch_size, mean in means.items():
+        iteration = int(mean.index[mean.to_numpy() <= target][0])
+        rows.append(
+            {
+                "batch_size": batch_size,
+                "loss": target,
+                "iteration": iteration,
+                "examples": (iteration + 1) * batch_size,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
+    """The wall time of a run per batch size, over the runs that ran all their iterations.
+
+    A diverged run stops early, so its seconds would pull the mean down: it is excluded
+    (and counted).
+
+    Parameters
+    ----------
+    seeds : DataFrame
+        ``linmnist.experiments.results.load_task(runs_dir, "grid")``.
+
+    Returns
+    -------
+    DataFrame
+        One row per batch size: batch_size, iterations, fidelity_mean, fidelity_ci,
+        n_fidelity (the seeds evaluated after every iteration), thinned_mean, thinned_ci,
+        n_thinned (the others), n_excluded (runs that diverged).
+    """
+    check_frame(seeds, "seeds", ["batch_size", "status", "diverged_at", "eval_every", "seconds"])
+    ran = seeds[(seeds["status"] == "ok") & seeds["seconds"].notna()]
+    rows = []
+    for batch_size, runs in ran.groupby("batch_size", sort=True):
+        whole = runs[runs["diverged_at"].isna()]
+        row = {"batch_size": int(batch_size), "iterations": int(runs["iterations"].max())}
+        for name, part in (
+            ("fidelity", whole[whole["eval_every"] == 1]),
+            ("thinned", whole[whole["eval_every"] > 1]),
+        ):
+            seconds = part["seconds"].astype(float)
+            row[f"{name}_mean"] = seconds.mean() if len(seconds) else math.nan
+            row[f"{name}_ci"] = ci95(seconds)
+            row[f"n_{name}"] = len(seconds)
+        row["n_excluded"] = len(runs) - len(whole)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def format_cost_table(cost: pd.DataFrame) -> pd.DataFrame:
+    """``cost_table(...)`` as display strings, indexed by batch size."""
+    check_frame(cost, "cost", ["batch_size", "fidelity_mean", "thinned_mean", "n_excluded"])
+    out = pd.DataFrame(
+        {
+            "batch size": cost["batch_size"].astype(str),
+            "seconds per run, evaluated after every iteration": _seconds_ci(cost, "fidelity"),
+            "runs timed (every iteration)": cost["n_fidelity"].astype(str),
+            "seconds per run, thinned evaluation": _seconds_ci(cost, "thinned"),
+            "runs timed (thinned)": cost["n_thinned"].astype(str),
+            "diverged runs left out": cost["n_excluded"].astype(str),
+        }
+    )
+    return out.set_index("batch size")
+
+
+def _seconds_ci(cost: pd.DataFrame, stem: str) -> list[str]:
+    """ "mean ± 95 % CI" seconds of ``<stem>_mean`` and ``<stem>_ci`` (the mean alone with
+    one run, a dash with none)."""
+    out = []
+    for mean, ci in zip(cost[f"{stem}_mean"], cost[f"{stem}_ci"], strict=True):
+        if not np.isfinite(mean):
+            out.append(DASH)
+        else:
+            out.append(f"{mean:.2f}" if not np.isfinite(ci) else f"{mean:.2f} ± {ci:.2f}")
+    return out
+
+
+_HISTORY_METRICS = ("train_loss", "train_acc", "test_acc")
+
+
+def history_at(
+    history: pd.DataFrame, iterations: Sequence[int], *, by: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Mean ± 95 % CI over seeds of the metrics at the given iterations.
+
+    Parameters
+    ----------
+    history : DataFrame
+        Columns iteration, train_loss, train_acc, test_acc, seed, and the columns ``by``.
+    iterations : sequence of int
+        The iterations wanted; those no seed recorded are left out.
+    by : sequence of str
+        Columns that group the runs (e.g. ``["n_prime"]``).
+
+    Returns
+    -------
+    DataFrame
+        One row per group and recorded iteration: the ``by`` columns, iteration, n_seeds
+        (the seeds that recorded it), and ``<metric>_mean``, ``<metric>_ci`` per metric.
+    """
+    check_frame(history, "history", ["iteration", "seed", *_HISTORY_METRICS, *by])
+    rows = history[history["iteration"].isin([int(k) for k in iterations])]
+    keys = [*by, "iteration"]
+    grouped = rows.groupby(keys)
+    out = grouped["seed"].nunique().rename("n_seeds").to_frame()
+    for metric in _HISTORY_METRICS:
+        out[f"{metric}_mean"] = grouped[metric].mean()
+        out[f"{metric}_ci"] = grouped[metric].agg(ci95)
+    return out.reset_index()
+
+
+def task2_table(history: pd.DataFrame) -> pd.DataFrame:
+    """Our Task 2 runs beside the study's figures at the iterations the study reported.
+
+    Parameters
+    ----------
+    history : DataFrame
+        The history of the Task 2 configuration over its seeds (``history_at``).
+
+    Returns
+    -------
+    DataFrame
+        One row per study iteration that our runs recorded (never another iteration):
+        the columns of ``history_at`` and ``study_<metric>`` (NaN where it reported none).
+    """
+    ours = history_at(history, STUDY_TASK2["iteration"])
+    study = STUDY_TASK2.rename(columns={m: f"study_{m}" for m in _HISTORY_METRICS})
+    return ours.merge(study, on="iteration", how="left")
+
+
+def _study_text(values: pd.Series, percent: bool) -> list[str]:
+    """The study's figures with the digits it wrote (a dash where it reported none)."""
+    scale = 100.0 if percent else 1.0
+    return [DASH if pd.isna(v) else f"{scale * v:.4g}" for v in values.astype(float)]
+
+
 def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``task2_table(...)`` as display strings, indexed by iteration.
+    """``task2_table(...)`` as display strings (mean ± 95 % CI), indexed by iteration.
 
     Parameters
     ----------
     comparison : DataFrame
         ``task2_table(...)``.
     study : bool
-        Show the study's figures beside ours (for MNIST, the study's dataset); without them
-        the rows are our values at the same iterations, indexed by our iteration.
+        Show the study's figures beside ours (for MNIST, the study's dataset).
     """
-    check_frame(comparison, "comparison", ["iteration", "study_iteration"])
-    out = pd.DataFrame(
-        {
-            "iteration (ours / study)": [
-                f"{a}" if a == b else f"{a} / {b}"
-                for a, b in zip(comparison["iteration"], comparison["study_iteration"], strict=True)
-            ],
-            "training loss, ours": [f"{v:.4f}" for v in comparison["ours_train_loss"]],
-            "training loss, study": [f"{v:.4f}" for v in comparison["study_train_loss"]],
-            "train accuracy, ours": [pct(v) for v in comparison["ours_train_acc"]],
-            "train accuracy, study": [pct(v) for v in comparison["study_train_acc"]],
-            "test accuracy, ours": [pct(v) for v in comparison["ours_test_acc"]],
-            "test accuracy, study": [pct(v) for v in comparison["study_test_acc"]],
-        }
-    )
-    if not study:
-        out = out[[c for c in out.columns if not c.endswith(", study")]]
-        out = out.rename(columns=lambda c: c.removesuffix(", ours"))
-        out["iteration (ours / study)"] = comparison["iteration"].astype(str)
-        return out.rename(columns={"iteration (ours / study)": "iteration"}).set_index("iteration")
-    return out.set_index("iteration (ours / study)")
+    check_frame(comparison, "comparison", ["iteration", "n_seeds"])
+    columns = {"seeds": comparison["n_seeds"].astype(str).tolist()}
+    for metric, name in (
+        ("train_loss", "training loss"),
+        ("train_acc", "train accuracy (%)"),
+        ("test_acc", "test accuracy (%)"),
+    ):
+        percent = metric != "train_loss"
+        columns[f"{name}, ours"] = _mean_ci_column(comparison, metric, percent=percent)
+        if study:
+            columns[f"{name}, study"] = _study_text(comparison[f"study_{metric}"], percent)
+    out = pd.DataFrame(columns, index=comparison["iteration"].astype(int).rename("iteration"))
+    return out if study else out.rename(columns=lambda c: c.removesuffix(", ours"))
 
 
 def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
@@ -631,30 +846,23 @@ def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame
         The columns of ``grid_table`` keyed by n_prime (with lr, batch_size, iterations),
-        plus gap_mean and gap_sd: final train accuracy on S' minus final test accuracy,
-        per seed, then averaged.
+        plus gap_mean and gap_ci: final train accuracy on S' minus final test accuracy, per
+        stable seed, then averaged (mean and 95 % CI half-width).
     """
     check_frame(seeds, "seeds", ["n_prime", "lr", "batch_size", "iterations", *METRICS])
     table = _cell_table(seeds, ["n_prime", "lr", "batch_size", "iterations"])
-    ok = seeds[(seeds["status"] == "ok") & seeds["diverged_at"].isna()].dropna(subset=["seed"])
+    rated = seeds if "outcome" in seeds else outcomes.classify(seeds)
+    ok = rated[rated["outcome"] == "stable"]
     gap = (ok["final_train_acc"] - ok["final_test_acc"]).groupby(ok["n_prime"])
     table["gap_mean"] = table["n_prime"].map(gap.mean())
-    table["gap_sd"] = table["n_prime"].map(gap.std(ddof=1))
     table["gap_ci"] = table["n_prime"].map(gap.agg(ci95))
     return table.sort_values("n_prime", ignore_index=True)
 
 
-def format_subset_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``subset_table(...)`` as display strings indexed by N' (the gap in percentage points).
-
-    Parameters
-    ----------
-    table : DataFrame
-        ``subset_table(...)``.
-    study : bool
-        Add the study's train / test accuracy at iteration 400 where it reported them.
-    """
-    check_frame(table, "table", ["n_prime", "gap_mean", "gap_sd", "status", "n_seeds"])
+def format_subset_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``subset_table(...)`` as display strings (mean ± 95 % CI) indexed by N' (the gap in
+    percentage points)."""
+    check_frame(table, "table", ["n_prime", "gap_mean", "gap_ci", "status", "n_seeds"])
     out = pd.DataFrame(
         {
             "N' (training-set size)": table["n_prime"].astype(int).astype(str),
@@ -668,62 +876,146 @@ def format_subset_table(table: pd.DataFrame, *, study: bool = True) -> pd.DataFr
             "status": [_status_text(row) for row in table.itertuples(index=False)],
         }
     )
-    if study:
-        out["study at iteration 400: train / test"] = [
-            f"{pct(STUDY_SUBSET_400[n][0], 1)} / {pct(STUDY_SUBSET_400[n][1], 1)}"
-            if n in STUDY_SUBSET_400
-            else DASH
-            for n in table["n_prime"].astype(int)
-        ]
     return out.set_index("N' (training-set size)")
+
+
+def subset_study_table(histories: pd.DataFrame, *, iteration: int = 400) -> pd.DataFrame:
+    """Task 5 at the study's reported iteration: ours (mean ± 95 % CI) beside the study's.
+
+    Parameters
+    ----------
+    histories : DataFrame
+        The Task 5 histories (columns of ``history_at`` and n_prime).
+    iteration : int
+        The iteration compared (the study reported iteration 400).
+
+    Returns
+    -------
+    DataFrame
+        The rows of ``history_at`` at ``iteration`` (none if no run reached it), with
+        study_train_acc and study_test_acc (NaN where the study reported none).
+    """
+    ours = history_at(histories, [iteration], by=["n_prime"])
+    reported = [STUDY_SUBSET_400.get(int(n), (math.nan, math.nan)) for n in ours["n_prime"]]
+    ours["study_train_acc"] = [train for train, _ in reported]
+    ours["study_test_acc"] = [test for _, test in reported]
+    return ours
+
+
+def format_subset_study_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """``subset_study_table(...)`` as display strings (percent), indexed by N'."""
+    check_frame(comparison, "comparison", ["n_prime", "n_seeds", "study_train_acc"])
+    return pd.DataFrame(
+        {
+            "seeds": comparison["n_seeds"].astype(str).tolist(),
+            "train accuracy on S' (%), ours": _mean_ci_column(
+                comparison, "train_acc", percent=True
+            ),
+            "train accuracy on S' (%), study": _study_text(comparison["study_train_acc"], True),
+            "test accuracy (%), ours": _mean_ci_column(comparison, "test_acc", percent=True),
+            "test accuracy (%), study": _study_text(comparison["study_test_acc"], True),
+        },
+        index=comparison["n_prime"].astype(int).rename("N' (training-set size)"),
+    )
+
+
+def subset_optimum(
+    X: np.ndarray,
+    Y: np.ndarray,
+    X_test: np.ndarray,
+    Y_test: np.ndarray,
+    cells: pd.DataFrame,
+) -> pd.DataFrame:
+    """The closed-form least-squares fit of each run's own subset S' (what SGD converges to).
+
+    Parameters
+    ----------
+    X, Y : ndarray (784, N), (10, N)
+        The whole training set, from which ``draw_subset(N, n_prime, seed=seed)`` draws S'.
+    X_test, Y_test : ndarray
+        The test set.
+    cells : DataFrame
+        Columns n_prime and seed, one row per run (e.g. ``subset.seeds``).
+
+    Returns
+    -------
+    DataFrame
+        One row per N': n_seeds, and ``<metric>_mean``, ``<metric>_ci`` of the optimum's
+        train_loss and train_acc on S' and its test_acc, over the seeds.
+    """
+    check_frame(cells, "cells", ["n_prime", "seed"])
+    rows = []
+    for n_prime, seed in cells[["n_prime", "seed"]].drop_duplicates().itertuples(index=False):
+        subset = draw_subset(X.shape[1], int(n_prime), seed=int(seed))
+        fit = least_squares(X[:, subset], Y[:, subset], X_test, Y_test)
+        rows.append(
+            {
+                "n_prime": int(n_prime),
+                "seed": int(seed),
+                "iteration": 0,
+                "train_loss": fit.loss,
+                "train_acc": fit.train_acc,
+                "test_acc": fit.test_acc,
+            }
+        )
+    return history_at(pd.DataFrame(rows), [0], by=["n_prime"]).drop(columns="iteration")
 
 
 # --- the stability sweep ----------------------------------------------------------------
 
 
 def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Final test accuracy per (batch size, lr) of the sweep, over the seeds that did not diverge.
+    """Final test accuracy per (batch size, lr) of the sweep, over the STABLE seeds.
+
+    Each seed is "diverged", "unstable" or "stable" (``seed_outcomes``, the rule of
+    ``linmnist.report.outcomes``); diverged and unstable seeds are counted, never averaged.
 
     Parameters
     ----------
     seeds : DataFrame
-        ``linmnist.experiments.results.load_task(runs_dir, "stability")``.
+        ``linmnist.experiments.results.load_task(runs_dir, "stability")``, best with the
+        ``outcome`` column of ``outcomes.classify(seeds, histories)`` (``inputs.task_results``).
 
     Returns
     -------
     DataFrame
         One row per cell, sorted by batch size then lr, columns batch_size, lr, status
-        ("ok" or "failed"), n_seeds, n_diverged, diverged_at_min, diverged_at_max,
-        final_test_acc_mean, final_test_acc_sd, final_test_acc_min, final_test_acc_max
-        (fractions; NaN when every seed diverged) and final_train_loss_mean when present.
+        ("ok" or "failed"), n_seeds, n_diverged, n_unstable, diverged_at_min,
+        diverged_at_max, state (``outcomes.cell_state``), final_test_acc_mean and
+        final_test_acc_ci (the mean over the stable seeds and the half-width of its 95 % CI,
+        fractions; NaN when no seed was stable) and final_train_loss_mean (stable seeds).
     """
     check_frame(seeds, "seeds", _SEED_COLUMNS)
     rows = []
     for (batch_size, lr), group in seeds.groupby(["batch_size", "lr"], sort=True):
-        counts, _, converged = seed_outcomes(group)
-        acc = converged["final_test_acc"].astype(float)
-        row = {
-            "batch_size": int(batch_size),
-            "lr": float(lr),
-            **counts,
-            "final_test_acc_mean": acc.mean() if len(acc) else math.nan,
-            "final_test_acc_sd": acc.std(ddof=1) if len(acc) > 1 else math.nan,
-            "final_test_acc_ci": ci95(acc),
-            "final_test_acc_min": acc.min() if len(acc) else math.nan,
-            "final_test_acc_max": acc.max() if len(acc) else math.nan,
-        }
-        if "final_train_loss" in converged:
-            loss = converged["final_train_loss"].astype(float)
-            row["final_train_loss_mean"] = loss.mean() if len(loss) else math.nan
-        rows.append(row)
+        counts, _, stable = seed_outcomes(group)
+        acc = stable["final_test_acc"].astype(float)
+        loss = stable["final_train_loss"].astype(float)
+        rows.append(
+            {
+                "batch_size": int(batch_size),
+                "lr": float(lr),
+                **counts,
+                "state": outcomes.cell_state(
+                    counts["n_seeds"], counts["n_diverged"], counts["n_unstable"]
+                ),
+                "final_test_acc_mean": acc.mean() if len(acc) else math.nan,
+                "final_test_acc_ci": ci95(acc),
+                "final_train_loss_mean": loss.mean() if len(loss) else math.nan,
+            }
+        )
     table = pd.DataFrame(rows)
     if table.empty:
         raise ValueError("seeds holds no cell of the sweep")
     return table.astype({"diverged_at_min": "Int64", "diverged_at_max": "Int64"})
 
 
-def divergence_boundary(table: pd.DataFrame) -> pd.DataFrame:
-    """The observed divergence boundary of each batch size.
+def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
+    """The observed instability boundary of each batch size.
+
+    Going up the sweep's learning rates, the boundary lies between the last lr at which
+    every seed was stable and the first at which one was not (diverged or unstable, the rule
+    of ``linmnist.report.outcomes``).
 
     Parameters
     ----------
@@ -734,22 +1026,22 @@ def divergence_boundary(table: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame
         Indexed by batch_size, columns: largest_stable_lr (the largest lr below
-        first_diverging_lr, where no seed diverged; NaN if divergence starts at the sweep's
-        smallest lr), first_diverging_lr (the smallest lr at which a seed diverged; NaN if
-        none did), n_diverged_there and n_seeds_there (the seeds that diverged at
-        first_diverging_lr, of how many; missing if none did), diverged_at_there (the
-        earliest iteration at which one of them diverged), all_diverge_lr (the smallest lr
-        from which every seed diverged at every larger lr of the sweep; NaN if none), and
-        lr_low, lr_high (the sweep's range of lr for that batch size).
+        first_unstable_lr, where every seed was stable; NaN if the smallest lr of the sweep
+        already is not), first_unstable_lr (the smallest lr at which a seed was not stable;
+        NaN if none), n_unstable_there, n_diverged_there, n_seeds_there (its seeds; missing
+        if none), all_diverge_lr (the smallest lr from which every seed diverged at every
+        larger lr of the sweep; NaN if none), lr_low, lr_high (the sweep's range of lr).
     """
-    check_frame(table, "table", ["batch_size", "lr", "status", "n_seeds", "n_diverged"])
+    check_frame(
+        table, "table", ["batch_size", "lr", "status", "n_seeds", "n_diverged", "n_unstable"]
+    )
     rows = []
     for batch_size, cells in table.groupby("batch_size", sort=True):
         cells = cells[(cells["status"] == "ok") & (cells["n_seeds"] > 0)].sort_values("lr")
         if cells.empty:
             continue
         lrs = cells["lr"].to_numpy(dtype=float)
-        some = (cells["n_diverged"] > 0).to_numpy()
+        some = (cells["n_diverged"] + cells["n_unstable"] > 0).to_numpy()
         every = (cells["n_diverged"] == cells["n_seeds"]).to_numpy()
         first = int(np.argmax(some)) if some.any() else len(lrs)
         tail = np.flatnonzero(~every)
@@ -757,24 +1049,23 @@ def divergence_boundary(table: pd.DataFrame) -> pd.DataFrame:
         row = {
             "batch_size": int(batch_size),
             "largest_stable_lr": lrs[first - 1] if first > 0 else math.nan,
-            "first_diverging_lr": lrs[first] if first < len(lrs) else math.nan,
+            "first_unstable_lr": lrs[first] if first < len(lrs) else math.nan,
+            "n_unstable_there": pd.NA,
             "n_diverged_there": pd.NA,
             "n_seeds_there": pd.NA,
-            "diverged_at_there": pd.NA,
             "all_diverge_lr": lrs[start] if start < len(lrs) else math.nan,
             "lr_low": lrs[0],
             "lr_high": lrs[-1],
         }
         if first < len(lrs):
             there = cells.iloc[first]
-            row["n_diverged_there"] = int(there["n_diverged"])
-            row["n_seeds_there"] = int(there["n_seeds"])
-            row["diverged_at_there"] = there["diverged_at_min"]
+            for key in ("n_unstable", "n_diverged", "n_seeds"):
+                row[f"{key}_there"] = int(there[key])
         rows.append(row)
     if not rows:
         raise ValueError("table holds no finished cell of the sweep")
     boundary = pd.DataFrame(rows).set_index("batch_size")
-    counts = ("n_diverged_there", "n_seeds_there", "diverged_at_there")
+    counts = ("n_unstable_there", "n_diverged_there", "n_seeds_there")
     return boundary.astype(dict.fromkeys(counts, "Int64"))
 
 
@@ -797,11 +1088,14 @@ def study_positions(
     DataFrame
         One row per lr (in the order of ``lrs``) and batch size of the sweep, columns lr,
         batch_size, lr_over_lr_max, lr_over_mean_sample_lr, lr_over_per_sample_lr (lr
-        divided by each bound), in_sweep (the sweep has that cell), n_seeds, n_diverged
-        (missing when not in the sweep) and final_test_acc_mean (over the seeds that did
-        not diverge; NaN when none did or the cell is not in the sweep).
+        divided by each bound), in_sweep (the sweep has that cell), n_seeds, n_diverged,
+        n_unstable (missing when not in the sweep) and final_test_acc_mean,
+        final_test_acc_ci (over the stable seeds; NaN when none was or the cell is not in
+        the sweep).
     """
-    check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged"])
+    check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
+    counts = ["n_seeds", "n_diverged", "n_unstable"]
+    accuracy = ["final_test_acc_mean", "final_test_acc_ci"]
     rows = []
     for lr in lrs:
         ratios = {
@@ -815,48 +1109,40 @@ def study_positions(
             row = ratios | {"batch_size": int(batch_size), "in_sweep": bool(len(match))}
             if len(match):
                 cell = match.iloc[0]
-                row |= {
-                    "n_seeds": int(cell["n_seeds"]),
-                    "n_diverged": int(cell["n_diverged"]),
-                    "final_test_acc_mean": float(cell.get("final_test_acc_mean", math.nan)),
-                }
+                row |= {key: int(cell[key]) for key in counts}
+                row |= {key: float(cell.get(key, math.nan)) for key in accuracy}
             else:
-                row |= {"n_seeds": pd.NA, "n_diverged": pd.NA, "final_test_acc_mean": math.nan}
+                row |= dict.fromkeys(counts, pd.NA) | dict.fromkeys(accuracy, math.nan)
             rows.append(row)
-    columns = [
-        "lr",
-        "batch_size",
-        "lr_over_lr_max",
-        "lr_over_mean_sample_lr",
-        "lr_over_per_sample_lr",
-        "in_sweep",
-        "n_seeds",
-        "n_diverged",
-        "final_test_acc_mean",
-    ]
+    columns = ["lr", "batch_size", *list(ratios)[1:], "in_sweep", *counts, *accuracy]
     frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({"n_seeds": "Int64", "n_diverged": "Int64"})
+    return frame.astype(dict.fromkeys(counts, "Int64"))
 
 
-def _outcome_text(cell) -> str:
-    """A sweep cell's outcome in words: "failed", "diverged (k/n seeds)" or "85.00 %" (with
-    "(k/n diverged)" when some seeds did)."""
-    if cell["n_seeds"] == 0:
+def _cell_text(cell, *, ci: bool) -> str:
+    """A sweep cell in words: "failed"; the mean final test accuracy (%) of its stable seeds,
+    "± 95 % CI" with ``ci``, then "; diverged (k/n)" and "unstable (j/n)" when some seeds
+    were; only those when no seed was stable."""
+    n = int(cell["n_seeds"])
+    if n == 0:
         return "failed"
-    k, n = int(cell["n_diverged"]), int(cell["n_seeds"])
-    if k == n:
-        return f"diverged ({k}/{n} seeds)"
-    text = pct(cell["final_test_acc_mean"])
-    return text + (f" ({k}/{n} diverged)" if k else "")
+    k, j = int(cell["n_diverged"]), int(cell["n_unstable"])
+    notes = [f"{word} ({c}/{n})" for word, c in (("diverged", k), ("unstable", j)) if c]
+    if k + j == n:
+        return ", ".join(notes)
+    text = f"{100 * cell['final_test_acc_mean']:.2f}"
+    if ci and n - k - j > 1:
+        text += f" ± {100 * cell['final_test_acc_ci']:.2f}"
+    elif not ci:
+        text += " %"
+    return "; ".join([text, ", ".join(notes)]) if notes else text
 
 
 def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
     """``study_positions(...)`` as display strings, indexed by lr: the ratios to the three
-    bounds (columns "lr as a multiple of 2/λmax", "... of 2/mean‖x‖²", "... of 2/max‖x‖²", two
-    decimals)
-    and one column per batch size, ``batch size B``: "diverged (k/n seeds)", the mean final
-    test accuracy in % (with "k/n diverged" when some seeds did), "failed", or "not in the
-    sweep"."""
+    bounds (two decimals) and one column per batch size, ``batch size B``: the mean final
+    test accuracy of the stable seeds in % with the seeds that diverged or were unstable
+    (``_cell_text``), "failed", or "not in the sweep"."""
     check_frame(
         positions,
         "positions",
@@ -871,70 +1157,74 @@ def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
     for lr, cells in positions.groupby("lr", sort=False):
         row = {"lr": lr} | {label: f"{cells[key].iloc[0]:.2f}" for key, label in ratios.items()}
         for cell in cells.to_dict("records"):
-            text = _outcome_text(cell) if cell["in_sweep"] else "not in the sweep"
+            text = _cell_text(cell, ci=False) if cell["in_sweep"] else "not in the sweep"
             row[f"batch size {cell['batch_size']}"] = text
         rows.append(row)
     return pd.DataFrame(rows).set_index("lr")
 
 
-def _accuracy_text(cell: pd.Series) -> str:
-    if cell["n_seeds"] == 0:
-        return "failed"
-    k, n = int(cell["n_diverged"]), int(cell["n_seeds"])
-    if k == n:
-        return f"diverged ({k}/{n})"
-    text = f"{100 * cell['final_test_acc_mean']:.2f}"
-    if n - k > 1:
-        text += f" ± {100 * cell['final_test_acc_ci']:.2f}"
-    return text + (f" ({k}/{n} diverged)" if k else "")
-
-
 def format_accuracy(table: pd.DataFrame) -> pd.DataFrame:
-    """``accuracy_table`` as display strings: lr down, batch size across, "mean ± sd" of the
-    final test accuracy in %, with the seeds that diverged ("diverged (k/n)" when all did)."""
-    check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged"])
-    cells = table.assign(text=[_accuracy_text(row) for _, row in table.iterrows()])
+    """The full per-configuration table of the sweep (for the appendix): ``accuracy_table`` as
+    display strings, lr down, batch size across, the mean final test accuracy (%) of the
+    stable seeds ± its 95 % CI, with the seeds that diverged or were unstable."""
+    check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
+    cells = table.assign(text=[_cell_text(row, ci=True) for _, row in table.iterrows()])
     frame = cells.pivot(index="lr", columns="batch_size", values="text")
     frame.columns = [f"batch size {b}" for b in frame.columns]
     frame.index.name = "learning rate"
     return frame.fillna(DASH)
 
 
+def _multiples(low: float, high: float, bound: float) -> str:
+    """The boundary interval (low, high] as multiples of ``bound``: "a–b", "≤ b" when the
+    sweep's smallest lr is already not stable, "> a" when every lr was."""
+    if pd.isna(low) and pd.isna(high):
+        return DASH
+    if pd.isna(low):
+        return f"≤ {high / bound:.2f}"
+    if pd.isna(high):
+        return f"> {low / bound:.2f}"
+    return f"{low / bound:.2f}–{high / bound:.2f}"
+
+
+def _there_text(row: pd.Series) -> str:
+    if pd.isna(row["n_seeds_there"]):
+        return DASH
+    n = int(row["n_seeds_there"])
+    counts = (("diverged", row["n_diverged_there"]), ("unstable", row["n_unstable_there"]))
+    return ", ".join(f"{int(c)} of {n} {word}" for word, c in counts if c)
+
+
 def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
-    """``divergence_boundary`` as display strings, with the first diverging lr as a multiple
-    of 2/lambda_max and of 2/max||x||^2."""
+    """``instability_boundary`` as display strings, indexed by batch size: its two ends, what
+    the seeds did at the first unstable lr, the lr from which every seed diverges, and the
+    boundary interval as multiples of each of the three bounds."""
     check_frame(
         boundary,
         "boundary",
-        ["largest_stable_lr", "first_diverging_lr", "n_diverged_there", "n_seeds_there"]
-        + ["diverged_at_there", "all_diverge_lr"],
+        ["largest_stable_lr", "first_unstable_lr", "n_unstable_there", "n_diverged_there"]
+        + ["n_seeds_there", "all_diverge_lr"],
     )
+    names = {
+        "lr_max": "2/λmax",
+        "mean_sample_lr": "2/mean‖x‖²",
+        "per_sample_lr": "2/max‖x‖²",
+    }
     rows = []
     for batch_size, row in boundary.iterrows():
-        first = row["first_diverging_lr"]
-        there = (
-            DASH
-            if pd.isna(row["n_diverged_there"])
-            else f"{int(row['n_diverged_there'])}/{int(row['n_seeds_there'])}"
-        )
-        rows.append(
-            {
-                "batch size": batch_size,
-                "largest stable lr": _lr_text(row["largest_stable_lr"]),
-                "first diverging lr": _lr_text(first),
-                "seeds diverged there": there,
-                "first divergence at iteration": (
-                    DASH if pd.isna(row["diverged_at_there"]) else int(row["diverged_at_there"])
-                ),
-                "every seed diverges from lr": _lr_text(row["all_diverge_lr"]),
-                "first diverging lr as a multiple of 2/λmax": (
-                    DASH if pd.isna(first) else f"{first / bounds.lr_max:.2f}"
-                ),
-                "first diverging lr as a multiple of 2/max‖x‖²": (
-                    DASH if pd.isna(first) else f"{first / bounds.per_sample_lr:.1f}"
-                ),
-            }
-        )
+        low, high = row["largest_stable_lr"], row["first_unstable_lr"]
+        shown = {
+            "batch size": batch_size,
+            "largest stable lr": _lr_text(low),
+            "smallest lr not stable": _lr_text(high),
+            "seeds there": _there_text(row),
+            "every seed diverges from lr": _lr_text(row["all_diverge_lr"]),
+        }
+        for name, text in names.items():
+            shown[f"boundary as a multiple of {text}"] = _multiples(
+                low, high, getattr(bounds, name)
+            )
+        rows.append(shown)
     return pd.DataFrame(rows).set_index("batch size")
 
 

@@ -13,16 +13,24 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from linmnist.cli import report_main
 from linmnist.experiments.paths import REPORTS, build_dir
-from linmnist.report.build import assemble
+from linmnist.report.build import assemble, report_title
 
 SECTIONS = (
+    "Summary",
+    "Introduction",
+    "What the study missed, and where this report answers it",
     "Task 1 — the data",
     "Task 2 — baseline SGD: learning rate 0.001, batch size 100",
     "Task 3 — learning rate × batch size",
     "Task 4 — the role of the batch size",
     "Task 5 — the training-set size N'",
     "Task 6 — the same model in numpy, PyTorch and Keras",
-    "The stability map — learning rate × batch size, and where SGD diverges",
+    "The stability map: up to which learning rate SGD converges",
+    "Beyond the study — the batch-size scaling law of SGD",
+    "Conclusions",
+    "Limitations",
+    "References",
+    "Symbols",
     "Appendix: reproducibility",
 )
 CHROMIUM_FLAGS = [
@@ -164,6 +172,7 @@ def test_pdf_pages_captions_bookmarks_and_nothing_cut_off(built):
     assert text_outside_pages(reader) == []
     record = json.loads((built[1].parent / "report.json").read_text())
     assert record["cut_off"] == [], "no text or image reaches past a page's edge"
+    assert record["proofread"] == [], "no empty header, other build's name or e-notation"
     bookmarks = flat_outline(reader.outline)
     assert "1 Task 1 — the data" in bookmarks and "What the study missed" in " ".join(bookmarks)
     raw = built[1].read_bytes()
@@ -279,13 +288,11 @@ def test_assembly_keeps_story_cells_demotes_headings_and_shows_failed_and_missin
     _executed(tmp_path, "02_b", "Second", failed=True)
     nb = assemble(["01_a", "02_b", "03_c"], tmp_path, dataset="fashion-mnist", profile="small")
     sources = [cell.source for cell in nb.cells]
-    assert sources[0].startswith("# linmnist — a linear Fashion-MNIST classifier")
-    assert "(small profile)" in sources[0].splitlines()[0]
+    assert sources[0].startswith("# How batch size, learning rate and data size shape")
+    assert sources[0].endswith("a linear Fashion-MNIST classifier (small profile)")
     assert sources[1].startswith('<h2 class="contents-title" id="contents">Contents</h2>')
-    assert 'href="#sec-missed"' in sources[1] and ">1</span> First</a>" in sources[1]
-    assert "What the study missed" in sources[2] and "docs/study.md" in sources[2]
-    assert "Section (not in this build)" in sources[2], "the sections of absent notebooks"
-    text = re.sub(r"<[^>]+>", "", "\n".join(sources[3:]))
+    assert ">1</span> First</a>" in sources[1]
+    text = re.sub(r"<[^>]+>", "", "\n".join(sources[2:]))
     assert [line for line in text.splitlines() if re.match(r"\d[\d.]* [A-Z0-9]", line)] == [
         "1 First",
         "1.1 Part",
@@ -301,6 +308,10 @@ def test_assembly_keeps_story_cells_demotes_headings_and_shows_failed_and_missin
 
 def test_the_full_build_names_no_profile_in_its_title(tmp_path):
     nb = assemble([], tmp_path, dataset="mnist", profile=None)
-    title = nb.cells[0].source.splitlines()[0]
-    assert title == "# linmnist — a linear MNIST classifier trained by minibatch SGD"
-    assert "This is a build of" not in nb.cells[0].source
+    assert nb.cells[0].source == f"# {report_title('mnist', None)}"
+    assert report_title("mnist", None).endswith("a linear MNIST classifier")
+
+
+def test_a_profile_name_in_the_title_is_shown_literally():
+    assert report_title("mnist", "a*b_c").endswith("(a*b_c profile)")
+    assert report_title("mnist", "a*b_c", markdown=True).endswith("(a\\*b\\_c profile)")

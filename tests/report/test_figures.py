@@ -142,7 +142,7 @@ def test_training_curves_has_loss_and_accuracy_panels_with_references():
     ax_loss, ax_acc = fig.axes
     assert fig._suptitle.get_text() == "Task 2: lr 0.001, batch size 100"
     assert ax_loss.get_ylabel() == "training loss" and ax_acc.get_ylabel() == "accuracy (%)"
-    assert ax_loss.get_xlabel() == ax_acc.get_xlabel() == "iteration"
+    assert ax_loss.get_xlabel() == ax_acc.get_xlabel() == "iteration (0: after the first update)"
     assert "closed-form optimum (0.1955)" in line_labels(ax_loss)
     assert "closed-form optimum, test (85.34 %)" in line_labels(ax_acc)
     assert "train, mean of 2 seeds" in line_labels(ax_acc)
@@ -152,11 +152,26 @@ def test_training_curves_has_loss_and_accuracy_panels_with_references():
     assert train_line.get_ydata().max() > 1, "accuracies are drawn in percent"
 
 
+def test_training_curves_key_is_below_the_panels():
+    """One key for both panels, in the figure below the axes: no legend inside a panel."""
+    history = pd.concat([fake_history(seed=0), fake_history(seed=1, eval_every=10)])
+    reference = SimpleNamespace(loss=0.1955, train_acc=0.8519, test_acc=0.8534)
+    fig = figures.training_curves(history, title="t", reference=reference)
+    fig.canvas.draw()
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    (key,) = fig.legends
+    key_box = key.get_window_extent()
+    for ax in fig.axes:
+        assert key_box.y1 <= ax.get_tightbbox().y0 + 1, "the key overlaps a panel"
+    low, high = fig.axes[1].get_ylim()
+    assert 0 <= low and high <= 100, "accuracy axis within 0-100 %"
+
+
 def test_training_curves_marks_divergence():
     fig = figures.training_curves(
         fake_history(seed=0, diverged_at=7), title="lr 0.1", diverged_at=[7]
     )
-    assert any("diverged at iteration 7" in t for t in all_text(fig))
+    assert any("diverged at" in t and "iteration 7" in t for t in all_text(fig))
 
 
 def test_grid_curves_small_multiples_titles_and_divergence():
@@ -166,33 +181,86 @@ def test_grid_curves_small_multiples_titles_and_divergence():
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0] == "lr = 0.1, B = 1"
     assert titles[-1] == "lr = 0.001, B = 1000"
-    assert "B: batch size" in fig._suptitle.get_text()
+    assert "batch size (B)" in fig._suptitle.get_text()
+    assert "95 % CI" in fig._suptitle.get_text()
     assert not any("N'" in t for t in titles), "grid panels are not subset runs"
     diverged = [t for t in all_text(fig) if "diverged" in t]
     assert len(diverged) == len(BATCH_SIZES)
-    assert "diverged at iteration 5-7\n(3 of 3 seeds)" in diverged
-    low, high = fig.axes[-1].get_ylim()
-    assert high < 1, "the loss axis is not stretched by diverging runs"
+    assert diverged[0].startswith("diverged at\niteration 5-7\n(3 of 3 seeds)")
 
 
-def test_grid_curves_limits_hold_every_converged_curve():
-    """Each panel's limits come from its own data: a noisy curve is not clipped."""
-    histories, seeds = fake_grid(n_seeds=2)
-    noisy = (histories["lr"] == 0.01) & (histories["batch_size"] == 1)
-    histories.loc[noisy & (histories["iteration"] == 3), "train_loss"] = 0.9
+def test_grid_curves_share_one_log_loss_axis_that_diverging_runs_do_not_stretch():
+    """Every panel has the same y limits, on a log scale for the loss, set by the seeds that
+    did not diverge; the exploding values of diverged seeds are marked on the edge."""
+    histories, seeds = fake_grid()
+    exploding = histories["lr"] == 0.1
+    histories.loc[exploding, "train_loss"] = 10.0 ** histories.loc[exploding, "iteration"]
     fig = figures.grid_curves(histories, seeds, metric="train_loss")
-    for ax in fig.axes:
-        low, high = ax.get_ylim()
-        for line in ax.get_lines():
-            y = np.asarray(line.get_ydata(), dtype=float)
-            if y.size > 1:
-                assert (
-                    low <= np.nanmin(y)
-                    and np.nanmax(y) <= high
-                    or "diverged" in str([t.get_text() for t in ax.texts])
-                )
-    noisy_ax = fig.axes[[ax.get_title() for ax in fig.axes].index("lr = 0.01, B = 1")]
-    assert noisy_ax.get_ylim()[1] > 0.9
+    limits = {ax.get_ylim() for ax in fig.axes}
+    assert len(limits) == 1
+    (_, high), ax = limits.pop(), fig.axes[0]
+    assert ax.get_yscale() == "log" and high < 1, "the axis is set by the converged runs"
+    triangles = [line for line in ax.get_lines() if line.get_marker() == "^"]
+    assert triangles and all(np.allclose(line.get_ydata(), high) for line in triangles)
+    assert "above the axis" in ax.texts[0].get_text()
+
+
+def test_grid_curves_diverged_panel_has_its_own_short_iteration_range():
+    histories, seeds = fake_grid()
+    fig = figures.grid_curves(histories, seeds, metric="train_loss")
+    assert fig.axes[0].get_xlim() == (0, 8), "seeds stopped at iterations 5-7"
+    assert fig.axes[-1].get_xlim()[1] == histories["iteration"].max()
+
+
+def test_grid_curves_notes_stay_inside_their_panel():
+    """No note spills over a neighbouring panel (its tick labels), even at the page width."""
+    histories, seeds = fake_grid()
+    for metric in ("train_loss", "test_acc"):
+        fig = figures.grid_curves(histories, seeds, metric=metric)
+        fig.draw_without_rendering()
+        for ax in fig.axes:
+            box = ax.get_window_extent()
+            for text in ax.texts:
+                inner = text.get_window_extent()
+                assert box.x0 <= inner.x0 and inner.x1 <= box.x1, text.get_text()
+                assert box.y0 <= inner.y0 and inner.y1 <= box.y1, text.get_text()
+
+
+def test_seed_band_is_the_95_percent_ci_of_the_mean():
+    """low/high are the mean -/+ t(0.975, n-1) sd / sqrt(n); one seed: the mean itself."""
+    history = pd.DataFrame(
+        {"iteration": [0, 0, 0, 1], "seed": [0, 1, 2, 0], "train_loss": [1.0, 2.0, 3.0, 5.0]}
+    )
+    band = figures.seed_band(history, "train_loss").set_index("iteration")
+    assert band.loc[0, "mean"] == 2.0
+    assert band.loc[0, "high"] - 2.0 == pytest.approx(4.303 * 1.0 / np.sqrt(3))
+    assert band.loc[0, "low"] == pytest.approx(4.0 - band.loc[0, "high"])
+
+
+def test_log_ticks_are_round_and_at_least_three():
+    assert figures._log_ticks(0.18, 1.1) == [0.2, 0.3, 0.5, 1.0]
+    narrow = figures._log_ticks(0.35, 0.78)
+    assert len(narrow) >= 3 and all(0.35 <= t <= 0.78 for t in narrow)
+
+
+def test_examples_seen_puts_each_batch_size_at_iteration_plus_one_times_b():
+    """A panel per lr where no seed diverged; x = (iteration + 1) x B on a log axis; one
+    colour per batch size; the panels share their log loss axis."""
+    histories, seeds = fake_grid()
+    fig = figures.examples_seen(histories, seeds)
+    assert [ax.get_title() for ax in fig.axes] == ["lr = 0.01", "lr = 0.001"]
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert fig.axes[0].get_ylim() == fig.axes[1].get_ylim()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert lines["B = 10"].get_xdata()[0] == 10 and lines["B = 1000"].get_xdata()[0] == 1000
+    assert lines["B = 100"].get_color() == figures.batch_color(100)
+
+
+def test_stability_plot_draws_the_95_percent_ci():
+    table = fake_table().assign(final_train_loss_ci=0.01)
+    fig = figures.stability_plot(table, lr_max=0.0525)
+    assert fig.axes[0].containers, "error bars of the 95 % CI"
 
 
 def test_grid_curves_accuracy_in_percent():
@@ -254,7 +322,7 @@ def test_accuracy_heatmap_labels_cells_and_diverged():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0.1", "0.01", "0.001"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "10", "100", "1000"]
     assert ax.get_xlabel() == "batch size" and ax.get_ylabel() == "learning rate"
-    assert ax.get_title() == "Final test accuracy, mean over seeds"
+    assert ax.get_title() == "Final test accuracy, mean ± 95 % CI over seeds"
 
 
 def test_stability_plot_marks_threshold_and_diverged_lrs():
@@ -317,8 +385,6 @@ def test_the_stability_map_draws_each_batch_size_the_bounds_and_the_study_lrs():
     for batch_size in (1, 10, 1000):
         assert f"batch size {batch_size}" in labels
     assert "batch size 100" in labels  # every seed diverged: an empty line, still labelled
-    one = next(line for line in top.get_lines() if line.get_label() == "batch size 1")
-    assert list(one.get_xdata()) == [0.001, 0.01, 0.0316]
     for ax in (top, bottom):
         assert vertical_lines(ax) == {0.05, 0.02, 0.005}
     triangles = [line for line in top.get_lines() if line.get_marker() == "v"]
@@ -326,7 +392,84 @@ def test_the_stability_map_draws_each_batch_size_the_bounds_and_the_study_lrs():
     assert bottom.get_yticklabels()[0].get_text() == "B = 1"
 
 
+def state_cells(ax) -> dict[str, list[tuple[float, float]]]:
+    """The (lr, row) of the markers of each state of the map's bottom panel."""
+    return {
+        c.get_label(): [tuple(xy) for xy in c.get_offsets()]
+        for c in ax.collections
+        if c.get_label() in STATE_LABELS
+    }
+
+
+STATE_LABELS = (
+    "stable",
+    "unstable (some seeds)",
+    "unstable (every seed)",
+    "diverged (some seeds)",
+    "diverged (every seed)",
+)
+
+
+def test_the_stability_map_shows_three_states_and_no_unstable_run_as_stable():
+    """An unstable cell (batch size 1, lr 0.01: one seed ends at loss 0.7; batch size 10,
+    lr 0.1: every seed) is drawn as unstable, off the stable line, whose band is the 95 % CI
+    of the stable seeds' mean; a cell with a diverged seed is drawn as diverged."""
+    seeds = seeds_frame()
+    seeds.loc[(seeds["cell"] == "lr0.01_bs1") & (seeds["seed"] == 0), "final_train_loss"] = 0.7
+    seeds.loc[seeds["cell"] == "lr0.1_bs10", "final_train_loss"] = 0.9
+    table = accuracy_table(seeds)
+    fig = figures.stability_map(table, BOUNDS, study_lrs=STUDY_LRS)
+    top, bottom = fig.axes
+    states = state_cells(bottom)
+    assert set(states) == set(STATE_LABELS), "the key names every state"
+    assert states["unstable (some seeds)"] == [(0.01, 0.0)]
+    assert states["unstable (every seed)"] == [(0.1, 1.0)]
+    assert (0.0316, 0.0) in states["diverged (some seeds)"]
+    assert (0.1, 0.0) in states["diverged (every seed)"]
+    assert (0.01, 0.0) not in states["stable"] and (0.1, 1.0) not in states["stable"]
+    one = next(line for line in top.get_lines() if line.get_label() == "batch size 1")
+    assert list(one.get_xdata()) == [0.001], "only the cells where every seed was stable"
+    ten = next(line for line in top.get_lines() if line.get_label() == "batch size 10")
+    assert list(ten.get_xdata()) == [0.001, 0.01, 0.0316]
+    color = matplotlib.colors.to_rgba(figures.batch_color(10), 0.25)
+    bands = [c for c in top.collections if len(c.get_facecolor())]
+    band = next(c for c in bands if np.allclose(c.get_facecolor()[0], color))
+    edge = band.get_paths()[0].vertices
+    cell = table.set_index(["batch_size", "lr"]).loc[(10, 0.001)]
+    low = 100 * (cell["final_test_acc_mean"] - cell["final_test_acc_ci"])
+    assert cell["final_test_acc_ci"] > 0.01
+    assert np.isclose(edge[np.isclose(edge[:, 0], 0.001), 1], low).any()
+
+
 def test_the_stability_map_refuses_a_non_frame():
     """A table that is not a DataFrame is refused by name."""
     with pytest.raises(ValueError, match="table must be a pandas DataFrame, got list"):
         figures.stability_map([1, 2], BOUNDS, study_lrs=STUDY_LRS)
+
+
+def test_subset_curves_draw_the_optimum_on_s_prime_in_the_colour_of_n_prime():
+    h = pd.concat([fake_history(seed=s, eval_every=5) for s in range(2)]).assign(n_prime=100)
+    fig = figures.subset_curves(h, title="N'", optimum={100: 0.0})
+    ax_loss, ax_acc, ax_gap, _ = fig.axes
+    dotted = [line for line in ax_loss.get_lines() if line.get_linestyle() == ":"]
+    assert [line.get_color() for line in dotted] == [figures.size_color(100)]
+    assert dotted[0].get_ydata()[0] == 0.0
+    assert ax_acc.get_shared_x_axes().joined(ax_acc, ax_loss)
+    assert ax_gap.get_shared_x_axes().joined(ax_gap, ax_loss)
+
+
+def test_spectrum_marks_lambda_max_and_the_norms_on_a_log_scale():
+    """Eigenvalues largest first, zero ones left out and counted, the three levels marked."""
+    fig = figures.spectrum(
+        np.array([0.0, 1e-20, 0.5, 2.0, 4.0]), mean_norm=6.5, max_norm=9.0, title="S"
+    )
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    points, *levels = ax.get_lines()
+    assert points.get_ydata().tolist() == [4.0, 2.0, 0.5]
+    assert sorted(line.get_ydata()[0] for line in levels) == [4.0, 6.5, 9.0]
+    labels = line_labels(ax)
+    assert "(2 below" in labels[0]
+    assert any("tr" in label and "6.5" in label for label in labels)
+    with pytest.raises(ValueError, match="positive maximum"):
+        figures.spectrum(np.zeros(3), mean_norm=1.0, max_norm=1.0, title="S")

@@ -1,6 +1,8 @@
-"""The scaling section: best rates, fits, noise-floor table, facts, text and figures."""
+"""The scaling section: best rates, fits, noise scales along the path, noise-floor table,
+facts, text and figures."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -9,9 +11,17 @@ from experiments.scaling_case import scaling_build
 from matplotlib.figure import Figure
 
 from linmnist.experiments.scaling import Scaling
+from linmnist.report import captions
 from linmnist.report import scaling as section
 
 SCALES = {"b_noise": 10.0, "b_simple": 20.0, "eps_max": 0.03}
+
+
+def _path_point(step: int) -> dict:
+    """A point of a gradient-descent path whose noise scales grow exponentially in the step."""
+    return {"step": step, "excess": 0.3 * math.exp(-0.05 * step), "grad_norm": 1.0,
+            "b_noise": 10 * math.exp(0.1 * step), "b_simple": 5 * math.exp(0.05 * step),
+            "eps_max": 0.03 * math.exp(0.05 * step)}  # fmt: skip
 
 
 def _scaling(s_min=20.0, e_min=600.0) -> Scaling:
@@ -30,13 +40,17 @@ def _scaling(s_min=20.0, e_min=600.0) -> Scaling:
         "params": {"targets": [0.1, 0.05], "seeds": [0, 1]},
         "lambda_max": 10.0,
         "lr_max": 0.2,
+        "trajectory_lr": 0.1,
         "loss_star": 0.2,
         "at_zero": SCALES,
         "at_target": [{**SCALES, "b_noise": 300.0}, {**SCALES, "b_noise": 3000.0}],
         "wall_seconds": 1.0,
     }
+    record["at_target"] = [{**scales, **_path_point(step)} for scales, step in
+                           zip(record["at_target"], (20, 40), strict=True)]  # fmt: skip
+    trajectory = pd.DataFrame([_path_point(t) for t in (0, 1, 2, 4, 9, 18, 37, 80)])
     return Scaling(
-        runs=pd.DataFrame(rows), gd=gd, trajectory=pd.DataFrame(), floor=pd.DataFrame(),
+        runs=pd.DataFrame(rows), gd=gd, trajectory=trajectory, floor=pd.DataFrame(),
         records={"gd": record, "floor": {"tr_sigma_star": 30.0, "mean_x2": 80.0}},
     )  # fmt: skip
 
@@ -50,7 +64,7 @@ def test_the_best_rate_and_the_fit_recover_the_hyperbola():
     assert fit.median.b_crit == pytest.approx(600 / 20, rel=0.05)
     assert len(fit.seeds) == 2 and fit.b_crit_seeds[0] == pytest.approx(30, rel=1e-9)
     assert section.gd_best(scaling, 1) == (0.16, 20.0)
-    assert section._halving_until(best) == 16  # 95.5 / 58 = 1.65, then 58 / 39.25 = 1.48
+    assert section.halving_until(best) == 16  # 95.5 / 58 = 1.65, then 58 / 39.25 = 1.48
 
 
 def test_eps_opt_and_the_lr_table():
@@ -58,7 +72,6 @@ def test_eps_opt_and_the_lr_table():
     table = section.lr_table(_scaling())
     np.testing.assert_allclose(table["linear"], 0.01 * table["batch_size"])
     assert (table["ceiling"] == 0.2).all()
-    assert section._linear_until(table, "lr_1") == 32  # 0.16 at 32 is half of 0.32
 
 
 def test_the_floor_verdict_needs_a_factor_or_the_confidence_interval():
@@ -68,6 +81,133 @@ def test_the_floor_verdict_needs_a_factor_or_the_confidence_interval():
     n_seeds = pd.Series([3, 3, 3, 30, 3])  # t = 4.30 for 3 seeds, 2.0 for 30
     verdict = section._verdict(predicted, measured, se, n_seeds)
     assert list(verdict) == ["holds", "fails", "undecided", "fails", "fails"]
+
+
+def test_the_path_average_weighs_every_step_of_gradient_descent_alike():
+    scaling = _scaling()
+    # the scales grow exponentially between the stored points: the log-linear interpolation
+    # is exact, so the average is the mean over the steps t = 0 .. S - 1 themselves
+    for target, steps in ((0, 20), (1, 40)):
+        average = section.path_average(scaling, target)
+        t = np.arange(steps)
+        assert average["steps"] == steps
+        assert average["b_noise"] == pytest.approx(np.mean(10 * np.exp(0.1 * t)), rel=1e-9)
+        assert average["b_simple"] == pytest.approx(np.mean(5 * np.exp(0.05 * t)), rel=1e-9)
+    table = section.noise_table(scaling)
+    np.testing.assert_allclose(table["b_noise_path_ratio"], table["b_noise_path"] / table["b_crit"])
+    assert (table["b_noise_zero"] == 10.0).all()
+    np.testing.assert_allclose(table["b_noise_target"], 10 * np.exp([2.0, 4.0]))
+    assert table["b_crit_ci"].notna().all()  # two seeds: an interval
+
+
+def test_the_noise_floor_account_sets_b_crit_against_the_floor_batch_size():
+    scaling = _scaling()
+    table = section.floor_account(scaling)
+    # the best rate of the largest batch is 0.16; tr Sigma* = 30: B_floor = 0.16 * 30 / (4 eps)
+    np.testing.assert_allclose(table["b_floor"], 0.16 * 30 / (4 * np.array([0.1, 0.05])))
+    np.testing.assert_allclose(table["ratio"], table["b_crit"] / table["b_floor"])
+    assert _bad_headers(section.format_floor_account(table)) == []
+
+
+def test_significant_digits_are_written_out():
+    assert section.significant(445_012.3) == "445,000"
+    assert section.significant(0.000147) == "0.000147"
+    assert section.significant(26.34) == "26.3"
+    assert section.significant(6131.0, 2) == "6,100"
+    assert section.significant(math.inf) == "—"
+
+
+HEADER = re.compile(r"<th[^>]*>(.*?)</th>", re.S)
+
+
+def _bad_headers(frame: pd.DataFrame) -> list[str]:
+    """The column headers of ``frame`` as the report renders it that hold no letter or digit."""
+    html = captions.table(frame, label="tab-x", caption="x").data["text/html"]
+    headers = [re.sub(r"<[^>]+>|&[a-z]+;|&#\d+;", "", h).strip() for h in HEADER.findall(html)]
+    return [h for h in headers if not re.search(r"\w", h)]
+
+
+def test_a_multiindex_header_is_caught():
+    frame = pd.DataFrame([[1, 2]], columns=pd.MultiIndex.from_tuples([("a", "b"), ("a", "c")]))
+    assert _bad_headers(frame)  # the check can fail: a tuple header renders as "(" and "&"
+
+
+def test_the_tables_have_headers_in_words():
+    scaling = _scaling()
+    frames = [section.format_best(scaling), section.format_noise(section.noise_table(scaling))]
+    for frame in frames:
+        assert _bad_headers(frame) == []
+        assert not isinstance(frame.columns, pd.MultiIndex)
+    best = section.format_best(scaling)
+    assert list(best.index) == [1, 2, 4, 8, 16, 32, 64]
+    assert {"best lr (excess 0.05)", "examples (excess 0.1)"} <= set(best.columns)
+    noise = section.format_noise(section.noise_table(scaling))
+    assert not any("e+" in str(v) for v in noise.to_numpy().ravel())  # no e-notation
+
+
+def _floor() -> pd.DataFrame:
+    """A floor table: two batch sizes, one negative measured excess, every verdict."""
+    verdicts = ["holds", "undecided", "fails", "unresolved"]
+    return pd.DataFrame({
+        "task": "grid", "lr": [0.001, 0.000147, 0.01, 0.001], "batch_size": [1, 1, 1000, 1000],
+        "iterations": 100, "measured": [1e-3, 2e-3, 3e-3, -1e-5], "se": [1e-4, 1e-3, 1e-4, 2e-5],
+        "n_seeds": 3, "lr_x2": [0.0878, 0.0129, 0.878, 0.0000147], "resolved": [True] * 3 + [False],
+        **{name: [1e-3, 1e-3, 1e-2, 1e-6] for name in section.PREDICTIONS},
+        **{f"{name}_verdict": verdicts for name in section.PREDICTIONS},
+    })  # fmt: skip
+
+
+def test_the_floor_summary_counts_every_verdict_by_batch_size():
+    summary = section.floor_summary(_floor())
+    assert _bad_headers(summary) == []
+    assert summary.shape == (6, 4)  # two batch sizes x three predictions
+    assert summary.loc[(1, "first order")].tolist() == [1, 1, 0, 0]
+    assert summary.loc[(1000, "stationary")].tolist() == [0, 0, 1, 1]
+
+
+def test_the_full_floor_table_defines_its_marks_and_keeps_significant_digits():
+    full = section.format_floor(_floor())
+    assert _bad_headers(full) == []
+    assert list(full["lr · mean‖x‖²"]) == ["0.0878", "0.0129", "0.878", "0.0000147"]
+    caption = section.floor_caption(3)
+    for mark in section.FLOOR_MARKS.values():
+        assert mark.strip() in caption
+        assert any(str(v).endswith(mark) for v in full["first order (10⁻³)"])
+    assert "not resolved" in full["measured (10⁻³)"].iloc[-1]
+
+
+def test_the_sign_of_the_measured_excess():
+    sign = section.excess_sign(_floor())
+    assert (sign.negative, sign.consistent, sign.batch_sizes) == (1, 1, [1000])
+    assert sign.lowest == -1e-5 and sign.total == 4
+    clean = _floor().assign(measured=1e-3)
+    assert section.excess_sign(clean).negative == 0 and section.excess_sign(clean).lowest == 0
+
+
+def _texts(fig: Figure) -> list[str]:
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def test_the_floor_figure_shows_the_non_positive_excesses():
+    fig = section.floor_figure(_floor())
+    strip, ax = fig.axes[:2]
+    assert sum(len(c.get_offsets()) for c in strip.collections) == 3  # one per prediction
+    assert "measured ≤ 0\n(1 configuration)" in strip.get_xlabel()
+
+
+def test_the_noise_figure_says_its_axis_is_reversed_and_has_log_ticks():
+    fig = section.noise_figure(_scaling())
+    for ax in fig.axes[:2]:
+        assert ax.xaxis_inverted() and "reversed" in ax.get_xlabel()
+        fig.canvas.draw()
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert len(labels) >= 2
+    for figure in (fig, section.lr_figure(_scaling()), section.steps_figure(_scaling())):
+        code_names = [t for t in _texts(figure) if re.search(r"eps_|B_noise|B_simple|S_min", t)
+                      and "$" not in t]  # fmt: skip
+        assert code_names == []
 
 
 @pytest.fixture(scope="module")
@@ -85,18 +225,9 @@ def test_the_section_from_a_build(built):
     # the first-order floor is the stationary one's small-step limit
     small = floor[floor["lr"] == 0.002]
     np.testing.assert_allclose(small["stationary"], small["first_order"], rtol=0.1)
-    facts = section.scaling_facts(scaling, floor, dataset="mnist")
-    assert [t.excess for t in facts.targets] == [0.2, 0.1]
-    assert facts.floor_rows + facts.floor_unresolved == 4 and facts.wall_seconds is None
-    law = section.render(facts, "law")
-    for t in facts.targets:
-        assert f"= {t.b_crit:.0f} (per-seed fits: {t.b_crit_mean:.0f} ± {t.b_crit_sd:.0f}" in law
-    verdicts = facts.floor_verdicts["first_order"]
-    assert sum(verdicts.values()) == facts.floor_rows
-    assert f"holds for {verdicts['holds']}, undecided for" in section.render(facts, "floor")
-    assert f"{facts.runs:,} SGD runs" in section.render(facts, "cost")
-    with pytest.raises(ValueError, match="part must be"):
-        section.render(facts, "abstract")
+    fits = [section.fit(scaling, i) for i in range(len(scaling.targets))]
+    assert list(scaling.targets) == [0.2, 0.1]
+    assert all(np.isfinite(f.median.b_crit) and len(f.seeds) == 2 for f in fits)
     for figure in (
         section.steps_figure(scaling),
         section.lr_figure(scaling),
@@ -105,4 +236,10 @@ def test_the_section_from_a_build(built):
     ):
         assert isinstance(figure, Figure)
     assert section.format_best(scaling).shape[0] == 4
-    assert not math.isnan(section.format_floor(floor).shape[0])
+    assert len(section.format_floor(floor)) == len(floor)
+    assert section.floor_summary(floor).to_numpy().sum() == 3 * len(floor)
+    noise = section.noise_table(scaling)
+    # the scales grow along the path: the average lies between the values at W = 0 and at
+    # the target
+    assert (noise["b_noise_zero"] < noise["b_noise_path"]).all()
+    assert (noise["b_noise_path"] < noise["b_noise_target"]).all()

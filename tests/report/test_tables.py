@@ -7,6 +7,7 @@ The builders here (``write_runs``, ``seeds_frame``, ``SWEEP``, ``BOUNDS``) are s
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,9 @@ import pytest
 from linmnist.engine.sgd import TrainResult
 from linmnist.experiments import results
 from linmnist.experiments.results import SEED_FIELDS, append_run_log
-from linmnist.report import study, tables
+from linmnist.report import outcomes, study, tables
 from linmnist.report.tables import Bounds
+from linmnist.report.uncertainty import ci95
 
 LRS = (0.1, 0.01, 0.001)
 BATCH_SIZES = (1, 10, 100, 1000)
@@ -225,12 +227,12 @@ def test_sample_curvature_is_the_mean_and_max_squared_column_norm():
 
 
 def test_formatting_helpers():
-    """pct and mean_sd: percentages of fractions, a dash when missing, sd omitted when NaN."""
+    """pct and mean_ci: percentages of fractions, a dash when missing, CI omitted when NaN."""
     assert tables.pct(0.8534) == "85.34 %"
     assert tables.pct(float("nan")) == tables.DASH
     assert tables.pct(None) == tables.DASH
-    assert tables.mean_sd(0.5, float("nan")) == "0.5000"
-    assert tables.mean_sd(0.5, 0.01, percent=True) == "50.00 ± 1.00"
+    assert tables.mean_ci(0.5, float("nan")) == "0.5000"
+    assert tables.mean_ci(0.5, 0.01, percent=True) == "50.00 ± 1.00"
     assert tables.span([3, 5, 4]) == "3-5" and tables.span([3, 3]) == "3"
 
 
@@ -245,11 +247,11 @@ def test_grid_table_has_one_row_per_configuration_sorted(table):
 
 
 def test_grid_table_means_over_seeds_that_did_not_diverge(table):
-    """Mean and sample standard deviation (ddof 1) over the seeds."""
+    """Mean and the 95 % CI half-width (t(2) s / sqrt(3)) over the seeds."""
     row = table[(table["lr"] == 0.001) & (table["batch_size"] == 1)].iloc[0]
     expected = [0.80 + 0.02 * 1 + 0.001 * s for s in SEEDS]
     assert row["final_train_acc_mean"] == pytest.approx(np.mean(expected))
-    assert row["final_train_acc_sd"] == pytest.approx(np.std(expected, ddof=1))
+    assert row["final_train_acc_ci"] == pytest.approx(4.303 * np.std(expected, ddof=1) / 3**0.5)
     assert row["n_seeds"] == 3 and row["n_diverged"] == 0
 
 
@@ -271,14 +273,15 @@ def test_grid_table_separates_fidelity_and_thinned_seconds(table):
 
 def test_format_grid_table_status_texts(table):
     """Status "ok", "diverged at iteration a-b (k of n seeds)" or "failed: error"; mean ± 95 % CI
-    in %; the study's figure at iteration 800 beside ours."""
+    in %; no study figure and no wall time (the study's are at iteration 800, not the last:
+    ``study_at_800``; the times are in ``cost_table``)."""
     shown = tables.format_grid_table(table)
     assert shown.loc[("0.1", "10"), "status"] == "diverged at iteration 3-5 (3 of 3 seeds)"
     assert shown.loc[("0.01", "1000"), "status"] == "failed: MemoryError: boom"
     assert shown.loc[("0.001", "100"), "status"] == "ok"
     row = shown.loc[("0.001", "1")]
     assert row["final train accuracy (%)"] == "82.10 ± 0.25"  # sd 0.10, t(2) 4.303, 3 seeds
-    assert row["study: test accuracy at iteration 800"] == "80.3 %"
+    assert not [c for c in shown.columns if "study" in c or "seconds" in c]
     assert row["final training loss"].startswith("0.2790 ± ")
 
 
@@ -301,16 +304,140 @@ def test_best_lr_ignores_test_accuracy(table):
     assert tables.best_lr(flipped)["best_lr"].tolist() == tables.best_lr(table)["best_lr"].tolist()
 
 
-def test_task2_table_reads_the_dense_seed_at_the_study_iterations(task2):
-    """The seed evaluated after every iteration, at the study's iterations it reached, and its
-    last iteration against the study's 999."""
+def test_best_lr_names_one_definition_and_shows_the_test_pick_apart(table):
+    """best_lr is picked on the training loss; the lr of the highest final test accuracy is a
+    separate column; a cell with an unstable seed is no candidate."""
+    flipped = table.copy()
+    flipped["final_test_acc_mean"] = flipped["final_train_loss_mean"]
+    best = tables.best_lr(flipped).set_index("batch_size")
+    assert best.loc[10, "best_lr"] == 0.01 and best.loc[10, "lr_by_test_acc"] == 0.001
+    shown = tables.format_best_lr(tables.best_lr(table))
+    assert "best lr (training loss)" in shown.columns
+    assert "lr of the highest final test accuracy (not used to select)" in shown.columns
+    unstable = table.assign(n_unstable=np.where(table["lr"] == 0.01, 1, 0))
+    assert (tables.best_lr(unstable)["best_lr"] == 0.001).all()
+
+
+def test_cost_table_leaves_out_diverged_runs(table, runs_dir):
+    """Diverged runs stop early: they are counted, not averaged; fidelity and thinned apart."""
+    cost = tables.cost_table(results.load_task(runs_dir, "grid")).set_index("batch_size")
+    assert cost.loc[1, "n_excluded"] == 3, "the three lr 0.1 seeds"
+    assert cost.loc[1, "fidelity_mean"] == pytest.approx(6.001)
+    assert (cost.loc[1, "n_fidelity"], cost.loc[1, "n_thinned"]) == (2, 4)
+    assert cost.loc[1000, "n_thinned"] == 2, "the failed cell has no runs"
+    shown = tables.format_cost_table(cost.reset_index())
+    assert shown.loc["1", "diverged runs left out"] == "3"
+    assert shown.loc["1", "seconds per run, thinned evaluation"] == "1.00 ± 0.00"
+
+
+def test_study_at_800_reads_iteration_800_only():
+    """The seed evaluated after every iteration and the mean over seeds at iteration 800;
+    runs that stop before it give no row."""
+    histories = pd.DataFrame(
+        {
+            "lr": 0.001,
+            "batch_size": 1,
+            "seed": [0, 0, 1],
+            "iteration": [800, 999, 800],
+            "train_loss": 0.3,
+            "train_acc": 0.8,
+            "test_acc": [0.80, 0.90, 0.82],
+        }
+    )
+    seeds = pd.DataFrame({"lr": 0.001, "batch_size": 1, "seed": [0, 1], "eval_every": [1, 10]})
+    row = tables.study_at_800(histories, seeds).iloc[0]
+    assert row["seed_acc"] == 0.80 and row["mean_acc"] == pytest.approx(0.81)
+    assert row["n_seeds"] == 2 and row["study"] == "80.3 %"
+    shown = tables.format_study_at_800(tables.study_at_800(histories, seeds))
+    assert shown.loc[("0.001", "1"), "ours, seed evaluated every iteration (%)"] == "80.00"
+    early = histories.assign(iteration=histories["iteration"] - 700)
+    assert tables.study_at_800(early, seeds).empty
+
+
+def test_examples_to_reach_counts_iteration_plus_one_batches():
+    """The target is the highest final mean loss; examples = (iteration + 1) x B."""
+    its = np.arange(10)
+    rows = [
+        pd.DataFrame({"iteration": its, "train_loss": 1.0 - rate * its, "seed": 0}).assign(
+            lr=0.01, batch_size=b
+        )
+        for b, rate in ((1, 0.05), (10, 0.1))
+    ]
+    histories = pd.concat(rows, ignore_index=True)
+    seeds = pd.DataFrame({"lr": 0.01, "batch_size": [1, 10], "seed": 0, "diverged_at": np.nan})
+    reach = tables.examples_to_reach(histories, seeds, lr=0.01).set_index("batch_size")
+    assert reach.loc[1, "loss"] == pytest.approx(0.55)
+    assert (reach.loc[1, "iteration"], reach.loc[1, "examples"]) == (9, 10)
+    assert (reach.loc[10, "iteration"], reach.loc[10, "examples"]) == (5, 60)
+
+
+def test_task2_table_compares_only_at_the_study_iterations(task2):
+    """Our 50-iteration runs reach only the study's iteration 0 (recorded by the dense seed):
+    no other iteration of ours stands in for the study's 200, 800 or 999."""
     comparison = tables.task2_table(task2)
-    assert comparison["iteration"].tolist() == [0, 49]
-    assert comparison["study_iteration"].tolist() == [0, 999]
-    assert comparison["ours_train_acc"].iloc[0] == pytest.approx(0.82)
+    assert comparison["iteration"].tolist() == [0]
+    assert comparison["n_seeds"].tolist() == [1]
+    assert comparison["train_loss_mean"].iloc[0] == pytest.approx(0.28)
     shown = tables.format_task2_table(comparison)
-    assert shown.index.tolist() == ["0", "49 / 999"]
-    assert shown["test accuracy, study"].tolist() == ["36.90 %", "82.14 %"]
+    assert shown.index.tolist() == [0]
+    assert shown["test accuracy (%), study"].tolist() == ["36.9"], "the study's own digits"
+    assert shown["training loss, study"].tolist() == ["0.4953"]
+
+
+def test_history_at_gives_mean_and_ci95_over_the_seeds_that_recorded_it():
+    """Mean and 95 % CI half-width over seeds per group, at the iterations asked for only."""
+    history = pd.DataFrame(
+        {
+            "n_prime": [100, 100, 100, 100, 1000],
+            "seed": [0, 1, 2, 0, 0],
+            "iteration": [5, 5, 5, 6, 5],
+            "train_loss": [0.1, 0.2, 0.3, 9.0, 0.5],
+            "train_acc": [0.5] * 5,
+            "test_acc": [0.4] * 5,
+        }
+    )
+    at = tables.history_at(history, [5, 400], by=["n_prime"]).set_index("n_prime")
+    assert at["iteration"].tolist() == [5, 5], "iteration 400 was recorded by no seed"
+    assert at["n_seeds"].tolist() == [3, 1]
+    assert at.loc[100, "train_loss_mean"] == pytest.approx(0.2)
+    assert at.loc[100, "train_loss_ci"] == pytest.approx(ci95([0.1, 0.2, 0.3]))
+    assert math.isnan(at.loc[1000, "train_loss_ci"]), "one seed has no interval"
+
+
+def test_subset_study_table_is_at_the_study_iteration_or_empty():
+    """The study's N' figures stand beside ours at iteration 400, never at another iteration."""
+    history = pd.DataFrame(
+        {
+            "n_prime": [100, 100, 500],
+            "seed": [0, 1, 0],
+            "iteration": [400, 400, 400],
+            "train_loss": [0.2, 0.2, 0.3],
+            "train_acc": [0.9, 0.92, 0.8],
+            "test_acc": [0.6, 0.62, 0.7],
+        }
+    )
+    comparison = tables.subset_study_table(history)
+    assert comparison["study_test_acc"].tolist() == [0.668, 0.778]
+    shown = tables.format_subset_study_table(comparison)
+    assert shown.loc[100, "test accuracy (%), study"] == "66.8"
+    assert shown.loc[100, "test accuracy (%), ours"].startswith("61.00 ± ")
+    assert tables.subset_study_table(history.assign(iteration=399)).empty
+
+
+def test_subset_optimum_fits_each_seed_subset_in_closed_form():
+    """Fewer samples than features: the fit interpolates S'; all samples: every seed's S' is
+    the whole set, so the fit is the same for every seed (a CI of 0)."""
+    rng = np.random.default_rng(0)
+    X = rng.random((6, 30))
+    labels = rng.integers(0, 3, 30)
+    Y = np.eye(3)[labels].T
+    cells = pd.DataFrame({"n_prime": [4, 4, 30, 30], "seed": [0, 1, 0, 1]})
+    fits = tables.subset_optimum(X, Y, X, Y, cells).set_index("n_prime")
+    assert fits.loc[4, "train_loss_mean"] == pytest.approx(0.0, abs=1e-12)
+    assert fits.loc[4, "train_acc_mean"] == 1.0
+    assert fits.loc[30, "train_loss_ci"] == pytest.approx(0.0, abs=1e-12)
+    assert fits.loc[30, "train_loss_mean"] > 0.01, "30 samples, 6 features: no exact fit"
+    assert fits.loc[30, "test_acc_mean"] == pytest.approx(fits.loc[30, "train_acc_mean"])
 
 
 def test_subset_table_gap_shrinks_with_n_prime(subset):
@@ -318,69 +445,161 @@ def test_subset_table_gap_shrinks_with_n_prime(subset):
     gaps = subset.set_index("n_prime")["gap_mean"]
     assert gaps.tolist() == pytest.approx([0.1, 0.05, 0.1 / 3])
     shown = tables.format_subset_table(subset)
-    assert shown["study at iteration 400: train / test"].tolist()[0] == "93.0 % / 66.8 %"
-    assert shown["train - test gap (points)"].tolist()[2] == "3.33 ± 0", "an sd of 0 is exact"
+    assert not [c for c in shown.columns if "study" in c], "the study's iteration 400 is apart"
+    assert shown["train - test gap (points)"].tolist()[2] == "3.33 ± 0", "a CI of 0 is exact"
 
 
 def test_study_figures_are_left_out_for_another_dataset(table, subset, task2):
     """Without the study (Fashion-MNIST), no table carries the study's MNIST figures."""
-    grid = tables.format_grid_table(table, study=False)
-    assert not [c for c in grid.columns if "study" in c]
     best = tables.format_best_lr(tables.best_lr(table), study=False)
     assert not [c for c in best.columns if "study" in c]
     shown = tables.format_task2_table(tables.task2_table(task2), study=False)
-    assert shown.index.tolist() == ["0", "49"]
-    assert shown.columns.tolist() == ["training loss", "train accuracy", "test accuracy"]
-    assert "study at iteration 400: train / test" in tables.format_subset_table(subset).columns
-    assert not [c for c in tables.format_subset_table(subset, study=False) if "study" in c]
+    assert shown.index.tolist() == [0]
+    assert shown.columns.tolist() == [
+        "seeds",
+        "training loss",
+        "train accuracy (%)",
+        "test accuracy (%)",
+    ]
 
 
 # --- the stability sweep ----------------------------------------------------------------
 
 
-def test_accuracy_is_summarized_over_the_seeds_that_did_not_diverge():
-    """Mean, sd, min and max leave out diverged seeds (whose last accuracy is meaningless);
-    a cell where every seed diverged has no accuracy; a failed cell has no seeds."""
-    table = tables.accuracy_table(seeds_frame(failed=[(10, 0.1)])).set_index(["batch_size", "lr"])
+def test_accuracy_is_summarized_over_the_stable_seeds():
+    """Mean and 95 % CI leave out diverged and unstable seeds (a seed ending at loss 2.0 is
+    counted, not averaged); a cell where every seed diverged has no accuracy; a failed cell
+    has no seeds."""
+    seeds = seeds_frame(failed=[(10, 0.1)])
+    seeds.loc[(seeds["cell"] == "lr0.001_bs1") & (seeds["seed"] == 2), "final_train_loss"] = 2.0
+    table = tables.accuracy_table(seeds).set_index(["batch_size", "lr"])
     row = table.loc[(1, 0.0316)]
     assert (row["n_seeds"], row["n_diverged"], row["diverged_at_min"]) == (3, 1, 41)
     assert row["final_test_acc_mean"] == pytest.approx(0.63)
-    assert row["final_test_acc_sd"] == pytest.approx(np.std([0.60, 0.66], ddof=1))
-    assert (row["final_test_acc_min"], row["final_test_acc_max"]) == (0.60, 0.66)
+    assert row["final_test_acc_ci"] == pytest.approx(12.706 * np.std([0.60, 0.66], ddof=1) / 2**0.5)
     assert row["final_train_loss_mean"] == pytest.approx(0.37)
+    assert row["state"] == "diverged (some seeds)"
+    unstable = table.loc[(1, 0.001)]
+    assert (unstable["n_unstable"], unstable["n_diverged"]) == (1, 0)
+    assert unstable["final_test_acc_mean"] == pytest.approx(0.805), "the unstable seed is out"
+    assert unstable["state"] == "unstable (some seeds)"
     assert math.isnan(table.loc[(1, 0.1), "final_test_acc_mean"])
     assert table.loc[(1, 0.1), "diverged_at_max"] == 42
+    assert table.loc[(10, 0.001), "state"] == "stable"
     failed = table.loc[(10, 0.1)]
     assert failed["status"] == "failed" and failed["n_seeds"] == 0
     assert list(table.index) == sorted(SWEEP)
 
 
-def test_the_boundary_is_the_first_lr_where_a_seed_diverges():
-    """Per batch size: the largest lr below the first divergence, the first diverging lr with
-    its seeds, and the lr from which every seed diverges; no divergence, divergence from the
-    start, and a non-monotone batch size (1000: one seed diverges at 0.01, none at 0.0316)."""
-    boundary = tables.divergence_boundary(tables.accuracy_table(seeds_frame()))
+def history_frame(losses: dict) -> pd.DataFrame:
+    """load_history rows: (cell, seed) -> the training loss at iterations 0, 10, 20, ..."""
+    rows = [
+        {"cell": cell, "seed": seed, "iteration": 10 * i, "train_loss": loss}
+        for (cell, seed), values in losses.items()
+        for i, loss in enumerate(values)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_the_instability_rule_classifies_each_seed():
+    """Diverged beats everything; a final loss above 0.5 (the loss at W = 0) is unstable and
+    one of exactly 0.5 is not; a loss growing at the end (last > 2 x its minimum and above the
+    middle value) is unstable, a late spike that is not rising is not, nor a short history;
+    without histories the growth test is not made; a failed cell has no outcome."""
+    seeds = pd.DataFrame(
+        {
+            "cell": ["a", "a", "a", "a", "a", "a", "b"],
+            "status": ["ok"] * 6 + ["failed"],
+            "seed": [0, 1, 2, 3, 4, 5, math.nan],
+            "diverged_at": pd.array([7, pd.NA, pd.NA, pd.NA, pd.NA, pd.NA, pd.NA], "Int64"),
+            "final_train_loss": [9.0, 0.51, 0.5, 0.45, 0.41, 0.45, math.nan],
+        }
+    )
+    histories = history_frame(
+        {
+            ("a", 0): [0.4, 2.0, 9.0],
+            ("a", 1): [0.4, 0.3, 0.51],
+            ("a", 2): [0.4, 0.3, 0.5],
+            ("a", 3): [0.4, 0.2, 0.21, 0.3, 0.45],  # rising to 2.25 x its minimum
+            ("a", 4): [0.4, 0.2, 0.5, 0.45, 0.41],  # above 2 x its minimum but falling
+            ("a", 5): [0.2, 0.45],  # too short to tell
+        }
+    )
+    got = outcomes.classify(seeds, histories)["outcome"].tolist()
+    expected = ["diverged", "unstable", "stable", "unstable", "stable", "stable"]
+    assert got[:6] == expected and pd.isna(got[6])
+    assert outcomes.classify(seeds)["outcome"].tolist()[3] == "stable"
+    assert outcomes.growing([0.4, 0.2, 0.21, 0.3, 0.45])
+    assert not outcomes.growing([0.4, 0.2, 0.21, 0.3, 0.4]), "exactly 2 x is not growing"
+    with pytest.raises(ValueError, match="seeds lacks the columns"):
+        outcomes.classify(seeds.drop(columns="final_train_loss"))
+
+
+def test_cell_states_and_status_texts():
+    """A cell is diverged (some/every seed) if a seed diverged, else unstable (some/every
+    seed) if one was, else stable; the grid's status says which, with the counts."""
+    assert outcomes.cell_state(3, 0, 0) == "stable"
+    assert outcomes.cell_state(3, 0, 1) == "unstable (some seeds)"
+    assert outcomes.cell_state(3, 0, 3) == "unstable (every seed)"
+    assert outcomes.cell_state(3, 1, 2) == "diverged (some seeds)"
+    assert outcomes.cell_state(3, 3, 0) == "diverged (every seed)"
+    assert outcomes.cell_state(0, 0, 0) is None
+    row = {"status": "ok", "n_seeds": 5, "n_diverged": 1, "n_unstable": 2}
+    row |= {"diverged_at_min": 3, "diverged_at_max": 3, "error": None}
+    text = tables._status_text(SimpleNamespace(**row))
+    assert text == (
+        "diverged at iteration 3 (1 of 5 seeds); "
+        "unstable (loss above its start or growing) in 2 of 5 seeds"
+    )
+    row |= {"n_diverged": 0, "n_unstable": 0}
+    assert tables._status_text(SimpleNamespace(**row)) == "ok"
+
+
+def test_seed_outcomes_use_the_outcome_column_when_given():
+    """A seed the growth test called unstable (an ``outcome`` column) is counted so, though
+    its final loss is below 0.5."""
+    rows = seeds_frame({(10, 0.01): [0.85, 0.85, 0.84]})
+    counts, runs, stable = tables.seed_outcomes(rows)
+    assert (counts["n_unstable"], len(stable)) == (0, 3)
+    rows = rows.assign(outcome=["stable", "unstable", "stable"])
+    counts, runs, stable = tables.seed_outcomes(rows)
+    assert (counts["n_seeds"], counts["n_unstable"], len(stable)) == (3, 1, 2)
+
+
+def test_the_boundary_is_the_first_lr_where_a_seed_is_not_stable():
+    """Per batch size: the largest lr below the first seed not stable, that lr with its seeds,
+    and the lr from which every seed diverges; no instability, instability from the start,
+    a non-monotone batch size (1000: one seed diverges at 0.01, none at 0.0316), and an
+    unstable seed (batch size 10, lr 0.1, loss 0.6) that moves the boundary."""
+    seeds = seeds_frame()
+    seeds.loc[(seeds["cell"] == "lr0.1_bs10") & (seeds["seed"] == 1), "final_train_loss"] = 0.6
+    boundary = tables.instability_boundary(tables.accuracy_table(seeds))
     assert list(boundary.index) == [1, 10, 100, 1000]
     one = boundary.loc[1]
-    assert (one["largest_stable_lr"], one["first_diverging_lr"]) == (0.01, 0.0316)
-    assert (one["n_diverged_there"], one["n_seeds_there"]) == (1, 3)
-    assert (one["diverged_at_there"], one["all_diverge_lr"]) == (41, 0.1)
+    assert (one["largest_stable_lr"], one["first_unstable_lr"]) == (0.01, 0.0316)
+    assert (one["n_diverged_there"], one["n_unstable_there"], one["n_seeds_there"]) == (1, 0, 3)
+    assert one["all_diverge_lr"] == 0.1
     ten = boundary.loc[10]
-    assert ten["largest_stable_lr"] == 0.1 and pd.isna(ten["first_diverging_lr"])
-    assert pd.isna(ten["n_diverged_there"]) and pd.isna(ten["all_diverge_lr"])
+    assert (ten["largest_stable_lr"], ten["first_unstable_lr"]) == (0.0316, 0.1)
+    assert (ten["n_diverged_there"], ten["n_unstable_there"]) == (0, 1)
+    assert pd.isna(ten["all_diverge_lr"])
+    stable = tables.instability_boundary(tables.accuracy_table(seeds_frame())).loc[10]
+    assert stable["largest_stable_lr"] == 0.1 and pd.isna(stable["first_unstable_lr"])
+    assert pd.isna(stable["n_seeds_there"])
     hundred = boundary.loc[100]
-    assert pd.isna(hundred["largest_stable_lr"]) and hundred["first_diverging_lr"] == 0.001
+    assert pd.isna(hundred["largest_stable_lr"]) and hundred["first_unstable_lr"] == 0.001
     assert hundred["all_diverge_lr"] == 0.001
     thousand = boundary.loc[1000]
-    assert (thousand["largest_stable_lr"], thousand["first_diverging_lr"]) == (0.001, 0.01)
+    assert (thousand["largest_stable_lr"], thousand["first_unstable_lr"]) == (0.001, 0.01)
     assert thousand["all_diverge_lr"] == 0.1
     assert (boundary["lr_low"] == 0.001).all() and (boundary["lr_high"] == 0.1).all()
 
 
 def test_failed_cells_do_not_move_the_boundary():
-    """A failed cell is neither stable nor diverged: it is left out."""
-    boundary = tables.divergence_boundary(tables.accuracy_table(seeds_frame(failed=[(1, 0.0316)])))
-    assert (boundary.loc[1, "largest_stable_lr"], boundary.loc[1, "first_diverging_lr"]) == (
+    """A failed cell is neither stable nor unstable: it is left out."""
+    table = tables.accuracy_table(seeds_frame(failed=[(1, 0.0316)]))
+    boundary = tables.instability_boundary(table)
+    assert (boundary.loc[1, "largest_stable_lr"], boundary.loc[1, "first_unstable_lr"]) == (
         0.01,
         0.1,
     )
@@ -415,8 +634,8 @@ def test_bounds_on_mnist_reproduce_the_measured_facts(mnist):
 
 def test_study_positions_give_ratios_and_the_sweep_outcome():
     """Each study lr divided by each bound and, per batch size, its seeds and mean accuracy in
-    the sweep, as numbers; the display table says "diverged (k/n seeds)", "85.00 % (1/3
-    diverged)" or "not in the sweep"."""
+    the sweep, as numbers; the display table says "diverged (k/n)", "85.00 %; diverged (1/3)"
+    or "not in the sweep"."""
     table = tables.accuracy_table(seeds_frame({k: v for k, v in SWEEP.items() if k[1] != 0.001}))
     positions = tables.study_positions(table, BOUNDS)
     assert positions["lr"].unique().tolist() == list(study.STUDY_LRS)
@@ -432,9 +651,9 @@ def test_study_positions_give_ratios_and_the_sweep_outcome():
     assert list(shown.index) == list(study.STUDY_LRS)
     assert shown.loc[0.1, "lr as a multiple of 2/λmax"] == "2.00"
     assert shown.loc[0.01, "lr as a multiple of 2/max‖x‖²"] == "2.00"
-    assert shown.loc[0.1, "batch size 1"] == "diverged (3/3 seeds)"
+    assert shown.loc[0.1, "batch size 1"] == "diverged (3/3)"
     assert shown.loc[0.1, "batch size 10"] == "84.67 %"
-    assert shown.loc[0.01, "batch size 1000"] == "85.00 % (1/3 diverged)"
+    assert shown.loc[0.01, "batch size 1000"] == "85.00 %; diverged (1/3)"
     assert shown.loc[0.001, "batch size 1"] == "not in the sweep"
 
 
@@ -481,7 +700,7 @@ def test_sweep_run_is_the_latest_run_that_computed_the_whole_sweep(tmp_path):
         (lambda: tables.accuracy_table(pd.DataFrame({"lr": [0.1]})), r"seeds lacks the columns"),
         (lambda: tables.accuracy_table(seeds_frame().iloc[:0]), "seeds holds no cell of the sweep"),
         (
-            lambda: tables.divergence_boundary(pd.DataFrame({"lr": [0.1]})),
+            lambda: tables.instability_boundary(pd.DataFrame({"lr": [0.1]})),
             r"table lacks the columns",
         ),
         (lambda: tables.grid_table([1, 2]), "seeds must be a pandas DataFrame, got list"),
@@ -493,30 +712,37 @@ def test_wrong_inputs_are_refused_by_name(call, message):
         call()
 
 
-def test_display_tables_say_what_diverged():
-    """The accuracy pivot shows mean ± 95 % CI in % and the diverged seeds; the boundary table
-    shows the first diverging lr as multiples of the two bounds, dashes where undefined."""
-    table = tables.accuracy_table(seeds_frame(failed=[(10, 0.1)]))
+def test_display_tables_say_what_diverged_or_was_unstable():
+    """The accuracy pivot shows mean ± 95 % CI in % and the seeds that diverged or were
+    unstable; the boundary table shows the interval as multiples of the three bounds, "≤"
+    and ">" where an end is missing, dashes where undefined."""
+    seeds = seeds_frame(failed=[(10, 0.1)])
+    seeds.loc[(seeds["cell"] == "lr0.01_bs1") & (seeds["seed"] == 0), "final_train_loss"] = 0.7
+    table = tables.accuracy_table(seeds)
     shown = tables.format_accuracy(table)
     assert list(shown.columns) == [f"batch size {b}" for b in (1, 10, 100, 1000)]
     assert shown.loc[0.001, "batch size 10"] == "82.33 ± 1.43"  # sd 0.58, 3 seeds: 95 % CI
     assert (
-        shown.loc[0.0316, "batch size 1"] == "63.00 ± 38.12 (1/3 diverged)"
+        shown.loc[0.0316, "batch size 1"] == "63.00 ± 38.12; diverged (1/3)"
     )  # sd 4.24 of 2 seeds: t(1) 12.706
+    assert shown.loc[0.01, "batch size 1"] == "73.00 ± 12.71; unstable (1/3)"
     assert shown.loc[0.1, "batch size 1"] == "diverged (3/3)"
     assert shown.loc[0.1, "batch size 10"] == "failed"
-    boundary = tables.format_boundary(tables.divergence_boundary(table), BOUNDS)
+    boundary = tables.format_boundary(tables.instability_boundary(table), BOUNDS)
     assert boundary.loc[1].to_dict() == {
-        "largest stable lr": "0.01",
-        "first diverging lr": "0.0316",
-        "seeds diverged there": "1/3",
-        "first divergence at iteration": 41,
+        "largest stable lr": "0.001",
+        "smallest lr not stable": "0.01",
+        "seeds there": "1 of 3 unstable",
         "every seed diverges from lr": "0.1",
-        "first diverging lr as a multiple of 2/λmax": "0.63",
-        "first diverging lr as a multiple of 2/max‖x‖²": "6.3",
+        "boundary as a multiple of 2/λmax": "0.02–0.20",
+        "boundary as a multiple of 2/mean‖x‖²": "0.05–0.50",
+        "boundary as a multiple of 2/max‖x‖²": "0.20–2.00",
     }
-    assert boundary.loc[10, "first diverging lr"] == "–"
-    assert boundary.loc[10, "seeds diverged there"] == "–"
+    assert boundary.loc[10, "smallest lr not stable"] == "–"
+    assert boundary.loc[10, "seeds there"] == "–"
+    assert boundary.loc[10, "boundary as a multiple of 2/λmax"] == "> 0.63"
+    assert boundary.loc[100, "boundary as a multiple of 2/λmax"] == "≤ 0.02"
+    assert boundary.loc[1000, "seeds there"] == "1 of 3 diverged"
 
 
 def failed_grid() -> pd.DataFrame:
@@ -567,8 +793,8 @@ def test_styled_tables_for_readers():
     assert html.count("<tr>") == 3
 
 
-def test_mean_sd_shows_the_first_digit_of_a_small_sd_and_zero_as_zero():
-    assert tables.mean_sd(0.24621, 0.00002) == "0.24621 ± 0.00002"
-    assert tables.mean_sd(0.5, 0.0, percent=True) == "50.00 ± 0"
-    assert tables.mean_sd(0.3999, 0.0626) == "0.3999 ± 0.0626"
+def test_mean_ci_shows_the_first_digit_of_a_small_ci_and_zero_as_zero():
+    assert tables.mean_ci(0.24621, 0.00002) == "0.24621 ± 0.00002"
+    assert tables.mean_ci(0.5, 0.0, percent=True) == "50.00 ± 0"
+    assert tables.mean_ci(0.3999, 0.0626) == "0.3999 ± 0.0626"
     assert tables.scientific(-3.2e12) == "-3.2 × 10¹²"

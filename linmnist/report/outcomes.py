@@ -1,0 +1,110 @@
+"""The report's instability rule: what became of each seed's run.
+
+A seed's run is
+
+* ``"diverged"`` when the engine stopped it (``diverged_at`` set): its training loss became
+  non-finite or exceeded ``linmnist.engine.evaluation.DIVERGENCE_LOSS`` (10⁶);
+* ``"unstable"`` when it ran to the end but either its final training loss is above
+  ``ZERO_LOSS``, the loss at W = 0 (0.5 for one-hot labels: the run ended worse than no
+  training at all), or its loss was growing at the end (``growing``: the last evaluated loss
+  is more than ``GROWTH_FACTOR`` times the lowest loss of its history and above the loss at
+  the middle evaluation of its history);
+* ``"stable"`` otherwise.
+
+The growth test reads the seed's history (``linmnist.experiments.results.load_history``);
+without histories only the first two tests are made. A failed cell has no outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+# The training loss at W = 0: 0.5 mean ||y||^2 = 0.5 for one-hot labels.
+ZERO_LOSS = 0.5
+# A loss that ends more than this many times its history's minimum, and rising, is growing.
+GROWTH_FACTOR = 2.0
+OUTCOMES = ("stable", "unstable", "diverged")
+
+
+def growing(losses: Sequence[float]) -> bool:
+    """Whether a run's loss was growing at the end.
+
+    Parameters
+    ----------
+    losses : sequence of float
+        The training loss at each evaluated iteration, in order.
+
+    Returns
+    -------
+    bool
+        True when the last loss exceeds ``GROWTH_FACTOR`` times the smallest and exceeds the
+        loss at the middle evaluation; False for fewer than three evaluations.
+    """
+    values = np.asarray(losses, dtype=float)
+    if values.size < 3:
+        return False
+    last = values[-1]
+    return bool(last > GROWTH_FACTOR * np.nanmin(values) and last > values[(values.size - 1) // 2])
+
+
+def _growing_seeds(histories: pd.DataFrame) -> pd.Series:
+    """``growing`` of each (cell, seed) of ``histories``."""
+    ordered = histories.sort_values(["cell", "seed", "iteration"])
+    return ordered.groupby(["cell", "seed"])["train_loss"].agg(growing).rename("growing")
+
+
+def classify(seeds: pd.DataFrame, histories: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``seeds`` with a column ``outcome``: "diverged", "unstable", "stable", or missing for
+    the row of a failed cell.
+
+    Parameters
+    ----------
+    seeds : DataFrame
+        ``load_task`` rows: status, seed, diverged_at, final_train_loss (and cell, to match
+        ``histories``).
+    histories : DataFrame, optional
+        ``load_history`` of the same cells (cell, seed, iteration, train_loss); without it
+        the growth test is not made.
+    """
+    missing = {"status", "seed", "diverged_at", "final_train_loss"} - set(seeds.columns)
+    if missing:
+        raise ValueError(f"seeds lacks the columns {sorted(missing)}")
+    grows = pd.Series(False, index=seeds.index)
+    if histories is not None and not histories.empty:
+        keys = pd.MultiIndex.from_frame(seeds[["cell", "seed"]])
+        found = _growing_seeds(histories).reindex(keys).fillna(False).to_numpy(dtype=bool)
+        grows = pd.Series(found, index=seeds.index)
+    ran = (seeds["status"] == "ok") & seeds["seed"].notna()
+    above = seeds["final_train_loss"].astype(float) > ZERO_LOSS
+    outcome = np.where(
+        seeds["diverged_at"].notna(), "diverged", np.where(above | grows, "unstable", "stable")
+    )
+    return seeds.assign(outcome=pd.Series(outcome, index=seeds.index).where(ran, pd.NA))
+
+
+# What a cell's seeds did, from the best to the worst: the states of the stability map.
+CELL_STATES = (
+    "stable",
+    "unstable (some seeds)",
+    "unstable (every seed)",
+    "diverged (some seeds)",
+    "diverged (every seed)",
+)
+
+
+def cell_state(n_seeds: int, n_diverged: int, n_unstable: int) -> str | None:
+    """The state of a cell (``CELL_STATES``) from its seed counts; None when no seed ran.
+
+    A cell where some seed diverged is "diverged" (some or every seed); else one where some
+    seed was unstable is "unstable" (some or every seed); else it is "stable".
+    """
+    if n_seeds == 0:
+        return None
+    if n_diverged:
+        return CELL_STATES[4 if n_diverged == n_seeds else 3]
+    if n_unstable:
+        return CELL_STATES[2 if n_unstable == n_seeds else 1]
+    return CELL_STATES[0]

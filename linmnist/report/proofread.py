@@ -1,0 +1,55 @@
+"""Checks a report's text must pass: what a reader would catch and nbval would not.
+
+A stored notebook output is compared with itself by nbval, so a broken table header or a
+sentence written for another build stays "passing". These functions find them in a
+notebook's or a report's text; ``report_job`` prints what they find as warnings, and the
+tests run them over the stored notebooks.
+
+* ``bad_headers(html)``: table headers that are empty or punctuation only (a pandas
+  MultiIndex rendered as "(" and "&");
+* ``build_leaks(text, dataset, profile)``: phrases naming a build other than the one shown
+  ("the full build" in a small build's report, "on Fashion-MNIST" in an MNIST report);
+* ``e_notation(text)``: numbers in e-notation (``2.5e+04``) where a reader expects ×10ⁿ.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+_HEADER = re.compile(r"<th\b[^>]*>(.*?)</th>", re.DOTALL | re.IGNORECASE)
+_TAG = re.compile(r"<[^>]+>")
+# "the full build", "small profile", "the fidelity one", "profile “small”".
+_BUILD = re.compile(
+    r"\b(full|small|fidelity)[ -](build|profile|one|configuration)\b"
+    r"|\bprofile\s+[“\"']?(\w+)",
+    re.IGNORECASE,
+)
+# "on Fashion-MNIST", "the Fashion-MNIST report": a statement about that dataset's results.
+_FASHION = re.compile(r"\b(?:on|of|for|in) Fashion-MNIST\b|\bFashion-MNIST (?:build|report)\b")
+_E_NOTATION = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]?\d+\b")
+
+
+def bad_headers(page: str) -> list[str]:
+    """The header cells of the tables of ``page`` (HTML) that hold no letter or digit."""
+    texts = (html.unescape(_TAG.sub("", cell)).strip() for cell in _HEADER.findall(page))
+    return [text for text in texts if not any(c.isalnum() for c in text)]
+
+
+def build_leaks(text: str, dataset: str, profile: str | None) -> list[str]:
+    """The phrases of ``text`` that name a build other than ``dataset`` with ``profile``
+    (None: the full configuration)."""
+    shown = (profile or "full").lower()
+    leaks = []
+    for match in _BUILD.finditer(text):
+        named = (match.group(1) or match.group(3)).lower()
+        if named != shown and (match.group(1) or named in ("full", "small", "fidelity")):
+            leaks.append(match.group(0))
+    if dataset == "mnist":
+        leaks += _FASHION.findall(text)
+    return leaks
+
+
+def e_notation(text: str) -> list[str]:
+    """The numbers of ``text`` written in e-notation."""
+    return _E_NOTATION.findall(text)
