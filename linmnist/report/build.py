@@ -97,8 +97,8 @@ def proofread_report(
     nb: nbformat.NotebookNode, page: str, *, dataset: str, profile: str | None
 ) -> list[str]:
     """What ``linmnist.report.proofread`` finds in an assembled report (its notebook and
-    HTML): empty or punctuation-only table headers, phrases naming another build, numbers
-    in e-notation."""
+    HTML): empty or punctuation-only table headers, phrases naming another build,
+    references written after their kind, numbers in e-notation."""
     texts = [c.source for c in nb.cells if c.cell_type == "markdown"]
     texts += [
         "".join(o.get("data", {}).get("text/markdown", ""))
@@ -111,6 +111,7 @@ def proofread_report(
         f"the text names another build: {p!r}"
         for p in proofread.build_leaks(text, dataset, profile)
     ]
+    problems += [f"a reference after its kind: {r!r}" for r in proofread.doubled_kinds(text)]
     return problems + [f"a number in e-notation: {n}" for n in proofread.e_notation(text)]
 
 

@@ -9,7 +9,9 @@ tests run them over the stored notebooks.
   MultiIndex rendered as "(" and "&");
 * ``build_leaks(text, dataset, profile)``: phrases naming a build other than the one shown
   ("the full build" in a small build's report, "on Fashion-MNIST" in an MNIST report);
-* ``e_notation(text)``: numbers in e-notation (``2.5e+04``) where a reader expects ×10ⁿ.
+* ``e_notation(text)``: numbers in e-notation (``2.5e+04``) where a reader expects ×10ⁿ;
+* ``doubled_kinds(text)``: a reference written after its kind ("Figure @fig-x" reads
+  "Figure Figure 3").
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ _BUILD = re.compile(
 )
 # "on Fashion-MNIST", "the Fashion-MNIST report": a statement about that dataset's results.
 _FASHION = re.compile(r"\b(?:on|of|for|in) Fashion-MNIST\b|\bFashion-MNIST (?:build|report)\b")
+# "Figure @fig-x" in a notebook, "Figure [Figure 3](#fig-x)" once the report is numbered.
+_DOUBLED = re.compile(
+    r"\b(?:Figure|Table|Section)s?\s+@(?:fig|tab|sec)-|\b(Figure|Table|Section)\s+\[?\1\b",
+    re.IGNORECASE,
+)
 _E_NOTATION = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]?\d+\b")
 
 
@@ -53,3 +60,8 @@ def build_leaks(text: str, dataset: str, profile: str | None) -> list[str]:
 def e_notation(text: str) -> list[str]:
     """The numbers of ``text`` written in e-notation."""
     return _E_NOTATION.findall(text)
+
+
+def doubled_kinds(text: str) -> list[str]:
+    """The references of ``text`` written after their kind: "Figure @fig-x", "Table Table 2"."""
+    return [match.group(0) for match in _DOUBLED.finditer(text)]

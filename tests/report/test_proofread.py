@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from linmnist.experiments.paths import NOTEBOOKS
-from linmnist.report.proofread import bad_headers, build_leaks, e_notation
+from linmnist.report.proofread import bad_headers, build_leaks, doubled_kinds, e_notation
 
 
 def test_bad_headers_are_empty_or_punctuation_only():
@@ -44,6 +44,11 @@ def test_e_notation_finds_numbers_not_words():
     ]
 
 
+def test_doubled_kinds_find_a_kind_written_before_a_reference():
+    text = "Figure @fig-a and table @tab-b; see @fig-c; Table [Table 2](#tab-x); Table 3 and 4"
+    assert doubled_kinds(text) == ["Figure @fig-", "table @tab-", "Table [Table"]
+
+
 def _stored_text(path: Path) -> tuple[str, str]:
     """The Markdown a reader sees in a stored notebook, and its HTML outputs."""
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
@@ -64,3 +69,4 @@ def test_stored_notebooks_pass_the_proofreading(path):
     assert bad_headers(pages) == []
     assert build_leaks(markdown, "mnist", "small") == []
     assert e_notation(markdown) == []
+    assert doubled_kinds(markdown) == []
