@@ -42,6 +42,7 @@ from linmnist.experiments.scaling import (
 )
 from linmnist.report import captions
 from linmnist.report.inputs import config_path, locate_build, require_product, task_results
+from linmnist.report.tables import significant
 from linmnist.report.uncertainty import ci95, t975
 
 # A prediction of the noise floor "holds" when within this factor of the measured excess...
@@ -215,18 +216,6 @@ def format_noise(table: pd.DataFrame) -> pd.DataFrame:
                 )  # fmt: skip
             ]
     return shown.set_index("target excess")
-
-
-def significant(value: float, digits: int = 3) -> str:
-    """``value`` rounded to ``digits`` significant digits, written out (``31,000``, ``0.0147``),
-    never in e-notation; a dash if not finite."""
-    if not math.isfinite(value):
-        return "—"
-    if value == 0:
-        return "0"
-    decimals = digits - 1 - math.floor(math.log10(abs(value)))
-    rounded = round(value, decimals)
-    return f"{rounded:,.{max(decimals, 0)}f}"
 
 
 def floor_account(scaling: Scaling) -> pd.DataFrame:

@@ -103,6 +103,18 @@ def mean_ci(mean: float | None, ci: float | None, *, percent: bool = False, digi
     return text
 
 
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` rounded to ``digits`` significant digits, written out (``31,000``, ``0.0147``),
+    never in e-notation; a dash if not finite."""
+    if value is None or not math.isfinite(value):
+        return DASH
+    if value == 0:
+        return "0"
+    decimals = digits - 1 - math.floor(math.log10(abs(value)))
+    rounded = round(value, decimals)
+    return f"{rounded:,.{max(decimals, 0)}f}"
+
+
 # Text that is words, not a number: letters other than those of "5.6 × 10⁻⁹" and units.
 _WORD = re.compile(r"[a-zA-Z]{2,}")
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")

@@ -1,5 +1,5 @@
-"""The scaling section: best rates, fits, noise scales along the path, noise-floor table,
-facts, text and figures."""
+"""The scaling section: best rates, fits, noise scales along the path, the noise-floor table
+and its account of the critical batch size, and the figures."""
 
 import math
 import re
@@ -11,7 +11,7 @@ from experiments.scaling_case import scaling_build
 from matplotlib.figure import Figure
 
 from linmnist.experiments.scaling import Scaling
-from linmnist.report import captions
+from linmnist.report import captions, tables
 from linmnist.report import scaling as section
 
 SCALES = {"b_noise": 10.0, "b_simple": 20.0, "eps_max": 0.03}
@@ -110,11 +110,11 @@ def test_the_noise_floor_account_sets_b_crit_against_the_floor_batch_size():
 
 
 def test_significant_digits_are_written_out():
-    assert section.significant(445_012.3) == "445,000"
-    assert section.significant(0.000147) == "0.000147"
-    assert section.significant(26.34) == "26.3"
-    assert section.significant(6131.0, 2) == "6,100"
-    assert section.significant(math.inf) == "—"
+    assert tables.significant(445_012.3) == "445,000"
+    assert tables.significant(0.000147) == "0.000147"
+    assert tables.significant(26.34) == "26.3"
+    assert tables.significant(6131.0, 2) == "6,100"
+    assert tables.significant(math.inf) == "–"
 
 
 HEADER = re.compile(r"<th[^>]*>(.*?)</th>", re.S)
