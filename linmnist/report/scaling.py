@@ -233,6 +233,14 @@ def floor_account(scaling: Scaling) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def floor_account_holds(account: pd.DataFrame) -> bool:
+    """Whether ``floor_account`` supports the noise-floor account of B_crit: the ratio
+    B_crit / B_floor varies less than half as much (max / min over the targets) as B_crit."""
+    spread = account["ratio"].max() / account["ratio"].min()
+    growth = account["b_crit"].max() / account["b_crit"].min()
+    return bool(spread < growth / 2)
+
+
 def format_floor_account(table: pd.DataFrame) -> pd.DataFrame:
     """``floor_account`` for display, one row per target, headers in words."""
     return pd.DataFrame(

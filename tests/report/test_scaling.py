@@ -109,6 +109,13 @@ def test_the_noise_floor_account_sets_b_crit_against_the_floor_batch_size():
     assert _bad_headers(section.format_floor_account(table)) == []
 
 
+def test_the_floor_account_holds_only_when_the_ratio_varies_less_than_b_crit():
+    steady = pd.DataFrame({"b_crit": [10.0, 20.0, 40.0], "ratio": [4.0, 3.8, 4.2]})
+    assert section.floor_account_holds(steady)
+    drifting = pd.DataFrame({"b_crit": [10.0, 20.0, 21.0], "ratio": [1.7, 3.0, 4.1]})
+    assert not section.floor_account_holds(drifting)
+
+
 def test_significant_digits_are_written_out():
     assert tables.significant(445_012.3) == "445,000"
     assert tables.significant(0.000147) == "0.000147"
