@@ -428,6 +428,11 @@ def _grid_panel(ax, cell: pd.DataFrame, runs: pd.DataFrame, metric: str, limits,
     # A panel whose every seed diverged gets the short x range of its runs.
     ax.set_xlim(0, max(stops) + 1 if stops and kept.empty else last)
     _mark_divergence(ax, stops, len(runs), y=0.35 if metric == "train_loss" else 0.65, extra=extra)
+    unstable = int((runs["outcome"] == "unstable").sum()) if "outcome" in runs else 0
+    if unstable:
+        ax.text(0.5, 0.93, f"unstable: {unstable} of {len(runs)} seeds\n(clipped to the axis)",
+                transform=ax.transAxes, ha="center", va="top", fontsize=7, color="C3",
+                bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.9})  # fmt: skip
     if failed or runs.empty:
         note = "failed" if failed else "no result"
         ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="C3")
@@ -436,9 +441,10 @@ def _grid_panel(ax, cell: pd.DataFrame, runs: pd.DataFrame, metric: str, limits,
 def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) -> Figure:
     """Small multiples of one metric: a row per learning rate, a column per batch size.
 
-    Every panel has the same vertical axis (logarithmic for the loss), set by the seeds
-    that did not diverge; a diverged seed is drawn on its own short iteration range, its
-    values beyond the axis as triangles on the edge. The band is the 95 % confidence
+    Every panel has the same vertical axis (logarithmic for the loss), set by the stable
+    seeds (``outcome`` "stable" when ``seeds`` has it: an unstable seed is drawn clipped, and
+    its panel says how many there are); a diverged seed is drawn on its own short iteration
+    range, its values beyond the axis as triangles on the edge. The band is the 95 % confidence
     interval of the mean over the seeds that did not diverge, at each iteration most of
     them recorded; the thin line the seed recorded at the most iterations.
 
@@ -464,7 +470,10 @@ def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) ->
     batch_sizes = sorted(seeds["batch_size"].unique())
     fig, axes = _grid_axes(lrs, batch_sizes, sharey=True)
     keys = ["lr", "batch_size", "seed"]
-    converged = histories.merge(seeds[seeds["diverged_at"].isna()][keys], on=keys)
+    # The shared axis is set by the stable seeds: an unstable run's growing loss would
+    # squash every other panel (it is drawn clipped, and its panel says so).
+    stable = seeds["outcome"] == "stable" if "outcome" in seeds else seeds["diverged_at"].isna()
+    converged = histories.merge(seeds[stable][keys], on=keys)
     log = metric == "train_loss"
     limits = _shared_limits(converged[metric].to_numpy(dtype=float) * _scale(metric), log=log)
     last = int(histories["iteration"].max()) if len(histories) else 1
@@ -497,17 +506,21 @@ def _shared_y(ax, limits: tuple[float, float], *, log: bool) -> None:
     ax.set_ylim(*limits)
 
 
-def _log_ticks(low: float, high: float) -> list[float]:
-    """Round tick values between ``low`` and ``high``: 1, 2, 3, 5 x 10^k, finer when the
-    range holds fewer than three of them."""
+def _log_ticks(low: float, high: float, most: int = 8) -> list[float]:
+    """Round tick values between ``low`` and ``high``: the coarsest of 10^k, 1 and 3 x 10^k,
+    1, 2, 3, 5 x 10^k and finer steps that gives three ticks or more (and at most ``most``)."""
     decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-    for steps in ((1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8), tuple(range(10, 100, 5))):
-        scale = 1 if steps[0] == 1 else 10
-        ticks = [m / scale * 10.0**k for k in decades for m in steps]
-        ticks = [round(t, 12) for t in ticks if low <= t <= high]
-        if len(ticks) >= 3:
-            return ticks
-    return ticks
+    steps = ((1,), (1, 3), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8))
+    candidates = [
+        [t for t in (round(m * 10.0**k, 12) for k in decades for m in step) if low <= t <= high]
+        for step in steps
+    ]
+    candidates.append(
+        [t for t in (round(m / 10 * 10.0**k, 12) for k in decades for m in range(10, 100, 5))
+         if low <= t <= high]
+    )  # fmt: skip
+    fitting = [ticks for ticks in candidates if 3 <= len(ticks) <= most]
+    return fitting[0] if fitting else min(candidates, key=lambda t: abs(len(t) - 3))
 
 
 def _grid_title(seeds: pd.DataFrame, metric: str) -> str:
@@ -528,7 +541,9 @@ def _grid_title(seeds: pd.DataFrame, metric: str) -> str:
 
 def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
     """Training loss against the examples seen, (iteration + 1) x batch size, one line per
-    batch size, a panel per learning rate at which no seed diverged (log-log, shared axes).
+    batch size, a panel per learning rate at which no seed diverged (log-log, shared axes);
+    a batch size with an unstable seed (``outcome``, when ``seeds`` has it) is left out of
+    its panel, which says so.
 
     Parameters
     ----------
@@ -547,10 +562,16 @@ def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
     lrs = sorted(diverged.index[~diverged], reverse=True) or [None]
     fig = Figure(figsize=(min(PRINT_WIDTH, 2.2 + 2.6 * len(lrs)), 3.4), dpi=DPI)
     axes = fig.subplots(1, len(lrs), sharey=True, squeeze=False)[0]
+    # A configuration with an unstable seed is left out of its panel (its growing loss would
+    # set the shared axis), and the panel's title names it.
+    unstable = seeds[seeds["outcome"] == "unstable"] if "outcome" in seeds else seeds.iloc[:0]
     values = []
     for ax, lr in zip(axes, lrs, strict=True):
         rows = histories[histories["lr"] == lr]
+        left_out = sorted(unstable.loc[unstable["lr"] == lr, "batch_size"].unique())
         for batch_size, runs in rows.groupby("batch_size", sort=True):
+            if batch_size in left_out:
+                continue
             band = seed_band(runs, "train_loss")
             examples = (band["iteration"] + 1) * batch_size
             ax.plot(
@@ -568,9 +589,10 @@ def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
         ax.set_xscale("log")
         ax.set_xlabel("examples seen (log scale)")
         ax.grid(alpha=0.3, which="major")
-        ax.set_title(
-            "no learning rate without divergence" if lr is None else f"lr = {lr:g}", fontsize=9
-        )
+        title = "no learning rate without divergence" if lr is None else f"lr = {lr:g}"
+        if left_out:
+            title += f"\n(B = {', '.join(map(str, left_out))} left out: unstable)"
+        ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=8)
     axes[0].set_ylabel("training loss (log scale)")
     if values:

@@ -241,6 +241,33 @@ def test_log_ticks_are_round_and_at_least_three():
     assert figures._log_ticks(0.18, 1.1) == [0.2, 0.3, 0.5, 1.0]
     narrow = figures._log_ticks(0.35, 0.78)
     assert len(narrow) >= 3 and all(0.35 <= t <= 0.78 for t in narrow)
+    # a range of decades (an unstable run's loss) gets one tick per decade, not dozens
+    assert figures._log_ticks(0.18, 50_000) == [1.0, 10.0, 100.0, 1000.0, 10000.0]
+
+
+def test_examples_seen_leaves_out_an_unstable_configuration_and_says_so():
+    histories, seeds = fake_grid()
+    seeds = seeds.assign(outcome=np.where(seeds["diverged_at"].notna(), "diverged", "stable"))
+    seeds.loc[(seeds["lr"] == 0.01) & (seeds["batch_size"] == 1), "outcome"] = "unstable"
+    fig = figures.examples_seen(histories, seeds)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "lr = 0.01\n(B = 1 left out: unstable)" and titles[1] == "lr = 0.001"
+    assert len(fig.axes[0].get_lines()) == len(fig.axes[1].get_lines()) - 1
+
+
+def test_grid_curves_scale_on_stable_seeds_and_flag_unstable_ones():
+    """An unstable seed whose loss grows to 10^4 does not set the shared axis; its panel
+    says it is unstable."""
+    histories, seeds = fake_grid()
+    cell = (seeds["lr"] == 0.01) & (seeds["batch_size"] == 1)
+    seeds = seeds.assign(outcome=np.where(seeds["diverged_at"].notna(), "diverged", "stable"))
+    seeds.loc[cell & (seeds["seed"] == 0), "outcome"] = "unstable"
+    grows = (histories["lr"] == 0.01) & (histories["batch_size"] == 1) & (histories["seed"] == 0)
+    histories = histories.assign(train_loss=histories["train_loss"].where(~grows, 1e4))
+    fig = figures.grid_curves(histories, seeds, metric="train_loss")
+    assert fig.axes[0].get_ylim()[1] < 10
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any(t.startswith("unstable: 1 of") for t in texts)
 
 
 def test_examples_seen_puts_each_batch_size_at_iteration_plus_one_times_b():
