@@ -1072,7 +1072,7 @@ def _hero_loss_panel(ax, table: pd.DataFrame, lr_max: float) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.legend(fontsize=LEGEND_SIZE, loc="best", title="×: not stable", title_fontsize=7)
+    ax.plot([], [], "x", color="0.3", label="not stable (at the top)")
 
 
 def _hero_steps_panel(ax, steps: pd.DataFrame, hyperbola, target: str) -> None:
@@ -1128,8 +1128,11 @@ def hero(
     """
     _check_columns(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
     _check_columns(steps, "steps", ["batch_size", "steps"])
-    fig = Figure(figsize=(PRINT_WIDTH, 3.3), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(PRINT_WIDTH, 3.1), dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2)
     _hero_loss_panel(left, table, lr_max)
     _hero_steps_panel(right, steps, hyperbola, target)
+    # The batch sizes' key below both panels: inside (a) it would cover a curve somewhere.
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=LEGEND_SIZE)
     return fig

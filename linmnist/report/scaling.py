@@ -461,6 +461,37 @@ def excess_sign(table: pd.DataFrame) -> ExcessSign:
     )
 
 
+def format_fit(scaling: Scaling) -> pd.DataFrame:
+    """Per target (rows): the hyperbola fitted to the medians (S_min, E_min, B_crit), the
+    per-seed fits' B_crit (mean ± 95 % CI), the largest B up to which each doubling still
+    divides the steps by ``DOUBLING_GAIN`` (``halving_until``), and exact gradient descent's
+    steps at its best rate."""
+    rows = []
+    for i, target in enumerate(scaling.targets):
+        f = fit(scaling, i)
+        gd_lr, gd_steps = gd_best(scaling, i)
+        until = halving_until(best_steps(scaling, i))
+        seeds = f.b_crit_seeds
+        rows.append(
+            {
+                "target excess": f"{target:g}",
+                "fewest steps S_min": significant(f.median.s_min),
+                "fewest examples E_min": significant(f.median.e_min),
+                "critical batch size": significant(f.median.b_crit),
+                "per-seed fits (mean ± 95 % CI)": (
+                    f"{significant(seeds.mean())} ± {significant(ci95(seeds), 2)}"
+                ),
+                f"doubling B divides the steps by {DOUBLING_GAIN} or more up to": (
+                    "–" if until is None else f"B = {until:,}"
+                ),
+                "gradient descent: steps at its best rate": (
+                    f"{int(gd_steps):,} at η = {significant(gd_lr)}"
+                ),
+            }
+        )
+    return pd.DataFrame(rows).set_index("target excess")
+
+
 def format_best(scaling: Scaling) -> pd.DataFrame:
     """Per batch size (rows) and target (columns, "excess 0.05"): the median steps over the
     seeds at the best lr of the grid, with that lr, e.g. "639 at η = 0.00325" (the seeds'
@@ -532,7 +563,10 @@ def steps_figure(scaling: Scaling) -> Figure:
         right.axhline(h.e_min, color=color, lw=0.6, ls="--")
     left.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="steps to target",
              title="steps (dotted: perfect scaling; dashed: exact full batch)")  # fmt: skip
-    left.legend(fontsize=8)
+    # Perfect scaling runs on below the measured steps: the axis stops under the smallest.
+    smallest = min(best_steps(scaling, i)["steps"].min() for i in range(len(scaling.targets)))
+    left.set_ylim(bottom=0.5 * smallest)
+    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8)
     right.set(xscale="log", yscale="log", xlabel="steps S", ylabel="examples E = B S",
               title=r"$(S/S_{\min} - 1)(E/E_{\min} - 1) = 1$")  # fmt: skip
     return fig

@@ -141,7 +141,11 @@ def test_a_multiindex_header_is_caught():
 
 def test_the_tables_have_headers_in_words():
     scaling = _scaling()
-    frames = [section.format_best(scaling), section.format_noise(section.noise_table(scaling))]
+    frames = [
+        section.format_best(scaling),
+        section.format_noise(section.noise_table(scaling)),
+        section.format_fit(scaling),
+    ]
     for frame in frames:
         assert _bad_headers(frame) == []
         assert not isinstance(frame.columns, pd.MultiIndex)
@@ -151,6 +155,11 @@ def test_the_tables_have_headers_in_words():
     assert best.loc[1, "excess 0.05"] == "620 at η = 0.01"
     noise = section.format_noise(section.noise_table(scaling))
     assert not any("e+" in str(v) for v in noise.to_numpy().ravel())  # no e-notation
+    fits = section.format_fit(scaling)
+    assert list(fits.index) == ["0.1", "0.05"]
+    b_crit = section.fit(scaling, 1).median.b_crit  # about E_min 600 / S_min 20
+    assert fits.loc["0.05", "critical batch size"] == tables.significant(b_crit)
+    assert abs(b_crit - 30) < 1.5
 
 
 def _floor() -> pd.DataFrame:
