@@ -98,7 +98,7 @@ def proofread_report(
 ) -> list[str]:
     """What ``linmnist.report.proofread`` finds in an assembled report (its notebook and
     HTML): empty or punctuation-only table headers, phrases naming another build,
-    references written after their kind, numbers in e-notation."""
+    references written after their kind, doubled braces, numbers in e-notation."""
     texts = [c.source for c in nb.cells if c.cell_type == "markdown"]
     texts += [
         "".join(o.get("data", {}).get("text/markdown", ""))
@@ -112,6 +112,7 @@ def proofread_report(
         for p in proofread.build_leaks(text, dataset, profile)
     ]
     problems += [f"a reference after its kind: {r!r}" for r in proofread.doubled_kinds(text)]
+    problems += [f"a doubled brace: {b!r}" for b in proofread.doubled_braces(text)]
     return problems + [f"a number in e-notation: {n}" for n in proofread.e_notation(text)]
 
 

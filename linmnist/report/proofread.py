@@ -11,7 +11,9 @@ tests run them over the stored notebooks.
   ("the full build" in a small build's report, "on Fashion-MNIST" in an MNIST report);
 * ``e_notation(text)``: numbers in e-notation (``2.5e+04``) where a reader expects ×10ⁿ;
 * ``doubled_kinds(text)``: a reference written after its kind ("Figure @fig-x" reads
-  "Figure Figure 3").
+  "Figure Figure 3");
+* ``doubled_braces(text)``: "{{" left in the text, the mark of an f-string's escaped brace
+  in a string that was not an f-string (``$B_{{\\mathrm{{noise}}}}$``).
 """
 
 from __future__ import annotations
@@ -65,3 +67,8 @@ def e_notation(text: str) -> list[str]:
 def doubled_kinds(text: str) -> list[str]:
     """The references of ``text`` written after their kind: "Figure @fig-x", "Table Table 2"."""
     return [match.group(0) for match in _DOUBLED.finditer(text)]
+
+
+def doubled_braces(text: str) -> list[str]:
+    """The stretches of ``text`` around a "{{" (a brace escaped for an f-string outside one)."""
+    return [text[max(0, m.start() - 10) : m.end() + 10] for m in re.finditer(r"\{\{", text)]

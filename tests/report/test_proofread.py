@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from linmnist.experiments.paths import NOTEBOOKS
-from linmnist.report.proofread import bad_headers, build_leaks, doubled_kinds, e_notation
+from linmnist.report.proofread import (
+    bad_headers,
+    build_leaks,
+    doubled_braces,
+    doubled_kinds,
+    e_notation,
+)
 
 
 def test_bad_headers_are_empty_or_punctuation_only():
@@ -49,6 +55,12 @@ def test_doubled_kinds_find_a_kind_written_before_a_reference():
     assert doubled_kinds(text) == ["Figure @fig-", "table @tab-", "Table [Table"]
 
 
+def test_doubled_braces_find_an_escaped_brace_outside_an_f_string():
+    found = doubled_braces("is $B_{{\\mathrm{{noise}}}}$ here")
+    assert len(found) == 2 and found[0].startswith("is $B_{{")
+    assert doubled_braces("is $B_{\\mathrm{noise}}$ here, {a}") == []
+
+
 def _stored_text(path: Path) -> tuple[str, str]:
     """The Markdown a reader sees in a stored notebook, and its HTML outputs."""
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
@@ -70,3 +82,4 @@ def test_stored_notebooks_pass_the_proofreading(path):
     assert build_leaks(markdown, "mnist", "small") == []
     assert e_notation(markdown) == []
     assert doubled_kinds(markdown) == []
+    assert doubled_braces(markdown) == []

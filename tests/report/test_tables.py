@@ -1,7 +1,7 @@
 """Tables: aggregated from result files and sweep frames, numbers never typed in.
 
 The builders here (``write_runs``, ``seeds_frame``, ``SWEEP``, ``BOUNDS``) are shared by
-``test_facts``, ``test_narrative`` and ``test_figures``.
+``test_figures``.
 """
 
 import json
