@@ -281,17 +281,22 @@ def lr_table(scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_table(scaling: Scaling, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Every configuration of ``scaling.floor`` some seed of which did not diverge: the
-    measured excess over gradient descent (mean of those seeds' final training losses minus
-    L(W_t^GD)), its standard error, the seeds, lr x mean ||x||^2, the three predictions and
-    whether it is resolved (above twice the magnitude of the most negative measured excess)
-    and the verdict on each prediction there (``_verdict``; "unresolved" elsewhere).
+    """Every configuration of ``scaling.floor`` whose every seed was stable (``outcome``, the
+    rule of ``linmnist.report.outcomes``, when ``seeds`` has it; else none diverged): SGD has
+    no noise floor where a seed diverged or grew. For each, the measured excess over gradient
+    descent (mean of its seeds' final training losses minus L(W_t^GD)), its standard error,
+    the seeds, lr x mean ||x||^2, the three predictions, whether it is resolved (above twice
+    the magnitude of the most negative measured excess) and the verdict on each prediction
+    there (``_verdict``; "unresolved" elsewhere).
 
     ``seeds`` holds the per-seed rows of the Task 3 grid and the stability sweep (columns
     task, cell, status, final_train_loss, diverged_at), as ``inputs.task_results`` reads them.
     """
     loss_star = scaling.records[GD]["loss_star"]
-    ok = seeds[(seeds["status"] == "ok") & seeds["diverged_at"].isna()]
+    ran = seeds[seeds["status"] == "ok"]
+    stable = ran["outcome"] == "stable" if "outcome" in ran else ran["diverged_at"].isna()
+    whole = stable.groupby([ran["task"], ran["cell"]]).transform("all")
+    ok = ran[whole]
     measured = ok.groupby(["task", "cell"])["final_train_loss"].agg(["mean", "std", "size"])
     table = scaling.floor.merge(measured.reset_index(), on=["task", "cell"])
     table["measured"] = table["mean"] - loss_star - table["gd_excess"]
@@ -362,7 +367,7 @@ def floor_caption(n_seeds: int | None = None) -> str:
     return (
         "The excess of SGD's final training loss over gradient descent's at the same learning "
         "rate after the same iterations, for every configuration of the Task 3 grid and the "
-        f"stability sweep: measured (mean ± 95 % CI over {seeds} that did not diverge) and "
+        f"stability sweep whose every seed was stable: measured (mean ± 95 % CI over {seeds}) and "
         "predicted, in units of 10⁻³. ✗: the prediction is off by more than a factor "
         f"{FLOOR_FACTOR} and outside the measured 95 % CI; ?: off by more than that factor "
         "but inside the CI (undecided); no mark: within the factor (holds); "

@@ -116,6 +116,28 @@ def test_the_floor_account_holds_only_when_the_ratio_varies_less_than_b_crit():
     assert not section.floor_account_holds(drifting)
 
 
+def test_the_floor_table_measures_only_configurations_whose_every_seed_was_stable():
+    """An unstable seed has no noise floor: its configuration is left out of the test (a
+    loss 50 times its start would otherwise be an "undecided" 100-fold miss)."""
+    base = _scaling()
+    floor = pd.DataFrame({
+        "task": "stability", "cell": ["a", "b"], "lr": [0.001, 0.02], "batch_size": 1,
+        "iterations": 1000, "gd_excess": 0.0,
+        **{name: [1e-3, 0.2] for name in section.PREDICTIONS},
+    })  # fmt: skip
+    records = {**base.records, "gd": {**base.records["gd"], "loss_star": 0.2}}
+    scaling = Scaling(runs=base.runs, gd=base.gd, trajectory=base.trajectory, floor=floor,
+                      records=records)  # fmt: skip
+    seeds = pd.DataFrame({
+        "task": "stability", "cell": ["a", "a", "b", "b"], "status": "ok",
+        "diverged_at": np.nan, "final_train_loss": [0.201, 0.2012, 0.3, 24.6],
+        "outcome": ["stable", "stable", "stable", "unstable"],
+    })  # fmt: skip
+    table = section.floor_table(scaling, seeds)
+    assert list(table["cell"]) == ["a"]
+    assert table["measured"].iloc[0] == pytest.approx(0.0011)
+
+
 def test_significant_digits_are_written_out():
     assert tables.significant(445_012.3) == "445,000"
     assert tables.significant(0.000147) == "0.000147"
