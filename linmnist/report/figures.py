@@ -430,8 +430,10 @@ def _grid_panel(ax, cell: pd.DataFrame, runs: pd.DataFrame, metric: str, limits,
     _mark_divergence(ax, stops, len(runs), y=0.35 if metric == "train_loss" else 0.65, extra=extra)
     unstable = int((runs["outcome"] == "unstable").sum()) if "outcome" in runs else 0
     if unstable:
-        ax.text(0.5, 0.93, f"unstable: {unstable} of {len(runs)} seeds\n(clipped to the axis)",
-                transform=ax.transAxes, ha="center", va="top", fontsize=7, color="C3",
+        # Where the curves are not: high for a loss, low for an accuracy.
+        y, va = (0.93, "top") if metric == "train_loss" else (0.05, "bottom")
+        ax.text(0.5, y, f"unstable: {unstable} of {len(runs)} seeds\n(clipped to the axis)",
+                transform=ax.transAxes, ha="center", va=va, fontsize=7, color="C3",
                 bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.9})  # fmt: skip
     if failed or runs.empty:
         note = "failed" if failed else "no result"
@@ -633,8 +635,11 @@ def accuracy_heatmap(
     for row in table.itertuples(index=False):
         i, j = lrs.index(row.lr), batch_sizes.index(row.batch_size)
         acc = getattr(row, value)
+        unstable = getattr(row, "n_unstable", 0)
         if row.n_diverged == row.n_seeds and row.n_seeds > 0:
             labels[i, j] = "diverged"
+        elif row.n_seeds > 0 and row.n_diverged + unstable == row.n_seeds:
+            labels[i, j] = "unstable"
         elif np.isfinite(acc):
             grid[i, j] = 100 * acc
             ci = getattr(row, value.replace("_mean", "_ci"), math.nan)
@@ -1128,7 +1133,7 @@ def hero(
     """
     _check_columns(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
     _check_columns(steps, "steps", ["batch_size", "steps"])
-    fig = Figure(figsize=(PRINT_WIDTH, 3.1), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(PRINT_WIDTH, 2.8), dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2)
     _hero_loss_panel(left, table, lr_max)
     _hero_steps_panel(right, steps, hyperbola, target)

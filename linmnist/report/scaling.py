@@ -31,7 +31,6 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from linmnist.engine.scaling import Hyperbola, fit_hyperbola, target_columns
 from linmnist.experiments.paths import results_dir
-from linmnist.experiments.results import read_run_log
 from linmnist.experiments.scaling import (
     FLOOR,
     GD,
@@ -390,8 +389,8 @@ def format_floor(table: pd.DataFrame) -> pd.DataFrame:
                 "batch size": row.batch_size,
                 "iterations": row.iterations,
                 "lr · mean‖x‖²": significant(row.lr_x2),
-                "measured (10⁻³)": f"{1e3 * row.measured:.3f}"
-                + ("" if math.isnan(ci) else f" ± {1e3 * ci:.3f}")
+                "measured (10⁻³)": significant(1e3 * row.measured)
+                + ("" if math.isnan(ci) else f" ± {significant(1e3 * ci, 2)}")
                 + ("" if row.resolved else " (not resolved)"),
                 **{
                     f"{words} (10⁻³)": _e3(getattr(row, name), getattr(row, f"{name}_verdict"))
@@ -480,8 +479,8 @@ def format_fit(scaling: Scaling) -> pd.DataFrame:
         rows.append(
             {
                 "target excess": f"{target:g}",
-                "fewest steps S_min": significant(f.median.s_min),
-                "fewest examples E_min": significant(f.median.e_min),
+                "fewest steps Sₘᵢₙ": significant(f.median.s_min),
+                "fewest examples Eₘᵢₙ": significant(f.median.e_min),
                 "critical batch size": significant(f.median.b_crit),
                 "per-seed fits (mean ± 95 % CI)": (
                     f"{significant(seeds.mean())} ± {significant(ci95(seeds), 2)}"
@@ -527,15 +526,6 @@ def halving_until(best: pd.DataFrame) -> int | None:
             break
         last = int(large)
     return last
-
-
-def run_wall(build: Path, cells: int) -> pd.Series | None:
-    """The last logged run that made all ``cells`` scaling products (None: no such run)."""
-    log = read_run_log(build)
-    if log.empty:
-        return None
-    whole = log[(log["tasks"] == GROUP) & (log["cells"] == cells) & (log["ok"] == cells)]
-    return None if whole.empty else whole.iloc[-1]
 
 
 def _figure(ncols: int, width: float = 11.0, height: float = 4.2) -> tuple[Figure, list]:

@@ -22,7 +22,7 @@ every learning rate of a log grid with every batch size over a few seeds; its ta
 (per batch size, the largest lr at which every seed was stable and the smallest at which one
 was not), ``predicted_bounds`` (the learning rates the training inputs predict: 2 / lambda_max
 of X X^T / N, 2 / max ||x||^2 and 2 / mean ||x||^2), ``study_positions`` (where the study's
-learning rates sit) and ``sweep_run`` (the logged run that computed the whole sweep).
+learning rates sit) and ``logged_run`` (the logged run that computed the whole sweep).
 """
 
 from __future__ import annotations
@@ -1240,18 +1240,20 @@ def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("batch size")
 
 
-def sweep_run(runs_dir: str | Path, *, cells: int) -> pd.Series | None:
-    """The latest logged run of the sweep alone that computed all its ``cells`` cells.
+def logged_run(runs_dir: str | Path, *, task: str, cells: int) -> pd.Series | None:
+    """The latest logged run of ``task`` alone that made all its ``cells`` products.
 
     Returns
     -------
     Series or None
         Its line of ``runs_dir/runs.jsonl`` (``linmnist.experiments.results.RUN_LOG_FIELDS``:
         finished, executor, jobs, threads_per_job, cores, wall_seconds, ...); None when no
-        single run computed the whole sweep (e.g. it was interrupted and resumed).
+        single run made them all (e.g. it was interrupted and resumed).
     """
     if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
         raise ValueError(f"cells must be an integer >= 1, got {cells!r}")
     log = read_run_log(runs_dir)
-    whole = log[(log["tasks"] == SWEEP_TASK) & (log["cells"] == cells) & (log["ok"] == cells)]
+    if log.empty:
+        return None
+    whole = log[(log["tasks"] == task) & (log["cells"] == cells) & (log["ok"] == cells)]
     return None if whole.empty else whole.iloc[-1]

@@ -352,6 +352,16 @@ def test_accuracy_heatmap_labels_cells_and_diverged():
     assert ax.get_title() == "Final test accuracy, mean ± 95 % CI over seeds"
 
 
+def test_accuracy_heatmap_says_unstable_where_no_seed_was_stable():
+    """A cell whose seeds all ran to the end but were unstable has no mean to show, and says
+    why (not "no result")."""
+    table = fake_table().assign(n_unstable=0)
+    cell = (table["lr"] == 0.01) & (table["batch_size"] == 1)
+    table.loc[cell, ["n_unstable", "final_test_acc_mean"]] = [3, np.nan]
+    texts = [t.get_text() for t in figures.accuracy_heatmap(table).axes[0].texts]
+    assert texts.count("unstable") == 1 and "no result" not in texts
+
+
 def test_stability_plot_marks_threshold_and_diverged_lrs():
     fig = figures.stability_plot(fake_table(), lr_max=0.0525)
     ax = fig.axes[0]

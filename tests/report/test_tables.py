@@ -657,7 +657,7 @@ def test_study_positions_give_ratios_and_the_sweep_outcome():
     assert shown.loc[0.001, "batch size 1"] == "not in the sweep"
 
 
-def test_sweep_run_is_the_latest_run_that_computed_the_whole_sweep(tmp_path):
+def test_logged_run_is_the_latest_run_that_computed_the_whole_sweep(tmp_path):
     """A resumed run (some cells skipped), a run of other tasks and a run with fewer cells do
     not count; None when no run computed the whole sweep."""
     entry = {
@@ -677,7 +677,7 @@ def test_sweep_run_is_the_latest_run_that_computed_the_whole_sweep(tmp_path):
         entry
         | {"finished": "2026-01-01T00:00:00+00:00", "ok": 9, "skipped": 7, "wall_seconds": 30.0},
     )
-    assert tables.sweep_run(tmp_path, cells=16) is None
+    assert tables.logged_run(tmp_path, task="stability", cells=16) is None
     runs = [
         {"ok": 16, "skipped": 0, "wall_seconds": 300.0},
         {"ok": 16, "skipped": 0, "wall_seconds": 310.0},
@@ -687,11 +687,11 @@ def test_sweep_run_is_the_latest_run_that_computed_the_whole_sweep(tmp_path):
     ]
     for day, change in enumerate(runs, start=2):
         append_run_log(tmp_path, entry | {"finished": f"2026-01-0{day}T00:00:00+00:00"} | change)
-    run = tables.sweep_run(tmp_path, cells=16)
+    run = tables.logged_run(tmp_path, task="stability", cells=16)
     assert run["wall_seconds"] == 310.0 and run["jobs"] == 2
-    assert tables.sweep_run(tmp_path, cells=4)["wall_seconds"] == 7.0
+    assert tables.logged_run(tmp_path, task="stability", cells=4)["wall_seconds"] == 7.0
     with pytest.raises(ValueError, match="cells must be an integer >= 1, got 0"):
-        tables.sweep_run(tmp_path, cells=0)
+        tables.logged_run(tmp_path, task="stability", cells=0)
 
 
 @pytest.mark.parametrize(
