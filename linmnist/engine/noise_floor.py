@@ -142,6 +142,49 @@ def sigma_trajectory(
     return steps, np.array(sigmas)
 
 
+def noise_covariance(
+    model: FloorModel,
+    *,
+    lr: float,
+    batch_size: int | Sequence[int],
+    steps: Sequence[int],
+    sigma: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """c(t) after each of ``steps`` updates (ascending, >= 0) of the recursion from c(0) = 0.
+
+    Returns an array (len(steps), K, number of batch sizes): the recursions of several batch
+    sizes at one lr run side by side (one product with Q per step for all). ``sigma`` is
+    ``sigma_trajectory(model, lr=lr, iterations=max(steps))`` (computed here if None; it does
+    not depend on the batch size). An overflowing recursion gives inf or nan.
+    """
+    a = check_number("lr", lr, low=0, low_open=True)
+    sizes = [check_int("batch_size", b, low=1) for b in np.atleast_1d(batch_size).tolist()]
+    steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+    if steps.size == 0 or steps[0] < 0 or np.any(np.diff(steps) < 0):
+        raise ValueError(f"steps must be a non-empty ascending sequence of ints >= 0, got {steps}")
+    last = int(steps[-1])
+    if sigma is None:
+        sigma = sigma_trajectory(model, lr=a, iterations=max(last, 1))
+    checkpoints, sigmas = sigma
+    lam = model.lam[:, None]
+    noise = a * a / np.asarray(sizes, dtype=np.float64)  # a^2 / B, one column per batch size
+    keep = (1.0 - a * lam) ** 2 - noise * lam**2
+    c = np.zeros((len(lam), len(sizes)))
+    out = np.zeros((len(steps), *c.shape))
+    j, k = 0, int(np.searchsorted(steps, 0, side="right"))  # c(0) = 0 is already in out
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging recursion: inf or nan
+        for t in range(last):
+            while j + 1 < len(checkpoints) - 1 and checkpoints[j + 1] <= t:
+                j += 1
+            w = (t - checkpoints[j]) / (checkpoints[j + 1] - checkpoints[j])
+            source = ((1 - w) * sigmas[j] + w * sigmas[j + 1])[:, None]
+            c = keep * c + noise * (source + model.Q @ c)
+            while k < len(steps) and steps[k] == t + 1:
+                out[k] = c
+                k += 1
+    return out
+
+
 def excess_after(
     model: FloorModel,
     *,
@@ -152,31 +195,34 @@ def excess_after(
 ) -> float | np.ndarray:
     """0.5 sum lam_k c_k(t) after ``iterations`` steps of the recursion from c(0) = 0.
 
-    ``batch_size`` may be a sequence: the recursions of several batch sizes at one lr run
-    side by side (one product with Q per step for all), and an array is returned.
-    ``sigma`` is ``sigma_trajectory(model, lr=lr, iterations=iterations)`` (computed here if
-    None; it does not depend on the batch size). An overflowing recursion gives inf.
+    ``batch_size`` may be a sequence (an array is returned, see ``noise_covariance``, which
+    also describes ``sigma``). An overflowing recursion gives inf.
     """
-    a = check_number("lr", lr, low=0, low_open=True)
-    single = np.ndim(batch_size) == 0
-    sizes = [check_int("batch_size", b, low=1) for b in np.atleast_1d(batch_size).tolist()]
     iterations = check_int("iterations", iterations, low=1)
-    steps, sigmas = sigma_trajectory(model, lr=a, iterations=iterations) if sigma is None else sigma
-    lam = model.lam[:, None]
-    noise = a * a / np.asarray(sizes, dtype=np.float64)  # a^2 / B, one column per batch size
-    keep = (1.0 - a * lam) ** 2 - noise * lam**2
-    c = np.zeros((len(lam), len(sizes)))
-    j = 0
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverging recursion: inf or nan
-        for t in range(iterations):
-            while j + 1 < len(steps) - 1 and steps[j + 1] <= t:
-                j += 1
-            w = (t - steps[j]) / (steps[j + 1] - steps[j])
-            source = ((1 - w) * sigmas[j] + w * sigmas[j + 1])[:, None]
-            c = keep * c + noise * (source + model.Q @ c)
-        excess = 0.5 * (model.lam @ c)
+    c = noise_covariance(model, lr=lr, batch_size=batch_size, steps=[iterations], sigma=sigma)
+    with np.errstate(invalid="ignore"):
+        excess = 0.5 * (model.lam @ c[0])
     excess = np.where(np.isfinite(excess), excess, np.inf)
-    return float(excess[0]) if single else excess
+    return float(excess[0]) if np.ndim(batch_size) == 0 else excess
+
+
+def largest_stable_lr(model: FloorModel, *, batch_size: int) -> float:
+    """The lr above which the recursion's c(t) grows without bound: SGD's instability edge.
+
+    The recursion is c <- T c + (a^2 / B) sigma with T = I - a L1 + a^2 L2, L1 = 2 diag(lam),
+    L2 = (1 - 1/B) diag(lam)^2 + Q / B, both symmetric and T non-negative. Its spectral radius
+    reaches 1 where L2 v = (1/a) L1 v first has a solution, so, with
+    M = diag(lam)^(-1/2) L2 diag(lam)^(-1/2) (one symmetric eigenproblem, no search over a),
+
+        a* = 2 / lambda_max(M),
+
+    which is 2 / lambda_max(S) as B -> infinity (gradient descent's limit). It is also where
+    ``stationary_excess`` stops having a solution.
+    """
+    b = check_int("batch_size", batch_size, low=1)
+    root = 1.0 / np.sqrt(model.lam)
+    L2 = (1.0 - 1.0 / b) * np.diag(model.lam**2) + model.Q / b
+    return 2.0 / float(np.linalg.eigvalsh(root[:, None] * L2 * root[None, :])[-1])
 
 
 __all__ = [
@@ -185,6 +231,8 @@ __all__ = [
     "excess_after",
     "first_order_excess",
     "floor_model",
+    "largest_stable_lr",
+    "noise_covariance",
     "sigma_trajectory",
     "stationary_excess",
 ]

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 from linmnist.report.uncertainty import ci95
@@ -236,6 +237,18 @@ def _loss_limits(values: np.ndarray) -> tuple[float, float] | None:
     return low - pad, high + pad
 
 
+# The predicted expected loss (``linmnist.experiments.theory``), in every figure that has it.
+PREDICTED_STYLE = {"linestyle": (0, (7, 2.5)), "linewidth": 1.1}
+PREDICTED_LABEL = "predicted from the images"
+
+
+def _draw_predicted(ax, predicted: pd.DataFrame, metric: str, color: str = "black", label=None):
+    """The predicted curve of ``metric`` (its finite values) as a dashed line."""
+    finite = predicted[np.isfinite(predicted[metric].to_numpy(dtype=float))]
+    ax.plot(finite["iteration"], finite[metric] * _scale(metric), color=color, label=label,
+            **PREDICTED_STYLE)  # fmt: skip
+
+
 def digit_image(image: np.ndarray, *, title: str) -> Figure:
     """One grey-scale image, without axes ticks.
 
@@ -303,6 +316,7 @@ def training_curves(
     reference_label: str = "closed-form optimum",
     study: pd.DataFrame | None = None,
     diverged_at: Sequence[int] = (),
+    predicted: pd.DataFrame | None = None,
 ) -> Figure:
     """Training loss (left) and train/test accuracy (right) against the iteration, with one
     key below the panels (it never covers a curve).
@@ -324,6 +338,8 @@ def training_curves(
         (NaN where not reported), drawn as black markers.
     diverged_at : sequence of int
         Iterations at which seeds diverged; marked on both panels.
+    predicted : DataFrame, optional
+        Columns iteration, train_loss: the predicted expected loss, drawn dashed.
     """
     _check_columns(history, "history", ["iteration", *METRICS])
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
@@ -332,6 +348,9 @@ def training_curves(
     _draw_metric(ax_loss, history, "train_loss", color=COLORS["train_loss"], label="training loss")
     _draw_metric(ax_acc, history, "train_acc", color=COLORS["train_acc"], label="train")
     _draw_metric(ax_acc, history, "test_acc", color=COLORS["test_acc"], label="test")
+    if predicted is not None:
+        _check_columns(predicted, "predicted", ["iteration", "train_loss"])
+        _draw_predicted(ax_loss, predicted, "train_loss", label=PREDICTED_LABEL)
     if reference is not None:
         _draw_reference(ax_loss, ax_acc, reference, reference_label)
     if study is not None:
@@ -414,7 +433,8 @@ def _draw_diverged(ax, runs: pd.DataFrame, metric: str, limits: tuple[float, flo
     return "\n".join(names[m] for m in sorted(clipped))
 
 
-def _grid_panel(ax, cell: pd.DataFrame, runs: pd.DataFrame, metric: str, limits, last: int) -> None:
+def _grid_panel(ax, cell: pd.DataFrame, runs: pd.DataFrame, metric: str, limits, last: int,
+                predicted: pd.DataFrame) -> None:  # fmt: skip
     """One configuration: the mean of its seeds that did not diverge and its 95 % CI, the
     diverged seeds clipped to the shared axis, and a note where seeds diverged or failed."""
     failed = "status" in runs.columns and (runs["status"] != "ok").any()
@@ -424,6 +444,8 @@ def _grid_panel(ax, cell: pd.DataFrame, runs: pd.DataFrame, metric: str, limits,
     if not kept.empty:
         _draw_metric(ax, kept, metric, color=COLORS[metric], label=METRICS[metric])
     extra = _draw_diverged(ax, cell[cell["seed"].isin(diverged["seed"])], metric, limits)
+    if not predicted.empty:
+        _draw_predicted(ax, predicted, metric)
     stops = diverged["diverged_at"].astype(int).tolist()
     # A panel whose every seed diverged gets the short x range of its runs.
     ax.set_xlim(0, max(stops) + 1 if stops and kept.empty else last)
@@ -440,7 +462,13 @@ def _grid_panel(ax, cell: pd.DataFrame, runs: pd.DataFrame, metric: str, limits,
         ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="C3")
 
 
-def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) -> Figure:
+def grid_curves(
+    histories: pd.DataFrame,
+    seeds: pd.DataFrame,
+    *,
+    metric: str,
+    predicted: pd.DataFrame | None = None,
+) -> Figure:
     """Small multiples of one metric: a row per learning rate, a column per batch size.
 
     Every panel has the same vertical axis (logarithmic for the loss), set by the stable
@@ -460,10 +488,16 @@ def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) ->
         panel whose seeds diverged says at which iteration, a failed cell says so.
     metric : str
         train_loss, train_acc or test_acc.
+    predicted : DataFrame, optional
+        Columns lr, batch_size, iteration and ``metric``: the predicted curves, drawn dashed
+        (with a key below the panels).
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
     columns = ["lr", "batch_size", "seed", "iteration", metric]
+    if predicted is None:
+        predicted = pd.DataFrame(columns=["lr", "batch_size", "iteration", metric])
+    _check_columns(predicted, "predicted", ["lr", "batch_size", "iteration", metric])
     if histories.empty:  # every cell failed: the panels say so
         histories = pd.DataFrame(columns=columns)
     _check_columns(histories, "histories", columns)
@@ -483,7 +517,8 @@ def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) ->
         ax = axes[i, j]
         cell = histories[(histories["lr"] == lr) & (histories["batch_size"] == batch_size)]
         runs = seeds[(seeds["lr"] == lr) & (seeds["batch_size"] == batch_size)]
-        _grid_panel(ax, cell, runs, metric, limits, last)
+        curve = predicted[(predicted["lr"] == lr) & (predicted["batch_size"] == batch_size)]
+        _grid_panel(ax, cell, runs, metric, limits, last, curve)
         ax.set_title(f"lr = {lr:g}, B = {batch_size}", fontsize=9)
         ax.grid(alpha=0.3, which="both" if log else "major")
         ax.tick_params(labelsize=8)
@@ -494,7 +529,13 @@ def grid_curves(histories: pd.DataFrame, seeds: pd.DataFrame, *, metric: str) ->
             ax.set_ylabel(METRICS[metric], fontsize=9)
     _shared_y(axes[0, 0], limits, log=log)
     fig.suptitle(_grid_title(seeds, metric), fontsize=10)
-    fig.tight_layout()
+    if predicted.empty:
+        fig.tight_layout()
+        return fig
+    key = [Line2D([], [], color=COLORS[metric], linewidth=1.4, label="mean of the seeds"),
+           Line2D([], [], color="black", label=PREDICTED_LABEL, **PREDICTED_STYLE)]  # fmt: skip
+    fig.legend(handles=key, loc="lower center", ncol=2, fontsize=LEGEND_SIZE, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
@@ -762,7 +803,11 @@ def stability_plot(
 
 
 def subset_curves(
-    histories: pd.DataFrame, *, title: str, optimum: dict[int, float] | None = None
+    histories: pd.DataFrame,
+    *,
+    title: str,
+    optimum: dict[int, float] | None = None,
+    predicted: pd.DataFrame | None = None,
 ) -> Figure:
     """Training on N' images: loss on S', train/test accuracy, and the train-test gap, each
     N' in its colour (``size_color``), the mean over seeds with its 95 % CI as a band.
@@ -777,6 +822,8 @@ def subset_curves(
     optimum : dict, optional
         N' -> the training loss on S' of the closed-form least-squares fit (what SGD would
         converge to), drawn as a dotted line in the colour of N'.
+    predicted : DataFrame, optional
+        Columns n_prime, iteration, train_loss: the predicted loss on S', dashed.
     """
     if histories.empty:  # every cell failed: empty panels, and the key says so
         histories = pd.DataFrame(columns=["n_prime", "seed", "iteration", *METRICS])
@@ -805,6 +852,9 @@ def subset_curves(
             )
         if optimum is not None and n_prime in optimum:
             ax_loss.axhline(optimum[n_prime], color=color, linestyle=":", linewidth=1.2)
+        if predicted is not None:
+            curve = predicted[predicted["n_prime"] == n_prime]
+            _draw_predicted(ax_loss, curve, "train_loss")
         train = seed_band(history, "train_acc").set_index("iteration")["mean"]
         test = seed_band(history, "test_acc").set_index("iteration")["mean"]
         gap = (train - test).dropna()
@@ -813,6 +863,9 @@ def subset_curves(
     ax_acc.plot([], [], "k--", label="on the test set")
     if optimum is not None:
         ax_acc.plot([], [], "k:", label="least-squares optimum on S'\n(training loss)")
+    if predicted is not None:
+        label = f"training loss {PREDICTED_LABEL}\n(black, long dashes)"
+        ax_acc.plot([], [], color="k", label=label, **PREDICTED_STYLE)
     ax_gap.axhline(0, color="0.35", linewidth=0.8)
     ax_loss.set_title("Training loss on S'")
     ax_acc.set_title("Accuracy")
@@ -968,7 +1021,13 @@ def _state_panel(ax, table: pd.DataFrame, sizes: list) -> None:
     ax.set_ylim(len(sizes) - 0.5, -0.5)
 
 
-def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[float]) -> Figure:
+def stability_map(
+    table: pd.DataFrame,
+    bounds: LrBounds,
+    *,
+    study_lrs: Sequence[float],
+    edges: pd.DataFrame | None = None,
+) -> Figure:
     """Final test accuracy against the learning rate per batch size, and which runs are stable.
 
     Top panel: the mean final test accuracy of the stable seeds with the 95 % CI of that
@@ -986,6 +1045,9 @@ def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[
         ``tables.predicted_bounds(X)``.
     study_lrs : sequence of float
         Learning rates marked as the study's (``linmnist.report.study.STUDY_LRS``).
+    edges : DataFrame, optional
+        Columns batch_size, lr_edge: the predicted instability edge of each batch size,
+        drawn as a bar across its row of the bottom panel.
     """
     _check_columns(
         table, "table", ["batch_size", "lr", "state", "final_test_acc_mean", "final_test_acc_ci"]
@@ -997,6 +1059,14 @@ def stability_map(table: pd.DataFrame, bounds: LrBounds, *, study_lrs: Sequence[
     sizes = sorted(table["batch_size"].unique())
     _accuracy_panel(top, table)
     _state_panel(bottom, table, sizes)
+    if edges is not None:
+        _check_columns(edges, "edges", ["batch_size", "lr_edge"])
+        for batch_size, lr in edges[edges["batch_size"].isin(sizes)][
+            ["batch_size", "lr_edge"]
+        ].values:
+            row = sizes.index(batch_size)
+            bottom.plot([lr, lr], [row - 0.42, row + 0.42], color="black", linewidth=2.2)
+        bottom.plot([], [], color="black", linewidth=2.2, label="predicted edge")
     top.set_ylabel("final test accuracy (%)")
     low, high = top.get_ylim()
     top.set_ylim(max(low, 0.0), min(high, 100.0))

@@ -18,6 +18,7 @@ from linmnist.engine.validation import LinmnistError
 from linmnist.experiments.grids import load_grids
 from linmnist.experiments.paths import ROOT, build_dir, relative_to_root, results_dir
 from linmnist.experiments.results import json_path, load_history, load_task
+from linmnist.experiments.theory import GROUP, Theory, load_theory
 from linmnist.report import outcomes
 
 
@@ -145,3 +146,28 @@ def task_results(
     histories = load_history(results_dir(build), task, cells=cells)
     seeds = outcomes.classify(load_task(results_dir(build), task, cells=cells), histories)
     return TaskResults(task=task, cells=cells, seeds=seeds, histories=histories, build=build)
+
+
+def theory_results(
+    tasks: tuple[str, ...],
+    *,
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | Path | None = None,
+    build: str | Path | None = None,
+) -> Theory:
+    """The predicted curves of ``tasks`` (and the instability edges, with "stability") of a
+    build (``linmnist.experiments.theory``).
+
+    Raises
+    ------
+    MissingResults
+        When one was not made, with the command that makes it.
+    """
+    build = locate_build(dataset, profile, build, config)
+    for task in tasks:
+        require_product(
+            results_dir(build) / GROUP / f"{task}.json", what=f"the predictions of {task}",
+            dataset=dataset, profile=profile, config=config, target=f"{GROUP}/{task}",
+        )  # fmt: skip
+    return load_theory(build, tasks)

@@ -3,8 +3,8 @@
 ``pipeline(dataset, profile, config)`` lists every product in dependency order:
 
 * the grid cells of every task of the configuration (``grid``, ``subset``, ``stability``),
-  the framework comparison (``frameworks``) and the scaling experiment (``scaling``), made
-  by Python jobs;
+  the framework comparison (``frameworks``), the scaling experiment (``scaling``) and the
+  predictions made from the data alone (``theory``), made by Python jobs;
 * one executed copy per task notebook (``notebooks/<stem>``), whose upstream products are
   the results it reads (``NOTEBOOKS``);
 * the report (``report``), assembled from the executed notebooks.
@@ -22,21 +22,22 @@ from linmnist.experiments.grids import check_n_train, load_grids
 from linmnist.experiments.paths import NOTEBOOKS, ROOT, build_dir, notebooks_dir, relative_to_root
 from linmnist.experiments.products import Product, experiment_products
 from linmnist.experiments.scaling import scaling_products
+from linmnist.experiments.theory import theory_products
 
 NOTEBOOK_JOB = "linmnist.experiments.notebooks:notebook_job"
 REPORT_JOB = "linmnist.report.build:report_job"
 # The task notebooks in reading order, each with the groups of products it reads.
 NOTEBOOKS_READ: dict[str, tuple[str, ...]] = {
-    "00_summary": ("grid", "subset", "stability", "frameworks", "scaling"),
+    "00_summary": ("grid", "subset", "stability", "frameworks", "scaling", "theory"),
     "01_data": (),
-    "02_baseline": ("grid",),
-    "03_batch_size": ("grid", "scaling"),
-    "05_training_set_size": ("subset",),
+    "02_baseline": ("grid", "theory"),
+    "03_batch_size": ("grid", "scaling", "theory"),
+    "05_training_set_size": ("subset", "theory"),
     "06_frameworks": ("frameworks",),
-    "07_stability": ("stability",),
+    "07_stability": ("stability", "theory"),
     "08_scaling_law": ("scaling", "grid", "stability"),
     "09_conclusions": (),
-    "10_appendix": ("grid", "subset", "stability", "frameworks", "scaling"),
+    "10_appendix": ("grid", "subset", "stability", "frameworks", "scaling", "theory"),
 }
 
 
@@ -71,6 +72,7 @@ def pipeline(
     products = experiment_products(grids, build, dataset)
     products.append(comparison_product(build, dataset, profile))
     products += scaling_products(build, dataset, config=config, profile=profile, grids=grids)
+    products += theory_products(build, dataset, grids)
     groups = {p.group for p in products}
     parameters = notebook_parameters(dataset, profile, config)
     notebooks = []

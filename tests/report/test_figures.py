@@ -510,3 +510,39 @@ def test_spectrum_marks_lambda_max_and_the_norms_on_a_log_scale():
     assert any("tr" in label and "6.5" in label for label in labels)
     with pytest.raises(ValueError, match="positive maximum"):
         figures.spectrum(np.zeros(3), mean_norm=1.0, max_norm=1.0, title="S")
+
+
+def _predicted_lines(ax):
+    return [line for line in ax.get_lines() if line.get_linestyle() == "--" and
+            line.get_color() == "black"]  # fmt: skip
+
+
+def test_grid_curves_draw_the_prediction_in_every_panel_with_a_key():
+    histories, seeds = fake_grid()
+    predicted = histories.groupby(["lr", "batch_size", "iteration"], as_index=False)[
+        "train_loss"
+    ].mean()
+    fig = figures.grid_curves(histories, seeds, metric="train_loss", predicted=predicted)
+    assert all(len(_predicted_lines(ax)) == 1 for ax in fig.axes)
+    assert figures.PREDICTED_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert figures.grid_curves(histories, seeds, metric="train_loss").legends == []
+
+
+def test_training_curves_and_subset_curves_draw_the_prediction():
+    history = pd.concat([fake_history(seed=s) for s in range(3)])
+    predicted = history.groupby("iteration", as_index=False)["train_loss"].mean()
+    fig = figures.training_curves(history, title="lr 0.01", predicted=predicted)
+    assert figures.PREDICTED_LABEL in line_labels(fig.axes[0])
+    subset = history.assign(n_prime=100)
+    fig = figures.subset_curves(subset, title="N'", predicted=predicted.assign(n_prime=100))
+    assert len(_predicted_lines(fig.axes[0])) == 1
+
+
+def test_the_stability_map_draws_the_predicted_edge_across_each_row():
+    table = accuracy_table(seeds_frame())
+    edges = pd.DataFrame({"batch_size": [1, 10, 7], "lr_edge": [0.01, 0.03, 0.04]})
+    fig = figures.stability_map(table, BOUNDS, study_lrs=STUDY_LRS, edges=edges)
+    bottom = fig.axes[1]
+    bars = [line for line in bottom.get_lines() if line.get_linewidth() == 2.2]
+    assert sorted(bar.get_xdata()[0] for bar in bars if len(bar.get_xdata())) == [0.01, 0.03]
+    assert "predicted edge" in line_labels(bottom)

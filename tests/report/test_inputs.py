@@ -6,7 +6,13 @@ import pytest
 
 from linmnist.cli import run_main, status_main
 from linmnist.experiments.paths import REPORTS
-from linmnist.report.inputs import MissingResults, locate_build, run_command, task_results
+from linmnist.report.inputs import (
+    MissingResults,
+    locate_build,
+    run_command,
+    task_results,
+    theory_results,
+)
 from linmnist.report.pipeline import pipeline
 
 CONFIG = """
@@ -70,3 +76,12 @@ def test_builds_are_apart():
     assert locate_build() == REPORTS
     assert locate_build("mnist", "small") == REPORTS / "mnist" / "small"
     assert locate_build("fashion-mnist") == REPORTS / "fashion-mnist" / "full"
+
+
+def test_missing_predictions_name_the_command_that_makes_them(config, capsys):
+    with pytest.raises(MissingResults, match="the predictions of grid are missing") as caught:
+        theory_results(("grid",), profile="tiny", config=config)
+    words = shlex.split(str(caught.value).split("run `", 1)[1].rstrip("`"))
+    assert run_main([*words[4:], "--dry-run"]) == 0
+    planned = {line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert planned == {"theory/grid"}

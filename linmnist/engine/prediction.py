@@ -1,0 +1,140 @@
+"""SGD's expected learning curves, predicted from the data before anything is trained.
+
+The batch gradient is unbiased and linear in W, so the mean of the SGD iterate W_t is the
+gradient-descent iterate mu_t, and the losses are quadratic in W. Hence, with D_t = W_t - mu_t
+and c_k(t) = sum over rows of Var(D_t v_k) in the eigenbasis (lam_k, v_k) of S:
+
+    E[L(W_t)]      = L(mu_t)      + 0.5 sum_k lam_k c_k(t)      (exact given c),
+    E[L_test(W_t)] = L_test(mu_t) + 0.5 sum_k s_k c_k(t),       s_k = v_k^T S_test v_k.
+
+L(mu_t) is ``spectrum.gd_excess``'s closed form, L_test(mu_t) a quadratic form in
+U_t = U* (1 - (1 - lr lam)^t). The approximation is all in c(t): ``noise_floor``'s recursion,
+which assumes the covariance of D_t stays diagonal in S's eigenbasis (the off-diagonal
+fourth moments are dropped, and so are the off-diagonal covariances in the test loss), with
+the gradient noise interpolated between a few checkpoints of the gradient-descent path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from linmnist.engine.evaluation import check_data
+from linmnist.engine.noise_floor import FloorModel, noise_covariance, sigma_trajectory
+from linmnist.engine.spectrum import Spectrum, gd_excess
+from linmnist.engine.validation import check_int, check_number
+
+# Checkpoints of the gradient noise along the gradient-descent path: a curve is compared
+# with measurements at every evaluated iteration, not only at the last one.
+CURVE_CHECKPOINTS = 24
+CURVE_COLUMNS = ["batch_size", "iteration", "train_loss", "test_loss"]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The test set's quadratic loss: L_test(W) = 0.5 tr(W S W^T) - tr(W C^T) + loss_zero.
+
+    Attributes
+    ----------
+    S : ndarray (D, D)
+        X_test X_test^T / N_test.
+    C : ndarray (10, D)
+        Y_test X_test^T / N_test.
+    loss_zero : float
+        L_test(0) = 0.5 ||Y_test||^2 / N_test.
+    """
+
+    S: np.ndarray
+    C: np.ndarray
+    loss_zero: float
+
+
+def held_out(X_test: np.ndarray, Y_test: np.ndarray) -> HeldOut:
+    """The ``HeldOut`` moments of a test set (float64; shared by every training subset)."""
+    X_test, Y_test = check_data(X_test, Y_test, "X_test", "Y_test")
+    X = np.asarray(X_test, dtype=np.float64)
+    Y = np.asarray(Y_test, dtype=np.float64)
+    n = X.shape[1]
+    return HeldOut(S=X @ X.T / n, C=Y @ X.T / n, loss_zero=0.5 * float(np.sum(Y * Y)) / n)
+
+
+def expected_losses(
+    spec: Spectrum,
+    model: FloorModel,
+    *,
+    lr: float,
+    batch_size: int | Sequence[int],
+    iterations: Sequence[int],
+    test: HeldOut | None = None,
+) -> pd.DataFrame:
+    """The expected training (and test) loss of SGD from W = 0 at each of ``iterations``.
+
+    Parameters
+    ----------
+    spec, model : Spectrum, FloorModel
+        Of the training set (``spectrum.spectrum``, ``noise_floor.floor_model``).
+    lr : float
+        SGD's step.
+    batch_size : int or sequence of int
+        Batch sizes (batches drawn with replacement); several at one lr are predicted
+        together, sharing the gradient-descent part and the noise checkpoints.
+    iterations : ints, ascending
+        0-based iteration numbers as in a run's history: iteration i is after i + 1 updates.
+    test : HeldOut, optional
+        The test set; without it test_loss is NaN.
+
+    Returns
+    -------
+    DataFrame with ``CURVE_COLUMNS``, batch size after batch size; inf where the prediction
+    diverges (above 2 / lambda_max, or above ``noise_floor.largest_stable_lr``).
+    """
+    lr = check_number("lr", lr, low=0, low_open=True)
+    sizes = [check_int("batch_size", b, low=1) for b in np.atleast_1d(batch_size).tolist()]
+    its = np.asarray(iterations, dtype=np.int64).reshape(-1)
+    if its.size == 0 or its[0] < 0 or np.any(np.diff(its) <= 0):
+        raise ValueError(f"iterations must be ascending distinct ints >= 0, got {iterations}")
+    steps = its + 1
+    # Above 2 / lambda_max gradient descent, the mean of SGD, overflows: so does the curve.
+    with np.errstate(over="ignore", invalid="ignore"):
+        sigma = sigma_trajectory(
+            model, lr=lr, iterations=int(steps[-1]), checkpoints=CURVE_CHECKPOINTS
+        )
+        c = noise_covariance(model, lr=lr, batch_size=sizes, steps=steps, sigma=sigma)
+        train = (spec.loss_star + gd_excess(spec, lr, steps))[:, None] + 0.5 * np.einsum(
+            "tkb,k->tb", c, model.lam
+        )
+        test_loss = np.full_like(train, np.nan)
+        if test is not None:
+            V = spec.V[:, spec.lam > 0]
+            S, C = V.T @ test.S @ V, test.C @ V  # the test moments in S's eigenbasis
+            gd_test = _gd_test_loss(spec, S, C, lr, steps) + test.loss_zero
+            test_loss = gd_test[:, None] + 0.5 * np.einsum("tkb,k->tb", c, np.diag(S))
+    train = np.where(np.isfinite(train), train, np.inf)
+    if test is not None:
+        test_loss = np.where(np.isfinite(test_loss), test_loss, np.inf)
+    return pd.DataFrame(
+        {
+            "batch_size": np.repeat(sizes, len(its)),
+            "iteration": np.tile(its, len(sizes)),
+            "train_loss": train.T.reshape(-1),
+            "test_loss": test_loss.T.reshape(-1),
+        }
+    )
+
+
+def _gd_test_loss(spec: Spectrum, S: np.ndarray, C: np.ndarray, lr: float, steps) -> np.ndarray:
+    """L_test(mu_t) - L_test(0) at every t of ``steps``, from the test moments S, C in the
+    eigenbasis: with U_t = U* P_t, P_t = 1 - (1 - lr lam)^t, it is 0.5 P_t A P_t - P_t b with
+    A = (U*^T U*) * S and b = sum_c U*_c C_c (a K x K form per step, no pass over the data)."""
+    live = spec.lam > 0
+    U = spec.W_star @ spec.V[:, live]
+    A = (U.T @ U) * S
+    b = np.sum(U * C, axis=0)
+    P = 1.0 - (1.0 - lr * spec.lam[live])[None, :] ** steps[:, None].astype(np.float64)
+    return 0.5 * np.einsum("tk,tk->t", P @ A, P) - P @ b
+
+
+__all__ = ["CURVE_COLUMNS", "HeldOut", "expected_losses", "held_out"]

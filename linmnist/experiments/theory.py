@@ -1,0 +1,176 @@
+"""SGD's learning curves and instability edges, predicted from the data alone, as a product.
+
+``theory/<task>`` (``curves_job``) needs no run: from the images it predicts
+(``linmnist.engine.prediction``) the expected training and test loss, at every iteration, of
+each configuration of the Task 3 grid, the stability sweep and Task 5 (there, the mean of the
+predictions for each seed's own subset S'), and (``noise_floor.largest_stable_lr``) the lr
+above which SGD's second moment grows without bound, for each batch size. Its files, in
+``results/theory/`` of a build:
+
+* ``<task>.curves.csv``: task, cell, batch_size, iteration, train_loss, test_loss (inf where
+  the prediction diverges);
+* ``edges.csv`` (made by ``theory/stability``): batch_size, lr_edge, and lr_gd = 2 / lambda_max
+  (gradient descent's edge), for the stability sweep's batch sizes.
+
+``load_theory`` reads them back into a ``Theory``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from linmnist.engine import noise_floor
+from linmnist.engine.prediction import CURVE_COLUMNS, HeldOut, expected_losses, held_out
+from linmnist.engine.sgd import draw_subset
+from linmnist.engine.spectrum import spectrum
+from linmnist.experiments.cells import prepared
+from linmnist.experiments.grids import Cell
+from linmnist.experiments.paths import results_dir
+from linmnist.experiments.products import Product
+from linmnist.experiments.results import atomic_write_text, read_record
+
+GROUP = "theory"
+CURVES_SUFFIX, EDGES_FILE = ".curves.csv", "edges.csv"
+# The tasks whose configurations are predicted, and the one whose product gives the edges.
+TASKS = ("grid", "stability", "subset")
+EDGES_TASK = "stability"
+EDGE_COLUMNS = ["batch_size", "lr_edge", "lr_gd"]
+
+
+def theory_products(build: Path, dataset: str, grids: dict[str, list[Cell]]) -> list[Product]:
+    """One product ``theory/<task>`` per task of ``TASKS`` in ``grids`` (they run in parallel)."""
+    return [
+        Product(
+            name=f"{GROUP}/{task}",
+            directory=results_dir(build) / GROUP,
+            stem=task,
+            job="linmnist.experiments.theory:curves_job",
+            params={
+                "dataset": dataset,
+                "configurations": [
+                    {"task": task, "cell": cell.name, **_settings(cell.params)}
+                    for cell in grids[task]
+                ],
+            },
+            outputs=(f"{task}{CURVES_SUFFIX}", *((EDGES_FILE,) if task == EDGES_TASK else ())),
+        )
+        for task in TASKS
+        if grids.get(task)
+    ]
+
+
+def _settings(params: dict[str, Any]) -> dict[str, Any]:
+    keys = ("lr", "batch_size", "iterations")
+    subset = {"n_prime": params["n_prime"], "seeds": params["seeds"]} if "n_prime" in params else {}
+    return {**{k: params[k] for k in keys}, **subset}
+
+
+@functools.cache
+def _model(dataset: str, n_prime: int | None = None, seed: int = 0):
+    """(Spectrum, FloorModel) of the training set, or of the subset S' of ``seed``."""
+    X, Y, _, _ = prepared(dataset)
+    if n_prime is not None:
+        subset = draw_subset(X.shape[1], n_prime, seed=seed)
+        X, Y = X[:, subset], Y[:, subset]
+    spec = spectrum(X, Y)
+    return spec, noise_floor.floor_model(spec, X, Y)
+
+
+def _curves(dataset: str, test: HeldOut, confs: list[dict[str, Any]]) -> pd.DataFrame:
+    """The predicted curves of configurations that share lr and iterations, at every
+    iteration: one prediction for all their batch sizes, or, for Task 5, the mean of the
+    predictions for each seed's subset S'."""
+    first = confs[0]
+    settings = {"lr": first["lr"], "iterations": np.arange(first["iterations"]), "test": test}
+    if "n_prime" not in first:
+        sizes = [conf["batch_size"] for conf in confs]
+        frame = expected_losses(*_model(dataset), batch_size=sizes, **settings)
+        names = {conf["batch_size"]: (conf["task"], conf["cell"]) for conf in confs}
+        return frame.assign(
+            task=frame["batch_size"].map(lambda b: names[b][0]),
+            cell=frame["batch_size"].map(lambda b: names[b][1]),
+        )
+    (conf,) = confs
+    curves = [
+        expected_losses(*_model(dataset, conf["n_prime"], seed), batch_size=conf["batch_size"],
+                        **settings)
+        for seed in conf["seeds"]
+    ]  # fmt: skip
+    mean = pd.concat(curves).groupby(["batch_size", "iteration"], as_index=False).mean()
+    return mean.assign(task=conf["task"], cell=conf["cell"])
+
+
+def _groups(configurations: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The configurations predicted together: those of one task with the same lr and
+    iterations (and distinct batch sizes); each Task 5 configuration alone."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for i, conf in enumerate(configurations):
+        alone = "n_prime" in conf
+        key = (conf["task"], conf["lr"], conf["iterations"], i if alone else None)
+        groups.setdefault(key, []).append(conf)
+    return list(groups.values())
+
+
+def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
+    """The job of ``theory/<task>``: ``<task>.curves.csv`` (and ``edges.csv``, module docstring)."""
+    dataset = params["dataset"]
+    _, _, X_test, Y_test = prepared(dataset)
+    test = held_out(X_test, Y_test)
+    configurations = params["configurations"]
+    frames = [_curves(dataset, test, group) for group in _groups(configurations)]
+    curves = pd.concat(frames)[["task", "cell", *CURVE_COLUMNS]]
+    atomic_write_text(Path(out) / f"{stem}{CURVES_SUFFIX}", curves.to_csv(index=False))
+    spec, model = _model(dataset)
+    if stem == EDGES_TASK:
+        sizes = sorted({c["batch_size"] for c in configurations})
+        edges = [
+            [b, noise_floor.largest_stable_lr(model, batch_size=b), spec.lr_max] for b in sizes
+        ]
+        frame = pd.DataFrame(edges, columns=EDGE_COLUMNS)
+        atomic_write_text(Path(out) / EDGES_FILE, frame.to_csv(index=False))
+    return {"configurations": len(configurations), "lambda_max": spec.lambda_max}
+
+
+@dataclass
+class Theory:
+    """The predictions of a build, as ``load_theory`` reads them.
+
+    Attributes
+    ----------
+    curves : DataFrame
+        task, cell, iteration, train_loss, test_loss.
+    edges : DataFrame
+        batch_size, lr_edge (the predicted instability edge), lr_gd (2 / lambda_max).
+    error : str or None
+        Why products failed (their rows are then missing).
+    """
+
+    curves: pd.DataFrame
+    edges: pd.DataFrame
+    error: str | None = None
+
+
+def load_theory(build: Path, tasks: Sequence[str]) -> Theory:
+    """The ``Theory`` of ``tasks`` in the build in ``build`` (their records must exist)."""
+    directory = results_dir(build) / GROUP
+    curves, edges, errors = [], pd.DataFrame(columns=EDGE_COLUMNS), []
+    for task in tasks:
+        record = read_record(directory / f"{task}.json")
+        if record["status"] != "ok":
+            errors.append(f"{task}: {record.get('error') or 'failed'}")
+            continue
+        curves.append(pd.read_csv(directory / f"{task}{CURVES_SUFFIX}"))
+        if task == EDGES_TASK:
+            edges = pd.read_csv(directory / EDGES_FILE)
+    frame = pd.concat(curves) if curves else pd.DataFrame(columns=["task", "cell", *CURVE_COLUMNS])
+    return Theory(curves=frame, edges=edges, error="; ".join(errors) or None)
+
+
+__all__ = ["Theory", "curves_job", "load_theory", "theory_products"]

@@ -1,0 +1,102 @@
+"""Predicted against measured learning curves: how often the prediction lies in the seeds' CI.
+
+For each configuration whose seeds all ran to the end, at each iteration where every seed
+was evaluated, the seeds' mean training loss and its 95 % CI (``uncertainty.ci95``) are set
+beside the predicted expected loss (``linmnist.experiments.theory``): the share of those
+iterations where the prediction lies inside the CI, and the largest relative error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pandas.io.formats.style import Styler
+
+from linmnist.report.tables import check_frame, styled
+from linmnist.report.uncertainty import ci95
+
+AGREEMENT_COLUMNS = ["cell", "seeds", "points", "inside", "max_rel_error"]
+# The share of iterations inside the CI from which a run's prediction counts as agreeing.
+AGREES_FROM = 0.9
+
+
+def seed_means(histories: pd.DataFrame, metric: str = "train_loss") -> pd.DataFrame:
+    """Per (cell, iteration) where every seed of the cell was evaluated: seeds, mean, ci."""
+    check_frame(histories, "histories", ["cell", "seed", "iteration", metric])
+    seeds = histories.groupby("cell")["seed"].nunique().rename("seeds")
+    stats = histories.groupby(["cell", "iteration"])[metric].agg(
+        count="count", mean="mean", ci=ci95
+    )
+    stats = stats.reset_index().merge(seeds, on="cell")
+    return stats[stats["count"] == stats["seeds"]].drop(columns="count")
+
+
+def agreement(
+    histories: pd.DataFrame, curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "train_loss"
+) -> pd.DataFrame:
+    """One row per cell whose every seed ran to the end (``runs``' diverged_at all missing):
+    ``AGREEMENT_COLUMNS`` (points: iterations compared; inside: their share where the
+    prediction lies in the 95 % CI of the seeds' mean; max_rel_error: the largest
+    |predicted - mean| / mean)."""
+    check_frame(curves, "curves", ["cell", "iteration", metric])
+    check_frame(runs, "runs", ["cell", "diverged_at"])
+    whole = runs.groupby("cell")["diverged_at"].apply(lambda d: d.isna().all())
+    means = seed_means(histories[histories["cell"].isin(whole[whole].index)], metric)
+    both = means.merge(
+        curves[["cell", "iteration", metric]].rename(columns={metric: "predicted"}),
+        on=["cell", "iteration"],
+    )
+    error = (both["predicted"] - both["mean"]).abs()
+    both = both.assign(inside=error <= both["ci"], rel=error / both["mean"].abs())
+    table = both.groupby("cell", sort=False).agg(
+        seeds=("seeds", "first"),
+        points=("iteration", "size"),
+        inside=("inside", "mean"),
+        max_rel_error=("rel", "max"),
+    )
+    return table.reset_index()[AGREEMENT_COLUMNS]
+
+
+def with_settings(curves: pd.DataFrame, seeds: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The predicted ``curves`` with each cell's ``keys`` (e.g. lr, batch_size) from ``seeds``."""
+    check_frame(seeds, "seeds", ["cell", *keys])
+    settings = seeds[["cell", *keys]].drop_duplicates("cell")
+    return curves.drop(columns=[k for k in keys if k in curves.columns]).merge(settings, on="cell")
+
+
+def format_agreement(table: pd.DataFrame, seeds: pd.DataFrame, keys: dict[str, str]) -> Styler:
+    """``agreement`` for display, the cell named by its ``keys`` (column -> header)."""
+    frame = table.merge(seeds[["cell", *keys]].drop_duplicates("cell"), on="cell")
+    frame = frame.sort_values(list(keys))[[*keys, *AGREEMENT_COLUMNS[1:]]]
+    return styled(
+        frame,
+        {
+            "inside": lambda v: f"{100 * v:.0f} %",
+            "max_rel_error": lambda v: f"{100 * v:.2g} %",
+            **{k: "{:g}".format for k in keys},
+        },
+        headers={
+            **keys,
+            "seeds": "seeds",
+            "points": "iterations compared",
+            "inside": "prediction inside the 95 % CI",
+            "max_rel_error": "largest relative error",
+        },
+    )
+
+
+def share_agreeing(table: pd.DataFrame) -> float:
+    """The share of the rows of ``agreement`` whose prediction is inside the CI at
+    ``AGREES_FROM`` of their iterations or more (NaN without rows)."""
+    return float(np.mean(table["inside"] >= AGREES_FROM)) if len(table) else float("nan")
+
+
+__all__ = [
+    "AGREEMENT_COLUMNS",
+    "AGREES_FROM",
+    "agreement",
+    "format_agreement",
+    "seed_means",
+    "share_agreeing",
+    "with_settings",
+]

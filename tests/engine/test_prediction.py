@@ -1,0 +1,104 @@
+"""The predicted learning curves: against many seeds, gradient descent and the final excess;
+the predicted instability edge against the fixed point's existence."""
+
+import math
+
+import numpy as np
+import pytest
+
+from linmnist.engine.evaluation import evaluate_trajectory
+from linmnist.engine.noise_floor import (
+    excess_after,
+    floor_model,
+    largest_stable_lr,
+    sigma_trajectory,
+    stationary_excess,
+)
+from linmnist.engine.prediction import CURVE_CHECKPOINTS, expected_losses, held_out
+from linmnist.engine.sgd import train
+from linmnist.engine.spectrum import gd_excess, gd_weights, spectrum
+
+
+@pytest.fixture(scope="module")
+def case(synthetic):
+    (X, Y), (Xt, Yt) = synthetic(800, 300, d=60, seed=5)
+    spec = spectrum(X, Y)
+    return spec, floor_model(spec, X, Y), held_out(Xt, Yt), (X, Y, Xt, Yt)
+
+
+def _seed_means(data, *, lr, batch_size, iterations, seeds):
+    X, Y, _, _ = data
+    runs = [
+        train(X, Y, lr=lr, batch_size=batch_size, iterations=iterations, seed=s).history
+        for s in range(seeds)
+    ]
+    losses = np.array([run["train_loss"].to_numpy() for run in runs])
+    half = 1.98 * losses.std(axis=0, ddof=1) / np.sqrt(seeds)  # t_0.975 at ~100 dof
+    return losses.mean(axis=0), half
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fraction", "batch_size"), [(0.3, 1), (0.6, 4), (0.9, 32)])
+def test_the_curve_agrees_with_the_mean_of_many_seeds(case, fraction, batch_size):
+    spec, model, _, data = case
+    lr = fraction * largest_stable_lr(model, batch_size=batch_size)
+    mean, half = _seed_means(data, lr=lr, batch_size=batch_size, iterations=150, seeds=150)
+    curve = expected_losses(spec, model, lr=lr, batch_size=batch_size, iterations=range(150))
+    predicted = curve["train_loss"].to_numpy()
+    # The seeds' means are correlated along the iterations, so the share inside the CI
+    # varies a lot from one set of seeds to the next; the noise part is the sharper test.
+    assert np.mean(np.abs(predicted - mean) <= half) >= 0.75
+    assert abs(np.mean((predicted - mean) / half)) < 1
+    gd = spec.loss_star + gd_excess(spec, lr, np.arange(1, 151))
+    assert np.sum(predicted - gd) / np.sum(mean - gd) == pytest.approx(1, abs=0.1)
+
+
+def test_a_huge_batch_follows_gradient_descent_on_both_sets(case):
+    spec, model, test, (X, Y, Xt, Yt) = case
+    lr, its = 0.5 * spec.lr_max, np.array([0, 3, 40, 199])
+    curve = expected_losses(spec, model, lr=lr, batch_size=10**12, iterations=its, test=test)
+    exact = spec.loss_star + gd_excess(spec, lr, its + 1)
+    np.testing.assert_allclose(curve["train_loss"], exact, rtol=1e-9)
+    Ws = np.array([gd_weights(spec, lr, int(t) + 1) for t in its])
+    measured = evaluate_trajectory(Ws, X, Y)  # only the loss is read: no test set needed
+    np.testing.assert_allclose(curve["train_loss"], measured["train_loss"], rtol=1e-5)
+    test_loss = [0.5 * np.mean(np.sum((W @ Xt - Yt) ** 2, axis=0)) for W in Ws]
+    np.testing.assert_allclose(curve["test_loss"], test_loss, rtol=1e-6)
+
+
+def test_the_last_point_is_the_final_excess_over_gradient_descent(case):
+    spec, model, _, _ = case
+    lr, its = 0.2 * spec.lr_max, 300
+    curve = expected_losses(spec, model, lr=lr, batch_size=3, iterations=[its - 1])
+    sigma = sigma_trajectory(model, lr=lr, iterations=its, checkpoints=CURVE_CHECKPOINTS)
+    noise = excess_after(model, lr=lr, batch_size=3, iterations=its, sigma=sigma)
+    gd = spec.loss_star + gd_excess(spec, lr, its)
+    assert curve["train_loss"].iloc[0] - gd == pytest.approx(noise, rel=1e-9)
+    assert noise > 0
+
+
+def test_the_edge_is_where_the_fixed_point_stops_existing(case):
+    spec, model, _, _ = case
+    for batch_size in (1, 8, 10**9):
+        edge = largest_stable_lr(model, batch_size=batch_size)
+        assert edge <= spec.lr_max * (1 + 1e-9)
+        assert math.isfinite(stationary_excess(model, lr=0.99 * edge, batch_size=batch_size))
+        assert math.isinf(stationary_excess(model, lr=1.01 * edge, batch_size=batch_size))
+    assert largest_stable_lr(model, batch_size=10**9) == pytest.approx(spec.lr_max, rel=1e-6)
+    assert largest_stable_lr(model, batch_size=1) < largest_stable_lr(model, batch_size=8)
+
+
+def test_above_the_edge_the_curve_grows_without_bound(case):
+    spec, model, _, _ = case
+    lr = 1.2 * largest_stable_lr(model, batch_size=1)
+    curve = expected_losses(spec, model, lr=lr, batch_size=1, iterations=[10, 100, 5000])
+    loss = curve["train_loss"].to_numpy()
+    assert loss[1] > loss[0] and loss[2] > 1e3 * loss[1]
+
+
+def test_bad_iterations_are_refused(case):
+    spec, model, _, _ = case
+    with pytest.raises(ValueError, match="iterations must be ascending"):
+        expected_losses(spec, model, lr=0.01, batch_size=1, iterations=[5, 3])
+    with pytest.raises(ValueError, match="lr must be"):
+        expected_losses(spec, model, lr=-1.0, batch_size=1, iterations=[1])

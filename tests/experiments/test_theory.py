@@ -1,0 +1,61 @@
+"""The predictions as products: one per task, made from the data alone, read back."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from linmnist.engine.noise_floor import floor_model, largest_stable_lr
+from linmnist.engine.spectrum import spectrum
+from linmnist.experiments import theory
+from linmnist.experiments.grids import Cell
+from linmnist.experiments.jobs import make_product
+from linmnist.report.pipeline import pipeline
+
+
+def test_the_pipeline_holds_one_prediction_per_task_before_the_notebooks():
+    products = pipeline("mnist", "small")
+    names = [p.name for p in products]
+    assert [n for n in names if n.startswith("theory/")] == [
+        "theory/grid",
+        "theory/stability",
+        "theory/subset",
+    ]
+    stability = products[names.index("theory/stability")]
+    assert stability.outputs == ("stability.curves.csv", "edges.csv")
+    summary = products[names.index("notebooks/00_summary")]
+    assert {"theory/grid", "theory/stability"} <= set(summary.upstream)
+    assert theory.theory_products(Path("unused"), "mnist", {}) == []
+
+
+@pytest.mark.slow
+def test_the_products_predict_every_iteration_of_every_cell(tmp_path, synthetic):
+    (X, Y), (Xt, Yt) = synthetic(600, 200, d=40, seed=3)
+    grids = {
+        "grid": [Cell("grid", f"lr{lr:g}_bs{b}", {"lr": lr, "batch_size": b, "iterations": 30})
+                 for lr in (0.01, 0.05) for b in (1, 10)],
+        "stability": [Cell("stability", f"lr{lr:g}_bs{b}",
+                           {"lr": lr, "batch_size": b, "iterations": 20})
+                      for lr in (0.01, 100.0) for b in (1, 100)],
+        "subset": [Cell("subset", "n50", {"lr": 0.01, "batch_size": 5, "iterations": 10,
+                                          "n_prime": 50, "seeds": [0, 1]})],
+    }  # fmt: skip
+    dataset = "synthetic-theory"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(theory, "prepared", lambda name: (X, Y, Xt, Yt))
+        for product in theory.theory_products(tmp_path, dataset, grids):
+            outcome = make_product(product, {})
+            assert outcome.status == "ok", outcome.error
+    result = theory.load_theory(tmp_path, theory.TASKS)
+    assert result.error is None
+    sizes = result.curves.groupby("cell").size()
+    assert sizes["lr0.01_bs10"] == 30 and sizes["lr100_bs100"] == 20 and sizes["n50"] == 10
+    assert np.isinf(result.curves.loc[result.curves["cell"] == "lr100_bs100", "train_loss"]).any()
+    finite = result.curves[result.curves["cell"] == "lr0.01_bs1"]
+    assert finite["train_loss"].iloc[-1] < finite["train_loss"].iloc[0] < 0.5
+    assert finite["test_loss"].notna().all()
+    model = floor_model(spectrum(X, Y), X, Y)
+    expected = pd.Series({b: largest_stable_lr(model, batch_size=b) for b in (1, 100)})
+    edges = result.edges.set_index("batch_size")["lr_edge"]
+    np.testing.assert_allclose(edges.sort_index(), expected.sort_index(), rtol=1e-5)

@@ -1,0 +1,81 @@
+"""Predicted against measured curves: the share inside the seeds' CI and the largest error."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from linmnist.report.agreement import (
+    agreement,
+    format_agreement,
+    seed_means,
+    share_agreeing,
+    with_settings,
+)
+from linmnist.report.uncertainty import ci95
+
+
+def _histories(rng, cells=("a", "b"), seeds=5, iterations=20):
+    rows = []
+    for cell in cells:
+        for seed in range(seeds):
+            every = 1 if seed == 0 else 5  # a fidelity seed evaluated at every iteration
+            for it in range(0, iterations, every):
+                rows.append([cell, seed, it, 1.0 / (it + 1) + 0.01 * rng.standard_normal()])
+    return pd.DataFrame(rows, columns=["cell", "seed", "iteration", "train_loss"])
+
+
+def _runs(cells=("a", "b"), seeds=5, diverged=()):
+    return pd.DataFrame(
+        [
+            [cell, seed, 0.1, 10, 3 if (cell, seed) in diverged else np.nan]
+            for cell in cells
+            for seed in range(seeds)
+        ],
+        columns=["cell", "seed", "lr", "batch_size", "diverged_at"],
+    )
+
+
+def test_the_means_are_taken_only_where_every_seed_was_evaluated():
+    histories = _histories(np.random.default_rng(0))
+    means = seed_means(histories)
+    assert set(means["iteration"]) == {0, 5, 10, 15}
+    one = histories[(histories["cell"] == "a") & (histories["iteration"] == 5)]["train_loss"]
+    row = means[(means["cell"] == "a") & (means["iteration"] == 5)].iloc[0]
+    assert row["mean"] == pytest.approx(one.mean()) and row["ci"] == pytest.approx(ci95(one))
+
+
+def test_an_exact_prediction_agrees_and_a_biased_one_does_not():
+    histories = _histories(np.random.default_rng(1))
+    truth = pd.DataFrame(
+        [[c, it, 1.0 / (it + 1)] for c in "ab" for it in range(20)],
+        columns=["cell", "iteration", "train_loss"],
+    )
+    biased = truth.assign(train_loss=np.where(truth["cell"] == "b", 1.5, 1.0) * truth["train_loss"])
+    good = agreement(histories, truth, _runs())
+    assert (good["points"] == 4).all() and (good["seeds"] == 5).all()
+    assert good["inside"].min() >= 0.75 and share_agreeing(good) >= 0.5
+    bad = agreement(histories, biased, _runs()).set_index("cell")
+    assert bad.loc["b", "inside"] == 0 and bad.loc["b", "max_rel_error"] > 0.3
+    assert bad.loc["a", "max_rel_error"] < 0.2
+
+
+def test_a_cell_with_a_diverged_seed_is_left_out():
+    histories = _histories(np.random.default_rng(2))
+    curves = histories.groupby(["cell", "iteration"], as_index=False)["train_loss"].mean()
+    table = agreement(histories, curves, _runs(diverged={("a", 3)}))
+    assert table["cell"].tolist() == ["b"]
+    assert np.isnan(share_agreeing(table.iloc[:0]))
+
+
+def test_the_display_names_each_cell_by_its_settings():
+    histories = _histories(np.random.default_rng(3))
+    curves = with_settings(
+        histories.groupby(["cell", "iteration"], as_index=False)["train_loss"].mean(),
+        _runs(),
+        ["lr", "batch_size"],
+    )
+    assert {"lr", "batch_size"} <= set(curves.columns)
+    html = format_agreement(
+        agreement(histories, curves, _runs()), _runs(), {"lr": "lr", "batch_size": "B"}
+    ).to_html()
+    assert "prediction inside the 95 % CI" in html and ">B<" in html
