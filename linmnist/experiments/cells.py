@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from linmnist.engine import noise_floor
 from linmnist.engine.data import load_mnist, prepare
 from linmnist.engine.evaluation import LAZY_ROWS, Evaluator
 from linmnist.engine.sgd import TrainResult, draw_subset, train
+from linmnist.engine.spectrum import Spectrum, spectrum
 from linmnist.engine.validation import UsageError
 from linmnist.experiments.results import (
     atomic_write_text,
@@ -125,6 +127,30 @@ def prepared(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 @functools.cache
+def moments(
+    dataset: str, n_prime: int | None = None, seed: int = 0
+) -> tuple[Spectrum, noise_floor.FloorModel]:
+    """(Spectrum, FloorModel) of ``dataset``'s training set, or of the subset S' that seed
+    ``seed`` draws in Task 5, once per process."""
+    X, Y, _, _ = prepared(dataset)
+    if n_prime is not None:
+        subset = draw_subset(X.shape[1], n_prime, seed=seed)
+        X, Y = X[:, subset], Y[:, subset]
+    spec = spectrum(X, Y)
+    return spec, noise_floor.floor_model(spec, X, Y)
+
+
+def cell_lr(params: dict[str, Any]) -> float:
+    """A cell's lr: ``lr``, or ``edge_factor`` times the instability edge predicted for its
+    batch size (``noise_floor.largest_stable_lr``) on the training set."""
+    if "lr" in params:
+        return params["lr"]
+    _, model = moments(params["dataset"])
+    edge = noise_floor.largest_stable_lr(model, batch_size=params["batch_size"])
+    return float(params["edge_factor"] * edge)
+
+
+@functools.cache
 def shared_evaluator(dataset: str) -> Evaluator:
     """The evaluator of ``dataset``'s full training and test sets, built once per process."""
     return Evaluator(*prepared(dataset))
@@ -148,7 +174,8 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
 
     Trains every seed of the cell, writes ``<stem>.history.csv`` into ``out`` and returns the
     fields of its record: task, cell, notebook (None), one entry per seed
-    (``linmnist.experiments.results.SEED_FIELDS``), and the cell's times: ``job_seconds``
+    (``linmnist.experiments.results.SEED_FIELDS``), ``derived`` (the parameters the job
+    computed: the lr of an ``edge`` cell, ``cell_lr``), and the cell's times: ``job_seconds``
     (this function, wall), ``run_seconds`` (the seeds' own seconds, summed) and
     ``overhead_seconds``, their difference (data, warm-up, set-up and writing).
     """
@@ -156,12 +183,13 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     X, Y, X_test, Y_test = prepared(params["dataset"])
     warmed_up(params["dataset"])
     n_prime = params.get("n_prime")
+    lr = cell_lr(params)
     runs = train_seeds(
         X,
         Y,
         X_test=X_test,
         Y_test=Y_test,
-        lr=params["lr"],
+        lr=lr,
         batch_size=params["batch_size"],
         iterations=params["iterations"],
         seeds=params["seeds"],
@@ -179,6 +207,7 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         "cell": params["cell"],
         "notebook": None,
         "seeds": seeds,
+        **({} if "lr" in params else {"derived": {"lr": lr}}),
         "job_seconds": job_seconds,
         "run_seconds": run_seconds,
         "overhead_seconds": job_seconds - run_seconds,

@@ -2,8 +2,9 @@
 
 ``linmnist/experiments/grids.toml`` defines each task once: its axes (lists whose product
 gives the cells), its fixed parameters, its seeds, and named profiles overriding some of
-them. The tasks are the study's Task 3 (``grid``) and Task 5 (``subset``), and the
-``stability`` sweep (lr on a log grid x batch size).
+them. The tasks are the study's Task 3 (``grid``) and Task 5 (``subset``), the
+``stability`` sweep (lr on a log grid x batch size), and the ``edge`` sweep (lr as multiples
+of the instability edge predicted for each batch size, ``edge_factor``, resolved by the job).
 ``load_grids`` applies a profile, checks every value and returns the cells of each task, so a
 wrong parameter is refused before anything runs, with a message naming it and what is accepted.
 Sections that are not grids of cells (``SECTIONS``: ``scaling``) are read through ``section``
@@ -48,6 +49,8 @@ TASKS: dict[str, TaskSpec] = {
     "grid": TaskSpec(("lr", "batch_size"), _COMMON, "lr{lr:g}_bs{batch_size}"),
     "subset": TaskSpec(("n_prime",), (*_COMMON, "lr", "batch_size"), "n{n_prime}"),
     "stability": TaskSpec(("lr", "batch_size"), _COMMON, "lr{lr:g}_bs{batch_size}"),
+    # lr = edge_factor x the instability edge predicted from the data for the batch size.
+    "edge": TaskSpec(("edge_factor", "batch_size"), _COMMON, "x{edge_factor:g}_bs{batch_size}"),
 }
 # Sections of the configuration that are not grids of cells: each is validated and expanded
 # by its own module (``scaling``: linmnist.experiments.scaling) from ``section``.
@@ -61,7 +64,7 @@ class Cell:
     Attributes
     ----------
     task : str
-        ``"grid"``, ``"subset"`` or ``"stability"``.
+        One of ``TASKS``.
     name : str
         File stem of its results, e.g. ``lr0.01_bs100`` or ``n1000``.
     params : dict
@@ -192,7 +195,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _check_value(label: str, key: str, value: Any) -> Any:
-    if key == "lr":
+    if key in ("lr", "edge_factor"):
         ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value > 0
         if not ok:
             raise UsageError(f"{label} must be a finite number > 0, got {value!r}")

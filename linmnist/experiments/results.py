@@ -244,7 +244,8 @@ def load_cell(path: str | Path) -> CellResult:
         cell=record["cell"],
         status=record["status"],
         error=record.get("error"),
-        params=record.get("params", {}),
+        # The parameters of its configuration and those its job derived (an edge cell's lr).
+        params={**record.get("params", {}), **record.get("derived", {})},
         fingerprint=record.get("fingerprint"),
         notebook=record.get("notebook"),
         wall_seconds=record.get("wall_seconds"),

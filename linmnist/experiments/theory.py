@@ -17,7 +17,6 @@ above which SGD's second moment grows without bound, for each batch size. Its fi
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,7 @@ import pandas as pd
 
 from linmnist.engine import noise_floor
 from linmnist.engine.prediction import CURVE_COLUMNS, HeldOut, expected_losses, held_out
-from linmnist.engine.sgd import draw_subset
-from linmnist.engine.spectrum import spectrum
-from linmnist.experiments.cells import prepared
+from linmnist.experiments.cells import moments, prepared
 from linmnist.experiments.grids import Cell
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.products import Product
@@ -72,17 +69,6 @@ def _settings(params: dict[str, Any]) -> dict[str, Any]:
     return {**{k: params[k] for k in keys}, **subset}
 
 
-@functools.cache
-def _model(dataset: str, n_prime: int | None = None, seed: int = 0):
-    """(Spectrum, FloorModel) of the training set, or of the subset S' of ``seed``."""
-    X, Y, _, _ = prepared(dataset)
-    if n_prime is not None:
-        subset = draw_subset(X.shape[1], n_prime, seed=seed)
-        X, Y = X[:, subset], Y[:, subset]
-    spec = spectrum(X, Y)
-    return spec, noise_floor.floor_model(spec, X, Y)
-
-
 def _curves(dataset: str, test: HeldOut, confs: list[dict[str, Any]]) -> pd.DataFrame:
     """The predicted curves of configurations that share lr and iterations, at every
     iteration: one prediction for all their batch sizes, or, for Task 5, the mean of the
@@ -91,7 +77,7 @@ def _curves(dataset: str, test: HeldOut, confs: list[dict[str, Any]]) -> pd.Data
     settings = {"lr": first["lr"], "iterations": np.arange(first["iterations"]), "test": test}
     if "n_prime" not in first:
         sizes = [conf["batch_size"] for conf in confs]
-        frame = expected_losses(*_model(dataset), batch_size=sizes, **settings)
+        frame = expected_losses(*moments(dataset), batch_size=sizes, **settings)
         names = {conf["batch_size"]: (conf["task"], conf["cell"]) for conf in confs}
         return frame.assign(
             task=frame["batch_size"].map(lambda b: names[b][0]),
@@ -99,7 +85,7 @@ def _curves(dataset: str, test: HeldOut, confs: list[dict[str, Any]]) -> pd.Data
         )
     (conf,) = confs
     curves = [
-        expected_losses(*_model(dataset, conf["n_prime"], seed), batch_size=conf["batch_size"],
+        expected_losses(*moments(dataset, conf["n_prime"], seed), batch_size=conf["batch_size"],
                         **settings)
         for seed in conf["seeds"]
     ]  # fmt: skip
@@ -127,7 +113,7 @@ def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     frames = [_curves(dataset, test, group) for group in _groups(configurations)]
     curves = pd.concat(frames)[["task", "cell", *CURVE_COLUMNS]]
     atomic_write_text(Path(out) / f"{stem}{CURVES_SUFFIX}", curves.to_csv(index=False))
-    spec, model = _model(dataset)
+    spec, model = moments(dataset)
     if stem == EDGES_TASK:
         sizes = sorted({c["batch_size"] for c in configurations})
         edges = [

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
+from linmnist.report import outcomes
 from linmnist.report.tables import check_frame, styled
 from linmnist.report.uncertainty import ci95
 
@@ -85,6 +86,38 @@ def format_agreement(table: pd.DataFrame, seeds: pd.DataFrame, keys: dict[str, s
     )
 
 
+def edge_counts(seeds: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
+    """Per (batch_size, edge_factor) of the edge runs: lr, seeds, grew (diverged or growing,
+    ``outcomes.unbounded``) and above (the others ending above the loss at W = 0)."""
+    check_frame(seeds, "seeds", ["batch_size", "edge_factor", "lr", "final_train_loss"])
+    grew = outcomes.unbounded(seeds, histories)
+    frame = seeds.assign(grew=grew, above=(seeds["final_train_loss"] > outcomes.ZERO_LOSS) & ~grew)[
+        seeds["status"] == "ok"
+    ]
+    return (
+        frame.groupby(["batch_size", "edge_factor"])
+        .agg(
+            lr=("lr", "first"), seeds=("seed", "size"), grew=("grew", "sum"), above=("above", "sum")
+        )
+        .reset_index()
+    )
+
+
+def measured_edges(counts: pd.DataFrame) -> pd.DataFrame:
+    """Per batch size of ``edge_counts``: high, the first multiple of the predicted edge at
+    which most seeds grew, and low, the multiple below it (at most half grew there); NaN
+    where there is none."""
+    rows = []
+    for batch_size, cells in counts.sort_values("edge_factor").groupby("batch_size"):
+        most = (cells["grew"] > cells["seeds"] / 2).to_numpy()
+        first = int(most.argmax()) if most.any() else None
+        factors = cells["edge_factor"].to_numpy(dtype=float)
+        high = factors[first] if first is not None else np.nan
+        low = factors[first - 1] if first else np.nan
+        rows.append({"batch_size": batch_size, "low": low, "high": high})
+    return pd.DataFrame(rows, columns=["batch_size", "low", "high"])
+
+
 def share_agreeing(table: pd.DataFrame) -> float:
     """The share of the rows of ``agreement`` whose prediction is inside the CI at
     ``AGREES_FROM`` of their iterations or more (NaN without rows)."""
@@ -95,7 +128,9 @@ __all__ = [
     "AGREEMENT_COLUMNS",
     "AGREES_FROM",
     "agreement",
+    "edge_counts",
     "format_agreement",
+    "measured_edges",
     "seed_means",
     "share_agreeing",
     "with_settings",

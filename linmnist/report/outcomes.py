@@ -72,17 +72,29 @@ def classify(seeds: pd.DataFrame, histories: pd.DataFrame | None = None) -> pd.D
     missing = {"status", "seed", "diverged_at", "final_train_loss"} - set(seeds.columns)
     if missing:
         raise ValueError(f"seeds lacks the columns {sorted(missing)}")
-    grows = pd.Series(False, index=seeds.index)
-    if histories is not None and not histories.empty:
-        keys = pd.MultiIndex.from_frame(seeds[["cell", "seed"]])
-        found = _growing_seeds(histories).reindex(keys).fillna(False).to_numpy(dtype=bool)
-        grows = pd.Series(found, index=seeds.index)
     ran = (seeds["status"] == "ok") & seeds["seed"].notna()
     above = seeds["final_train_loss"].astype(float) > ZERO_LOSS
+    grows = _grows(seeds, histories)
     outcome = np.where(
         seeds["diverged_at"].notna(), "diverged", np.where(above | grows, "unstable", "stable")
     )
     return seeds.assign(outcome=pd.Series(outcome, index=seeds.index).where(ran, pd.NA))
+
+
+def _grows(seeds: pd.DataFrame, histories: pd.DataFrame | None) -> pd.Series:
+    """``growing`` of each row's (cell, seed) history (False without one)."""
+    if histories is None or histories.empty:
+        return pd.Series(False, index=seeds.index)
+    keys = pd.MultiIndex.from_frame(seeds[["cell", "seed"]])
+    found = _growing_seeds(histories).reindex(keys).fillna(False).to_numpy(dtype=bool)
+    return pd.Series(found, index=seeds.index)
+
+
+def unbounded(seeds: pd.DataFrame, histories: pd.DataFrame) -> pd.Series:
+    """Whether each seed's run diverged or its loss was growing at the end (``growing``):
+    what a run shows of a variance that grows without bound (False for a failed cell)."""
+    ran = (seeds["status"] == "ok") & seeds["seed"].notna()
+    return (seeds["diverged_at"].notna() | _grows(seeds, histories)) & ran
 
 
 # What a cell's seeds did, from the best to the worst: the states of the stability map.

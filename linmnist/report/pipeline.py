@@ -2,7 +2,8 @@
 
 ``pipeline(dataset, profile, config)`` lists every product in dependency order:
 
-* the grid cells of every task of the configuration (``grid``, ``subset``, ``stability``),
+* the grid cells of every task of the configuration (``grid``, ``subset``, ``stability``,
+  ``edge``),
   the framework comparison (``frameworks``), the scaling experiment (``scaling``) and the
   predictions made from the data alone (``theory``), made by Python jobs;
 * one executed copy per task notebook (``notebooks/<stem>``), whose upstream products are
@@ -28,16 +29,24 @@ NOTEBOOK_JOB = "linmnist.experiments.notebooks:notebook_job"
 REPORT_JOB = "linmnist.report.build:report_job"
 # The task notebooks in reading order, each with the groups of products it reads.
 NOTEBOOKS_READ: dict[str, tuple[str, ...]] = {
-    "00_summary": ("grid", "subset", "stability", "frameworks", "scaling", "theory"),
+    "00_summary": ("grid", "subset", "stability", "edge", "frameworks", "scaling", "theory"),
     "01_data": (),
     "02_baseline": ("grid", "theory"),
     "03_batch_size": ("grid", "scaling", "theory"),
     "05_training_set_size": ("subset", "theory"),
     "06_frameworks": ("frameworks",),
-    "07_stability": ("stability", "theory"),
+    "07_stability": ("stability", "edge", "theory"),
     "08_scaling_law": ("scaling", "grid", "stability"),
     "09_conclusions": (),
-    "10_appendix": ("grid", "subset", "stability", "frameworks", "scaling", "theory"),
+    "10_appendix": (
+        "grid",
+        "subset",
+        "stability",
+        "edge",
+        "frameworks",
+        "scaling",
+        "theory",
+    ),  # fmt: skip
 }
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from linmnist.engine.noise_floor import largest_stable_lr
 from linmnist.engine.sgd import draw_subset, train
 from linmnist.experiments import cells
 from linmnist.experiments.cells import eval_period, train_seeds
@@ -124,3 +125,18 @@ def test_a_cell_process_imports_no_framework():
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_an_edge_cell_trains_at_its_multiple_of_the_predicted_edge(small_data, monkeypatch):
+    """lr = edge_factor x noise_floor.largest_stable_lr of the training set for its batch."""
+    (X, Y), _ = small_data
+    monkeypatch.setattr(cells, "prepared", lambda dataset: (X, Y, None, None))
+    cells.moments.cache_clear()
+    try:
+        spec, model = cells.moments("toy-edge")
+        lr = cells.cell_lr({"dataset": "toy-edge", "edge_factor": 0.5, "batch_size": 4})
+    finally:
+        cells.moments.cache_clear()
+    assert lr == pytest.approx(0.5 * largest_stable_lr(model, batch_size=4))
+    assert lr < spec.lr_max
+    assert cells.cell_lr({"lr": 0.03, "batch_size": 4}) == 0.03

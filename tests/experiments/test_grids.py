@@ -1,6 +1,7 @@
 """The grid configuration: the study's grids as defined, profiles, and every refusal."""
 
 import ast
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,7 @@ def test_the_stability_sweep_is_a_log_grid():
     """The sweep: >= 12 lr from 1e-4 to 0.2 in (nearly) constant ratios, holding the study's
     three; the study's batch sizes; >= 3 seeds, thinned evaluation. The small profile shrinks
     it to a few short cells."""
-    assert set(TASKS) == {"grid", "subset", "stability"}
+    assert set(TASKS) == {"grid", "subset", "stability", "edge"}
     cells = load_grids()["stability"]
     lrs = sorted({c.params["lr"] for c in cells})
     assert len(lrs) >= 12 and (lrs[0], lrs[-1]) == (0.0001, 0.2)
@@ -207,3 +208,13 @@ def test_a_profile_name_with_markup_characters_is_accepted(tmp_path):
 
 def _toml_key(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t") + '"'
+
+
+def test_the_edge_sweep_is_a_few_close_multiples_of_the_predicted_edge():
+    """Multiples of eta*(B) at most 10 % apart around 1, 20 seeds, named by multiple and B."""
+    cells = load_grids()["edge"]
+    factors = sorted({c.params["edge_factor"] for c in cells})
+    assert factors[0] < 1 < factors[-1] and 1.0 in factors
+    assert max(b / a for a, b in itertools.pairwise(factors)) <= 1.1
+    assert all(len(c.params["seeds"]) >= 20 and "lr" not in c.params for c in cells)
+    assert cells[0].name == f"x{factors[0]:g}_bs1"

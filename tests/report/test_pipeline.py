@@ -14,7 +14,8 @@ def test_the_small_pipeline_holds_every_product_in_dependency_order():
     names = [p.name for p in products]
     groups = {p.group for p in products}
     assert groups == {
-        "grid", "subset", "stability", "frameworks", "scaling", "theory", "notebooks", "report"
+        "grid", "subset", "stability", "edge", "frameworks", "scaling", "theory", "notebooks",
+        "report",
     }  # fmt: skip
     notebooks = sorted(f"notebooks/{path.stem}" for path in NOTEBOOKS.glob("*.ipynb"))
     assert sorted(n for n in names if n.startswith("notebooks/")) == notebooks
@@ -26,7 +27,8 @@ def test_the_small_pipeline_holds_every_product_in_dependency_order():
         "theory",
     }
     assert by_name["notebooks/06_frameworks"].upstream == ("frameworks",)
-    assert len(by_name["notebooks/07_stability"].upstream) == 4 + 3  # the cells, the theory
+    # The sweep's cells, the edge cells and the predictions.
+    assert len(by_name["notebooks/07_stability"].upstream) == 4 + 2 + 3
     reads = {u.split("/")[0] for u in by_name["notebooks/08_scaling_law"].upstream}
     assert reads == {"scaling", "grid", "stability"}
 

@@ -533,6 +533,10 @@ def test_the_instability_rule_classifies_each_seed():
     assert not outcomes.growing([0.4, 0.2, 0.21, 0.3, 0.4]), "exactly 2 x is not growing"
     with pytest.raises(ValueError, match="seeds lacks the columns"):
         outcomes.classify(seeds.drop(columns="final_train_loss"))
+    # Unbounded: diverged or growing, whatever the final loss; a failed cell is not.
+    assert outcomes.unbounded(seeds, histories).tolist() == [
+        True, False, False, True, False, False, False
+    ]  # fmt: skip
 
 
 def test_cell_states_and_status_texts():
