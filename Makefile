@@ -40,7 +40,7 @@ data: $(STAMP)
 
 # The experiment products only (grid cells, stability sweep, framework comparison).
 run: $(STAMP)
-	$(PY) -m linmnist run grid subset stability edge frameworks scaling theory $(BUILD_ARGS) $(RUN_ARGS)
+	$(PY) -m linmnist run grid subset stability edge frameworks scaling theory sizes $(BUILD_ARGS) $(RUN_ARGS)
 
 # The stability sweep alone (it is part of `make report` too).
 sweep: $(STAMP)
@@ -54,7 +54,7 @@ status: $(STAMP)
 test: $(STAMP)
 	bash tools/system-packages
 	$(PY) -m pytest -q tests
-	$(PY) -m linmnist run grid subset stability edge frameworks scaling theory --profile small --jobs $(JOBS) --no-progress
+	$(PY) -m linmnist run grid subset stability edge frameworks scaling theory sizes --profile small --jobs $(JOBS) --no-progress
 	$(PY) -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-kernel-name linmnist notebooks
 
 test-fast: $(STAMP)

@@ -27,7 +27,7 @@ def _parser(command: str, description: str) -> argparse.ArgumentParser:
         "targets",
         nargs="*",
         help="products to bring up to date: a group (grid, subset, stability, edge, frameworks, "
-        "scaling, theory, notebooks, report) or a product name; default: all",
+        "scaling, theory, sizes, notebooks, report) or a product name; default: all",
     )
     parser.add_argument("--dataset", default="mnist", help=f"{', '.join(DATASETS)} (default mnist)")
     parser.add_argument("--profile", help="a profile of the configuration, e.g. small")

@@ -7,8 +7,8 @@ them. The tasks are the study's Task 3 (``grid``) and Task 5 (``subset``), the
 of the instability edge predicted for each batch size, ``edge_factor``, resolved by the job).
 ``load_grids`` applies a profile, checks every value and returns the cells of each task, so a
 wrong parameter is refused before anything runs, with a message naming it and what is accepted.
-Sections that are not grids of cells (``SECTIONS``: ``scaling``) are read through ``section``
-and validated by their own modules.
+Sections that are not grids of cells (``SECTIONS``: ``scaling``, ``sizes``) are read through
+``section`` and validated by their own modules.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ TASKS: dict[str, TaskSpec] = {
     "edge": TaskSpec(("edge_factor", "batch_size"), _COMMON, "x{edge_factor:g}_bs{batch_size}"),
 }
 # Sections of the configuration that are not grids of cells: each is validated and expanded
-# by its own module (``scaling``: linmnist.experiments.scaling) from ``section``.
-SECTIONS = ("scaling",)
+# by its own module (``scaling``: linmnist.experiments.scaling, ``sizes``:
+# linmnist.experiments.sizes) from ``section``.
+SECTIONS = ("scaling", "sizes")
 
 
 @dataclass(frozen=True)

@@ -888,6 +888,60 @@ def subset_curves(
     return fig
 
 
+def _mean_band(ax, frame: pd.DataFrame, column: str, *, scale: float = 1.0, **style) -> None:
+    """The mean of ``column`` over seeds against N' with its 95 % CI as a band."""
+    stats = frame.groupby("n_prime")[column].agg(["mean", ci95]).fillna({"ci95": 0.0})
+    x, mean, half = stats.index.to_numpy(), stats["mean"] * scale, stats["ci95"] * scale
+    ax.plot(x, mean, marker="o", markersize=3, **style)
+    ax.fill_between(x, mean - half, mean + half, color=style.get("color"), alpha=0.18)
+
+
+def size_curves(sizes: pd.DataFrame, *, inputs: int, title: str) -> Figure:
+    """Task 5 over a fine grid of N' (``linmnist.experiments.sizes``): the test loss and the
+    loss on S' (left, log scales) and the test accuracy (right) of the minimum-norm
+    least-squares fit of S' and of SGD at the task's budget, measured (means over seeds with
+    their 95 % CI) and predicted (dashed), against N'; a vertical line at N' = ``inputs``."""
+    _check_columns(sizes, "sizes", ["n_prime", "seed", "ls_train_loss", "ls_test_loss",
+                                    "ls_test_acc", "sgd_train_loss", "sgd_test_loss",
+                                    "sgd_test_acc", "predicted_train_loss",
+                                    "predicted_test_loss"])  # fmt: skip
+    fig = Figure(figsize=(PRINT_WIDTH, 4.6), dpi=DPI)
+    ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
+    fits = {"least squares (converged SGD)": ("ls", "C3"), "SGD at the budget": ("sgd", "C0")}
+    for label, (key, color) in fits.items():
+        _mean_band(ax_loss, sizes, f"{key}_test_loss", color=color, label=f"{label}, test")
+        _mean_band(ax_loss, sizes, f"{key}_train_loss", color=color, linestyle=":",
+                   label=f"{label}, on S'")  # fmt: skip
+        _mean_band(ax_acc, sizes, f"{key}_test_acc", scale=100.0, color=color, label=label)
+    predicted = sizes.groupby("n_prime")[["predicted_train_loss", "predicted_test_loss"]].mean()
+    for column in predicted.columns:
+        label = f"SGD {PREDICTED_LABEL}" if column.endswith("test_loss") else None
+        ax_loss.plot(predicted.index, predicted[column], color="black", label=label,
+                     **PREDICTED_STYLE)  # fmt: skip
+    for ax in (ax_loss, ax_acc):
+        ax.axvline(inputs, color="0.4", linewidth=0.9, linestyle="-.")
+        ax.set_xscale("log")
+        ax.set_xlabel("training-set size N' (log scale)")
+        ax.grid(alpha=0.3, which="both")
+    ax_loss.text(inputs, 0.98, f" N' = {inputs}", transform=ax_loss.get_xaxis_transform(),
+                 va="top", fontsize=8, color="0.3")  # fmt: skip
+    ax_loss.set_yscale("log")
+    # The interpolating fit's loss on S' (0 up to rounding below N' = inputs) leaves the axis.
+    floor = sizes.groupby("n_prime")["sgd_train_loss"].mean().min()
+    if np.isfinite(floor) and floor > 0:
+        ax_loss.set_ylim(bottom=floor / 3)
+    ax_loss.set_ylabel("loss (log scale)")
+    ax_loss.set_title("Loss on the test set and on S'")
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.set_title("Test accuracy")
+    _clip_percent(ax_acc)
+    handles, labels = ax_loss.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=LEGEND_SIZE, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.17, 1, 1))
+    return fig
+
+
 def _clip_percent(ax) -> None:
     """Keep an accuracy axis within 0-100 % (a wide interval of few seeds may pass them)."""
     low, high = ax.get_ylim()

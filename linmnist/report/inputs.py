@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from linmnist.engine.validation import LinmnistError
-from linmnist.experiments.grids import load_grids
+from linmnist.experiments import sizes as size_products
+from linmnist.experiments.grids import load_grids, section
 from linmnist.experiments.paths import ROOT, build_dir, relative_to_root, results_dir
 from linmnist.experiments.results import json_path, load_history, load_task
 from linmnist.experiments.theory import GROUP, Theory, load_theory
@@ -171,3 +172,31 @@ def theory_results(
             dataset=dataset, profile=profile, config=config, target=f"{GROUP}/{task}",
         )  # fmt: skip
     return load_theory(build, tasks)
+
+
+def size_results(
+    *,
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | Path | None = None,
+    build: str | Path | None = None,
+) -> pd.DataFrame:
+    """Task 5 over the fine grid of sizes (``linmnist.experiments.sizes``), one row per
+    (size, seed).
+
+    Raises
+    ------
+    MissingResults
+        When the configuration has no ``[sizes]`` section, or a size's product is missing.
+    """
+    settings = section(config_path(config), size_products.GROUP, profile=profile)
+    if not settings:
+        raise MissingResults("the configuration has no [sizes] section")
+    build = locate_build(dataset, profile, build, config)
+    directory = results_dir(build) / size_products.GROUP
+    for n in settings["n_prime"]:
+        require_product(
+            directory / f"n{n}.json", what=f"the results of N' = {n}", dataset=dataset,
+            profile=profile, config=config, target=f"{size_products.GROUP}/n{n}",
+        )  # fmt: skip
+    return size_products.load_sizes(build, settings["n_prime"])

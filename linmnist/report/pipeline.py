@@ -4,8 +4,9 @@
 
 * the grid cells of every task of the configuration (``grid``, ``subset``, ``stability``,
   ``edge``),
-  the framework comparison (``frameworks``), the scaling experiment (``scaling``) and the
-  predictions made from the data alone (``theory``), made by Python jobs;
+  the framework comparison (``frameworks``), the scaling experiment (``scaling``), the
+  predictions made from the data alone (``theory``) and Task 5 over a fine grid of sizes
+  (``sizes``), made by Python jobs;
 * one executed copy per task notebook (``notebooks/<stem>``), whose upstream products are
   the results it reads (``NOTEBOOKS``);
 * the report (``report``), assembled from the executed notebooks.
@@ -23,17 +24,27 @@ from linmnist.experiments.grids import check_n_train, load_grids
 from linmnist.experiments.paths import NOTEBOOKS, ROOT, build_dir, notebooks_dir, relative_to_root
 from linmnist.experiments.products import Product, experiment_products
 from linmnist.experiments.scaling import scaling_products
+from linmnist.experiments.sizes import sizes_products
 from linmnist.experiments.theory import theory_products
 
 NOTEBOOK_JOB = "linmnist.experiments.notebooks:notebook_job"
 REPORT_JOB = "linmnist.report.build:report_job"
 # The task notebooks in reading order, each with the groups of products it reads.
 NOTEBOOKS_READ: dict[str, tuple[str, ...]] = {
-    "00_summary": ("grid", "subset", "stability", "edge", "frameworks", "scaling", "theory"),
+    "00_summary": (
+        "grid",
+        "subset",
+        "stability",
+        "edge",
+        "frameworks",
+        "scaling",
+        "theory",
+        "sizes",
+    ),  # fmt: skip
     "01_data": (),
     "02_baseline": ("grid", "theory"),
     "03_batch_size": ("grid", "scaling", "theory"),
-    "05_training_set_size": ("subset", "theory"),
+    "05_training_set_size": ("subset", "theory", "sizes"),
     "06_frameworks": ("frameworks",),
     "07_stability": ("stability", "edge", "theory"),
     "08_scaling_law": ("scaling", "grid", "stability"),
@@ -82,6 +93,7 @@ def pipeline(
     products.append(comparison_product(build, dataset, profile))
     products += scaling_products(build, dataset, config=config, profile=profile, grids=grids)
     products += theory_products(build, dataset, grids)
+    products += sizes_products(build, dataset, grids, config=config, profile=profile)
     groups = {p.group for p in products}
     parameters = notebook_parameters(dataset, profile, config)
     notebooks = []

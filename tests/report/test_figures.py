@@ -546,3 +546,22 @@ def test_the_stability_map_draws_the_predicted_edge_across_each_row():
     bars = [line for line in bottom.get_lines() if line.get_linewidth() == 2.2]
     assert sorted(bar.get_xdata()[0] for bar in bars if len(bar.get_xdata())) == [0.01, 0.03]
     assert "predicted edge" in line_labels(bottom)
+
+
+def test_size_curves_draw_both_fits_the_prediction_and_the_inputs_line():
+    rows = []
+    for n in (10, 100, 784, 5000):
+        for seed in range(3):
+            peak = 100.0 if n == 784 else 0.5
+            rows.append([n, seed, 0.0 if n < 784 else 0.1, peak, 0.6, 0.3, 0.31, 0.8, 0.3, 0.31])
+    frame = pd.DataFrame(rows, columns=["n_prime", "seed", "ls_train_loss", "ls_test_loss",
+                                        "ls_test_acc", "sgd_train_loss", "sgd_test_loss",
+                                        "sgd_test_acc", "predicted_train_loss",
+                                        "predicted_test_loss"])  # fmt: skip
+    fig = figures.size_curves(frame, inputs=784, title="sizes")
+    loss, acc = fig.axes
+    assert loss.get_xscale() == "log" and loss.get_yscale() == "log"
+    assert 784 in vertical_lines(loss) and 784 in vertical_lines(acc)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert f"SGD {figures.PREDICTED_LABEL}" in labels
+    assert loss.get_ylim()[0] == pytest.approx(0.1), "the interpolating fit's 0 is off the axis"

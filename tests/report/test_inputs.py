@@ -10,6 +10,7 @@ from linmnist.report.inputs import (
     MissingResults,
     locate_build,
     run_command,
+    size_results,
     task_results,
     theory_results,
 )
@@ -85,3 +86,16 @@ def test_missing_predictions_name_the_command_that_makes_them(config, capsys):
     assert run_main([*words[4:], "--dry-run"]) == 0
     planned = {line.split()[1] for line in capsys.readouterr().out.splitlines()}
     assert planned == {"theory/grid"}
+
+
+def test_missing_sizes_name_the_product_that_makes_them(tmp_path):
+    config = tmp_path / "sizes_grids.toml"
+    config.write_text(
+        "[subset]\nn_prime = [10]\nlr = 0.01\nbatch_size = 5\niterations = 5\nseeds = [0]\n"
+        "fidelity_seeds = []\neval_every = 5\n\n[sizes]\nn_prime = [10, 20]\nseeds = [0]\n"
+    )
+    with pytest.raises(MissingResults, match=r"the results of N' = 10 are missing .* sizes/n10"):
+        size_results(config=config)
+    config.write_text(CONFIG)
+    with pytest.raises(MissingResults, match=r"no \[sizes\] section"):
+        size_results(config=config)

@@ -1,0 +1,152 @@
+"""Task 5 over a fine grid of training-set sizes N': least squares, SGD, and their predictions.
+
+The ``[sizes]`` section of the grid configuration lists the sizes ``n_prime`` (dense around the
+784 inputs) and the ``seeds``; SGD runs at Task 5's budget (the ``[subset]`` task's lr, batch
+size and iterations). One product per size, ``sizes/n<N'>`` (``size_job``), writes
+``n<N'>.sizes.csv``: for each seed's subset S' (``draw_subset``, as in Task 5),
+
+* the minimum-norm least-squares fit of S' (``analysis.least_squares``), the point SGD from
+  W = 0 converges to: its loss on S', its test loss and test accuracy;
+* SGD at the budget, measured: the same three after its last iteration;
+* SGD at the budget, predicted from the images of S' before the run
+  (``prediction.expected_losses``): its expected loss on S' and test loss.
+
+``load_sizes`` reads them back.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from linmnist.engine.analysis import least_squares
+from linmnist.engine.prediction import expected_losses, held_out
+from linmnist.engine.sgd import draw_subset, train
+from linmnist.engine.validation import UsageError, check_int
+from linmnist.experiments.cells import moments, prepared, shared_evaluator
+from linmnist.experiments.grids import Cell, section
+from linmnist.experiments.paths import results_dir
+from linmnist.experiments.products import Product
+from linmnist.experiments.results import atomic_write_text, read_record
+
+GROUP = "sizes"
+SUFFIX = ".sizes.csv"
+SIZE_COLUMNS = [
+    "n_prime", "seed", "ls_train_loss", "ls_test_loss", "ls_test_acc", "sgd_train_loss",
+    "sgd_test_loss", "sgd_test_acc", "predicted_train_loss", "predicted_test_loss",
+]  # fmt: skip
+
+
+def _distinct_ints(label: str, values: Any, low: int) -> list[int]:
+    if not isinstance(values, list) or not values or len(set(values)) != len(values):
+        raise UsageError(f"{label} must be a non-empty list of distinct integers, got {values!r}")
+    return [check_int(label, v, low=low) for v in values]
+
+
+def sizes_products(
+    build: Path,
+    dataset: str,
+    grids: dict[str, list[Cell]],
+    *,
+    config: str | Path | None = None,
+    profile: str | None = None,
+) -> list[Product]:
+    """One product per size of the ``[sizes]`` section (none without it, or without the
+    ``subset`` task whose budget SGD runs at)."""
+    raw = section(config, GROUP, profile=profile)
+    if not raw or not grids.get("subset"):
+        return []
+    unknown = sorted(set(raw) - {"n_prime", "seeds"})
+    if unknown or not {"n_prime", "seeds"} <= set(raw):
+        raise UsageError(f"sizes: the keys are n_prime and seeds, got {sorted(raw)}")
+    sizes = _distinct_ints("sizes.n_prime", raw["n_prime"], 1)
+    seeds = _distinct_ints("sizes.seeds", raw["seeds"], 0)
+    budget = {k: grids["subset"][0].params[k] for k in ("lr", "batch_size", "iterations")}
+    return [
+        Product(
+            name=f"{GROUP}/n{n}",
+            directory=results_dir(build) / GROUP,
+            stem=f"n{n}",
+            job="linmnist.experiments.sizes:size_job",
+            params={"dataset": dataset, "n_prime": n, "seeds": seeds, **budget},
+            outputs=(f"n{n}{SUFFIX}",),
+        )
+        for n in sizes
+    ]
+
+
+def _loss(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:
+    return float(0.5 * np.mean(np.sum((W @ X.astype(np.float64) - Y) ** 2, axis=0)))
+
+
+@functools.cache
+def _held_out(dataset: str):
+    _, _, X_test, Y_test = prepared(dataset)
+    return held_out(X_test, Y_test)
+
+
+def _row(dataset: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
+    X, Y, X_test, Y_test = prepared(dataset)
+    n = params["n_prime"]
+    # S' = the whole training set (in another order) when N' = N: the fit, the moments and
+    # the law of SGD do not depend on the order, so the whole set's, made once, serve.
+    whole = n == X.shape[1]
+    if whole:
+        Xs, Ys, evaluator, model = X, Y, shared_evaluator(dataset), moments(dataset)
+    else:
+        subset = draw_subset(X.shape[1], n, seed=seed)
+        Xs, Ys, evaluator, model = X[:, subset], Y[:, subset], None, moments(dataset, n, seed)
+    fit = _least_squares(dataset) if whole else least_squares(Xs, Ys, X_test, Y_test)
+    budget = {k: params[k] for k in ("lr", "batch_size", "iterations")}
+    run = train(Xs, Ys, **budget, seed=seed, X_test=X_test, Y_test=Y_test,
+                eval_every=budget["iterations"], evaluator=evaluator)  # fmt: skip
+    last = run.history.iloc[-1]
+    curve = expected_losses(
+        *model, lr=budget["lr"], batch_size=budget["batch_size"],
+        iterations=[budget["iterations"] - 1], test=_held_out(dataset),
+    ).iloc[0]  # fmt: skip
+    ok = run.diverged_at is None
+    return {
+        "n_prime": n,
+        "seed": seed,
+        "ls_train_loss": max(fit.loss, 0.0),
+        "ls_test_loss": _loss(fit.W, X_test, Y_test),
+        "ls_test_acc": fit.test_acc,
+        "sgd_train_loss": float(last["train_loss"]) if ok else np.inf,
+        "sgd_test_loss": _loss(run.W, X_test, Y_test) if ok else np.inf,
+        "sgd_test_acc": float(last["test_acc"]) if ok else np.nan,
+        "predicted_train_loss": float(curve["train_loss"]),
+        "predicted_test_loss": float(curve["test_loss"]),
+    }
+
+
+@functools.cache
+def _least_squares(dataset: str):
+    return least_squares(*prepared(dataset))
+
+
+def size_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
+    """The job of ``sizes/n<N'>``: ``n<N'>.sizes.csv`` (module docstring)."""
+    rows = [_row(params["dataset"], params, seed) for seed in params["seeds"]]
+    frame = pd.DataFrame(rows, columns=SIZE_COLUMNS)
+    atomic_write_text(Path(out) / f"{stem}{SUFFIX}", frame.to_csv(index=False))
+    return {"seeds": len(rows)}
+
+
+def load_sizes(build: Path, sizes: list[int]) -> pd.DataFrame:
+    """Every row of the ok products ``sizes/n<N'>`` of ``sizes`` in the build ``build``
+    (their records must exist); a failed product's rows are missing."""
+    directory = results_dir(build) / GROUP
+    frames = [
+        pd.read_csv(directory / f"n{n}{SUFFIX}")
+        for n in sizes
+        if read_record(directory / f"n{n}.json")["status"] == "ok"
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIZE_COLUMNS)
+
+
+__all__ = ["SIZE_COLUMNS", "load_sizes", "size_job", "sizes_products"]
