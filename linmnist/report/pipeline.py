@@ -29,18 +29,11 @@ from linmnist.experiments.theory import theory_products
 
 NOTEBOOK_JOB = "linmnist.experiments.notebooks:notebook_job"
 REPORT_JOB = "linmnist.report.build:report_job"
+# The groups of experiment products, every one of which the summary and the appendix read.
+EVERY_GROUP = ("grid", "subset", "stability", "edge", "frameworks", "scaling", "theory", "sizes")
 # The task notebooks in reading order, each with the groups of products it reads.
 NOTEBOOKS_READ: dict[str, tuple[str, ...]] = {
-    "00_summary": (
-        "grid",
-        "subset",
-        "stability",
-        "edge",
-        "frameworks",
-        "scaling",
-        "theory",
-        "sizes",
-    ),  # fmt: skip
+    "00_summary": EVERY_GROUP,
     "01_data": (),
     "02_baseline": ("grid", "theory"),
     "03_batch_size": ("grid", "scaling", "theory"),
@@ -49,15 +42,7 @@ NOTEBOOKS_READ: dict[str, tuple[str, ...]] = {
     "07_stability": ("stability", "edge", "theory"),
     "08_scaling_law": ("scaling", "grid", "stability"),
     "09_conclusions": (),
-    "10_appendix": (
-        "grid",
-        "subset",
-        "stability",
-        "edge",
-        "frameworks",
-        "scaling",
-        "theory",
-    ),  # fmt: skip
+    "10_appendix": EVERY_GROUP,
 }
 
 
