@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from linmnist.experiments import fingerprint as fp
+from linmnist.experiments.outputs import OUTPUTS, output_digests
 from linmnist.experiments.products import JobFailed, Product
 from linmnist.experiments.results import write_record
 
@@ -98,7 +99,8 @@ def _record(
 
 
 def make_product(product: Product, inputs: dict[str, Any]) -> Outcome:
-    """Run a product's job (in a worker) and leave its files and record in place.
+    """Run a product's job (in a worker) and leave its files and record in place; the record
+    of a made product holds the digest of each of its files (``linmnist.experiments.outputs``).
 
     Only an interruption (KeyboardInterrupt, a killed process) leaves no record.
     """
@@ -133,6 +135,7 @@ def make_product(product: Product, inputs: dict[str, Any]) -> Outcome:
                 for name in product.outputs:
                     os.replace(staging / name, directory / name)
                 status, error = "ok", None
+                extra = {**extra, OUTPUTS: output_digests(directory, product.outputs)}
         seconds = time.perf_counter() - start
         write_record(product.record, _record(product, status, error, inputs, seconds, extra))
     finally:

@@ -43,6 +43,7 @@ from linmnist.experiments.jobs import (
     record_failure,
 )
 from linmnist.experiments.local_executor import LocalExecutor
+from linmnist.experiments.outputs import output_problems
 from linmnist.experiments.products import Product
 from linmnist.experiments.results import append_run_log, read_record
 
@@ -249,10 +250,11 @@ def assess(
         record = _read(product.record)
         records[product.name] = record
         current = own_inputs(product, digests)
-        if record is None or not _outputs_present(product, record):
+        if record is None:
             states[product.name] = ProductState(product.name, "missing")
             continue
-        reasons = _changes(record, current)
+        reasons = output_problems(record, product.record, product.directory, product.outputs)
+        reasons += _changes(record, current)
         not_ready = [u for u in product.upstream if states[u].state != "up to date"]
         reasons += [f"upstream {u} is {states[u].state}" for u in not_ready[:3]]
         if len(not_ready) > 3:
@@ -271,12 +273,6 @@ def assess(
         else:
             states[product.name] = ProductState(product.name, "up to date")
     return states
-
-
-def _outputs_present(product: Product, record: dict) -> bool:
-    if record.get("status") != "ok":
-        return True
-    return all((product.directory / name).is_file() for name in product.outputs)
 
 
 def run(

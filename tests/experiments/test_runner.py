@@ -101,12 +101,37 @@ def test_remaking_with_the_same_inputs_leaves_the_downstream_up_to_date(tmp_path
     assert set(states(products).values()) == {"up to date"}
 
 
+def _edit_record(tmp: Path) -> None:
+    path = tmp / "a" / "x.json"
+    path.write_text(path.read_text().replace('"value": 1', '"value": 7'))
+
+
 @pytest.mark.slow
-def test_a_deleted_output_makes_the_product_missing(tmp_path):
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda t: (t / "a" / "x.txt").write_text('{"value": 9}'), "output changed: {}/a/x.txt"),
+        (lambda t: (t / "a" / "x.txt").write_bytes(b"{"), "output changed: {}/a/x.txt"),
+        (lambda t: (t / "a" / "x.txt").write_bytes(b""), "output changed: {}/a/x.txt"),
+        (lambda t: (t / "a" / "x.txt").unlink(), "output removed: {}/a/x.txt"),
+        (_edit_record, "record changed: {}/a/x.json"),
+    ],
+    ids=["edited", "truncated", "emptied", "removed", "record edited"],
+)
+def test_a_product_whose_files_changed_is_stale_with_the_reason_and_is_remade(
+    tmp_path, damage, reason
+):
     products = chain(tmp_path)
     run(products, lock_dir=tmp_path, progress=False)
-    (tmp_path / "a" / "x.txt").unlink()
-    assert states(products)["a/x"] == "missing"
+    damage(tmp_path)
+    found = assess(products)
+    assert found["a/x"].state == "stale"
+    assert found["a/x"].reasons[0] == reason.format(tmp_path)
+    assert found["b/z"].reasons == ("upstream a/x is stale",)
+    summary = run(products, lock_dir=tmp_path, progress=False)
+    assert statuses(summary)["a/x"] == "ok" and statuses(summary)["a/y"] == "skipped"
+    assert set(states(products).values()) == {"up to date"}
+    assert json.loads((tmp_path / "a" / "x.txt").read_text())["value"] == 1
 
 
 @pytest.mark.slow
