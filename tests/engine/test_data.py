@@ -440,6 +440,20 @@ def test_cache_file_is_deterministic_and_checksum_is_its_sha256(fake, monkeypatc
     assert digest == expected == hashlib.sha256((tmp_path / "a.npz").read_bytes()).hexdigest()
 
 
+def test_a_cache_file_with_bytes_appended_is_rewritten_so_its_checksum_holds(
+    fake, monkeypatch, tmp_path
+):
+    """Genuine arrays in a file with extra bytes are read, but the file is moved aside and
+    rewritten: otherwise its checksum, every product's data fingerprint, would change."""
+    set_sources(monkeypatch, lambda: fake)
+    genuine = dataset_checksum(cache_dir=tmp_path)
+    path = tmp_path / "mnist.npz"
+    path.write_bytes(path.read_bytes() + b"appended bytes")
+    with pytest.warns(DataWarning, match="holds the genuine arrays in .* bytes, not the"):
+        assert dataset_checksum(cache_dir=tmp_path) == genuine
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("mnist.npz.corrupt-")]) == 1
+
+
 # ---- MNIST sources ---------------------------------------------------------------------------
 
 
