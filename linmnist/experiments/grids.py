@@ -52,6 +52,8 @@ TASKS: dict[str, TaskSpec] = {
 # Sections of the configuration that are not grids of cells: each is validated and expanded
 # by its own module (``scaling``: linmnist.experiments.scaling) from ``section``.
 SECTIONS = ("scaling",)
+# Largest configuration file read (the study's is 4 kB).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -96,14 +98,7 @@ def load_grids(
     dict
         Task name -> list of its cells, in the order of the axes as written.
     """
-    path = Path(DEFAULT_CONFIG if config is None else config)
-    if not path.is_file():
-        raise UsageError(f"config must be an existing TOML file, got {str(path)!r}")
-    with path.open("rb") as fh:
-        try:
-            raw = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"config {str(path)!r} is not valid TOML: {exc}") from None
+    raw = read_config(config)
     _check_keys("config", raw, [*TASKS, *SECTIONS, "profiles"])
     if not any(task in raw for task in TASKS):
         raise UsageError(f"config must define at least one task among {', '.join(TASKS)}")
@@ -118,13 +113,55 @@ def load_grids(
     return _build(raw, profile)
 
 
+def read_config(config: str | Path | None) -> dict[str, Any]:
+    """The TOML table of a configuration file (the default one for None).
+
+    Raises
+    ------
+    UsageError
+        One line naming the file and why it cannot be read: missing, a directory or another
+        non-regular file, unreadable (``/proc/self/mem``), over ``MAX_CONFIG_BYTES``, not
+        UTF-8 (a UTF-16 byte-order mark is named), invalid TOML, or nested too deeply.
+    """
+    path = Path(DEFAULT_CONFIG if config is None else config)
+    if not path.is_file():
+        why = "a directory" if path.is_dir() else "missing" if not path.exists() else "special"
+        raise UsageError(f"config must be an existing TOML file, got {str(path)!r} ({why})")
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"config {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UsageError(
+            f"config {str(path)!r} is larger than {MAX_CONFIG_BYTES:,} bytes; a configuration "
+            "is a short TOML file"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bom = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+        why = f"byte {exc.start} is 0x{raw[exc.start]:02x}"
+        why = "it starts with a UTF-16 byte-order mark" if bom else why
+        raise UsageError(
+            f"config {str(path)!r} is not UTF-8 text ({why}); TOML files are UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {str(path)!r} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UsageError(
+            f"config {str(path)!r} nests arrays or tables too deeply to be read as TOML"
+        ) from None
+
+
 def section(config: str | Path | None, name: str, *, profile: str | None = None) -> dict:
     """The table ``[name]`` of a configuration (one of ``SECTIONS``) with the overrides of
     ``profile`` applied, unvalidated; empty when the configuration has no such section."""
     _check_choice("section", name, SECTIONS)
     load_grids(config, profile=profile)  # the file, the profile and its keys are valid
-    with Path(DEFAULT_CONFIG if config is None else config).open("rb") as fh:
-        raw = tomllib.load(fh)
+    raw = read_config(config)
     if name not in raw:
         return {}
     _check_table(name, raw[name])

@@ -1,12 +1,14 @@
 """The grid configuration: the study's grids as defined, profiles, and every refusal."""
 
 import ast
+import re
 from pathlib import Path
 
 import numpy as np
 import papermill
 import pytest
 
+from linmnist.engine.validation import UsageError
 from linmnist.experiments.grids import (
     DEFAULT_CONFIG,
     TASKS,
@@ -151,6 +153,41 @@ def test_config_level_refusals(tmp_path):
         load_grids(DEFAULT_CONFIG, profile="big")
     path.write_text("[profiles.small.grid]\nlr = [1.0]\n")
     with pytest.raises(ValueError, match="config must define at least one task among grid, subset"):
+        load_grids(path)
+
+
+CONFIG_READS = {
+    "not UTF-8": (b"[grid]\nlr = [0.1] # caf\xe9\n", "is not UTF-8 text (byte 23 is 0xe9)"),
+    "UTF-16 with a BOM": (
+        "[grid]\nlr = [0.1]\n".encode("utf-16"),
+        "is not UTF-8 text (it starts with a UTF-16 byte-order mark)",
+    ),
+    "nested 5,000 deep": (b"x = " + b"[" * 5000 + b"]" * 5000, "nests arrays or tables too deeply"),
+    "over a MiB": (b"# " + b"x" * (1 << 20) + b"\n", "is larger than 1,048,576 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_READS)
+def test_a_configuration_that_cannot_be_read_is_refused_naming_the_file_and_why(tmp_path, case):
+    content, reason = CONFIG_READS[case]
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    with pytest.raises(UsageError) as caught:
+        load_grids(path)
+    message = str(caught.value)
+    assert f"config {str(path)!r}" in message and reason in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/proc/self/mem", "cannot be read: Input/output error"),
+        ("/dev/zero", "(special)"),
+        (".", "(a directory)"),
+    ],
+)
+def test_a_special_file_or_a_directory_as_configuration_is_refused(path, reason):
+    with pytest.raises(UsageError, match=f"{path!r}.*{re.escape(reason)}"):
         load_grids(path)
 
 
