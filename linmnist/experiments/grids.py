@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from linmnist.engine.sgd import MAX_ITERATIONS, check_batch_size
 from linmnist.engine.validation import UsageError
 from linmnist.experiments.paths import DEFAULT_CONFIG, FULL_PROFILE
 
@@ -54,6 +55,12 @@ TASKS: dict[str, TaskSpec] = {
 SECTIONS = ("scaling",)
 # Largest configuration file read (the study's is 4 kB).
 MAX_CONFIG_BYTES = 1 << 20
+# Most cells of one build (its tasks together): each is a product with its record and history
+# file, assessed at every `status` (the study has 109).
+MAX_CELLS = 100_000
+# Most seeds of one cell: each is one run of the cell's job, its history held until it ends
+# (the study uses 20).
+MAX_SEEDS = 1_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,17 @@ def load_grids(
     for name in [None, *profiles]:  # the base and every profile are valid, not only the one used
         _build(raw, name)
     return _build(raw, profile)
+
+
+def _check_cells(label: str, counts: dict[str, int]) -> None:
+    """Refuse a configuration of more than ``MAX_CELLS`` cells, before they are expanded."""
+    total = sum(counts.values())
+    if total > MAX_CELLS:
+        shown = ", ".join(f"{task} {n:,}" for task, n in counts.items())
+        raise UsageError(
+            f"{label} has {total:,} cells ({shown}); at most {MAX_CELLS:,}: each cell is a "
+            "product with its own files, made and checked one by one"
+        )
 
 
 def read_config(config: str | Path | None) -> dict[str, Any]:
@@ -187,7 +205,7 @@ def _build(raw: dict, profile: str | None) -> dict[str, list[Cell]]:
         overrides = raw["profiles"][profile]
         _check_table(label, overrides)
         _check_keys(label, overrides, [name for name in (*TASKS, *SECTIONS) if name in raw])
-    grids = {}
+    merged = {}
     for task, spec in TASKS.items():
         if task not in raw:
             continue
@@ -195,8 +213,14 @@ def _build(raw: dict, profile: str | None) -> dict[str, list[Cell]]:
         override = overrides.get(task, {})
         _check_table(f"profiles.{profile}.{task}", override)
         _check_keys(f"profiles.{profile}.{task}", override, [*spec.axes, *spec.fixed])
-        grids[task] = _expand(task, spec, {**raw[task], **override})
-    return grids
+        merged[task] = {**raw[task], **override}
+    counts = {
+        task: math.prod(len(v) if isinstance(v := values.get(key), list) else 1
+                        for key in TASKS[task].axes)
+        for task, values in merged.items()
+    }  # fmt: skip
+    _check_cells("config" if profile is None else f"profile {profile!r}", counts)
+    return {task: _expand(task, TASKS[task], values) for task, values in merged.items()}
 
 
 def _expand(task: str, spec: TaskSpec, values: dict) -> list[Cell]:
@@ -239,11 +263,29 @@ def _check_value(label: str, key: str, value: Any) -> Any:
         ok = ok and len(set(value)) == len(value) and (key == "fidelity_seeds" or value)
         if not ok:
             what = "list" if key == "fidelity_seeds" else "non-empty list"
-            raise UsageError(f"{label} must be a {what} of distinct integers >= 0, got {value!r}")
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise UsageError(f"{label} must be a {what} of distinct integers >= 0, got {shown}")
+        check_seed_count(len(value), label)
         return list(value)
     if not (_is_int(value) and value >= 1):
         raise UsageError(f"{label} must be an integer >= 1, got {value!r}")
+    if key == "batch_size":
+        return check_batch_size(value, name=label)
+    if key == "iterations" and value > MAX_ITERATIONS:
+        raise UsageError(
+            f"{label} must be an integer in [1, {MAX_ITERATIONS:,}], got {value:,}: a longer "
+            "run takes hours, and its history at every iteration alone 3.2 GB"
+        )
     return value
+
+
+def check_seed_count(count: int, label: str = "seeds") -> None:
+    """Refuse more than ``MAX_SEEDS`` seeds for one cell (each is one run of its job)."""
+    if count > MAX_SEEDS:
+        raise UsageError(
+            f"{label} must hold at most {MAX_SEEDS:,} seeds, got {count:,}: each seed is one run "
+            "of the cell, made in one job (a million take about 13 hours and 28 GB)"
+        )
 
 
 def _check_profile_name(name: str) -> None:

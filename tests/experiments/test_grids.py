@@ -244,3 +244,35 @@ def test_a_profile_name_with_markup_characters_is_accepted(tmp_path):
 
 def _toml_key(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t") + '"'
+
+
+def _seed_list(n: int) -> str:
+    return "[" + ", ".join(map(str, range(n))) + "]"
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"batch_size": "[10000000]"}, r"grid.batch_size must be an integer in \[1, 65536\], "
+         r"got 10000000: a batch of 10000000 samples needs 113.3 GB"),
+        ({"iterations": "1000000000000"}, r"grid.iterations must be an integer in "
+         r"\[1, 100,000,000\], got 1,000,000,000,000: a longer run takes hours"),
+        ({"seeds": _seed_list(1001)}, "grid.seeds must hold at most 1,000 seeds, got 1,001: "
+         "each seed is one run"),
+        ({"lr": f"[{', '.join(str(0.1 + i) for i in range(1001))}]",
+          "batch_size": f"[{', '.join(map(str, range(1, 101)))}]"},
+         r"config has 100,101 cells \(grid 100,100, subset 1\); at most 100,000"),
+    ],
+    ids=["batch size", "iterations", "seeds", "cells"],
+)  # fmt: skip
+def test_work_beyond_the_limits_is_refused_naming_the_key_the_limit_and_why(
+    tmp_path, grid, message
+):
+    with pytest.raises(UsageError, match=message):
+        load_grids(write_config(tmp_path, grid))
+
+
+def test_a_profile_beyond_the_limits_is_refused_too(tmp_path):
+    path = write_config(tmp_path, extra="batch_size = [100000]")
+    with pytest.raises(UsageError, match="grid.batch_size must be an integer in"):
+        load_grids(path)
