@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from linmnist.engine.data import DATA_DIR_ENV, DATASETS
 from linmnist.engine.validation import ArgumentParser, LinmnistError, UsageError, check_int
+from linmnist.experiments.jobs import job_limit
 from linmnist.experiments.paths import build_dir, relative_to_root
 from linmnist.experiments.runner import EXECUTORS, STATES, ProductState, assess, run, select
 from linmnist.report.pipeline import pipeline
@@ -59,6 +60,10 @@ def _check_run_arguments(args: argparse.Namespace) -> None:
             raise UsageError(
                 f"scheduler must be an address such as tcp://HOST:PORT; got {args.scheduler!r}"
             )
+    if args.scheduler is None:  # workers on this machine
+        args.jobs, note = job_limit(args.jobs)
+        if note is not None:
+            print(f"note: {note}", file=sys.stderr)
 
 
 def resolve_data_dir() -> None:

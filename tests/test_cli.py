@@ -100,3 +100,12 @@ def test_a_data_cache_problem_is_one_line_naming_it_and_status_2_from_every_comm
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert f"LINMNIST_DATA_DIR={directory}" in err and reason in err
+
+
+def test_jobs_beyond_what_the_machine_holds_are_capped_with_a_note(capsys, monkeypatch):
+    from linmnist.experiments import jobs
+
+    monkeypatch.setattr(jobs, "available_cores", lambda: 2)
+    assert run_main(["--profile", "small", "--jobs", "1000", "--dry-run"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("note: --jobs 1000 capped at 2: this machine has 2")
