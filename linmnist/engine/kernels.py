@@ -32,6 +32,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from linmnist.engine.kernel_cache import heal_on_damage
+
 # Samples per block: the block's (10, BLOCK) float64 scores stay in L1 cache.
 BLOCK = 256
 # Samples per block of the lazy scores: their state stays in cache through a chunk.
@@ -421,3 +423,8 @@ def rank_gaps(Ws, W_ref, A, Xb):  # pragma: no cover (compiled)
             worst = max(worst, s)
         gap[t] = np.sqrt(worst)
     return gap
+
+
+heal_on_damage(
+    margins, tile_scores, lazy_margins, running_margins, float64_correct, pair_reach, rank_gaps
+)

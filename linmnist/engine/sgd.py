@@ -54,6 +54,12 @@ _DTYPES = (np.float32, np.float64)
 MAX_ITERATIONS = 10**8
 # Iterations whose batches are drawn at once when ``train`` draws them itself.
 BATCH_ROWS = 1024
+# Largest batch: its samples (784 x B) and the indices of ``BATCH_ROWS`` iterations drawn at
+# once take 0.75 GB at B = 65,536 in float32 (more than MNIST's 60,000 samples); larger ones
+# are refused before anything is allocated, with what they would need.
+MAX_BATCH_SIZE = 1 << 16
+# Largest array of batch indices drawn at once by ``sample_batches`` (iterations x batch).
+MAX_DRAWN_BYTES = 2 << 30
 
 
 @dataclass
@@ -93,6 +99,27 @@ def check_dtype(dtype) -> np.dtype:
     return _check_dtype("dtype", dtype, _DTYPES)
 
 
+def batch_bytes(batch_size: int, *, features: int = 784, itemsize: int = 4) -> int:
+    """Memory (bytes) one batch takes in ``train``: its ``features x batch_size`` samples and
+    the indices of ``BATCH_ROWS`` iterations, drawn at once."""
+    return batch_size * (features * itemsize + BATCH_ROWS * 8)
+
+
+def check_batch_size(batch_size, *, name: str = "batch_size", features: int = 784,
+                     itemsize: int = 4) -> int:  # fmt: skip
+    """``batch_size`` as an int in [1, ``MAX_BATCH_SIZE``], else a UsageError saying what
+    memory a batch that large would need."""
+    batch_size = check_int(name, batch_size, low=1)
+    if batch_size > MAX_BATCH_SIZE:
+        need = batch_bytes(batch_size, features=features, itemsize=itemsize) / 1e9
+        raise UsageError(
+            f"{name} must be an integer in [1, {MAX_BATCH_SIZE}], got {batch_size}: a batch "
+            f"of {batch_size} samples needs {need:,.1f} GB ({features} x {batch_size} "
+            f"samples of {itemsize} bytes, and {BATCH_ROWS} iterations of indices drawn at once)"
+        )
+    return batch_size
+
+
 def check_iterations(iterations) -> int:
     """``iterations`` as an int in [1, ``MAX_ITERATIONS``], else a UsageError."""
     iterations = check_int("iterations", iterations, low=1)
@@ -104,9 +131,15 @@ def sample_batches(
 ) -> np.ndarray:
     """Batch indices drawn uniformly WITH replacement, shape (iterations, batch_size)."""
     n_samples = check_int("n_samples", n_samples, low=1)
-    batch_size = check_int("batch_size", batch_size, low=1)
+    batch_size = check_batch_size(batch_size)
     iterations = check_iterations(iterations)
     seed = check_int("seed", seed, low=0)
+    if iterations * batch_size * 8 > MAX_DRAWN_BYTES:
+        raise UsageError(
+            f"iterations x batch_size must be at most {MAX_DRAWN_BYTES // 8:,} to draw every "
+            f"batch at once, got {iterations} x {batch_size}: the indices would take "
+            f"{iterations * batch_size * 8 / 1e9:,.1f} GB (train draws them a chunk at a time)"
+        )
     return np.random.default_rng(seed).integers(0, n_samples, size=(iterations, batch_size))
 
 
@@ -184,12 +217,13 @@ def check_run_arguments(
     of the whole data set, skipped for every run that shares it).
     """  # fmt: skip
     lr = check_number("lr", lr, low=0, low_open=True)
-    batch_size = check_int("batch_size", batch_size, low=1)
+    dt = check_dtype(dtype)
+    bias = check_bool("bias", bias)
+    features = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else 784
+    batch_size = check_batch_size(batch_size, features=features + bias, itemsize=dt.itemsize)
     iterations = check_iterations(iterations)
     seed = check_int("seed", seed, low=0)
     eval_every = check_int("eval_every", eval_every, low=1)
-    dt = check_dtype(dtype)
-    bias = check_bool("bias", bias)
     if not data_checked:
         X, Y = check_data(X, Y, "X", "Y")
         X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
@@ -328,6 +362,8 @@ __all__ = [
     "MAX_ITERATIONS",
     "RunArguments",
     "TrainResult",
+    "batch_bytes",
+    "check_batch_size",
     "check_dtype",
     "check_evaluator",
     "check_run_arguments",

@@ -27,6 +27,7 @@ from linmnist.engine.evaluation import LAZY_ROWS, Evaluator
 from linmnist.engine.sgd import TrainResult, draw_subset, train
 from linmnist.engine.spectrum import Spectrum, spectrum
 from linmnist.engine.validation import UsageError
+from linmnist.experiments.grids import check_seed_count
 from linmnist.experiments.results import (
     atomic_write_text,
     histories,
@@ -85,6 +86,7 @@ def train_seeds(
         One result per seed, in the order of ``seeds``.
     """
     seeds = list(seeds)
+    check_seed_count(len(seeds))
     if not seeds or len(set(seeds)) != len(seeds):
         raise UsageError(f"seeds must be a non-empty sequence of distinct integers, got {seeds}")
     if not set(fidelity_seeds) <= set(seeds):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from linmnist.engine.sgd import MAX_ITERATIONS, check_batch_size
 from linmnist.engine.validation import UsageError
 from linmnist.experiments.paths import DEFAULT_CONFIG, FULL_PROFILE
 
@@ -56,6 +57,14 @@ TASKS: dict[str, TaskSpec] = {
 # by its own module (``scaling``: linmnist.experiments.scaling, ``sizes``:
 # linmnist.experiments.sizes) from ``section``.
 SECTIONS = ("scaling", "sizes")
+# Largest configuration file read (the study's is 4 kB).
+MAX_CONFIG_BYTES = 1 << 20
+# Most cells of one build (its tasks together): each is a product with its record and history
+# file, assessed at every `status` (the study has 109).
+MAX_CELLS = 100_000
+# Most seeds of one cell: each is one run of the cell's job, its history held until it ends
+# (the study uses 20).
+MAX_SEEDS = 1_000
 
 
 @dataclass(frozen=True)
@@ -100,14 +109,7 @@ def load_grids(
     dict
         Task name -> list of its cells, in the order of the axes as written.
     """
-    path = Path(DEFAULT_CONFIG if config is None else config)
-    if not path.is_file():
-        raise UsageError(f"config must be an existing TOML file, got {str(path)!r}")
-    with path.open("rb") as fh:
-        try:
-            raw = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"config {str(path)!r} is not valid TOML: {exc}") from None
+    raw = read_config(config)
     _check_keys("config", raw, [*TASKS, *SECTIONS, "profiles"])
     if not any(task in raw for task in TASKS):
         raise UsageError(f"config must define at least one task among {', '.join(TASKS)}")
@@ -122,13 +124,66 @@ def load_grids(
     return _build(raw, profile)
 
 
+def _check_cells(label: str, counts: dict[str, int]) -> None:
+    """Refuse a configuration of more than ``MAX_CELLS`` cells, before they are expanded."""
+    total = sum(counts.values())
+    if total > MAX_CELLS:
+        shown = ", ".join(f"{task} {n:,}" for task, n in counts.items())
+        raise UsageError(
+            f"{label} has {total:,} cells ({shown}); at most {MAX_CELLS:,}: each cell is a "
+            "product with its own files, made and checked one by one"
+        )
+
+
+def read_config(config: str | Path | None) -> dict[str, Any]:
+    """The TOML table of a configuration file (the default one for None).
+
+    Raises
+    ------
+    UsageError
+        One line naming the file and why it cannot be read: missing, a directory or another
+        non-regular file, unreadable (``/proc/self/mem``), over ``MAX_CONFIG_BYTES``, not
+        UTF-8 (a UTF-16 byte-order mark is named), invalid TOML, or nested too deeply.
+    """
+    path = Path(DEFAULT_CONFIG if config is None else config)
+    if not path.is_file():
+        why = "a directory" if path.is_dir() else "missing" if not path.exists() else "special"
+        raise UsageError(f"config must be an existing TOML file, got {str(path)!r} ({why})")
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"config {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UsageError(
+            f"config {str(path)!r} is larger than {MAX_CONFIG_BYTES:,} bytes; a configuration "
+            "is a short TOML file"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bom = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+        why = f"byte {exc.start} is 0x{raw[exc.start]:02x}"
+        why = "it starts with a UTF-16 byte-order mark" if bom else why
+        raise UsageError(
+            f"config {str(path)!r} is not UTF-8 text ({why}); TOML files are UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {str(path)!r} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UsageError(
+            f"config {str(path)!r} nests arrays or tables too deeply to be read as TOML"
+        ) from None
+
+
 def section(config: str | Path | None, name: str, *, profile: str | None = None) -> dict:
     """The table ``[name]`` of a configuration (one of ``SECTIONS``) with the overrides of
     ``profile`` applied, unvalidated; empty when the configuration has no such section."""
     _check_choice("section", name, SECTIONS)
     load_grids(config, profile=profile)  # the file, the profile and its keys are valid
-    with Path(DEFAULT_CONFIG if config is None else config).open("rb") as fh:
-        raw = tomllib.load(fh)
+    raw = read_config(config)
     if name not in raw:
         return {}
     _check_table(name, raw[name])
@@ -154,7 +209,7 @@ def _build(raw: dict, profile: str | None) -> dict[str, list[Cell]]:
         overrides = raw["profiles"][profile]
         _check_table(label, overrides)
         _check_keys(label, overrides, [name for name in (*TASKS, *SECTIONS) if name in raw])
-    grids = {}
+    merged = {}
     for task, spec in TASKS.items():
         if task not in raw:
             continue
@@ -162,8 +217,14 @@ def _build(raw: dict, profile: str | None) -> dict[str, list[Cell]]:
         override = overrides.get(task, {})
         _check_table(f"profiles.{profile}.{task}", override)
         _check_keys(f"profiles.{profile}.{task}", override, [*spec.axes, *spec.fixed])
-        grids[task] = _expand(task, spec, {**raw[task], **override})
-    return grids
+        merged[task] = {**raw[task], **override}
+    counts = {
+        task: math.prod(len(v) if isinstance(v := values.get(key), list) else 1
+                        for key in TASKS[task].axes)
+        for task, values in merged.items()
+    }  # fmt: skip
+    _check_cells("config" if profile is None else f"profile {profile!r}", counts)
+    return {task: _expand(task, TASKS[task], values) for task, values in merged.items()}
 
 
 def _expand(task: str, spec: TaskSpec, values: dict) -> list[Cell]:
@@ -206,11 +267,29 @@ def _check_value(label: str, key: str, value: Any) -> Any:
         ok = ok and len(set(value)) == len(value) and (key == "fidelity_seeds" or value)
         if not ok:
             what = "list" if key == "fidelity_seeds" else "non-empty list"
-            raise UsageError(f"{label} must be a {what} of distinct integers >= 0, got {value!r}")
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise UsageError(f"{label} must be a {what} of distinct integers >= 0, got {shown}")
+        check_seed_count(len(value), label)
         return list(value)
     if not (_is_int(value) and value >= 1):
         raise UsageError(f"{label} must be an integer >= 1, got {value!r}")
+    if key == "batch_size":
+        return check_batch_size(value, name=label)
+    if key == "iterations" and value > MAX_ITERATIONS:
+        raise UsageError(
+            f"{label} must be an integer in [1, {MAX_ITERATIONS:,}], got {value:,}: a longer "
+            "run takes hours, and its history at every iteration alone 3.2 GB"
+        )
     return value
+
+
+def check_seed_count(count: int, label: str = "seeds") -> None:
+    """Refuse more than ``MAX_SEEDS`` seeds for one cell (each is one run of its job)."""
+    if count > MAX_SEEDS:
+        raise UsageError(
+            f"{label} must hold at most {MAX_SEEDS:,} seeds, got {count:,}: each seed is one run "
+            "of the cell, made in one job (a million take about 13 hours and 28 GB)"
+        )
 
 
 def _check_profile_name(name: str) -> None:

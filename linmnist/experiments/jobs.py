@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from linmnist.experiments import fingerprint as fp
+from linmnist.experiments.outputs import OUTPUTS, output_digests
 from linmnist.experiments.products import JobFailed, Product
 from linmnist.experiments.results import write_record
 
@@ -20,6 +21,8 @@ BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 STAGING_SUFFIX = ".staging"
 # Deaths of the worker making a product after which it is made again.
 RETRIES = 1
+# Memory one local job (worker process) may take: the data, a cell's evaluator and its runs.
+JOB_MEMORY = 1_500_000_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,31 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new processes (``MemAvailable``; free pages elsewhere)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def job_limit(jobs: int) -> tuple[int, str | None]:
+    """``jobs`` capped at what this machine can hold: one job per core (more only share the
+    cores) and ``JOB_MEMORY`` of available memory each; with the reason when capped."""
+    cores, memory = available_cores(), available_memory()
+    limit = max(1, min(cores, memory // JOB_MEMORY))
+    if jobs <= limit:
+        return jobs, None
+    return limit, (
+        f"--jobs {jobs} capped at {limit}: this machine has {cores} core(s) and "
+        f"{memory / 1e9:.1f} GB available, about {JOB_MEMORY / 1e9:.1f} GB per job"
+    )
 
 
 def path_problem(product: Product) -> str | None:
@@ -98,7 +126,8 @@ def _record(
 
 
 def make_product(product: Product, inputs: dict[str, Any]) -> Outcome:
-    """Run a product's job (in a worker) and leave its files and record in place.
+    """Run a product's job (in a worker) and leave its files and record in place; the record
+    of a made product holds the digest of each of its files (``linmnist.experiments.outputs``).
 
     Only an interruption (KeyboardInterrupt, a killed process) leaves no record.
     """
@@ -133,6 +162,7 @@ def make_product(product: Product, inputs: dict[str, Any]) -> Outcome:
                 for name in product.outputs:
                     os.replace(staging / name, directory / name)
                 status, error = "ok", None
+                extra = {**extra, OUTPUTS: output_digests(directory, product.outputs)}
         seconds = time.perf_counter() - start
         write_record(product.record, _record(product, status, error, inputs, seconds, extra))
     finally:

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from linmnist.experiments.outputs import seal
+
 if TYPE_CHECKING:  # for the annotations only: reading results needs no training code
     from linmnist.engine.sgd import TrainResult
 
@@ -222,8 +224,10 @@ def save_cell(
 
 
 def write_record(path: str | Path, record: dict[str, Any]) -> None:
-    """Write a cell's JSON record atomically (non-finite numbers become null)."""
-    atomic_write_text(path, json.dumps(plain(record), indent=1, allow_nan=False) + "\n")
+    """Write a JSON record atomically (non-finite numbers become null), sealed
+    (``linmnist.experiments.outputs.seal``: an edit of it shows)."""
+    text = json.dumps(seal(plain(record)), indent=1, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def read_record(path: str | Path) -> dict[str, Any]:

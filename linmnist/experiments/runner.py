@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import itertools
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,10 +40,12 @@ from linmnist.experiments.jobs import (
     STAGING_SUFFIX,
     Outcome,
     available_cores,
+    job_limit,
     path_problem,
     record_failure,
 )
 from linmnist.experiments.local_executor import LocalExecutor
+from linmnist.experiments.outputs import output_problems
 from linmnist.experiments.products import Product
 from linmnist.experiments.results import append_run_log, read_record
 
@@ -182,17 +185,29 @@ def select(products: Sequence[Product], targets: Iterable[str] | None) -> list[P
     return [p for p in products if p.name in wanted]
 
 
-def own_inputs(product: Product, data_digests: dict[str, str]) -> dict[str, Any]:
-    """The digests of a product's own inputs (all but ``upstream``), and of each module."""
-    modules = set(product.modules) | {product.job.split(":", 1)[0]}
-    if product.notebook is not None:
-        modules |= fp.notebook_modules(product.notebook)
-    closure = fp.module_closure(modules)
+def own_inputs(
+    product: Product, data_digests: dict[str, str], memo: dict | None = None
+) -> dict[str, Any]:
+    """The digests of a product's own inputs (all but ``upstream``), and of each module.
+
+    ``memo`` (a dict kept for one pass over the pipeline) shares the code and notebook
+    digests between the products that run the same modules and notebook (every grid cell).
+    """
+    memo = {} if memo is None else memo
+    key = (product.job.split(":", 1)[0], product.modules, product.notebook)
+    if key not in memo:
+        modules = set(product.modules) | {key[0]}
+        if product.notebook is not None:
+            modules |= fp.notebook_modules(product.notebook)
+        closure = fp.module_closure(modules)
+        memo[key] = {
+            "code": fp.code_digest(closure),
+            "modules": {m: fp.digest(fp.module_path(m).read_bytes()) for m in closure},
+            "notebook": None if product.notebook is None else fp.notebook_digest(product.notebook),
+        }
     dataset = product.params.get("dataset")
     return {
-        "code": fp.code_digest(closure),
-        "modules": {m: fp.digest(fp.module_path(m).read_bytes()) for m in closure},
-        "notebook": None if product.notebook is None else fp.notebook_digest(product.notebook),
+        **memo[key],
         "params": fp.digest(product.params),
         "data": None if dataset is None else data_digests[dataset],
         "dependencies": fp.dependencies_digest(),
@@ -245,14 +260,16 @@ def assess(
     digests = data_digests(products) if digests is None else digests
     states: dict[str, ProductState] = {}
     records: dict[str, dict | None] = {}
+    memo: dict = {}
     for product in products:
         record = _read(product.record)
         records[product.name] = record
-        current = own_inputs(product, digests)
-        if record is None or not _outputs_present(product, record):
+        current = own_inputs(product, digests, memo)
+        if record is None:
             states[product.name] = ProductState(product.name, "missing")
             continue
-        reasons = _changes(record, current)
+        reasons = output_problems(record, product.record, product.directory, product.outputs)
+        reasons += _changes(record, current)
         not_ready = [u for u in product.upstream if states[u].state != "up to date"]
         reasons += [f"upstream {u} is {states[u].state}" for u in not_ready[:3]]
         if len(not_ready) > 3:
@@ -271,12 +288,6 @@ def assess(
         else:
             states[product.name] = ProductState(product.name, "up to date")
     return states
-
-
-def _outputs_present(product: Product, record: dict) -> bool:
-    if record.get("status") != "ok":
-        return True
-    return all((product.directory / name).is_file() for name in product.outputs)
 
 
 def run(
@@ -300,7 +311,8 @@ def run(
     lock_dir : Path
         The build directory; its lock keeps other runners out.
     jobs : int
-        Products made at once (>= 1).
+        Products made at once (>= 1), at most what this machine can hold
+        (``linmnist.experiments.jobs.job_limit``) unless they run on a remote Dask scheduler.
     force : bool
         Make every product, up to date or not.
     dry_run : bool
@@ -324,17 +336,18 @@ def run(
     with _lock(lock_dir, create=not dry_run):
         states = assess(products, digests=digests)
         todo = [p for p in products if force or states[p.name].state != "up to date"]
+        making = {p.name for p in todo}
         if on_plan is not None:
             on_plan([states[p.name] for p in todo])
         if not dry_run:
             for directory in {p.directory for p in products}:  # a killed run's debris, anywhere
                 _remove_leftovers(directory)
         if dry_run or not todo:
-            outcomes = tuple(Outcome(p.name, "skipped") for p in products if p not in todo)
+            outcomes = tuple(Outcome(p.name, "skipped") for p in products if p.name not in making)
             return RunSummary(outcomes, time.perf_counter() - start)
-        records = {p.name: _read(p.record) for p in products if p not in todo}
+        records = {p.name: _read(p.record) for p in products if p.name not in making}
         outcomes: dict[str, Outcome] = {
-            p.name: Outcome(p.name, "skipped") for p in products if p not in todo
+            p.name: Outcome(p.name, "skipped") for p in products if p.name not in making
         }
         spans: dict[str, tuple[float, float]] = {}
 
@@ -413,9 +426,11 @@ def _make(
     """Schedule ``todo`` on the executor as their upstream products finish; ``spans`` receives
     each group's (first start, last end), ``on_group(group, slots, threads)`` is called when
     the last product of a group is done."""
-    pending = list(todo)
+    pending = {p.name: p for p in todo}  # in pipeline order; a retried product goes first
     left = collections.Counter(p.group for p in todo)
     waiting = {p.name for p in todo}
+    if scheduler is None:  # workers on this machine: as many as it can hold
+        jobs, _ = job_limit(jobs)
     workers = max(1, min(jobs, len(todo)))
     with _executor(executor, workers, scheduler, digests) as pool:
 
@@ -429,21 +444,18 @@ def _make(
         running: dict[Any, Product] = {}
         given: dict[str, dict] = {}  # the inputs each product was made with
         started: dict[str, float] = {}
+        memo: dict = {}
         while pending or running:
             failed_alone = False
-            for product in list(pending):
-                if len(running) >= pool.slots:
-                    break
-                if any(u in waiting for u in product.upstream):
-                    continue
-                pending.remove(product)
+            for product in _ready(pending, waiting, pool.slots - len(running)):
+                del pending[product.name]
                 problem = path_problem(product)
                 if problem is not None:  # fails alone, before its job; no record can be written
                     records[product.name] = None
                     finish(product, Outcome(product.name, "failed", problem))
                     failed_alone = True
                     continue
-                inputs = own_inputs(product, digests)
+                inputs = own_inputs(product, digests, memo)
                 inputs["upstreams"] = upstream_prints(product, records)
                 inputs["upstream"] = fp.digest(inputs["upstreams"])
                 given[product.name] = inputs
@@ -457,7 +469,7 @@ def _make(
                 product = running.pop(future)
                 outcome = pool.outcome(future, product, inputs=given[product.name])
                 if outcome is None:  # a dead worker, retried
-                    pending.insert(0, product)
+                    pending = {product.name: product, **pending}
                     continue
                 records[product.name] = _read(product.record)
                 if records[product.name] is None:
@@ -467,6 +479,13 @@ def _make(
                 spans[product.group] = (started[product.group], time.perf_counter())
                 finish(product, outcome)
         return pool.slots, pool.threads
+
+
+def _ready(pending: dict[str, Product], waiting: set[str], free: int) -> list[Product]:
+    """Up to ``free`` pending products, in order, none of whose upstream products is waiting
+    (a scan that stops as soon as enough are found: linear in the products a run makes)."""
+    ready = (p for p in pending.values() if not any(u in waiting for u in p.upstream))
+    return list(itertools.islice(ready, max(free, 0)))
 
 
 @contextlib.contextmanager

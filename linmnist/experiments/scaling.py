@@ -40,10 +40,11 @@ from linmnist.engine.scaling import (
     target_columns,
     target_data,
 )
+from linmnist.engine.sgd import MAX_ITERATIONS, check_batch_size
 from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to, gd_weights, spectrum
 from linmnist.engine.validation import UsageError, check_int, check_number
 from linmnist.experiments.cells import prepared
-from linmnist.experiments.grids import Cell, section
+from linmnist.experiments.grids import Cell, check_seed_count, section
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.products import Product
 from linmnist.experiments.results import atomic_write_text, plain, read_record
@@ -85,6 +86,11 @@ def _distinct(label: str, values, check) -> list:
     return [check(label, v) for v in values]
 
 
+def _seeds(values) -> list:
+    check_seed_count(len(values) if isinstance(values, list) else 0, "scaling.seeds")
+    return _distinct("scaling.seeds", values, lambda n, v: check_int(n, v, low=0))
+
+
 def scaling_settings(config: str | Path | None = None, *, profile: str | None = None) -> dict:
     """The validated ``[scaling]`` section (profile overrides applied); {} without one."""
     raw = section(config, GROUP, profile=profile)
@@ -107,15 +113,16 @@ def scaling_settings(config: str | Path | None = None, *, profile: str | None = 
         raise UsageError("scaling.lr_top must be below 1 (gradient descent stalls at 2/lambda_max)")
     return {
         "batch_size": _distinct(
-            "scaling.batch_size", raw["batch_size"], lambda n, v: check_int(n, v, low=1)
+            "scaling.batch_size", raw["batch_size"], lambda n, v: check_batch_size(v, name=n)
         ),
         "targets": targets,
-        "seeds": _distinct("scaling.seeds", raw["seeds"], lambda n, v: check_int(n, v, low=0)),
+        "seeds": _seeds(raw["seeds"]),
         "lr_top": lr_top,
         **{
             key: check_int(f"scaling.{key}", raw[key], low=2 if key == "trajectory_points" else 1)
-            for key in ("lr_per_octave", "lr_octaves", "max_steps", "trajectory_points")
+            for key in ("lr_per_octave", "lr_octaves", "trajectory_points")
         },
+        "max_steps": check_int("scaling.max_steps", raw["max_steps"], low=1, high=MAX_ITERATIONS),
     }
 
 

