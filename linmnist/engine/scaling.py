@@ -297,7 +297,35 @@ def fit_hyperbola(batch_sizes: Sequence[int], steps: Sequence[float]) -> Hyperbo
     return Hyperbola(float(s_min), float(e_min))
 
 
+def floor_ratio(start: float, target: float) -> float:
+    """B_crit / B_floor in the noisy quadratic model with one slow direction (Zhang et al. 2019).
+
+    A batch B at step eta reaches the target excess when its noise floor eta tr Sigma* / (4B)
+    is a share f of the target and the signal, decaying like (1 - eta lam)^(2t) from the
+    excess ``start`` at W = 0, the rest: t ~ ln(R / (1 - f)) / (2 eta lam), R = start / target.
+    A small batch takes the largest step its floor allows, eta = 4 B f target / tr Sigma*, and
+    the share f* that minimises its steps, ln(R / (1 - f)) / f, solves
+    f / (1 - f) + ln(1 - f) = ln R. A large batch is held at eta_large by the curvature, its
+    floor negligible: t ~ ln R / (2 eta_large lam) = S_min. The hyperbola
+    S = S_min (1 + B_crit / B) then gives, with B_floor = eta_large tr Sigma* / (4 target),
+
+        B_crit / B_floor = ln(R / (1 - f*)) / (f* ln R).
+    """
+    start = check_number("start", start, low=0, low_open=True)
+    target = check_number("target", target, low=0, low_open=True, high=start)
+    log_r = math.log(start / target)
+    if log_r == 0:
+        return math.inf
+    low, high = 0.0, 1.0  # f/(1-f) + ln(1-f) rises from 0 to infinity on [0, 1)
+    for _ in range(100):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if mid / (1 - mid) + math.log1p(-mid) < log_r else (low, mid)
+    share = 0.5 * (low + high)
+    return (log_r - math.log1p(-share)) / (share * log_r)
+
+
 __all__ = [
+    "floor_ratio",
     "CAP_FACTOR",
     "DIRECT_FROM",
     "PAST_FACTOR",

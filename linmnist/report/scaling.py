@@ -29,7 +29,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from linmnist.engine.scaling import Hyperbola, fit_hyperbola, target_columns
+from linmnist.engine.scaling import Hyperbola, fit_hyperbola, floor_ratio, target_columns
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.scaling import (
     FLOOR,
@@ -220,15 +220,20 @@ def format_noise(table: pd.DataFrame) -> pd.DataFrame:
 def floor_account(scaling: Scaling) -> pd.DataFrame:
     """Per target excess: the measured B_crit beside the noise-floor batch size
     B_floor = lr_large tr Sigma* / (4 target), where the first-order floor at the best rate of
-    the largest batch (lr_large) equals the target, and their ratio (``ratio``)."""
+    the largest batch (lr_large) equals the target, their ratio (``ratio``), and the ratio
+    the noisy quadratic model derives with one slow direction (``model``,
+    ``linmnist.engine.scaling.floor_ratio``) from the excess at W = 0 and the target."""
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]
+    record = scaling.records[GD]
+    start = record["loss_zero"] - record["loss_star"]
     rows = []
     for i, excess in enumerate(scaling.targets):
         lr_large = float(best_steps(scaling, i)["lr"].iloc[-1])
         b_floor = lr_large * tr_sigma / (4 * excess)
         b_crit = fit(scaling, i).median.b_crit
         rows.append({"target": excess, "lr_large": lr_large, "b_floor": b_floor,
-                     "b_crit": b_crit, "ratio": b_crit / b_floor})  # fmt: skip
+                     "b_crit": b_crit, "ratio": b_crit / b_floor,
+                     "model": floor_ratio(start, excess)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -249,6 +254,7 @@ def format_floor_account(table: pd.DataFrame) -> pd.DataFrame:
             "noise-floor batch size": table["b_floor"].map(significant),
             "critical batch size": table["b_crit"].map(significant),
             "critical / noise-floor": table["ratio"].map(lambda v: significant(v, 2)),
+            "derived ratio (one slow direction)": table["model"].map(lambda v: significant(v, 2)),
         }
     ).set_index("target excess")
 

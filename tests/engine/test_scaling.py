@@ -6,6 +6,7 @@ import pytest
 from linmnist.engine.scaling import (
     DIRECT_FROM,
     fit_hyperbola,
+    floor_ratio,
     lr_grid,
     search_lr,
     steps_to_target,
@@ -96,3 +97,17 @@ def test_the_hyperbola_is_recovered_exactly():
 def test_the_hyperbola_fit_refuses_batch_sizes_that_are_not_one_per_step(batch_sizes):
     with pytest.raises(ValueError, match="batch_sizes must be batch sizes >= 1"):
         fit_hyperbola(batch_sizes, [10.0, 6.0, 4.0])
+
+
+def test_the_floor_ratio_is_the_best_share_of_the_target_for_the_noise():
+    """B_crit / B_floor = min_f ln(R / (1 - f)) / (f ln R): checked against a brute-force
+    minimum over the share f; it falls as the target shrinks (R grows)."""
+    shares = np.linspace(1e-4, 1 - 1e-4, 200_001)
+    for start, target in ((0.3, 0.1), (0.3, 0.02), (1.0, 0.001)):
+        log_r = np.log(start / target)
+        brute = np.min((log_r - np.log1p(-shares)) / (shares * log_r))
+        assert floor_ratio(start, target) == pytest.approx(brute, rel=1e-6)
+    ratios = [floor_ratio(0.3, t) for t in (0.2, 0.1, 0.05, 0.01)]
+    assert ratios == sorted(ratios, reverse=True) and 1 < ratios[-1] < ratios[0] < 6
+    with pytest.raises(ValueError, match="target"):
+        floor_ratio(0.3, 0.5)

@@ -10,6 +10,7 @@ import pytest
 from experiments.scaling_case import scaling_build
 from matplotlib.figure import Figure
 
+from linmnist.engine.scaling import floor_ratio
 from linmnist.experiments.scaling import Scaling
 from linmnist.report import captions, tables
 from linmnist.report import scaling as section
@@ -42,6 +43,7 @@ def _scaling(s_min=20.0, e_min=600.0) -> Scaling:
         "lr_max": 0.2,
         "trajectory_lr": 0.1,
         "loss_star": 0.2,
+        "loss_zero": 0.5,
         "at_zero": SCALES,
         "at_target": [{**SCALES, "b_noise": 300.0}, {**SCALES, "b_noise": 3000.0}],
         "wall_seconds": 1.0,
@@ -106,6 +108,8 @@ def test_the_noise_floor_account_sets_b_crit_against_the_floor_batch_size():
     # the best rate of the largest batch is 0.16; tr Sigma* = 30: B_floor = 0.16 * 30 / (4 eps)
     np.testing.assert_allclose(table["b_floor"], 0.16 * 30 / (4 * np.array([0.1, 0.05])))
     np.testing.assert_allclose(table["ratio"], table["b_crit"] / table["b_floor"])
+    # The derived ratio, from the excess at W = 0 (0.5 - 0.2) and each target.
+    np.testing.assert_allclose(table["model"], [floor_ratio(0.3, 0.1), floor_ratio(0.3, 0.05)])
     assert _bad_headers(section.format_floor_account(table)) == []
 
 
