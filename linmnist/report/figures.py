@@ -1159,11 +1159,17 @@ def stability_map(
     return fig
 
 
-def _hero_loss_panel(ax, table: pd.DataFrame, lr_max: float) -> None:
-    """Final training loss of the stable seeds against lr, a line per batch size; crosses at
-    the top where a seed was not stable."""
+def _hero_loss_panel(ax, table: pd.DataFrame, lr_max: float, predicted) -> None:
+    """Final training loss of the stable seeds against lr, a line per batch size (its
+    prediction dashed, where finite and within the panel); crosses at the top where a seed
+    was not stable."""
+    top = 3 * float(table.loc[table["state"] == "stable", "final_train_loss_mean"].max())
     for batch_size, rows in table.sort_values("lr").groupby("batch_size"):
         style = batch_style(batch_size)
+        if predicted is not None:
+            mine = predicted[predicted["batch_size"] == batch_size].sort_values("lr")
+            mine = mine[np.isfinite(mine["train_loss"]) & (mine["train_loss"] <= top)]
+            ax.plot(mine["lr"], mine["train_loss"], color=style["color"], **PREDICTED_STYLE)
         stable = rows[rows["state"] == "stable"]
         ax.plot(
             stable["lr"],
@@ -1202,6 +1208,8 @@ def _hero_loss_panel(ax, table: pd.DataFrame, lr_max: float) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.plot([], [], "x", color="0.3", label="not stable (at the top)")
+    if predicted is not None:
+        ax.plot([], [], color="0.3", label=PREDICTED_LABEL, **PREDICTED_STYLE)
 
 
 def _hero_steps_panel(ax, steps: pd.DataFrame, hyperbola, target: str) -> None:
@@ -1234,7 +1242,13 @@ def _hero_steps_panel(ax, steps: pd.DataFrame, hyperbola, target: str) -> None:
 
 
 def hero(
-    table: pd.DataFrame, lr_max: float, steps: pd.DataFrame, hyperbola, *, target: str
+    table: pd.DataFrame,
+    lr_max: float,
+    steps: pd.DataFrame,
+    hyperbola,
+    *,
+    target: str,
+    predicted: pd.DataFrame | None = None,
 ) -> Figure:
     """The report's summary figure: (a) the final training loss of the stability sweep
     against the learning rate per batch size, with the full-batch limit 2/λmax; (b) the
@@ -1254,12 +1268,17 @@ def hero(
         Its fit (s_min, e_min, b_crit, steps(B)).
     target : str
         The target, as the axis names it ("an excess loss of 0.05").
+    predicted : DataFrame, optional
+        Columns batch_size, lr, train_loss: the predicted final loss of each configuration
+        of the sweep, drawn dashed in (a).
     """
     _check_columns(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
+    if predicted is not None:
+        _check_columns(predicted, "predicted", ["batch_size", "lr", "train_loss"])
     _check_columns(steps, "steps", ["batch_size", "steps"])
     fig = Figure(figsize=(PRINT_WIDTH, 2.8), dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2)
-    _hero_loss_panel(left, table, lr_max)
+    _hero_loss_panel(left, table, lr_max, predicted)
     _hero_steps_panel(right, steps, hyperbola, target)
     # The batch sizes' key below both panels: inside (a) it would cover a curve somewhere.
     handles, labels = left.get_legend_handles_labels()

@@ -565,3 +565,21 @@ def test_size_curves_draw_both_fits_the_prediction_and_the_inputs_line():
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert f"SGD {figures.PREDICTED_LABEL}" in labels
     assert loss.get_ylim()[0] == pytest.approx(0.1), "the interpolating fit's 0 is off the axis"
+
+
+def test_the_summary_figure_draws_each_batch_sizes_prediction_and_both_keys():
+    from linmnist.engine.scaling import fit_hyperbola
+
+    table = accuracy_table(seeds_frame())
+    predicted = table[["batch_size", "lr"]].assign(train_loss=0.3)
+    steps = pd.DataFrame({"batch_size": [1, 4, 16, 64], "steps": [800.0, 220.0, 80.0, 50.0]})
+    hyperbola = fit_hyperbola(steps["batch_size"], steps["steps"])
+    fig = figures.hero(table, 0.05, steps, hyperbola, target="excess loss 0.1",
+                       predicted=predicted)  # fmt: skip
+    left = fig.axes[0]
+    dashed = [line for line in left.get_lines() if line.get_linestyle() == "--"]
+    assert len([line for line in dashed if len(line.get_xdata())]) >= 1
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert figures.PREDICTED_LABEL in labels and "B = 1" in labels
+    plain = figures.hero(table, 0.05, steps, hyperbola, target="excess loss 0.1")
+    assert figures.PREDICTED_LABEL not in [t.get_text() for t in plain.legends[0].get_texts()]
