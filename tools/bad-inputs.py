@@ -4,27 +4,43 @@
 
 Each case is an API call, a command line, a configuration file or a damaged cache file.
 Outcomes: "refused" (a ValueError/LinmnistError naming the problem, or exit status 2 with one
-line on stderr), "healed" (a bad file moved aside and a verified copy used), "wrong" (anything
-else: a result, a traceback, another exit status). Prints one line per case and a table of
-counts per category; exits 1 if any case is wrong.
+line on stderr), "healed" (a bad file moved aside, removed or remade, and a verified copy
+used), "correct" (a right result: bytes that carry no data, a capped --jobs with its note),
+"wrong" (anything else: a result, a traceback, another exit status). Prints one line per case
+and a table of counts per family; exits 1 if any case is wrong.
+
+Families, one per cause of failure found by an audit: API arguments, CLI options, config
+files, file system, cache files (the data cache), edited outputs (results and report files
+changed after they were made), kernel cache (numba's compiled kernels), data directory
+(LINMNIST_DATA_DIR that cannot serve), config reads (files that cannot be read as TOML),
+work bounds (work too large to start) and acquisition (a package index that never answers).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from linmnist.engine import analysis, data, evaluation, frameworks, noise, scaling, sgd, spectrum
-from linmnist.engine.validation import LinmnistError
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout this file is in, as its subprocesses (`-m`) use
+
+from linmnist.engine import analysis, data, evaluation, frameworks, noise, scaling, sgd, spectrum  # noqa: E402, I001
+from linmnist.engine.validation import LinmnistError  # noqa: E402
+from linmnist.experiments import cells  # noqa: E402
+
 rng = np.random.default_rng(0)
 X = rng.random((784, 50), dtype=np.float32)
 Y = np.eye(10, dtype=np.float32)[:, np.arange(50) % 10]
@@ -83,6 +99,20 @@ API = {
     "fit_hyperbola: batch size 0": lambda: scaling.fit_hyperbola([0, 2, 4], [9.0, 5.0, 3.0]),
     "load_mnist: name cifar": lambda: data.load_mnist("cifar"),
     "load_mnist: cache_dir 3": lambda: data.load_mnist(cache_dir=3),
+}
+
+
+WORK_BOUNDS_API = {
+    "train: batch_size 10**9": lambda: sgd.train(X, Y, lr=0.01, batch_size=10**9, iterations=5),
+    "train: batch_size 10**7 float64": lambda: sgd.train(
+        X, Y, lr=0.01, batch_size=10**7, iterations=5, dtype=np.float64
+    ),
+    "sample_batches: 10**8 x 1000": lambda: sgd.sample_batches(
+        60000, batch_size=1000, iterations=10**8
+    ),
+    "train_seeds: a million seeds": lambda: cells.train_seeds(
+        X, Y, lr=0.01, batch_size=10, iterations=5, seeds=range(10**6), fidelity_seeds=[]
+    ),
 }
 
 
@@ -145,6 +175,51 @@ def cli_cases(tmp: Path) -> dict[str, list[str]]:
         path.write_text(text)
         cases[label] = ["run", "--config", str(path), "--dry-run"]
     return cases
+
+
+GRID = (
+    "[grid]\nlr = [0.1]\nbatch_size = [1]\niterations = 1\nseeds = [0]\nfidelity_seeds = []\n"
+    "eval_every = 1\n"
+)
+CONFIG_READS = {
+    "config: Latin-1 byte": b"[grid]\nlr = [0.1] # caf\xe9\n",
+    "config: UTF-16 with a BOM": GRID.encode("utf-16"),
+    "config: UTF-8 BOM": b"\xef\xbb\xbf" + GRID.encode(),
+    "config: nested 5,000 deep": b"x = " + b"[" * 5000 + b"]" * 5000,
+    "config: 2 MB of comment": b"# " + b"x" * 2_000_000 + b"\n",
+    "config: NUL bytes": b"\x00" * 100,
+}
+WORK_BOUNDS = {
+    "config: batch_size 10**7": GRID.replace("batch_size = [1]", "batch_size = [10000000]"),
+    "config: iterations 10**12": GRID.replace("iterations = 1", "iterations = 1000000000000"),
+    "config: 1,001 seeds": GRID.replace("seeds = [0]", f"seeds = {list(range(1001))}"),
+    "config: 1,000 x 101 cells": GRID.replace(
+        "lr = [0.1]", f"lr = {[round(0.001 * (i + 1), 3) for i in range(1000)]}"
+    ).replace("batch_size = [1]", f"batch_size = {list(range(1, 102))}"),
+    "scaling: batch_size 10**9": GRID + "[scaling]\nbatch_size = [1000000000]\n"
+    "targets = [0.1]\nseeds = [0]\nlr_top = 0.9\nlr_per_octave = 1\nlr_octaves = 1\n"
+    "max_steps = 10\ntrajectory_points = 2\n",
+}
+
+
+def config_cases(tmp: Path, configs: dict[str, str | bytes]) -> dict[str, list[str]]:
+    """``run --config FILE --dry-run`` of each configuration (its text or bytes)."""
+    tmp.mkdir(exist_ok=True)
+    cases = {}
+    for i, (label, content) in enumerate(configs.items()):
+        path = tmp / f"config{i}.toml"
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        cases[label] = ["run", "--config", str(path), "--dry-run"]
+    return cases
+
+
+def special_config_cases(tmp: Path) -> dict[str, list[str]]:
+    fifo = tmp / "fifo.toml"
+    os.mkfifo(fifo)
+    return {
+        f"config: {path}": ["run", "--config", str(path), "--dry-run"]
+        for path in ("/proc/self/mem", "/dev/zero", str(fifo), "/")
+    }
 
 
 MINI = """[grid]
@@ -224,6 +299,174 @@ def filesystem_outcomes(tmp: Path) -> dict[str, str]:
     }
 
 
+def _mini_build(tmp: Path, name: str) -> tuple[Path, list[str], Callable[[], None]]:
+    """A one-cell configuration, the arguments that make its grid, and a clean-up."""
+    config = tmp / f"bad-inputs-{name}-{tmp.name}.toml"
+    config.write_text(MINI)
+    build = ROOT / "reports" / "mnist" / f"config-{config.stem}" / "full"
+    return (
+        build,
+        ["grid", "--config", str(config), "--no-progress"],
+        lambda: shutil.rmtree(build.parent, ignore_errors=True),
+    )
+
+
+def _linmnist(*args: str, env: dict | None = None, timeout: float = 300):
+    return subprocess.run(
+        [sys.executable, "-m", "linmnist", *args], cwd=ROOT, capture_output=True, text=True,
+        env=env, timeout=timeout,
+    )  # fmt: skip
+
+
+def output_outcomes(tmp: Path) -> dict[str, str]:
+    """A made grid cell whose files are changed afterwards: `status` must call it stale, with
+    the file, and `run` must remake it (healed)."""
+    build, args, clean = _mini_build(tmp, "outputs")
+    cell = build / "results" / "grid" / "lr0.1_bs10"
+    history, record = Path(f"{cell}.history.csv"), Path(f"{cell}.json")
+
+    def edit_number(path: Path) -> None:
+        text = path.read_text()
+        path.write_text(text.replace('"final_test_acc": 0.', '"final_test_acc": 0.9', 1))
+
+    damages = {
+        "record: a final accuracy edited": (record, edit_number),
+        "history: an accuracy edited": (
+            history, lambda p: p.write_text(p.read_text().replace(",0.", ",0.9", 1))
+        ),
+        "history: truncated to 0 bytes": (history, lambda p: p.write_bytes(b"")),
+        "history: cut in half": (history, lambda p: p.write_bytes(p.read_bytes()[:40])),
+        "history: removed": (history, lambda p: p.unlink()),
+    }  # fmt: skip
+    outcomes = {}
+    clean()
+    try:
+        made = _linmnist("run", *args)
+        genuine = (history.read_bytes(), seed_results(record)) if made.returncode == 0 else None
+        for label, (path, damage) in damages.items():
+            damage(path)
+            status = _linmnist("status", *args[:-1])
+            stale = "stale (output " in status.stdout or "stale (record changed" in status.stdout
+            remade = _linmnist("run", *args)
+            now = (history.read_bytes(), seed_results(record)) if history.is_file() else None
+            ok = genuine is not None and stale and remade.returncode == 0 and now == genuine
+            outcomes[label] = "healed" if ok else f"wrong (status: {status.stdout.strip()[-200:]})"
+    finally:
+        clean()
+    return outcomes
+
+
+def seed_results(record: Path) -> list[dict]:
+    """The results of each seed in a cell's record, without their wall times."""
+    seeds = json.loads(record.read_text())["seeds"]
+    return [{k: v for k, v in seed.items() if k != "seconds"} for seed in seeds]
+
+
+KERNEL_SCRIPT = """
+import numpy as np
+from linmnist.engine.kernels import margins
+Z = np.array([[[3.0, 0.0], [1.0, 2.0]]], dtype=np.float32)
+c, u = np.zeros((1, 2), bool), np.zeros((1, 2), bool)
+margins(Z, np.array([0, 0]), np.ones(2), np.zeros(1), c, u)
+print(c.tolist(), u.tolist())
+"""
+
+
+def kernel_cache_outcomes(tmp: Path) -> dict[str, str]:
+    """numba's compiled-kernel cache damaged three ways, in its index and its data files."""
+    directory = tmp / "numba"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(directory)}
+
+    def kernels() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", KERNEL_SCRIPT], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    first = kernels()
+    right = first.stdout
+    files = {p: p.read_bytes() for p in directory.rglob("kernels.margins-*.nb[ic]")}
+    damages = {
+        "truncated": lambda raw: raw[: len(raw) // 2],
+        "random bytes": lambda raw: np.random.default_rng(3).bytes(len(raw)),
+        "appended bytes": lambda raw: raw + b"garbage" * 10,
+    }
+    outcomes = {}
+    for suffix in (".nbi", ".nbc"):
+        for how, damage in damages.items():
+            for path, raw in files.items():
+                path.write_bytes(damage(raw) if path.suffix == suffix else raw)
+            done = kernels()
+            lines = done.stderr.strip().splitlines()
+            if first.returncode or done.returncode or done.stdout != right or len(lines) > 1:
+                outcomes[f"{suffix}: {how}"] = f"wrong (exit {done.returncode}: {lines[-1:]})"
+            else:
+                outcomes[f"{suffix}: {how}"] = "healed" if lines else "correct"
+    return outcomes
+
+
+def data_dir_cases(tmp: Path) -> dict[str, tuple[list[str], dict]]:
+    """Every command with a LINMNIST_DATA_DIR that cannot serve (root reads and writes any
+    directory, so unreadable and read-only ones are tested in tests/test_cli.py)."""
+    (tmp / "a-file").write_text("x")
+    (tmp / "loop-a").symlink_to(tmp / "loop-b")
+    (tmp / "loop-b").symlink_to(tmp / "loop-a")
+    dirs = {"a file": tmp / "a-file", "under a file": tmp / "a-file" / "d",
+            "a symlink loop": tmp / "loop-a"}  # fmt: skip
+    commands = {"status": ["status"], "run": ["run", "--dry-run"],
+                "report": ["report", "--dry-run"], "data": ["data"]}  # fmt: skip
+    return {
+        f"{command}: LINMNIST_DATA_DIR {what}": (args, {**os.environ, "LINMNIST_DATA_DIR": str(d)})
+        for what, d in dirs.items()
+        for command, args in commands.items()
+    }
+
+
+def jobs_outcome() -> str:
+    """--jobs 1000 on a machine that holds a few: capped, with one note, and exit 0."""
+    done = _linmnist("run", "--profile", "small", "--jobs", "1000", "--dry-run")
+    lines = done.stderr.strip().splitlines()
+    ok = done.returncode == 0 and len(lines) == 1 and "capped at" in lines[0]
+    return "correct" if ok else f"wrong (exit {done.returncode}: {done.stderr[-200:]})"
+
+
+def dry_run_outcome(tmp: Path) -> str:
+    """--dry-run of a 100,000-cell configuration: it must answer within 60 s."""
+    path = tmp / "cells-100000.toml"
+    lrs = [round(0.0001 * (i + 1), 4) for i in range(1000)]
+    path.write_text(GRID.replace("lr = [0.1]", f"lr = {lrs}").replace(
+        "batch_size = [1]", f"batch_size = {list(range(1, 101))}"))  # fmt: skip
+    start = time.perf_counter()
+    try:
+        done = _linmnist("run", "--config", str(path), "--dry-run", timeout=60)
+    except subprocess.TimeoutExpired:
+        return "wrong (no answer within 60 s)"
+    seconds = time.perf_counter() - start
+    ok = done.returncode == 0 and done.stdout.count("make grid/") == 100_000
+    return f"correct ({seconds:.1f} s)" if ok else f"wrong (exit {done.returncode})"
+
+
+def acquisition_outcome(tmp: Path) -> str:
+    """`data` into an empty cache while the package index accepts connections and never
+    answers (and Keras's host is not reachable here): one line, exit 2, within 65 s."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        index = f"http://127.0.0.1:{server.getsockname()[1]}/simple"
+        env = {**os.environ, "PIP_INDEX_URL": index, "PIP_CONFIG_FILE": os.devnull,
+               "HOME": str(tmp), "KERAS_HOME": str(tmp / "keras")}  # fmt: skip
+        start = time.perf_counter()
+        try:
+            done = _linmnist("data", "--cache-dir", str(tmp / "empty"), env=env, timeout=90)
+        except subprocess.TimeoutExpired:
+            return "wrong (no answer within 90 s)"
+    seconds = time.perf_counter() - start
+    # `data` logs its progress on stderr; its error is one line
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    ok = done.returncode == 2 and len(errors) == 1 and index in errors[0] and seconds < 65
+    if ok and "Traceback" not in done.stderr:
+        return f"refused ({seconds:.0f} s)"
+    return f"wrong ({seconds:.0f} s, exit {done.returncode}: {done.stderr[-300:]})"
+
+
 def cache_outcome(tmp: Path, damage) -> str:
     directory = tmp / f"cache{len(list(tmp.iterdir()))}"
     directory.mkdir()
@@ -242,9 +485,17 @@ def cache_outcome(tmp: Path, damage) -> str:
             for s, t in zip(got, genuine, strict=True)
             for a, b in zip(s, t, strict=True)
         )
-        return "healed (unchanged data)" if same else "wrong (altered data returned)"
+        if not same:
+            return "wrong (altered data returned)"
+        if _sha256(path) != _sha256(data.cache_path("mnist")):  # every fingerprint would move
+            return "wrong (genuine data, but the file's checksum changed)"
+        return "healed (rewritten)" if caught else "healed (unchanged data)"
     moved = any(p.name.startswith("mnist.npz.corrupt-") for p in directory.iterdir())
     return "healed" if moved and caught else "wrong (not moved aside)"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
 
 def _swap_pixels(raw: bytes) -> bytes:
@@ -290,7 +541,11 @@ CACHE = {
     "cache: 5,000 labels permuted (counts kept)": _permute_labels,
     "cache: absurd header shape": _absurd_header,
     "cache: random bytes": lambda raw: np.random.default_rng(2).bytes(1000),
+    "cache: bytes appended": lambda raw: raw + b"appended",
 }
+
+
+OUTCOMES = ("refused", "healed", "correct", "wrong")
 
 
 def main() -> int:
@@ -308,14 +563,34 @@ def main() -> int:
         caches.mkdir()
         for label, damage in CACHE.items():
             results.append(("cache files", label, cache_outcome(caches, damage)))
+        results += family_outcomes(tmp)
     for kind, label, outcome in results:
         print(f"{kind:14} {label:45} {outcome}")
     counts = Counter((kind, outcome.split(" ")[0]) for kind, _, outcome in results)
-    print("\n| inputs | tried | refused clearly | healed | wrong |\n|---|---|---|---|---|")
+    print("\n| inputs | tried | refused clearly | healed | correct | wrong |")
+    print("|---|---|---|---|---|---|")
     for kind in dict.fromkeys(kind for kind, _, _ in results):
-        row = [counts[(kind, o)] for o in ("refused", "healed", "wrong")]
-        print(f"| {kind} | {sum(row)} | {row[0]} | {row[1]} | {row[2]} |")
+        row = [counts[(kind, o)] for o in OUTCOMES]
+        print(f"| {kind} | {sum(row)} | {' | '.join(map(str, row))} |")
     return 1 if any(o.startswith("wrong") for _, _, o in results) else 0
+
+
+def family_outcomes(tmp: Path) -> list[tuple[str, str, str]]:
+    """The families of issue 24's causes: outputs, kernel cache, data directory, config
+    reads, work bounds, acquisition."""
+    results = [("edited outputs", k, o) for k, o in output_outcomes(tmp).items()]
+    results += [("kernel cache", k, o) for k, o in kernel_cache_outcomes(tmp).items()]
+    for label, (args, env) in data_dir_cases(tmp).items():
+        results.append(("data directory", label, cli_outcome(args, env=env)))
+    reads = {**config_cases(tmp / "reads", CONFIG_READS), **special_config_cases(tmp)}
+    results += [("config reads", k, cli_outcome(args)) for k, args in reads.items()]
+    results += [("work bounds", k, api_outcome(c)) for k, c in WORK_BOUNDS_API.items()]
+    for label, args in config_cases(tmp / "bounds", WORK_BOUNDS).items():
+        results.append(("work bounds", label, cli_outcome(args)))
+    results.append(("work bounds", "run: --jobs 1000", jobs_outcome()))
+    results.append(("work bounds", "run --dry-run: 100,000 cells", dry_run_outcome(tmp)))
+    results.append(("acquisition", "data: an index that never answers", acquisition_outcome(tmp)))
+    return results
 
 
 if __name__ == "__main__":

@@ -143,7 +143,8 @@ def read_config(config: str | Path | None) -> dict[str, Any]:
     UsageError
         One line naming the file and why it cannot be read: missing, a directory or another
         non-regular file, unreadable (``/proc/self/mem``), over ``MAX_CONFIG_BYTES``, not
-        UTF-8 (a UTF-16 byte-order mark is named), invalid TOML, or nested too deeply.
+        UTF-8 (a UTF-16 byte-order mark is named), with a UTF-8 byte-order mark, invalid TOML,
+        or nested too deeply.
     """
     path = Path(DEFAULT_CONFIG if config is None else config)
     if not path.is_file():
@@ -158,6 +159,11 @@ def read_config(config: str | Path | None) -> dict[str, Any]:
         raise UsageError(
             f"config {str(path)!r} is larger than {MAX_CONFIG_BYTES:,} bytes; a configuration "
             "is a short TOML file"
+        )
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise UsageError(
+            f"config {str(path)!r} starts with a UTF-8 byte-order mark, which TOML does not "
+            "allow; save it as UTF-8 without one"
         )
     try:
         text = raw.decode("utf-8")

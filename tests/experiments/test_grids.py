@@ -163,6 +163,10 @@ CONFIG_READS = {
         "[grid]\nlr = [0.1]\n".encode("utf-16"),
         "is not UTF-8 text (it starts with a UTF-16 byte-order mark)",
     ),
+    "UTF-8 with a BOM": (
+        b"\xef\xbb\xbf[grid]\nlr = [0.1]\n",
+        "starts with a UTF-8 byte-order mark, which TOML does not allow",
+    ),
     "nested 5,000 deep": (b"x = " + b"[" * 5000 + b"]" * 5000, "nests arrays or tables too deeply"),
     "over a MiB": (b"# " + b"x" * (1 << 20) + b"\n", "is larger than 1,048,576 bytes"),
 }
