@@ -102,3 +102,22 @@ def test_bad_iterations_are_refused(case):
         expected_losses(spec, model, lr=0.01, batch_size=1, iterations=[5, 3])
     with pytest.raises(ValueError, match="lr must be"):
         expected_losses(spec, model, lr=-1.0, batch_size=1, iterations=[1])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("lr", "batch_size"), [(0.01, 1), (0.015, 1), (0.01, 100)])
+def test_on_mnist_the_curve_agrees_with_twenty_seeds_even_near_the_edge(mnist, lr, batch_size):
+    """lr 0.015 at batch 1 is 0.75 of the predicted edge there (0.020)."""
+    (X, Y), _ = mnist
+    spec = spectrum(X, Y)
+    model = floor_model(spec, X, Y)
+    its = np.arange(49, 1000, 50)
+    runs = [train(X, Y, lr=lr, batch_size=batch_size, iterations=1000, seed=s, eval_every=50)
+            for s in range(20)]  # fmt: skip
+    losses = np.array([r.history.set_index("iteration").loc[its, "train_loss"] for r in runs])
+    mean = losses.mean(axis=0)
+    half = 2.093 * losses.std(axis=0, ddof=1) / np.sqrt(20)
+    curve = expected_losses(spec, model, lr=lr, batch_size=batch_size, iterations=its)
+    predicted = curve["train_loss"].to_numpy()
+    assert np.mean(np.abs(predicted - mean) <= half) >= 0.75
+    assert np.max(np.abs(predicted - mean) / mean) < 0.1
