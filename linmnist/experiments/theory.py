@@ -10,7 +10,7 @@ above which SGD's second moment grows without bound, for each batch size. Its fi
 * ``<task>.curves.csv``: task, cell, batch_size, iteration, train_loss, test_loss (inf where
   the prediction diverges);
 * ``edges.csv`` (made by ``theory/stability``): batch_size, lr_edge, and lr_gd = 2 / lambda_max
-  (gradient descent's edge), for the stability sweep's batch sizes.
+  (gradient descent's edge), for every batch size of the grid, the sweep and the edge runs.
 
 ``load_theory`` reads them back into a ``Theory``.
 """
@@ -42,7 +42,11 @@ EDGE_COLUMNS = ["batch_size", "lr_edge", "lr_gd"]
 
 
 def theory_products(build: Path, dataset: str, grids: dict[str, list[Cell]]) -> list[Product]:
-    """One product ``theory/<task>`` per task of ``TASKS`` in ``grids`` (they run in parallel)."""
+    """One product ``theory/<task>`` per task of ``TASKS`` in ``grids`` (they run in parallel);
+    the edges cover every batch size of the grid, the sweep and the edge runs."""
+    edge_sizes = sorted(
+        {c.params["batch_size"] for t in ("grid", "stability", "edge") for c in grids.get(t, [])}
+    )
     return [
         Product(
             name=f"{GROUP}/{task}",
@@ -55,6 +59,7 @@ def theory_products(build: Path, dataset: str, grids: dict[str, list[Cell]]) -> 
                     {"task": task, "cell": cell.name, **_settings(cell.params)}
                     for cell in grids[task]
                 ],
+                **({"edge_batch_sizes": edge_sizes} if task == EDGES_TASK else {}),
             },
             outputs=(f"{task}{CURVES_SUFFIX}", *((EDGES_FILE,) if task == EDGES_TASK else ())),
         )
@@ -115,7 +120,7 @@ def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     atomic_write_text(Path(out) / f"{stem}{CURVES_SUFFIX}", curves.to_csv(index=False))
     spec, model = moments(dataset)
     if stem == EDGES_TASK:
-        sizes = sorted({c["batch_size"] for c in configurations})
+        sizes = params["edge_batch_sizes"]
         edges = [
             [b, noise_floor.largest_stable_lr(model, batch_size=b), spec.lr_max] for b in sizes
         ]

@@ -13,7 +13,7 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 
 from linmnist.report import outcomes
-from linmnist.report.tables import check_frame, styled
+from linmnist.report.tables import check_frame, significant, styled
 from linmnist.report.uncertainty import ci95
 
 AGREEMENT_COLUMNS = ["cell", "seeds", "points", "inside", "max_rel_error"]
@@ -65,19 +65,35 @@ def with_settings(curves: pd.DataFrame, seeds: pd.DataFrame, keys: list[str]) ->
     return curves.drop(columns=[k for k in keys if k in curves.columns]).merge(settings, on="cell")
 
 
+def with_edges(table: pd.DataFrame, seeds: pd.DataFrame, edges: pd.DataFrame) -> pd.DataFrame:
+    """``agreement`` rows with their lr, batch_size and ``edge_ratio``, the lr over the
+    instability edge predicted for the batch size (above 1 the predicted loss grows without
+    bound, and agreement is not expected)."""
+    check_frame(edges, "edges", ["batch_size", "lr_edge"])
+    settings = seeds[["cell", "lr", "batch_size"]].drop_duplicates("cell")
+    rows = table.merge(settings, on="cell").merge(edges[["batch_size", "lr_edge"]], on="batch_size")
+    return rows.assign(edge_ratio=rows["lr"] / rows["lr_edge"]).drop(columns="lr_edge")
+
+
 def format_agreement(table: pd.DataFrame, seeds: pd.DataFrame, keys: dict[str, str]) -> Styler:
-    """``agreement`` for display, the cell named by its ``keys`` (column -> header)."""
-    frame = table.merge(seeds[["cell", *keys]].drop_duplicates("cell"), on="cell")
-    frame = frame.sort_values(list(keys))[[*keys, *AGREEMENT_COLUMNS[1:]]]
+    """``agreement`` (or ``with_edges``) for display, the cell named by its ``keys``
+    (column -> header)."""
+    frame = table.drop(columns=[k for k in keys if k in table.columns]).merge(
+        seeds[["cell", *keys]].drop_duplicates("cell"), on="cell"
+    )
+    extra = ["edge_ratio"] if "edge_ratio" in frame.columns else []
+    frame = frame.sort_values(list(keys))[[*keys, *extra, *AGREEMENT_COLUMNS[1:]]]
     return styled(
         frame,
         {
             "inside": lambda v: f"{100 * v:.0f} %",
-            "max_rel_error": lambda v: f"{100 * v:.2g} %",
+            "max_rel_error": lambda v: f"{significant(100 * v, 2)} %",
+            "edge_ratio": lambda v: significant(v, 2),
             **{k: "{:g}".format for k in keys},
         },
         headers={
             **keys,
+            "edge_ratio": "lr / predicted edge",
             "seeds": "seeds",
             "points": "iterations compared",
             "inside": "prediction inside the 95 % CI",
@@ -131,6 +147,7 @@ __all__ = [
     "edge_counts",
     "format_agreement",
     "measured_edges",
+    "with_edges",
     "seed_means",
     "share_agreeing",
     "with_settings",

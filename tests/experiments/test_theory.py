@@ -8,7 +8,7 @@ import pytest
 
 from linmnist.engine.noise_floor import floor_model, largest_stable_lr
 from linmnist.engine.spectrum import spectrum
-from linmnist.experiments import theory
+from linmnist.experiments import cells, theory
 from linmnist.experiments.grids import Cell
 from linmnist.experiments.jobs import make_product
 from linmnist.report.pipeline import pipeline
@@ -44,9 +44,14 @@ def test_the_products_predict_every_iteration_of_every_cell(tmp_path, synthetic)
     dataset = "synthetic-theory"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(theory, "prepared", lambda name: (X, Y, Xt, Yt))
-        for product in theory.theory_products(tmp_path, dataset, grids):
-            outcome = make_product(product, {})
-            assert outcome.status == "ok", outcome.error
+        patch.setattr(cells, "prepared", lambda name: (X, Y, Xt, Yt))
+        cells.moments.cache_clear()
+        try:
+            for product in theory.theory_products(tmp_path, dataset, grids):
+                outcome = make_product(product, {})
+                assert outcome.status == "ok", outcome.error
+        finally:
+            cells.moments.cache_clear()
     result = theory.load_theory(tmp_path, theory.TASKS)
     assert result.error is None
     sizes = result.curves.groupby("cell").size()
@@ -56,6 +61,7 @@ def test_the_products_predict_every_iteration_of_every_cell(tmp_path, synthetic)
     assert finite["train_loss"].iloc[-1] < finite["train_loss"].iloc[0] < 0.5
     assert finite["test_loss"].notna().all()
     model = floor_model(spectrum(X, Y), X, Y)
-    expected = pd.Series({b: largest_stable_lr(model, batch_size=b) for b in (1, 100)})
+    # Every batch size of the grid (1, 10) and of the sweep (1, 100).
+    expected = pd.Series({b: largest_stable_lr(model, batch_size=b) for b in (1, 10, 100)})
     edges = result.edges.set_index("batch_size")["lr_edge"]
     np.testing.assert_allclose(edges.sort_index(), expected.sort_index(), rtol=1e-5)
