@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
+from linmnist.experiments.sizes import SIZE_COLUMNS
 from linmnist.report.uncertainty import ci95
 
 METRICS = {
@@ -901,10 +902,7 @@ def size_curves(sizes: pd.DataFrame, *, inputs: int, title: str) -> Figure:
     loss on S' (left, log scales) and the test accuracy (right) of the minimum-norm
     least-squares fit of S' and of SGD at the task's budget, measured (means over seeds with
     their 95 % CI) and predicted (dashed), against N'; a vertical line at N' = ``inputs``."""
-    _check_columns(sizes, "sizes", ["n_prime", "seed", "ls_train_loss", "ls_test_loss",
-                                    "ls_test_acc", "sgd_train_loss", "sgd_test_loss",
-                                    "sgd_test_acc", "predicted_train_loss",
-                                    "predicted_test_loss"])  # fmt: skip
+    _check_columns(sizes, "sizes", SIZE_COLUMNS)
     fig = Figure(figsize=(PRINT_WIDTH, 4.6), dpi=DPI)
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
     fits = {"least squares (converged SGD)": ("ls", "C3"), "SGD at the budget": ("sgd", "C0")}

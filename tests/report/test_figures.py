@@ -9,6 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
+from linmnist.experiments.sizes import SIZE_COLUMNS
 from linmnist.report import figures
 from linmnist.report.study import STUDY_LRS
 from linmnist.report.tables import accuracy_table
@@ -554,10 +555,7 @@ def test_size_curves_draw_both_fits_the_prediction_and_the_inputs_line():
         for seed in range(3):
             peak = 100.0 if n == 784 else 0.5
             rows.append([n, seed, 0.0 if n < 784 else 0.1, peak, 0.6, 0.3, 0.31, 0.8, 0.3, 0.31])
-    frame = pd.DataFrame(rows, columns=["n_prime", "seed", "ls_train_loss", "ls_test_loss",
-                                        "ls_test_acc", "sgd_train_loss", "sgd_test_loss",
-                                        "sgd_test_acc", "predicted_train_loss",
-                                        "predicted_test_loss"])  # fmt: skip
+    frame = pd.DataFrame(rows, columns=SIZE_COLUMNS)
     fig = figures.size_curves(frame, inputs=784, title="sizes")
     loss, acc = fig.axes
     assert loss.get_xscale() == "log" and loss.get_yscale() == "log"
