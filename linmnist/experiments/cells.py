@@ -25,7 +25,7 @@ from linmnist.engine import noise_floor
 from linmnist.engine.data import load_mnist, prepare
 from linmnist.engine.evaluation import LAZY_ROWS, Evaluator
 from linmnist.engine.sgd import TrainResult, draw_subset, train
-from linmnist.engine.spectrum import Spectrum, spectrum
+from linmnist.engine.spectrum import Spectrum, excess_over_gd, spectrum
 from linmnist.engine.validation import UsageError
 from linmnist.experiments.grids import check_seed_count
 from linmnist.experiments.results import (
@@ -129,17 +129,37 @@ def prepared(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 @functools.cache
+def data_spectrum(dataset: str) -> Spectrum:
+    """The ``Spectrum`` of ``dataset``'s training set, once per process."""
+    X, Y, _, _ = prepared(dataset)
+    return spectrum(X, Y)
+
+
+@functools.cache
 def moments(
     dataset: str, n_prime: int | None = None, seed: int = 0
 ) -> tuple[Spectrum, noise_floor.FloorModel]:
     """(Spectrum, FloorModel) of ``dataset``'s training set, or of the subset S' that seed
     ``seed`` draws in Task 5, once per process."""
     X, Y, _, _ = prepared(dataset)
-    if n_prime is not None:
+    if n_prime is None:
+        spec = data_spectrum(dataset)
+    else:
         subset = draw_subset(X.shape[1], n_prime, seed=seed)
         X, Y = X[:, subset], Y[:, subset]
-    spec = spectrum(X, Y)
+        spec = spectrum(X, Y)
     return spec, noise_floor.floor_model(spec, X, Y)
+
+
+def final_excesses(spec: Spectrum, runs: Sequence[TrainResult]) -> list[float]:
+    """Each run's excess over gradient descent after its updates (``excess_over_gd``), NaN
+    for a run that diverged."""
+    return [
+        np.nan
+        if run.diverged_at is not None
+        else excess_over_gd(spec, run.W, run.lr, run.iterations)
+        for run in runs
+    ]
 
 
 def cell_lr(params: dict[str, Any]) -> float:
@@ -176,7 +196,8 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
 
     Trains every seed of the cell, writes ``<stem>.history.csv`` into ``out`` and returns the
     fields of its record: task, cell, notebook (None), one entry per seed
-    (``linmnist.experiments.results.SEED_FIELDS``), ``derived`` (the parameters the job
+    (``linmnist.experiments.results.SEED_FIELDS``, with the final excess over gradient descent
+    measured on the full training set), ``derived`` (the parameters the job
     computed: the lr of an ``edge`` cell, ``cell_lr``), and the cell's times: ``job_seconds``
     (this function, wall), ``run_seconds`` (the seeds' own seconds, summed) and
     ``overhead_seconds``, their difference (data, warm-up, set-up and writing).
@@ -201,7 +222,10 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         evaluator=None if n_prime is not None else shared_evaluator(params["dataset"]),
     )
     atomic_write_text(history_path(out, stem), histories(runs).to_csv(index=False))
-    seeds = [plain(row) for row in summarize(runs).to_dict("records")]
+    summary = summarize(runs)
+    if n_prime is None:
+        summary["final_excess"] = final_excesses(data_spectrum(params["dataset"]), runs)
+    seeds = [plain(row) for row in summary.to_dict("records")]
     run_seconds = sum(run.seconds for run in runs)
     job_seconds = time.perf_counter() - start
     return {

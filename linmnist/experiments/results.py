@@ -10,7 +10,12 @@ Layout, in ``runs_dir/<task>/`` (task ``grid`` or ``subset``):
      "params": {notebook parameters except out_dir and cell}, "fingerprint": str | null,
      "notebook": file name of the executed notebook | null, "wall_seconds": float | null,
      "seeds": [{"seed", "eval_every", "final_iteration", "final_train_loss",
-                "final_train_acc", "final_test_acc", "diverged_at", "seconds"}, ...]}
+                "final_train_acc", "final_test_acc", "final_excess", "diverged_at",
+                "seconds"}, ...]}
+
+  ``final_excess`` is the run's excess over gradient descent after the same updates
+  (``linmnist.engine.spectrum.excess_over_gd``), null where the job did not measure it
+  (a Task 5 subset, a diverged run);
 
   Non-finite numbers are stored as null. ``fingerprint``, ``notebook`` and ``wall_seconds``
   are set by ``python -m linmnist run``; a notebook run by hand leaves them null;
@@ -50,6 +55,7 @@ SEED_FIELDS = (
     "final_train_loss",
     "final_train_acc",
     "final_test_acc",
+    "final_excess",
     "diverged_at",
     "seconds",
 )
@@ -150,7 +156,8 @@ def final_metrics(history: pd.DataFrame) -> dict[str, Any]:
 
 
 def summarize(runs: Sequence[TrainResult]) -> pd.DataFrame:
-    """One row per run: its final metrics (at the last evaluated iteration), ``SEED_FIELDS``."""
+    """One row per run: its final metrics (at the last evaluated iteration), ``SEED_FIELDS``;
+    ``final_excess`` is NaN (``linmnist.experiments.cells.cell_job`` measures it)."""
     rows = []
     for run in runs:
         rows.append(
@@ -158,6 +165,7 @@ def summarize(runs: Sequence[TrainResult]) -> pd.DataFrame:
                 "seed": run.seed,
                 "eval_every": run.eval_every,
                 **final_metrics(run.history),
+                "final_excess": math.nan,
                 "diverged_at": run.diverged_at,
                 "seconds": run.seconds,
             }

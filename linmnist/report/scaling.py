@@ -1,7 +1,8 @@
 """The scaling-law section (notebooks/08_scaling_law.ipynb): its tables and figures.
 
 Everything here is computed from a ``linmnist.experiments.scaling.Scaling`` (``read_scaling``)
-and, for the noise floor, from the final losses of the Task 3 grid and the stability sweep:
+and, for the noise floor, from the final weights' excesses and losses of the Task 3 grid and
+the stability sweep:
 
 * ``best_steps``: per batch size, the learning rate whose median steps to a target (over the
   seeds) is lowest, with those steps; ``seed_steps``: each seed's fewest steps over the rates;
@@ -12,9 +13,10 @@ and, for the noise floor, from the final losses of the Task 3 grid and the stabi
 * ``lr_table`` and ``lr_ratio``: the best rates beside McCandlish's eps_opt(B), the
   linear-scaling rule and the ceiling 2 / lambda_max;
 * ``floor_table`` (``read_floor``): the measured excess of SGD over gradient descent at the
-  same rate and iterations, beside the three predictions of ``linmnist.engine.noise_floor``;
-  ``floor_summary`` counts the verdicts, ``format_floor`` / ``floor_appendix`` give every
-  configuration, ``excess_sign`` the measured excesses that are negative;
+  same rate and iterations (the seeds' ``final_excess``), beside the three predictions of
+  ``linmnist.engine.noise_floor``; ``floor_summary`` counts the verdicts, ``format_floor`` /
+  ``floor_appendix`` give every configuration, ``excess_sign`` the differences of final
+  losses that are negative, and how much wider their spread is;
 * the figures ``steps_figure``, ``lr_figure``, ``noise_figure`` and ``floor_figure``.
 """
 
@@ -288,33 +290,37 @@ def lr_table(scaling: Scaling) -> pd.DataFrame:
 def floor_table(scaling: Scaling, seeds: pd.DataFrame) -> pd.DataFrame:
     """Every configuration of ``scaling.floor`` whose every seed was stable (``outcome``, the
     rule of ``linmnist.report.outcomes``, when ``seeds`` has it; else none diverged): SGD has
-    no noise floor where a seed diverged or grew. For each, the measured excess over gradient
-    descent (mean of its seeds' final training losses minus L(W_t^GD)), its standard error,
-    the seeds, lr x mean ||x||^2, the three predictions, whether it is resolved (above twice
-    the magnitude of the most negative measured excess) and the verdict on each prediction
-    there (``_verdict``; "unresolved" elsewhere).
+    no noise floor where a seed diverged or grew.
+
+    For each: the measured excess over gradient descent (``measured``, the mean of the seeds'
+    ``final_excess``, 0.5 tr(D S D^T) with D the run's deviation from gradient descent) with
+    its standard error ``se``; the difference of losses it replaces (``loss_difference``,
+    the seeds' mean final training loss minus L(W_t^GD), and its ``loss_se``); the seeds;
+    lr x mean ||x||^2; the three predictions and the verdict on each (``_verdict``).
 
     ``seeds`` holds the per-seed rows of the Task 3 grid and the stability sweep (columns
-    task, cell, status, final_train_loss, diverged_at), as ``inputs.task_results`` reads them.
+    task, cell, status, final_train_loss, final_excess, diverged_at), as
+    ``inputs.task_results`` reads them.
     """
     loss_star = scaling.records[GD]["loss_star"]
     ran = seeds[seeds["status"] == "ok"]
     stable = ran["outcome"] == "stable" if "outcome" in ran else ran["diverged_at"].isna()
     whole = stable.groupby([ran["task"], ran["cell"]]).transform("all")
-    ok = ran[whole]
-    measured = ok.groupby(["task", "cell"])["final_train_loss"].agg(["mean", "std", "size"])
-    table = scaling.floor.merge(measured.reset_index(), on=["task", "cell"])
-    table["measured"] = table["mean"] - loss_star - table["gd_excess"]
+    groups = ran[whole].groupby(["task", "cell"])
+    measured = groups["final_excess"].agg(["mean", "std", "size"])
+    losses = groups["final_train_loss"].agg(["mean", "std"]).add_prefix("loss_")
+    table = scaling.floor.merge(measured.join(losses).reset_index(), on=["task", "cell"])
+    table["measured"] = table["mean"]
     table["se"] = table["std"] / np.sqrt(table["size"])
+    table["loss_difference"] = table["loss_mean"] - loss_star - table["gd_excess"]
+    table["loss_se"] = table["loss_std"] / np.sqrt(table["size"])
     table["lr_x2"] = table["lr"] * scaling.records["floor"]["mean_x2"]
-    table = table.rename(columns={"size": "n_seeds"}).drop(columns=["mean", "std"])
-    # An excess over gradient descent is >= 0 in expectation; the most negative measured one
-    # shows how small an excess the float32 runs resolve (twice it counts as unresolved).
-    resolution = 2 * max(0.0, -float(table["measured"].min())) if len(table) else 0.0
-    table["resolved"] = np.maximum(table["measured"].abs(), table["predicted"]) > resolution
+    table = table.rename(columns={"size": "n_seeds"})
+    table = table.drop(columns=["mean", "std", "loss_mean", "loss_std"])
     for name in PREDICTIONS:
-        verdict = _verdict(table[name], table["measured"], table["se"], table["n_seeds"])
-        table[f"{name}_verdict"] = verdict.where(table["resolved"], "unresolved")
+        table[f"{name}_verdict"] = _verdict(
+            table[name], table["measured"], table["se"], table["n_seeds"]
+        )
     return table.sort_values(["batch_size", "lr", "task"]).reset_index(drop=True)
 
 
@@ -372,12 +378,11 @@ def floor_caption(n_seeds: int | None = None) -> str:
     return (
         "The excess of SGD's final training loss over gradient descent's at the same learning "
         "rate after the same iterations, for every configuration of the Task 3 grid and the "
-        f"stability sweep whose every seed was stable: measured (mean ± 95 % CI over {seeds}) and "
-        "predicted, in units of 10⁻³. ✗: the prediction is off by more than a factor "
+        f"stability sweep whose every seed was stable: measured (mean ± 95 % CI over {seeds} "
+        "of ½ tr(D S Dᵀ), D the run's deviation from gradient descent) and predicted, in "
+        "units of 10⁻³. ✗: the prediction is off by more than a factor "
         f"{FLOOR_FACTOR} and outside the measured 95 % CI; ?: off by more than that factor "
         "but inside the CI (undecided); no mark: within the factor (holds); "
-        '"not resolved": measured and predicted excesses are both below the float32 '
-        "resolution (twice the most negative measured excess), not judged; "
         '"unbounded": no stationary spread exists in the model.'
     )
 
@@ -396,8 +401,7 @@ def format_floor(table: pd.DataFrame) -> pd.DataFrame:
                 "iterations": row.iterations,
                 "lr · mean‖x‖²": significant(row.lr_x2),
                 "measured (10⁻³)": significant(1e3 * row.measured)
-                + ("" if math.isnan(ci) else f" ± {significant(1e3 * ci, 2)}")
-                + ("" if row.resolved else " (not resolved)"),
+                + ("" if math.isnan(ci) else f" ± {significant(1e3 * ci, 2)}"),
                 **{
                     f"{words} (10⁻³)": _e3(getattr(row, name), getattr(row, f"{name}_verdict"))
                     for name, words in PREDICTION_NAMES.items()
@@ -414,7 +418,7 @@ def _e3(value: float, verdict: str) -> str:
 
 def floor_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per batch size and prediction: how many configurations of ``floor_table`` the
-    prediction holds for, is undecided on or fails, and how many are not resolved."""
+    prediction holds for, is undecided on or fails."""
     rows = []
     for batch_size, group in table.groupby("batch_size"):
         for name, words in PREDICTION_NAMES.items():
@@ -424,7 +428,6 @@ def floor_summary(table: pd.DataFrame) -> pd.DataFrame:
                     "batch size": int(batch_size),
                     "prediction": words,
                     **{v: int((verdicts == v).sum()) for v in VERDICTS},
-                    "not resolved": int((verdicts == "unresolved").sum()),
                 }
             )
     return pd.DataFrame(rows).set_index(["batch size", "prediction"])
@@ -432,20 +435,24 @@ def floor_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class ExcessSign:
-    """The measured excesses over gradient descent that are not positive (``excess_sign``).
+    """The differences of losses (SGD's final training loss minus gradient descent's) that
+    are negative (``excess_sign``), although the expected excess never is.
 
     Attributes
     ----------
     negative : int
-        Configurations whose measured excess is below zero.
+        Configurations whose loss difference is below zero.
     consistent : int
         Of those, how many have zero inside their 95 % CI (or a single seed).
     batch_sizes : list of int
         Their batch sizes.
     lowest : float
-        The most negative measured excess (0 when none is negative).
+        The most negative loss difference (0 when none is negative).
     total : int
         Configurations measured.
+    spread : float
+        The median over the configurations of the loss difference's standard error divided
+        by the measured excess's (``floor_table``'s ``se``): the spread the linear term adds.
     """
 
     negative: int
@@ -453,21 +460,25 @@ class ExcessSign:
     batch_sizes: list[int]
     lowest: float
     total: int
+    spread: float
 
 
 def excess_sign(table: pd.DataFrame) -> ExcessSign:
-    """How many measured excesses of ``floor_table`` are negative, and whether zero lies
-    inside their 95 % CI: the expected excess over gradient descent is never negative (the
-    mean of SGD's iterate is gradient descent's, and the loss is convex)."""
-    negative = table[table["measured"] < 0]
-    half = negative["n_seeds"].map(t975) * negative["se"]
-    consistent = ~(negative["measured"].abs() > half)  # NaN half-width (one seed) counts
+    """How many loss differences of ``floor_table`` are negative, whether zero lies inside
+    their 95 % CI, and how much wider their spread is than the measured excess's: the
+    expected excess over gradient descent is never negative (the mean of SGD's iterate is
+    gradient descent's, and the loss is convex)."""
+    negative = table[table["loss_difference"] < 0]
+    half = negative["n_seeds"].map(t975) * negative["loss_se"]
+    consistent = ~(negative["loss_difference"].abs() > half)  # NaN half-width (one seed) counts
+    ratio = (table["loss_se"] / table["se"]).replace([np.inf, -np.inf], np.nan).dropna()
     return ExcessSign(
         negative=len(negative),
         consistent=int(consistent.sum()),
         batch_sizes=sorted(int(b) for b in negative["batch_size"].unique()),
-        lowest=float(min(0.0, table["measured"].min())) if len(table) else 0.0,
+        lowest=float(min(0.0, table["loss_difference"].min())) if len(table) else 0.0,
         total=len(table),
+        spread=float(ratio.median()) if len(ratio) else math.nan,
     )
 
 
@@ -646,34 +657,22 @@ def noise_figure(scaling: Scaling) -> Figure:
     return fig
 
 
-def _configurations(n: int) -> str:
-    return f"{n} configuration" + ("" if n == 1 else "s")
-
-
 def floor_figure(table: pd.DataFrame) -> Figure:
     """Predicted against measured excess over gradient descent, one point per configuration
-    and prediction; the configurations whose measured excess is not positive are drawn in
-    a strip on the left (their predicted excess on the shared y axis)."""
-    fig = Figure(figsize=(7.0, 5.0), dpi=DPI, layout="constrained")
-    strip, ax = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1, 6]})
+    and prediction, on log axes, with the line of equality."""
+    fig = Figure(figsize=(6.0, 4.6), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
     markers = {"first_order": "x", "stationary": "s", "predicted": "o"}
-    positive = table["measured"] > 0
-    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(table))
     for k, (name, words) in enumerate(PREDICTION_NAMES.items()):
-        finite = np.isfinite(table[name])
-        shown = table[finite & positive]
+        shown = table[np.isfinite(table[name]) & (table["measured"] > 0)]
         ax.scatter(shown["measured"], shown[name], marker=markers[name], s=18, color=f"C{k}",
                    label=words, alpha=0.8)  # fmt: skip
-        low = finite & ~positive
-        strip.scatter(jitter[low.to_numpy()], table.loc[low, name], marker=markers[name], s=18,
-                      color=f"C{k}", alpha=0.8)  # fmt: skip
-    if positive.any():
-        measured = table.loc[positive, "measured"]
+    measured = table.loc[table["measured"] > 0, "measured"]
+    if len(measured):
         low, high = measured.min() / 2, measured.max() * 2
         ax.plot([low, high], [low, high], color="0.4", lw=0.8, label="equality")
-    ax.set(xscale="log", yscale="log", xlabel="measured excess over gradient descent (> 0)",
+    ax.set(xscale="log", yscale="log", xlabel="measured excess over gradient descent",
+           ylabel="predicted excess over gradient descent",
            title="noise floor: predicted against measured")  # fmt: skip
-    strip.set(xlim=(-1, 1), xticks=[], ylabel="predicted excess over gradient descent",
-              xlabel=f"measured ≤ 0\n({_configurations(int((~positive).sum()))})")  # fmt: skip
     ax.legend(fontsize=8)
     return fig

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from linmnist.engine.analysis import least_squares
-from linmnist.engine.spectrum import excess_loss, gd_excess, gd_steps_to, gd_weights, spectrum
+from linmnist.engine.sgd import train
+from linmnist.engine.spectrum import (
+    excess_loss,
+    excess_over_gd,
+    gd_excess,
+    gd_steps_to,
+    gd_weights,
+    spectrum,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +65,29 @@ def test_steps_to_a_target_beyond_reach_or_already_reached(data):
     assert gd_steps_to(spec, 0.5 * spec.lr_max, 1e-12, max_steps=100) is None
     # a diverging rate grows to inf without a RuntimeWarning (an error under pytest)
     assert np.isinf(gd_excess(spec, 3 * spec.lr_max, [10**6])[0])
+
+
+def test_the_excess_over_gd_is_the_loss_difference_without_its_linear_term(data):
+    """L(W) - L(W_t^GD) = <G_t, D> + excess_over_gd exactly; over seeds both have the same
+    mean (E[D] = 0), but only the loss difference takes the linear term's spread, and the
+    excess over gradient descent is never negative."""
+    X, Y = data
+    spec = spectrum(X, Y)
+    lr, steps = 0.02 * spec.lr_max, 20  # far from the optimum: a large gradient G_t
+    W_gd = gd_weights(spec, lr, steps)
+    G = W_gd @ spec.S - spec.C
+    excess, difference = [], []
+    for seed in range(100):
+        run = train(X, Y, lr=lr, batch_size=50, iterations=steps, seed=seed, eval_every=steps,
+                    dtype=np.float64)  # fmt: skip
+        excess.append(excess_over_gd(spec, run.W, lr, steps))
+        difference.append(_loss(run.W, X, Y) - _loss(W_gd, X, Y))
+        linear = float(np.vdot(G, run.W - W_gd))
+        assert difference[-1] == pytest.approx(linear + excess[-1], rel=1e-8, abs=1e-12)
+    excess, difference = np.array(excess), np.array(difference)
+    assert (excess >= 0).all()
+    se = np.std(difference - excess, ddof=1) / np.sqrt(len(excess))
+    assert abs(np.mean(difference) - np.mean(excess)) < 3 * se  # the linear term: mean zero
+    assert np.std(difference) > 3 * np.std(excess)  # and most of the spread
+    with pytest.raises(ValueError, match="shape"):
+        excess_over_gd(spec, run.W[:, :-1], lr, steps)

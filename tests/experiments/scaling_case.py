@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from linmnist.engine.sgd import train
+from linmnist.engine.spectrum import spectrum
 from linmnist.experiments import scaling
+from linmnist.experiments.cells import final_excesses
 from linmnist.experiments.grids import Cell
 from linmnist.experiments.jobs import make_product
 from linmnist.experiments.paths import results_dir
@@ -56,7 +58,7 @@ def scaling_build(tmp: Path, synthetic):
         for product in products:
             outcome = make_product(product, {})
             assert outcome.status == "ok", outcome.error
-    rows = []
+    rows, spec = [], spectrum(X, Y)
     for cell in cells:
         for seed in SEEDS:
             run = train(X, Y, **cell.params, seed=seed, eval_every=ITERATIONS)
@@ -66,6 +68,7 @@ def scaling_build(tmp: Path, synthetic):
                     "cell": cell.name,
                     "status": "ok",
                     "final_train_loss": float(run.history["train_loss"].iloc[-1]),
+                    "final_excess": final_excesses(spec, [run])[0],
                     "diverged_at": pd.NA if run.diverged_at is None else run.diverged_at,
                 }
             )

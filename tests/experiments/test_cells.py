@@ -10,6 +10,7 @@ import pytest
 
 from linmnist.engine.noise_floor import largest_stable_lr
 from linmnist.engine.sgd import draw_subset, train
+from linmnist.engine.spectrum import excess_over_gd, spectrum
 from linmnist.experiments import cells
 from linmnist.experiments.cells import eval_period, train_seeds
 
@@ -86,11 +87,13 @@ def test_wrong_seeds_are_refused(small_data, kwargs, message):
 
 
 def test_cell_job_records_its_wall_time_and_its_runs_time(small_data, monkeypatch, tmp_path):
-    """overhead_seconds = job_seconds - run_seconds, and the evaluator is shared by cells."""
+    """overhead_seconds = job_seconds - run_seconds, the evaluator is shared by cells, and
+    each seed's final excess over gradient descent is that of its run's weights."""
     (X, Y), (Xt, Yt) = small_data
     monkeypatch.setattr(cells, "prepared", lambda dataset: (X, Y, Xt, Yt))
     cells.shared_evaluator.cache_clear()
     cells.warmed_up.cache_clear()
+    cells.data_spectrum.cache_clear()
     params = {
         "task": "grid", "cell": "lr0.01_bs10", "dataset": "toy", "lr": 0.01, "batch_size": 10,
         "iterations": 20, "seeds": [0, 1], "fidelity_seeds": [0], "eval_every": 5,
@@ -102,7 +105,11 @@ def test_cell_job_records_its_wall_time_and_its_runs_time(small_data, monkeypatc
     finally:
         cells.shared_evaluator.cache_clear()
         cells.warmed_up.cache_clear()
-    for r in (record, again):
+    spec = spectrum(X, Y)
+    for r, lr in ((record, 0.01), (again, 0.02)):
+        runs = train_seeds(X, Y, lr=lr, batch_size=10, iterations=20, seeds=[0, 1])
+        excess = [excess_over_gd(spec, run.W, lr, 20) for run in runs]
+        np.testing.assert_allclose([s["final_excess"] for s in r["seeds"]], excess, rtol=1e-6)
         assert r["run_seconds"] == pytest.approx(sum(s["seconds"] for s in r["seeds"]))
         assert r["overhead_seconds"] == pytest.approx(r["job_seconds"] - r["run_seconds"])
         assert 0 < r["run_seconds"] <= r["job_seconds"]

@@ -135,11 +135,14 @@ def test_the_floor_table_measures_only_configurations_whose_every_seed_was_stabl
     seeds = pd.DataFrame({
         "task": "stability", "cell": ["a", "a", "b", "b"], "status": "ok",
         "diverged_at": np.nan, "final_train_loss": [0.201, 0.2012, 0.3, 24.6],
+        "final_excess": [0.0009, 0.0011, 0.1, 24.4],
         "outcome": ["stable", "stable", "stable", "unstable"],
     })  # fmt: skip
     table = section.floor_table(scaling, seeds)
     assert list(table["cell"]) == ["a"]
-    assert table["measured"].iloc[0] == pytest.approx(0.0011)
+    assert table["measured"].iloc[0] == pytest.approx(0.001)  # the seeds' final excesses
+    assert table["loss_difference"].iloc[0] == pytest.approx(0.0011)
+    assert table["se"].iloc[0] == pytest.approx(0.0001)
 
 
 def test_significant_digits_are_written_out():
@@ -189,12 +192,13 @@ def test_the_tables_have_headers_in_words():
 
 
 def _floor() -> pd.DataFrame:
-    """A floor table: two batch sizes, one negative measured excess, every verdict."""
-    verdicts = ["holds", "undecided", "fails", "unresolved"]
+    """A floor table: two batch sizes, every verdict, one negative loss difference."""
+    verdicts = ["holds", "undecided", "fails", "holds"]
     return pd.DataFrame({
         "task": "grid", "lr": [0.001, 0.000147, 0.01, 0.001], "batch_size": [1, 1, 1000, 1000],
-        "iterations": 100, "measured": [1e-3, 2e-3, 3e-3, -1e-5], "se": [1e-4, 1e-3, 1e-4, 2e-5],
-        "n_seeds": 3, "lr_x2": [0.0878, 0.0129, 0.878, 0.0000147], "resolved": [True] * 3 + [False],
+        "iterations": 100, "measured": [1e-3, 2e-3, 3e-3, 1e-6], "se": [1e-4, 1e-3, 1e-4, 1e-7],
+        "loss_difference": [1e-3, 3e-3, 3e-3, -1e-5], "loss_se": [2e-4, 2e-3, 2e-4, 2e-5],
+        "n_seeds": 3, "lr_x2": [0.0878, 0.0129, 0.878, 0.0000147],
         **{name: [1e-3, 1e-3, 1e-2, 1e-6] for name in section.PREDICTIONS},
         **{f"{name}_verdict": verdicts for name in section.PREDICTIONS},
     })  # fmt: skip
@@ -203,9 +207,9 @@ def _floor() -> pd.DataFrame:
 def test_the_floor_summary_counts_every_verdict_by_batch_size():
     summary = section.floor_summary(_floor())
     assert _bad_headers(summary) == []
-    assert summary.shape == (6, 4)  # two batch sizes x three predictions
-    assert summary.loc[(1, "first order")].tolist() == [1, 1, 0, 0]
-    assert summary.loc[(1000, "stationary")].tolist() == [0, 0, 1, 1]
+    assert summary.shape == (6, 3)  # two batch sizes x three predictions
+    assert summary.loc[(1, "first order")].tolist() == [1, 1, 0]
+    assert summary.loc[(1000, "stationary")].tolist() == [1, 0, 1]
 
 
 def test_the_full_floor_table_defines_its_marks_and_keeps_significant_digits():
@@ -216,14 +220,16 @@ def test_the_full_floor_table_defines_its_marks_and_keeps_significant_digits():
     for mark in section.FLOOR_MARKS.values():
         assert mark.strip() in caption
         assert any(str(v).endswith(mark) for v in full["first order (10⁻³)"])
-    assert "not resolved" in full["measured (10⁻³)"].iloc[-1]
 
 
-def test_the_sign_of_the_measured_excess():
+def test_the_sign_of_the_loss_difference():
+    """The loss difference can be negative, the measured excess cannot; the sign counts
+    and the spread ratio come from the loss difference's own CI."""
     sign = section.excess_sign(_floor())
     assert (sign.negative, sign.consistent, sign.batch_sizes) == (1, 1, [1000])
     assert sign.lowest == -1e-5 and sign.total == 4
-    clean = _floor().assign(measured=1e-3)
+    assert sign.spread == pytest.approx(2.0)  # median of 2, 2, 2, 200
+    clean = _floor().assign(loss_difference=1e-3)
     assert section.excess_sign(clean).negative == 0 and section.excess_sign(clean).lowest == 0
 
 
@@ -233,11 +239,12 @@ def _texts(fig: Figure) -> list[str]:
     return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
 
 
-def test_the_floor_figure_shows_the_non_positive_excesses():
+def test_the_floor_figure_draws_every_finite_prediction_on_log_axes():
     fig = section.floor_figure(_floor())
-    strip, ax = fig.axes[:2]
-    assert sum(len(c.get_offsets()) for c in strip.collections) == 3  # one per prediction
-    assert "measured ≤ 0\n(1 configuration)" in strip.get_xlabel()
+    (ax,) = fig.axes
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 3 * len(_floor())
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert "predicted" in ax.get_ylabel()
 
 
 def test_the_noise_figure_says_its_axis_is_reversed_and_has_log_ticks():
