@@ -84,7 +84,8 @@ def numpy_step_seconds(
     dtype=np.float32,
     bias: bool = False,
 ) -> float:
-    """Wall time of the numpy engine's updates alone (``sgd_step``) replayed on ``batches``.
+    """Wall time of the hand-coded numpy updates alone (``sgd_step``: the batch gathered, two
+    products) replayed on ``batches``.
 
     Timed like ``FrameworkResult.step_seconds`` (batch gather and update, summed over
     iterations), without the engine's divergence check, recording and evaluation.

@@ -34,6 +34,7 @@ from linmnist.engine.evaluation import (
     evaluate_trajectory,
     with_bias_row,
 )
+from linmnist.engine.update import sgd_update
 from linmnist.engine.validation import (
     UsageError,
     check_bool,
@@ -168,7 +169,10 @@ def draw_subset(n_total: int, n_prime: int, *, seed: int = 0) -> np.ndarray:
 def sgd_step(W: np.ndarray, Xb: np.ndarray, Yb: np.ndarray, lr: float):
     """One update on the batch (Xb, Yb): returns (W - lr * G, E) with E = W Xb - Yb.
 
-    G = E Xb^T / B is the gradient of the batch loss 1/(2B) sum ||W x - y||^2.
+    G = E Xb^T / B is the gradient of the batch loss 1/(2B) sum ||W x - y||^2. This is the
+    update in numpy, on a gathered batch (the hand-coded numpy model of the framework
+    comparison); ``train`` computes the same in one pass over the samples
+    (``linmnist.engine.update.sgd_update``), equal to float32 rounding.
     """
     E = W @ Xb - Yb
     return W - (lr / Xb.shape[1]) * (E @ Xb.T), E
@@ -319,6 +323,8 @@ def train(
 
     Xd = np.asarray(with_bias_row(X, bias), dtype=dt)
     Yd = np.asarray(Y, dtype=dt)
+    # One sample per row, each a run of memory (a view of the usual feature-major data).
+    XT, YT, G = np.ascontiguousarray(Xd.T), Yd.T, np.empty((Yd.shape[0], Xd.shape[0]), dt)
     if evaluator is None:
         evaluator = Evaluator(X, Y, X_test, Y_test, bias=bias)
     else:
@@ -329,11 +335,11 @@ def train(
     # The evaluation streams: every chunk of recorded weights is scored and dropped, so the
     # memory of a run does not grow with its iterations beyond the history table.
     with evaluator.stream(lr / batch_size if incremental else None) as stream:
-        # The updates are small products: one BLAS thread does them fastest, and never
-        # waits for a second thread that another process has descheduled.
+        # The divergence check and a chunk's scoring are small products: one BLAS thread does
+        # them fastest, and never waits for a second that another process has descheduled.
         with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
             for t, idx in enumerate(_batch_rows(args)):
-                W_next, E = sgd_step(W, Xd[:, idx], Yd[:, idx], lr)
+                W_next, E = sgd_update(W, XT, YT, idx, lr, G)
                 if evaluator.diverged(W_next):
                     diverged_at = t
                     break

@@ -17,6 +17,7 @@ from linmnist.engine.sgd import (
     sgd_step,
     train,
 )
+from linmnist.engine.update import sgd_update
 from linmnist.engine.validation import UsageError
 
 
@@ -115,10 +116,11 @@ def test_divergence_stops_at_the_first_iteration_whose_loss_exceeds_the_limit(sm
     batches = sample_batches(X.shape[1], batch_size=50, iterations=300, seed=2)
     res = train(X, Y, lr=lr, batch_size=50, iterations=300, batches=batches)
     W = np.zeros((10, X.shape[0]), dtype=np.float32)
+    XT, G = np.ascontiguousarray(X.T), np.empty_like(W)
     expected = None
     with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
         for t, idx in enumerate(batches):
-            W, _ = sgd_step(W, X[:, idx], Y[:, idx], lr)
+            W, _ = sgd_update(W, XT, Y.T, idx, lr, G)  # train's own update
             loss = batch_loss(W.astype(np.float64), X64, Y64)
             if not (np.isfinite(loss) and loss <= DIVERGENCE_LOSS):
                 expected = t
