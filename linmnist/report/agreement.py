@@ -8,6 +8,8 @@ iterations where the prediction lies inside the CI, and the largest relative err
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
@@ -134,6 +136,23 @@ def measured_edges(counts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["batch_size", "low", "high"])
 
 
+def exact_pass_rate(points: int, share: float = AGREES_FROM, level: float = 0.95) -> float:
+    """The probability that an EXACT prediction counts as agreeing: inside the ``level`` CI
+    at ``share`` or more of ``points`` evaluations, were the evaluations independent (each
+    inside with probability ``level``; binomial). At 11 evaluations it is 0.90."""
+    need = math.ceil(share * points - 1e-9)
+    return sum(
+        math.comb(points, j) * level**j * (1 - level) ** (points - j)
+        for j in range(need, points + 1)
+    )
+
+
+def expected_agreeing(table: pd.DataFrame) -> float:
+    """How many rows of ``agreement`` an exact prediction would count as agreeing, in
+    expectation (``exact_pass_rate`` of each row's points, summed)."""
+    return float(sum(exact_pass_rate(int(p)) for p in table["points"]))
+
+
 def share_agreeing(table: pd.DataFrame) -> float:
     """The share of the rows of ``agreement`` whose prediction is inside the CI at
     ``AGREES_FROM`` of their iterations or more (NaN without rows)."""
@@ -143,6 +162,8 @@ def share_agreeing(table: pd.DataFrame) -> float:
 __all__ = [
     "AGREEMENT_COLUMNS",
     "AGREES_FROM",
+    "exact_pass_rate",
+    "expected_agreeing",
     "agreement",
     "edge_counts",
     "format_agreement",

@@ -5,7 +5,10 @@ import pandas as pd
 import pytest
 
 from linmnist.report.agreement import (
+    AGREES_FROM,
     agreement,
+    exact_pass_rate,
+    expected_agreeing,
     format_agreement,
     seed_means,
     share_agreeing,
@@ -79,3 +82,18 @@ def test_the_display_names_each_cell_by_its_settings():
         agreement(histories, curves, _runs()), _runs(), {"lr": "lr", "batch_size": "B"}
     ).to_html()
     assert "prediction inside the 95 % CI" in html and ">B<" in html
+
+
+def test_an_exact_prediction_passes_the_agreement_test_at_the_binomial_rate():
+    """At 11 evaluations, 10 or more inside a 95 % CI: 0.95^11 + 11 * 0.05 * 0.95^10; the
+    rate matches a simulation of exact predictions, and the expected count sums the rows."""
+    assert exact_pass_rate(11) == pytest.approx(0.95**11 + 11 * 0.05 * 0.95**10)
+    assert exact_pass_rate(1) == pytest.approx(0.95)
+    assert exact_pass_rate(21) == pytest.approx(  # 19 of 21 needed
+        0.95**21 + 21 * 0.05 * 0.95**20 + 210 * 0.05**2 * 0.95**19
+    )
+    inside = np.random.default_rng(0).random((200_000, 11)) < 0.95
+    simulated = np.mean(inside.mean(axis=1) >= AGREES_FROM)
+    assert simulated == pytest.approx(exact_pass_rate(11), abs=0.005)
+    table = pd.DataFrame({"points": [11, 11, 1]})
+    assert expected_agreeing(table) == pytest.approx(2 * exact_pass_rate(11) + 0.95)
