@@ -37,6 +37,9 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*(?:\{([^{}]*)\})?\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _CAPTION_NUMBER = '<span class="caption-number">{}</span>'
 _FIGCAPTION = re.compile(r"<figcaption>.*?</figcaption>", re.DOTALL)
+# Tables of at most this many rows are kept on one page in print; longer ones break between
+# rows (a table moved whole to the next page would leave most of a page blank).
+SHORT_TABLE_ROWS = 30
 # Print size of figures: the PDF's text column is 182 mm (7.17 in) wide.
 PRINT_WIDTH_IN = 7.17
 # A table of more columns spans the page's width (on paper).
@@ -91,12 +94,12 @@ def _figcaption(number: str, caption: str) -> str:
     return f"<figcaption>{_CAPTION_NUMBER.format(number)} {caption}</figcaption>"
 
 
-def table_html(body: str, *, label: str, caption: str, number: str) -> str:
-    """The HTML of a numbered table, its caption (HTML) above it."""
-    return (
-        f'<figure class="report-table" id="{label}">'
-        f"{_figcaption(number or 'Table', caption)}{body}</figure>"
-    )
+def table_html(body: str, *, label: str, caption: str, number: str, short: bool = False) -> str:
+    """The HTML of a numbered table, its caption (HTML) above it; a ``short`` one is kept on
+    one page in print (class ``short``)."""
+    kind = "report-table short" if short else "report-table"
+    head = _figcaption(number or "Table", caption)
+    return f'<figure class="{kind}" id="{label}">{head}{body}</figure>'
 
 
 def figure(fig: Figure, *, label: str, caption: str) -> Captioned:
@@ -142,7 +145,13 @@ def table(frame: pd.DataFrame | Styler, *, label: str, caption: str) -> Captione
     plain = frame.data.to_string()
     return Captioned(
         {
-            "text/html": table_html(body, label=label, caption=html.escape(caption), number=""),
+            "text/html": table_html(
+                body,
+                label=label,
+                caption=html.escape(caption),
+                number="",
+                short=len(frame.data) <= SHORT_TABLE_ROWS,
+            ),
             "text/plain": f"Table: {caption}\n{plain}",
         },
         label,

@@ -87,6 +87,7 @@ figcaption { font-size: 8.5pt; }
 figure.report-figure { break-inside: avoid; margin: 4pt 0 10pt; }
 figure.report-table { margin: 4pt 0 10pt; }
 figure.report-table figcaption { break-after: avoid; }
+figure.report-table.short { break-inside: avoid; }
 nav.report-contents { font-size: 8.5pt; line-height: 1.3; break-after: page; }
 nav.report-contents a { color: #111; text-decoration: none; }
 nav.report-contents a::after { content: leader(". ") target-counter(attr(href), page); }

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
-from linmnist.report import captions, tables
+from linmnist.report import captions, render, tables
 
 
 def small_figure(width: float = 4.0) -> Figure:
@@ -132,3 +132,17 @@ def test_contents_link_every_heading_in_nested_lists():
         if cell.cell_type == "markdown":
             ids |= set(re.findall(r'id="([^"]+)"', cell.source))
     assert set(anchors) <= ids
+
+
+def test_a_short_table_is_kept_on_one_page_and_a_long_one_may_break():
+    """Print keeps a table of at most SHORT_TABLE_ROWS rows whole (class "short"); a longer
+    one breaks between rows rather than leave most of a page blank."""
+    short = pd.DataFrame({"a": range(captions.SHORT_TABLE_ROWS)})
+    long = pd.DataFrame({"a": range(captions.SHORT_TABLE_ROWS + 1)})
+
+    def html_of(frame):
+        return captions.table(frame, label="tab-x", caption="x").data["text/html"]
+
+    assert '<figure class="report-table short"' in html_of(short)
+    assert '<figure class="report-table"' in html_of(long)
+    assert "figure.report-table.short { break-inside: avoid; }" in render.PRINT_CSS
