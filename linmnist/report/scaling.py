@@ -16,7 +16,8 @@ the stability sweep:
   same rate and iterations (the seeds' ``final_excess``), beside the three predictions of
   ``linmnist.engine.noise_floor``; ``floor_summary`` counts the verdicts, ``format_floor`` /
   ``floor_appendix`` give every configuration, ``excess_sign`` the differences of final
-  losses that are negative, and how much wider their spread is;
+  losses that are negative, and how much wider their spread is, ``decisive`` where a
+  100-fold miss could not come out undecided;
 * the figures ``steps_figure``, ``lr_figure``, ``noise_figure`` and ``floor_figure``.
 """
 
@@ -364,6 +365,14 @@ def _verdict(
     inside = (predicted - measured).abs() <= n_seeds.map(t975) * se.fillna(0)
     verdict = np.where(close, "holds", np.where(inside, "undecided", "fails"))
     return pd.Series(verdict, index=predicted.index)
+
+
+def decisive(table: pd.DataFrame, factor: float = 100.0) -> pd.Series:
+    """Per configuration of ``floor_table``: whether a prediction off by ``factor`` either way
+    would fail (``_verdict``), i.e. lie outside the measured 95 % CI; a CI that reaches
+    down to measured / ``factor`` could leave such a miss undecided."""
+    half = table["n_seeds"].map(t975) * table["se"].fillna(np.inf)
+    return half < (1 - 1 / factor) * table["measured"]
 
 
 # The marks of the full noise-floor table (``format_floor``), defined in its caption.

@@ -222,6 +222,16 @@ def test_the_full_floor_table_defines_its_marks_and_keeps_significant_digits():
         assert any(str(v).endswith(mark) for v in full["first order (10⁻³)"])
 
 
+def test_a_miss_is_decisive_only_where_the_ci_is_narrower_than_the_excess():
+    """With 3 seeds (t = 4.30), se 1e-4 on an excess 1e-3 gives a half-width 4.3e-4: a
+    100-fold miss fails; se 1e-3 on 2e-3 reaches below zero: it could be undecided."""
+    assert section.decisive(_floor()).tolist() == [True, False, True, True]
+    verdict = section._verdict(
+        pd.Series([1e-5, 0.2]), pd.Series([2e-3, 2e-3]), pd.Series([1e-3, 1e-3]), pd.Series([3, 3])
+    )
+    assert verdict.tolist() == ["undecided", "fails"]  # why the second row is not decisive
+
+
 def test_the_sign_of_the_loss_difference():
     """The loss difference can be negative, the measured excess cannot; the sign counts
     and the spread ratio come from the loss difference's own CI."""
