@@ -147,10 +147,19 @@ def exact_pass_rate(points: int, share: float = AGREES_FROM, level: float = 0.95
     )
 
 
-def expected_agreeing(table: pd.DataFrame) -> float:
-    """How many rows of ``agreement`` an exact prediction would count as agreeing, in
-    expectation (``exact_pass_rate`` of each row's points, summed)."""
-    return float(sum(exact_pass_rate(int(p)) for p in table["points"]))
+def expected_agreeing(table: pd.DataFrame) -> tuple[float, float]:
+    """The mean and standard deviation of how many rows of ``agreement`` an exact
+    prediction would count as agreeing (each row passing with its ``exact_pass_rate``,
+    independently)."""
+    rates = np.array([exact_pass_rate(int(p)) for p in table["points"]])
+    return float(rates.sum()), float(np.sqrt(np.sum(rates * (1 - rates))))
+
+
+def within_chance(table: pd.DataFrame) -> bool:
+    """Whether the rows of ``agreement`` that agree are no fewer than an exact prediction
+    would give, less two standard deviations (``expected_agreeing``)."""
+    mean, sd = expected_agreeing(table)
+    return bool((table["inside"] >= AGREES_FROM).sum() >= mean - 2 * sd)
 
 
 def share_agreeing(table: pd.DataFrame) -> float:
@@ -164,6 +173,7 @@ __all__ = [
     "AGREES_FROM",
     "exact_pass_rate",
     "expected_agreeing",
+    "within_chance",
     "agreement",
     "edge_counts",
     "format_agreement",

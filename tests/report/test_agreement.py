@@ -13,6 +13,7 @@ from linmnist.report.agreement import (
     seed_means,
     share_agreeing,
     with_settings,
+    within_chance,
 )
 from linmnist.report.uncertainty import ci95
 
@@ -96,4 +97,15 @@ def test_an_exact_prediction_passes_the_agreement_test_at_the_binomial_rate():
     simulated = np.mean(inside.mean(axis=1) >= AGREES_FROM)
     assert simulated == pytest.approx(exact_pass_rate(11), abs=0.005)
     table = pd.DataFrame({"points": [11, 11, 1]})
-    assert expected_agreeing(table) == pytest.approx(2 * exact_pass_rate(11) + 0.95)
+    mean, sd = expected_agreeing(table)
+    p = exact_pass_rate(11)
+    assert mean == pytest.approx(2 * p + 0.95)
+    assert sd == pytest.approx(np.sqrt(2 * p * (1 - p) + 0.95 * 0.05))
+
+
+def test_misses_within_chance_are_told_from_too_many():
+    """Ten configurations of 11 evaluations: an exact prediction passes about 9.0 +- 0.96,
+    so 8 agreeing is within two deviations of chance and 6 is not."""
+    inside = [1.0] * 8 + [0.8] * 2
+    assert within_chance(pd.DataFrame({"points": 11, "inside": inside}))
+    assert not within_chance(pd.DataFrame({"points": 11, "inside": [1.0] * 6 + [0.8] * 4}))
