@@ -399,7 +399,7 @@ def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
     Rows without weights or times (the study's reported figures) appear in the accuracy
     panel only.
     """
-    fig = Figure(figsize=(PRINT_WIDTH, 0.62 * len(table) + 1.4), dpi=110)
+    fig = Figure(figsize=(PRINT_WIDTH, 0.52 * len(table) + 1.2), dpi=110)
     ax_acc, ax_dw, ax_time = fig.subplots(
         1, 3, sharey=True, gridspec_kw={"width_ratios": [5, 3, 3]}
     )

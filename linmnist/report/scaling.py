@@ -596,7 +596,7 @@ def steps_figure(scaling: Scaling) -> Figure:
 def lr_figure(scaling: Scaling) -> Figure:
     """The best lr against B for each target, eps_opt(B) at W = 0 and at each target, the
     linear-scaling line and the ceiling 2 / lambda_max."""
-    fig, (ax,) = _figure(1, width=7.5, height=4.5)
+    fig, (ax,) = _figure(1, width=7.5, height=3.7)
     table = lr_table(scaling)
     B = table["batch_size"]
     for i, target in enumerate(scaling.targets):
@@ -669,7 +669,7 @@ def noise_figure(scaling: Scaling) -> Figure:
 def floor_figure(table: pd.DataFrame) -> Figure:
     """Predicted against measured excess over gradient descent, one point per configuration
     and prediction, on log axes, with the line of equality."""
-    fig = Figure(figsize=(6.0, 4.6), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(5.6, 3.7), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     markers = {"first_order": "x", "stationary": "s", "predicted": "o"}
     for k, (name, words) in enumerate(PREDICTION_NAMES.items()):
