@@ -19,7 +19,6 @@ from linmnist.experiments.paths import REPORTS
         (["status", "--dataset", "cifar"], "dataset must be one of mnist, fashion-mnist"),
         (["run", "nothing-like-this", "--profile", "small"], "target 'nothing-like-this'"),
         (["report", "--jobs", "0"], "jobs must be an integer"),
-        (["run", "--executor", "slurm"], "executor must be one of local, dask; got 'slurm'"),
         (["run", "--config", "/nonexistent.toml"], "config must be an existing TOML file"),
         (["run", "--jobs", "x"], "argument --jobs: invalid int value: 'x'"),
         (["status", "--no-such-option"], "unrecognized arguments: --no-such-option"),

@@ -126,13 +126,6 @@ def test_atomic_write_honours_the_umask(tmp_path):
     assert target.read_text() == "<p>x</p>"
 
 
-def test_demote_headings():
-    assert render.demote_headings("# A\n\ntext # not\n## B", 2) == "### A\n\ntext # not\n#### B"
-    assert render.demote_headings("##### deep", 3) == "###### deep"
-    with pytest.raises(ValueError, match="levels"):
-        render.demote_headings("# A", -1)
-
-
 @pytest.mark.slow
 def test_write_pdf_reports_what_the_page_cuts_off(tmp_path):
     cells = "".join(
