@@ -54,18 +54,16 @@ def resolve_data_dir() -> None:
 
 def data_command(args: argparse.Namespace) -> int:
     """``data``: acquire and verify a dataset, print its cache path and SHA-256 checksums."""
-    from linmnist.engine.data import cache_path, file_sha256, load_mnist
+    from linmnist.engine.data import by_key, cache_path, file_sha256, load_mnist
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    (x_train, y_train), (x_test, y_test) = load_mnist(args.name, args.cache_dir)
+    arrays = by_key(load_mnist(args.name, args.cache_dir))
     path = cache_path(args.name, args.cache_dir)
-    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     print(f"{args.name}: verified copy at {path}")
-    print(f"  train {x_train.shape}, test {x_test.shape}, uint8")
+    print(f"  train {arrays['x_train'].shape}, test {arrays['x_test'].shape}, uint8")
     print(f"  sha256 {path.name:<9} {file_sha256(path)}")
     for key, array in arrays.items():
-        digest = hashlib.sha256(array.tobytes()).hexdigest()
-        print(f"  sha256 {key:<9} {digest}")
+        print(f"  sha256 {key:<9} {hashlib.sha256(array.tobytes()).hexdigest()}")
     return 0
 
 

@@ -275,12 +275,8 @@ def verify(data: Dataset, name: str = "mnist") -> None:
         raise VerificationError(
             f"{name}: expected ((x_train, y_train), (x_test, y_test)), got {exc}"
         ) from None
-    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-    sizes = {"train": sum(facts.train_label_counts), "test": sum(facts.test_label_counts)}
     problems = []
-    for key, arr in arrays.items():
-        split = key[2:]
-        shape = (sizes[split], *facts.image_shape) if key[0] == "x" else (sizes[split],)
+    for (key, arr), shape in zip(by_key(data).items(), _shapes(name).values(), strict=True):
         if not isinstance(arr, np.ndarray):
             problems.append(f"{key} is a {type(arr).__name__}, not a numpy array")
         elif arr.dtype != np.uint8:
@@ -319,12 +315,22 @@ def verify(data: Dataset, name: str = "mnist") -> None:
         raise VerificationError(f"{name}: " + "; ".join(problems))
 
 
+def by_key(data: Dataset) -> dict[str, np.ndarray]:
+    """The four arrays of ``data`` by name, in the order of ``KEYS``."""
+    (x_train, y_train), (x_test, y_test) = data
+    return dict(zip(KEYS, (x_train, y_train, x_test, y_test), strict=True))
+
+
+def _dataset(arrays: dict[str, np.ndarray]) -> Dataset:
+    """``by_key``'s inverse."""
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
 def content_sha256(data: Dataset) -> str:
     """SHA-256 of the arrays' contents: each array's name, dtype, shape and raw C-order bytes,
     in the order of ``KEYS``. It does not depend on how a file stores them."""
-    (x_train, y_train), (x_test, y_test) = data
     digest = hashlib.sha256()
-    for key, array in zip(KEYS, (x_train, y_train, x_test, y_test), strict=True):
+    for key, array in by_key(data).items():
         array = np.ascontiguousarray(array)
         digest.update(f"{key}:{array.dtype.str}:{array.shape}\n".encode())
         digest.update(array.data)
@@ -381,13 +387,10 @@ def _check_name(name: str) -> str:
     return check_choice("name", name, DATASETS)
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def move_aside(path: Path) -> str:
@@ -532,11 +535,9 @@ def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
 
 def _npz_bytes(data: Dataset) -> bytes:
     """`data` as an uncompressed npz, byte-for-byte deterministically (the cache's format)."""
-    (x_train, y_train), (x_test, y_test) = data
-    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
-        for key, arr in arrays.items():
+        for key, arr in by_key(data).items():
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(arr), allow_pickle=False)
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
@@ -564,23 +565,19 @@ def _write_npz(path: Path, data: Dataset) -> None:
         raise
 
 
-def _expected_headers(name: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """The shape and dtype of each array of a genuine copy of ``name``."""
+def _shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """The shape of each array of a genuine copy of ``name`` (all are uint8)."""
     facts = FACTS[name]
     sizes = {"train": sum(facts.train_label_counts), "test": sum(facts.test_label_counts)}
-    return {
-        key: ((sizes[key[2:]], *facts.image_shape) if key[0] == "x" else (sizes[key[2:]],),
-              np.dtype(np.uint8))
-        for key in KEYS
-    }  # fmt: skip
+    return {k: (sizes[k[2:]], *facts.image_shape) if k[0] == "x" else (sizes[k[2:]],) for k in KEYS}
 
 
 def _check_headers(path: Path, name: str) -> None:
     """Refuse an npz whose arrays' headers declare another shape or dtype than a genuine
     copy's, before any array is allocated (a corrupt header could ask for terabytes)."""
-    expected = _expected_headers(name)
+    dtype = np.dtype(np.uint8)
     with zipfile.ZipFile(path) as archive:
-        for key, (shape, dtype) in expected.items():
+        for key, shape in _shapes(name).items():
             if f"{key}.npy" not in archive.namelist():
                 continue  # reported as a missing array when the file is read
             with archive.open(f"{key}.npy") as member:
@@ -608,7 +605,7 @@ def _read_npz(path: Path, name: str = "mnist") -> Dataset:
         ) from None
     if files != sorted(KEYS):
         raise VerificationError(f"{path} holds {files}, expected {sorted(KEYS)}")
-    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+    return _dataset(arrays)
 
 
 def _read_keras_cache(path: Path) -> Dataset:
@@ -858,4 +855,4 @@ def _read_idx_dataset(directory: Path, *, cache: bool = False) -> Dataset:
             if cache:
                 raise VerificationError(f"{exc}; {move_aside(directory / fname)}") from None
             raise
-    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+    return _dataset(arrays)
