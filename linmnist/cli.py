@@ -133,18 +133,18 @@ def _check_run_arguments(args: argparse.Namespace) -> None:
 
     check_int("jobs", args.jobs, low=1)
     check_choice("executor", args.executor, EXECUTORS)
-    if args.scheduler is not None and args.executor != "dask":
-        raise UsageError(f"--scheduler needs --executor dask; got --executor {args.executor}")
-    if args.scheduler is not None:
-        protocol, _, rest = args.scheduler.partition("://")
-        if not (protocol.isalnum() and rest):
-            raise UsageError(
-                f"scheduler must be an address such as tcp://HOST:PORT; got {args.scheduler!r}"
-            )
     if args.scheduler is None:  # workers on this machine
         args.jobs, note = job_limit(args.jobs)
         if note is not None:
             print(f"note: {note}", file=sys.stderr)
+        return
+    protocol, _, rest = args.scheduler.partition("://")
+    if args.executor != "dask":
+        raise UsageError(f"--scheduler needs --executor dask; got --executor {args.executor}")
+    if not (protocol.isalnum() and rest):
+        raise UsageError(
+            f"scheduler must be an address such as tcp://HOST:PORT; got {args.scheduler!r}"
+        )
 
 
 def _build_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
@@ -172,11 +172,7 @@ def _build_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
 
 def parser() -> ArgumentParser:
     """The argparse tree of every sub-command; each sets ``command`` and ``handler``."""
-    top = ArgumentParser(
-        prog="python -m linmnist",
-        description="A linear MNIST classifier trained by minibatch SGD: data, products, report.",
-        epilog="Exit status: 0 done, 1 a failure (a product failed), 2 a usage error.",
-    )
+    top = ArgumentParser(prog="python -m linmnist", description="linmnist's commands.")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], help_: str):
