@@ -1,69 +1,47 @@
-"""The pipeline's commands: ``run``, ``status`` and ``report`` (``python -m linmnist ...``).
+"""The command line, one argparse tree: ``python -m linmnist {data,run,status,report,bench}``.
 
-Exit status: 0 when everything is made (or up to date), 1 when a product failed (after the
-others finished), 2 on a usage or configuration error (one line on stderr, nothing run),
-130 when interrupted.
+Exit status, the same for every sub-command:
+
+* 0: done (every product made or up to date, the data verified, the bench's runs agree);
+* 1: a failure after a valid start: a product failed (once the others finished), a run could
+  not complete (``RunFailedError``), or the bench's engine differs from its reference;
+* 2: a usage error, one line on stderr and nothing run: a wrong option, configuration value
+  or argument (``UsageError``), or a data cache that cannot serve (``DataCacheError``: not a
+  directory, unreadable, read-only, or empty while no source can be reached);
+* 130: interrupted.
+
+Each command imports what it runs when it runs (``data`` does not load the pipeline).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from linmnist.engine.data import DATA_DIR_ENV, DATASETS
-from linmnist.engine.validation import ArgumentParser, LinmnistError, UsageError, check_int
-from linmnist.experiments.jobs import job_limit
-from linmnist.experiments.paths import build_dir, relative_to_root
-from linmnist.experiments.runner import EXECUTORS, STATES, ProductState, assess, run, select
-from linmnist.report.pipeline import pipeline
+from linmnist.engine.validation import LinmnistError, UsageError, check_choice, check_int
+
+BUILD_COMMANDS = {
+    "run": "Make every product of a build that is not up to date (grid cells, framework "
+    "comparison, task notebooks, report), in dependency order, in parallel.",
+    "status": "List every product of a build as up to date, stale (and why), missing or "
+    "failed; run nothing.",
+    "report": "Make the report of a build (and whatever it needs) and say where it is.",
+}
+TARGETS = "grid, subset, stability, edge, frameworks, scaling, theory, sizes, notebooks, report"
 
 
-def _parser(command: str, description: str) -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog=f"python -m linmnist {command}", description=description)
-    parser.add_argument(
-        "targets",
-        nargs="*",
-        help="products to bring up to date: a group (grid, subset, stability, edge, frameworks, "
-        "scaling, theory, sizes, notebooks, report) or a product name; default: all",
-    )
-    parser.add_argument("--dataset", default="mnist", help=f"{', '.join(DATASETS)} (default mnist)")
-    parser.add_argument("--profile", help="a profile of the configuration, e.g. small")
-    parser.add_argument(
-        "--config", help="grid configuration (default linmnist/experiments/grids.toml)"
-    )
-    return parser
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line (exit status 2), not the usage text."""
 
-
-def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--jobs", type=int, default=1, help="products made at once (default 1)")
-    parser.add_argument(
-        "--executor", default="local", help=f"{' or '.join(EXECUTORS)} (default local)"
-    )
-    parser.add_argument("--scheduler", help="with --executor dask: tcp://HOST:PORT of a scheduler")
-    parser.add_argument("--force", action="store_true", help="remake up-to-date products too")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="say what would be made; make nothing"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _check_run_arguments(args: argparse.Namespace) -> None:
-    check_int("jobs", args.jobs, low=1)
-    if args.scheduler is not None and args.executor != "dask":
-        raise UsageError(f"--scheduler needs --executor dask; got --executor {args.executor}")
-    if args.scheduler is not None:
-        protocol, _, rest = args.scheduler.partition("://")
-        if not (protocol.isalnum() and rest):
-            raise UsageError(
-                f"scheduler must be an address such as tcp://HOST:PORT; got {args.scheduler!r}"
-            )
-    if args.scheduler is None:  # workers on this machine
-        args.jobs, note = job_limit(args.jobs)
-        if note is not None:
-            print(f"note: {note}", file=sys.stderr)
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
 
 
 def resolve_data_dir() -> None:
@@ -74,64 +52,55 @@ def resolve_data_dir() -> None:
         os.environ[DATA_DIR_ENV] = os.path.abspath(os.path.expanduser(value))
 
 
-def _print_plan(states: list[ProductState]) -> None:
-    if not states:
-        print("everything is up to date")
-    for state in states:
-        print(f"make {state.format()}")
+def data_command(args: argparse.Namespace) -> int:
+    """``data``: acquire and verify a dataset, print its cache path and SHA-256 checksums."""
+    from linmnist.engine.data import by_key, cache_path, file_sha256, load_mnist
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    arrays = by_key(load_mnist(args.name, args.cache_dir))
+    path = cache_path(args.name, args.cache_dir)
+    print(f"{args.name}: verified copy at {path}")
+    print(f"  train {arrays['x_train'].shape}, test {arrays['x_test'].shape}, uint8")
+    print(f"  sha256 {path.name:<9} {file_sha256(path)}")
+    for key, array in arrays.items():
+        print(f"  sha256 {key:<9} {hashlib.sha256(array.tobytes()).hexdigest()}")
+    return 0
 
 
-def _main(command: str, argv: Sequence[str]) -> int:
-    descriptions = {
-        "run": "Make every product of a build that is not up to date (grid cells, framework "
-        "comparison, task notebooks, report), in dependency order, in parallel.",
-        "status": "List every product of a build as up to date, stale (and why), missing or "
-        "failed; run nothing.",
-        "report": "Make the report of a build (and whatever it needs) and say where it is.",
-    }
-    parser = _parser(command, descriptions[command])
-    if command != "status":
-        _run_options(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    resolve_data_dir()
-    try:
-        products = pipeline(args.dataset, args.profile, args.config)
-        targets = args.targets or (["report"] if command == "report" else None)
-        products = select(products, targets)
-        build = build_dir(args.dataset, args.profile, args.config)
-        if command == "status":
-            states = assess(products)
-            for product in products:
-                print(states[product.name].format())
-            counts = Counter(state.state for state in states.values())
-            print("total: " + ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]))
-            return 0
-        _check_run_arguments(args)
-        summary = run(
-            products,
-            lock_dir=build,
-            jobs=args.jobs,
-            force=args.force,
-            dry_run=args.dry_run,
-            progress=not args.no_progress,
-            executor=args.executor,
-            scheduler=args.scheduler,
-            on_plan=_print_plan if args.dry_run else None,
-        )
-    except (LinmnistError, ValueError, RuntimeError) as exc:  # usage, configuration, data
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "interrupted: finished products are kept, the others are made next time",
-            file=sys.stderr,
-        )
-        return 130
+def status_command(args: argparse.Namespace) -> int:
+    """``status``: every product of a build as up to date, stale (and why), missing or failed."""
+    from linmnist.experiments.runner import STATES, assess
+
+    products = _products(args)
+    states = assess(products)
+    for product in products:
+        print(states[product.name].format())
+    counts = Counter(state.state for state in states.values())
+    print("total: " + ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]))
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``run`` and ``report``: make what is not up to date; 1 when a product failed."""
+    from linmnist.experiments.paths import build_dir, relative_to_root
+    from linmnist.experiments.runner import plan, run
+
+    products = _products(args)
+    build = build_dir(args.dataset, args.profile, args.config)
+    _check_run_arguments(args)
     if args.dry_run:
+        states = plan(products, lock_dir=build, force=args.force)
+        print("\n".join(f"make {s.format()}" for s in states) or "everything is up to date")
         return 0
+    summary = run(
+        products,
+        lock_dir=build,
+        jobs=args.jobs,
+        force=args.force,
+        progress=not args.no_progress,
+        executor=args.executor,
+        scheduler=args.scheduler,
+    )
     print(summary.format())
     if any(p.name == "report" for p in products):
         html, pdf = (relative_to_root(build / f"report.{kind}") for kind in ("html", "pdf"))
@@ -139,16 +108,109 @@ def _main(command: str, argv: Sequence[str]) -> int:
     return 0 if summary.ok else 1
 
 
-def run_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m linmnist run``."""
-    return _main("run", sys.argv[1:] if argv is None else argv)
+def bench_command(args: argparse.Namespace) -> int:
+    """``bench``: the engine against the study's naive algorithm; 1 when a run differs."""
+    from linmnist.engine.bench import WARM_UP, bench
+
+    check_int("--iterations", args.iterations, low=WARM_UP)
+    for batch_size in args.batch_sizes:
+        check_int("--batch-sizes", batch_size, low=1)
+    return 0 if bench(args.iterations, args.batch_sizes, with_torch=not args.no_torch) else 1
 
 
-def status_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m linmnist status``."""
-    return _main("status", sys.argv[1:] if argv is None else argv)
+def _products(args: argparse.Namespace) -> list:
+    """The products of the build the options name, narrowed to the targets."""
+    from linmnist.experiments.runner import select
+    from linmnist.report.pipeline import pipeline
+
+    products = pipeline(args.dataset, args.profile, args.config)
+    return select(products, args.targets or (["report"] if args.command == "report" else None))
 
 
-def report_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m linmnist report``."""
-    return _main("report", sys.argv[1:] if argv is None else argv)
+def _check_run_arguments(args: argparse.Namespace) -> None:
+    from linmnist.experiments.jobs import job_limit
+    from linmnist.experiments.runner import EXECUTORS
+
+    check_int("jobs", args.jobs, low=1)
+    check_choice("executor", args.executor, EXECUTORS)
+    if args.scheduler is None:  # workers on this machine
+        args.jobs, note = job_limit(args.jobs)
+        if note is not None:
+            print(f"note: {note}", file=sys.stderr)
+        return
+    protocol, _, rest = args.scheduler.partition("://")
+    if args.executor != "dask":
+        raise UsageError(f"--scheduler needs --executor dask; got --executor {args.executor}")
+    if not (protocol.isalnum() and rest):
+        raise UsageError(
+            f"scheduler must be an address such as tcp://HOST:PORT; got {args.scheduler!r}"
+        )
+
+
+def _build_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        help=f"products: a group ({TARGETS}) or a product name; default: all",
+    )
+    parser.add_argument("--dataset", default="mnist", help=f"{', '.join(DATASETS)} (default mnist)")
+    parser.add_argument("--profile", help="a profile of the configuration, e.g. small")
+    parser.add_argument(
+        "--config", help="grid configuration (default linmnist/experiments/grids.toml)"
+    )
+    if not run:
+        return
+    parser.add_argument("--jobs", type=int, default=1, help="products made at once (default 1)")
+    parser.add_argument("--executor", default="local", help="local (default) or dask")
+    parser.add_argument("--scheduler", help="with --executor dask: tcp://HOST:PORT of a scheduler")
+    parser.add_argument("--force", action="store_true", help="remake up-to-date products too")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would be made; make nothing"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parser() -> ArgumentParser:
+    """The argparse tree of every sub-command; each sets ``command`` and ``handler``."""
+    top = ArgumentParser(prog="python -m linmnist", description="linmnist's commands.")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_: str):
+        sub = commands.add_parser(name, help=help_, description=help_)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    data = command("data", data_command, "Acquire and verify a dataset; print its checksums.")
+    data.add_argument("--name", choices=DATASETS, default="mnist")
+    data.add_argument("--cache-dir", help=f"default: ${DATA_DIR_ENV} or ~/.cache/linmnist")
+    for name, help_ in BUILD_COMMANDS.items():
+        handler = status_command if name == "status" else run_command
+        _build_options(command(name, handler, help_), run=name != "status")
+    bench = command("bench", bench_command, "The engine against the study's naive algorithm.")
+    bench.add_argument("--iterations", type=int, default=1000)
+    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 10, 100, 1000])
+    bench.add_argument("--no-torch", action="store_true", help="leave out the PyTorch loop")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m linmnist ...``: parse, run the command, map its errors to the exit status."""
+    try:
+        args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:  # --help (0) or a usage error, already printed (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    resolve_data_dir()
+    try:
+        return args.handler(args)
+    except (UsageError, ValueError) as exc:  # usage, configuration, a data cache
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (LinmnistError, RuntimeError, OSError) as exc:  # a run that could not complete
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished products are kept, the others are made next time",
+            file=sys.stderr,
+        )
+        return 130

@@ -1,4 +1,8 @@
-"""Shared fixtures: small MNIST-like synthetic data, and real MNIST for integration tests."""
+"""Shared fixtures: small MNIST-like synthetic data, real MNIST for integration tests, and a
+local HTTP server in place of a download host."""
+
+import http.server
+import threading
 
 import numpy as np
 import pytest
@@ -38,3 +42,28 @@ def mnist():
 
     (x, y), (xt, yt) = load_mnist()
     return prepare(x, y), prepare(xt, yt)
+
+
+@pytest.fixture
+def http_files():
+    """A local HTTP server: ``(origin, serve, asked)``; ``serve[path] = bytes`` serves a file
+    (any other path is a 404), ``asked`` lists the paths asked for."""
+    serve, asked = {}, []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            body = serve.get(self.path)
+            self.send_response(404 if body is None else 200)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/", serve, asked
+    server.shutdown()
+    server.server_close()

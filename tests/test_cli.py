@@ -1,28 +1,34 @@
-"""The command line: one line and exit status 2 for a wrong usage or a data cache that cannot
-serve, nothing made; the data directory resolved once."""
+"""The command line: one argparse tree; one line and exit status 2 for a wrong usage or a data
+cache that cannot serve, nothing made; 1 for a run that fails; the data directory resolved
+once."""
 
 import os
 
 import pytest
 
-from linmnist.cli import report_main, resolve_data_dir, run_main, status_main
+from linmnist.cli import main, resolve_data_dir
 from linmnist.engine import data
+from linmnist.engine.validation import RunFailedError, UsageError
 from linmnist.experiments.paths import REPORTS
 
 
 @pytest.mark.parametrize(
-    ("main", "argv", "message"),
+    ("argv", "message"),
     [
-        (run_main, ["--profile", "huge"], "profile must be one of: small, fidelity; got 'huge'"),
-        (status_main, ["--dataset", "cifar"], "dataset must be one of mnist, fashion-mnist"),
-        (run_main, ["nothing-like-this", "--profile", "small"], "target 'nothing-like-this'"),
-        (report_main, ["--jobs", "0"], "jobs must be an integer"),
-        (run_main, ["--config", "/nonexistent.toml"], "config must be an existing TOML file"),
-        (run_main, ["--jobs", "x"], "argument --jobs: invalid int value: 'x'"),
-        (status_main, ["--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["run", "--profile", "huge"], "profile must be one of small, fidelity; got 'huge'"),
+        (["status", "--dataset", "cifar"], "dataset must be one of mnist, fashion-mnist"),
+        (["run", "nothing-like-this", "--profile", "small"], "target 'nothing-like-this'"),
+        (["report", "--jobs", "0"], "jobs must be an integer"),
+        (["run", "--config", "/nonexistent.toml"], "config must be an existing TOML file"),
+        (["run", "--jobs", "x"], "argument --jobs: invalid int value: 'x'"),
+        (["status", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["bench", "--iterations", "2"], "--iterations must be an integer >= 5, got 2"),
+        (["data", "--name", "cifar"], "argument --name: invalid choice: 'cifar'"),
+        (["train"], "argument COMMAND: invalid choice: 'train'"),
+        ([], "the following arguments are required: COMMAND"),
     ],
 )
-def test_a_wrong_usage_is_one_line_and_status_2_and_makes_nothing(capsys, main, argv, message):
+def test_a_wrong_usage_is_one_line_and_status_2_and_makes_nothing(capsys, argv, message):
     before = sorted(REPORTS.rglob("*.json")) if REPORTS.is_dir() else []
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -94,9 +100,8 @@ def test_a_data_cache_problem_is_one_line_naming_it_and_status_2_from_every_comm
     make, reason = DATA_DIRS[problem]
     directory = make(tmp_path, monkeypatch)
     monkeypatch.setenv("LINMNIST_DATA_DIR", str(directory))
-    mains = {"status": status_main, "run": run_main, "report": report_main, "data": data.main}
-    argv = ["--dataset", "fashion-mnist"] if command != "data" else ["--name", "fashion-mnist"]
-    assert mains[command]([*argv, "--dry-run"] if command in ("run", "report") else argv) == 2
+    argv = [command, "--dataset" if command != "data" else "--name", "fashion-mnist"]
+    assert main([*argv, "--dry-run"] if command in ("run", "report") else argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert f"LINMNIST_DATA_DIR={directory}" in err and reason in err
@@ -106,6 +111,40 @@ def test_jobs_beyond_what_the_machine_holds_are_capped_with_a_note(capsys, monke
     from linmnist.experiments import jobs
 
     monkeypatch.setattr(jobs, "available_cores", lambda: 2)
-    assert run_main(["--profile", "small", "--jobs", "1000", "--dry-run"]) == 0
+    assert main(["run", "--profile", "small", "--jobs", "1000", "--dry-run"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("note: --jobs 1000 capped at 2: this machine has 2")
+
+
+def test_help_lists_every_command_and_exits_0(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("data", "run", "status", "report", "bench"))
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(UsageError("told"), 2), (RunFailedError("told"), 1), (RuntimeError("told"), 1)],
+)
+def test_an_error_of_a_command_is_one_line_with_the_status_of_its_kind(
+    capsys, monkeypatch, error, status
+):
+    """2 for a usage error (the caller must change something), 1 for a run that failed."""
+    from linmnist.experiments import runner
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(runner, "assess", fail)
+    assert main(["status", "--profile", "small"]) == status
+    assert capsys.readouterr().err == "error: told\n"
+
+
+def test_a_failed_product_is_exit_status_1(capsys, monkeypatch):
+    from linmnist.experiments import runner
+    from linmnist.experiments.jobs import Outcome
+
+    failed = runner.RunSummary((Outcome("grid/x", "failed", "told"),), 1.0)
+    monkeypatch.setattr(runner, "run", lambda *args, **kwargs: failed)
+    assert main(["run", "grid", "--profile", "small", "--no-progress"]) == 1
+    assert "FAILED grid/x: told" in capsys.readouterr().out

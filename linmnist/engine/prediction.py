@@ -108,10 +108,7 @@ def expected_losses(
         )
         test_loss = np.full_like(train, np.nan)
         if test is not None:
-            V = spec.V[:, spec.lam > 0]
-            S, C = V.T @ test.S @ V, test.C @ V  # the test moments in S's eigenbasis
-            gd_test = _gd_test_loss(spec, S, C, lr, steps) + test.loss_zero
-            test_loss = gd_test[:, None] + 0.5 * np.einsum("tkb,k->tb", c, np.diag(S))
+            test_loss = _expected_test_loss(spec, test, c, lr, steps)
     train = np.where(np.isfinite(train), train, np.inf)
     if test is not None:
         test_loss = np.where(np.isfinite(test_loss), test_loss, np.inf)
@@ -123,6 +120,17 @@ def expected_losses(
             "test_loss": test_loss.T.reshape(-1),
         }
     )
+
+
+def _expected_test_loss(
+    spec: Spectrum, test: HeldOut, c: np.ndarray, lr: float, steps: np.ndarray
+) -> np.ndarray:
+    """The expected test loss at every t of ``steps`` (rows) and batch size (columns), from
+    the noise covariance ``c`` (t, eigen-direction, batch size) of ``noise_covariance``."""
+    V = spec.V[:, spec.lam > 0]
+    S, C = V.T @ test.S @ V, test.C @ V  # the test moments in S's eigenbasis
+    gd_test = _gd_test_loss(spec, S, C, lr, steps) + test.loss_zero
+    return gd_test[:, None] + 0.5 * np.einsum("tkb,k->tb", c, np.diag(S))
 
 
 def _gd_test_loss(spec: Spectrum, S: np.ndarray, C: np.ndarray, lr: float, steps) -> np.ndarray:

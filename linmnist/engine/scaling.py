@@ -118,6 +118,17 @@ def _check_targets(targets) -> tuple[float, ...]:
     return tuple(values)
 
 
+def _check_run(lr, batch_size, targets, seed, max_steps) -> tuple:
+    """The arguments of ``steps_to_target``, checked and normalised."""
+    return (
+        check_number("lr", lr, low=0, low_open=True),
+        check_int("batch_size", batch_size, low=1),
+        _check_targets(targets),
+        check_int("seed", seed, low=0),
+        check_int("max_steps", max_steps, low=1),
+    )
+
+
 def steps_to_target(
     data: TargetData,
     *,
@@ -132,11 +143,7 @@ def steps_to_target(
     See the module docstring for the checks and the stopping rules.
     """
     start = time.perf_counter()
-    a = check_number("lr", lr, low=0, low_open=True)
-    b = check_int("batch_size", batch_size, low=1)
-    targets = _check_targets(targets)
-    seed = check_int("seed", seed, low=0)
-    max_steps = check_int("max_steps", max_steps, low=1)
+    a, b, targets, seed, max_steps = _check_run(lr, batch_size, targets, seed, max_steps)
     X, SX, R, S = data.X, data.SX, data.residual_star, data.S
     n = X.shape[0]
     limit = DIVERGENCE_LOSS - data.loss_star

@@ -5,10 +5,11 @@ Errors
 ``LinmnistError``
     Base of every error the package raises on purpose.
 ``UsageError`` (also a ``ValueError``)
-    A wrong parameter, configuration or usage: the caller can fix it. The command line
-    prints its message on one line and exits with status 2.
+    A wrong parameter, configuration or usage: the caller can fix it.
 ``RunFailedError`` (also a ``RuntimeError``)
-    The arguments were fine but the run failed (no data, a failed cell...): exit status 1.
+    The arguments were fine but the run could not complete.
+
+The command line prints either on one line; ``linmnist.cli`` says with which exit status.
 
 Checks
 ------
@@ -20,13 +21,11 @@ parameter, says what is accepted and shows what was given, e.g.
 
 from __future__ import annotations
 
-import argparse
 import math
 import numbers
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
@@ -36,11 +35,11 @@ class LinmnistError(Exception):
 
 
 class UsageError(LinmnistError, ValueError):
-    """A wrong parameter, configuration or usage (the command line exits with status 2)."""
+    """A wrong parameter, configuration or usage."""
 
 
 class RunFailedError(LinmnistError, RuntimeError):
-    """A run that could not complete (the command line exits with status 1)."""
+    """A run that could not complete."""
 
 
 def _shown(value) -> str:
@@ -117,7 +116,7 @@ def check_choice(name: str, value, choices: Iterable):
             equal = False
         if equal:
             return choice
-    accepted = ", ".join(c if isinstance(c, str) else _shown(c) for c in choices)
+    accepted = ", ".join(c if isinstance(c, str) else _shown(c) for c in choices) or "(none)"
     raise UsageError(f"{name} must be one of {accepted}; got {_shown(value)}")
 
 
@@ -186,10 +185,3 @@ __all__ = [
     "check_number",
     "check_path",
 ]
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, whose usage errors are one line (exit status 2), not the usage text."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")

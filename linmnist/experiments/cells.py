@@ -85,6 +85,27 @@ def train_seeds(
     list of TrainResult
         One result per seed, in the order of ``seeds``.
     """
+    seeds = _check_seeds(seeds, fidelity_seeds)
+    # Without subsets every seed trains on the same data: one evaluator (its Gram matrix)
+    # serves them all.
+    shared = None
+    if n_prime is None:
+        shared = Evaluator(X, Y, X_test, Y_test) if evaluator is None else evaluator
+    run = dict(lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test, Y_test=Y_test)
+    return [
+        train(
+            *_training_set(X, Y, n_prime=n_prime, seed=seed),
+            **run,
+            seed=seed,
+            evaluator=shared,
+            eval_every=eval_period(seed, fidelity_seeds=fidelity_seeds, eval_every=eval_every),
+        )
+        for seed in seeds
+    ]
+
+
+def _check_seeds(seeds: Sequence[int], fidelity_seeds: Sequence[int]) -> list[int]:
+    """``seeds`` as a list, if they are distinct, not too many, and hold ``fidelity_seeds``."""
     seeds = list(seeds)
     check_seed_count(len(seeds))
     if not seeds or len(set(seeds)) != len(seeds):
@@ -93,32 +114,15 @@ def train_seeds(
         raise UsageError(
             f"fidelity_seeds must be a subset of seeds {seeds}, got {list(fidelity_seeds)}"
         )
-    runs = []
-    # Without subsets every seed trains on the same data: one evaluator (its Gram matrix)
-    # serves them all.
-    shared = None
+    return seeds
+
+
+def _training_set(X: np.ndarray, Y: np.ndarray, *, n_prime: int | None, seed: int):
+    """``(X, Y)``, or the subset of ``n_prime`` samples of ``seed`` (Task 5)."""
     if n_prime is None:
-        shared = Evaluator(X, Y, X_test, Y_test) if evaluator is None else evaluator
-    for seed in seeds:
-        Xs, Ys = X, Y
-        if n_prime is not None:
-            subset = draw_subset(X.shape[1], n_prime, seed=seed)
-            Xs, Ys = X[:, subset], Y[:, subset]
-        runs.append(
-            train(
-                Xs,
-                Ys,
-                lr=lr,
-                batch_size=batch_size,
-                iterations=iterations,
-                seed=seed,
-                X_test=X_test,
-                Y_test=Y_test,
-                evaluator=shared,
-                eval_every=eval_period(seed, fidelity_seeds=fidelity_seeds, eval_every=eval_every),
-            )
-        )
-    return runs
+        return X, Y
+    subset = draw_subset(X.shape[1], n_prime, seed=seed)
+    return X[:, subset], Y[:, subset]
 
 
 @functools.cache

@@ -29,9 +29,10 @@ n_train, n_test, the optima, the run ids in table order and the library versions
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,11 @@ class RunSpec:
         ``"float32"`` or ``"float64"``.
     reference : str or None
         The id of the numpy run it is compared with (None for a numpy run).
+    label : str
+        Its display name (unique); ``{lr}`` stands for its learning rate.
+    loss : str
+        The loss it trains on: ``"quadratic"``, or ``"mse"`` (``nn.MSELoss``, at the
+        setting's MSE learning rate).
     """
 
     run: str
@@ -103,17 +109,25 @@ class RunSpec:
     framework: str
     precision: str
     reference: str | None
+    label: str
+    loss: str = "quadratic"
 
 
+# In training order: the runs of one precision and setting follow each other and share an
+# evaluator (Gram matrices, a float32 copy of the data), built once for them.
 RUNS = (
-    RunSpec("numpy", "task2", "numpy", "float32", None),
-    RunSpec("torch", "task2", "torch", "float32", "numpy"),
-    RunSpec("keras", "task2", "keras", "float32", "numpy"),
-    RunSpec("numpy64", "task2", "numpy", "float64", None),
-    RunSpec("torch64", "task2", "torch", "float64", "numpy64"),
-    RunSpec("study_torch", "study", "torch", "float32", "study_numpy"),
-    RunSpec("study_numpy", "study", "numpy", "float32", None),
-)
+    RunSpec("numpy", "task2", "numpy", "float32", None, "numpy"),
+    RunSpec("torch", "task2", "torch", "float32", "numpy", "PyTorch"),
+    RunSpec("keras", "task2", "keras", "float32", "numpy", "Keras"),
+    RunSpec("numpy64", "task2", "numpy", "float64", None, "numpy (float64)"),
+    RunSpec("torch64", "task2", "torch", "float64", "numpy64", "PyTorch (float64)"),
+    RunSpec(
+        "study_torch", "study", "torch", "float32", "study_numpy", "PyTorch, bias, MSE, lr {lr:g}",
+        "mse",
+    ),
+    RunSpec("study_numpy", "study", "numpy", "float32", None, "numpy, bias, lr {lr:g}"),
+)  # fmt: skip
+TRAINERS = {"numpy": train, "torch": train_torch, "keras": train_keras}
 RUN_COLUMNS = [
     "run",  # id, RunSpec.run
     "label",  # display name, unique
@@ -250,18 +264,6 @@ def comparison_product(build: Path, dataset: str, profile: str | None) -> Produc
     )
 
 
-def _labels(params: dict[str, Any]) -> dict[str, str]:
-    return {
-        "numpy": "numpy",
-        "torch": "PyTorch",
-        "keras": "Keras",
-        "numpy64": "numpy (float64)",
-        "torch64": "PyTorch (float64)",
-        "study_torch": f"PyTorch, bias, MSE, lr {params['study_lr']:g}",
-        "study_numpy": f"numpy, bias, lr {quadratic_lr(params['study_lr']):g}",
-    }
-
-
 def _evaluator(X, Y, X_test, Y_test, *, bias: bool = False) -> Evaluator:
     """An evaluator with its lazy parts already built, so that no run's time includes them."""
     evaluator = Evaluator(X, Y, X_test, Y_test, bias=bias)
@@ -287,7 +289,8 @@ def compare_frameworks(
     data64: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     dataset: str | None = None,
 ) -> Comparison:
-    """Train and compare every run of ``RUNS`` on the given data.
+    """Train and compare every run of ``RUNS`` on the given data, into a ``Comparison`` of
+    status ``"ok"`` (``wall_seconds`` and ``directory`` None).
 
     Parameters
     ----------
@@ -302,11 +305,6 @@ def compare_frameworks(
         converted).
     dataset : str, optional
         Stored in ``params``.
-
-    Returns
-    -------
-    Comparison
-        Status ``"ok"``; ``wall_seconds`` and ``directory`` None.
     """
     params = {"dataset": dataset} if dataset is not None else {}
     params |= dict(
@@ -314,103 +312,111 @@ def compare_frameworks(
         study_lr=study_lr, study_batch_size=study_batch_size, study_iterations=study_iterations,
         study_eval_every=study_eval_every,
     )  # fmt: skip
-    n = X.shape[1]
-    batches = sample_batches(n, batch_size=batch_size, iterations=iterations, seed=seed)
-    common = dict(
-        lr=lr, batch_size=batch_size, iterations=iterations, seed=seed, batches=batches,
-        eval_every=eval_every,
-    )  # fmt: skip
-    study_batches = sample_batches(
-        n, batch_size=study_batch_size, iterations=study_iterations, seed=seed
-    )
-    study = dict(
-        batch_size=study_batch_size, iterations=study_iterations, seed=seed,
-        batches=study_batches, eval_every=study_eval_every, bias=True,
-    )  # fmt: skip
-    engine_lr = quadratic_lr(study_lr)
-    results: dict[str, TrainResult] = {}
-    seconds: dict[str, float] = {}
-    losses: dict[str, str] = {}
-    # Each run is scored on its test set by an evaluator (Gram matrices, float32 copy of the
-    # data) built once per data set and bias, and shared by the runs that use it.
-    scored = dict(X_test=X_test, Y_test=Y_test, evaluator=_evaluator(X, Y, X_test, Y_test))
-    results["numpy"] = train(X, Y, **common, **scored)
-    seconds["numpy"] = numpy_step_seconds(X, Y, lr=lr, batches=batches)
-    results["torch"] = train_torch(X, Y, **common, **scored)
-    results["keras"] = train_keras(X, Y, **common, **scored)
-
-    X64, Y64, X64_test, Y64_test = data64 if data64 is not None else (
-        np.asarray(a, dtype=np.float64) for a in (X, Y, X_test, Y_test)
-    )  # fmt: skip
-    scored = dict(
-        X_test=X64_test, Y_test=Y64_test, evaluator=_evaluator(X64, Y64, X64_test, Y64_test)
-    )
-    results["numpy64"] = train(X64, Y64, **common, **scored, dtype=np.float64)
-    seconds["numpy64"] = numpy_step_seconds(X64, Y64, lr=lr, batches=batches, dtype=np.float64)
-    results["torch64"] = train_torch(X64, Y64, **common, **scored, dtype=np.float64)
-    del X64, Y64, X64_test, Y64_test
-
-    evaluator = _evaluator(X, Y, X_test, Y_test, bias=True)
-    scored = dict(X_test=X_test, Y_test=Y_test, evaluator=evaluator)
-    results["study_torch"] = train_torch(X, Y, lr=study_lr, loss="mse", **study, **scored)
-    losses["study_torch"] = "mse"
-    results["study_numpy"] = train(X, Y, lr=engine_lr, **study, **scored)
-    seconds["study_numpy"] = numpy_step_seconds(
-        X, Y, lr=engine_lr, batches=study_batches, bias=True
-    )
-    del scored, evaluator
-    for run, res in results.items():
-        if run not in seconds:
-            seconds[run] = res.step_seconds
-
-    labels = _labels(params)
+    results = _train_all((X, Y, X_test, Y_test), data64, _settings(params, X.shape[1]))
     n_train, n_test = Y.shape[1], Y_test.shape[1]
-    rows = []
-    for spec in RUNS:
-        res = results[spec.run]
-        reference = results[spec.reference or spec.run]
-        c = compare_runs(reference, res, n_train=n_train, n_test=n_test)
-        rows.append(
-            {
-                "run": spec.run,
-                "label": labels[spec.run],
-                "setting": spec.setting,
-                "framework": spec.framework,
-                "precision": spec.precision,
-                "bias": res.b is not None,
-                "loss": losses.get(spec.run, "quadratic"),
-                "lr": res.lr,
-                "batch_size": res.batch_size,
-                "iterations": res.iterations,
-                "eval_every": res.eval_every,
-                "seed": seed,
-                "reference": spec.reference,
-                **final_metrics(res.history),
-                "diverged_at": res.diverged_at,
-                "max_abs_dW": c.max_abs_dW,
-                "evaluations": c.evaluations,
-                "differing": c.differing,
-                "train_samples": c.train_samples,
-                "test_samples": c.test_samples,
-                "max_loss_rel": c.max_loss_rel,
-                "step_seconds": seconds[spec.run],
-                "run_seconds": res.seconds,
-            }
-        )
+    rows = [_row(spec, results, seed, n_train, n_test) for spec in RUNS]
     histories = pd.concat(
-        [results[s.run].history.assign(run=s.run) for s in RUNS], ignore_index=True
+        [results[s.run][0].history.assign(run=s.run) for s in RUNS], ignore_index=True
     )[["run", *HISTORY_COLUMNS]]
     optima = [least_squares(X, Y, X_test, Y_test, bias=b) for b in (False, True)]
+    optimum, optimum_bias = (Optimum(o.loss, o.train_acc, o.test_acc) for o in optima)
     return Comparison(
         runs=runs_frame(rows),
         histories=histories,
-        optimum=Optimum(optima[0].loss, optima[0].train_acc, optima[0].test_acc),
-        optimum_bias=Optimum(optima[1].loss, optima[1].train_acc, optima[1].test_acc),
+        optimum=optimum,
+        optimum_bias=optimum_bias,
         params=params,
         n_train=n_train,
         n_test=n_test,
         versions=_versions(),
     )
+
+
+def _train_all(
+    data32: tuple[np.ndarray, ...],
+    data64: tuple[np.ndarray, ...] | None,
+    settings: dict[str, dict[str, Any]],
+) -> dict[str, tuple[TrainResult, float]]:
+    """Every run of ``RUNS`` with its ``step_seconds``, in order; the runs of one precision
+    and setting share an evaluator built for them (not counted in their times)."""
+    results = {}
+    for (precision, setting), specs in itertools.groupby(RUNS, lambda s: (s.precision, s.setting)):
+        arrays = data32
+        if precision == "float64":
+            arrays = data64 if data64 is not None else tuple(a.astype(np.float64) for a in data32)
+        evaluator = _evaluator(*arrays, bias=settings[setting]["bias"])
+        for spec in specs:
+            results[spec.run] = _train(spec, arrays, settings[setting], evaluator)
+        del arrays, evaluator  # the float64 data and its evaluator are not kept
+    return results
+
+
+def _settings(params: dict[str, Any], n: int) -> dict[str, dict[str, Any]]:
+    """Per setting, the training arguments its runs share, batches included (both drawn with
+    ``seed``); ``mse_lr`` is the learning rate of a run on the MSE loss."""
+    task2 = {k: params[k] for k in ("lr", "batch_size", "iterations", "eval_every")}
+    study = {k: params[f"study_{k}"] for k in ("lr", "batch_size", "iterations", "eval_every")}
+    study |= {"lr": quadratic_lr(params["study_lr"]), "mse_lr": params["study_lr"]}
+    settings = {"task2": {**task2, "bias": False}, "study": {**study, "bias": True}}
+    for setting in settings.values():
+        setting["seed"] = params["seed"]
+        setting["batches"] = sample_batches(
+            n,
+            batch_size=setting["batch_size"],
+            iterations=setting["iterations"],
+            seed=params["seed"],
+        )
+    return settings
+
+
+def _train(
+    spec: RunSpec, arrays: tuple[np.ndarray, ...], setting: dict[str, Any], evaluator: Evaluator
+) -> tuple[TrainResult, float]:
+    """One run of the comparison, and the time of its updates alone (``step_seconds``; the
+    numpy engine's updates replayed by ``numpy_step_seconds``)."""
+    X, Y, X_test, Y_test = arrays
+    kwargs = {k: v for k, v in setting.items() if k != "mse_lr"}
+    kwargs |= dict(dtype=np.dtype(spec.precision), X_test=X_test, Y_test=Y_test)
+    if spec.loss == "mse":
+        kwargs |= dict(lr=setting["mse_lr"], loss="mse")
+    result = TRAINERS[spec.framework](X, Y, **kwargs, evaluator=evaluator)
+    if spec.framework != "numpy":
+        return result, result.step_seconds
+    replay = {k: kwargs[k] for k in ("lr", "batches", "dtype", "bias")}
+    return result, numpy_step_seconds(X, Y, **replay)
+
+
+def _row(
+    spec: RunSpec,
+    results: dict[str, tuple[TrainResult, float]],
+    seed: int,
+    n_train: int,
+    n_test: int,
+) -> dict[str, Any]:
+    """The row of one run (``RUN_COLUMNS``), compared with its reference run."""
+    result, step_seconds = results[spec.run]
+    reference = results[spec.reference or spec.run][0]
+    compared = compare_runs(reference, result, n_train=n_train, n_test=n_test)
+    return {
+        "run": spec.run,
+        "label": spec.label.format(lr=result.lr),
+        "setting": spec.setting,
+        "framework": spec.framework,
+        "precision": spec.precision,
+        "bias": result.b is not None,
+        "loss": spec.loss,
+        "lr": result.lr,
+        "batch_size": result.batch_size,
+        "iterations": result.iterations,
+        "eval_every": result.eval_every,
+        "seed": seed,
+        "reference": spec.reference,
+        **final_metrics(result.history),
+        "diverged_at": result.diverged_at,
+        **asdict(compared),
+        "step_seconds": step_seconds,
+        "run_seconds": result.seconds,
+    }
 
 
 def runs_frame(rows: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:

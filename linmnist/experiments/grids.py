@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from linmnist.engine.sgd import MAX_ITERATIONS, check_batch_size
-from linmnist.engine.validation import UsageError
+from linmnist.engine.validation import UsageError, check_choice
 from linmnist.experiments.paths import DEFAULT_CONFIG, FULL_PROFILE
 
 
@@ -88,7 +88,7 @@ class Cell:
 
 def cell_name(task: str, **params: Any) -> str:
     """Name of a cell from its axis values, e.g. ``cell_name("subset", n_prime=100)`` is n100."""
-    _check_choice("task", task, TASKS)
+    check_choice("task", task, TASKS)
     return TASKS[task].name_format.format(**params)
 
 
@@ -118,7 +118,7 @@ def load_grids(
     for name in profiles:
         _check_profile_name(name)
     if profile is not None:
-        _check_choice("profile", profile, profiles)
+        check_choice("profile", profile, profiles)
     for name in [None, *profiles]:  # the base and every profile are valid, not only the one used
         _build(raw, name)
     return _build(raw, profile)
@@ -187,7 +187,7 @@ def read_config(config: str | Path | None) -> dict[str, Any]:
 def section(config: str | Path | None, name: str, *, profile: str | None = None) -> dict:
     """The table ``[name]`` of a configuration (one of ``SECTIONS``) with the overrides of
     ``profile`` applied, unvalidated; empty when the configuration has no such section."""
-    _check_choice("section", name, SECTIONS)
+    check_choice("section", name, SECTIONS)
     load_grids(config, profile=profile)  # the file, the profile and its keys are valid
     raw = read_config(config)
     if name not in raw:
@@ -311,12 +311,6 @@ def _check_profile_name(name: str) -> None:
 def _check_table(label: str, value: Any) -> None:
     if not isinstance(value, dict):
         raise UsageError(f"{label} must be a table ([{label}]), got {value!r}")
-
-
-def _check_choice(label: str, value: Any, accepted) -> None:
-    if value not in accepted:
-        names = ", ".join(accepted) or "(none defined)"
-        raise UsageError(f"{label} must be one of: {names}; got {value!r}")
 
 
 def _check_keys(label: str, table: dict, accepted, required: bool = False) -> None:

@@ -19,25 +19,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from linmnist.engine.data import file_sha256
 from linmnist.experiments.paths import relative_to_root
 
 SEAL = "seal"
 OUTPUTS = "outputs"
 
 
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes, read a MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def file_digest(path: str | Path) -> dict[str, Any]:
     """A file's size (bytes), modification time (ns) and SHA-256."""
     info = os.stat(path)
-    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": sha256_file(path)}
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": file_sha256(path)}
 
 
 def output_digests(directory: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -62,7 +54,7 @@ def change(path: Path, stored: Any) -> str | None:
     if info.st_mtime_ns == stored["mtime_ns"]:
         return None
     try:
-        same = sha256_file(path) == stored["sha256"]
+        same = file_sha256(path) == stored["sha256"]
     except OSError:
         return "changed"
     return None if same else "changed"

@@ -1,4 +1,4 @@
-"""Result files of the grid cells: what a cell notebook saves and what the report reads.
+"""Result files of the grid cells: what a cell's job writes and what the report reads.
 
 Layout, in ``runs_dir/<task>/`` (task ``grid`` or ``subset``):
 
@@ -179,56 +179,6 @@ def histories(runs: Sequence[TrainResult]) -> pd.DataFrame:
     frames = [run.history.assign(seed=run.seed) for run in runs]
     history = pd.concat(frames, ignore_index=True)
     return history[["seed", *runs[0].history.columns]]
-
-
-def save_cell(
-    out_dir: str | Path,
-    cell: str,
-    *,
-    task: str,
-    params: dict[str, Any],
-    runs: Sequence[TrainResult],
-) -> Path:
-    """Save a cell's results: the history CSV, then the JSON record (status ok), both atomically.
-
-    Parameters
-    ----------
-    out_dir : path
-        Existing directory receiving ``<cell>.history.csv`` and ``<cell>.json``.
-    cell : str
-        The cell's name (file stem).
-    task : str
-        ``"grid"`` or ``"subset"``.
-    params : dict
-        The notebook parameters describing the cell (JSON-serialisable).
-    runs : sequence of TrainResult
-        One run per seed.
-
-    Returns
-    -------
-    Path
-        The JSON file.
-    """
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise ValueError(f"out_dir must be an existing directory, got {str(out_dir)!r}")
-    if not runs:
-        raise ValueError("runs must hold at least one TrainResult")
-    atomic_write_text(history_path(out_dir, cell), histories(runs).to_csv(index=False))
-    record = {
-        "task": task,
-        "cell": cell,
-        "status": "ok",
-        "error": None,
-        "params": params,
-        "fingerprint": None,
-        "notebook": None,
-        "wall_seconds": None,
-        "seeds": [plain(row) for row in summarize(runs).to_dict("records")],
-    }
-    path = json_path(out_dir, cell)
-    write_record(path, record)
-    return path
 
 
 def write_record(path: str | Path, record: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ import fcntl
 import itertools
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,11 +66,14 @@ class ProductState:
     reasons : tuple of str
         For a stale product, what changed (e.g. ``"code (linmnist.engine.sgd)"``,
         ``"upstream grid/lr0.1_bs10 is missing"``); for a failed one, its error.
+    inputs : dict
+        The digests of its own current inputs (``own_inputs``): what it is made with.
     """
 
     name: str
     state: str
     reasons: tuple[str, ...] = ()
+    inputs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def format(self) -> str:
         """One line: name, state and reasons."""
@@ -265,29 +268,51 @@ def assess(
         record = _read(product.record)
         records[product.name] = record
         current = own_inputs(product, digests, memo)
-        if record is None:
-            states[product.name] = ProductState(product.name, "missing")
-            continue
-        reasons = output_problems(record, product.record, product.directory, product.outputs)
-        reasons += _changes(record, current)
-        not_ready = [u for u in product.upstream if states[u].state != "up to date"]
-        reasons += [f"upstream {u} is {states[u].state}" for u in not_ready[:3]]
-        if len(not_ready) > 3:
-            reasons.append(f"and {len(not_ready) - 3} more upstream products")
-        if not not_ready:
-            stored = (record.get("inputs") or {}).get("upstreams") or {}
-            now = upstream_prints(product, records)
-            changed = [u for u in product.upstream if stored.get(u) != now[u]]
-            reasons += [f"upstream {u} was remade" for u in changed[:3]]
-            if len(changed) > 3:
-                reasons.append(f"and {len(changed) - 3} more upstream products")
-        if reasons:
-            states[product.name] = ProductState(product.name, "stale", tuple(reasons))
-        elif record.get("status") != "ok":
-            states[product.name] = ProductState(product.name, "failed", (str(record.get("error")),))
-        else:
-            states[product.name] = ProductState(product.name, "up to date")
+        state, reasons = _state(product, record, current, states, records)
+        states[product.name] = ProductState(product.name, state, reasons, current)
     return states
+
+
+def _state(
+    product: Product,
+    record: dict | None,
+    current: dict[str, Any],
+    states: dict[str, ProductState],
+    records: dict[str, dict | None],
+) -> tuple[str, tuple[str, ...]]:
+    """A product's state and its reasons, from its record, its current inputs and the states
+    and records of its upstream products."""
+    if record is None:
+        return "missing", ()
+    reasons = output_problems(record, product.record, product.directory, product.outputs)
+    reasons += _changes(record, current)
+    not_ready = [u for u in product.upstream if states[u].state != "up to date"]
+    reasons += _first_three([f"upstream {u} is {states[u].state}" for u in not_ready])
+    if not not_ready:
+        stored = (record.get("inputs") or {}).get("upstreams") or {}
+        now = upstream_prints(product, records)
+        changed = [u for u in product.upstream if stored.get(u) != now[u]]
+        reasons += _first_three([f"upstream {u} was remade" for u in changed])
+    if reasons:
+        return "stale", tuple(reasons)
+    if record.get("status") != "ok":
+        return "failed", (str(record.get("error")),)
+    return "up to date", ()
+
+
+def _first_three(reasons: list[str]) -> list[str]:
+    """At most three reasons about upstream products, and how many more there are."""
+    more = [f"and {len(reasons) - 3} more upstream products"] if len(reasons) > 3 else []
+    return reasons[:3] + more
+
+
+def plan(products: Sequence[Product], *, lock_dir: Path, force: bool = False) -> list[ProductState]:
+    """The states of the products ``run`` would make (all of them with ``force``), in
+    pipeline order; nothing is made or created (``run --dry-run``)."""
+    digests = data_digests(products)
+    with _lock(lock_dir, create=False):
+        states = assess(products, digests=digests)
+    return [states[p.name] for p in products if force or states[p.name].state != "up to date"]
 
 
 def run(
@@ -296,11 +321,9 @@ def run(
     lock_dir: Path,
     jobs: int = 1,
     force: bool = False,
-    dry_run: bool = False,
     progress: bool = True,
     executor: str = "local",
     scheduler: str | None = None,
-    on_plan: Callable[[list[ProductState]], None] | None = None,
 ) -> RunSummary:
     """Make every product that is not up to date, in dependency order, in parallel.
 
@@ -309,21 +332,18 @@ def run(
     products : sequence of Product
         The pipeline (or the part of it to bring up to date), in dependency order.
     lock_dir : Path
-        The build directory; its lock keeps other runners out.
+        The build directory; its lock keeps other runners out, its ``runs.jsonl`` gets a
+        line per group of products made, as soon as the group is made.
     jobs : int
         Products made at once (>= 1), at most what this machine can hold
         (``linmnist.experiments.jobs.job_limit``) unless they run on a remote Dask scheduler.
     force : bool
         Make every product, up to date or not.
-    dry_run : bool
-        Only say what would be made (``on_plan``); make nothing.
     progress : bool
         A progress bar on stderr.
     executor : {"local", "dask"}
         Worker processes here, or a Dask cluster (``scheduler``, or a LocalCluster of
         ``jobs`` workers).
-    on_plan : callable, optional
-        Called with the states of the products that will be made, before any is.
 
     Returns
     -------
@@ -333,152 +353,157 @@ def run(
     if executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
     digests = data_digests(products)
-    with _lock(lock_dir, create=not dry_run):
+    with _lock(lock_dir):
         states = assess(products, digests=digests)
         todo = [p for p in products if force or states[p.name].state != "up to date"]
-        making = {p.name for p in todo}
-        if on_plan is not None:
-            on_plan([states[p.name] for p in todo])
-        if not dry_run:
-            for directory in {p.directory for p in products}:  # a killed run's debris, anywhere
-                _remove_leftovers(directory)
-        if dry_run or not todo:
-            outcomes = tuple(Outcome(p.name, "skipped") for p in products if p.name not in making)
+        for directory in {p.directory for p in products}:  # a killed run's debris, anywhere
+            _remove_leftovers(directory)
+        if not todo:
+            outcomes = tuple(Outcome(p.name, "skipped") for p in products)
             return RunSummary(outcomes, time.perf_counter() - start)
-        records = {p.name: _read(p.record) for p in products if p.name not in making}
-        outcomes: dict[str, Outcome] = {
-            p.name: Outcome(p.name, "skipped") for p in products if p.name not in making
-        }
-        spans: dict[str, tuple[float, float]] = {}
-
-        def group_done(group: str, slots: int, threads: int) -> None:
-            # Logged as soon as the group is made, so a notebook reading it quotes this run.
-            mine = [outcomes[p.name] for p in products if p.group == group]
-            _log(lock_dir, group, mine, products, spans, executor, slots, threads, scheduler)
-
-        with tqdm(total=len(todo), unit="product", disable=not progress) as bar:
-            workers, threads = _make(
-                todo, records, digests, jobs=jobs, executor=executor, scheduler=scheduler,
-                on_done=lambda o: (outcomes.__setitem__(o.name, o), bar.set_postfix_str(
-                    f"{o.name} {o.status}"), bar.update()),
-                spans=spans, on_group=group_done,
-            )  # fmt: skip
+        workers = max(1, min(job_limit(jobs)[0] if scheduler is None else jobs, len(todo)))
+        with _executor(executor, workers, scheduler, digests) as pool:
+            setting = _setting(products, executor, scheduler, pool.slots, pool.threads)
+            outcomes, spans = _made(products, todo, states, pool, lock_dir, setting, progress)
         return RunSummary(
             tuple(outcomes[p.name] for p in products),
             time.perf_counter() - start,
-            jobs=workers,
-            threads_per_job=threads,
+            jobs=setting["jobs"],
+            threads_per_job=setting["threads_per_job"],
             executor=executor,
             wall_by_group={group: last - first for group, (first, last) in spans.items()},
         )
 
 
-def _log(
-    directory: Path,
-    group: str,
-    mine: Sequence[Outcome],
+def _made(
     products: Sequence[Product],
-    spans: dict[str, tuple[float, float]],
-    executor: str,
-    jobs: int,
-    threads: int,
-    scheduler: str | None,
-) -> None:
-    """The line of a group of products just made, in ``directory/runs.jsonl``: its wall time
-    (first start to last end within this run) and how many of its products were made."""
-    if group not in spans:  # none of its products ran (they failed before their jobs)
-        return
-    first, last = spans[group]
+    todo: list[Product],
+    states: dict[str, ProductState],
+    pool,
+    lock_dir: Path,
+    setting: dict[str, Any],
+    progress: bool,
+) -> tuple[dict[str, Outcome], dict[str, tuple[float, float]]]:
+    """Make ``todo`` (``_make``) with a progress bar, and log each group of products in
+    ``lock_dir/runs.jsonl`` as soon as it is made (so that a notebook reading the log quotes
+    this run). Returns every product's outcome and each group's (first start, last end)."""
+    making = {p.name for p in todo}
+    records = {p.name: _read(p.record) for p in products if p.name not in making}
+    outcomes = {p.name: Outcome(p.name, "skipped") for p in products}
+    spans: dict[str, tuple[float, float]] = {}
+    left = collections.Counter(p.group for p in todo)
+    with tqdm(total=len(todo), unit="product", disable=not progress) as bar:
+        for product, outcome, span in _make(todo, states, records, pool):
+            outcomes[product.name] = outcome
+            bar.set_postfix_str(f"{product.name} {outcome.status}")
+            bar.update()
+            if span is not None:
+                first = spans.get(product.group, span)[0]
+                spans[product.group] = (min(first, span[0]), span[1])
+            left[product.group] -= 1
+            if not left[product.group] and product.group in spans:
+                group = _group_entry(product.group, products, outcomes, spans[product.group])
+                append_run_log(lock_dir, {**group, **setting})
+    return outcomes, spans
+
+
+def _setting(
+    products: Sequence[Product], executor: str, scheduler: str | None, jobs: int, threads: int
+) -> dict[str, Any]:
+    """The fields of a run's log lines that every group of products shares."""
     profile = next((p.params["profile"] for p in products if "profile" in p.params), None)
-    counts = {s: sum(o.status == s for o in mine) for s in ("ok", "failed", "skipped")}
-    datasets = {p.params.get("dataset") for p in products if p.group == group}
-    append_run_log(
-        directory,
-        {
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            "tasks": group,
-            "profile": profile,
-            "dataset": ",".join(sorted(d for d in datasets if d)),
-            "executor": executor,
-            "scheduler": scheduler,
-            "jobs": jobs,
-            "threads_per_job": threads,
-            "cores": available_cores(),
-            "cells": len(mine),
-            **counts,
-            "wall_seconds": last - first,
-        },
-    )
+    return {
+        "profile": profile,
+        "executor": executor,
+        "scheduler": scheduler,
+        "jobs": jobs,
+        "threads_per_job": threads,
+        "cores": available_cores(),
+    }
+
+
+def _group_entry(
+    group: str,
+    products: Sequence[Product],
+    outcomes: dict[str, Outcome],
+    span: tuple[float, float],
+) -> dict[str, Any]:
+    """The fields of the log line of a group of products just made (``runs.jsonl``): its
+    wall time (first start to last end within this run) and how many of its products were
+    made, failed or skipped."""
+    mine = [p for p in products if p.group == group]
+    counts = collections.Counter(outcomes[p.name].status for p in mine)
+    datasets = {p.params.get("dataset") for p in mine}
+    return {
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tasks": group,
+        "dataset": ",".join(sorted(d for d in datasets if d)),
+        "cells": len(mine),
+        **{status: counts[status] for status in ("ok", "failed", "skipped")},
+        "wall_seconds": span[1] - span[0],
+    }
 
 
 def _make(
     todo: list[Product],
+    states: dict[str, ProductState],
     records: dict[str, dict | None],
-    digests: dict[str, str],
-    *,
-    jobs: int,
-    executor: str,
-    scheduler: str | None,
-    on_done: Callable[[Outcome], None],
-    spans: dict[str, tuple[float, float]],
-    on_group: Callable[[str, int, int], None],
-) -> tuple[int, int]:
-    """Schedule ``todo`` on the executor as their upstream products finish; ``spans`` receives
-    each group's (first start, last end), ``on_group(group, slots, threads)`` is called when
-    the last product of a group is done."""
+    pool,
+) -> Iterator[tuple[Product, Outcome, tuple[float, float] | None]]:
+    """Make ``todo`` on ``pool`` as their upstream products finish; yield each product with
+    its outcome and its span (submitted, finished), None for one that failed before its job.
+
+    ``records`` holds the records of the products not made; the inputs a product is made with
+    are its current ones (``states``) and its upstream products' records.
+    """
+    records = dict(records)
     pending = {p.name: p for p in todo}  # in pipeline order; a retried product goes first
-    left = collections.Counter(p.group for p in todo)
-    waiting = {p.name for p in todo}
-    if scheduler is None:  # workers on this machine: as many as it can hold
-        jobs, _ = job_limit(jobs)
-    workers = max(1, min(jobs, len(todo)))
-    with _executor(executor, workers, scheduler, digests) as pool:
-
-        def finish(product: Product, outcome: Outcome) -> None:
+    waiting = set(pending)
+    running: dict[Any, Product] = {}
+    given: dict[str, dict] = {}  # the inputs each product was made with
+    submitted: dict[str, float] = {}
+    while pending or running:
+        failed_alone = False
+        for product in _ready(pending, waiting, pool.slots - len(running)):
+            del pending[product.name]
+            problem = path_problem(product)
+            if problem is not None:  # fails alone, before its job; no record can be written
+                records[product.name] = None
+                waiting.discard(product.name)
+                failed_alone = True
+                yield product, Outcome(product.name, "failed", problem), None
+                continue
+            given[product.name] = _inputs(product, states[product.name], records)
+            submitted.setdefault(product.name, time.perf_counter())
+            running[pool.submit(product, given[product.name])] = product
+        if not running and failed_alone:
+            continue  # its dependents may start now
+        if not running:
+            raise RuntimeError("no product can start: the pipeline is not in dependency order")
+        for future in pool.wait(list(running)):
+            product = running.pop(future)
+            outcome = pool.outcome(future, product, inputs=given[product.name])
+            if outcome is None:  # a dead worker, retried
+                pending = {product.name: product, **pending}
+                continue
+            outcome, records[product.name] = _recorded(product, outcome, given[product.name])
             waiting.discard(product.name)
-            on_done(outcome)
-            left[product.group] -= 1
-            if not left[product.group]:
-                on_group(product.group, pool.slots, pool.threads)
+            yield product, outcome, (submitted[product.name], time.perf_counter())
 
-        running: dict[Any, Product] = {}
-        given: dict[str, dict] = {}  # the inputs each product was made with
-        started: dict[str, float] = {}
-        memo: dict = {}
-        while pending or running:
-            failed_alone = False
-            for product in _ready(pending, waiting, pool.slots - len(running)):
-                del pending[product.name]
-                problem = path_problem(product)
-                if problem is not None:  # fails alone, before its job; no record can be written
-                    records[product.name] = None
-                    finish(product, Outcome(product.name, "failed", problem))
-                    failed_alone = True
-                    continue
-                inputs = own_inputs(product, digests, memo)
-                inputs["upstreams"] = upstream_prints(product, records)
-                inputs["upstream"] = fp.digest(inputs["upstreams"])
-                given[product.name] = inputs
-                started.setdefault(product.group, time.perf_counter())
-                running[pool.submit(product, inputs)] = product
-            if not running and failed_alone:
-                continue  # its dependents may start now
-            if not running:
-                raise RuntimeError("no product can start: the pipeline is not in dependency order")
-            for future in pool.wait(list(running)):
-                product = running.pop(future)
-                outcome = pool.outcome(future, product, inputs=given[product.name])
-                if outcome is None:  # a dead worker, retried
-                    pending = {product.name: product, **pending}
-                    continue
-                records[product.name] = _read(product.record)
-                if records[product.name] is None:
-                    error = outcome.error or "no record was written"
-                    outcome = record_failure(product, error, given[product.name])
-                    records[product.name] = _read(product.record)
-                spans[product.group] = (started[product.group], time.perf_counter())
-                finish(product, outcome)
-        return pool.slots, pool.threads
+
+def _inputs(product: Product, state: ProductState, records: dict[str, dict | None]) -> dict:
+    """The inputs a product is made with: its own (``state.inputs``) and its upstream ones."""
+    upstreams = upstream_prints(product, records)
+    return {**state.inputs, "upstreams": upstreams, "upstream": fp.digest(upstreams)}
+
+
+def _recorded(product: Product, outcome: Outcome, inputs: dict) -> tuple[Outcome, dict | None]:
+    """A finished product's outcome and record; a job that wrote none is recorded failed."""
+    record = _read(product.record)
+    if record is None:
+        outcome = record_failure(product, outcome.error or "no record was written", inputs)
+        record = _read(product.record)
+    return outcome, record
 
 
 def _ready(pending: dict[str, Product], waiting: set[str], free: int) -> list[Product]:

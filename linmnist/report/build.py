@@ -73,7 +73,7 @@ def assemble(
             if tags & {"parameters", "injected-parameters"}:
                 continue
             if cell.cell_type == "markdown":
-                cell.source = render.demote_headings(cell.source, 1)
+                cell.source = captions.demote_headings(cell.source, 1)
             cells.append(cell)
     numbering = captions.number_report(cells)
     contents = '<h2 class="contents-title" id="contents">Contents</h2>\n\n'

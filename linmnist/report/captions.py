@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from markdown_it import MarkdownIt
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from pandas.io.formats.style import Styler
@@ -33,8 +34,9 @@ OUTPUT_KEY = "linmnist"
 KINDS = {"fig": "Figure", "tab": "Table", "sec": "Section"}
 _LABEL = re.compile(r"^(fig|tab)-[a-z0-9][a-z0-9-]*$")
 _REFERENCE = re.compile(r"(?<![\w@/#])@((?:fig|tab|sec)-[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)")
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*(?:\{([^{}]*)\})?\s*$")
-_FENCE = re.compile(r"^\s*(```|~~~)")
+_ATTRIBUTES = re.compile(r"^(.*?)\s*(?:\{([^{}]*)\})?$", re.DOTALL)
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)")
+_MARKDOWN = MarkdownIt("commonmark")
 _CAPTION_NUMBER = '<span class="caption-number">{}</span>'
 _FIGCAPTION = re.compile(r"<figcaption>.*?</figcaption>", re.DOTALL)
 # Tables of at most this many rows are kept on one page in print; longer ones break between
@@ -185,30 +187,47 @@ def _inline_html(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
 
 
+def markdown_blocks(source: str) -> tuple[dict[int, tuple[int, str]], set[int]]:
+    """The ATX headings of Markdown ``source``, line index -> (level, text), and the lines of
+    its code blocks (fenced or indented), as markdown-it parses them: a ``# comment`` line in
+    a fenced block is code, not a heading."""
+    tokens = _MARKDOWN.parse(source)
+    headings, code = {}, set()
+    for i, token in enumerate(tokens):
+        if token.type == "heading_open" and token.markup.startswith("#"):
+            headings[token.map[0]] = (int(token.tag[1:]), tokens[i + 1].content)
+        elif token.type in ("fence", "code_block"):
+            code.update(range(*token.map))
+    return headings, code
+
+
+def demote_headings(markdown: str, levels: int = 1) -> str:
+    """Markdown with every ATX heading moved ``levels`` deeper (``#`` -> ``##``), at most 6."""
+    if levels < 0:
+        raise ValueError(f"levels must be >= 0, got {levels}")
+    lines = markdown.split("\n")
+    for i, (level, _) in markdown_blocks(markdown)[0].items():
+        text = lines[i].lstrip()
+        lines[i] = "#" * min(6, level + levels) + text[level:]
+    return "\n".join(lines)
+
+
 def _number_headings(source: str, counters: list[int], numbering: Numbering, ids: set) -> str:
     """Headings ``##``-``####`` of one Markdown cell as numbered HTML headings with ids."""
-    out, fenced = [], False
-    for line in source.splitlines():
-        if _FENCE.match(line):
-            fenced = not fenced
-        match = None if fenced else _HEADING.match(line)
-        if match is None:
-            out.append(line)
-            continue
-        level, title = len(match.group(1)), match.group(2)
-        attributes = (match.group(3) or "").split()
+    lines = source.split("\n")
+    for i, (level, text) in markdown_blocks(source)[0].items():
+        title, attributes = _ATTRIBUTES.match(text).groups()
+        attributes = (attributes or "").split()
         label = next((a[1:] for a in attributes if a.startswith("#sec-")), None)
-        numbered = not {".unnumbered", "-"} & set(attributes)
         if level == 1 or level > 4:
-            out.append(f"{'#' * level} {title}")
+            lines[i] = f"{'#' * level} {title}"
             continue
         depth = level - 2
-        if numbered:
+        number = ""
+        if not {".unnumbered", "-"} & set(attributes):
             counters[depth] += 1
             counters[depth + 1 :] = [0] * (len(counters) - depth - 1)
             number = ".".join(str(n) for n in counters[: depth + 1])
-        else:
-            number = ""
         anchor = label or f"sec-{number.replace('.', '-') or 'u'}-{slug(title)}"
         while anchor in ids:
             anchor += "-x"
@@ -217,8 +236,8 @@ def _number_headings(source: str, counters: list[int], numbering: Numbering, ids
             numbering.numbers[label] = number or title
         numbering.contents.append((depth, number, title, anchor))
         shown = f'<span class="section-number">{number}</span> ' if number else ""
-        out.append(f'\n<h{level} id="{anchor}">{shown}{_inline_html(title)}</h{level}>\n')
-    return "\n".join(out)
+        lines[i] = f'\n<h{level} id="{anchor}">{shown}{_inline_html(title)}</h{level}>\n'
+    return "\n".join(lines)
 
 
 def _number_outputs(cell, counts: dict[str, int], numbering: Numbering) -> None:
@@ -269,7 +288,8 @@ def _caption_outputs(cell, numbering: Numbering) -> None:
 def resolve_references(text: str, numbering: Numbering, *, markup: str = "markdown") -> str:
     """Every ``@fig-x`` / ``@tab-x`` / ``@sec-x`` in ``text`` as a link "Figure 4" (Markdown,
     or HTML if ``markup="html"``); a label that is not in the report reads "Figure (not in
-    this build)" and is listed in ``numbering.missing``."""
+    this build)" and is listed in ``numbering.missing``. In Markdown, code (blocks, and spans
+    within a line) is left as written."""
 
     def replace(match: re.Match) -> str:
         label = match.group(1)
@@ -281,7 +301,20 @@ def resolve_references(text: str, numbering: Numbering, *, markup: str = "markdo
         shown = f"{kind} {number}" if number[0].isdigit() else number
         return f'<a href="#{label}">{shown}</a>' if markup == "html" else f"[{shown}](#{label})"
 
-    return _REFERENCE.sub(replace, text)
+    def outside_code_spans(line: str) -> str:
+        parts, last = [], 0
+        for span in _CODE_SPAN.finditer(line):
+            parts += [_REFERENCE.sub(replace, line[last : span.start()]), span.group()]
+            last = span.end()
+        return "".join(parts) + _REFERENCE.sub(replace, line[last:])
+
+    if markup == "html":
+        return _REFERENCE.sub(replace, text)
+    code = markdown_blocks(text)[1]
+    lines = text.split("\n")
+    return "\n".join(
+        line if i in code else outside_code_spans(line) for i, line in enumerate(lines)
+    )
 
 
 def number_report(cells: list) -> Numbering:

@@ -32,6 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 from linmnist.experiments.sizes import SIZE_COLUMNS
+from linmnist.report.tables import check_frame
 from linmnist.report.uncertainty import ci95
 
 METRICS = {
@@ -116,14 +117,6 @@ COLUMN_LABELS = {
 }
 
 
-def _check_columns(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{name} lacks the columns {missing}; it has {list(frame.columns)}")
-
-
 def _scale(metric: str) -> float:
     return 100.0 if metric.endswith("_acc") else 1.0
 
@@ -149,7 +142,7 @@ def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
-    _check_columns(history, "history", ["iteration", metric])
+    check_frame(history, "history", ["iteration", metric])
     seeds = history["seed"] if "seed" in history.columns else pd.Series(0, index=history.index)
     table = pd.DataFrame({"iteration": history["iteration"], "seed": seeds, "v": history[metric]})
     recorded = table.groupby("iteration")["seed"].nunique()
@@ -295,7 +288,7 @@ def _draw_reference(ax_loss, ax_acc, reference, label: str) -> None:
 
 def _draw_study(ax_loss, ax_acc, study: pd.DataFrame) -> None:
     """The study's reported points as black markers."""
-    _check_columns(study, "study", ["iteration", *METRICS])
+    check_frame(study, "study", ["iteration", *METRICS])
     loss = study.dropna(subset=["train_loss"])
     ax_loss.plot(loss["iteration"], loss["train_loss"], "kx", label="study (one unseeded run)")
     for metric, marker in (("train_acc", "ks"), ("test_acc", "k^")):
@@ -342,7 +335,7 @@ def training_curves(
     predicted : DataFrame, optional
         Columns iteration, train_loss: the predicted expected loss, drawn dashed.
     """
-    _check_columns(history, "history", ["iteration", *METRICS])
+    check_frame(history, "history", ["iteration", *METRICS])
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
     fig = Figure(figsize=(PRINT_WIDTH, 4.9), dpi=DPI)
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
@@ -350,7 +343,7 @@ def training_curves(
     _draw_metric(ax_acc, history, "train_acc", color=COLORS["train_acc"], label="train")
     _draw_metric(ax_acc, history, "test_acc", color=COLORS["test_acc"], label="test")
     if predicted is not None:
-        _check_columns(predicted, "predicted", ["iteration", "train_loss"])
+        check_frame(predicted, "predicted", ["iteration", "train_loss"])
         _draw_predicted(ax_loss, predicted, "train_loss", label=PREDICTED_LABEL)
     if reference is not None:
         _draw_reference(ax_loss, ax_acc, reference, reference_label)
@@ -360,6 +353,13 @@ def training_curves(
     if limits is not None and not diverged_at:
         low = limits[0] if reference is None else min(limits[0], reference.loss - 0.01)
         ax_loss.set_ylim(low, limits[1])
+    _dress_curves(ax_loss, ax_acc, diverged_at, n_seeds)
+    _key_below(fig, (ax_loss, ax_acc), title)
+    return fig
+
+
+def _dress_curves(ax_loss, ax_acc, diverged_at: Sequence[int], n_seeds: int) -> None:
+    """Labels, titles and grids of the loss and accuracy panels; divergence marked."""
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("iteration (0: after the first update)")
         ax.grid(alpha=0.3)
@@ -369,20 +369,18 @@ def training_curves(
     ax_loss.set_title("Training loss")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.set_title("Accuracy")
-    handles, labels = ax_loss.get_legend_handles_labels()
-    more = ax_acc.get_legend_handles_labels()
-    fig.legend(
-        handles + more[0],
-        labels + more[1],
-        loc="lower center",
-        ncol=2,
-        fontsize=LEGEND_SIZE,
-        frameon=False,
-    )
+
+
+def _key_below(fig: Figure, axes, title: str) -> None:
+    """One key for the panels ``axes``, below them in two columns, and the title."""
+    handles, labels = [], []
+    for ax in axes:
+        more = ax.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=LEGEND_SIZE, frameon=False)
     fig.suptitle(title, fontsize=10)
-    rows = math.ceil((len(labels) + len(more[1])) / 2)
+    rows = math.ceil(len(labels) / 2)
     fig.tight_layout(rect=(0, 0.034 * rows + 0.01, 1, 1))
-    return fig
 
 
 def _grid_axes(values: Sequence[float], batch_sizes: Sequence[int], *, sharey: bool):
@@ -498,21 +496,16 @@ def grid_curves(
     columns = ["lr", "batch_size", "seed", "iteration", metric]
     if predicted is None:
         predicted = pd.DataFrame(columns=["lr", "batch_size", "iteration", metric])
-    _check_columns(predicted, "predicted", ["lr", "batch_size", "iteration", metric])
+    check_frame(predicted, "predicted", ["lr", "batch_size", "iteration", metric])
     if histories.empty:  # every cell failed: the panels say so
         histories = pd.DataFrame(columns=columns)
-    _check_columns(histories, "histories", columns)
-    _check_columns(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
+    check_frame(histories, "histories", columns)
+    check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     lrs = sorted(seeds["lr"].unique(), reverse=True)
     batch_sizes = sorted(seeds["batch_size"].unique())
     fig, axes = _grid_axes(lrs, batch_sizes, sharey=True)
-    keys = ["lr", "batch_size", "seed"]
-    # The shared axis is set by the stable seeds: an unstable run's growing loss would
-    # squash every other panel (it is drawn clipped, and its panel says so).
-    stable = seeds["outcome"] == "stable" if "outcome" in seeds else seeds["diverged_at"].isna()
-    converged = histories.merge(seeds[stable][keys], on=keys)
     log = metric == "train_loss"
-    limits = _shared_limits(converged[metric].to_numpy(dtype=float) * _scale(metric), log=log)
+    limits = _stable_limits(histories, seeds, metric)
     last = int(histories["iteration"].max()) if len(histories) else 1
     for (i, lr), (j, batch_size) in itertools.product(enumerate(lrs), enumerate(batch_sizes)):
         ax = axes[i, j]
@@ -521,23 +514,44 @@ def grid_curves(
         curve = predicted[(predicted["lr"] == lr) & (predicted["batch_size"] == batch_size)]
         _grid_panel(ax, cell, runs, metric, limits, last, curve)
         ax.set_title(f"lr = {lr:g}, B = {batch_size}", fontsize=9)
-        ax.grid(alpha=0.3, which="both" if log else "major")
-        ax.tick_params(labelsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
-        if i == len(lrs) - 1:
-            ax.set_xlabel("iteration")
-        if j == 0:
-            ax.set_ylabel(METRICS[metric], fontsize=9)
+        _dress_grid_panel(ax, metric, bottom=i == len(lrs) - 1, left=j == 0)
     _shared_y(axes[0, 0], limits, log=log)
     fig.suptitle(_grid_title(seeds, metric), fontsize=10)
-    if predicted.empty:
+    _predicted_key(fig, metric, shown=not predicted.empty)
+    return fig
+
+
+def _predicted_key(fig: Figure, metric: str, *, shown: bool) -> None:
+    """The layout of ``grid_curves``, with a key below the panels when predictions are
+    ``shown``."""
+    if not shown:
         fig.tight_layout()
-        return fig
+        return
     key = [Line2D([], [], color=COLORS[metric], linewidth=1.4, label="mean of the seeds"),
            Line2D([], [], color="black", label=PREDICTED_LABEL, **PREDICTED_STYLE)]  # fmt: skip
     fig.legend(handles=key, loc="lower center", ncol=2, fontsize=LEGEND_SIZE, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return fig
+
+
+def _stable_limits(histories: pd.DataFrame, seeds: pd.DataFrame, metric: str):
+    """The shared axis of ``grid_curves``, set by the stable seeds: an unstable run's growing
+    loss would squash every other panel (it is drawn clipped, and its panel says so)."""
+    keys = ["lr", "batch_size", "seed"]
+    stable = seeds["outcome"] == "stable" if "outcome" in seeds else seeds["diverged_at"].isna()
+    converged = histories.merge(seeds[stable][keys], on=keys)
+    values = converged[metric].to_numpy(dtype=float) * _scale(metric)
+    return _shared_limits(values, log=metric == "train_loss")
+
+
+def _dress_grid_panel(ax, metric: str, *, bottom: bool, left: bool) -> None:
+    """Grid, ticks and, on the bottom row and left column, the axis labels of a panel."""
+    ax.grid(alpha=0.3, which="both" if metric == "train_loss" else "major")
+    ax.tick_params(labelsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    if bottom:
+        ax.set_xlabel("iteration")
+    if left:
+        ax.set_ylabel(METRICS[metric], fontsize=9)
 
 
 def _shared_y(ax, limits: tuple[float, float], *, log: bool) -> None:
@@ -583,6 +597,23 @@ def _grid_title(seeds: pd.DataFrame, metric: str) -> str:
     )
 
 
+def _draw_examples_seen(ax, batch_size: int, runs: pd.DataFrame) -> np.ndarray:
+    """One batch size of ``examples_seen``: the mean loss over seeds against the examples seen,
+    with its 95 % CI as a band; returns the means drawn."""
+    band = seed_band(runs, "train_loss")
+    examples = (band["iteration"] + 1) * batch_size
+    ax.plot(
+        examples,
+        band["mean"],
+        **batch_style(batch_size),
+        markevery=0.2,
+        markersize=4,
+        label=f"B = {batch_size}",
+    )
+    ax.fill_between(examples, band["low"], band["high"], color=batch_color(batch_size), alpha=0.2)
+    return band["mean"].to_numpy(dtype=float)
+
+
 def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
     """Training loss against the examples seen, (iteration + 1) x batch size, one line per
     batch size, a panel per learning rate at which no seed diverged (log-log, shared axes);
@@ -600,8 +631,8 @@ def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
     band, at the iterations most seeds recorded; iteration 0 is after the first update, so
     it has seen one batch.
     """
-    _check_columns(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
-    _check_columns(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
+    check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
+    check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     diverged = seeds.groupby("lr")["diverged_at"].apply(lambda d: d.notna().any())
     lrs = sorted(diverged.index[~diverged], reverse=True) or [None]
     fig = Figure(figsize=(min(PRINT_WIDTH, 2.2 + 2.6 * len(lrs)), 3.4), dpi=DPI)
@@ -614,22 +645,8 @@ def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
         rows = histories[histories["lr"] == lr]
         left_out = sorted(unstable.loc[unstable["lr"] == lr, "batch_size"].unique())
         for batch_size, runs in rows.groupby("batch_size", sort=True):
-            if batch_size in left_out:
-                continue
-            band = seed_band(runs, "train_loss")
-            examples = (band["iteration"] + 1) * batch_size
-            ax.plot(
-                examples,
-                band["mean"],
-                **batch_style(batch_size),
-                markevery=0.2,
-                markersize=4,
-                label=f"B = {batch_size}",
-            )
-            ax.fill_between(
-                examples, band["low"], band["high"], color=batch_color(batch_size), alpha=0.2
-            )
-            values.append(band["mean"].to_numpy(dtype=float))
+            if batch_size not in left_out:
+                values.append(_draw_examples_seen(ax, batch_size, runs))
         ax.set_xscale("log")
         ax.set_xlabel("examples seen (log scale)")
         ax.grid(alpha=0.3, which="major")
@@ -651,6 +668,30 @@ def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
     return fig
 
 
+def _heatmap_cells(
+    table: pd.DataFrame, value: str, lrs: list, batch_sizes: list
+) -> tuple[np.ndarray, np.ndarray]:
+    """The accuracies (%) of ``accuracy_heatmap``, NaN where no seed was stable, and the text
+    of each cell."""
+    grid = np.full((len(lrs), len(batch_sizes)), np.nan)
+    labels = np.full(grid.shape, "no result", dtype=object)
+    for row in table.itertuples(index=False):
+        i, j = lrs.index(row.lr), batch_sizes.index(row.batch_size)
+        acc = getattr(row, value)
+        unstable = getattr(row, "n_unstable", 0)
+        if row.n_diverged == row.n_seeds and row.n_seeds > 0:
+            labels[i, j] = "diverged"
+        elif row.n_seeds > 0 and row.n_diverged + unstable == row.n_seeds:
+            labels[i, j] = "unstable"
+        elif np.isfinite(acc):
+            grid[i, j] = 100 * acc
+            ci = getattr(row, value.replace("_mean", "_ci"), math.nan)
+            labels[i, j] = f"{100 * acc:.2f} %" + (f"\n± {100 * ci:.2f}" if np.isfinite(ci) else "")
+            if row.n_diverged:
+                labels[i, j] += f"\n({row.n_diverged}/{row.n_seeds} diverged)"
+    return grid, labels
+
+
 def accuracy_heatmap(
     table: pd.DataFrame, *, value: str = "final_test_acc_mean", title: str | None = None
 ) -> Figure:
@@ -669,25 +710,10 @@ def accuracy_heatmap(
     accuracies = [c for c in COLUMN_LABELS if c.endswith("_acc_mean")]
     if value not in accuracies:
         raise ValueError(f"value must be one of {accuracies}, got {value!r}")
-    _check_columns(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
+    check_frame(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
     lrs = sorted(table["lr"].unique(), reverse=True)
     batch_sizes = sorted(table["batch_size"].unique())
-    grid = np.full((len(lrs), len(batch_sizes)), np.nan)
-    labels = np.full(grid.shape, "no result", dtype=object)
-    for row in table.itertuples(index=False):
-        i, j = lrs.index(row.lr), batch_sizes.index(row.batch_size)
-        acc = getattr(row, value)
-        unstable = getattr(row, "n_unstable", 0)
-        if row.n_diverged == row.n_seeds and row.n_seeds > 0:
-            labels[i, j] = "diverged"
-        elif row.n_seeds > 0 and row.n_diverged + unstable == row.n_seeds:
-            labels[i, j] = "unstable"
-        elif np.isfinite(acc):
-            grid[i, j] = 100 * acc
-            ci = getattr(row, value.replace("_mean", "_ci"), math.nan)
-            labels[i, j] = f"{100 * acc:.2f} %" + (f"\n± {100 * ci:.2f}" if np.isfinite(ci) else "")
-            if row.n_diverged:
-                labels[i, j] += f"\n({row.n_diverged}/{row.n_seeds} diverged)"
+    grid, labels = _heatmap_cells(table, value, lrs, batch_sizes)
     fig = Figure(
         figsize=(min(PRINT_WIDTH, 1.2 * len(batch_sizes) + 2.4), 0.8 * len(lrs) + 1.5), dpi=DPI
     )
@@ -714,6 +740,47 @@ def accuracy_heatmap(
     return fig
 
 
+def _draw_stability_line(
+    ax, batch_size: int, rows: pd.DataFrame, value: str, scale: float, *, k: int, wider: int
+) -> None:
+    """One batch size of ``stability_plot``: its line over the learning rates where some seed
+    did not diverge, with the 95 % CI, and a red cross at the top where every seed diverged;
+    the ``k``-th line drawn, ``wider`` steps wider than the last."""
+    ok = rows[rows["n_diverged"] < rows["n_seeds"]]
+    ax.plot(
+        ok["lr"],
+        ok[value] * scale,
+        **batch_style(batch_size),
+        markerfacecolor="none",
+        markersize=5 + 2 * wider,
+        linewidth=1.0 + 0.6 * wider,
+        zorder=2 + k,
+        label=f"batch size {batch_size}",
+    )
+    ci = value.replace("_mean", "_ci")
+    if ci in ok.columns:  # the 95 % CI of the mean over seeds
+        ax.errorbar(
+            ok["lr"],
+            ok[value] * scale,
+            yerr=ok[ci] * scale,
+            fmt="none",
+            ecolor=batch_color(batch_size),
+            capsize=3,
+            zorder=2 + k,
+        )
+    bad = rows[(rows["n_diverged"] == rows["n_seeds"]) & (rows["n_seeds"] > 0)]
+    # At the top of the axis (a fraction of its height), above every error bar.
+    ax.plot(
+        bad["lr"],
+        np.full(len(bad), 0.95),
+        "x",
+        color="C3",
+        markersize=9,
+        mew=2,
+        transform=ax.get_xaxis_transform(),
+    )
+
+
 def stability_plot(
     table: pd.DataFrame, *, lr_max: float, value: str = "final_train_loss_mean"
 ) -> Figure:
@@ -734,7 +801,7 @@ def stability_plot(
     """
     if value not in COLUMN_LABELS:
         raise ValueError(f"value must be one of {sorted(COLUMN_LABELS)}, got {value!r}")
-    _check_columns(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
+    check_frame(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
     if not (np.isfinite(lr_max) and lr_max > 0):
         raise ValueError(f"lr_max must be a positive finite number, got {lr_max!r}")
     fig = Figure(figsize=(6.4, 3.8), dpi=DPI)
@@ -743,39 +810,7 @@ def stability_plot(
     groups = list(table.sort_values("lr").groupby("batch_size"))
     # Larger batch sizes first and wider, so a line lying on another stays visible.
     for k, (batch_size, rows) in enumerate(groups):
-        ok = rows[rows["n_diverged"] < rows["n_seeds"]]
-        ax.plot(
-            ok["lr"],
-            ok[value] * scale,
-            **batch_style(batch_size),
-            markerfacecolor="none",
-            markersize=5 + 2 * (len(groups) - k),
-            linewidth=1.0 + 0.6 * (len(groups) - k),
-            zorder=2 + k,
-            label=f"batch size {batch_size}",
-        )
-        ci = value.replace("_mean", "_ci")
-        if ci in ok.columns:  # the 95 % CI of the mean over seeds
-            ax.errorbar(
-                ok["lr"],
-                ok[value] * scale,
-                yerr=ok[ci] * scale,
-                fmt="none",
-                ecolor=batch_color(batch_size),
-                capsize=3,
-                zorder=2 + k,
-            )
-        bad = rows[(rows["n_diverged"] == rows["n_seeds"]) & (rows["n_seeds"] > 0)]
-        # At the top of the axis (a fraction of its height), above every error bar.
-        ax.plot(
-            bad["lr"],
-            np.full(len(bad), 0.95),
-            "x",
-            color="C3",
-            markersize=9,
-            mew=2,
-            transform=ax.get_xaxis_transform(),
-        )
+        _draw_stability_line(ax, batch_size, rows, value, scale, k=k, wider=len(groups) - k)
     if ((table["n_diverged"] == table["n_seeds"]) & (table["n_seeds"] > 0)).any():
         ax.plot([], [], "x", color="C3", mew=2, label="diverged (every seed)")
     ax.axvline(lr_max, color="C3", linestyle="--", linewidth=1.2)
@@ -803,6 +838,37 @@ def stability_plot(
     return fig
 
 
+def _draw_subset(axes, n_prime: int, history: pd.DataFrame, optimum, predicted) -> None:
+    """One N' of ``subset_curves`` in its colour on the (loss, accuracy, gap) panels."""
+    ax_loss, ax_acc, ax_gap = axes
+    color = size_color(n_prime)
+    for ax, metric, style in (
+        (ax_loss, "train_loss", "-"),
+        (ax_acc, "train_acc", "-"),
+        (ax_acc, "test_acc", "--"),
+    ):
+        band = seed_band(history, metric)
+        scale = _scale(metric)
+        label = f"N' = {n_prime}" if metric != "test_acc" else None
+        ax.plot(band["iteration"], band["mean"] * scale, style, color=color, label=label)
+        ax.fill_between(
+            band["iteration"],
+            band["low"] * scale,
+            band["high"] * scale,
+            color=color,
+            alpha=0.15,
+        )
+    if optimum is not None and n_prime in optimum:
+        ax_loss.axhline(optimum[n_prime], color=color, linestyle=":", linewidth=1.2)
+    if predicted is not None:
+        curve = predicted[predicted["n_prime"] == n_prime]
+        _draw_predicted(ax_loss, curve, "train_loss")
+    train = seed_band(history, "train_acc").set_index("iteration")["mean"]
+    test = seed_band(history, "test_acc").set_index("iteration")["mean"]
+    gap = (train - test).dropna()
+    ax_gap.plot(gap.index, 100 * gap.to_numpy(), color=color, label=f"N' = {n_prime}")
+
+
 def subset_curves(
     histories: pd.DataFrame,
     *,
@@ -828,38 +894,13 @@ def subset_curves(
     """
     if histories.empty:  # every cell failed: empty panels, and the key says so
         histories = pd.DataFrame(columns=["n_prime", "seed", "iteration", *METRICS])
-    _check_columns(histories, "histories", ["n_prime", "iteration", *METRICS])
+    check_frame(histories, "histories", ["n_prime", "iteration", *METRICS])
     fig = Figure(figsize=(PRINT_WIDTH, 5.6), dpi=DPI)
     (ax_loss, ax_acc), (ax_gap, ax_key) = fig.subplots(2, 2)
     ax_acc.sharex(ax_loss)
     ax_gap.sharex(ax_loss)
     for n_prime, history in histories.groupby("n_prime"):
-        color = size_color(n_prime)
-        for ax, metric, style in (
-            (ax_loss, "train_loss", "-"),
-            (ax_acc, "train_acc", "-"),
-            (ax_acc, "test_acc", "--"),
-        ):
-            band = seed_band(history, metric)
-            scale = _scale(metric)
-            label = f"N' = {n_prime}" if metric != "test_acc" else None
-            ax.plot(band["iteration"], band["mean"] * scale, style, color=color, label=label)
-            ax.fill_between(
-                band["iteration"],
-                band["low"] * scale,
-                band["high"] * scale,
-                color=color,
-                alpha=0.15,
-            )
-        if optimum is not None and n_prime in optimum:
-            ax_loss.axhline(optimum[n_prime], color=color, linestyle=":", linewidth=1.2)
-        if predicted is not None:
-            curve = predicted[predicted["n_prime"] == n_prime]
-            _draw_predicted(ax_loss, curve, "train_loss")
-        train = seed_band(history, "train_acc").set_index("iteration")["mean"]
-        test = seed_band(history, "test_acc").set_index("iteration")["mean"]
-        gap = (train - test).dropna()
-        ax_gap.plot(gap.index, 100 * gap.to_numpy(), color=color, label=f"N' = {n_prime}")
+        _draw_subset((ax_loss, ax_acc, ax_gap), n_prime, history, optimum, predicted)
     ax_acc.plot([], [], "k-", label="on S' (training)")
     ax_acc.plot([], [], "k--", label="on the test set")
     if optimum is not None:
@@ -902,7 +943,7 @@ def size_curves(sizes: pd.DataFrame, *, inputs: int, title: str) -> Figure:
     loss on S' (left, log scales) and the test accuracy (right) of the minimum-norm
     least-squares fit of S' and of SGD at the task's budget, measured (means over seeds with
     their 95 % CI) and predicted (dashed), against N'; a vertical line at N' = ``inputs``."""
-    _check_columns(sizes, "sizes", SIZE_COLUMNS)
+    check_frame(sizes, "sizes", SIZE_COLUMNS)
     fig = Figure(figsize=(PRINT_WIDTH, 4.6), dpi=DPI)
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
     fits = {"least squares (converged SGD)": ("ls", "C3"), "SGD at the budget": ("sgd", "C0")}
@@ -1073,6 +1114,36 @@ def _state_panel(ax, table: pd.DataFrame, sizes: list) -> None:
     ax.set_ylim(len(sizes) - 0.5, -0.5)
 
 
+def _draw_edges(ax, edges: pd.DataFrame, sizes: list) -> None:
+    """The predicted instability edge of each batch size, a bar across its row."""
+    check_frame(edges, "edges", ["batch_size", "lr_edge"])
+    for batch_size, lr in edges[edges["batch_size"].isin(sizes)][["batch_size", "lr_edge"]].values:
+        row = sizes.index(batch_size)
+        ax.plot([lr, lr], [row - 0.42, row + 0.42], color="black", linewidth=2.2)
+    ax.plot([], [], color="black", linewidth=2.2, label="predicted edge")
+
+
+def _mark_learning_rates(top, bottom, bounds: LrBounds, study_lrs: Sequence[float]) -> None:
+    """The three bounds as vertical lines on both panels, the study's learning rates as
+    triangles at the top of the upper one."""
+    for name, (color, style, label) in BOUND_STYLES.items():
+        value = getattr(bounds, name)
+        for ax in (top, bottom):
+            ax.axvline(value, color=color, linestyle=style, linewidth=1.1, zorder=0)
+        top.plot([], [], color=color, linestyle=style, label=f"{label} = {value:.4f}")
+    for lr in study_lrs:
+        top.plot(
+            lr,
+            1.0,
+            "v",
+            color="0.2",
+            markersize=7,
+            clip_on=False,
+            transform=top.get_xaxis_transform(),
+        )
+    top.plot([], [], "v", color="0.2", label="the study's lr")
+
+
 def stability_map(
     table: pd.DataFrame,
     bounds: LrBounds,
@@ -1101,7 +1172,7 @@ def stability_map(
         Columns batch_size, lr_edge: the predicted instability edge of each batch size,
         drawn as a bar across its row of the bottom panel.
     """
-    _check_columns(
+    check_frame(
         table, "table", ["batch_size", "lr", "state", "final_test_acc_mean", "final_test_acc_ci"]
     )
     fig = Figure(figsize=(PRINT_WIDTH, 6.6), dpi=DPI)
@@ -1112,43 +1183,16 @@ def stability_map(
     _accuracy_panel(top, table)
     _state_panel(bottom, table, sizes)
     if edges is not None:
-        _check_columns(edges, "edges", ["batch_size", "lr_edge"])
-        for batch_size, lr in edges[edges["batch_size"].isin(sizes)][
-            ["batch_size", "lr_edge"]
-        ].values:
-            row = sizes.index(batch_size)
-            bottom.plot([lr, lr], [row - 0.42, row + 0.42], color="black", linewidth=2.2)
-        bottom.plot([], [], color="black", linewidth=2.2, label="predicted edge")
+        _draw_edges(bottom, edges, sizes)
     top.set_ylabel("final test accuracy (%)")
     low, high = top.get_ylim()
     top.set_ylim(max(low, 0.0), min(high, 100.0))
     top.set_title("Final test accuracy and stability against the learning rate", pad=12)
     top.grid(alpha=0.3, which="both")
-    for name, (color, style, label) in BOUND_STYLES.items():
-        value = getattr(bounds, name)
-        for ax in (top, bottom):
-            ax.axvline(value, color=color, linestyle=style, linewidth=1.1, zorder=0)
-        top.plot([], [], color=color, linestyle=style, label=f"{label} = {value:.4f}")
-    for lr in study_lrs:
-        top.plot(
-            lr,
-            1.0,
-            "v",
-            color="0.2",
-            markersize=7,
-            clip_on=False,
-            transform=top.get_xaxis_transform(),
-        )
-    top.plot([], [], "v", color="0.2", label="the study's lr")
-    top.legend(fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    bottom.legend(
-        fontsize=LEGEND_SIZE,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        borderaxespad=0,
-        title="seeds",
-        title_fontsize=LEGEND_SIZE,
-    )
+    _mark_learning_rates(top, bottom, bounds, study_lrs)
+    for ax, title in ((top, None), (bottom, "seeds")):  # each key right of its panel
+        ax.legend(fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  borderaxespad=0, title=title, title_fontsize=LEGEND_SIZE)  # fmt: skip
     bottom.set_xscale("log")
     lrs = np.concatenate([table["lr"].to_numpy(dtype=float), list(study_lrs)])
     bottom.set_xlim(lrs.min() / 1.5, lrs.max() * 1.5)
@@ -1270,10 +1314,10 @@ def hero(
         Columns batch_size, lr, train_loss: the predicted final loss of each configuration
         of the sweep, drawn dashed in (a).
     """
-    _check_columns(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
+    check_frame(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
     if predicted is not None:
-        _check_columns(predicted, "predicted", ["batch_size", "lr", "train_loss"])
-    _check_columns(steps, "steps", ["batch_size", "steps"])
+        check_frame(predicted, "predicted", ["batch_size", "lr", "train_loss"])
+    check_frame(steps, "steps", ["batch_size", "steps"])
     fig = Figure(figsize=(PRINT_WIDTH, 2.8), dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2)
     _hero_loss_panel(left, table, lr_max, predicted)

@@ -1,24 +1,22 @@
 """MathJax for the HTML report: the npm release of MathJax, pinned and checked.
 
 ``script()`` returns MathJax 3's single-file ``es5/tex-svg.js`` bundle from the npm package
-``mathjax`` at ``VERSION``. The package's tarball is fetched once from the npm registry into
-the data cache (``~/.cache/linmnist``, or ``$LINMNIST_DATA_DIR``) and its SHA-256 is checked
-against ``SHA256`` every time it is read; a tarball that fails the check is moved aside
-(``<name>.corrupt-<time>``) and fetched again once. MathJax is Apache-2.0 licensed; its
-``LICENSE`` comes from the same tarball (``license()``).
+``mathjax`` at ``VERSION``. The package's tarball is fetched once from the npm registry
+(``linmnist.engine.data.download``, by pooch) into the data cache (``~/.cache/linmnist``, or
+``$LINMNIST_DATA_DIR``) and its SHA-256 is checked against ``SHA256`` every time it is read;
+a tarball that fails the check is moved aside (``<name>.corrupt-<time>``) and fetched again.
+MathJax is Apache-2.0 licensed; its ``LICENSE`` comes from the same tarball (``license()``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
-import urllib.request
 from functools import cache
 from pathlib import Path
 
-from linmnist.engine.data import cache_path, move_aside
+from linmnist.engine.data import VerificationError, cache_path, download, move_aside
 
 VERSION = "3.2.2"
 URL = f"https://registry.npmjs.org/mathjax/-/mathjax-{VERSION}.tgz"
@@ -33,41 +31,25 @@ def tarball_path() -> Path:
     return cache_path().parent / f"mathjax-{VERSION}.tgz"
 
 
-def _download(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    try:
-        with urllib.request.urlopen(URL, timeout=60) as response:
-            partial.write_bytes(response.read())
-    except OSError as exc:
-        raise RuntimeError(
-            f"MathJax {VERSION} is not cached at {path} and cannot be fetched from {URL}: {exc}"
-        ) from None
-    os.replace(partial, path)
-
-
-def _verified(path: Path) -> bytes | None:
-    """The tarball's bytes if its SHA-256 is ``SHA256``; otherwise it is moved aside."""
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() == SHA256:
-        return data
-    move_aside(path)
-    return None
-
-
 @cache
 def _tarball() -> bytes:
     path = tarball_path()
-    for _ in range(2):
-        if not path.is_file():
-            _download(path)
-        data = _verified(path)
-        if data is not None:
+    if path.is_file():
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == SHA256:
             return data
-    raise RuntimeError(
-        f"the MathJax tarball from {URL} does not have the SHA-256 {SHA256}; "
-        f"it was moved aside next to {path} (twice): check the network or the cache"
-    )
+        move_aside(path)  # kept for inspection, and fetched again
+    try:
+        return download(URL, SHA256, path.parent).read_bytes()
+    except VerificationError:
+        raise RuntimeError(
+            f"the MathJax tarball from {URL} does not have the SHA-256 {SHA256}: check the "
+            "network, or what answers at that address"
+        ) from None
+    except Exception as exc:  # no connection, an HTTP error, a timeout
+        raise RuntimeError(
+            f"MathJax {VERSION} is not cached at {path} and cannot be fetched from {URL}: {exc}"
+        ) from None
 
 
 def _member(name: str) -> str:

@@ -123,7 +123,6 @@ _SKIP_TAGS = ("script", "style", "pre", "code", "textarea", "title")
 _TAG = re.compile(r"(<[^>]+>)")
 _DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
 _INLINE = re.compile(r"(?<![\\$])\$(?!\$)(.+?)(?<![\\$])\$(?!\$)", re.DOTALL)
-_HEADING = re.compile(r"^(#{1,5})(?=\s)", re.MULTILINE)
 # TeX commands that MathJax knows and mathtext lacks, with their mathtext equivalents.
 _MATHTEXT_EQUIVALENTS = {
     "lVert": r"\Vert",
@@ -349,10 +348,3 @@ def cut_off_boxes(document) -> list[str]:
             if box.position_x < -0.5 or box.position_x + box.margin_width() > page.width + 0.5:
                 found.append(f"page {number}: {getattr(box, 'text', 'an image')[:60]!r}")
     return found
-
-
-def demote_headings(markdown: str, levels: int = 1) -> str:
-    """Markdown with every ATX heading moved ``levels`` deeper (``#`` -> ``##``), at most 6."""
-    if levels < 0:
-        raise ValueError(f"levels must be >= 0, got {levels}")
-    return _HEADING.sub(lambda m: "#" * min(6, len(m.group(1)) + levels), markdown)

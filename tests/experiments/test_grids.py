@@ -104,7 +104,7 @@ def test_cell_names():
     assert cell_name("grid", lr=0.001, batch_size=100) == "lr0.001_bs100"
     assert cell_name("subset", n_prime=500) == "n500"
     assert cell_name("stability", lr=0.0316, batch_size=1) == "lr0.0316_bs1"
-    with pytest.raises(ValueError, match="task must be one of: grid, subset, stability"):
+    with pytest.raises(ValueError, match="task must be one of grid, subset, stability"):
         cell_name("grids", n_prime=1)
 
 
@@ -150,7 +150,7 @@ def test_config_level_refusals(tmp_path):
         load_grids(path)
     with pytest.raises(ValueError, match="config must be an existing TOML file"):
         load_grids(tmp_path / "absent.toml")
-    with pytest.raises(ValueError, match="profile must be one of: small, fidelity; got 'big'"):
+    with pytest.raises(ValueError, match="profile must be one of small, fidelity; got 'big'"):
         load_grids(DEFAULT_CONFIG, profile="big")
     path.write_text("[profiles.small.grid]\nlr = [1.0]\n")
     with pytest.raises(ValueError, match="config must define at least one task among grid, subset"):

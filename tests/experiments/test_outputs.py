@@ -19,7 +19,7 @@ def made(tmp_path, text="iteration,loss\n0,1.5\n"):
 
 def test_an_unchanged_file_is_recognised_without_hashing(tmp_path, monkeypatch):
     path, stored = made(tmp_path)
-    monkeypatch.setattr(outputs, "sha256_file", lambda p: pytest.fail("hashed"))
+    monkeypatch.setattr(outputs, "file_sha256", lambda p: pytest.fail("hashed"))
     assert change(path, stored) is None
 
 

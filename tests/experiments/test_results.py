@@ -1,4 +1,5 @@
-"""Result files: what save_cell writes, what the loaders give back, atomic writes."""
+"""Result files: records and histories as a cell's job writes them (``cell_files.save_cell``),
+what the loaders give back, atomic writes."""
 
 import json
 import os
@@ -18,10 +19,11 @@ from linmnist.experiments.results import (
     load_history,
     load_task,
     read_run_log,
-    save_cell,
     summarize,
     write_record,
 )
+
+from .cell_files import save_cell
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +118,6 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
         atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["cell.json"]
-
-
-def test_save_cell_refuses_a_missing_directory_and_no_runs(tmp_path, runs):
-    """save_cell names its wrong arguments."""
-    with pytest.raises(ValueError, match="out_dir must be an existing directory"):
-        save_cell(tmp_path / "absent", "c", task="grid", params={}, runs=runs["lr5_bs10"])
-    with pytest.raises(ValueError, match="runs must hold at least one TrainResult"):
-        save_cell(tmp_path, "c", task="grid", params={}, runs=[])
 
 
 def log_entry(**changes):

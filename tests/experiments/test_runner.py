@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from linmnist.engine.validation import UsageError
+from linmnist.experiments import runner
 from linmnist.experiments.jobs import blas_threads
 from linmnist.experiments.products import Product
-from linmnist.experiments.runner import assess, check_pipeline, run, select
+from linmnist.experiments.results import read_run_log
+from linmnist.experiments.runner import assess, check_pipeline, plan, run, select
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -161,22 +163,45 @@ def test_a_worker_that_dies_fails_its_product_and_the_others_complete(tmp_path):
     assert json.loads((tmp_path / "a" / "x.json").read_text())["status"] == "failed"
 
 
-def test_dry_run_makes_and_creates_nothing(tmp_path):
+def test_a_plan_makes_and_creates_nothing(tmp_path):
     build = tmp_path / "build"
-    planned = []
-    summary = run(
-        chain(build), lock_dir=build, dry_run=True, progress=False, on_plan=planned.extend
-    )
+    planned = plan(chain(build), lock_dir=build)
     assert [s.name for s in planned] == ["a/x", "a/y", "b/z", "c"]
-    assert summary.outcomes == () and not build.exists()
+    assert [s.state for s in planned] == ["missing"] * 4 and not build.exists()
 
 
 @pytest.mark.slow
 def test_force_remakes_up_to_date_products(tmp_path):
     products = chain(tmp_path)
     run(products, lock_dir=tmp_path, progress=False)
+    assert plan(products, lock_dir=tmp_path) == []
+    assert [s.name for s in plan(products, lock_dir=tmp_path, force=True)] == [
+        "a/x",
+        "a/y",
+        "b/z",
+        "c",
+    ]
     summary = run(products, lock_dir=tmp_path, force=True, progress=False)
     assert set(statuses(summary).values()) == {"ok"}
+
+
+@pytest.mark.slow
+def test_a_run_logs_each_group_once_and_digests_each_products_inputs_once(tmp_path, monkeypatch):
+    """One line per group in runs.jsonl, with its counts; a product's own inputs are digested
+    once per run (to assess it), not again when it is made."""
+    digested = []
+    own_inputs = runner.own_inputs
+    monkeypatch.setattr(
+        runner, "own_inputs", lambda p, *args: digested.append(p.name) or own_inputs(p, *args)
+    )
+    products = chain(tmp_path, **{"c": {"fail": True}})
+    summary = run(products, lock_dir=tmp_path, jobs=2, progress=False)
+    assert sorted(digested) == ["a/x", "a/y", "b/z", "c"]
+    log = read_run_log(tmp_path).set_index("tasks")
+    assert sorted(log.index) == sorted(summary.wall_by_group) == ["a", "b", "c"]
+    assert log.loc["a", ["cells", "ok", "failed"]].tolist() == [2, 2, 0]
+    assert log.loc["c", ["cells", "ok", "failed"]].tolist() == [1, 0, 1]
+    assert (log["jobs"] == summary.jobs).all() and (log["executor"] == "local").all()
 
 
 @pytest.mark.parametrize(
@@ -344,8 +369,7 @@ def test_planning_is_linear_in_the_products(tmp_path, monkeypatch):
     closure = fingerprint.module_closure
     monkeypatch.setattr(fingerprint, "module_closure", lambda m: closures.append(m) or closure(m))
     monkeypatch.setattr(Product, "__eq__", lambda self, other: pytest.fail("products compared"))
-    planned = []
-    run(products, lock_dir=tmp_path, dry_run=True, progress=False, on_plan=planned.extend)
+    planned = plan(products, lock_dir=tmp_path)
     assert len(planned) == 2000 and len(closures) <= 2  # not one per product
 
 

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from linmnist.cli import report_main
+from linmnist.cli import main
 from linmnist.experiments.paths import REPORTS, build_dir
 from linmnist.report.build import assemble, report_title
 
@@ -81,7 +81,7 @@ def parse(path):
 @pytest.fixture(scope="module")
 def built():
     """The small build's report, made (or found up to date) by ``python -m linmnist report``."""
-    assert report_main(["--profile", "small", "--jobs", "2", "--no-progress"]) == 0
+    assert main(["report", "--profile", "small", "--jobs", "2", "--no-progress"]) == 0
     build = build_dir("mnist", "small")
     return build / "report.html", build / "report.pdf"
 

@@ -146,3 +146,39 @@ def test_a_short_table_is_kept_on_one_page_and_a_long_one_may_break():
     assert '<figure class="report-table short"' in html_of(short)
     assert '<figure class="report-table"' in html_of(long)
     assert "figure.report-table.short { break-inside: avoid; }" in render.PRINT_CSS
+
+
+FENCED = "# Title\n\n```python\n# a comment, not a heading\n@fig-line\n```\n\n    # indented code\n"
+
+
+def test_demote_headings_moves_headings_only():
+    assert captions.demote_headings("# A\n\ntext # not\n## B", 2) == "### A\n\ntext # not\n#### B"
+    assert captions.demote_headings("##### deep", 3) == "###### deep"
+    assert captions.demote_headings(FENCED, 1) == "#" + FENCED, "code is left alone"
+    with pytest.raises(ValueError, match="levels"):
+        captions.demote_headings("# A", -1)
+
+
+def test_a_comment_in_a_fenced_block_is_not_numbered_as_a_heading():
+    """Headings are what markdown-it parses: a ``#`` line in a fence or an indented block is
+    code, whatever the fence (backticks, tildes, one inside the other)."""
+    cells = [
+        new_markdown_cell("## Real {#sec-real}\n\n" + FENCED.replace("# Title\n\n", "")),
+        new_markdown_cell("~~~\n```\n## still code\n~~~\n\n### Part ###"),
+    ]
+    numbering = captions.number_report(cells)
+    assert [entry[1:3] for entry in numbering.contents] == [("1", "Real"), ("1.1", "Part")]
+    assert "```python\n# a comment, not a heading\n@fig-line\n```" in cells[0].source
+    assert "    # indented code" in cells[0].source
+    assert "## still code" in cells[1].source and numbering.missing == []
+
+
+def test_references_in_code_are_left_as_written():
+    cells = [
+        new_markdown_cell("## Real {#sec-real}"),
+        new_markdown_cell("See @sec-real, not `@sec-real` or ``a ` @sec-real``.\n\n    @sec-real"),
+    ]
+    captions.number_report(cells)
+    assert cells[1].source == (
+        "See [Section 1](#sec-real), not `@sec-real` or ``a ` @sec-real``.\n\n    @sec-real"
+    )

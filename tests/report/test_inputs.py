@@ -4,7 +4,7 @@ import shlex
 
 import pytest
 
-from linmnist.cli import run_main, status_main
+from linmnist.cli import main
 from linmnist.experiments.paths import REPORTS
 from linmnist.report.inputs import (
     MissingResults,
@@ -45,7 +45,7 @@ def test_missing_results_name_the_command_that_makes_exactly_them(config, capsys
     command = message.split("run `", 1)[1].rstrip("`")
     words = shlex.split(command)
     assert words[:5] == ["python", "-m", "linmnist", "run", "grid"]
-    assert run_main([*words[4:], "--dry-run"]) == 0
+    assert main([*words[3:], "--dry-run"]) == 0
     planned = {line.split()[1] for line in capsys.readouterr().out.splitlines()}
     assert planned == {"grid/lr0.01_bs10", "grid/lr0.01_bs100"}
     assert not (REPORTS / "mnist" / f"config-{config.stem}").exists(), "a dry run makes nothing"
@@ -61,7 +61,7 @@ def test_missing_results_show_as_one_line_in_ipython():
 def test_the_status_command_lists_the_products_of_its_build(capsys):
     words = shlex.split(run_command("mnist", "small", verb="status"))
     assert words[:4] == ["python", "-m", "linmnist", "status"]
-    assert status_main(words[4:]) == 0
+    assert main(words[3:]) == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()[:-1]}
     assert listed == {p.name for p in pipeline("mnist", "small")}
 
@@ -83,7 +83,7 @@ def test_missing_predictions_name_the_command_that_makes_them(config, capsys):
     with pytest.raises(MissingResults, match="the predictions of grid are missing") as caught:
         theory_results(("grid",), profile="tiny", config=config)
     words = shlex.split(str(caught.value).split("run `", 1)[1].rstrip("`"))
-    assert run_main([*words[4:], "--dry-run"]) == 0
+    assert main([*words[3:], "--dry-run"]) == 0
     planned = {line.split()[1] for line in capsys.readouterr().out.splitlines()}
     assert planned == {"theory/grid"}
 

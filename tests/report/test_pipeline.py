@@ -52,7 +52,7 @@ def test_each_build_has_its_own_directory():
     ("kwargs", "message"),
     [
         ({"dataset": "cifar"}, "dataset must be one of mnist, fashion-mnist"),
-        ({"profile": "huge"}, "profile must be one of: small, fidelity"),
+        ({"profile": "huge"}, "profile must be one of small, fidelity"),
     ],
 )
 def test_a_wrong_build_is_refused(kwargs, message):

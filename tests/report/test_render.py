@@ -126,13 +126,6 @@ def test_atomic_write_honours_the_umask(tmp_path):
     assert target.read_text() == "<p>x</p>"
 
 
-def test_demote_headings():
-    assert render.demote_headings("# A\n\ntext # not\n## B", 2) == "### A\n\ntext # not\n#### B"
-    assert render.demote_headings("##### deep", 3) == "###### deep"
-    with pytest.raises(ValueError, match="levels"):
-        render.demote_headings("# A", -1)
-
-
 @pytest.mark.slow
 def test_write_pdf_reports_what_the_page_cuts_off(tmp_path):
     cells = "".join(
@@ -146,20 +139,26 @@ def test_write_pdf_reports_what_the_page_cuts_off(tmp_path):
     assert fits == []
 
 
-def test_mathjax_is_the_npm_release_checked_by_sha256(tmp_path, monkeypatch):
-    """The cached tarball is checked every time; a bad one is moved aside with a clear error."""
+def test_mathjax_is_the_npm_release_checked_by_sha256(tmp_path, monkeypatch, http_files):
+    """The cached tarball is checked every time; a bad one is moved aside and fetched again,
+    and a download that is not the release is refused with a clear error."""
+    from linmnist.engine import data
     from linmnist.report import mathjax
 
     assert render.mathjax_script().startswith(mathjax.script()[:100])
     assert "Apache License" in mathjax.license()
     bad = tmp_path / f"mathjax-{mathjax.VERSION}.tgz"
     bad.write_bytes(b"not MathJax")
+    origin, serve, asked = http_files
+    serve[f"/{bad.name}"] = b"still not"
     monkeypatch.setattr(mathjax, "tarball_path", lambda: bad)
-    monkeypatch.setattr(mathjax, "_download", lambda path: path.write_bytes(b"still not"))
+    monkeypatch.setattr(mathjax, "URL", origin + bad.name)
+    monkeypatch.setattr(data, "_host_reachable", lambda *args, **kwargs: True)
     mathjax._tarball.cache_clear()
     try:
         with pytest.raises(RuntimeError, match="does not have the SHA-256"):
             mathjax.script()
     finally:
         mathjax._tarball.cache_clear()
-    assert len(list(tmp_path.glob("*.corrupt-*"))) >= 1 and not bad.exists()
+    assert len(list(tmp_path.glob("*.corrupt-*"))) == 1 and not bad.exists()
+    assert asked == [f"/{bad.name}"]

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from experiments.cell_files import save_cell
 
 from linmnist.engine.sgd import TrainResult
 from linmnist.experiments import results
@@ -71,9 +72,7 @@ def write_runs(root: Path) -> Path:
                 continue
             runs = [fake_run(lr=lr, batch_size=b, seed=s) for s in SEEDS]
             params = {"lr": lr, "batch_size": b, "iterations": 50, "seeds": list(SEEDS)}
-            results.save_cell(
-                root / "grid", f"lr{lr:g}_bs{b}", task="grid", params=params, runs=runs
-            )
+            save_cell(root / "grid", f"lr{lr:g}_bs{b}", task="grid", params=params, runs=runs)
     failed = {
         "task": "grid",
         "cell": "lr0.01_bs1000",
@@ -87,7 +86,7 @@ def write_runs(root: Path) -> Path:
     for n in N_PRIMES:
         runs = [fake_run(lr=0.001, batch_size=100, seed=s, n_prime=n) for s in SEEDS]
         params = {"n_prime": n, "lr": 0.001, "batch_size": 100, "iterations": 50}
-        results.save_cell(root / "subset", f"n{n}", task="subset", params=params, runs=runs)
+        save_cell(root / "subset", f"n{n}", task="subset", params=params, runs=runs)
     return root
 
 
