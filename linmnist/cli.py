@@ -1,8 +1,8 @@
 """The pipeline's commands: ``run``, ``status`` and ``report`` (``python -m linmnist ...``).
 
 Exit status: 0 when everything is made (or up to date), 1 when a product failed (after the
-others finished), 2 on a usage or configuration error (one line on stderr, nothing run),
-130 when interrupted.
+others finished) or the run was cut short (its Dask scheduler lost: one line on stderr), 2 on
+a usage or configuration error (one line on stderr, nothing run), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from linmnist.engine.data import DATA_DIR_ENV, DATASETS
 from linmnist.engine.validation import ArgumentParser, LinmnistError, UsageError, check_int
-from linmnist.experiments.jobs import job_limit
+from linmnist.experiments.jobs import RunAborted, job_limit
 from linmnist.experiments.paths import build_dir, relative_to_root
 from linmnist.experiments.runner import EXECUTORS, STATES, ProductState, assess, run, select
 from linmnist.report.pipeline import pipeline
@@ -121,6 +121,9 @@ def _main(command: str, argv: Sequence[str]) -> int:
             scheduler=args.scheduler,
             on_plan=_print_plan if args.dry_run else None,
         )
+    except RunAborted as exc:  # the run started and was cut short
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (LinmnistError, ValueError, RuntimeError) as exc:  # usage, configuration, data
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
 """The command line: one line and exit status 2 for a wrong usage or a data cache that cannot
-serve, nothing made; the data directory resolved once."""
+serve, nothing made; exit status 1 for a run cut short; the data directory resolved once."""
 
 import os
 
@@ -109,3 +109,18 @@ def test_jobs_beyond_what_the_machine_holds_are_capped_with_a_note(capsys, monke
     assert run_main(["--profile", "small", "--jobs", "1000", "--dry-run"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("note: --jobs 1000 capped at 2: this machine has 2")
+
+
+def test_a_run_cut_short_is_one_line_and_status_1(capsys, monkeypatch):
+    """A run cut short after it started (its Dask scheduler lost) is not a usage error."""
+    from linmnist import cli
+    from linmnist.experiments.jobs import RunAborted
+
+    def lost(*args, **kwargs):
+        raise RunAborted("lost the Dask scheduler at tcp://127.0.0.1:1: ...")
+
+    monkeypatch.setattr(cli, "run", lost)
+    argv = ["grid", "--profile", "small", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"]
+    assert run_main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: lost the Dask scheduler at tcp://127.0.0.1:1: ..."
