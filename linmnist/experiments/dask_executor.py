@@ -221,7 +221,7 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
             ) from None
         many = {
             address: info["nthreads"]
-            for address, info in client.scheduler_info(n_workers=-1)["workers"].items()
+            for address, info in _workers(client).items()
             if info["nthreads"] != 1
         }
         if many:

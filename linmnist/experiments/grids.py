@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from linmnist.engine.sgd import MAX_ITERATIONS, check_batch_size
-from linmnist.engine.validation import UsageError, check_path
+from linmnist.engine.validation import UsageError
 from linmnist.experiments.paths import DEFAULT_CONFIG, FULL_PROFILE
 
 
@@ -146,7 +146,7 @@ def read_config(config: str | Path | None) -> dict[str, Any]:
         UTF-8 (a UTF-16 byte-order mark is named), with a UTF-8 byte-order mark, invalid TOML,
         or nested too deeply.
     """
-    path = check_path("config", DEFAULT_CONFIG if config is None else config)
+    path = Path(DEFAULT_CONFIG if config is None else config)
     if not path.is_file():
         why = "a directory" if path.is_dir() else "missing" if not path.exists() else "special"
         raise UsageError(f"config must be an existing TOML file, got {str(path)!r} ({why})")
@@ -314,7 +314,7 @@ def _check_table(label: str, value: Any) -> None:
 
 
 def _check_choice(label: str, value: Any, accepted) -> None:
-    if not isinstance(value, str) or value not in accepted:
+    if value not in accepted:
         names = ", ".join(accepted) or "(none defined)"
         raise UsageError(f"{label} must be one of: {names}; got {value!r}")
 

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from linmnist.engine.data import DATASETS, FACTS
+from linmnist.engine.data import FACTS
 from linmnist.engine.validation import (
     LinmnistError,
     UsageError,
-    check_choice,
     check_instance,
     check_int,
     check_number,
@@ -75,9 +74,9 @@ def check_parameters(
     build_dir: str | Path | None,
     **own,
 ) -> None:
-    """Check a notebook's parameters on entry: its build's (``dataset`` one of ``DATASETS``,
-    ``profile`` None or a profile of the configuration, ``config`` None or a configuration
-    file, ``build_dir`` None or an existing directory) and its own (``OWN_PARAMETERS``).
+    """Check a notebook's parameters on entry: its build's (``dataset``, ``profile`` and
+    ``config`` as ``require_tasks`` checks them, ``build_dir`` None or an existing directory)
+    and its own (``OWN_PARAMETERS``).
 
     Raises
     ------
@@ -85,9 +84,7 @@ def check_parameters(
         Naming the parameter and the accepted values.
     """
     try:
-        check_choice("dataset", dataset, DATASETS)
-        check_instance("profile", profile, (str, type(None)), "None or a profile name (str)")
-        pipeline(dataset, profile, config_path(config))  # the configuration file and profile
+        require_tasks((), dataset=dataset, profile=profile, config=config)
         directory = check_path("build_dir", build_dir, allow_none=True)
         if directory is not None and not directory.is_dir():
             raise UsageError(f"build_dir must be None or an existing directory, got {build_dir!r}")
@@ -111,8 +108,10 @@ def require_tasks(
     Raises
     ------
     UsageError
-        For a build that no command makes (its dataset, profile or configuration).
+        For a build that no command makes: its dataset (one of ``DATASETS``), profile (None
+        or a profile of the configuration) or configuration (None or a configuration file).
     """
+    check_instance("profile", profile, (str, type(None)), "None or a profile name (str)")
     products = pipeline(dataset, profile, config_path(config))
     known = {p.name for p in products} | {p.group for p in products}
     missing = [name for name in names if name not in known]
