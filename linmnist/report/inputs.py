@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from linmnist.engine.data import FACTS
+from linmnist.engine.data import DATASETS, FACTS
 from linmnist.engine.validation import (
     LinmnistError,
     UsageError,
+    check_choice,
     check_instance,
     check_int,
     check_number,
@@ -33,8 +34,8 @@ from linmnist.experiments.grids import load_grids, section
 from linmnist.experiments.paths import ROOT, build_dir, relative_to_root, results_dir
 from linmnist.experiments.results import json_path, load_history, load_task
 from linmnist.experiments.theory import GROUP, Theory, load_theory
+from linmnist.experiments.theory import TASKS as THEORY_TASKS
 from linmnist.report import outcomes
-from linmnist.report.pipeline import pipeline
 
 # The parameters some notebooks take besides their build's, with their checks (given the
 # number of training images).
@@ -95,15 +96,12 @@ def check_parameters(
         raise ParameterError(str(exc)) from None
 
 
-def require_tasks(
-    names: Iterable[str],
-    *,
-    dataset: str = "mnist",
-    profile: str | None = None,
-    config: str | Path | None = None,
-) -> None:
-    """Raise ``TaskNotConfigured`` unless the build's pipeline has each of ``names`` (a group
-    of products, ``"scaling"``, or a product, ``"theory/stability"``).
+def configured(
+    *, dataset: str = "mnist", profile: str | None = None, config: str | Path | None = None
+) -> set[str]:
+    """The groups of experiment products, and the predictions (``theory/<task>``), that the
+    build's configuration defines, as ``linmnist.report.pipeline.pipeline`` lists them (not
+    imported here: every notebook's code fingerprint would then hold the whole pipeline's).
 
     Raises
     ------
@@ -111,10 +109,40 @@ def require_tasks(
         For a build that no command makes: its dataset (one of ``DATASETS``), profile (None
         or a profile of the configuration) or configuration (None or a configuration file).
     """
+    check_choice("dataset", dataset, DATASETS)
     check_instance("profile", profile, (str, type(None)), "None or a profile name (str)")
-    products = pipeline(dataset, profile, config_path(config))
-    known = {p.name for p in products} | {p.group for p in products}
-    missing = [name for name in names if name not in known]
+    path = config_path(config)
+    tasks = {task for task, cells in load_grids(path, profile=profile).items() if cells}
+    sections = {name for name in ("scaling", "sizes") if section(path, name, profile=profile)}
+    if "subset" not in tasks:  # Task 5's sizes run at its budget
+        sections.discard("sizes")
+    theory = {f"{GROUP}/{task}" for task in tasks & set(THEORY_TASKS)}
+    return tasks | sections | {"frameworks"} | theory | ({GROUP} if theory else set())
+
+
+def _needs(name: str) -> str:
+    """What a configuration defines when it makes the product or group ``name``: a prediction
+    (``theory/<task>``) itself, any other product its group."""
+    return name if name.startswith(f"{GROUP}/") else name.split("/")[0]
+
+
+def require_tasks(
+    names: Iterable[str],
+    *,
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | Path | None = None,
+) -> None:
+    """Raise ``TaskNotConfigured`` unless the build's configuration defines each of ``names``
+    (a group of products, ``"scaling"``, or a product, ``"sizes/n10"``, ``"theory/stability"``).
+
+    Raises
+    ------
+    UsageError
+        For a build that no command makes (``configured``).
+    """
+    known = configured(dataset=dataset, profile=profile, config=config)
+    missing = [name for name in dict.fromkeys(map(_needs, names)) if name not in known]
     if missing:
         tasks = " and ".join(f"[{name.rpartition('/')[2]}]" for name in missing)
         raise TaskNotConfigured(

@@ -10,6 +10,7 @@ import pytest
 
 from linmnist.cli import run_main, status_main
 from linmnist.engine.validation import UsageError
+from linmnist.experiments.fingerprint import module_closure
 from linmnist.experiments.notebooks import LEFT_OUT
 from linmnist.experiments.paths import NOTEBOOKS, REPORTS
 from linmnist.report.inputs import (
@@ -18,6 +19,7 @@ from linmnist.report.inputs import (
     ParameterError,
     TaskNotConfigured,
     check_parameters,
+    configured,
     locate_build,
     require_tasks,
     run_command,
@@ -135,9 +137,45 @@ def test_a_task_the_configuration_lacks_is_one_line_saying_so_whatever_reads_it(
     assert TaskNotConfigured.__name__ == LEFT_OUT, "the notebook job knows it by this name"
 
 
+SIZES = "[sizes]\nn_prime = [10, 20]\nseeds = [0]\n"
+SUBSET = (
+    "[subset]\nn_prime = [50]\nlr = 0.01\nbatch_size = 10\niterations = 5\nseeds = [0]\n"
+    "fidelity_seeds = []\neval_every = 5\n"
+)
+SCALING = (
+    "[scaling]\nbatch_size = [8]\ntargets = [0.1]\nseeds = [0]\nlr_top = 0.9\nlr_per_octave = 1\n"
+    "lr_octaves = 1\nmax_steps = 10\ntrajectory_points = 2\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "profile"),
+    [(None, None), (None, "small"), (CONFIG, "tiny"), (CONFIG + SIZES + SCALING, None),
+     (SUBSET + SIZES, None), (CONFIG + SIZES, "tiny")],
+)  # fmt: skip
+def test_configured_lists_the_groups_and_predictions_the_pipeline_makes(tmp_path, text, profile):
+    path = None
+    if text is not None:
+        path = tmp_path / "configured.toml"
+        path.write_text(text)
+    products = [
+        p for p in pipeline("mnist", profile, path) if p.group not in ("notebooks", "report")
+    ]
+    expected = {p.group for p in products} | {p.name for p in products if p.group == "theory"}
+    assert configured(profile=profile, config=path) == expected
+
+
+def test_the_notebooks_readers_do_not_import_the_pipeline():
+    """Every notebook imports them: the pipeline's modules (the framework trainers, ...) in
+    their code fingerprint would make every notebook stale when any of those changes."""
+    assert "linmnist.report.pipeline" not in module_closure(["linmnist.report.inputs"])
+
+
 def test_a_suggested_command_is_one_the_command_line_accepts(config):
     with pytest.raises(TaskNotConfigured, match=r"\[stability\]"):
         run_command("mnist", "tiny", config, ("theory/stability",))
+    with pytest.raises(TaskNotConfigured, match=r"no \[sizes\] and \[edge\] task"):
+        run_command("mnist", "tiny", config, ("sizes/n10", "grid/lr0.01_bs10", "edge"))
     with pytest.raises(UsageError, match="dataset must be one of"):
         task_results("grid", dataset="nonsense")
     with pytest.raises(UsageError, match="profile must be one of: tiny; got 'huge'"):
