@@ -1,6 +1,6 @@
 """The command line: one argparse tree; one line and exit status 2 for a wrong usage or a data
-cache that cannot serve, nothing made; 1 for a run that fails; the data directory resolved
-once."""
+cache that cannot serve, nothing made; 1 for a run that fails or is cut short; the data
+directory resolved once."""
 
 import os
 
@@ -148,3 +148,18 @@ def test_a_failed_product_is_exit_status_1(capsys, monkeypatch):
     monkeypatch.setattr(runner, "run", lambda *args, **kwargs: failed)
     assert main(["run", "grid", "--profile", "small", "--no-progress"]) == 1
     assert "FAILED grid/x: told" in capsys.readouterr().out
+
+
+def test_a_run_cut_short_is_one_line_and_status_1(capsys, monkeypatch):
+    """A run cut short after it started (its Dask scheduler lost) is not a usage error."""
+    from linmnist.experiments import runner
+    from linmnist.experiments.jobs import RunAborted
+
+    def lost(*args, **kwargs):
+        raise RunAborted("lost the Dask scheduler at tcp://127.0.0.1:1: ...")
+
+    monkeypatch.setattr(runner, "run", lost)
+    argv = ["grid", "--profile", "small", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"]
+    assert main(["run", *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: lost the Dask scheduler at tcp://127.0.0.1:1: ..."

@@ -4,8 +4,9 @@
 
 Each case is an API call, a command line, a configuration file or a damaged cache file.
 Outcomes: "refused" (a ValueError/LinmnistError naming the problem, or exit status 2 with one
-line on stderr), "healed" (a bad file moved aside, removed or remade, and a verified copy
-used), "correct" (a right result: bytes that carry no data, a capped --jobs with its note),
+line on stderr, or a run cut short with one line and exit status 1), "healed" (a bad file
+moved aside, removed or remade, and a verified copy used; a lost worker's product made
+again), "correct" (a right result: bytes that carry no data, a capped --jobs with its note),
 "wrong" (anything else: a result, a traceback, another exit status). Prints one line per case
 and a table of counts per family; exits 1 if any case is wrong.
 
@@ -13,15 +14,21 @@ Families, one per cause of failure found by an audit: API arguments, CLI options
 files, file system, cache files (the data cache), edited outputs (results and report files
 changed after they were made), kernel cache (numba's compiled kernels), data directory
 (LINMNIST_DATA_DIR that cannot serve), config reads (files that cannot be read as TOML),
-work bounds (work too large to start) and acquisition (a package index that never answers).
+work bounds (work too large to start), acquisition (a package index that never answers),
+dask cluster (a worker or the scheduler killed mid-product, following the README's recipe
+for several machines on loopback), partial configs (what notebooks read from a configuration
+that lacks tasks) and notebook params (papermill with a parameter of the wrong type or value).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +39,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import nbformat
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +48,8 @@ sys.path.insert(0, str(ROOT))  # the checkout this file is in, as its subprocess
 from linmnist.engine import analysis, data, evaluation, frameworks, noise, scaling, sgd, spectrum  # noqa: E402, I001
 from linmnist.engine.validation import LinmnistError  # noqa: E402
 from linmnist.experiments import cells  # noqa: E402
+from linmnist.report import comparison, inputs  # noqa: E402
+from linmnist.report import scaling as report_scaling  # noqa: E402
 
 rng = np.random.default_rng(0)
 X = rng.random((784, 50), dtype=np.float32)
@@ -181,6 +191,10 @@ GRID = (
     "[grid]\nlr = [0.1]\nbatch_size = [1]\niterations = 1\nseeds = [0]\nfidelity_seeds = []\n"
     "eval_every = 1\n"
 )
+SCALING = (
+    "[scaling]\nbatch_size = [8]\ntargets = [0.1]\nseeds = [0]\nlr_top = 0.9\nlr_per_octave = 1\n"
+    "lr_octaves = 1\nmax_steps = 10\ntrajectory_points = 2\n"
+)
 CONFIG_READS = {
     "config: Latin-1 byte": b"[grid]\nlr = [0.1] # caf\xe9\n",
     "config: UTF-16 with a BOM": GRID.encode("utf-16"),
@@ -196,9 +210,7 @@ WORK_BOUNDS = {
     "config: 1,000 x 101 cells": GRID.replace(
         "lr = [0.1]", f"lr = {[round(0.001 * (i + 1), 3) for i in range(1000)]}"
     ).replace("batch_size = [1]", f"batch_size = {list(range(1, 102))}"),
-    "scaling: batch_size 10**9": GRID + "[scaling]\nbatch_size = [1000000000]\n"
-    "targets = [0.1]\nseeds = [0]\nlr_top = 0.9\nlr_per_octave = 1\nlr_octaves = 1\n"
-    "max_steps = 10\ntrajectory_points = 2\n",
+    "scaling: batch_size 10**9": GRID + SCALING.replace("[8]", "[1000000000]"),
 }
 
 
@@ -545,6 +557,191 @@ CACHE = {
 }
 
 
+def _being_made(build: Path, stem: str = "*", other_than: int = 0) -> tuple[str, int] | None:
+    """(stem, worker pid) of a product ``stem`` being made in ``build`` (its staging directory
+    is ``.<stem>.<pid>.staging``) by a worker other than ``other_than``, waited for up to
+    120 s; None if none."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for path in build.rglob(f".{stem}.*.staging"):
+            name, pid = path.name[1:].rsplit(".", 2)[:2]
+            if int(pid) != other_than:
+                return name, int(pid)
+        time.sleep(0.02)
+    return None
+
+
+def _killing(build: Path, cluster, how: str) -> None:
+    """Once a product is being made, kill its worker process ("worker"), its worker command
+    with its nanny ("machine"), its worker twice ("twice") or the scheduler ("scheduler")."""
+    made = _being_made(build)
+    if made is None:
+        return
+    stem, pid = made
+    if how == "scheduler":
+        os.killpg(cluster.scheduler.pid, signal.SIGKILL)
+    elif how == "machine":
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    if how == "twice" and (again := _being_made(build, stem, pid)) is not None:
+        os.kill(again[1], signal.SIGKILL)
+
+
+def dask_outcomes(tmp: Path) -> dict[str, str]:
+    """The README's recipe for several machines, on loopback (a scheduler that retries
+    nothing, `dask worker`s, `run --executor dask --scheduler`), with a grid cell and a Task 5
+    cell to make; a worker or the scheduler is killed while a product is being made."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from experiments.test_dask_executor import external_cluster
+
+    cases = {
+        "a worker process killed (its nanny restarts it)": ("worker", 1, 2, _dask_healed),
+        "a worker machine lost (worker and nanny)": ("machine", 2, 1, _dask_healed),
+        "a product's worker killed twice": ("twice", 1, 2, _dask_failed_twice),
+        "the scheduler killed": ("scheduler", 1, 2, _dask_aborted),
+    }
+    outcomes = {}
+    for i, (label, (how, machines, nworkers, judge)) in enumerate(cases.items()):
+        here = tmp / f"dask{i}"
+        here.mkdir()
+        build, args, clean = _mini_build(here, f"dask{i}")
+        clean()
+        try:
+            with external_cluster(here, machines, nworkers=nworkers) as cluster:
+                command = [sys.executable, "-m", "linmnist", "run", "subset", *args,
+                           "--executor", "dask", "--scheduler", cluster.address]  # fmt: skip
+                run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)  # fmt: skip
+                _killing(build, cluster, how)
+                out, err = run.communicate(timeout=300)
+            status = _linmnist("status", "subset", *args[:-1]).stdout
+            outcomes[label] = judge(run.returncode, out, err, status)
+        finally:
+            clean()
+    return outcomes
+
+
+def _dask_healed(code: int, out: str, err: str, status: str) -> str:
+    ok = code == 0 and "Traceback" not in err and "total: 2 up to date" in status
+    return "healed" if ok else f"wrong (exit {code}: {err[-200:]} {status[-200:]})"
+
+
+def _dask_failed_twice(code: int, out: str, err: str, status: str) -> str:
+    failed = [line for line in out.splitlines() if line.startswith("FAILED")]
+    ok = code == 1 and len(failed) == 1 and "the Dask worker making it died 2 times" in failed[0]
+    ok = ok and "Traceback" not in err and "1 up to date, 1 failed" in status
+    return "correct" if ok else f"wrong (exit {code}: {out[-200:]} {status[-200:]})"
+
+
+def _dask_aborted(code: int, out: str, err: str, status: str) -> str:
+    lines = err.strip().splitlines()
+    ok = code == 1 and len(lines) == 1 and lines[0].startswith("error: lost the Dask scheduler")
+    ok = ok and "failed" not in status and "missing" in status
+    return "refused" if ok else f"wrong (exit {code}: {err[-300:]} {status[-200:]})"
+
+
+PARTIAL = {
+    "only [grid]": GRID,
+    "only [subset]": GRID.replace(
+        "[grid]\nlr = [0.1]", "[subset]\nn_prime = [100]\nlr = 0.1"
+    ).replace("batch_size = [1]", "batch_size = 1"),
+    "[grid] and [scaling]": GRID + SCALING,
+}
+READERS = {
+    "task_results grid": lambda b: inputs.task_results("grid", **b),
+    "task_results subset": lambda b: inputs.task_results("subset", **b),
+    "task_results stability": lambda b: inputs.task_results("stability", **b),
+    "task_results edge": lambda b: inputs.task_results("edge", **b),
+    "theory_results grid, stability": lambda b: inputs.theory_results(("grid", "stability"), **b),
+    "size_results": lambda b: inputs.size_results(**b),
+    "read_scaling": lambda b: report_scaling.read_scaling(**b),
+    "floor_appendix": lambda b: report_scaling.floor_appendix(**b),
+    "read_comparison": lambda b: comparison.read_comparison(**b),
+}
+
+
+@functools.cache
+def _accepted(command: str) -> bool:
+    """Whether the CLI accepts ``command`` (``python -m linmnist run ...``) with --dry-run."""
+    return _linmnist(*shlex.split(command)[3:], "--dry-run").returncode == 0
+
+
+def reader_outcome(read, build: dict) -> str:
+    """What a notebook's reader of an unmade build gets: one line saying the task is not in
+    the configuration, or that results are missing with a command the CLI accepts."""
+    try:
+        read(build)
+    except inputs.TaskNotConfigured as exc:
+        return "refused" if "\n" not in str(exc) else f"wrong ({exc})"
+    except inputs.MissingResults as exc:
+        command = str(exc).split("run `", 1)[1].rstrip("`")
+        return "refused" if _accepted(command) else f"wrong (refused command: {exc})"
+    except Exception as exc:
+        return f"wrong ({type(exc).__name__}: {exc})"
+    return "wrong (read results of an unmade build)"
+
+
+def partial_outcomes(tmp: Path) -> dict[str, str]:
+    """Every reader of the notebooks against configurations that lack tasks (nothing made),
+    and the notebooks that read another task made from a [grid]-only configuration."""
+    outcomes = {}
+    for i, (label, text) in enumerate(PARTIAL.items()):
+        config = tmp / f"partial{i}-{tmp.name}.toml"
+        config.write_text(text)
+        for name, read in READERS.items():
+            outcomes[f"{label}: {name}"] = reader_outcome(read, {"config": config})
+    config = tmp / f"grid-only-{tmp.name}.toml"
+    config.write_text(GRID)
+    build = ROOT / "reports" / "mnist" / f"config-{config.stem}" / "full"
+    stems = ("03_batch_size", "07_stability", "08_scaling_law")
+    try:
+        done = _linmnist("run", *(f"notebooks/{s}" for s in stems), "--config", str(config),
+                         "--jobs", "2", "--no-progress")  # fmt: skip
+        last = [
+            nbformat.read(build / "notebooks" / f"{s}.ipynb", as_version=4).cells[-1].outputs
+            for s in stems
+            if (build / "notebooks" / f"{s}.ipynb").is_file()
+        ]
+    finally:
+        shutil.rmtree(build.parent, ignore_errors=True)
+    said = [o[0].text for o in last if len(o) == 1 and "defines no [" in o[0].get("text", "")]
+    ok = done.returncode == 0 and len(said) == len(stems)
+    outcomes["only [grid]: notebooks 03, 07, 08 made"] = (
+        "correct" if ok else f"wrong (exit {done.returncode}: {done.stdout[-300:]})"
+    )
+    return outcomes
+
+
+NOTEBOOK_PARAMETERS = {
+    "03: build_dir 7": ("03_batch_size", ["-p", "build_dir", "7"], "build_dir"),
+    "03: build_dir missing": ("03_batch_size", ["-p", "build_dir", "/nonexistent"], "build_dir"),
+    "03: profile [1, 2]": ("03_batch_size", ["-y", "profile: [1, 2]"], "profile"),
+    "03: profile huge": ("03_batch_size", ["-p", "profile", "huge"], "profile"),
+    "03: dataset 5": ("03_batch_size", ["-y", "dataset: 5"], "dataset"),
+    "03: dataset nonsense": ("03_batch_size", ["-p", "dataset", "nonsense"], "dataset"),
+    "03: config 7": ("03_batch_size", ["-p", "config", "7"], "config"),
+    "01: index 60000": ("01_data", ["-p", "index", "60000"], "index"),
+    "02: lr -1": ("02_baseline", ["-p", "lr", "-1"], "lr"),
+    "02: batch_size 0.5": ("02_baseline", ["-p", "batch_size", "0.5"], "batch_size"),
+}
+
+
+def notebook_parameter_outcome(tmp: Path, stem: str, args: list[str], name: str) -> str:
+    """papermill of a notebook with a bad parameter: one ParameterError naming it, raised in
+    the first cell after the parameters (cell 3, after papermill's injected one)."""
+    out = tmp / f"{stem}.out.ipynb"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "papermill", f"{stem}.ipynb", str(out), "-k", "linmnist",
+         "--no-progress-bar", *args],
+        cwd=ROOT / "notebooks", capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    error = done.stderr.split('Exception encountered at "In [3]":\n', 1)[-1].strip()
+    ok = done.returncode != 0 and error.startswith(f"ParameterError: {name} must")
+    return "refused" if ok and len(error.splitlines()) == 1 else f"wrong ({error[-200:]})"
+
+
 OUTCOMES = ("refused", "healed", "correct", "wrong")
 
 
@@ -590,6 +787,10 @@ def family_outcomes(tmp: Path) -> list[tuple[str, str, str]]:
     results.append(("work bounds", "run: --jobs 1000", jobs_outcome()))
     results.append(("work bounds", "run --dry-run: 100,000 cells", dry_run_outcome(tmp)))
     results.append(("acquisition", "data: an index that never answers", acquisition_outcome(tmp)))
+    results += [("dask cluster", k, o) for k, o in dask_outcomes(tmp).items()]
+    results += [("partial configs", k, o) for k, o in partial_outcomes(tmp).items()]
+    for label, case in NOTEBOOK_PARAMETERS.items():
+        results.append(("notebook params", label, notebook_parameter_outcome(tmp, *case)))
     return results
 
 

@@ -14,13 +14,18 @@ the local executor; the runner decides what starts when, as for the local execut
   copy of the dataset has the client's checksum; after each product the client checks that
   it sees the product's record.
 * One product per worker at a time: every worker must run one thread (``--nthreads 1``),
-  and the client gives each product to an idle worker.
+  and the client gives each product to an idle worker. The workers are counted afresh before
+  each product: one that joins later takes products, one that vanished is forgotten, and a
+  worker is idle again as soon as its product is done.
 * BLAS threads: the cores of a worker's machine divided between the workers on that machine,
   as the local executor divides them between its jobs.
 * A worker that dies mid-product (``KilledWorker``): the runner makes the product again on
   another worker, once; a second death records it as failed. Start an external scheduler
   with ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0`` so that the scheduler itself
-  retries nothing.
+  retries nothing (with more, its retries count as deaths too).
+* A lost scheduler (the client's futures cancelled, its connection closed) ends the run
+  with ``RunAborted`` naming it (exit status 1): the products made are kept, those being
+  made have no record. No worker at the scheduler for ``CONNECT_TIMEOUT`` s does the same.
 * Interrupting the client stops a LocalCluster; the workers of an external cluster finish
   the products they have started.
 """
@@ -34,6 +39,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from typing import Any
 
 import dask
@@ -47,6 +53,7 @@ from linmnist.experiments.jobs import (
     BLAS_THREAD_VARS,
     RETRIES,
     Outcome,
+    RunAborted,
     available_cores,
     blas_threads,
     make_product,
@@ -73,51 +80,78 @@ class DaskExecutor:
 
     def __init__(self, workers: int, *, scheduler: str | None, digests: dict[str, str]):
         self._context = _client(scheduler, workers)
+        self._scheduler = scheduler or "the LocalCluster's scheduler"
         self._digests = digests
         self._deaths: dict[str, int] = {}
-        self._busy: dict[Any, str] = {}
+        self._busy: dict[Any, str] = {}  # future -> the worker given it, while it runs
 
     def __enter__(self) -> DaskExecutor:
         self.client = self._context.__enter__()
-        self.slots, self.threads = _capacity(self.client)
+        self.threads = _blas_threads(self.client)
         return self
 
     def __exit__(self, *exc) -> None:
         self._context.__exit__(*exc)
 
+    @property
+    def slots(self) -> int:
+        """Products made at once: one per worker alive now (at least one: ``submit`` waits
+        for a worker to join)."""
+        with self._lost_scheduler():
+            return max(1, len(_running(_workers(self.client))))
+
     def submit(self, product: Product, inputs: dict[str, Any]):
         """Give ``make_product(product, inputs)`` to an idle worker."""
         deadline = time.monotonic() + CONNECT_TIMEOUT
-        while True:
-            host_slots, idle = _idle_workers(self.client, set(self._busy.values()))
-            if idle:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no Dask worker available for {CONNECT_TIMEOUT} s")
-            time.sleep(0.2)
-        future = self.client.submit(
-            _run_on_worker,
-            product,
-            inputs,
-            self._digests,
-            host_slots,
-            key=f"linmnist-{product.name.replace('/', '-')}-{uuid.uuid4().hex[:8]}",
-            workers=[idle[0]],
-            allow_other_workers=True,  # if it has just died
-            pure=False,
-        )
-        self._busy[future] = idle[0]
+        with self._lost_scheduler():
+            while not (idle := self._idle())[1]:
+                if time.monotonic() > deadline:
+                    raise RunAborted(
+                        f"no Dask worker at {self._scheduler} for {CONNECT_TIMEOUT} s: the "
+                        "products made are kept; start workers and run again"
+                    )
+                time.sleep(0.2)
+            host_slots, (worker, *_) = idle
+            future = self.client.submit(
+                _run_on_worker,
+                product,
+                inputs,
+                self._digests,
+                host_slots,
+                key=f"linmnist-{product.name.replace('/', '-')}-{uuid.uuid4().hex[:8]}",
+                workers=[worker],
+                allow_other_workers=True,  # if it has just died
+                pure=False,
+            )
+        self._busy[future] = worker
         return future
+
+    def _idle(self) -> tuple[dict[str, int], list[str]]:
+        """(worker threads per host, the workers alive and making no product). A worker
+        that finished its product or vanished is forgotten."""
+        workers = _workers(self.client)
+        self._busy = {f: w for f, w in self._busy.items() if w in workers and not f.done()}
+        busy = set(self._busy.values())
+        return _host_slots(workers), [w for w in _running(workers) if w not in busy]
 
     def wait(self, futures: list) -> list:
         """The futures among ``futures`` that have finished (at least one)."""
-        return list(wait(futures, return_when="FIRST_COMPLETED").done)
+        with self._lost_scheduler():
+            return list(wait(futures, return_when="FIRST_COMPLETED").done)
 
     def outcome(self, future, product: Product, inputs: dict | None) -> Outcome | None:
-        """The product's outcome; None when its worker died and it should be made again."""
+        """The product's outcome; None when its worker died and it should be made again.
+
+        Raises
+        ------
+        RunAborted
+            When the client lost the scheduler (which cancels every future).
+        """
         self._busy.pop(future, None)
         try:
             outcome = future.result()
+        except CancelledError:  # we cancel nothing: the client lost the scheduler
+            raise self._lost() from None
         except KilledWorker as exc:
             deaths = self._deaths.get(product.name, 0) + exc.allowed_failures + 1
             self._deaths[product.name] = deaths
@@ -138,6 +172,21 @@ class DaskExecutor:
             f"the worker reported {outcome.status} but the record {product.record} is not "
             "visible here: the build directory must be on a filesystem shared with the workers",
             inputs,
+        )
+
+    @contextlib.contextmanager
+    def _lost_scheduler(self) -> Iterator[None]:
+        """Turn the errors of a lost scheduler (cancelled futures, a closed connection) into
+        one ``RunAborted`` naming it."""
+        try:
+            yield
+        except (CancelledError, OSError, TimeoutError):
+            raise self._lost() from None
+
+    def _lost(self) -> RunAborted:
+        return RunAborted(
+            f"lost the Dask scheduler at {self._scheduler}: the products made are kept, those "
+            "being made are made by the next run"
         )
 
 
@@ -163,7 +212,7 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
         client = Client(scheduler, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
         raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-    with client:
+    with _quiet("distributed.client"), client:
         try:
             client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
         except TimeoutError:
@@ -172,7 +221,7 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
             ) from None
         many = {
             address: info["nthreads"]
-            for address, info in client.scheduler_info(n_workers=-1)["workers"].items()
+            for address, info in _workers(client).items()
             if info["nthreads"] != 1
         }
         if many:
@@ -183,31 +232,53 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
         yield client
 
 
-def _host_slots(client: Client) -> dict[str, int]:
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """No log records of logger ``name`` but critical ones (a lost scheduler is one
+    ``RunAborted``, not the client's tracebacks)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _workers(client: Client) -> dict[str, dict[str, Any]]:
+    """The scheduler's workers: address -> what it knows of them (``nthreads``, ``status``).
+
+    Raises ConnectionError when the client lost the scheduler (its answer would be stale).
+    """
+    running = client.status == "running"
+    workers = client.scheduler_info(n_workers=-1).get("workers") if running else None
+    if workers is None or client.status != "running":
+        raise ConnectionError(f"the Dask client is {client.status}")
+    return workers
+
+
+def _running(workers: dict[str, dict[str, Any]]) -> list[str]:
+    """The addresses of the workers that take products."""
+    return [a for a, info in workers.items() if info.get("status", "running") == "running"]
+
+
+def _host_slots(workers: dict[str, dict[str, Any]]) -> dict[str, int]:
     """Worker threads per host of the cluster (cells that may run at once on each machine)."""
-    return _idle_workers(client, set())[0]
-
-
-def _idle_workers(client: Client, busy: set[str]) -> tuple[dict[str, int], list[str]]:
-    """(worker threads per host, the addresses of the workers not in ``busy``)."""
     slots: dict[str, int] = {}
-    idle = []
-    for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
+    for address, info in workers.items():
         host = get_address_host(address)
         slots[host] = slots.get(host, 0) + info["nthreads"]
-        if address not in busy and info.get("status", "running") == "running":
-            idle.append(address)
-    return slots, idle
+    return slots
 
 
-def _capacity(client: Client) -> tuple[int, int]:
-    """(worker threads of the cluster, the fewest BLAS threads a cell gets on its machine)."""
-    slots = _host_slots(client)
+def _blas_threads(client: Client) -> int:
+    """The fewest BLAS threads a cell gets on its machine."""
+    slots = _host_slots(_workers(client))
     cores = client.run(available_cores)
     threads = [
         blas_threads(slots[get_address_host(address)], cores=n) for address, n in cores.items()
     ]
-    return sum(slots.values()), min(threads, default=1)
+    return min(threads, default=1)
 
 
 @functools.cache

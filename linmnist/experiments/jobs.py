@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from linmnist.engine.validation import RunFailedError
 from linmnist.experiments import fingerprint as fp
 from linmnist.experiments.outputs import OUTPUTS, output_digests
 from linmnist.experiments.products import JobFailed, Product
@@ -23,6 +24,11 @@ STAGING_SUFFIX = ".staging"
 RETRIES = 1
 # Memory one local job (worker process) may take: the data, a cell's evaluator and its runs.
 JOB_MEMORY = 1_500_000_000
+
+
+class RunAborted(RunFailedError):
+    """A run cut short by the loss of its Dask scheduler or of every worker (exit status 1):
+    the products made are kept, those being made have no record and are made next time."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@
 Notebooks only read results; the runner executes them once their upstream products are
 made, with kernel ``linmnist``, in ``notebooks/`` (so relative paths in them work as in
 JupyterLab). A notebook whose cell fails is kept as ``<stem>.failed.ipynb``, its failing cell
-marked by papermill, and the product is recorded as failed.
+marked by papermill, and the product is recorded as failed. A cell that raises ``LEFT_OUT``
+(``linmnist.report.inputs.TaskNotConfigured``: the build's configuration defines no task it
+reads) ends the notebook instead: it is kept up to that cell, which shows the error's one line
+in place of its results, and the product is made.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
@@ -23,6 +27,10 @@ KERNEL_NAME = "linmnist"
 # reaches the notebook and the run through the kernel's messages, not this log.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 FAILED_SUFFIX = ".failed.ipynb"
+# The error (by class name: it is raised in the kernel) that leaves the rest of a notebook out.
+LEFT_OUT = "TaskNotConfigured"
+# The cells papermill adds to a notebook whose cell failed.
+PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
 
 
 def notebook_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
@@ -47,6 +55,9 @@ def notebook_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]
             cwd=str(source.parent),
         )
     except PapermillExecutionError as exc:
+        if exc.ename == LEFT_OUT:
+            leave_out(target)
+            return {"notebook": target.name, "left_out": exc.evalue}
         failed = out / f"{stem}{FAILED_SUFFIX}"
         target.replace(failed)
         raise JobFailed(
@@ -54,6 +65,24 @@ def notebook_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]
             keep=[failed.name],
         ) from None
     return {"notebook": target.name}
+
+
+def leave_out(path: Path) -> None:
+    """Cut the executed notebook at ``path`` after its cell that raised ``LEFT_OUT``, whose
+    output becomes the error's message alone, and drop papermill's error cells."""
+    nb = nbformat.read(path, as_version=4)
+    cells = []
+    for cell in nb.cells:
+        if PAPERMILL_ERROR_TAG in cell.get("metadata", {}).get("tags", []):
+            continue
+        errors = [o for o in cell.get("outputs", []) if o.get("ename") == LEFT_OUT]
+        if errors:
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=errors[0].evalue)]
+            cells.append(cell)
+            break
+        cells.append(cell)
+    nb.cells = cells
+    nbformat.write(nb, path)
 
 
 def _literal_path(path: Path) -> str:

@@ -1,33 +1,154 @@
 """What a story notebook reads: the results of a build, or one line saying how to make them.
 
 A notebook never starts runs. It names its build (dataset, profile, optionally a config and
-a build directory) and reads that build's results; when they are missing it stops with
-``MissingResults``, whose message is one line naming the command that makes them (IPython
-shows that line instead of a traceback).
+a build directory), checks those parameters on entry (``check_parameters``, in the first cell
+after its ``parameters`` cell) and reads that build's results; when they are missing it stops
+with ``MissingResults``, whose message is one line naming the command that makes them (IPython
+shows that line instead of a traceback). Every command named is one that runs: the build and
+its targets are checked against the pipeline first (``require_tasks``). A task the build's
+configuration does not define (a configuration with only ``[grid]``) is ``TaskNotConfigured``:
+its section says so in one line in place of its results.
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from linmnist.engine.validation import LinmnistError
+from linmnist.engine.data import DATASETS, FACTS
+from linmnist.engine.validation import (
+    LinmnistError,
+    UsageError,
+    check_choice,
+    check_instance,
+    check_int,
+    check_number,
+    check_path,
+)
 from linmnist.experiments import sizes as size_products
 from linmnist.experiments.grids import load_grids, section
 from linmnist.experiments.paths import ROOT, build_dir, relative_to_root, results_dir
 from linmnist.experiments.results import json_path, load_history, load_task
 from linmnist.experiments.theory import GROUP, Theory, load_theory
+from linmnist.experiments.theory import TASKS as THEORY_TASKS
 from linmnist.report import outcomes
 
+# The parameters some notebooks take besides their build's, with their checks (given the
+# number of training images).
+OWN_PARAMETERS = {
+    "index": lambda value, n: check_int("index", value, low=0, high=n - 1),
+    "lr": lambda value, n: check_number("lr", value, low=0, low_open=True),
+    "batch_size": lambda value, n: check_int("batch_size", value, low=1, high=n),
+}
 
-class MissingResults(LinmnistError):
+
+class _OneLine:
+    """An error that IPython shows as one line, ``<class>: <message>``, with no traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class MissingResults(_OneLine, LinmnistError):
     """The results a notebook reads are not there; the message says how to make them."""
 
-    def _render_traceback_(self) -> list[str]:  # IPython: one line, no traceback
-        return [f"MissingResults: {self}"]
+
+class TaskNotConfigured(MissingResults):
+    """The build's configuration defines no task that a notebook reads. Raised in a notebook
+    run by the pipeline, its section is kept up to that cell, which shows the message in place
+    of its results (``linmnist.experiments.notebooks.LEFT_OUT`` names this class)."""
+
+
+class ParameterError(_OneLine, UsageError):
+    """A notebook parameter of the wrong type or value."""
+
+
+def check_parameters(
+    *,
+    dataset: str,
+    profile: str | None,
+    config: str | Path | None,
+    build_dir: str | Path | None,
+    **own,
+) -> None:
+    """Check a notebook's parameters on entry: its build's (``dataset``, ``profile`` and
+    ``config`` as ``require_tasks`` checks them, ``build_dir`` None or an existing directory)
+    and its own (``OWN_PARAMETERS``).
+
+    Raises
+    ------
+    ParameterError
+        Naming the parameter and the accepted values.
+    """
+    try:
+        require_tasks((), dataset=dataset, profile=profile, config=config)
+        directory = check_path("build_dir", build_dir, allow_none=True)
+        if directory is not None and not directory.is_dir():
+            raise UsageError(f"build_dir must be None or an existing directory, got {build_dir!r}")
+        n_train = sum(FACTS[dataset].train_label_counts)
+        for name, value in own.items():
+            OWN_PARAMETERS[name](value, n_train)
+    except UsageError as exc:
+        raise ParameterError(str(exc)) from None
+
+
+def configured(
+    *, dataset: str = "mnist", profile: str | None = None, config: str | Path | None = None
+) -> set[str]:
+    """The groups of experiment products, and the predictions (``theory/<task>``), that the
+    build's configuration defines, as ``linmnist.report.pipeline.pipeline`` lists them (not
+    imported here: every notebook's code fingerprint would then hold the whole pipeline's).
+
+    Raises
+    ------
+    UsageError
+        For a build that no command makes: its dataset (one of ``DATASETS``), profile (None
+        or a profile of the configuration) or configuration (None or a configuration file).
+    """
+    check_choice("dataset", dataset, DATASETS)
+    check_instance("profile", profile, (str, type(None)), "None or a profile name (str)")
+    path = config_path(config)
+    tasks = {task for task, cells in load_grids(path, profile=profile).items() if cells}
+    sections = {name for name in ("scaling", "sizes") if section(path, name, profile=profile)}
+    if "subset" not in tasks:  # Task 5's sizes run at its budget
+        sections.discard("sizes")
+    theory = {f"{GROUP}/{task}" for task in tasks & set(THEORY_TASKS)}
+    return tasks | sections | {"frameworks"} | theory | ({GROUP} if theory else set())
+
+
+def _needs(name: str) -> str:
+    """What a configuration defines when it makes the product or group ``name``: a prediction
+    (``theory/<task>``) itself, any other product its group."""
+    return name if name.startswith(f"{GROUP}/") else name.split("/")[0]
+
+
+def require_tasks(
+    names: Iterable[str],
+    *,
+    dataset: str = "mnist",
+    profile: str | None = None,
+    config: str | Path | None = None,
+) -> None:
+    """Raise ``TaskNotConfigured`` unless the build's configuration defines each of ``names``
+    (a group of products, ``"scaling"``, or a product, ``"sizes/n10"``, ``"theory/stability"``).
+
+    Raises
+    ------
+    UsageError
+        For a build that no command makes (``configured``).
+    """
+    known = configured(dataset=dataset, profile=profile, config=config)
+    missing = [name for name in dict.fromkeys(map(_needs, names)) if name not in known]
+    if missing:
+        tasks = " and ".join(f"[{name.rpartition('/')[2]}]" for name in missing)
+        raise TaskNotConfigured(
+            f"This build's configuration defines no {tasks} task: the results that "
+            f"need {'them' if len(missing) > 1 else 'it'} are left out"
+        )
 
 
 def run_command(
@@ -39,7 +160,9 @@ def run_command(
     verb: str = "run",
 ) -> str:
     """The command that makes (``verb="run"``) the products ``targets`` (all when empty) of a
-    build, or lists their states (``verb="status"``)."""
+    build, or lists their states (``verb="status"``); ``require_tasks``' errors for a
+    command that would be refused."""
+    require_tasks(targets, dataset=dataset, profile=profile, config=config)
     words = ["python", "-m", "linmnist", verb, *targets]
     if profile is not None:
         words += ["--profile", profile]
@@ -52,7 +175,8 @@ def run_command(
 
 def config_path(config: str | Path | None) -> Path | None:
     """A notebook's ``config`` parameter (relative to the repository) as a path."""
-    return None if config is None else ROOT / config
+    path = check_path("config", config, allow_none=True)
+    return None if path is None else ROOT / path
 
 
 def locate_build(
@@ -63,7 +187,7 @@ def locate_build(
 ) -> Path:
     """The build directory: ``build`` if given, else that of (dataset, profile, config)."""
     if build is not None:
-        return Path(build).resolve()
+        return check_path("build", build).resolve()
     return build_dir(dataset, profile, config_path(config))
 
 
@@ -128,11 +252,11 @@ def task_results(
     Raises
     ------
     MissingResults
-        When a cell of the configuration has no record, with the command that makes it.
+        When a cell of the configuration has no record, with the command that makes it
+        (``TaskNotConfigured`` when the configuration defines no ``task``).
     """
+    require_tasks((task,), dataset=dataset, profile=profile, config=config)
     grids = load_grids(config_path(config), profile=profile)
-    if task not in grids:
-        raise MissingResults(f"the configuration defines no task {task!r}; it has {list(grids)}")
     cells = [cell.name for cell in grids[task]]
     build = locate_build(dataset, profile, build, config)
     directory = results_dir(build) / task
@@ -165,6 +289,8 @@ def theory_results(
     MissingResults
         When one was not made, with the command that makes it.
     """
+    require_tasks([f"{GROUP}/{task}" for task in tasks], dataset=dataset, profile=profile,
+                  config=config)  # fmt: skip
     build = locate_build(dataset, profile, build, config)
     for task in tasks:
         require_product(
@@ -187,11 +313,10 @@ def size_results(
     Raises
     ------
     MissingResults
-        When the configuration has no ``[sizes]`` section, or a size's product is missing.
+        When a size's product is missing (``TaskNotConfigured`` without ``[sizes]``).
     """
+    require_tasks((size_products.GROUP,), dataset=dataset, profile=profile, config=config)
     settings = section(config_path(config), size_products.GROUP, profile=profile)
-    if not settings:
-        raise MissingResults("the configuration has no [sizes] section")
     build = locate_build(dataset, profile, build, config)
     directory = results_dir(build) / size_products.GROUP
     for n in settings["n_prime"]:

@@ -43,7 +43,13 @@ from linmnist.experiments.scaling import (
     scaling_settings,
 )
 from linmnist.report import captions
-from linmnist.report.inputs import config_path, locate_build, require_product, task_results
+from linmnist.report.inputs import (
+    config_path,
+    locate_build,
+    require_product,
+    require_tasks,
+    task_results,
+)
 from linmnist.report.tables import significant
 from linmnist.report.uncertainty import ci95, t975
 
@@ -70,7 +76,9 @@ def read_scaling(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> Scaling:
-    """The scaling products of a build, or ``MissingResults`` naming the command."""
+    """The scaling products of a build, or ``MissingResults`` naming the command
+    (``TaskNotConfigured`` when its configuration has no ``[scaling]``)."""
+    require_tasks((GROUP,), dataset=dataset, profile=profile, config=config)
     settings = scaling_settings(config_path(config), profile=profile)
     directory = results_dir(locate_build(dataset, profile, build, config)) / GROUP
     stems = [f"bs{b}" for b in settings["batch_size"]] + [GD, "floor"]
@@ -333,6 +341,7 @@ def read_floor(
     build: str | Path | None = None,
 ) -> pd.DataFrame:
     """``floor_table`` of a build: its Task 3 grid and stability sweep against ``scaling``."""
+    require_tasks(FLOOR_SOURCES, dataset=dataset, profile=profile, config=config)
     seeds = [
         task_results(task, dataset=dataset, profile=profile, config=config, build=build).seeds
         for task in FLOOR_SOURCES

@@ -1,28 +1,34 @@
 """The notebook job: a failing cell fails the product with the cell's error, the executed
-notebook kept as ``<stem>.failed.ipynb``, whatever the kernel's own log level."""
+notebook kept as ``<stem>.failed.ipynb``, whatever the kernel's own log level; a cell that
+finds its task left out of the configuration ends the notebook with its one line."""
 
 import nbformat
 import pytest
 
-from linmnist.experiments.notebooks import FAILED_SUFFIX, notebook_job
+from linmnist.experiments.notebooks import FAILED_SUFFIX, LEFT_OUT, notebook_job
 from linmnist.experiments.products import JobFailed
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def failing_notebook(tmp_path):
+def write_notebook(path, *cells):
+    """A notebook of a parameters cell (``x = 1``) and ``cells`` (code, or Markdown when it
+    starts with #), for the ``linmnist`` kernel."""
     parameters = nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})
-    cells = [parameters, nbformat.v4.new_code_cell("raise ValueError(f'boom {x}')")]
-    nb = nbformat.v4.new_notebook(cells=cells)
+    new = {True: nbformat.v4.new_markdown_cell, False: nbformat.v4.new_code_cell}
+    nb = nbformat.v4.new_notebook(cells=[parameters, *(new[c.startswith("#")](c) for c in cells)])
     nb.metadata["kernelspec"] = {
         "name": "linmnist",
         "display_name": "linmnist",
         "language": "python",
     }
-    path = tmp_path / "failing.ipynb"
     nbformat.write(nb, path)
     return path
+
+
+@pytest.fixture
+def failing_notebook(tmp_path):
+    return write_notebook(tmp_path / "failing.ipynb", "raise ValueError(f'boom {x}')")
 
 
 def test_a_failing_cell_fails_the_job_with_its_error_and_keeps_the_notebook(
@@ -35,3 +41,27 @@ def test_a_failing_cell_fails_the_job_with_its_error_and_keeps_the_notebook(
         notebook_job(params, out, "nb")
     assert e.value.keep == (f"nb{FAILED_SUFFIX}",)
     assert (out / f"nb{FAILED_SUFFIX}").is_file() and not (out / "nb.ipynb").exists()
+
+
+def test_a_task_left_out_ends_the_notebook_with_its_line_and_the_product_is_made(tmp_path):
+    """The cell raising LEFT_OUT keeps only the error's message as its output; the cells
+    after it and papermill's error cells are dropped; no failed copy is kept."""
+    source = write_notebook(
+        tmp_path / "partial.ipynb",
+        "print('before')",
+        f"class {LEFT_OUT}(Exception):\n    pass\n\n\nprint('shown?')\n"
+        f"raise {LEFT_OUT}('no [scaling] task')",
+        "# A heading after",
+        "print('after')",
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    made = notebook_job({"notebook": str(source), "parameters": {"x": 2}}, out, "nb")
+    assert made == {"notebook": "nb.ipynb", "left_out": "no [scaling] task"}
+    assert sorted(p.name for p in out.iterdir()) == ["nb.ipynb"]
+    cells = nbformat.read(out / "nb.ipynb", as_version=4).cells
+    assert [c.source.splitlines()[0] for c in cells] == [
+        "x = 1", "# Parameters", "print('before')", f"class {LEFT_OUT}(Exception):"
+    ]  # fmt: skip
+    assert [o.get("text") for o in cells[-1].outputs] == ["no [scaling] task"]
+    assert not any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in cells)

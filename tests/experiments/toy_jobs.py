@@ -7,10 +7,17 @@ from pathlib import Path
 
 
 def write(params: dict, out: Path, stem: str) -> dict:
-    """Write ``<stem>.txt`` holding the parameters; pause, fail or die when told to."""
+    """Write ``<stem>.txt`` holding the parameters; pause (always or on the first attempt), wait
+    for a file, fail or die when told to."""
     if params.get("pause"):
         Path(params["pause"]).write_text(json.dumps({"pid": os.getpid()}))
         time.sleep(600)
+    if params.get("pause_once") and not Path(params["pause_once"]).exists():
+        Path(params["pause_once"]).write_text(json.dumps({"pid": os.getpid()}))
+        time.sleep(600)
+    if params.get("hold"):  # wait until the file exists
+        while not Path(params["hold"]).exists():
+            time.sleep(0.1)
     if params.get("die"):
         os._exit(3)
     if params.get("attempts"):  # die on the first `die_times` attempts, counted in a file
