@@ -10,7 +10,9 @@ with D = W - W* and R* = W* X - Y the residuals at the optimum,
 
 and M follows D's update D -= a E xb^T as M -= a E (S xb)^T with S X precomputed, so each
 check costs 10 D (10 B D for the update of M). For B >= ``DIRECT_FROM`` M is recomputed
-instead (10 D^2 per check, less than the 10 B D of updating it).
+instead (10 D^2 per check, less than the 10 B D of updating it). Below it the steps run in
+one compiled loop (``_incremental_steps``) up to the next stall check: at B = 1 the dozen
+numpy calls of a step cost ten times its arithmetic.
 
 A run stops at the last target, at divergence (loss > ``DIVERGENCE_LOSS``), at ``max_steps``,
 or when it has stalled: at every power of two t >= 2 ``STALL_FROM`` steps, if the mean excess
@@ -30,11 +32,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from linmnist.engine.evaluation import DIVERGENCE_LOSS
+from linmnist.engine.kernel_cache import heal_on_damage
 from linmnist.engine.spectrum import Spectrum
 from linmnist.engine.validation import UsageError, check_int, check_number
 
@@ -129,6 +133,63 @@ def _check_run(lr, batch_size, targets, seed, max_steps) -> tuple:
     )
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _incremental_steps(X, SX, R, D, M, rows, step, limit, last, out):  # pragma: no cover
+    """The steps of ``rows`` (steps, B) in place on D and M, the excess after each in ``out``;
+    stops after the first excess above ``limit`` (or NaN) or at most ``last``. Returns the
+    number of steps taken. One step: E = D xb + r*_b, then D -= a E xb^T, M -= a E (S xb)^T."""
+    k, d = D.shape
+    E = np.empty((rows.shape[1], k), dtype=D.dtype)
+    for t in range(rows.shape[0]):
+        for s in range(rows.shape[1]):
+            x = X[rows[t, s]]
+            for c in range(k):
+                acc = R[rows[t, s], c]
+                for j in range(d):
+                    acc += D[c, j] * x[j]
+                E[s, c] = acc
+        for s in range(rows.shape[1]):
+            x, sx = X[rows[t, s]], SX[rows[t, s]]
+            for c in range(k):
+                e = step * E[s, c]
+                for j in range(d):
+                    D[c, j] -= e * x[j]
+                    M[c, j] -= e * sx[j]
+        total = 0.0
+        for c in range(k):
+            for j in range(d):
+                total += D[c, j] * M[c, j]
+        out[t] = 0.5 * total
+        if not out[t] <= limit or out[t] <= last:
+            return t + 1
+    return rows.shape[0]
+
+
+heal_on_damage(_incremental_steps)
+
+
+def _excesses(data: TargetData, D, M, rows, step, limit, last) -> np.ndarray:
+    """The excess after each step of ``rows``, D and M updated in place; stops after the first
+    step above ``limit`` or at most ``last``. Below ``DIRECT_FROM`` one compiled pass per
+    segment (per-step numpy calls would cost more than the step itself at small B)."""
+    if rows.shape[1] < DIRECT_FROM:
+        out = np.empty(len(rows))
+        step = D.dtype.type(step)  # float32 arithmetic, like the training
+        done = _incremental_steps(data.X, data.SX, data.residual_star, D, M, rows, step,
+                                  limit, last, out)  # fmt: skip
+        return out[:done]
+    excesses = []
+    for batch in rows:
+        xb = data.X[batch]
+        E = xb @ D.T + data.residual_star[batch]  # (B, 10): W xb - yb
+        D -= step * (E.T @ xb)
+        np.matmul(D, data.S, out=M)
+        excesses.append(0.5 * float(np.vdot(D, M)))
+        if not excesses[-1] <= limit or excesses[-1] <= last:
+            break
+    return np.asarray(excesses)
+
+
 def steps_to_target(
     data: TargetData,
     *,
@@ -144,47 +205,38 @@ def steps_to_target(
     """
     start = time.perf_counter()
     a, b, targets, seed, max_steps = _check_run(lr, batch_size, targets, seed, max_steps)
-    X, SX, R, S = data.X, data.SX, data.residual_star, data.S
-    n = X.shape[0]
+    n = data.X.shape[0]
     limit = DIVERGENCE_LOSS - data.loss_star
     rng = np.random.default_rng(seed)
     D = -data.W_star.copy()
-    M = D @ S
-    incremental = b < DIRECT_FROM
-    step = a / b
+    M = D @ data.S
     steps: list[int | None] = [None] * len(targets)
-    reached, status, t = 0, "capped", 0
+    status, t = "capped", 0
     previous, window, last_check, next_check = math.inf, 0.0, 0, STALL_FROM
     with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
         while t < max_steps and status == "capped":
-            for rows in rng.integers(0, n, size=(min(CHUNK, max_steps - t), b)):
-                xb = X[rows]
-                E = xb @ D.T + R[rows]  # (B, 10): W xb - yb
-                D -= step * (E.T @ xb)
-                if incremental:
-                    M -= step * (E.T @ SX[rows])
-                else:
-                    M = D @ S
-                excess = 0.5 * float(np.vdot(D, M))
-                t += 1
-                if not excess <= limit:  # also NaN
+            chunk = rng.integers(0, n, size=(min(CHUNK, max_steps - t), b))
+            lo = 0
+            while lo < len(chunk) and status == "capped":
+                rows = chunk[lo : lo + next_check - t]  # up to the next stall check
+                excess = _excesses(data, D, M, rows, a / b, limit, targets[-1])
+                for r, target in enumerate(targets):
+                    hit = np.flatnonzero(excess <= target)
+                    if steps[r] is None and hit.size:
+                        steps[r] = t + int(hit[0]) + 1
+                lo, t = lo + len(excess), t + len(excess)
+                if not excess[-1] <= limit:  # also NaN
                     status = "diverged"
-                    break
-                while reached < len(targets) and excess <= targets[reached]:
-                    steps[reached] = t
-                    reached += 1
-                if reached == len(targets):
+                elif steps[-1] is not None:
                     status = "reached"
-                    break
-                window += excess
-                if t == next_check:
+                else:
+                    window += float(excess.sum())
+                if status == "capped" and t == next_check:
                     mean = window / (t - last_check)
                     if mean > (1 - STALL_GAIN) * previous:
                         status = "stalled"
-                        break
                     previous, window, last_check, next_check = mean, 0.0, t, 2 * t
-                    if incremental:  # float32 drift of the running M, removed at each check
-                        M = D @ S
+                    M = D @ data.S  # float32 drift of the running M, removed at each check
     return TargetRun(tuple(steps), status, t, time.perf_counter() - start)
 
 
