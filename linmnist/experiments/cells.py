@@ -4,7 +4,8 @@ Seed ``s`` draws its batches with ``np.random.default_rng(s)``; in Task 5 it als
 subset S' of ``n_prime`` training samples (``draw_subset(..., seed=s)``), so the spread over
 seeds covers both the sampling of the batches and the choice of S'. The seeds listed in
 ``fidelity_seeds`` are evaluated after every iteration (the study's fidelity), the others every
-``eval_every`` iterations.
+``eval_every`` iterations. The tasks of ``FINAL_ACCURACY`` (whose histories are read for
+their losses only) score the accuracies at the last evaluation only.
 
 A worker process makes many cells: the data, the warm-up of the compiled kernels and the
 evaluator of the full training set (its Gram matrix) are made once per process and shared by
@@ -36,6 +37,10 @@ from linmnist.experiments.results import (
     summarize,
 )
 
+# Tasks whose histories are read for their losses only (the loss curves' agreement with the
+# prediction, runs that grow without bound): accuracies at the last evaluation only.
+FINAL_ACCURACY = ("stability", "edge")
+
 
 def eval_period(seed: int, *, fidelity_seeds: Sequence[int], eval_every: int) -> int:
     """Evaluation period of ``seed``: 1 for a fidelity seed, ``eval_every`` otherwise."""
@@ -56,6 +61,7 @@ def train_seeds(
     X_test: np.ndarray | None = None,
     Y_test: np.ndarray | None = None,
     evaluator: Evaluator | None = None,
+    accuracy: str = "every",
 ) -> list[TrainResult]:
     """Train one configuration once per seed.
 
@@ -79,6 +85,8 @@ def train_seeds(
     evaluator : Evaluator, optional
         ``Evaluator(X, Y, X_test, Y_test)``, shared by the seeds when they train on the same
         data (without ``n_prime``); built here when not given.
+    accuracy : {"every", "final"}
+        Accuracies at every evaluated iteration or at the last only (``train``).
 
     Returns
     -------
@@ -91,7 +99,8 @@ def train_seeds(
     shared = None
     if n_prime is None:
         shared = Evaluator(X, Y, X_test, Y_test) if evaluator is None else evaluator
-    run = dict(lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test, Y_test=Y_test)
+    run = dict(lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test, Y_test=Y_test,
+               accuracy=accuracy)  # fmt: skip
     return [
         train(
             *_training_set(X, Y, n_prime=n_prime, seed=seed),
@@ -224,6 +233,7 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         eval_every=params["eval_every"],
         n_prime=n_prime,
         evaluator=None if n_prime is not None else shared_evaluator(params["dataset"]),
+        accuracy="final" if params["task"] in FINAL_ACCURACY else "every",
     )
     atomic_write_text(history_path(out, stem), histories(runs).to_csv(index=False))
     summary = summarize(runs)

@@ -139,6 +139,22 @@ def test_stable_run_has_a_full_history(small_data):
     assert res.history.train_loss.iloc[-1] < 0.5
 
 
+@pytest.mark.parametrize(("lr", "eval_every"), [(0.001, 7), (0.1, 5)])
+def test_accuracy_at_the_last_point_only_keeps_every_loss_and_the_last_row(
+    small_data, lr, eval_every
+):
+    """accuracy="final": the same iterations and losses as "every", the same last row (the
+    last point recorded, also when the run diverged), NaN accuracies before it."""
+    (X, Y), (Xt, Yt) = small_data
+    run = dict(lr=lr, batch_size=100, iterations=60, eval_every=eval_every, X_test=Xt, Y_test=Yt)
+    every = train(X, Y, **run).history
+    final = train(X, Y, **run, accuracy="final").history
+    pd.testing.assert_series_equal(final["iteration"], every["iteration"])
+    np.testing.assert_allclose(final["train_loss"], every["train_loss"], rtol=1e-12)
+    pd.testing.assert_series_equal(final.iloc[-1], every.iloc[-1])
+    assert final[["train_acc", "test_acc"]].iloc[:-1].isna().all().all()
+
+
 def test_bias_is_learned_and_matches_an_appended_constant_feature(small_data):
     (X, Y), (Xt, Yt) = small_data
     batches = sample_batches(X.shape[1], batch_size=20, iterations=40, seed=0)
@@ -194,6 +210,7 @@ def test_draw_subset_is_without_replacement_and_seeded():
         ),
         ({"bias": "yes"}, r"^bias must be True or False, got 'yes' \(str\)$"),
         ({"bias": 1}, r"^bias must be True or False, got 1 \(int\)$"),
+        ({"accuracy": "some"}, r"^accuracy must be one of every, final; got 'some'$"),
     ],
 )
 def test_invalid_parameters_are_refused(small_data, kwargs, message):
