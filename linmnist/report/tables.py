@@ -1,28 +1,14 @@
-"""The report's tables: the result frames aggregated, and the same tables as display strings.
+"""The report's tables: result frames aggregated, and the same tables as display strings.
 
-The inputs are the frames that ``linmnist.experiments.results.load_task`` (one row per cell
-and seed: status, error, parameters, final metrics, diverged_at, seconds) and
-``linmnist.experiments.results.load_history`` return, and the training inputs X. The
-aggregating functions (``grid_table``, ``best_lr``, ``task2_table``, ``subset_table``,
-``accuracy_table``, ``instability_boundary``, ``study_positions``, ``predicted_bounds``, ...)
-return numbers; the ``format_*`` functions turn their results into display strings (``pct``,
-``mean_ci``, ``scientific``), and ``styled`` shows any table to readers (a pandas Styler: the
-index as a column, headers in words, a dash for a missing value). The study's own figures
-come from ``linmnist.report.study``.
+Inputs are the frames of ``linmnist.experiments.results.load_task`` (one row per cell and
+seed) and ``load_history``, and the training inputs X. The aggregating functions
+(``grid_table``, ``best_lr``, ``subset_table``, ``accuracy_table``, ...) return numbers; the
+``format_*`` functions turn them into display strings (``pct``, ``mean_ci``, ``scientific``),
+and ``styled`` shows any table to readers.
 
 "Final" values are those of the last iteration. Each seed is "diverged", "unstable" or
-"stable" by the report's instability rule (``linmnist.report.outcomes``: stopped by the engine
-at a loss above 10⁶ or non-finite; or ending above the loss at W = 0, or with its loss
-growing); means and their 95 % CIs are over the STABLE seeds only. A "best" learning rate is
-picked on training data, never on the test set.
-
-The stability sweep (the ``stability`` task of ``linmnist/experiments/grids.toml``) trains
-every learning rate of a log grid with every batch size over a few seeds; its tables are
-``accuracy_table`` (final test accuracy per batch size and lr), ``instability_boundary``
-(per batch size, the largest lr at which every seed was stable and the smallest at which one
-was not), ``predicted_bounds`` (the learning rates the training inputs predict: 2 / lambda_max
-of X X^T / N, 2 / max ||x||^2 and 2 / mean ||x||^2), ``study_positions`` (where the study's
-learning rates sit) and ``logged_run`` (the logged run that computed the whole sweep).
+"stable" by the rule of ``linmnist.report.outcomes``; means and their 95 % CIs are over the
+stable seeds only. A "best" learning rate is picked on training data, never on the test set.
 """
 
 from __future__ import annotations
@@ -178,20 +164,11 @@ def styled(
     *,
     headers: dict[str, str] | None = None,
 ) -> Styler:
-    """A table for readers: a Styler of ``frame`` with its index as the first column(s)
-    (no row of index names), headers in words, each column formatted by ``formats``
-    (column -> callable value -> str, e.g. ``pct``, ``scientific`` or
-    ``lambda v: f"{v:.4f}"``; str() otherwise), a dash for every missing value and
-    "mean ± sd" on one line. The data stay as they are (numbers stay numbers).
+    """A table for readers: a Styler of ``frame``, its index as the first column(s).
 
-    Parameters
-    ----------
-    frame : DataFrame
-        The table.
-    formats : dict, optional
-        Column (of ``frame`` or of its index) -> formatter.
-    headers : dict, optional
-        Column -> the header shown.
+    Headers are renamed by ``headers`` (column -> text), each column formatted by ``formats``
+    (column -> callable value -> str, str() otherwise), every missing value a dash and
+    "mean ± sd" on one line; the data stay numbers.
     """
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
@@ -237,19 +214,8 @@ def _lr_text(value: float) -> str:
 def known_labels(
     labels: dict[str, np.ndarray], known: Sequence[tuple[str, int, int]]
 ) -> pd.DataFrame:
-    """Known labels of a dataset (``linmnist.engine.data.FACTS[name].labels_at``) against the data.
-
-    Parameters
-    ----------
-    labels : dict
-        Split name -> integer labels (N,).
-    known : sequence of (split, index, label)
-        The labels a genuine copy has, e.g. ``("train", 696, 2)`` for MNIST.
-
-    Returns
-    -------
-    DataFrame
-        Columns split, index, expected, found, ok; no rows when nothing is known.
+    """Known labels of a dataset (``FACTS[name].labels_at``: (split, index, label)
+    triples) against ``labels`` (split -> labels): columns split, index, expected, found, ok.
     """
     rows = []
     for split, index, label in known:
@@ -269,17 +235,8 @@ def known_labels(
 
 
 def shapes_table(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Shape and dtype of each named array, e.g. before and after ``prepare``.
-
-    Parameters
-    ----------
-    arrays : dict
-        Name -> array, in display order.
-
-    Returns
-    -------
-    DataFrame
-        Columns array, shape (e.g. "784 x 60000"), dtype.
+    """Shape ("784 x 60000") and dtype of each named array (``arrays``: name ->
+    array, in display order), e.g. before and after ``prepare``.
     """
     if not isinstance(arrays, dict) or not arrays:
         raise ValueError("arrays must be a non-empty dict of name -> array")
@@ -295,22 +252,10 @@ def shapes_table(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
 def one_hot_check(
     labels: dict[str, np.ndarray], one_hot: dict[str, np.ndarray], index: int
 ) -> pd.DataFrame:
-    """The label of sample ``index`` in each split beside its one-hot column.
+    """The label of sample ``index`` of each split beside its one-hot column.
 
-    Parameters
-    ----------
-    labels : dict
-        Split name -> integer labels (N,).
-    one_hot : dict
-        Split name -> one-hot matrix (10, N), the same splits as ``labels``.
-    index : int
-        The sample to check.
-
-    Returns
-    -------
-    DataFrame
-        Columns split, index, label, one-hot column (as a string of 0/1), argmax, and
-        consistent (the column has a single 1, at the label).
+    Columns split, index, label, one-hot column (0/1 as a string), argmax, and consistent (a
+    single 1, at the label); ``labels`` and ``one_hot`` map the same splits.
     """
     if set(labels) != set(one_hot):
         raise ValueError(
@@ -346,22 +291,10 @@ def sample_curvature(X: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Bounds:
-    """Learning-rate bounds computed from the training inputs.
-
-    Attributes
-    ----------
-    lambda_max : float
-        Largest eigenvalue of X X^T / N.
-    lr_max : float
-        2 / lambda_max: the full-batch gradient-descent limit.
-    curvature_mean, curvature_max : float
-        Mean and maximum over the training samples of the per-sample curvature ||x||^2.
-    mean_sample_lr : float
-        2 / curvature_mean: the step-size limit of single-sample least mean squares.
-    per_sample_lr : float
-        2 / curvature_max: below it no single-sample step overshoots on any sample.
-    n_samples : int
-        Training samples N.
+    """Learning-rate bounds of the training inputs (N samples): ``lambda_max`` of
+    X X^T / N and ``lr_max`` = 2 / lambda_max (full-batch GD); the mean and max per-sample
+    curvature ||x||^2 and their limits ``mean_sample_lr`` = 2 / mean (single-sample LMS) and
+    ``per_sample_lr`` = 2 / max (no single-sample step overshoots).
     """
 
     lambda_max: float
@@ -394,17 +327,10 @@ def predicted_bounds(X: np.ndarray) -> Bounds:
 def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """What became of the seeds of one cell (its rows of ``results.load_task``).
 
-    Each seed is "diverged", "unstable" or "stable" by the report's instability rule
-    (``linmnist.report.outcomes``): its ``outcome`` column when present (as
-    ``outcomes.classify(seeds, histories)`` and ``inputs.task_results`` give it, with the
-    growth test), else classified from the rows alone (without the growth test).
-
-    Returns
-    -------
-    tuple
-        ({status, n_seeds, n_diverged, n_unstable, diverged_at_min, diverged_at_max}, the
-        rows of the seeds that ran, the rows of the stable seeds). The status is "failed" when
-        any row of the cell failed.
+    Seeds are classified by their ``outcome`` column when present (``inputs.task_results``), else
+    from the rows alone (without the growth test). Returns ({status, n_seeds, n_diverged,
+    n_unstable, diverged_at_min, diverged_at_max}, the rows that ran, the stable rows); the
+    status is "failed" when any row failed.
     """
     if "outcome" not in rows:
         rows = outcomes.classify(rows)
@@ -451,22 +377,12 @@ def _cell_table(seeds: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def grid_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per (lr, batch_size) of Task 3, aggregated over seeds.
+    """One row per (lr, batch_size) of Task 3 (``seeds``: ``load_task(.., "grid")``).
 
-    Parameters
-    ----------
-    seeds : DataFrame
-        ``linmnist.experiments.results.load_task(runs_dir, "grid")``.
-
-    Returns
-    -------
-    DataFrame
-        Columns lr, batch_size, iterations, status ("ok" or "failed"), error, n_seeds,
-        n_diverged, n_unstable, diverged_at_min, diverged_at_max, ``<metric>_mean``,
-        and ``<metric>_ci`` for final_train_loss, final_train_acc,
-        final_test_acc (over the stable seeds, ``seed_outcomes``), seconds_fidelity (mean
-        wall time of the seeds evaluated after every iteration) and seconds_thinned (the
-        other seeds); sorted by lr (descending) then batch size.
+    Columns lr, batch_size, iterations, status, error, the counts of ``seed_outcomes``,
+    ``<metric>_mean`` and ``<metric>_ci`` of each of ``METRICS`` over the stable seeds, and the
+    mean wall times seconds_fidelity (seeds evaluated every iteration) and seconds_thinned;
+    sorted by lr (descending) then batch size.
     """
     check_frame(seeds, "seeds", ["lr", "batch_size", "iterations"])
     table = _cell_table(seeds, ["lr", "batch_size", "iterations"])
@@ -490,15 +406,8 @@ def _status_text(row) -> str:
 
 
 def format_grid_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The Task 3 table as display strings, indexed by learning rate and batch size: the
-    final values (mean ± 95 % CI over the stable seeds) and what became of the seeds. The
-    wall times are in ``cost_table``, the study's figures (at iteration 800, not the last)
-    in ``study_at_800``.
-
-    Parameters
-    ----------
-    table : DataFrame
-        ``grid_table(...)``.
+    """``grid_table(...)`` as display strings, indexed by lr and batch size:
+    final values (mean ± 95 % CI over the stable seeds) and what became of the seeds.
     """
     check_frame(table, "table", ["lr", "batch_size", "status", "n_seeds"])
     out = pd.DataFrame(
@@ -516,24 +425,13 @@ def format_grid_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_lr(table: pd.DataFrame) -> pd.DataFrame:
-    """The best learning rate of each batch size: "best lr (training loss)".
+    """The best learning rate of each batch size of ``grid_table(...)``.
 
-    Among the configurations where every seed ran stable (none diverged, none unstable, none
-    failed), the best lr has the lowest mean final training loss. The lr of the highest mean
-    final test accuracy among the same candidates is given beside it, not used to select.
-    The study's claim (picked on the maximum test accuracy over iterations) stands beside it.
-
-    Parameters
-    ----------
-    table : DataFrame
-        ``grid_table(...)``.
-
-    Returns
-    -------
-    DataFrame
-        Columns batch_size, best_lr, final_train_loss_mean, final_train_loss_ci,
-        final_test_acc_mean, final_test_acc_ci (of best_lr), lr_by_test_acc, study_best_lr
-        (NaN where the study has no claim), agrees (best_lr is the study's).
+    Among the cells where every seed ran stable, the best lr has the lowest mean final training
+    loss; ``lr_by_test_acc`` (highest mean final test accuracy) is shown beside it, never used
+    to select, and ``study_best_lr``/``agrees`` set the study's claim against it. Columns
+    batch_size, best_lr, its final train loss and test accuracy (mean, ci), lr_by_test_acc,
+    study_best_lr (NaN where no claim), agrees.
     """
     check_frame(
         table,
@@ -567,14 +465,8 @@ def best_lr(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``best_lr(...)`` as display strings, indexed by batch size.
-
-    Parameters
-    ----------
-    best : DataFrame
-        ``best_lr(...)``.
-    study : bool
-        Show the study's claim beside ours (for MNIST, the study's dataset).
+    """``best_lr(...)`` as display strings, indexed by batch size; ``study``
+    shows the study's claim beside ours (for its dataset).
     """
     check_frame(best, "best", ["batch_size", "best_lr", "lr_by_test_acc", "study_best_lr"])
     out = pd.DataFrame(
@@ -596,20 +488,11 @@ def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
 
 
 def study_at_800(histories: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Our test accuracy at iteration 800 beside the study's figure there, per configuration.
+    """Our test accuracy at iteration 800 beside the study's, per (lr, batch_size)
+    it reported (Task 3 ``histories`` and ``seeds``).
 
-    Parameters
-    ----------
-    histories, seeds : DataFrame
-        The Task 3 histories and seed rows (``inputs.task_results("grid")``).
-
-    Returns
-    -------
-    DataFrame
-        One row per (lr, batch_size) the study reported: lr, batch_size, seed_acc (the seed
-        evaluated after every iteration, NaN when it did not reach iteration 800),
-        mean_acc, ci_acc and n_seeds (every seed that recorded iteration 800), study (its
-        text). No rows when no run reached iteration 800.
+    Columns lr, batch_size, seed_acc (the seed evaluated every iteration; NaN if it did not
+    reach 800), mean_acc, ci_acc, n_seeds (those that recorded 800) and study (its text).
     """
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "eval_every"])
     at = history_at(histories, [800], by=["lr", "batch_size"]).set_index(["lr", "batch_size"])
@@ -657,17 +540,12 @@ def format_study_at_800(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float) -> pd.DataFrame:
-    """The examples each batch size needed to reach the same training loss at one lr.
+    """The examples each batch size needed to reach one training loss at ``lr``.
 
-    The loss is the highest of the batch sizes' final mean losses, so every batch size
-    reaches it; a batch size reaches it at the first iteration its mean over the seeds
-    that did not diverge (at the iterations most of them recorded) is at most that loss.
-
-    Returns
-    -------
-    DataFrame
-        One row per batch size: batch_size, loss (the target), iteration, examples
-        ((iteration + 1) x batch size: iteration 0 is after the first update).
+    The loss is the highest final mean loss of the batch sizes, so all reach it; a batch size
+    reaches it at the first iteration its mean over the non-diverged seeds (at iterations most
+    recorded) is at most that. Columns batch_size, loss, iteration, examples
+    ((iteration + 1) x batch size).
     """
     check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
     keys = ["lr", "batch_size", "seed"]
@@ -698,22 +576,11 @@ def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float
 
 
 def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """The wall time of a run per batch size, over the runs that ran all their iterations.
+    """Wall time of a run per batch size, over the runs that ran every iteration
+    (a diverged run stops early: left out and counted).
 
-    A diverged run stops early, so its seconds would pull the mean down: it is excluded
-    (and counted).
-
-    Parameters
-    ----------
-    seeds : DataFrame
-        ``linmnist.experiments.results.load_task(runs_dir, "grid")``.
-
-    Returns
-    -------
-    DataFrame
-        One row per batch size: batch_size, iterations, fidelity_mean, fidelity_ci,
-        n_fidelity (the seeds evaluated after every iteration), thinned_mean, thinned_ci,
-        n_thinned (the others), n_excluded (runs that diverged).
+    Columns batch_size, iterations, fidelity_mean, fidelity_ci, n_fidelity (seeds evaluated
+    every iteration), thinned_mean, thinned_ci, n_thinned, n_excluded.
     """
     check_frame(seeds, "seeds", ["batch_size", "status", "diverged_at", "eval_every", "seconds"])
     ran = seeds[(seeds["status"] == "ok") & seeds["seconds"].notna()]
@@ -768,22 +635,10 @@ _HISTORY_METRICS = ("train_loss", "train_acc", "test_acc")
 def history_at(
     history: pd.DataFrame, iterations: Sequence[int], *, by: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """Mean ± 95 % CI over seeds of the metrics at the given iterations.
+    """Mean ± 95 % CI over seeds of the metrics at ``iterations``, grouped ``by``.
 
-    Parameters
-    ----------
-    history : DataFrame
-        Columns iteration, train_loss, train_acc, test_acc, seed, and the columns ``by``.
-    iterations : sequence of int
-        The iterations wanted; those no seed recorded are left out.
-    by : sequence of str
-        Columns that group the runs (e.g. ``["n_prime"]``).
-
-    Returns
-    -------
-    DataFrame
-        One row per group and recorded iteration: the ``by`` columns, iteration, n_seeds
-        (the seeds that recorded it), and ``<metric>_mean``, ``<metric>_ci`` per metric.
+    One row per group and recorded iteration: the ``by`` columns, iteration, n_seeds (those that
+    recorded it), ``<metric>_mean`` and ``<metric>_ci``; iterations no seed recorded are left out.
     """
     check_frame(history, "history", ["iteration", "seed", *_HISTORY_METRICS, *by])
     rows = history[history["iteration"].isin([int(k) for k in iterations])]
@@ -797,18 +652,8 @@ def history_at(
 
 
 def task2_table(history: pd.DataFrame) -> pd.DataFrame:
-    """Our Task 2 runs beside the study's figures at the iterations the study reported.
-
-    Parameters
-    ----------
-    history : DataFrame
-        The history of the Task 2 configuration over its seeds (``history_at``).
-
-    Returns
-    -------
-    DataFrame
-        One row per study iteration that our runs recorded (never another iteration):
-        the columns of ``history_at`` and ``study_<metric>`` (NaN where it reported none).
+    """Our Task 2 runs (``history`` over seeds) at the iterations the study reported:
+    the columns of ``history_at`` and ``study_<metric>`` (NaN where it reported none).
     """
     ours = history_at(history, STUDY_TASK2["iteration"])
     study = STUDY_TASK2.rename(columns={m: f"study_{m}" for m in _HISTORY_METRICS})
@@ -822,14 +667,8 @@ def _study_text(values: pd.Series, percent: bool) -> list[str]:
 
 
 def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``task2_table(...)`` as display strings (mean ± 95 % CI), indexed by iteration.
-
-    Parameters
-    ----------
-    comparison : DataFrame
-        ``task2_table(...)``.
-    study : bool
-        Show the study's figures beside ours (for MNIST, the study's dataset).
+    """``task2_table(...)`` as display strings, indexed by iteration;
+    ``study`` shows the study's figures beside ours.
     """
     check_frame(comparison, "comparison", ["iteration", "n_seeds"])
     columns = {"seeds": comparison["n_seeds"].astype(str).tolist()}
@@ -847,19 +686,10 @@ def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.Da
 
 
 def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per N' of Task 5, aggregated over seeds, with the train-test gap.
+    """One row per N' of Task 5 (``load_task(.., "subset")``), over seeds.
 
-    Parameters
-    ----------
-    seeds : DataFrame
-        ``linmnist.experiments.results.load_task(runs_dir, "subset")``.
-
-    Returns
-    -------
-    DataFrame
-        The columns of ``grid_table`` keyed by n_prime (with lr, batch_size, iterations),
-        plus gap_mean and gap_ci: final train accuracy on S' minus final test accuracy, per
-        stable seed, then averaged (mean and 95 % CI half-width).
+    The columns of ``grid_table`` keyed by n_prime, plus gap_mean and gap_ci: final train
+    accuracy on S' minus final test accuracy per stable seed, averaged.
     """
     check_frame(seeds, "seeds", ["n_prime", "lr", "batch_size", "iterations", *METRICS])
     table = _cell_table(seeds, ["n_prime", "lr", "batch_size", "iterations"])
@@ -892,20 +722,8 @@ def format_subset_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def subset_study_table(histories: pd.DataFrame, *, iteration: int = 400) -> pd.DataFrame:
-    """Task 5 at the study's reported iteration: ours (mean ± 95 % CI) beside the study's.
-
-    Parameters
-    ----------
-    histories : DataFrame
-        The Task 5 histories (columns of ``history_at`` and n_prime).
-    iteration : int
-        The iteration compared (the study reported iteration 400).
-
-    Returns
-    -------
-    DataFrame
-        The rows of ``history_at`` at ``iteration`` (none if no run reached it), with
-        study_train_acc and study_test_acc (NaN where the study reported none).
+    """Task 5 at ``iteration`` (the study's 400): the rows of ``history_at``
+    by n_prime, with study_train_acc and study_test_acc (NaN where it reported none).
     """
     ours = history_at(histories, [iteration], by=["n_prime"])
     reported = [STUDY_SUBSET_400.get(int(n), (math.nan, math.nan)) for n in ours["n_prime"]]
@@ -938,22 +756,11 @@ def subset_optimum(
     Y_test: np.ndarray,
     cells: pd.DataFrame,
 ) -> pd.DataFrame:
-    """The closed-form least-squares fit of each run's own subset S' (what SGD converges to).
+    """The least-squares fit of each run's subset S' (what SGD converges to).
 
-    Parameters
-    ----------
-    X, Y : ndarray (784, N), (10, N)
-        The whole training set, from which ``draw_subset(N, n_prime, seed=seed)`` draws S'.
-    X_test, Y_test : ndarray
-        The test set.
-    cells : DataFrame
-        Columns n_prime and seed, one row per run (e.g. ``subset.seeds``).
-
-    Returns
-    -------
-    DataFrame
-        One row per N': n_seeds, and ``<metric>_mean``, ``<metric>_ci`` of the optimum's
-        train_loss and train_acc on S' and its test_acc, over the seeds.
+    S' is ``draw_subset(N, n_prime, seed=seed)`` of (X, Y) for each (n_prime, seed) of ``cells``.
+    One row per N': n_seeds, and the mean and ci of the fit's train_loss, train_acc (on S') and
+    test_acc.
     """
     check_frame(cells, "cells", ["n_prime", "seed"])
     rows = []
@@ -977,25 +784,12 @@ def subset_optimum(
 
 
 def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Final test accuracy per (batch size, lr) of the sweep, over the STABLE seeds.
+    """Final test accuracy per (batch size, lr) of the sweep, over the stable seeds.
 
-    Each seed is "diverged", "unstable" or "stable" (``seed_outcomes``, the rule of
-    ``linmnist.report.outcomes``); diverged and unstable seeds are counted, never averaged.
-
-    Parameters
-    ----------
-    seeds : DataFrame
-        ``linmnist.experiments.results.load_task(runs_dir, "stability")``, best with the
-        ``outcome`` column of ``outcomes.classify(seeds, histories)`` (``inputs.task_results``).
-
-    Returns
-    -------
-    DataFrame
-        One row per cell, sorted by batch size then lr, columns batch_size, lr, status
-        ("ok" or "failed"), n_seeds, n_diverged, n_unstable, diverged_at_min,
-        diverged_at_max, state (``outcomes.cell_state``), final_test_acc_mean and
-        final_test_acc_ci (the mean over the stable seeds and the half-width of its 95 % CI,
-        fractions; NaN when no seed was stable) and final_train_loss_mean (stable seeds).
+    ``seeds`` is ``load_task(.., "stability")``, best with ``outcome`` (``inputs.task_results``).
+    One row per cell, by batch size then lr: the counts of ``seed_outcomes``, state
+    (``outcomes.cell_state``), final_test_acc_mean, final_test_acc_ci and final_train_loss_mean
+    (stable seeds; NaN when none was).
     """
     check_frame(seeds, "seeds", _SEED_COLUMNS)
     rows = []
@@ -1025,24 +819,11 @@ def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
 def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
     """The observed instability boundary of each batch size.
 
-    Going up the sweep's learning rates, the boundary lies between the last lr at which
-    every seed was stable and the first at which one was not (diverged or unstable, the rule
-    of ``linmnist.report.outcomes``).
-
-    Parameters
-    ----------
-    table : DataFrame
-        ``accuracy_table(seeds)``; failed cells and cells without seeds are left out.
-
-    Returns
-    -------
-    DataFrame
-        Indexed by batch_size, columns: largest_stable_lr (the largest lr below
-        first_unstable_lr, where every seed was stable; NaN if the smallest lr of the sweep
-        already is not), first_unstable_lr (the smallest lr at which a seed was not stable;
-        NaN if none), n_unstable_there, n_diverged_there, n_seeds_there (its seeds; missing
-        if none), all_diverge_lr (the smallest lr from which every seed diverged at every
-        larger lr of the sweep; NaN if none), lr_low, lr_high (the sweep's range of lr).
+    Going up the learning rates of ``accuracy_table(seeds)`` (failed and empty cells left out),
+    it lies between largest_stable_lr and first_unstable_lr (the first at which a seed was not
+    stable; NaN at either end if none). Indexed by batch_size, also n_unstable_there,
+    n_diverged_there, n_seeds_there (at first_unstable_lr), all_diverge_lr (from which every
+    seed diverged at every larger lr) and the sweep's lr_low, lr_high.
     """
     check_frame(
         table, "table", ["batch_size", "lr", "status", "n_seeds", "n_diverged", "n_unstable"]
@@ -1084,26 +865,12 @@ def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
 def study_positions(
     table: pd.DataFrame, bounds: Bounds, *, lrs: Sequence[float] = STUDY_LRS
 ) -> pd.DataFrame:
-    """Where the study's learning rates sit: their ratio to each bound and the sweep's outcome.
+    """Where the learning rates ``lrs`` (the study's) sit against ``bounds``.
 
-    Parameters
-    ----------
-    table : DataFrame
-        ``accuracy_table(seeds)``.
-    bounds : Bounds
-        ``predicted_bounds(X)``.
-    lrs : sequence of float
-        The learning rates to place, by default the study's.
-
-    Returns
-    -------
-    DataFrame
-        One row per lr (in the order of ``lrs``) and batch size of the sweep, columns lr,
-        batch_size, lr_over_lr_max, lr_over_mean_sample_lr, lr_over_per_sample_lr (lr
-        divided by each bound), in_sweep (the sweep has that cell), n_seeds, n_diverged,
-        n_unstable (missing when not in the sweep) and final_test_acc_mean,
-        final_test_acc_ci (over the stable seeds; NaN when none was or the cell is not in
-        the sweep).
+    One row per lr and batch size: the lr over each bound (lr_over_lr_max,
+    lr_over_mean_sample_lr, lr_over_per_sample_lr), in_sweep, and the cell's n_seeds,
+    n_diverged, n_unstable, final_test_acc_mean and final_test_acc_ci (missing when not in
+    the sweep).
     """
     check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
     counts = ["n_seeds", "n_diverged", "n_unstable"]
@@ -1151,10 +918,9 @@ def _cell_text(cell, *, ci: bool) -> str:
 
 
 def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
-    """``study_positions(...)`` as display strings, indexed by lr: the ratios to the three
-    bounds (two decimals) and one column per batch size, ``batch size B``: the mean final
-    test accuracy of the stable seeds in % with the seeds that diverged or were unstable
-    (``_cell_text``), "failed", or "not in the sweep"."""
+    """``study_positions(...)`` as display strings, indexed by lr: the
+    ratios to the three bounds and a column per batch size (``_cell_text``).
+    """
     check_frame(
         positions,
         "positions",
@@ -1176,9 +942,9 @@ def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_accuracy(table: pd.DataFrame) -> pd.DataFrame:
-    """The full per-configuration table of the sweep (for the appendix): ``accuracy_table`` as
-    display strings, lr down, batch size across, the mean final test accuracy (%) of the
-    stable seeds ± its 95 % CI, with the seeds that diverged or were unstable."""
+    """``accuracy_table`` as display strings for the appendix: lr down, batch
+    size across, each cell as ``_cell_text`` with its 95 % CI.
+    """
     check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
     cells = table.assign(text=[_cell_text(row, ci=True) for _, row in table.iterrows()])
     frame = cells.pivot(index="lr", columns="batch_size", values="text")
@@ -1208,9 +974,9 @@ def _there_text(row: pd.Series) -> str:
 
 
 def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
-    """``instability_boundary`` as display strings, indexed by batch size: its two ends, what
-    the seeds did at the first unstable lr, the lr from which every seed diverges, and the
-    boundary interval as multiples of each of the three bounds."""
+    """``instability_boundary`` as display strings, indexed by batch size,
+    with the boundary as multiples of each of the three ``bounds``.
+    """
     check_frame(
         boundary,
         "boundary",
@@ -1241,14 +1007,8 @@ def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
 
 
 def logged_run(runs_dir: str | Path, *, task: str, cells: int) -> pd.Series | None:
-    """The latest logged run of ``task`` alone that made all its ``cells`` products.
-
-    Returns
-    -------
-    Series or None
-        Its line of ``runs_dir/runs.jsonl`` (``linmnist.experiments.results.RUN_LOG_FIELDS``:
-        finished, executor, jobs, threads_per_job, cores, wall_seconds, ...); None when no
-        single run made them all (e.g. it was interrupted and resumed).
+    """The latest line of ``runs_dir/runs.jsonl`` whose run was ``task`` alone and
+    made all its ``cells`` products; None when no single run did (e.g. one resumed).
     """
     if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
         raise ValueError(f"cells must be an integer >= 1, got {cells!r}")
