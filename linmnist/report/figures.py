@@ -1,20 +1,13 @@
 """Matplotlib figures shared by the notebooks and the report.
 
-Every function returns a :class:`matplotlib.figure.Figure` built without pyplot, so it
-works under any backend (Agg in scripts and tests) and leaves no global state behind.
-Accuracies are fractions in the data and percentages on the axes.
-
-Histories are long DataFrames with the columns of ``TrainResult.history`` (iteration,
-train_loss, train_acc, test_acc), a ``seed`` column when several seeds are present, and
-the run's parameters (``lr``, ``batch_size``, ``n_prime``) where a figure groups by them.
-Several seeds are drawn as their mean with the 95 % confidence interval of that mean as a
-band, over the iterations that most seeds recorded (the thinned evaluation schedule), and
-the seed evaluated at every iteration is drawn underneath as a thin line.
-
-Figures are at most ``PRINT_WIDTH`` inches wide and their text at least 8 pt, so they print
-at their own size on an A4 page. Each batch size has one colour, marker and line style
-(``batch_style``) and each training-set size N' one colour (``size_color``), the same in
-every figure. Axis limits come from the data drawn.
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (any backend,
+no global state). Accuracies are fractions in the data and percentages on the axes.
+Histories are long frames with the columns of ``TrainResult.history``, ``seed`` for several
+seeds and the parameters a figure groups by. Several seeds are drawn as their mean with its
+95 % CI as a band, at the iterations most seeds recorded; the seed evaluated at every
+iteration is a thin line underneath. Figures are at most ``PRINT_WIDTH`` inches wide with
+text of 8 pt or more; each batch size has one style (``batch_style``) and each N' one colour
+(``size_color``) in every figure.
 """
 
 from __future__ import annotations
@@ -122,23 +115,11 @@ def _scale(metric: str) -> float:
 
 
 def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean of ``metric`` over seeds and its 95 % confidence interval, per iteration.
+    """Mean of ``metric`` over seeds and its 95 % CI, per iteration of ``history``.
 
-    Parameters
-    ----------
-    history : DataFrame
-        Columns iteration, ``metric`` and optionally seed.
-    metric : str
-        One of train_loss, train_acc, test_acc.
-
-    Returns
-    -------
-    DataFrame
-        Columns iteration, mean, low, high (the mean less and plus the half-width of its
-        95 % confidence interval, ``linmnist.report.uncertainty.ci95``; the mean itself
-        where one seed has a value), n (the number of seeds with a finite value),
-        restricted to iterations recorded by a majority of the seeds; rows where every
-        seed had diverged are dropped.
+    Columns iteration, mean, low, high (mean -/+ the CI's half-width; the mean alone for one
+    seed) and n (seeds with a finite value), at iterations a majority of seeds recorded; rows
+    where every seed had diverged are dropped.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
@@ -244,14 +225,8 @@ def _draw_predicted(ax, predicted: pd.DataFrame, metric: str, color: str = "blac
 
 
 def digit_image(image: np.ndarray, *, title: str) -> Figure:
-    """One grey-scale image, without axes ticks.
-
-    Parameters
-    ----------
-    image : ndarray (28, 28) or (784,)
-        Pixel values (uint8 or floats in [0, 1]); a flat 784-vector is reshaped.
-    title : str
-        The figure title, e.g. "Training sample 696 (label 2)".
+    """One grey-scale ``image`` ((28, 28), or a flat square vector) under ``title``,
+    without ticks.
     """
     pixels = np.asarray(image)
     if pixels.ndim == 1:
@@ -312,28 +287,14 @@ def training_curves(
     diverged_at: Sequence[int] = (),
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Training loss (left) and train/test accuracy (right) against the iteration, with one
-    key below the panels (it never covers a curve).
+    """Training loss (left) and train/test accuracy (right) against the iteration,
+    with one key below the panels.
 
-    Parameters
-    ----------
-    history : DataFrame
-        Columns iteration, train_loss, train_acc, test_acc, and seed for several seeds.
-        Iteration 0 is the state after the first update.
-    title : str
-        The figure title; it must name the run's configuration.
-    reference : object, optional
-        Anything with ``loss``, ``train_acc`` and ``test_acc`` attributes (the result of
-        ``linmnist.engine.analysis.least_squares``), drawn as dashed horizontal lines.
-    reference_label : str
-        Legend text of the reference lines.
-    study : DataFrame, optional
-        The study's reported points, columns iteration, train_loss, train_acc, test_acc
-        (NaN where not reported), drawn as black markers.
-    diverged_at : sequence of int
-        Iterations at which seeds diverged; marked on both panels.
-    predicted : DataFrame, optional
-        Columns iteration, train_loss: the predicted expected loss, drawn dashed.
+    ``history`` has the columns iteration, train_loss, train_acc, test_acc (and seed); ``title``
+    names the run's configuration. Optional: ``reference`` (``least_squares(...)``, anything
+    with loss, train_acc, test_acc) as dashed lines labelled ``reference_label``; ``study``,
+    the study's reported points, as black markers; ``diverged_at``, iterations where seeds
+    diverged, marked on both panels; ``predicted`` (iteration, train_loss), dashed.
     """
     check_frame(history, "history", ["iteration", *METRICS])
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
@@ -468,28 +429,14 @@ def grid_curves(
     metric: str,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Small multiples of one metric: a row per learning rate, a column per batch size.
+    """Small multiples of ``metric``: a row per learning rate, a column per batch size.
 
-    Every panel has the same vertical axis (logarithmic for the loss), set by the stable
-    seeds (``outcome`` "stable" when ``seeds`` has it: an unstable seed is drawn clipped, and
-    its panel says how many there are); a diverged seed is drawn on its own short iteration
-    range, its values beyond the axis as triangles on the edge. The band is the 95 % confidence
-    interval of the mean over the seeds that did not diverge, at each iteration most of
-    them recorded; the thin line the seed recorded at the most iterations.
-
-    Parameters
-    ----------
-    histories : DataFrame
-        Columns lr, batch_size, seed, iteration and ``metric``: every seed's history.
-    seeds : DataFrame
-        One row per run, columns lr, batch_size, seed, diverged_at (None/NaN when the
-        run did not diverge) and optionally status (``linmnist.experiments.results.load_task``); a
-        panel whose seeds diverged says at which iteration, a failed cell says so.
-    metric : str
-        train_loss, train_acc or test_acc.
-    predicted : DataFrame, optional
-        Columns lr, batch_size, iteration and ``metric``: the predicted curves, drawn dashed
-        (with a key below the panels).
+    Every panel shares the vertical axis (log for the loss), set by the stable seeds of
+    ``seeds`` (lr, batch_size, seed, diverged_at, optionally status and outcome): unstable seeds
+    are drawn clipped and counted in their panel; a diverged seed is drawn on its own short
+    range, its values beyond the axis as triangles on the edge; a failed cell says so.
+    ``histories`` has lr, batch_size, seed, iteration and ``metric``; ``predicted`` (the same
+    keys) is drawn dashed, with a key below the panels.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
@@ -615,21 +562,10 @@ def _draw_examples_seen(ax, batch_size: int, runs: pd.DataFrame) -> np.ndarray:
 
 
 def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
-    """Training loss against the examples seen, (iteration + 1) x batch size, one line per
-    batch size, a panel per learning rate at which no seed diverged (log-log, shared axes);
-    a batch size with an unstable seed (``outcome``, when ``seeds`` has it) is left out of
-    its panel, which says so.
-
-    Parameters
-    ----------
-    histories : DataFrame
-        Columns lr, batch_size, seed, iteration, train_loss (every seed's history).
-    seeds : DataFrame
-        Columns lr, batch_size, seed, diverged_at (``linmnist.experiments.results.load_task``).
-
-    Each line is the mean over seeds with the 95 % confidence interval of that mean as a
-    band, at the iterations most seeds recorded; iteration 0 is after the first update, so
-    it has seen one batch.
+    """Training loss against the examples seen ((iteration + 1) x batch size),
+    log-log: a line per batch size (mean over seeds, 95 % CI band), a panel per learning rate at
+    which no seed of ``seeds`` diverged; a batch size with an unstable seed is left out of its
+    panel, which says so.
     """
     check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
@@ -695,17 +631,9 @@ def _heatmap_cells(
 def accuracy_heatmap(
     table: pd.DataFrame, *, value: str = "final_test_acc_mean", title: str | None = None
 ) -> Figure:
-    """Heatmap of an accuracy over learning rate (rows) x batch size (columns).
-
-    Parameters
-    ----------
-    table : DataFrame
-        One row per (lr, batch_size) with the column ``value`` (a fraction) and
-        ``n_diverged``/``n_seeds``; cells where every seed diverged are grey and say so.
-    value : str
-        The column to show, default the mean final test accuracy.
-    title : str, optional
-        Defaults to a title naming the column.
+    """Heatmap of the accuracy column ``value`` of ``table`` over learning rate
+    (rows) x batch size (columns), mean ± 95 % CI in each cell; cells where every seed diverged
+    or was unstable are grey and say so.
     """
     accuracies = [c for c in COLUMN_LABELS if c.endswith("_acc_mean")]
     if value not in accuracies:
@@ -784,20 +712,10 @@ def _draw_stability_line(
 def stability_plot(
     table: pd.DataFrame, *, lr_max: float, value: str = "final_train_loss_mean"
 ) -> Figure:
-    """Final training loss against the learning rate, one line per batch size.
-
-    The gradient-descent stability threshold ``lr_max`` = 2 / lambda_max is drawn as a
-    vertical line; learning rates at which every seed diverged are drawn as red crosses
-    at the top of the axis.
-
-    Parameters
-    ----------
-    table : DataFrame
-        One row per (lr, batch_size) with ``value``, n_diverged and n_seeds.
-    lr_max : float
-        2 / lambda_max of X X^T / N, from ``linmnist.engine.analysis.stability_threshold``.
-    value : str
-        The column on the y-axis, default the mean final training loss.
+    """The column ``value`` of ``table`` (one row per (lr, batch_size), with
+    n_diverged and n_seeds) against the learning rate, a line per batch size, with
+    ``lr_max`` = 2 / lambda_max as a vertical line and red crosses at the top where every seed
+    diverged.
     """
     if value not in COLUMN_LABELS:
         raise ValueError(f"value must be one of {sorted(COLUMN_LABELS)}, got {value!r}")
@@ -876,21 +794,12 @@ def subset_curves(
     optimum: dict[int, float] | None = None,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Training on N' images: loss on S', train/test accuracy, and the train-test gap, each
-    N' in its colour (``size_color``), the mean over seeds with its 95 % CI as a band.
+    """Training on N' images: loss on S', train/test accuracy and the train-test
+    gap, each N' in its colour, the mean over seeds with its 95 % CI as a band.
 
-    Parameters
-    ----------
-    histories : DataFrame
-        Columns n_prime, seed, iteration, train_loss, train_acc (on the subset S'),
-        test_acc (on the full test set).
-    title : str
-        The figure title; it must call N' the training-set size (not the batch size).
-    optimum : dict, optional
-        N' -> the training loss on S' of the closed-form least-squares fit (what SGD would
-        converge to), drawn as a dotted line in the colour of N'.
-    predicted : DataFrame, optional
-        Columns n_prime, iteration, train_loss: the predicted loss on S', dashed.
+    ``histories`` has n_prime, seed, iteration, train_loss, train_acc (on S'), test_acc;
+    ``title`` must call N' the training-set size. ``optimum`` (N' -> the least-squares loss on
+    S') is drawn dotted, ``predicted`` (n_prime, iteration, train_loss) dashed.
     """
     if histories.empty:  # every cell failed: empty panels, and the key says so
         histories = pd.DataFrame(columns=["n_prime", "seed", "iteration", *METRICS])
@@ -988,18 +897,9 @@ def _clip_percent(ax) -> None:
 
 
 def spectrum(eigenvalues: np.ndarray, *, mean_norm: float, max_norm: float, title: str) -> Figure:
-    """The eigenvalues of S = X X^T / N, largest first, on a log scale, with lambda_max, the
-    mean ||x||^2 (= tr S) and the max ||x||^2 marked.
-
-    Parameters
-    ----------
-    eigenvalues : ndarray
-        The eigenvalues of S (any order); those below 10^-10 lambda_max (zero up to
-        rounding: pixels that are always blank) are left out and counted in the key.
-    mean_norm, max_norm : float
-        Mean and maximum over the samples of ||x||^2 (``linmnist.report.tables.sample_curvature``).
-    title : str
-        The figure title.
+    """The eigenvalues of S = X X^T / N, largest first on a log scale, with
+    lambda_max, mean ||x||^2 (= tr S) and max ||x||^2 (``mean_norm``, ``max_norm``) marked;
+    eigenvalues below 10^-10 lambda_max (always-blank pixels) are left out and counted.
     """
     values = np.sort(np.asarray(eigenvalues, dtype=float))[::-1]
     if values.ndim != 1 or values.size == 0 or not values[0] > 0:
@@ -1151,26 +1051,14 @@ def stability_map(
     study_lrs: Sequence[float],
     edges: pd.DataFrame | None = None,
 ) -> Figure:
-    """Final test accuracy against the learning rate per batch size, and which runs are stable.
+    """Final test accuracy against the learning rate per batch size, and which
+    runs are stable.
 
-    Top panel: the mean final test accuracy of the stable seeds with the 95 % CI of that
-    mean as a band, over the cells where every seed was stable (a lone hollow marker where
-    only some were). Bottom panel: one row per batch size, a marker per learning rate for
-    the state of its seeds (``STATE_MARKERS``: stable; unstable or diverged, hollow for some
-    seeds, filled for every seed). Both panels mark the three bounds as vertical lines, the
-    top one the study's learning rates as triangles.
-
-    Parameters
-    ----------
-    table : DataFrame
-        ``tables.accuracy_table(seeds)``.
-    bounds : tables.Bounds
-        ``tables.predicted_bounds(X)``.
-    study_lrs : sequence of float
-        Learning rates marked as the study's (``linmnist.report.study.STUDY_LRS``).
-    edges : DataFrame, optional
-        Columns batch_size, lr_edge: the predicted instability edge of each batch size,
-        drawn as a bar across its row of the bottom panel.
+    Top: the mean final test accuracy of the stable seeds of ``table``
+    (``tables.accuracy_table``) with its 95 % CI band, a lone hollow marker where only some
+    seeds were stable. Bottom: a row per batch size, a marker per lr for the state of its seeds
+    (``STATE_MARKERS``), and ``edges`` (batch_size, lr_edge), the predicted edges, as bars. Both
+    mark the three ``bounds``; the top one ``study_lrs`` as triangles.
     """
     check_frame(
         table, "table", ["batch_size", "lr", "state", "final_test_acc_mean", "final_test_acc_ci"]
@@ -1185,8 +1073,7 @@ def stability_map(
     if edges is not None:
         _draw_edges(bottom, edges, sizes)
     top.set_ylabel("final test accuracy (%)")
-    low, high = top.get_ylim()
-    top.set_ylim(max(low, 0.0), min(high, 100.0))
+    _clip_percent(top)
     top.set_title("Final test accuracy and stability against the learning rate", pad=12)
     top.grid(alpha=0.3, which="both")
     _mark_learning_rates(top, bottom, bounds, study_lrs)
@@ -1292,27 +1179,10 @@ def hero(
     target: str,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """The report's summary figure: (a) the final training loss of the stability sweep
-    against the learning rate per batch size, with the full-batch limit 2/λmax; (b) the
-    steps to a target loss against the batch size at each batch size's best lr, with the
-    fitted hyperbola and the critical batch size.
-
-    Parameters
-    ----------
-    table : DataFrame
-        ``tables.accuracy_table(seeds)`` of the sweep (batch_size, lr, state,
-        final_train_loss_mean).
-    lr_max : float
-        2 / λmax.
-    steps : DataFrame
-        ``linmnist.report.scaling.best_steps(...)`` (batch_size, steps).
-    hyperbola : linmnist.engine.scaling.Hyperbola
-        Its fit (s_min, e_min, b_crit, steps(B)).
-    target : str
-        The target, as the axis names it ("an excess loss of 0.05").
-    predicted : DataFrame, optional
-        Columns batch_size, lr, train_loss: the predicted final loss of each configuration
-        of the sweep, drawn dashed in (a).
+    """The report's summary figure: (a) the sweep's final training loss (``table``) against
+    the learning rate per batch size, with 2/λmax and the ``predicted`` loss (batch_size, lr,
+    train_loss) dashed; (b) the ``steps`` to ``target`` against the batch size, with the fitted
+    ``hyperbola`` (``linmnist.engine.scaling.Hyperbola``) and the critical batch size.
     """
     check_frame(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
     if predicted is not None:
