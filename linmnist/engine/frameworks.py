@@ -47,18 +47,9 @@ _NO_COPY_KEYWORD = "__array__ implementation doesn't accept a copy keyword"
 
 @dataclass
 class FrameworkResult(TrainResult):
-    """A ``TrainResult`` of a framework run, with what identifies and times it.
-
-    Attributes
-    ----------
-    framework : str
-        "torch" or "keras".
-    loss : str
-        The loss trained on, one of ``LOSSES``.
-    step_seconds : float
-        Wall time of the updates alone (batch gather, forward, backward, optimizer step),
-        summed over iterations; ``seconds`` also counts set-up, the per-iteration
-        divergence check, the weight recording and the evaluation.
+    """A ``TrainResult`` of a framework run: its ``framework`` ("torch" or
+    "keras"), the ``loss`` trained on, and ``step_seconds``, the wall time of the updates alone
+    (``seconds`` also counts set-up, divergence checks, recording and evaluation).
     """
 
     framework: str
@@ -359,22 +350,10 @@ def _keras_steps(run: _Run):
 
 @dataclass
 class RunComparison:
-    """How far two runs on identical batches are apart.
-
-    Attributes
-    ----------
-    max_abs_dW : float
-        Largest difference between the final weights (bias included).
-    evaluations : int
-        Iterations evaluated in both runs.
-    differing : int
-        Evaluated iterations whose training or test accuracy differ.
-    train_samples, test_samples : int
-        Largest difference in correctly classified training / test samples at one
-        evaluated iteration (a float32 run can flip a sample whose two best scores are
-        closer than the rounding of its weights).
-    max_loss_rel : float
-        Largest relative difference of the training loss.
+    """How far two runs on identical batches are apart: ``max_abs_dW`` (final
+    weights, bias included), ``evaluations`` (iterations evaluated in both), ``differing``
+    (of those, whose accuracies differ), ``train_samples``/``test_samples`` (largest difference
+    in correctly classified samples at one iteration) and ``max_loss_rel``.
     """
 
     max_abs_dW: float

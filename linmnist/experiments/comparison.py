@@ -1,30 +1,14 @@
 """Task 6 as a product: the same model trained by numpy, PyTorch and Keras, written as data.
 
-``compare_frameworks`` trains, on arrays it is given, every run of the comparison (``RUNS``):
+``compare_frameworks`` trains every run of ``RUNS``: the Task 2 configuration on one set of
+batches (float32 by numpy, PyTorch and Keras 3; float64 by numpy and PyTorch), the study's
+PyTorch setting (bias, ``nn.MSELoss`` at ``study_lr``) and its numpy equivalent on another,
+and the closed-form optima without and with a bias. Each framework run is compared with
+the numpy run of its configuration (``compare_runs``) and its updates are timed alone.
 
-* the Task 2 configuration (``lr``, ``batch_size``, ``iterations``) on one set of batch
-  indices, in float32 by the numpy engine, PyTorch and Keras 3, and in float64 by numpy and
-  PyTorch (Keras 3 computes 64-bit products in 32 bits on the torch backend);
-* the study's own PyTorch setting, ``nn.Linear`` with a bias on ``nn.MSELoss`` at
-  ``study_lr`` and ``study_batch_size``, and its numpy equivalent (bias, quadratic loss at
-  ``quadratic_lr(study_lr)``), on another set of batch indices;
-* the closed-form optima of the quadratic loss, without and with a bias.
-
-Each framework run is compared with the numpy run of its configuration
-(``linmnist.engine.frameworks.compare_runs``), and the updates of every run are timed alone
-(``step_seconds``; ``numpy_step_seconds`` replays the numpy runs' batches).
-
-``comparison_job`` is the job of the ``frameworks`` product (``comparison_product``): it
-loads the dataset, calls ``compare_frameworks`` and writes, in its output directory,
-
-* ``frameworks.runs.csv``: one row per run, columns ``RUN_COLUMNS`` (accuracies are
-  fractions, times seconds);
-* ``frameworks.history.csv``: every run's history, columns run, iteration, train_loss,
-  train_acc, test_acc;
-
-and returns the extra fields of the record ``frameworks.json`` (``RECORD_FIELDS``): dataset,
-n_train, n_test, the optima, the run ids in table order and the library versions.
-``load_comparison`` reads the three files back into a ``Comparison``.
+``comparison_job``, the job of the ``frameworks`` product, writes ``frameworks.runs.csv``
+(``RUN_COLUMNS``) and ``frameworks.history.csv`` (run, iteration, train_loss, train_acc,
+test_acc) and returns the record fields ``RECORD_FIELDS``; ``load_comparison`` reads them.
 """
 
 from __future__ import annotations
@@ -76,32 +60,13 @@ FRAMEWORKS_PROFILES: dict[str, dict[str, Any]] = {
     "small": {"iterations": 100, "eval_every": 10, "study_iterations": 100, "study_eval_every": 10},
 }
 
-SETTINGS = ("task2", "study")
-PRECISIONS = ("float32", "float64")
-
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the comparison.
-
-    Attributes
-    ----------
-    run : str
-        Its id (the ``run`` column of the files).
-    setting : str
-        ``"task2"`` (the Task 2 configuration, no bias, quadratic loss) or ``"study"`` (the
-        study's PyTorch setting: bias; MSE for PyTorch, its quadratic equivalent for numpy).
-    framework : str
-        ``"numpy"``, ``"torch"`` or ``"keras"``.
-    precision : str
-        ``"float32"`` or ``"float64"``.
-    reference : str or None
-        The id of the numpy run it is compared with (None for a numpy run).
-    label : str
-        Its display name (unique); ``{lr}`` stands for its learning rate.
-    loss : str
-        The loss it trains on: ``"quadratic"``, or ``"mse"`` (``nn.MSELoss``, at the
-        setting's MSE learning rate).
+    """One run of the comparison: its id ``run``; ``setting`` "task2" (no bias, quadratic
+    loss) or "study" (bias; MSE for PyTorch); ``framework`` numpy, torch or keras;
+    ``precision``; ``reference``, the numpy run it is compared with (None for numpy); ``label``,
+    its unique display name (``{lr}``: its learning rate); ``loss``, "quadratic" or "mse".
     """
 
     run: str
@@ -165,12 +130,8 @@ RECORD_FIELDS = ("dataset", "n_train", "n_test", "optimum", "optimum_bias", "run
 
 @dataclass(frozen=True)
 class Optimum:
-    """The closed-form optimum of the quadratic loss (``linmnist.engine.analysis.least_squares``).
-
-    Attributes
-    ----------
-    loss, train_acc, test_acc : float
-        Its training loss and accuracies (fractions; test_acc NaN without a test set).
+    """The closed-form optimum of the quadratic loss: its training loss and accuracies
+    (fractions; test_acc NaN without a test set).
     """
 
     loss: float
@@ -180,31 +141,13 @@ class Optimum:
 
 @dataclass
 class Comparison:
-    """The framework comparison: what ``compare_frameworks`` computes, ``load_comparison`` reads.
+    """The framework comparison, as ``compare_frameworks`` makes it and
+    ``load_comparison`` reads it.
 
-    Attributes
-    ----------
-    runs : DataFrame
-        One row per run of ``RUNS`` (in that order), indexed by run id, the other columns of
-        ``RUN_COLUMNS``; empty for a failed product.
-    histories : DataFrame
-        Every run's history: columns run, iteration, train_loss, train_acc, test_acc.
-    optimum, optimum_bias : Optimum or None
-        The closed-form optimum without and with a bias (None for a failed product).
-    params : dict
-        The parameters (``comparison_params``, dataset included).
-    n_train, n_test : int or None
-        Training and test samples.
-    versions : dict
-        Versions of numpy, torch and keras.
-    status : str
-        ``"ok"`` or ``"failed"``.
-    error : str or None
-        The error of a failed product.
-    wall_seconds : float or None
-        Wall time of the job (set by the runner; None before).
-    directory : Path or None
-        Where it was read from.
+    ``runs`` has a row per run of ``RUNS`` indexed by id (``RUN_COLUMNS``; empty for a failed
+    product), ``histories`` every run's history; ``optimum`` and ``optimum_bias`` (None when
+    failed); ``params`` (``comparison_params``), ``n_train``, ``n_test``, library ``versions``,
+    ``status`` ("ok" or "failed"), ``error``, the job's ``wall_seconds`` and the ``directory`` read.
     """
 
     runs: pd.DataFrame
@@ -289,22 +232,12 @@ def compare_frameworks(
     data64: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     dataset: str | None = None,
 ) -> Comparison:
-    """Train and compare every run of ``RUNS`` on the given data, into a ``Comparison`` of
-    status ``"ok"`` (``wall_seconds`` and ``directory`` None).
+    """Train and compare every run of ``RUNS`` into a ``Comparison``.
 
-    Parameters
-    ----------
-    X, Y, X_test, Y_test : ndarray
-        Training and test sets in float32, feature-major (``linmnist.engine.data.prepare``).
-    lr, batch_size, iterations, seed, eval_every
-        The Task 2 configuration; ``seed`` draws the batches of both settings.
-    study_lr, study_batch_size, study_iterations, study_eval_every
-        The study's PyTorch setting (``study_lr`` on the MSE loss).
-    data64 : tuple of ndarray, optional
-        The same four arrays in float64 for the float64 runs (default: the float32 arrays
-        converted).
-    dataset : str, optional
-        Stored in ``params``.
+    X, Y, X_test, Y_test are float32 and feature-major; ``data64`` the same in float64 (default:
+    converted). ``lr``, ``batch_size``, ``iterations``, ``seed``, ``eval_every`` are the Task 2
+    configuration (``seed`` draws both settings' batches), the ``study_*`` ones the study's
+    PyTorch setting (``study_lr`` on the MSE loss); ``dataset`` is stored in ``params``.
     """
     params = {"dataset": dataset} if dataset is not None else {}
     params |= dict(
@@ -473,11 +406,8 @@ def load_data(dataset: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, .
 
 
 def comparison_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of the ``frameworks`` product (``comparison_product``).
-
-    Loads ``params["dataset"]`` (``load_data``), runs ``compare_frameworks`` with the other
-    parameters, writes ``OUTPUTS`` into ``out`` and returns the record fields
-    ``RECORD_FIELDS``.
+    """The job of the ``frameworks`` product: loads ``params["dataset"]``, runs
+    ``compare_frameworks``, writes ``OUTPUTS`` into ``out`` and returns ``RECORD_FIELDS``.
     """
     if stem != STEM:
         raise ValueError(f"the frameworks product's stem must be {STEM!r}, got {stem!r}")
@@ -496,14 +426,8 @@ def _optimum(value: dict | None) -> Optimum | None:
 
 
 def load_comparison(directory: str | Path) -> Comparison:
-    """The comparison stored in ``directory`` (``results/frameworks/`` of a build).
-
-    A failed product gives a ``Comparison`` with its status and error, and empty tables.
-
-    Raises
-    ------
-    FileNotFoundError
-        When ``directory`` holds no record ``frameworks.json``.
+    """The comparison stored in ``directory`` (a failed product: its status and
+    error, empty tables); FileNotFoundError without a record ``frameworks.json``.
     """
     directory = Path(directory)
     path = directory / f"{STEM}.json"

@@ -28,16 +28,9 @@ from linmnist.experiments.paths import DEFAULT_CONFIG, FULL_PROFILE
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a task's configuration holds.
-
-    Attributes
-    ----------
-    axes : tuple of str
-        Parameters given as lists; every combination is one cell.
-    fixed : tuple of str
-        Parameters given as single values, shared by all cells.
-    name_format : str
-        ``str.format`` pattern naming a cell from its axis values.
+    """What a task's configuration holds: ``axes`` (lists; every combination is a
+    cell), ``fixed`` (single values shared by all cells) and ``name_format`` (names a cell from
+    its axis values).
     """
 
     axes: tuple[str, ...]
@@ -69,16 +62,8 @@ MAX_SEEDS = 1_000
 
 @dataclass(frozen=True)
 class Cell:
-    """One configuration of a task, trained over all its seeds by one job.
-
-    Attributes
-    ----------
-    task : str
-        One of ``TASKS``.
-    name : str
-        File stem of its results, e.g. ``lr0.01_bs100`` or ``n1000``.
-    params : dict
-        Its parameters (every axis and fixed value).
+    """One configuration of a task, trained over all its seeds by one job: ``task``, its
+    ``name`` (file stem, e.g. ``lr0.01_bs100``) and ``params`` (every axis and fixed value).
     """
 
     task: str
@@ -95,19 +80,9 @@ def cell_name(task: str, **params: Any) -> str:
 def load_grids(
     config: str | Path | None = None, *, profile: str | None = None
 ) -> dict[str, list[Cell]]:
-    """Read, validate and expand a grid configuration.
-
-    Parameters
-    ----------
-    config : path, optional
-        TOML file; ``linmnist/grids.toml`` by default.
-    profile : str, optional
-        Name of a ``[profiles.NAME]`` section whose task tables override the base values.
-
-    Returns
-    -------
-    dict
-        Task name -> list of its cells, in the order of the axes as written.
+    """Read, validate and expand the grid configuration ``config`` (TOML; the
+    package's ``grids.toml`` by default), with the ``[profiles.NAME]`` tables of ``profile``
+    over the base values: task name -> its cells, in the order of the axes as written.
     """
     raw = read_config(config)
     _check_keys("config", raw, [*TASKS, *SECTIONS, "profiles"])

@@ -60,7 +60,6 @@ SEED_FIELDS = (
     "seconds",
 )
 HISTORY_SUFFIX = ".history.csv"
-STATUSES = ("ok", "failed")
 RUN_LOG = "runs.jsonl"
 RUN_LOG_FIELDS = (
     "finished",  # ISO 8601 time, UTC
@@ -82,18 +81,8 @@ RUN_LOG_FIELDS = (
 
 @dataclass(frozen=True)
 class CellResult:
-    """The JSON record of one cell.
-
-    Attributes
-    ----------
-    task, cell, status, error, fingerprint, notebook, wall_seconds
-        As in the JSON (see the module docstring).
-    params : dict
-        The cell's notebook parameters.
-    seeds : DataFrame
-        One row per seed, columns ``SEED_FIELDS`` (empty for a failed cell).
-    path : Path
-        The JSON file.
+    """The JSON record of one cell: the fields of the JSON (module docstring), its
+    ``params``, ``seeds`` (a row per seed, ``SEED_FIELDS``; empty when failed) and ``path``.
     """
 
     task: str

@@ -1,23 +1,11 @@
 """Tables and figures of the framework comparison (Task 6), built from a ``Comparison``.
 
-The comparison itself is made by the ``frameworks`` product and read with
-``linmnist.experiments.comparison.load_comparison``. Here:
-
-* ``equivalence_table``: how far each framework run is from the numpy run on identical batches;
-* ``final_metrics``: the final loss and accuracies of the runs of one setting, with the
-  closed-form optimum (and, on MNIST, the study's reported PyTorch figures);
-* ``comparison_table``: the table of Task 6, one row per implementation, with timings;
-* ``read_comparison``: a build's comparison, as a notebook reads it;
-* ``agreement``: the few numbers the answer to Task 6 quotes;
-* ``styled_table``: any of these tables for readers (a Styler: headers in words with units,
-  ``5.6 × 10⁻⁹``, a dash where empty);
-* ``overlay_curves``, ``comparison_curves`` and ``comparison_bars``: the figures.
-
-Accuracies are fractions in a ``Comparison`` and percentages in the tables and on the axes.
-The study's reported figures (``STUDY_REPORTED``) are shown only beside MNIST results, with
-the number of updates they come after (``STUDY_ITERATIONS``), which is not ours: every
-table of final values has an ``iterations`` column, and the bar chart names it beside each
-row.
+The comparison is made by the ``frameworks`` product and read with ``read_comparison``.
+``equivalence_table``, ``final_metrics``, ``comparison_table`` and ``agreement`` give its
+numbers, ``styled_table`` shows them to readers, ``overlay_curves``, ``comparison_curves`` and
+``comparison_bars`` draw them. Accuracies are fractions in a ``Comparison``, percentages in
+tables and on axes. The study's reported figures (``STUDY_REPORTED``) appear beside MNIST
+results only, with their own number of updates (``STUDY_ITERATIONS``), not ours.
 """
 
 from __future__ import annotations
@@ -138,15 +126,9 @@ def _runs(comparison: Comparison, runs: Sequence[str]) -> pd.DataFrame:
 
 
 def equivalence_table(comparison: Comparison, setting: str = "task2") -> pd.DataFrame:
-    """How far each framework run of ``setting`` is from the numpy run of its configuration.
-
-    Returns
-    -------
-    DataFrame indexed by run label, columns precision, max_abs_dW (max |(W, b) difference|),
-    evaluations (iterations evaluated), differing (evaluated iterations whose accuracy
-    differs), train_samples and test_samples (largest difference in correctly classified
-    samples at one evaluated iteration), max_loss_rel (largest relative difference of the
-    training loss).
+    """How far each framework run of ``setting`` is from the numpy run of
+    its configuration: indexed by run label, the columns of ``compare_runs`` (max_abs_dW,
+    evaluations, differing, train_samples, test_samples, max_loss_rel) and precision.
     """
     _check(comparison)
     rows = comparison.select(setting)
@@ -163,16 +145,11 @@ def final_metrics(
     precision: str = "float32",
     study: bool | None = None,
 ) -> pd.DataFrame:
-    """Final training loss and accuracies (%) of the runs of one setting, then the optimum.
+    """Final training loss and accuracies (%) of the runs of one setting.
 
-    The closed-form optimum (with a bias for the study setting) is a last row; for the study
-    setting on MNIST (``show_study``) the study's reported figures follow it, after its own
-    number of updates (``STUDY_ITERATIONS``).
-
-    Returns
-    -------
-    DataFrame indexed by label, columns iterations (updates made; missing for the optimum),
-    train_loss, train_acc, test_acc.
+    Indexed by label, columns iterations, train_loss, train_acc, test_acc; the closed-form
+    optimum (with a bias for the study setting) is a last row, and for the study setting on
+    MNIST (``show_study``) the study's reported figures follow it.
     """
     _check(comparison)
     rows = comparison.select(setting, precision)
@@ -202,25 +179,13 @@ def comparison_table(
     runs: Sequence[str] = TABLE_RUNS,
     study: bool | None = None,
 ) -> pd.DataFrame:
-    """One row per implementation: what Task 6 compares.
+    """One row per implementation of ``runs``: what Task 6 compares.
 
-    Parameters
-    ----------
-    comparison : Comparison
-        The framework comparison (status ok).
-    runs : sequence of str
-        The run ids to show, in order (default ``TABLE_RUNS``).
-    study : bool, optional
-        Add the study's reported figures (``STUDY_REPORTED``) as a last row, with the other
-        columns empty; default: on MNIST only (``show_study``).
-
-    Returns
-    -------
-    DataFrame indexed by run label, columns batch_size and iterations (updates made; the
-    study's for its row), train_acc and test_acc (final, %), train_loss (final), max_abs_dW
-    (max |(W, b) - (W, b)_numpy| against the numpy run of the same configuration),
-    diverged_at, and step_s_per_1000 and run_s_per_1000 (updates alone, and the whole
-    training call with its evaluation, in seconds per 1,000 iterations).
+    Indexed by run label, columns batch_size, iterations, train_acc and test_acc (final, %),
+    train_loss, max_abs_dW (from the numpy run of the same configuration), diverged_at, and
+    step_s_per_1000 and run_s_per_1000 (updates alone, and the whole call with its evaluation,
+    in seconds per 1,000 iterations). ``study`` (default: on MNIST) adds the study's reported
+    figures as a last row.
     """
     _check(comparison)
     rows = _runs(comparison, runs)
@@ -281,20 +246,9 @@ def overlay_curves(
     reference=None,
     reference_label: str = "closed-form optimum",
 ) -> Figure:
-    """Training loss, training accuracy and test accuracy of several runs, drawn on top of
-    each other (distinct line styles, so curves that coincide stay visible).
-
-    Parameters
-    ----------
-    histories : mapping name -> DataFrame
-        Histories with the columns of ``TrainResult.history``.
-    title : str
-        Figure title, naming the configuration (wrapped to the figure's width).
-    reference : object, optional
-        Anything with ``loss``, ``train_acc`` and ``test_acc`` (an ``Optimum``), drawn as
-        dashed horizontal lines with their value written above them, inside the frame.
-    reference_label : str
-        The reference's name in the key.
+    """Training loss, training and test accuracy of several runs
+    (``histories``: name -> history) drawn on top of each other in distinct line styles, under
+    ``title``; ``reference`` (an ``Optimum``) is drawn dashed, its value written above it.
     """
     fig = Figure(figsize=(PRINT_WIDTH, 3.6), dpi=110)
     axes = fig.subplots(1, 3, sharex=True)
@@ -391,13 +345,9 @@ def _difference_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
 
 
 def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
-    """Three panels of a ``comparison_table``, one row per implementation, named with the
-    number of updates it made: final accuracies (bars from 0 %), the largest weight
-    difference from the numpy run of the same configuration (log axis), and seconds per
-    1,000 updates (bars from 0).
-
-    Rows without weights or times (the study's reported figures) appear in the accuracy
-    panel only.
+    """Three panels of a ``comparison_table``, a row per implementation named
+    with its updates: final accuracies, the largest weight difference from numpy (log axis) and
+    seconds per 1,000 updates; rows without weights or times (the study's) show accuracies only.
     """
     fig = Figure(figsize=(PRINT_WIDTH, 0.52 * len(table) + 1.2), dpi=110)
     ax_acc, ax_dw, ax_time = fig.subplots(
@@ -422,15 +372,10 @@ def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
 
 
 def agreement(comparison: Comparison) -> dict[str, float | int]:
-    """What the answer to Task 6 quotes: how far the framework runs are from numpy.
-
-    Returns
-    -------
-    dict with float32_dW and float64_dW (the largest |(W, b) difference| of the Task 2
-    framework runs from the numpy run of their precision), study_dW (the same for the
-    study's PyTorch setting), evaluations (iterations evaluated in each Task 2 run),
-    differing (evaluated iterations, summed over the float32 framework runs, whose accuracy
-    differs from numpy's) and samples (the largest such difference, in samples).
+    """What the answer to Task 6 quotes: float32_dW, float64_dW and study_dW (the
+    largest weight difference of the framework runs from numpy's), evaluations (per Task 2
+    run), differing (evaluated iterations, summed over the float32 framework runs, whose
+    accuracy differs) and samples (the largest such difference).
     """
     task2 = equivalence_table(comparison, "task2")
     float32 = task2[task2["precision"] == "float32"]
