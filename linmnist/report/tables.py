@@ -222,15 +222,7 @@ def known_labels(
         if split not in labels:
             raise ValueError(f"known names split {split!r}, absent from labels {list(labels)}")
         found = int(labels[split][index])
-        rows.append(
-            {
-                "split": split,
-                "index": index,
-                "expected": label,
-                "found": found,
-                "ok": found == label,
-            }
-        )
+        rows.append((split, index, label, found, found == label))
     return pd.DataFrame(rows, columns=["split", "index", "expected", "found", "ok"])
 
 
@@ -266,18 +258,12 @@ def one_hot_check(
         Y = one_hot[split]
         if not 0 <= index < len(y):
             raise ValueError(f"index must be in [0, {len(y) - 1}] for {split}, got {index}")
-        column = np.asarray(Y[:, index])
-        rows.append(
-            {
-                "split": split,
-                "index": index,
-                "label": int(y[index]),
-                "one-hot column": " ".join(str(int(v)) for v in column),
-                "argmax": int(column.argmax()),
-                "consistent": bool(column.sum() == 1 and column[int(y[index])] == 1),
-            }
-        )
-    return pd.DataFrame(rows)
+        column, label = np.asarray(Y[:, index]), int(y[index])
+        shown = " ".join(str(int(v)) for v in column)
+        consistent = bool(column.sum() == 1 and column[label] == 1)
+        rows.append((split, index, label, shown, int(column.argmax()), consistent))
+    columns = ["split", "index", "label", "one-hot column", "argmax", "consistent"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def sample_curvature(X: np.ndarray) -> tuple[float, float]:
@@ -357,12 +343,10 @@ def _summarize(rows: pd.DataFrame) -> dict:
     out |= counts
     for metric in METRICS:
         values = stable[metric].astype(float)
-        out[f"{metric}_mean"] = values.mean() if len(values) else math.nan
-        out[f"{metric}_ci"] = ci95(values)
-    dense = runs[runs["eval_every"] == 1]["seconds"].astype(float)
-    thinned = runs[runs["eval_every"] > 1]["seconds"].astype(float)
-    out["seconds_fidelity"] = dense.mean() if len(dense) else math.nan
-    out["seconds_thinned"] = thinned.mean() if len(thinned) else math.nan
+        out[f"{metric}_mean"], out[f"{metric}_ci"] = values.mean(), ci95(values)
+    seconds = runs["seconds"].astype(float)
+    out["seconds_fidelity"] = seconds[runs["eval_every"] == 1].mean()
+    out["seconds_thinned"] = seconds[runs["eval_every"] > 1].mean()
     return out
 
 
@@ -504,17 +488,9 @@ def study_at_800(histories: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
         if (lr, batch_size) not in at.index:
             continue
         cell = at.loc[(lr, batch_size)]
-        rows.append(
-            {
-                "lr": lr,
-                "batch_size": batch_size,
-                "seed_acc": mine.get((lr, batch_size), math.nan),
-                "mean_acc": cell["test_acc_mean"],
-                "ci_acc": cell["test_acc_ci"],
-                "n_seeds": int(cell["n_seeds"]),
-                "study": claim,
-            }
-        )
+        seed_acc = mine.get((lr, batch_size), math.nan)
+        rows.append((lr, batch_size, seed_acc, cell["test_acc_mean"], cell["test_acc_ci"],
+                     int(cell["n_seeds"]), claim))  # fmt: skip
     columns = ["lr", "batch_size", "seed_acc", "mean_acc", "ci_acc", "n_seeds", "study"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -564,15 +540,8 @@ def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float
     rows = []
     for batch_size, mean in means.items():
         iteration = int(mean.index[mean.to_numpy() <= target][0])
-        rows.append(
-            {
-                "batch_size": batch_size,
-                "loss": target,
-                "iteration": iteration,
-                "examples": (iteration + 1) * batch_size,
-            }
-        )
-    return pd.DataFrame(rows)
+        rows.append((batch_size, target, iteration, (iteration + 1) * batch_size))
+    return pd.DataFrame(rows, columns=["batch_size", "loss", "iteration", "examples"])
 
 
 def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
@@ -588,14 +557,13 @@ def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
     for batch_size, runs in ran.groupby("batch_size", sort=True):
         whole = runs[runs["diverged_at"].isna()]
         row = {"batch_size": int(batch_size), "iterations": int(runs["iterations"].max())}
+        seconds = whole["seconds"].astype(float)
         for name, part in (
-            ("fidelity", whole[whole["eval_every"] == 1]),
-            ("thinned", whole[whole["eval_every"] > 1]),
+            ("fidelity", whole["eval_every"] == 1),
+            ("thinned", whole["eval_every"] > 1),
         ):
-            seconds = part["seconds"].astype(float)
-            row[f"{name}_mean"] = seconds.mean() if len(seconds) else math.nan
-            row[f"{name}_ci"] = ci95(seconds)
-            row[f"n_{name}"] = len(seconds)
+            row[f"{name}_mean"], row[f"{name}_ci"] = seconds[part].mean(), ci95(seconds[part])
+            row[f"n_{name}"] = int(part.sum())
         row["n_excluded"] = len(runs) - len(whole)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -767,17 +735,10 @@ def subset_optimum(
     for n_prime, seed in cells[["n_prime", "seed"]].drop_duplicates().itertuples(index=False):
         subset = draw_subset(X.shape[1], int(n_prime), seed=int(seed))
         fit = least_squares(X[:, subset], Y[:, subset], X_test, Y_test)
-        rows.append(
-            {
-                "n_prime": int(n_prime),
-                "seed": int(seed),
-                "iteration": 0,
-                "train_loss": fit.loss,
-                "train_acc": fit.train_acc,
-                "test_acc": fit.test_acc,
-            }
-        )
-    return history_at(pd.DataFrame(rows), [0], by=["n_prime"]).drop(columns="iteration")
+        rows.append((int(n_prime), int(seed), 0, fit.loss, fit.train_acc, fit.test_acc))
+    columns = ["n_prime", "seed", "iteration", *_HISTORY_METRICS]
+    fits = pd.DataFrame(rows, columns=columns)
+    return history_at(fits, [0], by=["n_prime"]).drop(columns="iteration")
 
 
 # --- the stability sweep ----------------------------------------------------------------
@@ -796,19 +757,11 @@ def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
     for (batch_size, lr), group in seeds.groupby(["batch_size", "lr"], sort=True):
         counts, _, stable = seed_outcomes(group)
         acc = stable["final_test_acc"].astype(float)
-        loss = stable["final_train_loss"].astype(float)
+        state = outcomes.cell_state(counts["n_seeds"], counts["n_diverged"], counts["n_unstable"])
         rows.append(
-            {
-                "batch_size": int(batch_size),
-                "lr": float(lr),
-                **counts,
-                "state": outcomes.cell_state(
-                    counts["n_seeds"], counts["n_diverged"], counts["n_unstable"]
-                ),
-                "final_test_acc_mean": acc.mean() if len(acc) else math.nan,
-                "final_test_acc_ci": ci95(acc),
-                "final_train_loss_mean": loss.mean() if len(loss) else math.nan,
-            }
+            {"batch_size": int(batch_size), "lr": float(lr), **counts, "state": state}
+            | {"final_test_acc_mean": acc.mean(), "final_test_acc_ci": ci95(acc)}
+            | {"final_train_loss_mean": stable["final_train_loss"].astype(float).mean()}
         )
     table = pd.DataFrame(rows)
     if table.empty:
