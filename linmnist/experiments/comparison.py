@@ -220,34 +220,28 @@ def compare_frameworks(
     X_test: np.ndarray,
     Y_test: np.ndarray,
     *,
-    lr: float,
-    batch_size: int,
-    iterations: int,
-    seed: int,
-    eval_every: int,
-    study_lr: float,
-    study_batch_size: int,
-    study_iterations: int,
-    study_eval_every: int,
     data64: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     dataset: str | None = None,
+    **settings: Any,
 ) -> Comparison:
     """Train and compare every run of ``RUNS`` into a ``Comparison``.
 
     X, Y, X_test, Y_test are float32 and feature-major; ``data64`` the same in float64 (default:
-    converted). ``lr``, ``batch_size``, ``iterations``, ``seed``, ``eval_every`` are the Task 2
-    configuration (``seed`` draws both settings' batches), the ``study_*`` ones the study's
-    PyTorch setting (``study_lr`` on the MSE loss); ``dataset`` is stored in ``params``.
+    converted). ``settings`` are the keys of ``FRAMEWORKS_PARAMETERS``: ``lr``, ``batch_size``,
+    ``iterations``, ``seed``, ``eval_every`` the Task 2 configuration (``seed`` draws both
+    settings' batches), the ``study_*`` ones the study's PyTorch setting (``study_lr`` on the
+    MSE loss); ``dataset`` is stored in ``params``.
     """
+    if set(settings) != set(FRAMEWORKS_PARAMETERS):
+        raise TypeError(
+            f"compare_frameworks takes the settings {', '.join(FRAMEWORKS_PARAMETERS)}; got "
+            f"{', '.join(settings) or 'none'}"
+        )
     params = {"dataset": dataset} if dataset is not None else {}
-    params |= dict(
-        lr=lr, batch_size=batch_size, iterations=iterations, seed=seed, eval_every=eval_every,
-        study_lr=study_lr, study_batch_size=study_batch_size, study_iterations=study_iterations,
-        study_eval_every=study_eval_every,
-    )  # fmt: skip
+    params |= {key: settings[key] for key in FRAMEWORKS_PARAMETERS}
     results = _train_all((X, Y, X_test, Y_test), data64, _settings(params, X.shape[1]))
     n_train, n_test = Y.shape[1], Y_test.shape[1]
-    rows = [_row(spec, results, seed, n_train, n_test) for spec in RUNS]
+    rows = [_row(spec, results, params["seed"], n_train, n_test) for spec in RUNS]
     histories = pd.concat(
         [results[s.run][0].history.assign(run=s.run) for s in RUNS], ignore_index=True
     )[["run", *HISTORY_COLUMNS]]

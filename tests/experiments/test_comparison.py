@@ -64,6 +64,13 @@ def test_parameters_per_profile():
     assert comparison_params("no-such-profile", "mnist") == comparison_params(None, "mnist")
 
 
+def test_compare_frameworks_takes_exactly_the_parameters(data):
+    with pytest.raises(TypeError, match="takes the settings lr, batch_size.*got lr, batch_s"):
+        compare_frameworks(*data, **{k: v for k, v in SMALL.items() if k != "seed"})
+    with pytest.raises(TypeError, match="got .*study_eval_every, momentum"):
+        compare_frameworks(*data, **SMALL, momentum=0.9)
+
+
 def test_product(tmp_path):
     product = comparison_product(tmp_path, "mnist", "small")
     assert (product.name, product.stem, product.group) == ("frameworks", "frameworks", "frameworks")
