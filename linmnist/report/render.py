@@ -162,6 +162,15 @@ def _read(notebook) -> nbformat.NotebookNode:
     return nbformat.read(os.fspath(notebook), as_version=4)
 
 
+def _export(nb, template_file: str, extra: dict, *, include_code: bool, title: str | None) -> str:
+    """The page of ``nb`` by the template ``template_file``, titled ``title`` (the notebook's
+    file name by default), with the template's resources ``extra``."""
+    if title is not None:
+        extra["metadata"] = {"name": title}
+    exporter = _exporter(template_file, include_code=include_code)
+    return exporter.from_notebook_node(nb, resources=extra)[0]
+
+
 def notebook_html(
     notebook,
     *,
@@ -169,33 +178,16 @@ def notebook_html(
     title: str | None = None,
     mathjax_src: str | None = None,
 ) -> str:
-    """An HTML page of an executed notebook, mathematics typeset by MathJax.
-
-    Parameters
-    ----------
-    notebook : path or NotebookNode
-        The executed notebook.
-    include_code : bool
-        Keep the code cells' inputs (hidden by default; Markdown and outputs are always kept).
-    title : str, optional
-        The page title; the notebook's file name by default.
-    mathjax_src : str, optional
-        URL of a copy of ``mathjax_script()`` to load; by default MathJax is inlined and the
-        page is self-contained.
-    """
-    nb = _read(notebook)
+    """An HTML page of an executed notebook (a path or a NotebookNode), mathematics typeset
+    by MathJax: inlined, or loaded from ``mathjax_src`` (a copy of ``mathjax_script()``).
+    ``include_code`` keeps the code cells' inputs; ``title`` defaults to the file name."""
     extra = {
         "mathjax_config": MATHJAX_CONFIG,
         "mathjax_src": mathjax_src,
         "mathjax_js": "" if mathjax_src else mathjax_script(),
         "report_css": REPORT_CSS,
     }
-    if title is not None:
-        extra["metadata"] = {"name": title}
-    body, _ = _exporter("report.html.j2", include_code=include_code).from_notebook_node(
-        nb, resources=extra
-    )
-    return body
+    return _export(_read(notebook), "report.html.j2", extra, include_code=include_code, title=title)
 
 
 def print_html(
@@ -218,25 +210,14 @@ def print_html(
             metadata=nb.metadata,
         )
     extra = {"print_css": PRINT_CSS}
-    if title is not None:
-        extra["metadata"] = {"name": title}
-    body, _ = _exporter("print.html.j2", include_code=include_code).from_notebook_node(
-        nb, resources=extra
-    )
+    body = _export(nb, "print.html.j2", extra, include_code=include_code, title=title)
     return render_math(body, failures=failures)
 
 
 def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> str:
-    """An ``<img>`` tag showing the TeX formula ``tex`` (mathtext subset) as an SVG.
-
-    The image is sized in em and shifted below the baseline by the formula's depth, so
-    inline formulas sit on the line of the surrounding text.
-
-    Raises
-    ------
-    ValueError
-        When mathtext cannot parse ``tex``.
-    """
+    """An ``<img>`` tag showing the TeX formula ``tex`` (mathtext subset) as an SVG, sized in
+    em and lowered by its depth so that it sits on the line; a ValueError when mathtext
+    cannot parse it."""
     size = fontsize * (1.2 if display else 1.0)
     prop = FontProperties(family="DejaVu Sans", size=size, math_fontfamily="dejavusans")
     source = f"${_mathtext_dialect(tex).strip()}$"
