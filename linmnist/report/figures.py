@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 from linmnist.experiments.sizes import SIZE_COLUMNS
-from linmnist.report.tables import check_frame
+from linmnist.report.tables import Bounds, check_frame
 from linmnist.report.uncertainty import ci95
 
 METRICS = {
@@ -88,19 +87,6 @@ BOUND_STYLES = {
     "mean_sample_lr": ("C2", "-.", r"$2/\mathrm{mean}\,\|x\|^2$"),
     "per_sample_lr": ("C4", ":", r"$2/\max\,\|x\|^2$"),
 }
-
-
-class LrBounds(Protocol):
-    """The learning-rate bounds the stability map draws (``linmnist.report.tables.Bounds``)."""
-
-    @property
-    def lr_max(self) -> float: ...
-
-    @property
-    def mean_sample_lr(self) -> float: ...
-
-    @property
-    def per_sample_lr(self) -> float: ...
 
 
 COLUMN_LABELS = {
@@ -249,16 +235,10 @@ def digit_image(image: np.ndarray, *, title: str) -> Figure:
 def _draw_reference(ax_loss, ax_acc, reference, label: str) -> None:
     """The closed-form optimum as horizontal lines: loss, train and test accuracy."""
     ax_loss.axhline(reference.loss, **REFERENCE_STYLE, label=f"{label} ({reference.loss:.4f})")
-    ax_acc.axhline(
-        100 * reference.train_acc,
-        **REFERENCE_STYLE,
-        label=f"{label}, train ({100 * reference.train_acc:.2f} %)",
-    )
-    ax_acc.axhline(
-        100 * reference.test_acc,
-        **{**REFERENCE_STYLE, "linestyle": "-."},
-        label=f"{label}, test ({100 * reference.test_acc:.2f} %)",
-    )
+    for split, style in (("train", "--"), ("test", "-.")):
+        value = 100 * getattr(reference, f"{split}_acc")
+        shown = f"{label}, {split} ({value:.2f} %)"
+        ax_acc.axhline(value, **{**REFERENCE_STYLE, "linestyle": style}, label=shown)
 
 
 def _draw_study(ax_loss, ax_acc, study: pd.DataFrame) -> None:
@@ -1023,7 +1003,7 @@ def _draw_edges(ax, edges: pd.DataFrame, sizes: list) -> None:
     ax.plot([], [], color="black", linewidth=2.2, label="predicted edge")
 
 
-def _mark_learning_rates(top, bottom, bounds: LrBounds, study_lrs: Sequence[float]) -> None:
+def _mark_learning_rates(top, bottom, bounds: Bounds, study_lrs: Sequence[float]) -> None:
     """The three bounds as vertical lines on both panels, the study's learning rates as
     triangles at the top of the upper one."""
     for name, (color, style, label) in BOUND_STYLES.items():
@@ -1046,7 +1026,7 @@ def _mark_learning_rates(top, bottom, bounds: LrBounds, study_lrs: Sequence[floa
 
 def stability_map(
     table: pd.DataFrame,
-    bounds: LrBounds,
+    bounds: Bounds,
     *,
     study_lrs: Sequence[float],
     edges: pd.DataFrame | None = None,
