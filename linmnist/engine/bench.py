@@ -206,7 +206,8 @@ def bench(iterations: int, batch_sizes: list[int], *, with_torch: bool = True) -
         f"Seed-fidelity run on MNIST: lr {LR}, {iterations} iterations, train and test "
         "evaluated after every iteration. naive = the study's float64 products; torch = float32, "
         "2 threads, one product per split per iteration; set-up = the engine's evaluator "
-        "(built once per data set), not in 'engine s'; peak = one engine run in a fresh process."
+        "(built once per data set, its quantities read from the disk cache once computed), not in "
+        "'engine s'; peak = one engine run in a fresh process."
     )
     results = [
         compare(X, Y, Xt, Yt, batch_size=b, iterations=iterations, with_torch=with_torch)

@@ -49,6 +49,7 @@ from linmnist.engine.kernels import (
     rank_gaps,
     running_margins,
 )
+from linmnist.engine.quantity_cache import cached, data_key
 from linmnist.engine.validation import UsageError, check_bool
 
 HISTORY_COLUMNS = ["iteration", "train_loss", "train_acc", "test_acc"]
@@ -189,8 +190,11 @@ class Evaluator:
     comparison, so both are measured identically; ``stream`` starts the evaluation of one
     run's weights.
 
-    Building one costs about a second on MNIST (mostly the Gram matrix); runs on the same
-    data can share one (``train(..., evaluator=...)``).
+    Its per-dataset quantities (the Gram matrices, the norms, ``projection``) cost about
+    a second on MNIST; they are cached on disk by the data's hash
+    (``linmnist.engine.quantity_cache``), so a new one on the same data, in any process, costs
+    the hash and a read (~0.3 s). Runs on the same data can also share one
+    (``train(..., evaluator=...)``).
 
     Parameters
     ----------
@@ -221,32 +225,23 @@ class Evaluator:
             [np.argmax(y, axis=0) for y in ([Y, Y_test][: len(self.parts)])]
         )
         d = X.shape[0]
-        # Loss as a quadratic form: N L(W) = 1/2 (<W S, W> - 2 <W, C> + sum Y^2), with the
-        # Gram matrices accumulated over blocks of samples in float64 (no full float64 copy).
-        S = np.zeros((d, d))
-        C = np.zeros((Y.shape[0], d))
-        self.train_nonzero = np.zeros(d, dtype=bool)
-        for j in range(0, self.n, BLOCK):
-            # A block of samples, sample-major: a contiguous copy when X is the transpose of
-            # a sample-major array, as ``prepare`` returns it.
-            Xb = np.asarray(X[:, j : j + BLOCK].T, dtype=np.float64)
-            S += Xb.T @ Xb
-            C += np.asarray(Y[:, j : j + BLOCK], dtype=np.float64) @ Xb
-            self.train_nonzero |= np.any(Xb != 0, axis=0)
+        # The data's key in the cache of per-dataset quantities (None: too small to cache).
+        self._key = data_key(
+            self._sources[0].T, self.labels, f"classes {Y.shape[0]} train {self.n} bias {bias}",
+            *(() if X_test is None else (self._sources[2].T,)),
+        )  # fmt: skip
+        gram = cached("evaluator", self._key, __file__, lambda: _gram(X, Y, self.parts))
         # Pixels that are zero in every training image add nothing to the loss; the
         # per-iteration products skip them.
+        self.train_nonzero = gram["train_nonzero"]
         self.loss_rows = np.flatnonzero(self.train_nonzero)
-        self.S = S[np.ix_(self.loss_rows, self.loss_rows)]
-        self.C = C[:, self.loss_rows]
-        self.yy = float(np.sum(np.square(Y, dtype=np.float64)))
+        self.S, self.C, self.norms = gram["S"], gram["C"], gram["norms"]
+        self.yy = float(gram["yy"])
         # ||W X - Y||_F <= ||W||_F ||X||_2 + ||Y||_F and ||X||_2^2 = lambda_max(S) <= tr S, so
         # L(W) <= 1/2 (||W||_F sqrt(tr S / N) + sqrt(sum Y^2 / N))^2: a bound that costs one
         # norm, checked at every iteration before the exact loss is needed.
         self.root_trace = np.sqrt(np.trace(self.S) / self.n)
         self.root_yy = np.sqrt(self.yy / self.n)
-        self.norms = np.concatenate(
-            [np.sqrt(np.einsum("dn,dn->n", P, P, dtype=np.float64)) for P in self.parts]
-        )
         u = 2.0**-24
         # |fl32(w . x) - w . x| <= (gamma_D + 2u) ||w|| ||x||: summation plus the rounding of
         # w and x to float32 (Higham, Accuracy and Stability, eq. 3.5); padded by 1 %.
@@ -276,8 +271,13 @@ class Evaluator:
         For a weight change d, d . x = (U^T d) . u + (d - U U^T d) . (x - U u): the first term
         is exact and costs r, the second is at most ||d - U U^T d|| ||x - U u||, which is
         small because MNIST's images (and the SGD steps, sums of images) lie mostly in
-        U's span (``HistoryStream._reach``).
+        U's span (``HistoryStream._reach``). Cached on disk with the data's other quantities.
         """
+        found = cached("projection", self._key, __file__, self._projection)
+        return found["U"], found["coords"], found["resid"]
+
+    def _projection(self) -> dict[str, np.ndarray]:
+        """``projection``'s arrays, computed."""
         active = self.active
         S = np.zeros((len(active), len(active)))
         pos = np.searchsorted(active, self.loss_rows)
@@ -300,7 +300,8 @@ class Evaluator:
         # orthonormality (1e-15).
         norms2 = self.norms**2
         inside = np.einsum("mr,mr->m", coords, coords)
-        return U, coords, np.sqrt(np.maximum(norms2 - inside, 0) + 1e-12 * norms2)
+        resid = np.sqrt(np.maximum(norms2 - inside, 0) + 1e-12 * norms2)
+        return {"U": U, "coords": coords, "resid": resid}
 
     @cached_property
     def rows32(self) -> list[np.ndarray]:
@@ -687,6 +688,33 @@ class HistoryStream:
             )  # fmt: skip
 
         self._each_group(work)
+
+
+def _gram(X: np.ndarray, Y: np.ndarray, parts: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The evaluator's per-dataset quantities: S = X X^T and C = Y X^T on the features non-zero
+    in some training sample (``train_nonzero``), sum Y^2 (``yy``) and every sample's norm."""
+    d = X.shape[0]
+    # Loss as a quadratic form: N L(W) = 1/2 (<W S, W> - 2 <W, C> + sum Y^2), with the
+    # Gram matrices accumulated over blocks of samples in float64 (no full float64 copy).
+    S = np.zeros((d, d))
+    C = np.zeros((Y.shape[0], d))
+    nonzero = np.zeros(d, dtype=bool)
+    for j in range(0, X.shape[1], BLOCK):
+        # A block of samples, sample-major: a contiguous copy when X is the transpose of
+        # a sample-major array, as ``prepare`` returns it.
+        Xb = np.asarray(X[:, j : j + BLOCK].T, dtype=np.float64)
+        S += Xb.T @ Xb
+        C += np.asarray(Y[:, j : j + BLOCK], dtype=np.float64) @ Xb
+        nonzero |= np.any(Xb != 0, axis=0)
+    rows = np.flatnonzero(nonzero)
+    norms = [np.sqrt(np.einsum("dn,dn->n", P, P, dtype=np.float64)) for P in parts]
+    return {
+        "train_nonzero": nonzero,
+        "S": S[np.ix_(rows, rows)],
+        "C": C[:, rows],
+        "yy": np.array(np.sum(np.square(Y, dtype=np.float64))),
+        "norms": np.concatenate(norms),
+    }
 
 
 def _cross(V: np.ndarray, A: np.ndarray) -> np.ndarray:

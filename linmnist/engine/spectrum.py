@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linmnist.engine.evaluation import check_data
+from linmnist.engine.quantity_cache import cached, data_key
 from linmnist.engine.validation import check_int, check_number
 
 
@@ -66,8 +67,17 @@ class Spectrum:
 
 
 def spectrum(X: np.ndarray, Y: np.ndarray) -> Spectrum:
-    """The ``Spectrum`` of the training set (X (D, N), Y (10, N) one-hot), in float64."""
+    """The ``Spectrum`` of the training set (X (D, N), Y (10, N) one-hot), in float64; cached
+    on disk per data set (``linmnist.engine.quantity_cache``)."""
     X, Y = check_data(X, Y, "X", "Y")
+    key = data_key(X.T, np.argmax(Y, axis=0), f"classes {Y.shape[0]}")
+    arrays = cached("spectrum", key, __file__, lambda: _decompose(X, Y))
+    scalars = {"loss_star": float, "loss_zero": float, "n_samples": int}
+    return Spectrum(**{k: scalars[k](v) if k in scalars else v for k, v in arrays.items()})
+
+
+def _decompose(X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
+    """The fields of X and Y's ``Spectrum``, as arrays."""
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     n = X.shape[1]
@@ -82,17 +92,17 @@ def spectrum(X: np.ndarray, Y: np.ndarray) -> Spectrum:
     U_star = np.divide(CV, lam, out=np.zeros_like(CV), where=keep)
     weights = 0.5 * lam * np.sum(U_star**2, axis=0)
     loss_zero = 0.5 * float(np.sum(Y * Y)) / n
-    return Spectrum(
-        S=S,
-        C=C,
-        lam=lam,
-        V=V,
-        W_star=U_star @ V.T,
-        loss_star=loss_zero - float(weights.sum()),
-        loss_zero=loss_zero,
-        weights=weights,
-        n_samples=n,
-    )
+    return {
+        "S": S,
+        "C": C,
+        "lam": lam,
+        "V": V,
+        "W_star": U_star @ V.T,
+        "loss_star": np.array(loss_zero - float(weights.sum())),
+        "loss_zero": np.array(loss_zero),
+        "weights": weights,
+        "n_samples": np.array(n),
+    }
 
 
 def excess_loss(spec: Spectrum, W: np.ndarray) -> float:

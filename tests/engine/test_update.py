@@ -9,13 +9,15 @@ from linmnist.engine.update import TILE, sgd_update
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
 @pytest.mark.parametrize("batch_size", [1, TILE - 1, TILE, 2 * TILE + 1, 300])
-def test_the_update_is_numpys_to_rounding(small_data, dtype, rtol, batch_size):
-    """W' and E equal sgd_step's on the gathered batch, for every remainder of the tile,
-    repeated indices included (the batch is drawn with replacement)."""
+@pytest.mark.parametrize("classes", [10, 7])
+def test_the_update_is_numpys_to_rounding(small_data, dtype, rtol, batch_size, classes):
+    """W' and E equal sgd_step's on the gathered batch, for every remainder of the tile and
+    an odd number of classes (taken two at a time), repeated indices included (the batch is
+    drawn with replacement)."""
     (X, Y), _ = small_data
-    X, Y = X.astype(dtype), Y.astype(dtype)
+    X, Y = X.astype(dtype), Y[:classes].astype(dtype)
     rng = np.random.default_rng(batch_size)
-    W = rng.normal(scale=0.01, size=(10, X.shape[0])).astype(dtype)
+    W = rng.normal(scale=0.01, size=(classes, X.shape[0])).astype(dtype)
     ids = rng.integers(0, X.shape[1], size=batch_size)
     ids[-1] = ids[0]
     expected_W, expected_E = sgd_step(W, X[:, ids], Y[:, ids], 0.01)

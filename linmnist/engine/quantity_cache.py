@@ -1,0 +1,144 @@
+"""Per-dataset quantities on disk: what an evaluator or a spectrum computes once per data set.
+
+The evaluator's Gram matrices and top eigenvectors (``evaluation.Evaluator``) and the spectrum's
+eigen-decomposition (``spectrum.spectrum``) cost seconds on MNIST and are the same for every run
+on the same data, in every process. ``cached`` keeps them in
+``<data cache>/quantities/<kind>-<key>.npz`` (the data cache is ``~/.cache/linmnist``, or
+``$LINMNIST_DATA_DIR``), ``key`` the SHA-256 of the data (``data_key``):
+
+* each file holds the digest of the code that computed it (``code_digest``: the computing
+  module's source and numpy's version); a file of other code is computed again and replaced,
+  so there is one file per data set and kind;
+* a file's first line is the SHA-256 of the rest: a truncated, garbled or extended file fails
+  it, is removed with one warning line on stderr and computed again;
+* files are written atomically (a temporary file renamed into place); a cache that cannot be
+  written is left alone and the quantities computed each time;
+* data smaller than ``CACHE_FROM`` values are not cached: computing costs less than hashing
+  and reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from linmnist.engine.data import cache_path
+
+# Values of data below which nothing is cached (a set-up of a few hundredths of a second).
+CACHE_FROM = 10**7
+# Rows of an array hashed at a time when it is not contiguous (one block copied at a time).
+HASH_ROWS = 4096
+# The member of a file holding the digest of the code that computed it.
+CODE = "code_digest"
+
+Arrays = dict[str, np.ndarray]
+
+
+def quantities_dir() -> Path:
+    """The cache's directory: ``quantities/`` in the data cache."""
+    return cache_path().parent / "quantities"
+
+
+def data_key(*parts: np.ndarray | str) -> str | None:
+    """SHA-256 (hex) of ``parts`` (arrays: dtype, shape and values in row-major order; or
+    strings), or None when their arrays hold fewer than ``CACHE_FROM`` values."""
+    arrays = [p for p in parts if isinstance(p, np.ndarray)]
+    if sum(a.size for a in arrays) < CACHE_FROM:
+        return None
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, str):
+            h.update(f"str {part}\n".encode())
+            continue
+        h.update(f"array {part.dtype.str} {part.shape}\n".encode())
+        if part.flags.c_contiguous:
+            h.update(part.reshape(-1).view(np.uint8))
+            continue
+        for j in range(0, len(part), HASH_ROWS):
+            h.update(np.ascontiguousarray(part[j : j + HASH_ROWS]).reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+@functools.cache
+def code_digest(source: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the source file that computes the quantities, and numpy's version."""
+    return hashlib.sha256(Path(source).read_bytes() + np.__version__.encode()).hexdigest()
+
+
+def cached(kind: str, key: str | None, source: str, compute: Callable[[], Arrays]) -> Arrays:
+    """The arrays ``compute()`` returns for the data of ``key``, computed by ``source``: read
+    from the cache when it holds them, else computed and stored (``key`` None: computed)."""
+    if key is None:
+        return compute()
+    path = quantities_dir() / f"{kind}-{key}.npz"
+    code = code_digest(source)
+    arrays = _read(path, code)
+    if arrays is None:
+        arrays = compute()
+        _write(path, code, arrays)
+    return arrays
+
+
+def _read(path: Path, code: str) -> Arrays | None:
+    """The arrays of the file at ``path`` if it holds them for ``code``; a damaged file is
+    removed, with one warning line."""
+    try:
+        raw = path.read_bytes()
+    except OSError:  # absent, or unreadable: computed (and stored if the cache can be written)
+        return None
+    head, _, payload = raw.partition(b"\n")
+    try:
+        if head != hashlib.sha256(payload).hexdigest().encode():
+            raise ValueError("its checksum does not match its contents")
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        stored = str(arrays.pop(CODE))
+    except Exception as exc:  # any failure to parse the bytes: the file is damaged
+        print(
+            f"warning: the cached quantities {path} were damaged ({type(exc).__name__}: "
+            f"{str(exc)[:80]}); {_discard(path)}, computing them again",
+            file=sys.stderr,
+        )
+        return None
+    return arrays if stored == code else None
+
+
+def _discard(path: Path) -> str:
+    """Remove a damaged file; returns what happened, for the warning."""
+    try:
+        path.unlink()
+    except OSError:
+        return "not removable"
+    return "removed"
+
+
+def _write(path: Path, code: str, arrays: Arrays) -> None:
+    """Store ``arrays`` at ``path`` atomically, after the checksum line; skipped when the
+    cache cannot be written."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, **{CODE: np.array(code)})
+    payload = buffer.getvalue()
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+        os.chmod(tmp, 0o644)  # as the data cache's files (mkstemp makes them private)
+        os.replace(tmp, path)
+    except OSError:  # read-only, full or not a directory: the quantities are not stored
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+__all__ = ["CACHE_FROM", "cached", "code_digest", "data_key", "quantities_dir"]
