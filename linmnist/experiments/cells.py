@@ -91,7 +91,9 @@ def train_seeds(
     shared = None
     if n_prime is None:
         shared = Evaluator(X, Y, X_test, Y_test) if evaluator is None else evaluator
-    run = dict(lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test, Y_test=Y_test)
+    run: dict[str, Any] = dict(
+        lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test, Y_test=Y_test
+    )
     return [
         train(
             *_training_set(X, Y, n_prime=n_prime, seed=seed),

@@ -306,7 +306,7 @@ def compare_frameworks(
     dataset : str, optional
         Stored in ``params``.
     """
-    params = {"dataset": dataset} if dataset is not None else {}
+    params: dict[str, Any] = {"dataset": dataset} if dataset is not None else {}
     params |= dict(
         lr=lr, batch_size=batch_size, iterations=iterations, seed=seed, eval_every=eval_every,
         study_lr=study_lr, study_batch_size=study_batch_size, study_iterations=study_iterations,
@@ -381,7 +381,7 @@ def _train(
         kwargs |= dict(lr=setting["mse_lr"], loss="mse")
     result = TRAINERS[spec.framework](X, Y, **kwargs, evaluator=evaluator)
     if spec.framework != "numpy":
-        return result, result.step_seconds
+        return result, result.step_seconds  # type: ignore[attr-defined]
     replay = {k: kwargs[k] for k in ("lr", "batches", "dtype", "bias")}
     return result, numpy_step_seconds(X, Y, **replay)
 
@@ -484,7 +484,7 @@ def comparison_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, An
     dataset = params["dataset"]
     data32, data64 = load_data(dataset)
     settings = {k: params[k] for k in FRAMEWORKS_PARAMETERS}
-    comparison = compare_frameworks(*data32, **settings, data64=data64, dataset=dataset)
+    comparison = compare_frameworks(*data32, **settings, data64=data64, dataset=dataset)  # type: ignore[arg-type]
     return write_comparison(comparison, out)
 
 

@@ -54,7 +54,7 @@ def _tarball() -> bytes:
 
 def _member(name: str) -> str:
     with tarfile.open(fileobj=io.BytesIO(_tarball()), mode="r:gz") as archive:
-        return archive.extractfile(name).read().decode("utf-8")
+        return archive.extractfile(name).read().decode("utf-8")  # type: ignore[union-attr]
 
 
 def script() -> str:

@@ -16,6 +16,7 @@ import html
 import io
 import os
 import re
+from typing import Any
 
 import nbformat
 from jinja2 import DictLoader
@@ -184,7 +185,7 @@ def notebook_html(
         page is self-contained.
     """
     nb = _read(notebook)
-    extra = {
+    extra: dict[str, Any] = {
         "mathjax_config": MATHJAX_CONFIG,
         "mathjax_src": mathjax_src,
         "mathjax_js": "" if mathjax_src else mathjax_script(),
@@ -217,7 +218,7 @@ def print_html(
             cells=[c for c in nb.cells if c.cell_type != "code" or c.get("outputs")],
             metadata=nb.metadata,
         )
-    extra = {"print_css": PRINT_CSS}
+    extra: dict[str, Any] = {"print_css": PRINT_CSS}
     if title is not None:
         extra["metadata"] = {"name": title}
     body, _ = _exporter("print.html.j2", include_code=include_code).from_notebook_node(
@@ -327,7 +328,7 @@ def write_pdf(
         cut_off += cut_off_boxes(document)
     buffer = io.BytesIO()
     document.write_pdf(buffer)
-    atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())  # type: ignore[arg-type]
     return len(document.pages)
 
 
