@@ -312,11 +312,10 @@ def test_grid_curves_of_a_grid_whose_cells_all_failed():
     assert all_text(fig).count("failed") == len(LRS) * len(BATCH_SIZES)
 
 
-def test_every_figure_fits_the_page_with_readable_text():
+def test_every_figure_fits_the_page_with_readable_text(loss_grid):
     """At most PRINT_WIDTH inches wide, text of at least 8 pt (the printed size)."""
-    histories, seeds = fake_grid(n_seeds=2)
     made = [
-        figures.grid_curves(histories, seeds, metric="train_loss"),
+        loss_grid[1],
         figures.accuracy_heatmap(fake_table()),
         figures.stability_plot(fake_table(), lr_max=0.0525),
         figures.training_curves(fake_history(seed=0), title="t"),
