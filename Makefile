@@ -50,22 +50,27 @@ sweep: $(STAMP)
 status: $(STAMP)
 	$(PY) -m linmnist status $(BUILD_ARGS)
 
+# The tests run in two pytest-xdist workers of one BLAS thread each.
+PYTEST = OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
+
 # nbval compares the notebooks with their stored outputs, those of the small build.
 test: $(STAMP)
 	bash tools/system-packages
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 	$(PY) -m linmnist run grid subset stability edge frameworks scaling theory sizes --profile small --jobs $(JOBS) --no-progress
 	$(PY) -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-kernel-name linmnist notebooks
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not integration and not browser and not slow" tests
+	$(PYTEST) -m "not integration and not browser and not slow" tests
 
 bench: $(STAMP)
 	$(PY) -m linmnist bench
 
+# The same three checks as .pre-commit-config.yaml.
 lint: $(STAMP)
 	$(BIN)/ruff check linmnist tests notebooks
 	$(BIN)/ruff format --check linmnist tests notebooks
+	$(PY) -m mypy
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[lab]'

@@ -48,7 +48,7 @@ import numpy.typing as npt
 try:
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy < 2
-    from numpy.core.multiarray import _reconstruct
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
 from linmnist.engine.validation import (
     LinmnistError,
@@ -226,7 +226,8 @@ def _check_cache_dir(directory: Path, label: str) -> None:
         return  # made when the data is acquired (below a directory that can be written)
     except OSError as exc:
         reason = {errno.ELOOP: "is a symlink loop", errno.ENOTDIR: "lies under a file"}.get(
-            exc.errno, f"cannot be used ({exc.strerror or exc})"
+            exc.errno,  # type: ignore[arg-type]
+            f"cannot be used ({exc.strerror or exc})",
         )
         raise DataCacheError(f"{label} {reason}; it must be a directory") from None
     if not stat.S_ISDIR(info.st_mode):
@@ -305,10 +306,10 @@ def verify(data: Dataset, name: str = "mnist") -> None:
         if found != label:
             problems.append(f"{split} label at index {index} is {found}, expected {label}")
     if not problems and facts.content_sha256 is not None:
-        found = content_sha256(data)
-        if found != facts.content_sha256:
+        sha = content_sha256(data)
+        if sha != facts.content_sha256:
             problems.append(
-                f"content SHA-256 {found[:16]}... differs from the pinned "
+                f"content SHA-256 {sha[:16]}... differs from the pinned "
                 f"{facts.content_sha256[:16]}...: pixels or labels were altered"
             )
     if problems:
@@ -652,7 +653,7 @@ def download(url: str, sha256: str | None, directory: Path) -> Path:
 
     where = urlsplit(url)
     probe = min(PROBE_TIMEOUT, _remaining())
-    if not _host_reachable(where.hostname, where.port or 443, timeout=probe):
+    if not _host_reachable(where.hostname, where.port or 443, timeout=probe):  # type: ignore[arg-type]
         raise _Unavailable(f"{where.netloc} did not answer within {probe:g} s")
     pooch.get_logger().setLevel(logging.WARNING)  # our own log says what is fetched
     name = where.path.rsplit("/", 1)[-1]
@@ -706,10 +707,10 @@ def _download_wheel(dest: Path) -> Path:
         killed = []
         # A second before the acquisition's own limit, so that the message names the index.
         wait = max(seconds - 1, 0)
-        timer = threading.Timer(wait, lambda: (killed.append(True), proc.kill()))
+        timer = threading.Timer(wait, lambda: (killed.append(True), proc.kill()))  # type: ignore[func-returns-value]
         timer.start()
         try:
-            for line in proc.stdout:
+            for line in proc.stdout:  # type: ignore[union-attr]
                 match = progress.fullmatch(line.strip())
                 if match is None:
                     output.append(line.rstrip())
@@ -787,7 +788,7 @@ def _unpickle(member: bytes) -> object:
 def _from_pickled(obj: object) -> Dataset:
     """((x, y) train, (x, y) validation, (x, y) test) with x = uint8 / 256 -> Keras's layout."""
     try:
-        pairs = [(x, y) for x, y in obj]
+        pairs = [(x, y) for x, y in obj]  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         pairs = []
     if len(pairs) != 3:

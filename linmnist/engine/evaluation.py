@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -425,7 +426,8 @@ class HistoryStream:
         # Per sample, what the projected test needs of its last scoring: the float32 scores
         # minus their projected part (VU . u) and the margins' error bound (infinite: no
         # projected test until scored again). Made at the first lazy chunk.
-        self.offset = self.anchor_bound = None
+        self.offset: np.ndarray | None = None
+        self.anchor_bound: Any = None
         # Chunks left to score densely, and how many the next lazy chunk that scores more
         # than DENSE_ABOVE of its samples buys (doubled each time: few probes when the
         # weights move a lot, e.g. early in training or when evaluated every 10 steps).

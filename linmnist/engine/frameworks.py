@@ -159,7 +159,7 @@ def _loop(
     ):
         for t in range(run.iterations):
             t0 = time.perf_counter()
-            step(run.batches[t])
+            step(run.batches[t])  # type: ignore[index]
             step_seconds += time.perf_counter() - t0
             W_next, b_next = weights()
             full = W_next if b_next is None else np.hstack([W_next, b_next[:, None]])
@@ -224,7 +224,7 @@ def train_torch(
         batches=batches, eval_every=eval_every, dtype=dtype, bias=bias, loss=loss,
         evaluator=evaluator,
     )  # fmt: skip
-    return _loop(run, "torch", *_torch_steps(run), evaluator)
+    return _loop(run, "torch", *_torch_steps(run), evaluator)  # type: ignore[call-arg]
 
 
 def _torch_steps(run: _Run):
@@ -315,7 +315,7 @@ def train_keras(
         # train_on_batch converts its logs with np.array(tensor), which numpy >= 2.4 flags
         # for torch tensors (their __array__ has no copy keyword); harmless here.
         warnings.filterwarnings("ignore", _NO_COPY_KEYWORD, DeprecationWarning)
-        return _loop(run, "keras", *_keras_steps(run), evaluator)
+        return _loop(run, "keras", *_keras_steps(run), evaluator)  # type: ignore[call-arg]
 
 
 def _keras_steps(run: _Run):

@@ -157,7 +157,7 @@ def noise_covariance(
     *,
     lr: float,
     batch_size: int | Sequence[int],
-    steps: Sequence[int],
+    steps: Sequence[int] | np.ndarray,
     sigma: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """c(t) after each of ``steps`` updates (ascending, >= 0) of the recursion from c(0) = 0.

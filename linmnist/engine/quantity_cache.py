@@ -61,10 +61,11 @@ def data_key(*parts: np.ndarray | str) -> str | None:
             continue
         h.update(f"array {part.dtype.str} {part.shape}\n".encode())
         if part.flags.c_contiguous:
-            h.update(part.reshape(-1).view(np.uint8))
+            h.update(part.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
             continue
         for j in range(0, len(part), HASH_ROWS):
-            h.update(np.ascontiguousarray(part[j : j + HASH_ROWS]).reshape(-1).view(np.uint8))
+            rows = np.ascontiguousarray(part[j : j + HASH_ROWS]).reshape(-1)
+            h.update(rows.view(np.uint8))  # type: ignore[arg-type]
     return h.hexdigest()
 
 
@@ -125,7 +126,7 @@ def _write(path: Path, code: str, arrays: Arrays) -> None:
     """Store ``arrays`` at ``path`` atomically, after the checksum line; skipped when the
     cache cannot be written."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays, **{CODE: np.array(code)})
+    np.savez(buffer, **arrays, **{CODE: np.array(code)})  # type: ignore[arg-type]
     payload = buffer.getvalue()
     tmp = None
     try:

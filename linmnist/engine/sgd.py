@@ -352,7 +352,9 @@ def train(
     W = np.zeros((Y.shape[0], Xd.shape[0]), dtype=dt)
     diverged_at = None
     incremental = batch_size < INCREMENTAL_BELOW and eval_every == 1 and accuracy == "every"
-    held, loss_only = None, []  # accuracy "final": the latest point, and those before it
+    # accuracy "final": the latest point, and those before it
+    held: tuple[int, np.ndarray] | None = None
+    loss_only: list[tuple[int, np.ndarray]] = []
     # The evaluation streams: every chunk of recorded weights is scored and dropped, so the
     # memory of a run does not grow with its iterations beyond the history table.
     with evaluator.stream(lr / batch_size if incremental else None) as stream:

@@ -73,7 +73,8 @@ def spectrum(X: np.ndarray, Y: np.ndarray) -> Spectrum:
     key = data_key(X.T, np.argmax(Y, axis=0), f"classes {Y.shape[0]}")
     arrays = cached("spectrum", key, __file__, lambda: _decompose(X, Y))
     scalars = {"loss_star": float, "loss_zero": float, "n_samples": int}
-    return Spectrum(**{k: scalars[k](v) if k in scalars else v for k, v in arrays.items()})
+    fields = {k: scalars[k](v) if k in scalars else v for k, v in arrays.items()}
+    return Spectrum(**fields)  # type: ignore[arg-type]
 
 
 def _decompose(X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:

@@ -58,7 +58,7 @@ def measure(
                    eval_every=iterations, evaluator=evaluator)  # fmt: skip
         train(X, Y, **{**run, "iterations": 5, "batches": batches[:5], "eval_every": 5})
         _read_twice(XT, batches[:5])  # compiled and warm before anything is timed
-        seconds = {"train": [], "floor": []}
+        seconds: dict[str, list[float]] = {"train": [], "floor": []}
         for _ in range(repeats):
             t0 = time.perf_counter()
             train(X, Y, **run)

@@ -77,7 +77,7 @@ def check_int(name: str, value, *, low: int | None = None, high: int | None = No
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
         wrong_kind = isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real)
         raise UsageError(expected + _given(value, typed=wrong_kind))
-    if (low is not None and value < low) or (high is not None and value > high):
+    if (low is not None and value < low) or (high is not None and value > high):  # type: ignore[operator]
         raise UsageError(expected + _given(value))
     return int(value)
 

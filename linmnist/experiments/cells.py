@@ -99,8 +99,10 @@ def train_seeds(
     shared = None
     if n_prime is None:
         shared = Evaluator(X, Y, X_test, Y_test) if evaluator is None else evaluator
-    run = dict(lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test, Y_test=Y_test,
-               accuracy=accuracy)  # fmt: skip
+    run: dict[str, Any] = dict(
+        lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test, Y_test=Y_test,
+        accuracy=accuracy,
+    )  # fmt: skip
     return [
         train(
             *_training_set(X, Y, n_prime=n_prime, seed=seed),

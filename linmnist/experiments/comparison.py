@@ -92,7 +92,7 @@ RUNS = (
     ),
     RunSpec("study_numpy", "study", "numpy", "float32", None, "numpy, bias, lr {lr:g}"),
 )  # fmt: skip
-TRAINERS = {"numpy": train, "torch": train_torch, "keras": train_keras}
+TRAINERS: dict[str, Any] = {"numpy": train, "torch": train_torch, "keras": train_keras}
 RUN_COLUMNS = [
     "run",  # id, RunSpec.run
     "label",  # display name, unique
@@ -237,7 +237,7 @@ def compare_frameworks(
             f"compare_frameworks takes the settings {', '.join(FRAMEWORKS_PARAMETERS)}; got "
             f"{', '.join(settings) or 'none'}"
         )
-    params = {"dataset": dataset} if dataset is not None else {}
+    params: dict[str, Any] = {"dataset": dataset} if dataset is not None else {}
     params |= {key: settings[key] for key in FRAMEWORKS_PARAMETERS}
     results = _train_all((X, Y, X_test, Y_test), data64, _settings(params, X.shape[1]))
     n_train, n_test = Y.shape[1], Y_test.shape[1]
@@ -408,7 +408,7 @@ def comparison_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, An
     dataset = params["dataset"]
     data32, data64 = load_data(dataset)
     settings = {k: params[k] for k in FRAMEWORKS_PARAMETERS}
-    comparison = compare_frameworks(*data32, **settings, data64=data64, dataset=dataset)
+    comparison = compare_frameworks(*data32, **settings, data64=data64, dataset=dataset)  # type: ignore[arg-type]
     return write_comparison(comparison, out)
 
 

@@ -94,14 +94,14 @@ def module_closure(modules: Iterable[str]) -> list[str]:
         # importing linmnist.a.b runs linmnist/__init__.py and linmnist/a/__init__.py first
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]
         path = module_path(name)
-        todo += sorted(_module_imports(path, path.stat().st_mtime_ns) - seen)
+        todo += sorted(_module_imports(path, path.stat().st_mtime_ns) - seen)  # type: ignore[union-attr]
     return sorted(seen)
 
 
 def code_digest(modules: Iterable[str]) -> str:
     """SHA-256 of the source of ``modules``' closure."""
     closure = module_closure(modules)
-    return digest({name: module_path(name).read_bytes().hex() for name in closure})
+    return digest({name: module_path(name).read_bytes().hex() for name in closure})  # type: ignore[union-attr]
 
 
 def notebook_code(path: str | Path) -> str:

@@ -167,7 +167,7 @@ def make_product(product: Product, inputs: dict[str, Any]) -> Outcome:
             else:
                 for name in product.outputs:
                     os.replace(staging / name, directory / name)
-                status, error = "ok", None
+                status, error = "ok", None  # type: ignore[assignment]
                 extra = {**extra, OUTPUTS: output_digests(directory, product.outputs)}
         seconds = time.perf_counter() - start
         write_record(product.record, _record(product, status, error, inputs, seconds, extra))

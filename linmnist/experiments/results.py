@@ -232,7 +232,7 @@ def load_task(
     """
     frames = []
     for result in load_cells(runs_dir, task, cells=cells):
-        head = {"task": result.task, "cell": result.cell, "status": result.status}
+        head: dict[str, Any] = {"task": result.task, "cell": result.cell, "status": result.status}
         head |= {"error": result.error, **_scalar_params(result.params)}
         seeds = result.seeds if len(result.seeds) else pd.DataFrame([{}], columns=list(SEED_FIELDS))
         frames.append(seeds.assign(**head)[[*head, *SEED_FIELDS]])

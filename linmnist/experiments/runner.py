@@ -205,7 +205,7 @@ def own_inputs(
         closure = fp.module_closure(modules)
         memo[key] = {
             "code": fp.code_digest(closure),
-            "modules": {m: fp.digest(fp.module_path(m).read_bytes()) for m in closure},
+            "modules": {m: fp.digest(fp.module_path(m).read_bytes()) for m in closure},  # type: ignore[union-attr]
             "notebook": None if product.notebook is None else fp.notebook_digest(product.notebook),
         }
     dataset = product.params.get("dataset")
@@ -359,8 +359,8 @@ def run(
         for directory in {p.directory for p in products}:  # a killed run's debris, anywhere
             _remove_leftovers(directory)
         if not todo:
-            outcomes = tuple(Outcome(p.name, "skipped") for p in products)
-            return RunSummary(outcomes, time.perf_counter() - start)
+            skipped = tuple(Outcome(p.name, "skipped") for p in products)
+            return RunSummary(skipped, time.perf_counter() - start)
         workers = max(1, min(job_limit(jobs)[0] if scheduler is None else jobs, len(todo)))
         with _executor(executor, workers, scheduler, digests) as pool:
             setting = _setting(products, executor, scheduler, pool.slots, pool.threads)

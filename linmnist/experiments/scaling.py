@@ -233,13 +233,13 @@ def gd_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     # direction decays monotonically (as in gradient flow).
     lr = TRAJECTORY_STEP / spec.lambda_max
     at_target = [
-        {"target": target, "lr": lr, **scales_at(lr, gd_steps_to(spec, lr, target))}
+        {"target": target, "lr": lr, **scales_at(lr, gd_steps_to(spec, lr, target))}  # type: ignore[arg-type]
         for target in targets
     ]
     points = params["trajectory_points"]
     end = 2 * at_target[-1]["step"]
-    steps = np.unique(np.r_[0, np.geomspace(1, end, points - 1).round()]).astype(int)
-    trajectory = pd.DataFrame([scales_at(lr, int(t)) for t in steps], columns=TRAJECTORY_COLUMNS)
+    steps = np.unique(np.r_[0, np.geomspace(1, end, points - 1).round()]).astype(int)  # type: ignore[assignment]
+    trajectory = pd.DataFrame([scales_at(lr, int(t)) for t in steps], columns=TRAJECTORY_COLUMNS)  # type: ignore[arg-type]
     optimum = noise_scales(spec.W_star, X64, Y, moments=moments)
     atomic_write_text(Path(out) / f"{stem}{RUNS_SUFFIX}", runs.to_csv(index=False))
     atomic_write_text(Path(out) / TRAJECTORY_FILE, trajectory.to_csv(index=False))
@@ -289,7 +289,7 @@ def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         predicted = noise_floor.excess_after(
             model, lr=lr, batch_size=[r["batch_size"] for r in members], iterations=iterations
         )
-        for row, value in zip(members, predicted, strict=True):
+        for row, value in zip(members, predicted, strict=True):  # type: ignore[arg-type]
             row["predicted"] = float(value)
     table = pd.DataFrame(rows, columns=FLOOR_COLUMNS)
     atomic_write_text(Path(out) / FLOOR_FILE, table.to_csv(index=False))

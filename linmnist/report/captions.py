@@ -115,7 +115,7 @@ def figure(fig: Figure, *, label: str, caption: str) -> Captioned:
     if not isinstance(fig, Figure):
         raise ValueError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
     for text in fig.findobj(Text):
-        if text.get_text() and text.get_fontsize() < MIN_FONT_PT:
+        if text.get_text() and text.get_fontsize() < MIN_FONT_PT:  # type: ignore[operator]
             text.set_fontsize(MIN_FONT_PT)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight", metadata={"Software": None})
@@ -192,12 +192,13 @@ def markdown_blocks(source: str) -> tuple[dict[int, tuple[int, str]], set[int]]:
     its code blocks (fenced or indented), as markdown-it parses them: a ``# comment`` line in
     a fenced block is code, not a heading."""
     tokens = _MARKDOWN.parse(source)
-    headings, code = {}, set()
+    headings: dict[int, tuple[int, str]] = {}
+    code: set[int] = set()
     for i, token in enumerate(tokens):
         if token.type == "heading_open" and token.markup.startswith("#"):
-            headings[token.map[0]] = (int(token.tag[1:]), tokens[i + 1].content)
+            headings[token.map[0]] = (int(token.tag[1:]), tokens[i + 1].content)  # type: ignore[index]
         elif token.type in ("fence", "code_block"):
-            code.update(range(*token.map))
+            code.update(range(*token.map))  # type: ignore[misc]
     return headings, code
 
 
@@ -216,7 +217,7 @@ def _number_headings(source: str, counters: list[int], numbering: Numbering, ids
     """Headings ``##``-``####`` of one Markdown cell as numbered HTML headings with ids."""
     lines = source.split("\n")
     for i, (level, text) in markdown_blocks(source)[0].items():
-        title, attributes = _ATTRIBUTES.match(text).groups()
+        title, attributes = _ATTRIBUTES.match(text).groups()  # type: ignore[union-attr]
         attributes = (attributes or "").split()
         label = next((a[1:] for a in attributes if a.startswith("#sec-")), None)
         if level == 1 or level > 4:
@@ -320,7 +321,7 @@ def resolve_references(text: str, numbering: Numbering, *, markup: str = "markdo
 def number_report(cells: list) -> Numbering:
     """Number the headings, figures and tables of a report's cells in place, then resolve
     the references of its Markdown (cells and Markdown outputs)."""
-    numbering, counters, ids = Numbering(), [0, 0, 0], set()
+    numbering, counters, ids = Numbering(), [0, 0, 0], set[str]()
     counts = {"figure": 0, "table": 0}
     for cell in cells:
         if cell.cell_type == "markdown":

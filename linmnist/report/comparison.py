@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,7 @@ DISPLAY = {
 }
 _REFERENCE = {"color": "0.35", "linestyle": "--", "linewidth": 1.0}
 # Line styles of overlaid runs: wide to narrow, so coinciding curves all show.
-_STYLES = [
+_STYLES: list[dict[str, Any]] = [
     {"linewidth": 3.0, "alpha": 0.45},
     {"linewidth": 1.6, "linestyle": "--"},
     {"linewidth": 1.0, "linestyle": ":", "color": "k"},

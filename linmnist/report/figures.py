@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -199,7 +200,7 @@ def _loss_limits(values: np.ndarray) -> tuple[float, float] | None:
 
 
 # The predicted expected loss (``linmnist.experiments.theory``), in every figure that has it.
-PREDICTED_STYLE = {"linestyle": (0, (7, 2.5)), "linewidth": 1.1}
+PREDICTED_STYLE: dict[str, Any] = {"linestyle": (0, (7, 2.5)), "linewidth": 1.1}
 PREDICTED_LABEL = "predicted from the images"
 
 
@@ -314,7 +315,8 @@ def _dress_curves(ax_loss, ax_acc, diverged_at: Sequence[int], n_seeds: int) -> 
 
 def _key_below(fig: Figure, axes, title: str) -> None:
     """One key for the panels ``axes``, below them in two columns, and the title."""
-    handles, labels = [], []
+    handles: list[Any] = []
+    labels: list[str] = []
     for ax in axes:
         more = ax.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
@@ -843,7 +845,7 @@ def size_curves(sizes: pd.DataFrame, *, inputs: int, title: str) -> Figure:
         _mean_band(ax_acc, sizes, f"{key}_test_acc", scale=100.0, color=color, label=label)
     predicted = sizes.groupby("n_prime")[["predicted_train_loss", "predicted_test_loss"]].mean()
     for column in predicted.columns:
-        label = f"SGD {PREDICTED_LABEL}" if column.endswith("test_loss") else None
+        label = f"SGD {PREDICTED_LABEL}" if column.endswith("test_loss") else None  # type: ignore[assignment]
         ax_loss.plot(predicted.index, predicted[column], color="black", label=label,
                      **PREDICTED_STYLE)  # fmt: skip
     for ax in (ax_loss, ax_acc):

@@ -187,7 +187,7 @@ def locate_build(
 ) -> Path:
     """The build directory: ``build`` if given, else that of (dataset, profile, config)."""
     if build is not None:
-        return check_path("build", build).resolve()
+        return check_path("build", build).resolve()  # type: ignore[union-attr]
     return build_dir(dataset, profile, config_path(config))
 
 

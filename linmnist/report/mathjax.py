@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 import tarfile
 from functools import cache
 from pathlib import Path
@@ -38,7 +39,11 @@ def _tarball() -> bytes:
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() == SHA256:
             return data
-        move_aside(path)  # kept for inspection, and fetched again
+        print(  # one line; the file is kept for inspection, and fetched again
+            f"warning: the cached MathJax tarball {path} failed its SHA-256 check; "
+            f"{move_aside(path)}, fetching it again",
+            file=sys.stderr,
+        )
     try:
         return download(URL, SHA256, path.parent).read_bytes()
     except VerificationError:
@@ -54,7 +59,7 @@ def _tarball() -> bytes:
 
 def _member(name: str) -> str:
     with tarfile.open(fileobj=io.BytesIO(_tarball()), mode="r:gz") as archive:
-        return archive.extractfile(name).read().decode("utf-8")
+        return archive.extractfile(name).read().decode("utf-8")  # type: ignore[union-attr]
 
 
 def script() -> str:

@@ -16,6 +16,7 @@ import html
 import io
 import os
 import re
+from typing import Any
 
 import nbformat
 from jinja2 import DictLoader
@@ -181,7 +182,7 @@ def notebook_html(
     """An HTML page of an executed notebook (a path or a NotebookNode), mathematics typeset
     by MathJax: inlined, or loaded from ``mathjax_src`` (a copy of ``mathjax_script()``).
     ``include_code`` keeps the code cells' inputs; ``title`` defaults to the file name."""
-    extra = {
+    extra: dict[str, Any] = {
         "mathjax_config": MATHJAX_CONFIG,
         "mathjax_src": mathjax_src,
         "mathjax_js": "" if mathjax_src else mathjax_script(),
@@ -209,7 +210,7 @@ def print_html(
             cells=[c for c in nb.cells if c.cell_type != "code" or c.get("outputs")],
             metadata=nb.metadata,
         )
-    extra = {"print_css": PRINT_CSS}
+    extra: dict[str, Any] = {"print_css": PRINT_CSS}
     body = _export(nb, "print.html.j2", extra, include_code=include_code, title=title)
     return render_math(body, failures=failures)
 
@@ -308,7 +309,7 @@ def write_pdf(
         cut_off += cut_off_boxes(document)
     buffer = io.BytesIO()
     document.write_pdf(buffer)
-    atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())  # type: ignore[arg-type]
     return len(document.pages)
 
 

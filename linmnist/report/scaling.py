@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -282,7 +283,7 @@ def lr_table(scaling: Scaling) -> pd.DataFrame:
     linear-scaling rule from B = 1 for the last target, and the ceiling 2 / lambda_max."""
     record = scaling.records[GD]
     n = len(scaling.targets)
-    table = None
+    table: Any = None
     for i in range(n):
         best = best_steps(scaling, i)[["batch_size", "lr"]].rename(columns={"lr": f"lr_{i}"})
         table = best if table is None else table.merge(best, on="batch_size")

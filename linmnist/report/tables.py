@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -556,7 +557,10 @@ def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for batch_size, runs in ran.groupby("batch_size", sort=True):
         whole = runs[runs["diverged_at"].isna()]
-        row = {"batch_size": int(batch_size), "iterations": int(runs["iterations"].max())}
+        row: dict[str, Any] = {
+            "batch_size": int(batch_size),
+            "iterations": int(runs["iterations"].max()),
+        }
         seconds = whole["seconds"].astype(float)
         for name, part in (
             ("fidelity", whole["eval_every"] == 1),

@@ -8,7 +8,10 @@ from linmnist.engine.naive import train_naive
 from linmnist.engine.sgd import sample_batches
 
 
-@pytest.mark.parametrize(("batch_size", "with_torch"), [(1, False), (50, True)])
+# The PyTorch column imports torch (seconds): make test runs it, make test-fast the numpy one.
+@pytest.mark.parametrize(
+    ("batch_size", "with_torch"), [(1, False), pytest.param(50, True, marks=pytest.mark.slow)]
+)
 def test_compare_runs_one_trajectory_and_finds_it_identical(small_data, batch_size, with_torch):
     (X, Y), (Xt, Yt) = small_data
     r = compare(X, Y, Xt, Yt, lr=0.004, batch_size=batch_size, iterations=40, with_torch=with_torch)
@@ -30,6 +33,7 @@ def test_a_differing_history_fails_the_bench():
     assert not agrees({**good, "max_loss_rel_err": 1e-3})
 
 
+@pytest.mark.slow
 def test_the_torch_loop_trains_the_same_model(small_data):
     """float32 on another library: the same run up to rounding (loss within 1e-4)."""
     (X, Y), (Xt, Yt) = small_data

@@ -98,6 +98,7 @@ def _trial(tmp_path, genuine, raw, rng, index):
     return how, refused
 
 
+@pytest.mark.slow  # 300 damaged copies: seconds
 def test_no_corrupted_copy_of_the_cache_is_ever_returned(monkeypatch, tmp_path):
     genuine = make_dataset(n_train=200, n_test=50)
     monkeypatch.setitem(data.FACTS, "mnist", facts_of(genuine))

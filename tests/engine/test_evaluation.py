@@ -55,7 +55,8 @@ def test_divergence_test_agrees_with_the_exact_loss(small_data):
         assert evaluator.diverged(W)
 
 
-@pytest.mark.parametrize("batch_size", [3, 10])
+# B = 3 takes the incremental scores, B = 10 the stacked products (make test only: seconds).
+@pytest.mark.parametrize("batch_size", [3, pytest.param(10, marks=pytest.mark.slow)])
 def test_evaluation_does_not_depend_on_the_number_of_threads(naive_case, monkeypatch, batch_size):
     """Samples are scored in one group per BLAS thread; the grouping must not matter.
 
@@ -110,8 +111,15 @@ def wandering_weights(rng, T, d, *, step, tied_every=0):
     return W.astype(np.float32)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize(("step", "tied_every"), [(1e-3, 0), (1e-4, 7), (3e-2, 0)])
+# make test-fast takes each walk once, under 1 or 2 threads; make test all six.
+@pytest.mark.parametrize(
+    ("threads", "step", "tied_every"),
+    [
+        pytest.param(threads, step, tied_every, marks=[] if threads == fast else [pytest.mark.slow])
+        for step, tied_every, fast in [(1e-3, 0, 1), (1e-4, 7, 2), (3e-2, 0, 2)]
+        for threads in (1, 2)
+    ],
+)
 def test_lazy_scores_equal_brute_force_float64(small_data, threads, step, tied_every):
     """Accuracies identical at every step to the float64 evaluation of the same weights,
     over more chunks and anchors than the stream keeps (re-anchoring is exercised), with

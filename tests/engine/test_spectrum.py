@@ -67,6 +67,7 @@ def test_steps_to_a_target_beyond_reach_or_already_reached(data):
     assert np.isinf(gd_excess(spec, 3 * spec.lr_max, [10**6])[0])
 
 
+@pytest.mark.slow  # 100 seeds
 def test_the_excess_over_gd_is_the_loss_difference_without_its_linear_term(data):
     """L(W) - L(W_t^GD) = <G_t, D> + excess_over_gd exactly; over seeds both have the same
     mean (E[D] = 0), but only the loss difference takes the linear term's spread, and the

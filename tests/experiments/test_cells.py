@@ -116,6 +116,7 @@ def test_cell_job_records_its_wall_time_and_its_runs_time(small_data, monkeypatc
     assert (tmp_path / "lr0.01_bs10.history.csv").is_file()
 
 
+@pytest.mark.slow  # a fresh interpreter importing the package: seconds
 def test_a_cell_process_imports_no_framework():
     """torch, keras and dask stay out of a grid cell's process (seconds of imports each)."""
     code = (

@@ -175,9 +175,16 @@ def test_training_curves_marks_divergence():
     assert any("diverged at" in t and "iteration 7" in t for t in all_text(fig))
 
 
-def test_grid_curves_small_multiples_titles_and_divergence():
+@pytest.fixture(scope="module")
+def loss_grid():
+    """(histories, figure): the loss figure of ``fake_grid()``, drawn once for the tests that
+    only read it."""
     histories, seeds = fake_grid()
-    fig = figures.grid_curves(histories, seeds, metric="train_loss")
+    return histories, figures.grid_curves(histories, seeds, metric="train_loss")
+
+
+def test_grid_curves_small_multiples_titles_and_divergence(loss_grid):
+    _, fig = loss_grid
     assert len(fig.axes) == len(LRS) * len(BATCH_SIZES)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0] == "lr = 0.1, B = 1"
@@ -206,18 +213,16 @@ def test_grid_curves_share_one_log_loss_axis_that_diverging_runs_do_not_stretch(
     assert "above the axis" in ax.texts[0].get_text()
 
 
-def test_grid_curves_diverged_panel_has_its_own_short_iteration_range():
-    histories, seeds = fake_grid()
-    fig = figures.grid_curves(histories, seeds, metric="train_loss")
+def test_grid_curves_diverged_panel_has_its_own_short_iteration_range(loss_grid):
+    histories, fig = loss_grid
     assert fig.axes[0].get_xlim() == (0, 8), "seeds stopped at iterations 5-7"
     assert fig.axes[-1].get_xlim()[1] == histories["iteration"].max()
 
 
-def test_grid_curves_notes_stay_inside_their_panel():
+def test_grid_curves_notes_stay_inside_their_panel(loss_grid):
     """No note spills over a neighbouring panel (its tick labels), even at the page width."""
     histories, seeds = fake_grid()
-    for metric in ("train_loss", "test_acc"):
-        fig = figures.grid_curves(histories, seeds, metric=metric)
+    for fig in (loss_grid[1], figures.grid_curves(histories, seeds, metric="test_acc")):
         fig.draw_without_rendering()
         for ax in fig.axes:
             box = ax.get_window_extent()
@@ -307,11 +312,10 @@ def test_grid_curves_of_a_grid_whose_cells_all_failed():
     assert all_text(fig).count("failed") == len(LRS) * len(BATCH_SIZES)
 
 
-def test_every_figure_fits_the_page_with_readable_text():
+def test_every_figure_fits_the_page_with_readable_text(loss_grid):
     """At most PRINT_WIDTH inches wide, text of at least 8 pt (the printed size)."""
-    histories, seeds = fake_grid(n_seeds=2)
     made = [
-        figures.grid_curves(histories, seeds, metric="train_loss"),
+        loss_grid[1],
         figures.accuracy_heatmap(fake_table()),
         figures.stability_plot(fake_table(), lr_max=0.0525),
         figures.training_curves(fake_history(seed=0), title="t"),
@@ -518,7 +522,7 @@ def _predicted_lines(ax):
             line.get_color() == "black"]  # fmt: skip
 
 
-def test_grid_curves_draw_the_prediction_in_every_panel_with_a_key():
+def test_grid_curves_draw_the_prediction_in_every_panel_with_a_key(loss_grid):
     histories, seeds = fake_grid()
     predicted = histories.groupby(["lr", "batch_size", "iteration"], as_index=False)[
         "train_loss"
@@ -526,7 +530,7 @@ def test_grid_curves_draw_the_prediction_in_every_panel_with_a_key():
     fig = figures.grid_curves(histories, seeds, metric="train_loss", predicted=predicted)
     assert all(len(_predicted_lines(ax)) == 1 for ax in fig.axes)
     assert figures.PREDICTED_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]
-    assert figures.grid_curves(histories, seeds, metric="train_loss").legends == []
+    assert loss_grid[1].legends == []
 
 
 def test_training_curves_and_subset_curves_draw_the_prediction():

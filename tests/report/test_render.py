@@ -139,9 +139,10 @@ def test_write_pdf_reports_what_the_page_cuts_off(tmp_path):
     assert fits == []
 
 
-def test_mathjax_is_the_npm_release_checked_by_sha256(tmp_path, monkeypatch, http_files):
-    """The cached tarball is checked every time; a bad one is moved aside and fetched again,
-    and a download that is not the release is refused with a clear error."""
+def test_mathjax_is_the_npm_release_checked_by_sha256(tmp_path, monkeypatch, http_files, capsys):
+    """The cached tarball is checked every time; a bad one is moved aside with one warning
+    line and fetched again, and a download that is not the release is refused with a clear
+    error."""
     from linmnist.engine import data
     from linmnist.report import mathjax
 
@@ -162,3 +163,5 @@ def test_mathjax_is_the_npm_release_checked_by_sha256(tmp_path, monkeypatch, htt
         mathjax._tarball.cache_clear()
     assert len(list(tmp_path.glob("*.corrupt-*"))) == 1 and not bad.exists()
     assert asked == [f"/{bad.name}"]
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and "failed its SHA-256 check" in warning[0]
