@@ -550,7 +550,12 @@ def _npz_bytes(data: Dataset) -> bytes:
 
 def _write_npz(path: Path, data: Dataset) -> None:
     """Write `data` as an uncompressed npz, atomically and byte-for-byte deterministically."""
-    payload = _npz_bytes(data)
+    write_atomic(path, _npz_bytes(data))
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` (its directory made) through a temporary file, flushed,
+    readable by all and renamed into place: a reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -25,13 +25,12 @@ import hashlib
 import io
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from linmnist.engine.data import cache_path
+from linmnist.engine.data import cache_path, write_atomic
 
 # Values of data below which nothing is cached (a set-up of a few hundredths of a second).
 CACHE_FROM = 10**7
@@ -128,18 +127,9 @@ def _write(path: Path, code: str, arrays: Arrays) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{CODE: np.array(code)})  # type: ignore[arg-type]
     payload = buffer.getvalue()
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-        os.chmod(tmp, 0o644)  # as the data cache's files (mkstemp makes them private)
-        os.replace(tmp, path)
-    except OSError:  # read-only, full or not a directory: the quantities are not stored
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    # read-only, full or not a directory: the quantities are not stored
+    with contextlib.suppress(OSError):
+        write_atomic(path, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
 
 
 __all__ = ["CACHE_FROM", "cached", "code_digest", "data_key", "quantities_dir"]
