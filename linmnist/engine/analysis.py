@@ -1,12 +1,9 @@
-"""Analytic anchors of the study: the closed-form optimum and the stability threshold.
+"""The closed-form optimum of the study, from the second moment S = X X^T / N of the inputs.
 
-Both come from the second moment S = X X^T of the training inputs (D x D, small):
-
-* the quadratic loss is minimised by any W with W S = Y X^T (the normal equations);
-  we take the minimum-norm one, W* = (Y X^T) S^+, since S is singular on MNIST (pixels
-  that are zero in every image);
-* full-batch gradient descent on it, W <- W - lr (W S - Y X^T) / N, is stable only for
-  lr < 2 / lambda_max(S / N).
+The quadratic loss is minimised by any W with W S = Y X^T / N (the normal equations); we take
+the minimum-norm one, W* = (Y X^T / N) S^+, since S is singular on MNIST (pixels that are zero
+in every image). It is ``linmnist.engine.spectrum``'s W*, from S's eigen-decomposition; the
+stability limit of gradient descent, 2 / lambda_max, is that module's ``Spectrum.lr_max``.
 """
 
 from __future__ import annotations
@@ -16,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from linmnist.engine.evaluation import check_data, check_test_data, with_bias_row
-from linmnist.engine.validation import UsageError, check_bool
+from linmnist.engine.spectrum import spectrum
+from linmnist.engine.validation import check_bool
 
 
 @dataclass
@@ -40,21 +38,6 @@ class LeastSquares:
     test_acc: float
 
 
-@dataclass
-class Stability:
-    """Largest eigenvalue of X X^T / N and the gradient-descent threshold 2 / lambda_max."""
-
-    lambda_max: float
-    lr_max: float
-
-
-def _pinv_psd(S: np.ndarray) -> np.ndarray:
-    """Pseudo-inverse of a symmetric positive semi-definite matrix via its eigenbasis."""
-    vals, vecs = np.linalg.eigh(S)
-    keep = vals > vals[-1] * S.shape[0] * np.finfo(S.dtype).eps
-    return (vecs[:, keep] / vals[keep]) @ vecs[:, keep].T
-
-
 def least_squares(
     X: np.ndarray,
     Y: np.ndarray,
@@ -65,28 +48,38 @@ def least_squares(
 ) -> LeastSquares:
     """The minimum-norm W (and b) minimising 1/(2N) sum ||W x + b - y||^2, with its metrics.
 
-    The metrics are computed in float64 from the scores W X directly (one product per set).
+    W is the ``Spectrum``'s W* = C S^+ of the inputs (with a row of ones when ``bias``), read
+    from the quantity cache when it holds it; the metrics are computed in float64 from the
+    scores W X directly (one product per set).
     """
     bias = check_bool("bias", bias)
     X, Y = check_data(X, Y, "X", "Y")
     X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
-    Xb = with_bias_row(np.asarray(X, dtype=np.float64), bias)
-    Y64 = Y.astype(np.float64)
-    # W* = Y X^T (X X^T)^+ = Y (X^T X)^+ X^T: the second form inverts an N x N matrix
-    # instead of a D x D one, cheaper when there are fewer samples than inputs.
-    if Xb.shape[1] < Xb.shape[0]:
-        W = (Y64 @ _pinv_psd(Xb.T @ Xb)) @ Xb.T
-    else:
-        W = (Y64 @ Xb.T) @ _pinv_psd(Xb @ Xb.T)
-    scores = W @ Xb
+    Xb = with_bias_row(X, bias)
+    Xb_test = None if X_test is None else with_bias_row(X_test, bias)
+    return optimum_metrics(spectrum(Xb, Y).W_star, Xb, Y, Xb_test, Y_test, bias=bias)
+
+
+def optimum_metrics(
+    W: np.ndarray,
+    X: np.ndarray,
+    Y: np.ndarray,
+    X_test: np.ndarray | None = None,
+    Y_test: np.ndarray | None = None,
+    *,
+    bias: bool = False,
+) -> LeastSquares:
+    """The ``LeastSquares`` of the fitted ``W`` (10, D) of inputs ``X`` (D, N), whose last row
+    is the constant 1 when ``bias`` (and so is ``X_test``'s)."""
+    scores = W @ np.asarray(X, dtype=np.float64)
     test_acc = np.nan
-    if X_test is not None:
-        test_acc = _accuracy(W @ with_bias_row(np.asarray(X_test, dtype=np.float64), bias), Y_test)
+    if X_test is not None and Y_test is not None:
+        test_acc = _accuracy(W @ np.asarray(X_test, dtype=np.float64), Y_test)
     W, b = (W[:, :-1], W[:, -1]) if bias else (W, None)
     return LeastSquares(
         W=W,
         b=b,
-        loss=float(0.5 * np.mean(np.sum((scores - Y64) ** 2, axis=0))),
+        loss=float(0.5 * np.mean(np.sum((scores - Y) ** 2, axis=0))),
         train_acc=_accuracy(scores, Y),
         test_acc=float(test_acc),
     )
@@ -95,20 +88,3 @@ def least_squares(
 def _accuracy(scores: np.ndarray, Y: np.ndarray) -> float:
     """Share of columns whose largest score (the first, on ties) is the label's."""
     return float(np.mean(np.argmax(scores, axis=0) == np.argmax(Y, axis=0)))
-
-
-def stability_threshold(X: np.ndarray) -> Stability:
-    """lambda_max of X X^T / N and the full-batch gradient-descent limit lr < 2 / lambda_max."""
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[1] == 0 or not np.issubdtype(X.dtype, np.number):
-        raise UsageError(
-            "X must be a 2-D array (features, samples) of numbers with at least one sample, "
-            f"got {X.dtype} {X.shape}"
-        )
-    if np.issubdtype(X.dtype, np.complexfloating) or not np.isfinite(X).all():
-        raise UsageError(
-            f"X must hold finite real numbers, got dtype {X.dtype} with NaN, inf or complex"
-        )
-    X = X.astype(np.float64, copy=False)
-    lam = float(np.linalg.eigvalsh(X @ X.T / X.shape[1])[-1])
-    return Stability(lambda_max=lam, lr_max=2.0 / lam)

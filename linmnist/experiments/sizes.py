@@ -5,8 +5,8 @@ The ``[sizes]`` section of the grid configuration lists the sizes ``n_prime`` (d
 size and iterations). One product per size, ``sizes/n<N'>`` (``size_job``), writes
 ``n<N'>.sizes.csv``: for each seed's subset S' (``draw_subset``, as in Task 5),
 
-* the minimum-norm least-squares fit of S' (``analysis.least_squares``), the point SGD from
-  W = 0 converges to: its loss on S', its test loss and test accuracy;
+* the minimum-norm least-squares fit of S' (the W* of its spectrum, ``analysis.optimum_metrics``),
+  the point SGD from W = 0 converges to: its loss on S', its test loss and test accuracy;
 * SGD at the budget, measured: the same three after its last iteration;
 * SGD at the budget, predicted from the images of S' before the run
   (``prediction.expected_losses``): its expected loss on S' and test loss.
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linmnist.engine.analysis import least_squares
+from linmnist.engine.analysis import optimum_metrics
 from linmnist.engine.prediction import expected_losses, held_out
 from linmnist.engine.sgd import draw_subset, train
 from linmnist.engine.validation import UsageError, check_int
@@ -100,7 +100,7 @@ def _row(dataset: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
     else:
         subset = draw_subset(X.shape[1], n, seed=seed)
         Xs, Ys, evaluator, model = X[:, subset], Y[:, subset], None, moments(dataset, n, seed)
-    fit = _least_squares(dataset) if whole else least_squares(Xs, Ys, X_test, Y_test)
+    fit = optimum_metrics(model[0].W_star, Xs, Ys, X_test, Y_test)
     budget = {k: params[k] for k in ("lr", "batch_size", "iterations")}
     run = train(Xs, Ys, **budget, seed=seed, X_test=X_test, Y_test=Y_test,
                 eval_every=budget["iterations"], evaluator=evaluator)  # fmt: skip
@@ -122,11 +122,6 @@ def _row(dataset: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
         "predicted_train_loss": float(curve["train_loss"]),
         "predicted_test_loss": float(curve["test_loss"]),
     }
-
-
-@functools.cache
-def _least_squares(dataset: str):
-    return least_squares(*prepared(dataset))
 
 
 def size_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:

@@ -10,7 +10,10 @@ above which SGD's second moment grows without bound, for each batch size. Its fi
 * ``<task>.curves.csv``: task, cell, batch_size, iteration, train_loss, test_loss (inf where
   the prediction diverges);
 * ``edges.csv`` (made by ``theory/stability``): batch_size, lr_edge, and lr_gd = 2 / lambda_max
-  (gradient descent's edge), for every batch size of the grid, the sweep and the edge runs.
+  (gradient descent's edge), for every batch size of the grid, the sweep and the edge runs;
+* ``optimum.csv`` (made by ``theory/subset``): n_prime, seed, and the training loss, accuracy
+  on S' and test accuracy of the least-squares fit of each seed's subset S' (its W*, the point
+  SGD from W = 0 converges to).
 
 ``load_theory`` reads them back into a ``Theory``.
 """
@@ -26,7 +29,9 @@ import numpy as np
 import pandas as pd
 
 from linmnist.engine import noise_floor
+from linmnist.engine.analysis import optimum_metrics
 from linmnist.engine.prediction import CURVE_COLUMNS, HeldOut, expected_losses, held_out
+from linmnist.engine.sgd import draw_subset
 from linmnist.experiments.cells import moments, prepared
 from linmnist.experiments.grids import Cell
 from linmnist.experiments.paths import results_dir
@@ -34,11 +39,14 @@ from linmnist.experiments.products import Product
 from linmnist.experiments.results import atomic_write_text, read_record
 
 GROUP = "theory"
-CURVES_SUFFIX, EDGES_FILE = ".curves.csv", "edges.csv"
-# The tasks whose configurations are predicted, and the one whose product gives the edges.
+CURVES_SUFFIX, EDGES_FILE, OPTIMUM_FILE = ".curves.csv", "edges.csv", "optimum.csv"
+# The tasks whose configurations are predicted, and those whose products give the edges and
+# the subsets' optima.
 TASKS = ("grid", "stability", "subset")
-EDGES_TASK = "stability"
+EDGES_TASK, OPTIMUM_TASK = "stability", "subset"
 EDGE_COLUMNS = ["batch_size", "lr_edge", "lr_gd"]
+OPTIMUM_COLUMNS = ["n_prime", "seed", "train_loss", "train_acc", "test_acc"]
+EXTRA_OUTPUTS = {EDGES_TASK: (EDGES_FILE,), OPTIMUM_TASK: (OPTIMUM_FILE,)}
 
 
 def theory_products(build: Path, dataset: str, grids: dict[str, list[Cell]]) -> list[Product]:
@@ -61,7 +69,7 @@ def theory_products(build: Path, dataset: str, grids: dict[str, list[Cell]]) -> 
                 ],
                 **({"edge_batch_sizes": edge_sizes} if task == EDGES_TASK else {}),
             },
-            outputs=(f"{task}{CURVES_SUFFIX}", *((EDGES_FILE,) if task == EDGES_TASK else ())),
+            outputs=(f"{task}{CURVES_SUFFIX}", *EXTRA_OUTPUTS.get(task, ())),
         )
         for task in TASKS
         if grids.get(task)
@@ -109,6 +117,20 @@ def _groups(configurations: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return list(groups.values())
 
 
+def _optima(dataset: str, configurations: list[dict[str, Any]]) -> pd.DataFrame:
+    """The ``OPTIMUM_COLUMNS`` of the least-squares fit of each seed's subset S' of the Task 5
+    ``configurations`` (their W*, from the spectra the predictions used)."""
+    X, Y, X_test, Y_test = prepared(dataset)
+    X_test = X_test.astype(np.float64)  # once: every fit is scored on it
+    rows = []
+    for n_prime, seed in sorted({(c["n_prime"], s) for c in configurations for s in c["seeds"]}):
+        spec, _ = moments(dataset, n_prime, seed)
+        subset = draw_subset(X.shape[1], n_prime, seed=seed)
+        fit = optimum_metrics(spec.W_star, X[:, subset], Y[:, subset], X_test, Y_test)
+        rows.append((n_prime, seed, fit.loss, fit.train_acc, fit.test_acc))
+    return pd.DataFrame(rows, columns=OPTIMUM_COLUMNS)
+
+
 def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of ``theory/<task>``: ``<task>.curves.csv`` (and ``edges.csv``, module docstring)."""
     dataset = params["dataset"]
@@ -126,6 +148,9 @@ def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         ]
         frame = pd.DataFrame(edges, columns=EDGE_COLUMNS)
         atomic_write_text(Path(out) / EDGES_FILE, frame.to_csv(index=False))
+    if stem == OPTIMUM_TASK:
+        optima = _optima(dataset, configurations)
+        atomic_write_text(Path(out) / OPTIMUM_FILE, optima.to_csv(index=False))
     return {"configurations": len(configurations), "lambda_max": spec.lambda_max}
 
 
@@ -139,19 +164,23 @@ class Theory:
         task, cell, iteration, train_loss, test_loss.
     edges : DataFrame
         batch_size, lr_edge (the predicted instability edge), lr_gd (2 / lambda_max).
+    optimum : DataFrame
+        ``OPTIMUM_COLUMNS``: the least-squares fit of each Task 5 seed's subset S'.
     error : str or None
         Why products failed (their rows are then missing).
     """
 
     curves: pd.DataFrame
     edges: pd.DataFrame
+    optimum: pd.DataFrame
     error: str | None = None
 
 
 def load_theory(build: Path, tasks: Sequence[str]) -> Theory:
     """The ``Theory`` of ``tasks`` in the build in ``build`` (their records must exist)."""
     directory = results_dir(build) / GROUP
-    curves, edges, errors = [], pd.DataFrame(columns=EDGE_COLUMNS), []
+    curves, errors = [], []
+    edges, optimum = pd.DataFrame(columns=EDGE_COLUMNS), pd.DataFrame(columns=OPTIMUM_COLUMNS)
     for task in tasks:
         record = read_record(directory / f"{task}.json")
         if record["status"] != "ok":
@@ -160,8 +189,10 @@ def load_theory(build: Path, tasks: Sequence[str]) -> Theory:
         curves.append(pd.read_csv(directory / f"{task}{CURVES_SUFFIX}"))
         if task == EDGES_TASK:
             edges = pd.read_csv(directory / EDGES_FILE)
+        if task == OPTIMUM_TASK:
+            optimum = pd.read_csv(directory / OPTIMUM_FILE)
     frame = pd.concat(curves) if curves else pd.DataFrame(columns=["task", "cell", *CURVE_COLUMNS])
-    return Theory(curves=frame, edges=edges, error="; ".join(errors) or None)
+    return Theory(curves=frame, edges=edges, optimum=optimum, error="; ".join(errors) or None)
 
 
 __all__ = ["Theory", "curves_job", "load_theory", "theory_products"]

@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from linmnist.engine.analysis import least_squares, stability_threshold
-from linmnist.engine.sgd import draw_subset
+from linmnist.engine.spectrum import spectrum
 from linmnist.experiments.results import read_run_log
 from linmnist.report import outcomes
 from linmnist.report.study import (
@@ -293,13 +292,13 @@ class Bounds:
     n_samples: int
 
 
-def predicted_bounds(X: np.ndarray) -> Bounds:
-    """The learning-rate bounds of the training inputs ``X`` (D, N), feature-major."""
+def predicted_bounds(X: np.ndarray, Y: np.ndarray) -> Bounds:
+    """The learning-rate bounds of the training set (X (D, N) feature-major, Y one-hot)."""
     mean, peak = sample_curvature(X)
-    threshold = stability_threshold(np.asarray(X))
+    lam = spectrum(X, Y).lambda_max
     return Bounds(
-        lambda_max=threshold.lambda_max,
-        lr_max=threshold.lr_max,
+        lambda_max=lam,
+        lr_max=2.0 / lam,
         curvature_mean=mean,
         curvature_max=peak,
         mean_sample_lr=2.0 / mean,
@@ -721,28 +720,12 @@ def format_subset_study_table(comparison: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def subset_optimum(
-    X: np.ndarray,
-    Y: np.ndarray,
-    X_test: np.ndarray,
-    Y_test: np.ndarray,
-    cells: pd.DataFrame,
-) -> pd.DataFrame:
-    """The least-squares fit of each run's subset S' (what SGD converges to).
-
-    S' is ``draw_subset(N, n_prime, seed=seed)`` of (X, Y) for each (n_prime, seed) of ``cells``.
-    One row per N': n_seeds, and the mean and ci of the fit's train_loss, train_acc (on S') and
-    test_acc.
+def subset_optimum(fits: pd.DataFrame) -> pd.DataFrame:
+    """Per N', the least-squares fits of the seeds' subsets S' (``Theory.optimum``: what SGD
+    converges to): n_seeds, and the mean and ci of train_loss, train_acc (on S') and test_acc.
     """
-    check_frame(cells, "cells", ["n_prime", "seed"])
-    rows = []
-    for n_prime, seed in cells[["n_prime", "seed"]].drop_duplicates().itertuples(index=False):
-        subset = draw_subset(X.shape[1], int(n_prime), seed=int(seed))
-        fit = least_squares(X[:, subset], Y[:, subset], X_test, Y_test)
-        rows.append((int(n_prime), int(seed), 0, fit.loss, fit.train_acc, fit.test_acc))
-    columns = ["n_prime", "seed", "iteration", *_HISTORY_METRICS]
-    fits = pd.DataFrame(rows, columns=columns)
-    return history_at(fits, [0], by=["n_prime"]).drop(columns="iteration")
+    check_frame(fits, "fits", ["n_prime", "seed", *_HISTORY_METRICS])
+    return history_at(fits.assign(iteration=0), [0], by=["n_prime"]).drop(columns="iteration")
 
 
 # --- the stability sweep ----------------------------------------------------------------

@@ -36,6 +36,21 @@ def test_the_optimum_is_that_of_least_squares(data):
     assert spec.lr_max == pytest.approx(2 / np.linalg.eigvalsh(X @ X.T / X.shape[1])[-1])
 
 
+def test_lr_max_separates_convergence_from_divergence(small_data):
+    """Full-batch gradient descent converges a little below 2 / lambda_max and diverges a
+    little above it (the loss passes DIVERGENCE_LOSS after about 90 iterations)."""
+    (X, Y), _ = small_data
+    X, Y = X[:, :500], Y[:, :500]
+    lr_max = spectrum(X, Y).lr_max
+    full = np.tile(np.arange(500), (200, 1))
+    kwargs = dict(batch_size=500, iterations=200, batches=full, eval_every=50)
+    below = train(X, Y, lr=0.95 * lr_max, **kwargs)
+    above = train(X, Y, lr=1.05 * lr_max, **kwargs)
+    assert below.diverged_at is None
+    assert below.history.train_loss.iloc[-1] < below.history.train_loss.iloc[0]
+    assert above.diverged_at is not None
+
+
 def test_the_gram_form_of_the_loss_is_the_loss(data):
     X, Y = data
     spec = spectrum(X, Y)

@@ -34,7 +34,7 @@ def test_a_size_product_fits_trains_and_predicts_each_subset(tmp_path, synthetic
     (X, Y), (Xt, Yt) = synthetic(400, 200, d=30, seed=4)
     monkeypatch.setattr(cells, "prepared", lambda name: (X, Y, Xt, Yt))
     monkeypatch.setattr(sizes, "prepared", lambda name: (X, Y, Xt, Yt))
-    for cached in (cells.moments, cells.shared_evaluator, sizes._held_out, sizes._least_squares):
+    for cached in (cells.moments, cells.shared_evaluator, sizes._held_out):
         cached.cache_clear()
     params = {"dataset": "toy-sizes", "seeds": [0, 1], "lr": 0.05, "batch_size": 10,
               "iterations": 200}  # fmt: skip
@@ -49,7 +49,6 @@ def test_a_size_product_fits_trains_and_predicts_each_subset(tmp_path, synthetic
     finally:
         for cached in (cells.moments, cells.shared_evaluator, sizes._held_out):
             cached.cache_clear()
-        sizes._least_squares.cache_clear()
     frame = sizes.load_sizes(tmp_path, [20, 400])
     assert list(frame.columns) == sizes.SIZE_COLUMNS and len(frame) == 4
     small = frame[frame["n_prime"] == 20]

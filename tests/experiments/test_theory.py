@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from linmnist.engine.analysis import least_squares
 from linmnist.engine.noise_floor import floor_model, largest_stable_lr
+from linmnist.engine.sgd import draw_subset
 from linmnist.engine.spectrum import spectrum
 from linmnist.experiments import cells, theory
 from linmnist.experiments.grids import Cell
@@ -24,6 +26,8 @@ def test_the_pipeline_holds_one_prediction_per_task_before_the_notebooks():
     ]
     stability = products[names.index("theory/stability")]
     assert stability.outputs == ("stability.curves.csv", "edges.csv")
+    subset = products[names.index("theory/subset")]
+    assert subset.outputs == ("subset.curves.csv", "optimum.csv")
     summary = products[names.index("notebooks/00_summary")]
     assert {"theory/grid", "theory/stability"} <= set(summary.upstream)
     assert theory.theory_products(Path("unused"), "mnist", {}) == []
@@ -65,3 +69,11 @@ def test_the_products_predict_every_iteration_of_every_cell(tmp_path, synthetic)
     expected = pd.Series({b: largest_stable_lr(model, batch_size=b) for b in (1, 10, 100)})
     edges = result.edges.set_index("batch_size")["lr_edge"]
     np.testing.assert_allclose(edges.sort_index(), expected.sort_index(), rtol=1e-5)
+    # The least-squares fit of each seed's subset S', as least_squares computes it.
+    optimum = result.optimum.set_index("seed")
+    assert optimum.index.tolist() == [0, 1] and (optimum["n_prime"] == 50).all()
+    for seed in (0, 1):
+        subset = draw_subset(X.shape[1], 50, seed=seed)
+        fit = least_squares(X[:, subset], Y[:, subset], Xt, Yt)
+        got = optimum.loc[seed, ["train_loss", "train_acc", "test_acc"]].tolist()
+        np.testing.assert_allclose(got, [fit.loss, fit.train_acc, fit.test_acc], rtol=1e-6)

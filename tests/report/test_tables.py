@@ -423,20 +423,19 @@ def test_subset_study_table_is_at_the_study_iteration_or_empty():
     assert tables.subset_study_table(history.assign(iteration=399)).empty
 
 
-def test_subset_optimum_fits_each_seed_subset_in_closed_form():
-    """Fewer samples than features: the fit interpolates S'; all samples: every seed's S' is
-    the whole set, so the fit is the same for every seed (a CI of 0)."""
-    rng = np.random.default_rng(0)
-    X = rng.random((6, 30))
-    labels = rng.integers(0, 3, 30)
-    Y = np.eye(3)[labels].T
-    cells = pd.DataFrame({"n_prime": [4, 4, 30, 30], "seed": [0, 1, 0, 1]})
-    fits = tables.subset_optimum(X, Y, X, Y, cells).set_index("n_prime")
-    assert fits.loc[4, "train_loss_mean"] == pytest.approx(0.0, abs=1e-12)
-    assert fits.loc[4, "train_acc_mean"] == 1.0
-    assert fits.loc[30, "train_loss_ci"] == pytest.approx(0.0, abs=1e-12)
-    assert fits.loc[30, "train_loss_mean"] > 0.01, "30 samples, 6 features: no exact fit"
-    assert fits.loc[30, "test_acc_mean"] == pytest.approx(fits.loc[30, "train_acc_mean"])
+def test_subset_optimum_averages_the_seeds_fits_per_n_prime():
+    """One row per N', with the seeds' count, mean and 95 % CI of each metric."""
+    fits = pd.DataFrame(
+        {"n_prime": [4, 4, 30, 30], "seed": [0, 1, 0, 1], "train_loss": [0.0, 0.0, 0.2, 0.4],
+         "train_acc": [1.0, 1.0, 0.8, 0.6], "test_acc": [0.5, 0.7, 0.75, 0.75]}
+    )  # fmt: skip
+    table = tables.subset_optimum(fits).set_index("n_prime")
+    assert table.loc[4, "n_seeds"] == 2 and table.loc[4, "train_loss_mean"] == 0.0
+    assert table.loc[30, "train_loss_mean"] == pytest.approx(0.3)
+    assert table.loc[30, "train_loss_ci"] == pytest.approx(ci95(pd.Series([0.2, 0.4])))
+    assert table.loc[30, "test_acc_ci"] == 0.0
+    with pytest.raises(ValueError, match="test_acc"):
+        tables.subset_optimum(fits.drop(columns="test_acc"))
 
 
 def test_subset_table_gap_shrinks_with_n_prime(subset):
@@ -611,8 +610,8 @@ def test_failed_cells_do_not_move_the_boundary():
 def test_bounds_are_computed_from_the_data_and_ordered(small_data):
     """lambda_max is the top eigenvalue of X X^T / N, the curvatures are the squared norms, and
     2/max||x||^2 <= 2/mean||x||^2 <= 2/lambda_max (the trace bounds the top eigenvalue)."""
-    (X, _), _ = small_data
-    bounds = tables.predicted_bounds(X)
+    (X, Y), _ = small_data
+    bounds = tables.predicted_bounds(X, Y)
     X64 = X.astype(np.float64)
     assert bounds.lambda_max == pytest.approx(np.linalg.eigvalsh(X64 @ X64.T / X.shape[1])[-1])
     norms = (X64**2).sum(axis=0)
@@ -622,14 +621,14 @@ def test_bounds_are_computed_from_the_data_and_ordered(small_data):
     assert bounds.per_sample_lr <= bounds.mean_sample_lr <= bounds.lr_max
     assert bounds.n_samples == X.shape[1]
     with pytest.raises(ValueError, match="X must be a 2-D"):
-        tables.predicted_bounds(X[:, 0])
+        tables.predicted_bounds(X[:, 0], Y)
 
 
 @pytest.mark.integration
 def test_bounds_on_mnist_reproduce_the_measured_facts(mnist):
     """docs/study.md: lambda_max 38.09 (2/lambda_max 0.0525), ||x||^2 mean 87.8 and max 295.1."""
-    (X, _), _ = mnist
-    bounds = tables.predicted_bounds(X)
+    (X, Y), _ = mnist
+    bounds = tables.predicted_bounds(X, Y)
     assert round(bounds.lambda_max, 2) == 38.09 and round(bounds.lr_max, 4) == 0.0525
     assert round(bounds.curvature_mean, 1) == 87.8 and round(bounds.curvature_max, 1) == 295.1
     assert round(bounds.per_sample_lr, 4) == 0.0068
