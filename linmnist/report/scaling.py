@@ -104,13 +104,14 @@ def best_steps(scaling: Scaling, target: int) -> pd.DataFrame:
     """Per batch size: lr (the best by median steps), steps (median), steps_min, steps_max
     (over the seeds at that lr), examples (B x steps) and the seeds that reached it."""
     runs = _steps(scaling.runs, target)
-    by_lr = runs.groupby(["batch_size", "lr"])["steps"]
+    runs = runs.assign(reached=np.isfinite(runs["steps"]).astype(int))
+    by_lr = runs.groupby(["batch_size", "lr"])
     table = pd.DataFrame(
         {
-            "steps": by_lr.median(),
-            "steps_min": by_lr.min(),
-            "steps_max": by_lr.max(),
-            "reached": by_lr.apply(lambda s: int(np.isfinite(s).sum())),
+            "steps": by_lr["steps"].median(),
+            "steps_min": by_lr["steps"].min(),
+            "steps_max": by_lr["steps"].max(),
+            "reached": by_lr["reached"].sum(),
             "seeds": by_lr.size(),
         }
     ).reset_index()
