@@ -800,9 +800,10 @@ def floor_batch_figure(table: pd.DataFrame, scaling: Scaling) -> Figure:
                     color=color, label=f"measured, η = {lr:g}")  # fmt: skip
         B = curve["batch_size"].to_numpy(dtype=float)
         ax.plot(B, curve["predicted"], color=color, lw=1.2,
-                label=f"predicted after {iterations} steps")  # fmt: skip
+                label=f"predicted after {iterations} steps, η = {lr:g}")  # fmt: skip
+        first = r"first order $\eta\,\mathrm{tr}\,\Sigma^*/(4B)$"
         ax.plot(B, lr * tr_sigma / (4 * B), color=color, lw=0.8, ls=":",
-                label=r"first order $\eta\,\mathrm{tr}\,\Sigma^*/(4B)$")  # fmt: skip
+                label=first if k == 0 else None)  # fmt: skip
     ax.set(xscale="log", yscale="log", xlabel="batch size B",
            ylabel="excess over gradient descent",
            title="noise floor against batch size")  # fmt: skip
