@@ -782,19 +782,28 @@ def floor_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def floor_batch_points(table: pd.DataFrame, scaling: Scaling) -> pd.DataFrame:
+    """The rows of ``floor_table`` at the (lr, iterations) of ``scaling.floor_curves``, one
+    per batch size (the Task 3 grid's where the grid and the sweep share a configuration)."""
+    keys = scaling.floor_curves[["lr", "iterations"]].drop_duplicates()
+    rows = table.merge(keys, on=["lr", "iterations"])
+    rows = rows.sort_values("task", key=lambda task: task != "grid", kind="stable")
+    return rows.drop_duplicates(["lr", "iterations", "batch_size"]).reset_index(drop=True)
+
+
 def floor_batch_figure(table: pd.DataFrame, scaling: Scaling) -> Figure:
     """The noise floor against the batch size for each rate of the Task 3 grid
-    (``scaling.floor_curves``): the measured excess over gradient descent (``floor_table``,
-    mean ± 95 % CI over the seeds), the prediction after t steps (solid) and the first-order
-    floor lr tr Sigma* / (4 B) (dotted), on log axes."""
+    (``scaling.floor_curves``): the measured excess over gradient descent
+    (``floor_batch_points``, mean ± 95 % CI over the seeds), the prediction after t steps
+    (solid) and the first-order floor lr tr Sigma* / (4 B) (dotted), on log axes."""
     fig = Figure(figsize=(6.4, 3.9), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]
+    points = floor_batch_points(table, scaling)
     groups = scaling.floor_curves.groupby(["lr", "iterations"])
     for k, ((lr, iterations), curve) in enumerate(groups):
         color = f"C{k}"
-        shown = table[(table["lr"] == lr) & (table["iterations"] == iterations)]
-        shown = shown.drop_duplicates("batch_size")  # the grid and the sweep may share a rate
+        shown = points[(points["lr"] == lr) & (points["iterations"] == iterations)]
         half = shown["n_seeds"].map(t975) * shown["se"].fillna(0)
         ax.errorbar(shown["batch_size"], shown["measured"], yerr=half, fmt="o", ms=4,
                     color=color, label=f"measured, η = {lr:g}")  # fmt: skip

@@ -172,6 +172,23 @@ def test_the_floor_table_measures_only_configurations_whose_every_seed_was_stabl
     assert table["se"].iloc[0] == pytest.approx(0.0001)
 
 
+def test_the_floor_against_the_batch_size_draws_one_point_per_size_the_grid_first():
+    base = _scaling()
+    curves = pd.DataFrame({"lr": 0.01, "iterations": 100, "batch_size": [1, 2, 5, 10],
+                           "predicted": [4e-2, 2e-2, 8e-3, 4e-3]})  # fmt: skip
+    scaling = Scaling(runs=base.runs, gd=base.gd, trajectory=base.trajectory,
+                      floor=pd.DataFrame(), floor_curves=curves, predicted=base.predicted,
+                      records=base.records)  # fmt: skip
+    table = pd.DataFrame({
+        "task": ["stability", "grid", "stability", "grid"], "lr": [0.01, 0.01, 0.01, 0.02],
+        "iterations": 100, "batch_size": [1, 1, 10, 1], "measured": [1.0, 2.0, 3.0, 4.0],
+    })  # fmt: skip
+    points = section.floor_batch_points(table, scaling)
+    assert list(zip(points["task"], points["batch_size"], strict=True)) == [
+        ("grid", 1), ("stability", 10)
+    ]  # fmt: skip
+
+
 def test_significant_digits_are_written_out():
     assert tables.significant(445_012.3) == "445,000"
     assert tables.significant(0.000147) == "0.000147"
