@@ -19,18 +19,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 
 from linmnist.engine.evaluation import check_data
+from linmnist.engine.kernel_cache import heal_on_damage
 from linmnist.engine.noise_floor import FloorModel, noise_covariance, sigma_trajectory
-from linmnist.engine.spectrum import Spectrum, gd_excess
-from linmnist.engine.validation import check_int, check_number
+from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to
+from linmnist.engine.validation import UsageError, check_int, check_number
 
 # Checkpoints of the gradient noise along the gradient-descent path: a curve is compared
 # with measurements at every evaluated iteration, not only at the last one.
 CURVE_CHECKPOINTS = 24
 CURVE_COLUMNS = ["batch_size", "iteration", "train_loss", "test_loss"]
+# ``predicted_steps`` follows the expected excess up to this many times gradient descent's
+# steps to the last target at the same lr (the expected excess is never below gradient
+# descent's, so no target comes earlier; a rate slower than this is far from the best one).
+HORIZON_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -145,4 +151,114 @@ def _gd_test_loss(spec: Spectrum, S: np.ndarray, C: np.ndarray, lr: float, steps
     return 0.5 * np.einsum("tk,tk->t", P @ A, P) - P @ b
 
 
-__all__ = ["CURVE_COLUMNS", "HeldOut", "expected_losses", "held_out"]
+def expected_excess(
+    spec: Spectrum,
+    model: FloorModel,
+    *,
+    lr: float,
+    batch_size: int,
+    iterations: int,
+    sigma: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """E[L(W_t)] - L* after t = 1 .. ``iterations`` updates of SGD from W = 0, one batch size.
+
+    The same approximation as ``expected_losses`` (``noise_floor``'s diagonal recursion, the
+    gradient noise interpolated between the checkpoints of ``sigma``, by default
+    ``sigma_trajectory(model, lr=lr, iterations=iterations)``), solved in the eigenbasis of
+    the recursion's matrix T = diag((1 - a lam)^2 - (a^2 / B) lam^2) + (a^2 / B) Q, which is
+    symmetric: one K^3 eigendecomposition, then K work per step instead of K^2, so that
+    tens of thousands of steps cost a fraction of a second. A diverging recursion gives inf.
+    """
+    a = check_number("lr", lr, low=0, low_open=True)
+    b = check_int("batch_size", batch_size, low=1)
+    iterations = check_int("iterations", iterations, low=1)
+    if sigma is None:
+        sigma = sigma_trajectory(model, lr=a, iterations=iterations)
+    checkpoints, sigmas = sigma
+    noise = a * a / b
+    T = noise * model.Q
+    T[np.diag_indices_from(T)] += (1.0 - a * model.lam) ** 2 - noise * model.lam**2
+    mu, P = np.linalg.eigh(T)
+    live = spec.weights > 0
+    out = np.empty(iterations)
+    with np.errstate(over="ignore", invalid="ignore"):  # above 2 / lambda_max: inf or nan
+        source = noise * sigmas @ P  # the gradient noise at each checkpoint, in T's eigenbasis
+        _excess_steps(mu, source, 0.5 * model.lam @ P, checkpoints.astype(np.float64),
+                      (1.0 - a * spec.lam[live]) ** 2, spec.weights[live], out)  # fmt: skip
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+@numba.njit(cache=True, nogil=True)
+def _excess_steps(mu, source, weight, checkpoints, factor, gd_weight, out):  # pragma: no cover
+    """out[t] = weight . y(t + 1) + gd_weight . factor^(t + 1), for y(t + 1) = mu * y(t) + the
+    source interpolated linearly at t between its checkpoints (rows of ``source``), y(0) = 0:
+    ``noise_covariance``'s recursion in T's eigenbasis (K work per step) plus gradient
+    descent's excess (``spectrum.gd_excess``) by running products."""
+    y = np.zeros(mu.shape[0])
+    gd = gd_weight.copy()
+    j = 0
+    for t in range(out.shape[0]):
+        while j + 1 < checkpoints.shape[0] - 1 and checkpoints[j + 1] <= t:
+            j += 1
+        w = (t - checkpoints[j]) / (checkpoints[j + 1] - checkpoints[j])
+        total = 0.0
+        for k in range(mu.shape[0]):
+            y[k] = mu[k] * y[k] + (1.0 - w) * source[j, k] + w * source[j + 1, k]
+            total += weight[k] * y[k]
+        for k in range(gd.shape[0]):
+            gd[k] *= factor[k]
+            total += gd[k]
+        out[t] = total
+
+
+heal_on_damage(_excess_steps)
+
+
+def predicted_steps(
+    spec: Spectrum,
+    model: FloorModel,
+    *,
+    lr: float,
+    batch_size: int,
+    targets: Sequence[float],
+    max_steps: int,
+    sigma: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[int | None, ...]:
+    """Per target (decreasing), the first step t at which SGD's EXPECTED excess
+    (``expected_excess``) is at or below it; None when not within the horizon.
+
+    The horizon is ``HORIZON_FACTOR`` x gradient descent's steps to the last target at ``lr``,
+    at most ``max_steps`` (``max_steps`` when gradient descent does not reach it); ``sigma``
+    must then be ``sigma_trajectory(model, lr=lr, iterations=predicted_horizon(...))``.
+    A single run's first passage comes earlier than its mean's: its fluctuations touch the
+    target before the mean does.
+    """
+    values = [check_number("targets", t, low=0, low_open=True) for t in targets]
+    if not values or sorted(values, reverse=True) != values:
+        raise UsageError(f"targets must be excess losses > 0, decreasing; got {list(targets)}")
+    horizon = predicted_horizon(spec, lr=lr, target=values[-1], max_steps=max_steps)
+    excess = expected_excess(
+        spec, model, lr=lr, batch_size=batch_size, iterations=horizon, sigma=sigma
+    )
+    hits = [np.flatnonzero(excess <= target) for target in values]
+    return tuple(int(hit[0]) + 1 if hit.size else None for hit in hits)
+
+
+def predicted_horizon(spec: Spectrum, *, lr: float, target: float, max_steps: int) -> int:
+    """The steps ``predicted_steps`` follows at ``lr``: ``HORIZON_FACTOR`` x gradient
+    descent's steps to ``target``, at most ``max_steps`` (and at least 1)."""
+    max_steps = check_int("max_steps", max_steps, low=1)
+    gd = gd_steps_to(spec, lr, target, max_steps=max_steps)
+    return max_steps if gd is None else max(1, min(max_steps, HORIZON_FACTOR * gd))
+
+
+__all__ = [
+    "CURVE_COLUMNS",
+    "HORIZON_FACTOR",
+    "HeldOut",
+    "expected_excess",
+    "expected_losses",
+    "held_out",
+    "predicted_horizon",
+    "predicted_steps",
+]

@@ -21,7 +21,9 @@ noise floor above the target (a fluctuation may still touch the target later: su
 is not the best one).
 
 ``search_lr`` runs a batch size over a descending learning-rate grid and stops once past
-the best rate; ``fit_hyperbola`` fits S = S_min + E_min / B, McCandlish et al.'s
+the best rate; ``predict_search`` makes the same search on SGD's expected excess, predicted
+from the data (``linmnist.engine.prediction.predicted_steps``); ``fit_hyperbola`` fits
+S = S_min + E_min / B, McCandlish et al.'s
 (S / S_min - 1)(E / E_min - 1) = 1 with E = B S.
 """
 
@@ -39,6 +41,8 @@ from threadpoolctl import threadpool_limits
 
 from linmnist.engine.evaluation import DIVERGENCE_LOSS
 from linmnist.engine.kernel_cache import heal_on_damage
+from linmnist.engine.noise_floor import FloorModel, largest_stable_lr, sigma_trajectory
+from linmnist.engine.prediction import predicted_horizon, predicted_steps
 from linmnist.engine.spectrum import Spectrum
 from linmnist.engine.validation import UsageError, check_int, check_number
 
@@ -307,6 +311,55 @@ def search_lr(
     return pd.DataFrame(rows, columns=columns).astype({c: float for c in columns[7:]})
 
 
+def predict_search(
+    spec: Spectrum,
+    model: FloorModel,
+    *,
+    batch_size: int,
+    lrs: Sequence[float],
+    targets: Sequence[float],
+    max_steps: int,
+    sigmas: dict[float, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> pd.DataFrame:
+    """``search_lr``'s search with SGD's expected excess in place of the seeds' runs.
+
+    Over ``lrs`` (descending) from the first below the batch size's predicted instability
+    edge (``noise_floor.largest_stable_lr``: above it SGD's second moment grows without bound,
+    and the rate is not the best), until the first rate whose predicted steps
+    (``prediction.predicted_steps``) exceed the best for every target: the predictions have
+    no seeds' spread, and each target's steps fall and then rise as the rate decreases.
+    ``sigmas`` keeps the gradient noise along gradient descent per lr, which does not depend
+    on the batch size (filled in as needed). Returns one row per rate: ``batch_size``,
+    ``lr`` and ``steps_<i>`` per target (NaN: not reached within the prediction's horizon).
+    """
+    targets = _check_targets(targets)
+    lrs = [check_number("lrs", lr, low=0, low_open=True) for lr in lrs]
+    if sorted(lrs, reverse=True) != lrs:
+        raise UsageError(f"lrs must be decreasing, got {lrs}")
+    sigmas = {} if sigmas is None else sigmas
+    edge = largest_stable_lr(model, batch_size=batch_size)
+    best = np.full(len(targets), np.inf)
+    rows = []
+    for lr in (lr for lr in lrs if lr < min(edge, spec.lr_max)):
+        if lr not in sigmas:
+            horizon = predicted_horizon(spec, lr=lr, target=targets[-1], max_steps=max_steps)
+            sigmas[lr] = sigma_trajectory(model, lr=lr, iterations=horizon)
+        found = predicted_steps(spec, model, lr=lr, batch_size=batch_size, targets=targets,
+                                max_steps=max_steps, sigma=sigmas[lr])  # fmt: skip
+        steps = np.array([np.inf if s is None else s for s in found], dtype=float)
+        rows.append([batch_size, lr, *found])
+        if np.isfinite(best).all() and (steps > best).all():
+            break
+        best = np.minimum(best, steps)
+    columns = predicted_columns(len(targets))
+    return pd.DataFrame(rows, columns=columns).astype({c: float for c in columns[2:]})
+
+
+def predicted_columns(n_targets: int) -> list[str]:
+    """The columns of ``predict_search``'s table: batch_size, lr, ``steps_<i>`` per target."""
+    return ["batch_size", "lr", *target_columns(n_targets)]
+
+
 @dataclass(frozen=True)
 class Hyperbola:
     """S = S_min + E_min / B fitted to steps S at batch sizes B.
@@ -394,6 +447,8 @@ __all__ = [
     "TargetRun",
     "fit_hyperbola",
     "lr_grid",
+    "predict_search",
+    "predicted_columns",
     "search_lr",
     "steps_to_target",
     "target_columns",

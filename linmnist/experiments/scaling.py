@@ -12,9 +12,15 @@ The ``[scaling]`` section of the grid configuration (``SCALING_KEYS``) defines t
   (``linmnist.engine.noise``) along gradient descent at lr = 1 / lambda_max;
   its record holds the optimum, lambda_max, tr Sigma* and the noise scales at W = 0 and
   where gradient descent reaches each target;
+* ``scaling/predicted`` (``predicted_job``): ``predicted.csv``, the steps to each target
+  predicted from the data for every batch size (``linmnist.engine.scaling.predict_search``:
+  the first step at which SGD's expected excess is within the target, at each rate of the
+  grid the search visits); its record holds the predicted instability edge of each batch size;
 * ``scaling/floor`` (``floor_job``): ``floor.csv``, for every configuration of the Task 3
   grid and of the stability sweep, the excess of gradient descent after the same iterations
-  and the three noise-floor predictions of ``linmnist.engine.noise_floor``.
+  and the three noise-floor predictions of ``linmnist.engine.noise_floor``; and
+  ``floor.curves.csv``, the prediction after t steps at the batch sizes ``CURVE_SIZES`` (up
+  to the largest measured) for each (lr, iterations) of the Task 3 grid (``CURVE_TASK``).
 
 ``load_scaling`` reads them back into a ``Scaling``.
 """
@@ -36,6 +42,8 @@ from linmnist.engine.scaling import (
     RUN_COLUMNS,
     TargetData,
     lr_grid,
+    predict_search,
+    predicted_columns,
     search_lr,
     target_columns,
     target_data,
@@ -51,10 +59,12 @@ from linmnist.experiments.results import atomic_write_text, plain, read_record
 
 GROUP = "scaling"
 MODULE = "linmnist.experiments.scaling"
-GD, FLOOR = "gd", "floor"
+GD, FLOOR, PREDICTED = "gd", "floor", "predicted"
 RUNS_SUFFIX = ".runs.csv"
 TRAJECTORY_FILE = f"{GD}.trajectory.csv"
 FLOOR_FILE = f"{FLOOR}.csv"
+CURVES_FILE = f"{FLOOR}.curves.csv"
+PREDICTED_FILE = f"{PREDICTED}.csv"
 # The keys of the [scaling] section, with what each holds.
 SCALING_KEYS = {
     "batch_size": "batch sizes (distinct integers >= 1), one product each",
@@ -74,6 +84,12 @@ FLOOR_COLUMNS = [
     "task", "cell", "lr", "batch_size", "iterations", "gd_excess", "first_order", "stationary",
     "predicted",
 ]  # fmt: skip
+CURVE_COLUMNS = ["lr", "iterations", "batch_size", "predicted"]
+# The noise floor's predicted curve against the batch size: these sizes, for the (lr,
+# iterations) of this task's configurations (a few rates; each size costs a column of the
+# recursion).
+CURVE_TASK = "grid"
+CURVE_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 # The noise scales are followed along gradient descent at TRAJECTORY_STEP / lambda_max.
 TRAJECTORY_STEP = 1.0
 # Tasks whose configurations the noise-floor table covers.
@@ -157,12 +173,17 @@ def scaling_products(
         for b in settings["batch_size"]
     ]
     products.append(product(GD, "gd_job", (f"{GD}{RUNS_SUFFIX}", TRAJECTORY_FILE)))
+    products.append(
+        product(PREDICTED, "predicted_job", (PREDICTED_FILE,), batch_size=settings["batch_size"])
+    )
     configurations = [
         [task, cell.name, cell.params["lr"], cell.params["batch_size"], cell.params["iterations"]]
         for task in FLOOR_TASKS
         for cell in (grids or {}).get(task, [])
     ]
-    products.append(product(FLOOR, "floor_job", (FLOOR_FILE,), configurations=configurations))
+    products.append(
+        product(FLOOR, "floor_job", (FLOOR_FILE, CURVES_FILE), configurations=configurations)
+    )
     return products
 
 
@@ -176,6 +197,13 @@ def _spectrum(dataset: str) -> Spectrum:
 def _target_data(dataset: str) -> TargetData:
     X, Y, _, _ = prepared(dataset)
     return target_data(_spectrum(dataset), X, Y)
+
+
+@functools.cache
+def _floor_model(dataset: str) -> noise_floor.FloorModel:
+    """The training set's ``FloorModel``, once per process (the floor and the predictions)."""
+    X, Y, _, _ = prepared(dataset)
+    return noise_floor.floor_model(_spectrum(dataset), X, Y)
 
 
 def _lrs(spec: Spectrum, params: dict[str, Any]) -> np.ndarray:
@@ -204,6 +232,28 @@ def batch_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     )
     atomic_write_text(Path(out) / f"{stem}{RUNS_SUFFIX}", runs.to_csv(index=False))
     return plain({**_basics(spec), "runs": len(runs), "steps": int(runs["steps_run"].sum())})
+
+
+def predicted_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
+    """The job of ``scaling/predicted``: the predicted lr search of every batch size."""
+    spec, model = _spectrum(params["dataset"]), _floor_model(params["dataset"])
+    lrs = list(_lrs(spec, params))
+    sigmas: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # shared by the batch sizes
+    tables = [
+        predict_search(
+            spec,
+            model,
+            batch_size=b,
+            lrs=lrs,
+            targets=params["targets"],
+            max_steps=params["max_steps"],
+            sigmas=sigmas,
+        )  # fmt: skip
+        for b in params["batch_size"]
+    ]
+    table = pd.concat(tables, ignore_index=True)
+    atomic_write_text(Path(out) / PREDICTED_FILE, table.to_csv(index=False))
+    return plain({**_basics(spec), "rates": len(table)})
 
 
 def _scales_row(step: int, excess: float, scales) -> dict[str, Any]:
@@ -261,9 +311,7 @@ def _excess(spec: Spectrum, lr: float, step: int) -> float:
 
 def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of ``scaling/floor``: the noise-floor predictions of every configuration."""
-    X, Y, _, _ = prepared(params["dataset"])
-    spec = _spectrum(params["dataset"])
-    model = noise_floor.floor_model(spec, X, Y)
+    spec, model = _spectrum(params["dataset"]), _floor_model(params["dataset"])
     rows = []
     for task, cell, lr, batch_size, iterations in params["configurations"]:
         settings = {"lr": lr, "batch_size": batch_size}
@@ -285,14 +333,22 @@ def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     for row in rows:
         if row["lr"] < spec.lr_max:
             groups.setdefault((row["lr"], row["iterations"]), []).append(row)
+    curves = []
     for (lr, iterations), members in groups.items():
-        predicted = noise_floor.excess_after(
-            model, lr=lr, batch_size=[r["batch_size"] for r in members], iterations=iterations
-        )
-        for row, value in zip(members, predicted, strict=True):  # type: ignore[arg-type]
-            row["predicted"] = float(value)
+        sizes = {r["batch_size"] for r in members}
+        if any(r["task"] == CURVE_TASK for r in members):
+            sizes |= {b for b in CURVE_SIZES if b <= max(sizes)}
+        ordered = sorted(sizes)
+        values = noise_floor.excess_after(model, lr=lr, batch_size=ordered, iterations=iterations)
+        predicted = dict(zip(ordered, np.atleast_1d(values).tolist(), strict=True))
+        for row in members:
+            row["predicted"] = predicted[row["batch_size"]]
+        if any(r["task"] == CURVE_TASK for r in members):
+            curves += [[lr, iterations, b, predicted[b]] for b in ordered]
     table = pd.DataFrame(rows, columns=FLOOR_COLUMNS)
     atomic_write_text(Path(out) / FLOOR_FILE, table.to_csv(index=False))
+    curve_table = pd.DataFrame(curves, columns=CURVE_COLUMNS)
+    atomic_write_text(Path(out) / CURVES_FILE, curve_table.to_csv(index=False))
     mean_x2 = float(np.mean(np.einsum("kn,kn->n", model.Z, model.Z)))  # mean ||x_i||^2
     return plain({**_basics(spec), "tr_sigma_star": model.tr_sigma_star, "mean_x2": mean_x2})
 
@@ -311,6 +367,10 @@ class Scaling:
         The noise scales along gradient descent (``TRAJECTORY_COLUMNS``).
     floor : DataFrame
         The noise-floor predictions (``FLOOR_COLUMNS``).
+    floor_curves : DataFrame
+        The prediction after t steps against the batch size (``CURVE_COLUMNS``).
+    predicted : DataFrame
+        The predicted steps to each target per batch size and rate (``predicted_columns``).
     records : dict
         Product stem -> its record (params, wall_seconds, the fields the jobs return).
     failed : dict
@@ -321,6 +381,8 @@ class Scaling:
     gd: pd.DataFrame
     trajectory: pd.DataFrame
     floor: pd.DataFrame
+    floor_curves: pd.DataFrame
+    predicted: pd.DataFrame
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
@@ -348,7 +410,7 @@ def load_scaling(directory: str | Path, batch_sizes: list[int]) -> Scaling:
         When a record is missing.
     """
     directory = Path(directory)
-    stems = [f"bs{b}" for b in batch_sizes] + [GD, FLOOR]
+    stems = [f"bs{b}" for b in batch_sizes] + [GD, FLOOR, PREDICTED]
     records = {}
     for stem in stems:
         path = directory / f"{stem}.json"
@@ -369,6 +431,8 @@ def load_scaling(directory: str | Path, batch_sizes: list[int]) -> Scaling:
         gd=read(GD, f"{GD}{RUNS_SUFFIX}", ["lr", *target_columns(n)]),
         trajectory=read(GD, TRAJECTORY_FILE, TRAJECTORY_COLUMNS),
         floor=read(FLOOR, FLOOR_FILE, FLOOR_COLUMNS),
+        floor_curves=read(FLOOR, CURVES_FILE, CURVE_COLUMNS),
+        predicted=read(PREDICTED, PREDICTED_FILE, predicted_columns(n)),
         records=records,
         failed=failed,
     )

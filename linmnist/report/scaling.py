@@ -18,7 +18,12 @@ the stability sweep:
   ``floor_appendix`` give every configuration, ``excess_sign`` the differences of final
   losses that are negative, and how much wider their spread is, ``decisive`` where a
   100-fold miss could not come out undecided;
-* the figures ``steps_figure``, ``lr_figure``, ``noise_figure`` and ``floor_figure``.
+* ``predicted_best`` and ``steps_agreement``: the steps to each target predicted from the
+  data (the first step at which SGD's expected excess is within it, at the best rate of the
+  grid), beside the measured medians; ``predicted_fit`` the hyperbola fitted to them;
+* the figures ``steps_figure``, ``predicted_figure``, ``lr_figure``, ``noise_figure``,
+  ``floor_figure`` and ``floor_batch_figure`` (the noise floor against the batch size,
+  measured and predicted).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from linmnist.experiments.scaling import (
     FLOOR,
     GD,
     GROUP,
+    PREDICTED,
     Scaling,
     load_scaling,
     scaling_settings,
@@ -82,7 +88,7 @@ def read_scaling(
     require_tasks((GROUP,), dataset=dataset, profile=profile, config=config)
     settings = scaling_settings(config_path(config), profile=profile)
     directory = results_dir(locate_build(dataset, profile, build, config)) / GROUP
-    stems = [f"bs{b}" for b in settings["batch_size"]] + [GD, "floor"]
+    stems = [f"bs{b}" for b in settings["batch_size"]] + [GD, FLOOR, PREDICTED]
     for stem in stems:
         require_product(
             directory / f"{stem}.json",
@@ -118,6 +124,55 @@ def best_steps(scaling: Scaling, target: int) -> pd.DataFrame:
     best = table.loc[table.groupby("batch_size")["steps"].idxmin()].reset_index(drop=True)
     best["steps"] = best["steps"].where(np.isfinite(best["steps"]))
     return best.assign(examples=best["batch_size"] * best["steps"])
+
+
+def predicted_best(scaling: Scaling, target: int) -> pd.DataFrame:
+    """Per batch size: the rate of the grid with the fewest predicted steps to the target
+    (``lr``) and those steps (``steps``; NaN: no rate searched reaches it)."""
+    column = target_columns(target + 1)[target]
+    table = scaling.predicted.assign(steps=scaling.predicted[column].fillna(np.inf))
+    best = table.loc[table.groupby("batch_size")["steps"].idxmin()].reset_index(drop=True)
+    best["steps"] = best["steps"].where(np.isfinite(best["steps"]))
+    return best[["batch_size", "lr", "steps"]]
+
+
+def predicted_fit(scaling: Scaling, target: int) -> Hyperbola:
+    """The hyperbola S = S_min + E_min / B fitted to ``predicted_best``."""
+    best = predicted_best(scaling, target)
+    return fit_hyperbola(best["batch_size"], best["steps"])
+
+
+def steps_agreement(scaling: Scaling) -> pd.DataFrame:
+    """Per target and batch size: the measured median steps at the best rate (``measured``,
+    its ``lr``) and the predicted steps at the predicted best rate (``predicted``,
+    ``predicted_lr``), and ``ratio`` = predicted / measured."""
+    frames = []
+    for i, target in enumerate(scaling.targets):
+        measured = best_steps(scaling, i)[["batch_size", "lr", "steps"]]
+        predicted = predicted_best(scaling, i).rename(
+            columns={"lr": "predicted_lr", "steps": "predicted"}
+        )
+        both = measured.rename(columns={"steps": "measured"}).merge(predicted, on="batch_size")
+        frames.append(both.assign(target=target, ratio=both["predicted"] / both["measured"]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def format_agreement(table: pd.DataFrame) -> pd.DataFrame:
+    """``steps_agreement`` for display: per batch size (rows) and target (columns), the
+    measured and predicted steps and their ratio, e.g. "145 / 217 (1.5×)"."""
+    shown = table.assign(
+        text=[
+            f"{_count(m)} / {_count(p)} ({significant(r, 2)}×)"
+            if math.isfinite(r)
+            else f"{_count(m)} / {_count(p)}"
+            for m, p, r in zip(table["measured"], table["predicted"], table["ratio"], strict=True)
+        ],
+        column=table["target"].map(lambda v: f"excess {v:g}"),
+    )
+    wide = shown.pivot(index="batch_size", columns="column", values="text")
+    wide = wide[[f"excess {v:g}" for v in table["target"].unique()]]
+    wide.index.name, wide.columns.name = "batch size", None
+    return wide
 
 
 def seed_steps(scaling: Scaling, target: int) -> pd.DataFrame:
@@ -505,8 +560,9 @@ def excess_sign(table: pd.DataFrame) -> ExcessSign:
 def format_fit(scaling: Scaling) -> pd.DataFrame:
     """Per target (rows): the hyperbola fitted to the medians (S_min, E_min, B_crit), the
     per-seed fits' B_crit (mean ± 95 % CI), the largest B up to which each doubling still
-    divides the steps by ``DOUBLING_GAIN`` (``halving_until``), and exact gradient descent's
-    steps at its best rate."""
+    divides the steps by ``DOUBLING_GAIN`` (``halving_until``), exact gradient descent's
+    steps at its best rate, and B_crit of the hyperbola fitted to the predicted steps
+    (``predicted_fit``)."""
     rows = []
     for i, target in enumerate(scaling.targets):
         f = fit(scaling, i)
@@ -527,6 +583,9 @@ def format_fit(scaling: Scaling) -> pd.DataFrame:
                 ),
                 "gradient descent: steps at its best rate": (
                     f"{int(gd_steps):,} at η = {significant(gd_lr)}"
+                ),
+                "critical batch size predicted from the data": significant(
+                    predicted_fit(scaling, i).b_crit
                 ),
             }
         )
@@ -601,6 +660,32 @@ def steps_figure(scaling: Scaling) -> Figure:
     fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8)
     right.set(xscale="log", yscale="log", xlabel="steps S", ylabel="examples E = B S",
               title=r"$(S/S_{\min} - 1)(E/E_{\min} - 1) = 1$")  # fmt: skip
+    return fig
+
+
+def predicted_figure(scaling: Scaling) -> Figure:
+    """Left: the measured steps to each target against B (medians at the best rate, bars:
+    the seeds' range) and the steps predicted from the data (lines). Right: predicted over
+    measured, against B."""
+    fig, (left, right) = _figure(2)
+    agreement = steps_agreement(scaling)
+    for i, target in enumerate(scaling.targets):
+        color = f"C{i}"
+        best = best_steps(scaling, i)
+        err = [best["steps"] - best["steps_min"], best["steps_max"] - best["steps"]]
+        left.errorbar(best["batch_size"], best["steps"], yerr=err, fmt="o", color=color, ms=4,
+                      label=f"measured, target excess {target:g}")  # fmt: skip
+        predicted = predicted_best(scaling, i)
+        left.plot(predicted["batch_size"], predicted["steps"], color=color, lw=1.2,
+                  label=f"predicted, target excess {target:g}")  # fmt: skip
+        rows = agreement[agreement["target"] == target]
+        right.plot(rows["batch_size"], rows["ratio"], "o-", color=color, ms=4)
+    right.axhline(1, color="0.4", lw=0.8)
+    left.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="steps to target",
+             title="steps to target: measured (points) and predicted (lines)")  # fmt: skip
+    right.set(xscale="log", xlabel="batch size B", ylabel="predicted / measured steps",
+              title="predicted over measured")  # fmt: skip
+    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
     return fig
 
 
@@ -695,4 +780,42 @@ def floor_figure(table: pd.DataFrame) -> Figure:
            ylabel="predicted excess over gradient descent",
            title="noise floor: predicted against measured")  # fmt: skip
     ax.legend(fontsize=8)
+    return fig
+
+
+def floor_batch_points(table: pd.DataFrame, scaling: Scaling) -> pd.DataFrame:
+    """The rows of ``floor_table`` at the (lr, iterations) of ``scaling.floor_curves``, one
+    per batch size (the Task 3 grid's where the grid and the sweep share a configuration)."""
+    keys = scaling.floor_curves[["lr", "iterations"]].drop_duplicates()
+    rows = table.merge(keys, on=["lr", "iterations"])
+    rows = rows.sort_values("task", key=lambda task: task != "grid", kind="stable")
+    return rows.drop_duplicates(["lr", "iterations", "batch_size"]).reset_index(drop=True)
+
+
+def floor_batch_figure(table: pd.DataFrame, scaling: Scaling) -> Figure:
+    """The noise floor against the batch size for each rate of the Task 3 grid
+    (``scaling.floor_curves``): the measured excess over gradient descent
+    (``floor_batch_points``, mean ± 95 % CI over the seeds), the prediction after t steps
+    (solid) and the first-order floor lr tr Sigma* / (4 B) (dotted), on log axes."""
+    fig = Figure(figsize=(6.4, 3.9), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]
+    points = floor_batch_points(table, scaling)
+    groups = scaling.floor_curves.groupby(["lr", "iterations"])
+    for k, ((lr, iterations), curve) in enumerate(groups):
+        color = f"C{k}"
+        shown = points[(points["lr"] == lr) & (points["iterations"] == iterations)]
+        half = shown["n_seeds"].map(t975) * shown["se"].fillna(0)
+        ax.errorbar(shown["batch_size"], shown["measured"], yerr=half, fmt="o", ms=4,
+                    color=color, label=f"measured, η = {lr:g}")  # fmt: skip
+        B = curve["batch_size"].to_numpy(dtype=float)
+        ax.plot(B, curve["predicted"], color=color, lw=1.2,
+                label=f"predicted after {iterations} steps, η = {lr:g}")  # fmt: skip
+        first = r"first order $\eta\,\mathrm{tr}\,\Sigma^*/(4B)$"
+        ax.plot(B, lr * tr_sigma / (4 * B), color=color, lw=0.8, ls=":",
+                label=first if k == 0 else None)  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="batch size B",
+           ylabel="excess over gradient descent",
+           title="noise floor against batch size")  # fmt: skip
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

@@ -11,12 +11,21 @@ from linmnist.engine.noise_floor import (
     excess_after,
     floor_model,
     largest_stable_lr,
+    noise_covariance,
     sigma_trajectory,
     stationary_excess,
 )
-from linmnist.engine.prediction import CURVE_CHECKPOINTS, expected_losses, held_out
+from linmnist.engine.prediction import (
+    CURVE_CHECKPOINTS,
+    HORIZON_FACTOR,
+    expected_excess,
+    expected_losses,
+    held_out,
+    predicted_horizon,
+    predicted_steps,
+)
 from linmnist.engine.sgd import train
-from linmnist.engine.spectrum import gd_excess, gd_weights, spectrum
+from linmnist.engine.spectrum import gd_excess, gd_steps_to, gd_weights, spectrum
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +131,45 @@ def test_on_mnist_the_curve_agrees_with_the_seeds_even_near_the_edge(mnist, lr, 
     predicted = curve["train_loss"].to_numpy()
     assert np.mean(np.abs(predicted - mean) <= half) >= 0.75
     assert np.max(np.abs(predicted - mean) / mean) < 0.25
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 32])
+@pytest.mark.parametrize("fraction", [0.7, 1.2])
+def test_the_eigenbasis_solution_is_the_recursion_step_by_step(case, batch_size, fraction):
+    """expected_excess solves noise_covariance's recursion in its matrix's eigenbasis: the
+    same excess at every step, below the edge and above it (where both grow)."""
+    spec, model, _, _ = case
+    lr = min(fraction * largest_stable_lr(model, batch_size=batch_size), 0.99 * spec.lr_max)
+    steps = np.arange(1, 301)
+    sigma = sigma_trajectory(model, lr=lr, iterations=300)
+    excess = expected_excess(spec, model, lr=lr, batch_size=batch_size, iterations=300,
+                             sigma=sigma)  # fmt: skip
+    c = noise_covariance(model, lr=lr, batch_size=batch_size, steps=steps, sigma=sigma)
+    recursion = gd_excess(spec, lr, steps) + 0.5 * np.einsum("tkb,k->t", c, model.lam)
+    np.testing.assert_allclose(excess, recursion, rtol=1e-9)
+
+
+def test_a_huge_batch_reaches_each_target_when_gradient_descent_does(case):
+    spec, model, _, _ = case
+    lr, targets = 0.5 * spec.lr_max, [0.2, 0.1, 0.05]
+    steps = predicted_steps(spec, model, lr=lr, batch_size=10**12, targets=targets,
+                            max_steps=10**5)  # fmt: skip
+    assert steps == tuple(gd_steps_to(spec, lr, t) for t in targets)
+
+
+def test_the_predicted_steps_are_the_first_within_each_target(case):
+    """At B = 1 the expected excess lies above gradient descent's, so each target comes
+    later; the steps are the first at which the curve over the horizon is within it, and a
+    target under the noise floor is never reached."""
+    spec, model, _, _ = case
+    lr = 0.3 * largest_stable_lr(model, batch_size=1)
+    floor = stationary_excess(model, lr=lr, batch_size=1)
+    targets = [0.2, 0.1, 0.5 * floor]
+    steps = predicted_steps(spec, model, lr=lr, batch_size=1, targets=targets, max_steps=10**5)
+    horizon = predicted_horizon(spec, lr=lr, target=targets[-1], max_steps=10**5)
+    assert horizon == HORIZON_FACTOR * gd_steps_to(spec, lr, targets[-1])
+    curve = expected_excess(spec, model, lr=lr, batch_size=1, iterations=horizon)
+    for target, step in zip(targets[:2], steps, strict=False):
+        assert step is not None and step > gd_steps_to(spec, lr, target)
+        assert curve[step - 1] <= target < curve[: step - 1].min()
+    assert steps[2] is None and curve.min() > targets[2]

@@ -3,13 +3,17 @@
 import numpy as np
 import pytest
 
+from linmnist.engine.noise_floor import floor_model, largest_stable_lr
+from linmnist.engine.prediction import predicted_steps
 from linmnist.engine.scaling import (
     DIRECT_FROM,
     fit_hyperbola,
     floor_ratio,
     lr_grid,
+    predict_search,
     search_lr,
     steps_to_target,
+    target_columns,
     target_data,
 )
 from linmnist.engine.sgd import sample_batches, train
@@ -79,6 +83,29 @@ def test_the_search_stops_past_the_best_rate(case):
     best = median.idxmin()
     assert best > tried.min()  # the last rate tried is past the best
     assert (runs["cap"] <= 5000).all() and set(runs["seed"]) == {0, 1}
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 128])
+def test_the_predicted_search_finds_the_best_rate_of_the_whole_grid(case, batch_size):
+    """Searching down from the predicted edge and stopping past the best rate finds, for
+    every target, the fewest steps that predicting every rate of the grid finds."""
+    X, Y, spec, _ = case
+    model = floor_model(spec, X, Y)
+    lrs = lr_grid(spec.lr_max, top=0.99, per_octave=4, octaves=8)
+    targets = [0.1, 0.03, 0.01, 0.005]  # best rates from the edge to 10 rates below it
+    table = predict_search(spec, model, batch_size=batch_size, lrs=lrs, targets=targets,
+                           max_steps=20_000)  # fmt: skip
+    edge = min(largest_stable_lr(model, batch_size=batch_size), spec.lr_max)
+    assert (table["lr"] < edge).all() and len(table) < (lrs < edge).sum()
+    every = [
+        predicted_steps(
+            spec, model, lr=lr, batch_size=batch_size, targets=targets, max_steps=20_000
+        )  # fmt: skip
+        for lr in lrs[lrs < edge]
+    ]
+    exhaustive = np.array([[np.inf if s is None else s for s in row] for row in every]).min(0)
+    assert np.isfinite(exhaustive).all()
+    np.testing.assert_array_equal(table[target_columns(4)].min(), exhaustive)
 
 
 def test_the_hyperbola_is_recovered_exactly():

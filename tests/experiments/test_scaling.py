@@ -7,6 +7,8 @@ import pytest
 from linmnist.engine.validation import UsageError
 from linmnist.experiments.grids import load_grids, section
 from linmnist.experiments.scaling import (
+    CURVE_COLUMNS,
+    CURVE_SIZES,
     FLOOR_COLUMNS,
     RUN_COLUMNS,
     TRAJECTORY_COLUMNS,
@@ -55,10 +57,11 @@ def test_a_profile_may_override_the_section_and_nothing_unknown(tmp_path):
         load_grids(config)
 
 
-def test_the_pipeline_holds_one_product_per_batch_size_and_two_more(tmp_path):
+def test_the_pipeline_holds_one_product_per_batch_size_and_three_more(tmp_path):
     names = [p.name for p in pipeline("mnist", "small") if p.group == "scaling"]
     small = scaling_settings(profile="small")["batch_size"]
-    assert names == [f"scaling/bs{b}" for b in small] + ["scaling/gd", "scaling/floor"]
+    more = ["scaling/gd", "scaling/predicted", "scaling/floor"]
+    assert names == [f"scaling/bs{b}" for b in small] + more
     config = tmp_path / "grids.toml"
     config.write_text(CONFIG.split("[scaling]")[0])
     assert scaling_products(tmp_path, "mnist", config=config) == []
@@ -79,3 +82,23 @@ def test_the_products_write_their_tables(tmp_path, synthetic):
     assert gd["optimum"]["b_noise"] is None  # infinite, stored as null
     assert math.isclose(gd["lr_max"], 2 / gd["lambda_max"])
     assert result.wall_seconds > 0
+    predicted = result.predicted
+    assert list(predicted.columns) == ["batch_size", "lr", "steps_0", "steps_1"]
+    assert set(predicted["batch_size"]) == {1, 4, 16, 64}
+    assert predicted.groupby("batch_size")["steps_1"].min().notna().all()
+
+
+@pytest.mark.slow
+def test_the_floor_curve_passes_through_the_predictions_of_the_measured_sizes(tmp_path, synthetic):
+    """The predicted floor against the batch size is drawn for the grid's rates, at the
+    sizes CURVE_SIZES up to the largest measured and at the measured ones, where it is the
+    table's prediction after t steps."""
+    result, _, _ = scaling_build(tmp_path, synthetic)
+    curves = result.floor_curves
+    assert list(curves.columns) == CURVE_COLUMNS
+    assert set(curves["lr"]) == {0.002, 0.02} and set(curves["batch_size"]) == {1, 2, 5, 10}
+    assert set(curves["batch_size"]) <= set(CURVE_SIZES) | set(result.floor["batch_size"])
+    shared = curves.merge(result.floor, on=["lr", "iterations", "batch_size"])
+    assert len(shared) == 4
+    assert (shared["predicted_x"] == shared["predicted_y"]).all()
+    assert (curves.groupby("lr")["predicted"].apply(lambda p: p.is_monotonic_decreasing)).all()

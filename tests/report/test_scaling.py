@@ -53,8 +53,21 @@ def _scaling(s_min=20.0, e_min=600.0) -> Scaling:
     trajectory = pd.DataFrame([_path_point(t) for t in (0, 1, 2, 4, 9, 18, 37, 80)])
     return Scaling(
         runs=pd.DataFrame(rows), gd=gd, trajectory=trajectory, floor=pd.DataFrame(),
+        floor_curves=pd.DataFrame(), predicted=_predicted(s_min, e_min),
         records={"gd": record, "floor": {"tr_sigma_star": 30.0, "mean_x2": 80.0}},
     )  # fmt: skip
+
+
+def _predicted(s_min: float, e_min: float) -> pd.DataFrame:
+    """Predicted steps 1.5 times the measured medians at the best rate, more at the rate
+    above it, and none (NaN) at the rate below."""
+    rows = []
+    for b in (1, 2, 4, 8, 16, 32, 64):
+        best = 0.01 * min(b, 16)
+        steps = 1.5 * (s_min + e_min / b + 0.5)  # the median of the seeds (+0, +1)
+        rows += [[b, 2 * best, 2 * steps / 3, 2 * steps], [b, best, steps / 3 + 0.5, steps],
+                 [b, best / 2, np.nan, np.nan]]  # fmt: skip
+    return pd.DataFrame(rows, columns=["batch_size", "lr", "steps_0", "steps_1"])
 
 
 def test_the_best_rate_and_the_fit_recover_the_hyperbola():
@@ -67,6 +80,19 @@ def test_the_best_rate_and_the_fit_recover_the_hyperbola():
     assert len(fit.seeds) == 2 and fit.b_crit_seeds[0] == pytest.approx(30, rel=1e-9)
     assert section.gd_best(scaling, 1) == (0.16, 20.0)
     assert section.halving_until(best) == 16  # 95.5 / 58 = 1.65, then 58 / 39.25 = 1.48
+
+
+def test_the_predicted_steps_are_set_beside_the_measured_at_each_best_rate():
+    scaling = _scaling()
+    table = section.steps_agreement(scaling)
+    assert len(table) == 2 * 7 and list(table["target"].unique()) == [0.1, 0.05]
+    last = table[table["target"] == 0.05]
+    np.testing.assert_allclose(last["ratio"], 1.5)  # the seeds' median, seed 0 and seed 1
+    np.testing.assert_allclose(last["predicted_lr"], last["lr"])  # the rate above is slower
+    assert section.predicted_fit(scaling, 1).b_crit == pytest.approx(600 / 20.5)
+    shown = section.format_agreement(table)
+    assert list(shown.columns) == ["excess 0.1", "excess 0.05"] and len(shown) == 7
+    assert shown.loc[1, "excess 0.05"] == "620 / 930 (1.5×)"
 
 
 def test_eps_opt_and_the_lr_table():
@@ -131,6 +157,7 @@ def test_the_floor_table_measures_only_configurations_whose_every_seed_was_stabl
     })  # fmt: skip
     records = {**base.records, "gd": {**base.records["gd"], "loss_star": 0.2}}
     scaling = Scaling(runs=base.runs, gd=base.gd, trajectory=base.trajectory, floor=floor,
+                      floor_curves=pd.DataFrame(), predicted=base.predicted,
                       records=records)  # fmt: skip
     seeds = pd.DataFrame({
         "task": "stability", "cell": ["a", "a", "b", "b"], "status": "ok",
@@ -143,6 +170,23 @@ def test_the_floor_table_measures_only_configurations_whose_every_seed_was_stabl
     assert table["measured"].iloc[0] == pytest.approx(0.001)  # the seeds' final excesses
     assert table["loss_difference"].iloc[0] == pytest.approx(0.0011)
     assert table["se"].iloc[0] == pytest.approx(0.0001)
+
+
+def test_the_floor_against_the_batch_size_draws_one_point_per_size_the_grid_first():
+    base = _scaling()
+    curves = pd.DataFrame({"lr": 0.01, "iterations": 100, "batch_size": [1, 2, 5, 10],
+                           "predicted": [4e-2, 2e-2, 8e-3, 4e-3]})  # fmt: skip
+    scaling = Scaling(runs=base.runs, gd=base.gd, trajectory=base.trajectory,
+                      floor=pd.DataFrame(), floor_curves=curves, predicted=base.predicted,
+                      records=base.records)  # fmt: skip
+    table = pd.DataFrame({
+        "task": ["stability", "grid", "stability", "grid"], "lr": [0.01, 0.01, 0.01, 0.02],
+        "iterations": 100, "batch_size": [1, 1, 10, 1], "measured": [1.0, 2.0, 3.0, 4.0],
+    })  # fmt: skip
+    points = section.floor_batch_points(table, scaling)
+    assert list(zip(points["task"], points["batch_size"], strict=True)) == [
+        ("grid", 1), ("stability", 10)
+    ]  # fmt: skip
 
 
 def test_significant_digits_are_written_out():
@@ -293,8 +337,13 @@ def test_the_section_from_a_build(built):
         section.lr_figure(scaling),
         section.noise_figure(scaling),
         section.floor_figure(floor),
+        section.predicted_figure(scaling),
     ):
         assert isinstance(figure, Figure)
+    (ax,) = section.floor_batch_figure(floor, scaling).axes
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    assert len(solid) == scaling.floor_curves["lr"].nunique() == 2  # one predicted curve each
+    assert len(solid[0].get_xdata()) == 4  # B = 1, 2, 5, 10
     assert section.format_best(scaling).shape[0] == 4
     assert len(section.format_floor(floor)) == len(floor)
     assert section.floor_summary(floor).to_numpy().sum() == 3 * len(floor)
