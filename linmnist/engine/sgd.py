@@ -337,27 +337,41 @@ def train(
         batches=batches, eval_every=eval_every, dtype=dtype, bias=bias, draw_batches=False,
         data_checked=shared,
     )  # fmt: skip
-    X, Y, X_test, Y_test, dt, bias = args.X, args.Y, args.X_test, args.Y_test, args.dtype, args.bias
-    lr, batch_size, iterations = args.lr, args.batch_size, args.iterations
-    seed, eval_every = args.seed, args.eval_every
-
-    Xd = np.asarray(with_bias_row(X, bias), dtype=dt)
-    Yd = np.asarray(Y, dtype=dt)
-    # One sample per row, each a run of memory (a view of the usual feature-major data).
-    XT, YT, G = np.ascontiguousarray(Xd.T), Yd.T, np.empty((Yd.shape[0], Xd.shape[0]), dt)
     if evaluator is None:
-        evaluator = Evaluator(X, Y, X_test, Y_test, bias=bias)
+        evaluator = Evaluator(args.X, args.Y, args.X_test, args.Y_test, bias=args.bias)
     else:
         check_evaluator(evaluator, args)
-    W = np.zeros((Y.shape[0], Xd.shape[0]), dtype=dt)
+    W, diverged_at, history = _descend(args, evaluator, accuracy)
+    return TrainResult(
+        W=W[:, :-1].copy() if args.bias else W,
+        b=W[:, -1].copy() if args.bias else None,
+        history=history,
+        diverged_at=diverged_at,
+        seconds=time.perf_counter() - t0,
+        lr=float(args.lr),
+        batch_size=args.batch_size,
+        iterations=args.iterations,
+        seed=args.seed,
+        eval_every=args.eval_every,
+    )
+
+
+def _descend(args: RunArguments, evaluator: Evaluator, accuracy: str):
+    """(final W, iteration of divergence or None, history) of the run ``args``."""
+    Xd = np.asarray(with_bias_row(args.X, args.bias), dtype=args.dtype)
+    Yd = np.asarray(args.Y, dtype=args.dtype)
+    # One sample per row, each a run of memory (a view of the usual feature-major data).
+    XT, YT, G = np.ascontiguousarray(Xd.T), Yd.T, np.empty((Yd.shape[0], Xd.shape[0]), args.dtype)
+    W = np.zeros((Yd.shape[0], Xd.shape[0]), dtype=args.dtype)
+    lr, last, every = args.lr, args.iterations - 1, args.eval_every
     diverged_at = None
-    incremental = batch_size < INCREMENTAL_BELOW and eval_every == 1 and accuracy == "every"
+    incremental = args.batch_size < INCREMENTAL_BELOW and every == 1 and accuracy == "every"
     # accuracy "final": the latest point, and those before it
     held: tuple[int, np.ndarray] | None = None
     loss_only: list[tuple[int, np.ndarray]] = []
     # The evaluation streams: every chunk of recorded weights is scored and dropped, so the
     # memory of a run does not grow with its iterations beyond the history table.
-    with evaluator.stream(lr / batch_size if incremental else None) as stream:
+    with evaluator.stream(lr / args.batch_size if incremental else None) as stream:
         # The divergence check and a chunk's scoring are small products: one BLAS thread does
         # them fastest, and never waits for a second that another process has descheduled.
         with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
@@ -367,7 +381,7 @@ def train(
                     diverged_at = t
                     break
                 W = W_next
-                if t % eval_every == 0 or t == iterations - 1:
+                if t % every == 0 or t == last:
                     if accuracy == "every":
                         stream.add(t, W, *((E, idx) if incremental else ()))
                     else:
@@ -376,19 +390,7 @@ def train(
             if held is not None:
                 stream.add(*held)
             history = _with_losses(stream.frame(), evaluator, loss_only)
-    W_out, b_out = (W[:, :-1].copy(), W[:, -1].copy()) if bias else (W, None)
-    return TrainResult(
-        W=W_out,
-        b=b_out,
-        history=history,
-        diverged_at=diverged_at,
-        seconds=time.perf_counter() - t0,
-        lr=float(lr),
-        batch_size=batch_size,
-        iterations=iterations,
-        seed=seed,
-        eval_every=eval_every,
-    )
+    return W, diverged_at, history
 
 
 __all__ = [
