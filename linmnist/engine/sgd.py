@@ -67,29 +67,17 @@ MAX_DRAWN_BYTES = 2 << 30
 
 @dataclass
 class TrainResult:
-    """Outcome of one SGD run.
+    """Outcome of one SGD run (with the settings it ran with: lr to eval_every)."""
 
-    Attributes
-    ----------
-    W : ndarray (10, D)
-        Final weights (the weights before divergence if the run diverged).
-    b : ndarray (10,) or None
-        Final bias when trained with ``bias=True``.
-    history : DataFrame
-        Columns iteration (0-based index of the update after which the metrics were
-        measured), train_loss, train_acc, test_acc (fractions; NaN without a test set).
-    diverged_at : int or None
-        Iteration at which the training loss became non-finite or exceeded
-        ``DIVERGENCE_LOSS``; the run stopped there.
-    seconds : float
-        Wall time of training plus evaluation.
-    """
-
-    W: np.ndarray
-    b: np.ndarray | None
+    W: np.ndarray  # (10, D), final (before divergence if the run diverged)
+    b: np.ndarray | None  # (10,), final bias when trained with ``bias=True``
+    # Columns iteration (0-based index of the update after which the metrics were measured),
+    # train_loss, train_acc, test_acc (fractions; NaN without a test set).
     history: pd.DataFrame
+    # The iteration where the training loss became non-finite or exceeded ``DIVERGENCE_LOSS``
+    # (the run stopped there), or None.
     diverged_at: int | None
-    seconds: float
+    seconds: float  # wall time of training plus evaluation
     lr: float
     batch_size: int
     iterations: int
