@@ -293,10 +293,8 @@ def train(
     ----------
     X, Y : ndarray (D, N), (10, N)
         Training inputs (feature-major) and one-hot labels.
-    lr : float
-        Learning rate, > 0 and finite.
-    batch_size, iterations : int
-        Samples per update (>= 1) and number of updates (>= 1).
+    lr, batch_size, iterations : float, int, int
+        Learning rate (> 0, finite), samples per update and number of updates (>= 1).
     seed : int
         Seed of the batch sampler (ignored when ``batches`` is given).
     batches : int ndarray (iterations, batch_size), optional
@@ -313,9 +311,8 @@ def train(
         ``Evaluator(X, Y, X_test, Y_test, bias=bias)`` built once and shared by runs on the
         same data (the seeds of a grid cell); it must have been built from these arrays.
     accuracy : {"every", "final"}
-        Score the accuracies at every evaluated iteration, or only at the last one recorded
-        (the others get the training loss and NaN accuracies: the loss is a product with
-        D x D moments, an accuracy a pass over every sample).
+        Accuracies at every evaluated iteration, or at the last one only (the others get the
+        loss, a product with D x D moments, and NaN accuracies: an accuracy is a full pass).
     """
     t0 = time.perf_counter()
     accuracy = check_choice("accuracy", accuracy, ACCURACY_MODES)
@@ -327,21 +324,10 @@ def train(
     )  # fmt: skip
     if evaluator is None:
         evaluator = Evaluator(args.X, args.Y, args.X_test, args.Y_test, bias=args.bias)
-    else:
-        check_evaluator(evaluator, args)
-    W, diverged_at, history = _descend(args, evaluator, accuracy)
-    return TrainResult(
-        W=W[:, :-1].copy() if args.bias else W,
-        b=W[:, -1].copy() if args.bias else None,
-        history=history,
-        diverged_at=diverged_at,
-        seconds=time.perf_counter() - t0,
-        lr=float(args.lr),
-        batch_size=args.batch_size,
-        iterations=args.iterations,
-        seed=args.seed,
-        eval_every=args.eval_every,
-    )
+    W, diverged_at, history = _descend(args, check_evaluator(evaluator, args), accuracy)
+    W, b = (W[:, :-1].copy(), W[:, -1].copy()) if args.bias else (W, None)
+    return TrainResult(W, b, history, diverged_at, time.perf_counter() - t0, float(args.lr),
+                       args.batch_size, args.iterations, args.seed, args.eval_every)  # fmt: skip
 
 
 def _descend(args: RunArguments, evaluator: Evaluator, accuracy: str):
