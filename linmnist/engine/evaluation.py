@@ -388,17 +388,12 @@ class HistoryStream:
     left and returns the history. Use it as a context manager (it owns the threads that
     score the sample groups).
 
-    The lazy scores (``kernels.lazy_margins``) keep, per sample, the margin certified at its
-    last exact scoring and the weights it was scored with (an *anchor*): between scorings, a
-    margin m moves by at most max_c ||dw_true - dw_c|| ||x||, so a sample whose room
-    |m| / ||x|| exceeds that reach keeps its verdict without a product. A sample the reach
-    cannot decide gets the projected test (``Evaluator.projection``), which compares the
-    scores of its last scoring moved by the weight change's projection with what the change
-    outside the projection's span can add; a sample it decides is anchored where it was
-    decided. Every recorded W_t of a chunk can anchor the samples decided with it; after a
-    chunk the anchors are compacted to ``MAX_ANCHORS``, the samples of a dropped one
-    re-anchored to the chunk's last weights with their room reduced by the reach between
-    the two (triangle inequality) and their projected test off until they are scored again.
+    The lazy scores (module docstring, ``kernels.lazy_margins``) keep, per sample, the margin
+    certified at its last exact scoring and the weights it was scored with (an *anchor*).
+    Every recorded W_t of a chunk can anchor the samples decided with it; after a chunk the
+    anchors are compacted to ``MAX_ANCHORS``, the samples of a dropped one re-anchored to the
+    chunk's last weights with their room reduced by the reach between the two (triangle
+    inequality) and their projected test off until they are scored again.
     """
 
     def __init__(self, evaluator: Evaluator, step: float | None = None):
