@@ -19,20 +19,11 @@ from linmnist.engine.validation import check_bool
 
 @dataclass
 class LeastSquares:
-    """Closed-form minimiser of the quadratic loss.
+    """Closed-form minimiser of the quadratic loss, with its training loss and accuracies
+    (fractions; test_acc is NaN without a test set)."""
 
-    Attributes
-    ----------
-    W : ndarray (10, D)
-    b : ndarray (10,) or None
-        Bias, when fitted with ``bias=True``.
-    loss, train_acc, test_acc : float
-        Training loss and accuracies (fractions) of the optimum; test_acc is NaN
-        without a test set.
-    """
-
-    W: np.ndarray
-    b: np.ndarray | None
+    W: np.ndarray  # (10, D)
+    b: np.ndarray | None  # (10,), when fitted with ``bias=True``
     loss: float
     train_acc: float
     test_acc: float

@@ -104,28 +104,17 @@ IDX_SHA256 = {
 
 @dataclass(frozen=True)
 class DatasetFacts:
-    """Facts every genuine copy of a dataset satisfies (all arrays uint8).
+    """Facts every genuine copy of a dataset satisfies (all arrays uint8)."""
 
-    Attributes
-    ----------
-    train_label_counts, test_label_counts : tuple of int
-        Images per class 0..9; their sums are the split sizes.
-    train_pixel_sum, test_pixel_sum : int or None
-        Sum of all uint8 pixels of the split, or None when not checked.
-    labels_at : tuple of (split, index, label)
-        Known labels, e.g. ``("train", 696, 2)``.
-    image_shape : tuple of int
-        Shape of one image.
-    content_sha256 : str or None
-        ``content_sha256`` of the genuine arrays: any altered pixel or label fails it.
-    """
-
+    # Images per class 0..9 (their sums are the split sizes).
     train_label_counts: tuple[int, ...]
     test_label_counts: tuple[int, ...]
+    # Sum of all uint8 pixels of the split, or None when not checked.
     train_pixel_sum: int | None = None
     test_pixel_sum: int | None = None
-    labels_at: tuple[tuple[str, int, int], ...] = ()
+    labels_at: tuple[tuple[str, int, int], ...] = ()  # known labels, ("train", 696, 2)
     image_shape: tuple[int, int] = (28, 28)
+    # ``content_sha256`` of the genuine arrays: any altered pixel or label fails it.
     content_sha256: str | None = None
 
 

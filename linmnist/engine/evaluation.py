@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +42,12 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from linmnist.engine.kernels import (
     TILE,
+    Anchoring,
+    Grams,
+    LazyChunk,
+    RankSteps,
+    Samples,
+    Verdicts,
     float64_correct,
     lazy_margins,
     margins,
@@ -383,17 +388,12 @@ class HistoryStream:
     left and returns the history. Use it as a context manager (it owns the threads that
     score the sample groups).
 
-    The lazy scores (``kernels.lazy_margins``) keep, per sample, the margin certified at its
-    last exact scoring and the weights it was scored with (an *anchor*): between scorings, a
-    margin m moves by at most max_c ||dw_true - dw_c|| ||x||, so a sample whose room
-    |m| / ||x|| exceeds that reach keeps its verdict without a product. A sample the reach
-    cannot decide gets the projected test (``Evaluator.projection``), which compares the
-    scores of its last scoring moved by the weight change's projection with what the change
-    outside the projection's span can add; a sample it decides is anchored where it was
-    decided. Every recorded W_t of a chunk can anchor the samples decided with it; after a
-    chunk the anchors are compacted to ``MAX_ANCHORS``, the samples of a dropped one
-    re-anchored to the chunk's last weights with their room reduced by the reach between
-    the two (triangle inequality) and their projected test off until they are scored again.
+    The lazy scores (module docstring, ``kernels.lazy_margins``) keep, per sample, the margin
+    certified at its last exact scoring and the weights it was scored with (an *anchor*).
+    Every recorded W_t of a chunk can anchor the samples decided with it; after a chunk the
+    anchors are compacted to ``MAX_ANCHORS``, the samples of a dropped one re-anchored to the
+    chunk's last weights with their room reduced by the reach between the two (triangle
+    inequality) and their projected test off until they are scored again.
     """
 
     def __init__(self, evaluator: Evaluator, step: float | None = None):
@@ -402,32 +402,24 @@ class HistoryStream:
         self.threads = _blas_threads()
         ev, threads = evaluator, self.threads
         # One group of samples per thread and data part (train, test): its rows are a slice
-        # of one array, and its per-sample state slices of the arrays below.
-        self.groups = []
+        # of one array, and its per-sample state slices of the arrays in ``state``.
+        self.groups: list[tuple[Samples, slice]] = []
         start = 0
         for rows in ev.rows32:
             n = rows.shape[0]
             for g in range(threads):
                 lo, hi = n * g // threads, n * (g + 1) // threads
                 if hi > lo:
-                    self.groups.append((rows[lo:hi], slice(start + lo, start + hi)))
+                    cols = slice(start + lo, start + hi)
+                    samples = Samples(rows[lo:hi], ev.labels[cols], ev.norms[cols])
+                    self.groups.append((samples, cols))
             start += n
-        m = len(ev.labels)
-        self.room = np.full(m, -1.0)  # negative: every sample is scored at the first step
-        self.slot = np.zeros(m, dtype=np.int64)
-        self.proj_slot = np.zeros(m, dtype=np.int64)  # the anchor of the projected state
-        self.verdict = np.zeros(m, dtype=bool)
         da = len(ev.active)
         self.anchors = np.empty((0, 0, da))
         self.anchor_gram = np.empty((0, 0, 0))
         self.anchor_rho2 = np.empty(0)
         # The anchors' projections A U (A, k, r) and their Gram matrices.
         self.anchor_proj = self.anchor_proj_gram = np.empty((0, 0, 0))
-        # Per sample, what the projected test needs of its last scoring: the float32 scores
-        # minus their projected part (VU . u) and the margins' error bound (infinite: no
-        # projected test until scored again). Made at the first lazy chunk.
-        self.offset: np.ndarray | None = None
-        self.anchor_bound: Any = None
         # Chunks left to score densely, and how many the next lazy chunk that scores more
         # than DENSE_ABOVE of its samples buys (doubled each time: few probes when the
         # weights move a lot, e.g. early in training or when evaluated every 10 steps).
@@ -436,6 +428,19 @@ class HistoryStream:
         self.pending: list[tuple] = []
         self.parts: list[tuple[np.ndarray, ...]] = []  # (iterations, loss, train, test)
         self.pool = ThreadPoolExecutor(threads)
+
+    @cached_property
+    def state(self) -> Anchoring:
+        """The lazy scores' per-sample state, made at their first chunk: a negative room (every
+        sample is scored at the first step), no projected test (an infinite ``anchor_bound``;
+        ``offset`` will hold the float32 scores minus their projected part, VU . u)."""
+        m, k = len(self.ev.labels), self.ev.C.shape[0]
+        return Anchoring(
+            room=np.full(m, -1.0), slot=np.zeros(m, dtype=np.int64),
+            verdict=np.zeros(m, dtype=bool), proj_slot=np.zeros(m, dtype=np.int64),
+            offset=np.zeros((m, k)), anchor_bound=np.full(m, np.inf),
+            coords=self.ev.projection[1], resid=self.ev.projection[2],
+        )  # fmt: skip
 
     def __enter__(self) -> HistoryStream:
         return self
@@ -536,11 +541,11 @@ class HistoryStream:
         rho = rho2[:, None] + rhoA[None, :]
         guard = 64 * da * 2.0**-53 * rho
         guard_perp = 64 * (da + U.shape[1]) * 2.0**-53 * rho * 2
-        reach, perp = (np.empty((T, len(A), k)) for _ in range(2))
         # The chunk's product with the anchors is large: split over the threads.
         cross = np.concatenate(self._share_rows(lambda part: _cross(part, A), V))
-        pair_reach(cross, gram, GA, _cross(VU, AU), gramU, GAU, guard, guard_perp,
-                   reach, perp)  # fmt: skip
+        reach, perp = pair_reach(
+            Grams(cross, gram, GA, guard), Grams(_cross(VU, AU), gramU, GAU, guard_perp)
+        )
         # The projected test sums 2 r + 2 products of norms at most (rho_t + rho_a) ||x||.
         rounding = 1e-9 * (np.sqrt(rho2)[:, None] + np.sqrt(rhoA)[None, :])
         self._next_anchors = (A, GA, rhoA, AU, GAU)
@@ -558,25 +563,19 @@ class HistoryStream:
         row_norm = np.sqrt(np.einsum("tkd,tkd->tk", Ws, Ws, dtype=np.float64)).max(axis=1)
         scale = 2 * ev.err_factor * row_norm
         reach, perp, VU, rounding = self._reach(Ws[:, :, ev.active].astype(np.float64))
-        if self.offset is None:
-            self.offset = np.zeros((len(ev.labels), k))
-            self.anchor_bound = np.full(len(ev.labels), np.inf)
-        _, coords, resid = ev.projection
         base = len(self.anchor_rho2)
         if self.dense_left:
             self.dense_left -= 1
             self._dense_scores(W32[:, :k], scale, base, VU[-1], correct, uncertain)
         else:
             scored = np.zeros(len(self.groups), dtype=np.int64)
+            chunk = LazyChunk(W32, scale, reach, perp, rounding, VU)
 
             def work(j, group):
-                rows, g = group
-                scored[j] = lazy_margins(
-                    rows, W32, reach, perp, rounding, VU, scale, ev.labels[g], ev.norms[g],
-                    coords[g], resid[g], self.room[g], self.slot[g], self.verdict[g],
-                    self.proj_slot[g], self.offset[g], self.anchor_bound[g], base,
-                    correct[:, g], uncertain[:, g],
-                )  # fmt: skip
+                samples, g = group
+                state = Anchoring._make(a[g] for a in self.state)
+                out = Verdicts(correct[:, g], uncertain[:, g])
+                scored[j] = lazy_margins(samples, state, chunk, base, out)
 
             self._each_group(work)
             if scored.sum() > DENSE_ABOVE * T * len(ev.labels):
@@ -588,14 +587,13 @@ class HistoryStream:
     def _dense_scores(self, W32, scale, base, VU_last, correct, uncertain) -> None:
         """Every W_t of the chunk against every sample in stacked float32 products; every
         sample is then anchored at the last W_t (projected ``VU_last``) with its room there."""
-        ev = self.ev
-        coords = ev.projection[1]
+        ev, state = self.ev, self.state
         T, k, d = W32.shape
         Wc = W32.reshape(T * k, d)
         buffers = [np.empty(T * k * DENSE_BLOCK, np.float32) for _ in self.groups]
 
         def work(j, group):
-            rows, g = group
+            rows, g = group[0].rows, group[1]
             for lo in range(0, rows.shape[0], DENSE_BLOCK):
                 block = rows[lo : lo + DENSE_BLOCK]
                 Z = buffers[j][: T * k * len(block)].reshape(T * k, len(block))
@@ -608,16 +606,16 @@ class HistoryStream:
                 )  # fmt: skip
                 # The margin at the last step, as the kernels take it (ties give 0).
                 z = Z[-k:].astype(np.float64)
-                self.offset[cols] = z.T - coords[cols] @ VU_last.T
-                self.anchor_bound[cols] = scale[-1] * norms
+                state.offset[cols] = z.T - state.coords[cols] @ VU_last.T
+                state.anchor_bound[cols] = scale[-1] * norms
                 true = z[labels, np.arange(len(block))]
                 z[labels, np.arange(len(block))] = -np.inf
                 margin = np.abs(true - z.max(axis=0))
                 bound = scale[-1] * norms
                 room = np.zeros(len(block))
                 np.divide(margin - bound, norms, out=room, where=margin > bound)
-                self.room[cols], self.verdict[cols] = room, true - z.max(axis=0) > 0
-                self.slot[cols] = self.proj_slot[cols] = base + T - 1
+                state.room[cols], state.verdict[cols] = room, true - z.max(axis=0) > 0
+                state.slot[cols] = state.proj_slot[cols] = base + T - 1
 
         self._each_group(work)
 
@@ -625,26 +623,27 @@ class HistoryStream:
         """Keep at most ``MAX_ANCHORS`` anchors; re-anchor the samples of the others to the
         chunk's last weights (room reduced by ``reach_last[a, label]``, their reach to it)."""
         A, GA, rhoA, AU, GAU = self._next_anchors
+        state = self.state
         last = len(A) - 1
-        counts = np.bincount(self.slot, minlength=len(A))
-        counts += np.bincount(self.proj_slot[np.isfinite(self.anchor_bound)], minlength=len(A))
-        counts[last] = 2 * len(self.slot) + 1  # always kept: the weights to re-anchor to
+        counts = np.bincount(state.slot, minlength=len(A))
+        counts += np.bincount(state.proj_slot[np.isfinite(state.anchor_bound)], minlength=len(A))
+        counts[last] = 2 * len(state.slot) + 1  # always kept: the weights to re-anchor to
         keep = np.flatnonzero(counts)
         if len(keep) > MAX_ANCHORS:
             keep = np.sort(np.argsort(-counts, kind="stable")[:MAX_ANCHORS])
             dropped = np.ones(len(A), dtype=bool)
             dropped[keep] = False
-            moved = np.flatnonzero(dropped[self.slot])
-            self.room[moved] -= reach_last[self.slot[moved], self.ev.labels[moved]]
-            self.slot[moved] = last
+            moved = np.flatnonzero(dropped[state.slot])
+            state.room[moved] -= reach_last[state.slot[moved], self.ev.labels[moved]]
+            state.slot[moved] = last
             # Projected states of a dropped anchor are gone: the test waits for a scoring.
-            gone = dropped[self.proj_slot]
-            self.anchor_bound[gone] = np.inf
-            self.proj_slot[gone] = last
+            gone = dropped[state.proj_slot]
+            state.anchor_bound[gone] = np.inf
+            state.proj_slot[gone] = last
         renumber = np.zeros(len(A), dtype=np.int64)
         renumber[keep] = np.arange(len(keep))
-        self.slot = renumber[self.slot]
-        self.proj_slot = renumber[self.proj_slot]
+        state.slot[:] = renumber[state.slot]
+        state.proj_slot[:] = renumber[state.proj_slot]
         self.anchors, self.anchor_gram, self.anchor_rho2 = A[keep], GA[keep], rhoA[keep]
         self.anchor_proj, self.anchor_proj_gram = AU[keep], GAU[keep]
 
@@ -680,14 +679,11 @@ class HistoryStream:
         gap = rank_gaps(Ws, W_ref, a, Xb.astype(np.float64))
         ref = np.sqrt((W_ref**2).sum(axis=1)).max()
         scale = 2 * 1.01 * ((ev.err_factor + 1e-12) * (ref + c) + gap)
-        W_ref32 = W_ref.astype(np.float32)
+        steps = RankSteps(W_ref.astype(np.float32), indptr, indices, values, a, scale)
 
         def work(j, group):
-            rows, g = group
-            running_margins(
-                rows, W_ref32, indptr, indices, values, a, ev.labels[g], ev.norms[g], scale,
-                correct[:, g], uncertain[:, g],
-            )  # fmt: skip
+            samples, g = group
+            running_margins(samples, steps, Verdicts(correct[:, g], uncertain[:, g]))
 
         self._each_group(work)
 

@@ -28,9 +28,10 @@ def heal_on_damage(*kernels: Any) -> None:
                 return _load(sig, target_context)
             except Exception as exc:  # anything a damaged file gives: heal, compile again
                 removed = remove_cache_files(_cache)
+                message = " ".join(str(exc).split())  # one line, whatever the exception says
                 print(
                     f"warning: the compiled-kernel cache of {_name} was damaged "
-                    f"({type(exc).__name__}: {str(exc)[:80]}); removed {len(removed)} "
+                    f"({type(exc).__name__}: {message[:80]}); removed {len(removed)} "
                     "file(s), compiling it again",
                     file=sys.stderr,
                 )

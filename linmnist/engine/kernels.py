@@ -26,6 +26,8 @@ BLAS would keep spinning on the cores while a kernel runs).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 from numba import types
@@ -42,6 +44,69 @@ LAZY_BLOCK = 1024
 RUNNING_TILE = 128
 # Classes per register tile of ``tile_scores`` (the weights are padded to a multiple).
 TILE = 5
+
+
+class Samples(NamedTuple):
+    """A group of samples: rows (M, D) float32, labels (M,) int64 and norms (M,) float64."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    norms: np.ndarray
+
+
+class Verdicts(NamedTuple):
+    """A kernel's output, (T, M) bool: ``correct`` (margin > 0) and ``uncertain`` (|margin|
+    within the float32 error bound, scale_t * norms_i)."""
+
+    correct: np.ndarray
+    uncertain: np.ndarray
+
+
+class LazyChunk(NamedTuple):
+    """The weights of a chunk of the lazy scores and their bounds (see ``lazy_margins``)."""
+
+    W: np.ndarray  # (T, kp, D) float32, the classes padded to a multiple of TILE
+    scale: np.ndarray  # (T,)
+    reach: np.ndarray  # (T, anchors, k)
+    perp: np.ndarray  # (T, anchors, k)
+    rounding: np.ndarray  # (T, anchors)
+    VU: np.ndarray  # (T, k, r)
+
+
+class Anchoring(NamedTuple):
+    """Per-sample state of the lazy scores, (M,) or (M, k) (see ``lazy_margins``); the
+    kernel updates all but ``coords`` and ``resid``."""
+
+    room: np.ndarray
+    slot: np.ndarray
+    verdict: np.ndarray
+    proj_slot: np.ndarray
+    offset: np.ndarray
+    anchor_bound: np.ndarray
+    coords: np.ndarray
+    resid: np.ndarray
+
+
+class RankSteps(NamedTuple):
+    """A chunk of the incremental scores (see ``running_margins``)."""
+
+    W_ref: np.ndarray  # (k, D) float32
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    A: np.ndarray  # (T, k, B) float64
+    scale: np.ndarray  # (T,)
+
+
+class Grams(NamedTuple):
+    """What ``pair_reach`` needs of weights V_t and anchors A_a: cross (T, k, A, k) with
+    cross[t, c, a, e] = V_t[c] . A_a[e], the Gram matrices own (T, k, k) of V_t and anchors
+    (A, k, k) of A_a, and the rounding guard (T, A)."""
+
+    cross: np.ndarray
+    own: np.ndarray
+    anchors: np.ndarray
+    guard: np.ndarray
 
 
 @numba.njit(inline="always")
@@ -136,29 +201,8 @@ def tile_scores(rows, idx, W, out):  # pragma: no cover (compiled)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def lazy_margins(
-    rows,
-    W,
-    reach,
-    perp,
-    rounding,
-    VU,
-    scale,
-    labels,
-    norms,
-    coords,
-    resid,
-    room,
-    slot,
-    verdict,
-    proj_slot,
-    offset,
-    anchor_bound,
-    base,
-    correct,
-    uncertain,
-):  # pragma: no cover (compiled)
-    """Margins of the weights W[t] (t = 0..T-1) for the samples ``rows`` (M, d) float32.
+def lazy_margins(samples, state, chunk, base, out):  # pragma: no cover (compiled)
+    """Margins of the weights W[t] (t = 0..T-1) of ``chunk`` for ``samples``.
 
     Sample i carries ``room[i]``, the exact |margin| / ||x_i|| certified at the weights of
     anchor ``slot[i]``, and its ``verdict[i]`` (margin > 0). Against an anchor a, the pair
@@ -178,9 +222,12 @@ def lazy_margins(
     anchored at W[t] (anchor base + t) for both tests, or marked uncertain with room 0
     (scored again at the next step). The samples go ``LAZY_BLOCK`` at a time through the
     whole chunk, so that their state stays in cache while each W[t] is read once per block.
-    Per-sample arrays are (M,) or (M, k), correct and uncertain (T, M). Returns the number
-    of (step, sample) scorings.
+    Writes ``out`` and updates ``state``; returns the number of (step, sample) scorings.
     """
+    rows, labels, norms = samples
+    room, slot, verdict, proj_slot, offset, anchor_bound, coords, resid = state
+    W, scale, reach, perp, rounding, VU = chunk
+    correct, uncertain = out
     T = W.shape[0]
     k = reach.shape[2]
     r = VU.shape[2]
@@ -264,24 +311,13 @@ def _stack_floats(typingctx):  # pragma: no cover (compiled)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def running_margins(
-    rows, W_ref, indptr, indices, values, A, labels, norms, scale, correct, uncertain
-):  # pragma: no cover (compiled)
+def running_margins(samples, steps, out):  # pragma: no cover (compiled)
     """Margins of the scores Z_t = W_ref X - sum_{u <= t} A_u K_u, for t = 0..T-1.
 
-    Parameters
-    ----------
-    rows : float32 (M, D)
-        The samples, one per row.
-    W_ref : float32 (k, D)
-        Weights before the first step.
-    indptr, indices, values
-        The T * B batch samples x_b in compressed rows (uint32 column indices, float32
-        values), B per step: K_u = x_bu^T X.
-    A : float64 (T, k, B)
-        Coefficients of each step: Z_t = Z_{t-1} - A_t K_t.
-    labels, norms, scale, correct, uncertain
-        As for ``margins``.
+    ``steps`` holds W_ref (k, D) float32, the weights before the first step; the T * B
+    batch samples x_b in compressed rows (``indptr``, uint32 column ``indices``, float32
+    ``values``), B per step: K_u = x_bu^T X; the coefficients A (T, k, B) float64 of each
+    step, Z_t = Z_{t-1} - A_t K_t; and the error ``scale`` (T,). Writes ``out``.
 
     W_ref X and K_u are read from a tile of ``RUNNING_TILE`` samples transposed so that
     each pixel's values are contiguous, and accumulated in registers; K_u costs the batch
@@ -290,6 +326,9 @@ def running_margins(
     accumulated in float64, so the recurrence adds no rounding error of its own beyond that
     of W_ref X and K.
     """
+    rows, labels, norms = samples
+    W_ref, indptr, indices, values, A, scale = steps
+    correct, uncertain = out
     m, d = rows.shape
     T, k, B = A.shape
     n = RUNNING_TILE
@@ -364,17 +403,21 @@ def float64_correct(W, train, test, steps, cols, labels, out):  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True)
-def pair_reach(X, GV, GA, XU, GVU, GAU, guard, guard_perp, reach, perp):  # pragma: no cover
-    """reach[t, a, c] = max_{e != c} ||d_c - d_e|| and perp[t, a, c] the same of d's part
-    outside U's span, d = V_t - A_a, from Gram matrices, plus their rounding guards.
+def pair_reach(full, inside):  # pragma: no cover (compiled)
+    """(reach, perp) (T, A, k): reach[t, a, c] = max_{e != c} ||d_c - d_e|| and perp[t, a, c]
+    the same of d's part outside U's span, d = V_t - A_a, each plus its rounding guard.
 
-    X (T, k, A, k) holds X[t, c, a, e] = V_t[c] . A_a[e], GV (T, k, k) and GA (A, k, k) the
-    Gram matrices of V_t and A_a; XU, GVU, GAU the same of the projections V U and A U.
-    d_c . d_e = GV[t, c, e] - X[t, c, a, e] - X[t, e, a, c] + GA[a, c, e], so that
-    ||d_c - d_e||^2 = g_cc + g_ee - 2 g_ce, and the part outside the span is that minus the
-    same of the projections (U orthonormal). Negative rounding results count as 0.
+    ``full`` holds the ``Grams`` of V_t and A_a, ``inside`` those of the projections V U and
+    A U with the guard of the part outside. d_c . d_e = own[t, c, e] - cross[t, c, a, e] -
+    cross[t, e, a, c] + anchors[a, c, e], so that ||d_c - d_e||^2 = g_cc + g_ee - 2 g_ce,
+    and the part outside the span is that minus the same of the projections (U
+    orthonormal). Negative rounding results count as 0.
     """
+    X, GV, GA, guard = full
+    XU, GVU, GAU, guard_perp = inside
     T, k, A, _ = X.shape
+    reach = np.empty((T, A, k))
+    perp = np.empty((T, A, k))
     g = np.empty((k, k))
     gu = np.empty((k, k))
     for t in range(T):
@@ -394,6 +437,7 @@ def pair_reach(X, GV, GA, XU, GVU, GAU, guard, guard_perp, reach, perp):  # prag
                         outside = max(outside, p2 - pu)
                 reach[t, a, c] = np.sqrt(full + guard[t, a]) * (1 + 1e-6)
                 perp[t, a, c] = np.sqrt(outside + guard_perp[t, a]) * (1 + 1e-6)
+    return reach, perp
 
 
 @numba.njit(cache=True, nogil=True)

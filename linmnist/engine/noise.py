@@ -46,43 +46,25 @@ ZERO_GRADIENT = 1e-10
 
 @dataclass(frozen=True)
 class SampleMoments:
-    """Per-sample quantities of a training set, computed once (``sample_moments``).
+    """Per-sample quantities of a training set, computed once (``sample_moments``)."""
 
-    Attributes
-    ----------
-    S : ndarray (D, D)
-        X X^T / N in float64.
-    x2 : ndarray (N,)
-        ||x_i||^2.
-    xSx : ndarray (N,)
-        x_i^T S x_i.
-    """
-
-    S: np.ndarray
-    x2: np.ndarray
-    xSx: np.ndarray
+    S: np.ndarray  # (D, D) X X^T / N in float64
+    x2: np.ndarray  # (N,) ||x_i||^2
+    xSx: np.ndarray  # (N,) x_i^T S x_i
 
 
 @dataclass(frozen=True)
 class NoiseScales:
-    """The noise scales at one W (formulas in the module docstring).
+    """The noise scales at one W (formulas in the module docstring; at a zero gradient
+    b_simple and b_noise are inf, eps_max nan)."""
 
-    Attributes
-    ----------
-    tr_sigma, grad_norm, gHg, tr_h_sigma : float
-        tr Sigma, ||G||_F, G^T H G and tr(H Sigma).
-    b_simple, b_noise, eps_max : float
-        tr Sigma / ||G||^2, tr(H Sigma) / G^T H G and ||G||^2 / G^T H G (inf, inf and nan
-        at a zero gradient).
-    """
-
-    tr_sigma: float
-    grad_norm: float
-    gHg: float
-    tr_h_sigma: float
-    b_simple: float
-    b_noise: float
-    eps_max: float
+    tr_sigma: float  # tr Sigma
+    grad_norm: float  # ||G||_F
+    gHg: float  # G^T H G
+    tr_h_sigma: float  # tr(H Sigma)
+    b_simple: float  # tr Sigma / ||G||^2
+    b_noise: float  # tr(H Sigma) / G^T H G
+    eps_max: float  # ||G||^2 / G^T H G
 
 
 def sample_moments(X: np.ndarray, S: np.ndarray | None = None) -> SampleMoments:

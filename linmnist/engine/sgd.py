@@ -67,29 +67,17 @@ MAX_DRAWN_BYTES = 2 << 30
 
 @dataclass
 class TrainResult:
-    """Outcome of one SGD run.
+    """Outcome of one SGD run (with the settings it ran with: lr to eval_every)."""
 
-    Attributes
-    ----------
-    W : ndarray (10, D)
-        Final weights (the weights before divergence if the run diverged).
-    b : ndarray (10,) or None
-        Final bias when trained with ``bias=True``.
-    history : DataFrame
-        Columns iteration (0-based index of the update after which the metrics were
-        measured), train_loss, train_acc, test_acc (fractions; NaN without a test set).
-    diverged_at : int or None
-        Iteration at which the training loss became non-finite or exceeded
-        ``DIVERGENCE_LOSS``; the run stopped there.
-    seconds : float
-        Wall time of training plus evaluation.
-    """
-
-    W: np.ndarray
-    b: np.ndarray | None
+    W: np.ndarray  # (10, D), final (before divergence if the run diverged)
+    b: np.ndarray | None  # (10,), final bias when trained with ``bias=True``
+    # Columns iteration (0-based index of the update after which the metrics were measured),
+    # train_loss, train_acc, test_acc (fractions; NaN without a test set).
     history: pd.DataFrame
+    # The iteration where the training loss became non-finite or exceeded ``DIVERGENCE_LOSS``
+    # (the run stopped there), or None.
     diverged_at: int | None
-    seconds: float
+    seconds: float  # wall time of training plus evaluation
     lr: float
     batch_size: int
     iterations: int
@@ -305,10 +293,8 @@ def train(
     ----------
     X, Y : ndarray (D, N), (10, N)
         Training inputs (feature-major) and one-hot labels.
-    lr : float
-        Learning rate, > 0 and finite.
-    batch_size, iterations : int
-        Samples per update (>= 1) and number of updates (>= 1).
+    lr, batch_size, iterations : float, int, int
+        Learning rate (> 0, finite), samples per update and number of updates (>= 1).
     seed : int
         Seed of the batch sampler (ignored when ``batches`` is given).
     batches : int ndarray (iterations, batch_size), optional
@@ -325,9 +311,8 @@ def train(
         ``Evaluator(X, Y, X_test, Y_test, bias=bias)`` built once and shared by runs on the
         same data (the seeds of a grid cell); it must have been built from these arrays.
     accuracy : {"every", "final"}
-        Score the accuracies at every evaluated iteration, or only at the last one recorded
-        (the others get the training loss and NaN accuracies: the loss is a product with
-        D x D moments, an accuracy a pass over every sample).
+        Accuracies at every evaluated iteration, or at the last one only (the others get the
+        loss, a product with D x D moments, and NaN accuracies: an accuracy is a full pass).
     """
     t0 = time.perf_counter()
     accuracy = check_choice("accuracy", accuracy, ACCURACY_MODES)
@@ -337,27 +322,30 @@ def train(
         batches=batches, eval_every=eval_every, dtype=dtype, bias=bias, draw_batches=False,
         data_checked=shared,
     )  # fmt: skip
-    X, Y, X_test, Y_test, dt, bias = args.X, args.Y, args.X_test, args.Y_test, args.dtype, args.bias
-    lr, batch_size, iterations = args.lr, args.batch_size, args.iterations
-    seed, eval_every = args.seed, args.eval_every
-
-    Xd = np.asarray(with_bias_row(X, bias), dtype=dt)
-    Yd = np.asarray(Y, dtype=dt)
-    # One sample per row, each a run of memory (a view of the usual feature-major data).
-    XT, YT, G = np.ascontiguousarray(Xd.T), Yd.T, np.empty((Yd.shape[0], Xd.shape[0]), dt)
     if evaluator is None:
-        evaluator = Evaluator(X, Y, X_test, Y_test, bias=bias)
-    else:
-        check_evaluator(evaluator, args)
-    W = np.zeros((Y.shape[0], Xd.shape[0]), dtype=dt)
+        evaluator = Evaluator(args.X, args.Y, args.X_test, args.Y_test, bias=args.bias)
+    W, diverged_at, history = _descend(args, check_evaluator(evaluator, args), accuracy)
+    W, b = (W[:, :-1].copy(), W[:, -1].copy()) if args.bias else (W, None)
+    return TrainResult(W, b, history, diverged_at, time.perf_counter() - t0, float(args.lr),
+                       args.batch_size, args.iterations, args.seed, args.eval_every)  # fmt: skip
+
+
+def _descend(args: RunArguments, evaluator: Evaluator, accuracy: str):
+    """(final W, iteration of divergence or None, history) of the run ``args``."""
+    Xd = np.asarray(with_bias_row(args.X, args.bias), dtype=args.dtype)
+    Yd = np.asarray(args.Y, dtype=args.dtype)
+    # One sample per row, each a run of memory (a view of the usual feature-major data).
+    XT, YT, G = np.ascontiguousarray(Xd.T), Yd.T, np.empty((Yd.shape[0], Xd.shape[0]), args.dtype)
+    W = np.zeros((Yd.shape[0], Xd.shape[0]), dtype=args.dtype)
+    lr, last, every = args.lr, args.iterations - 1, args.eval_every
     diverged_at = None
-    incremental = batch_size < INCREMENTAL_BELOW and eval_every == 1 and accuracy == "every"
+    incremental = args.batch_size < INCREMENTAL_BELOW and every == 1 and accuracy == "every"
     # accuracy "final": the latest point, and those before it
     held: tuple[int, np.ndarray] | None = None
     loss_only: list[tuple[int, np.ndarray]] = []
     # The evaluation streams: every chunk of recorded weights is scored and dropped, so the
     # memory of a run does not grow with its iterations beyond the history table.
-    with evaluator.stream(lr / batch_size if incremental else None) as stream:
+    with evaluator.stream(lr / args.batch_size if incremental else None) as stream:
         # The divergence check and a chunk's scoring are small products: one BLAS thread does
         # them fastest, and never waits for a second that another process has descheduled.
         with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
@@ -367,7 +355,7 @@ def train(
                     diverged_at = t
                     break
                 W = W_next
-                if t % eval_every == 0 or t == iterations - 1:
+                if t % every == 0 or t == last:
                     if accuracy == "every":
                         stream.add(t, W, *((E, idx) if incremental else ()))
                     else:
@@ -376,19 +364,7 @@ def train(
             if held is not None:
                 stream.add(*held)
             history = _with_losses(stream.frame(), evaluator, loss_only)
-    W_out, b_out = (W[:, :-1].copy(), W[:, -1].copy()) if bias else (W, None)
-    return TrainResult(
-        W=W_out,
-        b=b_out,
-        history=history,
-        diverged_at=diverged_at,
-        seconds=time.perf_counter() - t0,
-        lr=float(lr),
-        batch_size=batch_size,
-        iterations=iterations,
-        seed=seed,
-        eval_every=eval_every,
-    )
+    return W, diverged_at, history
 
 
 __all__ = [

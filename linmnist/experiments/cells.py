@@ -63,35 +63,23 @@ def train_seeds(
     evaluator: Evaluator | None = None,
     accuracy: str = "every",
 ) -> list[TrainResult]:
-    """Train one configuration once per seed.
+    """Train one configuration once per seed: one TrainResult per seed, in their order.
 
     Parameters
     ----------
-    X, Y : ndarray (784, N), (10, N)
-        Training set, feature-major, as ``linmnist.engine.data.prepare`` returns it.
-    lr, batch_size, iterations : float, int, int
-        The SGD configuration (see ``linmnist.engine.sgd.train``).
     seeds : sequence of int
         Distinct seeds, one run each.
     fidelity_seeds : sequence of int
-        Seeds (among ``seeds``) evaluated after every iteration.
-    eval_every : int
-        Evaluation period of the other seeds (>= 1).
+        Seeds (among ``seeds``) evaluated after every iteration, the others every
+        ``eval_every`` iterations.
     n_prime : int, optional
         Train each seed on its own random subset of ``n_prime`` samples drawn without
         replacement (Task 5); the training metrics are then those of the subset.
-    X_test, Y_test : ndarray, optional
-        Full test set, scored at every evaluated iteration.
     evaluator : Evaluator, optional
-        ``Evaluator(X, Y, X_test, Y_test)``, shared by the seeds when they train on the same
-        data (without ``n_prime``); built here when not given.
-    accuracy : {"every", "final"}
-        Accuracies at every evaluated iteration or at the last only (``train``).
+        Shared by the seeds when they train on the same data (without ``n_prime``); built
+        here when not given.
 
-    Returns
-    -------
-    list of TrainResult
-        One result per seed, in the order of ``seeds``.
+    The other parameters are those of ``linmnist.engine.sgd.train``.
     """
     seeds = _check_seeds(seeds, fidelity_seeds)
     # Without subsets every seed trains on the same data: one evaluator (its Gram matrix)

@@ -33,24 +33,12 @@ class RunAborted(RunFailedError):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one product in a run.
-
-    Attributes
-    ----------
-    name : str
-        The product.
-    status : str
-        ``"ok"``, ``"failed"`` or ``"skipped"`` (up to date).
-    error : str or None
-        The error of a failed product.
-    seconds : float
-        Wall time of its job (0 when skipped).
-    """
+    """What happened to one product in a run."""
 
     name: str
-    status: str
-    error: str | None = None
-    seconds: float = 0.0
+    status: str  # "ok", "failed" or "skipped" (up to date)
+    error: str | None = None  # the error of a failed product
+    seconds: float = 0.0  # wall time of its job (0 when skipped)
 
 
 def blas_threads(jobs: int, cores: int | None = None) -> int:

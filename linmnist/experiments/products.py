@@ -27,40 +27,18 @@ CELL_JOB = "linmnist.experiments.cells:cell_job"
 
 @dataclass(frozen=True)
 class Product:
-    """One node of the pipeline.
+    """One node of the pipeline."""
 
-    Attributes
-    ----------
-    name : str
-        Unique name, ``<group>/<stem>`` (e.g. ``grid/lr0.01_bs100``, ``notebooks/01_data``)
-        or a single word (``report``).
-    directory : Path
-        Where its files and its record (``<stem>.json``) go.
-    stem : str
-        File stem of its record and outputs.
-    job : str
-        ``"module:function"`` of its job.
-    params : dict
-        Its parameters (JSON-serialisable), passed to the job.
-    outputs : tuple of str
-        The files (in ``directory``) its job writes.
-    upstream : tuple of str
-        Names of the products it reads.
-    notebook : Path or None
-        The notebook it executes, if any.
-    modules : tuple of str
-        Further linmnist modules whose code it runs (besides the job's module and the
-        notebook's imports).
-    """
-
+    # Unique: ``<group>/<stem>`` (``grid/lr0.01_bs100``, ``notebooks/01_data``) or one word.
     name: str
-    directory: Path
-    stem: str
-    job: str
-    params: dict[str, Any] = field(default_factory=dict)
-    outputs: tuple[str, ...] = ()
-    upstream: tuple[str, ...] = ()
-    notebook: Path | None = None
+    directory: Path  # where its files and its record (``<stem>.json``) go
+    stem: str  # file stem of its record and outputs
+    job: str  # ``"module:function"``
+    params: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, for the job
+    outputs: tuple[str, ...] = ()  # the files (in ``directory``) its job writes
+    upstream: tuple[str, ...] = ()  # names of the products it reads
+    notebook: Path | None = None  # the notebook it executes, if any
+    # Further linmnist modules whose code it runs (besides the job's and the notebook's imports).
     modules: tuple[str, ...] = ()
 
     @property
@@ -75,15 +53,8 @@ class Product:
 
 
 class JobFailed(RuntimeError):
-    """A job's failure, with files of its staging directory worth keeping (moved into place).
-
-    Parameters
-    ----------
-    message : str
-        What failed.
-    keep : sequence of str
-        File names in the staging directory to keep beside the record.
-    """
+    """A job's failure: ``message``, and the files of its staging directory worth keeping
+    beside the record (``keep``, moved into place)."""
 
     def __init__(self, message: str, keep: Sequence[str] = ()):
         super().__init__(message)

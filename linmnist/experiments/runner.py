@@ -55,24 +55,14 @@ EXECUTORS = ("local", "dask")
 
 @dataclass(frozen=True)
 class ProductState:
-    """Where a product stands.
-
-    Attributes
-    ----------
-    name : str
-        The product.
-    state : str
-        One of ``STATES``.
-    reasons : tuple of str
-        For a stale product, what changed (e.g. ``"code (linmnist.engine.sgd)"``,
-        ``"upstream grid/lr0.1_bs10 is missing"``); for a failed one, its error.
-    inputs : dict
-        The digests of its own current inputs (``own_inputs``): what it is made with.
-    """
+    """Where a product stands."""
 
     name: str
-    state: str
+    state: str  # one of ``STATES``
+    # For a stale product, what changed (``"code (linmnist.engine.sgd)"``, ``"upstream
+    # grid/lr0.1_bs10 is missing"``); for a failed one, its error.
     reasons: tuple[str, ...] = ()
+    # The digests of its own current inputs (``own_inputs``): what it is made with.
     inputs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def format(self) -> str:
@@ -83,28 +73,15 @@ class ProductState:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """The outcome of ``run``.
+    """The outcome of ``run``."""
 
-    Attributes
-    ----------
-    outcomes : tuple of Outcome
-        One per product of the run, in pipeline order.
-    wall_seconds : float
-        Wall time of the run.
-    jobs, threads_per_job : int
-        Products made at once, and BLAS threads given to each.
-    executor : str
-        ``"local"`` or ``"dask"``.
-    wall_by_group : dict of str to float
-        Per group made in this run, the wall time from its first product's start to its
-        last product's end (groups overlap when products of several run at once).
-    """
-
-    outcomes: tuple[Outcome, ...]
+    outcomes: tuple[Outcome, ...]  # one per product of the run, in pipeline order
     wall_seconds: float
-    jobs: int = 1
-    threads_per_job: int = 1
-    executor: str = "local"
+    jobs: int = 1  # products made at once
+    threads_per_job: int = 1  # BLAS threads given to each
+    executor: str = "local"  # or "dask"
+    # Per group made in this run, the wall time from its first product's start to its last
+    # product's end (groups overlap when products of several run at once).
     wall_by_group: dict[str, float] = field(default_factory=dict)
 
     @property

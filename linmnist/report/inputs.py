@@ -208,28 +208,14 @@ def require_product(
 
 @dataclass(frozen=True)
 class TaskResults:
-    """The results of one task of a build.
+    """The results of one task of a build."""
 
-    Attributes
-    ----------
-    task : str
-        ``"grid"``, ``"subset"`` or ``"stability"``.
-    cells : list of str
-        The cells of the configuration.
-    seeds : DataFrame
-        One row per (cell, seed): ``linmnist.experiments.results.load_task``, with the
-        column ``outcome`` of ``linmnist.report.outcomes.classify`` (diverged, unstable or
-        stable, by the report's instability rule).
-    histories : DataFrame
-        The curves of the ok cells: ``linmnist.experiments.results.load_history``.
-    build : Path
-        The build directory.
-    """
-
-    task: str
-    cells: list[str]
+    task: str  # "grid", "subset" or "stability"
+    cells: list[str]  # the cells of the configuration
+    # One row per (cell, seed): ``results.load_task``, with the column ``outcome`` of
+    # ``outcomes.classify`` (diverged, unstable or stable, by the report's instability rule).
     seeds: pd.DataFrame
-    histories: pd.DataFrame
+    histories: pd.DataFrame  # the curves of the ok cells: ``results.load_history``
     build: Path
 
     @property

@@ -30,19 +30,9 @@ OUTCOMES = ("stable", "unstable", "diverged")
 
 
 def growing(losses: Sequence[float]) -> bool:
-    """Whether a run's loss was growing at the end.
-
-    Parameters
-    ----------
-    losses : sequence of float
-        The training loss at each evaluated iteration, in order.
-
-    Returns
-    -------
-    bool
-        True when the last loss exceeds ``GROWTH_FACTOR`` times the smallest and exceeds the
-        loss at the middle evaluation; False for fewer than three evaluations.
-    """
+    """Whether a run's training ``losses`` (at each evaluated iteration, in order) were growing
+    at the end: the last exceeds ``GROWTH_FACTOR`` times the smallest and the loss at the
+    middle evaluation (False for fewer than three evaluations)."""
     values = np.asarray(losses, dtype=float)
     if values.size < 3:
         return False

@@ -154,8 +154,8 @@ def test_lazy_scores_skip_most_samples_and_rescore_near_ties(small_data, monkeyp
     scored, rescored = [], []
     lazy, exact = evaluation.lazy_margins, Evaluator._exact_correct
 
-    def count(rows, W, *rest):
-        scored.append((lazy(rows, W, *rest), len(W) * len(rows)))
+    def count(samples, state, chunk, base, out):
+        scored.append((lazy(samples, state, chunk, base, out), len(chunk.W) * len(samples.rows)))
         return scored[-1][0]
 
     def spy(self, Ws, steps, cols):

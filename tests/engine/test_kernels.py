@@ -7,6 +7,11 @@ from linmnist.engine.kernels import (
     BLOCK,
     RUNNING_TILE,
     TILE,
+    Anchoring,
+    LazyChunk,
+    RankSteps,
+    Samples,
+    Verdicts,
     lazy_margins,
     rank_gaps,
     running_margins,
@@ -41,7 +46,7 @@ def test_tile_scores_are_the_float32_products(m, k):
 
 def lazy_state(m, k=10, r=2):
     """A fresh sample state: every sample is scored at the first step, no projected test."""
-    return dict(
+    return Anchoring(
         room=np.full(m, -1.0), slot=np.zeros(m, dtype=np.int64), verdict=np.zeros(m, dtype=bool),
         proj_slot=np.zeros(m, dtype=np.int64), offset=np.zeros((m, k)),
         anchor_bound=np.full(m, np.inf), coords=np.zeros((m, r)), resid=np.ones(m),
@@ -56,16 +61,12 @@ def run_lazy(rows, W, reach, scale, labels, norms, state, base=0, VU=None, perp=
     Wp = np.zeros((T, kp, rows.shape[1]), dtype=np.float32)
     Wp[:, :k] = W
     A = reach.shape[1]
-    VU = np.zeros((T, k, state["coords"].shape[1])) if VU is None else VU
+    VU = np.zeros((T, k, state.coords.shape[1])) if VU is None else VU
     perp = np.full((T, A, k), np.inf) if perp is None else perp
-    correct = np.zeros((T, m), dtype=bool)
-    uncertain = np.zeros((T, m), dtype=bool)
-    scored = lazy_margins(
-        rows, Wp, reach, perp, np.full((T, A), 1e-9), VU, scale, labels, norms,
-        state["coords"], state["resid"], state["room"], state["slot"], state["verdict"],
-        state["proj_slot"], state["offset"], state["anchor_bound"], base, correct, uncertain,
-    )  # fmt: skip
-    return correct, uncertain, scored
+    out = Verdicts(np.zeros((T, m), dtype=bool), np.zeros((T, m), dtype=bool))
+    chunk = LazyChunk(Wp, scale, reach, perp, np.full((T, A), 1e-9), VU)
+    scored = lazy_margins(Samples(rows, labels, norms), state, chunk, base, out)
+    return *out, scored
 
 
 def test_lazy_margins_score_exhausted_samples_and_keep_the_others():
@@ -87,19 +88,19 @@ def test_lazy_margins_score_exhausted_samples_and_keep_the_others():
     np.testing.assert_array_equal(correct, expected_correct)
     np.testing.assert_array_equal(uncertain, expected_uncertain)
     # Every sample was anchored at the last step; room 0 exactly for the uncertain ones.
-    assert (state["slot"] == T - 1).all()
-    np.testing.assert_array_equal(state["room"] == 0, expected_uncertain[-1])
+    assert (state.slot == T - 1).all()
+    np.testing.assert_array_equal(state.room == 0, expected_uncertain[-1])
     # The same weights again with reach 0: certain samples keep their verdict unscored.
     same = np.repeat(W[-1:], 2, axis=0)
     reach = np.zeros((2, T + 2, k))
-    before = state["room"].copy()
+    before = state.room.copy()
     correct, uncertain, _ = run_lazy(rows, same, reach, scale[:2], labels, norms, state, base=T)
     np.testing.assert_array_equal(correct[0], expected_correct[-1])
     np.testing.assert_array_equal(uncertain[0], expected_uncertain[-1])
     kept = before > 0
-    np.testing.assert_array_equal(state["slot"][kept], T - 1)
-    np.testing.assert_array_equal(state["slot"][~kept], T + 1)
-    np.testing.assert_array_equal(state["room"][kept], before[kept])
+    np.testing.assert_array_equal(state.slot[kept], T - 1)
+    np.testing.assert_array_equal(state.slot[~kept], T + 1)
+    np.testing.assert_array_equal(state.room[kept], before[kept])
 
 
 def test_the_projected_test_decides_weight_changes_inside_the_span():
@@ -115,9 +116,8 @@ def test_the_projected_test_decides_weight_changes_inside_the_span():
     labels = rng.integers(0, k, m)
     norms = np.sqrt((rows.astype(np.float64) ** 2).sum(axis=1))
     scale = np.full(T, 2e-5)
-    state = lazy_state(m, k, r)
-    state["coords"] = rows.astype(np.float64) @ U  # the coordinates of the stored rows
-    state["resid"] = np.full(m, 1e-6)
+    # The coordinates of the stored rows, all inside the span.
+    state = lazy_state(m, k, r)._replace(coords=rows.astype(np.float64) @ U, resid=np.full(m, 1e-6))
     VU = W.astype(np.float64) @ U
     reach = np.full((T, T, k), np.inf)
     correct, uncertain, scored = run_lazy(
@@ -150,9 +150,8 @@ def test_running_margins_follow_the_rank_b_recurrence(B):
     scale = np.full(T, 1e-3)
     correct = np.empty((T, m), dtype=bool)
     uncertain = np.empty((T, m), dtype=bool)
-    running_margins(
-        rows, W_ref, indptr, indices, Xb[nonzero], A, labels, norms, scale, correct, uncertain
-    )
+    steps = RankSteps(W_ref, indptr, indices, Xb[nonzero], A, scale)
+    running_margins(Samples(rows, labels, norms), steps, Verdicts(correct, uncertain))
     K = Xb.astype(np.float64) @ rows.T.astype(np.float64)
     steps = np.einsum("tkb,tbm->tkm", A, K.reshape(T, B, m))
     Z0 = W_ref.astype(np.float64) @ rows.T.astype(np.float64)
