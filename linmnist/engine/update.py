@@ -17,9 +17,10 @@ with the samples in cache the 31 MFLOP of a step take ~0.5 ms, about 60% of the 
 peak (the error loop at ~4.5 cycles per 8 FMAs of 4, the gradient loop, with its two stores,
 at ~6); the rows gathered from DRAM add ~0.3 ms, as much as reading them alone, and a software
 prefetch of the next tile's rows (llvm.prefetch, one to four tiles ahead) did not hide it.
-Rows and weights that start 16 bytes past a cache line, as numpy allocates them, cost 10-20%
-(``aligned_empty``, ``sample_rows``). The new weights are formed in the same call, not by
-numpy (~5 us a step, a quarter of the update at B = 10).
+Rows, weights and scratch that start 16 bytes past a cache line, as numpy allocates them, make
+half the 32-byte loads straddle two lines: 5-10% slower each, 20% together; the new weights
+are allocated on a line (``aligned_empty``) and formed in the same call, not by numpy (~5 us a
+step, a quarter of the update at B = 10).
 """
 
 from __future__ import annotations
@@ -119,14 +120,6 @@ def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     return raw[start : start + size].view(dtype).reshape(shape)
 
 
-def sample_rows(X: np.ndarray) -> np.ndarray:
-    """The samples of X (D, N) as the rows of a C-contiguous (N, D) copy, which starts on a
-    cache line and (for D a multiple of 16 float32s, as MNIST's 784) has every row on one."""
-    XT = aligned_empty(X.shape[::-1], X.dtype)
-    XT[:] = X.T
-    return XT
-
-
 def sgd_update(W: np.ndarray, XT: np.ndarray, YT: np.ndarray, ids: np.ndarray, lr: float,
                G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(W - (lr / B) E Xb^T, E) with E = W Xb - Yb, for the batch ``ids`` (B sample indices).
@@ -141,4 +134,4 @@ def sgd_update(W: np.ndarray, XT: np.ndarray, YT: np.ndarray, ids: np.ndarray, l
     return W_next, E
 
 
-__all__ = ["TILE", "aligned_empty", "sample_rows", "sgd_update"]
+__all__ = ["TILE", "aligned_empty", "sgd_update"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from linmnist.engine.sgd import sgd_step
-from linmnist.engine.update import LINE, TILE, aligned_empty, sample_rows, sgd_update
+from linmnist.engine.update import LINE, TILE, aligned_empty, sgd_update
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
@@ -56,12 +56,9 @@ def test_aligned_arrays_start_on_a_cache_line(shape, dtype):
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
 
 
-def test_sample_rows_are_the_samples_each_on_a_cache_line():
-    X = np.random.default_rng(0).random((784, 30), dtype=np.float32)
-    XT = sample_rows(X)
-    np.testing.assert_array_equal(XT, X.T)
-    assert XT.flags.c_contiguous
-    assert all(XT[i].ctypes.data % LINE == 0 for i in range(len(XT)))
-    W, _ = sgd_update(np.zeros((10, 784), np.float32), XT, np.zeros((30, 10), np.float32),
-                      np.arange(5), 0.1, aligned_empty((10, 784), np.float32))  # fmt: skip
-    assert W.ctypes.data % LINE == 0
+def test_the_new_weights_start_on_a_cache_line(small_data):
+    (X, Y), _ = small_data
+    XT, W = np.ascontiguousarray(X.T), np.zeros((10, X.shape[0]), np.float32)
+    for ids in np.arange(12).reshape(3, 4):
+        W, _ = sgd_update(W, XT, Y.T, ids, 0.1, np.empty_like(W))
+        assert W.ctypes.data % LINE == 0
