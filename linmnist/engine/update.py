@@ -17,10 +17,10 @@ with the samples in cache the 31 MFLOP of a step take ~0.5 ms, about 60% of the 
 peak (the error loop at ~4.5 cycles per 8 FMAs of 4, the gradient loop, with its two stores,
 at ~6); the rows gathered from DRAM add ~0.3 ms, as much as reading them alone, and a software
 prefetch of the next tile's rows (llvm.prefetch, one to four tiles ahead) did not hide it.
-Rows, weights and scratch that start 16 bytes past a cache line, as numpy allocates them, make
-half the 32-byte loads straddle two lines: 5-10% slower each, 20% together; the new weights
-are allocated on a line (``aligned_empty``) and formed in the same call, not by numpy (~5 us a
-step, a quarter of the update at B = 10).
+Rows, weights and scratch that start 16 bytes past a cache line, as numpy allocates them (the
+data set's always), make half the 32-byte loads straddle two lines: 5-10% slower each, ~20%
+together. The new weights are formed in the same call, not by numpy (~5 us a step, a quarter
+of the update at B = 10).
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from linmnist.engine.kernel_cache import heal_on_damage
 
 # Samples whose errors and gradient shares are computed together.
 TILE = 4
-# Bytes of a cache line: the arrays the kernel streams start on one.
-LINE = 64
 
 
 @numba.njit(nogil=True, fastmath={"reassoc", "contract"})
@@ -108,18 +106,6 @@ def _accumulate(W, XT, YT, ids, scale, E, G, W_next):  # pragma: no cover (compi
 heal_on_damage(_accumulate)
 
 
-def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialized C-contiguous array whose data starts on a cache line (``LINE`` bytes).
-
-    numpy's allocations start 16 bytes past one (a large array's, always), so that every
-    other 32-byte load of a row straddles two lines; the kernel's loops run 10-20% slower."""
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(size + LINE, dtype=np.uint8)
-    start = -raw.ctypes.data % LINE
-    return raw[start : start + size].view(dtype).reshape(shape)
-
-
 def sgd_update(W: np.ndarray, XT: np.ndarray, YT: np.ndarray, ids: np.ndarray, lr: float,
                G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(W - (lr / B) E Xb^T, E) with E = W Xb - Yb, for the batch ``ids`` (B sample indices).
@@ -129,9 +115,9 @@ def sgd_update(W: np.ndarray, XT: np.ndarray, YT: np.ndarray, ids: np.ndarray, l
     arrays (callers may keep them).
     """
     E = np.empty((W.shape[0], len(ids)), dtype=W.dtype)
-    W_next = aligned_empty(W.shape, W.dtype)
+    W_next = np.empty_like(W)
     _accumulate(W, XT, YT, ids, W.dtype.type(lr / len(ids)), E, G, W_next)
     return W_next, E
 
 
-__all__ = ["TILE", "aligned_empty", "sgd_update"]
+__all__ = ["TILE", "sgd_update"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from linmnist.engine.sgd import sgd_step
-from linmnist.engine.update import LINE, TILE, aligned_empty, sgd_update
+from linmnist.engine.update import TILE, sgd_update
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
@@ -43,22 +43,3 @@ def test_a_run_of_updates_follows_numpys_trajectory(small_data):
         W_np, _ = sgd_step(W_np, X[:, ids], Y[:, ids], 0.01)
         W, _ = sgd_update(W, XT, Y.T, ids, 0.01, G)
     assert np.abs(W - W_np).max() <= 1e-5 * np.abs(W_np).max()
-
-
-@pytest.mark.parametrize(
-    "shape, dtype", [((10, 784), np.float32), ((3, 5), np.float64), ((7,), np.int64)]
-)
-def test_aligned_arrays_start_on_a_cache_line(shape, dtype):
-    """Every allocation, not just a lucky one: numpy's own start 16 bytes past a line."""
-    for _ in range(20):
-        a = aligned_empty(shape, dtype)
-        assert a.ctypes.data % LINE == 0
-        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
-
-
-def test_the_new_weights_start_on_a_cache_line(small_data):
-    (X, Y), _ = small_data
-    XT, W = np.ascontiguousarray(X.T), np.zeros((10, X.shape[0]), np.float32)
-    for ids in np.arange(12).reshape(3, 4):
-        W, _ = sgd_update(W, XT, Y.T, ids, 0.1, np.empty_like(W))
-        assert W.ctypes.data % LINE == 0
