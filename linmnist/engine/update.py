@@ -14,9 +14,11 @@ another order than BLAS's, so W' agrees with numpy's to float32 rounding, not bi
 
 Measured on the 2-core AMD EPYC (Zen 3, ~3.1 GHz) of issue 25, one thread, MNIST at B = 1000:
 with the samples in cache the 31 MFLOP of a step take ~0.5 ms, about 60% of the AVX2 FMA
-peak (the error loop at ~4.5 cycles per 8 FMAs of 4, the gradient loop, with its two stores,
-at ~6); the rows gathered from DRAM add ~0.3 ms, as much as reading them alone, and a software
-prefetch of the next tile's rows (llvm.prefetch, one to four tiles ahead) did not hide it.
+peak (the error loop at ~4.5 cycles an iteration of 8 FMAs, whose floor is 4; the gradient
+loop, with its two stores, at ~6); the rows gathered from DRAM add ~0.3 ms, as much as reading
+them alone. A software prefetch of the next tiles' rows (llvm.prefetch, one to four tiles
+ahead, spread over the class pairs) saved at most 5-8% on random data and nothing measurable
+on MNIST, so there is none.
 Rows, weights and scratch that start 16 bytes past a cache line, as numpy allocates them (the
 data set's always), make half the 32-byte loads straddle two lines: 5-10% slower each, ~20%
 together. The new weights are formed in the same call, not by numpy (~5 us a step, a quarter
