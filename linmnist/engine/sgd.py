@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from linmnist.engine.data import aligned_empty
 from linmnist.engine.evaluation import (
     DIVERGENCE_LOSS,
     HISTORY_COLUMNS,
@@ -344,7 +345,7 @@ def train(
     Xd = np.asarray(with_bias_row(X, bias), dtype=dt)
     Yd = np.asarray(Y, dtype=dt)
     # One sample per row, each a run of memory (a view of the usual feature-major data).
-    XT, YT, G = np.ascontiguousarray(Xd.T), Yd.T, np.empty((Yd.shape[0], Xd.shape[0]), dt)
+    XT, YT, G = np.ascontiguousarray(Xd.T), Yd.T, aligned_empty((Yd.shape[0], Xd.shape[0]), dt)
     if evaluator is None:
         evaluator = Evaluator(X, Y, X_test, Y_test, bias=bias)
     else:
