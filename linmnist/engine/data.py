@@ -327,6 +327,23 @@ def content_sha256(data: Dataset) -> str:
     return digest.hexdigest()
 
 
+# Bytes of a cache line: prepared images start on one.
+CACHE_LINE = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
+    """An uninitialized C-contiguous array whose data starts on a 64-byte cache line.
+
+    numpy's large arrays start 16 bytes past one; read as 32-byte vectors, half the loads of
+    such a row straddle two lines, and the SGD update (``linmnist.engine.update``) runs ~15%
+    slower at B = 100 to 1000."""
+    resolved = np.dtype(dtype)
+    size = int(np.prod(shape)) * resolved.itemsize
+    raw = np.empty(size + CACHE_LINE, dtype=np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start : start + size].view(resolved).reshape(shape)
+
+
 def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> Split:
     """Flatten and scale images, one-hot encode labels: the study's feature-major layout.
 
@@ -341,7 +358,8 @@ def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> 
     Returns
     -------
     X : ndarray (784, N)
-        ``x / 255`` in [0, 1], one column per image (Fortran-ordered: a column is contiguous).
+        ``x / 255`` in [0, 1], one column per image (Fortran-ordered: a column is contiguous,
+        and each starts on a cache line).
     Y : ndarray (10, N)
         One-hot labels, ``Y[y[i], i] == 1``.
     """
@@ -366,7 +384,9 @@ def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> 
         raise UsageError(f"{labels} dtype {y.dtype}")
     if y.min() < 0 or y.max() > 9:
         raise UsageError(f"{labels} labels in [{y.min()}, {y.max()}]")
-    X = x.reshape(n, 784).astype(resolved).T
+    rows = aligned_empty((n, 784), resolved)
+    rows[:] = x.reshape(n, 784)
+    X = rows.T
     X /= resolved.type(255)
     Y = np.zeros((10, n), dtype=resolved)
     Y[y, np.arange(n)] = 1

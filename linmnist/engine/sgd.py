@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from linmnist.engine.data import aligned_empty
 from linmnist.engine.evaluation import (
     DIVERGENCE_LOSS,
     HISTORY_COLUMNS,
@@ -335,7 +336,8 @@ def _descend(args: RunArguments, evaluator: Evaluator, accuracy: str):
     Xd = np.asarray(with_bias_row(args.X, args.bias), dtype=args.dtype)
     Yd = np.asarray(args.Y, dtype=args.dtype)
     # One sample per row, each a run of memory (a view of the usual feature-major data).
-    XT, YT, G = np.ascontiguousarray(Xd.T), Yd.T, np.empty((Yd.shape[0], Xd.shape[0]), args.dtype)
+    XT, YT = np.ascontiguousarray(Xd.T), Yd.T
+    G = aligned_empty((Yd.shape[0], Xd.shape[0]), args.dtype)
     W = np.zeros((Yd.shape[0], Xd.shape[0]), dtype=args.dtype)
     lr, last, every = args.lr, args.iterations - 1, args.eval_every
     diverged_at = None

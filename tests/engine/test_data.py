@@ -21,11 +21,13 @@ import pytest
 from linmnist.cli import main
 from linmnist.engine import data
 from linmnist.engine.data import (
+    CACHE_LINE,
     DataCacheError,
     DatasetFacts,
     DatasetUnavailableError,
     DataWarning,
     VerificationError,
+    aligned_empty,
     cache_path,
     dataset_checksum,
     load_mnist,
@@ -149,6 +151,23 @@ def test_prepare_is_feature_major_scaled_and_one_hot():
     assert X.min() >= 0 and X.max() <= 1
     np.testing.assert_array_equal(Y.sum(axis=0), np.ones(20))
     np.testing.assert_array_equal(Y.argmax(axis=0), y)
+
+
+def test_prepared_images_start_on_a_cache_line():
+    """Every time, not by luck: numpy's own large arrays start 16 bytes past a line."""
+    (x, y), _ = make_dataset()
+    for dtype in (np.float32, np.float64):
+        X, _ = prepare(x, y, dtype=dtype)
+        assert X.flags.f_contiguous
+        assert all(X[:, i].ctypes.data % CACHE_LINE == 0 for i in range(X.shape[1]))
+
+
+@pytest.mark.parametrize("shape, dtype", [((10, 784), np.float32), ((3, 5), np.float64)])
+def test_aligned_arrays_start_on_a_cache_line(shape, dtype):
+    for _ in range(10):
+        a = aligned_empty(shape, dtype)
+        assert a.ctypes.data % CACHE_LINE == 0
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
 
 
 def test_prepare_float64_on_request_and_flat_images_give_the_same_result():
