@@ -183,6 +183,13 @@ def loss_grid():
     return histories, figures.grid_curves(histories, seeds, metric="train_loss")
 
 
+@pytest.fixture(scope="module")
+def accuracy_grid():
+    """The test-accuracy figure of ``fake_grid()``, drawn once for the tests that only read it."""
+    histories, seeds = fake_grid()
+    return figures.grid_curves(histories, seeds, metric="test_acc")
+
+
 def test_grid_curves_small_multiples_titles_and_divergence(loss_grid):
     _, fig = loss_grid
     assert len(fig.axes) == len(LRS) * len(BATCH_SIZES)
@@ -219,10 +226,9 @@ def test_grid_curves_diverged_panel_has_its_own_short_iteration_range(loss_grid)
     assert fig.axes[-1].get_xlim()[1] == histories["iteration"].max()
 
 
-def test_grid_curves_notes_stay_inside_their_panel(loss_grid):
+def test_grid_curves_notes_stay_inside_their_panel(loss_grid, accuracy_grid):
     """No note spills over a neighbouring panel (its tick labels), even at the page width."""
-    histories, seeds = fake_grid()
-    for fig in (loss_grid[1], figures.grid_curves(histories, seeds, metric="test_acc")):
+    for fig in (loss_grid[1], accuracy_grid):
         fig.draw_without_rendering()
         for ax in fig.axes:
             box = ax.get_window_extent()
@@ -296,12 +302,10 @@ def test_stability_plot_draws_the_95_percent_ci():
     assert fig.axes[0].containers, "error bars of the 95 % CI"
 
 
-def test_grid_curves_accuracy_in_percent():
-    histories, seeds = fake_grid(n_seeds=2)
-    fig = figures.grid_curves(histories, seeds, metric="test_acc")
-    low, high = fig.axes[-1].get_ylim()
+def test_grid_curves_accuracy_in_percent(accuracy_grid):
+    low, high = accuracy_grid.axes[-1].get_ylim()
     assert 1 < low < high <= 100.0
-    assert "Test accuracy" in fig._suptitle.get_text()
+    assert "Test accuracy" in accuracy_grid._suptitle.get_text()
 
 
 def test_grid_curves_of_a_grid_whose_cells_all_failed():
