@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))  # the checkout this file is in, as its subprocess
 from linmnist.engine import analysis, data, evaluation, frameworks, noise, scaling, sgd, spectrum  # noqa: E402, I001
 from linmnist.engine.validation import LinmnistError  # noqa: E402
 from linmnist.experiments import cells  # noqa: E402
+from linmnist.experiments.paths import DEFAULT_CONFIG  # noqa: E402
 from linmnist.report import comparison, inputs  # noqa: E402
 from linmnist.report import scaling as report_scaling  # noqa: E402
 
@@ -447,9 +448,13 @@ def data_dir_cases(tmp: Path) -> dict[str, tuple[list[str], dict]]:
     }
 
 
-def jobs_outcome() -> str:
-    """--jobs 1000 on a machine that holds a few: capped, with one note, and exit 0."""
-    done = _linmnist("run", "--profile", "small", "--jobs", "1000", "--dry-run")
+def jobs_outcome(tmp: Path) -> str:
+    """--jobs 1000 on a machine that holds a few: capped, with one note, and exit 0 (with a copy
+    of the default configuration, whose build no test is making)."""
+    config = tmp / "default-copy.toml"
+    config.write_text(DEFAULT_CONFIG.read_text())
+    done = _linmnist("run", "--config", str(config), "--profile", "small", "--jobs", "1000",
+                     "--dry-run")  # fmt: skip
     lines = done.stderr.strip().splitlines()
     ok = done.returncode == 0 and len(lines) == 1 and "capped at" in lines[0]
     return "correct" if ok else f"wrong (exit {done.returncode}: {done.stderr[-200:]})"
@@ -777,7 +782,7 @@ def cache_outcomes(tmp: Path) -> list[tuple[str, str]]:
 def work_bounds_outcomes(tmp: Path) -> list[tuple[str, str]]:
     results = [(k, api_outcome(c)) for k, c in WORK_BOUNDS_API.items()]
     results += [(k, cli_outcome(a)) for k, a in config_cases(tmp / "bounds", WORK_BOUNDS).items()]
-    results.append(("run: --jobs 1000", jobs_outcome()))
+    results.append(("run: --jobs 1000", jobs_outcome(tmp)))
     results.append(("run --dry-run: 100,000 cells", dry_run_outcome(tmp)))
     return results
 
