@@ -14,7 +14,8 @@ import pytest
 
 from linmnist.experiments.paths import ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# in one worker with the other tests of the small build (tests/conftest.py: small_build)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("small_build")]
 COPIED = ("linmnist", "notebooks", "pyproject.toml", "requirements.lock")
 
 
