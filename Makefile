@@ -50,11 +50,10 @@ sweep: $(STAMP)
 status: $(STAMP)
 	$(PY) -m linmnist status $(BUILD_ARGS)
 
-# The tests run in two pytest-xdist workers of one BLAS thread each; the tests of an
-# xdist_group (those sharing an expensive module fixture) go to one worker. Python writes the
+# The tests run in two pytest-xdist workers of one BLAS thread each. Python writes the
 # bytecode of the modules pytest rewrites, whatever PYTHONDONTWRITEBYTECODE says, so that each
 # worker does not compile them again; nbval's plugin is loaded for the notebooks only.
-PYTEST = PYTHONDONTWRITEBYTECODE= OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup -p no:nbval
+PYTEST = PYTHONDONTWRITEBYTECODE= OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -p no:nbval
 
 # nbval compares the notebooks with their stored outputs, those of the small build.
 test: $(STAMP)

@@ -49,9 +49,9 @@ def mnist():
 def small_build(tmp_path_factory):
     """The repository's small build (``reports/mnist/small``), made or found up to date by
     ``python -m linmnist report``: one build that the report's tests read and that the
-    pipeline and hostile-build tests copy instead of making their own. Those tests are in one
-    xdist_group; should another worker need the build, the workers take turns through a lock
-    in their shared temporary directory, and the second finds the build made."""
+    pipeline and hostile-build tests copy instead of making their own. The pytest-xdist
+    workers take turns through a lock in their shared temporary directory, so the second
+    finds the build made."""
     from linmnist.cli import main
     from linmnist.experiments.paths import build_dir
 

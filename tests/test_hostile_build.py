@@ -16,9 +16,7 @@ from test_pipeline import copy_repository
 from linmnist.engine.data import DATA_DIR_ENV, cache_path
 from linmnist.experiments.paths import DEFAULT_CONFIG
 
-# one worker makes the build for both tests, after the small build (tests/conftest.py)
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser,
-              pytest.mark.xdist_group("small_build")]  # fmt: skip
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
 HOSTILE_DIR = "re po {x} 'q' \"d\" $HOME `id` <i>&amp;\nnl"
 # Each would mark the page if it ran as HTML: the test looks for the mark.
 CONFIG_NAME = 'cfg <img src=x onerror="document.documentElement.dataset.pwned=1">.toml'

@@ -14,8 +14,7 @@ import pytest
 
 from linmnist.experiments.paths import ROOT
 
-# in one worker with the other tests of the small build (tests/conftest.py: small_build)
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("small_build")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 COPIED = ("linmnist", "notebooks", "pyproject.toml", "requirements.lock")
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from linmnist.experiments.paths import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("kernel_cache")]  # one `cached`
+pytestmark = pytest.mark.slow
 
 # Calls one kernel on a small case whose margins are known, and prints them.
 SCRIPT = """

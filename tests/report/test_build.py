@@ -32,9 +32,6 @@ SECTIONS = (
     "Symbols",
     "Appendix: reproducibility",
 )
-# The tests of the small build run in one worker, which makes it (tests/conftest.py): the
-# other worker would only wait for it.
-pytestmark = pytest.mark.xdist_group("small_build")
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
