@@ -50,15 +50,17 @@ sweep: $(STAMP)
 status: $(STAMP)
 	$(PY) -m linmnist status $(BUILD_ARGS)
 
-# The tests run in two pytest-xdist workers of one BLAS thread each.
-PYTEST = OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
+# The tests run in two pytest-xdist workers of one BLAS thread each. Python writes the
+# bytecode of the modules pytest rewrites, whatever PYTHONDONTWRITEBYTECODE says, so that each
+# worker does not compile them again; nbval's plugin is loaded for the notebooks only.
+PYTEST = PYTHONDONTWRITEBYTECODE= OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -p no:nbval
 
 # nbval compares the notebooks with their stored outputs, those of the small build.
 test: $(STAMP)
 	bash tools/system-packages
 	$(PYTEST) tests
 	$(PY) -m linmnist run grid subset stability edge frameworks scaling theory sizes --profile small --jobs $(JOBS) --no-progress
-	$(PY) -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-kernel-name linmnist notebooks
+	$(PY) -m pytest -q -n 2 --dist loadscope --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-kernel-name linmnist notebooks
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not integration and not browser and not slow" tests

@@ -1,6 +1,7 @@
-"""Shared fixtures: small MNIST-like synthetic data, real MNIST for integration tests, and a
-local HTTP server in place of a download host."""
+"""Shared fixtures: small MNIST-like synthetic data, real MNIST for integration tests, the
+repository's own small build, and a local HTTP server in place of a download host."""
 
+import fcntl
 import http.server
 import threading
 
@@ -42,6 +43,23 @@ def mnist():
 
     (x, y), (xt, yt) = load_mnist()
     return prepare(x, y), prepare(xt, yt)
+
+
+@pytest.fixture(scope="session")
+def small_build(tmp_path_factory):
+    """The repository's small build (``reports/mnist/small``), made or found up to date by
+    ``python -m linmnist report``: one build that the report's tests read and that the
+    pipeline and hostile-build tests copy instead of making their own. The pytest-xdist
+    workers take turns through a lock in their shared temporary directory, so the second
+    finds the build made."""
+    from linmnist.cli import main
+    from linmnist.experiments.paths import build_dir
+
+    lock = tmp_path_factory.getbasetemp().parent / "small-build.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["report", "--profile", "small", "--jobs", "2", "--no-progress"]) == 0
+    return build_dir("mnist", "small")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from linmnist.cli import main, resolve_data_dir
 from linmnist.engine import data
 from linmnist.engine.validation import RunFailedError, UsageError
-from linmnist.experiments.paths import REPORTS
+from linmnist.experiments.paths import DEFAULT_CONFIG, REPORTS
 
 
 @pytest.mark.parametrize(
@@ -107,11 +107,16 @@ def test_a_data_cache_problem_is_one_line_naming_it_and_status_2_from_every_comm
     assert f"LINMNIST_DATA_DIR={directory}" in err and reason in err
 
 
-def test_jobs_beyond_what_the_machine_holds_are_capped_with_a_note(capsys, monkeypatch):
+def test_jobs_beyond_what_the_machine_holds_are_capped_with_a_note(capsys, monkeypatch, tmp_path):
     from linmnist.experiments import jobs
 
     monkeypatch.setattr(jobs, "available_cores", lambda: 2)
-    assert main(["run", "--profile", "small", "--jobs", "1000", "--dry-run"]) == 0
+    # a copy of the default configuration: its build is one no other test is making (a dry run
+    # of the repository's small build would meet the lock of the test making it)
+    config = tmp_path / "copy.toml"
+    config.write_text(DEFAULT_CONFIG.read_text())
+    argv = ["run", "--config", str(config), "--profile", "small", "--jobs", "1000", "--dry-run"]
+    assert main(argv) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("note: --jobs 1000 capped at 2: this machine has 2")
 

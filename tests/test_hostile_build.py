@@ -32,20 +32,32 @@ def _config(directory: Path) -> Path:
     return path
 
 
+def copy_results(build: Path, to: Path, leave_out: tuple[str, ...]) -> None:
+    """The results of ``build`` (``results/<task>/``), but those of ``leave_out``, into ``to``."""
+    for task in (build / "results").iterdir():
+        if task.name not in leave_out:
+            shutil.copytree(task, to / "results" / task.name)
+
+
 @pytest.fixture(scope="module")
-def hostile_build(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def hostile_build(tmp_path_factory, small_build) -> tuple[Path, subprocess.CompletedProcess]:
+    """The build, made in the hostile copy: its grid and subset cells, its notebooks and its
+    report; the results of the other tasks (the same settings) are the small build's,
+    copied, so as not to train them once more (the grid and subset cells take the runner's
+    path through the hostile directories)."""
     repo = copy_repository(tmp_path_factory.mktemp("hostile") / HOSTILE_DIR)
     data_dir = "data {d} `x` $y"  # relative: resolved once, used by workers and kernels alike
     (repo / data_dir).mkdir()
     shutil.copy2(cache_path("mnist"), repo / data_dir / "mnist.npz")
     config = _config(repo.parent)
+    build = repo / "reports" / "mnist" / f"config-{Path(CONFIG_NAME).stem}" / PROFILE
+    copy_results(small_build, build, leave_out=("grid", "subset"))
     env = {**os.environ, "PYTHONPATH": str(repo), DATA_DIR_ENV: data_dir}
     made = subprocess.run(
         [sys.executable, "-m", "linmnist", "report", "--config", str(config), "--profile",
          PROFILE, "--jobs", "2", "--no-progress"],
         cwd=repo, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
-    build = repo / "reports" / "mnist" / f"config-{Path(CONFIG_NAME).stem}" / PROFILE
     return build, made
 
 

@@ -1,6 +1,7 @@
-"""The whole pipeline in a temporary copy of the repository: the small build is made, one
-engine module (the framework trainers) is edited, ``status`` names every dependent product
-stale with the reason, and ``run`` remakes exactly those."""
+"""The whole pipeline in a temporary copy of the repository: the small build (the repository's
+own, copied) is up to date there, one engine module (the framework trainers) is edited,
+``status`` names every dependent product stale with the reason, and ``run`` remakes exactly
+those."""
 
 import os
 import re
@@ -30,8 +31,12 @@ def copy_repository(copy: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    return copy_repository(tmp_path_factory.mktemp("repo"))
+def repo(tmp_path_factory, small_build) -> Path:
+    """A copy of the repository with a copy of its small build: every product of it must be
+    found up to date there, as the fingerprints depend on contents, not on places."""
+    copy = copy_repository(tmp_path_factory.mktemp("repo"))
+    shutil.copytree(small_build, copy / small_build.relative_to(ROOT))
+    return copy
 
 
 def linmnist(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -57,12 +62,8 @@ def states(output: str) -> dict[str, str]:
 
 
 def test_an_edited_engine_module_makes_exactly_its_dependents_stale_and_only_they_rerun(repo):
-    made = linmnist(repo, "run", "--jobs", "2", "--no-progress")
-    assert made.returncode == 0, made.stdout + made.stderr
-    assert (repo / "reports" / "mnist" / "small" / "report.html").is_file()
-    assert not (repo / "reports" / "report.html").exists(), "the small build is kept apart"
     before = states(linmnist(repo, "status").stdout)
-    assert before and set(before.values()) == {"up to date"}
+    assert before and set(before.values()) == {"up to date"}, "the copied build is up to date"
 
     engine = repo / "linmnist" / "engine" / "frameworks.py"  # what the comparison runs
     engine.write_text(engine.read_text() + "\n# an edit\n")
@@ -86,4 +87,6 @@ def test_an_edited_engine_module_makes_exactly_its_dependents_stale_and_only_the
     ok = sum(int(n) for n, s in counts if s == "ok")
     skipped = sum(int(n) for n, s in counts if s == "skipped")
     assert (ok, skipped) == (len(stale), len(after) - len(stale))
+    assert (repo / "reports" / "mnist" / "small" / "report.html").is_file()
+    assert not (repo / "reports" / "report.html").exists(), "the small build is kept apart"
     assert set(states(linmnist(repo, "status").stdout).values()) == {"up to date"}

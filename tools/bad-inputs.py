@@ -2,7 +2,8 @@
 
     .venv/bin/python tools/bad-inputs.py
 
-It takes about 15 minutes on 2 shared cores; `make test` runs it (tests/test_bad_inputs.py).
+It takes about 15 minutes on 2 shared cores; `make test` runs it (tests/test_bad_inputs.py,
+one case per family, which pytest-xdist's workers share out).
 Each case is an API call, a command line, a configuration file or a damaged cache file.
 Outcomes: "refused" (a ValueError/LinmnistError naming the problem, or exit status 2 with one
 line on stderr, or a run cut short with one line and exit status 1), "healed" (a bad file
@@ -50,6 +51,7 @@ sys.path.insert(0, str(ROOT))  # the checkout this file is in, as its subprocess
 from linmnist.engine import analysis, data, evaluation, frameworks, noise, scaling, sgd, spectrum  # noqa: E402, I001
 from linmnist.engine.validation import LinmnistError  # noqa: E402
 from linmnist.experiments import cells  # noqa: E402
+from linmnist.experiments.paths import DEFAULT_CONFIG  # noqa: E402
 from linmnist.report import comparison, inputs  # noqa: E402
 from linmnist.report import scaling as report_scaling  # noqa: E402
 
@@ -446,9 +448,13 @@ def data_dir_cases(tmp: Path) -> dict[str, tuple[list[str], dict]]:
     }
 
 
-def jobs_outcome() -> str:
-    """--jobs 1000 on a machine that holds a few: capped, with one note, and exit 0."""
-    done = _linmnist("run", "--profile", "small", "--jobs", "1000", "--dry-run")
+def jobs_outcome(tmp: Path) -> str:
+    """--jobs 1000 on a machine that holds a few: capped, with one note, and exit 0 (with a copy
+    of the default configuration, whose build no test is making)."""
+    config = tmp / "default-copy.toml"
+    config.write_text(DEFAULT_CONFIG.read_text())
+    done = _linmnist("run", "--config", str(config), "--profile", "small", "--jobs", "1000",
+                     "--dry-run")  # fmt: skip
     lines = done.stderr.strip().splitlines()
     ok = done.returncode == 0 and len(lines) == 1 and "capped at" in lines[0]
     return "correct" if ok else f"wrong (exit {done.returncode}: {done.stderr[-200:]})"
@@ -756,60 +762,81 @@ def notebook_parameter_outcome(tmp: Path, stem: str, args: list[str], name: str)
     return "refused" if ok and len(error.splitlines()) == 1 else f"wrong ({error[-200:]})"
 
 
+def cli_family(kind: str):
+    """The command lines of ``cli_cases`` of one kind: config files or CLI options."""
+
+    def outcomes(tmp: Path) -> list[tuple[str, str]]:
+        cases = cli_cases(tmp).items()
+        config = kind == "config files"
+        return [(k, cli_outcome(a)) for k, a in cases if k.startswith("config") == config]
+
+    return outcomes
+
+
+def cache_outcomes(tmp: Path) -> list[tuple[str, str]]:
+    """Each damage of the data cache, in a directory of its own, against the genuine file."""
+    data.load_mnist()  # acquired once, so that there is a genuine file to damage
+    return [(label, cache_outcome(tmp, damage)) for label, damage in CACHE.items()]
+
+
+def work_bounds_outcomes(tmp: Path) -> list[tuple[str, str]]:
+    results = [(k, api_outcome(c)) for k, c in WORK_BOUNDS_API.items()]
+    results += [(k, cli_outcome(a)) for k, a in config_cases(tmp / "bounds", WORK_BOUNDS).items()]
+    results.append(("run: --jobs 1000", jobs_outcome(tmp)))
+    results.append(("run --dry-run: 100,000 cells", dry_run_outcome(tmp)))
+    return results
+
+
+def config_read_outcomes(tmp: Path) -> list[tuple[str, str]]:
+    reads = {**config_cases(tmp / "reads", CONFIG_READS), **special_config_cases(tmp)}
+    return [(k, cli_outcome(args)) for k, args in reads.items()]
+
+
+# Each family, one per cause of failure, tried in a temporary directory of its own (so that
+# tests/test_bad_inputs.py runs them side by side): its (label, outcome) pairs.
+FAMILIES: dict[str, Callable[[Path], list[tuple[str, str]]]] = {
+    "API arguments": lambda tmp: [(k, api_outcome(c)) for k, c in API.items()],
+    "CLI options": cli_family("CLI options"),
+    "config files": cli_family("config files"),
+    "file system": lambda tmp: list(filesystem_outcomes(tmp).items()),
+    "cache files": cache_outcomes,
+    "edited outputs": lambda tmp: list(output_outcomes(tmp).items()),
+    "kernel cache": lambda tmp: list(kernel_cache_outcomes(tmp).items()),
+    "data directory": lambda tmp: [
+        (k, cli_outcome(args, env=env)) for k, (args, env) in data_dir_cases(tmp).items()
+    ],
+    "config reads": config_read_outcomes,
+    "work bounds": work_bounds_outcomes,
+    "acquisition": lambda tmp: [("data: an index that never answers", acquisition_outcome(tmp))],
+    "dask cluster": lambda tmp: list(dask_outcomes(tmp).items()),
+    "partial configs": lambda tmp: list(partial_outcomes(tmp).items()),
+    "notebook params": lambda tmp: [
+        (k, notebook_parameter_outcome(tmp, *case)) for k, case in NOTEBOOK_PARAMETERS.items()
+    ],
+}
 OUTCOMES = ("refused", "healed", "correct", "wrong")
+
+
+def family_outcomes(family: str) -> list[tuple[str, str]]:
+    """The (label, outcome) pairs of one family, tried in a fresh temporary directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return FAMILIES[family](Path(tmp))
 
 
 def main() -> int:
     argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     ).parse_args()
-    results: list[tuple[str, str, str]] = []
-    for label, call in API.items():
-        results.append(("API arguments", label, api_outcome(call)))
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for label, args in cli_cases(tmp).items():
-            kind = "config files" if label.startswith("config") else "CLI options"
-            results.append((kind, label, cli_outcome(args)))
-        for label, outcome in filesystem_outcomes(tmp).items():
-            results.append(("file system", label, outcome))
-        caches = tmp / "caches"
-        caches.mkdir()
-        data.load_mnist()  # acquired once, so that the cache family has a genuine file to damage
-        for label, damage in CACHE.items():
-            results.append(("cache files", label, cache_outcome(caches, damage)))
-        results += family_outcomes(tmp)
+    results = [(kind, *pair) for kind in FAMILIES for pair in family_outcomes(kind)]
     for kind, label, outcome in results:
         print(f"{kind:14} {label:45} {outcome}")
     counts = Counter((kind, outcome.split(" ")[0]) for kind, _, outcome in results)
     print("\n| inputs | tried | refused clearly | healed | correct | wrong |")
     print("|---|---|---|---|---|---|")
-    for kind in dict.fromkeys(kind for kind, _, _ in results):
+    for kind in FAMILIES:
         row = [counts[(kind, o)] for o in OUTCOMES]
         print(f"| {kind} | {sum(row)} | {' | '.join(map(str, row))} |")
     return 1 if any(o.startswith("wrong") for _, _, o in results) else 0
-
-
-def family_outcomes(tmp: Path) -> list[tuple[str, str, str]]:
-    """The families of issue 24's causes: outputs, kernel cache, data directory, config
-    reads, work bounds, acquisition."""
-    results = [("edited outputs", k, o) for k, o in output_outcomes(tmp).items()]
-    results += [("kernel cache", k, o) for k, o in kernel_cache_outcomes(tmp).items()]
-    for label, (args, env) in data_dir_cases(tmp).items():
-        results.append(("data directory", label, cli_outcome(args, env=env)))
-    reads = {**config_cases(tmp / "reads", CONFIG_READS), **special_config_cases(tmp)}
-    results += [("config reads", k, cli_outcome(args)) for k, args in reads.items()]
-    results += [("work bounds", k, api_outcome(c)) for k, c in WORK_BOUNDS_API.items()]
-    for label, args in config_cases(tmp / "bounds", WORK_BOUNDS).items():
-        results.append(("work bounds", label, cli_outcome(args)))
-    results.append(("work bounds", "run: --jobs 1000", jobs_outcome()))
-    results.append(("work bounds", "run --dry-run: 100,000 cells", dry_run_outcome(tmp)))
-    results.append(("acquisition", "data: an index that never answers", acquisition_outcome(tmp)))
-    results += [("dask cluster", k, o) for k, o in dask_outcomes(tmp).items()]
-    results += [("partial configs", k, o) for k, o in partial_outcomes(tmp).items()]
-    for label, case in NOTEBOOK_PARAMETERS.items():
-        results.append(("notebook params", label, notebook_parameter_outcome(tmp, *case)))
-    return results
 
 
 if __name__ == "__main__":

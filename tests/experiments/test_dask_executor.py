@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from distributed import Client
 
 from linmnist.cli import main
 from linmnist.engine.validation import UsageError
@@ -117,6 +116,8 @@ def external_cluster(
                    str(nthreads), "--no-dashboard"]  # fmt: skip
         started = [subprocess.Popen(command, **common) for _ in range(machines)]
         if nthreads == 1:
+            from distributed import Client  # seconds of imports: only where a cluster runs
+
             with Client(address, timeout=30) as client:
                 client.wait_for_workers(machines * nworkers, timeout=60)
         yield Cluster(address, scheduler, started)

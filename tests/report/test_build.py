@@ -11,8 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from linmnist.cli import main
-from linmnist.experiments.paths import REPORTS, build_dir
+from linmnist.experiments.paths import REPORTS
 from linmnist.report.build import assemble, report_title
 
 SECTIONS = (
@@ -79,11 +78,9 @@ def parse(path):
 
 
 @pytest.fixture(scope="module")
-def built():
+def built(small_build):
     """The small build's report, made (or found up to date) by ``python -m linmnist report``."""
-    assert main(["report", "--profile", "small", "--jobs", "2", "--no-progress"]) == 0
-    build = build_dir("mnist", "small")
-    return build / "report.html", build / "report.pdf"
+    return small_build / "report.html", small_build / "report.pdf"
 
 
 def unnumbered(heading: str) -> str:

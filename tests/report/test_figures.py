@@ -20,6 +20,9 @@ matplotlib.use("Agg")
 
 LRS = (0.1, 0.01, 0.001)
 BATCH_SIZES = (1, 10, 100, 1000)
+# 2 x 2 panels, a diverging lr among them: enough for the tests of one behaviour of
+# grid_curves (its layout over 12 panels takes most of a second each time)
+FEW = {"lrs": (0.1, 0.01), "batch_sizes": (1, 10)}
 
 
 def fake_history(*, seed, iterations=100, eval_every=1, rate=0.02, diverged_at=None):
@@ -45,10 +48,10 @@ def fake_history(*, seed, iterations=100, eval_every=1, rate=0.02, diverged_at=N
     return frame
 
 
-def fake_grid(n_seeds=3):
+def fake_grid(n_seeds=3, lrs=LRS, batch_sizes=BATCH_SIZES):
     histories, seeds = [], []
-    for lr in LRS:
-        for batch_size in BATCH_SIZES:
+    for lr in lrs:
+        for batch_size in batch_sizes:
             for seed in range(n_seeds):
                 diverged = 5 + seed if lr == 0.1 else None
                 h = fake_history(seed=seed, eval_every=1 if seed == 0 else 10, diverged_at=diverged)
@@ -183,6 +186,13 @@ def loss_grid():
     return histories, figures.grid_curves(histories, seeds, metric="train_loss")
 
 
+@pytest.fixture(scope="module")
+def accuracy_grid():
+    """The test-accuracy figure of ``fake_grid()``, drawn once for the tests that only read it."""
+    histories, seeds = fake_grid()
+    return figures.grid_curves(histories, seeds, metric="test_acc")
+
+
 def test_grid_curves_small_multiples_titles_and_divergence(loss_grid):
     _, fig = loss_grid
     assert len(fig.axes) == len(LRS) * len(BATCH_SIZES)
@@ -200,7 +210,7 @@ def test_grid_curves_small_multiples_titles_and_divergence(loss_grid):
 def test_grid_curves_share_one_log_loss_axis_that_diverging_runs_do_not_stretch():
     """Every panel has the same y limits, on a log scale for the loss, set by the seeds that
     did not diverge; the exploding values of diverged seeds are marked on the edge."""
-    histories, seeds = fake_grid()
+    histories, seeds = fake_grid(**FEW)
     exploding = histories["lr"] == 0.1
     histories.loc[exploding, "train_loss"] = 10.0 ** histories.loc[exploding, "iteration"]
     fig = figures.grid_curves(histories, seeds, metric="train_loss")
@@ -219,10 +229,9 @@ def test_grid_curves_diverged_panel_has_its_own_short_iteration_range(loss_grid)
     assert fig.axes[-1].get_xlim()[1] == histories["iteration"].max()
 
 
-def test_grid_curves_notes_stay_inside_their_panel(loss_grid):
+def test_grid_curves_notes_stay_inside_their_panel(loss_grid, accuracy_grid):
     """No note spills over a neighbouring panel (its tick labels), even at the page width."""
-    histories, seeds = fake_grid()
-    for fig in (loss_grid[1], figures.grid_curves(histories, seeds, metric="test_acc")):
+    for fig in (loss_grid[1], accuracy_grid):
         fig.draw_without_rendering()
         for ax in fig.axes:
             box = ax.get_window_extent()
@@ -264,7 +273,7 @@ def test_examples_seen_leaves_out_an_unstable_configuration_and_says_so():
 def test_grid_curves_scale_on_stable_seeds_and_flag_unstable_ones():
     """An unstable seed whose loss grows to 10^4 does not set the shared axis; its panel
     says it is unstable."""
-    histories, seeds = fake_grid()
+    histories, seeds = fake_grid(**FEW)
     cell = (seeds["lr"] == 0.01) & (seeds["batch_size"] == 1)
     seeds = seeds.assign(outcome=np.where(seeds["diverged_at"].notna(), "diverged", "stable"))
     seeds.loc[cell & (seeds["seed"] == 0), "outcome"] = "unstable"
@@ -296,20 +305,18 @@ def test_stability_plot_draws_the_95_percent_ci():
     assert fig.axes[0].containers, "error bars of the 95 % CI"
 
 
-def test_grid_curves_accuracy_in_percent():
-    histories, seeds = fake_grid(n_seeds=2)
-    fig = figures.grid_curves(histories, seeds, metric="test_acc")
-    low, high = fig.axes[-1].get_ylim()
+def test_grid_curves_accuracy_in_percent(accuracy_grid):
+    low, high = accuracy_grid.axes[-1].get_ylim()
     assert 1 < low < high <= 100.0
-    assert "Test accuracy" in fig._suptitle.get_text()
+    assert "Test accuracy" in accuracy_grid._suptitle.get_text()
 
 
 def test_grid_curves_of_a_grid_whose_cells_all_failed():
     """No history at all: every panel says the configuration failed."""
-    _, seeds = fake_grid(n_seeds=1)
+    _, seeds = fake_grid(n_seeds=1, **FEW)
     failed = seeds.assign(status="failed", seed=np.nan, diverged_at=np.nan)
     fig = figures.grid_curves(pd.DataFrame(), failed, metric="train_loss")
-    assert all_text(fig).count("failed") == len(LRS) * len(BATCH_SIZES)
+    assert all_text(fig).count("failed") == len(fig.axes) == 4
 
 
 def test_every_figure_fits_the_page_with_readable_text(loss_grid):
@@ -523,7 +530,7 @@ def _predicted_lines(ax):
 
 
 def test_grid_curves_draw_the_prediction_in_every_panel_with_a_key(loss_grid):
-    histories, seeds = fake_grid()
+    histories, seeds = fake_grid(**FEW)
     predicted = histories.groupby(["lr", "batch_size", "iteration"], as_index=False)[
         "train_loss"
     ].mean()
