@@ -14,10 +14,6 @@ SCHEDULER ?=
 # A matplotlib font cache of this environment's own: a cache shared through $HOME can point
 # at another installation's fonts, and its "findfont" warnings would reach notebook outputs.
 export MPLCONFIGDIR := $(CURDIR)/$(VENV)/matplotlib
-# numpy's huge-page advice costs each process seconds of kernel time on machines whose
-# transparent huge pages defragment on demand (linmnist/__init__.py says more); off for
-# everything make runs, tests included, unless set.
-export NUMPY_MADVISE_HUGEPAGE ?= 0
 
 .PHONY: setup data run sweep status test test-fast bench lint lab report clean lock
 
