@@ -55,7 +55,11 @@ def test_a_killed_worker_costs_one_retry_then_the_product_fails_and_nothing_else
     summary = run(products, lock_dir=tmp_path / "build", jobs=2, executor="dask", progress=False)
     assert statuses(summary) == {"a/x": "ok", "a/y": "failed", "b/z": "ok", "c": "ok"}
     assert "died 2 times" in summary.failed[0].error
-    assert len(attempts_x.read_text().split()) == 2 and len(attempts_y.read_text().split()) == 2
+    assert len(attempts_y.read_text().split()) == 2
+    # x dies once and is retried. Its second, good attempt can be made a third time when the
+    # worker holding its result is the one a/y kills before the runner has read it: Dask
+    # recomputes a result its worker took down with it. Never more.
+    assert len(attempts_x.read_text().split()) in (2, 3)
 
 
 @pytest.mark.parametrize(
