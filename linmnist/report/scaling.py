@@ -817,5 +817,9 @@ def floor_batch_figure(table: pd.DataFrame, scaling: Scaling) -> Figure:
     ax.set(xscale="log", yscale="log", xlabel="batch size B",
            ylabel="excess over gradient descent",
            title="noise floor against batch size")  # fmt: skip
+    # Above a batch size's instability edge the prediction grows without bound: its curve
+    # leaves the top, set by the measurements and first-order floors, instead of squeezing them.
+    firsts = [lr * tr_sigma / (4 * curve["batch_size"].min()) for (lr, _), curve in groups]
+    ax.set_ylim(top=30 * max([*points["measured"].dropna(), *firsts]))
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
