@@ -32,47 +32,89 @@ Three predictions of the excess follow:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from linmnist.engine.quantity_cache import cached, data_key
 from linmnist.engine.spectrum import Spectrum
 from linmnist.engine.validation import check_int, check_number
 
 # Checkpoints of sigma(t) along the gradient-descent trajectory (log-spaced in t).
 CHECKPOINTS = 8
+# Samples of X converted to float64 at a time for the residuals W* X - Y.
+RESIDUAL_BLOCK = 8192
 
 
 @dataclass(frozen=True)
 class FloorModel:
     """What the predictions need, on the eigen-directions of S with lam_k > 0.
 
+    Z, Z2, Q and sigma_star are computed when first read: the edge needs Q alone, and Q
+    and sigma* (two D^2 N products: Z, then Q) come from a disk cache per data set and
+    eigen-directions (``linmnist.engine.quantity_cache``) when it holds them.
+
     Attributes
     ----------
     lam : ndarray (K,)
-    Q : ndarray (K, K)
-        mean_i z_ik^2 z_ij^2.
-    sigma_star : ndarray (K,)
-        sigma_k at the optimum (its sum is tr Sigma*).
-    Z : ndarray (K, N)
-        V^T X on those directions (float32).
-    Z2 : ndarray (K, N)
-        Z * Z, kept for sigma(t) (float32).
     residual_star : ndarray (10, N)
         W* X - Y.
     U_star : ndarray (10, K)
         W* V.
+    V : ndarray (D, K)
+        Those eigen-directions (float32).
+    X : ndarray (D, N)
+        The training set (float32).
+    key : str or None
+        The cache key of Q and sigma* (``quantity_cache.data_key``; None: not cached).
+    Z : ndarray (K, N)
+        V^T X (float32).
+    Z2 : ndarray (K, N)
+        Z * Z (float32).
+    Q : ndarray (K, K)
+        mean_i z_ik^2 z_ij^2.
+    sigma_star : ndarray (K,)
+        sigma_k at the optimum (its sum is tr Sigma*).
     """
 
     lam: np.ndarray
-    Q: np.ndarray
-    sigma_star: np.ndarray
-    Z: np.ndarray
-    Z2: np.ndarray
     residual_star: np.ndarray
     U_star: np.ndarray
+    V: np.ndarray
+    X: np.ndarray = field(repr=False)
+    key: str | None = None
+
+    # The D^2 N products in float32 (half the time of float64); the predictions are then
+    # accumulated in float64.
+    @functools.cached_property
+    def Z(self) -> np.ndarray:
+        return self.V.T @ self.X
+
+    @functools.cached_property
+    def Z2(self) -> np.ndarray:
+        return self.Z * self.Z
+
+    @functools.cached_property
+    def _fourth_moments(self) -> dict[str, np.ndarray]:
+        return cached("floor", self.key, __file__, self._compute_fourth_moments)
+
+    def _compute_fourth_moments(self) -> dict[str, np.ndarray]:
+        zero = np.zeros((self.residual_star.shape[0], self.V.shape[1]))
+        return {
+            "Q": (self.Z2 @ self.Z2.T).astype(np.float64) / self.X.shape[1],
+            "sigma_star": _sigma(self.Z2, self.residual_star, self.lam, zero),
+        }
+
+    @property
+    def Q(self) -> np.ndarray:
+        return self._fourth_moments["Q"]
+
+    @property
+    def sigma_star(self) -> np.ndarray:
+        return self._fourth_moments["sigma_star"]
 
     @property
     def tr_sigma_star(self) -> float:
@@ -81,26 +123,27 @@ class FloorModel:
 
 
 def floor_model(spec: Spectrum, X: np.ndarray, Y: np.ndarray) -> FloorModel:
-    """The ``FloorModel`` of the training set whose ``Spectrum`` is ``spec`` (two D^2 N
-    products: the projections Z and Q)."""
+    """The ``FloorModel`` of the training set whose ``Spectrum`` is ``spec``."""
     live = spec.lam > 0
-    V = spec.V[:, live]
-    # The two D^2 N products in float32 (half the time of float64); the predictions are
-    # then accumulated in float64.
     X = np.asarray(X, dtype=np.float32)
-    Z = V.T.astype(np.float32) @ X
-    Z2 = Z * Z
-    n = X.shape[1]
-    residual = spec.W_star @ X - np.asarray(Y, dtype=np.float64)
+    V = spec.V[:, live].astype(np.float32)
     return FloorModel(
         lam=spec.lam[live],
-        Q=(Z2 @ Z2.T).astype(np.float64) / n,
-        sigma_star=_sigma(Z2, residual, spec.lam[live], np.zeros((Y.shape[0], V.shape[1]))),
-        Z=Z,
-        Z2=Z2,
-        residual_star=residual,
-        U_star=spec.W_star @ V,
+        residual_star=_residual(spec.W_star, X, Y),
+        U_star=spec.W_star @ spec.V[:, live],
+        V=V,
+        X=X,
+        key=data_key(X.T, np.argmax(Y, axis=0), V, f"classes {Y.shape[0]}"),
     )
+
+
+def _residual(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """W X - Y in float64, a block of samples at a time: no float64 copy of X."""
+    out = np.empty(Y.shape)
+    for j in range(0, X.shape[1], RESIDUAL_BLOCK):
+        cols = slice(j, j + RESIDUAL_BLOCK)
+        out[:, cols] = W @ np.asarray(X[:, cols], dtype=np.float64) - Y[:, cols]
+    return out
 
 
 def _sigma(Z2: np.ndarray, residual: np.ndarray, lam: np.ndarray, delta: np.ndarray):

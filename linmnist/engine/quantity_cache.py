@@ -1,7 +1,9 @@
-"""Per-dataset quantities on disk: what an evaluator or a spectrum computes once per data set.
+"""Per-dataset quantities on disk: what an evaluator, a spectrum or a noise-floor model
+computes once per data set.
 
-The evaluator's Gram matrices and top eigenvectors (``evaluation.Evaluator``) and the spectrum's
-eigen-decomposition (``spectrum.spectrum``) cost seconds on MNIST and are the same for every run
+The evaluator's Gram matrices and top eigenvectors (``evaluation.Evaluator``), the spectrum's
+eigen-decomposition (``spectrum.spectrum``) and the noise floor's fourth moments
+(``noise_floor.FloorModel``) cost seconds on MNIST and are the same for every run
 on the same data, in every process. ``cached`` keeps them in
 ``<data cache>/quantities/<kind>-<key>.npz`` (the data cache is ``~/.cache/linmnist``, or
 ``$LINMNIST_DATA_DIR``), ``key`` the SHA-256 of the data (``data_key``):

@@ -349,7 +349,7 @@ def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     atomic_write_text(Path(out) / FLOOR_FILE, table.to_csv(index=False))
     curve_table = pd.DataFrame(curves, columns=CURVE_COLUMNS)
     atomic_write_text(Path(out) / CURVES_FILE, curve_table.to_csv(index=False))
-    mean_x2 = float(np.mean(np.einsum("kn,kn->n", model.Z, model.Z)))  # mean ||x_i||^2
+    mean_x2 = float(np.trace(spec.S))  # mean ||x_i||^2
     return plain({**_basics(spec), "tr_sigma_star": model.tr_sigma_star, "mean_x2": mean_x2})
 
 

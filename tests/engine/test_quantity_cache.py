@@ -1,6 +1,6 @@
-"""The per-dataset quantities cached on disk: an evaluator or a spectrum read from the cache is
-the one computed afresh; a damaged file heals with one warning line; other data, other code or
-an unwritable cache never give another data set's quantities.
+"""The per-dataset quantities cached on disk: an evaluator, a spectrum or a floor model read
+from the cache is the one computed afresh; a damaged file heals with one warning line; other
+data, other code or an unwritable cache never give another data set's quantities.
 
 Every test caches small synthetic data (``CACHE_FROM`` lowered to 0) in its own data directory
 (``LINMNIST_DATA_DIR``), so the user's cache is never touched."""
@@ -8,7 +8,7 @@ Every test caches small synthetic data (``CACHE_FROM`` lowered to 0) in its own 
 import numpy as np
 import pytest
 
-from linmnist.engine import evaluation, quantity_cache, spectrum
+from linmnist.engine import evaluation, noise_floor, quantity_cache, spectrum
 from linmnist.engine.data import DATA_DIR_ENV
 from linmnist.engine.evaluation import Evaluator
 from linmnist.engine.quantity_cache import data_key, quantities_dir
@@ -87,6 +87,25 @@ def test_a_spectrum_read_from_the_cache_is_the_one_computed_afresh(cache, data, 
     assert_same_spectrum(again, first)
     monkeypatch.setattr(quantity_cache, "CACHE_FROM", 10**18)
     assert_same_spectrum(again, spectrum.spectrum(*data[:2]))
+
+
+def test_a_floor_model_read_from_the_cache_is_the_one_computed_afresh(cache, data, monkeypatch):
+    spec = spectrum.spectrum(*data[:2])
+    first = noise_floor.floor_model(spec, *data[:2])
+    assert noise_floor.largest_stable_lr(first, batch_size=4) > 0
+    assert sorted(name.split("-")[0] for name in entries(cache)) == ["floor", "spectrum"]
+    # Read back without the projections: computing Q or sigma* again would need Z2.
+    again = noise_floor.floor_model(spec, *data[:2])
+    with monkeypatch.context() as m:
+        m.setattr(noise_floor.FloorModel, "_compute_fourth_moments", None)
+        assert np.array_equal(again.Q, first.Q) and np.array_equal(
+            again.sigma_star, first.sigma_star
+        )
+    assert "Z" not in vars(again)
+    monkeypatch.setattr(quantity_cache, "CACHE_FROM", 10**18)
+    fresh = noise_floor.floor_model(spec, *data[:2])
+    assert np.array_equal(fresh.Q, first.Q) and np.array_equal(fresh.sigma_star, first.sigma_star)
+    assert np.array_equal(fresh.residual_star, first.residual_star)
 
 
 DAMAGES = {
