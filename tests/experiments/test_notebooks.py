@@ -1,11 +1,19 @@
 """The notebook job: a failing cell fails the product with the cell's error, the executed
 notebook kept as ``<stem>.failed.ipynb``, whatever the kernel's own log level; a cell that
-finds its task left out of the configuration ends the notebook with its one line."""
+finds its task left out of the configuration ends the notebook with its one line; the kernel
+runs in the kernel environment."""
+
+import os
 
 import nbformat
 import pytest
 
-from linmnist.experiments.notebooks import FAILED_SUFFIX, LEFT_OUT, notebook_job
+from linmnist.experiments.notebooks import (
+    FAILED_SUFFIX,
+    KERNEL_ENVIRONMENT,
+    LEFT_OUT,
+    notebook_job,
+)
 from linmnist.experiments.products import JobFailed
 
 pytestmark = pytest.mark.integration
@@ -65,3 +73,18 @@ def test_a_task_left_out_ends_the_notebook_with_its_line_and_the_product_is_made
     ]  # fmt: skip
     assert [o.get("text") for o in cells[-1].outputs] == ["no [scaling] task"]
     assert not any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in cells)
+
+
+def test_the_kernel_runs_in_the_kernel_environment_and_the_job_restores_its_own(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+    source = write_notebook(
+        tmp_path / "env.ipynb", "import os\nprint(os.environ['NUMPY_MADVISE_HUGEPAGE'])"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    notebook_job({"notebook": str(source), "parameters": {}}, out, "nb")
+    printed = nbformat.read(out / "nb.ipynb", as_version=4).cells[-1].outputs[0]["text"]
+    assert printed.strip() == KERNEL_ENVIRONMENT["NUMPY_MADVISE_HUGEPAGE"] == "0"
+    assert os.environ["NUMPY_MADVISE_HUGEPAGE"] == "1"
