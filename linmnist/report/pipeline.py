@@ -74,8 +74,11 @@ def pipeline(
     grids = load_grids(config, profile=profile)
     check_n_train(grids, sum(FACTS[dataset].train_label_counts), dataset)
     build = build_dir(dataset, profile, config)
-    products = experiment_products(grids, build, dataset)
-    products.append(comparison_product(build, dataset, profile))
+    # Products start in this order when ready. The framework comparison (the longest product,
+    # with its own data and evaluators) goes first, so that the first grid cell builds the
+    # evaluator's cached quantities alone while another worker runs it, not twice at once.
+    products = [comparison_product(build, dataset, profile)]
+    products += experiment_products(grids, build, dataset)
     products += scaling_products(build, dataset, config=config, profile=profile, grids=grids)
     products += theory_products(build, dataset, grids)
     products += sizes_products(build, dataset, grids, config=config, profile=profile)
