@@ -1,29 +1,11 @@
 """The scaling-law section (notebooks/08_scaling_law.ipynb): its tables and figures.
 
-Everything here is computed from a ``linmnist.experiments.scaling.Scaling`` (``read_scaling``)
-and, for the noise floor, from the final weights' excesses and losses of the Task 3 grid and
-the stability sweep:
-
-* ``best_steps``: per batch size, the learning rate whose median steps to a target (over the
-  seeds) is lowest, with those steps; ``seed_steps``: each seed's fewest steps over the rates;
-* ``fit``: the hyperbola S = S_min + E_min / B fitted to the medians and to each seed;
-* ``path_average`` and ``noise_table``: the noise scales at W = 0, averaged over the steps of
-  gradient descent up to each target (McCandlish et al.'s comparison) and at the target,
-  beside the measured B_crit;
-* ``lr_table`` and ``lr_ratio``: the best rates beside McCandlish's eps_opt(B), the
-  linear-scaling rule and the ceiling 2 / lambda_max;
-* ``floor_table`` (``read_floor``): the measured excess of SGD over gradient descent at the
-  same rate and iterations (the seeds' ``final_excess``), beside the three predictions of
-  ``linmnist.engine.noise_floor``; ``floor_summary`` counts the verdicts, ``format_floor`` /
-  ``floor_appendix`` give every configuration, ``excess_sign`` the differences of final
-  losses that are negative, and how much wider their spread is, ``decisive`` where a
-  100-fold miss could not come out undecided;
-* ``predicted_best`` and ``steps_agreement``: the steps to each target predicted from the
-  data (the first step at which SGD's expected excess is within it, at the best rate of the
-  grid), beside the measured medians; ``predicted_fit`` the hyperbola fitted to them;
-* the figures ``steps_figure``, ``predicted_figure``, ``lr_figure``, ``noise_figure``,
-  ``floor_figure`` and ``floor_batch_figure`` (the noise floor against the batch size,
-  measured and predicted).
+Computed from a ``linmnist.experiments.scaling.Scaling`` (``read_scaling``) and, for the noise
+floor (``floor_table``), from the final excesses and losses of the Task 3 grid and the
+stability sweep. Per target excess: the steps at the best rate of each batch size, measured
+(``best_steps``) and predicted from the data (``predicted_best``); the hyperbola
+S = S_min + E_min / B fitted to them (``fit``); the noise scales of McCandlish et al. beside
+the measured B_crit (``noise_table``); the best rates beside eps_opt(B) (``lr_table``).
 """
 
 from __future__ import annotations
@@ -31,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,9 +82,16 @@ def read_scaling(
     return load_scaling(directory, settings["batch_size"])
 
 
-def _steps(runs: pd.DataFrame, target: int) -> pd.DataFrame:
-    column = target_columns(target + 1)[target]
-    return runs.assign(steps=runs[column].fillna(np.inf))
+def _steps(frame: pd.DataFrame, target: int) -> pd.DataFrame:
+    """``frame`` with ``steps``, its steps to the target (inf where it is not reached)."""
+    return frame.assign(steps=frame[target_columns(target + 1)[target]].fillna(np.inf))
+
+
+def _fewest(table: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
+    """The row of each ``by`` group with the fewest ``steps`` (NaN: none reached)."""
+    best = table.loc[table.groupby(by)["steps"].idxmin()].reset_index(drop=True)
+    best["steps"] = best["steps"].where(np.isfinite(best["steps"]))
+    return best
 
 
 def best_steps(scaling: Scaling, target: int) -> pd.DataFrame:
@@ -121,19 +109,14 @@ def best_steps(scaling: Scaling, target: int) -> pd.DataFrame:
             "seeds": by_lr.size(),
         }
     ).reset_index()
-    best = table.loc[table.groupby("batch_size")["steps"].idxmin()].reset_index(drop=True)
-    best["steps"] = best["steps"].where(np.isfinite(best["steps"]))
+    best = _fewest(table, "batch_size")
     return best.assign(examples=best["batch_size"] * best["steps"])
 
 
 def predicted_best(scaling: Scaling, target: int) -> pd.DataFrame:
     """Per batch size: the rate of the grid with the fewest predicted steps to the target
     (``lr``) and those steps (``steps``; NaN: no rate searched reaches it)."""
-    column = target_columns(target + 1)[target]
-    table = scaling.predicted.assign(steps=scaling.predicted[column].fillna(np.inf))
-    best = table.loc[table.groupby("batch_size")["steps"].idxmin()].reset_index(drop=True)
-    best["steps"] = best["steps"].where(np.isfinite(best["steps"]))
-    return best[["batch_size", "lr", "steps"]]
+    return _fewest(_steps(scaling.predicted, target), "batch_size")[["batch_size", "lr", "steps"]]
 
 
 def predicted_fit(scaling: Scaling, target: int) -> Hyperbola:
@@ -177,10 +160,9 @@ def format_agreement(table: pd.DataFrame) -> pd.DataFrame:
 
 def seed_steps(scaling: Scaling, target: int) -> pd.DataFrame:
     """Per (batch size, seed): the fewest steps to the target over the rates (NaN: none)."""
-    runs = _steps(scaling.runs, target)
-    best = runs.groupby(["batch_size", "seed"])["steps"].min().reset_index()
-    best["steps"] = best["steps"].where(np.isfinite(best["steps"]))
-    return best
+    return _fewest(_steps(scaling.runs, target), ["batch_size", "seed"])[
+        ["batch_size", "seed", "steps"]
+    ]
 
 
 @dataclass(frozen=True)
@@ -339,10 +321,10 @@ def lr_table(scaling: Scaling) -> pd.DataFrame:
     linear-scaling rule from B = 1 for the last target, and the ceiling 2 / lambda_max."""
     record = scaling.records[GD]
     n = len(scaling.targets)
-    table: Any = None
-    for i in range(n):
-        best = best_steps(scaling, i)[["batch_size", "lr"]].rename(columns={"lr": f"lr_{i}"})
-        table = best if table is None else table.merge(best, on="batch_size")
+    rates = [
+        best_steps(scaling, i).set_index("batch_size")["lr"].rename(f"lr_{i}") for i in range(n)
+    ]
+    table = pd.concat(rates, axis=1).reset_index()
     B = table["batch_size"].to_numpy(dtype=float)
     table["eps_opt_start"] = eps_opt(B, record["at_zero"])
     for i, scales in enumerate(record["at_target"]):
