@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from linmnist.experiments.comparison import STEM, Comparison, load_comparison
 from linmnist.experiments.paths import results_dir
 from linmnist.report.figures import LEGEND_SIZE, PRINT_WIDTH
-from linmnist.report.inputs import locate_build, require_product
+from linmnist.report.inputs import require_results
 from linmnist.report.study import is_study_dataset
 from linmnist.report.tables import scientific, styled
 
@@ -89,15 +89,11 @@ def read_comparison(
     """The framework comparison of a build, as a notebook reads it: ``MissingResults``
     naming the command that makes it, a RuntimeError if it failed, a ValueError if the
     build holds another dataset's comparison."""
-    directory = results_dir(locate_build(dataset, profile, build, config)) / STEM
-    require_product(
-        directory / f"{STEM}.json",
-        what="the framework comparison's results",
-        dataset=dataset,
-        profile=profile,
-        config=config,
-        target=STEM,
+    records = {f"{STEM}/{STEM}": "the framework comparison's results"}
+    path = require_results(
+        records, dataset=dataset, profile=profile, config=config, build=build, target=STEM
     )
+    directory = results_dir(path) / STEM
     comparison = load_comparison(directory)
     if not comparison.ok:
         raise RuntimeError(f"the framework comparison failed: {comparison.error}")

@@ -191,19 +191,27 @@ def locate_build(
     return build_dir(dataset, profile, config_path(config))
 
 
-def require_product(
-    record: Path,
+def require_results(
+    records: dict[str, str],
     *,
-    what: str,
     dataset: str = "mnist",
     profile: str | None = None,
     config: str | Path | None = None,
+    build: str | Path | None = None,
     target: str | None = None,
-) -> None:
-    """Raise ``MissingResults`` when the record of a product is missing."""
-    if not Path(record).is_file():
-        command = run_command(dataset, profile, config, (target,) if target else ())
-        raise MissingResults(f"{what} are missing in {relative_to_root(record)}: run `{command}`")
+) -> Path:
+    """The build directory (``locate_build``) once each product of ``records`` (its name ->
+    what it holds) has its record, else ``MissingResults`` naming the command that makes it
+    (``target``, by default the product)."""
+    path = locate_build(dataset, profile, build, config)
+    for name, what in records.items():
+        record = results_dir(path) / f"{name}.json"
+        if not record.is_file():
+            command = run_command(dataset, profile, config, (target or name,))
+            raise MissingResults(
+                f"{what} are missing in {relative_to_root(record)}: run `{command}`"
+            )
+    return path
 
 
 @dataclass(frozen=True)
@@ -277,13 +285,9 @@ def theory_results(
     """
     require_tasks([f"{GROUP}/{task}" for task in tasks], dataset=dataset, profile=profile,
                   config=config)  # fmt: skip
-    build = locate_build(dataset, profile, build, config)
-    for task in tasks:
-        require_product(
-            results_dir(build) / GROUP / f"{task}.json", what=f"the predictions of {task}",
-            dataset=dataset, profile=profile, config=config, target=f"{GROUP}/{task}",
-        )  # fmt: skip
-    return load_theory(build, tasks)
+    records = {f"{GROUP}/{task}": f"the predictions of {task}" for task in tasks}
+    path = require_results(records, dataset=dataset, profile=profile, config=config, build=build)
+    return load_theory(path, tasks)
 
 
 def size_results(
@@ -303,11 +307,8 @@ def size_results(
     """
     require_tasks((size_products.GROUP,), dataset=dataset, profile=profile, config=config)
     settings = section(config_path(config), size_products.GROUP, profile=profile)
-    build = locate_build(dataset, profile, build, config)
-    directory = results_dir(build) / size_products.GROUP
-    for n in settings["n_prime"]:
-        require_product(
-            directory / f"n{n}.json", what=f"the results of N' = {n}", dataset=dataset,
-            profile=profile, config=config, target=f"{size_products.GROUP}/n{n}",
-        )  # fmt: skip
-    return size_products.load_sizes(build, settings["n_prime"])
+    records = {
+        f"{size_products.GROUP}/n{n}": f"the results of N' = {n}" for n in settings["n_prime"]
+    }
+    path = require_results(records, dataset=dataset, profile=profile, config=config, build=build)
+    return size_products.load_sizes(path, settings["n_prime"])

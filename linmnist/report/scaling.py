@@ -33,8 +33,7 @@ from linmnist.experiments.scaling import (
 from linmnist.report import captions
 from linmnist.report.inputs import (
     config_path,
-    locate_build,
-    require_product,
+    require_results,
     require_tasks,
     task_results,
 )
@@ -68,18 +67,12 @@ def read_scaling(
     (``TaskNotConfigured`` when its configuration has no ``[scaling]``)."""
     require_tasks((GROUP,), dataset=dataset, profile=profile, config=config)
     settings = scaling_settings(config_path(config), profile=profile)
-    directory = results_dir(locate_build(dataset, profile, build, config)) / GROUP
     stems = [f"bs{b}" for b in settings["batch_size"]] + [GD, FLOOR, PREDICTED]
-    for stem in stems:
-        require_product(
-            directory / f"{stem}.json",
-            what="the scaling experiment's results",
-            dataset=dataset,
-            profile=profile,
-            config=config,
-            target=GROUP,
-        )
-    return load_scaling(directory, settings["batch_size"])
+    records = {f"{GROUP}/{stem}": "the scaling experiment's results" for stem in stems}
+    path = require_results(
+        records, dataset=dataset, profile=profile, config=config, build=build, target=GROUP
+    )
+    return load_scaling(results_dir(path) / GROUP, settings["batch_size"])
 
 
 def _steps(frame: pd.DataFrame, target: int) -> pd.DataFrame:
