@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 import zipfile
 import zlib
@@ -562,21 +563,22 @@ def _write_npz(path: Path, data: Dataset) -> None:
     write_atomic(path, _npz_bytes(data))
 
 
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` (its directory made) through a temporary file, flushed,
-    readable by all and renamed into place: a reader sees the old file or the new one."""
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` (its directory made) through a temporary file
+    beside it, flushed to disk and renamed into place: a reader sees the old file or the new
+    one. Its mode follows the umask, like any new file's."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    payload = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from linmnist.engine.data import write_atomic as atomic_write
 from linmnist.experiments.outputs import seal
 
+# The cells' and the report's writers know it by these names.
+atomic_write_text = atomic_write
 if TYPE_CHECKING:  # for the annotations only: reading results needs no training code
     from linmnist.engine.sgd import TrainResult
 
@@ -109,28 +110,6 @@ def json_path(directory: str | Path, cell: str) -> Path:
 def history_path(directory: str | Path, cell: str) -> Path:
     """Path of the history CSV of ``cell`` in ``directory``."""
     return Path(directory) / f"{cell}{HISTORY_SUFFIX}"
-
-
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file in the same
-    directory, flushed to disk, and a rename: a reader sees the old file or the new one."""
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """``atomic_write`` of a text."""
-    atomic_write(path, text)
 
 
 def final_metrics(history: pd.DataFrame) -> dict[str, Any]:

@@ -311,7 +311,7 @@ def write_pdf(
         cut_off += cut_off_boxes(document)
     buffer = io.BytesIO()
     document.write_pdf(buffer)
-    atomic_write(path, buffer.getvalue())  # type: ignore[arg-type]
+    atomic_write(path, buffer.getvalue())
     return len(document.pages)
 
 
