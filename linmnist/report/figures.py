@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 from linmnist.experiments.sizes import SIZE_COLUMNS
-from linmnist.report.tables import Bounds, check_frame
+from linmnist.report.tables import Bounds, check_frame, span
 from linmnist.report.uncertainty import ci95
 
 METRICS = {
@@ -174,11 +174,10 @@ def _mark_divergence(
         ax.axvline(k, color="C3", linewidth=0.8, linestyle=":")
     top = ax.get_xaxis_transform()
     ax.plot(its, np.ones(len(its)), "x", color="C3", mew=1.5, transform=top, clip_on=False)
-    span = f"{its[0]}" if its[0] == its[-1] else f"{its[0]}-{its[-1]}"
     ax.text(
         0.5,
         y,
-        f"diverged at\niteration {span}\n({len(its)} of {n_seeds} seeds)"
+        f"diverged at\niteration {span(its)}\n({len(its)} of {n_seeds} seeds)"
         + (f"\n{extra}" if extra else ""),
         transform=ax.transAxes,
         ha="center",

@@ -170,8 +170,7 @@ def styled(
     (column -> callable value -> str, str() otherwise), every missing value a dash and
     "mean ± sd" on one line; the data stay numbers.
     """
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+    check_frame(frame, "frame", [])
     formats, headers = dict(formats or {}), dict(headers or {})
     named = [n for n in frame.index.names if n is not None]
     data = frame.reset_index() if named else frame.reset_index(drop=True)
