@@ -80,9 +80,7 @@ def with_edges(table: pd.DataFrame, seeds: pd.DataFrame, edges: pd.DataFrame) ->
 def format_agreement(table: pd.DataFrame, seeds: pd.DataFrame, keys: dict[str, str]) -> Styler:
     """``agreement`` (or ``with_edges``) for display, the cell named by its ``keys``
     (column -> header)."""
-    frame = table.drop(columns=[k for k in keys if k in table.columns]).merge(
-        seeds[["cell", *keys]].drop_duplicates("cell"), on="cell"
-    )
+    frame = with_settings(table, seeds, list(keys))
     extra = ["edge_ratio"] if "edge_ratio" in frame.columns else []
     frame = frame.sort_values(list(keys))[[*keys, *extra, *AGREEMENT_COLUMNS[1:]]]
     return styled(
