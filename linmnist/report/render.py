@@ -22,7 +22,7 @@ from typing import Any
 import nbformat
 from jinja2 import DictLoader
 from matplotlib.font_manager import FontProperties
-from matplotlib.mathtext import MathTextParser, math_to_image
+from matplotlib.mathtext import math_to_image
 from nbconvert import HTMLExporter
 
 from linmnist.experiments.results import atomic_write
@@ -139,6 +139,7 @@ _MATHTEXT_EQUIVALENTS = {
     "text": r"\mathrm",
 }
 _COMMAND = re.compile(r"\\([a-zA-Z]+)(\*?)")
+_SVG_HEIGHT = re.compile(rb'<svg[^>]*\sheight="([0-9.]+)pt"')
 
 
 def mathjax_script() -> str:
@@ -225,13 +226,15 @@ def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> st
     prop = FontProperties(family="DejaVu Sans", size=size, math_fontfamily="dejavusans")
     source = f"${_mathtext_dialect(tex).strip()}$"
     try:
-        metrics = MathTextParser("path").parse(source, dpi=72, prop=prop)
         buffer = io.BytesIO()
-        math_to_image(source, buffer, prop=prop, dpi=72, format="svg")
+        depth = math_to_image(source, buffer, prop=prop, dpi=72, format="svg")
     except ValueError as exc:
         raise ValueError(f"mathtext cannot render {tex!r}: {exc}".splitlines()[0]) from None
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    height, depth = metrics.height / fontsize, metrics.depth / fontsize
+    svg = buffer.getvalue()
+    # At 72 dpi the figure is the formula's box, in points: its height is the SVG's.
+    height = float(_SVG_HEIGHT.search(svg).group(1)) / fontsize  # type: ignore[union-attr]
+    depth /= fontsize
+    data = base64.b64encode(svg).decode("ascii")
     style = f"height:{height:.3f}em;vertical-align:-{depth:.3f}em"
     alt = html.escape(tex.strip(), quote=True)
     return f'<img class="math" alt="{alt}" style="{style}" src="data:image/svg+xml;base64,{data}">'
