@@ -25,11 +25,18 @@ def mnist_like(n: int, n_test: int = 0, *, d: int = 784, seed: int = 0):
     return make(n), make(n_test)
 
 
+def pytest_collection_finish(session):
+    """The modules imported and the tests collected live until the end: frozen out of the
+    cyclic garbage collector, its full passes during the tests skip them (its time in a
+    make test-fast worker: 1.65/1.92 -> 1.10/1.20 s)."""
+    gc.freeze()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    """The session is over: the objects its tests left are frozen out of the cyclic garbage
-    collector, whose passes over them at the interpreter's exit kept each pytest-xdist worker
-    alive for 1-4 s after its last test (measured under load; make test-fast waits for both)."""
+    """The session is over: the objects its tests left are frozen too, so that the collector's
+    passes over them at the interpreter's exit do not keep each pytest-xdist worker alive for
+    1-4 s after its last test (measured under load; make test-fast waits for both)."""
     gc.freeze()
 
 
