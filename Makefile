@@ -62,8 +62,10 @@ test: $(STAMP)
 	$(PY) -m linmnist run grid subset stability edge frameworks scaling theory sizes --profile small --jobs $(JOBS) --no-progress
 	$(PY) -m pytest -q -n 2 --dist loadscope --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-kernel-name linmnist notebooks
 
+# numpy's huge-page advice off: the tests' many first touches of fresh arrays cost less
+# kernel time in 4 KiB pages (the builds keep the advice, for their large products).
 test-fast: $(STAMP)
-	$(PYTEST) -m "not integration and not browser and not slow" tests
+	NUMPY_MADVISE_HUGEPAGE=0 $(PYTEST) -m "not integration and not browser and not slow" tests
 
 bench: $(STAMP)
 	$(PY) -m linmnist bench

@@ -2,6 +2,7 @@
 repository's own small build, and a local HTTP server in place of a download host."""
 
 import fcntl
+import gc
 import http.server
 import threading
 
@@ -22,6 +23,21 @@ def mnist_like(n: int, n_test: int = 0, *, d: int = 784, seed: int = 0):
         return X, np.eye(10, dtype=np.float32)[y].T.copy()
 
     return make(n), make(n_test)
+
+
+def pytest_collection_finish(session):
+    """The modules imported and the tests collected live until the end: frozen out of the
+    cyclic garbage collector, its full passes during the tests skip them (its time in a
+    make test-fast worker: 1.65/1.92 -> 1.10/1.20 s)."""
+    gc.freeze()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """The session is over: the objects its tests left are frozen too, so that the collector's
+    passes over them at the interpreter's exit do not keep each pytest-xdist worker alive for
+    1-4 s after its last test (measured under load; make test-fast waits for both)."""
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +97,8 @@ def http_files():
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # shutdown() waits for the serving loop to look again: every 0.05 s, not the default 0.5 s
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/", serve, asked
     server.shutdown()
     server.server_close()

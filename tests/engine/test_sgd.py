@@ -55,14 +55,16 @@ def test_full_batch_sgd_is_gradient_descent(small_data):
     np.testing.assert_allclose(res.W, W, rtol=1e-10, atol=1e-12)
 
 
-def test_replaying_batches_reproduces_the_run_exactly(small_data):
+def test_replaying_batches_reproduces_the_run_exactly(small_data, small_evaluators):
     (X, Y), (Xt, Yt) = small_data
-    a = train(X, Y, lr=0.005, batch_size=10, iterations=50, seed=3, X_test=Xt, Y_test=Yt)
+    run = dict(lr=0.005, batch_size=10, iterations=50, X_test=Xt, Y_test=Yt,
+               evaluator=small_evaluators[True])  # fmt: skip
+    a = train(X, Y, seed=3, **run)
     batches = sample_batches(X.shape[1], batch_size=10, iterations=50, seed=3)
-    b = train(X, Y, lr=0.005, batch_size=10, iterations=50, batches=batches, X_test=Xt, Y_test=Yt)
+    b = train(X, Y, batches=batches, **run)
     np.testing.assert_array_equal(a.W, b.W)
     assert a.history.equals(b.history)
-    c = train(X, Y, lr=0.005, batch_size=10, iterations=50, seed=4)
+    c = train(X, Y, seed=4, **run)
     assert not np.array_equal(a.W, c.W)
 
 
@@ -97,11 +99,12 @@ def test_fast_evaluation_equals_the_naive_one(naive_case, dtype, batch_size):
     np.testing.assert_allclose(fast.train_loss, case.history.train_loss, rtol=1e-9)
 
 
-def test_divergence_is_detected_without_warnings(small_data):
+def test_divergence_is_detected_without_warnings(small_data, small_evaluators):
     (X, Y), (Xt, Yt) = small_data
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = train(X, Y, lr=0.1, batch_size=100, iterations=200, X_test=Xt, Y_test=Yt)
+        res = train(X, Y, lr=0.1, batch_size=100, iterations=200, X_test=Xt, Y_test=Yt,
+                    evaluator=small_evaluators[True])  # fmt: skip
     assert res.diverged_at is not None and res.diverged_at < 200
     assert len(res.history) == res.diverged_at
     assert np.all(np.isfinite(res.history.to_numpy()))
@@ -110,12 +113,15 @@ def test_divergence_is_detected_without_warnings(small_data):
 
 
 @pytest.mark.parametrize("lr", [0.05, 0.1, 0.3])
-def test_divergence_stops_at_the_first_iteration_whose_loss_exceeds_the_limit(small_data, lr):
+def test_divergence_stops_at_the_first_iteration_whose_loss_exceeds_the_limit(
+    small_data, small_evaluators, lr
+):
     """The cheap norm bound checked first never delays the exact loss test."""
     (X, Y), _ = small_data
     X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
     batches = sample_batches(X.shape[1], batch_size=50, iterations=300, seed=2)
-    res = train(X, Y, lr=lr, batch_size=50, iterations=300, batches=batches)
+    res = train(X, Y, lr=lr, batch_size=50, iterations=300, batches=batches,
+                evaluator=small_evaluators[False])  # fmt: skip
     W = np.zeros((10, X.shape[0]), dtype=np.float32)
     XT, G = np.ascontiguousarray(X.T), np.empty_like(W)
     expected = None
@@ -130,9 +136,10 @@ def test_divergence_stops_at_the_first_iteration_whose_loss_exceeds_the_limit(sm
     assert res.diverged_at == expected
 
 
-def test_stable_run_has_a_full_history(small_data):
+def test_stable_run_has_a_full_history(small_data, small_evaluators):
     (X, Y), _ = small_data
-    res = train(X, Y, lr=0.001, batch_size=100, iterations=30, eval_every=7)
+    res = train(X, Y, lr=0.001, batch_size=100, iterations=30, eval_every=7,
+                evaluator=small_evaluators[False])  # fmt: skip
     assert res.diverged_at is None
     assert list(res.history.columns) == HISTORY_COLUMNS
     assert res.history.iteration.tolist() == [0, 7, 14, 21, 28, 29]
@@ -142,12 +149,13 @@ def test_stable_run_has_a_full_history(small_data):
 
 @pytest.mark.parametrize(("lr", "eval_every"), [(0.001, 7), (0.1, 5)])
 def test_accuracy_at_the_last_point_only_keeps_every_loss_and_the_last_row(
-    small_data, lr, eval_every
+    small_data, small_evaluators, lr, eval_every
 ):
     """accuracy="final": the same iterations and losses as "every", the same last row (the
     last point recorded, also when the run diverged), NaN accuracies before it."""
     (X, Y), (Xt, Yt) = small_data
-    run = dict(lr=lr, batch_size=100, iterations=60, eval_every=eval_every, X_test=Xt, Y_test=Yt)
+    run = dict(lr=lr, batch_size=100, iterations=60, eval_every=eval_every, X_test=Xt, Y_test=Yt,
+               evaluator=small_evaluators[True])  # fmt: skip
     every = train(X, Y, **run).history
     final = train(X, Y, **run, accuracy="final").history
     pd.testing.assert_series_equal(final["iteration"], every["iteration"])
@@ -317,15 +325,18 @@ def test_only_the_evaluators_own_arrays_skip_the_data_scan(small_data, monkeypat
               evaluator=shared)  # fmt: skip
 
 
-def test_batches_drawn_a_chunk_at_a_time_are_those_of_sample_batches(small_data, monkeypatch):
+def test_batches_drawn_a_chunk_at_a_time_are_those_of_sample_batches(
+    small_data, small_evaluators, monkeypatch
+):
     """``train`` draws its batches as it goes (bounded memory): the same run as the batches
     of ``sample_batches``, whatever the chunk length."""
     (X, Y), _ = small_data
+    run = dict(lr=0.01, batch_size=3, iterations=23, seed=4, evaluator=small_evaluators[False])
     batches = sample_batches(X.shape[1], batch_size=3, iterations=23, seed=4)
-    given = train(X, Y, lr=0.01, batch_size=3, iterations=23, seed=4, batches=batches)
+    given = train(X, Y, batches=batches, **run)
     for rows in (1, 5, 1024):
         monkeypatch.setattr(sgd, "BATCH_ROWS", rows)
-        drawn = train(X, Y, lr=0.01, batch_size=3, iterations=23, seed=4)
+        drawn = train(X, Y, **run)
         np.testing.assert_array_equal(drawn.W, given.W)
         pd.testing.assert_frame_equal(drawn.history, given.history)
 

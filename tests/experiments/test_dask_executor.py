@@ -19,7 +19,6 @@ import pytest
 
 from linmnist.cli import main
 from linmnist.engine.validation import UsageError
-from linmnist.experiments import dask_executor
 from linmnist.experiments.jobs import RunAborted
 from linmnist.experiments.runner import assess, run
 
@@ -76,7 +75,9 @@ def test_cli_refuses_a_wrong_executor_or_scheduler_before_running(capsys, argv, 
 
 
 def test_an_unreachable_scheduler_is_an_error_not_a_hang(tmp_path, monkeypatch):
-    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT", 2)
+    # named by its path: the module (and distributed, seconds of imports) is imported where
+    # a test of this slow module runs, not where make test-fast only collects it
+    monkeypatch.setattr("linmnist.experiments.dask_executor.CONNECT_TIMEOUT", 2)
     with socket.socket() as sock:  # a free port, closed again
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

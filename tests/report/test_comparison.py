@@ -1,5 +1,6 @@
 """Tables and figures of the framework comparison, from a synthetic Comparison."""
 
+import functools
 import itertools
 import math
 import re
@@ -183,9 +184,30 @@ def test_comparison_table_has_one_row_per_implementation_with_timings():
         comparison_table(comparison, runs=["jax"])
 
 
-def test_figures_are_built_from_the_comparison():
+BARS_TITLE = "Task 6: final accuracy, agreement with numpy and time per 1,000 updates (MNIST)"
+
+
+@pytest.fixture(scope="module")
+def drawn():
+    """``drawn(kind)``: the figure of ``synthetic()`` of that kind ("task2" and "study": its
+    curves, "bars": its bar chart) with its drawn texts (``_texts``), made once in the module
+    for the tests that only read them."""
+
+    @functools.cache
+    def draw(kind: str):
+        comparison = synthetic()
+        if kind == "bars":
+            fig = comparison_bars(comparison_table(comparison), title=BARS_TITLE)
+        else:
+            fig = comparison_curves(comparison, kind)
+        return fig, _texts(fig)
+
+    return draw
+
+
+def test_figures_are_built_from_the_comparison(drawn):
     comparison = synthetic()
-    curves = comparison_curves(comparison)
+    curves, _ = drawn("task2")
     assert [len(ax.lines) for ax in curves.axes] == [4, 4, 4]  # 3 runs and the optimum
     assert "lr = 0.001" in curves._suptitle.get_text()
     legend = [t.get_text() for t in curves.legends[0].get_texts()]
@@ -220,14 +242,8 @@ def _texts(fig):
 
 
 @pytest.mark.parametrize("kind", ["bars", "task2", "study"])
-def test_no_text_of_a_figure_collides_with_another_or_leaves_it(kind):
-    comparison = synthetic()
-    if kind == "bars":
-        title = "Task 6: final accuracy, agreement with numpy and time per 1,000 updates (MNIST)"
-        fig = comparison_bars(comparison_table(comparison), title=title)
-    else:
-        fig = comparison_curves(comparison, kind)
-    texts = _texts(fig)
+def test_no_text_of_a_figure_collides_with_another_or_leaves_it(drawn, kind):
+    fig, texts = drawn(kind)
     collisions = [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(texts, 2)
                   if box_a.overlaps(box_b)]  # fmt: skip
     assert collisions == []
@@ -236,18 +252,18 @@ def test_no_text_of_a_figure_collides_with_another_or_leaves_it(kind):
     assert all(len(line) <= 92 for line in fig._suptitle.get_text().splitlines())
 
 
-def test_the_optimum_values_are_written_inside_their_panels():
-    curves = comparison_curves(synthetic())
+def test_the_optimum_values_are_written_inside_their_panels(drawn):
+    curves, texts = drawn("task2")
     for (label, box), ax in zip(
-        ((t, b) for t, b in _texts(curves) if t in [x for a in curves.axes for x in a.texts]),
+        ((t, b) for t, b in texts if t in [x for a in curves.axes for x in a.texts]),
         curves.axes,
         strict=True,
     ):
         assert ax.bbox.contains(box.x0, box.y0) and ax.bbox.contains(box.x1, box.y1), label
 
 
-def test_the_bar_chart_starts_at_zero_and_names_each_rows_updates():
-    bars = comparison_bars(comparison_table(synthetic()), title="t")
+def test_the_bar_chart_starts_at_zero_and_names_each_rows_updates(drawn):
+    bars, _ = drawn("bars")
     accuracy, difference, time = bars.axes
     assert (len(accuracy.patches), len(time.patches)) == (12, 5)  # 6 rows x 2; 5 timed rows
     assert accuracy.get_xlim()[0] == 0 and time.get_xlim()[0] == 0

@@ -129,7 +129,10 @@ def test_digit_image_rejects_non_square():
         figures.digit_image(np.zeros(783), title="x")
 
 
-def test_training_curves_has_loss_and_accuracy_panels_with_references():
+@pytest.fixture(scope="module")
+def task2_curves():
+    """The training curves of two seeds with the closed-form optimum and the study's run,
+    drawn once for the tests that only read them."""
     history = pd.concat([fake_history(seed=0), fake_history(seed=1, eval_every=10)])
     reference = SimpleNamespace(loss=0.1955, train_acc=0.8519, test_acc=0.8534)
     study = pd.DataFrame(
@@ -140,9 +143,13 @@ def test_training_curves_has_loss_and_accuracy_panels_with_references():
             "test_acc": [0.369, 0.8214],
         }
     )
-    fig = figures.training_curves(
+    return figures.training_curves(
         history, title="Task 2: lr 0.001, batch size 100", reference=reference, study=study
     )
+
+
+def test_training_curves_has_loss_and_accuracy_panels_with_references(task2_curves):
+    fig = task2_curves
     ax_loss, ax_acc = fig.axes
     assert fig._suptitle.get_text() == "Task 2: lr 0.001, batch size 100"
     assert ax_loss.get_ylabel() == "training loss" and ax_acc.get_ylabel() == "accuracy (%)"
@@ -156,11 +163,9 @@ def test_training_curves_has_loss_and_accuracy_panels_with_references():
     assert train_line.get_ydata().max() > 1, "accuracies are drawn in percent"
 
 
-def test_training_curves_key_is_below_the_panels():
+def test_training_curves_key_is_below_the_panels(task2_curves):
     """One key for both panels, in the figure below the axes: no legend inside a panel."""
-    history = pd.concat([fake_history(seed=0), fake_history(seed=1, eval_every=10)])
-    reference = SimpleNamespace(loss=0.1955, train_acc=0.8519, test_acc=0.8534)
-    fig = figures.training_curves(history, title="t", reference=reference)
+    fig = task2_curves
     fig.canvas.draw()
     assert all(ax.get_legend() is None for ax in fig.axes)
     (key,) = fig.legends
@@ -299,6 +304,12 @@ def test_examples_seen_puts_each_batch_size_at_iteration_plus_one_times_b():
     assert lines["B = 100"].get_color() == figures.batch_color(100)
 
 
+@pytest.fixture(scope="module")
+def stability_figure():
+    """The stability plot of ``fake_table()``, drawn once for the tests that only read it."""
+    return figures.stability_plot(fake_table(), lr_max=0.0525)
+
+
 def test_stability_plot_draws_the_95_percent_ci():
     table = fake_table().assign(final_train_loss_ci=0.01)
     fig = figures.stability_plot(table, lr_max=0.0525)
@@ -319,12 +330,12 @@ def test_grid_curves_of_a_grid_whose_cells_all_failed():
     assert all_text(fig).count("failed") == len(fig.axes) == 4
 
 
-def test_every_figure_fits_the_page_with_readable_text(loss_grid):
+def test_every_figure_fits_the_page_with_readable_text(loss_grid, stability_figure):
     """At most PRINT_WIDTH inches wide, text of at least 8 pt (the printed size)."""
     made = [
         loss_grid[1],
         figures.accuracy_heatmap(fake_table()),
-        figures.stability_plot(fake_table(), lr_max=0.0525),
+        stability_figure,
         figures.training_curves(fake_history(seed=0), title="t"),
     ]
     for fig in made:
@@ -333,12 +344,11 @@ def test_every_figure_fits_the_page_with_readable_text(loss_grid):
         assert min(sizes) >= 8, sizes
 
 
-def test_one_colour_per_batch_size_in_every_figure():
+def test_one_colour_per_batch_size_in_every_figure(stability_figure):
     assert len(set(figures.BATCH_COLORS.values())) == len(figures.BATCH_COLORS)
-    fig = figures.stability_plot(fake_table(), lr_max=0.0525)
     drawn = {
         line.get_label(): line.get_color()
-        for line in fig.axes[0].get_lines()
+        for line in stability_figure.axes[0].get_lines()
         if line.get_label().startswith("batch size")
     }
     assert drawn == {f"batch size {b}": figures.batch_color(b) for b in BATCH_SIZES}
@@ -374,9 +384,8 @@ def test_accuracy_heatmap_says_unstable_where_no_seed_was_stable():
     assert texts.count("unstable") == 1 and "no result" not in texts
 
 
-def test_stability_plot_marks_threshold_and_diverged_lrs():
-    fig = figures.stability_plot(fake_table(), lr_max=0.0525)
-    ax = fig.axes[0]
+def test_stability_plot_marks_threshold_and_diverged_lrs(stability_figure):
+    ax = stability_figure.axes[0]
     assert ax.get_xscale() == "log"
     assert any(np.allclose(line.get_xdata(), 0.0525) for line in ax.get_lines())
     assert any("2/\\lambda_{\\max}$ = 0.0525" in t.get_text() for t in ax.texts)
