@@ -39,14 +39,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from linmnist.engine.analysis import BLOCK
 from linmnist.engine.quantity_cache import cached, data_key
 from linmnist.engine.spectrum import Spectrum
 from linmnist.engine.validation import check_int, check_number
 
 # Checkpoints of sigma(t) along the gradient-descent trajectory (log-spaced in t).
 CHECKPOINTS = 8
-# Samples of X converted to float64 at a time for the residuals W* X - Y.
-RESIDUAL_BLOCK = 8192
 
 
 @dataclass(frozen=True)
@@ -138,10 +137,10 @@ def floor_model(spec: Spectrum, X: np.ndarray, Y: np.ndarray) -> FloorModel:
 
 
 def _residual(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """W X - Y in float64, a block of samples at a time: no float64 copy of X."""
+    """W X - Y in float64, ``analysis.BLOCK`` samples at a time: no float64 copy of X."""
     out = np.empty(Y.shape)
-    for j in range(0, X.shape[1], RESIDUAL_BLOCK):
-        cols = slice(j, j + RESIDUAL_BLOCK)
+    for j in range(0, X.shape[1], BLOCK):
+        cols = slice(j, j + BLOCK)
         out[:, cols] = W @ np.asarray(X[:, cols], dtype=np.float64) - Y[:, cols]
     return out
 
@@ -219,7 +218,7 @@ def noise_covariance(
     if sigma is None:
         sigma = sigma_trajectory(model, lr=a, iterations=max(last, 1))
     checkpoints, sigmas = sigma
-    lam = model.lam[:, None]
+    lam, Q = model.lam[:, None], model.Q  # Q read once, not at every step
     noise = a * a / np.asarray(sizes, dtype=np.float64)  # a^2 / B, one column per batch size
     keep = (1.0 - a * lam) ** 2 - noise * lam**2
     c = np.zeros((len(lam), len(sizes)))
@@ -231,7 +230,7 @@ def noise_covariance(
                 j += 1
             w = (t - checkpoints[j]) / (checkpoints[j + 1] - checkpoints[j])
             source = ((1 - w) * sigmas[j] + w * sigmas[j + 1])[:, None]
-            c = keep * c + noise * (source + model.Q @ c)
+            c = keep * c + noise * (source + Q @ c)
             while k < len(steps) and steps[k] == t + 1:
                 out[k] = c
                 k += 1
