@@ -178,7 +178,9 @@ def sigma_trajectory(
 
     The residuals r_i(mu_t) = r*_i + (mu_t - W*) x_i of every checkpoint come from one
     stacked product, and their squared norms meet Z2 in one more: Z and Z2 are read once
-    for all checkpoints, not once per checkpoint (10 D N + D N work each, in float32).
+    for all checkpoints, not once per checkpoint (10 D N + D N work each, in float32). The
+    residuals are formed ``BLOCK`` samples at a time: all of them at once (24 checkpoints,
+    115 MB on MNIST) were fresh pages at every call, 1 s of a call's 1.3 s in a build.
     """
     lr = check_number("lr", lr, low=0, low_open=True)
     iterations = check_int("iterations", iterations, low=1)
@@ -187,9 +189,14 @@ def sigma_trajectory(
     rho = (1.0 - lr * model.lam)[None, :] ** steps[:, None].astype(np.float64)
     delta = -model.U_star[None] * rho[:, None, :]  # (mu_t - W*) V at each checkpoint
     k, n = model.residual_star.shape
-    shift = delta.reshape(-1, delta.shape[2]).astype(model.Z.dtype) @ model.Z
-    r = model.residual_star[None] + shift.reshape(len(steps), k, n)
-    r2 = np.einsum("tcn,tcn->tn", r, r).astype(model.Z2.dtype)
+    shift = delta.reshape(-1, delta.shape[2]).astype(model.Z.dtype)
+    r2 = np.empty((len(steps), n), dtype=model.Z2.dtype)
+    for j in range(0, n, BLOCK):
+        cols = slice(j, j + BLOCK)
+        r = model.residual_star[None, :, cols] + (shift @ model.Z[:, cols]).reshape(
+            len(steps), k, -1
+        )
+        r2[:, cols] = np.einsum("tcn,tcn->tn", r, r)
     mean = (model.Z2 @ r2.T).T.astype(np.float64) / n
     return steps, mean - np.sum((delta * model.lam) ** 2, axis=1)
 

@@ -29,6 +29,7 @@ from linmnist.engine.sgd import TrainResult, draw_subset, train
 from linmnist.engine.spectrum import Spectrum, excess_over_gd, spectrum
 from linmnist.engine.validation import UsageError
 from linmnist.experiments.grids import check_seed_count
+from linmnist.experiments.jobs import huge_pages
 from linmnist.experiments.results import (
     atomic_write_text,
     histories,
@@ -126,9 +127,11 @@ def _training_set(X: np.ndarray, Y: np.ndarray, *, n_prime: int | None, seed: in
 
 @functools.cache
 def prepared(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(X, Y, X_test, Y_test)`` of ``dataset``, loaded once per process."""
-    (x, y), (x_test, y_test) = load_mnist(dataset)
-    return (*prepare(x, y), *prepare(x_test, y_test))
+    """``(X, Y, X_test, Y_test)`` of ``dataset``, loaded once per process, in 2 MB pages
+    (``jobs.huge_pages``)."""
+    with huge_pages(True):
+        (x, y), (x_test, y_test) = load_mnist(dataset)
+        return (*prepare(x, y), *prepare(x_test, y_test))
 
 
 @functools.cache

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from numpy._core.multiarray import _set_madvise_hugepage
 
 from linmnist.engine.validation import UsageError
 from linmnist.experiments import runner
-from linmnist.experiments.jobs import blas_threads
+from linmnist.experiments.jobs import blas_threads, huge_pages, make_product
 from linmnist.experiments.products import Product
 from linmnist.experiments.results import read_run_log
 from linmnist.experiments.runner import assess, check_pipeline, plan, run, select
@@ -240,6 +241,28 @@ def test_blas_threads_split_the_cores_between_jobs():
     assert blas_threads(1, cores=2) == 2
     assert blas_threads(2, cores=2) == 1
     assert blas_threads(3, cores=2) == 1
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_a_job_runs_without_huge_pages_and_the_worker_setting_is_restored(tmp_path, before):
+    product = toy(tmp_path, "a/x", advice=True)
+    previous = _set_madvise_hugepage(before)
+    try:
+        assert make_product(product, {}).status == "ok"
+        assert _set_madvise_hugepage(previous) is before
+    finally:
+        _set_madvise_hugepage(previous)
+    assert json.loads((tmp_path / "a" / "x.txt").read_text())["huge_pages"] is False
+
+
+def test_huge_pages_sets_the_advice_in_its_block_only():
+    previous = _set_madvise_hugepage(False)
+    try:
+        with huge_pages(True):
+            assert _set_madvise_hugepage(True) is True
+        assert _set_madvise_hugepage(False) is False
+    finally:
+        _set_madvise_hugepage(previous)
 
 
 def _wait(condition, seconds):

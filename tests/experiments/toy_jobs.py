@@ -5,6 +5,8 @@ import os
 import time
 from pathlib import Path
 
+from numpy._core.multiarray import _set_madvise_hugepage
+
 
 def write(params: dict, out: Path, stem: str) -> dict:
     """Write ``<stem>.txt`` holding the parameters; pause (always or on the first attempt), wait
@@ -28,6 +30,10 @@ def write(params: dict, out: Path, stem: str) -> dict:
             os._exit(3)
     if params.get("threads"):
         params = {**params, "omp": os.environ.get("OMP_NUM_THREADS")}
+    if params.get("advice"):  # numpy's huge-page advice, read by setting it back
+        on = _set_madvise_hugepage(False)
+        _set_madvise_hugepage(on)
+        params = {**params, "huge_pages": on}
     if params.get("fail"):
         raise ValueError(f"told to fail ({params['fail']})")
     (out / f"{stem}.txt").write_text(json.dumps(params))
