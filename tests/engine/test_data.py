@@ -76,10 +76,13 @@ def facts_of(dataset):
 
 
 def assert_same(a, b):
-    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
-        np.testing.assert_array_equal(xa, xb)
-        np.testing.assert_array_equal(ya, yb)
-        assert xa.dtype == xb.dtype == np.uint8 and ya.dtype == yb.dtype == np.uint8
+    """The same uint8 arrays, shapes and values (``np.array_equal``: on MNIST's arrays 20x
+    faster than ``np.testing.assert_array_equal``, which the corruption fuzz calls 48 times)."""
+    for split, pair in zip(("train", "test"), zip(a, b, strict=True), strict=True):
+        for name, xa, xb in zip(("x", "y"), *pair, strict=True):
+            assert xa.dtype == xb.dtype == np.uint8, f"{name}_{split}: {xa.dtype}, {xb.dtype}"
+            assert xa.shape == xb.shape, f"{name}_{split}: shapes {xa.shape}, {xb.shape}"
+            assert np.array_equal(xa, xb), f"{name}_{split}: the values differ"
 
 
 def set_sources(monkeypatch, *fetchers):
