@@ -5,6 +5,9 @@
 It takes about 15 minutes on 2 shared cores; `make test` runs it (tests/test_bad_inputs.py,
 one case per family, which pytest-xdist's workers share out).
 Each case is an API call, a command line, a configuration file or a damaged cache file.
+The command lines that must be refused run in this process (``cli.main``, what
+``python -m linmnist`` runs, with Python's default warning filters), but those reading files
+that never end; those that make or read a build, in an interpreter of their own.
 Outcomes: "refused" (a ValueError/LinmnistError naming the problem, or exit status 2 with one
 line on stderr, or a run cut short with one line and exit status 1), "healed" (a bad file
 moved aside, removed or remade, and a verified copy used; a lost worker's product made
@@ -26,8 +29,10 @@ that lacks tasks), partial notebooks (the notebooks made from one) and notebook 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import shlex
@@ -38,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -143,11 +149,58 @@ def api_outcome(call) -> str:
     return "wrong (accepted)"
 
 
-def cli_outcome(args: list[str], cwd: Path = ROOT, env: dict | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "linmnist", *args], cwd=cwd, capture_output=True, text=True,
-        env=env, timeout=300,
-    )  # fmt: skip
+# Python's warning filters in a process started without -W or -X dev, first to last.
+PYTHON_WARNING_FILTERS = (
+    ("default", DeprecationWarning, "__main__"),
+    ("ignore", DeprecationWarning, ""),
+    ("ignore", PendingDeprecationWarning, ""),
+    ("ignore", ImportWarning, ""),
+    ("ignore", ResourceWarning, ""),
+)
+
+
+def in_process(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m linmnist ARGS`` without starting an interpreter: ``cli.main(ARGS)``, all
+    that ``-m linmnist`` runs, in this process, with the environment ``env``, Python's
+    default warning filters, and what it writes to stdout and stderr (warnings included)."""
+    from linmnist.cli import main
+
+    saved = dict(os.environ)
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update(env or {})
+    try:
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.resetwarnings()
+            for action, category, module in reversed(PYTHON_WARNING_FILTERS):
+                warnings.filterwarnings(action, category=category, module=module)
+            try:
+                code = main(args)
+            except Exception:  # what the interpreter would print, and its exit status
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    shown = "".join(
+        warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught
+    )
+    return subprocess.CompletedProcess(args, code, out.getvalue(), shown + err.getvalue())
+
+
+def cli_outcome(args: list[str], env: dict | None = None, *, separate: bool = False) -> str:
+    """Refused: exit status 2 and one line on stderr. In this process (``in_process``), or
+    ``separate``ly, where a wrong answer could be a hang (files that never end)."""
+    if separate:
+        done = subprocess.run(
+            [sys.executable, "-m", "linmnist", *args], cwd=ROOT, capture_output=True,
+            text=True, env=env, timeout=300,
+        )  # fmt: skip
+    else:
+        done = in_process(args, env)
     lines = done.stderr.strip().splitlines()
     if done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr:
         return "refused"
@@ -693,7 +746,7 @@ READERS = {
 @functools.cache
 def _accepted(command: str) -> bool:
     """Whether the CLI accepts ``command`` (``python -m linmnist run ...``) with --dry-run."""
-    return _linmnist(*shlex.split(command)[3:], "--dry-run").returncode == 0
+    return in_process([*shlex.split(command)[3:], "--dry-run"]).returncode == 0
 
 
 def reader_outcome(read, build: dict) -> str:
@@ -798,8 +851,11 @@ def work_bounds_outcomes(tmp: Path) -> list[tuple[str, str]]:
 
 
 def config_read_outcomes(tmp: Path) -> list[tuple[str, str]]:
-    reads = {**config_cases(tmp / "reads", CONFIG_READS), **special_config_cases(tmp)}
-    return [(k, cli_outcome(args)) for k, args in reads.items()]
+    reads = config_cases(tmp / "reads", CONFIG_READS)
+    special = special_config_cases(tmp)
+    return [(k, cli_outcome(args)) for k, args in reads.items()] + [
+        (k, cli_outcome(args, separate=True)) for k, args in special.items()
+    ]
 
 
 # Each family, one per cause of failure, tried in a temporary directory of its own (so that
@@ -813,7 +869,7 @@ FAMILIES: dict[str, Callable[[Path], list[tuple[str, str]]]] = {
     "edited outputs": lambda tmp: list(output_outcomes(tmp).items()),
     "kernel cache": lambda tmp: list(kernel_cache_outcomes(tmp).items()),
     "data directory": lambda tmp: [
-        (k, cli_outcome(args, env=env)) for k, (args, env) in data_dir_cases(tmp).items()
+        (k, cli_outcome(args, env)) for k, (args, env) in data_dir_cases(tmp).items()
     ],
     "config reads": config_read_outcomes,
     "work bounds": work_bounds_outcomes,
