@@ -5,9 +5,11 @@
 It takes about 15 minutes on 2 shared cores; `make test` runs it (tests/test_bad_inputs.py,
 one case per family, which pytest-xdist's workers share out).
 Each case is an API call, a command line, a configuration file or a damaged cache file.
-The command lines that must be refused run in this process (``cli.main``, what
-``python -m linmnist`` runs, with Python's default warning filters), but those reading files
-that never end; those that make or read a build, in an interpreter of their own.
+Most command lines run in this process (``in_process``: ``cli.main``, all that
+``python -m linmnist`` runs, with Python's default warning filters); these start an
+interpreter as a user would: those reading files that never end (a wrong answer could be a
+hang), the timed ones (--jobs 1000, the 100,000-cell dry run, the silent index) and those
+of the dask cluster, the partial notebooks and the kernel cache.
 Outcomes: "refused" (a ValueError/LinmnistError naming the problem, or exit status 2 with one
 line on stderr, or a run cut short with one line and exit status 1), "healed" (a bad file
 moved aside, removed or remade, and a verified copy used; a lost worker's product made
@@ -327,10 +329,7 @@ def filesystem_outcomes(tmp: Path) -> dict[str, str]:
         clean()
         make()
         try:
-            return subprocess.run(
-                [sys.executable, "-m", "linmnist", *args], cwd=ROOT, capture_output=True,
-                text=True, timeout=300,
-            )  # fmt: skip
+            return in_process(args)
         finally:
             clean()
 
@@ -422,14 +421,14 @@ def output_outcomes(tmp: Path) -> dict[str, str]:
     outcomes = {}
     clean()
     try:
-        made = _linmnist("run", *args)
+        made = in_process(["run", *args])
         genuine = (history.read_bytes(), seed_results(record)) if made.returncode == 0 else None
         for label, (path, damage, state) in damages.items():
             damage(path)
-            status = _linmnist("status", *args[:-1])
+            status = in_process(["status", *args[:-1]])
             line = [x for x in status.stdout.splitlines() if x.startswith("grid/lr0.1_bs10 ")]
             stale = len(line) == 1 and line[0].split(maxsplit=1)[1].startswith(state)
-            remade = _linmnist("run", *args)
+            remade = in_process(["run", *args])
             now = (history.read_bytes(), seed_results(record)) if history.is_file() else None
             ok = genuine is not None and stale and remade.returncode == 0 and now == genuine
             outcomes[label] = "healed" if ok else f"wrong (status: {status.stdout.strip()[-200:]})"
