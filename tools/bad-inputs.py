@@ -161,32 +161,39 @@ PYTHON_WARNING_FILTERS = (
 )
 
 
+@contextlib.contextmanager
+def environment(env: dict | None):
+    """``os.environ`` with the entries of ``env`` set, as it was afterwards."""
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def in_process(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m linmnist ARGS`` without starting an interpreter: ``cli.main(ARGS)``, all
     that ``-m linmnist`` runs, in this process, with the environment ``env``, Python's
     default warning filters, and what it writes to stdout and stderr (warnings included)."""
     from linmnist.cli import main
 
-    saved = dict(os.environ)
     out, err = io.StringIO(), io.StringIO()
-    os.environ.update(env or {})
-    try:
-        with (
-            contextlib.redirect_stdout(out),
-            contextlib.redirect_stderr(err),
-            warnings.catch_warnings(record=True) as caught,
-        ):
-            warnings.resetwarnings()
-            for action, category, module in reversed(PYTHON_WARNING_FILTERS):
-                warnings.filterwarnings(action, category=category, module=module)
-            try:
-                code = main(args)
-            except Exception:  # what the interpreter would print, and its exit status
-                traceback.print_exc()
-                code = 1
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with (
+        environment(env),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.resetwarnings()
+        for action, category, module in reversed(PYTHON_WARNING_FILTERS):
+            warnings.filterwarnings(action, category=category, module=module)
+        try:
+            code = main(args)
+        except Exception:  # what the interpreter would print, and its exit status
+            traceback.print_exc()
+            code = 1
     shown = "".join(
         warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught
     )
@@ -811,16 +818,20 @@ NOTEBOOK_PARAMETERS = {
 
 def notebook_parameter_outcome(tmp: Path, stem: str, args: list[str], name: str) -> str:
     """papermill of a notebook with a bad parameter: one ParameterError naming it, raised in
-    the first cell after the parameters (cell 3, after papermill's injected one)."""
-    out = tmp / f"{stem}.out.ipynb"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "papermill", f"{stem}.ipynb", str(out), "-k", "linmnist",
-         "--no-progress-bar", *args],
-        cwd=ROOT / "notebooks", capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
-    error = done.stderr.split('Exception encountered at "In [3]":\n', 1)[-1].strip()
-    ok = done.returncode != 0 and error.startswith(f"ParameterError: {name} must")
+    the first cell after the parameters (cell 3, after papermill's injected one). papermill's
+    command line runs in this process (its kernel is a process of its own)."""
+    from papermill.cli import papermill
+
+    notebooks = ROOT / "notebooks"
+    command = [str(notebooks / f"{stem}.ipynb"), str(tmp / f"{stem}.out.ipynb"), "-k",
+               "linmnist", "--no-progress-bar", "--cwd", str(notebooks), *args]  # fmt: skip
+    with environment({"PYTHONPATH": str(ROOT)}):
+        try:
+            papermill.main(command, standalone_mode=False)
+            return "wrong (accepted)"
+        except Exception as exc:  # what the command line would print as its traceback's end
+            error = str(exc).split('Exception encountered at "In [3]":\n', 1)[-1].strip()
+    ok = error.startswith(f"ParameterError: {name} must")
     return "refused" if ok and len(error.splitlines()) == 1 else f"wrong ({error[-200:]})"
 
 
