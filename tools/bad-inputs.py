@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/bad-inputs.py
 
-It takes about 15 minutes on 2 shared cores; `make test` runs it (tests/test_bad_inputs.py,
+It takes about 4 minutes on 2 shared cores; `make test` runs it (tests/test_bad_inputs.py,
 one case per family, which pytest-xdist's workers share out).
 Each case is an API call, a command line, a configuration file or a damaged cache file.
 Most command lines run in this process (``in_process``: ``cli.main``, all that
