@@ -203,13 +203,7 @@ def in_process(args: list[str], env: dict | None = None) -> subprocess.Completed
 def cli_outcome(args: list[str], env: dict | None = None, *, separate: bool = False) -> str:
     """Refused: exit status 2 and one line on stderr. In this process (``in_process``), or
     ``separate``ly, where a wrong answer could be a hang (files that never end)."""
-    if separate:
-        done = subprocess.run(
-            [sys.executable, "-m", "linmnist", *args], cwd=ROOT, capture_output=True,
-            text=True, env=env, timeout=300,
-        )  # fmt: skip
-    else:
-        done = in_process(args, env)
+    done = _linmnist(*args, env=env) if separate else in_process(args, env)
     lines = done.stderr.strip().splitlines()
     if done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr:
         return "refused"

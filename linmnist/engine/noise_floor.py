@@ -189,11 +189,11 @@ def sigma_trajectory(
     rho = (1.0 - lr * model.lam)[None, :] ** steps[:, None].astype(np.float64)
     delta = -model.U_star[None] * rho[:, None, :]  # (mu_t - W*) V at each checkpoint
     k, n = model.residual_star.shape
-    shift = delta.reshape(-1, delta.shape[2]).astype(model.Z.dtype)
+    deltas = delta.reshape(-1, delta.shape[2]).astype(model.Z.dtype)  # checkpoint x class rows
     r2 = np.empty((len(steps), n), dtype=model.Z2.dtype)
     for j in range(0, n, BLOCK):
         cols = slice(j, j + BLOCK)
-        r = model.residual_star[None, :, cols] + (shift @ model.Z[:, cols]).reshape(
+        r = model.residual_star[None, :, cols] + (deltas @ model.Z[:, cols]).reshape(
             len(steps), k, -1
         )
         r2[:, cols] = np.einsum("tcn,tcn->tn", r, r)

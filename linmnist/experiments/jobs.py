@@ -129,10 +129,10 @@ def huge_pages(enabled: bool):
     the setting before it restored after.
 
     A job's arrays are in 4 KiB pages (``make_product``): most are temporaries, whose fresh
-    2 MB pages cost much kernel time on this machine's VMs (a standalone theory/subset job
-    took 50 s with them, 28 s without, its system time 25 s against 5 s). The data set
-    alone is in 2 MB pages (``cells.prepared``): SGD gathers random rows of it, and a grid
-    cell at batch 1000 trains 4 % faster so (fewer TLB misses).
+    2 MB pages cost much kernel time on this machine's VMs (theory/subset, made in one
+    process after the data was loaded: 50 s with them, 30 s without, its system time 23 s
+    against 4 s). The data set alone is in 2 MB pages (``cells.prepared``): SGD gathers
+    random rows of it, and a grid cell at batch 1000 trains 4 % faster so (fewer TLB misses).
     """
     before = _set_madvise_hugepage(enabled)
     try:

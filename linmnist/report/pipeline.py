@@ -78,7 +78,8 @@ def pipeline(
     # with its own data and evaluators) goes first, so that the first grid cell builds the
     # evaluator's cached quantities alone. The predictions come late: they make thousands of
     # large temporary arrays, which a fresh worker process pays for in page faults (theory/
-    # subset took 54 s first in a build, 26-29 s after the sweep, on the build machine).
+    # subset took 54 s first in a build, 26-29 s after the sweep, on the build machine, measured
+    # before jobs ran with numpy's huge pages off: jobs.huge_pages).
     products = [comparison_product(build, dataset, profile)]
     products += experiment_products(grids, build, dataset)
     products += scaling_products(build, dataset, config=config, profile=profile, grids=grids)
