@@ -4,7 +4,7 @@ Seed ``s`` draws its batches with ``np.random.default_rng(s)``; in Task 5 it als
 subset S' of ``n_prime`` training samples (``draw_subset(..., seed=s)``), so the spread over
 seeds covers both the sampling of the batches and the choice of S'. The seeds listed in
 ``fidelity_seeds`` are evaluated after every iteration (the study's fidelity), the others every
-``eval_every`` iterations. The tasks of ``FINAL_ACCURACY`` (whose histories are read for
+``eval_every`` iterations. The tasks of ``grids.FINAL_ACCURACY`` (whose histories are read for
 their losses only) score the accuracies at the last evaluation only.
 
 A worker process makes many cells: the data, the warm-up of the compiled kernels and the
@@ -15,12 +15,14 @@ every cell, so that a cell's wall time is mostly its runs (``cell_job`` records 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from linmnist.engine import noise_floor
 from linmnist.engine.data import load_mnist, prepare
@@ -28,24 +30,18 @@ from linmnist.engine.evaluation import LAZY_ROWS, Evaluator
 from linmnist.engine.sgd import TrainResult, draw_subset, train
 from linmnist.engine.spectrum import Spectrum, excess_over_gd, spectrum
 from linmnist.engine.validation import UsageError
-from linmnist.experiments.grids import check_seed_count
+from linmnist.experiments.grids import FINAL_ACCURACY, check_seed_count, eval_period
 from linmnist.experiments.jobs import huge_pages
 from linmnist.experiments.results import (
     atomic_write_text,
+    final_metrics,
     histories,
     history_path,
+    json_path,
     plain,
+    read_record,
     summarize,
 )
-
-# Tasks whose histories are read for their losses only (the loss curves' agreement with the
-# prediction, runs that grow without bound): accuracies at the last evaluation only.
-FINAL_ACCURACY = ("stability", "edge")
-
-
-def eval_period(seed: int, *, fidelity_seeds: Sequence[int], eval_every: int) -> int:
-    """Evaluation period of ``seed``: 1 for a fidelity seed, ``eval_every`` otherwise."""
-    return 1 if seed in fidelity_seeds else eval_every
 
 
 def train_seeds(
@@ -233,15 +229,54 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     if n_prime is None:
         summary["final_excess"] = final_excesses(data_spectrum(params["dataset"]), runs)
     seeds = [plain(row) for row in summary.to_dict("records")]
-    run_seconds = sum(run.seconds for run in runs)
+    extra = {} if "lr" in params else {"derived": {"lr": lr}}
+    return _cell_record(params, seeds, start, sum(run.seconds for run in runs), **extra)
+
+
+def _cell_record(
+    params: dict[str, Any], seeds: list, start: float, run_seconds: float, **extra: Any
+) -> dict[str, Any]:
+    """A cell job's fields of its record (``cell_job``), its job started at ``start``."""
     job_seconds = time.perf_counter() - start
     return {
         "task": params["task"],
         "cell": params["cell"],
         "notebook": None,
         "seeds": seeds,
-        **({} if "lr" in params else {"derived": {"lr": lr}}),
+        **extra,
         "job_seconds": job_seconds,
         "run_seconds": run_seconds,
         "overhead_seconds": job_seconds - run_seconds,
     }
+
+
+def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
+    """The job of a cell whose runs another cell made (``products.source_cell``, named by
+    ``params["source"]``): no training; its seeds' rows of the source's history at its own
+    evaluation schedule (accuracies at the last evaluation only for ``FINAL_ACCURACY``), as
+    ``cell_job`` would have written them, and the source's final excesses and divergences.
+    Its record's ``source`` names the source; its seeds' ``seconds`` are NaN (no run of its
+    own). The source's files lie beside its own: ``out`` is a staging directory in its own
+    task's directory."""
+    start = time.perf_counter()
+    task, cell = params["source"]["task"], params["source"]["cell"]
+    directory = Path(out).parent.parent / task
+    source = {row["seed"]: row for row in read_record(json_path(directory, cell))["seeds"]}
+    history = pd.read_csv(history_path(directory, cell))
+    last = params["iterations"] - 1
+    frames, seeds = [], []
+    for seed in params["seeds"]:
+        period = eval_period(seed, fidelity_seeds=params["fidelity_seeds"],
+                             eval_every=params["eval_every"])  # fmt: skip
+        rows = history[history["seed"] == seed]
+        rows = rows[(rows["iteration"] % period == 0) | (rows["iteration"] == last)].copy()
+        if params["task"] in FINAL_ACCURACY:
+            rows.loc[rows.index[:-1], ["train_acc", "test_acc"]] = np.nan
+        frames.append(rows)
+        seeds.append(plain({
+            "seed": seed, "eval_every": period, **final_metrics(rows),
+            "final_excess": source[seed]["final_excess"],
+            "diverged_at": source[seed]["diverged_at"], "seconds": math.nan,
+        }))  # fmt: skip
+    atomic_write_text(history_path(out, stem), pd.concat(frames).to_csv(index=False))
+    return _cell_record(params, seeds, start, 0.0, source=f"{task}/{cell}")

@@ -17,6 +17,7 @@ import difflib
 import itertools
 import math
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ from typing import Any
 from linmnist.engine.sgd import MAX_ITERATIONS, check_batch_size
 from linmnist.engine.validation import UsageError, check_choice
 from linmnist.experiments.paths import DEFAULT_CONFIG, FULL_PROFILE
+
+# Tasks whose histories are read for their losses only (the loss curves' agreement with the
+# prediction, runs that grow without bound): accuracies at the last evaluation only.
+FINAL_ACCURACY = ("stability", "edge")
+
+
+def eval_period(seed: int, *, fidelity_seeds: Sequence[int], eval_every: int) -> int:
+    """Evaluation period of ``seed``: 1 for a fidelity seed, ``eval_every`` otherwise."""
+    return 1 if seed in fidelity_seeds else eval_every
 
 
 @dataclass(frozen=True)

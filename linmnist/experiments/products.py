@@ -8,7 +8,9 @@ place by the runner) and returns the extra fields of the product's record. A job
 raises; ``JobFailed.keep`` names files worth keeping for inspection (a failed notebook).
 
 This module also lists the experiment products of one build (``experiment_products``); the
-report layer adds the task notebooks and the report (``linmnist.report.pipeline``).
+report layer adds the task notebooks and the report (``linmnist.report.pipeline``). A cell
+whose runs another cell makes as well (``source_cell``: the stability sweep's cells at the
+grid's rates) is not trained twice: its product reads them from that cell's files.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linmnist.experiments.grids import Cell
+from linmnist.experiments.grids import FINAL_ACCURACY, Cell, eval_period
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.results import HISTORY_SUFFIX
 
 CELL_JOB = "linmnist.experiments.cells:cell_job"
+SOURCED_JOB = "linmnist.experiments.cells:sourced_cell_job"
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,9 @@ class Product:
 
     # Unique: ``<group>/<stem>`` (``grid/lr0.01_bs100``, ``notebooks/01_data``) or one word.
     name: str
-    directory: Path  # where its files and its record (``<stem>.json``) go
+    # Where its files and its record (``<stem>.json``) go; its job writes them into a staging
+    # directory inside it.
+    directory: Path
     stem: str  # file stem of its record and outputs
     job: str  # ``"module:function"``
     params: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, for the job
@@ -61,18 +66,62 @@ class JobFailed(RuntimeError):
         self.keep = tuple(keep)
 
 
-def cell_product(cell: Cell, build: Path, dataset: str) -> Product:
-    """The product of one grid cell: ``results/<task>/<cell>.history.csv`` and its record."""
+def cell_product(cell: Cell, build: Path, dataset: str, source: Cell | None = None) -> Product:
+    """The product of one grid cell: ``results/<task>/<cell>.history.csv`` and its record;
+    with a ``source`` cell (``source_cell``), read from that cell's files instead of trained."""
+    name = f"{cell.task}/{cell.name}"
+    params = {"task": cell.task, "cell": cell.name, "dataset": dataset, **cell.params}
+    job, upstream = CELL_JOB, []
+    if source is not None:
+        job, upstream = SOURCED_JOB, [f"{source.task}/{source.name}"]
+        params["source"] = {"task": source.task, "cell": source.name}
     return Product(
-        name=f"{cell.task}/{cell.name}",
+        name=name,
         directory=results_dir(build) / cell.task,
         stem=cell.name,
-        job=CELL_JOB,
-        params={"task": cell.task, "cell": cell.name, "dataset": dataset, **cell.params},
+        job=job,
+        params=params,
         outputs=(f"{cell.name}{HISTORY_SUFFIX}",),
+        upstream=tuple(upstream),
     )
 
 
+def _evaluated(cell: Cell, seed: int) -> int:
+    """The evaluation period of ``seed`` in ``cell``."""
+    p = cell.params
+    return eval_period(seed, fidelity_seeds=p["fidelity_seeds"], eval_every=p["eval_every"])
+
+
+def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
+    """The first of ``others`` (another task's cells) whose runs include all of ``cell``'s: the
+    same lr, batch size and iterations on the full training set, every seed of ``cell``
+    among its seeds and evaluated there at least at the iterations ``cell`` evaluates it
+    (its period divides ``cell``'s; both evaluate the last iteration), with accuracies
+    wherever ``cell`` has them. A seed draws the same batches in every cell, so those runs
+    are the same; None when there is no such cell."""
+    p = cell.params
+    if "lr" not in p or "n_prime" in p:
+        return None
+    for other in others:
+        q = other.params
+        same = all(q.get(k) == p[k] for k in ("lr", "batch_size", "iterations"))
+        if other.task == cell.task or not same or "n_prime" in q:
+            continue
+        if cell.task not in FINAL_ACCURACY and other.task in FINAL_ACCURACY:
+            continue
+        if set(p["seeds"]) <= set(q["seeds"]) and all(
+            _evaluated(cell, s) % _evaluated(other, s) == 0 for s in p["seeds"]
+        ):
+            return other
+    return None
+
+
 def experiment_products(grids: dict[str, list[Cell]], build: Path, dataset: str) -> list[Product]:
-    """The products of every cell of ``grids`` (task -> cells), in configuration order."""
-    return [cell_product(cell, build, dataset) for cells in grids.values() for cell in cells]
+    """The products of every cell of ``grids`` (task -> cells), in configuration order; a cell
+    with a source among the cells of the tasks before it (``source_cell``) reads its runs."""
+    products: list[Product] = []
+    before: list[Cell] = []
+    for cells in grids.values():
+        products += [cell_product(c, build, dataset, source_cell(c, before)) for c in cells]
+        before += cells
+    return products

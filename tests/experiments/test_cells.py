@@ -1,5 +1,6 @@
 """One grid cell's computation: a run per seed, fidelity seeds evaluated at every iteration."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ from linmnist.engine.noise_floor import largest_stable_lr
 from linmnist.engine.sgd import draw_subset, train
 from linmnist.engine.spectrum import excess_over_gd, spectrum
 from linmnist.experiments import cells
-from linmnist.experiments.cells import eval_period, train_seeds
+from linmnist.experiments.cells import train_seeds
+from linmnist.experiments.grids import eval_period
+from linmnist.experiments.results import plain
 
 
 def test_fidelity_seeds_are_evaluated_every_iteration_the_others_thinned(small_data):
@@ -149,3 +152,43 @@ def test_an_edge_cell_trains_at_its_multiple_of_the_predicted_edge(small_data, m
     assert lr == pytest.approx(0.5 * largest_stable_lr(model, batch_size=4))
     assert lr < spec.lr_max
     assert cells.cell_lr({"lr": 0.03, "batch_size": 4}) == 0.03
+
+
+@pytest.mark.parametrize("lr", [0.01, 3.0])  # a run that converges, runs that diverge
+def test_a_sourced_cell_writes_what_training_it_would(small_data, monkeypatch, tmp_path, lr):
+    """The sweep's cell read from the grid's (``products.source_cell``) has the history and the
+    seed rows that training it gives, but for its seeds' seconds (NaN: no run of its own)."""
+    (X, Y), (Xt, Yt) = small_data
+    monkeypatch.setattr(cells, "prepared", lambda dataset: (X, Y, Xt, Yt))
+    for cached in (cells.shared_evaluator, cells.warmed_up, cells.data_spectrum):
+        cached.cache_clear()
+    common = {"dataset": "toy", "lr": lr, "batch_size": 10, "iterations": 40}
+    grid = {**common, "task": "grid", "cell": "c", "seeds": [0, 1, 2], "fidelity_seeds": [0],
+            "eval_every": 5}  # fmt: skip
+    sweep = {**common, "task": "stability", "cell": "c", "seeds": [2, 0], "fidelity_seeds": [],
+             "eval_every": 10}  # fmt: skip
+    for task in ("grid", "stability", "direct"):
+        (tmp_path / task / "staging").mkdir(parents=True)
+    try:
+        source = cells.cell_job(grid, tmp_path / "grid", "c")
+        (tmp_path / "grid" / "c.json").write_text(json.dumps(plain(source)))
+        trained = cells.cell_job(sweep, tmp_path / "direct", "c")
+        read = cells.sourced_cell_job(
+            {**sweep, "source": {"task": "grid", "cell": "c"}}, tmp_path / "stability" / "staging",
+            "c",
+        )  # fmt: skip
+    finally:
+        for cached in (cells.shared_evaluator, cells.warmed_up, cells.data_spectrum):
+            cached.cache_clear()
+    # The same weights; a loss is the quadratic form of a chunk of them, so its rounding
+    # (1e-13 relative) depends on the chunk.
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "stability" / "staging" / "c.history.csv"),
+        pd.read_csv(tmp_path / "direct" / "c.history.csv"),
+        check_exact=False, rtol=1e-12,
+    )  # fmt: skip
+    assert (lr > 1) == any(s["diverged_at"] is not None for s in read["seeds"])
+    expected = pd.DataFrame(plain(trained["seeds"])).astype(float).assign(seconds=np.nan)
+    pd.testing.assert_frame_equal(pd.DataFrame(plain(read["seeds"])).astype(float), expected,
+                                  rtol=1e-12)  # fmt: skip
+    assert read["source"] == "grid/c" and read["run_seconds"] == 0
