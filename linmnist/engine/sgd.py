@@ -19,7 +19,8 @@ only when the bound exceeds the limit is the exact loss computed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from linmnist.engine.evaluation import (
     DIVERGENCE_LOSS,
     HISTORY_COLUMNS,
     Evaluator,
+    HistoryStream,
     check_data,
     check_test_data,
     evaluate_trajectory,
@@ -135,7 +137,7 @@ def sample_batches(
     return np.random.default_rng(seed).integers(0, n_samples, size=(iterations, batch_size))
 
 
-def _batch_rows(args: RunArguments):
+def batch_rows(args: RunArguments):
     """The batch of every iteration: ``args.batches``' rows, or drawn from ``args.seed``
     ``BATCH_ROWS`` iterations at a time (the generator's stream does not depend on how the
     draws are split: the same numbers as ``sample_batches``)."""
@@ -331,6 +333,57 @@ def train(
                        args.batch_size, args.iterations, args.seed, args.eval_every)  # fmt: skip
 
 
+@dataclass
+class Recorder:
+    """What one run keeps while it trains: its weights ``W``, the stream that scores them
+    (``Evaluator.stream``), the iteration where it diverged, and with ``accuracy="final"`` the
+    latest evaluated point (``held``, scored at the end) and the earlier ones, whose loss alone
+    is measured (``loss_only``)."""
+
+    stream: HistoryStream
+    W: np.ndarray
+    every: int
+    last: int
+    accuracy: str
+    incremental: bool
+    diverged_at: int | None = None
+    held: tuple[int, np.ndarray] | None = None
+    loss_only: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+    def records(self, t: int) -> bool:
+        """Whether the weights after update ``t`` are evaluated (kept until scored)."""
+        return t % self.every == 0 or t == self.last
+
+    def step(self, t: int, W: np.ndarray, E: np.ndarray, idx: np.ndarray) -> None:
+        """Take the weights after update ``t`` (errors E on the batch ``idx``); W is kept,
+        unchanged, when ``records(t)``."""
+        self.W = W
+        if self.records(t):
+            if self.accuracy == "every":
+                self.stream.add(t, W, *((E, idx) if self.incremental else ()))
+            else:
+                self.loss_only += [] if self.held is None else [self.held]
+                self.held = (t, W)
+
+    def history(self, evaluator: Evaluator) -> pd.DataFrame:
+        """The run's history, once it has stopped."""
+        if self.held is not None:
+            self.stream.add(*self.held)
+        return _with_losses(self.stream.frame(), evaluator, self.loss_only)
+
+
+def recorder(args: RunArguments, evaluator: Evaluator, accuracy: str, lr: float, stack) -> Recorder:
+    """A ``Recorder`` of a run ``args`` at ``lr`` from W = 0, its stream entered in ``stack``
+    (a ``contextlib.ExitStack``). Batches below ``INCREMENTAL_BELOW`` evaluated at every
+    iteration are scored incrementally."""
+    incremental = args.batch_size < INCREMENTAL_BELOW and args.eval_every == 1
+    incremental = incremental and accuracy == "every"
+    stream = stack.enter_context(evaluator.stream(lr / args.batch_size if incremental else None))
+    shape = (args.Y.shape[0], args.X.shape[0] + args.bias)
+    return Recorder(stream, np.zeros(shape, dtype=args.dtype), args.eval_every,
+                    args.iterations - 1, accuracy, incremental)  # fmt: skip
+
+
 def _descend(args: RunArguments, evaluator: Evaluator, accuracy: str):
     """(final W, iteration of divergence or None, history) of the run ``args``."""
     Xd = np.asarray(with_bias_row(args.X, args.bias), dtype=args.dtype)
@@ -338,48 +391,37 @@ def _descend(args: RunArguments, evaluator: Evaluator, accuracy: str):
     # One sample per row, each a run of memory (a view of the usual feature-major data).
     XT, YT = np.ascontiguousarray(Xd.T), Yd.T
     G = aligned_empty((Yd.shape[0], Xd.shape[0]), args.dtype)
-    W = np.zeros((Yd.shape[0], Xd.shape[0]), dtype=args.dtype)
-    lr, last, every = args.lr, args.iterations - 1, args.eval_every
-    diverged_at = None
-    incremental = args.batch_size < INCREMENTAL_BELOW and every == 1 and accuracy == "every"
-    # accuracy "final": the latest point, and those before it
-    held: tuple[int, np.ndarray] | None = None
-    loss_only: list[tuple[int, np.ndarray]] = []
     # The evaluation streams: every chunk of recorded weights is scored and dropped, so the
     # memory of a run does not grow with its iterations beyond the history table.
-    with evaluator.stream(lr / args.batch_size if incremental else None) as stream:
+    with ExitStack() as stack:
+        run = recorder(args, evaluator, accuracy, args.lr, stack)
         # The divergence check and a chunk's scoring are small products: one BLAS thread does
         # them fastest, and never waits for a second that another process has descheduled.
         with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
-            for t, idx in enumerate(_batch_rows(args)):
-                W_next, E = sgd_update(W, XT, YT, idx, lr, G)
+            for t, idx in enumerate(batch_rows(args)):
+                W_next, E = sgd_update(run.W, XT, YT, idx, args.lr, G)
                 if evaluator.diverged(W_next):
-                    diverged_at = t
+                    run.diverged_at = t
                     break
-                W = W_next
-                if t % every == 0 or t == last:
-                    if accuracy == "every":
-                        stream.add(t, W, *((E, idx) if incremental else ()))
-                    else:
-                        loss_only += [] if held is None else [held]
-                        held = (t, W)
-            if held is not None:
-                stream.add(*held)
-            history = _with_losses(stream.frame(), evaluator, loss_only)
-    return W, diverged_at, history
+                run.step(t, W_next, E, idx)
+            history = run.history(evaluator)
+    return run.W, run.diverged_at, history
 
 
 __all__ = [
     "DIVERGENCE_LOSS",
     "HISTORY_COLUMNS",
     "MAX_ITERATIONS",
+    "Recorder",
     "RunArguments",
     "TrainResult",
     "batch_bytes",
+    "batch_rows",
     "check_batch_size",
     "check_dtype",
     "check_evaluator",
     "check_run_arguments",
+    "recorder",
     "draw_subset",
     "evaluate_trajectory",
     "sample_batches",

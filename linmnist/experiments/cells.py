@@ -27,6 +27,7 @@ import pandas as pd
 from linmnist.engine import noise_floor
 from linmnist.engine.data import load_mnist, prepare
 from linmnist.engine.evaluation import LAZY_ROWS, Evaluator
+from linmnist.engine.lockstep import train_rates
 from linmnist.engine.sgd import TrainResult, draw_subset, train
 from linmnist.engine.spectrum import Spectrum, excess_over_gd, spectrum
 from linmnist.engine.validation import UsageError
@@ -251,18 +252,26 @@ def _cell_record(
 
 
 def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of a cell whose runs another cell made (``products.source_cell``, named by
-    ``params["source"]``): no training; its seeds' rows of the source's history at its own
-    evaluation schedule (accuracies at the last evaluation only for ``FINAL_ACCURACY``), as
-    ``cell_job`` would have written them, and the source's final excesses and divergences.
-    Its record's ``source`` names the source; its seeds' ``seconds`` are NaN (no run of its
-    own). The source's files lie beside its own: ``out`` is a staging directory in its own
-    task's directory."""
+    """The job of a cell whose runs another product made, named by ``params["source"]``: a
+    cell of an earlier task (``products.source_cell``) or its task's rates trained side by
+    side (``lockstep_job``, whose files hold a column ``lr``). No training: its seeds' rows of
+    the source's history at its own evaluation schedule (accuracies at the last evaluation
+    only for ``FINAL_ACCURACY``), as ``cell_job`` would have written them, and the source's
+    final excesses and divergences. Its record's ``source`` names the source; its seeds'
+    ``seconds`` are those of a lockstep source's runs, NaN for another cell's (whose runs
+    were evaluated on its own schedule). The source's files lie beside its own: ``out`` is a
+    staging directory in its own task's directory."""
     start = time.perf_counter()
     task, cell = params["source"]["task"], params["source"]["cell"]
     directory = Path(out).parent.parent / task
-    source = {row["seed"]: row for row in read_record(json_path(directory, cell))["seeds"]}
+    rows = read_record(json_path(directory, cell))["seeds"]
     history = pd.read_csv(history_path(directory, cell))
+    lockstep = "lr" in history.columns
+    if lockstep:  # every rate's runs: this cell's rate only
+        history = history[np.isclose(history["lr"], params["lr"], rtol=1e-12, atol=0)]
+        history = history.drop(columns="lr")
+        rows = [row for row in rows if math.isclose(row["lr"], params["lr"], rel_tol=1e-12)]
+    source = {row["seed"]: row for row in rows}
     last = params["iterations"] - 1
     frames, seeds = [], []
     for seed in params["seeds"]:
@@ -276,7 +285,38 @@ def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, 
         seeds.append(plain({
             "seed": seed, "eval_every": period, **final_metrics(rows),
             "final_excess": source[seed]["final_excess"],
-            "diverged_at": source[seed]["diverged_at"], "seconds": math.nan,
+            "diverged_at": source[seed]["diverged_at"],
+            "seconds": source[seed]["seconds"] if lockstep else math.nan,
         }))  # fmt: skip
     atomic_write_text(history_path(out, stem), pd.concat(frames).to_csv(index=False))
-    return _cell_record(params, seeds, start, 0.0, source=f"{task}/{cell}")
+    run_seconds = sum(s["seconds"] for s in seeds) if lockstep else 0.0
+    return _cell_record(params, seeds, start, run_seconds, source=f"{task}/{cell}")
+
+
+def lockstep_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
+    """The job of ``lockstep/<task>_bs<B>`` (``products.lockstep_groups``): per seed, every
+    rate of ``params["lrs"]`` trained side by side (``linmnist.engine.lockstep.train_rates``).
+    Writes ``<stem>.history.csv`` (columns lr, then those of ``cell_job``'s) and returns a
+    seed row per rate and seed (``lr`` and ``SEED_FIELDS``) and its times."""
+    start = time.perf_counter()
+    X, Y, X_test, Y_test = prepared(params["dataset"])
+    warmed_up(params["dataset"])
+    runs: list[TrainResult] = []
+    for seed in params["seeds"]:
+        runs += train_rates(
+            X, Y, X_test=X_test, Y_test=Y_test, lrs=params["lrs"],
+            batch_size=params["batch_size"], iterations=params["iterations"], seed=seed,
+            eval_every=eval_period(seed, fidelity_seeds=params["fidelity_seeds"],
+                                   eval_every=params["eval_every"]),
+            evaluator=shared_evaluator(params["dataset"]),
+            accuracy="final" if params["task"] in FINAL_ACCURACY else "every",
+        )  # fmt: skip
+    history = histories(runs)
+    history.insert(0, "lr", np.repeat([run.lr for run in runs], [len(r.history) for r in runs]))
+    atomic_write_text(history_path(out, stem), history.to_csv(index=False))
+    summary = summarize(runs)
+    summary.insert(0, "lr", [run.lr for run in runs])
+    summary["final_excess"] = final_excesses(data_spectrum(params["dataset"]), runs)
+    seeds = [plain(row) for row in summary.to_dict("records")]
+    run_seconds = sum(run.seconds for run in runs)
+    return {**_cell_record(params, seeds, start, run_seconds), "task": "lockstep"}

@@ -29,6 +29,10 @@ from linmnist.experiments.paths import DEFAULT_CONFIG, FULL_PROFILE
 # Tasks whose histories are read for their losses only (the loss curves' agreement with the
 # prediction, runs that grow without bound): accuracies at the last evaluation only.
 FINAL_ACCURACY = ("stability", "edge")
+# Tasks whose cells of one batch size are trained side by side (``linmnist.engine.lockstep``):
+# the stability sweep's rates share their seeds' batches, and at B = 1000 side by side they
+# take about half the time.
+LOCKSTEP = ("stability",)
 
 
 def eval_period(seed: int, *, fidelity_seeds: Sequence[int], eval_every: int) -> int:

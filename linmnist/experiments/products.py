@@ -10,7 +10,9 @@ raises; ``JobFailed.keep`` names files worth keeping for inspection (a failed no
 This module also lists the experiment products of one build (``experiment_products``); the
 report layer adds the task notebooks and the report (``linmnist.report.pipeline``). A cell
 whose runs another cell makes as well (``source_cell``: the stability sweep's cells at the
-grid's rates) is not trained twice: its product reads them from that cell's files.
+grid's rates) is not trained twice: its product reads them from that cell's files. The
+cells of a ``LOCKSTEP`` task at one batch size are trained side by side by one product
+(``lockstep/<task>_bs<B>``, ``linmnist.engine.lockstep``), whose files theirs read.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linmnist.experiments.grids import FINAL_ACCURACY, Cell, eval_period
+from linmnist.experiments.grids import FINAL_ACCURACY, LOCKSTEP, Cell, eval_period
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.results import HISTORY_SUFFIX
 
 CELL_JOB = "linmnist.experiments.cells:cell_job"
 SOURCED_JOB = "linmnist.experiments.cells:sourced_cell_job"
+LOCKSTEP_JOB = "linmnist.experiments.cells:lockstep_job"
+# The group (results folder) of the products that train a task's rates side by side.
+LOCKSTEP_GROUP = "lockstep"
 
 
 @dataclass(frozen=True)
@@ -116,12 +121,53 @@ def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
     return None
 
 
+def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
+    """The cells of one task that differ only in their lr, grouped per batch size: one cell
+    ``<task>_bs<B>`` of task ``LOCKSTEP_GROUP`` per group of two or more, its params those of
+    its members with ``lrs`` (their rates) and ``cells`` (their names) for ``lr``."""
+    groups: dict[int, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.params["batch_size"], []).append(cell)
+    out = []
+    for batch_size, members in groups.items():
+        shared = {k: v for k, v in members[0].params.items() if k != "lr"}
+        if len(members) < 2 or any(
+            {k: v for k, v in m.params.items() if k != "lr"} != shared for m in members
+        ):
+            continue
+        task = members[0].task
+        params = {"task": task, **shared, "lrs": [m.params["lr"] for m in members],
+                  "cells": [m.name for m in members]}  # fmt: skip
+        out.append(Cell(LOCKSTEP_GROUP, f"{task}_bs{batch_size}", params))
+    return out
+
+
+def lockstep_product(group: Cell, build: Path, dataset: str) -> Product:
+    """The product that trains a ``lockstep_groups`` group: ``results/lockstep/<name>.history
+    .csv`` (every rate's and seed's history, a column ``lr``) and its record."""
+    return Product(
+        name=f"{group.task}/{group.name}",
+        directory=results_dir(build) / group.task,
+        stem=group.name,
+        job=LOCKSTEP_JOB,
+        params={"cell": group.name, "dataset": dataset, **group.params},
+        outputs=(f"{group.name}{HISTORY_SUFFIX}",),
+    )
+
+
 def experiment_products(grids: dict[str, list[Cell]], build: Path, dataset: str) -> list[Product]:
     """The products of every cell of ``grids`` (task -> cells), in configuration order; a cell
-    with a source among the cells of the tasks before it (``source_cell``) reads its runs."""
+    with a source among the cells of the tasks before it (``source_cell``) reads its runs, and
+    so do the cells of a ``LOCKSTEP`` task trained side by side (``lockstep_groups``), whose
+    products come first."""
     products: list[Product] = []
     before: list[Cell] = []
-    for cells in grids.values():
-        products += [cell_product(c, build, dataset, source_cell(c, before)) for c in cells]
+    for task, cells in grids.items():
+        sources = {c.name: source_cell(c, before) for c in cells}
+        if task in LOCKSTEP:
+            for group in lockstep_groups([c for c in cells if sources[c.name] is None]):
+                products.append(lockstep_product(group, build, dataset))
+                sources |= dict.fromkeys(group.params["cells"], group)
+        products += [cell_product(c, build, dataset, sources[c.name]) for c in cells]
         before += cells
     return products

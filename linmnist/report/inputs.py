@@ -32,6 +32,7 @@ from linmnist.engine.validation import (
 from linmnist.experiments import sizes as size_products
 from linmnist.experiments.grids import load_grids, section
 from linmnist.experiments.paths import ROOT, build_dir, relative_to_root, results_dir
+from linmnist.experiments.products import experiment_products
 from linmnist.experiments.results import json_path, load_history, load_task
 from linmnist.experiments.theory import GROUP, Theory, load_theory
 from linmnist.experiments.theory import TASKS as THEORY_TASKS
@@ -112,12 +113,14 @@ def configured(
     check_choice("dataset", dataset, DATASETS)
     check_instance("profile", profile, (str, type(None)), "None or a profile name (str)")
     path = config_path(config)
-    tasks = {task for task, cells in load_grids(path, profile=profile).items() if cells}
+    grids = load_grids(path, profile=profile)
+    tasks = {task for task, cells in grids.items() if cells}
+    lockstep = {p.group for p in experiment_products(grids, Path(), dataset)} - tasks
     sections = {name for name in ("scaling", "sizes") if section(path, name, profile=profile)}
     if "subset" not in tasks:  # Task 5's sizes run at its budget
         sections.discard("sizes")
     theory = {f"{GROUP}/{task}" for task in tasks & set(THEORY_TASKS)}
-    return tasks | sections | {"frameworks"} | theory | ({GROUP} if theory else set())
+    return tasks | lockstep | sections | {"frameworks"} | theory | ({GROUP} if theory else set())
 
 
 def _needs(name: str) -> str:

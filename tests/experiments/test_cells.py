@@ -192,3 +192,40 @@ def test_a_sourced_cell_writes_what_training_it_would(small_data, monkeypatch, t
     pd.testing.assert_frame_equal(pd.DataFrame(plain(read["seeds"])).astype(float), expected,
                                   rtol=1e-12)  # fmt: skip
     assert read["source"] == "grid/c" and read["run_seconds"] == 0
+
+
+def test_cells_trained_side_by_side_are_the_cells_trained_alone(small_data, monkeypatch, tmp_path):
+    """A lockstep product's cells, read by the sourced job, are those cell_job trains (to
+    float32 rounding), with the seconds of their own runs."""
+    (X, Y), (Xt, Yt) = small_data
+    monkeypatch.setattr(cells, "prepared", lambda dataset: (X, Y, Xt, Yt))
+    for cached in (cells.shared_evaluator, cells.warmed_up, cells.data_spectrum):
+        cached.cache_clear()
+    common = {"dataset": "toy", "task": "stability", "batch_size": 10, "iterations": 40,
+              "seeds": [0, 1], "fidelity_seeds": [], "eval_every": 10}  # fmt: skip
+    for folder in ("lockstep", "stability/staging", "direct"):
+        (tmp_path / folder).mkdir(parents=True)
+    try:
+        steps = cells.lockstep_job({**common, "cell": "stability_bs10", "lrs": [0.01, 3.0],
+                                    "cells": ["a", "b"]}, tmp_path / "lockstep", "s")  # fmt: skip
+        (tmp_path / "lockstep" / "s.json").write_text(json.dumps(plain(steps)))
+        for lr in (0.01, 3.0):
+            trained = cells.cell_job({**common, "cell": "c", "lr": lr}, tmp_path / "direct", "c")
+            read = cells.sourced_cell_job(
+                {**common, "cell": "c", "lr": lr, "source": {"task": "lockstep", "cell": "s"}},
+                tmp_path / "stability" / "staging", "c",
+            )  # fmt: skip
+            pd.testing.assert_frame_equal(
+                pd.read_csv(tmp_path / "stability" / "staging" / "c.history.csv"),
+                pd.read_csv(tmp_path / "direct" / "c.history.csv"), rtol=1e-5,
+            )  # fmt: skip
+            mine = pd.DataFrame(plain(read["seeds"])).astype(float)
+            alone = pd.DataFrame(plain(trained["seeds"])).astype(float)
+            pd.testing.assert_frame_equal(mine.drop(columns="seconds"),
+                                          alone.drop(columns="seconds"), rtol=1e-4)  # fmt: skip
+            assert (mine["seconds"] > 0).all() and read["source"] == "lockstep/s"
+            assert read["run_seconds"] == pytest.approx(mine["seconds"].sum())
+    finally:
+        for cached in (cells.shared_evaluator, cells.warmed_up, cells.data_spectrum):
+            cached.cache_clear()
+    assert len(steps["seeds"]) == 4 and {s["lr"] for s in steps["seeds"]} == {0.01, 3.0}

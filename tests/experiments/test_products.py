@@ -3,7 +3,13 @@
 from pathlib import Path
 
 from linmnist.experiments.grids import Cell
-from linmnist.experiments.products import CELL_JOB, SOURCED_JOB, experiment_products, source_cell
+from linmnist.experiments.products import (
+    CELL_JOB,
+    LOCKSTEP_JOB,
+    SOURCED_JOB,
+    experiment_products,
+    source_cell,
+)
 
 GRID = {
     "lr": 0.01, "batch_size": 100, "iterations": 1000, "seeds": list(range(20)),
@@ -51,3 +57,25 @@ def test_the_products_of_sourced_cells_name_their_source_upstream(tmp_path: Path
     assert sourced.params["source"] == {"task": "grid", "cell": "lr0.01_bs100"}
     trained = products["stability/lr0.02_bs100"]
     assert trained.job == CELL_JOB and trained.upstream == () and "source" not in trained.params
+
+
+def test_a_lockstep_task_trains_its_rates_side_by_side_per_batch_size(tmp_path: Path):
+    """The sweep's cells without a source, two or more at one batch size, are read from one
+    lockstep product per batch size, listed before them; a lone rate trains on its own."""
+    sweep = [Cell("stability", f"lr{lr:g}_bs{b}", {**SWEEP, "lr": lr, "batch_size": b})
+             for b in (100, 1000) for lr in (0.01, 0.02, 0.03)]  # fmt: skip
+    sweep.append(Cell("stability", "lr0.01_bs10", {**SWEEP, "batch_size": 10}))
+    grids = {"grid": [Cell("grid", "lr0.01_bs100", GRID)], "stability": sweep}
+    products = experiment_products(grids, tmp_path, "mnist")
+    names = [p.name for p in products]
+    by_name = dict(zip(names, products, strict=True))
+    steps = by_name["lockstep/stability_bs100"]
+    assert steps.job == LOCKSTEP_JOB and steps.params["lrs"] == [0.02, 0.03]
+    assert steps.params["cells"] == ["lr0.02_bs100", "lr0.03_bs100"]
+    assert by_name["lockstep/stability_bs1000"].params["lrs"] == [0.01, 0.02, 0.03]
+    assert by_name["stability/lr0.01_bs100"].upstream == ("grid/lr0.01_bs100",)
+    assert by_name["stability/lr0.03_bs1000"].upstream == ("lockstep/stability_bs1000",)
+    assert by_name["stability/lr0.01_bs10"].job == CELL_JOB
+    assert "lockstep/stability_bs10" not in by_name
+    assert names.index("lockstep/stability_bs100") < names.index("stability/lr0.02_bs100")
+    assert steps.directory == tmp_path / "results" / "lockstep"

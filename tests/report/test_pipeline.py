@@ -17,8 +17,8 @@ def test_the_small_pipeline_holds_every_product_in_dependency_order():
     names = [p.name for p in products]
     groups = {p.group for p in products}
     assert groups == {
-        "grid", "subset", "stability", "edge", "frameworks", "scaling", "theory", "sizes",
-        "notebooks", "report",
+        "grid", "subset", "stability", "lockstep", "edge", "frameworks", "scaling", "theory",
+        "sizes", "notebooks", "report",
     }  # fmt: skip
     notebooks = sorted(f"notebooks/{path.stem}" for path in NOTEBOOKS.glob("*.ipynb"))
     assert sorted(n for n in names if n.startswith("notebooks/")) == notebooks
