@@ -11,7 +11,8 @@ each step gathers the batch once and makes two BLAS products for all of them:
 ``sgd.sgd_step`` on every run at once. Measured on MNIST (one thread, 15 rates, 300 steps,
 alternated with separate runs of ``sgd_update``): 0.44-0.60 of their time at B = 1000,
 0.58-0.69 at B = 100. The sums run in BLAS's order, so the weights agree with ``sgd.train``'s
-to float32 rounding, not bit for bit. A run that diverges leaves the stack; the others go on.
+to float32 rounding, not bit for bit (below ``STACK_FROM`` the runs are train's, bit for bit).
+A run that diverges leaves the stack; the others go on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from contextlib import ExitStack
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from linmnist.engine.data import aligned_empty
 from linmnist.engine.evaluation import Evaluator
 from linmnist.engine.sgd import (
     ACCURACY_MODES,
@@ -34,7 +36,15 @@ from linmnist.engine.sgd import (
     check_run_arguments,
     recorder,
 )
+from linmnist.engine.update import sgd_update
 from linmnist.engine.validation import UsageError, check_choice, check_number
+
+# Below this batch size each rate's update is ``sgd.train``'s compiled one, run after run on
+# the shared batch (the same numbers as its runs): BLAS products of a few samples cost more
+# than they save. Measured on MNIST (the sweep's 18 rates, 1,000 steps, 2 seeds, side by side
+# against the rates' cells one by one): stacked, B = 1 took 1.17x the time, B = 10 0.88x,
+# B = 100 0.53-0.81x, B = 1000 0.50-0.64x.
+STACK_FROM = 10
 
 
 def check_rates(lrs) -> list[float]:
@@ -93,6 +103,52 @@ def train_rates(
     ]
 
 
+class _Stacked:
+    """The live runs' weights stacked (10 L, D): one gather and two BLAS products a step."""
+
+    def __init__(self, rates: list[float], shape: tuple[int, int], batch_size: int):
+        self.k = shape[0]
+        self.W = np.zeros((len(rates) * shape[0], shape[1]), dtype=np.float32)
+        self.scale = np.repeat(np.asarray(rates, dtype=np.float32) / batch_size, self.k)[:, None]
+
+    def step(self, XT: np.ndarray, YT: np.ndarray, idx: np.ndarray) -> list[tuple]:
+        """Every live run's (new W, E) after the update on the batch ``idx``; a W that
+        ``Recorder`` keeps must be copied (it is a view of the whole stack)."""
+        Xb = XT[idx]  # the batch, gathered once for every rate
+        E = self.W @ Xb.T
+        errors = E.reshape(-1, self.k, E.shape[1])  # a view: each run's E_l = W_l Xb - Yb
+        errors -= YT[idx].T
+        self.W = self.W - self.scale * (E @ Xb)
+        rows = [slice(j, j + self.k) for j in range(0, len(self.W), self.k)]
+        return [(self.W[r], E[r]) for r in rows]
+
+    def keep(self, going: list[int]) -> None:
+        """Only the runs at positions ``going`` go on."""
+        rows = [i for j in going for i in range(j * self.k, (j + 1) * self.k)]
+        self.W, self.scale = self.W[rows], self.scale[rows]
+
+
+class _Compiled:
+    """The live runs' weights apart, each updated by ``sgd.train``'s compiled update (the same
+    numbers as its runs): below ``STACK_FROM`` BLAS products of a few samples cost more."""
+
+    def __init__(self, rates: list[float], shape: tuple[int, int], batch_size: int):
+        self.rates = list(rates)
+        self.Ws = [np.zeros(shape, dtype=np.float32) for _ in rates]
+        self.G = aligned_empty(shape, np.float32)
+
+    def step(self, XT: np.ndarray, YT: np.ndarray, idx: np.ndarray) -> list[tuple]:
+        """Every live run's (new W, E) after the update on the batch ``idx``."""
+        pairs = zip(self.Ws, self.rates, strict=True)
+        out = [sgd_update(W, XT, YT, idx, lr, self.G) for W, lr in pairs]
+        self.Ws = [W for W, _ in out]
+        return out
+
+    def keep(self, going: list[int]) -> None:
+        """Only the runs at positions ``going`` go on."""
+        self.Ws, self.rates = [self.Ws[j] for j in going], [self.rates[j] for j in going]
+
+
 def _descend_together(
     args: RunArguments, evaluator: Evaluator, runs: list[Recorder], rates: list[float]
 ) -> np.ndarray:
@@ -100,33 +156,25 @@ def _descend_together(
     run's share of the steps' wall time."""
     XT = np.ascontiguousarray(np.asarray(args.X, dtype=np.float32).T)  # a view of prepare's X
     YT = np.asarray(args.Y, dtype=np.float32).T
-    k = YT.shape[1]
+    kind = _Stacked if args.batch_size >= STACK_FROM else _Compiled
+    weights = kind(rates, (YT.shape[1], XT.shape[1]), args.batch_size)
     live = list(range(len(runs)))
-    W = np.zeros((len(runs) * k, XT.shape[1]), dtype=np.float32)
-    scale = np.repeat(np.asarray(rates, dtype=np.float32) / args.batch_size, k)[:, None]
     seconds = np.zeros(len(runs))
     with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
         tick = time.perf_counter()
         for t, idx in enumerate(batch_rows(args)):
-            Xb = XT[idx]  # the batch, gathered once for every rate
-            E = W @ Xb.T
-            errors = E.reshape(len(live), k, -1)  # a view: every run's errors E_l = W_l Xb - Yb
-            errors -= YT[idx].T
-            W = W - scale * (E @ Xb)
-            for j, r in enumerate(live):
-                rows = slice(j * k, (j + 1) * k)
-                if evaluator.diverged(W[rows]):
+            for r, (W, E) in zip(live, weights.step(XT, YT, idx), strict=True):
+                if evaluator.diverged(W):
                     runs[r].diverged_at = t
-                else:  # a recorded W is kept: a copy, not a view of the whole stack
-                    runs[r].step(t, W[rows].copy() if runs[r].records(t) else W[rows],
-                                 E[rows], idx)  # fmt: skip
+                else:
+                    kept = runs[r].records(t) and kind is _Stacked
+                    runs[r].step(t, W.copy() if kept else W, E, idx)
             now = time.perf_counter()
             seconds[live] += (now - tick) / len(live)
             tick = now
             going = [j for j, r in enumerate(live) if runs[r].diverged_at is None]
             if len(going) < len(live):
-                keep = [i for j in going for i in range(j * k, (j + 1) * k)]
-                W, scale = W[keep], scale[keep]
+                weights.keep(going)
                 live = [live[j] for j in going]
                 if not live:
                     break

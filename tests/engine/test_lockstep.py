@@ -1,10 +1,11 @@
 """Rates trained side by side on the same batches are the runs ``train`` makes one by one."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from linmnist.engine.evaluation import Evaluator
-from linmnist.engine.lockstep import train_rates
+from linmnist.engine.lockstep import STACK_FROM, train_rates
 from linmnist.engine.sgd import train
 from linmnist.engine.validation import UsageError
 
@@ -35,6 +36,9 @@ def test_side_by_side_runs_are_the_separate_runs(small_data, batch_size, eval_ev
         np.testing.assert_allclose(h[["train_acc", "test_acc"]], g[["train_acc", "test_acc"]],
                                    atol=2 / len(Xt.T))  # fmt: skip
         np.testing.assert_allclose(run.W, alone.W, rtol=1e-4, atol=1e-6)
+        if batch_size < STACK_FROM:  # each rate's own compiled update: train's numbers
+            np.testing.assert_array_equal(run.W, alone.W)
+            pd.testing.assert_frame_equal(h, g)
     assert diverged == {True, False}
 
 
