@@ -35,7 +35,7 @@ from linmnist.report.study import (
     STUDY_SUBSET_400,
     STUDY_TASK2,
 )
-from linmnist.report.uncertainty import ci95
+from linmnist.report.uncertainty import ci95, group_ci95
 
 METRICS = ("final_train_loss", "final_train_acc", "final_test_acc")
 DASH = "–"
@@ -617,7 +617,7 @@ def history_at(
     out = grouped["seed"].nunique().rename("n_seeds").to_frame()
     for metric in _HISTORY_METRICS:
         out[f"{metric}_mean"] = grouped[metric].mean()
-        out[f"{metric}_ci"] = grouped[metric].agg(ci95)
+        out[f"{metric}_ci"] = group_ci95(grouped[metric])
     return out.reset_index()
 
 
