@@ -19,6 +19,7 @@ from typing import Any
 
 import nbformat
 import papermill
+from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
 from linmnist.experiments.paths import ROOT
@@ -39,6 +40,26 @@ FAILED_SUFFIX = ".failed.ipynb"
 LEFT_OUT = "TaskNotConfigured"
 # The cells papermill adds to a notebook whose cell failed.
 PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
+# The papermill engine of the jobs (``WriteOnceEngine``).
+ENGINE_NAME = "linmnist-write-once"
+
+
+class WriteOnceEngine(NBClientEngine):
+    """Papermill's nbclient engine, the executed notebook written when it starts and when it
+    ends (and with its error, when a cell fails), not before and after every cell: each write
+    validates and serialises the whole notebook, figures included, which took seconds of a
+    notebook's job. What is written last is the same notebook."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+        nb_man.save = lambda **_: None  # the instance's, until papermill's notebook_complete
+        try:
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+        finally:
+            del nb_man.save
+
+
+papermill_engines.register(ENGINE_NAME, WriteOnceEngine)
 
 
 def notebook_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
@@ -59,6 +80,7 @@ def notebook_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]
                 _literal_path(target),
                 parameters=params["parameters"],
                 kernel_name=KERNEL_NAME,
+                engine_name=ENGINE_NAME,
                 extra_arguments=KERNEL_ARGUMENTS,
                 progress_bar=False,
                 cwd=str(source.parent),

@@ -60,6 +60,8 @@ SEED_FIELDS = (
     "diverged_at",
     "seconds",
 )
+# The seed fields whose dtype is inferred from their values (``_seed_frame`` casts the others).
+UNCAST_FIELDS = ("seed", "eval_every")
 HISTORY_SUFFIX = ".history.csv"
 RUN_LOG = "runs.jsonl"
 RUN_LOG_FIELDS = (
@@ -83,7 +85,7 @@ RUN_LOG_FIELDS = (
 @dataclass(frozen=True)
 class CellResult:
     """The JSON record of one cell: the fields of the JSON (module docstring), its
-    ``params``, ``seeds`` (a row per seed, ``SEED_FIELDS``; empty when failed) and ``path``.
+    ``params``, ``rows`` (its per-seed entries as written, empty when failed) and ``path``.
     """
 
     task: str
@@ -94,12 +96,28 @@ class CellResult:
     fingerprint: str | None
     notebook: str | None
     wall_seconds: float | None
-    seeds: pd.DataFrame
+    rows: tuple[dict[str, Any], ...]
     path: Path
+
+    @property
+    def seeds(self) -> pd.DataFrame:
+        """A row per seed, ``SEED_FIELDS`` (empty when failed)."""
+        return _seed_frame(list(self.rows))
 
     def history(self) -> pd.DataFrame:
         """Every seed's history (columns seed, iteration, train_loss, train_acc, test_acc)."""
         return pd.read_csv(history_path(self.path.parent, self.cell))
+
+    def signature(self) -> tuple[Any, ...]:
+        """What the dtypes of its rows in ``load_task`` and ``load_history`` depend on: its
+        scalar parameters' names and types, whether it has seeds, and the types of the seed
+        fields that are not cast (``UNCAST_FIELDS``). Consecutive cells of one signature are
+        read as one frame, equal to the concatenation of their own frames."""
+        scalars = tuple((k, type(v)) for k, v in _scalar_params(self.params).items())
+        fields = frozenset(
+            (k, type(row[k]) if k in row else None) for row in self.rows for k in UNCAST_FIELDS
+        )
+        return scalars, bool(self.rows), fields
 
 
 def json_path(directory: str | Path, cell: str) -> Path:
@@ -165,10 +183,6 @@ def load_cell(path: str | Path) -> CellResult:
     """Read the JSON record of one cell (``runs_dir/<task>/<cell>.json``)."""
     path = Path(path)
     record = read_record(path)
-    seeds = pd.DataFrame(record.get("seeds") or [], columns=list(SEED_FIELDS))
-    seeds = seeds.astype({"final_iteration": "Int64", "diverged_at": "Int64"})
-    float_fields = [f for f in SEED_FIELDS if f.startswith("final_") and f != "final_iteration"]
-    seeds = seeds.astype({f: float for f in [*float_fields, "seconds"]})
     return CellResult(
         task=record["task"],
         cell=record["cell"],
@@ -179,9 +193,17 @@ def load_cell(path: str | Path) -> CellResult:
         fingerprint=record.get("fingerprint"),
         notebook=record.get("notebook"),
         wall_seconds=record.get("wall_seconds"),
-        seeds=seeds,
+        rows=tuple(record.get("seeds") or ()),
         path=path,
     )
+
+
+def _seed_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per-seed entries of records as a frame of ``SEED_FIELDS`` with their dtypes."""
+    seeds = pd.DataFrame(rows, columns=list(SEED_FIELDS))
+    seeds = seeds.astype({"final_iteration": "Int64", "diverged_at": "Int64"})
+    float_fields = [f for f in SEED_FIELDS if f.startswith("final_") and f != "final_iteration"]
+    return seeds.astype({f: float for f in [*float_fields, "seconds"]})
 
 
 def load_cells(
@@ -200,6 +222,35 @@ def load_cells(
     return [load_cell(p) for p in paths]
 
 
+def _runs(results: list[CellResult]) -> list[list[CellResult]]:
+    """``results`` cut into runs of consecutive cells of one ``CellResult.signature``."""
+    runs: list[list[CellResult]] = []
+    for result in results:
+        if runs and runs[-1][0].signature() == result.signature():
+            runs[-1].append(result)
+        else:
+            runs.append([result])
+    return runs
+
+
+def _head(result: CellResult) -> dict[str, Any]:
+    """The columns of ``load_task`` that a cell's rows share: task, cell, status, error and
+    its scalar parameters."""
+    head: dict[str, Any] = {"task": result.task, "cell": result.cell, "status": result.status}
+    return head | {"error": result.error, **_scalar_params(result.params)}
+
+
+def _task_frame(run: list[CellResult]) -> pd.DataFrame:
+    """``load_task``'s rows of a run of cells of one signature, in one frame (a failed cell's
+    row has its seed fields missing, as objects)."""
+    columns = [*_head(run[0]), *SEED_FIELDS]
+    if not run[0].rows:
+        return pd.DataFrame([_head(r) for r in run], columns=columns)
+    heads = pd.DataFrame([_head(r) for r in run for _ in r.rows])
+    seeds = _seed_frame([row for r in run for row in r.rows])
+    return pd.concat([heads, seeds], axis=1)[columns]
+
+
 def load_task(
     runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
 ) -> pd.DataFrame:
@@ -209,15 +260,34 @@ def load_task(
     cell, status, error, the scalar notebook parameters (e.g. lr, batch_size, iterations,
     n_prime, dataset), then ``SEED_FIELDS``.
     """
-    frames = []
-    for result in load_cells(runs_dir, task, cells=cells):
-        head: dict[str, Any] = {"task": result.task, "cell": result.cell, "status": result.status}
-        head |= {"error": result.error, **_scalar_params(result.params)}
-        seeds = result.seeds if len(result.seeds) else pd.DataFrame([{}], columns=list(SEED_FIELDS))
-        frames.append(seeds.assign(**head)[[*head, *SEED_FIELDS]])
+    frames = [_task_frame(run) for run in _runs(load_cells(runs_dir, task, cells=cells))]
     if not frames:
         return pd.DataFrame(columns=["task", "cell", "status", "error", *SEED_FIELDS])
     return pd.concat(frames, ignore_index=True)
+
+
+def _history_frame(run: list[CellResult]) -> pd.DataFrame:
+    """The histories of a run of ok cells of one signature, each row with its seed's
+    eval_every, its cell and the cell's scalar parameters (those columns in this order)."""
+    histories = [r.history() for r in run]
+    history = pd.concat(histories, ignore_index=True) if len(run) > 1 else histories[0]
+    history["cell"] = [r.cell for r, h in zip(run, histories, strict=True) for _ in range(len(h))]
+    evals = pd.DataFrame(
+        [
+            {"cell": r.cell, "seed": row.get("seed"), "eval_every": row.get("eval_every")}
+            for r in run
+            for row in r.rows
+        ],
+        columns=["cell", "seed", "eval_every"],
+    )
+    # An inner merge keeps the left order: each cell's rows stay together, in run order.
+    history = history.merge(evals, on=["cell", "seed"])
+    scalars = {r.cell: _scalar_params(r.params) for r in run}
+    cells = history.pop("cell").tolist()
+    columns = {"cell": cells} | {
+        name: [scalars[cell][name] for cell in cells] for name in scalars[run[0].cell]
+    }
+    return history.assign(**columns)
 
 
 def load_history(
@@ -225,17 +295,13 @@ def load_history(
 ) -> pd.DataFrame:
     """Histories of the ok cells of ``task``: columns cell, the scalar parameters, eval_every, seed,
     iteration, train_loss, train_acc, test_acc."""
-    frames, first = [], ["cell"]
-    for result in load_cells(runs_dir, task, cells=cells):
-        if result.status != "ok":
-            continue
-        scalars = _scalar_params(result.params)
-        first += [k for k in scalars if k not in first]
-        history = result.history().merge(result.seeds[["seed", "eval_every"]], on="seed")
-        frames.append(history.assign(cell=result.cell, **scalars))
-    if not frames:
+    ok = [r for r in load_cells(runs_dir, task, cells=cells) if r.status == "ok"]
+    if not ok:
         return pd.DataFrame()
-    history = pd.concat(frames, ignore_index=True)
+    first = ["cell"]
+    for result in ok:
+        first += [k for k in _scalar_params(result.params) if k not in first]
+    history = pd.concat([_history_frame(run) for run in _runs(ok)], ignore_index=True)
     first += ["eval_every", "seed"]
     return history[[*first, *[c for c in history.columns if c not in first]]]
 

@@ -16,7 +16,7 @@ from pandas.io.formats.style import Styler
 
 from linmnist.report import outcomes
 from linmnist.report.tables import check_frame, significant, styled
-from linmnist.report.uncertainty import ci95
+from linmnist.report.uncertainty import group_ci95
 
 AGREEMENT_COLUMNS = ["cell", "seeds", "points", "inside", "max_rel_error"]
 # The share of iterations inside the CI from which a run's prediction counts as agreeing.
@@ -27,9 +27,8 @@ def seed_means(histories: pd.DataFrame, metric: str = "train_loss") -> pd.DataFr
     """Per (cell, iteration) where every seed of the cell was evaluated: seeds, mean, ci."""
     check_frame(histories, "histories", ["cell", "seed", "iteration", metric])
     seeds = histories.groupby("cell")["seed"].nunique().rename("seeds")
-    stats = histories.groupby(["cell", "iteration"])[metric].agg(
-        count="count", mean="mean", ci=ci95
-    )
+    grouped = histories.groupby(["cell", "iteration"])[metric]
+    stats = grouped.agg(count="count", mean="mean").assign(ci=group_ci95(grouped))
     stats = stats.reset_index().merge(seeds, on="cell")
     return stats[stats["count"] == stats["seeds"]].drop(columns="count")
 

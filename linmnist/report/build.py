@@ -132,17 +132,20 @@ def report_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         print(f"warning: {warning}", file=sys.stderr)
     title = report_title(dataset, profile)
     render.atomic_write(out / "report.ipynb", nbformat.writes(nb))
-    page = render.notebook_html(nb, title=title)
-    render.atomic_write(out / "report.html", page)
+    page_process = render.html_in_background(out / "report.ipynb", out / "report.html", title=title)
+    try:
+        unrendered: list[str] = []
+        printed = render.print_html(nb, title=title, failures=unrendered)
+        cut_off: list[str] = []
+        pages = render.write_pdf(printed, out / "report.pdf", cut_off=cut_off)
+    finally:
+        render.wait_html(page_process)
+    page = (out / "report.html").read_text(encoding="utf-8")
     problems = proofread_report(nb, page, dataset=dataset, profile=profile)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    unrendered: list[str] = []
-    printed = render.print_html(nb, title=title, failures=unrendered)
     for problem in unrendered:
         print(f"warning: the PDF shows a formula as code: {problem}", file=sys.stderr)
-    cut_off: list[str] = []
-    pages = render.write_pdf(printed, out / "report.pdf", cut_off=cut_off)
     for problem in cut_off:
         print(f"warning: the PDF cuts off {problem}", file=sys.stderr)
     failed = [

@@ -26,7 +26,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from linmnist.experiments.sizes import SIZE_COLUMNS
 from linmnist.report.tables import Bounds, check_frame, span
-from linmnist.report.uncertainty import ci95
+from linmnist.report.uncertainty import ci95, group_ci95
 
 METRICS = {
     "train_loss": "training loss",
@@ -119,7 +119,7 @@ def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
     table = table[table["iteration"].isin(common)]
     finite = table[np.isfinite(table["v"].to_numpy(dtype=float))]
     grouped = finite.groupby("iteration")["v"]
-    mean, half = grouped.mean(), grouped.agg(ci95).fillna(0.0)
+    mean, half = grouped.mean(), group_ci95(grouped).fillna(0.0)
     band = pd.DataFrame(
         {"mean": mean, "low": mean - half, "high": mean + half, "n": grouped.size()}
     )

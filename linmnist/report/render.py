@@ -17,6 +17,9 @@ import html
 import io
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -191,6 +194,38 @@ def notebook_html(
         "report_css": REPORT_CSS,
     }
     return _export(_read(notebook), "report.html.j2", extra, include_code=include_code, title=title)
+
+
+def write_html(notebook: str | os.PathLike, target: str | os.PathLike, title: str) -> None:
+    """Write ``notebook_html`` of the notebook file ``notebook``, titled ``title``, to
+    ``target``, atomically."""
+    atomic_write(target, notebook_html(notebook, title=title))
+
+
+def html_in_background(
+    notebook: str | os.PathLike, target: str | os.PathLike, *, title: str
+) -> subprocess.Popen:
+    """Start ``write_html`` in another process (the report's page is made on the machine's
+    other core while this one prints); ``wait_html`` waits for it. The process imports the
+    linmnist package this one runs."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    code = "import sys; from linmnist.report.render import write_html; write_html(*sys.argv[1:])"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, os.fspath(notebook), os.fspath(target), title],
+        env={**os.environ, "PYTHONPATH": path},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_html(process: subprocess.Popen) -> None:
+    """Wait for a process of ``html_in_background``; a RuntimeError with the last line of
+    its error output when it failed."""
+    _, errors = process.communicate()
+    if process.returncode:
+        last = (errors or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
+        raise RuntimeError(f"the report's HTML page was not written: {last[0]}")
 
 
 def print_html(

@@ -35,7 +35,7 @@ from linmnist.report.study import (
     STUDY_SUBSET_400,
     STUDY_TASK2,
 )
-from linmnist.report.uncertainty import ci95
+from linmnist.report.uncertainty import ci95, group_ci95
 
 METRICS = ("final_train_loss", "final_train_acc", "final_test_acc")
 DASH = "–"
@@ -319,17 +319,19 @@ def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]
     """
     if "outcome" not in rows:
         rows = outcomes.classify(rows)
-    runs = rows[rows["status"] == "ok"].dropna(subset=["seed"])
-    diverged = runs[runs["outcome"] == "diverged"]
+    ok = rows["status"] == "ok"
+    runs = rows[ok & rows["seed"].notna()]  # one copy of the rows (a cell has few)
+    outcome = runs["outcome"]
+    diverged_at = runs["diverged_at"][outcome == "diverged"]
     counts = {
-        "status": "ok" if (rows["status"] == "ok").all() else "failed",
+        "status": "ok" if ok.all() else "failed",
         "n_seeds": len(runs),
-        "n_diverged": len(diverged),
-        "n_unstable": int((runs["outcome"] == "unstable").sum()),
-        "diverged_at_min": int(diverged["diverged_at"].min()) if len(diverged) else pd.NA,
-        "diverged_at_max": int(diverged["diverged_at"].max()) if len(diverged) else pd.NA,
+        "n_diverged": len(diverged_at),
+        "n_unstable": int((outcome == "unstable").sum()),
+        "diverged_at_min": int(diverged_at.min()) if len(diverged_at) else pd.NA,
+        "diverged_at_max": int(diverged_at.max()) if len(diverged_at) else pd.NA,
     }
-    return counts, runs, runs[runs["outcome"] == "stable"]
+    return counts, runs, runs[outcome == "stable"]
 
 
 def _summarize(rows: pd.DataFrame) -> dict:
@@ -617,7 +619,7 @@ def history_at(
     out = grouped["seed"].nunique().rename("n_seeds").to_frame()
     for metric in _HISTORY_METRICS:
         out[f"{metric}_mean"] = grouped[metric].mean()
-        out[f"{metric}_ci"] = grouped[metric].agg(ci95)
+        out[f"{metric}_ci"] = group_ci95(grouped[metric])
     return out.reset_index()
 
 

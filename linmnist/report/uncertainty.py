@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
+from pandas.core.groupby import SeriesGroupBy
 
 # Student's t 97.5 % quantile by degrees of freedom (1-30); beyond, interpolated in 1/df
 # towards the normal quantile 1.95996 (exact to three decimals).
@@ -40,3 +42,17 @@ def ci95(values: Sequence[float] | np.ndarray) -> float:
     if n < 2:
         return math.nan
     return t975(n) * float(values.std(ddof=1)) / math.sqrt(n)
+
+
+def group_ci95(grouped: SeriesGroupBy) -> pd.Series:
+    """``grouped.agg(ci95)``, equal to it value for value, without pandas' call per group:
+    ``ci95`` of each group's values as a numpy array (in their order in the frame)."""
+    values = grouped.obj.to_numpy(dtype=float)
+    positions = grouped.indices
+    index = grouped.size().index
+    return pd.Series(
+        [ci95(values[positions[key]]) for key in index],
+        index=index,
+        name=grouped.obj.name,
+        dtype=float,
+    )

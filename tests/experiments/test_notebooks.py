@@ -7,6 +7,7 @@ import os
 
 import nbformat
 import pytest
+from papermill import engines
 
 from linmnist.experiments.notebooks import (
     FAILED_SUFFIX,
@@ -88,3 +89,18 @@ def test_the_kernel_runs_in_the_kernel_environment_and_the_job_restores_its_own(
     printed = nbformat.read(out / "nb.ipynb", as_version=4).cells[-1].outputs[0]["text"]
     assert printed.strip() == KERNEL_ENVIRONMENT["NUMPY_MADVISE_HUGEPAGE"] == "0"
     assert os.environ["NUMPY_MADVISE_HUGEPAGE"] == "1"
+
+
+def test_the_executed_notebook_is_written_when_it_starts_and_ends_only(tmp_path, monkeypatch):
+    """Papermill's engine writes the notebook before and after each cell; the job's engine
+    writes it twice whatever its length, and what it writes last holds every output."""
+    written = []
+    monkeypatch.setattr(engines, "write_ipynb", lambda nb, path: written.append(path))
+    cells = [f"print({k})" for k in range(4)]
+    source = write_notebook(tmp_path / "four.ipynb", "# Four cells", *cells)
+    out = tmp_path / "out"
+    out.mkdir()
+    notebook_job({"notebook": str(source), "parameters": {}}, out, "nb")
+    assert written == [str(out / "nb.ipynb")] * 2
+    outputs = [c.outputs for c in nbformat.read(out / "nb.ipynb", as_version=4).cells[-4:]]
+    assert [o[0]["text"] for o in outputs] == ["0\n", "1\n", "2\n", "3\n"]

@@ -162,3 +162,25 @@ def test_the_run_log_refuses_an_incomplete_entry(tmp_path):
     with pytest.raises(ValueError, match=r"lacks the run-log fields \['wall_seconds'\]"):
         append_run_log(tmp_path, entry)
     assert not (tmp_path / RUN_LOG).exists()
+
+
+def test_cells_read_together_equal_each_cell_read_alone(tmp_path, runs):
+    """load_task and load_history read consecutive cells of one signature as one frame: the
+    result equals the concatenation of each cell's own, dtypes included, when the cells mix
+    a failed cell, diverged seeds and a parameter that is None in one cell only."""
+    directory = tmp_path / "grid"
+    directory.mkdir()
+    for k, (name, cell_runs) in enumerate(sorted(runs.items()) * 2):
+        params = {"lr": cell_runs[0].lr, "batch_size": 10, "n_prime": None if k == 3 else 100.0}
+        save_cell(directory, f"{k}_{name}", task="grid", params=params, runs=cell_runs)
+    failed = {"task": "grid", "cell": "2_failed", "status": "failed", "error": "Boom: no"}
+    write_record(directory / "2_failed.json", failed | {"params": {"lr": 1.0}, "seeds": []})
+    names = sorted(p.name.removesuffix(".json") for p in directory.glob("*.json"))
+    assert len(names) == 5
+    alone = pd.concat([load_task(tmp_path, "grid", cells=[c]) for c in names], ignore_index=True)
+    pd.testing.assert_frame_equal(load_task(tmp_path, "grid"), alone, check_exact=True)
+    together = load_history(tmp_path, "grid")
+    alone = [load_history(tmp_path, "grid", cells=[c]) for c in names]
+    alone = pd.concat(alone, ignore_index=True)[list(together.columns)]
+    pd.testing.assert_frame_equal(together, alone, check_exact=True)
+    assert together["n_prime"].dtype == object  # float64 had the cells been read as one

@@ -98,6 +98,26 @@ def test_notebook_html_can_share_one_mathjax_copy():
     assert len(page) < len(render.mathjax_script())
 
 
+def test_the_page_made_in_another_process_is_the_page_made_here(tmp_path, monkeypatch):
+    """html_in_background writes notebook_html of the notebook file, byte for byte, started
+    from another directory without PYTHONPATH."""
+    source, nb = tmp_path / "report.ipynb", small_notebook()
+    nbformat.write(nb, source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    render.wait_html(render.html_in_background(source, tmp_path / "page.html", title="Mine"))
+    written = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert written == render.notebook_html(nb, title="Mine")
+
+
+def test_a_page_that_failed_in_another_process_is_one_line(tmp_path):
+    absent, page = tmp_path / "absent.ipynb", tmp_path / "page.html"
+    process = render.html_in_background(absent, page, title="t")
+    with pytest.raises(RuntimeError, match=r"^the report's HTML page was not written: .*absent"):
+        render.wait_html(process)
+    assert not page.exists()
+
+
 def test_print_html_has_no_script_and_math_as_images():
     page = render.print_html(small_notebook())
     assert "<script" not in page

@@ -1,9 +1,10 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from linmnist.report.uncertainty import ci95, t975
+from linmnist.report.uncertainty import ci95, group_ci95, t975
 
 
 @pytest.mark.parametrize(
@@ -32,3 +33,23 @@ def test_ci95_covers_the_true_mean_about_95_percent_of_the_time():
     samples = rng.normal(size=(4000, 5))
     covered = np.abs(samples.mean(axis=1)) <= [ci95(s) for s in samples]
     assert 0.94 < covered.mean() < 0.96
+
+
+@pytest.mark.parametrize("keys", [["cell", "iteration"], "iteration", ["cell"]])
+def test_group_ci95_equals_pandas_aggregating_ci95(keys):
+    """group_ci95 is grouped.agg(ci95) to the last bit: groups in pandas' order, values in the
+    frame's order (unsorted rows), NaN values and one-value groups included."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "cell": rng.choice(["b", "a", "c"], 400),
+            "iteration": rng.integers(0, 60, 400),
+            "loss": rng.lognormal(size=400),
+        }
+    )
+    frame.loc[frame.index[frame["cell"] == "c"][::3], "loss"] = np.nan
+    frame.loc[len(frame)] = ["d", 99, 1.0]  # a group of one value: no interval
+    grouped = frame.groupby(keys)["loss"]
+    expected = grouped.agg(ci95)
+    assert expected.isna().any() and expected.notna().any()
+    pd.testing.assert_series_equal(group_ci95(grouped), expected, check_exact=True)
