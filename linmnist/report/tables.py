@@ -39,8 +39,6 @@ from linmnist.report.uncertainty import ci95, group_ci95
 
 METRICS = ("final_train_loss", "final_train_acc", "final_test_acc")
 DASH = "–"
-# The task name of the stability sweep in grids.toml and in the run log.
-SWEEP_TASK = "stability"
 _SEED_COLUMNS = (
     "lr",
     "batch_size",
