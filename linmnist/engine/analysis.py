@@ -13,11 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from linmnist.engine.evaluation import check_data, check_test_data, with_bias_row
-from linmnist.engine.spectrum import spectrum
+from linmnist.engine.spectrum import BLOCK, spectrum
 from linmnist.engine.validation import check_bool
-
-# Samples scored at a time (a float64 block of 8,192 samples is 51 MB).
-BLOCK = 8192
 
 
 @dataclass

@@ -25,8 +25,10 @@ from linmnist.engine.evaluation import check_data
 from linmnist.engine.quantity_cache import cached, data_key
 from linmnist.engine.validation import check_int, check_number
 
-# Samples converted to float64 at a time for S and C (a block of 2,048 is 12.8 MB).
-MOMENT_BLOCK = 2048
+# Samples converted to float64 at a time (here, in ``analysis`` and ``noise_floor``): a block of
+# 2,048 is 12.8 MB, below the 32 MB from which every allocation gets fresh pages (glibc's mmap
+# threshold), whose faults cost more than the conversion (a block of 8,192 did).
+BLOCK = 2048
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _decompose(X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
     784: a third to two thirds of the work of the whole).
     """
     d, n = X.shape
-    S, C = _moments(X, Y)
+    S, C = second_moments(X, Y)
     used = np.flatnonzero(np.diag(S) > 0)  # the pixels nonzero in some image
     lam_used, V_used = np.linalg.eigh(S[np.ix_(used, used)])
     lam = np.r_[np.zeros(d - used.size), lam_used]
@@ -117,15 +119,15 @@ def _decompose(X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _moments(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """X X^T / N and Y X^T / N in float64, ``MOMENT_BLOCK`` samples at a time through one
+def second_moments(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """X X^T / N and Y X^T / N in float64, ``BLOCK`` samples at a time through one
     float64 buffer: no float64 copy of X (its fresh pages cost more than the copy)."""
     d, n = X.shape
     S, C = np.zeros((d, d)), np.zeros((Y.shape[0], d))
-    block = np.empty((d, min(MOMENT_BLOCK, n)), order="F")
-    for j in range(0, n, MOMENT_BLOCK):
-        cols = slice(j, j + MOMENT_BLOCK)
-        x = block[:, : min(n - j, MOMENT_BLOCK)]
+    block = np.empty((d, min(BLOCK, n)), order="F")
+    for j in range(0, n, BLOCK):
+        cols = slice(j, j + BLOCK)
+        x = block[:, : min(n - j, BLOCK)]
         x[...] = X[:, cols]
         S += x @ x.T
         C += np.asarray(Y[:, cols], dtype=np.float64) @ x.T
@@ -203,5 +205,6 @@ __all__ = [
     "gd_excess",
     "gd_steps_to",
     "gd_weights",
+    "second_moments",
     "spectrum",
 ]

@@ -43,7 +43,7 @@ def test_the_eigenpairs_are_those_of_s_with_the_zero_pixels_apart(data, monkeypa
     orthonormal V with eigenvalue 0, and S = V diag(lam) V^T."""
     X, Y = data
     X = X[[5, 0, 6, 1, 2, 7, 3, 4, *range(8, 60)]]  # the zero pixels (rows 0-4) among others
-    monkeypatch.setattr(spectrum_module, "MOMENT_BLOCK", 128)
+    monkeypatch.setattr(spectrum_module, "BLOCK", 128)
     spec = spectrum(X.astype(np.float32), Y)
     X64 = X.astype(np.float32).astype(np.float64)
     np.testing.assert_allclose(spec.S, X64 @ X64.T / X.shape[1], rtol=1e-12, atol=1e-15)
