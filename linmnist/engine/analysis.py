@@ -19,14 +19,15 @@ from linmnist.engine.validation import check_bool
 
 @dataclass
 class LeastSquares:
-    """Closed-form minimiser of the quadratic loss, with its training loss and accuracies
-    (fractions; test_acc is NaN without a test set)."""
+    """Closed-form minimiser of the quadratic loss, with its losses and accuracies (fractions;
+    test_acc and test_loss are NaN without a test set)."""
 
     W: np.ndarray  # (10, D)
     b: np.ndarray | None  # (10,), when fitted with ``bias=True``
     loss: float
     train_acc: float
     test_acc: float
+    test_loss: float
 
 
 def least_squares(
@@ -62,15 +63,17 @@ def optimum_metrics(
 ) -> LeastSquares:
     """The ``LeastSquares`` of the fitted ``W`` (10, D) of inputs ``X`` (D, N), whose last row
     is the constant 1 when ``bias`` (and so is ``X_test``'s)."""
-    loss, train_acc = _metrics(W, X, Y)
-    test_acc = np.nan
+    loss, train_acc = quadratic_metrics(W, X, Y)
+    test_loss, test_acc = np.nan, np.nan
     if X_test is not None and Y_test is not None:
-        test_acc = _metrics(W, X_test, Y_test)[1]
+        test_loss, test_acc = quadratic_metrics(W, X_test, Y_test)
     W, b = (W[:, :-1], W[:, -1]) if bias else (W, None)
-    return LeastSquares(W=W, b=b, loss=loss, train_acc=train_acc, test_acc=float(test_acc))
+    return LeastSquares(
+        W=W, b=b, loss=loss, train_acc=train_acc, test_acc=test_acc, test_loss=test_loss
+    )
 
 
-def _metrics(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[float, float]:
+def quadratic_metrics(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[float, float]:
     """(0.5 mean ||W x - y||^2, share of samples whose largest score, the first on ties, is
     the label's), from the scores W X in float64, a block of samples at a time: no float64
     copy of the whole X (376 MB for MNIST's training set)."""
