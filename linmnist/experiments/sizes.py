@@ -113,7 +113,7 @@ def _row(dataset: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
         "ls_test_loss": fit.test_loss,
         "ls_test_acc": fit.test_acc,
         "sgd_train_loss": float(last["train_loss"]) if ok else np.inf,
-        "sgd_test_loss": quadratic_metrics(run.W, X_test, Y_test)[0] if ok else np.inf,
+        "sgd_test_loss": float(quadratic_metrics(run.W, X_test, Y_test)[0]) if ok else np.inf,
         "sgd_test_acc": float(last["test_acc"]) if ok else np.nan,
         "predicted_train_loss": float(curve["train_loss"]),
         "predicted_test_loss": float(curve["test_loss"]),

@@ -39,15 +39,20 @@ def test_sgd_never_beats_the_closed_form_loss(small_data):
     assert np.isnan(opt.test_acc) and np.isnan(opt.test_loss)
 
 
-def test_the_metrics_go_a_block_of_samples_at_a_time(small_data, monkeypatch):
-    """Blocks of 128 samples, the last one shorter: the loss and accuracy of all at once."""
+def test_the_metrics_go_a_block_of_samples_at_a_time_for_a_stack_of_fits(small_data, monkeypatch):
+    """Blocks of 128 samples, the last one shorter: the loss and accuracy of all at once, for
+    one W and for each W of a stack."""
     (X, Y), _ = small_data
-    W = np.random.default_rng(1).normal(size=(10, X.shape[0])) * 0.05
+    X, Y = X[:, :1000], Y[:, :1000]
+    Ws = np.random.default_rng(1).normal(size=(3, 10, X.shape[0])) * 0.05
     monkeypatch.setattr(analysis, "BLOCK", 128)
-    loss, acc = quadratic_metrics(W, X[:, :1000], Y[:, :1000])
-    scores = W @ X[:, :1000].astype(np.float64)
-    assert loss == pytest.approx(0.5 * np.mean(np.sum((scores - Y[:, :1000]) ** 2, axis=0)))
-    assert acc == np.mean(np.argmax(scores, axis=0) == np.argmax(Y[:, :1000], axis=0))
+    losses, accs = quadratic_metrics(Ws, X, Y)
+    assert losses.shape == accs.shape == (3,)
+    for W, loss, acc in zip(Ws, losses, accs, strict=True):
+        scores = W @ X.astype(np.float64)
+        expected = 0.5 * np.mean(np.sum((scores - Y) ** 2, axis=0))
+        assert loss == pytest.approx(expected) == quadratic_metrics(W, X, Y)[0]
+        assert acc == np.mean(np.argmax(scores, axis=0) == np.argmax(Y, axis=0))
 
 
 def test_least_squares_refuses_nan_instead_of_returning_it(small_data):
