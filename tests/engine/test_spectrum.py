@@ -58,6 +58,21 @@ def test_the_eigenpairs_are_those_of_s_with_the_zero_pixels_apart(data, monkeypa
     assert (spec.W_star[:, zero] == 0).all()
 
 
+def test_few_samples_give_the_eigenpairs_of_s_by_their_qr_factors(data, monkeypatch):
+    """12 samples of 55 pixels in use (and 5 zero ones): the eigenpairs from the QR factors
+    of X are those of S's eigenproblem, V is orthonormal and S = V diag(lam) V^T."""
+    X, Y = data[0][:, :12], data[1][:, :12]
+    spec = spectrum(X, Y)
+    monkeypatch.setattr(spectrum_module, "FEW_SAMPLES", 10**6)  # S's eigenproblem
+    reference = spectrum(X, Y)
+    np.testing.assert_allclose(spec.V.T @ spec.V, np.eye(60), atol=1e-12)
+    np.testing.assert_allclose(spec.V * spec.lam @ spec.V.T, spec.S, atol=1e-12)
+    assert (spec.lam[:48] == 0).all() and (spec.lam[48:] > 0).all()
+    np.testing.assert_allclose(spec.lam, reference.lam, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(spec.W_star, reference.W_star, rtol=1e-7, atol=1e-9)
+    assert spec.loss_star == pytest.approx(reference.loss_star, abs=1e-12)
+
+
 def test_lr_max_separates_convergence_from_divergence(small_data):
     """Full-batch gradient descent converges a little below 2 / lambda_max and diverges a
     little above it (the loss passes DIVERGENCE_LOSS after about 90 iterations)."""
