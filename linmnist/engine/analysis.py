@@ -13,23 +13,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from linmnist.engine.evaluation import check_data, check_test_data, with_bias_row
-from linmnist.engine.spectrum import spectrum
+from linmnist.engine.spectrum import BLOCK, spectrum
 from linmnist.engine.validation import check_bool
-
-# Samples scored at a time (a float64 block of 8,192 samples is 51 MB).
-BLOCK = 8192
 
 
 @dataclass
 class LeastSquares:
-    """Closed-form minimiser of the quadratic loss, with its training loss and accuracies
-    (fractions; test_acc is NaN without a test set)."""
+    """Closed-form minimiser of the quadratic loss, with its losses and accuracies (fractions;
+    test_acc and test_loss are NaN without a test set)."""
 
     W: np.ndarray  # (10, D)
     b: np.ndarray | None  # (10,), when fitted with ``bias=True``
     loss: float
     train_acc: float
     test_acc: float
+    test_loss: float
 
 
 def least_squares(
@@ -65,22 +63,28 @@ def optimum_metrics(
 ) -> LeastSquares:
     """The ``LeastSquares`` of the fitted ``W`` (10, D) of inputs ``X`` (D, N), whose last row
     is the constant 1 when ``bias`` (and so is ``X_test``'s)."""
-    loss, train_acc = _metrics(W, X, Y)
-    test_acc = np.nan
+    loss, train_acc = map(float, quadratic_metrics(W, X, Y))
+    test_loss, test_acc = np.nan, np.nan
     if X_test is not None and Y_test is not None:
-        test_acc = _metrics(W, X_test, Y_test)[1]
+        test_loss, test_acc = map(float, quadratic_metrics(W, X_test, Y_test))
     W, b = (W[:, :-1], W[:, -1]) if bias else (W, None)
-    return LeastSquares(W=W, b=b, loss=loss, train_acc=train_acc, test_acc=float(test_acc))
+    return LeastSquares(
+        W=W, b=b, loss=loss, train_acc=train_acc, test_acc=test_acc, test_loss=test_loss
+    )
 
 
-def _metrics(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[float, float]:
+def quadratic_metrics(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(0.5 mean ||W x - y||^2, share of samples whose largest score, the first on ties, is
-    the label's), from the scores W X in float64, a block of samples at a time: no float64
-    copy of the whole X (376 MB for MNIST's training set)."""
-    squares, hits, n = 0.0, 0, X.shape[1]
+    the label's) of W (10, D), or of each of a stack W (m, 10, D) (then arrays of m values),
+    from the scores W X in float64, a block of samples at a time: no float64 copy of the
+    whole X (376 MB for MNIST's training set), and one product for the whole stack."""
+    W = np.asarray(W, dtype=np.float64)
+    stack, n = W.shape[:-2], X.shape[1]
+    squares, hits = np.zeros(stack), np.zeros(stack, dtype=np.int64)
     for j in range(0, n, BLOCK):
-        scores = W @ np.asarray(X[:, j : j + BLOCK], dtype=np.float64)
         labels = Y[:, j : j + BLOCK]
-        squares += float(np.sum((scores - labels) ** 2))
-        hits += int(np.sum(np.argmax(scores, axis=0) == np.argmax(labels, axis=0)))
+        x = np.asarray(X[:, j : j + BLOCK], dtype=np.float64)
+        scores = (W.reshape(-1, W.shape[-1]) @ x).reshape(*stack, *labels.shape)
+        squares += np.sum((scores - labels) ** 2, axis=(-2, -1))
+        hits += np.sum(np.argmax(scores, axis=-2) == np.argmax(labels, axis=0), axis=-1)
     return 0.5 * squares / n, hits / n

@@ -39,9 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from linmnist.engine.analysis import BLOCK
 from linmnist.engine.quantity_cache import cached, data_key
-from linmnist.engine.spectrum import Spectrum
+from linmnist.engine.spectrum import BLOCK, Spectrum
 from linmnist.engine.validation import check_int, check_number
 
 # Checkpoints of sigma(t) along the gradient-descent trajectory (log-spaced in t).
@@ -137,7 +136,7 @@ def floor_model(spec: Spectrum, X: np.ndarray, Y: np.ndarray) -> FloorModel:
 
 
 def _residual(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """W X - Y in float64, ``analysis.BLOCK`` samples at a time: no float64 copy of X."""
+    """W X - Y in float64, ``spectrum.BLOCK`` samples at a time: no float64 copy of X."""
     out = np.empty(Y.shape)
     for j in range(0, X.shape[1], BLOCK):
         cols = slice(j, j + BLOCK)

@@ -26,7 +26,7 @@ import pandas as pd
 from linmnist.engine.evaluation import check_data
 from linmnist.engine.kernel_cache import heal_on_damage
 from linmnist.engine.noise_floor import FloorModel, noise_covariance, sigma_trajectory
-from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to
+from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to, second_moments
 from linmnist.engine.validation import UsageError, check_int, check_number
 
 # Checkpoints of the gradient noise along the gradient-descent path: a curve is compared
@@ -61,10 +61,9 @@ class HeldOut:
 def held_out(X_test: np.ndarray, Y_test: np.ndarray) -> HeldOut:
     """The ``HeldOut`` moments of a test set (float64; shared by every training subset)."""
     X_test, Y_test = check_data(X_test, Y_test, "X_test", "Y_test")
-    X = np.asarray(X_test, dtype=np.float64)
-    Y = np.asarray(Y_test, dtype=np.float64)
-    n = X.shape[1]
-    return HeldOut(S=X @ X.T / n, C=Y @ X.T / n, loss_zero=0.5 * float(np.sum(Y * Y)) / n)
+    S, C = second_moments(X_test, Y_test)
+    loss_zero = 0.5 * float(np.sum(np.square(Y_test, dtype=np.float64))) / X_test.shape[1]
+    return HeldOut(S=S, C=C, loss_zero=loss_zero)
 
 
 def expected_losses(
@@ -132,9 +131,13 @@ def _expected_test_loss(
     spec: Spectrum, test: HeldOut, c: np.ndarray, lr: float, steps: np.ndarray
 ) -> np.ndarray:
     """The expected test loss at every t of ``steps`` (rows) and batch size (columns), from
-    the noise covariance ``c`` (t, eigen-direction, batch size) of ``noise_covariance``."""
+    the noise covariance ``c`` (t, eigen-direction, batch size) of ``noise_covariance``.
+    The test moments go to S's eigenbasis on the pixels where some eigenvector is nonzero
+    (the others, zero in every training image, are in S's null space)."""
     V = spec.V[:, spec.lam > 0]
-    S, C = V.T @ test.S @ V, test.C @ V  # the test moments in S's eigenbasis
+    rows = np.flatnonzero(np.any(V, axis=1))
+    V = V[rows]
+    S, C = V.T @ test.S[np.ix_(rows, rows)] @ V, test.C[:, rows] @ V
     gd_test = _gd_test_loss(spec, S, C, lr, steps) + test.loss_zero
     return gd_test[:, None] + 0.5 * np.einsum("tkb,k->tb", c, np.diag(S))
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linmnist.engine.analysis import optimum_metrics
+from linmnist.engine.analysis import optimum_metrics, quadratic_metrics
 from linmnist.engine.prediction import expected_losses, held_out
 from linmnist.engine.sgd import draw_subset, train
 from linmnist.engine.validation import UsageError, check_int
@@ -79,10 +79,6 @@ def sizes_products(
     ]
 
 
-def _loss(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:
-    return float(0.5 * np.mean(np.sum((W @ X.astype(np.float64) - Y) ** 2, axis=0)))
-
-
 @functools.cache
 def _held_out(dataset: str):
     _, _, X_test, Y_test = prepared(dataset)
@@ -114,10 +110,10 @@ def _row(dataset: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
         "n_prime": n,
         "seed": seed,
         "ls_train_loss": max(fit.loss, 0.0),
-        "ls_test_loss": _loss(fit.W, X_test, Y_test),
+        "ls_test_loss": fit.test_loss,
         "ls_test_acc": fit.test_acc,
         "sgd_train_loss": float(last["train_loss"]) if ok else np.inf,
-        "sgd_test_loss": _loss(run.W, X_test, Y_test) if ok else np.inf,
+        "sgd_test_loss": float(quadratic_metrics(run.W, X_test, Y_test)[0]) if ok else np.inf,
         "sgd_test_acc": float(last["test_acc"]) if ok else np.nan,
         "predicted_train_loss": float(curve["train_loss"]),
         "predicted_test_loss": float(curve["test_loss"]),

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from linmnist.engine import noise_floor
-from linmnist.engine.analysis import optimum_metrics
+from linmnist.engine.analysis import quadratic_metrics
 from linmnist.engine.prediction import CURVE_COLUMNS, HeldOut, expected_losses, held_out
 from linmnist.engine.sgd import draw_subset
 from linmnist.experiments.cells import moments, prepared
@@ -119,16 +119,20 @@ def _groups(configurations: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 def _optima(dataset: str, configurations: list[dict[str, Any]]) -> pd.DataFrame:
     """The ``OPTIMUM_COLUMNS`` of the least-squares fit of each seed's subset S' of the Task 5
-    ``configurations`` (their W*, from the spectra the predictions used)."""
-    X, Y, X_test, Y_test = prepared(dataset)
-    X_test = X_test.astype(np.float64)  # once: every fit is scored on it
-    rows = []
-    for n_prime, seed in sorted({(c["n_prime"], s) for c in configurations for s in c["seeds"]}):
-        spec, _ = moments(dataset, n_prime, seed)
-        subset = draw_subset(X.shape[1], n_prime, seed=seed)
-        fit = optimum_metrics(spec.W_star, X[:, subset], Y[:, subset], X_test, Y_test)
-        rows.append((n_prime, seed, fit.loss, fit.train_acc, fit.test_acc))
-    return pd.DataFrame(rows, columns=OPTIMUM_COLUMNS)
+    ``configurations`` (their W*, from the spectra and the subsets the predictions used):
+    all fits scored on the test set in one pass over it."""
+    _, Y, X_test, Y_test = prepared(dataset)
+    keys = sorted({(c["n_prime"], s) for c in configurations for s in c["seeds"]})
+    rows, fits = [], []
+    for n_prime, seed in keys:
+        spec, model = moments(dataset, n_prime, seed)
+        labels = Y[:, draw_subset(Y.shape[1], n_prime, seed=seed)]
+        loss, train_acc = quadratic_metrics(spec.W_star, model.X, labels)
+        rows.append((n_prime, seed, float(loss), float(train_acc)))
+        fits.append(spec.W_star)
+    test_acc = quadratic_metrics(np.stack(fits), X_test, Y_test)[1]
+    table = [(*row, acc) for row, acc in zip(rows, test_acc, strict=True)]
+    return pd.DataFrame(table, columns=OPTIMUM_COLUMNS)
 
 
 def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from linmnist.engine.analysis import least_squares
+from linmnist.engine import analysis
+from linmnist.engine.analysis import least_squares, quadratic_metrics
 from linmnist.engine.sgd import train
 
 
@@ -24,6 +25,10 @@ def test_least_squares_solves_the_normal_equations(small_data, bias, n):
     # The minimum-norm solution: no component in the null space of the inputs.
     reference = np.linalg.lstsq(Xa.T, Y.T.astype(np.float64), rcond=None)[0].T
     np.testing.assert_allclose(Wa, reference, atol=1e-6)
+    Xta = np.vstack([Xt, np.ones((1, Xt.shape[1]))]) if bias else Xt.astype(np.float64)
+    scores = Wa @ Xta
+    assert res.test_loss == pytest.approx(0.5 * np.mean(np.sum((scores - Yt) ** 2, axis=0)))
+    assert res.test_acc == np.mean(np.argmax(scores, axis=0) == np.argmax(Yt, axis=0))
 
 
 def test_sgd_never_beats_the_closed_form_loss(small_data):
@@ -31,7 +36,23 @@ def test_sgd_never_beats_the_closed_form_loss(small_data):
     opt = least_squares(X, Y)
     run = train(X, Y, lr=0.01, batch_size=50, iterations=300, eval_every=5)
     assert run.history.train_loss.min() >= opt.loss
-    assert np.isnan(opt.test_acc)
+    assert np.isnan(opt.test_acc) and np.isnan(opt.test_loss)
+
+
+def test_the_metrics_go_a_block_of_samples_at_a_time_for_a_stack_of_fits(small_data, monkeypatch):
+    """Blocks of 128 samples, the last one shorter: the loss and accuracy of all at once, for
+    one W and for each W of a stack."""
+    (X, Y), _ = small_data
+    X, Y = X[:, :1000], Y[:, :1000]
+    Ws = np.random.default_rng(1).normal(size=(3, 10, X.shape[0])) * 0.05
+    monkeypatch.setattr(analysis, "BLOCK", 128)
+    losses, accs = quadratic_metrics(Ws, X, Y)
+    assert losses.shape == accs.shape == (3,)
+    for W, loss, acc in zip(Ws, losses, accs, strict=True):
+        scores = W @ X.astype(np.float64)
+        expected = 0.5 * np.mean(np.sum((scores - Y) ** 2, axis=0))
+        assert loss == pytest.approx(expected) == quadratic_metrics(W, X, Y)[0]
+        assert acc == np.mean(np.argmax(scores, axis=0) == np.argmax(Y, axis=0))
 
 
 def test_least_squares_refuses_nan_instead_of_returning_it(small_data):

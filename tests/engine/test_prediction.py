@@ -75,6 +75,27 @@ def test_a_huge_batch_follows_gradient_descent_on_both_sets(case):
     np.testing.assert_allclose(curve["test_loss"], test_loss, rtol=1e-6)
 
 
+def test_pixels_zero_in_every_training_image_are_left_out_of_the_test_loss(synthetic):
+    """The test moments are taken to S's eigenbasis on the pixels some eigenvector uses: the
+    others (zero in training, not in the test set) have no weight, and the test loss of
+    gradient descent is still the measured one; the moments are those of the test set."""
+    (X, Y), (Xt, Yt) = synthetic(400, 200, d=30, seed=7)
+    X = X.copy()
+    X[[3, 11, 20]] = 0
+    assert np.all(np.any(Xt[[3, 11, 20]], axis=1))
+    spec = spectrum(X, Y)
+    test = held_out(Xt, Yt)
+    Xt64 = Xt.astype(np.float64)
+    np.testing.assert_allclose(test.S, Xt64 @ Xt64.T / 200, rtol=1e-12)
+    np.testing.assert_allclose(test.C, Yt @ Xt64.T / 200, rtol=1e-12, atol=1e-15)
+    lr, its = 0.5 * spec.lr_max, np.array([0, 9, 99])
+    curve = expected_losses(spec, floor_model(spec, X, Y), lr=lr, batch_size=10**12,
+                            iterations=its, test=test)  # fmt: skip
+    Ws = [gd_weights(spec, lr, int(t) + 1) for t in its]
+    test_loss = [0.5 * np.mean(np.sum((W @ Xt64 - Yt) ** 2, axis=0)) for W in Ws]
+    np.testing.assert_allclose(curve["test_loss"], test_loss, rtol=1e-9)
+
+
 def test_the_last_point_is_the_final_excess_over_gradient_descent(case):
     spec, model, _, _ = case
     lr, its = 0.2 * spec.lr_max, 300

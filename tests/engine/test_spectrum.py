@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from linmnist.engine import spectrum as spectrum_module
 from linmnist.engine.analysis import least_squares
 from linmnist.engine.sgd import train
 from linmnist.engine.spectrum import (
@@ -34,6 +35,42 @@ def test_the_optimum_is_that_of_least_squares(data):
     np.testing.assert_allclose(spec.W_star, opt.W, atol=1e-6)
     assert spec.loss_zero == 0.5
     assert spec.lr_max == pytest.approx(2 / np.linalg.eigvalsh(X @ X.T / X.shape[1])[-1])
+
+
+def test_the_eigenpairs_are_those_of_s_with_the_zero_pixels_apart(data, monkeypatch):
+    """S is accumulated a few samples at a time (a last block shorter than the others) and
+    decomposed on the pixels nonzero in some image; the zero pixels' unit vectors complete an
+    orthonormal V with eigenvalue 0, and S = V diag(lam) V^T."""
+    X, Y = data
+    X = X[[5, 0, 6, 1, 2, 7, 3, 4, *range(8, 60)]]  # the zero pixels (rows 0-4) among others
+    monkeypatch.setattr(spectrum_module, "BLOCK", 128)
+    spec = spectrum(X.astype(np.float32), Y)
+    X64 = X.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(spec.S, X64 @ X64.T / X.shape[1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(spec.C, Y @ X64.T / X.shape[1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(spec.V.T @ spec.V, np.eye(60), atol=1e-12)
+    np.testing.assert_allclose(spec.V * spec.lam @ spec.V.T, spec.S, atol=1e-12)
+    zero = np.flatnonzero(~X.any(axis=1))
+    np.testing.assert_array_equal(spec.V[zero][:, :5], np.eye(5))
+    assert (spec.lam[:5] == 0).all() and (np.diff(spec.lam) >= 0).all()
+    assert (spec.lam[5:] > 0).all()
+    np.testing.assert_allclose(spec.lam[5:], np.linalg.eigvalsh(X64 @ X64.T / 600)[5:], rtol=1e-9)
+    assert (spec.W_star[:, zero] == 0).all()
+
+
+def test_few_samples_give_the_eigenpairs_of_s_by_their_qr_factors(data, monkeypatch):
+    """12 samples of 55 pixels in use (and 5 zero ones): the eigenpairs from the QR factors
+    of X are those of S's eigenproblem, V is orthonormal and S = V diag(lam) V^T."""
+    X, Y = data[0][:, :12], data[1][:, :12]
+    spec = spectrum(X, Y)
+    monkeypatch.setattr(spectrum_module, "FEW_SAMPLES", 10**6)  # S's eigenproblem
+    reference = spectrum(X, Y)
+    np.testing.assert_allclose(spec.V.T @ spec.V, np.eye(60), atol=1e-12)
+    np.testing.assert_allclose(spec.V * spec.lam @ spec.V.T, spec.S, atol=1e-12)
+    assert (spec.lam[:48] == 0).all() and (spec.lam[48:] > 0).all()
+    np.testing.assert_allclose(spec.lam, reference.lam, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(spec.W_star, reference.W_star, rtol=1e-7, atol=1e-9)
+    assert spec.loss_star == pytest.approx(reference.loss_star, abs=1e-12)
 
 
 def test_lr_max_separates_convergence_from_divergence(small_data):

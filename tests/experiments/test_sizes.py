@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from linmnist.engine.analysis import least_squares
+from linmnist.engine.sgd import train
 from linmnist.engine.validation import UsageError
 from linmnist.experiments import cells, sizes
 from linmnist.experiments.grids import load_grids
@@ -56,5 +58,9 @@ def test_a_size_product_fits_trains_and_predicts_each_subset(tmp_path, synthetic
     assert (small["sgd_train_loss"] > small["ls_train_loss"]).all()
     whole = frame[frame["n_prime"] == 400]
     assert whole["ls_test_loss"].nunique() == 1, "the whole set's fit does not depend on the seed"
+    assert whole["ls_test_loss"].iloc[0] == pytest.approx(least_squares(X, Y, Xt, Yt).test_loss)
+    W = train(X, Y, lr=0.05, batch_size=10, iterations=200, seed=1).W.astype(np.float64)
+    sgd_test_loss = 0.5 * np.mean(np.sum((W @ Xt - Yt) ** 2, axis=0))
+    assert whole["sgd_test_loss"].iloc[1] == pytest.approx(sgd_test_loss, rel=1e-12)
     np.testing.assert_allclose(frame["predicted_train_loss"], frame["sgd_train_loss"], rtol=0.15)
     np.testing.assert_allclose(frame["predicted_test_loss"], frame["sgd_test_loss"], rtol=0.15)
