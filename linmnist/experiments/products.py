@@ -129,7 +129,8 @@ def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
     for cell in cells:
         groups.setdefault(cell.params["batch_size"], []).append(cell)
     out = []
-    for batch_size, members in groups.items():
+    # The largest batch first: the longest job, so that a build's last jobs are short ones.
+    for batch_size, members in sorted(groups.items(), reverse=True):
         shared = {k: v for k, v in members[0].params.items() if k != "lr"}
         if len(members) < 2 or any(
             {k: v for k, v in m.params.items() if k != "lr"} != shared for m in members

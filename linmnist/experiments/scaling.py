@@ -168,14 +168,11 @@ def scaling_products(
             outputs=outputs,
         )
 
+    # The longest first (the predictions, then the largest batches), so that a build's last
+    # jobs are short ones.
     products = [
-        product(f"bs{b}", "batch_job", (f"bs{b}{RUNS_SUFFIX}",), batch_size=b)
-        for b in settings["batch_size"]
-    ]
-    products.append(product(GD, "gd_job", (f"{GD}{RUNS_SUFFIX}", TRAJECTORY_FILE)))
-    products.append(
         product(PREDICTED, "predicted_job", (PREDICTED_FILE,), batch_size=settings["batch_size"])
-    )
+    ]
     configurations = [
         [task, cell.name, cell.params["lr"], cell.params["batch_size"], cell.params["iterations"]]
         for task in FLOOR_TASKS
@@ -184,6 +181,11 @@ def scaling_products(
     products.append(
         product(FLOOR, "floor_job", (FLOOR_FILE, CURVES_FILE), configurations=configurations)
     )
+    products += [
+        product(f"bs{b}", "batch_job", (f"bs{b}{RUNS_SUFFIX}",), batch_size=b)
+        for b in sorted(settings["batch_size"], reverse=True)
+    ]
+    products.append(product(GD, "gd_job", (f"{GD}{RUNS_SUFFIX}", TRAJECTORY_FILE)))
     return products
 
 

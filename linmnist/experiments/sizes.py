@@ -75,7 +75,7 @@ def sizes_products(
             params={"dataset": dataset, "n_prime": n, "seeds": seeds, **budget},
             outputs=(f"n{n}{SUFFIX}",),
         )
-        for n in sizes
+        for n in sorted(sizes, reverse=True)  # the largest first: a build's last jobs are short
     ]
 
 

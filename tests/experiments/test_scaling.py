@@ -58,10 +58,11 @@ def test_a_profile_may_override_the_section_and_nothing_unknown(tmp_path):
 
 
 def test_the_pipeline_holds_one_product_per_batch_size_and_three_more(tmp_path):
+    """The longest first: the predictions, then the batch sizes from the largest."""
     names = [p.name for p in pipeline("mnist", "small") if p.group == "scaling"]
     small = scaling_settings(profile="small")["batch_size"]
-    more = ["scaling/gd", "scaling/predicted", "scaling/floor"]
-    assert names == [f"scaling/bs{b}" for b in small] + more
+    batches = [f"scaling/bs{b}" for b in sorted(small, reverse=True)]
+    assert names == ["scaling/predicted", "scaling/floor", *batches, "scaling/gd"]
     config = tmp_path / "grids.toml"
     config.write_text(CONFIG.split("[scaling]")[0])
     assert scaling_products(tmp_path, "mnist", config=config) == []
