@@ -226,12 +226,19 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         accuracy="final" if params["task"] in FINAL_ACCURACY else "every",
     )
     atomic_write_text(history_path(out, stem), histories(runs).to_csv(index=False))
-    summary = summarize(runs)
-    if n_prime is None:
-        summary["final_excess"] = final_excesses(data_spectrum(params["dataset"]), runs)
-    seeds = [plain(row) for row in summary.to_dict("records")]
+    seeds = _entries(runs, None if n_prime is not None else data_spectrum(params["dataset"]))
     extra = {} if "lr" in params else {"derived": {"lr": lr}}
     return _cell_record(params, seeds, start, sum(run.seconds for run in runs), **extra)
+
+
+def _entries(runs: Sequence[TrainResult], spec: Spectrum | None) -> list[dict[str, Any]]:
+    """The record's per-seed entries of ``runs`` (``summarize``), each with its run's final
+    excess over gradient descent on ``spec``'s training set (NaN without ``spec``: a run on
+    its own subset)."""
+    summary = summarize(runs)
+    if spec is not None:
+        summary["final_excess"] = final_excesses(spec, runs)
+    return [plain(row) for row in summary.to_dict("records")]
 
 
 def _cell_record(
@@ -264,14 +271,14 @@ def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, 
     start = time.perf_counter()
     task, cell = params["source"]["task"], params["source"]["cell"]
     directory = Path(out).parent.parent / task
-    rows = read_record(json_path(directory, cell))["seeds"]
+    entries = read_record(json_path(directory, cell))["seeds"]
     history = pd.read_csv(history_path(directory, cell))
     lockstep = "lr" in history.columns
     if lockstep:  # every rate's runs: this cell's rate only
         history = history[np.isclose(history["lr"], params["lr"], rtol=1e-12, atol=0)]
         history = history.drop(columns="lr")
-        rows = [row for row in rows if math.isclose(row["lr"], params["lr"], rel_tol=1e-12)]
-    source = {row["seed"]: row for row in rows}
+        entries = [e for e in entries if math.isclose(e["lr"], params["lr"], rel_tol=1e-12)]
+    source = {entry["seed"]: entry for entry in entries}
     last = params["iterations"] - 1
     frames, seeds = [], []
     for seed in params["seeds"]:
@@ -314,9 +321,7 @@ def lockstep_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]
     history = histories(runs)
     history.insert(0, "lr", np.repeat([run.lr for run in runs], [len(r.history) for r in runs]))
     atomic_write_text(history_path(out, stem), history.to_csv(index=False))
-    summary = summarize(runs)
-    summary.insert(0, "lr", [run.lr for run in runs])
-    summary["final_excess"] = final_excesses(data_spectrum(params["dataset"]), runs)
-    seeds = [plain(row) for row in summary.to_dict("records")]
+    entries = _entries(runs, data_spectrum(params["dataset"]))
+    seeds = [{"lr": run.lr, **entry} for run, entry in zip(runs, entries, strict=True)]
     run_seconds = sum(run.seconds for run in runs)
     return {**_cell_record(params, seeds, start, run_seconds), "task": "lockstep"}

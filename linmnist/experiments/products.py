@@ -122,20 +122,19 @@ def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
 
 
 def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
-    """The cells of one task that differ only in their lr, grouped per batch size: one cell
-    ``<task>_bs<B>`` of task ``LOCKSTEP_GROUP`` per group of two or more, its params those of
-    its members with ``lrs`` (their rates) and ``cells`` (their names) for ``lr``."""
+    """The cells of one ``LOCKSTEP`` task grouped per batch size: one cell ``<task>_bs<B>`` of
+    task ``LOCKSTEP_GROUP`` per group of two or more, its params those of its members with
+    ``lrs`` (their rates) and ``cells`` (their names) for ``lr``. The task's axes are lr and
+    batch size, so the cells of one batch size differ in their lr alone."""
     groups: dict[int, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.params["batch_size"], []).append(cell)
     out = []
     # The largest batch first: the longest job, so that a build's last jobs are short ones.
     for batch_size, members in sorted(groups.items(), reverse=True):
-        shared = {k: v for k, v in members[0].params.items() if k != "lr"}
-        if len(members) < 2 or any(
-            {k: v for k, v in m.params.items() if k != "lr"} != shared for m in members
-        ):
+        if len(members) < 2:
             continue
+        shared = {k: v for k, v in members[0].params.items() if k != "lr"}
         task = members[0].task
         params = {"task": task, **shared, "lrs": [m.params["lr"] for m in members],
                   "cells": [m.name for m in members]}  # fmt: skip
