@@ -369,10 +369,13 @@ def filesystem_outcomes(tmp: Path) -> dict[str, str]:
     }
 
 
-def _mini_build(tmp: Path, name: str) -> tuple[Path, list[str], Callable[[], None]]:
-    """A one-cell configuration, the arguments that make its grid, and a clean-up."""
+def _mini_build(
+    tmp: Path, name: str, config_text: str = MINI
+) -> tuple[Path, list[str], Callable[[], None]]:
+    """A small configuration (one cell per task by default), the arguments that make its grid,
+    and a clean-up."""
     config = tmp / f"bad-inputs-{name}-{tmp.name}.toml"
-    config.write_text(MINI)
+    config.write_text(config_text)
     build = ROOT / "reports" / "mnist" / f"config-{config.stem}" / "full"
     return (
         build,
@@ -388,51 +391,68 @@ def _linmnist(*args: str, env: dict | None = None, timeout: float = 300):
     )  # fmt: skip
 
 
-def output_outcomes(tmp: Path) -> dict[str, str]:
-    """A made grid cell whose files are changed afterwards: `status` must call it stale, with
-    the file, and `run` must remake it (healed)."""
-    build, args, clean = _mini_build(tmp, "outputs")
-    cell = build / "results" / "grid" / "lr0.1_bs10"
+def _edit_number(path: Path) -> None:
+    text = path.read_text()
+    path.write_text(text.replace('"final_test_acc": 0.', '"final_test_acc": 0.9', 1))
+
+
+# Each damage of a made grid cell's files, the file it hits, and the state `status` must give
+# the cell (an unreadable record is no record).
+OUTPUT_DAMAGES = {
+    "record: a final accuracy edited": ("json", _edit_number, "stale (record changed"),
+    "history: an accuracy edited": (
+        "history.csv", lambda p: p.write_text(p.read_text().replace(",0.", ",0.9", 1)),
+        "stale (output changed",
+    ),
+    "history: truncated to 0 bytes": ("history.csv", lambda p: p.write_bytes(b""), "stale (output"),
+    "history: cut in half": (
+        "history.csv", lambda p: p.write_bytes(p.read_bytes()[:40]), "stale (output changed"
+    ),
+    "history: removed": ("history.csv", lambda p: p.unlink(), "stale (output removed"),
+    "record: truncated": ("json", lambda p: p.write_bytes(p.read_bytes()[:100]), "missing"),
+    "record: random bytes": (
+        "json", lambda p: p.write_bytes(rng.bytes(p.stat().st_size)), "missing"
+    ),
+    "record: bytes appended": ("json", lambda p: p.write_bytes(p.read_bytes() + b"}x"), "missing"),
+}  # fmt: skip
+
+
+def _cell_files(cell: Path) -> tuple[bytes, list[dict]] | None:
+    """A cell's history bytes and its seeds' results, or None where it has no history."""
     history, record = Path(f"{cell}.history.csv"), Path(f"{cell}.json")
+    return (history.read_bytes(), seed_results(record)) if history.is_file() else None
 
-    def edit_number(path: Path) -> None:
-        text = path.read_text()
-        path.write_text(text.replace('"final_test_acc": 0.', '"final_test_acc": 0.9', 1))
 
-    # each damage and the state `status` must give the cell: an unreadable record is no record
-    damages = {
-        "record: a final accuracy edited": (record, edit_number, "stale (record changed"),
-        "history: an accuracy edited": (
-            history, lambda p: p.write_text(p.read_text().replace(",0.", ",0.9", 1)),
-            "stale (output changed",
-        ),
-        "history: truncated to 0 bytes": (history, lambda p: p.write_bytes(b""), "stale (output"),
-        "history: cut in half": (
-            history, lambda p: p.write_bytes(p.read_bytes()[:40]), "stale (output changed"
-        ),
-        "history: removed": (history, lambda p: p.unlink(), "stale (output removed"),
-        "record: truncated": (record, lambda p: p.write_bytes(p.read_bytes()[:100]), "missing"),
-        "record: random bytes": (
-            record, lambda p: p.write_bytes(rng.bytes(p.stat().st_size)), "missing"
-        ),
-        "record: bytes appended": (
-            record, lambda p: p.write_bytes(p.read_bytes() + b"}x"), "missing"
-        ),
-    }  # fmt: skip
+def output_outcomes(tmp: Path) -> dict[str, str]:
+    """Made grid cells whose files are changed afterwards, one damage a cell: `status` must
+    call each stale, with the file, and one `run` must remake them all (healed)."""
+    sizes = list(range(1, len(OUTPUT_DAMAGES) + 1))
+    config = MINI.replace("batch_size = [10]", f"batch_size = {sizes}", 1)
+    build, args, clean = _mini_build(tmp, "outputs", config)
+    cells = [build / "results" / "grid" / f"lr0.1_bs{b}" for b in sizes]
     outcomes = {}
     clean()
     try:
         made = in_process(["run", *args])
-        genuine = (history.read_bytes(), seed_results(record)) if made.returncode == 0 else None
-        for label, (path, damage, state) in damages.items():
-            damage(path)
-            status = in_process(["status", *args[:-1]])
-            line = [x for x in status.stdout.splitlines() if x.startswith("grid/lr0.1_bs10 ")]
-            stale = len(line) == 1 and line[0].split(maxsplit=1)[1].startswith(state)
-            remade = in_process(["run", *args])
-            now = (history.read_bytes(), seed_results(record)) if history.is_file() else None
-            ok = genuine is not None and stale and remade.returncode == 0 and now == genuine
-            outcomes[label] = "healed" if ok else f"wrong (status: {status.stdout.strip()[-200:]})"
+        genuine = [_cell_files(c) for c in cells] if made.returncode == 0 else None
+        for cell, (suffix, damage, _) in zip(cells, OUTPUT_DAMAGES.values(), strict=True):
+            damage(Path(f"{cell}.{suffix}"))
+        status = in_process(["status", *args[:-1]])
+        lines = dict(
+            x.split(maxsplit=1) for x in status.stdout.splitlines() if x.startswith("grid/")
+        )
+        remade = in_process(["run", *args])
+        for i, (label, (_, _, state)) in enumerate(OUTPUT_DAMAGES.items()):
+            line = lines.get(f"grid/{cells[i].name}", "")
+            ok = (
+                genuine is not None and genuine[i] is not None and line.startswith(state)
+                and remade.returncode == 0
+                and _cell_files(cells[i]) == genuine[i]
+            )  # fmt: skip
+            outcomes[label] = "healed" if ok else (
+                f"wrong (status: {line or status.stdout.strip()[-200:]}; run: exit "
+                f"{remade.returncode} {remade.stderr.strip()[-200:]})"
+            )  # fmt: skip
     finally:
         clean()
     return outcomes
