@@ -1,37 +1,18 @@
 """The dask executor of ``python -m linmnist run --executor dask``: products on a Dask cluster.
 
-Each product is one Dask task that calls ``linmnist.experiments.runner.make_product`` on a
-worker, with the same staging directory and the same record written last, atomically, as
-the local executor; the runner decides what starts when, as for the local executor.
-
-* Cluster: the scheduler at ``scheduler`` (``tcp://HOST:PORT``), or a LocalCluster on
-  loopback of ``jobs`` single-threaded worker processes (each under a nanny that restarts
-  it if it dies).
-* Shared filesystem: a worker writes the product's files itself, into the build directory
-  given as an absolute path; workers on other machines must therefore see the repository,
-  the build directory and the data cache (``$LINMNIST_DATA_DIR``) at the same paths, and
-  have the ``linmnist`` kernel installed. Before its first product a worker checks that its
-  copy of the dataset has the client's checksum; after each product the client checks that
-  it sees the product's record.
-* One product per worker at a time: every worker must run one thread (``--nthreads 1``),
-  and the client gives each product to an idle worker. The workers are counted afresh before
-  each product: one that joins later takes products, one that vanished is forgotten, and a
-  worker is idle again as soon as its product is done.
-* BLAS threads: the cores of a worker's machine divided between the workers on that machine,
-  as the local executor divides them between its jobs.
-* A worker that dies mid-product (``KilledWorker``): the runner makes the product again on
-  another worker, once; a second death records it as failed. Start an external scheduler
-  with ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0`` so that the scheduler itself
-  retries nothing (with more, its retries count as deaths too).
-* A lost scheduler (the client's futures cancelled, its connection closed) ends the run
-  with ``RunAborted`` naming it (exit status 1): the products made are kept, those being
-  made have no record. No worker at the scheduler for ``CONNECT_TIMEOUT`` s does the same.
-* Interrupting the client stops a LocalCluster; the workers of an external cluster finish
-  the products they have started.
+Each product is one Dask task calling ``jobs.make_product`` on an idle single-threaded worker
+(staging and record as for the local executor), of the scheduler at ``scheduler`` or of a
+LocalCluster of ``jobs`` workers. The workers see the repository, the build directory and the
+data cache (``$LINMNIST_DATA_DIR``, checked against the client's checksum) at the same paths;
+the cores of a machine are divided between its workers. A worker that dies mid-product
+(``KilledWorker``) costs it one retry; a second death records it failed (start an external
+scheduler with ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0``). A lost scheduler, or no
+worker for ``CONNECT_TIMEOUT`` s, ends the run with ``RunAborted`` (exit status 1).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -66,17 +47,9 @@ CONNECT_TIMEOUT = 30
 
 
 class DaskExecutor:
-    """Products on a Dask cluster (the interface of ``runner.LocalExecutor``).
-
-    Parameters
-    ----------
-    workers : int
-        Workers of the LocalCluster (ignored with a ``scheduler``).
-    scheduler : str or None
-        Address of a running scheduler; None starts a LocalCluster.
-    digests : dict
-        The client's dataset checksums; a worker whose copy differs refuses the products.
-    """
+    """Products on a Dask cluster (the interface of ``LocalExecutor``): the scheduler at
+    ``scheduler``, or a LocalCluster of ``workers``; a worker whose dataset checksum differs
+    from ``digests`` refuses the products."""
 
     def __init__(self, workers: int, *, scheduler: str | None, digests: dict[str, str]):
         self._context = _client(scheduler, workers)
@@ -95,8 +68,7 @@ class DaskExecutor:
 
     @property
     def slots(self) -> int:
-        """Products made at once: one per worker alive now (at least one: ``submit`` waits
-        for a worker to join)."""
+        """Products made at once: one per worker alive now (at least one)."""
         with self._lost_scheduler():
             return max(1, len(_running(_workers(self.client))))
 
@@ -127,8 +99,7 @@ class DaskExecutor:
         return future
 
     def _idle(self) -> tuple[dict[str, int], list[str]]:
-        """(worker threads per host, the workers alive and making no product). A worker
-        that finished its product or vanished is forgotten."""
+        """(worker threads per host, the workers alive and idle)."""
         workers = _workers(self.client)
         self._busy = {f: w for f, w in self._busy.items() if w in workers and not f.done()}
         busy = set(self._busy.values())
@@ -140,13 +111,8 @@ class DaskExecutor:
             return list(wait(futures, return_when="FIRST_COMPLETED").done)
 
     def outcome(self, future, product: Product, inputs: dict | None) -> Outcome | None:
-        """The product's outcome; None when its worker died and it should be made again.
-
-        Raises
-        ------
-        RunAborted
-            When the client lost the scheduler (which cancels every future).
-        """
+        """The product's outcome; None to make it again (its worker died); RunAborted when
+        the client lost the scheduler."""
         self._busy.pop(future, None)
         try:
             outcome = future.result()
@@ -176,8 +142,7 @@ class DaskExecutor:
 
     @contextlib.contextmanager
     def _lost_scheduler(self) -> Iterator[None]:
-        """Turn the errors of a lost scheduler (cancelled futures, a closed connection) into
-        one ``RunAborted`` naming it."""
+        """The errors of a lost scheduler as one ``RunAborted``."""
         try:
             yield
         except (CancelledError, OSError, TimeoutError):
@@ -234,8 +199,7 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
 
 @contextlib.contextmanager
 def _quiet(name: str) -> Iterator[None]:
-    """No log records of logger ``name`` but critical ones (a lost scheduler is one
-    ``RunAborted``, not the client's tracebacks)."""
+    """Only critical log records from logger ``name`` (a lost scheduler is one line)."""
     logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.CRITICAL)
@@ -246,10 +210,8 @@ def _quiet(name: str) -> Iterator[None]:
 
 
 def _workers(client: Client) -> dict[str, dict[str, Any]]:
-    """The scheduler's workers: address -> what it knows of them (``nthreads``, ``status``).
-
-    Raises ConnectionError when the client lost the scheduler (its answer would be stale).
-    """
+    """The scheduler's workers: address -> info (``nthreads``, ``status``); ConnectionError
+    when the client lost the scheduler."""
     running = client.status == "running"
     workers = client.scheduler_info(n_workers=-1).get("workers") if running else None
     if workers is None or client.status != "running":
@@ -263,12 +225,11 @@ def _running(workers: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _host_slots(workers: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Worker threads per host of the cluster (cells that may run at once on each machine)."""
-    slots: dict[str, int] = {}
+    """Worker threads per host (products that may run at once on each machine)."""
+    slots: collections.Counter[str] = collections.Counter()
     for address, info in workers.items():
-        host = get_address_host(address)
-        slots[host] = slots.get(host, 0) + info["nthreads"]
-    return slots
+        slots[get_address_host(address)] += info["nthreads"]
+    return dict(slots)
 
 
 def _blas_threads(client: Client) -> int:

@@ -1,20 +1,13 @@
 """The orchestrator: which products are stale, and making them in dependency order, in parallel.
 
-``assess`` compares each product's current inputs (``linmnist.experiments.fingerprint``)
-with those stored in its record and says *up to date*, *stale* (naming what changed),
-*missing* or *failed*; a product downstream of one that is not up to date is stale
-("upstream"). ``run`` makes every product that is not up to date (or every one, with
-``force``): a product starts once its upstream products are finished, on the local executor
-(``jobs`` worker processes, each with ``cores // jobs`` BLAS threads) or on a Dask cluster
-(``linmnist.experiments.dask_executor``).
-
-Kill-safe records: a product's record is deleted when its job starts; the job writes into a
-hidden staging directory (``.<stem>.<pid>.staging``), whose files are moved into place when
-it succeeds, and the record is written last, atomically. A run killed at any moment leaves
-no record of an unfinished product (it is *missing* next time), and the next run removes the
-staging leftovers. A failing product gets a record with status "failed" and its error; the
-others go on, and products downstream of it still run (they show what failed). A lock file
-keeps two runners out of one build directory.
+``assess`` compares each product's current inputs (``fingerprint``) with those in its record:
+*up to date*, *stale* (naming what changed, "upstream" included), *missing* or *failed*.
+``run`` makes the products not up to date (every one with ``force``), each once its upstream
+products are finished, on the local executor or on Dask. A record is deleted when its job
+starts and written last, atomically, after the job's staging directory is moved into place:
+a killed run leaves no record of an unfinished product, and the next run removes the staging
+leftovers. A failed product gets a "failed" record; the others go on. A lock file keeps two
+runners out of one build directory.
 """
 
 from __future__ import annotations
@@ -62,7 +55,7 @@ class ProductState:
     # For a stale product, what changed (``"code (linmnist.engine.sgd)"``, ``"upstream
     # grid/lr0.1_bs10 is missing"``); for a failed one, its error.
     reasons: tuple[str, ...] = ()
-    # The digests of its own current inputs (``own_inputs``): what it is made with.
+    # The digests of its own current inputs (``own_inputs``).
     inputs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def format(self) -> str:
@@ -80,8 +73,7 @@ class RunSummary:
     jobs: int = 1  # products made at once
     threads_per_job: int = 1  # BLAS threads given to each
     executor: str = "local"  # or "dask"
-    # Per group made in this run, the wall time from its first product's start to its last
-    # product's end (groups overlap when products of several run at once).
+    # Per group made, the wall time from its first product's start to its last one's end.
     wall_by_group: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -121,8 +113,8 @@ class RunSummary:
 
 
 def check_pipeline(products: Sequence[Product]) -> None:
-    """Refuse duplicate names, unknown upstream products and cycles (topological order is
-    required: every product after its upstream products)."""
+    """Refuse duplicate names, unknown upstream products and products before their upstream
+    products (cycles included)."""
     seen: set[str] = set()
     names = {p.name for p in products}
     for product in products:
@@ -168,11 +160,8 @@ def select(products: Sequence[Product], targets: Iterable[str] | None) -> list[P
 def own_inputs(
     product: Product, data_digests: dict[str, str], memo: dict | None = None
 ) -> dict[str, Any]:
-    """The digests of a product's own inputs (all but ``upstream``), and of each module.
-
-    ``memo`` (a dict kept for one pass over the pipeline) shares the code and notebook
-    digests between the products that run the same modules and notebook (every grid cell).
-    """
+    """The digests of a product's own inputs (all but ``upstream``), and of each module;
+    ``memo`` shares the code and notebook digests between products (one pass)."""
     memo = {} if memo is None else memo
     key = (product.job.split(":", 1)[0], product.modules, product.notebook)
     if key not in memo:
@@ -196,10 +185,8 @@ def own_inputs(
 
 def upstream_prints(product: Product, records: dict[str, dict | None]) -> dict[str, list]:
     """The upstream products' fingerprints and statuses, from their records."""
-    return {
-        u: [(records.get(u) or {}).get("fingerprint"), (records.get(u) or {}).get("status")]
-        for u in product.upstream
-    }
+    fields = ("fingerprint", "status")
+    return {u: [(records.get(u) or {}).get(k) for k in fields] for u in product.upstream}
 
 
 def data_digests(products: Iterable[Product]) -> dict[str, str]:
@@ -257,8 +244,7 @@ def _state(
     states: dict[str, ProductState],
     records: dict[str, dict | None],
 ) -> tuple[str, tuple[str, ...]]:
-    """A product's state and its reasons, from its record, its current inputs and the states
-    and records of its upstream products."""
+    """A product's state and its reasons."""
     if record is None:
         return "missing", ()
     reasons = output_problems(record, product.record, product.directory, product.outputs)
@@ -302,30 +288,10 @@ def run(
     executor: str = "local",
     scheduler: str | None = None,
 ) -> RunSummary:
-    """Make every product that is not up to date, in dependency order, in parallel.
-
-    Parameters
-    ----------
-    products : sequence of Product
-        The pipeline (or the part of it to bring up to date), in dependency order.
-    lock_dir : Path
-        The build directory; its lock keeps other runners out, its ``runs.jsonl`` gets a
-        line per group of products made, as soon as the group is made.
-    jobs : int
-        Products made at once (>= 1), at most what this machine can hold
-        (``linmnist.experiments.jobs.job_limit``) unless they run on a remote Dask scheduler.
-    force : bool
-        Make every product, up to date or not.
-    progress : bool
-        A progress bar on stderr.
-    executor : {"local", "dask"}
-        Worker processes here, or a Dask cluster (``scheduler``, or a LocalCluster of
-        ``jobs`` workers).
-
-    Returns
-    -------
-    RunSummary
-    """
+    """Make every product that is not up to date (every one with ``force``), in dependency
+    order, ``jobs`` at once (at most ``jobs.job_limit`` but on a remote Dask scheduler), on
+    ``executor`` ("local" or "dask"); ``lock_dir`` is the build directory, locked, whose
+    ``runs.jsonl`` gets a line per group of products made."""
     start = time.perf_counter()
     if executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
@@ -339,8 +305,11 @@ def run(
             skipped = tuple(Outcome(p.name, "skipped") for p in products)
             return RunSummary(skipped, time.perf_counter() - start)
         workers = max(1, min(job_limit(jobs)[0] if scheduler is None else jobs, len(todo)))
+        profile = next((p.params["profile"] for p in products if "profile" in p.params), None)
         with _executor(executor, workers, scheduler, digests) as pool:
-            setting = _setting(products, executor, scheduler, pool.slots, pool.threads)
+            setting = {"profile": profile, "executor": executor, "scheduler": scheduler}
+            setting |= {"jobs": pool.slots, "threads_per_job": pool.threads}
+            setting["cores"] = available_cores()
             outcomes, spans = _made(products, todo, states, pool, lock_dir, setting, progress)
         return RunSummary(
             tuple(outcomes[p.name] for p in products),
@@ -361,9 +330,8 @@ def _made(
     setting: dict[str, Any],
     progress: bool,
 ) -> tuple[dict[str, Outcome], dict[str, tuple[float, float]]]:
-    """Make ``todo`` (``_make``) with a progress bar, and log each group of products in
-    ``lock_dir/runs.jsonl`` as soon as it is made (so that a notebook reading the log quotes
-    this run). Returns every product's outcome and each group's (first start, last end)."""
+    """Make ``todo`` with a progress bar, logging each group in ``lock_dir/runs.jsonl`` as
+    soon as it is made; every product's outcome and each group's (first start, last end)."""
     making = {p.name for p in todo}
     records = {p.name: _read(p.record) for p in products if p.name not in making}
     outcomes = {p.name: Outcome(p.name, "skipped") for p in products}
@@ -384,30 +352,13 @@ def _made(
     return outcomes, spans
 
 
-def _setting(
-    products: Sequence[Product], executor: str, scheduler: str | None, jobs: int, threads: int
-) -> dict[str, Any]:
-    """The fields of a run's log lines that every group of products shares."""
-    profile = next((p.params["profile"] for p in products if "profile" in p.params), None)
-    return {
-        "profile": profile,
-        "executor": executor,
-        "scheduler": scheduler,
-        "jobs": jobs,
-        "threads_per_job": threads,
-        "cores": available_cores(),
-    }
-
-
 def _group_entry(
     group: str,
     products: Sequence[Product],
     outcomes: dict[str, Outcome],
     span: tuple[float, float],
 ) -> dict[str, Any]:
-    """The fields of the log line of a group of products just made (``runs.jsonl``): its
-    wall time (first start to last end within this run) and how many of its products were
-    made, failed or skipped."""
+    """The fields of the log line (``runs.jsonl``) of a group of products just made."""
     mine = [p for p in products if p.group == group]
     counts = collections.Counter(outcomes[p.name].status for p in mine)
     datasets = {p.params.get("dataset") for p in mine}
@@ -427,12 +378,9 @@ def _make(
     records: dict[str, dict | None],
     pool,
 ) -> Iterator[tuple[Product, Outcome, tuple[float, float] | None]]:
-    """Make ``todo`` on ``pool`` as their upstream products finish; yield each product with
-    its outcome and its span (submitted, finished), None for one that failed before its job.
-
-    ``records`` holds the records of the products not made; the inputs a product is made with
-    are its current ones (``states``) and its upstream products' records.
-    """
+    """Make ``todo`` on ``pool`` as their upstream products finish; yield each product,
+    its outcome and its span (submitted, finished; None if it failed before its job).
+    ``records`` holds those of the products not made."""
     records = dict(records)
     pending = {p.name: p for p in todo}  # in pipeline order; a retried product goes first
     waiting = set(pending)
@@ -450,7 +398,9 @@ def _make(
                 failed_alone = True
                 yield product, Outcome(product.name, "failed", problem), None
                 continue
-            given[product.name] = _inputs(product, states[product.name], records)
+            upstreams = upstream_prints(product, records)
+            given[product.name] = {**states[product.name].inputs, "upstreams": upstreams}
+            given[product.name]["upstream"] = fp.digest(upstreams)
             submitted.setdefault(product.name, time.perf_counter())
             running[pool.submit(product, given[product.name])] = product
         if not running and failed_alone:
@@ -468,12 +418,6 @@ def _make(
             yield product, outcome, (submitted[product.name], time.perf_counter())
 
 
-def _inputs(product: Product, state: ProductState, records: dict[str, dict | None]) -> dict:
-    """The inputs a product is made with: its own (``state.inputs``) and its upstream ones."""
-    upstreams = upstream_prints(product, records)
-    return {**state.inputs, "upstreams": upstreams, "upstream": fp.digest(upstreams)}
-
-
 def _recorded(product: Product, outcome: Outcome, inputs: dict) -> tuple[Outcome, dict | None]:
     """A finished product's outcome and record; a job that wrote none is recorded failed."""
     record = _read(product.record)
@@ -485,7 +429,7 @@ def _recorded(product: Product, outcome: Outcome, inputs: dict) -> tuple[Outcome
 
 def _ready(pending: dict[str, Product], waiting: set[str], free: int) -> list[Product]:
     """Up to ``free`` pending products, in order, none of whose upstream products is waiting
-    (a scan that stops as soon as enough are found: linear in the products a run makes)."""
+    (the scan stops once enough are found)."""
     ready = (p for p in pending.values() if not any(u in waiting for u in p.upstream))
     return list(itertools.islice(ready, max(free, 0)))
 
@@ -525,13 +469,9 @@ def _remove_leftovers(directory: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
 def _executor(kind: str, workers: int, scheduler: str | None, digests: dict[str, str]):
     if kind == "dask":
         from linmnist.experiments.dask_executor import DaskExecutor  # dask only when asked
 
-        with DaskExecutor(workers, scheduler=scheduler, digests=digests) as pool:
-            yield pool
-        return
-    with LocalExecutor(workers) as pool:
-        yield pool
+        return DaskExecutor(workers, scheduler=scheduler, digests=digests)
+    return LocalExecutor(workers)

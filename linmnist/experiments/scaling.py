@@ -1,26 +1,19 @@
-"""The batch-size scaling law as products: steps to target per batch size, exact gradient
-descent with the noise scales along it, and the noise-floor predictions.
+"""The batch-size scaling law as products, in ``results/scaling/`` of a build.
 
-The ``[scaling]`` section of the grid configuration (``SCALING_KEYS``) defines the experiment;
-``scaling_settings`` reads and validates it (with a profile's overrides). Its products, in
-``results/scaling/`` of a build:
+The ``[scaling]`` section of the configuration (``SCALING_KEYS``, read by
+``scaling_settings``) defines them:
 
-* ``scaling/bs<B>`` (``batch_job``), one per batch size: ``bs<B>.runs.csv``, every run of
-  ``linmnist.engine.scaling.search_lr`` (columns ``RUN_COLUMNS`` and ``steps_<i>`` per target);
+* ``scaling/bs<B>`` (``batch_job``): ``bs<B>.runs.csv``, every run of the lr search of one
+  batch size (``linmnist.engine.scaling.search_lr``: ``RUN_COLUMNS``, ``steps_<i>`` per target);
 * ``scaling/gd`` (``gd_job``): ``gd.runs.csv``, gradient descent's exact steps to each target
-  at every rate of the grid, and ``gd.trajectory.csv``, the noise scales
-  (``linmnist.engine.noise``) along gradient descent at lr = 1 / lambda_max;
-  its record holds the optimum, lambda_max, tr Sigma* and the noise scales at W = 0 and
-  where gradient descent reaches each target;
+  at every rate of the grid, and ``gd.trajectory.csv``, the noise scales along descent at
+  ``TRAJECTORY_STEP / lambda_max`` (its record: the scales at W = 0, at each target, at W*);
 * ``scaling/predicted`` (``predicted_job``): ``predicted.csv``, the steps to each target
-  predicted from the data for every batch size (``linmnist.engine.scaling.predict_search``:
-  the first step at which SGD's expected excess is within the target, at each rate of the
-  grid the search visits); its record holds the predicted instability edge of each batch size;
-* ``scaling/floor`` (``floor_job``): ``floor.csv``, for every configuration of the Task 3
-  grid and of the stability sweep, the excess of gradient descent after the same iterations
-  and the three noise-floor predictions of ``linmnist.engine.noise_floor``; and
-  ``floor.curves.csv``, the prediction after t steps at the batch sizes ``CURVE_SIZES`` (up
-  to the largest measured) for each (lr, iterations) of the Task 3 grid (``CURVE_TASK``).
+  predicted from the data for every batch size (``predict_search``);
+* ``scaling/floor`` (``floor_job``): ``floor.csv``, gradient descent's excess and the three
+  noise-floor predictions of every configuration of ``FLOOR_TASKS``, and ``floor.curves.csv``,
+  the prediction against the batch size (``CURVE_SIZES``) for the (lr, iterations) of
+  ``CURVE_TASK``.
 
 ``load_scaling`` reads them back into a ``Scaling``.
 """
@@ -49,10 +42,10 @@ from linmnist.engine.scaling import (
     target_data,
 )
 from linmnist.engine.sgd import MAX_ITERATIONS, check_batch_size
-from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to, gd_weights, spectrum
+from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to, gd_weights
 from linmnist.engine.validation import UsageError, check_int, check_number
-from linmnist.experiments.cells import prepared
-from linmnist.experiments.grids import Cell, check_seed_count, section
+from linmnist.experiments.cells import data_spectrum, moments, prepared
+from linmnist.experiments.grids import Cell, check_seed_count, distinct, section
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.products import Product
 from linmnist.experiments.results import atomic_write_text, plain, read_record
@@ -96,17 +89,6 @@ TRAJECTORY_STEP = 1.0
 FLOOR_TASKS = ("grid", "stability")
 
 
-def _distinct(label: str, values, check) -> list:
-    if not isinstance(values, list) or not values or len(set(values)) != len(values):
-        raise UsageError(f"{label} must be a non-empty list of distinct values, got {values!r}")
-    return [check(label, v) for v in values]
-
-
-def _seeds(values) -> list:
-    check_seed_count(len(values) if isinstance(values, list) else 0, "scaling.seeds")
-    return _distinct("scaling.seeds", values, lambda n, v: check_int(n, v, low=0))
-
-
 def scaling_settings(config: str | Path | None = None, *, profile: str | None = None) -> dict:
     """The validated ``[scaling]`` section (profile overrides applied); {} without one."""
     raw = section(config, GROUP, profile=profile)
@@ -119,7 +101,7 @@ def scaling_settings(config: str | Path | None = None, *, profile: str | None = 
             f"scaling: unknown key(s) {unknown} or missing key(s) {missing}; the keys are "
             + "; ".join(f"{k} ({v})" for k, v in SCALING_KEYS.items())
         )
-    targets = _distinct(
+    targets = distinct(
         "scaling.targets", raw["targets"], lambda n, v: check_number(n, v, low=0, low_open=True)
     )
     if sorted(targets, reverse=True) != targets:
@@ -127,12 +109,15 @@ def scaling_settings(config: str | Path | None = None, *, profile: str | None = 
     lr_top = check_number("scaling.lr_top", raw["lr_top"], low=0, low_open=True, high=1)
     if lr_top == 1:
         raise UsageError("scaling.lr_top must be below 1 (gradient descent stalls at 2/lambda_max)")
+    sizes = distinct(
+        "scaling.batch_size", raw["batch_size"], lambda n, v: check_batch_size(v, name=n)
+    )
+    seeds = raw["seeds"]
+    check_seed_count(len(seeds) if isinstance(seeds, list) else 0, "scaling.seeds")
     return {
-        "batch_size": _distinct(
-            "scaling.batch_size", raw["batch_size"], lambda n, v: check_batch_size(v, name=n)
-        ),
+        "batch_size": sizes,
         "targets": targets,
-        "seeds": _seeds(raw["seeds"]),
+        "seeds": distinct("scaling.seeds", seeds, lambda n, v: check_int(n, v, low=0)),
         "lr_top": lr_top,
         **{
             key: check_int(f"scaling.{key}", raw[key], low=2 if key == "trajectory_points" else 1)
@@ -190,31 +175,14 @@ def scaling_products(
 
 
 @functools.cache
-def _spectrum(dataset: str) -> Spectrum:
-    X, Y, _, _ = prepared(dataset)
-    return spectrum(X, Y)
-
-
-@functools.cache
 def _target_data(dataset: str) -> TargetData:
     X, Y, _, _ = prepared(dataset)
-    return target_data(_spectrum(dataset), X, Y)
-
-
-@functools.cache
-def _floor_model(dataset: str) -> noise_floor.FloorModel:
-    """The training set's ``FloorModel``, once per process (the floor and the predictions)."""
-    X, Y, _, _ = prepared(dataset)
-    return noise_floor.floor_model(_spectrum(dataset), X, Y)
+    return target_data(data_spectrum(dataset), X, Y)
 
 
 def _lrs(spec: Spectrum, params: dict[str, Any]) -> np.ndarray:
-    return lr_grid(
-        spec.lr_max,
-        top=params["lr_top"],
-        per_octave=params["lr_per_octave"],
-        octaves=params["lr_octaves"],
-    )
+    grid = {key: params[f"lr_{key}"] for key in ("top", "per_octave", "octaves")}
+    return lr_grid(spec.lr_max, **grid)
 
 
 def _basics(spec: Spectrum) -> dict[str, Any]:
@@ -223,49 +191,29 @@ def _basics(spec: Spectrum) -> dict[str, Any]:
 
 def batch_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of ``scaling/bs<B>``: the lr search of one batch size over every seed."""
-    spec = _spectrum(params["dataset"])
-    runs = search_lr(
-        _target_data(params["dataset"]),
-        batch_size=params["batch_size"],
-        lrs=list(_lrs(spec, params)),
-        seeds=params["seeds"],
-        targets=params["targets"],
-        max_steps=params["max_steps"],
-    )
+    spec = data_spectrum(params["dataset"])
+    search = {k: params[k] for k in ("batch_size", "seeds", "targets", "max_steps")}
+    runs = search_lr(_target_data(params["dataset"]), lrs=list(_lrs(spec, params)), **search)
     atomic_write_text(Path(out) / f"{stem}{RUNS_SUFFIX}", runs.to_csv(index=False))
     return plain({**_basics(spec), "runs": len(runs), "steps": int(runs["steps_run"].sum())})
 
 
 def predicted_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of ``scaling/predicted``: the predicted lr search of every batch size."""
-    spec, model = _spectrum(params["dataset"]), _floor_model(params["dataset"])
-    lrs = list(_lrs(spec, params))
+    spec, model = moments(params["dataset"])
     sigmas: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # shared by the batch sizes
-    tables = [
-        predict_search(
-            spec,
-            model,
-            batch_size=b,
-            lrs=lrs,
-            targets=params["targets"],
-            max_steps=params["max_steps"],
-            sigmas=sigmas,
-        )  # fmt: skip
-        for b in params["batch_size"]
-    ]
+    search = {"lrs": list(_lrs(spec, params)), "sigmas": sigmas}
+    search |= {k: params[k] for k in ("targets", "max_steps")}
+    tables = [predict_search(spec, model, batch_size=b, **search) for b in params["batch_size"]]
     table = pd.concat(tables, ignore_index=True)
     atomic_write_text(Path(out) / PREDICTED_FILE, table.to_csv(index=False))
     return plain({**_basics(spec), "rates": len(table)})
 
 
-def _scales_row(step: int, excess: float, scales) -> dict[str, Any]:
-    return {"step": step, "excess": excess, **vars(scales)}
-
-
 def gd_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of ``scaling/gd``: exact gradient descent on the grid and the noise scales."""
     X, Y, _, _ = prepared(params["dataset"])
-    spec = _spectrum(params["dataset"])
+    spec = data_spectrum(params["dataset"])
     targets, lrs = params["targets"], _lrs(spec, params)
     rows = []
     for lr in lrs:
@@ -273,11 +221,11 @@ def gd_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         rows.append({"lr": lr, **dict(zip(target_columns(len(targets)), steps, strict=True))})
     runs = pd.DataFrame(rows, columns=["lr", *target_columns(len(targets))]).astype(float)
     X64 = np.asarray(X, dtype=np.float64)
-    moments = sample_moments(X64, spec.S)
+    second = sample_moments(X64, spec.S)
 
     def scales_at(lr: float, step: int) -> dict[str, Any]:
-        W = gd_weights(spec, lr, step)
-        return _scales_row(step, _excess(spec, lr, step), noise_scales(W, X64, Y, moments=moments))
+        scales = noise_scales(gd_weights(spec, lr, step), X64, Y, moments=second)
+        return {"step": step, "excess": float(gd_excess(spec, lr, step)), **vars(scales)}
 
     # The noise scales depend on the point W, and the points at which runs at different rates
     # reach a target differ: near 2 / lambda_max the stiffest direction still oscillates and
@@ -292,7 +240,7 @@ def gd_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     end = 2 * at_target[-1]["step"]
     steps = np.unique(np.r_[0, np.geomspace(1, end, points - 1).round()]).astype(int)  # type: ignore[assignment]
     trajectory = pd.DataFrame([scales_at(lr, int(t)) for t in steps], columns=TRAJECTORY_COLUMNS)  # type: ignore[arg-type]
-    optimum = noise_scales(spec.W_star, X64, Y, moments=moments)
+    optimum = noise_scales(spec.W_star, X64, Y, moments=second)
     atomic_write_text(Path(out) / f"{stem}{RUNS_SUFFIX}", runs.to_csv(index=False))
     atomic_write_text(Path(out) / TRAJECTORY_FILE, trajectory.to_csv(index=False))
     return plain(
@@ -307,13 +255,9 @@ def gd_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     )
 
 
-def _excess(spec: Spectrum, lr: float, step: int) -> float:
-    return float(gd_excess(spec, lr, step))
-
-
 def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of ``scaling/floor``: the noise-floor predictions of every configuration."""
-    spec, model = _spectrum(params["dataset"]), _floor_model(params["dataset"])
+    spec, model = moments(params["dataset"])
     rows = []
     for task, cell, lr, batch_size, iterations in params["configurations"]:
         settings = {"lr": lr, "batch_size": batch_size}
@@ -323,7 +267,7 @@ def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
                 "cell": cell,
                 **settings,
                 "iterations": iterations,
-                "gd_excess": _excess(spec, lr, iterations),
+                "gd_excess": float(gd_excess(spec, lr, iterations)),
                 "first_order": noise_floor.first_order_excess(model, **settings),
                 "stationary": noise_floor.stationary_excess(model, **settings),
                 "predicted": math.nan,
@@ -357,36 +301,17 @@ def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
 
 @dataclass
 class Scaling:
-    """The scaling experiment of a build, as ``load_scaling`` reads it.
+    """The scaling experiment of a build, as ``load_scaling`` reads it (a failed product's
+    tables empty)."""
 
-    Attributes
-    ----------
-    runs : DataFrame
-        Every SGD run of every batch size (``RUN_COLUMNS``, ``steps_<i>``).
-    gd : DataFrame
-        Gradient descent's exact steps per lr (lr, ``steps_<i>``).
-    trajectory : DataFrame
-        The noise scales along gradient descent (``TRAJECTORY_COLUMNS``).
-    floor : DataFrame
-        The noise-floor predictions (``FLOOR_COLUMNS``).
-    floor_curves : DataFrame
-        The prediction after t steps against the batch size (``CURVE_COLUMNS``).
-    predicted : DataFrame
-        The predicted steps to each target per batch size and rate (``predicted_columns``).
-    records : dict
-        Product stem -> its record (params, wall_seconds, the fields the jobs return).
-    failed : dict
-        Product stem -> error, for the failed products.
-    """
-
-    runs: pd.DataFrame
-    gd: pd.DataFrame
-    trajectory: pd.DataFrame
-    floor: pd.DataFrame
-    floor_curves: pd.DataFrame
-    predicted: pd.DataFrame
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
+    runs: pd.DataFrame  # every SGD run of every batch size (RUN_COLUMNS, steps_<i>)
+    gd: pd.DataFrame  # gradient descent's exact steps per lr (lr, steps_<i>)
+    trajectory: pd.DataFrame  # the noise scales along gradient descent (TRAJECTORY_COLUMNS)
+    floor: pd.DataFrame  # the noise-floor predictions (FLOOR_COLUMNS)
+    floor_curves: pd.DataFrame  # the prediction against the batch size (CURVE_COLUMNS)
+    predicted: pd.DataFrame  # predicted steps per batch size and rate (predicted_columns)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # stem -> record
+    failed: dict[str, str] = field(default_factory=dict)  # stem -> error of a failed product
 
     @property
     def params(self) -> dict[str, Any]:
@@ -404,13 +329,8 @@ class Scaling:
 
 
 def load_scaling(directory: str | Path, batch_sizes: list[int]) -> Scaling:
-    """The products in ``directory`` (``results/scaling/`` of a build) for ``batch_sizes``.
-
-    Raises
-    ------
-    FileNotFoundError
-        When a record is missing.
-    """
+    """The products in ``directory`` (``results/scaling/`` of a build) for ``batch_sizes``;
+    FileNotFoundError when a record is missing."""
     directory = Path(directory)
     stems = [f"bs{b}" for b in batch_sizes] + [GD, FLOOR, PREDICTED]
     records = {}

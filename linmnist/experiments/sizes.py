@@ -28,7 +28,7 @@ from linmnist.engine.prediction import expected_losses, held_out
 from linmnist.engine.sgd import draw_subset, train
 from linmnist.engine.validation import UsageError, check_int
 from linmnist.experiments.cells import moments, prepared, shared_evaluator
-from linmnist.experiments.grids import Cell, section
+from linmnist.experiments.grids import Cell, distinct, section
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.products import Product
 from linmnist.experiments.results import atomic_write_text, read_record
@@ -39,12 +39,6 @@ SIZE_COLUMNS = [
     "n_prime", "seed", "ls_train_loss", "ls_test_loss", "ls_test_acc", "sgd_train_loss",
     "sgd_test_loss", "sgd_test_acc", "predicted_train_loss", "predicted_test_loss",
 ]  # fmt: skip
-
-
-def _distinct_ints(label: str, values: Any, low: int) -> list[int]:
-    if not isinstance(values, list) or not values or len(set(values)) != len(values):
-        raise UsageError(f"{label} must be a non-empty list of distinct integers, got {values!r}")
-    return [check_int(label, v, low=low) for v in values]
 
 
 def sizes_products(
@@ -63,8 +57,10 @@ def sizes_products(
     unknown = sorted(set(raw) - {"n_prime", "seeds"})
     if unknown or not {"n_prime", "seeds"} <= set(raw):
         raise UsageError(f"sizes: the keys are n_prime and seeds, got {sorted(raw)}")
-    sizes = _distinct_ints("sizes.n_prime", raw["n_prime"], 1)
-    seeds = _distinct_ints("sizes.seeds", raw["seeds"], 0)
+    sizes, seeds = (
+        distinct(f"sizes.{k}", raw[k], lambda n, v, low=low: check_int(n, v, low=low), "integers")
+        for k, low in (("n_prime", 1), ("seeds", 0))
+    )
     budget = {k: grids["subset"][0].params[k] for k in ("lr", "batch_size", "iterations")}
     return [
         Product(
