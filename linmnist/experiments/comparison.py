@@ -1,14 +1,11 @@
 """Task 6 as a product: the same model trained by numpy, PyTorch and Keras, written as data.
 
-``compare_frameworks`` trains every run of ``RUNS``: the Task 2 configuration on one set of
-batches (float32 by numpy, PyTorch and Keras 3; float64 by numpy and PyTorch), the study's
-PyTorch setting (bias, ``nn.MSELoss`` at ``study_lr``) and its numpy equivalent on another,
-and the closed-form optima without and with a bias. Each framework run is compared with
-the numpy run of its configuration (``compare_runs``) and its updates are timed alone.
-
-``comparison_job``, the job of the ``frameworks`` product, writes ``frameworks.runs.csv``
-(``RUN_COLUMNS``) and ``frameworks.history.csv`` (run, iteration, train_loss, train_acc,
-test_acc) and returns the record fields ``RECORD_FIELDS``; ``load_comparison`` reads them.
+``compare_frameworks`` trains every run of ``RUNS`` (the Task 2 configuration in float32 and
+float64; the study's PyTorch setting, bias and ``nn.MSELoss`` at ``study_lr``, and its numpy
+equivalent), compares each with its numpy reference (``compare_runs``), times its updates
+alone, and adds the closed-form optima without and with a bias. ``comparison_job`` writes
+``frameworks.runs.csv`` (``RUN_COLUMNS``) and ``frameworks.history.csv``; ``load_comparison``
+reads them back.
 """
 
 from __future__ import annotations
@@ -63,11 +60,9 @@ FRAMEWORKS_PROFILES: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the comparison: its id ``run``; ``setting`` "task2" (no bias, quadratic
-    loss) or "study" (bias; MSE for PyTorch); ``framework`` numpy, torch or keras;
-    ``precision``; ``reference``, the numpy run it is compared with (None for numpy); ``label``,
-    its unique display name (``{lr}``: its learning rate); ``loss``, "quadratic" or "mse".
-    """
+    """One run of the comparison: ``setting`` "task2" (no bias) or "study" (bias);
+    ``reference``, the numpy run it is compared with (None for numpy); ``label``, its display
+    name (``{lr}``: its learning rate); ``loss``, "quadratic" or "mse"."""
 
     run: str
     setting: str
@@ -93,34 +88,15 @@ RUNS = (
     RunSpec("study_numpy", "study", "numpy", "float32", None, "numpy, bias, lr {lr:g}"),
 )  # fmt: skip
 TRAINERS: dict[str, Any] = {"numpy": train, "torch": train_torch, "keras": train_keras}
+# RunSpec's fields, the training's, the final metrics (the quadratic loss, whatever the loss
+# trained on), compare_runs's against the reference, the updates' seconds alone and the
+# training call's (with its evaluation, not the evaluator's shared set-up).
 RUN_COLUMNS = [
-    "run",  # id, RunSpec.run
-    "label",  # display name, unique
-    "setting",  # "task2" or "study"
-    "framework",  # "numpy", "torch" or "keras"
-    "precision",  # "float32" or "float64"
-    "bias",  # bool
-    "loss",  # "quadratic" or "mse": the loss trained on
-    "lr",
-    "batch_size",
-    "iterations",
-    "eval_every",
-    "seed",
-    "reference",  # the run compared with (empty for a numpy run)
-    "final_iteration",  # last evaluated iteration
-    "final_train_loss",  # quadratic loss, whatever the loss trained on
-    "final_train_acc",
-    "final_test_acc",
-    "diverged_at",  # empty when the run did not diverge
-    "max_abs_dW",  # max |(W, b) - (W, b)_reference| (0 for a numpy run)
-    "evaluations",  # iterations evaluated in both runs
-    "differing",  # evaluated iterations whose training or test accuracy differ
-    "train_samples",  # largest difference in correctly classified training samples
-    "test_samples",  # same, test samples
-    "max_loss_rel",  # largest relative difference of the training loss
-    "step_seconds",  # the updates alone, summed over iterations
-    "run_seconds",  # the training call with its evaluation (not the evaluator's shared set-up)
-]
+    "run", "label", "setting", "framework", "precision", "bias", "loss", "lr", "batch_size",
+    "iterations", "eval_every", "seed", "reference", "final_iteration", "final_train_loss",
+    "final_train_acc", "final_test_acc", "diverged_at", "max_abs_dW", "evaluations", "differing",
+    "train_samples", "test_samples", "max_loss_rel", "step_seconds", "run_seconds",
+]  # fmt: skip
 _INT_COLUMNS = [
     "batch_size", "iterations", "eval_every", "seed", "final_iteration", "diverged_at",
     "evaluations", "differing", "train_samples", "test_samples",
@@ -130,9 +106,7 @@ RECORD_FIELDS = ("dataset", "n_train", "n_test", "optimum", "optimum_bias", "run
 
 @dataclass(frozen=True)
 class Optimum:
-    """The closed-form optimum of the quadratic loss: its training loss and accuracies
-    (fractions; test_acc NaN without a test set).
-    """
+    """The closed-form optimum: training loss and accuracies (test_acc NaN without a test set)."""
 
     loss: float
     train_acc: float
@@ -141,14 +115,8 @@ class Optimum:
 
 @dataclass
 class Comparison:
-    """The framework comparison, as ``compare_frameworks`` makes it and
-    ``load_comparison`` reads it.
-
-    ``runs`` has a row per run of ``RUNS`` indexed by id (``RUN_COLUMNS``; empty for a failed
-    product), ``histories`` every run's history; ``optimum`` and ``optimum_bias`` (None when
-    failed); ``params`` (``comparison_params``), ``n_train``, ``n_test``, library ``versions``,
-    ``status`` ("ok" or "failed"), ``error``, the job's ``wall_seconds`` and the ``directory`` read.
-    """
+    """The framework comparison: ``runs`` a row per run of ``RUNS`` indexed by id
+    (``RUN_COLUMNS``), ``histories`` every run's; empty tables and no optima when failed."""
 
     runs: pd.DataFrame
     histories: pd.DataFrame
@@ -224,14 +192,8 @@ def compare_frameworks(
     dataset: str | None = None,
     **settings: Any,
 ) -> Comparison:
-    """Train and compare every run of ``RUNS`` into a ``Comparison``.
-
-    X, Y, X_test, Y_test are float32 and feature-major; ``data64`` the same in float64 (default:
-    converted). ``settings`` are the keys of ``FRAMEWORKS_PARAMETERS``: ``lr``, ``batch_size``,
-    ``iterations``, ``seed``, ``eval_every`` the Task 2 configuration (``seed`` draws both
-    settings' batches), the ``study_*`` ones the study's PyTorch setting (``study_lr`` on the
-    MSE loss); ``dataset`` is stored in ``params``.
-    """
+    """Train and compare every run of ``RUNS`` on float32 feature-major data (``data64``: the
+    same in float64, default converted); ``settings`` are ``FRAMEWORKS_PARAMETERS``'s keys."""
     if set(settings) != set(FRAMEWORKS_PARAMETERS):
         raise TypeError(
             f"compare_frameworks takes the settings {', '.join(FRAMEWORKS_PARAMETERS)}; got "
@@ -324,20 +286,13 @@ def _row(
     result, step_seconds = results[spec.run]
     reference = results[spec.reference or spec.run][0]
     compared = compare_runs(reference, result, n_train=n_train, n_test=n_test)
+    training = {k: getattr(result, k) for k in ("lr", "batch_size", "iterations", "eval_every")}
     return {
-        "run": spec.run,
+        **asdict(spec),
         "label": spec.label.format(lr=result.lr),
-        "setting": spec.setting,
-        "framework": spec.framework,
-        "precision": spec.precision,
         "bias": result.b is not None,
-        "loss": spec.loss,
-        "lr": result.lr,
-        "batch_size": result.batch_size,
-        "iterations": result.iterations,
-        "eval_every": result.eval_every,
+        **training,
         "seed": seed,
-        "reference": spec.reference,
         **final_metrics(result.history),
         "diverged_at": result.diverged_at,
         **asdict(compared),
@@ -370,27 +325,14 @@ def write_comparison(comparison: Comparison, out: Path) -> dict[str, Any]:
     out = Path(out)
     atomic_write_text(out / RUNS_FILE, comparison.runs.reset_index().to_csv(index=False))
     atomic_write_text(out / HISTORY_FILE, comparison.histories.to_csv(index=False))
-    return plain(
-        {
-            "dataset": comparison.dataset,
-            "n_train": comparison.n_train,
-            "n_test": comparison.n_test,
-            "optimum": None if comparison.optimum is None else vars(comparison.optimum),
-            "optimum_bias": (
-                None if comparison.optimum_bias is None else vars(comparison.optimum_bias)
-            ),
-            "runs": list(comparison.runs.index),
-            "versions": comparison.versions,
-        }
-    )
+    fields = {k: getattr(comparison, k) for k in RECORD_FIELDS}
+    for key in ("optimum", "optimum_bias"):
+        fields[key] = None if fields[key] is None else vars(fields[key])
+    return plain({**fields, "runs": list(comparison.runs.index)})
 
 
 def load_data(dataset: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-    """``((X, Y, X_test, Y_test) in float32, the same in float64)`` of ``dataset``.
-
-    The float32 arrays are those the grid cells use (``linmnist.experiments.cells.prepared``,
-    loaded once per process); the float64 ones are prepared from the images in float64.
-    """
+    """``((X, Y, X_test, Y_test) in float32, as the cells use them; the same in float64)``."""
     from linmnist.engine.data import load_mnist, prepare
     from linmnist.experiments.cells import prepared
 
@@ -400,9 +342,8 @@ def load_data(dataset: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, .
 
 
 def comparison_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of the ``frameworks`` product: loads ``params["dataset"]``, runs
-    ``compare_frameworks``, writes ``OUTPUTS`` into ``out`` and returns ``RECORD_FIELDS``.
-    """
+    """The job of the ``frameworks`` product: ``compare_frameworks`` on ``params["dataset"]``,
+    its ``OUTPUTS`` written into ``out``; returns ``RECORD_FIELDS``."""
     if stem != STEM:
         raise ValueError(f"the frameworks product's stem must be {STEM!r}, got {stem!r}")
     dataset = params["dataset"]
@@ -420,9 +361,8 @@ def _optimum(value: dict | None) -> Optimum | None:
 
 
 def load_comparison(directory: str | Path) -> Comparison:
-    """The comparison stored in ``directory`` (a failed product: its status and
-    error, empty tables); FileNotFoundError without a record ``frameworks.json``.
-    """
+    """The comparison stored in ``directory`` (a failed product: its status and error, empty
+    tables); FileNotFoundError without a record ``frameworks.json``."""
     directory = Path(directory)
     path = directory / f"{STEM}.json"
     if not path.is_file():

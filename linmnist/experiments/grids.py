@@ -36,6 +36,13 @@ def eval_period(seed: int, *, fidelity_seeds: Sequence[int], eval_every: int) ->
     return 1 if seed in fidelity_seeds else eval_every
 
 
+def seed_period(params: dict[str, Any], seed: int) -> int:
+    """``eval_period`` of ``seed`` in a cell of parameters ``params``."""
+    return eval_period(
+        seed, fidelity_seeds=params["fidelity_seeds"], eval_every=params["eval_every"]
+    )
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A task's ``axes`` (lists; every combination is a cell), ``fixed`` values and

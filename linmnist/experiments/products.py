@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linmnist.experiments.grids import FINAL_ACCURACY, LOCKSTEP, Cell, eval_period
+from linmnist.experiments.grids import FINAL_ACCURACY, LOCKSTEP, Cell, seed_period
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.results import HISTORY_SUFFIX
 
@@ -91,12 +91,6 @@ def cell_product(cell: Cell, build: Path, dataset: str, source: Cell | None = No
     )
 
 
-def _evaluated(cell: Cell, seed: int) -> int:
-    """The evaluation period of ``seed`` in ``cell``."""
-    p = cell.params
-    return eval_period(seed, fidelity_seeds=p["fidelity_seeds"], eval_every=p["eval_every"])
-
-
 def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
     """The first of ``others`` (another task's cells) whose runs include all of ``cell``'s: the
     same lr, batch size and iterations on the full training set, every seed of ``cell``
@@ -115,7 +109,7 @@ def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
         if cell.task not in FINAL_ACCURACY and other.task in FINAL_ACCURACY:
             continue
         if set(p["seeds"]) <= set(q["seeds"]) and all(
-            _evaluated(cell, s) % _evaluated(other, s) == 0 for s in p["seeds"]
+            seed_period(p, s) % seed_period(q, s) == 0 for s in p["seeds"]
         ):
             return other
     return None

@@ -1,33 +1,13 @@
 """Result files of the grid cells: what a cell's job writes and what the report reads.
 
-Layout, in ``runs_dir/<task>/`` (task ``grid`` or ``subset``):
-
-* ``<cell>.history.csv``: every seed's history, columns seed, iteration, train_loss,
-  train_acc, test_acc (accuracies are fractions in [0, 1]);
-* ``<cell>.json``, written atomically and LAST, so its presence marks a finished cell::
-
-    {"task", "cell", "status": "ok" | "failed", "error": str | null,
-     "params": {notebook parameters except out_dir and cell}, "fingerprint": str | null,
-     "notebook": file name of the executed notebook | null, "wall_seconds": float | null,
-     "seeds": [{"seed", "eval_every", "final_iteration", "final_train_loss",
-                "final_train_acc", "final_test_acc", "final_excess", "diverged_at",
-                "seconds"}, ...]}
-
-  ``final_excess`` is the run's excess over gradient descent after the same updates
-  (``linmnist.engine.spectrum.excess_over_gd``), null where the job did not measure it
-  (a Task 5 subset, a diverged run);
-
-  Non-finite numbers are stored as null. ``fingerprint``, ``notebook`` and ``wall_seconds``
-  are set by ``python -m linmnist run``; a notebook run by hand leaves them null;
-* ``<cell>.ipynb``: the executed notebook (``<cell>.failed.ipynb`` for a failed cell, with the
-  kernel's stderr in ``<cell>.failed.log``).
-
-Names starting with a dot are temporary files of a running (or killed) runner; readers
-ignore them.
-
-``runs_dir/runs.jsonl`` logs every completed ``python -m linmnist run``, one JSON object a
-line (``RUN_LOG_FIELDS``): when it finished, its tasks, how many cells ran or were skipped,
-its executor, jobs and wall time. It is how a notebook quotes a measured wall time.
+In ``results/<task>/``: ``<cell>.history.csv`` (every seed's history: seed, iteration,
+train_loss, train_acc, test_acc; accuracies as fractions) and ``<cell>.json``, its record,
+written atomically and last (its presence marks a finished cell): task, cell, status ("ok" or
+"failed"), error, params, fingerprint, notebook, wall_seconds and ``seeds``, one entry per seed
+(``SEED_FIELDS``; ``final_excess``, the excess over gradient descent after the same updates,
+null where not measured). Non-finite numbers are stored as null; names starting with a dot
+are a runner's temporary files. ``runs.jsonl`` in the build directory logs the groups of
+products each run made, one JSON object a line (``RUN_LOG_FIELDS``).
 """
 
 from __future__ import annotations
@@ -50,43 +30,24 @@ if TYPE_CHECKING:  # for the annotations only: reading results needs no training
     from linmnist.engine.sgd import TrainResult
 
 SEED_FIELDS = (
-    "seed",
-    "eval_every",
-    "final_iteration",
-    "final_train_loss",
-    "final_train_acc",
-    "final_test_acc",
-    "final_excess",
-    "diverged_at",
-    "seconds",
-)
+    "seed", "eval_every", "final_iteration", "final_train_loss", "final_train_acc",
+    "final_test_acc", "final_excess", "diverged_at", "seconds",
+)  # fmt: skip
 # The seed fields whose dtype is inferred from their values (``_seed_frame`` casts the others).
 UNCAST_FIELDS = ("seed", "eval_every")
 HISTORY_SUFFIX = ".history.csv"
 RUN_LOG = "runs.jsonl"
+# When the group finished (ISO 8601, UTC), the group, the run's setting, its products made,
+# failed and skipped (up to date), and its wall time (first start to last end).
 RUN_LOG_FIELDS = (
-    "finished",  # ISO 8601 time, UTC
-    "tasks",  # the tasks run, comma-separated
-    "profile",  # the configuration's profile or null
-    "dataset",
-    "executor",  # "local" or "dask"
-    "scheduler",  # the Dask scheduler's address, or null
-    "jobs",  # cells run at once
-    "threads_per_job",  # BLAS threads per cell
-    "cores",  # cores available to the runner
-    "cells",  # cells of the tasks in the configuration
-    "ok",
-    "failed",
-    "skipped",  # cells up to date, not run
-    "wall_seconds",  # wall time of the whole run
-)
+    "finished", "tasks", "profile", "dataset", "executor", "scheduler", "jobs",
+    "threads_per_job", "cores", "cells", "ok", "failed", "skipped", "wall_seconds",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class CellResult:
-    """The JSON record of one cell: the fields of the JSON (module docstring), its
-    ``params``, ``rows`` (its per-seed entries as written, empty when failed) and ``path``.
-    """
+    """The JSON record of one cell; ``rows``, its per-seed entries (empty when failed)."""
 
     task: str
     cell: str
@@ -109,10 +70,9 @@ class CellResult:
         return pd.read_csv(history_path(self.path.parent, self.cell))
 
     def signature(self) -> tuple[Any, ...]:
-        """What the dtypes of its rows in ``load_task`` and ``load_history`` depend on: its
-        scalar parameters' names and types, whether it has seeds, and the types of the seed
-        fields that are not cast (``UNCAST_FIELDS``). Consecutive cells of one signature are
-        read as one frame, equal to the concatenation of their own frames."""
+        """What the dtypes of its rows in ``load_task`` and ``load_history`` depend on:
+        consecutive cells of one signature are read as one frame, equal to the concatenation
+        of their own frames."""
         scalars = tuple((k, type(v)) for k, v in _scalar_params(self.params).items())
         fields = frozenset(
             (k, type(row[k]) if k in row else None) for row in self.rows for k in UNCAST_FIELDS
@@ -142,22 +102,14 @@ def final_metrics(history: pd.DataFrame) -> dict[str, Any]:
 
 
 def summarize(runs: Sequence[TrainResult]) -> pd.DataFrame:
-    """One row per run: its final metrics (at the last evaluated iteration), ``SEED_FIELDS``;
-    ``final_excess`` is NaN (``linmnist.experiments.cells.cell_job`` measures it)."""
-    rows = []
-    for run in runs:
-        rows.append(
-            {
-                "seed": run.seed,
-                "eval_every": run.eval_every,
-                **final_metrics(run.history),
-                "final_excess": math.nan,
-                "diverged_at": run.diverged_at,
-                "seconds": run.seconds,
-            }
-        )
-    frame = pd.DataFrame(rows, columns=list(SEED_FIELDS))
-    return frame.astype({"final_iteration": "Int64", "diverged_at": "Int64"})
+    """One row per run, ``SEED_FIELDS`` (its final metrics at the last evaluated iteration;
+    ``final_excess`` NaN)."""
+    rows = [
+        {"seed": run.seed, "eval_every": run.eval_every, **final_metrics(run.history),
+         "final_excess": math.nan, "diverged_at": run.diverged_at, "seconds": run.seconds}
+        for run in runs
+    ]  # fmt: skip
+    return _seed_frame(rows)
 
 
 def histories(runs: Sequence[TrainResult]) -> pd.DataFrame:
@@ -209,11 +161,8 @@ def _seed_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def load_cells(
     runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
 ) -> list[CellResult]:
-    """The finished cells of ``task`` under ``runs_dir`` (ok and failed), sorted by name.
-
-    ``cells`` restricts the result to the given cell names (e.g. those of the current
-    configuration, ``RunSummary.cells(task)``); a listed cell without a record is skipped.
-    """
+    """The finished cells of ``task`` under ``runs_dir`` (ok and failed), sorted by name, or
+    those of ``cells`` that have a record."""
     directory = Path(runs_dir) / task
     if cells is None:
         paths = sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
@@ -234,15 +183,13 @@ def _runs(results: list[CellResult]) -> list[list[CellResult]]:
 
 
 def _head(result: CellResult) -> dict[str, Any]:
-    """The columns of ``load_task`` that a cell's rows share: task, cell, status, error and
-    its scalar parameters."""
+    """The columns of ``load_task`` that a cell's rows share."""
     head: dict[str, Any] = {"task": result.task, "cell": result.cell, "status": result.status}
     return head | {"error": result.error, **_scalar_params(result.params)}
 
 
 def _task_frame(run: list[CellResult]) -> pd.DataFrame:
-    """``load_task``'s rows of a run of cells of one signature, in one frame (a failed cell's
-    row has its seed fields missing, as objects)."""
+    """``load_task``'s rows of a run of cells of one signature, in one frame."""
     columns = [*_head(run[0]), *SEED_FIELDS]
     if not run[0].rows:
         return pd.DataFrame([_head(r) for r in run], columns=columns)
@@ -254,12 +201,8 @@ def _task_frame(run: list[CellResult]) -> pd.DataFrame:
 def load_task(
     runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
 ) -> pd.DataFrame:
-    """One row per (cell, seed) of ``task``: status, error, scalar parameters, seed metrics.
-
-    A failed cell gives one row with its error and missing seed metrics. Columns: task,
-    cell, status, error, the scalar notebook parameters (e.g. lr, batch_size, iterations,
-    n_prime, dataset), then ``SEED_FIELDS``.
-    """
+    """One row per (cell, seed) of ``task``: task, cell, status, error, the scalar parameters
+    (lr, batch_size, ...), then ``SEED_FIELDS`` (one row, without them, for a failed cell)."""
     frames = [_task_frame(run) for run in _runs(load_cells(runs_dir, task, cells=cells))]
     if not frames:
         return pd.DataFrame(columns=["task", "cell", "status", "error", *SEED_FIELDS])
@@ -267,8 +210,8 @@ def load_task(
 
 
 def _history_frame(run: list[CellResult]) -> pd.DataFrame:
-    """The histories of a run of ok cells of one signature, each row with its seed's
-    eval_every, its cell and the cell's scalar parameters (those columns in this order)."""
+    """The histories of a run of ok cells of one signature, with eval_every, cell and the
+    cell's scalar parameters."""
     histories = [r.history() for r in run]
     history = pd.concat(histories, ignore_index=True) if len(run) > 1 else histories[0]
     history["cell"] = [r.cell for r, h in zip(run, histories, strict=True) for _ in range(len(h))]
@@ -307,10 +250,8 @@ def load_history(
 
 
 def append_run_log(runs_dir: str | Path, entry: dict[str, Any]) -> None:
-    """Add ``entry`` (the keys ``RUN_LOG_FIELDS``) as the last line of ``runs_dir/runs.jsonl``.
-
-    The file is rewritten atomically, so a killed runner leaves the previous log intact.
-    """
+    """Add ``entry`` (the keys ``RUN_LOG_FIELDS``) as the last line of ``runs_dir/runs.jsonl``
+    (rewritten atomically)."""
     missing = [f for f in RUN_LOG_FIELDS if f not in entry]
     if missing:
         raise ValueError(f"entry lacks the run-log fields {missing}")
