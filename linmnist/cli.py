@@ -1,16 +1,8 @@
 """The command line, one argparse tree: ``python -m linmnist {data,run,status,report,bench}``.
 
-Exit status, the same for every sub-command:
-
-* 0: done (every product made or up to date, the data verified, the bench's runs agree);
-* 1: a failure after a valid start: a product failed (once the others finished), a run could
-  not complete (``RunFailedError``), or the bench's engine differs from its reference;
-* 2: a usage error, one line on stderr and nothing run: a wrong option, configuration value
-  or argument (``UsageError``), or a data cache that cannot serve (``DataCacheError``: not a
-  directory, unreadable, read-only, or empty while no source can be reached);
-* 130: interrupted.
-
-Each command imports what it runs when it runs (``data`` does not load the pipeline).
+Exit status: 0 done; 1 a failure after a valid start (a product failed, ``RunFailedError``, the
+bench's engine differs); 2 a usage error, one line and nothing run (``UsageError``, a
+``DataCacheError``); 130 interrupted. Each command imports what it runs when it runs.
 """
 
 from __future__ import annotations

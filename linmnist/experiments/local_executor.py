@@ -22,10 +22,8 @@ from linmnist.experiments.products import Product
 
 
 class LocalExecutor:
-    """``workers`` spawned processes, each with ``cores // workers`` BLAS threads.
-
-    The workers ignore Ctrl-C (the runner decides) and exit when the runner dies.
-    """
+    """``workers`` spawned processes, each with ``cores // workers`` BLAS threads, ignoring
+    Ctrl-C and exiting when the runner dies."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -79,10 +77,9 @@ class LocalExecutor:
     def outcome(self, future, product: Product, inputs: dict | None) -> Outcome | None:
         """The finished product's outcome; None to make it again.
 
-        A worker that dies breaks the whole pool, so every product running then ends with
-        BrokenProcessPool, and any of them may be the culprit. Each is made again, alone (one
-        product at a time), so the next death names its product; a product whose worker dies
-        ``RETRIES + 1`` times, the last time alone, is recorded as failed.
+        A dying worker breaks the pool: every product running then is made again, alone, so
+        that the next death names its product; one whose worker dies ``RETRIES + 1`` times,
+        the last time alone, is recorded as failed.
         """
         pool, alone = self._pools.pop(future), self._alone.pop(future)
         try:
@@ -104,8 +101,7 @@ class LocalExecutor:
 
 
 def init_worker(threads: int, parent: int, stop: Any) -> None:
-    """Worker set-up: BLAS threads (for this process and its kernels), no Ctrl-C, exit with
-    the runner."""
+    """Worker set-up: BLAS threads, no Ctrl-C, exit with the runner."""
     for var in BLAS_THREAD_VARS:
         os.environ[var] = str(threads)
     from threadpoolctl import threadpool_limits

@@ -1,18 +1,12 @@
 """Products: the nodes of the pipeline, each with its job, parameters and upstream products.
 
-A product is something the pipeline makes and keeps: one grid cell's results, the
-framework comparison, an executed task notebook, the report. It is made by its *job*, a
-function named ``"module:function"`` and called as ``job(params, out, stem)``: the job writes
-the files ``product.outputs`` into the directory ``out`` (a staging directory, moved into
-place by the runner) and returns the extra fields of the product's record. A job that fails
-raises; ``JobFailed.keep`` names files worth keeping for inspection (a failed notebook).
-
-This module also lists the experiment products of one build (``experiment_products``); the
-report layer adds the task notebooks and the report (``linmnist.report.pipeline``). A cell
-whose runs another cell makes as well (``source_cell``: the stability sweep's cells at the
-grid's rates) is not trained twice: its product reads them from that cell's files. The
-cells of a ``LOCKSTEP`` task at one batch size are trained side by side by one product
-(``lockstep/<task>_bs<B>``, ``linmnist.engine.lockstep``), whose files theirs read.
+A product (a grid cell's results, the framework comparison, a task notebook, the report) is
+made by its *job*, ``"module:function"`` called as ``job(params, out, stem)``: it writes the
+files ``product.outputs`` into the staging directory ``out`` and returns the extra fields of
+the product's record, or raises (``JobFailed.keep``: files worth keeping). This module lists
+the experiment products of the grids (``experiment_products``); a cell whose runs another
+makes (``source_cell``, or ``lockstep_groups``: a ``LOCKSTEP`` task's rates at one batch size
+trained side by side) reads them from its files instead of training them again.
 """
 
 from __future__ import annotations
@@ -37,11 +31,8 @@ LOCKSTEP_GROUP = "lockstep"
 class Product:
     """One node of the pipeline."""
 
-    # Unique: ``<group>/<stem>`` (``grid/lr0.01_bs100``, ``notebooks/01_data``) or one word.
-    name: str
-    # Where its files and its record (``<stem>.json``) go; its job writes them into a staging
-    # directory inside it.
-    directory: Path
+    name: str  # unique: ``<group>/<stem>`` (``grid/lr0.01_bs100``) or one word
+    directory: Path  # where its files and its record (``<stem>.json``) go
     stem: str  # file stem of its record and outputs
     job: str  # ``"module:function"``
     params: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, for the job
@@ -63,8 +54,7 @@ class Product:
 
 
 class JobFailed(RuntimeError):
-    """A job's failure: ``message``, and the files of its staging directory worth keeping
-    beside the record (``keep``, moved into place)."""
+    """A job's failure, and the files of its staging directory to keep (``keep``)."""
 
     def __init__(self, message: str, keep: Sequence[str] = ()):
         super().__init__(message)
@@ -72,8 +62,8 @@ class JobFailed(RuntimeError):
 
 
 def cell_product(cell: Cell, build: Path, dataset: str, source: Cell | None = None) -> Product:
-    """The product of one grid cell: ``results/<task>/<cell>.history.csv`` and its record;
-    with a ``source`` cell (``source_cell``), read from that cell's files instead of trained."""
+    """The product of one grid cell, ``results/<task>/<cell>.history.csv`` (read from the
+    files of ``source``, if given)."""
     name = f"{cell.task}/{cell.name}"
     params = {"task": cell.task, "cell": cell.name, "dataset": dataset, **cell.params}
     job, upstream = CELL_JOB, []
@@ -92,12 +82,9 @@ def cell_product(cell: Cell, build: Path, dataset: str, source: Cell | None = No
 
 
 def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
-    """The first of ``others`` (another task's cells) whose runs include all of ``cell``'s: the
-    same lr, batch size and iterations on the full training set, every seed of ``cell``
-    among its seeds and evaluated there at least at the iterations ``cell`` evaluates it
-    (its period divides ``cell``'s; both evaluate the last iteration), with accuracies
-    wherever ``cell`` has them. A seed draws the same batches in every cell, so those runs
-    are the same; None when there is no such cell."""
+    """The first of ``others`` (another task's cells) whose runs include all of ``cell``'s
+    (same lr, batch size and iterations on the full training set, every seed, evaluated at
+    least where ``cell`` is, accuracies included), or None."""
     p = cell.params
     if "lr" not in p or "n_prime" in p:
         return None
@@ -116,10 +103,9 @@ def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
 
 
 def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
-    """The cells of one ``LOCKSTEP`` task grouped per batch size: one cell ``<task>_bs<B>`` of
-    task ``LOCKSTEP_GROUP`` per group of two or more, its params those of its members with
-    ``lrs`` (their rates) and ``cells`` (their names) for ``lr``. The task's axes are lr and
-    batch size, so the cells of one batch size differ in their lr alone."""
+    """The cells of one ``LOCKSTEP`` task per batch size: a cell ``<task>_bs<B>`` of task
+    ``LOCKSTEP_GROUP`` per group of two or more, its members' params with ``lrs`` (their
+    rates) and ``cells`` (their names) for ``lr``."""
     groups: dict[int, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.params["batch_size"], []).append(cell)
@@ -137,8 +123,7 @@ def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
 
 
 def lockstep_product(group: Cell, build: Path, dataset: str) -> Product:
-    """The product that trains a ``lockstep_groups`` group: ``results/lockstep/<name>.history
-    .csv`` (every rate's and seed's history, a column ``lr``) and its record."""
+    """The product that trains a ``lockstep_groups`` group (``lockstep_job``)."""
     return Product(
         name=f"{group.task}/{group.name}",
         directory=results_dir(build) / group.task,
@@ -150,10 +135,8 @@ def lockstep_product(group: Cell, build: Path, dataset: str) -> Product:
 
 
 def experiment_products(grids: dict[str, list[Cell]], build: Path, dataset: str) -> list[Product]:
-    """The products of every cell of ``grids`` (task -> cells), in configuration order; a cell
-    with a source among the cells of the tasks before it (``source_cell``) reads its runs, and
-    so do the cells of a ``LOCKSTEP`` task trained side by side (``lockstep_groups``), whose
-    products come first."""
+    """The products of every cell of ``grids`` (task -> cells), in configuration order, a
+    ``LOCKSTEP`` task's lockstep products before its cells."""
     products: list[Product] = []
     before: list[Cell] = []
     for task, cells in grids.items():

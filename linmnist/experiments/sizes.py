@@ -1,17 +1,10 @@
 """Task 5 over a fine grid of training-set sizes N': least squares, SGD, and their predictions.
 
-The ``[sizes]`` section of the grid configuration lists the sizes ``n_prime`` (dense around the
-784 inputs) and the ``seeds``; SGD runs at Task 5's budget (the ``[subset]`` task's lr, batch
-size and iterations). One product per size, ``sizes/n<N'>`` (``size_job``), writes
-``n<N'>.sizes.csv``: for each seed's subset S' (``draw_subset``, as in Task 5),
-
-* the minimum-norm least-squares fit of S' (the W* of its spectrum, ``analysis.optimum_metrics``),
-  the point SGD from W = 0 converges to: its loss on S', its test loss and test accuracy;
-* SGD at the budget, measured: the same three after its last iteration;
-* SGD at the budget, predicted from the images of S' before the run
-  (``prediction.expected_losses``): its expected loss on S' and test loss.
-
-``load_sizes`` reads them back.
+The ``[sizes]`` section lists the sizes ``n_prime`` and the ``seeds``; SGD runs at Task 5's
+budget (the ``[subset]`` task's lr, batch size and iterations). ``sizes/n<N'>`` (``size_job``)
+writes ``n<N'>.sizes.csv``: per seed's subset S' (``draw_subset``, as in Task 5), the loss on
+S', test loss and test accuracy of its minimum-norm least-squares fit (``optimum_metrics``) and
+of SGD after the budget, and SGD's expected losses predicted from the images of S'.
 """
 
 from __future__ import annotations
@@ -134,6 +127,3 @@ def load_sizes(build: Path, sizes: list[int]) -> pd.DataFrame:
         if read_record(directory / f"n{n}.json")["status"] == "ok"
     ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIZE_COLUMNS)
-
-
-__all__ = ["SIZE_COLUMNS", "load_sizes", "size_job", "sizes_products"]

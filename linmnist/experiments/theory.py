@@ -1,21 +1,14 @@
-"""SGD's learning curves and instability edges, predicted from the data alone, as a product.
+"""SGD's learning curves and instability edges, predicted from the data alone, as products.
 
-``theory/<task>`` (``curves_job``) needs no run: from the images it predicts
-(``linmnist.engine.prediction``) the expected training and test loss, at every iteration, of
-each configuration of the Task 3 grid, the stability sweep and Task 5 (there, the mean of the
-predictions for each seed's own subset S'), and (``noise_floor.largest_stable_lr``) the lr
-above which SGD's second moment grows without bound, for each batch size. Its files, in
-``results/theory/`` of a build:
+``theory/<task>`` (``curves_job``) predicts, in ``results/theory/``, without a run:
 
-* ``<task>.curves.csv``: task, cell, batch_size, iteration, train_loss, test_loss (inf where
-  the prediction diverges);
-* ``edges.csv`` (made by ``theory/stability``): batch_size, lr_edge, and lr_gd = 2 / lambda_max
-  (gradient descent's edge), for every batch size of the grid, the sweep and the edge runs;
-* ``optimum.csv`` (made by ``theory/subset``): n_prime, seed, and the training loss, accuracy
-  on S' and test accuracy of the least-squares fit of each seed's subset S' (its W*, the point
-  SGD from W = 0 converges to).
-
-``load_theory`` reads them back into a ``Theory``.
+* ``<task>.curves.csv``: the expected training and test loss at every iteration of each
+  configuration of ``TASKS`` (``expected_losses``; for Task 5 the mean over the seeds' subsets
+  S'): task, cell, batch_size, iteration, train_loss, test_loss (inf where it diverges);
+* ``edges.csv`` (``theory/stability``): batch_size, lr_edge (``largest_stable_lr``) and lr_gd
+  = 2 / lambda_max, for every batch size of the grid, the sweep and the edge runs;
+* ``optimum.csv`` (``theory/subset``): the least-squares fit of each seed's subset S' (the
+  point SGD from W = 0 converges to): n_prime, seed, train_loss, train_acc (on S'), test_acc.
 """
 
 from __future__ import annotations
@@ -83,9 +76,8 @@ def _settings(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _curves(dataset: str, test: HeldOut, confs: list[dict[str, Any]]) -> pd.DataFrame:
-    """The predicted curves of configurations that share lr and iterations, at every
-    iteration: one prediction for all their batch sizes, or, for Task 5, the mean of the
-    predictions for each seed's subset S'."""
+    """The predicted curves of a group (``_groups``): one prediction for all their batch
+    sizes, or for Task 5 the mean of those for each seed's subset S'."""
     first = confs[0]
     settings = {"lr": first["lr"], "iterations": np.arange(first["iterations"]), "test": test}
     if "n_prime" not in first:
@@ -118,9 +110,8 @@ def _groups(configurations: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def _optima(dataset: str, configurations: list[dict[str, Any]]) -> pd.DataFrame:
-    """The ``OPTIMUM_COLUMNS`` of the least-squares fit of each seed's subset S' of the Task 5
-    ``configurations`` (their W*, from the spectra and the subsets the predictions used):
-    all fits scored on the test set in one pass over it."""
+    """The ``OPTIMUM_COLUMNS`` of the least-squares fit W* of each seed's subset S' (the
+    predictions' spectra), all scored on the test set in one pass."""
     _, Y, X_test, Y_test = prepared(dataset)
     keys = sorted({(c["n_prime"], s) for c in configurations for s in c["seeds"]})
     rows, fits = [], []
@@ -136,7 +127,7 @@ def _optima(dataset: str, configurations: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of ``theory/<task>``: ``<task>.curves.csv`` (and ``edges.csv``, module docstring)."""
+    """The job of ``theory/<task>`` (module docstring)."""
     dataset = params["dataset"]
     _, _, X_test, Y_test = prepared(dataset)
     test = held_out(X_test, Y_test)
@@ -160,19 +151,8 @@ def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
 
 @dataclass
 class Theory:
-    """The predictions of a build, as ``load_theory`` reads them.
-
-    Attributes
-    ----------
-    curves : DataFrame
-        task, cell, iteration, train_loss, test_loss.
-    edges : DataFrame
-        batch_size, lr_edge (the predicted instability edge), lr_gd (2 / lambda_max).
-    optimum : DataFrame
-        ``OPTIMUM_COLUMNS``: the least-squares fit of each Task 5 seed's subset S'.
-    error : str or None
-        Why products failed (their rows are then missing).
-    """
+    """The predictions of a build (module docstring), as ``load_theory`` reads them; ``error``
+    says why products failed (their rows missing)."""
 
     curves: pd.DataFrame
     edges: pd.DataFrame
@@ -197,6 +177,3 @@ def load_theory(build: Path, tasks: Sequence[str]) -> Theory:
             optimum = pd.read_csv(directory / OPTIMUM_FILE)
     frame = pd.concat(curves) if curves else pd.DataFrame(columns=["task", "cell", *CURVE_COLUMNS])
     return Theory(curves=frame, edges=edges, optimum=optimum, error="; ".join(errors) or None)
-
-
-__all__ = ["Theory", "curves_job", "load_theory", "theory_products"]
