@@ -165,14 +165,8 @@ def comparison_params(profile: str | None, dataset: str) -> dict[str, Any]:
 
 def comparison_product(build: Path, dataset: str, profile: str | None) -> Product:
     """The ``frameworks`` product of a build: ``results/frameworks/`` (``OUTPUTS``, record)."""
-    return Product(
-        name=NAME,
-        directory=results_dir(build) / NAME,
-        stem=STEM,
-        job=JOB,
-        params=comparison_params(profile, dataset),
-        outputs=OUTPUTS,
-    )
+    params = comparison_params(profile, dataset)
+    return Product(NAME, results_dir(build) / NAME, STEM, JOB, params, outputs=OUTPUTS)
 
 
 def _evaluator(X, Y, X_test, Y_test, *, bias: bool = False) -> Evaluator:
@@ -209,16 +203,8 @@ def compare_frameworks(
     )[["run", *HISTORY_COLUMNS]]
     optima = [least_squares(X, Y, X_test, Y_test, bias=b) for b in (False, True)]
     optimum, optimum_bias = (Optimum(o.loss, o.train_acc, o.test_acc) for o in optima)
-    return Comparison(
-        runs=runs_frame(rows),
-        histories=histories,
-        optimum=optimum,
-        optimum_bias=optimum_bias,
-        params=params,
-        n_train=n_train,
-        n_test=n_test,
-        versions=_versions(),
-    )
+    runs = runs_frame(rows)
+    return Comparison(runs, histories, optimum, optimum_bias, params, n_train, n_test, _versions())
 
 
 def _train_all(
@@ -249,12 +235,8 @@ def _settings(params: dict[str, Any], n: int) -> dict[str, dict[str, Any]]:
     settings = {"task2": {**task2, "bias": False}, "study": {**study, "bias": True}}
     for setting in settings.values():
         setting["seed"] = params["seed"]
-        setting["batches"] = sample_batches(
-            n,
-            batch_size=setting["batch_size"],
-            iterations=setting["iterations"],
-            seed=params["seed"],
-        )
+        shape = {k: setting[k] for k in ("batch_size", "iterations")}
+        setting["batches"] = sample_batches(n, **shape, seed=params["seed"])
     return settings
 
 
@@ -312,12 +294,9 @@ def runs_frame(rows: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _versions() -> dict[str, str]:
-    versions = {"numpy": np.__version__}
-    for name in ("torch", "keras"):
-        module = sys.modules.get(name)
-        if module is not None:
-            versions[name] = getattr(module, "__version__", "unknown")
-    return versions
+    loaded = {name: sys.modules.get(name) for name in ("torch", "keras")}
+    found = {k: getattr(m, "__version__", "unknown") for k, m in loaded.items() if m is not None}
+    return {"numpy": np.__version__, **found}
 
 
 def write_comparison(comparison: Comparison, out: Path) -> dict[str, Any]:
@@ -375,17 +354,10 @@ def load_comparison(directory: str | Path) -> Comparison:
     else:
         runs = pd.DataFrame(columns=RUN_COLUMNS)
         histories = pd.DataFrame(columns=["run", *HISTORY_COLUMNS])
-    return Comparison(
-        runs=runs_frame(runs),
-        histories=histories,
-        optimum=_optimum(record.get("optimum")),
-        optimum_bias=_optimum(record.get("optimum_bias")),
-        params=record.get("params") or {},
-        n_train=record.get("n_train"),
-        n_test=record.get("n_test"),
-        versions=record.get("versions") or {},
-        status=status,
-        error=record.get("error"),
-        wall_seconds=record.get("wall_seconds"),
-        directory=directory,
-    )
+    optimum, optimum_bias = (_optimum(record.get(k)) for k in ("optimum", "optimum_bias"))
+    known: dict[str, Any] = {
+        k: record.get(k) for k in ("n_train", "n_test", "error", "wall_seconds")
+    }
+    known |= {"versions": record.get("versions") or {}, "status": status, "directory": directory}
+    params = record.get("params") or {}
+    return Comparison(runs_frame(runs), histories, optimum, optimum_bias, params, **known)

@@ -61,24 +61,24 @@ class JobFailed(RuntimeError):
         self.keep = tuple(keep)
 
 
+def result_product(
+    build: Path, group: str, stem: str, job: str, params: dict, outputs, upstream=()
+) -> Product:
+    """The product ``<group>/<stem>`` of ``build``, its files in ``results/<group>/``."""
+    directory = results_dir(build) / group
+    return Product(f"{group}/{stem}", directory, stem, job, params, tuple(outputs), tuple(upstream))
+
+
 def cell_product(cell: Cell, build: Path, dataset: str, source: Cell | None = None) -> Product:
     """The product of one grid cell, ``results/<task>/<cell>.history.csv`` (read from the
     files of ``source``, if given)."""
-    name = f"{cell.task}/{cell.name}"
     params = {"task": cell.task, "cell": cell.name, "dataset": dataset, **cell.params}
     job, upstream = CELL_JOB, []
     if source is not None:
         job, upstream = SOURCED_JOB, [f"{source.task}/{source.name}"]
         params["source"] = {"task": source.task, "cell": source.name}
-    return Product(
-        name=name,
-        directory=results_dir(build) / cell.task,
-        stem=cell.name,
-        job=job,
-        params=params,
-        outputs=(f"{cell.name}{HISTORY_SUFFIX}",),
-        upstream=tuple(upstream),
-    )
+    outputs = [f"{cell.name}{HISTORY_SUFFIX}"]
+    return result_product(build, cell.task, cell.name, job, params, outputs, upstream)
 
 
 def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
@@ -124,14 +124,9 @@ def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
 
 def lockstep_product(group: Cell, build: Path, dataset: str) -> Product:
     """The product that trains a ``lockstep_groups`` group (``lockstep_job``)."""
-    return Product(
-        name=f"{group.task}/{group.name}",
-        directory=results_dir(build) / group.task,
-        stem=group.name,
-        job=LOCKSTEP_JOB,
-        params={"cell": group.name, "dataset": dataset, **group.params},
-        outputs=(f"{group.name}{HISTORY_SUFFIX}",),
-    )
+    params = {"cell": group.name, "dataset": dataset, **group.params}
+    outputs = [f"{group.name}{HISTORY_SUFFIX}"]
+    return result_product(build, group.task, group.name, LOCKSTEP_JOB, params, outputs)
 
 
 def experiment_products(grids: dict[str, list[Cell]], build: Path, dataset: str) -> list[Product]:

@@ -307,7 +307,8 @@ def run(
         workers = max(1, min(job_limit(jobs)[0] if scheduler is None else jobs, len(todo)))
         profile = next((p.params["profile"] for p in products if "profile" in p.params), None)
         with _executor(executor, workers, scheduler, digests) as pool:
-            setting = {"profile": profile, "executor": executor, "scheduler": scheduler}
+            setting: dict[str, Any] = {"profile": profile, "executor": executor}
+            setting["scheduler"] = scheduler
             setting |= {"jobs": pool.slots, "threads_per_job": pool.threads}
             setting["cores"] = available_cores()
             outcomes, spans = _made(products, todo, states, pool, lock_dir, setting, progress)

@@ -46,8 +46,7 @@ from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to, gd_weight
 from linmnist.engine.validation import UsageError, check_int, check_number
 from linmnist.experiments.cells import data_spectrum, moments, prepared
 from linmnist.experiments.grids import Cell, check_seed_count, distinct, section
-from linmnist.experiments.paths import results_dir
-from linmnist.experiments.products import Product
+from linmnist.experiments.products import Product, result_product
 from linmnist.experiments.results import atomic_write_text, plain, read_record
 
 GROUP = "scaling"
@@ -140,18 +139,10 @@ def scaling_products(
     settings = scaling_settings(config, profile=profile)
     if not settings:
         return []
-    directory = results_dir(build) / GROUP
     common = {"dataset": dataset, **{k: v for k, v in settings.items() if k != "batch_size"}}
 
     def product(stem: str, job: str, outputs: tuple[str, ...], **params) -> Product:
-        return Product(
-            name=f"{GROUP}/{stem}",
-            directory=directory,
-            stem=stem,
-            job=f"{MODULE}:{job}",
-            params={**common, **params},
-            outputs=outputs,
-        )
+        return result_product(build, GROUP, stem, f"{MODULE}:{job}", {**common, **params}, outputs)
 
     # The longest first (the predictions, then the largest batches), so that a build's last
     # jobs are short ones.
@@ -202,7 +193,7 @@ def predicted_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any
     """The job of ``scaling/predicted``: the predicted lr search of every batch size."""
     spec, model = moments(params["dataset"])
     sigmas: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # shared by the batch sizes
-    search = {"lrs": list(_lrs(spec, params)), "sigmas": sigmas}
+    search: dict[str, Any] = {"lrs": list(_lrs(spec, params)), "sigmas": sigmas}
     search |= {k: params[k] for k in ("targets", "max_steps")}
     tables = [predict_search(spec, model, batch_size=b, **search) for b in params["batch_size"]]
     table = pd.concat(tables, ignore_index=True)

@@ -23,7 +23,7 @@ from linmnist.engine.validation import UsageError, check_int
 from linmnist.experiments.cells import moments, prepared, shared_evaluator
 from linmnist.experiments.grids import Cell, distinct, section
 from linmnist.experiments.paths import results_dir
-from linmnist.experiments.products import Product
+from linmnist.experiments.products import Product, result_product
 from linmnist.experiments.results import atomic_write_text, read_record
 
 GROUP = "sizes"
@@ -55,17 +55,11 @@ def sizes_products(
         for k, low in (("n_prime", 1), ("seeds", 0))
     )
     budget = {k: grids["subset"][0].params[k] for k in ("lr", "batch_size", "iterations")}
-    return [
-        Product(
-            name=f"{GROUP}/n{n}",
-            directory=results_dir(build) / GROUP,
-            stem=f"n{n}",
-            job="linmnist.experiments.sizes:size_job",
-            params={"dataset": dataset, "n_prime": n, "seeds": seeds, **budget},
-            outputs=(f"n{n}{SUFFIX}",),
-        )
-        for n in sorted(sizes, reverse=True)  # the largest first: a build's last jobs are short
-    ]
+    products, job = [], f"{__name__}:size_job"
+    for n in sorted(sizes, reverse=True):  # the largest first: a build's last jobs are short
+        params = {"dataset": dataset, "n_prime": n, "seeds": seeds, **budget}
+        products.append(result_product(build, GROUP, f"n{n}", job, params, [f"n{n}{SUFFIX}"]))
+    return products
 
 
 @functools.cache

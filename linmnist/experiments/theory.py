@@ -28,7 +28,7 @@ from linmnist.engine.sgd import draw_subset
 from linmnist.experiments.cells import moments, prepared
 from linmnist.experiments.grids import Cell
 from linmnist.experiments.paths import results_dir
-from linmnist.experiments.products import Product
+from linmnist.experiments.products import Product, result_product
 from linmnist.experiments.results import atomic_write_text, read_record
 
 GROUP = "theory"
@@ -48,25 +48,16 @@ def theory_products(build: Path, dataset: str, grids: dict[str, list[Cell]]) -> 
     edge_sizes = sorted(
         {c.params["batch_size"] for t in ("grid", "stability", "edge") for c in grids.get(t, [])}
     )
-    return [
-        Product(
-            name=f"{GROUP}/{task}",
-            directory=results_dir(build) / GROUP,
-            stem=task,
-            job="linmnist.experiments.theory:curves_job",
-            params={
-                "dataset": dataset,
-                "configurations": [
-                    {"task": task, "cell": cell.name, **_settings(cell.params)}
-                    for cell in grids[task]
-                ],
-                **({"edge_batch_sizes": edge_sizes} if task == EDGES_TASK else {}),
-            },
-            outputs=(f"{task}{CURVES_SUFFIX}", *EXTRA_OUTPUTS.get(task, ())),
+    products = []
+    for task in (t for t in TASKS if grids.get(t)):
+        confs = [{"task": task, "cell": c.name, **_settings(c.params)} for c in grids[task]]
+        params = {"dataset": dataset, "configurations": confs}
+        params |= {"edge_batch_sizes": edge_sizes} if task == EDGES_TASK else {}
+        outputs = (f"{task}{CURVES_SUFFIX}", *EXTRA_OUTPUTS.get(task, ()))
+        products.append(
+            result_product(build, GROUP, task, f"{__name__}:curves_job", params, outputs)
         )
-        for task in TASKS
-        if grids.get(task)
-    ]
+    return products
 
 
 def _settings(params: dict[str, Any]) -> dict[str, Any]:
