@@ -84,15 +84,8 @@ def run_command(args: argparse.Namespace) -> int:
         states = plan(products, lock_dir=build, force=args.force)
         print("\n".join(f"make {s.format()}" for s in states) or "everything is up to date")
         return 0
-    summary = run(
-        products,
-        lock_dir=build,
-        jobs=args.jobs,
-        force=args.force,
-        progress=not args.no_progress,
-        executor=args.executor,
-        scheduler=args.scheduler,
-    )
+    options = {key: getattr(args, key) for key in ("jobs", "force", "executor", "scheduler")}
+    summary = run(products, lock_dir=build, progress=not args.no_progress, **options)
     print(summary.format())
     if any(p.name == "report" for p in products):
         html, pdf = (relative_to_root(build / f"report.{kind}") for kind in ("html", "pdf"))
@@ -140,26 +133,23 @@ def _check_run_arguments(args: argparse.Namespace) -> None:
 
 
 def _build_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
-    parser.add_argument(
-        "targets",
-        nargs="*",
-        help=f"products: a group ({TARGETS}) or a product name; default: all",
-    )
+    targets = f"products: a group ({TARGETS}) or a product name; default: all"
+    parser.add_argument("targets", nargs="*", help=targets)
     parser.add_argument("--dataset", default="mnist", help=f"{', '.join(DATASETS)} (default mnist)")
     parser.add_argument("--profile", help="a profile of the configuration, e.g. small")
-    parser.add_argument(
-        "--config", help="grid configuration (default linmnist/experiments/grids.toml)"
-    )
+    config = "grid configuration (default linmnist/experiments/grids.toml)"
+    parser.add_argument("--config", help=config)
     if not run:
         return
     parser.add_argument("--jobs", type=int, default=1, help="products made at once (default 1)")
     parser.add_argument("--executor", default="local", help="local (default) or dask")
     parser.add_argument("--scheduler", help="with --executor dask: tcp://HOST:PORT of a scheduler")
-    parser.add_argument("--force", action="store_true", help="remake up-to-date products too")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="say what would be made; make nothing"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for flag, help_ in (
+        ("--force", "remake up-to-date products too"),
+        ("--dry-run", "say what would be made; make nothing"),
+        ("--no-progress", "no progress bar"),
+    ):
+        parser.add_argument(flag, action="store_true", help=help_)
 
 
 def parser() -> ArgumentParser:
@@ -201,8 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            "interrupted: finished products are kept, the others are made next time",
-            file=sys.stderr,
-        )
+        interrupted = "interrupted: finished products are kept, the others are made next time"
+        print(interrupted, file=sys.stderr)
         return 130

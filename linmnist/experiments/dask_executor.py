@@ -84,17 +84,11 @@ class DaskExecutor:
                     )
                 time.sleep(0.2)
             host_slots, (worker, *_) = idle
-            future = self.client.submit(
-                _run_on_worker,
-                product,
-                inputs,
-                self._digests,
-                host_slots,
-                key=f"linmnist-{product.name.replace('/', '-')}-{uuid.uuid4().hex[:8]}",
-                workers=[worker],
-                allow_other_workers=True,  # if it has just died
-                pure=False,
-            )
+            key = f"linmnist-{product.name.replace('/', '-')}-{uuid.uuid4().hex[:8]}"
+            args = (_run_on_worker, product, inputs, self._digests, host_slots)
+            # other workers allowed, should it have just died
+            options: dict[str, Any] = {"workers": [worker], "allow_other_workers": True}
+            future = self.client.submit(*args, key=key, pure=False, **options)
         self._busy[future] = worker
         return future
 
@@ -121,24 +115,18 @@ class DaskExecutor:
         except KilledWorker as exc:
             deaths = self._deaths.get(product.name, 0) + exc.allowed_failures + 1
             self._deaths[product.name] = deaths
-            if deaths <= RETRIES:
-                return None
-            return record_failure(
-                product,
-                f"the Dask worker making it died {deaths} times "
-                f"(last {exc.last_worker.address}); given up",
-                inputs,
-            )
+            last = exc.last_worker.address
+            error = f"the Dask worker making it died {deaths} times (last {last}); given up"
+            return None if deaths <= RETRIES else record_failure(product, error, inputs)
         except Exception as exc:  # any failure on the worker is recorded; the run goes on
             return record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
         if product.record.is_file():
             return outcome
-        return record_failure(
-            product,
+        error = (
             f"the worker reported {outcome.status} but the record {product.record} is not "
-            "visible here: the build directory must be on a filesystem shared with the workers",
-            inputs,
+            "visible here: the build directory must be on a filesystem shared with the workers"
         )
+        return record_failure(product, error, inputs)
 
     @contextlib.contextmanager
     def _lost_scheduler(self) -> Iterator[None]:
@@ -159,17 +147,12 @@ class DaskExecutor:
 def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
     """A client of the scheduler at ``scheduler``, or of a LocalCluster of ``workers``."""
     if scheduler is None:
+        cluster = {"threads_per_worker": 1, "processes": True, "host": "127.0.0.1"}
+        cluster |= {"dashboard_address": None, "silence_logs": logging.ERROR}
         with (
             dask.config.set({"distributed.scheduler.allowed-failures": 0}),  # we retry
-            LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            ) as cluster,
-            Client(cluster) as client,
+            LocalCluster(n_workers=workers, **cluster) as local,
+            Client(local) as client,
         ):
             yield client
         return
@@ -185,9 +168,7 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
                 f"no Dask worker joined the scheduler at {scheduler} within {CONNECT_TIMEOUT} s"
             ) from None
         many = {
-            address: info["nthreads"]
-            for address, info in _workers(client).items()
-            if info["nthreads"] != 1
+            a: info["nthreads"] for a, info in _workers(client).items() if info["nthreads"] != 1
         }
         if many:
             raise UsageError(
@@ -234,11 +215,8 @@ def _host_slots(workers: dict[str, dict[str, Any]]) -> dict[str, int]:
 
 def _blas_threads(client: Client) -> int:
     """The fewest BLAS threads a cell gets on its machine."""
-    slots = _host_slots(_workers(client))
-    cores = client.run(available_cores)
-    threads = [
-        blas_threads(slots[get_address_host(address)], cores=n) for address, n in cores.items()
-    ]
+    slots, cores = _host_slots(_workers(client)), client.run(available_cores)
+    threads = [blas_threads(slots[get_address_host(a)], cores=n) for a, n in cores.items()]
     return min(threads, default=1)
 
 
