@@ -27,18 +27,9 @@ from linmnist.engine.lockstep import train_rates
 from linmnist.engine.sgd import TrainResult, draw_subset, train
 from linmnist.engine.spectrum import Spectrum, excess_over_gd, spectrum
 from linmnist.engine.validation import UsageError
+from linmnist.experiments import results
 from linmnist.experiments.grids import FINAL_ACCURACY, check_seed_count, eval_period, seed_period
 from linmnist.experiments.jobs import huge_pages
-from linmnist.experiments.results import (
-    atomic_write_text,
-    final_metrics,
-    histories,
-    history_path,
-    json_path,
-    plain,
-    read_record,
-    summarize,
-)
 
 
 def train_seeds(
@@ -183,7 +174,9 @@ def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         evaluator=None if n_prime is not None else shared_evaluator(params["dataset"]),
         **{k: params[k] for k in keys},
     )  # fmt: skip
-    atomic_write_text(history_path(out, stem), histories(runs).to_csv(index=False))
+    results.atomic_write_text(
+        results.history_path(out, stem), results.histories(runs).to_csv(index=False)
+    )
     seeds = _entries(runs, None if n_prime is not None else data_spectrum(params["dataset"]))
     extra = {} if "lr" in params else {"derived": {"lr": lr}}
     return _cell_record(params, seeds, start, sum(run.seconds for run in runs), **extra)
@@ -196,10 +189,10 @@ def _accuracy(params: dict[str, Any]) -> str:
 def _entries(runs: Sequence[TrainResult], spec: Spectrum | None) -> list[dict[str, Any]]:
     """The record's per-seed entries of ``runs`` (``summarize``), with the final excess over
     gradient descent on ``spec``'s training set (NaN without ``spec``)."""
-    summary = summarize(runs)
+    summary = results.summarize(runs)
     if spec is not None:
         summary["final_excess"] = final_excesses(spec, runs)
-    return [plain(row) for row in summary.to_dict("records")]
+    return [results.plain(row) for row in summary.to_dict("records")]
 
 
 def _cell_record(
@@ -228,8 +221,8 @@ def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, 
     start = time.perf_counter()
     task, cell = params["source"]["task"], params["source"]["cell"]
     directory = Path(out).parent.parent / task
-    entries = read_record(json_path(directory, cell))["seeds"]
-    history = pd.read_csv(history_path(directory, cell))
+    entries = results.read_record(results.json_path(directory, cell))["seeds"]
+    history = pd.read_csv(results.history_path(directory, cell))
     lockstep = "lr" in history.columns
     if lockstep:  # every rate's runs: this cell's rate only
         history = history[np.isclose(history["lr"], params["lr"], rtol=1e-12, atol=0)]
@@ -245,13 +238,15 @@ def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, 
         if params["task"] in FINAL_ACCURACY:
             rows.loc[rows.index[:-1], ["train_acc", "test_acc"]] = np.nan
         frames.append(rows)
-        seeds.append(plain({
-            "seed": seed, "eval_every": period, **final_metrics(rows),
+        seeds.append(results.plain({
+            "seed": seed, "eval_every": period, **results.final_metrics(rows),
             "final_excess": source[seed]["final_excess"],
             "diverged_at": source[seed]["diverged_at"],
             "seconds": source[seed]["seconds"] if lockstep else math.nan,
         }))  # fmt: skip
-    atomic_write_text(history_path(out, stem), pd.concat(frames).to_csv(index=False))
+    results.atomic_write_text(
+        results.history_path(out, stem), pd.concat(frames).to_csv(index=False)
+    )
     run_seconds = sum(s["seconds"] for s in seeds) if lockstep else 0.0
     return _cell_record(params, seeds, start, run_seconds, source=f"{task}/{cell}")
 
@@ -271,9 +266,9 @@ def lockstep_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]
             eval_every=seed_period(params, seed),
             evaluator=shared_evaluator(params["dataset"]), accuracy=_accuracy(params),
         )  # fmt: skip
-    history = histories(runs)
+    history = results.histories(runs)
     history.insert(0, "lr", np.repeat([run.lr for run in runs], [len(r.history) for r in runs]))
-    atomic_write_text(history_path(out, stem), history.to_csv(index=False))
+    results.atomic_write_text(results.history_path(out, stem), history.to_csv(index=False))
     entries = _entries(runs, data_spectrum(params["dataset"]))
     seeds = [{"lr": run.lr, **entry} for run, entry in zip(runs, entries, strict=True)]
     run_seconds = sum(run.seconds for run in runs)

@@ -20,15 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from linmnist.engine import frameworks
 from linmnist.engine.analysis import least_squares
 from linmnist.engine.evaluation import Evaluator
-from linmnist.engine.frameworks import (
-    compare_runs,
-    numpy_step_seconds,
-    quadratic_lr,
-    train_keras,
-    train_torch,
-)
 from linmnist.engine.sgd import HISTORY_COLUMNS, TrainResult, sample_batches, train
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.products import Product
@@ -87,7 +81,11 @@ RUNS = (
     ),
     RunSpec("study_numpy", "study", "numpy", "float32", None, "numpy, bias, lr {lr:g}"),
 )  # fmt: skip
-TRAINERS: dict[str, Any] = {"numpy": train, "torch": train_torch, "keras": train_keras}
+TRAINERS: dict[str, Any] = {
+    "numpy": train,
+    "torch": frameworks.train_torch,
+    "keras": frameworks.train_keras,
+}
 # RunSpec's fields, the training's, the final metrics (the quadratic loss, whatever the loss
 # trained on), compare_runs's against the reference, the updates' seconds alone and the
 # training call's (with its evaluation, not the evaluator's shared set-up).
@@ -231,7 +229,7 @@ def _settings(params: dict[str, Any], n: int) -> dict[str, dict[str, Any]]:
     ``seed``); ``mse_lr`` is the learning rate of a run on the MSE loss."""
     task2 = {k: params[k] for k in ("lr", "batch_size", "iterations", "eval_every")}
     study = {k: params[f"study_{k}"] for k in ("lr", "batch_size", "iterations", "eval_every")}
-    study |= {"lr": quadratic_lr(params["study_lr"]), "mse_lr": params["study_lr"]}
+    study |= {"lr": frameworks.quadratic_lr(params["study_lr"]), "mse_lr": params["study_lr"]}
     settings = {"task2": {**task2, "bias": False}, "study": {**study, "bias": True}}
     for setting in settings.values():
         setting["seed"] = params["seed"]
@@ -254,7 +252,7 @@ def _train(
     if spec.framework != "numpy":
         return result, result.step_seconds
     replay = {k: kwargs[k] for k in ("lr", "batches", "dtype", "bias")}
-    return result, numpy_step_seconds(X, Y, **replay)
+    return result, frameworks.numpy_step_seconds(X, Y, **replay)
 
 
 def _row(
@@ -267,7 +265,7 @@ def _row(
     """The row of one run (``RUN_COLUMNS``), compared with its reference run."""
     result, step_seconds = results[spec.run]
     reference = results[spec.reference or spec.run][0]
-    compared = compare_runs(reference, result, n_train=n_train, n_test=n_test)
+    compared = frameworks.compare_runs(reference, result, n_train=n_train, n_test=n_test)
     training = {k: getattr(result, k) for k in ("lr", "batch_size", "iterations", "eval_every")}
     return {
         **asdict(spec),

@@ -30,16 +30,7 @@ from distributed.scheduler import KilledWorker
 
 from linmnist.engine.data import dataset_checksum
 from linmnist.engine.validation import UsageError
-from linmnist.experiments.jobs import (
-    BLAS_THREAD_VARS,
-    RETRIES,
-    Outcome,
-    RunAborted,
-    available_cores,
-    blas_threads,
-    make_product,
-    record_failure,
-)
+from linmnist.experiments import jobs
 from linmnist.experiments.products import Product
 
 # Seconds to wait for an external scheduler to answer and for its first worker.
@@ -78,7 +69,7 @@ class DaskExecutor:
         with self._lost_scheduler():
             while not (idle := self._idle())[1]:
                 if time.monotonic() > deadline:
-                    raise RunAborted(
+                    raise jobs.RunAborted(
                         f"no Dask worker at {self._scheduler} for {CONNECT_TIMEOUT} s: the "
                         "products made are kept; start workers and run again"
                     )
@@ -104,7 +95,7 @@ class DaskExecutor:
         with self._lost_scheduler():
             return list(wait(futures, return_when="FIRST_COMPLETED").done)
 
-    def outcome(self, future, product: Product, inputs: dict | None) -> Outcome | None:
+    def outcome(self, future, product: Product, inputs: dict | None) -> jobs.Outcome | None:
         """The product's outcome; None to make it again (its worker died); RunAborted when
         the client lost the scheduler."""
         self._busy.pop(future, None)
@@ -117,16 +108,16 @@ class DaskExecutor:
             self._deaths[product.name] = deaths
             last = exc.last_worker.address
             error = f"the Dask worker making it died {deaths} times (last {last}); given up"
-            return None if deaths <= RETRIES else record_failure(product, error, inputs)
+            return None if deaths <= jobs.RETRIES else jobs.record_failure(product, error, inputs)
         except Exception as exc:  # any failure on the worker is recorded; the run goes on
-            return record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
+            return jobs.record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
         if product.record.is_file():
             return outcome
         error = (
             f"the worker reported {outcome.status} but the record {product.record} is not "
             "visible here: the build directory must be on a filesystem shared with the workers"
         )
-        return record_failure(product, error, inputs)
+        return jobs.record_failure(product, error, inputs)
 
     @contextlib.contextmanager
     def _lost_scheduler(self) -> Iterator[None]:
@@ -136,8 +127,8 @@ class DaskExecutor:
         except (CancelledError, OSError, TimeoutError):
             raise self._lost() from None
 
-    def _lost(self) -> RunAborted:
-        return RunAborted(
+    def _lost(self) -> jobs.RunAborted:
+        return jobs.RunAborted(
             f"lost the Dask scheduler at {self._scheduler}: the products made are kept, those "
             "being made are made by the next run"
         )
@@ -215,8 +206,8 @@ def _host_slots(workers: dict[str, dict[str, Any]]) -> dict[str, int]:
 
 def _blas_threads(client: Client) -> int:
     """The fewest BLAS threads a cell gets on its machine."""
-    slots, cores = _host_slots(_workers(client)), client.run(available_cores)
-    threads = [blas_threads(slots[get_address_host(a)], cores=n) for a, n in cores.items()]
+    slots, cores = _host_slots(_workers(client)), client.run(jobs.available_cores)
+    threads = [jobs.blas_threads(slots[get_address_host(a)], cores=n) for a, n in cores.items()]
     return min(threads, default=1)
 
 
@@ -228,12 +219,12 @@ def _worker_checksum(dataset: str, data_dir: str | None) -> str:
 
 def _run_on_worker(
     product: Product, inputs: dict[str, Any], digests: dict[str, str], host_slots: dict[str, int]
-) -> Outcome:
+) -> jobs.Outcome:
     """One product on a Dask worker: BLAS threads, the data checked, ``make_product``."""
     worker = get_worker()
     host = get_address_host(worker.address)
-    threads = blas_threads(host_slots.get(host, worker.state.nthreads))
-    for var in BLAS_THREAD_VARS:
+    threads = jobs.blas_threads(host_slots.get(host, worker.state.nthreads))
+    for var in jobs.BLAS_THREAD_VARS:
         os.environ[var] = str(threads)
     dataset = product.params.get("dataset")
     if dataset is not None:
@@ -244,4 +235,4 @@ def _run_on_worker(
                 f"(SHA-256 {mine[:12]}..., the client's {digests[dataset][:12]}...): share the "
                 "data cache ($LINMNIST_DATA_DIR)"
             )
-    return make_product(product, inputs)
+    return jobs.make_product(product, inputs)

@@ -10,14 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from linmnist.experiments.jobs import (
-    BLAS_THREAD_VARS,
-    RETRIES,
-    Outcome,
-    blas_threads,
-    make_product,
-    record_failure,
-)
+from linmnist.experiments import jobs
 from linmnist.experiments.products import Product
 
 
@@ -27,7 +20,7 @@ class LocalExecutor:
 
     def __init__(self, workers: int):
         self.workers = workers
-        self.threads = blas_threads(workers)
+        self.threads = jobs.blas_threads(workers)
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
         self._pool = self._new_pool()
@@ -62,10 +55,10 @@ class LocalExecutor:
     def submit(self, product: Product, inputs: dict[str, Any]):
         """Start ``make_product(product, inputs)`` in a worker."""
         try:
-            future = self._pool.submit(make_product, product, inputs)
+            future = self._pool.submit(jobs.make_product, product, inputs)
         except BrokenProcessPool:
             self._pool = self._new_pool()
-            future = self._pool.submit(make_product, product, inputs)
+            future = self._pool.submit(jobs.make_product, product, inputs)
         self._pools[future] = self._pool
         self._alone[future] = len(self._pools) == 1 and bool(self._suspects or self.workers == 1)
         return future
@@ -74,7 +67,7 @@ class LocalExecutor:
         """The futures among ``futures`` that have finished (at least one)."""
         return list(wait(futures, return_when=FIRST_COMPLETED).done)
 
-    def outcome(self, future, product: Product, inputs: dict | None) -> Outcome | None:
+    def outcome(self, future, product: Product, inputs: dict | None) -> jobs.Outcome | None:
         """The finished product's outcome; None to make it again.
 
         A dying worker breaks the pool: every product running then is made again, alone, so
@@ -88,21 +81,21 @@ class LocalExecutor:
             if pool is self._pool:
                 self._pool = self._new_pool()
             deaths = self._deaths[product.name] = self._deaths.get(product.name, 0) + 1
-            if not alone or deaths <= RETRIES:
+            if not alone or deaths <= jobs.RETRIES:
                 self._suspects.add(product.name)
                 return None
             self._suspects.discard(product.name)
             error = f"the worker process died {deaths} times ({exc})"
-            return record_failure(product, error, inputs)
+            return jobs.record_failure(product, error, inputs)
         except Exception as exc:  # the worker could not even start the job (an import error)
-            outcome = record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
+            outcome = jobs.record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
         self._suspects.discard(product.name)
         return outcome
 
 
 def init_worker(threads: int, parent: int, stop: Any) -> None:
     """Worker set-up: BLAS threads, no Ctrl-C, exit with the runner."""
-    for var in BLAS_THREAD_VARS:
+    for var in jobs.BLAS_THREAD_VARS:
         os.environ[var] = str(threads)
     from threadpoolctl import threadpool_limits
 
