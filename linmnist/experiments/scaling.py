@@ -206,10 +206,7 @@ def gd_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     X, Y, _, _ = prepared(params["dataset"])
     spec = data_spectrum(params["dataset"])
     targets, lrs = params["targets"], _lrs(spec, params)
-    rows = []
-    for lr in lrs:
-        steps = [gd_steps_to(spec, lr, target) for target in targets]
-        rows.append({"lr": lr, **dict(zip(target_columns(len(targets)), steps, strict=True))})
+    rows = [[lr, *(gd_steps_to(spec, lr, target) for target in targets)] for lr in lrs]
     runs = pd.DataFrame(rows, columns=["lr", *target_columns(len(targets))]).astype(float)
     X64 = np.asarray(X, dtype=np.float64)
     second = sample_moments(X64, spec.S)
@@ -229,21 +226,13 @@ def gd_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     ]
     points = params["trajectory_points"]
     end = 2 * at_target[-1]["step"]
-    steps = np.unique(np.r_[0, np.geomspace(1, end, points - 1).round()]).astype(int)  # type: ignore[assignment]
-    trajectory = pd.DataFrame([scales_at(lr, int(t)) for t in steps], columns=TRAJECTORY_COLUMNS)  # type: ignore[arg-type]
+    steps = np.unique(np.r_[0, np.geomspace(1, end, points - 1).round()]).astype(int)
+    trajectory = pd.DataFrame([scales_at(lr, int(t)) for t in steps], columns=TRAJECTORY_COLUMNS)
     optimum = noise_scales(spec.W_star, X64, Y, moments=second)
     atomic_write_text(Path(out) / f"{stem}{RUNS_SUFFIX}", runs.to_csv(index=False))
     atomic_write_text(Path(out) / TRAJECTORY_FILE, trajectory.to_csv(index=False))
-    return plain(
-        {
-            **_basics(spec),
-            "loss_zero": spec.loss_zero,
-            "trajectory_lr": lr,
-            "at_zero": scales_at(lr, 0),
-            "at_target": at_target,
-            "optimum": vars(optimum),
-        }
-    )
+    at = {"at_zero": scales_at(lr, 0), "at_target": at_target, "optimum": vars(optimum)}
+    return plain({**_basics(spec), "loss_zero": spec.loss_zero, "trajectory_lr": lr, **at})
 
 
 def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
@@ -251,25 +240,19 @@ def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     spec, model = moments(params["dataset"])
     rows = []
     for task, cell, lr, batch_size, iterations in params["configurations"]:
-        settings = {"lr": lr, "batch_size": batch_size}
-        rows.append(
-            {
-                "task": task,
-                "cell": cell,
-                **settings,
-                "iterations": iterations,
-                "gd_excess": float(gd_excess(spec, lr, iterations)),
-                "first_order": noise_floor.first_order_excess(model, **settings),
-                "stationary": noise_floor.stationary_excess(model, **settings),
-                "predicted": math.nan,
-            }
+        first, stationary = (
+            excess(model, lr=lr, batch_size=batch_size)
+            for excess in (noise_floor.first_order_excess, noise_floor.stationary_excess)
         )
+        gd = float(gd_excess(spec, lr, iterations))
+        row = [task, cell, lr, batch_size, iterations, gd, first, stationary, math.nan]
+        rows.append(dict(zip(FLOOR_COLUMNS, row, strict=True)))
     # The recursion of every batch size of one (lr, iterations) at once; above 2 / lambda_max
     # gradient descent (the mean of SGD) itself diverges and nothing is predicted.
     groups: dict[tuple[float, int], list[dict]] = {}
-    for row in rows:
-        if row["lr"] < spec.lr_max:
-            groups.setdefault((row["lr"], row["iterations"]), []).append(row)
+    for entry in rows:
+        if entry["lr"] < spec.lr_max:
+            groups.setdefault((entry["lr"], entry["iterations"]), []).append(entry)
     curves = []
     for (lr, iterations), members in groups.items():
         sizes = {r["batch_size"] for r in members}
@@ -278,8 +261,8 @@ def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         ordered = sorted(sizes)
         values = noise_floor.excess_after(model, lr=lr, batch_size=ordered, iterations=iterations)
         predicted = dict(zip(ordered, np.atleast_1d(values).tolist(), strict=True))
-        for row in members:
-            row["predicted"] = predicted[row["batch_size"]]
+        for entry in members:
+            entry["predicted"] = predicted[entry["batch_size"]]
         if any(r["task"] == CURVE_TASK for r in members):
             curves += [[lr, iterations, b, predicted[b]] for b in ordered]
     table = pd.DataFrame(rows, columns=FLOOR_COLUMNS)
