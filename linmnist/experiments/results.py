@@ -12,6 +12,7 @@ products each run made, one JSON object a line (``RUN_LOG_FIELDS``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -54,9 +55,6 @@ class CellResult:
     status: str
     error: str | None
     params: dict[str, Any]
-    fingerprint: str | None
-    notebook: str | None
-    wall_seconds: float | None
     rows: tuple[dict[str, Any], ...]
     path: Path
 
@@ -92,12 +90,12 @@ def history_path(directory: str | Path, cell: str) -> Path:
 
 def final_metrics(history: pd.DataFrame) -> dict[str, Any]:
     """The metrics at the last evaluated iteration of a run's history (NaN/None if none)."""
-    last = history.iloc[-1] if len(history) else None
-    return {
-        "final_iteration": None if last is None else int(last["iteration"]),
-        "final_train_loss": math.nan if last is None else float(last["train_loss"]),
-        "final_train_acc": math.nan if last is None else float(last["train_acc"]),
-        "final_test_acc": math.nan if last is None else float(last["test_acc"]),
+    metrics = ("train_loss", "train_acc", "test_acc")
+    if not len(history):
+        return {"final_iteration": None, **{f"final_{k}": math.nan for k in metrics}}
+    last = history.iloc[-1]
+    return {"final_iteration": int(last["iteration"])} | {
+        f"final_{k}": float(last[k]) for k in metrics
     }
 
 
@@ -135,19 +133,11 @@ def load_cell(path: str | Path) -> CellResult:
     """Read the JSON record of one cell (``runs_dir/<task>/<cell>.json``)."""
     path = Path(path)
     record = read_record(path)
-    return CellResult(
-        task=record["task"],
-        cell=record["cell"],
-        status=record["status"],
-        error=record.get("error"),
-        # The parameters of its configuration and those its job derived (an edge cell's lr).
-        params={**record.get("params", {}), **record.get("derived", {})},
-        fingerprint=record.get("fingerprint"),
-        notebook=record.get("notebook"),
-        wall_seconds=record.get("wall_seconds"),
-        rows=tuple(record.get("seeds") or ()),
-        path=path,
-    )
+    # The parameters of its configuration and those its job derived (an edge cell's lr).
+    params = {**record.get("params", {}), **record.get("derived", {})}
+    task, cell, status = (record[k] for k in ("task", "cell", "status"))
+    rows = tuple(record.get("seeds") or ())
+    return CellResult(task, cell, status, record.get("error"), params, rows, path)
 
 
 def _seed_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -173,13 +163,7 @@ def load_cells(
 
 def _runs(results: list[CellResult]) -> list[list[CellResult]]:
     """``results`` cut into runs of consecutive cells of one ``CellResult.signature``."""
-    runs: list[list[CellResult]] = []
-    for result in results:
-        if runs and runs[-1][0].signature() == result.signature():
-            runs[-1].append(result)
-        else:
-            runs.append([result])
-    return runs
+    return [list(run) for _, run in itertools.groupby(results, CellResult.signature)]
 
 
 def _head(result: CellResult) -> dict[str, Any]:
@@ -215,14 +199,8 @@ def _history_frame(run: list[CellResult]) -> pd.DataFrame:
     histories = [r.history() for r in run]
     history = pd.concat(histories, ignore_index=True) if len(run) > 1 else histories[0]
     history["cell"] = [r.cell for r, h in zip(run, histories, strict=True) for _ in range(len(h))]
-    evals = pd.DataFrame(
-        [
-            {"cell": r.cell, "seed": row.get("seed"), "eval_every": row.get("eval_every")}
-            for r in run
-            for row in r.rows
-        ],
-        columns=["cell", "seed", "eval_every"],
-    )
+    evals = [[r.cell, row.get("seed"), row.get("eval_every")] for r in run for row in r.rows]
+    evals = pd.DataFrame(evals, columns=["cell", "seed", "eval_every"])
     # An inner merge keeps the left order: each cell's rows stay together, in run order.
     history = history.merge(evals, on=["cell", "seed"])
     scalars = {r.cell: _scalar_params(r.params) for r in run}
