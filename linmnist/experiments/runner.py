@@ -137,14 +137,12 @@ def select(products: Sequence[Product], targets: Iterable[str] | None) -> list[P
     and their upstream products, in pipeline order; all of them when ``targets`` is None."""
     if targets is None:
         return list(products)
-    targets = list(targets)
     by_name = {p.name: p for p in products}
-    groups = {p.group for p in products}
     wanted: set[str] = set()
     for target in targets:
         hits = [p.name for p in products if p.name == target or p.group == target]
         if not hits:
-            accepted = ", ".join(sorted(groups))
+            accepted = ", ".join(sorted({p.group for p in products}))
             raise UsageError(
                 f"target {target!r} names no product; accepted: a group ({accepted}) or a "
                 "product name as `python -m linmnist status` lists it"
@@ -229,11 +227,10 @@ def assess(
     records: dict[str, dict | None] = {}
     memo: dict = {}
     for product in products:
-        record = _read(product.record)
-        records[product.name] = record
+        records[product.name] = record = _read(product.record)
         current = own_inputs(product, digests, memo)
-        state, reasons = _state(product, record, current, states, records)
-        states[product.name] = ProductState(product.name, state, reasons, current)
+        state = _state(product, record, current, states, records)
+        states[product.name] = ProductState(product.name, *state, current)
     return states
 
 
@@ -353,24 +350,15 @@ def _made(
     return outcomes, spans
 
 
-def _group_entry(
-    group: str,
-    products: Sequence[Product],
-    outcomes: dict[str, Outcome],
-    span: tuple[float, float],
-) -> dict[str, Any]:
+def _group_entry(group: str, products, outcomes: dict[str, Outcome], span) -> dict[str, Any]:
     """The fields of the log line (``runs.jsonl``) of a group of products just made."""
     mine = [p for p in products if p.group == group]
     counts = collections.Counter(outcomes[p.name].status for p in mine)
-    datasets = {p.params.get("dataset") for p in mine}
-    return {
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "tasks": group,
-        "dataset": ",".join(sorted(d for d in datasets if d)),
-        "cells": len(mine),
-        **{status: counts[status] for status in ("ok", "failed", "skipped")},
-        "wall_seconds": span[1] - span[0],
-    }
+    datasets = ",".join(sorted({d for p in mine if (d := p.params.get("dataset"))}))
+    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    entry = {"finished": finished, "tasks": group, "dataset": datasets, "cells": len(mine)}
+    entry |= {status: counts[status] for status in ("ok", "failed", "skipped")}
+    return entry | {"wall_seconds": span[1] - span[0]}
 
 
 def _make(
