@@ -58,17 +58,12 @@ def train_seeds(
         shared = Evaluator(X, Y, X_test, Y_test) if evaluator is None else evaluator
     run: dict[str, Any] = dict(
         lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test, Y_test=Y_test,
-        accuracy=accuracy,
+        accuracy=accuracy, evaluator=shared,
     )  # fmt: skip
+    period = functools.partial(eval_period, fidelity_seeds=fidelity_seeds, eval_every=eval_every)
     return [
-        train(
-            *_training_set(X, Y, n_prime=n_prime, seed=seed),
-            **run,
-            seed=seed,
-            evaluator=shared,
-            eval_every=eval_period(seed, fidelity_seeds=fidelity_seeds, eval_every=eval_every),
-        )
-        for seed in seeds
+        train(*_training_set(X, Y, n_prime=n_prime, seed=s), **run, seed=s, eval_every=period(s))
+        for s in seeds
     ]
 
 
@@ -201,16 +196,9 @@ def _cell_record(
     """A cell job's record fields, its times among them: ``job_seconds`` (since ``start``),
     ``run_seconds`` (the seeds') and ``overhead_seconds``, their difference."""
     job_seconds = time.perf_counter() - start
-    return {
-        "task": params["task"],
-        "cell": params["cell"],
-        "notebook": None,
-        "seeds": seeds,
-        **extra,
-        "job_seconds": job_seconds,
-        "run_seconds": run_seconds,
-        "overhead_seconds": job_seconds - run_seconds,
-    }
+    head = {"task": params["task"], "cell": params["cell"], "notebook": None, "seeds": seeds}
+    times = {"job_seconds": job_seconds, "run_seconds": run_seconds}
+    return {**head, **extra, **times, "overhead_seconds": job_seconds - run_seconds}
 
 
 def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:

@@ -38,9 +38,7 @@ def eval_period(seed: int, *, fidelity_seeds: Sequence[int], eval_every: int) ->
 
 def seed_period(params: dict[str, Any], seed: int) -> int:
     """``eval_period`` of ``seed`` in a cell of parameters ``params``."""
-    return eval_period(
-        seed, fidelity_seeds=params["fidelity_seeds"], eval_every=params["eval_every"]
-    )
+    return eval_period(seed, **{k: params[k] for k in ("fidelity_seeds", "eval_every")})
 
 
 @dataclass(frozen=True)
@@ -215,12 +213,8 @@ def _expand(task: str, spec: TaskSpec, values: dict) -> list[Cell]:
         key: distinct(f"{task}.{key}", values[key], lambda n, v, k=key: _check_value(n, k, v))
         for key in spec.axes
     }
-    cells = []
-    for combo in itertools.product(*axes.values()):
-        point = dict(zip(axes, combo, strict=True))
-        params = {**point, **fixed}
-        cells.append(Cell(task, spec.name_format.format(**point), params))
-    return cells
+    points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    return [Cell(task, spec.name_format.format(**point), {**point, **fixed}) for point in points]
 
 
 def distinct(label: str, values: Any, check, what: str = "values") -> list:
