@@ -77,15 +77,11 @@ FLOOR_COLUMNS = [
     "predicted",
 ]  # fmt: skip
 CURVE_COLUMNS = ["lr", "iterations", "batch_size", "predicted"]
-# The noise floor's predicted curve against the batch size: these sizes, for the (lr,
-# iterations) of this task's configurations (a few rates; each size costs a column of the
-# recursion).
-CURVE_TASK = "grid"
+# The noise floor's predicted curve against the batch size at CURVE_SIZES (each a column of
+# the recursion) for the (lr, iterations) of CURVE_TASK; the floor table covers FLOOR_TASKS.
+CURVE_TASK, FLOOR_TASKS = "grid", ("grid", "stability")
 CURVE_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-# The noise scales are followed along gradient descent at TRAJECTORY_STEP / lambda_max.
-TRAJECTORY_STEP = 1.0
-# Tasks whose configurations the noise-floor table covers.
-FLOOR_TASKS = ("grid", "stability")
+TRAJECTORY_STEP = 1.0  # the noise scales along gradient descent at TRAJECTORY_STEP / lambda_max
 
 
 def scaling_settings(config: str | Path | None = None, *, profile: str | None = None) -> dict:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linmnist.engine import noise_floor
 from linmnist.engine.analysis import quadratic_metrics
+from linmnist.engine.noise_floor import largest_stable_lr
 from linmnist.engine.prediction import CURVE_COLUMNS, HeldOut, expected_losses, held_out
 from linmnist.engine.sgd import draw_subset
 from linmnist.experiments.cells import moments, prepared
@@ -74,10 +74,9 @@ def _curves(dataset: str, test: HeldOut, confs: list[dict[str, Any]]) -> pd.Data
     if "n_prime" not in first:
         sizes = [conf["batch_size"] for conf in confs]
         frame = expected_losses(*moments(dataset), batch_size=sizes, **settings)
-        names = {conf["batch_size"]: (conf["task"], conf["cell"]) for conf in confs}
+        named = {conf["batch_size"]: conf for conf in confs}
         return frame.assign(
-            task=frame["batch_size"].map(lambda b: names[b][0]),
-            cell=frame["batch_size"].map(lambda b: names[b][1]),
+            **{k: frame["batch_size"].map(lambda b, k=k: named[b][k]) for k in ("task", "cell")}
         )
     (conf,) = confs
     curves = [
@@ -129,9 +128,7 @@ def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     spec, model = moments(dataset)
     if stem == EDGES_TASK:
         sizes = params["edge_batch_sizes"]
-        edges = [
-            [b, noise_floor.largest_stable_lr(model, batch_size=b), spec.lr_max] for b in sizes
-        ]
+        edges = [[b, largest_stable_lr(model, batch_size=b), spec.lr_max] for b in sizes]
         frame = pd.DataFrame(edges, columns=EDGE_COLUMNS)
         atomic_write_text(Path(out) / EDGES_FILE, frame.to_csv(index=False))
     if stem == OPTIMUM_TASK:
