@@ -55,17 +55,11 @@ def imported_modules(source: str) -> set[str]:
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("linmnist")}
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module.startswith("linmnist"):
-                found.add(node.module)
-                # `from linmnist.report import figures` imports the module linmnist.report.figures
-                found |= {
-                    f"{node.module}.{alias.name}"
-                    for alias in node.names
-                    if module_path(f"{node.module}.{alias.name}") is not None
-                }
-    return {name for name in found if module_path(name) is not None}
+            # `from linmnist.report import figures` imports the module linmnist.report.figures
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return {name for name in found if module_path(name) is not None}  # linmnist's alone
 
 
 @functools.cache

@@ -102,17 +102,16 @@ def leave_out(path: Path) -> None:
     """Cut the notebook at ``path`` after its cell that raised ``LEFT_OUT`` (its output the
     error's message alone), without papermill's error cells."""
     nb = nbformat.read(path, as_version=4)
-    cells = []
-    for cell in nb.cells:
-        if PAPERMILL_ERROR_TAG in cell.get("metadata", {}).get("tags", []):
-            continue
+    tags = [cell.get("metadata", {}).get("tags", []) for cell in nb.cells]
+    nb.cells = [
+        cell for cell, t in zip(nb.cells, tags, strict=True) if PAPERMILL_ERROR_TAG not in t
+    ]
+    for i, cell in enumerate(nb.cells):
         errors = [o for o in cell.get("outputs", []) if o.get("ename") == LEFT_OUT]
         if errors:
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=errors[0].evalue)]
-            cells.append(cell)
+            nb.cells = nb.cells[: i + 1]
             break
-        cells.append(cell)
-    nb.cells = cells
     nbformat.write(nb, path)
 
 
