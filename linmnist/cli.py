@@ -37,8 +37,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def resolve_data_dir() -> None:
-    """Make a relative ``$LINMNIST_DATA_DIR`` absolute, once: the workers and the notebook
-    kernels (which run in ``notebooks/``) then all use the same data file."""
+    """Make a relative ``$LINMNIST_DATA_DIR`` absolute, once, for workers and kernels."""
     value = os.environ.get(DATA_DIR_ENV)
     if value:  # absolute, links kept: a symlink loop is reported when the data is read
         os.environ[DATA_DIR_ENV] = os.path.abspath(os.path.expanduser(value))

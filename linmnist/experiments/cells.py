@@ -90,8 +90,7 @@ def _training_set(X: np.ndarray, Y: np.ndarray, *, n_prime: int | None, seed: in
 
 @functools.cache
 def prepared(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(X, Y, X_test, Y_test)`` of ``dataset``, loaded once per process, in 2 MB pages
-    (``jobs.huge_pages``)."""
+    """``(X, Y, X_test, Y_test)`` of ``dataset``, once per process, in 2 MB pages."""
     with huge_pages(True):
         (x, y), (x_test, y_test) = load_mnist(dataset)
         return (*prepare(x, y), *prepare(x_test, y_test))
@@ -108,16 +107,14 @@ def data_spectrum(dataset: str) -> Spectrum:
 def moments(
     dataset: str, n_prime: int | None = None, seed: int = 0
 ) -> tuple[Spectrum, noise_floor.FloorModel]:
-    """(Spectrum, FloorModel) of ``dataset``'s training set, or of the subset S' that seed
-    ``seed`` draws in Task 5, once per process."""
+    """(Spectrum, FloorModel) of the training set, or of seed's Task 5 subset S' (cached)."""
     X, Y = _training_set(*prepared(dataset)[:2], n_prime=n_prime, seed=seed)
     spec = data_spectrum(dataset) if n_prime is None else spectrum(X, Y)
     return spec, noise_floor.floor_model(spec, X, Y)
 
 
 def final_excesses(spec: Spectrum, runs: Sequence[TrainResult]) -> list[float]:
-    """Each run's excess over gradient descent after its updates (``excess_over_gd``), NaN
-    for a run that diverged."""
+    """Each run's excess over gradient descent after its updates; NaN if it diverged."""
     return [
         np.nan
         if run.diverged_at is not None
@@ -127,8 +124,7 @@ def final_excesses(spec: Spectrum, runs: Sequence[TrainResult]) -> list[float]:
 
 
 def cell_lr(params: dict[str, Any]) -> float:
-    """A cell's lr: ``lr``, or ``edge_factor`` times the instability edge predicted for its
-    batch size (``noise_floor.largest_stable_lr``) on the training set."""
+    """A cell's ``lr``, or ``edge_factor`` x the predicted instability edge of its batch size."""
     if "lr" in params:
         return params["lr"]
     _, model = moments(params["dataset"])
@@ -182,8 +178,7 @@ def _accuracy(params: dict[str, Any]) -> str:
 
 
 def _entries(runs: Sequence[TrainResult], spec: Spectrum | None) -> list[dict[str, Any]]:
-    """The record's per-seed entries of ``runs`` (``summarize``), with the final excess over
-    gradient descent on ``spec``'s training set (NaN without ``spec``)."""
+    """The record's seed entries of ``runs``, with their final excess on ``spec`` (or NaN)."""
     summary = results.summarize(runs)
     if spec is not None:
         summary["final_excess"] = final_excesses(spec, runs)
@@ -193,8 +188,7 @@ def _entries(runs: Sequence[TrainResult], spec: Spectrum | None) -> list[dict[st
 def _cell_record(
     params: dict[str, Any], seeds: list, start: float, run_seconds: float, **extra: Any
 ) -> dict[str, Any]:
-    """A cell job's record fields, its times among them: ``job_seconds`` (since ``start``),
-    ``run_seconds`` (the seeds') and ``overhead_seconds``, their difference."""
+    """A cell job's record fields, with its job's, its runs' and its overhead's seconds."""
     job_seconds = time.perf_counter() - start
     head = {"task": params["task"], "cell": params["cell"], "notebook": None, "seeds": seeds}
     times = {"job_seconds": job_seconds, "run_seconds": run_seconds}

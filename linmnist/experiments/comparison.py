@@ -108,8 +108,7 @@ class Optimum:
 
 @dataclass
 class Comparison:
-    """The framework comparison: ``runs`` a row per run of ``RUNS`` indexed by id
-    (``RUN_COLUMNS``), ``histories`` every run's; empty tables and no optima when failed."""
+    """The comparison (``RUNS`` by id, ``RUN_COLUMNS``); empty, without optima, when failed."""
 
     runs: pd.DataFrame
     histories: pd.DataFrame
@@ -205,8 +204,7 @@ def _train_all(
     data64: tuple[np.ndarray, ...] | None,
     settings: dict[str, dict[str, Any]],
 ) -> dict[str, tuple[TrainResult, float]]:
-    """Every run of ``RUNS`` with its ``step_seconds``, in order; the runs of one precision
-    and setting share an evaluator built for them (not counted in their times)."""
+    """Each run's (TrainResult, step_seconds); one evaluator per precision and setting."""
     results = {}
     for (precision, setting), specs in itertools.groupby(RUNS, lambda s: (s.precision, s.setting)):
         arrays = data32
@@ -220,8 +218,7 @@ def _train_all(
 
 
 def _settings(params: dict[str, Any], n: int) -> dict[str, dict[str, Any]]:
-    """Per setting, the training arguments its runs share, batches included (both drawn with
-    ``seed``); ``mse_lr`` is the learning rate of a run on the MSE loss."""
+    """Per setting, the training arguments (batches included) its runs share."""
     task2 = {k: params[k] for k in ("lr", "batch_size", "iterations", "eval_every")}
     study = {k: params[f"study_{k}"] for k in ("lr", "batch_size", "iterations", "eval_every")}
     study |= {"lr": frameworks.quadratic_lr(params["study_lr"]), "mse_lr": params["study_lr"]}
@@ -236,8 +233,7 @@ def _settings(params: dict[str, Any], n: int) -> dict[str, dict[str, Any]]:
 def _train(
     spec: RunSpec, arrays: tuple[np.ndarray, ...], setting: dict[str, Any], evaluator: Evaluator
 ) -> tuple[TrainResult, float]:
-    """One run of the comparison, and the time of its updates alone (``step_seconds``; the
-    numpy engine's updates replayed by ``numpy_step_seconds``)."""
+    """One run of the comparison, and the seconds of its updates alone."""
     X, Y, X_test, Y_test = arrays
     kwargs = {k: v for k, v in setting.items() if k != "mse_lr"}
     kwargs |= dict(dtype=np.dtype(spec.precision), X_test=X_test, Y_test=Y_test)
@@ -277,8 +273,7 @@ def _row(
 
 
 def runs_frame(rows: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
-    """The runs table of a ``Comparison`` from its rows (columns ``RUN_COLUMNS``): indexed by
-    run, with nullable integers, booleans, and None for a missing reference."""
+    """The runs table (``RUN_COLUMNS``) indexed by run, with its dtypes, from its rows."""
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS).astype(
         {c: "Int64" for c in _INT_COLUMNS} | {"bias": bool}
     )
@@ -314,8 +309,7 @@ def load_data(dataset: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, .
 
 
 def comparison_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of the ``frameworks`` product: ``compare_frameworks`` on ``params["dataset"]``,
-    its ``OUTPUTS`` written into ``out``; returns ``RECORD_FIELDS``."""
+    """The job of ``frameworks``: ``compare_frameworks``, its ``OUTPUTS`` and record fields."""
     if stem != STEM:
         raise ValueError(f"the frameworks product's stem must be {STEM!r}, got {stem!r}")
     dataset = params["dataset"]
@@ -333,8 +327,7 @@ def _optimum(value: dict | None) -> Optimum | None:
 
 
 def load_comparison(directory: str | Path) -> Comparison:
-    """The comparison stored in ``directory`` (a failed product: its status and error, empty
-    tables); FileNotFoundError without a record ``frameworks.json``."""
+    """The comparison in ``directory``; FileNotFoundError without a record."""
     directory = Path(directory)
     path = directory / f"{STEM}.json"
     if not path.is_file():

@@ -96,8 +96,7 @@ class DaskExecutor:
             return list(wait(futures, return_when="FIRST_COMPLETED").done)
 
     def outcome(self, future, product: Product, inputs: dict | None) -> jobs.Outcome | None:
-        """The product's outcome; None to make it again (its worker died); RunAborted when
-        the client lost the scheduler."""
+        """The product's outcome; None to make it again (a dead worker)."""
         self._busy.pop(future, None)
         try:
             outcome = future.result()
@@ -182,8 +181,7 @@ def _quiet(name: str) -> Iterator[None]:
 
 
 def _workers(client: Client) -> dict[str, dict[str, Any]]:
-    """The scheduler's workers: address -> info (``nthreads``, ``status``); ConnectionError
-    when the client lost the scheduler."""
+    """The scheduler's workers by address; ConnectionError when the scheduler is lost."""
     running = client.status == "running"
     workers = client.scheduler_info(n_workers=-1).get("workers") if running else None
     if workers is None or client.status != "running":

@@ -43,8 +43,7 @@ def seed_period(params: dict[str, Any], seed: int) -> int:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task's ``axes`` (lists; every combination is a cell), ``fixed`` values and
-    ``name_format`` (a cell's name from its axis values)."""
+    """A task's axes (whose product gives its cells), fixed keys and cells' name format."""
 
     axes: tuple[str, ...]
     fixed: tuple[str, ...]
@@ -70,8 +69,7 @@ MAX_SEEDS = 1_000
 
 @dataclass(frozen=True)
 class Cell:
-    """One configuration of a task: its ``name`` (file stem, ``lr0.01_bs100``) and
-    ``params`` (every axis and fixed value)."""
+    """One configuration of a task: its name (file stem) and every axis and fixed value."""
 
     task: str
     name: str
@@ -87,8 +85,7 @@ def cell_name(task: str, **params: Any) -> str:
 def load_grids(
     config: str | Path | None = None, *, profile: str | None = None
 ) -> dict[str, list[Cell]]:
-    """Task -> its cells (in the order of the axes) of the configuration ``config`` (the
-    package's ``grids.toml`` by default), with the ``[profiles.<profile>]`` tables applied."""
+    """Task -> its cells of the configuration ``config``, with ``profile`` applied."""
     raw = read_config(config)
     _check_keys("config", raw, [*TASKS, *SECTIONS, "profiles"])
     if not any(task in raw for task in TASKS):
@@ -105,8 +102,7 @@ def load_grids(
 
 
 def read_config(config: str | Path | None) -> dict[str, Any]:
-    """The TOML table of a configuration file (the default one for None); UsageError, one
-    line naming the file and why, when it cannot be read."""
+    """The TOML table of a configuration file; UsageError naming why it cannot be read."""
     path = Path(DEFAULT_CONFIG if config is None else config)
     if not path.is_file():
         why = "a directory" if path.is_dir() else "missing" if not path.exists() else "special"
@@ -146,8 +142,7 @@ def read_config(config: str | Path | None) -> dict[str, Any]:
 
 
 def section(config: str | Path | None, name: str, *, profile: str | None = None) -> dict:
-    """The table ``[name]`` of a configuration (one of ``SECTIONS``) with the overrides of
-    ``profile`` applied, unvalidated; empty when the configuration has no such section."""
+    """The table ``[name]`` of a configuration with ``profile`` applied ({} without one)."""
     check_choice("section", name, SECTIONS)
     load_grids(config, profile=profile)  # the file, the profile and its keys are valid
     raw = read_config(config)

@@ -68,8 +68,7 @@ def available_memory() -> int:
 
 
 def job_limit(jobs: int) -> tuple[int, str | None]:
-    """``jobs`` capped at what this machine can hold: one job per core (more only share the
-    cores) and ``JOB_MEMORY`` of available memory each; with the reason when capped."""
+    """``jobs`` capped at one per core and per ``JOB_MEMORY`` available, and why if capped."""
     cores, memory = available_cores(), available_memory()
     limit = max(1, min(cores, memory // JOB_MEMORY))
     if jobs <= limit:
@@ -81,8 +80,7 @@ def job_limit(jobs: int) -> tuple[int, str | None]:
 
 
 def path_problem(product: Product) -> str | None:
-    """Why ``product``'s files cannot be written (its directory, or what lies above it, is a
-    file or not writable; its record or an output is not a file), or None."""
+    """Why ``product``'s files cannot be written, or None."""
     existing = product.directory
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -136,8 +134,7 @@ def huge_pages(enabled: bool):
 
 
 def make_product(product: Product, inputs: dict[str, Any]) -> Outcome:
-    """Run a product's job and leave its files and record (with their digests, ``outputs``)
-    in place; only an interruption leaves no record."""
+    """Run a product's job and leave its files and record in place."""
     start = time.perf_counter()
     directory = product.directory
     directory.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,7 @@ from linmnist.experiments.products import Product
 
 
 class LocalExecutor:
-    """``workers`` spawned processes, each with ``cores // workers`` BLAS threads, ignoring
-    Ctrl-C and exiting when the runner dies."""
+    """``workers`` spawned processes, ignoring Ctrl-C and exiting with the runner."""
 
     def __init__(self, workers: int):
         self.workers = workers

@@ -38,8 +38,7 @@ ENGINE_NAME = "linmnist-write-once"  # WriteOnceEngine
 
 
 class WriteOnceEngine(NBClientEngine):
-    """Papermill's nbclient engine writing the notebook when it starts and ends (and on an
-    error), not after every cell (each write serialises the whole notebook: seconds)."""
+    """Papermill's nbclient engine, the notebook written at its start and end alone."""
 
     @classmethod
     def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
@@ -54,8 +53,7 @@ papermill_engines.register(ENGINE_NAME, WriteOnceEngine)
 
 
 def notebook_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """Execute ``params["notebook"]`` (relative to the repository) with
-    ``params["parameters"]`` into ``out/<stem>.ipynb``; JobFailed when a cell fails."""
+    """Execute ``params["notebook"]`` into ``out/<stem>.ipynb``; JobFailed when a cell fails."""
     source = ROOT / params["notebook"]
     target = out / f"{stem}.ipynb"
     try:
@@ -99,8 +97,7 @@ def kernel_environment() -> Iterator[None]:
 
 
 def leave_out(path: Path) -> None:
-    """Cut the notebook at ``path`` after its cell that raised ``LEFT_OUT`` (its output the
-    error's message alone), without papermill's error cells."""
+    """Cut the notebook at ``path`` after its cell that raised ``LEFT_OUT``."""
     nb = nbformat.read(path, as_version=4)
     tags = [cell.get("metadata", {}).get("tags", []) for cell in nb.cells]
     nb.cells = [

@@ -35,8 +35,7 @@ def output_digests(directory: Path, names: Iterable[str]) -> dict[str, dict[str,
 
 
 def change(path: Path, stored: Any) -> str | None:
-    """How the file at ``path`` differs from its ``stored`` digest: ``"removed"``,
-    ``"changed"``, ``"not in the record"``, or None when it is the same."""
+    """How ``path`` differs from its ``stored`` digest (a word), or None when it does not."""
     try:
         info = os.stat(path)
     except OSError:
@@ -68,8 +67,7 @@ def intact(record: dict[str, Any]) -> bool:
 def output_problems(
     record: dict[str, Any], record_path: Path, directory: Path, names: Iterable[str]
 ) -> list[str]:
-    """What no longer matches a product's record: the record itself (``record changed``),
-    or, for a made product, each output file that changed or was removed."""
+    """What no longer matches a product's record: the record, or its output files."""
     if not intact(record):
         return [f"record changed: {relative_to_root(record_path)}"]
     if record.get("status") != "ok":

@@ -27,8 +27,7 @@ def profile_name(profile: str | None) -> str:
 def build_dir(
     dataset: str = DEFAULT_DATASET, profile: str | None = None, config: str | Path | None = None
 ) -> Path:
-    """The directory of the build of ``dataset`` with ``profile`` (absolute); another
-    configuration than the default builds under ``reports/<dataset>/config-<its stem>/``."""
+    """The directory of a build (another configuration's under ``config-<stem>/``)."""
     if config is not None and Path(config).resolve() != DEFAULT_CONFIG:
         return REPORTS / dataset / f"config-{Path(config).stem}" / profile_name(profile)
     if dataset == DEFAULT_DATASET and profile is None:

@@ -70,8 +70,7 @@ def result_product(
 
 
 def cell_product(cell: Cell, build: Path, dataset: str, source: Cell | None = None) -> Product:
-    """The product of one grid cell, ``results/<task>/<cell>.history.csv`` (read from the
-    files of ``source``, if given)."""
+    """The product of one grid cell (reading the files of ``source``, if given)."""
     params = {"task": cell.task, "cell": cell.name, "dataset": dataset, **cell.params}
     job, upstream = CELL_JOB, []
     if source is not None:
@@ -130,8 +129,7 @@ def lockstep_product(group: Cell, build: Path, dataset: str) -> Product:
 
 
 def experiment_products(grids: dict[str, list[Cell]], build: Path, dataset: str) -> list[Product]:
-    """The products of every cell of ``grids`` (task -> cells), in configuration order, a
-    ``LOCKSTEP`` task's lockstep products before its cells."""
+    """The products of every cell of ``grids``, in configuration order."""
     products: list[Product] = []
     before: list[Cell] = []
     for task, cells in grids.items():

@@ -100,8 +100,7 @@ def final_metrics(history: pd.DataFrame) -> dict[str, Any]:
 
 
 def summarize(runs: Sequence[TrainResult]) -> pd.DataFrame:
-    """One row per run, ``SEED_FIELDS`` (its final metrics at the last evaluated iteration;
-    ``final_excess`` NaN)."""
+    """One row per run, ``SEED_FIELDS`` (``final_excess`` NaN)."""
     rows = [
         {"seed": run.seed, "eval_every": run.eval_every, **final_metrics(run.history),
          "final_excess": math.nan, "diverged_at": run.diverged_at, "seconds": run.seconds}
@@ -118,8 +117,7 @@ def histories(runs: Sequence[TrainResult]) -> pd.DataFrame:
 
 
 def write_record(path: str | Path, record: dict[str, Any]) -> None:
-    """Write a JSON record atomically (non-finite numbers become null), sealed
-    (``linmnist.experiments.outputs.seal``: an edit of it shows)."""
+    """Write a JSON record atomically and sealed (non-finite numbers as null)."""
     text = json.dumps(seal(plain(record)), indent=1, allow_nan=False)
     atomic_write_text(path, text + "\n")
 
@@ -151,8 +149,7 @@ def _seed_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def load_cells(
     runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
 ) -> list[CellResult]:
-    """The finished cells of ``task`` under ``runs_dir`` (ok and failed), sorted by name, or
-    those of ``cells`` that have a record."""
+    """The finished cells of ``task`` (or those of ``cells``), sorted by name."""
     directory = Path(runs_dir) / task
     if cells is None:
         paths = sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
@@ -185,8 +182,7 @@ def _task_frame(run: list[CellResult]) -> pd.DataFrame:
 def load_task(
     runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
 ) -> pd.DataFrame:
-    """One row per (cell, seed) of ``task``: task, cell, status, error, the scalar parameters
-    (lr, batch_size, ...), then ``SEED_FIELDS`` (one row, without them, for a failed cell)."""
+    """One row per (cell, seed) of ``task``: its status, scalar parameters, ``SEED_FIELDS``."""
     frames = [_task_frame(run) for run in _runs(load_cells(runs_dir, task, cells=cells))]
     if not frames:
         return pd.DataFrame(columns=["task", "cell", "status", "error", *SEED_FIELDS])
@@ -194,8 +190,7 @@ def load_task(
 
 
 def _history_frame(run: list[CellResult]) -> pd.DataFrame:
-    """The histories of a run of ok cells of one signature, with eval_every, cell and the
-    cell's scalar parameters."""
+    """The histories of a run of cells of one signature, with their parameters."""
     histories = [r.history() for r in run]
     history = pd.concat(histories, ignore_index=True) if len(run) > 1 else histories[0]
     history["cell"] = [r.cell for r, h in zip(run, histories, strict=True) for _ in range(len(h))]
@@ -214,8 +209,7 @@ def _history_frame(run: list[CellResult]) -> pd.DataFrame:
 def load_history(
     runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
 ) -> pd.DataFrame:
-    """Histories of the ok cells of ``task``: columns cell, the scalar parameters, eval_every, seed,
-    iteration, train_loss, train_acc, test_acc."""
+    """Histories of the ok cells of ``task``, with their cells' scalar parameters."""
     ok = [r for r in load_cells(runs_dir, task, cells=cells) if r.status == "ok"]
     if not ok:
         return pd.DataFrame()
@@ -228,8 +222,7 @@ def load_history(
 
 
 def append_run_log(runs_dir: str | Path, entry: dict[str, Any]) -> None:
-    """Add ``entry`` (the keys ``RUN_LOG_FIELDS``) as the last line of ``runs_dir/runs.jsonl``
-    (rewritten atomically)."""
+    """Add ``entry`` (``RUN_LOG_FIELDS``) as the last line of ``runs_dir/runs.jsonl``."""
     missing = [f for f in RUN_LOG_FIELDS if f not in entry]
     if missing:
         raise ValueError(f"entry lacks the run-log fields {missing}")
@@ -240,8 +233,7 @@ def append_run_log(runs_dir: str | Path, entry: dict[str, Any]) -> None:
 
 
 def read_run_log(runs_dir: str | Path) -> pd.DataFrame:
-    """The runs logged in ``runs_dir/runs.jsonl``, oldest first, columns ``RUN_LOG_FIELDS``
-    (``finished`` as a UTC timestamp); empty when no run was logged."""
+    """The runs logged in ``runs_dir/runs.jsonl``, oldest first (``RUN_LOG_FIELDS``)."""
     path = Path(runs_dir) / RUN_LOG
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     log = pd.DataFrame([json.loads(line) for line in lines if line], columns=list(RUN_LOG_FIELDS))

@@ -113,8 +113,7 @@ class RunSummary:
 
 
 def check_pipeline(products: Sequence[Product]) -> None:
-    """Refuse duplicate names, unknown upstream products and products before their upstream
-    products (cycles included)."""
+    """Refuse duplicate names, unknown upstream products and an order against them."""
     seen: set[str] = set()
     names = {p.name for p in products}
     for product in products:
@@ -133,8 +132,7 @@ def check_pipeline(products: Sequence[Product]) -> None:
 
 
 def select(products: Sequence[Product], targets: Iterable[str] | None) -> list[Product]:
-    """The products named by ``targets`` (a name, or a group such as ``grid`` or ``notebooks``)
-    and their upstream products, in pipeline order; all of them when ``targets`` is None."""
+    """The products ``targets`` name (names or groups), with their upstream products."""
     if targets is None:
         return list(products)
     by_name = {p.name: p for p in products}
@@ -158,8 +156,7 @@ def select(products: Sequence[Product], targets: Iterable[str] | None) -> list[P
 def own_inputs(
     product: Product, data_digests: dict[str, str], memo: dict | None = None
 ) -> dict[str, Any]:
-    """The digests of a product's own inputs (all but ``upstream``), and of each module;
-    ``memo`` shares the code and notebook digests between products (one pass)."""
+    """The digests of a product's own inputs; ``memo`` shares them between products."""
     memo = {} if memo is None else memo
     key = (product.job.split(":", 1)[0], product.modules, product.notebook)
     if key not in memo:
@@ -267,8 +264,7 @@ def _first_three(reasons: list[str]) -> list[str]:
 
 
 def plan(products: Sequence[Product], *, lock_dir: Path, force: bool = False) -> list[ProductState]:
-    """The states of the products ``run`` would make (all of them with ``force``), in
-    pipeline order; nothing is made or created (``run --dry-run``)."""
+    """The states of the products ``run`` would make (``run --dry-run``)."""
     digests = data_digests(products)
     with _lock(lock_dir, create=False):
         states = assess(products, digests=digests)
@@ -328,8 +324,7 @@ def _made(
     setting: dict[str, Any],
     progress: bool,
 ) -> tuple[dict[str, Outcome], dict[str, tuple[float, float]]]:
-    """Make ``todo`` with a progress bar, logging each group in ``lock_dir/runs.jsonl`` as
-    soon as it is made; every product's outcome and each group's (first start, last end)."""
+    """Make ``todo``, logging each group once made; the outcomes and each group's span."""
     making = {p.name for p in todo}
     records = {p.name: _read(p.record) for p in products if p.name not in making}
     outcomes = {p.name: Outcome(p.name, "skipped") for p in products}
@@ -417,8 +412,7 @@ def _recorded(product: Product, outcome: Outcome, inputs: dict) -> tuple[Outcome
 
 
 def _ready(pending: dict[str, Product], waiting: set[str], free: int) -> list[Product]:
-    """Up to ``free`` pending products, in order, none of whose upstream products is waiting
-    (the scan stops once enough are found)."""
+    """Up to ``free`` pending products, in order, none waiting for an upstream product."""
     ready = (p for p in pending.values() if not any(u in waiting for u in p.upstream))
     return list(itertools.islice(ready, max(free, 0)))
 

@@ -130,8 +130,7 @@ def scaling_products(
     profile: str | None = None,
     grids: dict[str, list[Cell]] | None = None,
 ) -> list[Product]:
-    """The products of the ``[scaling]`` section (none without one); ``grids`` gives the
-    configurations the noise-floor table covers (``FLOOR_TASKS``)."""
+    """The products of the ``[scaling]`` section (none without one)."""
     settings = scaling_settings(config, profile=profile)
     if not settings:
         return []
@@ -271,8 +270,7 @@ def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
 
 @dataclass
 class Scaling:
-    """The scaling experiment of a build, as ``load_scaling`` reads it (a failed product's
-    tables empty)."""
+    """The scaling experiment of a build (a failed product's tables empty)."""
 
     runs: pd.DataFrame  # every SGD run of every batch size (RUN_COLUMNS, steps_<i>)
     gd: pd.DataFrame  # gradient descent's exact steps per lr (lr, steps_<i>)
@@ -299,8 +297,7 @@ class Scaling:
 
 
 def load_scaling(directory: str | Path, batch_sizes: list[int]) -> Scaling:
-    """The products in ``directory`` (``results/scaling/`` of a build) for ``batch_sizes``;
-    FileNotFoundError when a record is missing."""
+    """The products in ``directory``; FileNotFoundError when a record is missing."""
     directory = Path(directory)
     stems = [f"bs{b}" for b in batch_sizes] + [GD, FLOOR, PREDICTED]
     records = {}

@@ -42,8 +42,7 @@ def sizes_products(
     config: str | Path | None = None,
     profile: str | None = None,
 ) -> list[Product]:
-    """One product per size of the ``[sizes]`` section (none without it, or without the
-    ``subset`` task whose budget SGD runs at)."""
+    """One product per size of the ``[sizes]`` section (with the ``subset`` task)."""
     raw = section(config, GROUP, profile=profile)
     if not raw or not grids.get("subset"):
         return []
@@ -112,8 +111,7 @@ def size_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
 
 
 def load_sizes(build: Path, sizes: list[int]) -> pd.DataFrame:
-    """Every row of the ok products ``sizes/n<N'>`` of ``sizes`` in the build ``build``
-    (their records must exist); a failed product's rows are missing."""
+    """The rows of the ok products ``sizes/n<N'>`` of ``sizes`` in ``build``."""
     directory = results_dir(build) / GROUP
     frames = [
         pd.read_csv(directory / f"n{n}{SUFFIX}")

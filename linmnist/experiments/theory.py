@@ -43,8 +43,7 @@ EXTRA_OUTPUTS = {EDGES_TASK: (EDGES_FILE,), OPTIMUM_TASK: (OPTIMUM_FILE,)}
 
 
 def theory_products(build: Path, dataset: str, grids: dict[str, list[Cell]]) -> list[Product]:
-    """One product ``theory/<task>`` per task of ``TASKS`` in ``grids`` (they run in parallel);
-    the edges cover every batch size of the grid, the sweep and the edge runs."""
+    """One product ``theory/<task>`` per task of ``TASKS`` in ``grids``."""
     edge_sizes = sorted(
         {c.params["batch_size"] for t in ("grid", "stability", "edge") for c in grids.get(t, [])}
     )
@@ -67,8 +66,7 @@ def _settings(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _curves(dataset: str, test: HeldOut, confs: list[dict[str, Any]]) -> pd.DataFrame:
-    """The predicted curves of a group (``_groups``): one prediction for all their batch
-    sizes, or for Task 5 the mean of those for each seed's subset S'."""
+    """The predicted curves of a group (for Task 5 the mean over its seeds' subsets)."""
     first = confs[0]
     settings = {"lr": first["lr"], "iterations": np.arange(first["iterations"]), "test": test}
     if "n_prime" not in first:
@@ -89,8 +87,7 @@ def _curves(dataset: str, test: HeldOut, confs: list[dict[str, Any]]) -> pd.Data
 
 
 def _groups(configurations: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """The configurations predicted together: those of one task with the same lr and
-    iterations (and distinct batch sizes); each Task 5 configuration alone."""
+    """The configurations predicted together (of one task, lr and iterations)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for i, conf in enumerate(configurations):
         alone = "n_prime" in conf
@@ -100,8 +97,7 @@ def _groups(configurations: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def _optima(dataset: str, configurations: list[dict[str, Any]]) -> pd.DataFrame:
-    """The ``OPTIMUM_COLUMNS`` of the least-squares fit W* of each seed's subset S' (the
-    predictions' spectra), all scored on the test set in one pass."""
+    """The least-squares fit of each seed's subset S' (``OPTIMUM_COLUMNS``)."""
     _, Y, X_test, Y_test = prepared(dataset)
     keys = sorted({(c["n_prime"], s) for c in configurations for s in c["seeds"]})
     rows, fits = [], []
@@ -139,8 +135,7 @@ def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
 
 @dataclass
 class Theory:
-    """The predictions of a build (module docstring), as ``load_theory`` reads them; ``error``
-    says why products failed (their rows missing)."""
+    """The predictions of a build; ``error`` says why products failed."""
 
     curves: pd.DataFrame
     edges: pd.DataFrame
