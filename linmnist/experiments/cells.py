@@ -48,10 +48,8 @@ def train_seeds(
     evaluator: Evaluator | None = None,
     accuracy: str = "every",
 ) -> list[TrainResult]:
-    """One TrainResult per seed of ``seeds`` (distinct), in their order; ``fidelity_seeds``
-    evaluated after every iteration; with ``n_prime``, each seed on its own subset of
-    ``n_prime`` samples (Task 5), the training metrics those of the subset; ``evaluator``
-    shared by the seeds without ``n_prime``. The rest as in ``linmnist.engine.sgd.train``."""
+    """One TrainResult per seed (``fidelity_seeds`` evaluated at every iteration; with
+    ``n_prime``, each on its own subset); the rest as in ``linmnist.engine.sgd.train``."""
     seeds = _check_seeds(seeds, fidelity_seeds)
     shared = None  # without subsets, one evaluator (its Gram matrix) serves every seed
     if n_prime is None:
@@ -140,10 +138,8 @@ def shared_evaluator(dataset: str) -> Evaluator:
 
 @functools.cache
 def warmed_up(dataset: str) -> bool:
-    """Run each code path of ``train`` once on a slice of the data, once per process, so that
-    one-off set-up (loading the compiled kernels, BLAS start-up) lands in no run's seconds:
-    the incremental scores (batch 1), the stacked products of a first chunk and the lazy
-    scores of the next (batch 100), and a divergence."""
+    """Each code path of ``train`` run once per process on a slice of the data, so that
+    one-off set-up (compiled kernels, BLAS) lands in no run's seconds."""
     X, Y, X_test, Y_test = (a[:, :512] for a in prepared(dataset))
     for batch_size, lr, iterations in ((1, 1e-3, 3), (100, 1e-3, LAZY_ROWS + 1), (100, 10.0, 3)):
         train(X, Y, lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test,
@@ -152,9 +148,7 @@ def warmed_up(dataset: str) -> bool:
 
 
 def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of a grid cell: every seed trained, ``<stem>.history.csv`` written into
-    ``out``; returns its record's fields (``_cell_record``; a seed entry per seed,
-    ``SEED_FIELDS``; ``derived``, the lr of an ``edge`` cell)."""
+    """The job of a grid cell: every seed trained, ``<stem>.history.csv`` written."""
     start = time.perf_counter()
     X, Y, X_test, Y_test = prepared(params["dataset"])
     warmed_up(params["dataset"])
@@ -196,10 +190,8 @@ def _cell_record(
 
 
 def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of a cell whose runs ``params["source"]`` made (``products.source_cell``, or a
-    ``lockstep_job``, whose files hold a column ``lr``): no training, the source's rows at
-    the cell's own evaluation schedule, as ``cell_job`` would have written them. Its seeds'
-    ``seconds`` are a lockstep source's, NaN for another cell's."""
+    """The job of a cell whose runs ``params["source"]`` made (another cell, or a lockstep
+    product): the source's rows at this cell's evaluation schedule, as ``cell_job`` writes."""
     start = time.perf_counter()
     task, cell = params["source"]["task"], params["source"]["cell"]
     directory = Path(out).parent.parent / task
@@ -220,12 +212,10 @@ def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, 
         if params["task"] in FINAL_ACCURACY:
             rows.loc[rows.index[:-1], ["train_acc", "test_acc"]] = np.nan
         frames.append(rows)
-        seeds.append(results.plain({
-            "seed": seed, "eval_every": period, **results.final_metrics(rows),
-            "final_excess": source[seed]["final_excess"],
-            "diverged_at": source[seed]["diverged_at"],
-            "seconds": source[seed]["seconds"] if lockstep else math.nan,
-        }))  # fmt: skip
+        entry = {"seed": seed, "eval_every": period, **results.final_metrics(rows)}
+        entry |= {k: source[seed][k] for k in ("final_excess", "diverged_at")}
+        entry["seconds"] = source[seed]["seconds"] if lockstep else math.nan
+        seeds.append(results.plain(entry))
     results.atomic_write_text(
         results.history_path(out, stem), pd.concat(frames).to_csv(index=False)
     )
@@ -234,9 +224,7 @@ def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, 
 
 
 def lockstep_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of ``lockstep/<task>_bs<B>``: per seed, every rate of ``params["lrs"]``
-    trained side by side (``train_rates``); ``<stem>.history.csv`` has a first column lr, and
-    the record a seed entry per rate and seed (``lr`` and ``SEED_FIELDS``)."""
+    """The job of ``lockstep/<task>_bs<B>``: every rate of ``params["lrs"]`` side by side."""
     start = time.perf_counter()
     X, Y, X_test, Y_test = prepared(params["dataset"])
     warmed_up(params["dataset"])

@@ -49,9 +49,7 @@ FRAMEWORKS_PROFILES: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the comparison: ``setting`` "task2" (no bias) or "study" (bias);
-    ``reference``, the numpy run it is compared with (None for numpy); ``label``, its display
-    name (``{lr}``: its learning rate); ``loss``, "quadratic" or "mse"."""
+    """One run of the comparison; ``reference``, the numpy run it is compared with."""
 
     run: str
     setting: str

@@ -1,13 +1,10 @@
 """The dask executor of ``python -m linmnist run --executor dask``: products on a Dask cluster.
 
-Each product is one Dask task calling ``jobs.make_product`` on an idle single-threaded worker
-(staging and record as for the local executor), of the scheduler at ``scheduler`` or of a
-LocalCluster of ``jobs`` workers. The workers see the repository, the build directory and the
-data cache (``$LINMNIST_DATA_DIR``, checked against the client's checksum) at the same paths;
-the cores of a machine are divided between its workers. A worker that dies mid-product
-(``KilledWorker``) costs it one retry; a second death records it failed (start an external
-scheduler with ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0``). A lost scheduler, or no
-worker for ``CONNECT_TIMEOUT`` s, ends the run with ``RunAborted`` (exit status 1).
+Each product is a Dask task calling ``jobs.make_product`` on an idle single-threaded worker of
+the scheduler at ``scheduler`` (or of a LocalCluster), which sees the repository, the build and
+the data cache (checked against the client's checksum) at the same paths. A worker that dies
+mid-product costs it one retry (the scheduler's ``allowed-failures`` should be 0); a lost
+scheduler, or no worker for ``CONNECT_TIMEOUT`` s, ends the run with ``RunAborted``.
 """
 
 from __future__ import annotations
@@ -38,9 +35,7 @@ CONNECT_TIMEOUT = 30
 
 
 class DaskExecutor:
-    """Products on a Dask cluster (the interface of ``LocalExecutor``): the scheduler at
-    ``scheduler``, or a LocalCluster of ``workers``; a worker whose dataset checksum differs
-    from ``digests`` refuses the products."""
+    """Products on a Dask cluster (the interface of ``LocalExecutor``)."""
 
     def __init__(self, workers: int, *, scheduler: str | None, digests: dict[str, str]):
         self._context = _client(scheduler, workers)
@@ -127,10 +122,8 @@ class DaskExecutor:
             raise self._lost() from None
 
     def _lost(self) -> jobs.RunAborted:
-        return jobs.RunAborted(
-            f"lost the Dask scheduler at {self._scheduler}: the products made are kept, those "
-            "being made are made by the next run"
-        )
+        kept = "the products made are kept, those being made are made by the next run"
+        return jobs.RunAborted(f"lost the Dask scheduler at {self._scheduler}: {kept}")
 
 
 @contextlib.contextmanager

@@ -120,12 +120,8 @@ def _record(
 
 @contextlib.contextmanager
 def huge_pages(enabled: bool):
-    """numpy's advice of 2 MB pages for its large arrays on (``enabled``) or off in the block.
-
-    A job's arrays are in 4 KiB pages: fresh 2 MB pages for its many temporaries cost much
-    kernel time (theory/subset: 50 s with them, 30 s without). The data set alone is in 2 MB
-    pages (``cells.prepared``): SGD's random gathers of it are 4 % faster so at batch 1000.
-    """
+    """numpy's advice of 2 MB pages for large arrays on (``enabled``) or off in the block:
+    off for a job's many temporaries (costly fresh pages), on for the data (SGD's gathers)."""
     before = _set_madvise_hugepage(enabled)
     try:
         yield

@@ -67,12 +67,8 @@ class LocalExecutor:
         return list(wait(futures, return_when=FIRST_COMPLETED).done)
 
     def outcome(self, future, product: Product, inputs: dict | None) -> jobs.Outcome | None:
-        """The finished product's outcome; None to make it again.
-
-        A dying worker breaks the pool: every product running then is made again, alone, so
-        that the next death names its product; one whose worker dies ``RETRIES + 1`` times,
-        the last time alone, is recorded as failed.
-        """
+        """The finished product's outcome; None to make it again. A dying worker breaks the pool:
+        the products running then are remade alone, so that the next death names its product."""
         pool, alone = self._pools.pop(future), self._alone.pop(future)
         try:
             outcome = future.result()

@@ -1,12 +1,9 @@
 """Products: the nodes of the pipeline, each with its job, parameters and upstream products.
 
-A product (a grid cell's results, the framework comparison, a task notebook, the report) is
-made by its *job*, ``"module:function"`` called as ``job(params, out, stem)``: it writes the
-files ``product.outputs`` into the staging directory ``out`` and returns the extra fields of
-the product's record, or raises (``JobFailed.keep``: files worth keeping). This module lists
-the experiment products of the grids (``experiment_products``); a cell whose runs another
-makes (``source_cell``, or ``lockstep_groups``: a ``LOCKSTEP`` task's rates at one batch size
-trained side by side) reads them from its files instead of training them again.
+A product's *job*, ``"module:function"``, is called as ``job(params, out, stem)``: it writes
+``product.outputs`` into the staging directory ``out`` and returns its record's extra fields,
+or raises (``JobFailed.keep``: files to keep). A cell whose runs another product makes
+(``source_cell``, ``lockstep_groups``) reads them from its files instead of training them.
 """
 
 from __future__ import annotations
@@ -82,8 +79,7 @@ def cell_product(cell: Cell, build: Path, dataset: str, source: Cell | None = No
 
 def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
     """The first of ``others`` (another task's cells) whose runs include all of ``cell``'s
-    (same lr, batch size and iterations on the full training set, every seed, evaluated at
-    least where ``cell`` is, accuracies included), or None."""
+    (same lr, batch size and iterations, every seed, evaluated at least as often), or None."""
     p = cell.params
     if "lr" not in p or "n_prime" in p:
         return None
@@ -102,9 +98,8 @@ def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
 
 
 def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
-    """The cells of one ``LOCKSTEP`` task per batch size: a cell ``<task>_bs<B>`` of task
-    ``LOCKSTEP_GROUP`` per group of two or more, its members' params with ``lrs`` (their
-    rates) and ``cells`` (their names) for ``lr``."""
+    """A cell ``<task>_bs<B>`` of task ``LOCKSTEP_GROUP`` per batch size of two or more cells,
+    with their rates (``lrs``) and names (``cells``)."""
     groups: dict[int, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.params["batch_size"], []).append(cell)

@@ -1,13 +1,9 @@
 """Result files of the grid cells: what a cell's job writes and what the report reads.
 
-In ``results/<task>/``: ``<cell>.history.csv`` (every seed's history: seed, iteration,
-train_loss, train_acc, test_acc; accuracies as fractions) and ``<cell>.json``, its record,
-written atomically and last (its presence marks a finished cell): task, cell, status ("ok" or
-"failed"), error, params, fingerprint, notebook, wall_seconds and ``seeds``, one entry per seed
-(``SEED_FIELDS``; ``final_excess``, the excess over gradient descent after the same updates,
-null where not measured). Non-finite numbers are stored as null; names starting with a dot
-are a runner's temporary files. ``runs.jsonl`` in the build directory logs the groups of
-products each run made, one JSON object a line (``RUN_LOG_FIELDS``).
+In ``results/<task>/``: ``<cell>.history.csv`` (every seed's history) and ``<cell>.json``, its
+record, written last (task, cell, status, error, params, ``seeds``: an entry per seed,
+``SEED_FIELDS``; non-finite numbers as null). Names starting with a dot are a runner's
+temporary files. ``runs.jsonl`` logs each group of products a run made (``RUN_LOG_FIELDS``).
 """
 
 from __future__ import annotations
@@ -68,9 +64,7 @@ class CellResult:
         return pd.read_csv(history_path(self.path.parent, self.cell))
 
     def signature(self) -> tuple[Any, ...]:
-        """What the dtypes of its rows in ``load_task`` and ``load_history`` depend on:
-        consecutive cells of one signature are read as one frame, equal to the concatenation
-        of their own frames."""
+        """What the dtypes of its rows in ``load_task`` and ``load_history`` depend on."""
         scalars = tuple((k, type(v)) for k, v in _scalar_params(self.params).items())
         fields = frozenset(
             (k, type(row[k]) if k in row else None) for row in self.rows for k in UNCAST_FIELDS

@@ -1,13 +1,10 @@
 """The orchestrator: which products are stale, and making them in dependency order, in parallel.
 
 ``assess`` compares each product's current inputs (``fingerprint``) with those in its record:
-*up to date*, *stale* (naming what changed, "upstream" included), *missing* or *failed*.
-``run`` makes the products not up to date (every one with ``force``), each once its upstream
-products are finished, on the local executor or on Dask. A record is deleted when its job
-starts and written last, atomically, after the job's staging directory is moved into place:
-a killed run leaves no record of an unfinished product, and the next run removes the staging
-leftovers. A failed product gets a "failed" record; the others go on. A lock file keeps two
-runners out of one build directory.
+*up to date*, *stale* (and what changed), *missing* or *failed*. ``run`` makes the others, each
+once its upstream products are finished. A record is deleted when its job starts and written
+last, after its staging directory's files are moved into place: a killed run leaves no record
+of an unfinished product. A lock file keeps two runners out of one build directory.
 """
 
 from __future__ import annotations
@@ -93,17 +90,12 @@ class RunSummary:
             groups.setdefault(o.name.split("/", 1)[0], []).append(o)
         lines = []
         for group, mine in groups.items():
-            counts = ", ".join(
-                f"{n} {s}"
-                for s in ("ok", "failed", "skipped")
-                if (n := sum(o.status == s for o in mine))
-            )
-            seconds = sum(o.seconds for o in mine)
+            n = collections.Counter(o.status for o in mine)
+            counts = ", ".join(f"{n[s]} {s}" for s in ("ok", "failed", "skipped") if n[s])
             wall = self.wall_by_group.get(group)
-            span = "" if wall is None else f", wall {wall:.1f} s"
-            lines.append(
-                f"{group:12s} {len(mine):3d} product(s): {counts}; job time {seconds:.1f} s{span}"
-            )
+            times = f"job time {sum(o.seconds for o in mine):.1f} s"
+            times += "" if wall is None else f", wall {wall:.1f} s"
+            lines.append(f"{group:12s} {len(mine):3d} product(s): {counts}; {times}")
         lines += [f"FAILED {o.name}: {o.error}" for o in self.failed]
         lines.append(
             f"{self.wall_seconds:.1f} s wall time, {self.jobs} job(s) x "
@@ -281,10 +273,8 @@ def run(
     executor: str = "local",
     scheduler: str | None = None,
 ) -> RunSummary:
-    """Make every product that is not up to date (every one with ``force``), in dependency
-    order, ``jobs`` at once (at most ``jobs.job_limit`` but on a remote Dask scheduler), on
-    ``executor`` ("local" or "dask"); ``lock_dir`` is the build directory, locked, whose
-    ``runs.jsonl`` gets a line per group of products made."""
+    """Make every product not up to date (all with ``force``), in dependency order, ``jobs``
+    at once, on ``executor``; ``lock_dir`` is the build directory, locked, logged to."""
     start = time.perf_counter()
     if executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
@@ -363,8 +353,7 @@ def _make(
     pool,
 ) -> Iterator[tuple[Product, Outcome, tuple[float, float] | None]]:
     """Make ``todo`` on ``pool`` as their upstream products finish; yield each product,
-    its outcome and its span (submitted, finished; None if it failed before its job).
-    ``records`` holds those of the products not made."""
+    its outcome and its span (None if it failed before its job)."""
     records = dict(records)
     pending = {p.name: p for p in todo}  # in pipeline order; a retried product goes first
     waiting = set(pending)

@@ -1,21 +1,9 @@
-"""The batch-size scaling law as products, in ``results/scaling/`` of a build.
-
-The ``[scaling]`` section of the configuration (``SCALING_KEYS``, read by
-``scaling_settings``) defines them:
-
-* ``scaling/bs<B>`` (``batch_job``): ``bs<B>.runs.csv``, every run of the lr search of one
-  batch size (``linmnist.engine.scaling.search_lr``: ``RUN_COLUMNS``, ``steps_<i>`` per target);
-* ``scaling/gd`` (``gd_job``): ``gd.runs.csv``, gradient descent's exact steps to each target
-  at every rate of the grid, and ``gd.trajectory.csv``, the noise scales along descent at
-  ``TRAJECTORY_STEP / lambda_max`` (its record: the scales at W = 0, at each target, at W*);
-* ``scaling/predicted`` (``predicted_job``): ``predicted.csv``, the steps to each target
-  predicted from the data for every batch size (``predict_search``);
-* ``scaling/floor`` (``floor_job``): ``floor.csv``, gradient descent's excess and the three
-  noise-floor predictions of every configuration of ``FLOOR_TASKS``, and ``floor.curves.csv``,
-  the prediction against the batch size (``CURVE_SIZES``) for the (lr, iterations) of
-  ``CURVE_TASK``.
-
-``load_scaling`` reads them back into a ``Scaling``.
+"""The batch-size scaling law as products in ``results/scaling/``, from the ``[scaling]``
+section (``SCALING_KEYS``): ``scaling/bs<B>`` (``batch_job``), the lr search of each batch size
+(``search_lr``); ``scaling/gd`` (``gd_job``), gradient descent's exact steps to each target and
+the noise scales along it; ``scaling/predicted`` (``predicted_job``), the steps predicted from
+the data; ``scaling/floor`` (``floor_job``), the noise-floor predictions of the configurations of
+``FLOOR_TASKS`` and their curve against the batch size. ``load_scaling`` reads them back.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """SGD's learning curves and instability edges, predicted from the data alone, as products.
 
-``theory/<task>`` (``curves_job``) predicts, in ``results/theory/``, without a run:
-
-* ``<task>.curves.csv``: the expected training and test loss at every iteration of each
-  configuration of ``TASKS`` (``expected_losses``; for Task 5 the mean over the seeds' subsets
-  S'): task, cell, batch_size, iteration, train_loss, test_loss (inf where it diverges);
-* ``edges.csv`` (``theory/stability``): batch_size, lr_edge (``largest_stable_lr``) and lr_gd
-  = 2 / lambda_max, for every batch size of the grid, the sweep and the edge runs;
-* ``optimum.csv`` (``theory/subset``): the least-squares fit of each seed's subset S' (the
-  point SGD from W = 0 converges to): n_prime, seed, train_loss, train_acc (on S'), test_acc.
+``theory/<task>`` (``curves_job``) writes into ``results/theory/`` ``<task>.curves.csv``, the
+expected training and test loss at every iteration of each configuration of ``TASKS`` (for
+Task 5 the mean over the seeds' subsets S'), and, for ``EDGES_TASK``, ``edges.csv`` (the
+predicted edge of every batch size), for ``OPTIMUM_TASK``, ``optimum.csv`` (the least-squares
+fit of each subset S'). ``load_theory`` reads them back.
 """
 
 from __future__ import annotations
