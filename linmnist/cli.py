@@ -1,16 +1,8 @@
 """The command line, one argparse tree: ``python -m linmnist {data,run,status,report,bench}``.
 
-Exit status, the same for every sub-command:
-
-* 0: done (every product made or up to date, the data verified, the bench's runs agree);
-* 1: a failure after a valid start: a product failed (once the others finished), a run could
-  not complete (``RunFailedError``), or the bench's engine differs from its reference;
-* 2: a usage error, one line on stderr and nothing run: a wrong option, configuration value
-  or argument (``UsageError``), or a data cache that cannot serve (``DataCacheError``: not a
-  directory, unreadable, read-only, or empty while no source can be reached);
-* 130: interrupted.
-
-Each command imports what it runs when it runs (``data`` does not load the pipeline).
+Exit status: 0 done; 1 a failure after a valid start (a product failed, ``RunFailedError``, the
+bench's engine differs); 2 a usage error, one line and nothing run (``UsageError``, a
+``DataCacheError``); 130 interrupted. Each command imports what it runs when it runs.
 """
 
 from __future__ import annotations
@@ -45,8 +37,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def resolve_data_dir() -> None:
-    """Make a relative ``$LINMNIST_DATA_DIR`` absolute, once: the workers and the notebook
-    kernels (which run in ``notebooks/``) then all use the same data file."""
+    """Make a relative ``$LINMNIST_DATA_DIR`` absolute, once, for workers and kernels."""
     value = os.environ.get(DATA_DIR_ENV)
     if value:  # absolute, links kept: a symlink loop is reported when the data is read
         os.environ[DATA_DIR_ENV] = os.path.abspath(os.path.expanduser(value))
@@ -92,15 +83,8 @@ def run_command(args: argparse.Namespace) -> int:
         states = plan(products, lock_dir=build, force=args.force)
         print("\n".join(f"make {s.format()}" for s in states) or "everything is up to date")
         return 0
-    summary = run(
-        products,
-        lock_dir=build,
-        jobs=args.jobs,
-        force=args.force,
-        progress=not args.no_progress,
-        executor=args.executor,
-        scheduler=args.scheduler,
-    )
+    options = {key: getattr(args, key) for key in ("jobs", "force", "executor", "scheduler")}
+    summary = run(products, lock_dir=build, progress=not args.no_progress, **options)
     print(summary.format())
     if any(p.name == "report" for p in products):
         html, pdf = (relative_to_root(build / f"report.{kind}") for kind in ("html", "pdf"))
@@ -148,26 +132,23 @@ def _check_run_arguments(args: argparse.Namespace) -> None:
 
 
 def _build_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
-    parser.add_argument(
-        "targets",
-        nargs="*",
-        help=f"products: a group ({TARGETS}) or a product name; default: all",
-    )
+    targets = f"products: a group ({TARGETS}) or a product name; default: all"
+    parser.add_argument("targets", nargs="*", help=targets)
     parser.add_argument("--dataset", default="mnist", help=f"{', '.join(DATASETS)} (default mnist)")
     parser.add_argument("--profile", help="a profile of the configuration, e.g. small")
-    parser.add_argument(
-        "--config", help="grid configuration (default linmnist/experiments/grids.toml)"
-    )
+    config = "grid configuration (default linmnist/experiments/grids.toml)"
+    parser.add_argument("--config", help=config)
     if not run:
         return
     parser.add_argument("--jobs", type=int, default=1, help="products made at once (default 1)")
     parser.add_argument("--executor", default="local", help="local (default) or dask")
     parser.add_argument("--scheduler", help="with --executor dask: tcp://HOST:PORT of a scheduler")
-    parser.add_argument("--force", action="store_true", help="remake up-to-date products too")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="say what would be made; make nothing"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for flag, help_ in (
+        ("--force", "remake up-to-date products too"),
+        ("--dry-run", "say what would be made; make nothing"),
+        ("--no-progress", "no progress bar"),
+    ):
+        parser.add_argument(flag, action="store_true", help=help_)
 
 
 def parser() -> ArgumentParser:
@@ -209,8 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            "interrupted: finished products are kept, the others are made next time",
-            file=sys.stderr,
-        )
+        interrupted = "interrupted: finished products are kept, the others are made next time"
+        print(interrupted, file=sys.stderr)
         return 130

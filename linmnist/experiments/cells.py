@@ -1,15 +1,11 @@
 """What one grid cell computes: one configuration trained over several seeds.
 
-Seed ``s`` draws its batches with ``np.random.default_rng(s)``; in Task 5 it also draws its own
-subset S' of ``n_prime`` training samples (``draw_subset(..., seed=s)``), so the spread over
-seeds covers both the sampling of the batches and the choice of S'. The seeds listed in
+Seed ``s`` draws its batches with ``np.random.default_rng(s)``, and in Task 5 its own subset
+S' of ``n_prime`` samples (``draw_subset``), so the spread over seeds covers both. The
 ``fidelity_seeds`` are evaluated after every iteration (the study's fidelity), the others every
-``eval_every`` iterations. The tasks of ``grids.FINAL_ACCURACY`` (whose histories are read for
-their losses only) score the accuracies at the last evaluation only.
-
-A worker process makes many cells: the data, the warm-up of the compiled kernels and the
-evaluator of the full training set (its Gram matrix) are made once per process and shared by
-every cell, so that a cell's wall time is mostly its runs (``cell_job`` records both).
+``eval_every``; the tasks of ``grids.FINAL_ACCURACY`` score accuracies at the last evaluation
+only. A worker loads the data, warms up the kernels and builds the full training set's
+evaluator once, for every cell it makes.
 """
 
 from __future__ import annotations
@@ -31,18 +27,9 @@ from linmnist.engine.lockstep import train_rates
 from linmnist.engine.sgd import TrainResult, draw_subset, train
 from linmnist.engine.spectrum import Spectrum, excess_over_gd, spectrum
 from linmnist.engine.validation import UsageError
-from linmnist.experiments.grids import FINAL_ACCURACY, check_seed_count, eval_period
+from linmnist.experiments import results
+from linmnist.experiments.grids import FINAL_ACCURACY, check_seed_count, eval_period, seed_period
 from linmnist.experiments.jobs import huge_pages
-from linmnist.experiments.results import (
-    atomic_write_text,
-    final_metrics,
-    histories,
-    history_path,
-    json_path,
-    plain,
-    read_record,
-    summarize,
-)
 
 
 def train_seeds(
@@ -61,43 +48,20 @@ def train_seeds(
     evaluator: Evaluator | None = None,
     accuracy: str = "every",
 ) -> list[TrainResult]:
-    """Train one configuration once per seed: one TrainResult per seed, in their order.
-
-    Parameters
-    ----------
-    seeds : sequence of int
-        Distinct seeds, one run each.
-    fidelity_seeds : sequence of int
-        Seeds (among ``seeds``) evaluated after every iteration, the others every
-        ``eval_every`` iterations.
-    n_prime : int, optional
-        Train each seed on its own random subset of ``n_prime`` samples drawn without
-        replacement (Task 5); the training metrics are then those of the subset.
-    evaluator : Evaluator, optional
-        Shared by the seeds when they train on the same data (without ``n_prime``); built
-        here when not given.
-
-    The other parameters are those of ``linmnist.engine.sgd.train``.
-    """
+    """One TrainResult per seed (``fidelity_seeds`` evaluated at every iteration; with
+    ``n_prime``, each on its own subset); the rest as in ``linmnist.engine.sgd.train``."""
     seeds = _check_seeds(seeds, fidelity_seeds)
-    # Without subsets every seed trains on the same data: one evaluator (its Gram matrix)
-    # serves them all.
-    shared = None
+    shared = None  # without subsets, one evaluator (its Gram matrix) serves every seed
     if n_prime is None:
         shared = Evaluator(X, Y, X_test, Y_test) if evaluator is None else evaluator
     run: dict[str, Any] = dict(
         lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test, Y_test=Y_test,
-        accuracy=accuracy,
+        accuracy=accuracy, evaluator=shared,
     )  # fmt: skip
+    period = functools.partial(eval_period, fidelity_seeds=fidelity_seeds, eval_every=eval_every)
     return [
-        train(
-            *_training_set(X, Y, n_prime=n_prime, seed=seed),
-            **run,
-            seed=seed,
-            evaluator=shared,
-            eval_every=eval_period(seed, fidelity_seeds=fidelity_seeds, eval_every=eval_every),
-        )
-        for seed in seeds
+        train(*_training_set(X, Y, n_prime=n_prime, seed=s), **run, seed=s, eval_every=period(s))
+        for s in seeds
     ]
 
 
@@ -124,8 +88,7 @@ def _training_set(X: np.ndarray, Y: np.ndarray, *, n_prime: int | None, seed: in
 
 @functools.cache
 def prepared(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(X, Y, X_test, Y_test)`` of ``dataset``, loaded once per process, in 2 MB pages
-    (``jobs.huge_pages``)."""
+    """``(X, Y, X_test, Y_test)`` of ``dataset``, once per process, in 2 MB pages."""
     with huge_pages(True):
         (x, y), (x_test, y_test) = load_mnist(dataset)
         return (*prepare(x, y), *prepare(x_test, y_test))
@@ -142,21 +105,14 @@ def data_spectrum(dataset: str) -> Spectrum:
 def moments(
     dataset: str, n_prime: int | None = None, seed: int = 0
 ) -> tuple[Spectrum, noise_floor.FloorModel]:
-    """(Spectrum, FloorModel) of ``dataset``'s training set, or of the subset S' that seed
-    ``seed`` draws in Task 5, once per process."""
-    X, Y, _, _ = prepared(dataset)
-    if n_prime is None:
-        spec = data_spectrum(dataset)
-    else:
-        subset = draw_subset(X.shape[1], n_prime, seed=seed)
-        X, Y = X[:, subset], Y[:, subset]
-        spec = spectrum(X, Y)
+    """(Spectrum, FloorModel) of the training set, or of seed's Task 5 subset S' (cached)."""
+    X, Y = _training_set(*prepared(dataset)[:2], n_prime=n_prime, seed=seed)
+    spec = data_spectrum(dataset) if n_prime is None else spectrum(X, Y)
     return spec, noise_floor.floor_model(spec, X, Y)
 
 
 def final_excesses(spec: Spectrum, runs: Sequence[TrainResult]) -> list[float]:
-    """Each run's excess over gradient descent after its updates (``excess_over_gd``), NaN
-    for a run that diverged."""
+    """Each run's excess over gradient descent after its updates; NaN if it diverged."""
     return [
         np.nan
         if run.diverged_at is not None
@@ -166,8 +122,7 @@ def final_excesses(spec: Spectrum, runs: Sequence[TrainResult]) -> list[float]:
 
 
 def cell_lr(params: dict[str, Any]) -> float:
-    """A cell's lr: ``lr``, or ``edge_factor`` times the instability edge predicted for its
-    batch size (``noise_floor.largest_stable_lr``) on the training set."""
+    """A cell's ``lr``, or ``edge_factor`` x the predicted instability edge of its batch size."""
     if "lr" in params:
         return params["lr"]
     _, model = moments(params["dataset"])
@@ -183,10 +138,8 @@ def shared_evaluator(dataset: str) -> Evaluator:
 
 @functools.cache
 def warmed_up(dataset: str) -> bool:
-    """Run each code path of ``train`` once on a slice of the data, once per process, so that
-    one-off set-up (loading the compiled kernels, BLAS start-up) lands in no run's seconds:
-    the incremental scores (batch 1), the stacked products of a first chunk and the lazy
-    scores of the next (batch 100), and a divergence."""
+    """Each code path of ``train`` run once per process on a slice of the data, so that
+    one-off set-up (compiled kernels, BLAS) lands in no run's seconds."""
     X, Y, X_test, Y_test = (a[:, :512] for a in prepared(dataset))
     for batch_size, lr, iterations in ((1, 1e-3, 3), (100, 1e-3, LAZY_ROWS + 1), (100, 10.0, 3)):
         train(X, Y, lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test,
@@ -195,84 +148,55 @@ def warmed_up(dataset: str) -> bool:
 
 
 def cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of a grid cell (``linmnist.experiments.products.cell_product``).
-
-    Trains every seed of the cell, writes ``<stem>.history.csv`` into ``out`` and returns the
-    fields of its record: task, cell, notebook (None), one entry per seed
-    (``linmnist.experiments.results.SEED_FIELDS``, with the final excess over gradient descent
-    measured on the full training set), ``derived`` (the parameters the job
-    computed: the lr of an ``edge`` cell, ``cell_lr``), and the cell's times: ``job_seconds``
-    (this function, wall), ``run_seconds`` (the seeds' own seconds, summed) and
-    ``overhead_seconds``, their difference (data, warm-up, set-up and writing).
-    """
+    """The job of a grid cell: every seed trained, ``<stem>.history.csv`` written."""
     start = time.perf_counter()
     X, Y, X_test, Y_test = prepared(params["dataset"])
     warmed_up(params["dataset"])
-    n_prime = params.get("n_prime")
-    lr = cell_lr(params)
+    n_prime, lr = params.get("n_prime"), cell_lr(params)
+    keys = ("batch_size", "iterations", "seeds", "fidelity_seeds", "eval_every")
     runs = train_seeds(
-        X,
-        Y,
-        X_test=X_test,
-        Y_test=Y_test,
-        lr=lr,
-        batch_size=params["batch_size"],
-        iterations=params["iterations"],
-        seeds=params["seeds"],
-        fidelity_seeds=params["fidelity_seeds"],
-        eval_every=params["eval_every"],
-        n_prime=n_prime,
+        X, Y, X_test=X_test, Y_test=Y_test, lr=lr, n_prime=n_prime, accuracy=_accuracy(params),
         evaluator=None if n_prime is not None else shared_evaluator(params["dataset"]),
-        accuracy="final" if params["task"] in FINAL_ACCURACY else "every",
+        **{k: params[k] for k in keys},
+    )  # fmt: skip
+    results.atomic_write_text(
+        results.history_path(out, stem), results.histories(runs).to_csv(index=False)
     )
-    atomic_write_text(history_path(out, stem), histories(runs).to_csv(index=False))
     seeds = _entries(runs, None if n_prime is not None else data_spectrum(params["dataset"]))
     extra = {} if "lr" in params else {"derived": {"lr": lr}}
     return _cell_record(params, seeds, start, sum(run.seconds for run in runs), **extra)
 
 
+def _accuracy(params: dict[str, Any]) -> str:
+    return "final" if params["task"] in FINAL_ACCURACY else "every"
+
+
 def _entries(runs: Sequence[TrainResult], spec: Spectrum | None) -> list[dict[str, Any]]:
-    """The record's per-seed entries of ``runs`` (``summarize``), each with its run's final
-    excess over gradient descent on ``spec``'s training set (NaN without ``spec``: a run on
-    its own subset)."""
-    summary = summarize(runs)
+    """The record's seed entries of ``runs``, with their final excess on ``spec`` (or NaN)."""
+    summary = results.summarize(runs)
     if spec is not None:
         summary["final_excess"] = final_excesses(spec, runs)
-    return [plain(row) for row in summary.to_dict("records")]
+    return [results.plain(row) for row in summary.to_dict("records")]
 
 
 def _cell_record(
     params: dict[str, Any], seeds: list, start: float, run_seconds: float, **extra: Any
 ) -> dict[str, Any]:
-    """A cell job's fields of its record (``cell_job``), its job started at ``start``."""
+    """A cell job's record fields, with its job's, its runs' and its overhead's seconds."""
     job_seconds = time.perf_counter() - start
-    return {
-        "task": params["task"],
-        "cell": params["cell"],
-        "notebook": None,
-        "seeds": seeds,
-        **extra,
-        "job_seconds": job_seconds,
-        "run_seconds": run_seconds,
-        "overhead_seconds": job_seconds - run_seconds,
-    }
+    head = {"task": params["task"], "cell": params["cell"], "notebook": None, "seeds": seeds}
+    times = {"job_seconds": job_seconds, "run_seconds": run_seconds}
+    return {**head, **extra, **times, "overhead_seconds": job_seconds - run_seconds}
 
 
 def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of a cell whose runs another product made, named by ``params["source"]``: a
-    cell of an earlier task (``products.source_cell``) or its task's rates trained side by
-    side (``lockstep_job``, whose files hold a column ``lr``). No training: its seeds' rows of
-    the source's history at its own evaluation schedule (accuracies at the last evaluation
-    only for ``FINAL_ACCURACY``), as ``cell_job`` would have written them, and the source's
-    final excesses and divergences. Its record's ``source`` names the source; its seeds'
-    ``seconds`` are those of a lockstep source's runs, NaN for another cell's (whose runs
-    were evaluated on its own schedule). The source's files lie beside its own: ``out`` is a
-    staging directory in its own task's directory."""
+    """The job of a cell whose runs ``params["source"]`` made (another cell, or a lockstep
+    product): the source's rows at this cell's evaluation schedule, as ``cell_job`` writes."""
     start = time.perf_counter()
     task, cell = params["source"]["task"], params["source"]["cell"]
     directory = Path(out).parent.parent / task
-    entries = read_record(json_path(directory, cell))["seeds"]
-    history = pd.read_csv(history_path(directory, cell))
+    entries = results.read_record(results.json_path(directory, cell))["seeds"]
+    history = pd.read_csv(results.history_path(directory, cell))
     lockstep = "lr" in history.columns
     if lockstep:  # every rate's runs: this cell's rate only
         history = history[np.isclose(history["lr"], params["lr"], rtol=1e-12, atol=0)]
@@ -282,29 +206,25 @@ def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, 
     last = params["iterations"] - 1
     frames, seeds = [], []
     for seed in params["seeds"]:
-        period = eval_period(seed, fidelity_seeds=params["fidelity_seeds"],
-                             eval_every=params["eval_every"])  # fmt: skip
+        period = seed_period(params, seed)
         rows = history[history["seed"] == seed]
         rows = rows[(rows["iteration"] % period == 0) | (rows["iteration"] == last)].copy()
         if params["task"] in FINAL_ACCURACY:
             rows.loc[rows.index[:-1], ["train_acc", "test_acc"]] = np.nan
         frames.append(rows)
-        seeds.append(plain({
-            "seed": seed, "eval_every": period, **final_metrics(rows),
-            "final_excess": source[seed]["final_excess"],
-            "diverged_at": source[seed]["diverged_at"],
-            "seconds": source[seed]["seconds"] if lockstep else math.nan,
-        }))  # fmt: skip
-    atomic_write_text(history_path(out, stem), pd.concat(frames).to_csv(index=False))
+        entry = {"seed": seed, "eval_every": period, **results.final_metrics(rows)}
+        entry |= {k: source[seed][k] for k in ("final_excess", "diverged_at")}
+        entry["seconds"] = source[seed]["seconds"] if lockstep else math.nan
+        seeds.append(results.plain(entry))
+    results.atomic_write_text(
+        results.history_path(out, stem), pd.concat(frames).to_csv(index=False)
+    )
     run_seconds = sum(s["seconds"] for s in seeds) if lockstep else 0.0
     return _cell_record(params, seeds, start, run_seconds, source=f"{task}/{cell}")
 
 
 def lockstep_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of ``lockstep/<task>_bs<B>`` (``products.lockstep_groups``): per seed, every
-    rate of ``params["lrs"]`` trained side by side (``linmnist.engine.lockstep.train_rates``).
-    Writes ``<stem>.history.csv`` (columns lr, then those of ``cell_job``'s) and returns a
-    seed row per rate and seed (``lr`` and ``SEED_FIELDS``) and its times."""
+    """The job of ``lockstep/<task>_bs<B>``: every rate of ``params["lrs"]`` side by side."""
     start = time.perf_counter()
     X, Y, X_test, Y_test = prepared(params["dataset"])
     warmed_up(params["dataset"])
@@ -313,14 +233,12 @@ def lockstep_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]
         runs += train_rates(
             X, Y, X_test=X_test, Y_test=Y_test, lrs=params["lrs"],
             batch_size=params["batch_size"], iterations=params["iterations"], seed=seed,
-            eval_every=eval_period(seed, fidelity_seeds=params["fidelity_seeds"],
-                                   eval_every=params["eval_every"]),
-            evaluator=shared_evaluator(params["dataset"]),
-            accuracy="final" if params["task"] in FINAL_ACCURACY else "every",
+            eval_every=seed_period(params, seed),
+            evaluator=shared_evaluator(params["dataset"]), accuracy=_accuracy(params),
         )  # fmt: skip
-    history = histories(runs)
+    history = results.histories(runs)
     history.insert(0, "lr", np.repeat([run.lr for run in runs], [len(r.history) for r in runs]))
-    atomic_write_text(history_path(out, stem), history.to_csv(index=False))
+    results.atomic_write_text(results.history_path(out, stem), history.to_csv(index=False))
     entries = _entries(runs, data_spectrum(params["dataset"]))
     seeds = [{"lr": run.lr, **entry} for run, entry in zip(runs, entries, strict=True)]
     run_seconds = sum(run.seconds for run in runs)

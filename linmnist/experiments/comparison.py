@@ -1,14 +1,11 @@
 """Task 6 as a product: the same model trained by numpy, PyTorch and Keras, written as data.
 
-``compare_frameworks`` trains every run of ``RUNS``: the Task 2 configuration on one set of
-batches (float32 by numpy, PyTorch and Keras 3; float64 by numpy and PyTorch), the study's
-PyTorch setting (bias, ``nn.MSELoss`` at ``study_lr``) and its numpy equivalent on another,
-and the closed-form optima without and with a bias. Each framework run is compared with
-the numpy run of its configuration (``compare_runs``) and its updates are timed alone.
-
-``comparison_job``, the job of the ``frameworks`` product, writes ``frameworks.runs.csv``
-(``RUN_COLUMNS``) and ``frameworks.history.csv`` (run, iteration, train_loss, train_acc,
-test_acc) and returns the record fields ``RECORD_FIELDS``; ``load_comparison`` reads them.
+``compare_frameworks`` trains every run of ``RUNS`` (the Task 2 configuration in float32 and
+float64; the study's PyTorch setting, bias and ``nn.MSELoss`` at ``study_lr``, and its numpy
+equivalent), compares each with its numpy reference (``compare_runs``), times its updates
+alone, and adds the closed-form optima without and with a bias. ``comparison_job`` writes
+``frameworks.runs.csv`` (``RUN_COLUMNS``) and ``frameworks.history.csv``; ``load_comparison``
+reads them back.
 """
 
 from __future__ import annotations
@@ -23,15 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from linmnist.engine import frameworks
 from linmnist.engine.analysis import least_squares
 from linmnist.engine.evaluation import Evaluator
-from linmnist.engine.frameworks import (
-    compare_runs,
-    numpy_step_seconds,
-    quadratic_lr,
-    train_keras,
-    train_torch,
-)
 from linmnist.engine.sgd import HISTORY_COLUMNS, TrainResult, sample_batches, train
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.products import Product
@@ -43,18 +34,13 @@ RUNS_FILE = f"{STEM}.runs.csv"
 HISTORY_FILE = f"{STEM}.history.csv"
 OUTPUTS = (HISTORY_FILE, RUNS_FILE)
 
-# The parameters of the comparison (those of the study's Task 2 and of its PyTorch run).
+# The study's Task 2 (``seed`` draws the batches every implementation shares; the study
+# evaluated every iteration) and its PyTorch run (``study_lr`` with nn.MSELoss; the study ran
+# 50 epochs of 1,000 updates).
 FRAMEWORKS_PARAMETERS: dict[str, Any] = {
-    "lr": 0.001,  # learning rate (Task 2)
-    "batch_size": 100,  # samples per update, drawn with replacement (Task 2)
-    "iterations": 1000,  # SGD updates (Task 2: 1,000)
-    "seed": 0,  # seed of the batch indices shared by all implementations
-    "eval_every": 10,  # evaluation period (the study evaluated every iteration)
-    "study_lr": 0.01,  # the study's PyTorch learning rate with nn.MSELoss
-    "study_batch_size": 1000,  # the study's PyTorch batch size
-    "study_iterations": 1000,  # updates; the study ran 50 epochs of 1,000 (50,000 in all)
-    "study_eval_every": 50,  # evaluation period of the study-setting runs
-}
+    "lr": 0.001, "batch_size": 100, "iterations": 1000, "seed": 0, "eval_every": 10,
+    "study_lr": 0.01, "study_batch_size": 1000, "study_iterations": 1000, "study_eval_every": 50,
+}  # fmt: skip
 # Overrides of FRAMEWORKS_PARAMETERS per profile of the grid configuration.
 FRAMEWORKS_PROFILES: dict[str, dict[str, Any]] = {
     "small": {"iterations": 100, "eval_every": 10, "study_iterations": 100, "study_eval_every": 10},
@@ -63,11 +49,7 @@ FRAMEWORKS_PROFILES: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the comparison: its id ``run``; ``setting`` "task2" (no bias, quadratic
-    loss) or "study" (bias; MSE for PyTorch); ``framework`` numpy, torch or keras;
-    ``precision``; ``reference``, the numpy run it is compared with (None for numpy); ``label``,
-    its unique display name (``{lr}``: its learning rate); ``loss``, "quadratic" or "mse".
-    """
+    """One run of the comparison; ``reference``, the numpy run it is compared with."""
 
     run: str
     setting: str
@@ -92,35 +74,20 @@ RUNS = (
     ),
     RunSpec("study_numpy", "study", "numpy", "float32", None, "numpy, bias, lr {lr:g}"),
 )  # fmt: skip
-TRAINERS: dict[str, Any] = {"numpy": train, "torch": train_torch, "keras": train_keras}
+TRAINERS: dict[str, Any] = {
+    "numpy": train,
+    "torch": frameworks.train_torch,
+    "keras": frameworks.train_keras,
+}
+# RunSpec's fields, the training's, the final metrics (the quadratic loss, whatever the loss
+# trained on), compare_runs's against the reference, the updates' seconds alone and the
+# training call's (with its evaluation, not the evaluator's shared set-up).
 RUN_COLUMNS = [
-    "run",  # id, RunSpec.run
-    "label",  # display name, unique
-    "setting",  # "task2" or "study"
-    "framework",  # "numpy", "torch" or "keras"
-    "precision",  # "float32" or "float64"
-    "bias",  # bool
-    "loss",  # "quadratic" or "mse": the loss trained on
-    "lr",
-    "batch_size",
-    "iterations",
-    "eval_every",
-    "seed",
-    "reference",  # the run compared with (empty for a numpy run)
-    "final_iteration",  # last evaluated iteration
-    "final_train_loss",  # quadratic loss, whatever the loss trained on
-    "final_train_acc",
-    "final_test_acc",
-    "diverged_at",  # empty when the run did not diverge
-    "max_abs_dW",  # max |(W, b) - (W, b)_reference| (0 for a numpy run)
-    "evaluations",  # iterations evaluated in both runs
-    "differing",  # evaluated iterations whose training or test accuracy differ
-    "train_samples",  # largest difference in correctly classified training samples
-    "test_samples",  # same, test samples
-    "max_loss_rel",  # largest relative difference of the training loss
-    "step_seconds",  # the updates alone, summed over iterations
-    "run_seconds",  # the training call with its evaluation (not the evaluator's shared set-up)
-]
+    "run", "label", "setting", "framework", "precision", "bias", "loss", "lr", "batch_size",
+    "iterations", "eval_every", "seed", "reference", "final_iteration", "final_train_loss",
+    "final_train_acc", "final_test_acc", "diverged_at", "max_abs_dW", "evaluations", "differing",
+    "train_samples", "test_samples", "max_loss_rel", "step_seconds", "run_seconds",
+]  # fmt: skip
 _INT_COLUMNS = [
     "batch_size", "iterations", "eval_every", "seed", "final_iteration", "diverged_at",
     "evaluations", "differing", "train_samples", "test_samples",
@@ -130,9 +97,7 @@ RECORD_FIELDS = ("dataset", "n_train", "n_test", "optimum", "optimum_bias", "run
 
 @dataclass(frozen=True)
 class Optimum:
-    """The closed-form optimum of the quadratic loss: its training loss and accuracies
-    (fractions; test_acc NaN without a test set).
-    """
+    """The closed-form optimum: training loss and accuracies (test_acc NaN without a test set)."""
 
     loss: float
     train_acc: float
@@ -141,14 +106,7 @@ class Optimum:
 
 @dataclass
 class Comparison:
-    """The framework comparison, as ``compare_frameworks`` makes it and
-    ``load_comparison`` reads it.
-
-    ``runs`` has a row per run of ``RUNS`` indexed by id (``RUN_COLUMNS``; empty for a failed
-    product), ``histories`` every run's history; ``optimum`` and ``optimum_bias`` (None when
-    failed); ``params`` (``comparison_params``), ``n_train``, ``n_test``, library ``versions``,
-    ``status`` ("ok" or "failed"), ``error``, the job's ``wall_seconds`` and the ``directory`` read.
-    """
+    """The comparison (``RUNS`` by id, ``RUN_COLUMNS``); empty, without optima, when failed."""
 
     runs: pd.DataFrame
     histories: pd.DataFrame
@@ -197,14 +155,8 @@ def comparison_params(profile: str | None, dataset: str) -> dict[str, Any]:
 
 def comparison_product(build: Path, dataset: str, profile: str | None) -> Product:
     """The ``frameworks`` product of a build: ``results/frameworks/`` (``OUTPUTS``, record)."""
-    return Product(
-        name=NAME,
-        directory=results_dir(build) / NAME,
-        stem=STEM,
-        job=JOB,
-        params=comparison_params(profile, dataset),
-        outputs=OUTPUTS,
-    )
+    params = comparison_params(profile, dataset)
+    return Product(NAME, results_dir(build) / NAME, STEM, JOB, params, outputs=OUTPUTS)
 
 
 def _evaluator(X, Y, X_test, Y_test, *, bias: bool = False) -> Evaluator:
@@ -224,14 +176,8 @@ def compare_frameworks(
     dataset: str | None = None,
     **settings: Any,
 ) -> Comparison:
-    """Train and compare every run of ``RUNS`` into a ``Comparison``.
-
-    X, Y, X_test, Y_test are float32 and feature-major; ``data64`` the same in float64 (default:
-    converted). ``settings`` are the keys of ``FRAMEWORKS_PARAMETERS``: ``lr``, ``batch_size``,
-    ``iterations``, ``seed``, ``eval_every`` the Task 2 configuration (``seed`` draws both
-    settings' batches), the ``study_*`` ones the study's PyTorch setting (``study_lr`` on the
-    MSE loss); ``dataset`` is stored in ``params``.
-    """
+    """Train and compare every run of ``RUNS`` on float32 feature-major data (``data64``: the
+    same in float64, default converted); ``settings`` are ``FRAMEWORKS_PARAMETERS``'s keys."""
     if set(settings) != set(FRAMEWORKS_PARAMETERS):
         raise TypeError(
             f"compare_frameworks takes the settings {', '.join(FRAMEWORKS_PARAMETERS)}; got "
@@ -247,16 +193,8 @@ def compare_frameworks(
     )[["run", *HISTORY_COLUMNS]]
     optima = [least_squares(X, Y, X_test, Y_test, bias=b) for b in (False, True)]
     optimum, optimum_bias = (Optimum(o.loss, o.train_acc, o.test_acc) for o in optima)
-    return Comparison(
-        runs=runs_frame(rows),
-        histories=histories,
-        optimum=optimum,
-        optimum_bias=optimum_bias,
-        params=params,
-        n_train=n_train,
-        n_test=n_test,
-        versions=_versions(),
-    )
+    runs = runs_frame(rows)
+    return Comparison(runs, histories, optimum, optimum_bias, params, n_train, n_test, _versions())
 
 
 def _train_all(
@@ -264,8 +202,7 @@ def _train_all(
     data64: tuple[np.ndarray, ...] | None,
     settings: dict[str, dict[str, Any]],
 ) -> dict[str, tuple[TrainResult, float]]:
-    """Every run of ``RUNS`` with its ``step_seconds``, in order; the runs of one precision
-    and setting share an evaluator built for them (not counted in their times)."""
+    """Each run's (TrainResult, step_seconds); one evaluator per precision and setting."""
     results = {}
     for (precision, setting), specs in itertools.groupby(RUNS, lambda s: (s.precision, s.setting)):
         arrays = data32
@@ -279,28 +216,22 @@ def _train_all(
 
 
 def _settings(params: dict[str, Any], n: int) -> dict[str, dict[str, Any]]:
-    """Per setting, the training arguments its runs share, batches included (both drawn with
-    ``seed``); ``mse_lr`` is the learning rate of a run on the MSE loss."""
+    """Per setting, the training arguments (batches included) its runs share."""
     task2 = {k: params[k] for k in ("lr", "batch_size", "iterations", "eval_every")}
     study = {k: params[f"study_{k}"] for k in ("lr", "batch_size", "iterations", "eval_every")}
-    study |= {"lr": quadratic_lr(params["study_lr"]), "mse_lr": params["study_lr"]}
+    study |= {"lr": frameworks.quadratic_lr(params["study_lr"]), "mse_lr": params["study_lr"]}
     settings = {"task2": {**task2, "bias": False}, "study": {**study, "bias": True}}
     for setting in settings.values():
         setting["seed"] = params["seed"]
-        setting["batches"] = sample_batches(
-            n,
-            batch_size=setting["batch_size"],
-            iterations=setting["iterations"],
-            seed=params["seed"],
-        )
+        shape = {k: setting[k] for k in ("batch_size", "iterations")}
+        setting["batches"] = sample_batches(n, **shape, seed=params["seed"])
     return settings
 
 
 def _train(
     spec: RunSpec, arrays: tuple[np.ndarray, ...], setting: dict[str, Any], evaluator: Evaluator
 ) -> tuple[TrainResult, float]:
-    """One run of the comparison, and the time of its updates alone (``step_seconds``; the
-    numpy engine's updates replayed by ``numpy_step_seconds``)."""
+    """One run of the comparison, and the seconds of its updates alone."""
     X, Y, X_test, Y_test = arrays
     kwargs = {k: v for k, v in setting.items() if k != "mse_lr"}
     kwargs |= dict(dtype=np.dtype(spec.precision), X_test=X_test, Y_test=Y_test)
@@ -310,7 +241,7 @@ def _train(
     if spec.framework != "numpy":
         return result, result.step_seconds
     replay = {k: kwargs[k] for k in ("lr", "batches", "dtype", "bias")}
-    return result, numpy_step_seconds(X, Y, **replay)
+    return result, frameworks.numpy_step_seconds(X, Y, **replay)
 
 
 def _row(
@@ -323,21 +254,14 @@ def _row(
     """The row of one run (``RUN_COLUMNS``), compared with its reference run."""
     result, step_seconds = results[spec.run]
     reference = results[spec.reference or spec.run][0]
-    compared = compare_runs(reference, result, n_train=n_train, n_test=n_test)
+    compared = frameworks.compare_runs(reference, result, n_train=n_train, n_test=n_test)
+    training = {k: getattr(result, k) for k in ("lr", "batch_size", "iterations", "eval_every")}
     return {
-        "run": spec.run,
+        **asdict(spec),
         "label": spec.label.format(lr=result.lr),
-        "setting": spec.setting,
-        "framework": spec.framework,
-        "precision": spec.precision,
         "bias": result.b is not None,
-        "loss": spec.loss,
-        "lr": result.lr,
-        "batch_size": result.batch_size,
-        "iterations": result.iterations,
-        "eval_every": result.eval_every,
+        **training,
         "seed": seed,
-        "reference": spec.reference,
         **final_metrics(result.history),
         "diverged_at": result.diverged_at,
         **asdict(compared),
@@ -347,8 +271,7 @@ def _row(
 
 
 def runs_frame(rows: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
-    """The runs table of a ``Comparison`` from its rows (columns ``RUN_COLUMNS``): indexed by
-    run, with nullable integers, booleans, and None for a missing reference."""
+    """The runs table (``RUN_COLUMNS``) indexed by run, with its dtypes, from its rows."""
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS).astype(
         {c: "Int64" for c in _INT_COLUMNS} | {"bias": bool}
     )
@@ -357,12 +280,9 @@ def runs_frame(rows: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _versions() -> dict[str, str]:
-    versions = {"numpy": np.__version__}
-    for name in ("torch", "keras"):
-        module = sys.modules.get(name)
-        if module is not None:
-            versions[name] = getattr(module, "__version__", "unknown")
-    return versions
+    loaded = {name: sys.modules.get(name) for name in ("torch", "keras")}
+    found = {k: getattr(m, "__version__", "unknown") for k, m in loaded.items() if m is not None}
+    return {"numpy": np.__version__, **found}
 
 
 def write_comparison(comparison: Comparison, out: Path) -> dict[str, Any]:
@@ -370,27 +290,14 @@ def write_comparison(comparison: Comparison, out: Path) -> dict[str, Any]:
     out = Path(out)
     atomic_write_text(out / RUNS_FILE, comparison.runs.reset_index().to_csv(index=False))
     atomic_write_text(out / HISTORY_FILE, comparison.histories.to_csv(index=False))
-    return plain(
-        {
-            "dataset": comparison.dataset,
-            "n_train": comparison.n_train,
-            "n_test": comparison.n_test,
-            "optimum": None if comparison.optimum is None else vars(comparison.optimum),
-            "optimum_bias": (
-                None if comparison.optimum_bias is None else vars(comparison.optimum_bias)
-            ),
-            "runs": list(comparison.runs.index),
-            "versions": comparison.versions,
-        }
-    )
+    fields = {k: getattr(comparison, k) for k in RECORD_FIELDS}
+    for key in ("optimum", "optimum_bias"):
+        fields[key] = None if fields[key] is None else vars(fields[key])
+    return plain({**fields, "runs": list(comparison.runs.index)})
 
 
 def load_data(dataset: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-    """``((X, Y, X_test, Y_test) in float32, the same in float64)`` of ``dataset``.
-
-    The float32 arrays are those the grid cells use (``linmnist.experiments.cells.prepared``,
-    loaded once per process); the float64 ones are prepared from the images in float64.
-    """
+    """``((X, Y, X_test, Y_test) in float32, as the cells use them; the same in float64)``."""
     from linmnist.engine.data import load_mnist, prepare
     from linmnist.experiments.cells import prepared
 
@@ -400,9 +307,7 @@ def load_data(dataset: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, .
 
 
 def comparison_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of the ``frameworks`` product: loads ``params["dataset"]``, runs
-    ``compare_frameworks``, writes ``OUTPUTS`` into ``out`` and returns ``RECORD_FIELDS``.
-    """
+    """The job of ``frameworks``: ``compare_frameworks``, its ``OUTPUTS`` and record fields."""
     if stem != STEM:
         raise ValueError(f"the frameworks product's stem must be {STEM!r}, got {stem!r}")
     dataset = params["dataset"]
@@ -420,9 +325,7 @@ def _optimum(value: dict | None) -> Optimum | None:
 
 
 def load_comparison(directory: str | Path) -> Comparison:
-    """The comparison stored in ``directory`` (a failed product: its status and
-    error, empty tables); FileNotFoundError without a record ``frameworks.json``.
-    """
+    """The comparison in ``directory``; FileNotFoundError without a record."""
     directory = Path(directory)
     path = directory / f"{STEM}.json"
     if not path.is_file():
@@ -435,17 +338,10 @@ def load_comparison(directory: str | Path) -> Comparison:
     else:
         runs = pd.DataFrame(columns=RUN_COLUMNS)
         histories = pd.DataFrame(columns=["run", *HISTORY_COLUMNS])
-    return Comparison(
-        runs=runs_frame(runs),
-        histories=histories,
-        optimum=_optimum(record.get("optimum")),
-        optimum_bias=_optimum(record.get("optimum_bias")),
-        params=record.get("params") or {},
-        n_train=record.get("n_train"),
-        n_test=record.get("n_test"),
-        versions=record.get("versions") or {},
-        status=status,
-        error=record.get("error"),
-        wall_seconds=record.get("wall_seconds"),
-        directory=directory,
-    )
+    optimum, optimum_bias = (_optimum(record.get(k)) for k in ("optimum", "optimum_bias"))
+    known: dict[str, Any] = {
+        k: record.get(k) for k in ("n_train", "n_test", "error", "wall_seconds")
+    }
+    known |= {"versions": record.get("versions") or {}, "status": status, "directory": directory}
+    params = record.get("params") or {}
+    return Comparison(runs_frame(runs), histories, optimum, optimum_bias, params, **known)

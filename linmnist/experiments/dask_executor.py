@@ -1,37 +1,15 @@
 """The dask executor of ``python -m linmnist run --executor dask``: products on a Dask cluster.
 
-Each product is one Dask task that calls ``linmnist.experiments.runner.make_product`` on a
-worker, with the same staging directory and the same record written last, atomically, as
-the local executor; the runner decides what starts when, as for the local executor.
-
-* Cluster: the scheduler at ``scheduler`` (``tcp://HOST:PORT``), or a LocalCluster on
-  loopback of ``jobs`` single-threaded worker processes (each under a nanny that restarts
-  it if it dies).
-* Shared filesystem: a worker writes the product's files itself, into the build directory
-  given as an absolute path; workers on other machines must therefore see the repository,
-  the build directory and the data cache (``$LINMNIST_DATA_DIR``) at the same paths, and
-  have the ``linmnist`` kernel installed. Before its first product a worker checks that its
-  copy of the dataset has the client's checksum; after each product the client checks that
-  it sees the product's record.
-* One product per worker at a time: every worker must run one thread (``--nthreads 1``),
-  and the client gives each product to an idle worker. The workers are counted afresh before
-  each product: one that joins later takes products, one that vanished is forgotten, and a
-  worker is idle again as soon as its product is done.
-* BLAS threads: the cores of a worker's machine divided between the workers on that machine,
-  as the local executor divides them between its jobs.
-* A worker that dies mid-product (``KilledWorker``): the runner makes the product again on
-  another worker, once; a second death records it as failed. Start an external scheduler
-  with ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0`` so that the scheduler itself
-  retries nothing (with more, its retries count as deaths too).
-* A lost scheduler (the client's futures cancelled, its connection closed) ends the run
-  with ``RunAborted`` naming it (exit status 1): the products made are kept, those being
-  made have no record. No worker at the scheduler for ``CONNECT_TIMEOUT`` s does the same.
-* Interrupting the client stops a LocalCluster; the workers of an external cluster finish
-  the products they have started.
+Each product is a Dask task calling ``jobs.make_product`` on an idle single-threaded worker of
+the scheduler at ``scheduler`` (or of a LocalCluster), which sees the repository, the build and
+the data cache (checked against the client's checksum) at the same paths. A worker that dies
+mid-product costs it one retry (the scheduler's ``allowed-failures`` should be 0); a lost
+scheduler, or no worker for ``CONNECT_TIMEOUT`` s, ends the run with ``RunAborted``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -49,16 +27,7 @@ from distributed.scheduler import KilledWorker
 
 from linmnist.engine.data import dataset_checksum
 from linmnist.engine.validation import UsageError
-from linmnist.experiments.jobs import (
-    BLAS_THREAD_VARS,
-    RETRIES,
-    Outcome,
-    RunAborted,
-    available_cores,
-    blas_threads,
-    make_product,
-    record_failure,
-)
+from linmnist.experiments import jobs
 from linmnist.experiments.products import Product
 
 # Seconds to wait for an external scheduler to answer and for its first worker.
@@ -66,17 +35,7 @@ CONNECT_TIMEOUT = 30
 
 
 class DaskExecutor:
-    """Products on a Dask cluster (the interface of ``runner.LocalExecutor``).
-
-    Parameters
-    ----------
-    workers : int
-        Workers of the LocalCluster (ignored with a ``scheduler``).
-    scheduler : str or None
-        Address of a running scheduler; None starts a LocalCluster.
-    digests : dict
-        The client's dataset checksums; a worker whose copy differs refuses the products.
-    """
+    """Products on a Dask cluster (the interface of ``LocalExecutor``)."""
 
     def __init__(self, workers: int, *, scheduler: str | None, digests: dict[str, str]):
         self._context = _client(scheduler, workers)
@@ -95,8 +54,7 @@ class DaskExecutor:
 
     @property
     def slots(self) -> int:
-        """Products made at once: one per worker alive now (at least one: ``submit`` waits
-        for a worker to join)."""
+        """Products made at once: one per worker alive now (at least one)."""
         with self._lost_scheduler():
             return max(1, len(_running(_workers(self.client))))
 
@@ -106,29 +64,22 @@ class DaskExecutor:
         with self._lost_scheduler():
             while not (idle := self._idle())[1]:
                 if time.monotonic() > deadline:
-                    raise RunAborted(
+                    raise jobs.RunAborted(
                         f"no Dask worker at {self._scheduler} for {CONNECT_TIMEOUT} s: the "
                         "products made are kept; start workers and run again"
                     )
                 time.sleep(0.2)
             host_slots, (worker, *_) = idle
-            future = self.client.submit(
-                _run_on_worker,
-                product,
-                inputs,
-                self._digests,
-                host_slots,
-                key=f"linmnist-{product.name.replace('/', '-')}-{uuid.uuid4().hex[:8]}",
-                workers=[worker],
-                allow_other_workers=True,  # if it has just died
-                pure=False,
-            )
+            key = f"linmnist-{product.name.replace('/', '-')}-{uuid.uuid4().hex[:8]}"
+            args = (_run_on_worker, product, inputs, self._digests, host_slots)
+            # other workers allowed, should it have just died
+            options: dict[str, Any] = {"workers": [worker], "allow_other_workers": True}
+            future = self.client.submit(*args, key=key, pure=False, **options)
         self._busy[future] = worker
         return future
 
     def _idle(self) -> tuple[dict[str, int], list[str]]:
-        """(worker threads per host, the workers alive and making no product). A worker
-        that finished its product or vanished is forgotten."""
+        """(worker threads per host, the workers alive and idle)."""
         workers = _workers(self.client)
         self._busy = {f: w for f, w in self._busy.items() if w in workers and not f.done()}
         busy = set(self._busy.values())
@@ -139,14 +90,8 @@ class DaskExecutor:
         with self._lost_scheduler():
             return list(wait(futures, return_when="FIRST_COMPLETED").done)
 
-    def outcome(self, future, product: Product, inputs: dict | None) -> Outcome | None:
-        """The product's outcome; None when its worker died and it should be made again.
-
-        Raises
-        ------
-        RunAborted
-            When the client lost the scheduler (which cancels every future).
-        """
+    def outcome(self, future, product: Product, inputs: dict | None) -> jobs.Outcome | None:
+        """The product's outcome; None to make it again (a dead worker)."""
         self._busy.pop(future, None)
         try:
             outcome = future.result()
@@ -155,56 +100,42 @@ class DaskExecutor:
         except KilledWorker as exc:
             deaths = self._deaths.get(product.name, 0) + exc.allowed_failures + 1
             self._deaths[product.name] = deaths
-            if deaths <= RETRIES:
-                return None
-            return record_failure(
-                product,
-                f"the Dask worker making it died {deaths} times "
-                f"(last {exc.last_worker.address}); given up",
-                inputs,
-            )
+            last = exc.last_worker.address
+            error = f"the Dask worker making it died {deaths} times (last {last}); given up"
+            return None if deaths <= jobs.RETRIES else jobs.record_failure(product, error, inputs)
         except Exception as exc:  # any failure on the worker is recorded; the run goes on
-            return record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
+            return jobs.record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
         if product.record.is_file():
             return outcome
-        return record_failure(
-            product,
+        error = (
             f"the worker reported {outcome.status} but the record {product.record} is not "
-            "visible here: the build directory must be on a filesystem shared with the workers",
-            inputs,
+            "visible here: the build directory must be on a filesystem shared with the workers"
         )
+        return jobs.record_failure(product, error, inputs)
 
     @contextlib.contextmanager
     def _lost_scheduler(self) -> Iterator[None]:
-        """Turn the errors of a lost scheduler (cancelled futures, a closed connection) into
-        one ``RunAborted`` naming it."""
+        """The errors of a lost scheduler as one ``RunAborted``."""
         try:
             yield
         except (CancelledError, OSError, TimeoutError):
             raise self._lost() from None
 
-    def _lost(self) -> RunAborted:
-        return RunAborted(
-            f"lost the Dask scheduler at {self._scheduler}: the products made are kept, those "
-            "being made are made by the next run"
-        )
+    def _lost(self) -> jobs.RunAborted:
+        kept = "the products made are kept, those being made are made by the next run"
+        return jobs.RunAborted(f"lost the Dask scheduler at {self._scheduler}: {kept}")
 
 
 @contextlib.contextmanager
 def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
     """A client of the scheduler at ``scheduler``, or of a LocalCluster of ``workers``."""
     if scheduler is None:
+        cluster = {"threads_per_worker": 1, "processes": True, "host": "127.0.0.1"}
+        cluster |= {"dashboard_address": None, "silence_logs": logging.ERROR}
         with (
             dask.config.set({"distributed.scheduler.allowed-failures": 0}),  # we retry
-            LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            ) as cluster,
-            Client(cluster) as client,
+            LocalCluster(n_workers=workers, **cluster) as local,
+            Client(local) as client,
         ):
             yield client
         return
@@ -220,9 +151,7 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
                 f"no Dask worker joined the scheduler at {scheduler} within {CONNECT_TIMEOUT} s"
             ) from None
         many = {
-            address: info["nthreads"]
-            for address, info in _workers(client).items()
-            if info["nthreads"] != 1
+            a: info["nthreads"] for a, info in _workers(client).items() if info["nthreads"] != 1
         }
         if many:
             raise UsageError(
@@ -234,8 +163,7 @@ def _client(scheduler: str | None, workers: int) -> Iterator[Client]:
 
 @contextlib.contextmanager
 def _quiet(name: str) -> Iterator[None]:
-    """No log records of logger ``name`` but critical ones (a lost scheduler is one
-    ``RunAborted``, not the client's tracebacks)."""
+    """Only critical log records from logger ``name`` (a lost scheduler is one line)."""
     logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.CRITICAL)
@@ -246,10 +174,7 @@ def _quiet(name: str) -> Iterator[None]:
 
 
 def _workers(client: Client) -> dict[str, dict[str, Any]]:
-    """The scheduler's workers: address -> what it knows of them (``nthreads``, ``status``).
-
-    Raises ConnectionError when the client lost the scheduler (its answer would be stale).
-    """
+    """The scheduler's workers by address; ConnectionError when the scheduler is lost."""
     running = client.status == "running"
     workers = client.scheduler_info(n_workers=-1).get("workers") if running else None
     if workers is None or client.status != "running":
@@ -263,21 +188,17 @@ def _running(workers: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _host_slots(workers: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Worker threads per host of the cluster (cells that may run at once on each machine)."""
-    slots: dict[str, int] = {}
+    """Worker threads per host (products that may run at once on each machine)."""
+    slots: collections.Counter[str] = collections.Counter()
     for address, info in workers.items():
-        host = get_address_host(address)
-        slots[host] = slots.get(host, 0) + info["nthreads"]
-    return slots
+        slots[get_address_host(address)] += info["nthreads"]
+    return dict(slots)
 
 
 def _blas_threads(client: Client) -> int:
     """The fewest BLAS threads a cell gets on its machine."""
-    slots = _host_slots(_workers(client))
-    cores = client.run(available_cores)
-    threads = [
-        blas_threads(slots[get_address_host(address)], cores=n) for address, n in cores.items()
-    ]
+    slots, cores = _host_slots(_workers(client)), client.run(jobs.available_cores)
+    threads = [jobs.blas_threads(slots[get_address_host(a)], cores=n) for a, n in cores.items()]
     return min(threads, default=1)
 
 
@@ -289,12 +210,12 @@ def _worker_checksum(dataset: str, data_dir: str | None) -> str:
 
 def _run_on_worker(
     product: Product, inputs: dict[str, Any], digests: dict[str, str], host_slots: dict[str, int]
-) -> Outcome:
+) -> jobs.Outcome:
     """One product on a Dask worker: BLAS threads, the data checked, ``make_product``."""
     worker = get_worker()
     host = get_address_host(worker.address)
-    threads = blas_threads(host_slots.get(host, worker.state.nthreads))
-    for var in BLAS_THREAD_VARS:
+    threads = jobs.blas_threads(host_slots.get(host, worker.state.nthreads))
+    for var in jobs.BLAS_THREAD_VARS:
         os.environ[var] = str(threads)
     dataset = product.params.get("dataset")
     if dataset is not None:
@@ -305,4 +226,4 @@ def _run_on_worker(
                 f"(SHA-256 {mine[:12]}..., the client's {digests[dataset][:12]}...): share the "
                 "data cache ($LINMNIST_DATA_DIR)"
             )
-    return make_product(product, inputs)
+    return jobs.make_product(product, inputs)

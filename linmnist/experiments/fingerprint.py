@@ -1,16 +1,8 @@
-"""Fingerprints: what a product's result depends on, hashed part by part.
-
-A product's fingerprint is the SHA-256 of its *inputs*, each hashed on its own so that
-``python -m linmnist status`` can name what changed:
-
-* ``code``: the source of the linmnist modules it runs, found by following the package's
-  imports (``import linmnist.x`` / ``from linmnist.x import y``, function-local ones too) from
-  the modules the product names, or that its notebook imports;
-* ``notebook``: the cell types and sources of its notebook (outputs do not count);
-* ``params``: its parameters;
-* ``data``: the SHA-256 of the dataset's verified cache file;
-* ``dependencies``: ``requirements.lock`` (the pinned versions of every package);
-* ``upstream``: the fingerprints of its upstream products.
+"""Fingerprints: what a product's result depends on, hashed part by part (``INPUTS``), so that
+``status`` can name what changed: ``code``, the source of the linmnist modules it runs (those
+its job or notebook names and all they import, function-local imports too); ``notebook``, its
+cells' types and sources; ``params``; ``data``, the dataset's checksum; ``dependencies``,
+``requirements.lock``; ``upstream``, its upstream products' fingerprints.
 """
 
 from __future__ import annotations
@@ -63,17 +55,11 @@ def imported_modules(source: str) -> set[str]:
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("linmnist")}
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module.startswith("linmnist"):
-                found.add(node.module)
-                # `from linmnist.report import figures` imports the module linmnist.report.figures
-                found |= {
-                    f"{node.module}.{alias.name}"
-                    for alias in node.names
-                    if module_path(f"{node.module}.{alias.name}") is not None
-                }
-    return {name for name in found if module_path(name) is not None}
+            # `from linmnist.report import figures` imports the module linmnist.report.figures
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return {name for name in found if module_path(name) is not None}  # linmnist's alone
 
 
 @functools.cache
@@ -106,14 +92,9 @@ def code_digest(modules: Iterable[str]) -> str:
 
 def notebook_code(path: str | Path) -> str:
     """The code of a notebook's code cells, joined (IPython magics dropped)."""
-    nb = nbformat.read(path, as_version=4)
-    lines = []
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            lines += [
-                ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))
-            ]
-    return "\n".join(lines)
+    cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    lines = [line for source in cells for line in source.splitlines()]
+    return "\n".join(ln for ln in lines if not ln.lstrip().startswith(("%", "!")))
 
 
 def notebook_digest(path: str | Path) -> str:

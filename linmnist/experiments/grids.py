@@ -1,14 +1,10 @@
 """The experiment grids: read from TOML, validated up front, expanded to cells.
 
-``linmnist/experiments/grids.toml`` defines each task once: its axes (lists whose product
-gives the cells), its fixed parameters, its seeds, and named profiles overriding some of
-them. The tasks are the study's Task 3 (``grid``) and Task 5 (``subset``), the
-``stability`` sweep (lr on a log grid x batch size), and the ``edge`` sweep (lr as multiples
-of the instability edge predicted for each batch size, ``edge_factor``, resolved by the job).
-``load_grids`` applies a profile, checks every value and returns the cells of each task, so a
-wrong parameter is refused before anything runs, with a message naming it and what is accepted.
-Sections that are not grids of cells (``SECTIONS``: ``scaling``, ``sizes``) are read through
-``section`` and validated by their own modules.
+``grids.toml`` defines each task once (``TASKS``: Task 3 ``grid``, Task 5 ``subset``, the
+``stability`` sweep and the ``edge`` sweep at multiples ``edge_factor`` of the predicted
+instability edge): its axes (lists whose product gives the cells), fixed parameters, seeds, and
+named profiles overriding some of them. ``load_grids`` checks every value, so a wrong one is
+refused before anything runs; the other ``SECTIONS`` are read by ``section``.
 """
 
 from __future__ import annotations
@@ -40,12 +36,14 @@ def eval_period(seed: int, *, fidelity_seeds: Sequence[int], eval_every: int) ->
     return 1 if seed in fidelity_seeds else eval_every
 
 
+def seed_period(params: dict[str, Any], seed: int) -> int:
+    """``eval_period`` of ``seed`` in a cell of parameters ``params``."""
+    return eval_period(seed, **{k: params[k] for k in ("fidelity_seeds", "eval_every")})
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a task's configuration holds: ``axes`` (lists; every combination is a
-    cell), ``fixed`` (single values shared by all cells) and ``name_format`` (names a cell from
-    its axis values).
-    """
+    """A task's axes (whose product gives its cells), fixed keys and cells' name format."""
 
     axes: tuple[str, ...]
     fixed: tuple[str, ...]
@@ -60,25 +58,18 @@ TASKS: dict[str, TaskSpec] = {
     # lr = edge_factor x the instability edge predicted from the data for the batch size.
     "edge": TaskSpec(("edge_factor", "batch_size"), _COMMON, "x{edge_factor:g}_bs{batch_size}"),
 }
-# Sections of the configuration that are not grids of cells: each is validated and expanded
-# by its own module (``scaling``: linmnist.experiments.scaling, ``sizes``:
-# linmnist.experiments.sizes) from ``section``.
+# Sections that are not grids of cells, validated by their own modules (scaling, sizes).
 SECTIONS = ("scaling", "sizes")
 # Largest configuration file read (the study's is 4 kB).
 MAX_CONFIG_BYTES = 1 << 20
-# Most cells of one build (its tasks together): each is a product with its record and history
-# file, assessed at every `status` (the study has 109).
+# Most cells of one build (the study has 109) and seeds of one cell (the study uses 20).
 MAX_CELLS = 100_000
-# Most seeds of one cell: each is one run of the cell's job, its history held until it ends
-# (the study uses 20).
 MAX_SEEDS = 1_000
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One configuration of a task, trained over all its seeds by one job: ``task``, its
-    ``name`` (file stem, e.g. ``lr0.01_bs100``) and ``params`` (every axis and fixed value).
-    """
+    """One configuration of a task: its name (file stem) and every axis and fixed value."""
 
     task: str
     name: str
@@ -94,10 +85,7 @@ def cell_name(task: str, **params: Any) -> str:
 def load_grids(
     config: str | Path | None = None, *, profile: str | None = None
 ) -> dict[str, list[Cell]]:
-    """Read, validate and expand the grid configuration ``config`` (TOML; the
-    package's ``grids.toml`` by default), with the ``[profiles.NAME]`` tables of ``profile``
-    over the base values: task name -> its cells, in the order of the axes as written.
-    """
+    """Task -> its cells of the configuration ``config``, with ``profile`` applied."""
     raw = read_config(config)
     _check_keys("config", raw, [*TASKS, *SECTIONS, "profiles"])
     if not any(task in raw for task in TASKS):
@@ -113,28 +101,8 @@ def load_grids(
     return _build(raw, profile)
 
 
-def _check_cells(label: str, counts: dict[str, int]) -> None:
-    """Refuse a configuration of more than ``MAX_CELLS`` cells, before they are expanded."""
-    total = sum(counts.values())
-    if total > MAX_CELLS:
-        shown = ", ".join(f"{task} {n:,}" for task, n in counts.items())
-        raise UsageError(
-            f"{label} has {total:,} cells ({shown}); at most {MAX_CELLS:,}: each cell is a "
-            "product with its own files, made and checked one by one"
-        )
-
-
 def read_config(config: str | Path | None) -> dict[str, Any]:
-    """The TOML table of a configuration file (the default one for None).
-
-    Raises
-    ------
-    UsageError
-        One line naming the file and why it cannot be read: missing, a directory or another
-        non-regular file, unreadable (``/proc/self/mem``), over ``MAX_CONFIG_BYTES``, not
-        UTF-8 (a UTF-16 byte-order mark is named), with a UTF-8 byte-order mark, invalid TOML,
-        or nested too deeply.
-    """
+    """The TOML table of a configuration file; UsageError naming why it cannot be read."""
     path = Path(DEFAULT_CONFIG if config is None else config)
     if not path.is_file():
         why = "a directory" if path.is_dir() else "missing" if not path.exists() else "special"
@@ -174,8 +142,7 @@ def read_config(config: str | Path | None) -> dict[str, Any]:
 
 
 def section(config: str | Path | None, name: str, *, profile: str | None = None) -> dict:
-    """The table ``[name]`` of a configuration (one of ``SECTIONS``) with the overrides of
-    ``profile`` applied, unvalidated; empty when the configuration has no such section."""
+    """The table ``[name]`` of a configuration with ``profile`` applied ({} without one)."""
     check_choice("section", name, SECTIONS)
     load_grids(config, profile=profile)  # the file, the profile and its keys are valid
     raw = read_config(config)
@@ -218,7 +185,13 @@ def _build(raw: dict, profile: str | None) -> dict[str, list[Cell]]:
                         for key in TASKS[task].axes)
         for task, values in merged.items()
     }  # fmt: skip
-    _check_cells("config" if profile is None else f"profile {profile!r}", counts)
+    if (total := sum(counts.values())) > MAX_CELLS:  # refused before the cells are expanded
+        shown = ", ".join(f"{task} {n:,}" for task, n in counts.items())
+        raise UsageError(
+            f"{'config' if profile is None else f'profile {profile!r}'} has {total:,} cells "
+            f"({shown}); at most {MAX_CELLS:,}: each cell is a product with its own files, "
+            "made and checked one by one"
+        )
     return {task: _expand(task, TASKS[task], values) for task, values in merged.items()}
 
 
@@ -231,20 +204,19 @@ def _expand(task: str, spec: TaskSpec, values: dict) -> list[Cell]:
             f"{task}.fidelity_seeds must be a subset of {task}.seeds {seeds}, "
             f"got {fixed['fidelity_seeds']}"
         )
-    axes = {}
-    for key in spec.axes:
-        axis = values[key]
-        if not isinstance(axis, list) or not axis or len(set(axis)) != len(axis):
-            raise UsageError(
-                f"{task}.{key} must be a non-empty list of distinct values, got {axis!r}"
-            )
-        axes[key] = [_check_value(f"{task}.{key}", key, v) for v in axis]
-    cells = []
-    for combo in itertools.product(*axes.values()):
-        point = dict(zip(axes, combo, strict=True))
-        params = {**point, **fixed}
-        cells.append(Cell(task, spec.name_format.format(**point), params))
-    return cells
+    axes = {
+        key: distinct(f"{task}.{key}", values[key], lambda n, v, k=key: _check_value(n, k, v))
+        for key in spec.axes
+    }
+    points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    return [Cell(task, spec.name_format.format(**point), {**point, **fixed}) for point in points]
+
+
+def distinct(label: str, values: Any, check, what: str = "values") -> list:
+    """``check(label, v)`` of each of ``values``, a non-empty list of distinct ``what``."""
+    if not isinstance(values, list) or not values or len(set(values)) != len(values):
+        raise UsageError(f"{label} must be a non-empty list of distinct {what}, got {values!r}")
+    return [check(label, v) for v in values]
 
 
 def _is_int(value: Any) -> bool:
@@ -288,8 +260,7 @@ def check_seed_count(count: int, label: str = "seeds") -> None:
 
 
 def _check_profile_name(name: str) -> None:
-    """A profile names its build's directory (``reports/<dataset>/<profile>``): one path
-    component, so that no profile reaches outside ``reports/``."""
+    """A profile names its build's directory: one path component, inside ``reports/``."""
     if name in ("", ".", "..", FULL_PROFILE) or not name.isprintable() or {"/", "\\"} & set(name):
         raise UsageError(
             f"profile names must be a single printable directory name (no '/', '\\', "

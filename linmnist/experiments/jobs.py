@@ -1,6 +1,5 @@
-"""Making one product: its job run in a staging directory, its files moved into place, its
-record written last (see ``linmnist.experiments.runner`` for why), and the BLAS threads a
-worker gets. The executors (local, dask) call ``make_product`` in their workers."""
+"""Making one product in a worker (``make_product``): its job run in a staging directory, its
+files moved into place, its record written last; and the BLAS threads a worker gets."""
 
 from __future__ import annotations
 
@@ -31,8 +30,7 @@ JOB_MEMORY = 1_500_000_000
 
 
 class RunAborted(RunFailedError):
-    """A run cut short by the loss of its Dask scheduler or of every worker (exit status 1):
-    the products made are kept, those being made have no record and are made next time."""
+    """A run cut short by the loss of its Dask scheduler or of every worker (exit status 1)."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,7 @@ def available_memory() -> int:
 
 
 def job_limit(jobs: int) -> tuple[int, str | None]:
-    """``jobs`` capped at what this machine can hold: one job per core (more only share the
-    cores) and ``JOB_MEMORY`` of available memory each; with the reason when capped."""
+    """``jobs`` capped at one per core and per ``JOB_MEMORY`` available, and why if capped."""
     cores, memory = available_cores(), available_memory()
     limit = max(1, min(cores, memory // JOB_MEMORY))
     if jobs <= limit:
@@ -83,9 +80,7 @@ def job_limit(jobs: int) -> tuple[int, str | None]:
 
 
 def path_problem(product: Product) -> str | None:
-    """Why ``product``'s files cannot be written (its directory is a file or lies under one,
-    or is not writable; its record or an output is a directory), or None. Such a product
-    fails alone, before its job runs; it cannot even record its failure."""
+    """Why ``product``'s files cannot be written, or None."""
     existing = product.directory
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -125,15 +120,8 @@ def _record(
 
 @contextlib.contextmanager
 def huge_pages(enabled: bool):
-    """numpy's advice of 2 MB pages for its large arrays on (``enabled``) or off in the block,
-    the setting before it restored after.
-
-    A job's arrays are in 4 KiB pages (``make_product``): most are temporaries, whose fresh
-    2 MB pages cost much kernel time on this machine's VMs (theory/subset, made in one
-    process after the data was loaded: 50 s with them, 30 s without, its system time 23 s
-    against 4 s). The data set alone is in 2 MB pages (``cells.prepared``): SGD gathers
-    random rows of it, and a grid cell at batch 1000 trains 4 % faster so (fewer TLB misses).
-    """
+    """numpy's advice of 2 MB pages for large arrays on (``enabled``) or off in the block:
+    off for a job's many temporaries (costly fresh pages), on for the data (SGD's gathers)."""
     before = _set_madvise_hugepage(enabled)
     try:
         yield
@@ -142,11 +130,7 @@ def huge_pages(enabled: bool):
 
 
 def make_product(product: Product, inputs: dict[str, Any]) -> Outcome:
-    """Run a product's job (in a worker) and leave its files and record in place; the record
-    of a made product holds the digest of each of its files (``linmnist.experiments.outputs``).
-
-    Only an interruption (KeyboardInterrupt, a killed process) leaves no record.
-    """
+    """Run a product's job and leave its files and record in place."""
     start = time.perf_counter()
     directory = product.directory
     directory.mkdir(parents=True, exist_ok=True)

@@ -10,26 +10,16 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from linmnist.experiments.jobs import (
-    BLAS_THREAD_VARS,
-    RETRIES,
-    Outcome,
-    blas_threads,
-    make_product,
-    record_failure,
-)
+from linmnist.experiments import jobs
 from linmnist.experiments.products import Product
 
 
 class LocalExecutor:
-    """``workers`` spawned processes, each with ``cores // workers`` BLAS threads.
-
-    The workers ignore Ctrl-C (the runner decides) and exit when the runner dies.
-    """
+    """``workers`` spawned processes, ignoring Ctrl-C and exiting with the runner."""
 
     def __init__(self, workers: int):
         self.workers = workers
-        self.threads = blas_threads(workers)
+        self.threads = jobs.blas_threads(workers)
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
         self._pool = self._new_pool()
@@ -64,10 +54,10 @@ class LocalExecutor:
     def submit(self, product: Product, inputs: dict[str, Any]):
         """Start ``make_product(product, inputs)`` in a worker."""
         try:
-            future = self._pool.submit(make_product, product, inputs)
+            future = self._pool.submit(jobs.make_product, product, inputs)
         except BrokenProcessPool:
             self._pool = self._new_pool()
-            future = self._pool.submit(make_product, product, inputs)
+            future = self._pool.submit(jobs.make_product, product, inputs)
         self._pools[future] = self._pool
         self._alone[future] = len(self._pools) == 1 and bool(self._suspects or self.workers == 1)
         return future
@@ -76,14 +66,9 @@ class LocalExecutor:
         """The futures among ``futures`` that have finished (at least one)."""
         return list(wait(futures, return_when=FIRST_COMPLETED).done)
 
-    def outcome(self, future, product: Product, inputs: dict | None) -> Outcome | None:
-        """The finished product's outcome; None to make it again.
-
-        A worker that dies breaks the whole pool, so every product running then ends with
-        BrokenProcessPool, and any of them may be the culprit. Each is made again, alone (one
-        product at a time), so the next death names its product; a product whose worker dies
-        ``RETRIES + 1`` times, the last time alone, is recorded as failed.
-        """
+    def outcome(self, future, product: Product, inputs: dict | None) -> jobs.Outcome | None:
+        """The finished product's outcome; None to make it again. A dying worker breaks the pool:
+        the products running then are remade alone, so that the next death names its product."""
         pool, alone = self._pools.pop(future), self._alone.pop(future)
         try:
             outcome = future.result()
@@ -91,22 +76,21 @@ class LocalExecutor:
             if pool is self._pool:
                 self._pool = self._new_pool()
             deaths = self._deaths[product.name] = self._deaths.get(product.name, 0) + 1
-            if not alone or deaths <= RETRIES:
+            if not alone or deaths <= jobs.RETRIES:
                 self._suspects.add(product.name)
                 return None
             self._suspects.discard(product.name)
             error = f"the worker process died {deaths} times ({exc})"
-            return record_failure(product, error, inputs)
+            return jobs.record_failure(product, error, inputs)
         except Exception as exc:  # the worker could not even start the job (an import error)
-            outcome = record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
+            outcome = jobs.record_failure(product, f"{type(exc).__name__}: {exc}", inputs)
         self._suspects.discard(product.name)
         return outcome
 
 
 def init_worker(threads: int, parent: int, stop: Any) -> None:
-    """Worker set-up: BLAS threads (for this process and its kernels), no Ctrl-C, exit with
-    the runner."""
-    for var in BLAS_THREAD_VARS:
+    """Worker set-up: BLAS threads, no Ctrl-C, exit with the runner."""
+    for var in jobs.BLAS_THREAD_VARS:
         os.environ[var] = str(threads)
     from threadpoolctl import threadpool_limits
 

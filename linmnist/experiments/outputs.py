@@ -1,12 +1,9 @@
 """Verified outputs: a product's record vouches for the files its job made, and for itself.
 
-When a product is made, its record stores, for each file of ``product.outputs``, the file's
-size, modification time and SHA-256 (``output_digests``), and the record is sealed: it holds
-the SHA-256 of its own content (``seal``). ``output_problems`` says, cheaply, whether the
-record and the files are still what was made: a file whose size and modification time are
-those recorded is taken as unchanged; otherwise its SHA-256 decides (a file touched but not
-changed is still good). An edited record, or an output edited, truncated, emptied, replaced
-or removed, makes the product stale, with the reason (``output changed: <path>``).
+A made product's record stores each output's size, modification time and SHA-256
+(``output_digests``) and is sealed with the SHA-256 of its own content (``seal``).
+``output_problems`` names what changed: the record, or an output whose size differs or whose
+SHA-256 does when its modification time does (a file touched but not changed is still good).
 """
 
 from __future__ import annotations
@@ -38,11 +35,7 @@ def output_digests(directory: Path, names: Iterable[str]) -> dict[str, dict[str,
 
 
 def change(path: Path, stored: Any) -> str | None:
-    """How the file at ``path`` differs from its ``stored`` digest: ``"removed"``,
-    ``"changed"``, ``"not in the record"`` (no digest stored), or None when it is the same.
-
-    The SHA-256 is computed only when the size is the same but the modification time is not.
-    """
+    """How ``path`` differs from its ``stored`` digest (a word), or None when it does not."""
     try:
         info = os.stat(path)
     except OSError:
@@ -68,27 +61,20 @@ def seal(record: dict[str, Any]) -> dict[str, Any]:
 
 def intact(record: dict[str, Any]) -> bool:
     """Whether ``record`` (as read from its JSON) carries a seal matching its content."""
-    content = {key: value for key, value in record.items() if key != SEAL}
-    return record.get(SEAL) == _content_digest(content)
+    return record.get(SEAL) == seal(record)[SEAL]
 
 
 def output_problems(
     record: dict[str, Any], record_path: Path, directory: Path, names: Iterable[str]
 ) -> list[str]:
-    """What no longer matches a product's record: the record itself (``record changed``),
-    or, for a made product, each output file that changed or was removed."""
+    """What no longer matches a product's record: the record, or its output files."""
     if not intact(record):
         return [f"record changed: {relative_to_root(record_path)}"]
     if record.get("status") != "ok":
         return []
     stored = record.get(OUTPUTS) or {}
-    problems = []
-    for name in names:
-        path = directory / name
-        how = change(path, stored.get(name))
-        if how is not None:
-            problems.append(f"output {how}: {relative_to_root(path)}")
-    return problems
+    changes = {directory / name: change(directory / name, stored.get(name)) for name in names}
+    return [f"output {how}: {relative_to_root(path)}" for path, how in changes.items() if how]
 
 
 def _content_digest(content: dict[str, Any]) -> str:

@@ -1,13 +1,8 @@
 """Where things are: the repository's folders and the layout of one build.
 
-A build is one (dataset, profile) pair and owns one directory: ``reports/`` for the study's
-own build (MNIST, full configuration), ``reports/<dataset>/<profile>/`` for every other one,
-so builds never overwrite each other. Inside a build directory:
-
-* ``results/<task>/<cell>.json`` and ``.history.csv``: the experiment products;
-* ``results/frameworks/``: the framework comparison;
-* ``notebooks/<name>.ipynb`` (and ``.json``): the executed task notebooks;
-* ``report.ipynb``, ``report.html``, ``report.pdf`` (and ``report.json``): the report.
+A build (dataset, profile) owns one directory: ``reports/`` for the study's (MNIST, full
+configuration), ``reports/<dataset>/<profile>/`` for the others. In it: ``results/<task>/``
+(the experiment products), ``notebooks/`` (the executed task notebooks) and the report.
 """
 
 from __future__ import annotations
@@ -32,11 +27,7 @@ def profile_name(profile: str | None) -> str:
 def build_dir(
     dataset: str = DEFAULT_DATASET, profile: str | None = None, config: str | Path | None = None
 ) -> Path:
-    """The directory of the build of ``dataset`` with ``profile`` (absolute).
-
-    A configuration other than the default one builds under ``reports/<dataset>/<its file
-    stem>/<profile>``, so it never replaces the results of the default configuration.
-    """
+    """The directory of a build (another configuration's under ``config-<stem>/``)."""
     if config is not None and Path(config).resolve() != DEFAULT_CONFIG:
         return REPORTS / dataset / f"config-{Path(config).stem}" / profile_name(profile)
     if dataset == DEFAULT_DATASET and profile is None:

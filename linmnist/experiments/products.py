@@ -1,18 +1,9 @@
 """Products: the nodes of the pipeline, each with its job, parameters and upstream products.
 
-A product is something the pipeline makes and keeps: one grid cell's results, the
-framework comparison, an executed task notebook, the report. It is made by its *job*, a
-function named ``"module:function"`` and called as ``job(params, out, stem)``: the job writes
-the files ``product.outputs`` into the directory ``out`` (a staging directory, moved into
-place by the runner) and returns the extra fields of the product's record. A job that fails
-raises; ``JobFailed.keep`` names files worth keeping for inspection (a failed notebook).
-
-This module also lists the experiment products of one build (``experiment_products``); the
-report layer adds the task notebooks and the report (``linmnist.report.pipeline``). A cell
-whose runs another cell makes as well (``source_cell``: the stability sweep's cells at the
-grid's rates) is not trained twice: its product reads them from that cell's files. The
-cells of a ``LOCKSTEP`` task at one batch size are trained side by side by one product
-(``lockstep/<task>_bs<B>``, ``linmnist.engine.lockstep``), whose files theirs read.
+A product's *job*, ``"module:function"``, is called as ``job(params, out, stem)``: it writes
+``product.outputs`` into the staging directory ``out`` and returns its record's extra fields,
+or raises (``JobFailed.keep``: files to keep). A cell whose runs another product makes
+(``source_cell``, ``lockstep_groups``) reads them from its files instead of training them.
 """
 
 from __future__ import annotations
@@ -22,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linmnist.experiments.grids import FINAL_ACCURACY, LOCKSTEP, Cell, eval_period
+from linmnist.experiments.grids import FINAL_ACCURACY, LOCKSTEP, Cell, seed_period
 from linmnist.experiments.paths import results_dir
 from linmnist.experiments.results import HISTORY_SUFFIX
 
@@ -37,11 +28,8 @@ LOCKSTEP_GROUP = "lockstep"
 class Product:
     """One node of the pipeline."""
 
-    # Unique: ``<group>/<stem>`` (``grid/lr0.01_bs100``, ``notebooks/01_data``) or one word.
-    name: str
-    # Where its files and its record (``<stem>.json``) go; its job writes them into a staging
-    # directory inside it.
-    directory: Path
+    name: str  # unique: ``<group>/<stem>`` (``grid/lr0.01_bs100``) or one word
+    directory: Path  # where its files and its record (``<stem>.json``) go
     stem: str  # file stem of its record and outputs
     job: str  # ``"module:function"``
     params: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, for the job
@@ -63,47 +51,35 @@ class Product:
 
 
 class JobFailed(RuntimeError):
-    """A job's failure: ``message``, and the files of its staging directory worth keeping
-    beside the record (``keep``, moved into place)."""
+    """A job's failure, and the files of its staging directory to keep (``keep``)."""
 
     def __init__(self, message: str, keep: Sequence[str] = ()):
         super().__init__(message)
         self.keep = tuple(keep)
 
 
+def result_product(
+    build: Path, group: str, stem: str, job: str, params: dict, outputs, upstream=()
+) -> Product:
+    """The product ``<group>/<stem>`` of ``build``, its files in ``results/<group>/``."""
+    directory = results_dir(build) / group
+    return Product(f"{group}/{stem}", directory, stem, job, params, tuple(outputs), tuple(upstream))
+
+
 def cell_product(cell: Cell, build: Path, dataset: str, source: Cell | None = None) -> Product:
-    """The product of one grid cell: ``results/<task>/<cell>.history.csv`` and its record;
-    with a ``source`` cell (``source_cell``), read from that cell's files instead of trained."""
-    name = f"{cell.task}/{cell.name}"
+    """The product of one grid cell (reading the files of ``source``, if given)."""
     params = {"task": cell.task, "cell": cell.name, "dataset": dataset, **cell.params}
     job, upstream = CELL_JOB, []
     if source is not None:
         job, upstream = SOURCED_JOB, [f"{source.task}/{source.name}"]
         params["source"] = {"task": source.task, "cell": source.name}
-    return Product(
-        name=name,
-        directory=results_dir(build) / cell.task,
-        stem=cell.name,
-        job=job,
-        params=params,
-        outputs=(f"{cell.name}{HISTORY_SUFFIX}",),
-        upstream=tuple(upstream),
-    )
-
-
-def _evaluated(cell: Cell, seed: int) -> int:
-    """The evaluation period of ``seed`` in ``cell``."""
-    p = cell.params
-    return eval_period(seed, fidelity_seeds=p["fidelity_seeds"], eval_every=p["eval_every"])
+    outputs = [f"{cell.name}{HISTORY_SUFFIX}"]
+    return result_product(build, cell.task, cell.name, job, params, outputs, upstream)
 
 
 def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
-    """The first of ``others`` (another task's cells) whose runs include all of ``cell``'s: the
-    same lr, batch size and iterations on the full training set, every seed of ``cell``
-    among its seeds and evaluated there at least at the iterations ``cell`` evaluates it
-    (its period divides ``cell``'s; both evaluate the last iteration), with accuracies
-    wherever ``cell`` has them. A seed draws the same batches in every cell, so those runs
-    are the same; None when there is no such cell."""
+    """The first of ``others`` (another task's cells) whose runs include all of ``cell``'s
+    (same lr, batch size and iterations, every seed, evaluated at least as often), or None."""
     p = cell.params
     if "lr" not in p or "n_prime" in p:
         return None
@@ -115,17 +91,15 @@ def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
         if cell.task not in FINAL_ACCURACY and other.task in FINAL_ACCURACY:
             continue
         if set(p["seeds"]) <= set(q["seeds"]) and all(
-            _evaluated(cell, s) % _evaluated(other, s) == 0 for s in p["seeds"]
+            seed_period(p, s) % seed_period(q, s) == 0 for s in p["seeds"]
         ):
             return other
     return None
 
 
 def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
-    """The cells of one ``LOCKSTEP`` task grouped per batch size: one cell ``<task>_bs<B>`` of
-    task ``LOCKSTEP_GROUP`` per group of two or more, its params those of its members with
-    ``lrs`` (their rates) and ``cells`` (their names) for ``lr``. The task's axes are lr and
-    batch size, so the cells of one batch size differ in their lr alone."""
+    """A cell ``<task>_bs<B>`` of task ``LOCKSTEP_GROUP`` per batch size of two or more cells,
+    with their rates (``lrs``) and names (``cells``)."""
     groups: dict[int, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.params["batch_size"], []).append(cell)
@@ -143,23 +117,14 @@ def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
 
 
 def lockstep_product(group: Cell, build: Path, dataset: str) -> Product:
-    """The product that trains a ``lockstep_groups`` group: ``results/lockstep/<name>.history
-    .csv`` (every rate's and seed's history, a column ``lr``) and its record."""
-    return Product(
-        name=f"{group.task}/{group.name}",
-        directory=results_dir(build) / group.task,
-        stem=group.name,
-        job=LOCKSTEP_JOB,
-        params={"cell": group.name, "dataset": dataset, **group.params},
-        outputs=(f"{group.name}{HISTORY_SUFFIX}",),
-    )
+    """The product that trains a ``lockstep_groups`` group (``lockstep_job``)."""
+    params = {"cell": group.name, "dataset": dataset, **group.params}
+    outputs = [f"{group.name}{HISTORY_SUFFIX}"]
+    return result_product(build, group.task, group.name, LOCKSTEP_JOB, params, outputs)
 
 
 def experiment_products(grids: dict[str, list[Cell]], build: Path, dataset: str) -> list[Product]:
-    """The products of every cell of ``grids`` (task -> cells), in configuration order; a cell
-    with a source among the cells of the tasks before it (``source_cell``) reads its runs, and
-    so do the cells of a ``LOCKSTEP`` task trained side by side (``lockstep_groups``), whose
-    products come first."""
+    """The products of every cell of ``grids``, in configuration order."""
     products: list[Product] = []
     before: list[Cell] = []
     for task, cells in grids.items():

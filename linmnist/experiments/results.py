@@ -1,37 +1,14 @@
 """Result files of the grid cells: what a cell's job writes and what the report reads.
 
-Layout, in ``runs_dir/<task>/`` (task ``grid`` or ``subset``):
-
-* ``<cell>.history.csv``: every seed's history, columns seed, iteration, train_loss,
-  train_acc, test_acc (accuracies are fractions in [0, 1]);
-* ``<cell>.json``, written atomically and LAST, so its presence marks a finished cell::
-
-    {"task", "cell", "status": "ok" | "failed", "error": str | null,
-     "params": {notebook parameters except out_dir and cell}, "fingerprint": str | null,
-     "notebook": file name of the executed notebook | null, "wall_seconds": float | null,
-     "seeds": [{"seed", "eval_every", "final_iteration", "final_train_loss",
-                "final_train_acc", "final_test_acc", "final_excess", "diverged_at",
-                "seconds"}, ...]}
-
-  ``final_excess`` is the run's excess over gradient descent after the same updates
-  (``linmnist.engine.spectrum.excess_over_gd``), null where the job did not measure it
-  (a Task 5 subset, a diverged run);
-
-  Non-finite numbers are stored as null. ``fingerprint``, ``notebook`` and ``wall_seconds``
-  are set by ``python -m linmnist run``; a notebook run by hand leaves them null;
-* ``<cell>.ipynb``: the executed notebook (``<cell>.failed.ipynb`` for a failed cell, with the
-  kernel's stderr in ``<cell>.failed.log``).
-
-Names starting with a dot are temporary files of a running (or killed) runner; readers
-ignore them.
-
-``runs_dir/runs.jsonl`` logs every completed ``python -m linmnist run``, one JSON object a
-line (``RUN_LOG_FIELDS``): when it finished, its tasks, how many cells ran or were skipped,
-its executor, jobs and wall time. It is how a notebook quotes a measured wall time.
+In ``results/<task>/``: ``<cell>.history.csv`` (every seed's history) and ``<cell>.json``, its
+record, written last (task, cell, status, error, params, ``seeds``: an entry per seed,
+``SEED_FIELDS``; non-finite numbers as null). Names starting with a dot are a runner's
+temporary files. ``runs.jsonl`` logs each group of products a run made (``RUN_LOG_FIELDS``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -50,52 +27,30 @@ if TYPE_CHECKING:  # for the annotations only: reading results needs no training
     from linmnist.engine.sgd import TrainResult
 
 SEED_FIELDS = (
-    "seed",
-    "eval_every",
-    "final_iteration",
-    "final_train_loss",
-    "final_train_acc",
-    "final_test_acc",
-    "final_excess",
-    "diverged_at",
-    "seconds",
-)
+    "seed", "eval_every", "final_iteration", "final_train_loss", "final_train_acc",
+    "final_test_acc", "final_excess", "diverged_at", "seconds",
+)  # fmt: skip
 # The seed fields whose dtype is inferred from their values (``_seed_frame`` casts the others).
 UNCAST_FIELDS = ("seed", "eval_every")
 HISTORY_SUFFIX = ".history.csv"
 RUN_LOG = "runs.jsonl"
+# When the group finished (ISO 8601, UTC), the group, the run's setting, its products made,
+# failed and skipped (up to date), and its wall time (first start to last end).
 RUN_LOG_FIELDS = (
-    "finished",  # ISO 8601 time, UTC
-    "tasks",  # the tasks run, comma-separated
-    "profile",  # the configuration's profile or null
-    "dataset",
-    "executor",  # "local" or "dask"
-    "scheduler",  # the Dask scheduler's address, or null
-    "jobs",  # cells run at once
-    "threads_per_job",  # BLAS threads per cell
-    "cores",  # cores available to the runner
-    "cells",  # cells of the tasks in the configuration
-    "ok",
-    "failed",
-    "skipped",  # cells up to date, not run
-    "wall_seconds",  # wall time of the whole run
-)
+    "finished", "tasks", "profile", "dataset", "executor", "scheduler", "jobs",
+    "threads_per_job", "cores", "cells", "ok", "failed", "skipped", "wall_seconds",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class CellResult:
-    """The JSON record of one cell: the fields of the JSON (module docstring), its
-    ``params``, ``rows`` (its per-seed entries as written, empty when failed) and ``path``.
-    """
+    """The JSON record of one cell; ``rows``, its per-seed entries (empty when failed)."""
 
     task: str
     cell: str
     status: str
     error: str | None
     params: dict[str, Any]
-    fingerprint: str | None
-    notebook: str | None
-    wall_seconds: float | None
     rows: tuple[dict[str, Any], ...]
     path: Path
 
@@ -109,10 +64,7 @@ class CellResult:
         return pd.read_csv(history_path(self.path.parent, self.cell))
 
     def signature(self) -> tuple[Any, ...]:
-        """What the dtypes of its rows in ``load_task`` and ``load_history`` depend on: its
-        scalar parameters' names and types, whether it has seeds, and the types of the seed
-        fields that are not cast (``UNCAST_FIELDS``). Consecutive cells of one signature are
-        read as one frame, equal to the concatenation of their own frames."""
+        """What the dtypes of its rows in ``load_task`` and ``load_history`` depend on."""
         scalars = tuple((k, type(v)) for k, v in _scalar_params(self.params).items())
         fields = frozenset(
             (k, type(row[k]) if k in row else None) for row in self.rows for k in UNCAST_FIELDS
@@ -132,32 +84,23 @@ def history_path(directory: str | Path, cell: str) -> Path:
 
 def final_metrics(history: pd.DataFrame) -> dict[str, Any]:
     """The metrics at the last evaluated iteration of a run's history (NaN/None if none)."""
-    last = history.iloc[-1] if len(history) else None
-    return {
-        "final_iteration": None if last is None else int(last["iteration"]),
-        "final_train_loss": math.nan if last is None else float(last["train_loss"]),
-        "final_train_acc": math.nan if last is None else float(last["train_acc"]),
-        "final_test_acc": math.nan if last is None else float(last["test_acc"]),
+    metrics = ("train_loss", "train_acc", "test_acc")
+    if not len(history):
+        return {"final_iteration": None, **{f"final_{k}": math.nan for k in metrics}}
+    last = history.iloc[-1]
+    return {"final_iteration": int(last["iteration"])} | {
+        f"final_{k}": float(last[k]) for k in metrics
     }
 
 
 def summarize(runs: Sequence[TrainResult]) -> pd.DataFrame:
-    """One row per run: its final metrics (at the last evaluated iteration), ``SEED_FIELDS``;
-    ``final_excess`` is NaN (``linmnist.experiments.cells.cell_job`` measures it)."""
-    rows = []
-    for run in runs:
-        rows.append(
-            {
-                "seed": run.seed,
-                "eval_every": run.eval_every,
-                **final_metrics(run.history),
-                "final_excess": math.nan,
-                "diverged_at": run.diverged_at,
-                "seconds": run.seconds,
-            }
-        )
-    frame = pd.DataFrame(rows, columns=list(SEED_FIELDS))
-    return frame.astype({"final_iteration": "Int64", "diverged_at": "Int64"})
+    """One row per run, ``SEED_FIELDS`` (``final_excess`` NaN)."""
+    rows = [
+        {"seed": run.seed, "eval_every": run.eval_every, **final_metrics(run.history),
+         "final_excess": math.nan, "diverged_at": run.diverged_at, "seconds": run.seconds}
+        for run in runs
+    ]  # fmt: skip
+    return _seed_frame(rows)
 
 
 def histories(runs: Sequence[TrainResult]) -> pd.DataFrame:
@@ -168,8 +111,7 @@ def histories(runs: Sequence[TrainResult]) -> pd.DataFrame:
 
 
 def write_record(path: str | Path, record: dict[str, Any]) -> None:
-    """Write a JSON record atomically (non-finite numbers become null), sealed
-    (``linmnist.experiments.outputs.seal``: an edit of it shows)."""
+    """Write a JSON record atomically and sealed (non-finite numbers as null)."""
     text = json.dumps(seal(plain(record)), indent=1, allow_nan=False)
     atomic_write_text(path, text + "\n")
 
@@ -183,19 +125,11 @@ def load_cell(path: str | Path) -> CellResult:
     """Read the JSON record of one cell (``runs_dir/<task>/<cell>.json``)."""
     path = Path(path)
     record = read_record(path)
-    return CellResult(
-        task=record["task"],
-        cell=record["cell"],
-        status=record["status"],
-        error=record.get("error"),
-        # The parameters of its configuration and those its job derived (an edge cell's lr).
-        params={**record.get("params", {}), **record.get("derived", {})},
-        fingerprint=record.get("fingerprint"),
-        notebook=record.get("notebook"),
-        wall_seconds=record.get("wall_seconds"),
-        rows=tuple(record.get("seeds") or ()),
-        path=path,
-    )
+    # The parameters of its configuration and those its job derived (an edge cell's lr).
+    params = {**record.get("params", {}), **record.get("derived", {})}
+    task, cell, status = (record[k] for k in ("task", "cell", "status"))
+    rows = tuple(record.get("seeds") or ())
+    return CellResult(task, cell, status, record.get("error"), params, rows, path)
 
 
 def _seed_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -209,11 +143,7 @@ def _seed_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def load_cells(
     runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
 ) -> list[CellResult]:
-    """The finished cells of ``task`` under ``runs_dir`` (ok and failed), sorted by name.
-
-    ``cells`` restricts the result to the given cell names (e.g. those of the current
-    configuration, ``RunSummary.cells(task)``); a listed cell without a record is skipped.
-    """
+    """The finished cells of ``task`` (or those of ``cells``), sorted by name."""
     directory = Path(runs_dir) / task
     if cells is None:
         paths = sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
@@ -224,25 +154,17 @@ def load_cells(
 
 def _runs(results: list[CellResult]) -> list[list[CellResult]]:
     """``results`` cut into runs of consecutive cells of one ``CellResult.signature``."""
-    runs: list[list[CellResult]] = []
-    for result in results:
-        if runs and runs[-1][0].signature() == result.signature():
-            runs[-1].append(result)
-        else:
-            runs.append([result])
-    return runs
+    return [list(run) for _, run in itertools.groupby(results, CellResult.signature)]
 
 
 def _head(result: CellResult) -> dict[str, Any]:
-    """The columns of ``load_task`` that a cell's rows share: task, cell, status, error and
-    its scalar parameters."""
+    """The columns of ``load_task`` that a cell's rows share."""
     head: dict[str, Any] = {"task": result.task, "cell": result.cell, "status": result.status}
     return head | {"error": result.error, **_scalar_params(result.params)}
 
 
 def _task_frame(run: list[CellResult]) -> pd.DataFrame:
-    """``load_task``'s rows of a run of cells of one signature, in one frame (a failed cell's
-    row has its seed fields missing, as objects)."""
+    """``load_task``'s rows of a run of cells of one signature, in one frame."""
     columns = [*_head(run[0]), *SEED_FIELDS]
     if not run[0].rows:
         return pd.DataFrame([_head(r) for r in run], columns=columns)
@@ -254,12 +176,7 @@ def _task_frame(run: list[CellResult]) -> pd.DataFrame:
 def load_task(
     runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
 ) -> pd.DataFrame:
-    """One row per (cell, seed) of ``task``: status, error, scalar parameters, seed metrics.
-
-    A failed cell gives one row with its error and missing seed metrics. Columns: task,
-    cell, status, error, the scalar notebook parameters (e.g. lr, batch_size, iterations,
-    n_prime, dataset), then ``SEED_FIELDS``.
-    """
+    """One row per (cell, seed) of ``task``: its status, scalar parameters, ``SEED_FIELDS``."""
     frames = [_task_frame(run) for run in _runs(load_cells(runs_dir, task, cells=cells))]
     if not frames:
         return pd.DataFrame(columns=["task", "cell", "status", "error", *SEED_FIELDS])
@@ -267,19 +184,12 @@ def load_task(
 
 
 def _history_frame(run: list[CellResult]) -> pd.DataFrame:
-    """The histories of a run of ok cells of one signature, each row with its seed's
-    eval_every, its cell and the cell's scalar parameters (those columns in this order)."""
+    """The histories of a run of cells of one signature, with their parameters."""
     histories = [r.history() for r in run]
     history = pd.concat(histories, ignore_index=True) if len(run) > 1 else histories[0]
     history["cell"] = [r.cell for r, h in zip(run, histories, strict=True) for _ in range(len(h))]
-    evals = pd.DataFrame(
-        [
-            {"cell": r.cell, "seed": row.get("seed"), "eval_every": row.get("eval_every")}
-            for r in run
-            for row in r.rows
-        ],
-        columns=["cell", "seed", "eval_every"],
-    )
+    evals = [[r.cell, row.get("seed"), row.get("eval_every")] for r in run for row in r.rows]
+    evals = pd.DataFrame(evals, columns=["cell", "seed", "eval_every"])
     # An inner merge keeps the left order: each cell's rows stay together, in run order.
     history = history.merge(evals, on=["cell", "seed"])
     scalars = {r.cell: _scalar_params(r.params) for r in run}
@@ -293,8 +203,7 @@ def _history_frame(run: list[CellResult]) -> pd.DataFrame:
 def load_history(
     runs_dir: str | Path, task: str, *, cells: Iterable[str] | None = None
 ) -> pd.DataFrame:
-    """Histories of the ok cells of ``task``: columns cell, the scalar parameters, eval_every, seed,
-    iteration, train_loss, train_acc, test_acc."""
+    """Histories of the ok cells of ``task``, with their cells' scalar parameters."""
     ok = [r for r in load_cells(runs_dir, task, cells=cells) if r.status == "ok"]
     if not ok:
         return pd.DataFrame()
@@ -307,10 +216,7 @@ def load_history(
 
 
 def append_run_log(runs_dir: str | Path, entry: dict[str, Any]) -> None:
-    """Add ``entry`` (the keys ``RUN_LOG_FIELDS``) as the last line of ``runs_dir/runs.jsonl``.
-
-    The file is rewritten atomically, so a killed runner leaves the previous log intact.
-    """
+    """Add ``entry`` (``RUN_LOG_FIELDS``) as the last line of ``runs_dir/runs.jsonl``."""
     missing = [f for f in RUN_LOG_FIELDS if f not in entry]
     if missing:
         raise ValueError(f"entry lacks the run-log fields {missing}")
@@ -321,8 +227,7 @@ def append_run_log(runs_dir: str | Path, entry: dict[str, Any]) -> None:
 
 
 def read_run_log(runs_dir: str | Path) -> pd.DataFrame:
-    """The runs logged in ``runs_dir/runs.jsonl``, oldest first, columns ``RUN_LOG_FIELDS``
-    (``finished`` as a UTC timestamp); empty when no run was logged."""
+    """The runs logged in ``runs_dir/runs.jsonl``, oldest first (``RUN_LOG_FIELDS``)."""
     path = Path(runs_dir) / RUN_LOG
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     log = pd.DataFrame([json.loads(line) for line in lines if line], columns=list(RUN_LOG_FIELDS))

@@ -1,20 +1,10 @@
 """The orchestrator: which products are stale, and making them in dependency order, in parallel.
 
-``assess`` compares each product's current inputs (``linmnist.experiments.fingerprint``)
-with those stored in its record and says *up to date*, *stale* (naming what changed),
-*missing* or *failed*; a product downstream of one that is not up to date is stale
-("upstream"). ``run`` makes every product that is not up to date (or every one, with
-``force``): a product starts once its upstream products are finished, on the local executor
-(``jobs`` worker processes, each with ``cores // jobs`` BLAS threads) or on a Dask cluster
-(``linmnist.experiments.dask_executor``).
-
-Kill-safe records: a product's record is deleted when its job starts; the job writes into a
-hidden staging directory (``.<stem>.<pid>.staging``), whose files are moved into place when
-it succeeds, and the record is written last, atomically. A run killed at any moment leaves
-no record of an unfinished product (it is *missing* next time), and the next run removes the
-staging leftovers. A failing product gets a record with status "failed" and its error; the
-others go on, and products downstream of it still run (they show what failed). A lock file
-keeps two runners out of one build directory.
+``assess`` compares each product's current inputs (``fingerprint``) with those in its record:
+*up to date*, *stale* (and what changed), *missing* or *failed*. ``run`` makes the others, each
+once its upstream products are finished. A record is deleted when its job starts and written
+last, after its staging directory's files are moved into place: a killed run leaves no record
+of an unfinished product. A lock file keeps two runners out of one build directory.
 """
 
 from __future__ import annotations
@@ -62,7 +52,7 @@ class ProductState:
     # For a stale product, what changed (``"code (linmnist.engine.sgd)"``, ``"upstream
     # grid/lr0.1_bs10 is missing"``); for a failed one, its error.
     reasons: tuple[str, ...] = ()
-    # The digests of its own current inputs (``own_inputs``): what it is made with.
+    # The digests of its own current inputs (``own_inputs``).
     inputs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def format(self) -> str:
@@ -80,8 +70,7 @@ class RunSummary:
     jobs: int = 1  # products made at once
     threads_per_job: int = 1  # BLAS threads given to each
     executor: str = "local"  # or "dask"
-    # Per group made in this run, the wall time from its first product's start to its last
-    # product's end (groups overlap when products of several run at once).
+    # Per group made, the wall time from its first product's start to its last one's end.
     wall_by_group: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -101,17 +90,12 @@ class RunSummary:
             groups.setdefault(o.name.split("/", 1)[0], []).append(o)
         lines = []
         for group, mine in groups.items():
-            counts = ", ".join(
-                f"{n} {s}"
-                for s in ("ok", "failed", "skipped")
-                if (n := sum(o.status == s for o in mine))
-            )
-            seconds = sum(o.seconds for o in mine)
+            n = collections.Counter(o.status for o in mine)
+            counts = ", ".join(f"{n[s]} {s}" for s in ("ok", "failed", "skipped") if n[s])
             wall = self.wall_by_group.get(group)
-            span = "" if wall is None else f", wall {wall:.1f} s"
-            lines.append(
-                f"{group:12s} {len(mine):3d} product(s): {counts}; job time {seconds:.1f} s{span}"
-            )
+            times = f"job time {sum(o.seconds for o in mine):.1f} s"
+            times += "" if wall is None else f", wall {wall:.1f} s"
+            lines.append(f"{group:12s} {len(mine):3d} product(s): {counts}; {times}")
         lines += [f"FAILED {o.name}: {o.error}" for o in self.failed]
         lines.append(
             f"{self.wall_seconds:.1f} s wall time, {self.jobs} job(s) x "
@@ -121,8 +105,7 @@ class RunSummary:
 
 
 def check_pipeline(products: Sequence[Product]) -> None:
-    """Refuse duplicate names, unknown upstream products and cycles (topological order is
-    required: every product after its upstream products)."""
+    """Refuse duplicate names, unknown upstream products and an order against them."""
     seen: set[str] = set()
     names = {p.name for p in products}
     for product in products:
@@ -141,18 +124,15 @@ def check_pipeline(products: Sequence[Product]) -> None:
 
 
 def select(products: Sequence[Product], targets: Iterable[str] | None) -> list[Product]:
-    """The products named by ``targets`` (a name, or a group such as ``grid`` or ``notebooks``)
-    and their upstream products, in pipeline order; all of them when ``targets`` is None."""
+    """The products ``targets`` name (names or groups), with their upstream products."""
     if targets is None:
         return list(products)
-    targets = list(targets)
     by_name = {p.name: p for p in products}
-    groups = {p.group for p in products}
     wanted: set[str] = set()
     for target in targets:
         hits = [p.name for p in products if p.name == target or p.group == target]
         if not hits:
-            accepted = ", ".join(sorted(groups))
+            accepted = ", ".join(sorted({p.group for p in products}))
             raise UsageError(
                 f"target {target!r} names no product; accepted: a group ({accepted}) or a "
                 "product name as `python -m linmnist status` lists it"
@@ -168,11 +148,7 @@ def select(products: Sequence[Product], targets: Iterable[str] | None) -> list[P
 def own_inputs(
     product: Product, data_digests: dict[str, str], memo: dict | None = None
 ) -> dict[str, Any]:
-    """The digests of a product's own inputs (all but ``upstream``), and of each module.
-
-    ``memo`` (a dict kept for one pass over the pipeline) shares the code and notebook
-    digests between the products that run the same modules and notebook (every grid cell).
-    """
+    """The digests of a product's own inputs; ``memo`` shares them between products."""
     memo = {} if memo is None else memo
     key = (product.job.split(":", 1)[0], product.modules, product.notebook)
     if key not in memo:
@@ -196,10 +172,8 @@ def own_inputs(
 
 def upstream_prints(product: Product, records: dict[str, dict | None]) -> dict[str, list]:
     """The upstream products' fingerprints and statuses, from their records."""
-    return {
-        u: [(records.get(u) or {}).get("fingerprint"), (records.get(u) or {}).get("status")]
-        for u in product.upstream
-    }
+    fields = ("fingerprint", "status")
+    return {u: [(records.get(u) or {}).get(k) for k in fields] for u in product.upstream}
 
 
 def data_digests(products: Iterable[Product]) -> dict[str, str]:
@@ -242,11 +216,10 @@ def assess(
     records: dict[str, dict | None] = {}
     memo: dict = {}
     for product in products:
-        record = _read(product.record)
-        records[product.name] = record
+        records[product.name] = record = _read(product.record)
         current = own_inputs(product, digests, memo)
-        state, reasons = _state(product, record, current, states, records)
-        states[product.name] = ProductState(product.name, state, reasons, current)
+        state = _state(product, record, current, states, records)
+        states[product.name] = ProductState(product.name, *state, current)
     return states
 
 
@@ -257,8 +230,7 @@ def _state(
     states: dict[str, ProductState],
     records: dict[str, dict | None],
 ) -> tuple[str, tuple[str, ...]]:
-    """A product's state and its reasons, from its record, its current inputs and the states
-    and records of its upstream products."""
+    """A product's state and its reasons."""
     if record is None:
         return "missing", ()
     reasons = output_problems(record, product.record, product.directory, product.outputs)
@@ -284,8 +256,7 @@ def _first_three(reasons: list[str]) -> list[str]:
 
 
 def plan(products: Sequence[Product], *, lock_dir: Path, force: bool = False) -> list[ProductState]:
-    """The states of the products ``run`` would make (all of them with ``force``), in
-    pipeline order; nothing is made or created (``run --dry-run``)."""
+    """The states of the products ``run`` would make (``run --dry-run``)."""
     digests = data_digests(products)
     with _lock(lock_dir, create=False):
         states = assess(products, digests=digests)
@@ -302,30 +273,8 @@ def run(
     executor: str = "local",
     scheduler: str | None = None,
 ) -> RunSummary:
-    """Make every product that is not up to date, in dependency order, in parallel.
-
-    Parameters
-    ----------
-    products : sequence of Product
-        The pipeline (or the part of it to bring up to date), in dependency order.
-    lock_dir : Path
-        The build directory; its lock keeps other runners out, its ``runs.jsonl`` gets a
-        line per group of products made, as soon as the group is made.
-    jobs : int
-        Products made at once (>= 1), at most what this machine can hold
-        (``linmnist.experiments.jobs.job_limit``) unless they run on a remote Dask scheduler.
-    force : bool
-        Make every product, up to date or not.
-    progress : bool
-        A progress bar on stderr.
-    executor : {"local", "dask"}
-        Worker processes here, or a Dask cluster (``scheduler``, or a LocalCluster of
-        ``jobs`` workers).
-
-    Returns
-    -------
-    RunSummary
-    """
+    """Make every product not up to date (all with ``force``), in dependency order, ``jobs``
+    at once, on ``executor``; ``lock_dir`` is the build directory, locked, logged to."""
     start = time.perf_counter()
     if executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
@@ -339,8 +288,12 @@ def run(
             skipped = tuple(Outcome(p.name, "skipped") for p in products)
             return RunSummary(skipped, time.perf_counter() - start)
         workers = max(1, min(job_limit(jobs)[0] if scheduler is None else jobs, len(todo)))
+        profile = next((p.params["profile"] for p in products if "profile" in p.params), None)
         with _executor(executor, workers, scheduler, digests) as pool:
-            setting = _setting(products, executor, scheduler, pool.slots, pool.threads)
+            setting: dict[str, Any] = {"profile": profile, "executor": executor}
+            setting["scheduler"] = scheduler
+            setting |= {"jobs": pool.slots, "threads_per_job": pool.threads}
+            setting["cores"] = available_cores()
             outcomes, spans = _made(products, todo, states, pool, lock_dir, setting, progress)
         return RunSummary(
             tuple(outcomes[p.name] for p in products),
@@ -361,9 +314,7 @@ def _made(
     setting: dict[str, Any],
     progress: bool,
 ) -> tuple[dict[str, Outcome], dict[str, tuple[float, float]]]:
-    """Make ``todo`` (``_make``) with a progress bar, and log each group of products in
-    ``lock_dir/runs.jsonl`` as soon as it is made (so that a notebook reading the log quotes
-    this run). Returns every product's outcome and each group's (first start, last end)."""
+    """Make ``todo``, logging each group once made; the outcomes and each group's span."""
     making = {p.name for p in todo}
     records = {p.name: _read(p.record) for p in products if p.name not in making}
     outcomes = {p.name: Outcome(p.name, "skipped") for p in products}
@@ -384,41 +335,15 @@ def _made(
     return outcomes, spans
 
 
-def _setting(
-    products: Sequence[Product], executor: str, scheduler: str | None, jobs: int, threads: int
-) -> dict[str, Any]:
-    """The fields of a run's log lines that every group of products shares."""
-    profile = next((p.params["profile"] for p in products if "profile" in p.params), None)
-    return {
-        "profile": profile,
-        "executor": executor,
-        "scheduler": scheduler,
-        "jobs": jobs,
-        "threads_per_job": threads,
-        "cores": available_cores(),
-    }
-
-
-def _group_entry(
-    group: str,
-    products: Sequence[Product],
-    outcomes: dict[str, Outcome],
-    span: tuple[float, float],
-) -> dict[str, Any]:
-    """The fields of the log line of a group of products just made (``runs.jsonl``): its
-    wall time (first start to last end within this run) and how many of its products were
-    made, failed or skipped."""
+def _group_entry(group: str, products, outcomes: dict[str, Outcome], span) -> dict[str, Any]:
+    """The fields of the log line (``runs.jsonl``) of a group of products just made."""
     mine = [p for p in products if p.group == group]
     counts = collections.Counter(outcomes[p.name].status for p in mine)
-    datasets = {p.params.get("dataset") for p in mine}
-    return {
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "tasks": group,
-        "dataset": ",".join(sorted(d for d in datasets if d)),
-        "cells": len(mine),
-        **{status: counts[status] for status in ("ok", "failed", "skipped")},
-        "wall_seconds": span[1] - span[0],
-    }
+    datasets = ",".join(sorted({d for p in mine if (d := p.params.get("dataset"))}))
+    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    entry = {"finished": finished, "tasks": group, "dataset": datasets, "cells": len(mine)}
+    entry |= {status: counts[status] for status in ("ok", "failed", "skipped")}
+    return entry | {"wall_seconds": span[1] - span[0]}
 
 
 def _make(
@@ -427,12 +352,8 @@ def _make(
     records: dict[str, dict | None],
     pool,
 ) -> Iterator[tuple[Product, Outcome, tuple[float, float] | None]]:
-    """Make ``todo`` on ``pool`` as their upstream products finish; yield each product with
-    its outcome and its span (submitted, finished), None for one that failed before its job.
-
-    ``records`` holds the records of the products not made; the inputs a product is made with
-    are its current ones (``states``) and its upstream products' records.
-    """
+    """Make ``todo`` on ``pool`` as their upstream products finish; yield each product,
+    its outcome and its span (None if it failed before its job)."""
     records = dict(records)
     pending = {p.name: p for p in todo}  # in pipeline order; a retried product goes first
     waiting = set(pending)
@@ -450,7 +371,9 @@ def _make(
                 failed_alone = True
                 yield product, Outcome(product.name, "failed", problem), None
                 continue
-            given[product.name] = _inputs(product, states[product.name], records)
+            upstreams = upstream_prints(product, records)
+            given[product.name] = {**states[product.name].inputs, "upstreams": upstreams}
+            given[product.name]["upstream"] = fp.digest(upstreams)
             submitted.setdefault(product.name, time.perf_counter())
             running[pool.submit(product, given[product.name])] = product
         if not running and failed_alone:
@@ -468,12 +391,6 @@ def _make(
             yield product, outcome, (submitted[product.name], time.perf_counter())
 
 
-def _inputs(product: Product, state: ProductState, records: dict[str, dict | None]) -> dict:
-    """The inputs a product is made with: its own (``state.inputs``) and its upstream ones."""
-    upstreams = upstream_prints(product, records)
-    return {**state.inputs, "upstreams": upstreams, "upstream": fp.digest(upstreams)}
-
-
 def _recorded(product: Product, outcome: Outcome, inputs: dict) -> tuple[Outcome, dict | None]:
     """A finished product's outcome and record; a job that wrote none is recorded failed."""
     record = _read(product.record)
@@ -484,8 +401,7 @@ def _recorded(product: Product, outcome: Outcome, inputs: dict) -> tuple[Outcome
 
 
 def _ready(pending: dict[str, Product], waiting: set[str], free: int) -> list[Product]:
-    """Up to ``free`` pending products, in order, none of whose upstream products is waiting
-    (a scan that stops as soon as enough are found: linear in the products a run makes)."""
+    """Up to ``free`` pending products, in order, none waiting for an upstream product."""
     ready = (p for p in pending.values() if not any(u in waiting for u in p.upstream))
     return list(itertools.islice(ready, max(free, 0)))
 
@@ -525,13 +441,9 @@ def _remove_leftovers(directory: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
 def _executor(kind: str, workers: int, scheduler: str | None, digests: dict[str, str]):
     if kind == "dask":
         from linmnist.experiments.dask_executor import DaskExecutor  # dask only when asked
 
-        with DaskExecutor(workers, scheduler=scheduler, digests=digests) as pool:
-            yield pool
-        return
-    with LocalExecutor(workers) as pool:
-        yield pool
+        return DaskExecutor(workers, scheduler=scheduler, digests=digests)
+    return LocalExecutor(workers)

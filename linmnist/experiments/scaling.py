@@ -1,28 +1,9 @@
-"""The batch-size scaling law as products: steps to target per batch size, exact gradient
-descent with the noise scales along it, and the noise-floor predictions.
-
-The ``[scaling]`` section of the grid configuration (``SCALING_KEYS``) defines the experiment;
-``scaling_settings`` reads and validates it (with a profile's overrides). Its products, in
-``results/scaling/`` of a build:
-
-* ``scaling/bs<B>`` (``batch_job``), one per batch size: ``bs<B>.runs.csv``, every run of
-  ``linmnist.engine.scaling.search_lr`` (columns ``RUN_COLUMNS`` and ``steps_<i>`` per target);
-* ``scaling/gd`` (``gd_job``): ``gd.runs.csv``, gradient descent's exact steps to each target
-  at every rate of the grid, and ``gd.trajectory.csv``, the noise scales
-  (``linmnist.engine.noise``) along gradient descent at lr = 1 / lambda_max;
-  its record holds the optimum, lambda_max, tr Sigma* and the noise scales at W = 0 and
-  where gradient descent reaches each target;
-* ``scaling/predicted`` (``predicted_job``): ``predicted.csv``, the steps to each target
-  predicted from the data for every batch size (``linmnist.engine.scaling.predict_search``:
-  the first step at which SGD's expected excess is within the target, at each rate of the
-  grid the search visits); its record holds the predicted instability edge of each batch size;
-* ``scaling/floor`` (``floor_job``): ``floor.csv``, for every configuration of the Task 3
-  grid and of the stability sweep, the excess of gradient descent after the same iterations
-  and the three noise-floor predictions of ``linmnist.engine.noise_floor``; and
-  ``floor.curves.csv``, the prediction after t steps at the batch sizes ``CURVE_SIZES`` (up
-  to the largest measured) for each (lr, iterations) of the Task 3 grid (``CURVE_TASK``).
-
-``load_scaling`` reads them back into a ``Scaling``.
+"""The batch-size scaling law as products in ``results/scaling/``, from the ``[scaling]``
+section (``SCALING_KEYS``): ``scaling/bs<B>`` (``batch_job``), the lr search of each batch size
+(``search_lr``); ``scaling/gd`` (``gd_job``), gradient descent's exact steps to each target and
+the noise scales along it; ``scaling/predicted`` (``predicted_job``), the steps predicted from
+the data; ``scaling/floor`` (``floor_job``), the noise-floor predictions of the configurations of
+``FLOOR_TASKS`` and their curve against the batch size. ``load_scaling`` reads them back.
 """
 
 from __future__ import annotations
@@ -49,12 +30,11 @@ from linmnist.engine.scaling import (
     target_data,
 )
 from linmnist.engine.sgd import MAX_ITERATIONS, check_batch_size
-from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to, gd_weights, spectrum
+from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to, gd_weights
 from linmnist.engine.validation import UsageError, check_int, check_number
-from linmnist.experiments.cells import prepared
-from linmnist.experiments.grids import Cell, check_seed_count, section
-from linmnist.experiments.paths import results_dir
-from linmnist.experiments.products import Product
+from linmnist.experiments.cells import data_spectrum, moments, prepared
+from linmnist.experiments.grids import Cell, check_seed_count, distinct, section
+from linmnist.experiments.products import Product, result_product
 from linmnist.experiments.results import atomic_write_text, plain, read_record
 
 GROUP = "scaling"
@@ -85,26 +65,11 @@ FLOOR_COLUMNS = [
     "predicted",
 ]  # fmt: skip
 CURVE_COLUMNS = ["lr", "iterations", "batch_size", "predicted"]
-# The noise floor's predicted curve against the batch size: these sizes, for the (lr,
-# iterations) of this task's configurations (a few rates; each size costs a column of the
-# recursion).
-CURVE_TASK = "grid"
+# The noise floor's predicted curve against the batch size at CURVE_SIZES (each a column of
+# the recursion) for the (lr, iterations) of CURVE_TASK; the floor table covers FLOOR_TASKS.
+CURVE_TASK, FLOOR_TASKS = "grid", ("grid", "stability")
 CURVE_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-# The noise scales are followed along gradient descent at TRAJECTORY_STEP / lambda_max.
-TRAJECTORY_STEP = 1.0
-# Tasks whose configurations the noise-floor table covers.
-FLOOR_TASKS = ("grid", "stability")
-
-
-def _distinct(label: str, values, check) -> list:
-    if not isinstance(values, list) or not values or len(set(values)) != len(values):
-        raise UsageError(f"{label} must be a non-empty list of distinct values, got {values!r}")
-    return [check(label, v) for v in values]
-
-
-def _seeds(values) -> list:
-    check_seed_count(len(values) if isinstance(values, list) else 0, "scaling.seeds")
-    return _distinct("scaling.seeds", values, lambda n, v: check_int(n, v, low=0))
+TRAJECTORY_STEP = 1.0  # the noise scales along gradient descent at TRAJECTORY_STEP / lambda_max
 
 
 def scaling_settings(config: str | Path | None = None, *, profile: str | None = None) -> dict:
@@ -119,7 +84,7 @@ def scaling_settings(config: str | Path | None = None, *, profile: str | None = 
             f"scaling: unknown key(s) {unknown} or missing key(s) {missing}; the keys are "
             + "; ".join(f"{k} ({v})" for k, v in SCALING_KEYS.items())
         )
-    targets = _distinct(
+    targets = distinct(
         "scaling.targets", raw["targets"], lambda n, v: check_number(n, v, low=0, low_open=True)
     )
     if sorted(targets, reverse=True) != targets:
@@ -127,12 +92,15 @@ def scaling_settings(config: str | Path | None = None, *, profile: str | None = 
     lr_top = check_number("scaling.lr_top", raw["lr_top"], low=0, low_open=True, high=1)
     if lr_top == 1:
         raise UsageError("scaling.lr_top must be below 1 (gradient descent stalls at 2/lambda_max)")
+    sizes = distinct(
+        "scaling.batch_size", raw["batch_size"], lambda n, v: check_batch_size(v, name=n)
+    )
+    seeds = raw["seeds"]
+    check_seed_count(len(seeds) if isinstance(seeds, list) else 0, "scaling.seeds")
     return {
-        "batch_size": _distinct(
-            "scaling.batch_size", raw["batch_size"], lambda n, v: check_batch_size(v, name=n)
-        ),
+        "batch_size": sizes,
         "targets": targets,
-        "seeds": _seeds(raw["seeds"]),
+        "seeds": distinct("scaling.seeds", seeds, lambda n, v: check_int(n, v, low=0)),
         "lr_top": lr_top,
         **{
             key: check_int(f"scaling.{key}", raw[key], low=2 if key == "trajectory_points" else 1)
@@ -150,23 +118,14 @@ def scaling_products(
     profile: str | None = None,
     grids: dict[str, list[Cell]] | None = None,
 ) -> list[Product]:
-    """The products of the ``[scaling]`` section (none without one); ``grids`` gives the
-    configurations the noise-floor table covers (``FLOOR_TASKS``)."""
+    """The products of the ``[scaling]`` section (none without one)."""
     settings = scaling_settings(config, profile=profile)
     if not settings:
         return []
-    directory = results_dir(build) / GROUP
     common = {"dataset": dataset, **{k: v for k, v in settings.items() if k != "batch_size"}}
 
     def product(stem: str, job: str, outputs: tuple[str, ...], **params) -> Product:
-        return Product(
-            name=f"{GROUP}/{stem}",
-            directory=directory,
-            stem=stem,
-            job=f"{MODULE}:{job}",
-            params={**common, **params},
-            outputs=outputs,
-        )
+        return result_product(build, GROUP, stem, f"{MODULE}:{job}", {**common, **params}, outputs)
 
     # The longest first (the predictions, then the largest batches), so that a build's last
     # jobs are short ones.
@@ -190,31 +149,14 @@ def scaling_products(
 
 
 @functools.cache
-def _spectrum(dataset: str) -> Spectrum:
-    X, Y, _, _ = prepared(dataset)
-    return spectrum(X, Y)
-
-
-@functools.cache
 def _target_data(dataset: str) -> TargetData:
     X, Y, _, _ = prepared(dataset)
-    return target_data(_spectrum(dataset), X, Y)
-
-
-@functools.cache
-def _floor_model(dataset: str) -> noise_floor.FloorModel:
-    """The training set's ``FloorModel``, once per process (the floor and the predictions)."""
-    X, Y, _, _ = prepared(dataset)
-    return noise_floor.floor_model(_spectrum(dataset), X, Y)
+    return target_data(data_spectrum(dataset), X, Y)
 
 
 def _lrs(spec: Spectrum, params: dict[str, Any]) -> np.ndarray:
-    return lr_grid(
-        spec.lr_max,
-        top=params["lr_top"],
-        per_octave=params["lr_per_octave"],
-        octaves=params["lr_octaves"],
-    )
+    grid = {key: params[f"lr_{key}"] for key in ("top", "per_octave", "octaves")}
+    return lr_grid(spec.lr_max, **grid)
 
 
 def _basics(spec: Spectrum) -> dict[str, Any]:
@@ -223,61 +165,38 @@ def _basics(spec: Spectrum) -> dict[str, Any]:
 
 def batch_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of ``scaling/bs<B>``: the lr search of one batch size over every seed."""
-    spec = _spectrum(params["dataset"])
-    runs = search_lr(
-        _target_data(params["dataset"]),
-        batch_size=params["batch_size"],
-        lrs=list(_lrs(spec, params)),
-        seeds=params["seeds"],
-        targets=params["targets"],
-        max_steps=params["max_steps"],
-    )
+    spec = data_spectrum(params["dataset"])
+    search = {k: params[k] for k in ("batch_size", "seeds", "targets", "max_steps")}
+    runs = search_lr(_target_data(params["dataset"]), lrs=list(_lrs(spec, params)), **search)
     atomic_write_text(Path(out) / f"{stem}{RUNS_SUFFIX}", runs.to_csv(index=False))
     return plain({**_basics(spec), "runs": len(runs), "steps": int(runs["steps_run"].sum())})
 
 
 def predicted_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of ``scaling/predicted``: the predicted lr search of every batch size."""
-    spec, model = _spectrum(params["dataset"]), _floor_model(params["dataset"])
-    lrs = list(_lrs(spec, params))
+    spec, model = moments(params["dataset"])
     sigmas: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # shared by the batch sizes
-    tables = [
-        predict_search(
-            spec,
-            model,
-            batch_size=b,
-            lrs=lrs,
-            targets=params["targets"],
-            max_steps=params["max_steps"],
-            sigmas=sigmas,
-        )  # fmt: skip
-        for b in params["batch_size"]
-    ]
+    search: dict[str, Any] = {"lrs": list(_lrs(spec, params)), "sigmas": sigmas}
+    search |= {k: params[k] for k in ("targets", "max_steps")}
+    tables = [predict_search(spec, model, batch_size=b, **search) for b in params["batch_size"]]
     table = pd.concat(tables, ignore_index=True)
     atomic_write_text(Path(out) / PREDICTED_FILE, table.to_csv(index=False))
     return plain({**_basics(spec), "rates": len(table)})
 
 
-def _scales_row(step: int, excess: float, scales) -> dict[str, Any]:
-    return {"step": step, "excess": excess, **vars(scales)}
-
-
 def gd_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of ``scaling/gd``: exact gradient descent on the grid and the noise scales."""
     X, Y, _, _ = prepared(params["dataset"])
-    spec = _spectrum(params["dataset"])
+    spec = data_spectrum(params["dataset"])
     targets, lrs = params["targets"], _lrs(spec, params)
-    rows = []
-    for lr in lrs:
-        steps = [gd_steps_to(spec, lr, target) for target in targets]
-        rows.append({"lr": lr, **dict(zip(target_columns(len(targets)), steps, strict=True))})
+    rows = [[lr, *(gd_steps_to(spec, lr, target) for target in targets)] for lr in lrs]
     runs = pd.DataFrame(rows, columns=["lr", *target_columns(len(targets))]).astype(float)
     X64 = np.asarray(X, dtype=np.float64)
-    moments = sample_moments(X64, spec.S)
+    second = sample_moments(X64, spec.S)
 
     def scales_at(lr: float, step: int) -> dict[str, Any]:
-        W = gd_weights(spec, lr, step)
-        return _scales_row(step, _excess(spec, lr, step), noise_scales(W, X64, Y, moments=moments))
+        scales = noise_scales(gd_weights(spec, lr, step), X64, Y, moments=second)
+        return {"step": step, "excess": float(gd_excess(spec, lr, step)), **vars(scales)}
 
     # The noise scales depend on the point W, and the points at which runs at different rates
     # reach a target differ: near 2 / lambda_max the stiffest direction still oscillates and
@@ -290,51 +209,33 @@ def gd_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     ]
     points = params["trajectory_points"]
     end = 2 * at_target[-1]["step"]
-    steps = np.unique(np.r_[0, np.geomspace(1, end, points - 1).round()]).astype(int)  # type: ignore[assignment]
-    trajectory = pd.DataFrame([scales_at(lr, int(t)) for t in steps], columns=TRAJECTORY_COLUMNS)  # type: ignore[arg-type]
-    optimum = noise_scales(spec.W_star, X64, Y, moments=moments)
+    steps = np.unique(np.r_[0, np.geomspace(1, end, points - 1).round()]).astype(int)
+    trajectory = pd.DataFrame([scales_at(lr, int(t)) for t in steps], columns=TRAJECTORY_COLUMNS)
+    optimum = noise_scales(spec.W_star, X64, Y, moments=second)
     atomic_write_text(Path(out) / f"{stem}{RUNS_SUFFIX}", runs.to_csv(index=False))
     atomic_write_text(Path(out) / TRAJECTORY_FILE, trajectory.to_csv(index=False))
-    return plain(
-        {
-            **_basics(spec),
-            "loss_zero": spec.loss_zero,
-            "trajectory_lr": lr,
-            "at_zero": scales_at(lr, 0),
-            "at_target": at_target,
-            "optimum": vars(optimum),
-        }
-    )
-
-
-def _excess(spec: Spectrum, lr: float, step: int) -> float:
-    return float(gd_excess(spec, lr, step))
+    at = {"at_zero": scales_at(lr, 0), "at_target": at_target, "optimum": vars(optimum)}
+    return plain({**_basics(spec), "loss_zero": spec.loss_zero, "trajectory_lr": lr, **at})
 
 
 def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     """The job of ``scaling/floor``: the noise-floor predictions of every configuration."""
-    spec, model = _spectrum(params["dataset"]), _floor_model(params["dataset"])
+    spec, model = moments(params["dataset"])
     rows = []
     for task, cell, lr, batch_size, iterations in params["configurations"]:
-        settings = {"lr": lr, "batch_size": batch_size}
-        rows.append(
-            {
-                "task": task,
-                "cell": cell,
-                **settings,
-                "iterations": iterations,
-                "gd_excess": _excess(spec, lr, iterations),
-                "first_order": noise_floor.first_order_excess(model, **settings),
-                "stationary": noise_floor.stationary_excess(model, **settings),
-                "predicted": math.nan,
-            }
+        first, stationary = (
+            excess(model, lr=lr, batch_size=batch_size)
+            for excess in (noise_floor.first_order_excess, noise_floor.stationary_excess)
         )
+        gd = float(gd_excess(spec, lr, iterations))
+        row = [task, cell, lr, batch_size, iterations, gd, first, stationary, math.nan]
+        rows.append(dict(zip(FLOOR_COLUMNS, row, strict=True)))
     # The recursion of every batch size of one (lr, iterations) at once; above 2 / lambda_max
     # gradient descent (the mean of SGD) itself diverges and nothing is predicted.
     groups: dict[tuple[float, int], list[dict]] = {}
-    for row in rows:
-        if row["lr"] < spec.lr_max:
-            groups.setdefault((row["lr"], row["iterations"]), []).append(row)
+    for entry in rows:
+        if entry["lr"] < spec.lr_max:
+            groups.setdefault((entry["lr"], entry["iterations"]), []).append(entry)
     curves = []
     for (lr, iterations), members in groups.items():
         sizes = {r["batch_size"] for r in members}
@@ -343,8 +244,8 @@ def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         ordered = sorted(sizes)
         values = noise_floor.excess_after(model, lr=lr, batch_size=ordered, iterations=iterations)
         predicted = dict(zip(ordered, np.atleast_1d(values).tolist(), strict=True))
-        for row in members:
-            row["predicted"] = predicted[row["batch_size"]]
+        for entry in members:
+            entry["predicted"] = predicted[entry["batch_size"]]
         if any(r["task"] == CURVE_TASK for r in members):
             curves += [[lr, iterations, b, predicted[b]] for b in ordered]
     table = pd.DataFrame(rows, columns=FLOOR_COLUMNS)
@@ -357,36 +258,16 @@ def floor_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
 
 @dataclass
 class Scaling:
-    """The scaling experiment of a build, as ``load_scaling`` reads it.
+    """The scaling experiment of a build (a failed product's tables empty)."""
 
-    Attributes
-    ----------
-    runs : DataFrame
-        Every SGD run of every batch size (``RUN_COLUMNS``, ``steps_<i>``).
-    gd : DataFrame
-        Gradient descent's exact steps per lr (lr, ``steps_<i>``).
-    trajectory : DataFrame
-        The noise scales along gradient descent (``TRAJECTORY_COLUMNS``).
-    floor : DataFrame
-        The noise-floor predictions (``FLOOR_COLUMNS``).
-    floor_curves : DataFrame
-        The prediction after t steps against the batch size (``CURVE_COLUMNS``).
-    predicted : DataFrame
-        The predicted steps to each target per batch size and rate (``predicted_columns``).
-    records : dict
-        Product stem -> its record (params, wall_seconds, the fields the jobs return).
-    failed : dict
-        Product stem -> error, for the failed products.
-    """
-
-    runs: pd.DataFrame
-    gd: pd.DataFrame
-    trajectory: pd.DataFrame
-    floor: pd.DataFrame
-    floor_curves: pd.DataFrame
-    predicted: pd.DataFrame
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
+    runs: pd.DataFrame  # every SGD run of every batch size (RUN_COLUMNS, steps_<i>)
+    gd: pd.DataFrame  # gradient descent's exact steps per lr (lr, steps_<i>)
+    trajectory: pd.DataFrame  # the noise scales along gradient descent (TRAJECTORY_COLUMNS)
+    floor: pd.DataFrame  # the noise-floor predictions (FLOOR_COLUMNS)
+    floor_curves: pd.DataFrame  # the prediction against the batch size (CURVE_COLUMNS)
+    predicted: pd.DataFrame  # predicted steps per batch size and rate (predicted_columns)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # stem -> record
+    failed: dict[str, str] = field(default_factory=dict)  # stem -> error of a failed product
 
     @property
     def params(self) -> dict[str, Any]:
@@ -404,13 +285,7 @@ class Scaling:
 
 
 def load_scaling(directory: str | Path, batch_sizes: list[int]) -> Scaling:
-    """The products in ``directory`` (``results/scaling/`` of a build) for ``batch_sizes``.
-
-    Raises
-    ------
-    FileNotFoundError
-        When a record is missing.
-    """
+    """The products in ``directory``; FileNotFoundError when a record is missing."""
     directory = Path(directory)
     stems = [f"bs{b}" for b in batch_sizes] + [GD, FLOOR, PREDICTED]
     records = {}

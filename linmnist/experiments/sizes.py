@@ -1,17 +1,10 @@
 """Task 5 over a fine grid of training-set sizes N': least squares, SGD, and their predictions.
 
-The ``[sizes]`` section of the grid configuration lists the sizes ``n_prime`` (dense around the
-784 inputs) and the ``seeds``; SGD runs at Task 5's budget (the ``[subset]`` task's lr, batch
-size and iterations). One product per size, ``sizes/n<N'>`` (``size_job``), writes
-``n<N'>.sizes.csv``: for each seed's subset S' (``draw_subset``, as in Task 5),
-
-* the minimum-norm least-squares fit of S' (the W* of its spectrum, ``analysis.optimum_metrics``),
-  the point SGD from W = 0 converges to: its loss on S', its test loss and test accuracy;
-* SGD at the budget, measured: the same three after its last iteration;
-* SGD at the budget, predicted from the images of S' before the run
-  (``prediction.expected_losses``): its expected loss on S' and test loss.
-
-``load_sizes`` reads them back.
+The ``[sizes]`` section lists the sizes ``n_prime`` and the ``seeds``; SGD runs at Task 5's
+budget (the ``[subset]`` task's lr, batch size and iterations). ``sizes/n<N'>`` (``size_job``)
+writes ``n<N'>.sizes.csv``: per seed's subset S' (``draw_subset``, as in Task 5), the loss on
+S', test loss and test accuracy of its minimum-norm least-squares fit (``optimum_metrics``) and
+of SGD after the budget, and SGD's expected losses predicted from the images of S'.
 """
 
 from __future__ import annotations
@@ -28,9 +21,9 @@ from linmnist.engine.prediction import expected_losses, held_out
 from linmnist.engine.sgd import draw_subset, train
 from linmnist.engine.validation import UsageError, check_int
 from linmnist.experiments.cells import moments, prepared, shared_evaluator
-from linmnist.experiments.grids import Cell, section
+from linmnist.experiments.grids import Cell, distinct, section
 from linmnist.experiments.paths import results_dir
-from linmnist.experiments.products import Product
+from linmnist.experiments.products import Product, result_product
 from linmnist.experiments.results import atomic_write_text, read_record
 
 GROUP = "sizes"
@@ -41,12 +34,6 @@ SIZE_COLUMNS = [
 ]  # fmt: skip
 
 
-def _distinct_ints(label: str, values: Any, low: int) -> list[int]:
-    if not isinstance(values, list) or not values or len(set(values)) != len(values):
-        raise UsageError(f"{label} must be a non-empty list of distinct integers, got {values!r}")
-    return [check_int(label, v, low=low) for v in values]
-
-
 def sizes_products(
     build: Path,
     dataset: str,
@@ -55,28 +42,23 @@ def sizes_products(
     config: str | Path | None = None,
     profile: str | None = None,
 ) -> list[Product]:
-    """One product per size of the ``[sizes]`` section (none without it, or without the
-    ``subset`` task whose budget SGD runs at)."""
+    """One product per size of the ``[sizes]`` section (with the ``subset`` task)."""
     raw = section(config, GROUP, profile=profile)
     if not raw or not grids.get("subset"):
         return []
     unknown = sorted(set(raw) - {"n_prime", "seeds"})
     if unknown or not {"n_prime", "seeds"} <= set(raw):
         raise UsageError(f"sizes: the keys are n_prime and seeds, got {sorted(raw)}")
-    sizes = _distinct_ints("sizes.n_prime", raw["n_prime"], 1)
-    seeds = _distinct_ints("sizes.seeds", raw["seeds"], 0)
+    sizes, seeds = (
+        distinct(f"sizes.{k}", raw[k], lambda n, v, low=low: check_int(n, v, low=low), "integers")
+        for k, low in (("n_prime", 1), ("seeds", 0))
+    )
     budget = {k: grids["subset"][0].params[k] for k in ("lr", "batch_size", "iterations")}
-    return [
-        Product(
-            name=f"{GROUP}/n{n}",
-            directory=results_dir(build) / GROUP,
-            stem=f"n{n}",
-            job="linmnist.experiments.sizes:size_job",
-            params={"dataset": dataset, "n_prime": n, "seeds": seeds, **budget},
-            outputs=(f"n{n}{SUFFIX}",),
-        )
-        for n in sorted(sizes, reverse=True)  # the largest first: a build's last jobs are short
-    ]
+    products, job = [], f"{__name__}:size_job"
+    for n in sorted(sizes, reverse=True):  # the largest first: a build's last jobs are short
+        params = {"dataset": dataset, "n_prime": n, "seeds": seeds, **budget}
+        products.append(result_product(build, GROUP, f"n{n}", job, params, [f"n{n}{SUFFIX}"]))
+    return products
 
 
 @functools.cache
@@ -129,8 +111,7 @@ def size_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
 
 
 def load_sizes(build: Path, sizes: list[int]) -> pd.DataFrame:
-    """Every row of the ok products ``sizes/n<N'>`` of ``sizes`` in the build ``build``
-    (their records must exist); a failed product's rows are missing."""
+    """The rows of the ok products ``sizes/n<N'>`` of ``sizes`` in ``build``."""
     directory = results_dir(build) / GROUP
     frames = [
         pd.read_csv(directory / f"n{n}{SUFFIX}")
@@ -138,6 +119,3 @@ def load_sizes(build: Path, sizes: list[int]) -> pd.DataFrame:
         if read_record(directory / f"n{n}.json")["status"] == "ok"
     ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIZE_COLUMNS)
-
-
-__all__ = ["SIZE_COLUMNS", "load_sizes", "size_job", "sizes_products"]

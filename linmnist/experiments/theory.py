@@ -1,21 +1,10 @@
-"""SGD's learning curves and instability edges, predicted from the data alone, as a product.
+"""SGD's learning curves and instability edges, predicted from the data alone, as products.
 
-``theory/<task>`` (``curves_job``) needs no run: from the images it predicts
-(``linmnist.engine.prediction``) the expected training and test loss, at every iteration, of
-each configuration of the Task 3 grid, the stability sweep and Task 5 (there, the mean of the
-predictions for each seed's own subset S'), and (``noise_floor.largest_stable_lr``) the lr
-above which SGD's second moment grows without bound, for each batch size. Its files, in
-``results/theory/`` of a build:
-
-* ``<task>.curves.csv``: task, cell, batch_size, iteration, train_loss, test_loss (inf where
-  the prediction diverges);
-* ``edges.csv`` (made by ``theory/stability``): batch_size, lr_edge, and lr_gd = 2 / lambda_max
-  (gradient descent's edge), for every batch size of the grid, the sweep and the edge runs;
-* ``optimum.csv`` (made by ``theory/subset``): n_prime, seed, and the training loss, accuracy
-  on S' and test accuracy of the least-squares fit of each seed's subset S' (its W*, the point
-  SGD from W = 0 converges to).
-
-``load_theory`` reads them back into a ``Theory``.
+``theory/<task>`` (``curves_job``) writes into ``results/theory/`` ``<task>.curves.csv``, the
+expected training and test loss at every iteration of each configuration of ``TASKS`` (for
+Task 5 the mean over the seeds' subsets S'), and, for ``EDGES_TASK``, ``edges.csv`` (the
+predicted edge of every batch size), for ``OPTIMUM_TASK``, ``optimum.csv`` (the least-squares
+fit of each subset S'). ``load_theory`` reads them back.
 """
 
 from __future__ import annotations
@@ -28,14 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linmnist.engine import noise_floor
 from linmnist.engine.analysis import quadratic_metrics
+from linmnist.engine.noise_floor import largest_stable_lr
 from linmnist.engine.prediction import CURVE_COLUMNS, HeldOut, expected_losses, held_out
 from linmnist.engine.sgd import draw_subset
 from linmnist.experiments.cells import moments, prepared
 from linmnist.experiments.grids import Cell
 from linmnist.experiments.paths import results_dir
-from linmnist.experiments.products import Product
+from linmnist.experiments.products import Product, result_product
 from linmnist.experiments.results import atomic_write_text, read_record
 
 GROUP = "theory"
@@ -50,30 +39,20 @@ EXTRA_OUTPUTS = {EDGES_TASK: (EDGES_FILE,), OPTIMUM_TASK: (OPTIMUM_FILE,)}
 
 
 def theory_products(build: Path, dataset: str, grids: dict[str, list[Cell]]) -> list[Product]:
-    """One product ``theory/<task>`` per task of ``TASKS`` in ``grids`` (they run in parallel);
-    the edges cover every batch size of the grid, the sweep and the edge runs."""
+    """One product ``theory/<task>`` per task of ``TASKS`` in ``grids``."""
     edge_sizes = sorted(
         {c.params["batch_size"] for t in ("grid", "stability", "edge") for c in grids.get(t, [])}
     )
-    return [
-        Product(
-            name=f"{GROUP}/{task}",
-            directory=results_dir(build) / GROUP,
-            stem=task,
-            job="linmnist.experiments.theory:curves_job",
-            params={
-                "dataset": dataset,
-                "configurations": [
-                    {"task": task, "cell": cell.name, **_settings(cell.params)}
-                    for cell in grids[task]
-                ],
-                **({"edge_batch_sizes": edge_sizes} if task == EDGES_TASK else {}),
-            },
-            outputs=(f"{task}{CURVES_SUFFIX}", *EXTRA_OUTPUTS.get(task, ())),
+    products = []
+    for task in (t for t in TASKS if grids.get(t)):
+        confs = [{"task": task, "cell": c.name, **_settings(c.params)} for c in grids[task]]
+        params = {"dataset": dataset, "configurations": confs}
+        params |= {"edge_batch_sizes": edge_sizes} if task == EDGES_TASK else {}
+        outputs = (f"{task}{CURVES_SUFFIX}", *EXTRA_OUTPUTS.get(task, ()))
+        products.append(
+            result_product(build, GROUP, task, f"{__name__}:curves_job", params, outputs)
         )
-        for task in TASKS
-        if grids.get(task)
-    ]
+    return products
 
 
 def _settings(params: dict[str, Any]) -> dict[str, Any]:
@@ -83,18 +62,15 @@ def _settings(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _curves(dataset: str, test: HeldOut, confs: list[dict[str, Any]]) -> pd.DataFrame:
-    """The predicted curves of configurations that share lr and iterations, at every
-    iteration: one prediction for all their batch sizes, or, for Task 5, the mean of the
-    predictions for each seed's subset S'."""
+    """The predicted curves of a group (for Task 5 the mean over its seeds' subsets)."""
     first = confs[0]
     settings = {"lr": first["lr"], "iterations": np.arange(first["iterations"]), "test": test}
     if "n_prime" not in first:
         sizes = [conf["batch_size"] for conf in confs]
         frame = expected_losses(*moments(dataset), batch_size=sizes, **settings)
-        names = {conf["batch_size"]: (conf["task"], conf["cell"]) for conf in confs}
+        named = {conf["batch_size"]: conf for conf in confs}
         return frame.assign(
-            task=frame["batch_size"].map(lambda b: names[b][0]),
-            cell=frame["batch_size"].map(lambda b: names[b][1]),
+            **{k: frame["batch_size"].map(lambda b, k=k: named[b][k]) for k in ("task", "cell")}
         )
     (conf,) = confs
     curves = [
@@ -107,8 +83,7 @@ def _curves(dataset: str, test: HeldOut, confs: list[dict[str, Any]]) -> pd.Data
 
 
 def _groups(configurations: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """The configurations predicted together: those of one task with the same lr and
-    iterations (and distinct batch sizes); each Task 5 configuration alone."""
+    """The configurations predicted together (of one task, lr and iterations)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for i, conf in enumerate(configurations):
         alone = "n_prime" in conf
@@ -118,9 +93,7 @@ def _groups(configurations: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def _optima(dataset: str, configurations: list[dict[str, Any]]) -> pd.DataFrame:
-    """The ``OPTIMUM_COLUMNS`` of the least-squares fit of each seed's subset S' of the Task 5
-    ``configurations`` (their W*, from the spectra and the subsets the predictions used):
-    all fits scored on the test set in one pass over it."""
+    """The least-squares fit of each seed's subset S' (``OPTIMUM_COLUMNS``)."""
     _, Y, X_test, Y_test = prepared(dataset)
     keys = sorted({(c["n_prime"], s) for c in configurations for s in c["seeds"]})
     rows, fits = [], []
@@ -136,7 +109,7 @@ def _optima(dataset: str, configurations: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of ``theory/<task>``: ``<task>.curves.csv`` (and ``edges.csv``, module docstring)."""
+    """The job of ``theory/<task>`` (module docstring)."""
     dataset = params["dataset"]
     _, _, X_test, Y_test = prepared(dataset)
     test = held_out(X_test, Y_test)
@@ -147,9 +120,7 @@ def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     spec, model = moments(dataset)
     if stem == EDGES_TASK:
         sizes = params["edge_batch_sizes"]
-        edges = [
-            [b, noise_floor.largest_stable_lr(model, batch_size=b), spec.lr_max] for b in sizes
-        ]
+        edges = [[b, largest_stable_lr(model, batch_size=b), spec.lr_max] for b in sizes]
         frame = pd.DataFrame(edges, columns=EDGE_COLUMNS)
         atomic_write_text(Path(out) / EDGES_FILE, frame.to_csv(index=False))
     if stem == OPTIMUM_TASK:
@@ -160,19 +131,7 @@ def curves_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
 
 @dataclass
 class Theory:
-    """The predictions of a build, as ``load_theory`` reads them.
-
-    Attributes
-    ----------
-    curves : DataFrame
-        task, cell, iteration, train_loss, test_loss.
-    edges : DataFrame
-        batch_size, lr_edge (the predicted instability edge), lr_gd (2 / lambda_max).
-    optimum : DataFrame
-        ``OPTIMUM_COLUMNS``: the least-squares fit of each Task 5 seed's subset S'.
-    error : str or None
-        Why products failed (their rows are then missing).
-    """
+    """The predictions of a build; ``error`` says why products failed."""
 
     curves: pd.DataFrame
     edges: pd.DataFrame
@@ -197,6 +156,3 @@ def load_theory(build: Path, tasks: Sequence[str]) -> Theory:
             optimum = pd.read_csv(directory / OPTIMUM_FILE)
     frame = pd.concat(curves) if curves else pd.DataFrame(columns=["task", "cell", *CURVE_COLUMNS])
     return Theory(curves=frame, edges=edges, optimum=optimum, error="; ".join(errors) or None)
-
-
-__all__ = ["Theory", "curves_job", "load_theory", "theory_products"]

@@ -10,6 +10,7 @@ import pytest
 
 from linmnist.engine.sgd import train
 from linmnist.engine.spectrum import spectrum
+from linmnist.experiments import cells as cells_module
 from linmnist.experiments import scaling
 from linmnist.experiments.cells import final_excesses
 from linmnist.experiments.grids import Cell
@@ -54,7 +55,8 @@ def scaling_build(tmp: Path, synthetic):
     ]
     products = scaling.scaling_products(tmp, dataset, config=config, grids={"grid": cells})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(scaling, "prepared", lambda name: (X, Y, None, None))
+        for module in (scaling, cells_module):
+            patch.setattr(module, "prepared", lambda name: (X, Y, None, None))
         for product in products:
             outcome = make_product(product, {})
             assert outcome.status == "ok", outcome.error
