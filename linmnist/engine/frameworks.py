@@ -152,7 +152,7 @@ def train_torch(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -
     (and at the last); a run that diverges stops there with ``diverged_at`` set.
     """
     run = _validate(X, Y, loss=loss, evaluator=evaluator, **arguments)
-    return _loop(run, "torch", *_torch_steps(run), evaluator)
+    return _loop(run, "torch", *_torch_steps(run), evaluator)  # type: ignore[call-arg]
 
 
 def _torch_steps(run: _Run):
@@ -220,7 +220,7 @@ def train_keras(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -
         # train_on_batch converts its logs with np.array(tensor), which numpy >= 2.4 flags
         # for torch tensors (their __array__ has no copy keyword); harmless here.
         warnings.filterwarnings("ignore", _NO_COPY_KEYWORD, DeprecationWarning)
-        return _loop(run, "keras", *_keras_steps(run), evaluator)
+        return _loop(run, "keras", *_keras_steps(run), evaluator)  # type: ignore[call-arg]
 
 
 def _keras_steps(run: _Run):
