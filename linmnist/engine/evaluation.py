@@ -127,16 +127,10 @@ def with_bias_row(X: np.ndarray, bias: bool) -> np.ndarray:
     return np.vstack([X, np.ones((1, X.shape[1]), dtype=X.dtype)])
 
 
-def evaluate_trajectory(
-    Ws: np.ndarray,
-    X: np.ndarray,
-    Y: np.ndarray,
-    X_test: np.ndarray | None = None,
-    Y_test: np.ndarray | None = None,
-    *,
-    bs: np.ndarray | None = None,
-    iterations: np.ndarray | None = None,
-) -> pd.DataFrame:
+def evaluate_trajectory(Ws: np.ndarray, X: np.ndarray, Y: np.ndarray,
+                        X_test: np.ndarray | None = None, Y_test: np.ndarray | None = None, *,
+                        bs: np.ndarray | None = None, iterations: np.ndarray | None = None
+) -> pd.DataFrame:  # fmt: skip
     """The history (``HISTORY_COLUMNS``) of the weights Ws (T, 10, D), exactly as a float64
     evaluation gives it; ``bs`` (T, 10) biases of a model W x + b, ``iterations`` the rows'
     numbers (default 0..T-1); the data as for ``train``."""
@@ -293,12 +287,9 @@ class Evaluator:
         float64_correct(Ws, train, test, steps, cols, self.labels[cols], out)
         return out
 
-    def history(
-        self,
-        Ws: np.ndarray,
-        iterations: np.ndarray,
-        updates: tuple[np.ndarray, np.ndarray, float] | None = None,
-    ) -> pd.DataFrame:
+    def history(self, Ws: np.ndarray, iterations: np.ndarray,
+                updates: tuple[np.ndarray, np.ndarray, float] | None = None
+    ) -> pd.DataFrame:  # fmt: skip
         """Metrics of the weights Ws (T, 10, D) recorded at ``iterations``; ``updates`` =
         (errors E_t (T, 10, B), batches (T, B), lr / B) of every iteration: incremental scores."""
         with self.stream(None if updates is None else updates[2]) as stream:

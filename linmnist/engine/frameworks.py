@@ -99,13 +99,9 @@ def _torch_threads() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _loop(
-    run: _Run,
-    framework: str,
-    step: Callable[[np.ndarray], None],
-    weights: Callable[[], tuple[np.ndarray, np.ndarray | None]],
-    evaluator: Evaluator | None,
-) -> FrameworkResult:
+def _loop(run: _Run, framework: str, step: Callable[[np.ndarray], None],
+          weights: Callable[[], tuple[np.ndarray, np.ndarray | None]], evaluator: Evaluator | None
+) -> FrameworkResult:  # fmt: skip
     """``step(idx)`` on every batch with the engine's divergence rule, recording and evaluation;
     ``weights()`` copies the current (W, b) (b None without a bias)."""
     t_start = time.perf_counter()

@@ -51,20 +51,11 @@ def check_rates(lrs) -> list[float]:
     return rates
 
 
-def train_rates(
-    X: np.ndarray,
-    Y: np.ndarray,
-    *,
-    lrs: Sequence[float],
-    batch_size: int,
-    iterations: int,
-    seed: int = 0,
-    X_test: np.ndarray | None = None,
-    Y_test: np.ndarray | None = None,
-    eval_every: int = 1,
-    evaluator: Evaluator | None = None,
-    accuracy: str = "every",
-) -> list[TrainResult]:
+def train_rates(X: np.ndarray, Y: np.ndarray, *, lrs: Sequence[float], batch_size: int,
+                iterations: int, seed: int = 0, X_test: np.ndarray | None = None,
+                Y_test: np.ndarray | None = None, eval_every: int = 1,
+                evaluator: Evaluator | None = None, accuracy: str = "every"
+) -> list[TrainResult]:  # fmt: skip
     """One ``TrainResult`` per rate of ``lrs``: ``sgd.train``'s runs (float32, no bias), trained
     side by side. ``seconds`` is a run's share of each step it took part in, plus its scoring."""
     start = time.perf_counter()
@@ -170,6 +161,3 @@ def _descend_together(
                 if not live:
                     break
     return seconds
-
-
-__all__ = ["check_rates", "train_rates"]

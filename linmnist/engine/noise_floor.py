@@ -159,14 +159,9 @@ def sigma_trajectory(
     return steps, mean - np.sum((delta * model.lam) ** 2, axis=1)
 
 
-def noise_covariance(
-    model: FloorModel,
-    *,
-    lr: float,
-    batch_size: int | Sequence[int],
-    steps: Sequence[int] | np.ndarray,
-    sigma: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
+def noise_covariance(model: FloorModel, *, lr: float, batch_size: int | Sequence[int],
+                     steps: Sequence[int] | np.ndarray,
+                     sigma: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
     """c(t) (len(steps), K, batch sizes) after each of ``steps`` (ascending, >= 0) of the
     recursion from c(0) = 0, the batch sizes side by side; ``sigma`` is
     ``sigma_trajectory(model, lr=lr, iterations=max(steps))`` (computed if None). An
@@ -199,14 +194,9 @@ def noise_covariance(
     return out
 
 
-def excess_after(
-    model: FloorModel,
-    *,
-    lr: float,
-    batch_size: int | Sequence[int],
-    iterations: int,
-    sigma: tuple[np.ndarray, np.ndarray] | None = None,
-) -> float | np.ndarray:
+def excess_after(model: FloorModel, *, lr: float, batch_size: int | Sequence[int], iterations: int,
+                 sigma: tuple[np.ndarray, np.ndarray] | None = None
+) -> float | np.ndarray:  # fmt: skip
     """0.5 sum lam_k c_k(t) after ``iterations`` steps of ``noise_covariance``'s recursion (an
     array for a sequence of batch sizes; inf where it overflows)."""
     iterations = check_int("iterations", iterations, low=1)
@@ -229,16 +219,3 @@ def largest_stable_lr(model: FloorModel, *, batch_size: int) -> float:
     root = 1.0 / np.sqrt(model.lam)
     L2 = (1.0 - 1.0 / b) * np.diag(model.lam**2) + model.Q / b
     return 2.0 / float(np.linalg.eigvalsh(root[:, None] * L2 * root[None, :])[-1])
-
-
-__all__ = [
-    "CHECKPOINTS",
-    "FloorModel",
-    "excess_after",
-    "first_order_excess",
-    "floor_model",
-    "largest_stable_lr",
-    "noise_covariance",
-    "sigma_trajectory",
-    "stationary_excess",
-]

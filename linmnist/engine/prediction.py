@@ -50,15 +50,9 @@ def held_out(X_test: np.ndarray, Y_test: np.ndarray) -> HeldOut:
     return HeldOut(S=S, C=C, loss_zero=loss_zero)
 
 
-def expected_losses(
-    spec: Spectrum,
-    model: FloorModel,
-    *,
-    lr: float,
-    batch_size: int | Sequence[int],
-    iterations: Sequence[int],
-    test: HeldOut | None = None,
-) -> pd.DataFrame:
+def expected_losses(spec: Spectrum, model: FloorModel, *, lr: float,
+                    batch_size: int | Sequence[int], iterations: Sequence[int],
+                    test: HeldOut | None = None) -> pd.DataFrame:  # fmt: skip
     """The expected training (and ``test``) loss of SGD from W = 0 at each of ``iterations``
     (0-based, ascending, as in a history), for one batch size or several together: a frame
     of ``CURVE_COLUMNS``, batch size after batch size; inf where the prediction diverges,
@@ -119,15 +113,9 @@ def _gd_test_loss(spec: Spectrum, S: np.ndarray, C: np.ndarray, lr: float, steps
     return 0.5 * np.einsum("tk,tk->t", P @ A, P) - P @ b
 
 
-def expected_excess(
-    spec: Spectrum,
-    model: FloorModel,
-    *,
-    lr: float,
-    batch_size: int,
-    iterations: int,
-    sigma: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
+def expected_excess(spec: Spectrum, model: FloorModel, *, lr: float, batch_size: int,
+                    iterations: int, sigma: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:  # fmt: skip
     """E[L(W_t)] - L* after t = 1 .. ``iterations`` updates of SGD from W = 0, one batch size.
 
     ``expected_losses``' approximation (``sigma`` by default ``sigma_trajectory(model, lr=lr,
@@ -179,16 +167,10 @@ def _excess_steps(mu, source, weight, checkpoints, factor, gd_weight, out):  # p
 heal_on_damage(_excess_steps)
 
 
-def predicted_steps(
-    spec: Spectrum,
-    model: FloorModel,
-    *,
-    lr: float,
-    batch_size: int,
-    targets: Sequence[float],
-    max_steps: int,
-    sigma: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[int | None, ...]:
+def predicted_steps(spec: Spectrum, model: FloorModel, *, lr: float, batch_size: int,
+                    targets: Sequence[float], max_steps: int,
+                    sigma: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[int | None, ...]:  # fmt: skip
     """Per target (decreasing), the first step at which SGD's expected excess is at or below
     it, None when not within ``predicted_horizon`` (``sigma`` then
     ``sigma_trajectory(model, lr=lr, iterations=predicted_horizon(...))``)."""
@@ -209,15 +191,3 @@ def predicted_horizon(spec: Spectrum, *, lr: float, target: float, max_steps: in
     max_steps = check_int("max_steps", max_steps, low=1)
     gd = gd_steps_to(spec, lr, target, max_steps=max_steps)
     return max_steps if gd is None else max(1, min(max_steps, HORIZON_FACTOR * gd))
-
-
-__all__ = [
-    "CURVE_COLUMNS",
-    "HORIZON_FACTOR",
-    "HeldOut",
-    "expected_excess",
-    "expected_losses",
-    "held_out",
-    "predicted_horizon",
-    "predicted_steps",
-]

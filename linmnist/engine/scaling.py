@@ -154,15 +154,8 @@ def _excesses(data: TargetData, D, M, rows, step, limit, last) -> np.ndarray:
     return np.asarray(excesses)
 
 
-def steps_to_target(
-    data: TargetData,
-    *,
-    lr: float,
-    batch_size: int,
-    targets: Sequence[float],
-    seed: int = 0,
-    max_steps: int = 100_000,
-) -> TargetRun:
+def steps_to_target(data: TargetData, *, lr: float, batch_size: int, targets: Sequence[float],
+                    seed: int = 0, max_steps: int = 100_000) -> TargetRun:  # fmt: skip
     """SGD from W = 0 until the excess loss reaches every one of ``targets`` (decreasing)."""
     start = time.perf_counter()
     a, b = check_number("lr", lr, low=0, low_open=True), check_int("batch_size", batch_size, low=1)
@@ -218,15 +211,8 @@ def target_columns(n_targets: int) -> list[str]:
     return [f"steps_{i}" for i in range(n_targets)]
 
 
-def search_lr(
-    data: TargetData,
-    *,
-    batch_size: int,
-    lrs: Sequence[float],
-    seeds: Sequence[int],
-    targets: Sequence[float],
-    max_steps: int,
-) -> pd.DataFrame:
+def search_lr(data: TargetData, *, batch_size: int, lrs: Sequence[float], seeds: Sequence[int],
+              targets: Sequence[float], max_steps: int) -> pd.DataFrame:  # fmt: skip
     """Every seed at each of ``lrs`` (descending) until past the best rate; one row per run,
     ``RUN_COLUMNS`` and ``steps_<i>`` per target (NaN: not reached)."""
     targets, lrs = _check_targets(targets), _check_rates(lrs)
@@ -252,16 +238,10 @@ def search_lr(
     return pd.DataFrame(rows, columns=columns).astype({c: float for c in columns[7:]})
 
 
-def predict_search(
-    spec: Spectrum,
-    model: FloorModel,
-    *,
-    batch_size: int,
-    lrs: Sequence[float],
-    targets: Sequence[float],
-    max_steps: int,
-    sigmas: dict[float, tuple[np.ndarray, np.ndarray]] | None = None,
-) -> pd.DataFrame:
+def predict_search(spec: Spectrum, model: FloorModel, *, batch_size: int, lrs: Sequence[float],
+                   targets: Sequence[float], max_steps: int,
+                   sigmas: dict[float, tuple[np.ndarray, np.ndarray]] | None = None
+) -> pd.DataFrame:  # fmt: skip
     """``search_lr``'s search on the predicted steps (``prediction.predicted_steps``), from the
     first rate below the predicted instability edge (``noise_floor.largest_stable_lr``) until
     one whose steps exceed the best for every target; one row per rate (``predicted_columns``).
@@ -347,23 +327,3 @@ def floor_ratio(start: float, target: float) -> float:
         low, high = (mid, high) if mid / (1 - mid) + math.log1p(-mid) < log_r else (low, mid)
     share = 0.5 * (low + high)
     return (log_r - math.log1p(-share)) / (share * log_r)
-
-
-__all__ = [
-    "floor_ratio",
-    "CAP_FACTOR",
-    "DIRECT_FROM",
-    "PAST_FACTOR",
-    "RUN_COLUMNS",
-    "Hyperbola",
-    "TargetData",
-    "TargetRun",
-    "fit_hyperbola",
-    "lr_grid",
-    "predict_search",
-    "predicted_columns",
-    "search_lr",
-    "steps_to_target",
-    "target_columns",
-    "target_data",
-]

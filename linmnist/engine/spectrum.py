@@ -178,15 +178,3 @@ def gd_steps_to(spec: Spectrum, lr: float, target: float, *, max_steps: int = 10
         mid = (low + high) // 2
         low, high = (mid, high) if gd_excess(spec, lr, mid)[()] > target else (low, mid)
     return high
-
-
-__all__ = [
-    "Spectrum",
-    "excess_loss",
-    "excess_over_gd",
-    "gd_excess",
-    "gd_steps_to",
-    "gd_weights",
-    "second_moments",
-    "spectrum",
-]
