@@ -107,11 +107,8 @@ def compare(X, Y, X_test, Y_test, *, lr: float = LR, batch_size: int, iterations
 
 def agrees(result: dict) -> bool:
     """Whether the engine reproduced the naive run: its weights, accuracies and loss."""
-    return (
-        result["same_weights"]
-        and result["identical_accuracy"]
-        and result["max_loss_rel_err"] <= LOSS_RTOL
-    )
+    same = result["same_weights"] and result["identical_accuracy"]
+    return same and result["max_loss_rel_err"] <= LOSS_RTOL
 
 
 def table(results: list[dict], peaks: list[float]) -> str:

@@ -429,35 +429,30 @@ def acquire_seconds() -> float:
 
 def _acquire(name: str, path: Path, where: str) -> Dataset:
     """The first verified copy a source gives, within ``acquire_seconds()`` overall."""
-    seconds = acquire_seconds()
+    seconds, reasons = acquire_seconds(), []
     token = _deadline.set(time.monotonic() + seconds)
     try:
-        return _first_verified(name, path, where, seconds)
+        for label, fetch in _sources(name):
+            if _remaining() <= 0:
+                reasons.append(f"{label}: not tried, the {seconds:g} s were spent")
+                continue
+            logger.info("%s: trying %s", name, label)
+            try:
+                data = _within(_remaining(), fetch, label)
+                verify(data, name)
+            except _Unavailable as exc:
+                reasons.append(f"{label}: {exc}")
+                logger.info("%s: %s unavailable: %s", name, label, exc)
+                continue
+            except VerificationError as exc:
+                reasons.append(f"{label}: rejected: {exc}")
+                warnings.warn(f"rejected {name} from {label}: {exc}", DataWarning, stacklevel=3)
+                continue
+            _cache_write(path, data, where)
+            logger.info("%s: verified copy from %s cached at %s", name, label, path)
+            return data
     finally:
         _deadline.reset(token)
-
-
-def _first_verified(name: str, path: Path, where: str, seconds: float) -> Dataset:
-    reasons = []
-    for label, fetch in _sources(name):
-        if _remaining() <= 0:
-            reasons.append(f"{label}: not tried, the {seconds:g} s were spent")
-            continue
-        logger.info("%s: trying %s", name, label)
-        try:
-            data = _within(_remaining(), fetch, label)
-            verify(data, name)
-        except _Unavailable as exc:
-            reasons.append(f"{label}: {exc}")
-            logger.info("%s: %s unavailable: %s", name, label, exc)
-            continue
-        except VerificationError as exc:
-            reasons.append(f"{label}: rejected: {exc}")
-            warnings.warn(f"rejected {name} from {label}: {exc}", DataWarning, stacklevel=3)
-            continue
-        _cache_write(path, data, where)
-        logger.info("%s: verified copy from %s cached at %s", name, label, path)
-        return data
     hint = (
         "install the Debian package (apt-get install dataset-fashion-mnist, which puts the IDX "
         f"files in {FASHION_DEBIAN_DIR}) or give Keras internet access"
@@ -484,7 +479,8 @@ def _cache_write(path: Path, data: Dataset, where: str) -> None:
 
 
 def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
-    keras_datasets = _keras_home() / "datasets"
+    keras_datasets = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+    keras_datasets /= "datasets"
     if name == "mnist":
         return [
             ("the Keras cache file", lambda: _read_keras_cache(keras_datasets / "mnist.npz")),
@@ -592,10 +588,6 @@ def _read_keras_cache(path: Path) -> Dataset:
             f"{KERAS_MNIST_SHA256[:16]}...: it is not Keras's mnist.npz; {move_aside(path)}"
         )
     return _read_npz(path)
-
-
-def _keras_home() -> Path:
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
 
 
 def _host_reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) -> bool:

@@ -169,8 +169,7 @@ class Evaluator:
         X = with_bias_row(X, bias)
         X_test = None if X_test is None else with_bias_row(X_test, bias)
         self.bias = bool(bias)
-        # (features including the bias row, training samples, test samples): what a run
-        # using this evaluator must match.
+        # (features with the bias row, training samples, test samples): a run must match it.
         self.shape = (X.shape[0], X.shape[1], 0 if X_test is None else X_test.shape[1])
         self.n = X.shape[1]
         self.has_test = X_test is not None
@@ -185,8 +184,7 @@ class Evaluator:
             *(() if X_test is None else (self._sources[2].T,)),
         )  # fmt: skip
         gram = cached("evaluator", self._key, __file__, lambda: _gram(X, Y, self.parts))
-        # Pixels that are zero in every training image add nothing to the loss; the
-        # per-iteration products skip them.
+        # Pixels zero in every training image add nothing to the loss: its products skip them.
         self.train_nonzero = gram["train_nonzero"]
         self.loss_rows = np.flatnonzero(self.train_nonzero)
         self.S, self.C, self.norms = gram["S"], gram["C"], gram["norms"]
@@ -228,8 +226,7 @@ class Evaluator:
         pos = np.searchsorted(active, self.loss_rows)
         S[np.ix_(pos, pos)] = self.S
         U = np.linalg.eigh(S)[1][:, ::-1][:, : min(PROJECTION_RANK, len(active))].copy()
-        # U on every feature (zero rows where no sample has one), applied to blocks of
-        # sample rows read in their stored order and converted to float64 exactly.
+        # U on every feature (zero rows where no sample has one), applied to blocks of rows.
         U_all = np.zeros((self.shape[0], U.shape[1]))
         U_all[active] = U
         coords = np.empty((len(self.labels), U.shape[1]))
@@ -320,8 +317,7 @@ class HistoryStream:
         self.step = step
         self.threads = _blas_threads()
         ev, threads = evaluator, self.threads
-        # One group of samples per thread and data part (train, test): its rows are a slice
-        # of one array, and its per-sample state slices of the arrays in ``state``.
+        # One group of samples per thread and data part (train, test): slices of its arrays.
         self.groups: list[tuple[Samples, slice]] = []
         start = 0
         for rows in ev.rows32:
@@ -339,9 +335,8 @@ class HistoryStream:
         self.anchor_rho2 = np.empty(0)
         # The anchors' projections A U (A, k, r) and their Gram matrices.
         self.anchor_proj = self.anchor_proj_gram = np.empty((0, 0, 0))
-        # Chunks left to score densely, and how many the next lazy chunk that scores more
-        # than DENSE_ABOVE of its samples buys (doubled each time: few probes when the
-        # weights move a lot, e.g. early in training or when evaluated every 10 steps).
+        # Chunks left to score densely, and how many the next lazy chunk scoring more than
+        # DENSE_ABOVE of its samples buys (doubled each time: few probes when weights move fast).
         self.dense_left, self.backoff = 1, 1
         self.W_ref = None  # incremental scores: the weights before the pending chunk
         self.pending: list[tuple] = []
@@ -409,16 +404,14 @@ class HistoryStream:
                 batches = np.stack([p[3] for p in self.pending])
                 self._incremental_scores(Ws, correct, uncertain, errors, batches)
                 self.W_ref = Ws[-1].astype(np.float64)
-            # The float64 re-scoring of the pairs the bound cannot decide, split over the
-            # threads (a pair reads a scattered sample row: memory-bound).
+            # The float64 re-scoring of the pairs the bound cannot decide, over the threads.
             steps, cols = np.divmod(np.flatnonzero(uncertain), uncertain.shape[1])
             if len(steps):
                 shares = np.array_split(np.arange(len(steps)), self.threads)
                 decided = self.pool.map(lambda q: ev._exact_correct(Ws, steps[q], cols[q]), shares)
                 correct[steps, cols] = np.concatenate(list(decided))
-            # The loss products split over the stream's threads, one BLAS thread each: a
-            # two-threaded product would leave BLAS's second thread spinning on a core for
-            # a while after it, slowing the kernels that run next.
+            # The loss products over the threads, one BLAS thread each (a two-threaded product
+            # leaves BLAS's second thread spinning after it, slowing the kernels that follow).
             losses = np.concatenate(self._share_rows(ev.losses, Ws))
         train, test = ev._accuracies(correct)
         self.parts.append((iterations, losses, train, test))

@@ -184,21 +184,6 @@ def _torch_steps(run: _Run):
     return step, weights
 
 
-def _import_keras():
-    """keras on the torch backend (set here unless keras is already imported)."""
-    if "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = "torch"
-    import keras
-
-    backend = keras.backend.backend()
-    if backend != "torch":
-        raise RuntimeError(
-            f"keras runs on the {backend!r} backend, but linmnist.engine.frameworks needs 'torch': "
-            "set KERAS_BACKEND=torch before keras is first imported"
-        )
-    return keras
-
-
 def train_keras(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -> FrameworkResult:
     """Train ``Dense(10, use_bias=bias, kernel_initializer="zeros")`` with ``keras.optimizers.SGD``,
     one ``train_on_batch`` per batch, as ``train_torch`` (same arguments and result).
@@ -220,8 +205,17 @@ def train_keras(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -
 
 
 def _keras_steps(run: _Run):
-    """``_loop``'s ``(step, weights)`` of a Keras ``Dense`` layer from zero and its SGD."""
-    keras = _import_keras()
+    """``_loop``'s ``(step, weights)`` of a Keras ``Dense`` layer from zero and its SGD, on the
+    torch backend (set here unless keras is already imported)."""
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "torch"
+    import keras
+
+    if (backend := keras.backend.backend()) != "torch":
+        raise RuntimeError(
+            f"keras runs on the {backend!r} backend, but linmnist.engine.frameworks needs 'torch': "
+            "set KERAS_BACKEND=torch before keras is first imported"
+        )
     Xr = np.ascontiguousarray(run.X.T, dtype=np.float32)
     Yr = np.ascontiguousarray(run.Y.T, dtype=np.float32)
 

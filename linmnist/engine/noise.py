@@ -91,12 +91,6 @@ def noise_scales(
     tr_sigma = mean_g2 - g2
     tr_h_sigma = float(r2 @ moments.xSx) / n - gHg
     zero = g2 <= ZERO_GRADIENT**2 * mean_g2
-    return NoiseScales(
-        tr_sigma=tr_sigma,
-        grad_norm=math.sqrt(g2),
-        gHg=gHg,
-        tr_h_sigma=tr_h_sigma,
-        b_simple=_ratio(tr_sigma, g2, zero),
-        b_noise=_ratio(tr_h_sigma, gHg, zero),
-        eps_max=math.nan if zero else g2 / gHg,
-    )
+    b_simple, b_noise = _ratio(tr_sigma, g2, zero), _ratio(tr_h_sigma, gHg, zero)
+    eps_max = math.nan if zero else g2 / gHg
+    return NoiseScales(tr_sigma, math.sqrt(g2), gHg, tr_h_sigma, b_simple, b_noise, eps_max)

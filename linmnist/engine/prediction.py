@@ -88,29 +88,22 @@ def expected_losses(spec: Spectrum, model: FloorModel, *, lr: float,
     )
 
 
-def _expected_test_loss(
-    spec: Spectrum, test: HeldOut, c: np.ndarray, lr: float, steps: np.ndarray
-) -> np.ndarray:
+def _expected_test_loss(spec: Spectrum, test: HeldOut, c, lr: float, steps) -> np.ndarray:
     """The expected test loss at every t of ``steps`` (rows) and batch size (columns) from
-    ``noise_covariance``'s c, the test moments in S's eigenbasis (on the pixels in use)."""
-    V = spec.V[:, spec.lam > 0]
-    rows = np.flatnonzero(np.any(V, axis=1))
-    V = V[rows]
-    S, C = V.T @ test.S[np.ix_(rows, rows)] @ V, test.C[:, rows] @ V
-    gd_test = _gd_test_loss(spec, S, C, lr, steps) + test.loss_zero
-    return gd_test[:, None] + 0.5 * np.einsum("tkb,k->tb", c, np.diag(S))
-
-
-def _gd_test_loss(spec: Spectrum, S: np.ndarray, C: np.ndarray, lr: float, steps) -> np.ndarray:
-    """L_test(mu_t) - L_test(0) at every t of ``steps`` from the test moments S, C in the
-    eigenbasis: 0.5 P_t A P_t - P_t b, P_t = 1 - (1 - lr lam)^t, A = (U*^T U*) * S and
-    b = sum_c U*_c C_c."""
+    ``noise_covariance``'s c and the test moments S, C in S's eigenbasis (on the pixels in use):
+    L_test(mu_t) - L_test(0) = 0.5 P_t A P_t - P_t b, P_t = 1 - (1 - lr lam)^t,
+    A = (U*^T U*) * S and b = sum_c U*_c C_c."""
     live = spec.lam > 0
-    U = spec.W_star @ spec.V[:, live]
+    V = spec.V[:, live]
+    rows = np.flatnonzero(np.any(V, axis=1))
+    Vr = V[rows]
+    S, C = Vr.T @ test.S[np.ix_(rows, rows)] @ Vr, test.C[:, rows] @ Vr
+    U = spec.W_star @ V
     A = (U.T @ U) * S
     b = np.sum(U * C, axis=0)
     P = 1.0 - (1.0 - lr * spec.lam[live])[None, :] ** steps[:, None].astype(np.float64)
-    return 0.5 * np.einsum("tk,tk->t", P @ A, P) - P @ b
+    gd_test = 0.5 * np.einsum("tk,tk->t", P @ A, P) - P @ b + test.loss_zero
+    return gd_test[:, None] + 0.5 * np.einsum("tkb,k->tb", c, np.diag(S))
 
 
 def expected_excess(spec: Spectrum, model: FloorModel, *, lr: float, batch_size: int,

@@ -74,14 +74,8 @@ def target_data(spec: Spectrum, X: np.ndarray, Y: np.ndarray) -> TargetData:
     samples = np.ascontiguousarray(np.asarray(X).T, dtype=np.float32)
     S = spec.S.astype(np.float32)
     residual = samples @ spec.W_star.T.astype(np.float32) - np.asarray(Y, dtype=np.float32).T
-    return TargetData(
-        X=samples,
-        SX=samples @ S,  # rows (S x_i)^T, S symmetric; float32 like the training
-        residual_star=residual,
-        S=S,
-        W_star=spec.W_star.astype(np.float32),
-        loss_star=spec.loss_star,
-    )
+    SX = samples @ S  # rows (S x_i)^T, S symmetric; float32 like the training
+    return TargetData(samples, SX, residual, S, spec.W_star.astype(np.float32), spec.loss_star)
 
 
 def _check_targets(targets) -> tuple[float, ...]:
