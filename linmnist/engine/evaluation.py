@@ -13,8 +13,8 @@
 * Small batches evaluated at every iteration: Z' = Z - (lr/B) E (Xb^T X), B rows of work
   per iteration instead of 10 (``kernels.running_margins``).
 
-The weights arrive one at a time (``HistoryStream``) and are scored a chunk at a time, the
-samples split into one group per BLAS thread, each scored by single-threaded products.
+The weights arrive one at a time (``HistoryStream``) and are scored a chunk at a time, by one
+single-threaded group of samples per BLAS thread.
 """
 
 from __future__ import annotations
@@ -74,8 +74,7 @@ def check_data(
     X, Y, name_x: str, name_y: str, n_features: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """X (features, samples) and Y (classes, samples) as arrays, or a UsageError naming them."""
-    X = np.asarray(X)
-    Y = np.asarray(Y)
+    X, Y = np.asarray(X), np.asarray(Y)
     if X.ndim != 2 or not np.issubdtype(X.dtype, np.number):
         raise UsageError(
             f"{name_x} must be a numeric 2-D array (features, samples), got {X.dtype} {X.shape}"
@@ -120,9 +119,9 @@ def check_test_data(X_test, Y_test, X: np.ndarray, Y: np.ndarray):
     return X_test, Y_test
 
 
-def with_bias_row(X: np.ndarray, bias: bool) -> np.ndarray:
-    """A model with a bias is the model without one on inputs extended by a constant 1."""
-    if not bias:
+def with_bias_row(X, bias: bool):
+    """X (or None) with a row of ones when ``bias``: a bias is a weight on a constant 1."""
+    if X is None or not bias:
         return X
     return np.vstack([X, np.ones((1, X.shape[1]), dtype=X.dtype)])
 
@@ -154,11 +153,8 @@ def evaluate_trajectory(Ws: np.ndarray, X: np.ndarray, Y: np.ndarray,
 class Evaluator:
     """Exact training loss and train/test accuracy of many weight matrices of the data X, Y
     (D, N), (10, N) and the optional test set; with ``bias`` the weights are (10, D + 1), b last.
-
-    Its per-dataset quantities (Gram matrices, norms, ``projection``) are cached on disk by the
-    data's hash (``quantity_cache``); runs on the same data can share one
-    (``train(..., evaluator=...)``). ``stream`` starts the evaluation of one run's weights.
-    """
+    Its per-dataset quantities are cached on disk (``quantity_cache``); runs on the same data
+    can share one (``train(..., evaluator=...)``)."""
 
     def __init__(self, X, Y, X_test=None, Y_test=None, *, bias: bool = False):
         bias = check_bool("bias", bias)
@@ -166,8 +162,7 @@ class Evaluator:
         X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
         # The checked arrays themselves: a run on these very arrays need not check them again.
         self._sources = (X, Y, X_test, Y_test)
-        X = with_bias_row(X, bias)
-        X_test = None if X_test is None else with_bias_row(X_test, bias)
+        X, X_test = with_bias_row(X, bias), with_bias_row(X_test, bias)
         self.bias = bool(bias)
         # (features with the bias row, training samples, test samples): a run must match it.
         self.shape = (X.shape[0], X.shape[1], 0 if X_test is None else X_test.shape[1])
@@ -303,8 +298,7 @@ class Evaluator:
 
 class HistoryStream:
     """The metrics of weights recorded one at a time (``add``), scored a chunk at a time and
-    dropped; ``frame()`` scores the rest and returns the history. A context manager (it owns
-    the threads that score the sample groups).
+    dropped; ``frame()`` returns the history. A context manager (it owns the scoring threads).
 
     The lazy scores keep, per sample, the margin certified at its last exact scoring and the
     weights it was scored with (its *anchor*). After a chunk the anchors are compacted to
@@ -549,10 +543,9 @@ class HistoryStream:
         self.anchor_proj, self.anchor_proj_gram = AU[keep], GAU[keep]
 
     def _incremental_scores(self, Ws, correct, uncertain, errors, batches) -> None:
-        """Scores of the chunk from the rank-B updates (``kernels.running_margins``): with
-        a_u = (lr/B) E_u, Z_t = W_ref X - sum_{u <= t} a_u Xb_u^T X. Each chunk starts from
-        W_ref X (the bound does not grow across chunks); the trained W_t's distance to the
-        rank-B form (its own rounding) enters the bound."""
+        """Scores of the chunk from the rank-B updates (``kernels.running_margins``): Z_t = W_ref X
+        - sum_{u <= t} a_u Xb_u^T X, a_u = (lr/B) E_u, from W_ref X at each chunk; the trained
+        W_t's distance to that rank-B form (its own rounding) enters the bound."""
         ev = self.ev
         tc, k, B = errors.shape
         d = Ws.shape[2]

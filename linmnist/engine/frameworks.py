@@ -112,11 +112,7 @@ def _loop(run: _Run, framework: str, step: Callable[[np.ndarray], None],
     diverged_at = None
     step_seconds = 0.0
     # The divergence check runs on one BLAS thread, as in the engine's loop.
-    with (
-        np.errstate(all="ignore"),
-        threadpool_limits(limits=1, user_api="blas"),
-        _torch_threads(),
-    ):
+    with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"), _torch_threads():
         for t in range(run.iterations):
             t0 = time.perf_counter()
             step(run.batches[t])  # type: ignore[index]
@@ -140,13 +136,9 @@ def _loop(run: _Run, framework: str, step: Callable[[np.ndarray], None],
 
 
 def train_torch(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -> FrameworkResult:
-    """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD``.
-
-    ``arguments`` are ``linmnist.engine.sgd.train``'s (lr, batch_size, iterations, seed,
-    batches, X_test, Y_test, eval_every, dtype, bias); ``loss`` is one of ``LOSSES``. The
-    history is the engine's evaluation of the weights recorded every ``eval_every`` iterations
-    (and at the last); a run that diverges stops there with ``diverged_at`` set.
-    """
+    """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD``: ``arguments``
+    are ``sgd.train``'s (lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every,
+    dtype, bias), ``loss`` one of ``LOSSES``; the result is scored and stopped as train's."""
     run = _validate(X, Y, loss=loss, evaluator=evaluator, **arguments)
     return _loop(run, "torch", *_torch_steps(run), evaluator)  # type: ignore[call-arg]
 
@@ -185,12 +177,9 @@ def _torch_steps(run: _Run):
 
 
 def train_keras(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -> FrameworkResult:
-    """Train ``Dense(10, use_bias=bias, kernel_initializer="zeros")`` with ``keras.optimizers.SGD``,
-    one ``train_on_batch`` per batch, as ``train_torch`` (same arguments and result).
-
-    Keras 3 runs on the torch backend (a RuntimeError if keras was imported with another);
-    ``dtype`` must be np.float32: Keras 3 computes 64-bit products in 32 bits there.
-    """
+    """Train ``Dense(10, use_bias=bias, kernel_initializer="zeros")`` with ``keras.optimizers.SGD``
+    as ``train_torch``, on the torch backend; ``dtype`` must be np.float32 (Keras 3 computes
+    64-bit products in 32 bits there)."""
     run = _validate(X, Y, loss=loss, evaluator=evaluator, **arguments)
     if run.dtype != np.float32:
         raise UsageError(

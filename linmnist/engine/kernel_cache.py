@@ -51,9 +51,7 @@ def remove_cache_files(cache: Any) -> list[Path]:
     for path in [directory / cache_file._index_name, *directory.glob(f"{stem}.*.nbc")]:
         try:
             path.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError:  # not removable: numba then fails to load it again, and recompiles
+        except OSError:  # absent, or not removable (numba then fails to load it, and recompiles)
             continue
         removed.append(path)
     return removed

@@ -40,8 +40,7 @@ class Samples(NamedTuple):
 
 
 class Verdicts(NamedTuple):
-    """A kernel's output, (T, M) bool: ``correct`` (margin > 0) and ``uncertain`` (|margin|
-    within the float32 error bound, scale_t * norms_i)."""
+    """A kernel's output (T, M): margin > 0, and |margin| within scale_t * norms_i."""
 
     correct: np.ndarray
     uncertain: np.ndarray
@@ -84,9 +83,8 @@ class RankSteps(NamedTuple):
 
 
 class Grams(NamedTuple):
-    """What ``pair_reach`` needs of weights V_t and anchors A_a: cross (T, k, A, k) with
-    cross[t, c, a, e] = V_t[c] . A_a[e], the Gram matrices own (T, k, k) of V_t and anchors
-    (A, k, k) of A_a, and the rounding guard (T, A)."""
+    """``pair_reach``'s cross[t, c, a, e] = V_t[c] . A_a[e], the Gram matrices own (T, k, k) of
+    V_t and anchors (A, k, k) of A_a, and the rounding guard (T, A)."""
 
     cross: np.ndarray
     own: np.ndarray

@@ -12,9 +12,8 @@ and sigma_k(t) = mean_i z_ik^2 ||r_i(mu_t)||^2 - ||G_t v_k||^2,
 
     c(t+1) = (1 - a lam)^2 c(t) + (a^2 / B) [sigma(t) + Q c(t) - lam^2 c(t)].
 
-Its predictions: first order a tr Sigma* / (4 B); the stationary point at the optimum (inf
-when SGD's second moment is unbounded); c(t) from c(0) = 0, sigma(t) interpolated between a
-few checkpoints of the gradient-descent path.
+Its predictions: first order a tr Sigma* / (4 B); the stationary point at the optimum (inf if
+none); c(t) from c(0) = 0, sigma(t) interpolated between checkpoints of gradient descent.
 """
 
 from __future__ import annotations
@@ -89,14 +88,9 @@ def floor_model(spec: Spectrum, X: np.ndarray, Y: np.ndarray) -> FloorModel:
     live = spec.lam > 0
     X = np.asarray(X, dtype=np.float32)
     V = spec.V[:, live].astype(np.float32)
-    return FloorModel(
-        lam=spec.lam[live],
-        residual_star=_residual(spec.W_star, X, Y),
-        U_star=spec.W_star @ spec.V[:, live],
-        V=V,
-        X=X,
-        key=data_key(X.T, np.argmax(Y, axis=0), V, f"classes {Y.shape[0]}"),
-    )
+    residual, U_star = _residual(spec.W_star, X, Y), spec.W_star @ spec.V[:, live]
+    key = data_key(X.T, np.argmax(Y, axis=0), V, f"classes {Y.shape[0]}")
+    return FloorModel(spec.lam[live], residual, U_star, V, X, key)
 
 
 def _residual(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -137,9 +131,8 @@ def sigma_trajectory(
     model: FloorModel, *, lr: float, iterations: int, checkpoints: int = CHECKPOINTS
 ) -> tuple[np.ndarray, np.ndarray]:
     """(t, sigma(t)) at ``checkpoints`` log-spaced steps t in [0, ``iterations``] of gradient
-    descent at ``lr`` from W = 0. The residuals r*_i + (mu_t - W*) x_i of every checkpoint
-    come from one stacked product, ``BLOCK`` samples at a time (all at once, fresh pages took
-    1 s of a call's 1.3 s), and meet Z2 in one more."""
+    descent at ``lr`` from W = 0: every checkpoint's residuals r*_i + (mu_t - W*) x_i in one
+    stacked product, ``BLOCK`` samples at a time (fewer fresh pages), then one with Z2."""
     lr = check_number("lr", lr, low=0, low_open=True)
     iterations = check_int("iterations", iterations, low=1)
     checkpoints = check_int("checkpoints", checkpoints, low=2)
@@ -163,9 +156,8 @@ def noise_covariance(model: FloorModel, *, lr: float, batch_size: int | Sequence
                      steps: Sequence[int] | np.ndarray,
                      sigma: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
     """c(t) (len(steps), K, batch sizes) after each of ``steps`` (ascending, >= 0) of the
-    recursion from c(0) = 0, the batch sizes side by side; ``sigma`` is
-    ``sigma_trajectory(model, lr=lr, iterations=max(steps))`` (computed if None). An
-    overflowing recursion gives inf or nan."""
+    recursion from c(0) = 0 (inf or nan if it overflows); ``sigma`` is, or by default is
+    computed as, ``sigma_trajectory(model, lr=lr, iterations=max(steps))``."""
     a = check_number("lr", lr, low=0, low_open=True)
     sizes = [check_int("batch_size", b, low=1) for b in np.atleast_1d(batch_size).tolist()]
     steps = np.asarray(steps, dtype=np.int64).reshape(-1)
@@ -210,10 +202,9 @@ def excess_after(model: FloorModel, *, lr: float, batch_size: int | Sequence[int
 def largest_stable_lr(model: FloorModel, *, batch_size: int) -> float:
     """The lr above which the recursion's c(t) grows without bound: SGD's instability edge.
 
-    The recursion is c <- T c + (a^2 / B) sigma, T = I - a L1 + a^2 L2 non-negative, L1 =
-    2 diag(lam), L2 = (1 - 1/B) diag(lam)^2 + Q / B. Its spectral radius reaches 1 where
-    L2 v = (1/a) L1 v first has a solution: a* = 2 / lambda_max(diag(lam)^-1/2 L2
-    diag(lam)^-1/2), 2 / lambda_max(S) as B -> infinity.
+    c <- T c + (a^2 / B) sigma, T = I - a L1 + a^2 L2 >= 0, L1 = 2 diag(lam), L2 =
+    (1 - 1/B) diag(lam)^2 + Q / B, reaches spectral radius 1 where L2 v = (1/a) L1 v first has a
+    solution: a* = 2 / lambda_max(diag(lam)^-1/2 L2 diag(lam)^-1/2) (2 / lambda_max(S) at B = inf).
     """
     b = check_int("batch_size", batch_size, low=1)
     root = 1.0 / np.sqrt(model.lam)

@@ -109,13 +109,10 @@ def _expected_test_loss(spec: Spectrum, test: HeldOut, c, lr: float, steps) -> n
 def expected_excess(spec: Spectrum, model: FloorModel, *, lr: float, batch_size: int,
                     iterations: int, sigma: tuple[np.ndarray, np.ndarray] | None = None
 ) -> np.ndarray:  # fmt: skip
-    """E[L(W_t)] - L* after t = 1 .. ``iterations`` updates of SGD from W = 0, one batch size.
-
-    ``expected_losses``' approximation (``sigma`` by default ``sigma_trajectory(model, lr=lr,
-    iterations=iterations)``), solved in the eigenbasis of the recursion's symmetric matrix
-    T = diag((1 - a lam)^2 - (a^2 / B) lam^2) + (a^2 / B) Q: K work per step, not K^2.
-    A diverging recursion gives inf.
-    """
+    """E[L(W_t)] - L* after t = 1 .. ``iterations`` updates of SGD from W = 0, one batch size
+    (inf where it diverges): ``expected_losses``' approximation solved in the eigenbasis of
+    the recursion's symmetric T = diag((1 - a lam)^2 - (a^2 / B) lam^2) + (a^2 / B) Q, K work
+    a step; ``sigma`` by default ``sigma_trajectory(model, lr=lr, iterations=iterations)``."""
     a = check_number("lr", lr, low=0, low_open=True)
     b = check_int("batch_size", batch_size, low=1)
     iterations = check_int("iterations", iterations, low=1)

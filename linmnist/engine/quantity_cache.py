@@ -65,7 +65,8 @@ def code_digest(source: str | os.PathLike) -> str:
 
 def cached(kind: str, key: str | None, source: str, compute: Callable[[], Arrays]) -> Arrays:
     """``compute()``'s arrays for the data of ``key`` (None: not cached), computed by the file
-    ``source``: read from the cache when it holds them, else computed and stored."""
+    ``source``: read from the cache when it holds them, else computed and stored (atomically,
+    after the checksum line; not when the cache cannot be written)."""
     if key is None:
         return compute()
     path = quantities_dir() / f"{kind}-{key}.npz"
@@ -73,7 +74,11 @@ def cached(kind: str, key: str | None, source: str, compute: Callable[[], Arrays
     arrays = _read(path, code)
     if arrays is None:
         arrays = compute()
-        _write(path, code, arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays, **{CODE: np.array(code)})  # type: ignore[arg-type]
+        payload = buffer.getvalue()
+        with contextlib.suppress(OSError):  # read-only, full or not a directory: not stored
+            write_atomic(path, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
     return arrays
 
 
@@ -108,13 +113,3 @@ def _discard(path: Path) -> str:
     except OSError:
         return "not removable"
     return "removed"
-
-
-def _write(path: Path, code: str, arrays: Arrays) -> None:
-    """Store ``arrays`` at ``path`` after the checksum line (not when it cannot be written)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays, **{CODE: np.array(code)})  # type: ignore[arg-type]
-    payload = buffer.getvalue()
-    # read-only, full or not a directory: the quantities are not stored
-    with contextlib.suppress(OSError):
-        write_atomic(path, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)

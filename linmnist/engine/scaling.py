@@ -10,9 +10,8 @@ A run stops at the last target, at divergence, at ``max_steps``, or when it has 
 every power of two t >= 2 ``STALL_FROM``, if the mean excess of steps (t/2, t] is not
 ``STALL_GAIN`` below that of (t/4, t/2] (it sits on its noise floor above the target).
 
-``search_lr`` runs a batch size over a descending lr grid until past the best rate;
-``predict_search`` searches SGD's predicted expected excess the same way; ``fit_hyperbola``
-fits McCandlish et al.'s S = S_min + E_min / B.
+``search_lr`` (``predict_search``: on the prediction) runs a batch size over a descending lr
+grid until past the best rate; ``fit_hyperbola`` fits McCandlish et al.'s S = S_min + E_min / B.
 """
 
 from __future__ import annotations
@@ -236,10 +235,9 @@ def predict_search(spec: Spectrum, model: FloorModel, *, batch_size: int, lrs: S
                    targets: Sequence[float], max_steps: int,
                    sigmas: dict[float, tuple[np.ndarray, np.ndarray]] | None = None
 ) -> pd.DataFrame:  # fmt: skip
-    """``search_lr``'s search on the predicted steps (``prediction.predicted_steps``), from the
-    first rate below the predicted instability edge (``noise_floor.largest_stable_lr``) until
-    one whose steps exceed the best for every target; one row per rate (``predicted_columns``).
-    ``sigmas`` caches the gradient noise per lr (it does not depend on the batch size)."""
+    """``search_lr``'s search on ``prediction.predicted_steps``, from the first rate below the
+    predicted edge (``noise_floor.largest_stable_lr``) until one worse for every target; one row
+    per rate (``predicted_columns``); ``sigmas`` caches the gradient noise per lr."""
     targets, lrs = _check_targets(targets), _check_rates(lrs)
     sigmas = {} if sigmas is None else sigmas
     edge = largest_stable_lr(model, batch_size=batch_size)

@@ -75,17 +75,12 @@ def check_dtype(dtype) -> np.dtype:
     return _check_dtype("dtype", dtype, _DTYPES)
 
 
-def batch_bytes(batch_size: int, *, features: int = 784, itemsize: int = 4) -> int:
-    """Bytes one batch takes in ``train``: its samples and ``BATCH_ROWS`` iterations' indices."""
-    return batch_size * (features * itemsize + BATCH_ROWS * 8)
-
-
 def check_batch_size(batch_size, *, name: str = "batch_size", features: int = 784,
                      itemsize: int = 4) -> int:  # fmt: skip
     """``batch_size`` as an int in [1, ``MAX_BATCH_SIZE``], else a UsageError (with the memory)."""
     batch_size = check_int(name, batch_size, low=1)
     if batch_size > MAX_BATCH_SIZE:
-        need = batch_bytes(batch_size, features=features, itemsize=itemsize) / 1e9
+        need = batch_size * (features * itemsize + BATCH_ROWS * 8) / 1e9
         raise UsageError(
             f"{name} must be an integer in [1, {MAX_BATCH_SIZE}], got {batch_size}: a batch "
             f"of {batch_size} samples needs {need:,.1f} GB ({features} x {batch_size} "
@@ -233,15 +228,12 @@ def train(X: np.ndarray, Y: np.ndarray, *, lr: float, batch_size: int, iteration
           Y_test: np.ndarray | None = None, eval_every: int = 1, dtype=np.float32,
           bias: bool = False, evaluator: Evaluator | None = None, accuracy: str = "every"
 ) -> TrainResult:  # fmt: skip
-    """Train W (10 x D, from zero) by minibatch SGD on the quadratic loss.
-
-    X, Y (D, N), (10, N) are feature-major inputs and one-hot labels; ``batches``
-    (iterations, batch_size) replays a run (``seed`` then unused); the test set is scored at
-    every evaluated iteration: every ``eval_every`` and the last. ``dtype`` is the updates'
-    arithmetic; ``bias`` learns W x + b; ``evaluator`` is an ``Evaluator(X, Y, X_test, Y_test,
-    bias=bias)`` shared by runs on these arrays; ``accuracy="final"`` scores the accuracies at
-    the last evaluation only (the others get the loss alone).
-    """
+    """Train W (10 x D, from zero) by minibatch SGD on the quadratic loss: X, Y (D, N), (10, N)
+    are feature-major inputs and one-hot labels; ``batches`` (iterations, batch_size) replays a
+    run (``seed`` then unused); the test set is scored at every ``eval_every`` iterations and the
+    last. ``dtype`` is the updates' arithmetic; ``bias`` learns W x + b; ``evaluator`` is an
+    ``Evaluator(X, Y, X_test, Y_test, bias=bias)`` shared by runs on these arrays;
+    ``accuracy="final"`` scores the accuracies at the last evaluation only (the others: loss)."""
     t0 = time.perf_counter()
     accuracy = check_choice("accuracy", accuracy, ACCURACY_MODES)
     shared = isinstance(evaluator, Evaluator) and evaluator.built_from(X, Y, X_test, Y_test)
