@@ -1,10 +1,5 @@
-"""The closed-form optimum of the study, from the second moment S = X X^T / N of the inputs.
-
-The quadratic loss is minimised by any W with W S = Y X^T / N (the normal equations); we take
-the minimum-norm one, W* = (Y X^T / N) S^+, since S is singular on MNIST (pixels that are zero
-in every image). It is ``linmnist.engine.spectrum``'s W*, from S's eigen-decomposition; the
-stability limit of gradient descent, 2 / lambda_max, is that module's ``Spectrum.lr_max``.
-"""
+"""The closed-form optimum of the study: the minimum-norm W* = (Y X^T / N) S^+ of the normal
+equations, S = X X^T / N singular on MNIST (``linmnist.engine.spectrum``'s W*)."""
 
 from __future__ import annotations
 
@@ -30,37 +25,17 @@ class LeastSquares:
     test_loss: float
 
 
-def least_squares(
-    X: np.ndarray,
-    Y: np.ndarray,
-    X_test: np.ndarray | None = None,
-    Y_test: np.ndarray | None = None,
-    *,
-    bias: bool = False,
-) -> LeastSquares:
-    """The minimum-norm W (and b) minimising 1/(2N) sum ||W x + b - y||^2, with its metrics.
-
-    W is the ``Spectrum``'s W* = C S^+ of the inputs (with a row of ones when ``bias``), read
-    from the quantity cache when it holds it; the metrics are computed in float64 from the
-    scores W X directly (one product per set).
-    """
+def least_squares(X, Y, X_test=None, Y_test=None, *, bias: bool = False) -> LeastSquares:
+    """The minimum-norm W (and b) minimising 1/(2N) sum ||W x + b - y||^2 (the ``Spectrum``'s
+    W* of the inputs, with a row of ones when ``bias``), with its metrics in float64."""
     bias = check_bool("bias", bias)
     X, Y = check_data(X, Y, "X", "Y")
     X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
-    Xb = with_bias_row(X, bias)
-    Xb_test = None if X_test is None else with_bias_row(X_test, bias)
+    Xb, Xb_test = with_bias_row(X, bias), with_bias_row(X_test, bias)
     return optimum_metrics(spectrum(Xb, Y).W_star, Xb, Y, Xb_test, Y_test, bias=bias)
 
 
-def optimum_metrics(
-    W: np.ndarray,
-    X: np.ndarray,
-    Y: np.ndarray,
-    X_test: np.ndarray | None = None,
-    Y_test: np.ndarray | None = None,
-    *,
-    bias: bool = False,
-) -> LeastSquares:
+def optimum_metrics(W, X, Y, X_test=None, Y_test=None, *, bias: bool = False) -> LeastSquares:
     """The ``LeastSquares`` of the fitted ``W`` (10, D) of inputs ``X`` (D, N), whose last row
     is the constant 1 when ``bias`` (and so is ``X_test``'s)."""
     loss, train_acc = map(float, quadratic_metrics(W, X, Y))
@@ -68,16 +43,13 @@ def optimum_metrics(
     if X_test is not None and Y_test is not None:
         test_loss, test_acc = map(float, quadratic_metrics(W, X_test, Y_test))
     W, b = (W[:, :-1], W[:, -1]) if bias else (W, None)
-    return LeastSquares(
-        W=W, b=b, loss=loss, train_acc=train_acc, test_acc=test_acc, test_loss=test_loss
-    )
+    return LeastSquares(W, b, loss, train_acc, test_acc, test_loss)
 
 
 def quadratic_metrics(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(0.5 mean ||W x - y||^2, share of samples whose largest score, the first on ties, is
-    the label's) of W (10, D), or of each of a stack W (m, 10, D) (then arrays of m values),
-    from the scores W X in float64, a block of samples at a time: no float64 copy of the
-    whole X (376 MB for MNIST's training set), and one product for the whole stack."""
+    """(0.5 mean ||W x - y||^2, share of samples whose first largest score is the label's) of
+    W (10, D), or of each of a stack W (m, 10, D), from the scores W X in float64, ``BLOCK``
+    samples at a time (no float64 copy of X), one product for the whole stack."""
     W = np.asarray(W, dtype=np.float64)
     stack, n = W.shape[:-2], X.shape[1]
     squares, hits = np.zeros(stack), np.zeros(stack, dtype=np.int64)

@@ -1,25 +1,12 @@
 """``make bench``: the engine against the study's naive algorithm and a PyTorch loop, like for like.
 
-Three implementations of the seed-fidelity run (train and test evaluated after every
-iteration) on the same batches:
-
-* naive (``linmnist.engine.naive``): the study's algorithm, evaluated in float64 with full
-  products after every update. Its updates round exactly as the engine's (same arithmetic,
-  one BLAS thread), so it trains the same trajectory: the bench checks the final weights
-  are equal, so "same accuracy" compares the float64 evaluation of the very weights the
-  engine trained;
-* torch: a competent PyTorch loop, float32 on two threads, one product per split per
-  iteration reused for the loss and the accuracy (timed only: float32 arg-max is not exact);
-* engine: ``linmnist.engine.sgd.train`` with an evaluator built once (its set-up, shared by
-  the runs of a grid cell and by the cells of a process, is timed apart).
-
-Each is first run untimed for a few iterations (the engine for its first chunk and a few
-more), so that no timing includes one-off costs of the process (BLAS start-up, loading the
-compiled kernels, importing torch). The peak memory
-is that of a fresh process that loads MNIST and makes one engine run. A second table
-(``linmnist.engine.throughput``) gives each batch size's training-only time against the
-memory-traffic floor. The exit status is 1 only when the engine's history differs from the
-naive one.
+The seed-fidelity run (train and test evaluated after every iteration) on the same batches by
+the naive reference (``linmnist.engine.naive``: it trains the engine's very trajectory, so
+"same run" compares the float64 evaluation of the same weights), a competent PyTorch loop
+(float32, two threads; timed only) and the engine (its evaluator's set-up timed apart). Each
+first runs untimed for a few iterations, so that no timing includes one-off costs. The peak
+memory is a fresh process's that loads MNIST and makes one engine run; a second table
+(``throughput``) gives the training-only time against the memory-traffic floor.
 """
 
 from __future__ import annotations
@@ -46,11 +33,8 @@ LOSS_RTOL = 1e-6
 
 
 def torch_loop(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray, threads: int = 2):
-    """History (``HISTORY_COLUMNS``) of the run in PyTorch: float32 on ``threads`` threads.
-
-    Per iteration: the update, then one product per split (Z = X W^T), reused for the loss
-    and the accuracy, as a competent loop would do it.
-    """
+    """History (``HISTORY_COLUMNS``) of the run in PyTorch, float32 on ``threads`` threads: per
+    iteration the update, then one product per split reused for the loss and the accuracy."""
     import torch
 
     previous = torch.get_num_threads()
@@ -77,23 +61,10 @@ def torch_loop(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray, threads:
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
-def compare(
-    X,
-    Y,
-    X_test,
-    Y_test,
-    *,
-    lr: float = LR,
-    batch_size: int,
-    iterations: int,
-    seed: int = 0,
-    with_torch: bool = True,
-) -> dict:
-    """Time the naive reference, the PyTorch loop and the engine on the same batches.
-
-    Returns the times (seconds), the ratios naive / engine and torch / engine, and whether
-    the engine trained the naive run's weights and gave its accuracies exactly.
-    """
+def compare(X, Y, X_test, Y_test, *, lr: float = LR, batch_size: int, iterations: int,
+            seed: int = 0, with_torch: bool = True) -> dict:  # fmt: skip
+    """The times of the naive reference, the PyTorch loop and the engine on the same batches,
+    their ratios, and whether the engine gave the naive run's weights and accuracies."""
     batches = sample_batches(X.shape[1], batch_size=batch_size, iterations=iterations, seed=seed)
     warm_up = batches[:WARM_UP]
     t0 = time.perf_counter()
@@ -116,10 +87,7 @@ def compare(
         out[name] = run(batches)
         seconds[name] = time.perf_counter() - t0
     (naive, naive_W), fast = out["naive"], out["engine"]
-    same_acc = bool(
-        np.array_equal(naive.train_acc, fast.history.train_acc)
-        and np.array_equal(naive.test_acc, fast.history.test_acc)
-    )
+    same_acc = all(np.array_equal(naive[c], fast.history[c]) for c in ("train_acc", "test_acc"))
     return {
         "batch_size": batch_size,
         "naive_s": seconds["naive"],
@@ -136,20 +104,16 @@ def compare(
 
 def agrees(result: dict) -> bool:
     """Whether the engine reproduced the naive run: its weights, accuracies and loss."""
-    return (
-        result["same_weights"]
-        and result["identical_accuracy"]
-        and result["max_loss_rel_err"] <= LOSS_RTOL
-    )
+    same = result["same_weights"] and result["identical_accuracy"]
+    return same and result["max_loss_rel_err"] <= LOSS_RTOL
 
 
 def table(results: list[dict], peaks: list[float]) -> str:
     """The bench's table: one line per batch size."""
-    head = (
+    lines = [
         f"{'batch':>6} {'naive s':>8} {'torch s':>8} {'engine s':>9} {'set-up s':>9} "
         f"{'naive/eng':>10} {'torch/eng':>10} {'same run':>9} {'loss rel err':>13} {'peak GB':>8}"
-    )
-    lines = [head]
+    ]
     for r, peak in zip(results, peaks, strict=True):
         torch_s = "-" if r["torch_s"] is None else f"{r['torch_s']:.1f}"
         torch_ratio = "-" if r["torch_ratio"] is None else f"{r['torch_ratio']:.1f}x"
@@ -164,23 +128,16 @@ def table(results: list[dict], peaks: list[float]) -> str:
 
 def peak_rss_of_one_run(batch_size: int, iterations: int) -> float:
     """Peak resident memory (GB) of a fresh process that loads MNIST and runs the engine once."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from linmnist.engine.bench import probe_memory; probe_memory({batch_size}, "
-            f"{iterations})",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+    code = (
+        f"from linmnist.engine.bench import probe_memory; probe_memory({batch_size}, {iterations})"
     )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return float(out.stdout.strip())
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process (GB): VmHWM where /proc has it, since Linux
-    carries ru_maxrss over an exec (a child of a large parent would report the parent's)."""
+    """Peak resident memory of this process (GB): VmHWM where /proc has it (Linux carries
+    ru_maxrss over an exec)."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
@@ -214,8 +171,7 @@ def bench(iterations: int, batch_sizes: list[int], *, with_torch: bool = True) -
         for b in batch_sizes
     ]
     peaks = [peak_rss_of_one_run(b, iterations) for b in batch_sizes]
-    print(table(results, peaks))
-    print()
+    print(table(results, peaks), end="\n\n")
     print(throughput.table(throughput.measure(X, Y, batch_sizes=batch_sizes,
                                               iterations=iterations), iterations))  # fmt: skip
     return all(agrees(r) for r in results)

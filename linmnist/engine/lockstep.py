@@ -1,18 +1,13 @@
-"""Several learning rates trained side by side on the same batches.
+"""Several learning rates trained side by side on the same batches (one seed's).
 
-Runs that share a seed draw the same batches, whatever their learning rate. Trained one
-after the other, each run gathers every batch again and multiplies it by its own 10-row W
-(``linmnist.engine.update``): at B = 1000 the gather costs about as much as the arithmetic.
-Trained side by side, the weights of the L rates are stacked into one (10 L, D) matrix, and
-each step gathers the batch once and makes two BLAS products for all of them:
+The weights of the L rates are stacked into one (10 L, D) matrix, and each step gathers the
+batch once and makes two BLAS products for all of them (``sgd.sgd_step`` on every run at once):
 
-    E = W_stack Xb - [Yb; ...; Yb],        W_stack <- W_stack - diag(lr_l / B) E Xb^T,
+    E = W_stack Xb - [Yb; ...; Yb],        W_stack <- W_stack - diag(lr_l / B) E Xb^T.
 
-``sgd.sgd_step`` on every run at once. Measured on MNIST (one thread, 15 rates, 300 steps,
-alternated with separate runs of ``sgd_update``): 0.44-0.60 of their time at B = 1000,
-0.58-0.69 at B = 100. The sums run in BLAS's order, so the weights agree with ``sgd.train``'s
-to float32 rounding, not bit for bit (below ``STACK_FROM`` the runs are train's, bit for bit).
-A run that diverges leaves the stack; the others go on.
+On MNIST (one thread, 15 rates) that is 0.44-0.60 of separate runs' time at B = 1000, 0.58-0.69
+at B = 100. The sums run in BLAS's order: the weights agree with ``sgd.train``'s to float32
+rounding (bit for bit below ``STACK_FROM``). A run that diverges leaves the stack.
 """
 
 from __future__ import annotations
@@ -48,7 +43,7 @@ STACK_FROM = 10
 
 
 def check_rates(lrs) -> list[float]:
-    """``lrs`` as a list of distinct learning rates (> 0, finite), or a UsageError."""
+    """``lrs`` as a list of distinct rates (> 0, finite), or a UsageError."""
     values = list(np.atleast_1d(np.asarray(lrs, dtype=object)))
     rates = [check_number("lrs", v, low=0, low_open=True) for v in values]
     if not rates or len(set(rates)) != len(rates):
@@ -56,26 +51,13 @@ def check_rates(lrs) -> list[float]:
     return rates
 
 
-def train_rates(
-    X: np.ndarray,
-    Y: np.ndarray,
-    *,
-    lrs: Sequence[float],
-    batch_size: int,
-    iterations: int,
-    seed: int = 0,
-    X_test: np.ndarray | None = None,
-    Y_test: np.ndarray | None = None,
-    eval_every: int = 1,
-    evaluator: Evaluator | None = None,
-    accuracy: str = "every",
-) -> list[TrainResult]:
-    """One ``TrainResult`` per rate of ``lrs``, in their order: the runs ``sgd.train`` makes
-    with these arguments (in float32, without a bias), trained side by side.
-
-    A result's ``seconds`` is its share of the steps it took part in (each step's wall time
-    divided among the runs still training) plus the final scoring of its history.
-    """
+def train_rates(X: np.ndarray, Y: np.ndarray, *, lrs: Sequence[float], batch_size: int,
+                iterations: int, seed: int = 0, X_test: np.ndarray | None = None,
+                Y_test: np.ndarray | None = None, eval_every: int = 1,
+                evaluator: Evaluator | None = None, accuracy: str = "every"
+) -> list[TrainResult]:  # fmt: skip
+    """One ``TrainResult`` per rate of ``lrs``: ``sgd.train``'s runs (float32, no bias), trained
+    side by side. ``seconds`` is a run's share of each step it took part in, plus its scoring."""
     start = time.perf_counter()
     accuracy = check_choice("accuracy", accuracy, ACCURACY_MODES)
     rates = check_rates(lrs)
@@ -132,7 +114,7 @@ class _Compiled:
     """The live runs' weights apart, each updated by ``sgd.train``'s compiled update (the same
     numbers as its runs): below ``STACK_FROM`` BLAS products of a few samples cost more."""
 
-    def __init__(self, rates: list[float], shape: tuple[int, int], batch_size: int):
+    def __init__(self, rates: list[float], shape: tuple[int, int]):
         self.rates = list(rates)
         self.Ws = [np.zeros(shape, dtype=np.float32) for _ in rates]
         self.G = aligned_empty(shape, np.float32)
@@ -156,8 +138,8 @@ def _descend_together(
     run's share of the steps' wall time."""
     XT = np.ascontiguousarray(np.asarray(args.X, dtype=np.float32).T)  # a view of prepare's X
     YT = np.asarray(args.Y, dtype=np.float32).T
-    kind = _Stacked if args.batch_size >= STACK_FROM else _Compiled
-    weights = kind(rates, (YT.shape[1], XT.shape[1]), args.batch_size)
+    shape, stacked = (YT.shape[1], XT.shape[1]), args.batch_size >= STACK_FROM
+    weights = _Stacked(rates, shape, args.batch_size) if stacked else _Compiled(rates, shape)
     live = list(range(len(runs)))
     seconds = np.zeros(len(runs))
     with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
@@ -167,7 +149,7 @@ def _descend_together(
                 if evaluator.diverged(W):
                     runs[r].diverged_at = t
                 else:
-                    kept = runs[r].records(t) and kind is _Stacked
+                    kept = runs[r].records(t) and stacked
                     runs[r].step(t, W.copy() if kept else W, E, idx)
             now = time.perf_counter()
             seconds[live] += (now - tick) / len(live)
@@ -179,6 +161,3 @@ def _descend_together(
                 if not live:
                     break
     return seconds
-
-
-__all__ = ["check_rates", "train_rates"]

@@ -1,21 +1,9 @@
 """The study's algorithm, written the naive way: the reference the engine must reproduce.
 
-W starts at zero; each iteration takes one batch of sample indices and updates
-
-    E = W Xb - Yb,        W <- W - (lr / B) E Xb^T
-
-in the arithmetic of the data (float32 or float64), with the engine's own update
-(``linmnist.engine.update.sgd_update``, checked against numpy's products in
-tests/engine/test_update.py), so that both train the same trajectory and the comparison is
-of the evaluation; then it measures, in float64, with the full products of W against every
-sample as the study did:
-
-    train_loss = 1/(2N) sum_i ||W x_i - y_i||^2
-    train_acc  = mean_i [argmax W x_i == argmax y_i]     (np.argmax: first maximum on ties)
-    test_acc   = the same on the test set.
-
-Three products with the whole data per iteration: slow (``make bench`` times it against the
-engine) and obviously right, which is what a reference is for.
+From W = 0, each batch updates W <- W - (lr / B) (W Xb - Yb) Xb^T with the engine's own update
+(``update.sgd_update``: both train the same trajectory), then the loss and accuracies are
+measured in float64 from the full products of W with every sample, as the study did: slow
+and obviously right.
 """
 
 from __future__ import annotations
@@ -28,13 +16,8 @@ from linmnist.engine.update import sgd_update
 
 
 def train_naive(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray) -> pd.DataFrame:
-    """History (``HISTORY_COLUMNS``) after every update, each row from float64 products.
-
-    X, Y, X_test, Y_test are feature-major like ``linmnist.engine.sgd.train``'s; the updates
-    run in ``X.dtype``; ``batches`` (iterations, B) holds the sample indices of each batch.
-    The updates are the engine's, which use no BLAS, so both round the same way whatever the
-    machine's thread count; the measurements use every BLAS thread.
-    """
+    """History (``HISTORY_COLUMNS``) after every update of the ``batches`` (iterations, B),
+    trained in ``X.dtype``, each row from float64 products (data as ``sgd.train``'s)."""
     return naive_run(X, Y, X_test, Y_test, lr=lr, batches=batches)[0]
 
 

@@ -1,32 +1,15 @@
 """The gradient noise scales of McCandlish et al. (2018), exact for the linear model.
 
-For the quadratic loss L(W) = 1/(2N) sum_i ||W x_i - y_i||^2 with W of shape (10, D):
+The per-sample gradient g_i = r_i x_i^T (r_i = W x_i - y_i, G = mean g_i) is rank one, and
+the Hessian acts as dW -> dW S (S = X X^T / N), so every quantity is a mean of per-sample
+scalars (no per-sample gradient is formed):
 
-* per-sample gradient g_i = r_i x_i^T, residual r_i = W x_i - y_i; full gradient G = mean g_i;
-* Sigma, the covariance of vec(g_i) over the samples (a minibatch of B samples drawn with
-  replacement has gradient covariance Sigma / B);
-* the Hessian H acts as dW -> dW S with S = X X^T / N, so vec(g)^T H vec(g) = tr(g S g^T).
+    tr Sigma = mean_i ||r_i||^2 ||x_i||^2 - ||G||^2,   G^T H G = tr(G S G^T),
+    tr(H Sigma) = mean_i ||r_i||^2 x_i^T S x_i - G^T H G,
+    B_simple = tr Sigma / ||G||^2,  B_noise = tr(H Sigma) / G^T H G,  eps_max = ||G||^2 / G^T H G.
 
-Because g_i is a rank-one matrix, every quantity is a mean of per-sample scalars and no
-per-sample gradient is ever formed (10 D N work for the residuals, N for the rest):
-
-    tr Sigma  = mean_i ||r_i||^2 ||x_i||^2 - ||G||_F^2
-    G^T H G   = tr(G S G^T)
-    tr(H Sigma) = mean_i ||r_i||^2 x_i^T S x_i - tr(G S G^T)
-
-and the scales are
-
-    B_simple = tr Sigma / ||G||_F^2,   B_noise = tr(H Sigma) / G^T H G,
-    eps_max  = ||G||_F^2 / G^T H G    (the best step of full-batch descent along -G).
-
-The per-sample curvatures x_i^T S x_i depend on the data only and cost one product S X
-(``sample_moments``, computed once per data set).
-
-At the optimum G = 0: the noise scales are infinite (the gradient's signal vanishes while its
-noise does not) and eps_max is undefined. A gradient is taken as zero when ||G||_F is below
-``ZERO_GRADIENT`` times the root-mean-square per-sample gradient norm, the level at which
-float64 rounding of the mean leaves it; then B_simple and B_noise are ``inf`` (``nan`` if
-Sigma vanishes too) and eps_max is ``nan``, without a RuntimeWarning.
+A gradient below ``ZERO_GRADIENT`` times the root-mean-square per-sample gradient norm counts
+as zero (the optimum): B_simple and B_noise are then inf (nan if Sigma vanishes too), eps_max nan.
 """
 
 from __future__ import annotations
@@ -39,8 +22,7 @@ import numpy as np
 from linmnist.engine.evaluation import check_data
 from linmnist.engine.validation import UsageError
 
-# ||G|| below this fraction of sqrt(mean ||g_i||^2) counts as zero (float64 rounding of a mean
-# of N = 60,000 terms leaves about 1e-14 of it at the closed-form optimum on MNIST).
+# ||G|| below this fraction of sqrt(mean ||g_i||^2) counts as zero (rounding leaves 1e-14).
 ZERO_GRADIENT = 1e-10
 
 
@@ -88,17 +70,8 @@ def _ratio(numerator: float, denominator: float, zero: bool) -> float:
 def noise_scales(
     W: np.ndarray, X: np.ndarray, Y: np.ndarray, *, moments: SampleMoments | None = None
 ) -> NoiseScales:
-    """The exact noise scales of the quadratic loss at ``W`` on (X, Y).
-
-    Parameters
-    ----------
-    W : ndarray (10, D)
-    X, Y : ndarray (D, N), (10, N)
-        Training inputs (feature-major) and one-hot labels; computed in float64 (pass X in
-        float64 to avoid a copy per call).
-    moments : SampleMoments, optional
-        ``sample_moments(X)``, shared by the calls on the same data.
-    """
+    """The exact noise scales of the quadratic loss at ``W`` (10, D) on (X, Y), in float64 (X
+    in float64 avoids a copy a call); ``moments`` is ``sample_moments(X)``, shared by calls."""
     X, Y = check_data(X, Y, "X", "Y")
     W = np.asarray(W, dtype=np.float64)
     if W.shape != (Y.shape[0], X.shape[0]):
@@ -118,15 +91,6 @@ def noise_scales(
     tr_sigma = mean_g2 - g2
     tr_h_sigma = float(r2 @ moments.xSx) / n - gHg
     zero = g2 <= ZERO_GRADIENT**2 * mean_g2
-    return NoiseScales(
-        tr_sigma=tr_sigma,
-        grad_norm=math.sqrt(g2),
-        gHg=gHg,
-        tr_h_sigma=tr_h_sigma,
-        b_simple=_ratio(tr_sigma, g2, zero),
-        b_noise=_ratio(tr_h_sigma, gHg, zero),
-        eps_max=math.nan if zero else g2 / gHg,
-    )
-
-
-__all__ = ["ZERO_GRADIENT", "NoiseScales", "SampleMoments", "noise_scales", "sample_moments"]
+    b_simple, b_noise = _ratio(tr_sigma, g2, zero), _ratio(tr_h_sigma, gHg, zero)
+    eps_max = math.nan if zero else g2 / gHg
+    return NoiseScales(tr_sigma, math.sqrt(g2), gHg, tr_h_sigma, b_simple, b_noise, eps_max)

@@ -1,33 +1,19 @@
 """The noise floor of constant-step SGD on the quadratic loss: its excess over gradient descent.
 
-Write D_t = W_t - W* and z_i = V^T x_i (the eigenbasis of S, ``linmnist.engine.spectrum``).
-A minibatch of B samples drawn with replacement has E[batch gradient | W] = the full
-gradient, so the MEAN of D_t follows gradient descent exactly, and
+The mean of D_t = W_t - W* follows gradient descent (the batch gradient is unbiased), so
+E[L(W_t)] - L(W_t^GD) = 0.5 sum_k lam_k c_k(t), c_k = sum_rows Var(D_t v_k), the noise alone.
+The covariance of D_t obeys, exactly, with a = lr and mu_t the gradient-descent iterate,
 
-    E[L(W_t)] - L(W_t^GD) = 0.5 sum_k lam_k c_k(t),    c_k = sum_rows Var(D_t v_k)
+    Cov_{t+1} = (I - a S) Cov_t (I - a S) + (a^2 / B) [Sigma_x(mu_t) + K(Cov_t) - S Cov_t S],
 
-measures the noise alone. The covariance of D_t obeys, exactly,
-
-    Cov_{t+1} = (I - a S) Cov_t (I - a S) + (a^2 / B) [Sigma_x(mu_t) + K(Cov_t) - S Cov_t S]
-
-with a = lr, mu_t the gradient-descent iterate, Sigma_x(mu) = mean_i ||r_i(mu)||^2 x_i x_i^T
-- G^T G the per-sample gradient covariance at mu, and K(P) = mean_i (x_i^T P x_i) x_i x_i^T:
-the noise grows with the distance to the optimum, that of the mean (Sigma_x(mu_t)) and that
-of the fluctuations themselves (K). We ASSUME Cov stays diagonal in the eigenbasis (the
-off-diagonal terms of K are dropped); then, with Q_kj = mean_i z_ik^2 z_ij^2 and
-sigma_k(t) = mean_i z_ik^2 ||r_i(mu_t)||^2 - ||G_t v_k||^2,
+Sigma_x(mu) = mean_i ||r_i(mu)||^2 x_i x_i^T - G^T G, K(P) = mean_i (x_i^T P x_i) x_i x_i^T.
+ASSUMING Cov stays diagonal in S's eigenbasis, with z_i = V^T x_i, Q_kj = mean_i z_ik^2 z_ij^2
+and sigma_k(t) = mean_i z_ik^2 ||r_i(mu_t)||^2 - ||G_t v_k||^2,
 
     c(t+1) = (1 - a lam)^2 c(t) + (a^2 / B) [sigma(t) + Q c(t) - lam^2 c(t)].
 
-Three predictions of the excess follow:
-
-* first order (a lam small, at the optimum): a tr Sigma* / (4 B), tr Sigma* = sum_k sigma*_k;
-* stationary: the fixed point at the optimum, [diag(2 a lam - a^2 (1 - 1/B) lam^2)
-  - (a^2 / B) Q] c = (a^2 / B) sigma*; its iteration matrix is non-negative, so a
-  non-negative solution exists exactly when SGD's second moment stays bounded (``inf``
-  otherwise);
-* after t steps: the recursion from c(0) = 0 with sigma(t) along the gradient-descent
-  trajectory, evaluated at a few checkpoints and interpolated linearly in t.
+Its predictions: first order a tr Sigma* / (4 B); the stationary point at the optimum (inf if
+none); c(t) from c(0) = 0, sigma(t) interpolated between checkpoints of gradient descent.
 """
 
 from __future__ import annotations
@@ -49,50 +35,25 @@ CHECKPOINTS = 8
 
 @dataclass(frozen=True)
 class FloorModel:
-    """What the predictions need, on the eigen-directions of S with lam_k > 0.
+    """What the predictions need, on the eigen-directions of S with lam_k > 0. Q and sigma*
+    (two D^2 N products) are computed when first read, or read from the quantity cache."""
 
-    Z, Z2, Q and sigma_star are computed when first read: the edge needs Q alone, and Q
-    and sigma* (two D^2 N products: Z, then Q) come from a disk cache per data set and
-    eigen-directions (``linmnist.engine.quantity_cache``) when it holds them.
+    lam: np.ndarray  # (K,)
+    residual_star: np.ndarray  # (10, N) W* X - Y
+    U_star: np.ndarray  # (10, K) W* V
+    V: np.ndarray  # (D, K) the eigen-directions, float32
+    X: np.ndarray = field(repr=False)  # (D, N) float32
+    key: str | None = None  # the cache key of Q and sigma* (None: not cached)
 
-    Attributes
-    ----------
-    lam : ndarray (K,)
-    residual_star : ndarray (10, N)
-        W* X - Y.
-    U_star : ndarray (10, K)
-        W* V.
-    V : ndarray (D, K)
-        Those eigen-directions (float32).
-    X : ndarray (D, N)
-        The training set (float32).
-    key : str or None
-        The cache key of Q and sigma* (``quantity_cache.data_key``; None: not cached).
-    Z : ndarray (K, N)
-        V^T X (float32).
-    Z2 : ndarray (K, N)
-        Z * Z (float32).
-    Q : ndarray (K, K)
-        mean_i z_ik^2 z_ij^2.
-    sigma_star : ndarray (K,)
-        sigma_k at the optimum (its sum is tr Sigma*).
-    """
-
-    lam: np.ndarray
-    residual_star: np.ndarray
-    U_star: np.ndarray
-    V: np.ndarray
-    X: np.ndarray = field(repr=False)
-    key: str | None = None
-
-    # The D^2 N products in float32 (half the time of float64); the predictions are then
-    # accumulated in float64.
+    # The D^2 N products in float32 (half the time of float64), accumulated in float64.
     @functools.cached_property
     def Z(self) -> np.ndarray:
+        """V^T X (K, N)."""
         return self.V.T @ self.X
 
     @functools.cached_property
     def Z2(self) -> np.ndarray:
+        """Z * Z."""
         return self.Z * self.Z
 
     @functools.cached_property
@@ -108,10 +69,12 @@ class FloorModel:
 
     @property
     def Q(self) -> np.ndarray:
+        """mean_i z_ik^2 z_ij^2 (K, K)."""
         return self._fourth_moments["Q"]
 
     @property
     def sigma_star(self) -> np.ndarray:
+        """sigma_k at the optimum (K,)."""
         return self._fourth_moments["sigma_star"]
 
     @property
@@ -125,14 +88,9 @@ def floor_model(spec: Spectrum, X: np.ndarray, Y: np.ndarray) -> FloorModel:
     live = spec.lam > 0
     X = np.asarray(X, dtype=np.float32)
     V = spec.V[:, live].astype(np.float32)
-    return FloorModel(
-        lam=spec.lam[live],
-        residual_star=_residual(spec.W_star, X, Y),
-        U_star=spec.W_star @ spec.V[:, live],
-        V=V,
-        X=X,
-        key=data_key(X.T, np.argmax(Y, axis=0), V, f"classes {Y.shape[0]}"),
-    )
+    residual, U_star = _residual(spec.W_star, X, Y), spec.W_star @ spec.V[:, live]
+    key = data_key(X.T, np.argmax(Y, axis=0), V, f"classes {Y.shape[0]}")
+    return FloorModel(spec.lam[live], residual, U_star, V, X, key)
 
 
 def _residual(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -172,15 +130,9 @@ def stationary_excess(model: FloorModel, *, lr: float, batch_size: int) -> float
 def sigma_trajectory(
     model: FloorModel, *, lr: float, iterations: int, checkpoints: int = CHECKPOINTS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(t, sigma(t)) at ``checkpoints`` log-spaced steps of gradient descent at ``lr`` from
-    W = 0, t from 0 to ``iterations``.
-
-    The residuals r_i(mu_t) = r*_i + (mu_t - W*) x_i of every checkpoint come from one
-    stacked product, and their squared norms meet Z2 in one more: Z and Z2 are read once
-    for all checkpoints, not once per checkpoint (10 D N + D N work each, in float32). The
-    residuals are formed ``BLOCK`` samples at a time: all of them at once (24 checkpoints,
-    115 MB on MNIST) were fresh pages at every call, 1 s of a call's 1.3 s in a build.
-    """
+    """(t, sigma(t)) at ``checkpoints`` log-spaced steps t in [0, ``iterations``] of gradient
+    descent at ``lr`` from W = 0: every checkpoint's residuals r*_i + (mu_t - W*) x_i in one
+    stacked product, ``BLOCK`` samples at a time (fewer fresh pages), then one with Z2."""
     lr = check_number("lr", lr, low=0, low_open=True)
     iterations = check_int("iterations", iterations, low=1)
     checkpoints = check_int("checkpoints", checkpoints, low=2)
@@ -200,21 +152,12 @@ def sigma_trajectory(
     return steps, mean - np.sum((delta * model.lam) ** 2, axis=1)
 
 
-def noise_covariance(
-    model: FloorModel,
-    *,
-    lr: float,
-    batch_size: int | Sequence[int],
-    steps: Sequence[int] | np.ndarray,
-    sigma: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
-    """c(t) after each of ``steps`` updates (ascending, >= 0) of the recursion from c(0) = 0.
-
-    Returns an array (len(steps), K, number of batch sizes): the recursions of several batch
-    sizes at one lr run side by side (one product with Q per step for all). ``sigma`` is
-    ``sigma_trajectory(model, lr=lr, iterations=max(steps))`` (computed here if None; it does
-    not depend on the batch size). An overflowing recursion gives inf or nan.
-    """
+def noise_covariance(model: FloorModel, *, lr: float, batch_size: int | Sequence[int],
+                     steps: Sequence[int] | np.ndarray,
+                     sigma: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
+    """c(t) (len(steps), K, batch sizes) after each of ``steps`` (ascending, >= 0) of the
+    recursion from c(0) = 0 (inf or nan if it overflows); ``sigma`` is, or by default is
+    computed as, ``sigma_trajectory(model, lr=lr, iterations=max(steps))``."""
     a = check_number("lr", lr, low=0, low_open=True)
     sizes = [check_int("batch_size", b, low=1) for b in np.atleast_1d(batch_size).tolist()]
     steps = np.asarray(steps, dtype=np.int64).reshape(-1)
@@ -243,19 +186,11 @@ def noise_covariance(
     return out
 
 
-def excess_after(
-    model: FloorModel,
-    *,
-    lr: float,
-    batch_size: int | Sequence[int],
-    iterations: int,
-    sigma: tuple[np.ndarray, np.ndarray] | None = None,
-) -> float | np.ndarray:
-    """0.5 sum lam_k c_k(t) after ``iterations`` steps of the recursion from c(0) = 0.
-
-    ``batch_size`` may be a sequence (an array is returned, see ``noise_covariance``, which
-    also describes ``sigma``). An overflowing recursion gives inf.
-    """
+def excess_after(model: FloorModel, *, lr: float, batch_size: int | Sequence[int], iterations: int,
+                 sigma: tuple[np.ndarray, np.ndarray] | None = None
+) -> float | np.ndarray:  # fmt: skip
+    """0.5 sum lam_k c_k(t) after ``iterations`` steps of ``noise_covariance``'s recursion (an
+    array for a sequence of batch sizes; inf where it overflows)."""
     iterations = check_int("iterations", iterations, low=1)
     c = noise_covariance(model, lr=lr, batch_size=batch_size, steps=[iterations], sigma=sigma)
     with np.errstate(invalid="ignore"):
@@ -267,30 +202,11 @@ def excess_after(
 def largest_stable_lr(model: FloorModel, *, batch_size: int) -> float:
     """The lr above which the recursion's c(t) grows without bound: SGD's instability edge.
 
-    The recursion is c <- T c + (a^2 / B) sigma with T = I - a L1 + a^2 L2, L1 = 2 diag(lam),
-    L2 = (1 - 1/B) diag(lam)^2 + Q / B, both symmetric and T non-negative. Its spectral radius
-    reaches 1 where L2 v = (1/a) L1 v first has a solution, so, with
-    M = diag(lam)^(-1/2) L2 diag(lam)^(-1/2) (one symmetric eigenproblem, no search over a),
-
-        a* = 2 / lambda_max(M),
-
-    which is 2 / lambda_max(S) as B -> infinity (gradient descent's limit). It is also where
-    ``stationary_excess`` stops having a solution.
+    c <- T c + (a^2 / B) sigma, T = I - a L1 + a^2 L2 >= 0, L1 = 2 diag(lam), L2 =
+    (1 - 1/B) diag(lam)^2 + Q / B, reaches spectral radius 1 where L2 v = (1/a) L1 v first has a
+    solution: a* = 2 / lambda_max(diag(lam)^-1/2 L2 diag(lam)^-1/2) (2 / lambda_max(S) at B = inf).
     """
     b = check_int("batch_size", batch_size, low=1)
     root = 1.0 / np.sqrt(model.lam)
     L2 = (1.0 - 1.0 / b) * np.diag(model.lam**2) + model.Q / b
     return 2.0 / float(np.linalg.eigvalsh(root[:, None] * L2 * root[None, :])[-1])
-
-
-__all__ = [
-    "CHECKPOINTS",
-    "FloorModel",
-    "excess_after",
-    "first_order_excess",
-    "floor_model",
-    "largest_stable_lr",
-    "noise_covariance",
-    "sigma_trajectory",
-    "stationary_excess",
-]

@@ -1,17 +1,13 @@
 """SGD's expected learning curves, predicted from the data before anything is trained.
 
-The batch gradient is unbiased and linear in W, so the mean of the SGD iterate W_t is the
-gradient-descent iterate mu_t, and the losses are quadratic in W. Hence, with D_t = W_t - mu_t
-and c_k(t) = sum over rows of Var(D_t v_k) in the eigenbasis (lam_k, v_k) of S:
+The mean of W_t is the gradient-descent iterate mu_t and the losses are quadratic, so with
+c_k(t) = sum over rows of Var((W_t - mu_t) v_k) in the eigenbasis (lam_k, v_k) of S,
 
-    E[L(W_t)]      = L(mu_t)      + 0.5 sum_k lam_k c_k(t)      (exact given c),
-    E[L_test(W_t)] = L_test(mu_t) + 0.5 sum_k s_k c_k(t),       s_k = v_k^T S_test v_k.
+    E[L(W_t)]      = L(mu_t)      + 0.5 sum_k lam_k c_k(t),
+    E[L_test(W_t)] = L_test(mu_t) + 0.5 sum_k s_k c_k(t),       s_k = v_k^T S_test v_k,
 
-L(mu_t) is ``spectrum.gd_excess``'s closed form, L_test(mu_t) a quadratic form in
-U_t = U* (1 - (1 - lr lam)^t). The approximation is all in c(t): ``noise_floor``'s recursion,
-which assumes the covariance of D_t stays diagonal in S's eigenbasis (the off-diagonal
-fourth moments are dropped, and so are the off-diagonal covariances in the test loss), with
-the gradient noise interpolated between a few checkpoints of the gradient-descent path.
+L(mu_t) in closed form (``spectrum.gd_excess``). The approximation is all in c(t):
+``noise_floor``'s diagonal recursion (off-diagonal covariances dropped in the test loss too).
 """
 
 from __future__ import annotations
@@ -29,33 +25,21 @@ from linmnist.engine.noise_floor import FloorModel, noise_covariance, sigma_traj
 from linmnist.engine.spectrum import Spectrum, gd_excess, gd_steps_to, second_moments
 from linmnist.engine.validation import UsageError, check_int, check_number
 
-# Checkpoints of the gradient noise along the gradient-descent path: a curve is compared
-# with measurements at every evaluated iteration, not only at the last one.
+# Checkpoints of the gradient noise along the gradient-descent path of a whole curve.
 CURVE_CHECKPOINTS = 24
 CURVE_COLUMNS = ["batch_size", "iteration", "train_loss", "test_loss"]
 # ``predicted_steps`` follows the expected excess up to this many times gradient descent's
-# steps to the last target at the same lr (the expected excess is never below gradient
-# descent's, so no target comes earlier; a rate slower than this is far from the best one).
+# steps to the last target (the expected excess is never below gradient descent's).
 HORIZON_FACTOR = 4
 
 
 @dataclass(frozen=True)
 class HeldOut:
-    """The test set's quadratic loss: L_test(W) = 0.5 tr(W S W^T) - tr(W C^T) + loss_zero.
+    """The test set's quadratic loss: L_test(W) = 0.5 tr(W S W^T) - tr(W C^T) + loss_zero."""
 
-    Attributes
-    ----------
-    S : ndarray (D, D)
-        X_test X_test^T / N_test.
-    C : ndarray (10, D)
-        Y_test X_test^T / N_test.
-    loss_zero : float
-        L_test(0) = 0.5 ||Y_test||^2 / N_test.
-    """
-
-    S: np.ndarray
-    C: np.ndarray
-    loss_zero: float
+    S: np.ndarray  # (D, D) X_test X_test^T / N_test
+    C: np.ndarray  # (10, D) Y_test X_test^T / N_test
+    loss_zero: float  # L_test(0) = 0.5 ||Y_test||^2 / N_test
 
 
 def held_out(X_test: np.ndarray, Y_test: np.ndarray) -> HeldOut:
@@ -66,36 +50,13 @@ def held_out(X_test: np.ndarray, Y_test: np.ndarray) -> HeldOut:
     return HeldOut(S=S, C=C, loss_zero=loss_zero)
 
 
-def expected_losses(
-    spec: Spectrum,
-    model: FloorModel,
-    *,
-    lr: float,
-    batch_size: int | Sequence[int],
-    iterations: Sequence[int],
-    test: HeldOut | None = None,
-) -> pd.DataFrame:
-    """The expected training (and test) loss of SGD from W = 0 at each of ``iterations``.
-
-    Parameters
-    ----------
-    spec, model : Spectrum, FloorModel
-        Of the training set (``spectrum.spectrum``, ``noise_floor.floor_model``).
-    lr : float
-        SGD's step.
-    batch_size : int or sequence of int
-        Batch sizes (batches drawn with replacement); several at one lr are predicted
-        together, sharing the gradient-descent part and the noise checkpoints.
-    iterations : ints, ascending
-        0-based iteration numbers as in a run's history: iteration i is after i + 1 updates.
-    test : HeldOut, optional
-        The test set; without it test_loss is NaN.
-
-    Returns
-    -------
-    DataFrame with ``CURVE_COLUMNS``, batch size after batch size; inf where the prediction
-    diverges (above 2 / lambda_max, or above ``noise_floor.largest_stable_lr``).
-    """
+def expected_losses(spec: Spectrum, model: FloorModel, *, lr: float,
+                    batch_size: int | Sequence[int], iterations: Sequence[int],
+                    test: HeldOut | None = None) -> pd.DataFrame:  # fmt: skip
+    """The expected training (and ``test``) loss of SGD from W = 0 at each of ``iterations``
+    (0-based, ascending, as in a history), for one batch size or several together: a frame
+    of ``CURVE_COLUMNS``, batch size after batch size; inf where the prediction diverges,
+    test_loss NaN without ``test``."""
     lr = check_number("lr", lr, low=0, low_open=True)
     sizes = [check_int("batch_size", b, low=1) for b in np.atleast_1d(batch_size).tolist()]
     its = np.asarray(iterations, dtype=np.int64).reshape(-1)
@@ -127,51 +88,31 @@ def expected_losses(
     )
 
 
-def _expected_test_loss(
-    spec: Spectrum, test: HeldOut, c: np.ndarray, lr: float, steps: np.ndarray
-) -> np.ndarray:
-    """The expected test loss at every t of ``steps`` (rows) and batch size (columns), from
-    the noise covariance ``c`` (t, eigen-direction, batch size) of ``noise_covariance``.
-    The test moments go to S's eigenbasis on the pixels where some eigenvector is nonzero
-    (the others, zero in every training image, are in S's null space)."""
-    V = spec.V[:, spec.lam > 0]
-    rows = np.flatnonzero(np.any(V, axis=1))
-    V = V[rows]
-    S, C = V.T @ test.S[np.ix_(rows, rows)] @ V, test.C[:, rows] @ V
-    gd_test = _gd_test_loss(spec, S, C, lr, steps) + test.loss_zero
-    return gd_test[:, None] + 0.5 * np.einsum("tkb,k->tb", c, np.diag(S))
-
-
-def _gd_test_loss(spec: Spectrum, S: np.ndarray, C: np.ndarray, lr: float, steps) -> np.ndarray:
-    """L_test(mu_t) - L_test(0) at every t of ``steps``, from the test moments S, C in the
-    eigenbasis: with U_t = U* P_t, P_t = 1 - (1 - lr lam)^t, it is 0.5 P_t A P_t - P_t b with
-    A = (U*^T U*) * S and b = sum_c U*_c C_c (a K x K form per step, no pass over the data)."""
+def _expected_test_loss(spec: Spectrum, test: HeldOut, c, lr: float, steps) -> np.ndarray:
+    """The expected test loss at every t of ``steps`` (rows) and batch size (columns) from
+    ``noise_covariance``'s c and the test moments S, C in S's eigenbasis (on the pixels in use):
+    L_test(mu_t) - L_test(0) = 0.5 P_t A P_t - P_t b, P_t = 1 - (1 - lr lam)^t,
+    A = (U*^T U*) * S and b = sum_c U*_c C_c."""
     live = spec.lam > 0
-    U = spec.W_star @ spec.V[:, live]
+    V = spec.V[:, live]
+    rows = np.flatnonzero(np.any(V, axis=1))
+    Vr = V[rows]
+    S, C = Vr.T @ test.S[np.ix_(rows, rows)] @ Vr, test.C[:, rows] @ Vr
+    U = spec.W_star @ V
     A = (U.T @ U) * S
     b = np.sum(U * C, axis=0)
     P = 1.0 - (1.0 - lr * spec.lam[live])[None, :] ** steps[:, None].astype(np.float64)
-    return 0.5 * np.einsum("tk,tk->t", P @ A, P) - P @ b
+    gd_test = 0.5 * np.einsum("tk,tk->t", P @ A, P) - P @ b + test.loss_zero
+    return gd_test[:, None] + 0.5 * np.einsum("tkb,k->tb", c, np.diag(S))
 
 
-def expected_excess(
-    spec: Spectrum,
-    model: FloorModel,
-    *,
-    lr: float,
-    batch_size: int,
-    iterations: int,
-    sigma: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
-    """E[L(W_t)] - L* after t = 1 .. ``iterations`` updates of SGD from W = 0, one batch size.
-
-    The same approximation as ``expected_losses`` (``noise_floor``'s diagonal recursion, the
-    gradient noise interpolated between the checkpoints of ``sigma``, by default
-    ``sigma_trajectory(model, lr=lr, iterations=iterations)``), solved in the eigenbasis of
-    the recursion's matrix T = diag((1 - a lam)^2 - (a^2 / B) lam^2) + (a^2 / B) Q, which is
-    symmetric: one K^3 eigendecomposition, then K work per step instead of K^2, so that
-    tens of thousands of steps cost a fraction of a second. A diverging recursion gives inf.
-    """
+def expected_excess(spec: Spectrum, model: FloorModel, *, lr: float, batch_size: int,
+                    iterations: int, sigma: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:  # fmt: skip
+    """E[L(W_t)] - L* after t = 1 .. ``iterations`` updates of SGD from W = 0, one batch size
+    (inf where it diverges): ``expected_losses``' approximation solved in the eigenbasis of
+    the recursion's symmetric T = diag((1 - a lam)^2 - (a^2 / B) lam^2) + (a^2 / B) Q, K work
+    a step; ``sigma`` by default ``sigma_trajectory(model, lr=lr, iterations=iterations)``."""
     a = check_number("lr", lr, low=0, low_open=True)
     b = check_int("batch_size", batch_size, low=1)
     iterations = check_int("iterations", iterations, low=1)
@@ -193,10 +134,9 @@ def expected_excess(
 
 @numba.njit(cache=True, nogil=True)
 def _excess_steps(mu, source, weight, checkpoints, factor, gd_weight, out):  # pragma: no cover
-    """out[t] = weight . y(t + 1) + gd_weight . factor^(t + 1), for y(t + 1) = mu * y(t) + the
-    source interpolated linearly at t between its checkpoints (rows of ``source``), y(0) = 0:
-    ``noise_covariance``'s recursion in T's eigenbasis (K work per step) plus gradient
-    descent's excess (``spectrum.gd_excess``) by running products."""
+    """out[t] = weight . y(t + 1) + gd_weight . factor^(t + 1), y(t + 1) = mu * y(t) + the
+    source interpolated at t between its checkpoints, y(0) = 0: the recursion in T's
+    eigenbasis plus gradient descent's excess."""
     y = np.zeros(mu.shape[0])
     gd = gd_weight.copy()
     j = 0
@@ -217,25 +157,13 @@ def _excess_steps(mu, source, weight, checkpoints, factor, gd_weight, out):  # p
 heal_on_damage(_excess_steps)
 
 
-def predicted_steps(
-    spec: Spectrum,
-    model: FloorModel,
-    *,
-    lr: float,
-    batch_size: int,
-    targets: Sequence[float],
-    max_steps: int,
-    sigma: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[int | None, ...]:
-    """Per target (decreasing), the first step t at which SGD's EXPECTED excess
-    (``expected_excess``) is at or below it; None when not within the horizon.
-
-    The horizon is ``HORIZON_FACTOR`` x gradient descent's steps to the last target at ``lr``,
-    at most ``max_steps`` (``max_steps`` when gradient descent does not reach it); ``sigma``
-    must then be ``sigma_trajectory(model, lr=lr, iterations=predicted_horizon(...))``.
-    A single run's first passage comes earlier than its mean's: its fluctuations touch the
-    target before the mean does.
-    """
+def predicted_steps(spec: Spectrum, model: FloorModel, *, lr: float, batch_size: int,
+                    targets: Sequence[float], max_steps: int,
+                    sigma: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[int | None, ...]:  # fmt: skip
+    """Per target (decreasing), the first step at which SGD's expected excess is at or below
+    it, None when not within ``predicted_horizon`` (``sigma`` then
+    ``sigma_trajectory(model, lr=lr, iterations=predicted_horizon(...))``)."""
     values = [check_number("targets", t, low=0, low_open=True) for t in targets]
     if not values or sorted(values, reverse=True) != values:
         raise UsageError(f"targets must be excess losses > 0, decreasing; got {list(targets)}")
@@ -253,15 +181,3 @@ def predicted_horizon(spec: Spectrum, *, lr: float, target: float, max_steps: in
     max_steps = check_int("max_steps", max_steps, low=1)
     gd = gd_steps_to(spec, lr, target, max_steps=max_steps)
     return max_steps if gd is None else max(1, min(max_steps, HORIZON_FACTOR * gd))
-
-
-__all__ = [
-    "CURVE_COLUMNS",
-    "HORIZON_FACTOR",
-    "HeldOut",
-    "expected_excess",
-    "expected_losses",
-    "held_out",
-    "predicted_horizon",
-    "predicted_steps",
-]

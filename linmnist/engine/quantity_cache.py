@@ -1,22 +1,9 @@
 """Per-dataset quantities on disk: what an evaluator, a spectrum or a noise-floor model
-computes once per data set.
-
-The evaluator's Gram matrices and top eigenvectors (``evaluation.Evaluator``), the spectrum's
-eigen-decomposition (``spectrum.spectrum``) and the noise floor's fourth moments
-(``noise_floor.FloorModel``) cost seconds on MNIST and are the same for every run
-on the same data, in every process. ``cached`` keeps them in
-``<data cache>/quantities/<kind>-<key>.npz`` (the data cache is ``~/.cache/linmnist``, or
-``$LINMNIST_DATA_DIR``), ``key`` the SHA-256 of the data (``data_key``):
-
-* each file holds the digest of the code that computed it (``code_digest``: the computing
-  module's source and numpy's version); a file of other code is computed again and replaced,
-  so there is one file per data set and kind;
-* a file's first line is the SHA-256 of the rest: a truncated, garbled or extended file fails
-  it, is removed with one warning line on stderr and computed again;
-* files are written atomically (a temporary file renamed into place); a cache that cannot be
-  written is left alone and the quantities computed each time;
-* data smaller than ``CACHE_FROM`` values are not cached: computing costs less than hashing
-  and reading.
+computes once per data set, kept in ``<data cache>/quantities/<kind>-<key>.npz``, ``key`` the
+SHA-256 of the data (``data_key``). Each file holds the digest of the code that computed it
+(``code_digest``; other code's is computed again and replaced); its first line is the SHA-256
+of the rest (a damaged file is removed, with one warning line). Files are written atomically;
+a cache that cannot be written is left alone; data below ``CACHE_FROM`` values is not cached.
 """
 
 from __future__ import annotations
@@ -77,8 +64,9 @@ def code_digest(source: str | os.PathLike) -> str:
 
 
 def cached(kind: str, key: str | None, source: str, compute: Callable[[], Arrays]) -> Arrays:
-    """The arrays ``compute()`` returns for the data of ``key``, computed by ``source``: read
-    from the cache when it holds them, else computed and stored (``key`` None: computed)."""
+    """``compute()``'s arrays for the data of ``key`` (None: not cached), computed by the file
+    ``source``: read from the cache when it holds them, else computed and stored (atomically,
+    after the checksum line; not when the cache cannot be written)."""
     if key is None:
         return compute()
     path = quantities_dir() / f"{kind}-{key}.npz"
@@ -86,7 +74,11 @@ def cached(kind: str, key: str | None, source: str, compute: Callable[[], Arrays
     arrays = _read(path, code)
     if arrays is None:
         arrays = compute()
-        _write(path, code, arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays, **{CODE: np.array(code)})  # type: ignore[arg-type]
+        payload = buffer.getvalue()
+        with contextlib.suppress(OSError):  # read-only, full or not a directory: not stored
+            write_atomic(path, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
     return arrays
 
 
@@ -121,17 +113,3 @@ def _discard(path: Path) -> str:
     except OSError:
         return "not removable"
     return "removed"
-
-
-def _write(path: Path, code: str, arrays: Arrays) -> None:
-    """Store ``arrays`` at ``path`` atomically, after the checksum line; skipped when the
-    cache cannot be written."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays, **{CODE: np.array(code)})  # type: ignore[arg-type]
-    payload = buffer.getvalue()
-    # read-only, full or not a directory: the quantities are not stored
-    with contextlib.suppress(OSError):
-        write_atomic(path, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-
-
-__all__ = ["CACHE_FROM", "cached", "code_digest", "data_key", "quantities_dir"]

@@ -1,30 +1,17 @@
 """Steps to a target loss against batch size: SGD runs that stop at the target, and the fit.
 
-``steps_to_target`` trains minibatch SGD (the study's update, batches drawn with replacement
-from ``np.random.default_rng(seed)``, W = 0 at the start) and returns the first step at which
-the training excess L(W) - L* falls to each target. It never passes over the data to check:
-with D = W - W* and R* = W* X - Y the residuals at the optimum,
+``steps_to_target`` trains the study's SGD from W = 0 and returns the first step at which the
+excess L(W) - L* falls to each target, without a pass over the data: with D = W - W* and
+r* = W* x - y, the batch residuals are D xb + r*_b and the excess is 0.5 <D, M>, M = D S,
+which follows D -= a E xb^T as M -= a E (S xb)^T (10 B D a step; for B >= ``DIRECT_FROM``
+M = D S is recomputed, 10 D^2). Below it the steps run in one compiled loop.
 
-    the batch residuals are  W xb - yb = D xb + r*_b,
-    the excess loss is       0.5 tr(D S D^T) = 0.5 <D, M>,   M = D S,
+A run stops at the last target, at divergence, at ``max_steps``, or when it has stalled: at
+every power of two t >= 2 ``STALL_FROM``, if the mean excess of steps (t/2, t] is not
+``STALL_GAIN`` below that of (t/4, t/2] (it sits on its noise floor above the target).
 
-and M follows D's update D -= a E xb^T as M -= a E (S xb)^T with S X precomputed, so each
-check costs 10 D (10 B D for the update of M). For B >= ``DIRECT_FROM`` M is recomputed
-instead (10 D^2 per check, less than the 10 B D of updating it). Below it the steps run in
-one compiled loop (``_incremental_steps``) up to the next stall check: at B = 1 the dozen
-numpy calls of a step cost ten times its arithmetic.
-
-A run stops at the last target, at divergence (loss > ``DIVERGENCE_LOSS``), at ``max_steps``,
-or when it has stalled: at every power of two t >= 2 ``STALL_FROM`` steps, if the mean excess
-of steps (t/2, t] is not ``STALL_GAIN`` below that of steps (t/4, t/2], the run sits on its
-noise floor above the target (a fluctuation may still touch the target later: such a rate
-is not the best one).
-
-``search_lr`` runs a batch size over a descending learning-rate grid and stops once past
-the best rate; ``predict_search`` makes the same search on SGD's expected excess, predicted
-from the data (``linmnist.engine.prediction.predicted_steps``); ``fit_hyperbola`` fits
-S = S_min + E_min / B, McCandlish et al.'s
-(S / S_min - 1)(E / E_min - 1) = 1 with E = B S.
+``search_lr`` (``predict_search``: on the prediction) runs a batch size over a descending lr
+grid until past the best rate; ``fit_hyperbola`` fits McCandlish et al.'s S = S_min + E_min / B.
 """
 
 from __future__ import annotations
@@ -61,23 +48,11 @@ RUN_COLUMNS = ["batch_size", "lr", "seed", "status", "steps_run", "cap", "second
 
 @dataclass(frozen=True)
 class TargetData:
-    """The arrays the runs share, in float32, sample-major (contiguous batch gathers).
+    """The arrays the runs share, in float32, sample-major (contiguous batch gathers)."""
 
-    Attributes
-    ----------
-    X : ndarray (N, D)
-    SX : ndarray (N, D)
-        (S x_i)^T.
-    residual_star : ndarray (N, 10)
-        r*_i = W* x_i - y_i.
-    S : ndarray (D, D)
-    W_star : ndarray (10, D)
-    loss_star : float
-    """
-
-    X: np.ndarray
-    SX: np.ndarray
-    residual_star: np.ndarray
+    X: np.ndarray  # (N, D)
+    SX: np.ndarray  # (N, D) rows (S x_i)^T
+    residual_star: np.ndarray  # (N, 10) r*_i = W* x_i - y_i
     S: np.ndarray
     W_star: np.ndarray
     loss_star: float
@@ -85,21 +60,10 @@ class TargetData:
 
 @dataclass(frozen=True)
 class TargetRun:
-    """One run of ``steps_to_target``.
+    """One run of ``steps_to_target``."""
 
-    Attributes
-    ----------
-    steps : tuple of (int or None)
-        Per target, the first step whose excess is at or below it (None: not reached).
-    status : str
-        ``"reached"`` (every target), ``"stalled"``, ``"capped"`` or ``"diverged"``.
-    steps_run : int
-        Steps taken.
-    seconds : float
-    """
-
-    steps: tuple[int | None, ...]
-    status: str
+    steps: tuple[int | None, ...]  # per target, the first step at or below it (None: not)
+    status: str  # "reached" (every target), "stalled", "capped" or "diverged"
     steps_run: int
     seconds: float
 
@@ -109,14 +73,8 @@ def target_data(spec: Spectrum, X: np.ndarray, Y: np.ndarray) -> TargetData:
     samples = np.ascontiguousarray(np.asarray(X).T, dtype=np.float32)
     S = spec.S.astype(np.float32)
     residual = samples @ spec.W_star.T.astype(np.float32) - np.asarray(Y, dtype=np.float32).T
-    return TargetData(
-        X=samples,
-        SX=samples @ S,  # rows (S x_i)^T, S symmetric; float32 like the training
-        residual_star=residual,
-        S=S,
-        W_star=spec.W_star.astype(np.float32),
-        loss_star=spec.loss_star,
-    )
+    SX = samples @ S  # rows (S x_i)^T, S symmetric; float32 like the training
+    return TargetData(samples, SX, residual, S, spec.W_star.astype(np.float32), spec.loss_star)
 
 
 def _check_targets(targets) -> tuple[float, ...]:
@@ -126,22 +84,18 @@ def _check_targets(targets) -> tuple[float, ...]:
     return tuple(values)
 
 
-def _check_run(lr, batch_size, targets, seed, max_steps) -> tuple:
-    """The arguments of ``steps_to_target``, checked and normalised."""
-    return (
-        check_number("lr", lr, low=0, low_open=True),
-        check_int("batch_size", batch_size, low=1),
-        _check_targets(targets),
-        check_int("seed", seed, low=0),
-        check_int("max_steps", max_steps, low=1),
-    )
+def _check_rates(lrs) -> list[float]:
+    lrs = [check_number("lrs", lr, low=0, low_open=True) for lr in lrs]
+    if sorted(lrs, reverse=True) != lrs:
+        raise UsageError(f"lrs must be decreasing, got {lrs}")
+    return lrs
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _incremental_steps(X, SX, R, D, M, rows, step, limit, last, out):  # pragma: no cover
-    """The steps of ``rows`` (steps, B) in place on D and M, the excess after each in ``out``;
-    stops after the first excess above ``limit`` (or NaN) or at most ``last``. Returns the
-    number of steps taken. One step: E = D xb + r*_b, then D -= a E xb^T, M -= a E (S xb)^T."""
+    """The steps of ``rows`` (steps, B) on D and M (E = D xb + r*_b, D -= a E xb^T,
+    M -= a E (S xb)^T), the excess after each in ``out``, until one is above ``limit`` (or
+    NaN) or at most ``last``; returns the number of steps taken."""
     k, d = D.shape
     E = np.empty((rows.shape[1], k), dtype=D.dtype)
     for t in range(rows.shape[0]):
@@ -173,9 +127,8 @@ heal_on_damage(_incremental_steps)
 
 
 def _excesses(data: TargetData, D, M, rows, step, limit, last) -> np.ndarray:
-    """The excess after each step of ``rows``, D and M updated in place; stops after the first
-    step above ``limit`` or at most ``last``. Below ``DIRECT_FROM`` one compiled pass per
-    segment (per-step numpy calls would cost more than the step itself at small B)."""
+    """``_incremental_steps``' excesses (compiled below ``DIRECT_FROM``, where numpy's calls
+    would cost more than a step)."""
     if rows.shape[1] < DIRECT_FROM:
         out = np.empty(len(rows))
         step = D.dtype.type(step)  # float32 arithmetic, like the training
@@ -194,21 +147,13 @@ def _excesses(data: TargetData, D, M, rows, step, limit, last) -> np.ndarray:
     return np.asarray(excesses)
 
 
-def steps_to_target(
-    data: TargetData,
-    *,
-    lr: float,
-    batch_size: int,
-    targets: Sequence[float],
-    seed: int = 0,
-    max_steps: int = 100_000,
-) -> TargetRun:
-    """SGD from W = 0 until the excess loss reaches every one of ``targets`` (decreasing).
-
-    See the module docstring for the checks and the stopping rules.
-    """
+def steps_to_target(data: TargetData, *, lr: float, batch_size: int, targets: Sequence[float],
+                    seed: int = 0, max_steps: int = 100_000) -> TargetRun:  # fmt: skip
+    """SGD from W = 0 until the excess loss reaches every one of ``targets`` (decreasing)."""
     start = time.perf_counter()
-    a, b, targets, seed, max_steps = _check_run(lr, batch_size, targets, seed, max_steps)
+    a, b = check_number("lr", lr, low=0, low_open=True), check_int("batch_size", batch_size, low=1)
+    targets = _check_targets(targets)
+    seed, max_steps = check_int("seed", seed, low=0), check_int("max_steps", max_steps, low=1)
     n = data.X.shape[0]
     limit = DIVERGENCE_LOSS - data.loss_star
     rng = np.random.default_rng(seed)
@@ -259,26 +204,11 @@ def target_columns(n_targets: int) -> list[str]:
     return [f"steps_{i}" for i in range(n_targets)]
 
 
-def search_lr(
-    data: TargetData,
-    *,
-    batch_size: int,
-    lrs: Sequence[float],
-    seeds: Sequence[int],
-    targets: Sequence[float],
-    max_steps: int,
-) -> pd.DataFrame:
-    """Every seed at each of ``lrs`` (descending), until past the best rate.
-
-    Each run is capped at ``CAP_FACTOR`` x the best median steps to the last target found so
-    far; the search stops at the first rate whose median steps exceed ``PAST_FACTOR`` x the
-    best for every target. Returns one row per run: ``RUN_COLUMNS`` and ``steps_<i>`` per
-    target (NaN: not reached).
-    """
-    targets = _check_targets(targets)
-    lrs = [check_number("lrs", lr, low=0, low_open=True) for lr in lrs]
-    if sorted(lrs, reverse=True) != lrs:
-        raise UsageError(f"lrs must be decreasing, got {lrs}")
+def search_lr(data: TargetData, *, batch_size: int, lrs: Sequence[float], seeds: Sequence[int],
+              targets: Sequence[float], max_steps: int) -> pd.DataFrame:  # fmt: skip
+    """Every seed at each of ``lrs`` (descending) until past the best rate; one row per run,
+    ``RUN_COLUMNS`` and ``steps_<i>`` per target (NaN: not reached)."""
+    targets, lrs = _check_targets(targets), _check_rates(lrs)
     best = np.full(len(targets), np.inf)
     rows = []
     for lr in lrs:
@@ -291,18 +221,8 @@ def search_lr(
                 data, lr=lr, batch_size=batch_size, targets=targets, seed=seed, max_steps=cap
             )
             steps.append([np.inf if s is None else s for s in run.steps])
-            rows.append(
-                {
-                    "batch_size": batch_size,
-                    "lr": lr,
-                    "seed": seed,
-                    "status": run.status,
-                    "steps_run": run.steps_run,
-                    "cap": cap,
-                    "seconds": run.seconds,
-                    **dict(zip(target_columns(len(targets)), run.steps, strict=True)),
-                }
-            )
+            rows.append([batch_size, lr, seed, run.status, run.steps_run, cap, run.seconds,
+                         *run.steps])  # fmt: skip
         median = np.median(np.array(steps, dtype=float), axis=0)
         if np.isfinite(best).all() and (median > PAST_FACTOR * best).all():
             break
@@ -311,31 +231,14 @@ def search_lr(
     return pd.DataFrame(rows, columns=columns).astype({c: float for c in columns[7:]})
 
 
-def predict_search(
-    spec: Spectrum,
-    model: FloorModel,
-    *,
-    batch_size: int,
-    lrs: Sequence[float],
-    targets: Sequence[float],
-    max_steps: int,
-    sigmas: dict[float, tuple[np.ndarray, np.ndarray]] | None = None,
-) -> pd.DataFrame:
-    """``search_lr``'s search with SGD's expected excess in place of the seeds' runs.
-
-    Over ``lrs`` (descending) from the first below the batch size's predicted instability
-    edge (``noise_floor.largest_stable_lr``: above it SGD's second moment grows without bound,
-    and the rate is not the best), until the first rate whose predicted steps
-    (``prediction.predicted_steps``) exceed the best for every target: the predictions have
-    no seeds' spread, and each target's steps fall and then rise as the rate decreases.
-    ``sigmas`` keeps the gradient noise along gradient descent per lr, which does not depend
-    on the batch size (filled in as needed). Returns one row per rate: ``batch_size``,
-    ``lr`` and ``steps_<i>`` per target (NaN: not reached within the prediction's horizon).
-    """
-    targets = _check_targets(targets)
-    lrs = [check_number("lrs", lr, low=0, low_open=True) for lr in lrs]
-    if sorted(lrs, reverse=True) != lrs:
-        raise UsageError(f"lrs must be decreasing, got {lrs}")
+def predict_search(spec: Spectrum, model: FloorModel, *, batch_size: int, lrs: Sequence[float],
+                   targets: Sequence[float], max_steps: int,
+                   sigmas: dict[float, tuple[np.ndarray, np.ndarray]] | None = None
+) -> pd.DataFrame:  # fmt: skip
+    """``search_lr``'s search on ``prediction.predicted_steps``, from the first rate below the
+    predicted edge (``noise_floor.largest_stable_lr``) until one worse for every target; one row
+    per rate (``predicted_columns``); ``sigmas`` caches the gradient noise per lr."""
+    targets, lrs = _check_targets(targets), _check_rates(lrs)
     sigmas = {} if sigmas is None else sigmas
     edge = largest_stable_lr(model, batch_size=batch_size)
     best = np.full(len(targets), np.inf)
@@ -362,21 +265,14 @@ def predicted_columns(n_targets: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Hyperbola:
-    """S = S_min + E_min / B fitted to steps S at batch sizes B.
+    """S = S_min + E_min / B fitted to steps S at batch sizes B."""
 
-    Attributes
-    ----------
-    s_min, e_min : float
-        Minimum steps (B -> inf) and minimum examples (B -> 0).
-    b_crit : float
-        E_min / S_min, where the steps are twice S_min (and the examples twice E_min).
-    """
-
-    s_min: float
-    e_min: float
+    s_min: float  # minimum steps (B -> inf)
+    e_min: float  # minimum examples (B -> 0)
 
     @property
     def b_crit(self) -> float:
+        """E_min / S_min, where the steps are twice S_min."""
         return self.e_min / self.s_min
 
     def steps(self, batch_size) -> np.ndarray:
@@ -385,14 +281,8 @@ class Hyperbola:
 
 
 def fit_hyperbola(batch_sizes: Sequence[int], steps: Sequence[float]) -> Hyperbola:
-    """Least squares on the RELATIVE errors (S_B - S_min - E_min / B) / S_B, linear in
-    (S_min, E_min); batch sizes whose steps are missing (NaN, inf) are left out.
-
-    Raises
-    ------
-    ValueError
-        With fewer than two batch sizes with steps.
-    """
+    """Least squares on the relative errors (S_B - S_min - E_min / B) / S_B, linear in
+    (S_min, E_min), over the batch sizes with steps (a ValueError with fewer than two)."""
     B = np.asarray(batch_sizes, dtype=float)
     S = np.asarray(steps, dtype=float)
     if B.shape != S.shape or B.ndim != 1 or not (np.isfinite(B).all() and (B >= 1).all()):
@@ -412,16 +302,11 @@ def fit_hyperbola(batch_sizes: Sequence[int], steps: Sequence[float]) -> Hyperbo
 def floor_ratio(start: float, target: float) -> float:
     """B_crit / B_floor in the noisy quadratic model with one slow direction (Zhang et al. 2019).
 
-    A batch B at step eta reaches the target excess when its noise floor eta tr Sigma* / (4B)
-    is a share f of the target and the signal, decaying like (1 - eta lam)^(2t) from the
-    excess ``start`` at W = 0, the rest: t ~ ln(R / (1 - f)) / (2 eta lam), R = start / target.
-    A small batch takes the largest step its floor allows, eta = 4 B f target / tr Sigma*, and
-    the share f* that minimises its steps, ln(R / (1 - f)) / f, solves
-    f / (1 - f) + ln(1 - f) = ln R. A large batch is held at eta_large by the curvature, its
-    floor negligible: t ~ ln R / (2 eta_large lam) = S_min. The hyperbola
-    S = S_min (1 + B_crit / B) then gives, with B_floor = eta_large tr Sigma* / (4 target),
-
-        B_crit / B_floor = ln(R / (1 - f*)) / (f* ln R).
+    A batch B at step eta reaches the target when its floor eta tr Sigma* / (4B) is a share f of
+    it and the signal the rest: t ~ ln(R / (1 - f)) / (2 eta lam), R = start / target. A small
+    batch takes eta = 4 B f target / tr Sigma*, f* minimising ln(R / (1 - f)) / f solves
+    f / (1 - f) + ln(1 - f) = ln R; a large one t ~ ln R / (2 eta_large lam) = S_min. With
+    B_floor = eta_large tr Sigma* / (4 target): B_crit / B_floor = ln(R / (1 - f*)) / (f* ln R).
     """
     start = check_number("start", start, low=0, low_open=True)
     target = check_number("target", target, low=0, low_open=True, high=start)
@@ -434,23 +319,3 @@ def floor_ratio(start: float, target: float) -> float:
         low, high = (mid, high) if mid / (1 - mid) + math.log1p(-mid) < log_r else (low, mid)
     share = 0.5 * (low + high)
     return (log_r - math.log1p(-share)) / (share * log_r)
-
-
-__all__ = [
-    "floor_ratio",
-    "CAP_FACTOR",
-    "DIRECT_FROM",
-    "PAST_FACTOR",
-    "RUN_COLUMNS",
-    "Hyperbola",
-    "TargetData",
-    "TargetRun",
-    "fit_hyperbola",
-    "lr_grid",
-    "predict_search",
-    "predicted_columns",
-    "search_lr",
-    "steps_to_target",
-    "target_columns",
-    "target_data",
-]

@@ -1,19 +1,11 @@
-"""Minibatch SGD for the linear classifier W x with the quadratic loss.
+"""Minibatch SGD for the linear classifier W x with the quadratic loss, exactly the study's:
 
-The model and the update are exactly the study's (docs/study.md, "The model and the algorithm"):
+    L(W) = 1/(2N) * sum_i ||W x_i - y_i||^2,      W <- W - lr (W Xb - Yb) Xb^T / B,
 
-    L(W) = 1/(2N) * sum_i ||W x_i - y_i||^2
-    G    = (W Xb - Yb) Xb^T / B,        W <- W - lr * G,
-
-with W = 0 at the start and the B batch indices drawn uniformly WITH replacement.
-
-Training never looks at the metrics: it hands the weights after every evaluated iteration
-(and, for batches below ``INCREMENTAL_BELOW`` evaluated at every iteration, the errors E of
-every update) to a ``linmnist.engine.evaluation.HistoryStream``, which scores them a chunk
-at a time and keeps only the history table, so a run's memory does not grow with its
-iterations (its batches are drawn a chunk at a time too). Divergence is watched during
-training through an upper bound on the loss that costs one norm (``Evaluator.diverged``);
-only when the bound exceeds the limit is the exact loss computed.
+from W = 0, the B batch indices drawn uniformly WITH replacement. Training hands the weights
+of every evaluated iteration (and the errors E when scored incrementally) to an
+``evaluation.HistoryStream``, so a run's memory does not grow with its iterations; divergence
+is watched through an upper bound on the loss that costs one norm (``Evaluator.diverged``).
 """
 
 from __future__ import annotations
@@ -27,14 +19,13 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from linmnist.engine.data import aligned_empty
+from linmnist.engine.evaluation import DIVERGENCE_LOSS as DIVERGENCE_LOSS
 from linmnist.engine.evaluation import (
-    DIVERGENCE_LOSS,
     HISTORY_COLUMNS,
     Evaluator,
     HistoryStream,
     check_data,
     check_test_data,
-    evaluate_trajectory,
     with_bias_row,
 )
 from linmnist.engine.update import sgd_update
@@ -49,20 +40,15 @@ from linmnist.engine.validation import (
 from linmnist.engine.validation import check_dtype as _check_dtype
 
 ACCURACY_MODES = ("every", "final")
-# Batches smaller than this use the incremental scores when every iteration is evaluated:
-# B rows of product per iteration against the lazy scores' few re-scored samples, but
-# 10 B running sums per score. Measured on MNIST (1,000 iterations, 2 cores): B = 3 takes
-# 2.1 s against 2.4 s for the lazy scores, B = 4 2.7 s against 2.3 s.
+# Batches smaller than this use the incremental scores when every iteration is evaluated
+# (MNIST, 1,000 iterations: B = 3 2.1 s against 2.4 s lazy, B = 4 2.7 s against 2.3 s).
 INCREMENTAL_BELOW = 4
 _DTYPES = (np.float32, np.float64)
-# Longest run accepted: at one evaluation per iteration its history alone takes 3.2 GB
-# (and a run of this length hours), so longer ones are refused before anything is allocated.
+# Longest run accepted (its history alone takes 3.2 GB at one evaluation per iteration).
 MAX_ITERATIONS = 10**8
 # Iterations whose batches are drawn at once when ``train`` draws them itself.
 BATCH_ROWS = 1024
-# Largest batch: its samples (784 x B) and the indices of ``BATCH_ROWS`` iterations drawn at
-# once take 0.75 GB at B = 65,536 in float32 (more than MNIST's 60,000 samples); larger ones
-# are refused before anything is allocated, with what they would need.
+# Largest batch: its samples and ``BATCH_ROWS`` iterations of indices take 0.75 GB.
 MAX_BATCH_SIZE = 1 << 16
 # Largest array of batch indices drawn at once by ``sample_batches`` (iterations x batch).
 MAX_DRAWN_BYTES = 2 << 30
@@ -74,12 +60,8 @@ class TrainResult:
 
     W: np.ndarray  # (10, D), final (before divergence if the run diverged)
     b: np.ndarray | None  # (10,), final bias when trained with ``bias=True``
-    # Columns iteration (0-based index of the update after which the metrics were measured),
-    # train_loss, train_acc, test_acc (fractions; NaN without a test set).
-    history: pd.DataFrame
-    # The iteration where the training loss became non-finite or exceeded ``DIVERGENCE_LOSS``
-    # (the run stopped there), or None.
-    diverged_at: int | None
+    history: pd.DataFrame  # HISTORY_COLUMNS, iteration 0-based (accuracies NaN if not scored)
+    diverged_at: int | None  # the iteration whose loss exceeded DIVERGENCE_LOSS (stopped)
     seconds: float  # wall time of training plus evaluation
     lr: float
     batch_size: int
@@ -93,19 +75,12 @@ def check_dtype(dtype) -> np.dtype:
     return _check_dtype("dtype", dtype, _DTYPES)
 
 
-def batch_bytes(batch_size: int, *, features: int = 784, itemsize: int = 4) -> int:
-    """Memory (bytes) one batch takes in ``train``: its ``features x batch_size`` samples and
-    the indices of ``BATCH_ROWS`` iterations, drawn at once."""
-    return batch_size * (features * itemsize + BATCH_ROWS * 8)
-
-
 def check_batch_size(batch_size, *, name: str = "batch_size", features: int = 784,
                      itemsize: int = 4) -> int:  # fmt: skip
-    """``batch_size`` as an int in [1, ``MAX_BATCH_SIZE``], else a UsageError saying what
-    memory a batch that large would need."""
+    """``batch_size`` as an int in [1, ``MAX_BATCH_SIZE``], else a UsageError (with the memory)."""
     batch_size = check_int(name, batch_size, low=1)
     if batch_size > MAX_BATCH_SIZE:
-        need = batch_bytes(batch_size, features=features, itemsize=itemsize) / 1e9
+        need = batch_size * (features * itemsize + BATCH_ROWS * 8) / 1e9
         raise UsageError(
             f"{name} must be an integer in [1, {MAX_BATCH_SIZE}], got {batch_size}: a batch "
             f"of {batch_size} samples needs {need:,.1f} GB ({features} x {batch_size} "
@@ -139,8 +114,7 @@ def sample_batches(
 
 def batch_rows(args: RunArguments):
     """The batch of every iteration: ``args.batches``' rows, or drawn from ``args.seed``
-    ``BATCH_ROWS`` iterations at a time (the generator's stream does not depend on how the
-    draws are split: the same numbers as ``sample_batches``)."""
+    ``BATCH_ROWS`` iterations at a time (the same numbers as ``sample_batches``)."""
     if args.batches is not None:
         yield from args.batches
         return
@@ -160,13 +134,8 @@ def draw_subset(n_total: int, n_prime: int, *, seed: int = 0) -> np.ndarray:
 
 
 def sgd_step(W: np.ndarray, Xb: np.ndarray, Yb: np.ndarray, lr: float):
-    """One update on the batch (Xb, Yb): returns (W - lr * G, E) with E = W Xb - Yb.
-
-    G = E Xb^T / B is the gradient of the batch loss 1/(2B) sum ||W x - y||^2. This is the
-    update in numpy, on a gathered batch (the hand-coded numpy model of the framework
-    comparison); ``train`` computes the same in one pass over the samples
-    (``linmnist.engine.update.sgd_update``), equal to float32 rounding.
-    """
+    """(W - lr E Xb^T / B, E), E = W Xb - Yb: the update in numpy on a gathered batch (the
+    framework comparison's numpy model; ``update.sgd_update`` equals it to float32 rounding)."""
     E = W @ Xb - Yb
     return W - (lr / Xb.shape[1]) * (E @ Xb.T), E
 
@@ -189,30 +158,12 @@ class RunArguments:
     bias: bool
 
 
-def check_run_arguments(
-    X,
-    Y,
-    X_test=None,
-    Y_test=None,
-    *,
-    lr,
-    batch_size,
-    iterations,
-    seed=0,
-    batches=None,
-    eval_every=1,
-    dtype=np.float32,
-    bias=False,
-    draw_batches=True,
-    data_checked=False,
-) -> RunArguments:
-    """Validate ``train``'s arguments (every implementation checks them the same way).
-
-    Draws the batches from ``seed`` when ``batches`` is None (unless ``draw_batches`` is
-    False: ``train`` draws them a chunk at a time, the same numbers, in bounded memory).
-    ``data_checked``: the arrays are those an ``Evaluator`` checked when it was built (a scan
-    of the whole data set, skipped for every run that shares it).
-    """  # fmt: skip
+def check_run_arguments(X, Y, X_test=None, Y_test=None, *, lr, batch_size, iterations, seed=0,
+                        batches=None, eval_every=1, dtype=np.float32, bias=False, draw_batches=True,
+                        data_checked=False) -> RunArguments:  # fmt: skip
+    """Validate ``train``'s arguments (every implementation checks them the same way); draws
+    the batches from ``seed`` unless given or ``draw_batches`` is False. ``data_checked``: an
+    ``Evaluator`` checked these arrays (a scan of the data, skipped)."""
     lr = check_number("lr", lr, low=0, low_open=True)
     dt = check_dtype(dtype)
     bias = check_bool("bias", bias)
@@ -262,8 +213,7 @@ def check_evaluator(evaluator, args: RunArguments) -> Evaluator:
 
 
 def _with_losses(history: pd.DataFrame, evaluator: Evaluator, points: list) -> pd.DataFrame:
-    """``history`` with a row per (iteration, W) of ``points``: its training loss, NaN
-    accuracies."""
+    """``history`` with a row per (iteration, W) of ``points``: its loss, NaN accuracies."""
     if not points:
         return history
     iterations, Ws = zip(*points, strict=True)
@@ -273,50 +223,17 @@ def _with_losses(history: pd.DataFrame, evaluator: Evaluator, points: list) -> p
     return frame.astype({"iteration": int})
 
 
-def train(
-    X: np.ndarray,
-    Y: np.ndarray,
-    *,
-    lr: float,
-    batch_size: int,
-    iterations: int,
-    seed: int = 0,
-    batches: np.ndarray | None = None,
-    X_test: np.ndarray | None = None,
-    Y_test: np.ndarray | None = None,
-    eval_every: int = 1,
-    dtype=np.float32,
-    bias: bool = False,
-    evaluator: Evaluator | None = None,
-    accuracy: str = "every",
-) -> TrainResult:
-    """Train W (10 x D, from zero) by minibatch SGD on the quadratic loss.
-
-    Parameters
-    ----------
-    X, Y : ndarray (D, N), (10, N)
-        Training inputs (feature-major) and one-hot labels.
-    lr, batch_size, iterations : float, int, int
-        Learning rate (> 0, finite), samples per update and number of updates (>= 1).
-    seed : int
-        Seed of the batch sampler (ignored when ``batches`` is given).
-    batches : int ndarray (iterations, batch_size), optional
-        Sample indices of every batch; replays a run exactly.
-    X_test, Y_test : ndarray, optional
-        Test set, scored at every evaluated iteration.
-    eval_every : int
-        Evaluate every ``eval_every`` iterations (and always at the last one).
-    dtype : np.float32 or np.float64
-        Arithmetic of the training updates.
-    bias : bool
-        Learn a bias b as well (W x + b).
-    evaluator : Evaluator, optional
-        ``Evaluator(X, Y, X_test, Y_test, bias=bias)`` built once and shared by runs on the
-        same data (the seeds of a grid cell); it must have been built from these arrays.
-    accuracy : {"every", "final"}
-        Accuracies at every evaluated iteration, or at the last one only (the others get the
-        loss, a product with D x D moments, and NaN accuracies: an accuracy is a full pass).
-    """
+def train(X: np.ndarray, Y: np.ndarray, *, lr: float, batch_size: int, iterations: int,
+          seed: int = 0, batches: np.ndarray | None = None, X_test: np.ndarray | None = None,
+          Y_test: np.ndarray | None = None, eval_every: int = 1, dtype=np.float32,
+          bias: bool = False, evaluator: Evaluator | None = None, accuracy: str = "every"
+) -> TrainResult:  # fmt: skip
+    """Train W (10 x D, from zero) by minibatch SGD on the quadratic loss: X, Y (D, N), (10, N)
+    are feature-major inputs and one-hot labels; ``batches`` (iterations, batch_size) replays a
+    run (``seed`` then unused); the test set is scored at every ``eval_every`` iterations and the
+    last. ``dtype`` is the updates' arithmetic; ``bias`` learns W x + b; ``evaluator`` is an
+    ``Evaluator(X, Y, X_test, Y_test, bias=bias)`` shared by runs on these arrays;
+    ``accuracy="final"`` scores the accuracies at the last evaluation only (the others: loss)."""
     t0 = time.perf_counter()
     accuracy = check_choice("accuracy", accuracy, ACCURACY_MODES)
     shared = isinstance(evaluator, Evaluator) and evaluator.built_from(X, Y, X_test, Y_test)
@@ -335,10 +252,9 @@ def train(
 
 @dataclass
 class Recorder:
-    """What one run keeps while it trains: its weights ``W``, the stream that scores them
-    (``Evaluator.stream``), the iteration where it diverged, and with ``accuracy="final"`` the
-    latest evaluated point (``held``, scored at the end) and the earlier ones, whose loss alone
-    is measured (``loss_only``)."""
+    """What one run keeps while it trains: its weights, the stream that scores them, where it
+    diverged, and with ``accuracy="final"`` the latest point (``held``, scored at the end) and
+    the earlier ones (``loss_only``)."""
 
     stream: HistoryStream
     W: np.ndarray
@@ -355,8 +271,8 @@ class Recorder:
         return t % self.every == 0 or t == self.last
 
     def step(self, t: int, W: np.ndarray, E: np.ndarray, idx: np.ndarray) -> None:
-        """Take the weights after update ``t`` (errors E on the batch ``idx``); W is kept,
-        unchanged, when ``records(t)``."""
+        """Take the weights after update ``t`` (errors E on the batch ``idx``); W is kept
+        when ``records(t)``."""
         self.W = W
         if self.records(t):
             if self.accuracy == "every":
@@ -373,9 +289,8 @@ class Recorder:
 
 
 def recorder(args: RunArguments, evaluator: Evaluator, accuracy: str, lr: float, stack) -> Recorder:
-    """A ``Recorder`` of a run ``args`` at ``lr`` from W = 0, its stream entered in ``stack``
-    (a ``contextlib.ExitStack``). Batches below ``INCREMENTAL_BELOW`` evaluated at every
-    iteration are scored incrementally."""
+    """A ``Recorder`` of a run ``args`` at ``lr`` from W = 0, its stream entered in the
+    ``ExitStack`` ``stack`` (incremental below ``INCREMENTAL_BELOW`` at every iteration)."""
     incremental = args.batch_size < INCREMENTAL_BELOW and args.eval_every == 1
     incremental = incremental and accuracy == "every"
     stream = stack.enter_context(evaluator.stream(lr / args.batch_size if incremental else None))
@@ -406,25 +321,3 @@ def _descend(args: RunArguments, evaluator: Evaluator, accuracy: str):
                 run.step(t, W_next, E, idx)
             history = run.history(evaluator)
     return run.W, run.diverged_at, history
-
-
-__all__ = [
-    "DIVERGENCE_LOSS",
-    "HISTORY_COLUMNS",
-    "MAX_ITERATIONS",
-    "Recorder",
-    "RunArguments",
-    "TrainResult",
-    "batch_bytes",
-    "batch_rows",
-    "check_batch_size",
-    "check_dtype",
-    "check_evaluator",
-    "check_run_arguments",
-    "draw_subset",
-    "evaluate_trajectory",
-    "recorder",
-    "sample_batches",
-    "sgd_step",
-    "train",
-]

@@ -1,18 +1,13 @@
 """The quadratic loss in the eigenbasis of S = X X^T / N, and full-batch gradient descent on it.
 
-With C = Y X^T / N, the loss is a quadratic form of W (the Gram-matrix form, no pass over the
-data once S and C are known):
+With C = Y X^T / N, D = W - W* and W* = C S^+ (minimum norm),
 
-    L(W) = 0.5 tr(W S W^T) - tr(W C^T) + 0.5 ||Y||_F^2 / N
-         = L* + 0.5 tr(D S D^T),            D = W - W*,  W* = C S^+ (minimum norm).
+    L(W) = 0.5 tr(W S W^T) - tr(W C^T) + 0.5 ||Y||_F^2 / N = L* + 0.5 tr(D S D^T).
 
-Write S = V diag(lam) V^T. Gradient descent W <- W - lr (W S - C) from W = 0 moves every
-eigen-direction on its own: with U = W V, column k obeys U_k <- (1 - lr lam_k) U_k + lr C V_k,
-so U_t = U* (1 - (1 - lr lam_k)^t) and the excess loss after t steps is, in closed form,
+With S = V diag(lam) V^T and U = W V, gradient descent from W = 0 moves each eigen-direction
+on its own, U_t = U* (1 - (1 - lr lam_k)^t), so its excess after t steps is
 
     L(W_t) - L* = sum_k w_k (1 - lr lam_k)^(2t),      w_k = 0.5 lam_k ||U*_k||^2.
-
-It decreases in t for lr <= 2 / lam_max and grows without bound above.
 """
 
 from __future__ import annotations
@@ -21,48 +16,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linmnist.engine.evaluation import check_data
+from linmnist.engine.evaluation import check_data, grams
 from linmnist.engine.quantity_cache import cached, data_key
 from linmnist.engine.validation import check_int, check_number
 
-# Samples converted to float64 at a time (here, in ``analysis`` and ``noise_floor``): a block of
-# 2,048 is 12.8 MB, below the 32 MB from which every allocation gets fresh pages (glibc's mmap
-# threshold). With whole float64 copies and blocks of 8,192, theory/subset spent 4.3-4.8 s of
-# system time on page faults; 1.9-2.2 s with these.
+# Samples converted to float64 at a time (here, in ``analysis`` and ``noise_floor``): 12.8 MB,
+# below glibc's 32 MB mmap threshold (whole copies cost theory/subset 2.5 s of page faults).
 BLOCK = 2048
 # The eigenpairs come from the samples (``_from_samples``) when they are at most half the
-# pixels in use: 100 MNIST images (530 pixels in use) in 19 ms against 45 ms for S's
-# eigenproblem, 30 in 3 ms against 28; as fast as it at 300 images.
+# pixels in use (100 MNIST images: 19 ms against 45 ms for S's eigenproblem).
 FEW_SAMPLES = 2
 
 
 @dataclass(frozen=True)
 class Spectrum:
-    """The quadratic loss of a training set, in the eigenbasis of S = X X^T / N (float64).
+    """The quadratic loss of a training set, in the eigenbasis of S = X X^T / N (float64)."""
 
-    Attributes
-    ----------
-    S, C : ndarray (D, D), (10, D)
-        X X^T / N and Y X^T / N.
-    lam, V : ndarray (D,), (D, D)
-        Eigenvalues (ascending; those at rounding level set to 0) and eigenvectors of S.
-    W_star : ndarray (10, D)
-        The minimum-norm minimiser C S^+.
-    loss_star, loss_zero : float
-        L(W*) and L(0) = 0.5 ||Y||^2 / N.
-    weights : ndarray (D,)
-        w_k = 0.5 lam_k ||U*_k||^2: the excess loss of W = 0 along each eigen-direction.
-    n_samples : int
-    """
-
-    S: np.ndarray
-    C: np.ndarray
-    lam: np.ndarray
-    V: np.ndarray
-    W_star: np.ndarray
-    loss_star: float
-    loss_zero: float
-    weights: np.ndarray
+    S: np.ndarray  # (D, D) X X^T / N
+    C: np.ndarray  # (10, D) Y X^T / N
+    lam: np.ndarray  # (D,) eigenvalues of S, ascending (those at rounding level set to 0)
+    V: np.ndarray  # (D, D) eigenvectors
+    W_star: np.ndarray  # (10, D) the minimum-norm minimiser C S^+
+    loss_star: float  # L(W*)
+    loss_zero: float  # L(0) = 0.5 ||Y||^2 / N
+    weights: np.ndarray  # (D,) w_k, the excess loss of W = 0 along each eigen-direction
     n_samples: int
 
     @property
@@ -114,14 +91,9 @@ def _decompose(X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _eigenpairs(S: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """S's eigenvalues (ascending) and eigenvectors, S = X X^T / N.
-
-    Pixels zero in every image have zero rows and columns in S: each is an eigenvector of
-    eigenvalue 0 (its unit vector, first in V). The others come from the eigenproblem of S
-    on the remaining D' pixels alone (530-674 of the 784 on Task 5's subsets: a third to two
-    thirds of the work), or, for N <= D' / ``FEW_SAMPLES``, from the QR factors of those
-    rows of X (``_from_samples``).
-    """
+    """S's eigenvalues (ascending) and eigenvectors, S = X X^T / N: a pixel zero in every image
+    is one of eigenvalue 0 (first in V); the others come from S on the D' pixels in use, or for
+    N <= D' / ``FEW_SAMPLES`` from the QR factors of those rows of X (``_from_samples``)."""
     d, n = X.shape
     used = np.flatnonzero(np.diag(S) > 0)  # the pixels nonzero in some image
     if n * FEW_SAMPLES <= used.size:
@@ -147,18 +119,9 @@ def _from_samples(X: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def second_moments(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """X X^T / N and Y X^T / N in float64, ``BLOCK`` samples at a time through one
-    float64 buffer: no float64 copy of X (its fresh pages cost more than the copy)."""
-    d, n = X.shape
-    S, C = np.zeros((d, d)), np.zeros((Y.shape[0], d))
-    block = np.empty((d, min(BLOCK, n)), order="F")
-    for j in range(0, n, BLOCK):
-        cols = slice(j, j + BLOCK)
-        x = block[:, : min(n - j, BLOCK)]
-        x[...] = X[:, cols]
-        S += x @ x.T
-        C += np.asarray(Y[:, cols], dtype=np.float64) @ x.T
-    return S / n, C / n
+    """X X^T / N and Y X^T / N in float64 (``evaluation.grams``, ``BLOCK`` samples at a time)."""
+    S, C, _ = grams(X, Y, BLOCK)
+    return S / X.shape[1], C / X.shape[1]
 
 
 def excess_loss(spec: Spectrum, W: np.ndarray) -> float:
@@ -168,11 +131,8 @@ def excess_loss(spec: Spectrum, W: np.ndarray) -> float:
 
 
 def gd_excess(spec: Spectrum, lr: float, steps) -> np.ndarray:
-    """The excess loss L(W_t) - L* of gradient descent at ``lr`` after each of ``steps``.
-
-    Exact (the closed form of the module docstring). Above 2 / lambda_max the excess grows
-    and becomes ``inf`` once it overflows.
-    """
+    """The excess loss L(W_t) - L* of gradient descent at ``lr`` after each of ``steps``, in
+    closed form (``inf`` once it overflows, above 2 / lambda_max)."""
     lr = check_number("lr", lr, low=0, low_open=True)
     t = np.asarray(steps, dtype=np.float64)
     if t.size and (t.min() < 0 or not np.isfinite(t).all()):
@@ -192,14 +152,9 @@ def gd_weights(spec: Spectrum, lr: float, step: int) -> np.ndarray:
 
 
 def excess_over_gd(spec: Spectrum, W: np.ndarray, lr: float, step: int) -> float:
-    """SGD's excess over gradient descent measured by its quadratic part alone: 0.5 tr(D S D^T)
-    with D = W - W_t^GD, ``W`` a run's weights after ``step`` updates at ``lr``.
-
-    L is quadratic, so L(W) - L(W_t^GD) = tr(G_t D^T) + 0.5 tr(D S D^T) exactly, G_t the
-    gradient at W_t^GD. SGD's mean iterate is gradient descent's (E[D] = 0), so the linear
-    term has mean zero and both estimates have the same expectation; dropping it removes
-    its spread, which grows with ||G_t||, and leaves an estimate that is never negative.
-    """
+    """0.5 tr(D S D^T), D = W - W_t^GD, ``W`` a run's weights after ``step`` updates at ``lr``:
+    L(W) - L(W_t^GD) without its linear term tr(G_t D^T), whose mean is zero (E[D] = 0) and
+    whose spread grows with ||G_t||: the same expectation, never negative."""
     W = np.asarray(W, dtype=np.float64)
     if W.shape != spec.W_star.shape:
         raise ValueError(f"W must have shape {spec.W_star.shape}, got {W.shape}")
@@ -223,15 +178,3 @@ def gd_steps_to(spec: Spectrum, lr: float, target: float, *, max_steps: int = 10
         mid = (low + high) // 2
         low, high = (mid, high) if gd_excess(spec, lr, mid)[()] > target else (low, mid)
     return high
-
-
-__all__ = [
-    "Spectrum",
-    "excess_loss",
-    "excess_over_gd",
-    "gd_excess",
-    "gd_steps_to",
-    "gd_weights",
-    "second_moments",
-    "spectrum",
-]

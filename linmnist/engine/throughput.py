@@ -1,14 +1,9 @@
 """Training-only throughput against the memory-traffic floor (``make bench``'s second table).
 
-* training only: ``sgd.train`` with no test set and one evaluation, at the end, on an
-  evaluator built beforehand: the updates and the per-iteration divergence check;
-* floor: the time to read every batch's samples from the data set twice (a compiled loop
-  summing them), the memory traffic of the update done as numpy's two products, each one
-  pass over the batch. The engine's update (``linmnist.engine.update``) reads each sample
-  once and may come under it.
-
-Both are timed on the same batches, alternately, ``repeats`` times: the table gives the
-median and the range of each and the ratio of the medians, measured side by side.
+Training only is ``sgd.train`` with no test set and one evaluation, at the end (the updates
+and the divergence check); the floor is the time to read every batch's samples twice, the
+traffic of numpy's two products (the engine's update reads each once). Both are timed on the
+same batches, alternately, ``repeats`` times (median and range, ratio of the medians).
 """
 
 from __future__ import annotations
@@ -88,6 +83,3 @@ def table(frame: pd.DataFrame, iterations: int) -> str:
             f"{r.floor_s:>8.3f} {r.floor_min:>6.3f}–{r.floor_max:<6.3f} {r.ratio:>11.2f}x"
         )
     return "\n".join(lines)
-
-
-__all__ = ["measure", "table"]

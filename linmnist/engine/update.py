@@ -1,28 +1,14 @@
 """The minibatch SGD update in one pass over the batch's samples (numba).
 
-The update of ``linmnist.engine.sgd`` (the study's):
+E = W Xb - Yb, W' = W - (lr / B) E Xb^T without numpy's gather of the batch (at B = 1000 it
+costs as much as both products): each sample is read once, straight from the data set, its
+errors and gradient share computed while it is in L1 cache, four samples and two classes at a
+time. The sums run in another order than BLAS's: W' agrees with numpy's to float32 rounding.
 
-    E = W Xb - Yb,        W' = W - (lr / B) E Xb^T.
-
-With numpy it is a gather of the batch (a copy of its B samples) and two skinny products
-that each read that copy; at B = 1000 the copy costs as much as both products. Here each
-sample x_i is read once, straight from the data set: its 10 errors e_i = W x_i - y_i
-(dot products) and its share e_i x_i^T of the gradient are computed while x_i is in L1
-cache, four samples and two classes at a time (one load of a sample's pixels serves two
-classes, one load of a row of W or of G four samples). The sums run in
-another order than BLAS's, so W' agrees with numpy's to float32 rounding, not bit for bit.
-
-Measured on the 2-core AMD EPYC (Zen 3, ~3.1 GHz) of issue 25, one thread, MNIST at B = 1000:
-with the samples in cache the 31 MFLOP of a step take ~0.5 ms, about 60% of the AVX2 FMA
-peak (the error loop at ~4.5 cycles an iteration of 8 FMAs, whose floor is 4; the gradient
-loop, with its two stores, at ~6); the rows gathered from DRAM add ~0.3 ms, as much as reading
-them alone. A software prefetch of the next tiles' rows (llvm.prefetch, one to four tiles
-ahead, spread over the class pairs) saved at most 5-8% on random data and nothing measurable
-on MNIST, so there is none.
-Rows, weights and scratch that start 16 bytes past a cache line, as numpy allocates them (the
-data set's always), make half the 32-byte loads straddle two lines: 5-10% slower each, ~20%
-together. The new weights are formed in the same call, not by numpy (~5 us a step, a quarter
-of the update at B = 10).
+On the 2-core Zen 3 of issue 25 at B = 1000 a step takes ~0.5 ms with the samples in cache
+(~60% of the FMA peak), plus ~0.3 ms for the rows from DRAM; a software prefetch saved nothing
+on MNIST. Rows 16 bytes past a cache line (numpy's) make half the 32-byte loads straddle two
+lines (~20% slower). W' is formed in the same call (numpy's ~5 us is a quarter of B = 10's).
 """
 
 from __future__ import annotations
@@ -120,6 +106,3 @@ def sgd_update(W: np.ndarray, XT: np.ndarray, YT: np.ndarray, ids: np.ndarray, l
     W_next = np.empty_like(W)
     _accumulate(W, XT, YT, ids, W.dtype.type(lr / len(ids)), E, G, W_next)
     return W_next, E
-
-
-__all__ = ["TILE", "sgd_update"]

@@ -1,22 +1,10 @@
 """The package's errors and the argument checks every entry point shares.
 
-Errors
-------
-``LinmnistError``
-    Base of every error the package raises on purpose.
-``UsageError`` (also a ``ValueError``)
-    A wrong parameter, configuration or usage: the caller can fix it.
-``RunFailedError`` (also a ``RuntimeError``)
-    The arguments were fine but the run could not complete.
-
-The command line prints either on one line; ``linmnist.cli`` says with which exit status.
-
-Checks
-------
-Each ``check_*`` returns the value normalised (a Python ``int``, ``float``, ``bool``, a
-``Path``, a ``np.dtype``) or raises ``UsageError`` with a message that names the
-parameter, says what is accepted and shows what was given, e.g.
-``batch_size must be an integer in [1, 60000], got 0``.
+``UsageError``: a wrong parameter, configuration or usage; ``RunFailedError``: a run that
+could not complete; both ``LinmnistError``s (``linmnist.cli`` gives each its exit status).
+Each ``check_*`` returns the value normalised (``int``, ``float``, ``bool``, ``Path``,
+``np.dtype``) or raises a ``UsageError`` naming the parameter, what is accepted and what was
+given: ``batch_size must be an integer in [1, 60000], got 0``.
 """
 
 from __future__ import annotations
@@ -82,18 +70,10 @@ def check_int(name: str, value, *, low: int | None = None, high: int | None = No
     return int(value)
 
 
-def check_number(
-    name: str,
-    value,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-) -> float:
-    """``value`` as a float if it is a finite real number (not a bool) within the bounds.
-
-    The range is [low, high], or (low, high] with ``low_open``; either bound may be None.
-    """
+def check_number(name: str, value, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> float:  # fmt: skip
+    """``value`` as a float if it is a finite real number (not a bool) in [low, high], or
+    (low, high] with ``low_open`` (bounds optional)."""
     expected = f"{name} must be a finite number{_range(low, high, low_open=low_open)}"
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise UsageError(expected + _given(value, typed=True))
@@ -138,10 +118,8 @@ def check_path(name: str, value, *, allow_none: bool = False) -> Path | None:
 
 
 def check_dtype(name: str, value, accepted: Iterable) -> np.dtype:
-    """``value`` as a np.dtype if it is one of the ``accepted`` dtypes (None is refused).
-
-    ``np.dtype(None)`` would be float64; here None is an error like any other non-dtype.
-    """
+    """``value`` as a np.dtype if it is one of the ``accepted`` dtypes (None, which np.dtype
+    takes for float64, is refused)."""
     accepted = [np.dtype(a) for a in accepted]
     names = [f"np.{a.name}" for a in accepted]
     expected = f"{name} must be " + (
@@ -171,17 +149,3 @@ def check_instance(name: str, value, types: type | tuple[type, ...], what: str |
             for c in classes
         )
     raise UsageError(f"{name} must be {what}{_given(value, typed=True)}")
-
-
-__all__ = [
-    "LinmnistError",
-    "RunFailedError",
-    "UsageError",
-    "check_bool",
-    "check_choice",
-    "check_dtype",
-    "check_instance",
-    "check_int",
-    "check_number",
-    "check_path",
-]
