@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -119,7 +120,10 @@ def check_test_data(X_test, Y_test, X: np.ndarray, Y: np.ndarray):
     return X_test, Y_test
 
 
-def with_bias_row(X, bias: bool):
+_MaybeX = TypeVar("_MaybeX", np.ndarray, None)
+
+
+def with_bias_row(X: _MaybeX, bias: bool) -> _MaybeX:
     """X (or None) with a row of ones when ``bias``: a bias is a weight on a constant 1."""
     if X is None or not bias:
         return X
