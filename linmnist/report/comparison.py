@@ -171,10 +171,7 @@ def final_metrics(
 
 
 def comparison_table(
-    comparison: Comparison,
-    *,
-    runs: Sequence[str] = TABLE_RUNS,
-    study: bool | None = None,
+    comparison: Comparison, *, runs: Sequence[str] = TABLE_RUNS, study: bool | None = None
 ) -> pd.DataFrame:
     """One row per implementation of ``runs``: what Task 6 compares.
 

@@ -751,11 +751,7 @@ def _draw_subset(axes, n_prime: int, history: pd.DataFrame, optimum, predicted) 
         label = f"N' = {n_prime}" if metric != "test_acc" else None
         ax.plot(band["iteration"], band["mean"] * scale, style, color=color, label=label)
         ax.fill_between(
-            band["iteration"],
-            band["low"] * scale,
-            band["high"] * scale,
-            color=color,
-            alpha=0.15,
+            band["iteration"], band["low"] * scale, band["high"] * scale, color=color, alpha=0.15
         )
     if optimum is not None and n_prime in optimum:
         ax_loss.axhline(optimum[n_prime], color=color, linestyle=":", linewidth=1.2)

@@ -59,9 +59,7 @@ def notebook_parameters(
 
 
 def pipeline(
-    dataset: str = "mnist",
-    profile: str | None = None,
-    config: str | Path | None = None,
+    dataset: str = "mnist", profile: str | None = None, config: str | Path | None = None
 ) -> list[Product]:
     """Every product of the build of ``dataset`` with ``profile`` (and ``config``).
 

@@ -31,12 +31,7 @@ from linmnist.experiments.scaling import (
     scaling_settings,
 )
 from linmnist.report import captions
-from linmnist.report.inputs import (
-    config_path,
-    require_results,
-    require_tasks,
-    task_results,
-)
+from linmnist.report.inputs import config_path, require_results, require_tasks, task_results
 from linmnist.report.tables import significant
 from linmnist.report.uncertainty import ci95, t975
 

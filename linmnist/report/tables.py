@@ -157,10 +157,7 @@ def _formatter(formatter):
 
 
 def styled(
-    frame: pd.DataFrame,
-    formats: dict | None = None,
-    *,
-    headers: dict[str, str] | None = None,
+    frame: pd.DataFrame, formats: dict | None = None, *, headers: dict[str, str] | None = None
 ) -> Styler:
     """A table for readers: a Styler of ``frame``, its index as the first column(s).
 
@@ -922,11 +919,7 @@ def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
         ["largest_stable_lr", "first_unstable_lr", "n_unstable_there", "n_diverged_there"]
         + ["n_seeds_there", "all_diverge_lr"],
     )
-    names = {
-        "lr_max": "2/λmax",
-        "mean_sample_lr": "2/mean‖x‖²",
-        "per_sample_lr": "2/max‖x‖²",
-    }
+    names = {"lr_max": "2/λmax", "mean_sample_lr": "2/mean‖x‖²", "per_sample_lr": "2/max‖x‖²"}
     rows = []
     for batch_size, row in boundary.iterrows():
         low, high = row["largest_stable_lr"], row["first_unstable_lr"]
