@@ -40,25 +40,10 @@ def growing(losses: Sequence[float]) -> bool:
     return bool(last > GROWTH_FACTOR * np.nanmin(values) and last > values[(values.size - 1) // 2])
 
 
-def _growing_seeds(histories: pd.DataFrame) -> pd.Series:
-    """``growing`` of each (cell, seed) of ``histories``."""
-    ordered = histories.sort_values(["cell", "seed", "iteration"])
-    return ordered.groupby(["cell", "seed"])["train_loss"].agg(growing).rename("growing")
-
-
 def classify(seeds: pd.DataFrame, histories: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``seeds`` with a column ``outcome``: "diverged", "unstable", "stable", or missing for
-    the row of a failed cell.
-
-    Parameters
-    ----------
-    seeds : DataFrame
-        ``load_task`` rows: status, seed, diverged_at, final_train_loss (and cell, to match
-        ``histories``).
-    histories : DataFrame, optional
-        ``load_history`` of the same cells (cell, seed, iteration, train_loss); without it
-        the growth test is not made.
-    """
+    """``seeds`` (``load_task`` rows: status, seed, diverged_at, final_train_loss, and cell)
+    with a column ``outcome``: "diverged", "unstable", "stable", or missing for a failed cell.
+    The growth test reads ``histories`` (``load_history`` of the same cells), when given."""
     missing = {"status", "seed", "diverged_at", "final_train_loss"} - set(seeds.columns)
     if missing:
         raise ValueError(f"seeds lacks the columns {sorted(missing)}")
@@ -75,8 +60,10 @@ def _grows(seeds: pd.DataFrame, histories: pd.DataFrame | None) -> pd.Series:
     """``growing`` of each row's (cell, seed) history (False without one)."""
     if histories is None or histories.empty:
         return pd.Series(False, index=seeds.index)
+    ordered = histories.sort_values(["cell", "seed", "iteration"])
+    grows = ordered.groupby(["cell", "seed"])["train_loss"].agg(growing).rename("growing")
     keys = pd.MultiIndex.from_frame(seeds[["cell", "seed"]])
-    found = _growing_seeds(histories).reindex(keys).fillna(False).to_numpy(dtype=bool)
+    found = grows.reindex(keys).fillna(False).to_numpy(dtype=bool)
     return pd.Series(found, index=seeds.index)
 
 
@@ -98,11 +85,8 @@ CELL_STATES = (
 
 
 def cell_state(n_seeds: int, n_diverged: int, n_unstable: int) -> str | None:
-    """The state of a cell (``CELL_STATES``) from its seed counts; None when no seed ran.
-
-    A cell where some seed diverged is "diverged" (some or every seed); else one where some
-    seed was unstable is "unstable" (some or every seed); else it is "stable".
-    """
+    """The state of a cell (``CELL_STATES``) from its seed counts: "diverged" where some seed
+    diverged, else "unstable" where some was, else "stable"; None when no seed ran."""
     if n_seeds == 0:
         return None
     if n_diverged:
