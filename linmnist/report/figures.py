@@ -106,11 +106,8 @@ def _plain(axis, minor=None) -> None:
 
 
 def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean of ``metric`` over seeds and its 95 % CI, per iteration of ``history``.
-
-    Columns iteration, mean, low, high (mean -/+ the CI's half-width) and n (seeds with a
-    finite value), at iterations a majority of seeds recorded and some seed had not diverged.
-    """
+    """Mean of ``metric`` over seeds and its 95 % CI per iteration of ``history`` (iteration,
+    mean, low, high, n), at iterations a majority of seeds recorded with some finite value."""
     _check_metric(metric)
     check_frame(history, "history", ["iteration", metric])
     seeds = history["seed"] if "seed" in history.columns else pd.Series(0, index=history.index)
@@ -231,14 +228,10 @@ def training_curves(
     diverged_at: Sequence[int] = (),
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Training loss (left) and train/test accuracy (right) against the iteration, one key
-    below the panels.
-
-    ``history`` has iteration, train_loss, train_acc, test_acc (and seed). Optional: the
-    closed-form optimum ``reference`` (loss, train_acc, test_acc) dashed; the ``study``'s
-    points; ``diverged_at``, iterations where seeds diverged; ``predicted`` (iteration,
-    train_loss), dashed.
-    """
+    """Training loss (left) and train/test accuracy (right) of ``history`` (iteration,
+    train_loss, train_acc, test_acc, seed) against the iteration; optionally the closed-form
+    optimum ``reference`` and ``predicted`` (iteration, train_loss) dashed, the ``study``'s
+    points and ``diverged_at``, the iterations where seeds diverged."""
     check_frame(history, "history", ["iteration", *METRICS])
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
     fig = Figure(figsize=(PRINT_WIDTH, 4.9), dpi=DPI)
@@ -274,11 +267,8 @@ def training_curves(
 def _key_below(fig: Figure, axes, title: str, bottom: float | None = None) -> None:
     """One key for the panels ``axes``, below them in two columns (above ``bottom``, a
     figure fraction, by default a row's height per two entries), and the title."""
-    handles: list[Any] = []
-    labels: list[str] = []
-    for ax in axes:
-        more = ax.get_legend_handles_labels()
-        handles, labels = handles + more[0], labels + more[1]
+    pairs = [ax.get_legend_handles_labels() for ax in axes]
+    handles, labels = [h for p in pairs for h in p[0]], [text for p in pairs for text in p[1]]
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=LEGEND_SIZE, frameon=False)
     fig.suptitle(title, fontsize=10)
     bottom = 0.034 * math.ceil(len(labels) / 2) + 0.01 if bottom is None else bottom
@@ -353,13 +343,10 @@ def grid_curves(
     metric: str,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Small multiples of ``metric``: a row per learning rate, a column per batch size.
-
-    The panels share a vertical axis (log for the loss) set by the stable seeds of ``seeds``
-    (lr, batch_size, seed, diverged_at, optionally status and outcome): unstable seeds are
-    clipped and counted, a diverged seed drawn on its own short range. ``histories`` has lr,
-    batch_size, seed, iteration and ``metric``; ``predicted`` (the same keys) is dashed.
-    """
+    """Small multiples of ``metric`` (``histories``: lr, batch_size, seed, iteration), a row
+    per learning rate and a column per batch size, on one axis set by the stable seeds of
+    ``seeds`` (lr, batch_size, seed, diverged_at, optionally status and outcome); unstable and
+    diverged seeds clipped and counted; ``predicted`` (the same keys) dashed."""
     _check_metric(metric)
     columns = ["lr", "batch_size", "seed", "iteration", metric]
     if predicted is None:
@@ -437,24 +424,17 @@ def _log_ticks(low: float, high: float, most: int = 8) -> list[float]:
 def _grid_title(seeds: pd.DataFrame, metric: str) -> str:
     n_seeds = seeds.groupby(["lr", "batch_size"])["seed"].nunique().max()
     n_seeds = 0 if pd.isna(n_seeds) else int(n_seeds)
+    spread = f"mean and 95 % CI of the mean over {n_seeds} seeds;\nthin line: one seed "
+    spread = spread + "evaluated after every iteration" if n_seeds > 1 else "one seed"
     scale = ", log scale" if metric == "train_loss" else ""
-    spread = (
-        f"mean and 95 % CI of the mean over {n_seeds} seeds;\n"
-        "thin line: one seed evaluated after every iteration"
-        if n_seeds > 1
-        else "one seed"
-    )
-    return (
-        f"{METRICS[metric].split(' (')[0].capitalize()}{scale}, per learning rate x batch "
-        f"size (B);\n{spread}"
-    )
+    name = METRICS[metric].split(" (")[0].capitalize()
+    return f"{name}{scale}, per learning rate x batch size (B);\n{spread}"
 
 
 def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
     """Training loss against the examples seen ((iteration + 1) x batch size), log-log: a line
-    per batch size (mean over seeds, 95 % CI band), a panel per learning rate at which no seed
-    diverged; a batch size with an unstable seed is left out of its panel, which says so.
-    """
+    per batch size (95 % CI band), a panel per learning rate at which no seed diverged; a batch
+    size with an unstable seed is left out of its panel, which says so."""
     check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     diverged = seeds.groupby("lr")["diverged_at"].apply(lambda d: d.notna().any())
@@ -520,8 +500,7 @@ def accuracy_heatmap(
     table: pd.DataFrame, *, value: str = "final_test_acc_mean", title: str | None = None
 ) -> Figure:
     """Heatmap of the accuracy column ``value`` of ``table``, learning rate (rows) x batch
-    size (columns), mean ± 95 % CI in each cell; cells with no stable seed grey, saying why.
-    """
+    size (columns), mean ± 95 % CI in each cell; cells with no stable seed grey, saying why."""
     accuracies = [c for c in COLUMN_LABELS if c.endswith("_acc_mean")]
     if value not in accuracies:
         raise ValueError(f"value must be one of {accuracies}, got {value!r}")
@@ -555,8 +534,7 @@ def stability_plot(
 ) -> Figure:
     """The column ``value`` of ``table`` (a row per (lr, batch_size), with n_diverged and
     n_seeds) against the learning rate, a line per batch size with its 95 % CI, ``lr_max`` =
-    2 / lambda_max as a vertical line and red crosses at the top where every seed diverged.
-    """
+    2 / lambda_max marked and red crosses at the top where every seed diverged."""
     if value not in COLUMN_LABELS:
         raise ValueError(f"value must be one of {sorted(COLUMN_LABELS)}, got {value!r}")
     check_frame(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
@@ -627,13 +605,10 @@ def subset_curves(
     optimum: dict[int, float] | None = None,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Training on N' images: loss on S', train/test accuracy and the train-test gap, each N'
-    in its colour, the mean over seeds with its 95 % CI as a band.
-
-    ``histories`` has n_prime, seed, iteration, train_loss, train_acc (on S'), test_acc.
-    ``optimum`` (N' -> the least-squares loss on S') is dotted, ``predicted`` (n_prime,
-    iteration, train_loss) dashed.
-    """
+    """Training on N' images (``histories``: n_prime, seed, iteration and the metrics): loss
+    and accuracy on S', test accuracy and the gap, each N' in its colour with its 95 % CI band;
+    ``optimum`` (N' -> least-squares loss on S') dotted, ``predicted`` (n_prime, iteration,
+    train_loss) dashed."""
     if histories.empty:  # every cell failed: empty panels, and the key says so
         histories = pd.DataFrame(columns=["n_prime", "seed", "iteration", *METRICS])
     check_frame(histories, "histories", ["n_prime", "iteration", *METRICS])
@@ -724,9 +699,8 @@ def _clip_percent(ax) -> None:
 
 def spectrum(eigenvalues: np.ndarray, *, mean_norm: float, max_norm: float, title: str) -> Figure:
     """The eigenvalues of S = X X^T / N, largest first on a log scale, with lambda_max,
-    ``mean_norm`` (mean ||x||^2 = tr S) and ``max_norm`` (max ||x||^2) marked; eigenvalues
-    below 10^-10 lambda_max (always-blank pixels) are left out and counted.
-    """
+    ``mean_norm`` (mean ||x||^2) and ``max_norm`` marked; those below 10^-10 lambda_max
+    (always-blank pixels) are left out and counted."""
     values = np.sort(np.asarray(eigenvalues, dtype=float))[::-1]
     if values.ndim != 1 or values.size == 0 or not values[0] > 0:
         raise ValueError("eigenvalues must be a non-empty 1-D array with a positive maximum")
@@ -816,14 +790,9 @@ def stability_map(
     study_lrs: Sequence[float],
     edges: pd.DataFrame | None = None,
 ) -> Figure:
-    """Final test accuracy against the learning rate per batch size (top), and which runs are
-    stable (bottom).
-
-    Top: the mean final test accuracy of the stable seeds of ``table``
-    (``tables.accuracy_table``), its 95 % CI as a band. Bottom: a row per batch size, a marker
-    per lr (``STATE_MARKERS``) and the predicted ``edges`` (batch_size, lr_edge) as bars. Both
-    mark the three ``bounds``; the top one ``study_lrs`` as triangles.
-    """
+    """The mean final test accuracy of the stable seeds of ``table`` (``accuracy_table``)
+    against the learning rate per batch size (top) and the state of each cell with the
+    predicted ``edges`` (bottom); both mark the three ``bounds``, the top ``study_lrs``."""
     check_frame(
         table, "table", ["batch_size", "lr", "state", "final_test_acc_mean", "final_test_acc_ci"]
     )
@@ -915,10 +884,8 @@ def hero(
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
     """The report's summary figure: (a) the sweep's final training loss (``table``) against
-    the learning rate per batch size, with 2/λmax and the ``predicted`` loss (batch_size, lr,
-    train_loss) dashed; (b) the ``steps`` to ``target`` against the batch size, with the fitted
-    ``hyperbola`` (``linmnist.engine.scaling.Hyperbola``) and the critical batch size.
-    """
+    the learning rate per batch size, the ``predicted`` loss dashed; (b) the ``steps`` to
+    ``target`` against the batch size, with the fitted ``hyperbola`` and B_crit."""
     check_frame(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
     if predicted is not None:
         check_frame(predicted, "predicted", ["batch_size", "lr", "train_loss"])
