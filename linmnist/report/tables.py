@@ -143,10 +143,9 @@ def styled(
     *,
     headers: dict[str, str] | None = None,
 ) -> Styler:
-    """A table for readers: a Styler of ``frame``, its index as the first column(s), headers
-    renamed by ``headers``, columns formatted by ``formats`` (column -> value -> str), every
-    missing value a dash and "mean ± sd" on one line; the data stay numbers.
-    """
+    """A Styler of ``frame`` for readers, its index as the first column(s): headers renamed by
+    ``headers``, columns formatted by ``formats`` (column -> value -> str), a missing value a
+    dash, "mean ± sd" on one line."""
     check_frame(frame, "frame", [])
     formats, headers = dict(formats or {}), dict(headers or {})
     named = [n for n in frame.index.names if n is not None]
@@ -267,12 +266,9 @@ def predicted_bounds(X: np.ndarray, Y: np.ndarray) -> Bounds:
 
 
 def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """What became of the seeds of one cell (its rows of ``results.load_task``, classified by
-    their ``outcome`` column, else by ``outcomes.classify`` without the growth test).
-
-    Returns ({status, n_seeds, n_diverged, n_unstable, diverged_at_min, diverged_at_max}, the
-    rows that ran, the stable rows); the status is "failed" when any row failed.
-    """
+    """What became of the seeds of one cell (its ``load_task`` rows, by ``outcome`` or else
+    ``outcomes.classify``): ({status ("failed" when a row did), n_seeds, n_diverged, n_unstable,
+    diverged_at_min, diverged_at_max}, the rows that ran, the stable rows)."""
     if "outcome" not in rows:
         rows = outcomes.classify(rows)
     ok = rows["status"] == "ok"
@@ -358,25 +354,21 @@ def format_grid_table(table: pd.DataFrame) -> pd.DataFrame:
     """``grid_table(...)`` as display strings, indexed by lr and batch size: final values
     (mean ± 95 % CI over the stable seeds) and what became of the seeds."""
     check_frame(table, "table", ["lr", "batch_size", "status", "n_seeds"])
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "learning rate": [f"{lr:g}" for lr in table["lr"]],
             "batch size": table["batch_size"].astype(int).astype(str),
             **_final_columns(table),
             "status": [_status_text(row) for row in table.itertuples(index=False)],
         }
-    )
-    return out.set_index(["learning rate", "batch size"])
+    ).set_index(["learning rate", "batch size"])
 
 
 def best_lr(table: pd.DataFrame) -> pd.DataFrame:
     """The best learning rate of each batch size of ``grid_table(...)``: among the cells where
-    every seed ran stable, the lowest mean final training loss.
-
-    Columns batch_size, best_lr, its final train loss and test accuracy (mean, ci),
-    lr_by_test_acc (the highest mean final test accuracy: shown, never used to select),
-    study_best_lr (the study's claim; NaN where none) and agrees.
-    """
+    every seed ran stable, the lowest mean final training loss. Columns batch_size, best_lr,
+    its final train loss and test accuracy (mean, ci), lr_by_test_acc (the highest mean final
+    test accuracy: never used to select), study_best_lr (NaN where none) and agrees."""
     means = [m + "_mean" for m in METRICS]
     check_frame(table, "table", ["lr", "batch_size", "status", "n_diverged", *means])
     unstable = table["n_unstable"] if "n_unstable" in table else 0
@@ -444,7 +436,7 @@ def study_at_800(histories: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
 def format_study_at_800(comparison: pd.DataFrame) -> pd.DataFrame:
     """``study_at_800(...)`` as display strings, indexed by learning rate and batch size."""
     check_frame(comparison, "comparison", ["lr", "batch_size", "seed_acc", "mean_acc", "study"])
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "learning rate": [f"{v:g}" for v in comparison["lr"]],
             "batch size": comparison["batch_size"].astype(str),
@@ -457,8 +449,7 @@ def format_study_at_800(comparison: pd.DataFrame) -> pd.DataFrame:
             ],
             "study (one unseeded run)": comparison["study"],
         }
-    )
-    return out.set_index(["learning rate", "batch size"])
+    ).set_index(["learning rate", "batch size"])
 
 
 def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float) -> pd.DataFrame:
@@ -599,15 +590,14 @@ def format_subset_table(table: pd.DataFrame) -> pd.DataFrame:
     """``subset_table(...)`` as display strings (mean ± 95 % CI) indexed by N' (the gap in
     percentage points)."""
     check_frame(table, "table", ["n_prime", "gap_mean", "gap_ci", "status", "n_seeds"])
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "N' (training-set size)": table["n_prime"].astype(int).astype(str),
             **_final_columns(table, " on S'"),
             "train - test gap (points)": _mean_ci_column(table, "gap", percent=True),
             "status": [_status_text(row) for row in table.itertuples(index=False)],
         }
-    )
-    return out.set_index("N' (training-set size)")
+    ).set_index("N' (training-set size)")
 
 
 def subset_study_table(histories: pd.DataFrame, *, iteration: int = 400) -> pd.DataFrame:
@@ -666,14 +656,10 @@ def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
-    """The observed instability boundary of each batch size, indexed by batch_size.
-
-    Going up the learning rates of ``accuracy_table`` (failed and empty cells left out), it
-    lies between largest_stable_lr and first_unstable_lr (the first at which a seed was not
-    stable; NaN at either end if none); also n_unstable_there, n_diverged_there and
-    n_seeds_there (at first_unstable_lr), all_diverge_lr (from which every seed diverged at
-    every larger lr) and the sweep's lr_low, lr_high.
-    """
+    """The observed instability boundary of each batch size of ``accuracy_table`` (failed and
+    empty cells left out): between largest_stable_lr and first_unstable_lr (the first lr at
+    which a seed was not stable; NaN if none), the counts there (``<count>_there``),
+    all_diverge_lr (every seed diverges from there up) and the sweep's lr_low, lr_high."""
     check_frame(
         table, "table", ["batch_size", "lr", "status", "n_seeds", "n_diverged", "n_unstable"]
     )
