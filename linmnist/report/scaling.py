@@ -85,17 +85,13 @@ def best_steps(scaling: Scaling, target: int) -> pd.DataFrame:
     (over its seeds), examples (B x steps), reached and seeds."""
     runs = _steps(scaling.runs, target)
     runs = runs.assign(reached=np.isfinite(runs["steps"]).astype(int))
-    by_lr = runs.groupby(["batch_size", "lr"])
-    table = pd.DataFrame(
-        {
-            "steps": by_lr["steps"].median(),
-            "steps_min": by_lr["steps"].min(),
-            "steps_max": by_lr["steps"].max(),
-            "reached": by_lr["reached"].sum(),
-            "seeds": by_lr.size(),
-        }
-    ).reset_index()
-    best = _fewest(table, "batch_size")
+    stats = {"steps": ("steps", "median"), "steps_min": ("steps", "min")}
+    stats |= {
+        "steps_max": ("steps", "max"),
+        "reached": ("reached", "sum"),
+        "seeds": ("steps", "size"),
+    }
+    best = _fewest(runs.groupby(["batch_size", "lr"]).agg(**stats).reset_index(), "batch_size")
     return best.assign(examples=best["batch_size"] * best["steps"])
 
 
@@ -117,9 +113,8 @@ def steps_agreement(scaling: Scaling) -> pd.DataFrame:
     frames = []
     for i, target in enumerate(scaling.targets):
         measured = best_steps(scaling, i)[["batch_size", "lr", "steps"]]
-        predicted = predicted_best(scaling, i).rename(
-            columns={"lr": "predicted_lr", "steps": "predicted"}
-        )
+        names = {"lr": "predicted_lr", "steps": "predicted"}
+        predicted = predicted_best(scaling, i).rename(columns=names)
         both = measured.rename(columns={"steps": "measured"}).merge(predicted, on="batch_size")
         frames.append(both.assign(target=target, ratio=both["predicted"] / both["measured"]))
     return pd.concat(frames, ignore_index=True)
@@ -128,15 +123,10 @@ def steps_agreement(scaling: Scaling) -> pd.DataFrame:
 def format_agreement(table: pd.DataFrame) -> pd.DataFrame:
     """``steps_agreement`` for display: per batch size (rows) and target (columns), the
     measured and predicted steps and their ratio, e.g. "145 / 217 (1.5×)"."""
-    shown = table.assign(
-        text=[
-            f"{_count(m)} / {_count(p)} ({significant(r, 2)}×)"
-            if math.isfinite(r)
-            else f"{_count(m)} / {_count(p)}"
-            for m, p, r in zip(table["measured"], table["predicted"], table["ratio"], strict=True)
-        ],
-        column=table["target"].map(lambda v: f"excess {v:g}"),
-    )
+    rows = zip(table["measured"], table["predicted"], table["ratio"], strict=True)
+    text = [f"{_count(m)} / {_count(p)}" + (f" ({significant(r, 2)}×)" if math.isfinite(r) else "")
+            for m, p, r in rows]  # fmt: skip
+    shown = table.assign(text=text, column=table["target"].map(lambda v: f"excess {v:g}"))
     wide = shown.pivot(index="batch_size", columns="column", values="text")
     wide = wide[[f"excess {v:g}" for v in table["target"].unique()]]
     wide.index.name, wide.columns.name = "batch size", None
@@ -227,11 +217,9 @@ def format_noise(table: pd.DataFrame) -> pd.DataFrame:
     for name, label in NOISE_NAMES.items():
         for where, words in (("zero", "at W = 0"), ("path", "path average"),
                              ("target", "at the target")):  # fmt: skip
+            pairs = zip(table[f"{name}_{where}"], table[f"{name}_{where}_ratio"], strict=True)
             shown[f"{label} {words}"] = [
-                f"{significant(v)} ({significant(r, 2)}×)"
-                for v, r in zip(
-                    table[f"{name}_{where}"], table[f"{name}_{where}_ratio"], strict=True
-                )  # fmt: skip
+                f"{significant(v)} ({significant(r, 2)}×)" for v, r in pairs
             ]
     return shown.set_index("target excess")
 
@@ -289,10 +277,8 @@ def lr_table(scaling: Scaling) -> pd.DataFrame:
     B = 1 for the last target (``linear``) and the ceiling 2 / lambda_max."""
     record = scaling.records[GD]
     n = len(scaling.targets)
-    rates = [
-        best_steps(scaling, i).set_index("batch_size")["lr"].rename(f"lr_{i}") for i in range(n)
-    ]
-    table = pd.concat(rates, axis=1).reset_index()
+    rates = [best_steps(scaling, i).set_index("batch_size")["lr"] for i in range(n)]
+    table = pd.concat(rates, axis=1, keys=[f"lr_{i}" for i in range(n)]).reset_index()
     B = table["batch_size"].to_numpy(dtype=float)
     table["eps_opt_start"] = eps_opt(B, record["at_zero"])
     for i, scales in enumerate(record["at_target"]):
@@ -436,17 +422,12 @@ def _e3(value: float, verdict: str) -> str:
 def floor_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per batch size and prediction: how many configurations of ``floor_table`` the
     prediction holds for, is undecided on or fails."""
-    rows = []
-    for batch_size, group in table.groupby("batch_size"):
-        for name, words in PREDICTION_NAMES.items():
-            verdicts = group[f"{name}_verdict"]
-            rows.append(
-                {
-                    "batch size": int(batch_size),
-                    "prediction": words,
-                    **{v: int((verdicts == v).sum()) for v in VERDICTS},
-                }
-            )
+    rows = [
+        {"batch size": int(batch_size), "prediction": words}
+        | {v: int((group[f"{name}_verdict"] == v).sum()) for v in VERDICTS}
+        for batch_size, group in table.groupby("batch_size")
+        for name, words in PREDICTION_NAMES.items()
+    ]
     return pd.DataFrame(rows).set_index(["batch size", "prediction"])
 
 
