@@ -153,20 +153,3 @@ def share_agreeing(table: pd.DataFrame) -> float:
     """The share of the rows of ``agreement`` whose prediction is inside the CI at
     ``AGREES_FROM`` of their iterations or more (NaN without rows)."""
     return float(np.mean(table["inside"] >= AGREES_FROM)) if len(table) else float("nan")
-
-
-__all__ = [
-    "AGREEMENT_COLUMNS",
-    "AGREES_FROM",
-    "exact_pass_rate",
-    "expected_agreeing",
-    "within_chance",
-    "agreement",
-    "edge_counts",
-    "format_agreement",
-    "measured_edges",
-    "with_edges",
-    "seed_means",
-    "share_agreeing",
-    "with_settings",
-]

@@ -1,18 +1,8 @@
-"""The report's instability rule: what became of each seed's run.
-
-A seed's run is
-
-* ``"diverged"`` when the engine stopped it (``diverged_at`` set): its training loss became
-  non-finite or exceeded ``linmnist.engine.evaluation.DIVERGENCE_LOSS`` (10⁶);
-* ``"unstable"`` when it ran to the end but either its final training loss is above
-  ``ZERO_LOSS``, the loss at W = 0 (0.5 for one-hot labels: the run ended worse than no
-  training at all), or its loss was growing at the end (``growing``: the last evaluated loss
-  is more than ``GROWTH_FACTOR`` times the lowest loss of its history and above the loss at
-  the middle evaluation of its history);
-* ``"stable"`` otherwise.
-
-The growth test reads the seed's history (``linmnist.experiments.results.load_history``);
-without histories only the first two tests are made. A failed cell has no outcome.
+"""The report's instability rule: a seed's run is ``"diverged"`` when the engine stopped it
+(``diverged_at``: its loss non-finite or above ``DIVERGENCE_LOSS``), ``"unstable"`` when it ran
+to the end but its final training loss is above ``ZERO_LOSS`` (worse than no training) or its
+loss was ``growing`` at the end (read from its history, when given), ``"stable"`` otherwise.
+A failed cell has no outcome.
 """
 
 from __future__ import annotations
