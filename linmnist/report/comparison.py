@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from linmnist.experiments.comparison import STEM, Comparison, load_comparison
 from linmnist.experiments.paths import results_dir
-from linmnist.report.figures import LEGEND_SIZE, PRINT_WIDTH
+from linmnist.report.figures import LEGEND_SIZE, PRINT_WIDTH, REFERENCE_STYLE
 from linmnist.report.inputs import require_results
 from linmnist.report.study import is_study_dataset
 from linmnist.report.tables import scientific, styled
@@ -66,7 +66,6 @@ DISPLAY = {
     "step_s_per_1000": lambda v: f"{v:.3f}",
     "run_s_per_1000": lambda v: f"{v:.2f}",
 }
-_REFERENCE = {"color": "0.35", "linestyle": "--", "linewidth": 1.0}
 # Line styles of overlaid runs: wide to narrow, so coinciding curves all show.
 _STYLES: list[dict[str, Any]] = [
     {"linewidth": 3.0, "alpha": 0.45},
@@ -237,7 +236,7 @@ def overlay_curves(
     for ax, (_, scale, label, attr, fmt) in zip(axes, panels, strict=True):
         if reference is not None:
             value = scale * getattr(reference, attr)
-            ax.axhline(value, **_REFERENCE, label=reference_label)
+            ax.axhline(value, **REFERENCE_STYLE, label=reference_label)
             _label_reference(ax, value, fmt.format(value))
         ax.set_xlabel("iteration")
         ax.set_title(label, fontsize=9)

@@ -408,15 +408,12 @@ def _log_ticks(low: float, high: float, most: int = 8) -> list[float]:
     """Round tick values between ``low`` and ``high``: the coarsest of 10^k, 1 and 3 x 10^k,
     1, 2, 3, 5 x 10^k and finer steps that gives three ticks or more (and at most ``most``)."""
     decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-    steps = ((1,), (1, 3), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8))
+    halves = tuple(m / 10 for m in range(10, 100, 5))  # 1, 1.5, 2, ..., 9.5
+    steps = ((1,), (1, 3), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8), halves)
     candidates = [
         [t for t in (round(m * 10.0**k, 12) for k in decades for m in step) if low <= t <= high]
         for step in steps
     ]
-    candidates.append(
-        [t for t in (round(m / 10 * 10.0**k, 12) for k in decades for m in range(10, 100, 5))
-         if low <= t <= high]
-    )  # fmt: skip
     fitting = [ticks for ticks in candidates if 3 <= len(ticks) <= most]
     return fitting[0] if fitting else min(candidates, key=lambda t: abs(len(t) - 3))
 

@@ -286,29 +286,24 @@ def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]
     return counts, runs, runs[outcome == "stable"]
 
 
-def _summarize(rows: pd.DataFrame) -> dict:
-    """One cell's seeds: the counts of ``seed_outcomes``, the mean and 95 % CI of each metric
-    over the stable seeds, the wall times."""
-    counts, runs, stable = seed_outcomes(rows)
-    failed = rows[rows["status"] != "ok"]
-    out = {"status": counts.pop("status")}
-    out["error"] = failed["error"].iloc[0] if len(failed) else None
-    out |= counts
-    for metric in METRICS:
-        values = stable[metric].astype(float)
-        out[f"{metric}_mean"], out[f"{metric}_ci"] = values.mean(), ci95(values)
-    seconds = runs["seconds"].astype(float)
-    out["seconds_fidelity"] = seconds[runs["eval_every"] == 1].mean()
-    out["seconds_thinned"] = seconds[runs["eval_every"] > 1].mean()
-    return out
-
-
 def _cell_table(seeds: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """A row per cell (``keys``): status, error, the counts of ``seed_outcomes``, the mean and
+    95 % CI of each metric over the stable seeds, the mean wall times."""
     check_frame(seeds, "seeds", [*keys, "status", "error", "seed", "eval_every", "diverged_at"])
     rows = []
     for key, group in seeds.groupby(keys, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(keys, key, strict=True)), **_summarize(group)})
+        counts, runs, stable = seed_outcomes(group)
+        failed = group[group["status"] != "ok"]
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        row |= {"status": counts.pop("status")}
+        row |= {"error": failed["error"].iloc[0] if len(failed) else None} | counts
+        for metric in METRICS:
+            values = stable[metric].astype(float)
+            row[f"{metric}_mean"], row[f"{metric}_ci"] = values.mean(), ci95(values)
+        seconds = runs["seconds"].astype(float)
+        row["seconds_fidelity"] = seconds[runs["eval_every"] == 1].mean()
+        row["seconds_thinned"] = seconds[runs["eval_every"] > 1].mean()
+        rows.append(row)
     table = pd.DataFrame(rows)
     return table.astype({"diverged_at_min": "Int64", "diverged_at_max": "Int64"})
 
