@@ -138,10 +138,7 @@ def _formatter(formatter):
 
 
 def styled(
-    frame: pd.DataFrame,
-    formats: dict | None = None,
-    *,
-    headers: dict[str, str] | None = None,
+    frame: pd.DataFrame, formats: dict | None = None, *, headers: dict[str, str] | None = None
 ) -> Styler:
     """A Styler of ``frame`` for readers, its index as the first column(s): headers renamed by
     ``headers``, columns formatted by ``formats`` (column -> value -> str), a missing value a
