@@ -1,9 +1,8 @@
 """Predicted against measured learning curves: how often the prediction lies in the seeds' CI.
 
-For each configuration whose seeds all ran to the end, at each iteration where every seed
-was evaluated, the seeds' mean training loss and its 95 % CI (``uncertainty.ci95``) are set
-beside the predicted expected loss (``linmnist.experiments.theory``): the share of those
-iterations where the prediction lies inside the CI, and the largest relative error.
+For each configuration whose seeds all ran to the end, at each iteration every seed recorded:
+the share where the predicted expected loss (``linmnist.experiments.theory``) lies inside the
+95 % CI of the seeds' mean training loss, and the largest relative error.
 """
 
 from __future__ import annotations
@@ -44,10 +43,8 @@ def agreement(
     check_frame(runs, "runs", ["cell", "diverged_at"])
     whole = runs.groupby("cell")["diverged_at"].apply(lambda d: d.isna().all())
     means = seed_means(histories[histories["cell"].isin(whole[whole].index)], metric)
-    both = means.merge(
-        curves[["cell", "iteration", metric]].rename(columns={metric: "predicted"}),
-        on=["cell", "iteration"],
-    )
+    predicted = curves[["cell", "iteration", metric]].rename(columns={metric: "predicted"})
+    both = means.merge(predicted, on=["cell", "iteration"])
     error = (both["predicted"] - both["mean"]).abs()
     both = both.assign(inside=error <= both["ci"], rel=error / both["mean"].abs())
     table = both.groupby("cell", sort=False).agg(
@@ -76,29 +73,27 @@ def with_edges(table: pd.DataFrame, seeds: pd.DataFrame, edges: pd.DataFrame) ->
     return rows.assign(edge_ratio=rows["lr"] / rows["lr_edge"]).drop(columns="lr_edge")
 
 
+_FORMATS = {
+    "inside": lambda v: f"{100 * v:.0f} %",
+    "max_rel_error": lambda v: f"{significant(100 * v, 2)} %",
+    "edge_ratio": lambda v: significant(v, 2),
+}
+_HEADERS = {
+    "edge_ratio": "lr / predicted edge",
+    "seeds": "seeds",
+    "points": "iterations compared",
+    "inside": "prediction inside the 95 % CI",
+    "max_rel_error": "largest relative error",
+}
+
+
 def format_agreement(table: pd.DataFrame, seeds: pd.DataFrame, keys: dict[str, str]) -> Styler:
     """``agreement`` (or ``with_edges``) for display, the cell named by its ``keys``
     (column -> header)."""
     frame = with_settings(table, seeds, list(keys))
     extra = ["edge_ratio"] if "edge_ratio" in frame.columns else []
     frame = frame.sort_values(list(keys))[[*keys, *extra, *AGREEMENT_COLUMNS[1:]]]
-    return styled(
-        frame,
-        {
-            "inside": lambda v: f"{100 * v:.0f} %",
-            "max_rel_error": lambda v: f"{significant(100 * v, 2)} %",
-            "edge_ratio": lambda v: significant(v, 2),
-            **{k: "{:g}".format for k in keys},
-        },
-        headers={
-            **keys,
-            "edge_ratio": "lr / predicted edge",
-            "seeds": "seeds",
-            "points": "iterations compared",
-            "inside": "prediction inside the 95 % CI",
-            "max_rel_error": "largest relative error",
-        },
-    )
+    return styled(frame, {**_FORMATS, **{k: "{:g}".format for k in keys}}, headers=keys | _HEADERS)
 
 
 def edge_counts(seeds: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
@@ -106,16 +101,11 @@ def edge_counts(seeds: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
     ``outcomes.unbounded``) and above (the others ending above the loss at W = 0)."""
     check_frame(seeds, "seeds", ["batch_size", "edge_factor", "lr", "final_train_loss"])
     grew = outcomes.unbounded(seeds, histories)
-    frame = seeds.assign(grew=grew, above=(seeds["final_train_loss"] > outcomes.ZERO_LOSS) & ~grew)[
-        seeds["status"] == "ok"
-    ]
-    return (
-        frame.groupby(["batch_size", "edge_factor"])
-        .agg(
-            lr=("lr", "first"), seeds=("seed", "size"), grew=("grew", "sum"), above=("above", "sum")
-        )
-        .reset_index()
-    )
+    above = (seeds["final_train_loss"] > outcomes.ZERO_LOSS) & ~grew
+    frame = seeds.assign(grew=grew, above=above)[seeds["status"] == "ok"]
+    counts = {"lr": ("lr", "first"), "seeds": ("seed", "size"), "grew": ("grew", "sum")}
+    counts["above"] = ("above", "sum")
+    return frame.groupby(["batch_size", "edge_factor"]).agg(**counts).reset_index()
 
 
 def measured_edges(counts: pd.DataFrame) -> pd.DataFrame:
@@ -163,20 +153,3 @@ def share_agreeing(table: pd.DataFrame) -> float:
     """The share of the rows of ``agreement`` whose prediction is inside the CI at
     ``AGREES_FROM`` of their iterations or more (NaN without rows)."""
     return float(np.mean(table["inside"] >= AGREES_FROM)) if len(table) else float("nan")
-
-
-__all__ = [
-    "AGREEMENT_COLUMNS",
-    "AGREES_FROM",
-    "exact_pass_rate",
-    "expected_agreeing",
-    "within_chance",
-    "agreement",
-    "edge_counts",
-    "format_agreement",
-    "measured_edges",
-    "with_edges",
-    "seed_means",
-    "share_agreeing",
-    "with_settings",
-]

@@ -1,14 +1,10 @@
 """The report product: the executed task notebooks assembled into one document, HTML and PDF.
 
-``report_job`` (the job of the pipeline's ``report`` product) reads the executed task
-notebooks of its build in reading order, drops their parameter cells, moves their headings
-one level down under the report's own title, numbers the sections, figures and tables and
-resolves the cross-references (``linmnist.report.captions``), puts the contents after the
-title, proofreads the result (``linmnist.report.proofread``: warnings), and
-writes ``report.ipynb``, ``report.html`` (self-contained, MathJax inlined, code hidden) and
-``report.pdf`` (WeasyPrint, mathematics pre-rendered, bookmarks from the headings). A
-notebook that failed is included as it is, its error shown, so a report is written whatever
-failed.
+``report_job`` reads the executed notebooks of its build in reading order without their
+parameter cells, their headings one level down, numbers and cross-references them
+(``linmnist.report.captions``), proofreads the result (warnings) and writes ``report.ipynb``,
+``report.html`` (self-contained) and ``report.pdf``. A notebook that failed is included as it
+is, its error shown.
 """
 
 from __future__ import annotations
@@ -55,18 +51,14 @@ def assemble(
     warnings: list[str] | None = None,
 ) -> nbformat.NotebookNode:
     """One notebook: the report's title and contents, then each executed notebook's cells,
-    numbered (``captions.number_report``).
-
-    Cross-references to labels no notebook defines, and figures without a caption, are
-    appended to ``warnings`` when given.
-    """
+    numbered; references to labels no notebook defines and figures without a caption are
+    appended to ``warnings`` when given."""
     cells = [nbformat.v4.new_markdown_cell(f"# {report_title(dataset, profile, markdown=True)}")]
     for stem in stems:
         path = executed_notebook(directory, stem)
         if path is None:
-            cells.append(
-                nbformat.v4.new_markdown_cell(f"## {stem}\n\nThis notebook was not executed.")
-            )
+            text = f"## {stem}\n\nThis notebook was not executed."
+            cells.append(nbformat.v4.new_markdown_cell(text))
             continue
         for cell in nbformat.read(path, as_version=4).cells:
             tags = set(cell.get("metadata", {}).get("tags", []))
@@ -79,16 +71,11 @@ def assemble(
     contents = '<h2 class="contents-title" id="contents">Contents</h2>\n\n'
     cells.insert(1, nbformat.v4.new_markdown_cell(contents + captions.contents_html(numbering)))
     if warnings is not None:
-        warnings += [
-            f"a reference to {label}, which is not in this build" for label in numbering.missing
-        ]
+        warnings += [f"a reference to {x}, which is not in this build" for x in numbering.missing]
         warnings += [f"figure {label} has no caption" for label in numbering.uncaptioned]
     nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "linmnist",
-        "display_name": "linmnist",
-        "language": "python",
-    }
+    kernel = {"name": "linmnist", "display_name": "linmnist", "language": "python"}
+    nb.metadata["kernelspec"] = kernel
     nb.metadata["language_info"] = {"name": "python"}
     return nb
 
@@ -100,17 +87,11 @@ def proofread_report(
     HTML): empty or punctuation-only table headers, phrases naming another build,
     references written after their kind, doubled braces, numbers in e-notation."""
     texts = [c.source for c in nb.cells if c.cell_type == "markdown"]
-    texts += [
-        "".join(o.get("data", {}).get("text/markdown", ""))
-        for c in nb.cells
-        for o in c.get("outputs", [])
-    ]
-    text = "\n".join(texts)
+    outputs = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
+    text = "\n".join(texts + ["".join(data.get("text/markdown", "")) for data in outputs])
     problems = [f"a table header reads {h!r}" for h in proofread.bad_headers(page)]
-    problems += [
-        f"the text names another build: {p!r}"
-        for p in proofread.build_leaks(text, dataset, profile)
-    ]
+    leaks = proofread.build_leaks(text, dataset, profile)
+    problems += [f"the text names another build: {p!r}" for p in leaks]
     problems += [f"a reference after its kind: {r!r}" for r in proofread.doubled_kinds(text)]
     problems += [f"a doubled brace: {b!r}" for b in proofread.doubled_braces(text)]
     return problems + [f"a number in e-notation: {n}" for n in proofread.e_notation(text)]
@@ -121,12 +102,9 @@ def report_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
     dataset, profile = params["dataset"], params["profile"]
     build = build_dir(dataset, profile, params.get("config"))
     warnings: list[str] = []
+    directory = notebooks_dir(build)
     nb = assemble(
-        params["notebooks"],
-        notebooks_dir(build),
-        dataset=dataset,
-        profile=profile,
-        warnings=warnings,
+        params["notebooks"], directory, dataset=dataset, profile=profile, warnings=warnings
     )
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -142,13 +120,9 @@ def report_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         render.wait_html(page_process)
     page = (out / "report.html").read_text(encoding="utf-8")
     problems = proofread_report(nb, page, dataset=dataset, profile=profile)
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
-    for problem in unrendered:
-        print(f"warning: the PDF shows a formula as code: {problem}", file=sys.stderr)
+    for warning in problems + [f"the PDF shows a formula as code: {p}" for p in unrendered]:
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in cut_off:
         print(f"warning: the PDF cuts off {problem}", file=sys.stderr)
-    failed = [
-        s for s in params["notebooks"] if (notebooks_dir(build) / f"{s}{FAILED_SUFFIX}").is_file()
-    ]
+    failed = [s for s in params["notebooks"] if (directory / f"{s}{FAILED_SUFFIX}").is_file()]
     return {"pages": pages, "failed_notebooks": failed, "cut_off": cut_off, "proofread": problems}

@@ -1,16 +1,10 @@
 """Figures and tables with a label and a caption, and the numbering of a whole report.
 
-A notebook shows a figure or a table through ``figure(fig, label=..., caption=...)`` or
-``table(frame, label=..., caption=...)``. The output carries its label and caption in its
-metadata (``OUTPUT_KEY``); in the notebook it reads "Figure: caption". Text refers to it
-Quarto-style, ``@fig-label`` or ``@tab-label`` (and ``@sec-label`` for a heading written
-``## Title {#sec-label}``).
-
-``number_report(cells)`` numbers a report's cells in reading order: headings ``##`` to
-``####`` become "3", "3.1", "3.1.1" with a stable id, every labelled figure and table gets
-"Figure n." / "Table n." in front of its caption (the figure's caption is its alt text too),
-every ``@label`` becomes a link reading "Figure 4", "Table 2" or "Section 3.1", and the
-contents (a nested list of links) is returned. Adding a figure renumbers the rest.
+``figure(fig, label=..., caption=...)`` and ``table(frame, ...)`` carry their label and
+caption in the output's metadata (``OUTPUT_KEY``). Text refers to them Quarto-style,
+``@fig-label``, ``@tab-label`` (``@sec-label`` for a heading ``## Title {#sec-label}``).
+``number_report(cells)`` numbers headings ``##``-``####`` ("3.1"), figures and tables
+("Figure n."), turns every ``@label`` into a link ("Figure 4") and returns the contents.
 """
 
 from __future__ import annotations
@@ -81,8 +75,8 @@ class Captioned:
 
 
 def figure_html(png: str, *, label: str, caption: str, number: str, width_in: float) -> str:
-    """The HTML of a numbered figure: the image (alt text: its caption) and its caption
-    (``caption`` is HTML; the alt text is its plain text)."""
+    """The HTML of a numbered figure: the image (alt text: the caption's plain text) and its
+    caption (HTML)."""
     plain = html.unescape(re.sub(r"<[^>]+>", "", caption))
     alt = html.escape(f"{number} {plain}" if number else plain, quote=True)
     return (
@@ -105,12 +99,8 @@ def table_html(body: str, *, label: str, caption: str, number: str, short: bool 
 
 
 def figure(fig: Figure, *, label: str, caption: str) -> Captioned:
-    """A matplotlib figure with its label (``fig-...``) and caption, as a PNG.
-
-    The caption says what is shown and how to read it; the report numbers it. Text smaller
-    than ``MIN_FONT_PT`` is enlarged to it; the figure prints at its own size (at most the
-    page's width).
-    """
+    """A matplotlib figure with its label (``fig-...``) and caption, as a PNG; text smaller
+    than ``MIN_FONT_PT`` is enlarged to it. It prints at its own size (at most the page's)."""
     label, caption = _check_label(label, "fig"), _check_caption(caption)
     if not isinstance(fig, Figure):
         raise ValueError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
@@ -124,13 +114,8 @@ def figure(fig: Figure, *, label: str, caption: str) -> Captioned:
     # The PNG's width in pixels (bytes 16-20 of its header) at the figure's dpi: its size in
     # inches, the size it prints at unless it is wider than the page.
     width_in = min(int.from_bytes(raw[16:20], "big") / fig.dpi, PRINT_WIDTH_IN)
-    return Captioned(
-        {"image/png": png, "text/plain": f"Figure: {caption}"},
-        label,
-        caption,
-        "figure",
-        {"width_in": round(width_in, 2)},
-    )
+    data = {"image/png": png, "text/plain": f"Figure: {caption}"}
+    return Captioned(data, label, caption, "figure", {"width_in": round(width_in, 2)})
 
 
 def table(frame: pd.DataFrame | Styler, *, label: str, caption: str) -> Captioned:
@@ -143,23 +128,11 @@ def table(frame: pd.DataFrame | Styler, *, label: str, caption: str) -> Captione
         raise ValueError(f"frame must be a DataFrame or a Styler, got {type(frame).__name__}")
     if frame.data.shape[1] > WIDE_COLUMNS:
         frame = frame.set_table_attributes('class="wide"')
-    body = frame.set_uuid(label).to_html()
-    plain = frame.data.to_string()
-    return Captioned(
-        {
-            "text/html": table_html(
-                body,
-                label=label,
-                caption=html.escape(caption),
-                number="",
-                short=len(frame.data) <= SHORT_TABLE_ROWS,
-            ),
-            "text/plain": f"Table: {caption}\n{plain}",
-        },
-        label,
-        caption,
-        "table",
-    )
+    short = len(frame.data) <= SHORT_TABLE_ROWS
+    page = table_html(frame.set_uuid(label).to_html(), label=label, caption=html.escape(caption),
+                      number="", short=short)  # fmt: skip
+    data = {"text/html": page, "text/plain": f"Table: {caption}\n{frame.data.to_string()}"}
+    return Captioned(data, label, caption, "table")
 
 
 # --- numbering a report -----------------------------------------------------------------
@@ -188,9 +161,8 @@ def _inline_html(text: str) -> str:
 
 
 def markdown_blocks(source: str) -> tuple[dict[int, tuple[int, str]], set[int]]:
-    """The ATX headings of Markdown ``source``, line index -> (level, text), and the lines of
-    its code blocks (fenced or indented), as markdown-it parses them: a ``# comment`` line in
-    a fenced block is code, not a heading."""
+    """The ATX headings of Markdown ``source`` (line index -> (level, text)) and the lines of
+    its code blocks, as markdown-it parses them (a ``# comment`` in a fence is code)."""
     tokens = _MARKDOWN.parse(source)
     headings: dict[int, tuple[int, str]] = {}
     code: set[int] = set()
@@ -255,15 +227,13 @@ def _number_outputs(cell, counts: dict[str, int], numbering: Numbering) -> None:
         if not meta:
             continue
         counts[meta["kind"]] += 1
-        meta["number"] = (
-            f"{'Figure' if meta['kind'] == 'figure' else 'Table'} {counts[meta['kind']]}."
-        )
-        numbering.numbers[meta["label"]] = str(counts[meta["kind"]])
+        number = counts[meta["kind"]]
+        meta["number"] = f"{'Figure' if meta['kind'] == 'figure' else 'Table'} {number}."
+        numbering.numbers[meta["label"]] = str(number)
 
 
 def _caption_outputs(cell, numbering: Numbering) -> None:
-    """Write the numbered caption of each figure and table output of ``cell``, its
-    references resolved."""
+    """The numbered caption of each figure and table output of ``cell``, references resolved."""
     for output in cell.get("outputs", []):
         meta = output.get("metadata", {}).get(OUTPUT_KEY)
         if not meta or "number" not in meta:
@@ -271,13 +241,9 @@ def _caption_outputs(cell, numbering: Numbering) -> None:
         data = output["data"]
         caption = resolve_references(html.escape(meta["caption"]), numbering, markup="html")
         if meta["kind"] == "figure":
-            page = figure_html(
-                data["image/png"],
-                label=meta["label"],
-                caption=caption,
-                number=meta["number"],
-                width_in=meta.get("width_in", PRINT_WIDTH_IN),
-            )
+            width = meta.get("width_in", PRINT_WIDTH_IN)
+            page = figure_html(data["image/png"], label=meta["label"], caption=caption,
+                               number=meta["number"], width_in=width)  # fmt: skip
             output["data"] = {"text/html": page, "text/plain": data.get("text/plain", "")}
         else:
             head = _figcaption(meta["number"], caption)
@@ -288,9 +254,8 @@ def _caption_outputs(cell, numbering: Numbering) -> None:
 
 def resolve_references(text: str, numbering: Numbering, *, markup: str = "markdown") -> str:
     """Every ``@fig-x`` / ``@tab-x`` / ``@sec-x`` in ``text`` as a link "Figure 4" (Markdown,
-    or HTML if ``markup="html"``); a label that is not in the report reads "Figure (not in
-    this build)" and is listed in ``numbering.missing``. In Markdown, code (blocks, and spans
-    within a line) is left as written."""
+    or HTML with ``markup="html"``), code left as written; a label not in the report reads
+    "Figure (not in this build)" and is listed in ``numbering.missing``."""
 
     def replace(match: re.Match) -> str:
         label = match.group(1)

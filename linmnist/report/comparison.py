@@ -1,11 +1,7 @@
-"""Tables and figures of the framework comparison (Task 6), built from a ``Comparison``.
-
-The comparison is made by the ``frameworks`` product and read with ``read_comparison``.
-``equivalence_table``, ``final_metrics``, ``comparison_table`` and ``agreement`` give its
-numbers, ``styled_table`` shows them to readers, ``overlay_curves``, ``comparison_curves`` and
-``comparison_bars`` draw them. Accuracies are fractions in a ``Comparison``, percentages in
-tables and on axes. The study's reported figures (``STUDY_REPORTED``) appear beside MNIST
-results only, with their own number of updates (``STUDY_ITERATIONS``), not ours.
+"""Tables and figures of the framework comparison (Task 6), from a ``Comparison``
+(``read_comparison``). Accuracies are fractions in a ``Comparison``, percentages in tables and
+on axes. The study's reported figures (``STUDY_REPORTED``) appear beside MNIST results only,
+with their own number of updates (``STUDY_ITERATIONS``).
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ from matplotlib.figure import Figure
 
 from linmnist.experiments.comparison import STEM, Comparison, load_comparison
 from linmnist.experiments.paths import results_dir
-from linmnist.report.figures import LEGEND_SIZE, PRINT_WIDTH
+from linmnist.report.figures import LEGEND_SIZE, PRINT_WIDTH, REFERENCE_STYLE
 from linmnist.report.inputs import require_results
 from linmnist.report.study import is_study_dataset
 from linmnist.report.tables import scientific, styled
@@ -70,7 +66,6 @@ DISPLAY = {
     "step_s_per_1000": lambda v: f"{v:.3f}",
     "run_s_per_1000": lambda v: f"{v:.2f}",
 }
-_REFERENCE = {"color": "0.35", "linestyle": "--", "linewidth": 1.0}
 # Line styles of overlaid runs: wide to narrow, so coinciding curves all show.
 _STYLES: list[dict[str, Any]] = [
     {"linewidth": 3.0, "alpha": 0.45},
@@ -86,9 +81,8 @@ def read_comparison(
     config: str | None = None,
     build: str | None = None,
 ) -> Comparison:
-    """The framework comparison of a build, as a notebook reads it: ``MissingResults``
-    naming the command that makes it, a RuntimeError if it failed, a ValueError if the
-    build holds another dataset's comparison."""
+    """The framework comparison of a build: ``MissingResults`` naming the command that makes
+    it, a RuntimeError if it failed, a ValueError if it is another dataset's."""
     records = {f"{STEM}/{STEM}": "the framework comparison's results"}
     path = require_results(
         records, dataset=dataset, profile=profile, config=config, build=build, target=STEM
@@ -123,16 +117,23 @@ def _runs(comparison: Comparison, runs: Sequence[str]) -> pd.DataFrame:
 
 
 def equivalence_table(comparison: Comparison, setting: str = "task2") -> pd.DataFrame:
-    """How far each framework run of ``setting`` is from the numpy run of
-    its configuration: indexed by run label, the columns of ``compare_runs`` (max_abs_dW,
-    evaluations, differing, train_samples, test_samples, max_loss_rel) and precision.
-    """
+    """How far each framework run of ``setting`` is from the numpy run of its configuration:
+    indexed by run label, precision and the columns of ``compare_runs``."""
     _check(comparison)
     rows = comparison.select(setting)
     rows = rows[rows["reference"].notna()]
     columns = ["precision", "max_abs_dW", "evaluations", "differing", "train_samples"]
     columns += ["test_samples", "max_loss_rel"]
     return rows.set_index("label")[columns].rename_axis(None)
+
+
+def _finals(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The final training loss and accuracies (%) of ``rows`` of ``Comparison.runs``."""
+    return {
+        "train_loss": rows["final_train_loss"].to_numpy(dtype=float),
+        "train_acc": 100 * rows["final_train_acc"].to_numpy(dtype=float),
+        "test_acc": 100 * rows["final_test_acc"].to_numpy(dtype=float),
+    }
 
 
 def final_metrics(
@@ -142,23 +143,13 @@ def final_metrics(
     precision: str = "float32",
     study: bool | None = None,
 ) -> pd.DataFrame:
-    """Final training loss and accuracies (%) of the runs of one setting.
-
-    Indexed by label, columns iterations, train_loss, train_acc, test_acc; the closed-form
-    optimum (with a bias for the study setting) is a last row, and for the study setting on
-    MNIST (``show_study``) the study's reported figures follow it.
-    """
+    """Final training loss and accuracies (%) of the runs of one setting, indexed by label
+    (columns iterations, train_loss, train_acc, test_acc), then the closed-form optimum (with a
+    bias for the study setting) and, for the study setting when ``show_study``, the study's."""
     _check(comparison)
     rows = comparison.select(setting, precision)
-    table = pd.DataFrame(
-        {
-            "iterations": rows["iterations"].to_numpy(dtype=float),
-            "train_loss": rows["final_train_loss"].to_numpy(dtype=float),
-            "train_acc": 100 * rows["final_train_acc"].to_numpy(dtype=float),
-            "test_acc": 100 * rows["final_test_acc"].to_numpy(dtype=float),
-        },
-        index=list(rows["label"]),
-    )
+    iterations = {"iterations": rows["iterations"].to_numpy(dtype=float)}
+    table = pd.DataFrame(iterations | _finals(rows), index=list(rows["label"]))
     optimum = comparison.optimum_bias if setting == "study" else comparison.optimum
     if optimum is not None:
         table.loc[OPTIMUM_ROWS[setting]] = [
@@ -171,29 +162,24 @@ def final_metrics(
 
 
 def comparison_table(
-    comparison: Comparison,
-    *,
-    runs: Sequence[str] = TABLE_RUNS,
-    study: bool | None = None,
+    comparison: Comparison, *, runs: Sequence[str] = TABLE_RUNS, study: bool | None = None
 ) -> pd.DataFrame:
-    """One row per implementation of ``runs``: what Task 6 compares.
-
-    Indexed by run label, columns batch_size, iterations, train_acc and test_acc (final, %),
-    train_loss, max_abs_dW (from the numpy run of the same configuration), diverged_at, and
-    step_s_per_1000 and run_s_per_1000 (updates alone, and the whole call with its evaluation,
-    in seconds per 1,000 iterations). ``study`` (default: on MNIST) adds the study's reported
-    figures as a last row.
-    """
+    """One row per implementation of ``runs``, indexed by run label: batch_size, iterations,
+    final train_acc, test_acc (%) and train_loss, max_abs_dW (from the numpy run of the same
+    configuration), diverged_at, and seconds per 1,000 iterations of the updates alone
+    (step_s_per_1000) and of the whole call (run_s_per_1000); then, with ``study`` (default:
+    on MNIST), the study's reported figures."""
     _check(comparison)
     rows = _runs(comparison, runs)
     iterations = rows["iterations"].to_numpy(dtype=float)
+    finals = _finals(rows)
     table = pd.DataFrame(
         {
             "batch_size": rows["batch_size"].to_numpy(dtype=float),
             "iterations": iterations,
-            "train_acc": 100 * rows["final_train_acc"].to_numpy(dtype=float),
-            "test_acc": 100 * rows["final_test_acc"].to_numpy(dtype=float),
-            "train_loss": rows["final_train_loss"].to_numpy(dtype=float),
+            "train_acc": finals["train_acc"],
+            "test_acc": finals["test_acc"],
+            "train_loss": finals["train_loss"],
             "max_abs_dW": rows["max_abs_dW"].to_numpy(dtype=float),
             "diverged_at": rows["diverged_at"].to_numpy(),
             "step_s_per_1000": 1000 * rows["step_seconds"].to_numpy(dtype=float) / iterations,
@@ -209,10 +195,8 @@ def comparison_table(
 
 
 def styled_table(table: pd.DataFrame):
-    """A table of this module for readers (``linmnist.report.tables.styled``): the run in
-    the first column, headers in words with units (``HEADERS``), accuracies in %, weight
-    and loss differences as ``5.6 × 10⁻⁹``, a dash where a value is missing; a column
-    empty in every row (no run diverged) is left out."""
+    """A table of this module for readers (``tables.styled``): headers in words (``HEADERS``),
+    values by ``DISPLAY``; a column empty in every row (no run diverged) is left out."""
     shown = table.loc[:, table.notna().any()].rename_axis("implementation")
     return styled(shown, DISPLAY, headers=HEADERS)
 
@@ -224,16 +208,8 @@ def _label_reference(ax, value: float, text: str) -> None:
     room = 0.12 * (high - low)
     if value + room > high:
         ax.set_ylim(low, value + room)
-    ax.text(
-        0.98,
-        value,
-        text,
-        transform=ax.get_yaxis_transform(),
-        ha="right",
-        va="bottom",
-        fontsize=LEGEND_SIZE,
-        color="0.35",
-    )
+    ax.text(0.98, value, text, transform=ax.get_yaxis_transform(), ha="right", va="bottom",
+            fontsize=LEGEND_SIZE, color="0.35")  # fmt: skip
 
 
 def overlay_curves(
@@ -243,10 +219,9 @@ def overlay_curves(
     reference=None,
     reference_label: str = "closed-form optimum",
 ) -> Figure:
-    """Training loss, training and test accuracy of several runs
-    (``histories``: name -> history) drawn on top of each other in distinct line styles, under
-    ``title``; ``reference`` (an ``Optimum``) is drawn dashed, its value written above it.
-    """
+    """Training loss, training and test accuracy of several runs (``histories``: name ->
+    history) on top of each other in distinct line styles; ``reference`` (an ``Optimum``)
+    dashed, its value written above it."""
     fig = Figure(figsize=(PRINT_WIDTH, 3.6), dpi=110)
     axes = fig.subplots(1, 3, sharex=True)
     panels = [
@@ -261,7 +236,7 @@ def overlay_curves(
     for ax, (_, scale, label, attr, fmt) in zip(axes, panels, strict=True):
         if reference is not None:
             value = scale * getattr(reference, attr)
-            ax.axhline(value, **_REFERENCE, label=reference_label)
+            ax.axhline(value, **REFERENCE_STYLE, label=reference_label)
             _label_reference(ax, value, fmt.format(value))
         ax.set_xlabel("iteration")
         ax.set_title(label, fontsize=9)
@@ -282,8 +257,7 @@ def comparison_curves(
     precision: str = "float32",
     title: str | None = None,
 ) -> Figure:
-    """``overlay_curves`` of the runs of one setting, with the closed-form optimum of that
-    setting (with a bias for the study setting) as the reference."""
+    """``overlay_curves`` of the runs of one setting, its closed-form optimum the reference."""
     _check(comparison)
     rows = comparison.select(setting, precision)
     if rows.empty:
@@ -302,14 +276,6 @@ def comparison_curves(
         reference=comparison.optimum_bias if setting == "study" else comparison.optimum,
         reference_label=OPTIMUM_ROWS.get(setting, OPTIMUM_ROWS["task2"]),
     )
-
-
-def _row_labels(table: pd.DataFrame) -> list[str]:
-    """Each row's name, wrapped, above its number of updates and batch size."""
-    labels = []
-    for name, its, batch in zip(table.index, table["iterations"], table["batch_size"], strict=True):
-        labels.append(f"{textwrap.fill(str(name), 21)}\n{int(its):,} updates of {int(batch)}")
-    return labels
 
 
 def _accuracy_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
@@ -342,10 +308,8 @@ def _difference_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
 
 
 def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
-    """Three panels of a ``comparison_table``, a row per implementation named
-    with its updates: final accuracies, the largest weight difference from numpy (log axis) and
-    seconds per 1,000 updates; rows without weights or times (the study's) show accuracies only.
-    """
+    """Three panels of a ``comparison_table``, a row per implementation: final accuracies,
+    the largest weight difference from numpy (log axis) and seconds per 1,000 updates."""
     fig = Figure(figsize=(PRINT_WIDTH, 0.52 * len(table) + 1.2), dpi=110)
     ax_acc, ax_dw, ax_time = fig.subplots(
         1, 3, sharey=True, gridspec_kw={"width_ratios": [5, 3, 3]}
@@ -359,7 +323,10 @@ def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
     ax_time.bar_label(bars, fmt="%.2f", fontsize=LEGEND_SIZE - 1, padding=2)
     ax_time.set_xlim(0, 1.3 * times[timed].max() if timed.any() else 1)
     ax_time.set_xlabel("seconds per\n1,000 updates")
-    ax_acc.set_yticks(y, _row_labels(table), fontsize=LEGEND_SIZE)
+    # Each row's name, wrapped, above its number of updates and batch size.
+    rows = zip(table.index, table["iterations"], table["batch_size"], strict=True)
+    labels = [f"{textwrap.fill(str(n), 21)}\n{int(i):,} updates of {int(b)}" for n, i, b in rows]
+    ax_acc.set_yticks(y, labels, fontsize=LEGEND_SIZE)
     for ax in (ax_acc, ax_dw, ax_time):
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=LEGEND_SIZE)
@@ -369,11 +336,10 @@ def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
 
 
 def agreement(comparison: Comparison) -> dict[str, float | int]:
-    """What the answer to Task 6 quotes: float32_dW, float64_dW and study_dW (the
-    largest weight difference of the framework runs from numpy's), evaluations (per Task 2
-    run), differing (evaluated iterations, summed over the float32 framework runs, whose
-    accuracy differs) and samples (the largest such difference).
-    """
+    """What the answer to Task 6 quotes: float32_dW, float64_dW and study_dW (the largest
+    weight difference from numpy's), evaluations (per Task 2 run), differing (evaluated
+    iterations whose accuracy differs, over the float32 runs) and samples (the largest such
+    difference)."""
     task2 = equivalence_table(comparison, "task2")
     float32 = task2[task2["precision"] == "float32"]
     return {

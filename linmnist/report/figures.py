@@ -1,13 +1,10 @@
 """Matplotlib figures shared by the notebooks and the report.
 
-Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (any backend,
-no global state). Accuracies are fractions in the data and percentages on the axes.
-Histories are long frames with the columns of ``TrainResult.history``, ``seed`` for several
-seeds and the parameters a figure groups by. Several seeds are drawn as their mean with its
-95 % CI as a band, at the iterations most seeds recorded; the seed evaluated at every
-iteration is a thin line underneath. Figures are at most ``PRINT_WIDTH`` inches wide with
-text of 8 pt or more; each batch size has one style (``batch_style``) and each N' one colour
-(``size_color``) in every figure.
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot. Accuracies are
+fractions in the data, percentages on the axes. Several seeds are drawn as their mean with its
+95 % CI as a band, the seed evaluated at every iteration as a thin line underneath. Figures are
+at most ``PRINT_WIDTH`` inches wide; each batch size has one style (``batch_style``) and each N'
+one colour (``size_color``) in every figure.
 """
 
 from __future__ import annotations
@@ -46,15 +43,26 @@ BATCH_LINESTYLES = {1: "-", 10: "--", 100: "-.", 1000: ":"}
 SIZE_COLORS = {100: "#66a61e", 500: "#e6ab02", 1000: "#a6761d", 10000: "#1f78b4"}
 _OTHER_MARKERS = ("v", "P", "X", "*", "h", "<", ">")
 _OTHER_LINESTYLES = ("-", "--", "-.", ":")
-
-
-def _log_position(value: float) -> int:
-    return int(round(math.log10(max(float(value), 1.0)) * 2))
+# The learning-rate bounds of the stability map: colour, line style, legend label.
+BOUND_STYLES = {
+    "lr_max": ("C3", "--", r"$2/\lambda_{\max}$"),
+    "mean_sample_lr": ("C2", "-.", r"$2/\mathrm{mean}\,\|x\|^2$"),
+    "per_sample_lr": ("C4", ":", r"$2/\max\,\|x\|^2$"),
+}
+COLUMN_LABELS = {
+    "final_train_loss_mean": "final training loss",
+    "final_train_acc_mean": "final training accuracy",
+    "final_test_acc_mean": "final test accuracy",
+}
+# The predicted expected loss (``linmnist.experiments.theory``), in every figure that has it.
+PREDICTED_STYLE: dict[str, Any] = {"linestyle": (0, (7, 2.5)), "linewidth": 1.1}
+PREDICTED_LABEL = "predicted from the images"
+ITERATION_LABEL = "iteration (0: after the first update)"
+_BOX = {"facecolor": "white", "edgecolor": "C3"}
 
 
 def _color(value: int, known: dict[int, str], cmap: str) -> str:
-    """``known[value]``, or for another value a colour of ``cmap`` placed by its logarithm
-    (1 to 10^5), the same in every figure."""
+    """``known[value]``, else a colour of ``cmap`` placed by log10(value) in [0, 5]."""
     if int(value) in known:
         return known[int(value)]
     rgba = colormaps[cmap](min(math.log10(max(float(value), 1.0)) / 5.0, 1.0) * 0.9)
@@ -69,7 +77,7 @@ def batch_color(batch_size: int) -> str:
 def batch_style(batch_size: int) -> dict:
     """Colour, marker and line style of a batch size, for ``ax.plot(..., **batch_style(b))``."""
     b = int(batch_size)
-    k = _log_position(b)
+    k = int(round(math.log10(max(float(b), 1.0)) * 2))
     return {
         "color": batch_color(b),
         "marker": BATCH_MARKERS.get(b, _OTHER_MARKERS[k % len(_OTHER_MARKERS)]),
@@ -82,91 +90,75 @@ def size_color(n_prime: int) -> str:
     return _color(n_prime, SIZE_COLORS, "plasma")
 
 
-# The learning-rate bounds of the stability map: colour, line style, legend label.
-BOUND_STYLES = {
-    "lr_max": ("C3", "--", r"$2/\lambda_{\max}$"),
-    "mean_sample_lr": ("C2", "-.", r"$2/\mathrm{mean}\,\|x\|^2$"),
-    "per_sample_lr": ("C4", ":", r"$2/\max\,\|x\|^2$"),
-}
-
-
-COLUMN_LABELS = {
-    "final_train_loss_mean": "final training loss",
-    "final_train_acc_mean": "final training accuracy",
-    "final_test_acc_mean": "final test accuracy",
-}
-
-
 def _scale(metric: str) -> float:
     return 100.0 if metric.endswith("_acc") else 1.0
 
 
-def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean of ``metric`` over seeds and its 95 % CI, per iteration of ``history``.
-
-    Columns iteration, mean, low, high (mean -/+ the CI's half-width; the mean alone for one
-    seed) and n (seeds with a finite value), at iterations a majority of seeds recorded; rows
-    where every seed had diverged are dropped.
-    """
+def _check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+
+
+def _plain(axis, minor=None) -> None:
+    """Tick labels of ``axis`` as plain numbers (``{:g}``); the minor ones by ``minor``."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor) if minor else NullFormatter())
+
+
+def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean of ``metric`` over seeds and its 95 % CI per iteration of ``history`` (iteration,
+    mean, low, high, n), at iterations a majority of seeds recorded with some finite value."""
+    _check_metric(metric)
     check_frame(history, "history", ["iteration", metric])
     seeds = history["seed"] if "seed" in history.columns else pd.Series(0, index=history.index)
     table = pd.DataFrame({"iteration": history["iteration"], "seed": seeds, "v": history[metric]})
     recorded = table.groupby("iteration")["seed"].nunique()
-    majority = seeds.nunique() // 2 + 1
-    common = recorded.index[recorded >= majority]
+    common = recorded.index[recorded >= seeds.nunique() // 2 + 1]
     table = table[table["iteration"].isin(common)]
-    finite = table[np.isfinite(table["v"].to_numpy(dtype=float))]
-    grouped = finite.groupby("iteration")["v"]
+    grouped = table[np.isfinite(table["v"].to_numpy(dtype=float))].groupby("iteration")["v"]
     mean, half = grouped.mean(), group_ci95(grouped).fillna(0.0)
-    band = pd.DataFrame(
-        {"mean": mean, "low": mean - half, "high": mean + half, "n": grouped.size()}
-    )
-    return band.reset_index()
+    band = {"mean": mean, "low": mean - half, "high": mean + half, "n": grouped.size()}
+    return pd.DataFrame(band).reset_index()
 
 
-def _fidelity_seed(history: pd.DataFrame) -> pd.DataFrame | None:
-    """The history of the seed recorded at the most iterations, if it is denser than the band."""
-    if "seed" not in history.columns or history["seed"].nunique() < 2:
-        return None
-    counts = history.groupby("seed")["iteration"].size()
-    if counts.max() <= counts.min():
-        return None
-    return history[history["seed"] == counts.idxmax()]
+def _band(ax, x, band: pd.DataFrame, scale: float, alpha: float, *fmt, **style) -> None:
+    """``band``'s mean (times ``scale``) against ``x`` as a line, its CI as a shaded band."""
+    ax.plot(x, band["mean"] * scale, *fmt, **style)
+    ax.fill_between(x, band["low"] * scale, band["high"] * scale, color=style["color"], alpha=alpha)
 
 
 def _draw_metric(ax, history: pd.DataFrame, metric: str, *, color: str, label: str) -> None:
+    """The seeds' mean and 95 % CI of ``metric``, and underneath the seed recorded at the most
+    iterations when it is denser than the others."""
     scale = _scale(metric)
-    dense = _fidelity_seed(history)
-    if dense is not None:
-        seed = int(dense["seed"].iloc[0])
-        ax.plot(
-            dense["iteration"],
-            dense[metric] * scale,
-            color=color,
-            linewidth=0.5,
-            alpha=0.45,
-            label=f"{label}, seed {seed} (every iteration)",
-        )
+    n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
+    counts = history.groupby("seed")["iteration"].size() if n_seeds > 1 else pd.Series([0])
+    if counts.max() > counts.min():
+        dense = history[history["seed"] == counts.idxmax()]
+        label_dense = f"{label}, seed {int(counts.idxmax())} (every iteration)"
+        ax.plot(dense["iteration"], dense[metric] * scale, color=color, linewidth=0.5,
+                alpha=0.45, label=label_dense)  # fmt: skip
     band = seed_band(history, metric)
     if band.empty:
         return
-    n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
-    mean_label = f"{label}, mean of {n_seeds} seeds" if n_seeds > 1 else label
-    ax.plot(band["iteration"], band["mean"] * scale, color=color, linewidth=1.4, label=mean_label)
-    if n_seeds > 1:
-        ax.fill_between(
-            band["iteration"], band["low"] * scale, band["high"] * scale, color=color, alpha=0.2
-        )
+    if n_seeds == 1:
+        ax.plot(band["iteration"], band["mean"] * scale, color=color, linewidth=1.4, label=label)
+        return
+    label = f"{label}, mean of {n_seeds} seeds"
+    _band(ax, band["iteration"], band, scale, 0.2, color=color, linewidth=1.4, label=label)
+
+
+def _note(ax, x: float, y: float, text: str, color: str = "C3", **style) -> None:
+    """``text`` at (``x``, ``y``) in axes fractions, centred, in ``color``."""
+    ax.text(x, y, text, transform=ax.transAxes, ha=style.pop("ha", "center"),
+            va=style.pop("va", "center"), color=color, **style)  # fmt: skip
 
 
 def _mark_divergence(
     ax, diverged_at: Sequence[int], n_seeds: int, *, y: float = 0.5, extra: str = ""
 ) -> None:
-    """Mark where seeds diverged (a dotted line, a red cross on the top edge) and say so in
-    a note inside the panel, centred at the height ``y`` (a fraction of the axes), with
-    ``extra`` as its last line."""
+    """Where seeds diverged: dotted lines, red crosses on the top edge and a note at height
+    ``y`` (axes fraction) ending with ``extra``."""
     its = sorted(int(k) for k in diverged_at)
     if not its:
         return
@@ -174,33 +166,9 @@ def _mark_divergence(
         ax.axvline(k, color="C3", linewidth=0.8, linestyle=":")
     top = ax.get_xaxis_transform()
     ax.plot(its, np.ones(len(its)), "x", color="C3", mew=1.5, transform=top, clip_on=False)
-    ax.text(
-        0.5,
-        y,
-        f"diverged at\niteration {span(its)}\n({len(its)} of {n_seeds} seeds)"
-        + (f"\n{extra}" if extra else ""),
-        transform=ax.transAxes,
-        ha="center",
-        va="center",
-        color="C3",
-        fontsize=8,
-        bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.85, "pad": 2},
-    )
-
-
-def _loss_limits(values: np.ndarray) -> tuple[float, float] | None:
-    """Limits that hold every finite value of ``values``, with a margin."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return None
-    low, high = float(finite.min()), float(finite.max())
-    pad = 0.05 * max(high - low, 1e-3)
-    return low - pad, high + pad
-
-
-# The predicted expected loss (``linmnist.experiments.theory``), in every figure that has it.
-PREDICTED_STYLE: dict[str, Any] = {"linestyle": (0, (7, 2.5)), "linewidth": 1.1}
-PREDICTED_LABEL = "predicted from the images"
+    text = f"diverged at\niteration {span(its)}\n({len(its)} of {n_seeds} seeds)"
+    _note(ax, 0.5, y, text + (f"\n{extra}" if extra else ""), fontsize=8,
+          bbox={**_BOX, "alpha": 0.85, "pad": 2})  # fmt: skip
 
 
 def _draw_predicted(ax, predicted: pd.DataFrame, metric: str, color: str = "black", label=None):
@@ -211,9 +179,7 @@ def _draw_predicted(ax, predicted: pd.DataFrame, metric: str, color: str = "blac
 
 
 def digit_image(image: np.ndarray, *, title: str) -> Figure:
-    """One grey-scale ``image`` ((28, 28), or a flat square vector) under ``title``,
-    without ticks.
-    """
+    """One grey-scale ``image`` ((28, 28), or a flat square vector) under ``title``."""
     pixels = np.asarray(image)
     if pixels.ndim == 1:
         side = int(round(np.sqrt(pixels.size)))
@@ -225,8 +191,7 @@ def digit_image(image: np.ndarray, *, title: str) -> Figure:
     fig = Figure(figsize=(2.6, 2.8), dpi=DPI)
     ax = fig.subplots()
     ax.imshow(pixels, cmap="gray_r", interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -248,13 +213,9 @@ def _draw_study(ax_loss, ax_acc, study: pd.DataFrame) -> None:
     ax_loss.plot(loss["iteration"], loss["train_loss"], "kx", label="study (one unseeded run)")
     for metric, marker in (("train_acc", "ks"), ("test_acc", "k^")):
         points = study.dropna(subset=[metric])
-        ax_acc.plot(
-            points["iteration"],
-            100 * points[metric],
-            marker,
-            markerfacecolor="none",
-            label=f"study, {metric.split('_')[0]}",
-        )
+        label = f"study, {metric.split('_')[0]}"
+        ax_acc.plot(points["iteration"], 100 * points[metric], marker, markerfacecolor="none",
+                    label=label)  # fmt: skip
 
 
 def training_curves(
@@ -267,15 +228,10 @@ def training_curves(
     diverged_at: Sequence[int] = (),
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Training loss (left) and train/test accuracy (right) against the iteration,
-    with one key below the panels.
-
-    ``history`` has the columns iteration, train_loss, train_acc, test_acc (and seed); ``title``
-    names the run's configuration. Optional: ``reference`` (``least_squares(...)``, anything
-    with loss, train_acc, test_acc) as dashed lines labelled ``reference_label``; ``study``,
-    the study's reported points, as black markers; ``diverged_at``, iterations where seeds
-    diverged, marked on both panels; ``predicted`` (iteration, train_loss), dashed.
-    """
+    """Training loss (left) and train/test accuracy (right) of ``history`` (iteration,
+    train_loss, train_acc, test_acc, seed) against the iteration; optionally the closed-form
+    optimum ``reference`` and ``predicted`` (iteration, train_loss) dashed, the ``study``'s
+    points and ``diverged_at``, the iterations where seeds diverged."""
     check_frame(history, "history", ["iteration", *METRICS])
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
     fig = Figure(figsize=(PRINT_WIDTH, 4.9), dpi=DPI)
@@ -290,46 +246,33 @@ def training_curves(
         _draw_reference(ax_loss, ax_acc, reference, reference_label)
     if study is not None:
         _draw_study(ax_loss, ax_acc, study)
-    limits = _loss_limits(history["train_loss"].to_numpy(dtype=float))
-    if limits is not None and not diverged_at:
-        low = limits[0] if reference is None else min(limits[0], reference.loss - 0.01)
-        ax_loss.set_ylim(low, limits[1])
-    _dress_curves(ax_loss, ax_acc, diverged_at, n_seeds)
+    loss = history["train_loss"].to_numpy(dtype=float)
+    loss = loss[np.isfinite(loss)]
+    if loss.size and not diverged_at:
+        low, high = float(loss.min()), float(loss.max())
+        pad = 0.05 * max(high - low, 1e-3)
+        low = low - pad if reference is None else min(low - pad, reference.loss - 0.01)
+        ax_loss.set_ylim(low, high + pad)
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel(ITERATION_LABEL)
+        ax.grid(alpha=0.3)
+        _mark_divergence(ax, diverged_at, n_seeds)
+    _clip_percent(ax_acc)
+    ax_loss.set(ylabel="training loss", title="Training loss")
+    ax_acc.set(ylabel="accuracy (%)", title="Accuracy")
     _key_below(fig, (ax_loss, ax_acc), title)
     return fig
 
 
-def _dress_curves(ax_loss, ax_acc, diverged_at: Sequence[int], n_seeds: int) -> None:
-    """Labels, titles and grids of the loss and accuracy panels; divergence marked."""
-    for ax in (ax_loss, ax_acc):
-        ax.set_xlabel("iteration (0: after the first update)")
-        ax.grid(alpha=0.3)
-        _mark_divergence(ax, diverged_at, n_seeds)
-    _clip_percent(ax_acc)
-    ax_loss.set_ylabel("training loss")
-    ax_loss.set_title("Training loss")
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.set_title("Accuracy")
-
-
-def _key_below(fig: Figure, axes, title: str) -> None:
-    """One key for the panels ``axes``, below them in two columns, and the title."""
-    handles: list[Any] = []
-    labels: list[str] = []
-    for ax in axes:
-        more = ax.get_legend_handles_labels()
-        handles, labels = handles + more[0], labels + more[1]
+def _key_below(fig: Figure, axes, title: str, bottom: float | None = None) -> None:
+    """One key for the panels ``axes``, below them in two columns (above ``bottom``, a
+    figure fraction, by default a row's height per two entries), and the title."""
+    pairs = [ax.get_legend_handles_labels() for ax in axes]
+    handles, labels = [h for p in pairs for h in p[0]], [text for p in pairs for text in p[1]]
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=LEGEND_SIZE, frameon=False)
     fig.suptitle(title, fontsize=10)
-    rows = math.ceil(len(labels) / 2)
-    fig.tight_layout(rect=(0, 0.034 * rows + 0.01, 1, 1))
-
-
-def _grid_axes(values: Sequence[float], batch_sizes: Sequence[int], *, sharey: bool):
-    width = min(PRINT_WIDTH, max(1.65 * len(batch_sizes) + 0.6, 4.8))
-    fig = Figure(figsize=(width, 1.75 * len(values) + 1.0), dpi=DPI)
-    axes = fig.subplots(len(values), len(batch_sizes), sharex=False, sharey=sharey, squeeze=False)
-    return fig, axes
+    bottom = 0.034 * math.ceil(len(labels) / 2) + 0.01 if bottom is None else bottom
+    fig.tight_layout(rect=(0, bottom, 1, 1))
 
 
 def _shared_limits(values: np.ndarray, *, log: bool, room: float = 1.6) -> tuple[float, float]:
@@ -346,9 +289,8 @@ def _shared_limits(values: np.ndarray, *, log: bool, room: float = 1.6) -> tuple
 
 
 def _draw_diverged(ax, runs: pd.DataFrame, metric: str, limits: tuple[float, float]) -> str:
-    """Each diverged seed as a thin line with a dot per evaluation; values beyond the shared
-    axis are drawn as triangles on its edge (the line leaves the panel there). Returns
-    the legend of those triangles ("" when there are none)."""
+    """Each diverged seed as a thin dotted line; its values beyond ``limits`` as triangles on
+    the axis' edge. Returns the legend of those triangles ("" when there are none)."""
     low, high = limits
     clipped = set()
     for _, rows in runs.groupby("seed"):
@@ -361,15 +303,8 @@ def _draw_diverged(ax, runs: pd.DataFrame, metric: str, limits: tuple[float, flo
             if not side.any():  # an empty unclipped line would stretch the layout to (0, 0)
                 continue
             clipped.add(marker)
-            ax.plot(
-                x[side],
-                np.full(side.sum(), edge),
-                marker,
-                color=COLORS[metric],
-                markersize=4,
-                clip_on=False,
-                linestyle="none",
-            )
+            ax.plot(x[side], np.full(side.sum(), edge), marker, color=COLORS[metric],
+                    markersize=4, clip_on=False, linestyle="none")  # fmt: skip
     names = {"^": "\u25b2 above the axis", "v": "\u25bc below the axis"}
     return "\n".join(names[m] for m in sorted(clipped))
 
@@ -395,12 +330,10 @@ def _grid_panel(ax, cell: pd.DataFrame, runs: pd.DataFrame, metric: str, limits,
     if unstable:
         # Where the curves are not: high for a loss, low for an accuracy.
         y, va = (0.93, "top") if metric == "train_loss" else (0.05, "bottom")
-        ax.text(0.5, y, f"unstable: {unstable} of {len(runs)} seeds\n(clipped to the axis)",
-                transform=ax.transAxes, ha="center", va=va, fontsize=7, color="C3",
-                bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.9})  # fmt: skip
+        _note(ax, 0.5, y, f"unstable: {unstable} of {len(runs)} seeds\n(clipped to the axis)",
+              va=va, fontsize=7, bbox={**_BOX, "alpha": 0.9})  # fmt: skip
     if failed or runs.empty:
-        note = "failed" if failed else "no result"
-        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="C3")
+        _note(ax, 0.5, 0.5, "failed" if failed else "no result")
 
 
 def grid_curves(
@@ -410,17 +343,11 @@ def grid_curves(
     metric: str,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Small multiples of ``metric``: a row per learning rate, a column per batch size.
-
-    Every panel shares the vertical axis (log for the loss), set by the stable seeds of
-    ``seeds`` (lr, batch_size, seed, diverged_at, optionally status and outcome): unstable seeds
-    are drawn clipped and counted in their panel; a diverged seed is drawn on its own short
-    range, its values beyond the axis as triangles on the edge; a failed cell says so.
-    ``histories`` has lr, batch_size, seed, iteration and ``metric``; ``predicted`` (the same
-    keys) is drawn dashed, with a key below the panels.
-    """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    """Small multiples of ``metric`` (``histories``: lr, batch_size, seed, iteration), a row
+    per learning rate and a column per batch size, on one axis set by the stable seeds of
+    ``seeds`` (lr, batch_size, seed, diverged_at, optionally status and outcome); unstable and
+    diverged seeds clipped and counted; ``predicted`` (the same keys) dashed."""
+    _check_metric(metric)
     columns = ["lr", "batch_size", "seed", "iteration", metric]
     if predicted is None:
         predicted = pd.DataFrame(columns=["lr", "batch_size", "iteration", metric])
@@ -431,55 +358,41 @@ def grid_curves(
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     lrs = sorted(seeds["lr"].unique(), reverse=True)
     batch_sizes = sorted(seeds["batch_size"].unique())
-    fig, axes = _grid_axes(lrs, batch_sizes, sharey=True)
-    log = metric == "train_loss"
-    limits = _stable_limits(histories, seeds, metric)
+    width = min(PRINT_WIDTH, max(1.65 * len(batch_sizes) + 0.6, 4.8))
+    fig = Figure(figsize=(width, 1.75 * len(lrs) + 1.0), dpi=DPI)
+    axes = fig.subplots(len(lrs), len(batch_sizes), sharex=False, sharey=True, squeeze=False)
+    # The shared axis is set by the stable seeds: an unstable run's growing loss would squash
+    # every other panel (it is drawn clipped, and its panel says so).
+    keys = ["lr", "batch_size", "seed"]
+    stable = seeds["outcome"] == "stable" if "outcome" in seeds else seeds["diverged_at"].isna()
+    values = histories.merge(seeds[stable][keys], on=keys)[metric].to_numpy(dtype=float)
+    limits = _shared_limits(values * _scale(metric), log=metric == "train_loss")
     last = int(histories["iteration"].max()) if len(histories) else 1
     for (i, lr), (j, batch_size) in itertools.product(enumerate(lrs), enumerate(batch_sizes)):
         ax = axes[i, j]
-        cell = histories[(histories["lr"] == lr) & (histories["batch_size"] == batch_size)]
-        runs = seeds[(seeds["lr"] == lr) & (seeds["batch_size"] == batch_size)]
-        curve = predicted[(predicted["lr"] == lr) & (predicted["batch_size"] == batch_size)]
+        cell, runs, curve = (
+            frame[(frame["lr"] == lr) & (frame["batch_size"] == batch_size)]
+            for frame in (histories, seeds, predicted)
+        )
         _grid_panel(ax, cell, runs, metric, limits, last, curve)
         ax.set_title(f"lr = {lr:g}, B = {batch_size}", fontsize=9)
-        _dress_grid_panel(ax, metric, bottom=i == len(lrs) - 1, left=j == 0)
-    _shared_y(axes[0, 0], limits, log=log)
+        ax.grid(alpha=0.3, which="both" if metric == "train_loss" else "major")
+        ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        if i == len(lrs) - 1:
+            ax.set_xlabel("iteration")
+        if j == 0:
+            ax.set_ylabel(METRICS[metric], fontsize=9)
+    _shared_y(axes[0, 0], limits, log=metric == "train_loss")
     fig.suptitle(_grid_title(seeds, metric), fontsize=10)
-    _predicted_key(fig, metric, shown=not predicted.empty)
-    return fig
-
-
-def _predicted_key(fig: Figure, metric: str, *, shown: bool) -> None:
-    """The layout of ``grid_curves``, with a key below the panels when predictions are
-    ``shown``."""
-    if not shown:
+    if predicted.empty:
         fig.tight_layout()
-        return
+        return fig
     key = [Line2D([], [], color=COLORS[metric], linewidth=1.4, label="mean of the seeds"),
            Line2D([], [], color="black", label=PREDICTED_LABEL, **PREDICTED_STYLE)]  # fmt: skip
     fig.legend(handles=key, loc="lower center", ncol=2, fontsize=LEGEND_SIZE, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-
-
-def _stable_limits(histories: pd.DataFrame, seeds: pd.DataFrame, metric: str):
-    """The shared axis of ``grid_curves``, set by the stable seeds: an unstable run's growing
-    loss would squash every other panel (it is drawn clipped, and its panel says so)."""
-    keys = ["lr", "batch_size", "seed"]
-    stable = seeds["outcome"] == "stable" if "outcome" in seeds else seeds["diverged_at"].isna()
-    converged = histories.merge(seeds[stable][keys], on=keys)
-    values = converged[metric].to_numpy(dtype=float) * _scale(metric)
-    return _shared_limits(values, log=metric == "train_loss")
-
-
-def _dress_grid_panel(ax, metric: str, *, bottom: bool, left: bool) -> None:
-    """Grid, ticks and, on the bottom row and left column, the axis labels of a panel."""
-    ax.grid(alpha=0.3, which="both" if metric == "train_loss" else "major")
-    ax.tick_params(labelsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
-    if bottom:
-        ax.set_xlabel("iteration")
-    if left:
-        ax.set_ylabel(METRICS[metric], fontsize=9)
+    return fig
 
 
 def _shared_y(ax, limits: tuple[float, float], *, log: bool) -> None:
@@ -487,8 +400,7 @@ def _shared_y(ax, limits: tuple[float, float], *, log: bool) -> None:
     if log:
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(FixedLocator(_log_ticks(*limits)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        _plain(ax.yaxis)
     ax.set_ylim(*limits)
 
 
@@ -496,15 +408,12 @@ def _log_ticks(low: float, high: float, most: int = 8) -> list[float]:
     """Round tick values between ``low`` and ``high``: the coarsest of 10^k, 1 and 3 x 10^k,
     1, 2, 3, 5 x 10^k and finer steps that gives three ticks or more (and at most ``most``)."""
     decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-    steps = ((1,), (1, 3), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8))
+    halves = tuple(m / 10 for m in range(10, 100, 5))  # 1, 1.5, 2, ..., 9.5
+    steps = ((1,), (1, 3), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8), halves)
     candidates = [
         [t for t in (round(m * 10.0**k, 12) for k in decades for m in step) if low <= t <= high]
         for step in steps
     ]
-    candidates.append(
-        [t for t in (round(m / 10 * 10.0**k, 12) for k in decades for m in range(10, 100, 5))
-         if low <= t <= high]
-    )  # fmt: skip
     fitting = [ticks for ticks in candidates if 3 <= len(ticks) <= most]
     return fitting[0] if fitting else min(candidates, key=lambda t: abs(len(t) - 3))
 
@@ -512,58 +421,36 @@ def _log_ticks(low: float, high: float, most: int = 8) -> list[float]:
 def _grid_title(seeds: pd.DataFrame, metric: str) -> str:
     n_seeds = seeds.groupby(["lr", "batch_size"])["seed"].nunique().max()
     n_seeds = 0 if pd.isna(n_seeds) else int(n_seeds)
+    spread = f"mean and 95 % CI of the mean over {n_seeds} seeds;\nthin line: one seed "
+    spread = spread + "evaluated after every iteration" if n_seeds > 1 else "one seed"
     scale = ", log scale" if metric == "train_loss" else ""
-    spread = (
-        f"mean and 95 % CI of the mean over {n_seeds} seeds;\n"
-        "thin line: one seed evaluated after every iteration"
-        if n_seeds > 1
-        else "one seed"
-    )
-    return (
-        f"{METRICS[metric].split(' (')[0].capitalize()}{scale}, per learning rate x batch "
-        f"size (B);\n{spread}"
-    )
-
-
-def _draw_examples_seen(ax, batch_size: int, runs: pd.DataFrame) -> np.ndarray:
-    """One batch size of ``examples_seen``: the mean loss over seeds against the examples seen,
-    with its 95 % CI as a band; returns the means drawn."""
-    band = seed_band(runs, "train_loss")
-    examples = (band["iteration"] + 1) * batch_size
-    ax.plot(
-        examples,
-        band["mean"],
-        **batch_style(batch_size),
-        markevery=0.2,
-        markersize=4,
-        label=f"B = {batch_size}",
-    )
-    ax.fill_between(examples, band["low"], band["high"], color=batch_color(batch_size), alpha=0.2)
-    return band["mean"].to_numpy(dtype=float)
+    name = METRICS[metric].split(" (")[0].capitalize()
+    return f"{name}{scale}, per learning rate x batch size (B);\n{spread}"
 
 
 def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
-    """Training loss against the examples seen ((iteration + 1) x batch size),
-    log-log: a line per batch size (mean over seeds, 95 % CI band), a panel per learning rate at
-    which no seed of ``seeds`` diverged; a batch size with an unstable seed is left out of its
-    panel, which says so.
-    """
+    """Training loss against the examples seen ((iteration + 1) x batch size), log-log: a line
+    per batch size (95 % CI band), a panel per learning rate at which no seed diverged; a batch
+    size with an unstable seed is left out of its panel, which says so."""
     check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     diverged = seeds.groupby("lr")["diverged_at"].apply(lambda d: d.notna().any())
     lrs = sorted(diverged.index[~diverged], reverse=True) or [None]
     fig = Figure(figsize=(min(PRINT_WIDTH, 2.2 + 2.6 * len(lrs)), 3.4), dpi=DPI)
     axes = fig.subplots(1, len(lrs), sharey=True, squeeze=False)[0]
-    # A configuration with an unstable seed is left out of its panel (its growing loss would
-    # set the shared axis), and the panel's title names it.
+    # An unstable seed's growing loss would set the shared axis.
     unstable = seeds[seeds["outcome"] == "unstable"] if "outcome" in seeds else seeds.iloc[:0]
     values = []
     for ax, lr in zip(axes, lrs, strict=True):
-        rows = histories[histories["lr"] == lr]
         left_out = sorted(unstable.loc[unstable["lr"] == lr, "batch_size"].unique())
-        for batch_size, runs in rows.groupby("batch_size", sort=True):
-            if batch_size not in left_out:
-                values.append(_draw_examples_seen(ax, batch_size, runs))
+        for batch_size, runs in histories[histories["lr"] == lr].groupby("batch_size", sort=True):
+            if batch_size in left_out:
+                continue
+            band = seed_band(runs, "train_loss")
+            _band(ax, (band["iteration"] + 1) * batch_size, band, 1.0, 0.2,
+                  **batch_style(batch_size), markevery=0.2, markersize=4,
+                  label=f"B = {batch_size}")  # fmt: skip
+            values.append(band["mean"].to_numpy(dtype=float))
         ax.set_xscale("log")
         ax.set_xlabel("examples seen (log scale)")
         ax.grid(alpha=0.3, which="major")
@@ -576,11 +463,8 @@ def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
     if values:
         _shared_y(axes[0], _shared_limits(np.concatenate(values), log=True, room=1.1), log=True)
         axes[-1].legend(fontsize=LEGEND_SIZE, loc="lower left")
-    fig.suptitle(
-        "Training loss against the examples seen, per batch size B\n"
-        "mean and 95 % CI of the mean over seeds",
-        fontsize=10,
-    )
+    fig.suptitle("Training loss against the examples seen, per batch size B\n"
+                 "mean and 95 % CI of the mean over seeds", fontsize=10)  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -612,10 +496,8 @@ def _heatmap_cells(
 def accuracy_heatmap(
     table: pd.DataFrame, *, value: str = "final_test_acc_mean", title: str | None = None
 ) -> Figure:
-    """Heatmap of the accuracy column ``value`` of ``table`` over learning rate
-    (rows) x batch size (columns), mean ± 95 % CI in each cell; cells where every seed diverged
-    or was unstable are grey and say so.
-    """
+    """Heatmap of the accuracy column ``value`` of ``table``, learning rate (rows) x batch
+    size (columns), mean ± 95 % CI in each cell; cells with no stable seed grey, saying why."""
     accuracies = [c for c in COLUMN_LABELS if c.endswith("_acc_mean")]
     if value not in accuracies:
         raise ValueError(f"value must be one of {accuracies}, got {value!r}")
@@ -623,81 +505,33 @@ def accuracy_heatmap(
     lrs = sorted(table["lr"].unique(), reverse=True)
     batch_sizes = sorted(table["batch_size"].unique())
     grid, labels = _heatmap_cells(table, value, lrs, batch_sizes)
-    fig = Figure(
-        figsize=(min(PRINT_WIDTH, 1.2 * len(batch_sizes) + 2.4), 0.8 * len(lrs) + 1.5), dpi=DPI
-    )
+    size = (min(PRINT_WIDTH, 1.2 * len(batch_sizes) + 2.4), 0.8 * len(lrs) + 1.5)
+    fig = Figure(figsize=size, dpi=DPI)
     ax = fig.subplots()
     shown = grid[np.isfinite(grid)]
     low, high = (shown.min() - 1, shown.max() + 0.5) if shown.size else (0, 100)
     cmap = colormaps["YlGn"].with_extremes(bad="0.85")
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=high, aspect="auto")
-    for i in range(len(lrs)):
-        for j in range(len(batch_sizes)):
-            dark = np.isfinite(grid[i, j]) and (grid[i, j] - low) > 0.65 * (high - low)
-            color = "white" if dark else "black"
-            ax.text(j, i, labels[i, j], ha="center", va="center", fontsize=8, color=color)
+    for i, j in itertools.product(range(len(lrs)), range(len(batch_sizes))):
+        dark = np.isfinite(grid[i, j]) and (grid[i, j] - low) > 0.65 * (high - low)
+        color = "white" if dark else "black"
+        ax.text(j, i, labels[i, j], ha="center", va="center", fontsize=8, color=color)
     ax.set_xticks(range(len(batch_sizes)), [str(b) for b in batch_sizes])
     ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("learning rate")
-    colorbar = fig.colorbar(image, ax=ax)
-    colorbar.set_label("accuracy (%)")
-    ax.set_title(
-        title or f"{COLUMN_LABELS[value].capitalize()}, mean ± 95 % CI over seeds", fontsize=10
-    )
+    ax.set(xlabel="batch size", ylabel="learning rate")
+    fig.colorbar(image, ax=ax).set_label("accuracy (%)")
+    title = title or f"{COLUMN_LABELS[value].capitalize()}, mean ± 95 % CI over seeds"
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def _draw_stability_line(
-    ax, batch_size: int, rows: pd.DataFrame, value: str, scale: float, *, k: int, wider: int
-) -> None:
-    """One batch size of ``stability_plot``: its line over the learning rates where some seed
-    did not diverge, with the 95 % CI, and a red cross at the top where every seed diverged;
-    the ``k``-th line drawn, ``wider`` steps wider than the last."""
-    ok = rows[rows["n_diverged"] < rows["n_seeds"]]
-    ax.plot(
-        ok["lr"],
-        ok[value] * scale,
-        **batch_style(batch_size),
-        markerfacecolor="none",
-        markersize=5 + 2 * wider,
-        linewidth=1.0 + 0.6 * wider,
-        zorder=2 + k,
-        label=f"batch size {batch_size}",
-    )
-    ci = value.replace("_mean", "_ci")
-    if ci in ok.columns:  # the 95 % CI of the mean over seeds
-        ax.errorbar(
-            ok["lr"],
-            ok[value] * scale,
-            yerr=ok[ci] * scale,
-            fmt="none",
-            ecolor=batch_color(batch_size),
-            capsize=3,
-            zorder=2 + k,
-        )
-    bad = rows[(rows["n_diverged"] == rows["n_seeds"]) & (rows["n_seeds"] > 0)]
-    # At the top of the axis (a fraction of its height), above every error bar.
-    ax.plot(
-        bad["lr"],
-        np.full(len(bad), 0.95),
-        "x",
-        color="C3",
-        markersize=9,
-        mew=2,
-        transform=ax.get_xaxis_transform(),
-    )
 
 
 def stability_plot(
     table: pd.DataFrame, *, lr_max: float, value: str = "final_train_loss_mean"
 ) -> Figure:
-    """The column ``value`` of ``table`` (one row per (lr, batch_size), with
-    n_diverged and n_seeds) against the learning rate, a line per batch size, with
-    ``lr_max`` = 2 / lambda_max as a vertical line and red crosses at the top where every seed
-    diverged.
-    """
+    """The column ``value`` of ``table`` (a row per (lr, batch_size), with n_diverged and
+    n_seeds) against the learning rate, a line per batch size with its 95 % CI, ``lr_max`` =
+    2 / lambda_max marked and red crosses at the top where every seed diverged."""
     if value not in COLUMN_LABELS:
         raise ValueError(f"value must be one of {sorted(COLUMN_LABELS)}, got {value!r}")
     check_frame(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
@@ -706,31 +540,35 @@ def stability_plot(
     fig = Figure(figsize=(6.4, 3.8), dpi=DPI)
     ax = fig.subplots()
     scale = _scale(value.removesuffix("_mean").removeprefix("final_"))
+    ci = value.replace("_mean", "_ci")
     groups = list(table.sort_values("lr").groupby("batch_size"))
     # Larger batch sizes first and wider, so a line lying on another stays visible.
     for k, (batch_size, rows) in enumerate(groups):
-        _draw_stability_line(ax, batch_size, rows, value, scale, k=k, wider=len(groups) - k)
+        wider = len(groups) - k
+        ok = rows[rows["n_diverged"] < rows["n_seeds"]]
+        ax.plot(ok["lr"], ok[value] * scale, **batch_style(batch_size), markerfacecolor="none",
+                markersize=5 + 2 * wider, linewidth=1.0 + 0.6 * wider, zorder=2 + k,
+                label=f"batch size {batch_size}")  # fmt: skip
+        if ci in ok.columns:
+            ax.errorbar(ok["lr"], ok[value] * scale, yerr=ok[ci] * scale, fmt="none",
+                        ecolor=batch_color(batch_size), capsize=3, zorder=2 + k)  # fmt: skip
+        bad = rows[(rows["n_diverged"] == rows["n_seeds"]) & (rows["n_seeds"] > 0)]
+        # At the top of the axis (a fraction of its height), above every error bar.
+        ax.plot(bad["lr"], np.full(len(bad), 0.95), "x", color="C3", markersize=9, mew=2,
+                transform=ax.get_xaxis_transform())  # fmt: skip
     if ((table["n_diverged"] == table["n_seeds"]) & (table["n_seeds"] > 0)).any():
         ax.plot([], [], "x", color="C3", mew=2, label="diverged (every seed)")
     ax.axvline(lr_max, color="C3", linestyle="--", linewidth=1.2)
-    ax.text(
-        lr_max,
-        0.02,
-        f" $2/\\lambda_{{\\max}}$ = {lr_max:.4f}",
-        transform=ax.get_xaxis_transform(),
-        color="C3",
-        fontsize=8,
-    )
+    ax.text(lr_max, 0.02, f" $2/\\lambda_{{\\max}}$ = {lr_max:.4f}",
+            transform=ax.get_xaxis_transform(), color="C3", fontsize=8)  # fmt: skip
     ax.set_xscale("log")
     lrs = table["lr"].to_numpy(dtype=float)
     ax.set_xlim(min(lrs.min(), lr_max) / 2, max(lrs.max(), lr_max) * 2)
     ax.set_xlabel("learning rate (log scale)")
     label = COLUMN_LABELS[value]
     ax.set_ylabel(label + (" (%)" if scale != 1 else ""))
-    ax.set_title(
-        f"{label.capitalize()} against the learning rate,\nwith the stability threshold",
-        fontsize=10,
-    )
+    title = f"{label.capitalize()} against the learning rate,\nwith the stability threshold"
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=LEGEND_SIZE)
     fig.tight_layout()
@@ -741,31 +579,20 @@ def _draw_subset(axes, n_prime: int, history: pd.DataFrame, optimum, predicted) 
     """One N' of ``subset_curves`` in its colour on the (loss, accuracy, gap) panels."""
     ax_loss, ax_acc, ax_gap = axes
     color = size_color(n_prime)
-    for ax, metric, style in (
-        (ax_loss, "train_loss", "-"),
-        (ax_acc, "train_acc", "-"),
-        (ax_acc, "test_acc", "--"),
-    ):
-        band = seed_band(history, metric)
-        scale = _scale(metric)
-        label = f"N' = {n_prime}" if metric != "test_acc" else None
-        ax.plot(band["iteration"], band["mean"] * scale, style, color=color, label=label)
-        ax.fill_between(
-            band["iteration"],
-            band["low"] * scale,
-            band["high"] * scale,
-            color=color,
-            alpha=0.15,
-        )
+    label = f"N' = {n_prime}"
+    bands = {metric: seed_band(history, metric) for metric in METRICS}
+    for ax, metric, style in ((ax_loss, "train_loss", "-"), (ax_acc, "train_acc", "-"),
+                              (ax_acc, "test_acc", "--")):  # fmt: skip
+        band = bands[metric]
+        shown = label if metric != "test_acc" else None
+        _band(ax, band["iteration"], band, _scale(metric), 0.15, style, color=color, label=shown)
     if optimum is not None and n_prime in optimum:
         ax_loss.axhline(optimum[n_prime], color=color, linestyle=":", linewidth=1.2)
     if predicted is not None:
-        curve = predicted[predicted["n_prime"] == n_prime]
-        _draw_predicted(ax_loss, curve, "train_loss")
-    train = seed_band(history, "train_acc").set_index("iteration")["mean"]
-    test = seed_band(history, "test_acc").set_index("iteration")["mean"]
+        _draw_predicted(ax_loss, predicted[predicted["n_prime"] == n_prime], "train_loss")
+    train, test = (bands[m].set_index("iteration")["mean"] for m in ("train_acc", "test_acc"))
     gap = (train - test).dropna()
-    ax_gap.plot(gap.index, 100 * gap.to_numpy(), color=color, label=f"N' = {n_prime}")
+    ax_gap.plot(gap.index, 100 * gap.to_numpy(), color=color, label=label)
 
 
 def subset_curves(
@@ -775,13 +602,10 @@ def subset_curves(
     optimum: dict[int, float] | None = None,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Training on N' images: loss on S', train/test accuracy and the train-test
-    gap, each N' in its colour, the mean over seeds with its 95 % CI as a band.
-
-    ``histories`` has n_prime, seed, iteration, train_loss, train_acc (on S'), test_acc;
-    ``title`` must call N' the training-set size. ``optimum`` (N' -> the least-squares loss on
-    S') is drawn dotted, ``predicted`` (n_prime, iteration, train_loss) dashed.
-    """
+    """Training on N' images (``histories``: n_prime, seed, iteration and the metrics): loss
+    and accuracy on S', test accuracy and the gap, each N' in its colour with its 95 % CI band;
+    ``optimum`` (N' -> least-squares loss on S') dotted, ``predicted`` (n_prime, iteration,
+    train_loss) dashed."""
     if histories.empty:  # every cell failed: empty panels, and the key says so
         histories = pd.DataFrame(columns=["n_prime", "seed", "iteration", *METRICS])
     check_frame(histories, "histories", ["n_prime", "iteration", *METRICS])
@@ -799,14 +623,12 @@ def subset_curves(
         label = f"training loss {PREDICTED_LABEL}\n(black, long dashes)"
         ax_acc.plot([], [], color="k", label=label, **PREDICTED_STYLE)
     ax_gap.axhline(0, color="0.35", linewidth=0.8)
-    ax_loss.set_title("Training loss on S'")
-    ax_acc.set_title("Accuracy")
-    ax_gap.set_title("Train - test accuracy gap")
-    ax_loss.set_ylabel("training loss")
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_gap.set_ylabel("gap (percentage points)")
-    for ax in (ax_loss, ax_acc, ax_gap):
-        ax.set_xlabel("iteration (0: after the first update)")
+    for ax, name, ylabel in (
+        (ax_loss, "Training loss on S'", "training loss"),
+        (ax_acc, "Accuracy", "accuracy (%)"),
+        (ax_gap, "Train - test accuracy gap", "gap (percentage points)"),
+    ):
+        ax.set(title=name, ylabel=ylabel, xlabel=ITERATION_LABEL)
         ax.grid(alpha=0.3)
     _clip_percent(ax_acc)
     # One key for the three panels, in the fourth.
@@ -820,19 +642,11 @@ def subset_curves(
     return fig
 
 
-def _mean_band(ax, frame: pd.DataFrame, column: str, *, scale: float = 1.0, **style) -> None:
-    """The mean of ``column`` over seeds against N' with its 95 % CI as a band."""
-    stats = frame.groupby("n_prime")[column].agg(["mean", ci95]).fillna({"ci95": 0.0})
-    x, mean, half = stats.index.to_numpy(), stats["mean"] * scale, stats["ci95"] * scale
-    ax.plot(x, mean, marker="o", markersize=3, **style)
-    ax.fill_between(x, mean - half, mean + half, color=style.get("color"), alpha=0.18)
-
-
 def size_curves(sizes: pd.DataFrame, *, inputs: int, title: str) -> Figure:
-    """Task 5 over a fine grid of N' (``linmnist.experiments.sizes``): the test loss and the
-    loss on S' (left, log scales) and the test accuracy (right) of the minimum-norm
-    least-squares fit of S' and of SGD at the task's budget, measured (means over seeds with
-    their 95 % CI) and predicted (dashed), against N'; a vertical line at N' = ``inputs``."""
+    """Task 5 over a fine grid of N' (``linmnist.experiments.sizes``) against N': the test loss
+    and the loss on S' (left, log scales) and the test accuracy (right) of the minimum-norm
+    least-squares fit of S' and of SGD at the task's budget, measured (means over seeds, 95 %
+    CI) and predicted (dashed); a vertical line at N' = ``inputs``."""
     check_frame(sizes, "sizes", SIZE_COLUMNS)
     fig = Figure(figsize=(PRINT_WIDTH, 4.6), dpi=DPI)
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
@@ -859,16 +673,19 @@ def size_curves(sizes: pd.DataFrame, *, inputs: int, title: str) -> Figure:
     floor = sizes.groupby("n_prime")["sgd_train_loss"].mean().min()
     if np.isfinite(floor) and floor > 0:
         ax_loss.set_ylim(bottom=floor / 3)
-    ax_loss.set_ylabel("loss (log scale)")
-    ax_loss.set_title("Loss on the test set and on S'")
-    ax_acc.set_ylabel("test accuracy (%)")
-    ax_acc.set_title("Test accuracy")
+    ax_loss.set(ylabel="loss (log scale)", title="Loss on the test set and on S'")
+    ax_acc.set(ylabel="test accuracy (%)", title="Test accuracy")
     _clip_percent(ax_acc)
-    handles, labels = ax_loss.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=LEGEND_SIZE, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.17, 1, 1))
+    _key_below(fig, (ax_loss,), title, bottom=0.17)
     return fig
+
+
+def _mean_band(ax, frame: pd.DataFrame, column: str, *, scale: float = 1.0, **style) -> None:
+    """The mean of ``column`` over seeds against N' with its 95 % CI as a band."""
+    stats = frame.groupby("n_prime")[column].agg(["mean", ci95]).fillna({"ci95": 0.0})
+    x, mean, half = stats.index.to_numpy(), stats["mean"] * scale, stats["ci95"] * scale
+    ax.plot(x, mean, marker="o", markersize=3, **style)
+    ax.fill_between(x, mean - half, mean + half, color=style.get("color"), alpha=0.18)
 
 
 def _clip_percent(ax) -> None:
@@ -878,37 +695,28 @@ def _clip_percent(ax) -> None:
 
 
 def spectrum(eigenvalues: np.ndarray, *, mean_norm: float, max_norm: float, title: str) -> Figure:
-    """The eigenvalues of S = X X^T / N, largest first on a log scale, with
-    lambda_max, mean ||x||^2 (= tr S) and max ||x||^2 (``mean_norm``, ``max_norm``) marked;
-    eigenvalues below 10^-10 lambda_max (always-blank pixels) are left out and counted.
-    """
+    """The eigenvalues of S = X X^T / N, largest first on a log scale, with lambda_max,
+    ``mean_norm`` (mean ||x||^2) and ``max_norm`` marked; those below 10^-10 lambda_max
+    (always-blank pixels) are left out and counted."""
     values = np.sort(np.asarray(eigenvalues, dtype=float))[::-1]
     if values.ndim != 1 or values.size == 0 or not values[0] > 0:
         raise ValueError("eigenvalues must be a non-empty 1-D array with a positive maximum")
     shown = values[values > 1e-10 * values[0]]
     fig = Figure(figsize=(PRINT_WIDTH, 3.4), dpi=DPI)
     ax = fig.subplots()
-    rank = np.arange(1, shown.size + 1)
-    ax.plot(
-        rank,
-        shown,
-        ".",
-        color="C0",
-        markersize=3,
-        label=f"eigenvalues of S ({values.size - shown.size} below "
-        + r"$10^{-10}\lambda_{\max}$ left out)",
-    )
-    for value, style, label in (
+    label = f"eigenvalues of S ({values.size - shown.size} below " + r"$10^{-10}\lambda_{\max}$ "
+    ax.plot(np.arange(1, shown.size + 1), shown, ".", color="C0", markersize=3,
+            label=label + "left out)")  # fmt: skip
+    for value, (color, style), label in (
         (max_norm, ("C4", ":"), r"$\max\,\|x\|^2$"),
         (mean_norm, ("C2", "-."), r"$\mathrm{mean}\,\|x\|^2 = \mathrm{tr}\,S$"),
         (values[0], ("C3", "--"), r"$\lambda_{\max}$"),
     ):
         ax.axhline(
-            value, color=style[0], linestyle=style[1], linewidth=1.1, label=f"{label} = {value:.3g}"
+            value, color=color, linestyle=style, linewidth=1.1, label=f"{label} = {value:.3g}"
         )
     ax.set_yscale("log")
-    ax.set_xlabel("rank of the eigenvalue (1 = largest)")
-    ax.set_ylabel("eigenvalue")
+    ax.set(xlabel="rank of the eigenvalue (1 = largest)", ylabel="eigenvalue")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title, fontsize=10)
@@ -935,94 +743,41 @@ def _accuracy_panel(ax, table: pd.DataFrame) -> None:
         style = batch_style(batch_size)
         stable = rows[rows["state"] == "stable"]
         mean, ci = 100 * stable["final_test_acc_mean"], 100 * stable["final_test_acc_ci"]
-        ax.fill_between(
-            stable["lr"], mean - ci, mean + ci, color=style["color"], alpha=0.25, linewidth=0
-        )
+        ax.fill_between(stable["lr"], mean - ci, mean + ci, color=style["color"], alpha=0.25,
+                        linewidth=0)  # fmt: skip
         ax.plot(stable["lr"], mean, **style, markersize=4, label=f"batch size {batch_size}")
         # A stable cell between two that are not has no band: its CI as an error bar.
-        alone = ~rows["state"].eq("stable").shift(1, fill_value=False)
-        alone &= ~rows["state"].eq("stable").shift(-1, fill_value=False)
-        alone = alone[rows["state"] == "stable"].to_numpy()
-        ax.errorbar(
-            stable["lr"][alone],
-            mean[alone],
-            yerr=ci[alone].fillna(0),
-            fmt="none",
-            ecolor=style["color"],
-            capsize=2,
-        )
-        some = rows[rows["state"].isin(STATE_MARKERS) & (rows["state"] != "stable")]
-        some = some[some["final_test_acc_mean"].notna()]
-        ax.errorbar(
-            some["lr"],
-            100 * some["final_test_acc_mean"],
-            yerr=100 * some["final_test_acc_ci"].fillna(0),
-            fmt=style["marker"],
-            color=style["color"],
-            markerfacecolor="none",
-            markersize=6,
-            capsize=2,
-        )
+        ok = rows["state"].eq("stable")
+        alone = (~ok.shift(1, fill_value=False) & ~ok.shift(-1, fill_value=False))[ok].to_numpy()
+        ax.errorbar(stable["lr"][alone], mean[alone], yerr=ci[alone].fillna(0), fmt="none",
+                    ecolor=style["color"], capsize=2)  # fmt: skip
+        some = rows[rows["state"].isin(STATE_MARKERS) & ~ok & rows["final_test_acc_mean"].notna()]
+        ax.errorbar(some["lr"], 100 * some["final_test_acc_mean"], capsize=2,
+                    yerr=100 * some["final_test_acc_ci"].fillna(0), fmt=style["marker"],
+                    color=style["color"], markerfacecolor="none", markersize=6)  # fmt: skip
     mixed = table["state"].isin(STATE_MARKERS) & (table["state"] != "stable")
     if (mixed & table["final_test_acc_mean"].notna()).any():
-        ax.errorbar(
-            [],
-            [],
-            fmt="o",
-            color="0.3",
-            markerfacecolor="none",
-            capsize=2,
-            label="mean of the stable seeds\nwhere other seeds were not",
-        )
+        ax.errorbar([], [], fmt="o", color="0.3", markerfacecolor="none", capsize=2,
+                    label="mean of the stable seeds\nwhere other seeds were not")  # fmt: skip
 
 
-def _state_panel(ax, table: pd.DataFrame, sizes: list) -> None:
-    """One row per batch size, a marker per learning rate: the state of its seeds."""
+def _state_panel(ax, table: pd.DataFrame, sizes: list, edges: pd.DataFrame | None) -> None:
+    """One row per batch size, a marker per learning rate: the state of its seeds; the
+    predicted instability ``edges`` (batch_size, lr_edge) as a bar across each row."""
     for state, (marker, color, filled) in STATE_MARKERS.items():
         cells = table[table["state"] == state]
         rows = [sizes.index(b) for b in cells["batch_size"]]
-        ax.scatter(
-            cells["lr"],
-            rows,
-            marker=marker,
-            s=42,
-            facecolors=color if filled else "none",
-            edgecolors=color,
-            linewidths=1.2,
-            label=state,
-        )
+        ax.scatter(cells["lr"], rows, marker=marker, s=42, facecolors=color if filled else "none",
+                   edgecolors=color, linewidths=1.2, label=state)  # fmt: skip
     ax.set_yticks(range(len(sizes)), [f"B = {b}" for b in sizes])
     ax.set_ylim(len(sizes) - 0.5, -0.5)
-
-
-def _draw_edges(ax, edges: pd.DataFrame, sizes: list) -> None:
-    """The predicted instability edge of each batch size, a bar across its row."""
+    if edges is None:
+        return
     check_frame(edges, "edges", ["batch_size", "lr_edge"])
     for batch_size, lr in edges[edges["batch_size"].isin(sizes)][["batch_size", "lr_edge"]].values:
         row = sizes.index(batch_size)
         ax.plot([lr, lr], [row - 0.42, row + 0.42], color="black", linewidth=2.2)
     ax.plot([], [], color="black", linewidth=2.2, label="predicted edge")
-
-
-def _mark_learning_rates(top, bottom, bounds: Bounds, study_lrs: Sequence[float]) -> None:
-    """The three bounds as vertical lines on both panels, the study's learning rates as
-    triangles at the top of the upper one."""
-    for name, (color, style, label) in BOUND_STYLES.items():
-        value = getattr(bounds, name)
-        for ax in (top, bottom):
-            ax.axvline(value, color=color, linestyle=style, linewidth=1.1, zorder=0)
-        top.plot([], [], color=color, linestyle=style, label=f"{label} = {value:.4f}")
-    for lr in study_lrs:
-        top.plot(
-            lr,
-            1.0,
-            "v",
-            color="0.2",
-            markersize=7,
-            clip_on=False,
-            transform=top.get_xaxis_transform(),
-        )
-    top.plot([], [], "v", color="0.2", label="the study's lr")
 
 
 def stability_map(
@@ -1032,15 +787,9 @@ def stability_map(
     study_lrs: Sequence[float],
     edges: pd.DataFrame | None = None,
 ) -> Figure:
-    """Final test accuracy against the learning rate per batch size, and which
-    runs are stable.
-
-    Top: the mean final test accuracy of the stable seeds of ``table``
-    (``tables.accuracy_table``) with its 95 % CI band, a lone hollow marker where only some
-    seeds were stable. Bottom: a row per batch size, a marker per lr for the state of its seeds
-    (``STATE_MARKERS``), and ``edges`` (batch_size, lr_edge), the predicted edges, as bars. Both
-    mark the three ``bounds``; the top one ``study_lrs`` as triangles.
-    """
+    """The mean final test accuracy of the stable seeds of ``table`` (``accuracy_table``)
+    against the learning rate per batch size (top) and the state of each cell with the
+    predicted ``edges`` (bottom); both mark the three ``bounds``, the top ``study_lrs``."""
     check_frame(
         table, "table", ["batch_size", "lr", "state", "final_test_acc_mean", "final_test_acc_ci"]
     )
@@ -1050,14 +799,20 @@ def stability_map(
     )
     sizes = sorted(table["batch_size"].unique())
     _accuracy_panel(top, table)
-    _state_panel(bottom, table, sizes)
-    if edges is not None:
-        _draw_edges(bottom, edges, sizes)
+    _state_panel(bottom, table, sizes, edges)
     top.set_ylabel("final test accuracy (%)")
     _clip_percent(top)
     top.set_title("Final test accuracy and stability against the learning rate", pad=12)
     top.grid(alpha=0.3, which="both")
-    _mark_learning_rates(top, bottom, bounds, study_lrs)
+    for name, (color, style, label) in BOUND_STYLES.items():
+        value = getattr(bounds, name)
+        for ax in (top, bottom):
+            ax.axvline(value, color=color, linestyle=style, linewidth=1.1, zorder=0)
+        top.plot([], [], color=color, linestyle=style, label=f"{label} = {value:.4f}")
+    for lr in study_lrs:
+        top.plot(lr, 1.0, "v", color="0.2", markersize=7, clip_on=False,
+                 transform=top.get_xaxis_transform())  # fmt: skip
+    top.plot([], [], "v", color="0.2", label="the study's lr")
     for ax, title in ((top, None), (bottom, "seeds")):  # each key right of its panel
         ax.legend(fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   borderaxespad=0, title=title, title_fontsize=LEGEND_SIZE)  # fmt: skip
@@ -1081,42 +836,19 @@ def _hero_loss_panel(ax, table: pd.DataFrame, lr_max: float, predicted) -> None:
             mine = mine[np.isfinite(mine["train_loss"]) & (mine["train_loss"] <= top)]
             ax.plot(mine["lr"], mine["train_loss"], color=style["color"], **PREDICTED_STYLE)
         stable = rows[rows["state"] == "stable"]
-        ax.plot(
-            stable["lr"],
-            stable["final_train_loss_mean"],
-            **style,
-            markersize=4,
-            label=f"B = {batch_size}",
-        )
+        ax.plot(stable["lr"], stable["final_train_loss_mean"], **style, markersize=4,
+                label=f"B = {batch_size}")  # fmt: skip
         lost = rows[rows["state"] != "stable"]
-        ax.plot(
-            lost["lr"],
-            np.ones(len(lost)),
-            "x",
-            color=style["color"],
-            markersize=6,
-            clip_on=False,
-            transform=ax.get_xaxis_transform(),
-        )
+        ax.plot(lost["lr"], np.ones(len(lost)), "x", color=style["color"], markersize=6,
+                clip_on=False, transform=ax.get_xaxis_transform())  # fmt: skip
     ax.axvline(lr_max, **{**REFERENCE_STYLE, "color": "C3"})
-    ax.text(
-        lr_max,
-        0.03,
-        r" $2/\lambda_{\max}$",
-        color="C3",
-        fontsize=LEGEND_SIZE,
-        transform=ax.get_xaxis_transform(),
-    )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel=r"learning rate $\eta$",
-        ylabel="final training loss (stable seeds)",
-    )
+    ax.text(lr_max, 0.03, r" $2/\lambda_{\max}$", color="C3", fontsize=LEGEND_SIZE,
+            transform=ax.get_xaxis_transform())  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel=r"learning rate $\eta$",
+           ylabel="final training loss (stable seeds)")  # fmt: skip
     ax.set_title("(a) what the learning rate buys, per batch size", fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    _plain(ax.yaxis, lambda v, _: f"{v:g}")
     ax.plot([], [], "x", color="0.3", label="not stable (at the top)")
     if predicted is not None:
         ax.plot([], [], color="0.3", label=PREDICTED_LABEL, **PREDICTED_STYLE)
@@ -1126,27 +858,15 @@ def _hero_steps_panel(ax, steps: pd.DataFrame, hyperbola, target: str) -> None:
     """Steps to a target loss against the batch size, with the fitted hyperbola."""
     reached = steps.dropna(subset=["steps"])
     for row in reached.itertuples():
-        style = {**batch_style(row.batch_size), "linestyle": "none"}
-        ax.plot(row.batch_size, row.steps, **style)
+        ax.plot(row.batch_size, row.steps, **{**batch_style(row.batch_size), "linestyle": "none"})
     grid = np.geomspace(reached["batch_size"].min(), reached["batch_size"].max(), 200)
-    ax.plot(
-        grid,
-        hyperbola.steps(grid),
-        color="0.2",
-        linewidth=1.2,
-        label=r"$S = S_{\min} + E_{\min}/B$",
-    )
-    ax.axvline(
-        hyperbola.b_crit,
-        color="C3",
-        linestyle=":",
-        linewidth=1.2,
-        label=rf"$B_{{\mathrm{{crit}}}} = {hyperbola.b_crit:.0f}$",
-    )
+    ax.plot(grid, hyperbola.steps(grid), color="0.2", linewidth=1.2,
+            label=r"$S = S_{\min} + E_{\min}/B$")  # fmt: skip
+    ax.axvline(hyperbola.b_crit, color="C3", linestyle=":", linewidth=1.2,
+               label=rf"$B_{{\mathrm{{crit}}}} = {hyperbola.b_crit:.0f}$")  # fmt: skip
     ax.set(xscale="log", yscale="log", xlabel="batch size $B$", ylabel=f"steps to reach {target}")
     ax.set_title("(b) what the batch size buys, per step", fontsize=9)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+    _plain(ax.yaxis, lambda v, _: f"{v:g}" if str(v)[0] in "25" else "")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=LEGEND_SIZE, loc="upper right")
 
@@ -1161,10 +881,8 @@ def hero(
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
     """The report's summary figure: (a) the sweep's final training loss (``table``) against
-    the learning rate per batch size, with 2/λmax and the ``predicted`` loss (batch_size, lr,
-    train_loss) dashed; (b) the ``steps`` to ``target`` against the batch size, with the fitted
-    ``hyperbola`` (``linmnist.engine.scaling.Hyperbola``) and the critical batch size.
-    """
+    the learning rate per batch size, the ``predicted`` loss dashed; (b) the ``steps`` to
+    ``target`` against the batch size, with the fitted ``hyperbola`` and B_crit."""
     check_frame(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
     if predicted is not None:
         check_frame(predicted, "predicted", ["batch_size", "lr", "train_loss"])

@@ -1,13 +1,9 @@
 """What a story notebook reads: the results of a build, or one line saying how to make them.
 
-A notebook never starts runs. It names its build (dataset, profile, optionally a config and
-a build directory), checks those parameters on entry (``check_parameters``, in the first cell
-after its ``parameters`` cell) and reads that build's results; when they are missing it stops
-with ``MissingResults``, whose message is one line naming the command that makes them (IPython
-shows that line instead of a traceback). Every command named is one that runs: the build and
-its targets are checked against the pipeline first (``require_tasks``). A task the build's
-configuration does not define (a configuration with only ``[grid]``) is ``TaskNotConfigured``:
-its section says so in one line in place of its results.
+A notebook never starts runs: it checks its build's parameters (``check_parameters``) and reads
+the results; missing ones stop it with ``MissingResults``, one line naming the command that
+makes them (checked against the pipeline first, ``require_tasks``). A task the configuration
+does not define is ``TaskNotConfigured``: its section says so in place of its results.
 """
 
 from __future__ import annotations
@@ -59,9 +55,8 @@ class MissingResults(_OneLine, LinmnistError):
 
 
 class TaskNotConfigured(MissingResults):
-    """The build's configuration defines no task that a notebook reads. Raised in a notebook
-    run by the pipeline, its section is kept up to that cell, which shows the message in place
-    of its results (``linmnist.experiments.notebooks.LEFT_OUT`` names this class)."""
+    """The build's configuration defines no task that a notebook reads: the notebook's section
+    is kept up to that cell (``linmnist.experiments.notebooks.LEFT_OUT``)."""
 
 
 class ParameterError(_OneLine, UsageError):
@@ -76,15 +71,9 @@ def check_parameters(
     build_dir: str | Path | None,
     **own,
 ) -> None:
-    """Check a notebook's parameters on entry: its build's (``dataset``, ``profile`` and
-    ``config`` as ``require_tasks`` checks them, ``build_dir`` None or an existing directory)
-    and its own (``OWN_PARAMETERS``).
-
-    Raises
-    ------
-    ParameterError
-        Naming the parameter and the accepted values.
-    """
+    """Check a notebook's parameters on entry, its build's (as ``require_tasks``;
+    ``build_dir`` None or an existing directory) and its own (``OWN_PARAMETERS``): a
+    ``ParameterError`` names the parameter and the accepted values."""
     try:
         require_tasks((), dataset=dataset, profile=profile, config=config)
         directory = check_path("build_dir", build_dir, allow_none=True)
@@ -101,15 +90,9 @@ def configured(
     *, dataset: str = "mnist", profile: str | None = None, config: str | Path | None = None
 ) -> set[str]:
     """The groups of experiment products, and the predictions (``theory/<task>``), that the
-    build's configuration defines, as ``linmnist.report.pipeline.pipeline`` lists them (not
-    imported here: every notebook's code fingerprint would then hold the whole pipeline's).
-
-    Raises
-    ------
-    UsageError
-        For a build that no command makes: its dataset (one of ``DATASETS``), profile (None
-        or a profile of the configuration) or configuration (None or a configuration file).
-    """
+    build's configuration defines, as ``pipeline.pipeline`` lists them (not imported here:
+    every notebook's code fingerprint would hold it); a ``UsageError`` for a build that no
+    command makes (unknown dataset, profile or configuration)."""
     check_choice("dataset", dataset, DATASETS)
     check_instance("profile", profile, (str, type(None)), "None or a profile name (str)")
     path = config_path(config)
@@ -136,14 +119,8 @@ def require_tasks(
     profile: str | None = None,
     config: str | Path | None = None,
 ) -> None:
-    """Raise ``TaskNotConfigured`` unless the build's configuration defines each of ``names``
-    (a group of products, ``"scaling"``, or a product, ``"sizes/n10"``, ``"theory/stability"``).
-
-    Raises
-    ------
-    UsageError
-        For a build that no command makes (``configured``).
-    """
+    """``TaskNotConfigured`` unless the build's configuration defines each of ``names`` (a
+    group, ``"scaling"``, or a product, ``"theory/stability"``); ``configured``'s errors."""
     known = configured(dataset=dataset, profile=profile, config=config)
     missing = [name for name in dict.fromkeys(map(_needs, names)) if name not in known]
     if missing:
@@ -163,8 +140,7 @@ def run_command(
     verb: str = "run",
 ) -> str:
     """The command that makes (``verb="run"``) the products ``targets`` (all when empty) of a
-    build, or lists their states (``verb="status"``); ``require_tasks``' errors for a
-    command that would be refused."""
+    build, or lists their states (``"status"``); ``require_tasks``' errors if it would fail."""
     require_tasks(targets, dataset=dataset, profile=profile, config=config)
     words = ["python", "-m", "linmnist", verb, *targets]
     if profile is not None:
@@ -203,9 +179,8 @@ def require_results(
     build: str | Path | None = None,
     target: str | None = None,
 ) -> Path:
-    """The build directory (``locate_build``) once each product of ``records`` (its name ->
-    what it holds) has its record, else ``MissingResults`` naming the command that makes it
-    (``target``, by default the product)."""
+    """The build directory once each product of ``records`` (name -> what it holds) has its
+    record, else ``MissingResults`` naming the command that makes it (or ``target``)."""
     path = locate_build(dataset, profile, build, config)
     for name, what in records.items():
         record = results_dir(path) / f"{name}.json"
@@ -244,14 +219,8 @@ def task_results(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> TaskResults:
-    """The results of ``task`` in a build, every cell of the configuration present.
-
-    Raises
-    ------
-    MissingResults
-        When a cell of the configuration has no record, with the command that makes it
-        (``TaskNotConfigured`` when the configuration defines no ``task``).
-    """
+    """The results of ``task`` in a build, every cell of the configuration present, else
+    ``MissingResults`` with the command that makes them."""
     require_tasks((task,), dataset=dataset, profile=profile, config=config)
     grids = load_grids(config_path(config), profile=profile)
     cells = [cell.name for cell in grids[task]]
@@ -279,13 +248,7 @@ def theory_results(
     build: str | Path | None = None,
 ) -> Theory:
     """The predicted curves of ``tasks`` (and the instability edges, with "stability") of a
-    build (``linmnist.experiments.theory``).
-
-    Raises
-    ------
-    MissingResults
-        When one was not made, with the command that makes it.
-    """
+    build (``linmnist.experiments.theory``), else ``MissingResults``."""
     require_tasks([f"{GROUP}/{task}" for task in tasks], dataset=dataset, profile=profile,
                   config=config)  # fmt: skip
     records = {f"{GROUP}/{task}": f"the predictions of {task}" for task in tasks}
@@ -301,17 +264,10 @@ def size_results(
     build: str | Path | None = None,
 ) -> pd.DataFrame:
     """Task 5 over the fine grid of sizes (``linmnist.experiments.sizes``), one row per
-    (size, seed).
-
-    Raises
-    ------
-    MissingResults
-        When a size's product is missing (``TaskNotConfigured`` without ``[sizes]``).
-    """
-    require_tasks((size_products.GROUP,), dataset=dataset, profile=profile, config=config)
-    settings = section(config_path(config), size_products.GROUP, profile=profile)
-    records = {
-        f"{size_products.GROUP}/n{n}": f"the results of N' = {n}" for n in settings["n_prime"]
-    }
+    (size, seed), else ``MissingResults``."""
+    group = size_products.GROUP
+    require_tasks((group,), dataset=dataset, profile=profile, config=config)
+    settings = section(config_path(config), group, profile=profile)
+    records = {f"{group}/n{n}": f"the results of N' = {n}" for n in settings["n_prime"]}
     path = require_results(records, dataset=dataset, profile=profile, config=config, build=build)
     return size_products.load_sizes(path, settings["n_prime"])

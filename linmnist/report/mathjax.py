@@ -1,11 +1,7 @@
-"""MathJax for the HTML report: the npm release of MathJax, pinned and checked.
-
-``script()`` returns MathJax 3's single-file ``es5/tex-svg.js`` bundle from the npm package
-``mathjax`` at ``VERSION``. The package's tarball is fetched once from the npm registry
-(``linmnist.engine.data.download``, by pooch) into the data cache (``~/.cache/linmnist``, or
-``$LINMNIST_DATA_DIR``) and its SHA-256 is checked against ``SHA256`` every time it is read;
-a tarball that fails the check is moved aside (``<name>.corrupt-<time>``) and fetched again.
-MathJax is Apache-2.0 licensed; its ``LICENSE`` comes from the same tarball (``license()``).
+"""MathJax for the HTML report: MathJax 3's ``es5/tex-svg.js`` from the npm release at
+``VERSION``, fetched once into the data cache and checked against ``SHA256`` on every read (a
+tarball that fails is moved aside and fetched again). Its Apache-2.0 ``license()`` comes from
+the same tarball.
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
-"""The report's instability rule: what became of each seed's run.
-
-A seed's run is
-
-* ``"diverged"`` when the engine stopped it (``diverged_at`` set): its training loss became
-  non-finite or exceeded ``linmnist.engine.evaluation.DIVERGENCE_LOSS`` (10⁶);
-* ``"unstable"`` when it ran to the end but either its final training loss is above
-  ``ZERO_LOSS``, the loss at W = 0 (0.5 for one-hot labels: the run ended worse than no
-  training at all), or its loss was growing at the end (``growing``: the last evaluated loss
-  is more than ``GROWTH_FACTOR`` times the lowest loss of its history and above the loss at
-  the middle evaluation of its history);
-* ``"stable"`` otherwise.
-
-The growth test reads the seed's history (``linmnist.experiments.results.load_history``);
-without histories only the first two tests are made. A failed cell has no outcome.
+"""The report's instability rule: a seed's run is ``"diverged"`` when the engine stopped it
+(``diverged_at``: its loss non-finite or above ``DIVERGENCE_LOSS``), ``"unstable"`` when it ran
+to the end but its final training loss is above ``ZERO_LOSS`` (worse than no training) or its
+loss was ``growing`` at the end (read from its history, when given), ``"stable"`` otherwise.
+A failed cell has no outcome.
 """
 
 from __future__ import annotations
@@ -40,25 +30,10 @@ def growing(losses: Sequence[float]) -> bool:
     return bool(last > GROWTH_FACTOR * np.nanmin(values) and last > values[(values.size - 1) // 2])
 
 
-def _growing_seeds(histories: pd.DataFrame) -> pd.Series:
-    """``growing`` of each (cell, seed) of ``histories``."""
-    ordered = histories.sort_values(["cell", "seed", "iteration"])
-    return ordered.groupby(["cell", "seed"])["train_loss"].agg(growing).rename("growing")
-
-
 def classify(seeds: pd.DataFrame, histories: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``seeds`` with a column ``outcome``: "diverged", "unstable", "stable", or missing for
-    the row of a failed cell.
-
-    Parameters
-    ----------
-    seeds : DataFrame
-        ``load_task`` rows: status, seed, diverged_at, final_train_loss (and cell, to match
-        ``histories``).
-    histories : DataFrame, optional
-        ``load_history`` of the same cells (cell, seed, iteration, train_loss); without it
-        the growth test is not made.
-    """
+    """``seeds`` (``load_task`` rows: status, seed, diverged_at, final_train_loss, and cell)
+    with a column ``outcome``: "diverged", "unstable", "stable", or missing for a failed cell.
+    The growth test reads ``histories`` (``load_history`` of the same cells), when given."""
     missing = {"status", "seed", "diverged_at", "final_train_loss"} - set(seeds.columns)
     if missing:
         raise ValueError(f"seeds lacks the columns {sorted(missing)}")
@@ -75,8 +50,10 @@ def _grows(seeds: pd.DataFrame, histories: pd.DataFrame | None) -> pd.Series:
     """``growing`` of each row's (cell, seed) history (False without one)."""
     if histories is None or histories.empty:
         return pd.Series(False, index=seeds.index)
+    ordered = histories.sort_values(["cell", "seed", "iteration"])
+    grows = ordered.groupby(["cell", "seed"])["train_loss"].agg(growing).rename("growing")
     keys = pd.MultiIndex.from_frame(seeds[["cell", "seed"]])
-    found = _growing_seeds(histories).reindex(keys).fillna(False).to_numpy(dtype=bool)
+    found = grows.reindex(keys).fillna(False).to_numpy(dtype=bool)
     return pd.Series(found, index=seeds.index)
 
 
@@ -98,11 +75,8 @@ CELL_STATES = (
 
 
 def cell_state(n_seeds: int, n_diverged: int, n_unstable: int) -> str | None:
-    """The state of a cell (``CELL_STATES``) from its seed counts; None when no seed ran.
-
-    A cell where some seed diverged is "diverged" (some or every seed); else one where some
-    seed was unstable is "unstable" (some or every seed); else it is "stable".
-    """
+    """The state of a cell (``CELL_STATES``) from its seed counts: "diverged" where some seed
+    diverged, else "unstable" where some was, else "stable"; None when no seed ran."""
     if n_seeds == 0:
         return None
     if n_diverged:

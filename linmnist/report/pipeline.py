@@ -1,15 +1,9 @@
 """The whole pipeline of one build: experiment products, task notebooks, the report.
 
-``pipeline(dataset, profile, config)`` lists every product in dependency order:
-
-* the grid cells of every task of the configuration (``grid``, ``subset``, ``stability``,
-  ``edge``),
-  the framework comparison (``frameworks``), the scaling experiment (``scaling``), the
-  predictions made from the data alone (``theory``) and Task 5 over a fine grid of sizes
-  (``sizes``), made by Python jobs;
-* one executed copy per task notebook (``notebooks/<stem>``), whose upstream products are
-  the results it reads (``NOTEBOOKS``);
-* the report (``report``), assembled from the executed notebooks.
+``pipeline(dataset, profile, config)`` lists every product in dependency order: the experiment
+products (grid cells of every task, ``frameworks``, ``scaling``, ``theory``, ``sizes``), one
+executed copy per task notebook (``notebooks/<stem>``, upstream: the groups it reads,
+``NOTEBOOKS_READ``) and the ``report`` assembled from them.
 """
 
 from __future__ import annotations
@@ -50,26 +44,39 @@ def notebook_parameters(
     dataset: str, profile: str | None, config: str | Path | None
 ) -> dict[str, Any]:
     """The parameters every task notebook takes (its build), as the runner injects them."""
-    return {
-        "dataset": dataset,
-        "profile": profile,
-        "config": None if config is None else relative_to_root(config),
-        "build_dir": None,
-    }
+    config = None if config is None else relative_to_root(config)
+    return {"dataset": dataset, "profile": profile, "config": config, "build_dir": None}
+
+
+def _notebook_products(
+    products: list[Product], build: Path, dataset: str, parameters: dict[str, Any]
+) -> list[Product]:
+    """The product of each task notebook, upstream of it the ``products`` it reads."""
+    groups = {p.group for p in products}
+    notebooks = []
+    for stem, reads in NOTEBOOKS_READ.items():
+        path = NOTEBOOKS / f"{stem}.ipynb"
+        notebook = path.relative_to(ROOT).as_posix()
+        notebooks.append(
+            Product(
+                name=f"notebooks/{stem}",
+                directory=notebooks_dir(build),
+                stem=stem,
+                job=NOTEBOOK_JOB,
+                params={"dataset": dataset, "notebook": notebook, "parameters": parameters},
+                outputs=(f"{stem}.ipynb",),
+                upstream=tuple(p.name for p in products if p.group in reads and p.group in groups),
+                notebook=path,
+            )
+        )
+    return notebooks
 
 
 def pipeline(
-    dataset: str = "mnist",
-    profile: str | None = None,
-    config: str | Path | None = None,
+    dataset: str = "mnist", profile: str | None = None, config: str | Path | None = None
 ) -> list[Product]:
-    """Every product of the build of ``dataset`` with ``profile`` (and ``config``).
-
-    Raises
-    ------
-    UsageError
-        For an unknown dataset or profile, or an invalid configuration.
-    """
+    """Every product of the build of ``dataset`` with ``profile`` (and ``config``); a
+    ``UsageError`` for an unknown dataset or profile, or an invalid configuration."""
     check_choice("dataset", dataset, DATASETS)
     grids = load_grids(config, profile=profile)
     check_n_train(grids, sum(FACTS[dataset].train_label_counts), dataset)
@@ -85,27 +92,8 @@ def pipeline(
     products += scaling_products(build, dataset, config=config, profile=profile, grids=grids)
     products += theory_products(build, dataset, grids)
     products += sizes_products(build, dataset, grids, config=config, profile=profile)
-    groups = {p.group for p in products}
     parameters = notebook_parameters(dataset, profile, config)
-    notebooks = []
-    for stem, reads in NOTEBOOKS_READ.items():
-        path = NOTEBOOKS / f"{stem}.ipynb"
-        notebooks.append(
-            Product(
-                name=f"notebooks/{stem}",
-                directory=notebooks_dir(build),
-                stem=stem,
-                job=NOTEBOOK_JOB,
-                params={
-                    "dataset": dataset,
-                    "notebook": path.relative_to(ROOT).as_posix(),
-                    "parameters": parameters,
-                },
-                outputs=(f"{stem}.ipynb",),
-                upstream=tuple(p.name for p in products if p.group in reads and p.group in groups),
-                notebook=path,
-            )
-        )
+    notebooks = _notebook_products(products, build, dataset, parameters)
     report = Product(
         name="report",
         directory=build,

@@ -1,19 +1,6 @@
-"""Checks a report's text must pass: what a reader would catch and nbval would not.
-
-A stored notebook output is compared with itself by nbval, so a broken table header or a
-sentence written for another build stays "passing". These functions find them in a
-notebook's or a report's text; ``report_job`` prints what they find as warnings, and the
+"""Checks a report's text must pass: what a reader would catch and nbval would not (nbval
+compares a stored output with itself). ``report_job`` prints what they find as warnings; the
 tests run them over the stored notebooks.
-
-* ``bad_headers(html)``: table headers that are empty or punctuation only (a pandas
-  MultiIndex rendered as "(" and "&");
-* ``build_leaks(text, dataset, profile)``: phrases naming a build other than the one shown
-  ("the full build" in a small build's report, "on Fashion-MNIST" in an MNIST report);
-* ``e_notation(text)``: numbers in e-notation (``2.5e+04``) where a reader expects ×10ⁿ;
-* ``doubled_kinds(text)``: a reference written after its kind ("Figure @fig-x" reads
-  "Figure Figure 3");
-* ``doubled_braces(text)``: "{{" left in the text, the mark of an f-string's escaped brace
-  in a string that was not an f-string (``$B_{{\\mathrm{{noise}}}}$``).
 """
 
 from __future__ import annotations
@@ -40,14 +27,16 @@ _E_NOTATION = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]?\d+\b")
 
 
 def bad_headers(page: str) -> list[str]:
-    """The header cells of the tables of ``page`` (HTML) that hold no letter or digit."""
+    """The header cells of the tables of ``page`` (HTML) that hold no letter or digit (a
+    pandas MultiIndex rendered as "(" and "&")."""
     texts = (html.unescape(_TAG.sub("", cell)).strip() for cell in _HEADER.findall(page))
     return [text for text in texts if not any(c.isalnum() for c in text)]
 
 
 def build_leaks(text: str, dataset: str, profile: str | None) -> list[str]:
     """The phrases of ``text`` that name a build other than ``dataset`` with ``profile``
-    (None: the full configuration)."""
+    (None: the full configuration): "the full build" in a small build's report, "on
+    Fashion-MNIST" in an MNIST report."""
     shown = (profile or "full").lower()
     leaks = []
     for match in _BUILD.finditer(text):
@@ -60,7 +49,7 @@ def build_leaks(text: str, dataset: str, profile: str | None) -> list[str]:
 
 
 def e_notation(text: str) -> list[str]:
-    """The numbers of ``text`` written in e-notation."""
+    """The numbers of ``text`` written in e-notation (``2.5e+04``), not as ×10ⁿ."""
     return _E_NOTATION.findall(text)
 
 
@@ -70,5 +59,6 @@ def doubled_kinds(text: str) -> list[str]:
 
 
 def doubled_braces(text: str) -> list[str]:
-    """The stretches of ``text`` around a "{{" (a brace escaped for an f-string outside one)."""
+    """The stretches of ``text`` around a "{{" (a brace escaped for an f-string outside one:
+    ``$B_{{\\mathrm{{noise}}}}$``)."""
     return [text[max(0, m.start() - 10) : m.end() + 10] for m in re.finditer(r"\{\{", text)]

@@ -15,21 +15,9 @@ from linmnist.experiments.paths import ROOT
 from linmnist.experiments.products import Product
 from linmnist.experiments.results import read_record
 
-PACKAGES = (
-    "linmnist",
-    "numpy",
-    "numba",
-    "pandas",
-    "matplotlib",
-    "torch",
-    "keras",
-    "papermill",
-    "nbconvert",
-    "nbformat",
-    "ipykernel",
-    "weasyprint",
-    "dask",
-    "distributed",
+PACKAGES = tuple(
+    "linmnist numpy numba pandas matplotlib torch keras papermill nbconvert nbformat ipykernel "
+    "weasyprint dask distributed".split()
 )
 
 
@@ -87,17 +75,8 @@ def product_table(products: Sequence[Product]) -> pd.DataFrame:
             record = read_record(product.record)
         except (OSError, ValueError):
             record = {}
-        row = rows.setdefault(
-            product.group,
-            {
-                "products": product.group,
-                "count": 0,
-                "ok": 0,
-                "failed": 0,
-                "seconds": 0.0,
-                "finished": "",
-            },
-        )
+        empty = {"products": product.group, "count": 0, "ok": 0, "failed": 0, "seconds": 0.0}
+        row = rows.setdefault(product.group, empty | {"finished": ""})
         row["count"] += 1
         row["ok"] += record.get("status") == "ok"
         row["failed"] += record.get("status") == "failed"

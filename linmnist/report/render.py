@@ -1,12 +1,9 @@
 """Executed notebooks to self-contained HTML and PDF.
 
-* ``notebook_html``: nbconvert's JupyterLab page with the input cells hidden (or kept), the
-  figures embedded as base64 images and MathJax 3 (the npm release, ``linmnist.report.mathjax``)
-  inlined, so the file renders its mathematics offline and loads nothing from the network.
-* ``print_html``: the same cells with a print style sheet (A4, page numbers, the contents
-  with page numbers, tables and figures sized to the page) and every ``$...$`` /
-  ``$$...$$`` pre-rendered to an SVG image with matplotlib's mathtext, because WeasyPrint
-  runs no JavaScript; ``write_pdf`` turns it into a PDF, with a bookmark per heading.
+``notebook_html``: nbconvert's JupyterLab page, figures embedded and MathJax 3
+(``linmnist.report.mathjax``) inlined, so that it loads nothing from the network.
+``print_html``: the same cells with a print style sheet (A4, page numbers) and every formula
+pre-rendered to SVG with matplotlib's mathtext (WeasyPrint runs no JavaScript), for ``write_pdf``.
 """
 
 from __future__ import annotations
@@ -151,17 +148,6 @@ def mathjax_script() -> str:
     return mathjax.script()
 
 
-def _exporter(template_file: str, *, include_code: bool) -> HTMLExporter:
-    return HTMLExporter(
-        template_name="lab",
-        template_file=template_file,
-        extra_loaders=[DictLoader(_TEMPLATES)],
-        exclude_input=not include_code,
-        exclude_input_prompt=True,
-        exclude_output_prompt=True,
-    )
-
-
 def _read(notebook) -> nbformat.NotebookNode:
     if isinstance(notebook, nbformat.NotebookNode):
         return notebook
@@ -173,7 +159,14 @@ def _export(nb, template_file: str, extra: dict, *, include_code: bool, title: s
     file name by default), with the template's resources ``extra``."""
     if title is not None:
         extra["metadata"] = {"name": title}
-    exporter = _exporter(template_file, include_code=include_code)
+    exporter = HTMLExporter(
+        template_name="lab",
+        template_file=template_file,
+        extra_loaders=[DictLoader(_TEMPLATES)],
+        exclude_input=not include_code,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
     return exporter.from_notebook_node(nb, resources=extra)[0]
 
 
@@ -184,9 +177,8 @@ def notebook_html(
     title: str | None = None,
     mathjax_src: str | None = None,
 ) -> str:
-    """An HTML page of an executed notebook (a path or a NotebookNode), mathematics typeset
-    by MathJax: inlined, or loaded from ``mathjax_src`` (a copy of ``mathjax_script()``).
-    ``include_code`` keeps the code cells' inputs; ``title`` defaults to the file name."""
+    """An HTML page of an executed notebook (a path or a NotebookNode), MathJax inlined or
+    loaded from ``mathjax_src``; ``include_code`` keeps the inputs."""
     extra: dict[str, Any] = {
         "mathjax_config": MATHJAX_CONFIG,
         "mathjax_src": mathjax_src,
@@ -197,17 +189,15 @@ def notebook_html(
 
 
 def write_html(notebook: str | os.PathLike, target: str | os.PathLike, title: str) -> None:
-    """Write ``notebook_html`` of the notebook file ``notebook``, titled ``title``, to
-    ``target``, atomically."""
+    """Write ``notebook_html`` of the notebook file ``notebook`` to ``target``, atomically."""
     atomic_write(target, notebook_html(notebook, title=title))
 
 
 def html_in_background(
     notebook: str | os.PathLike, target: str | os.PathLike, *, title: str
 ) -> subprocess.Popen:
-    """Start ``write_html`` in another process (the report's page is made on the machine's
-    other core while this one prints); ``wait_html`` waits for it. The process imports the
-    linmnist package this one runs."""
+    """Start ``write_html`` in another process, which imports this linmnist package (the page
+    is made on another core while this one prints); ``wait_html`` waits for it."""
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     code = "import sys; from linmnist.report.render import write_html; write_html(*sys.argv[1:])"
@@ -235,10 +225,8 @@ def print_html(
     title: str | None = None,
     failures: list[str] | None = None,
 ) -> str:
-    """HTML for printing (WeasyPrint): no scripts, mathematics pre-rendered to SVG images.
-
-    Formulas mathtext cannot render stay as code; their errors are appended to ``failures``.
-    """
+    """HTML for printing (WeasyPrint): no scripts, mathematics pre-rendered to SVG images;
+    formulas mathtext cannot render stay as code, their errors appended to ``failures``."""
     nb = _read(notebook)
     if not include_code:
         # A code cell without output prints as an empty block, which would separate a
@@ -254,9 +242,9 @@ def print_html(
 
 @functools.lru_cache(maxsize=1024)
 def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> str:
-    """An ``<img>`` tag showing the TeX formula ``tex`` (mathtext subset) as an SVG, sized in
-    em and lowered by its depth so that it sits on the line; a ValueError when mathtext
-    cannot parse it. Kept per formula: a report repeats half of its 300 formulas."""
+    """An ``<img>`` of the TeX formula ``tex`` as an SVG, sized in em and lowered by its depth
+    to sit on the line; a ValueError when mathtext cannot parse it. Cached: a report repeats
+    half of its 300 formulas."""
     size = fontsize * (1.2 if display else 1.0)
     prop = FontProperties(family="DejaVu Sans", size=size, math_fontfamily="dejavusans")
     source = f"${_mathtext_dialect(tex).strip()}$"
@@ -304,12 +292,9 @@ def _render_text(text: str, failures: list[str]) -> str:
 
 
 def render_math(page: str, *, failures: list[str] | None = None) -> str:
-    """Replace every ``$$...$$`` and ``$...$`` in the text of an HTML page by an SVG image.
-
-    Text inside script, style, pre, code, textarea and title elements is left alone. A
-    formula that mathtext cannot parse is kept as code and its error appended to
-    ``failures`` when given.
-    """
+    """Every ``$$...$$`` and ``$...$`` in the text of an HTML page (outside ``_SKIP_TAGS``)
+    as an SVG image; one mathtext cannot parse is kept as code, its error appended to
+    ``failures``."""
     failures = [] if failures is None else failures
     parts = _TAG.split(page)
     skipping: list[str] = []
@@ -335,13 +320,10 @@ def write_pdf(
     base_url: str | None = None,
     cut_off: list[str] | None = None,
 ) -> int:
-    """Write the PDF of an HTML page with WeasyPrint, atomically; return its page count.
-
-    WeasyPrint makes a bookmark of every heading. ``base_url`` resolves relative links and
-    images; without it the page must be self-contained (the report is), and no absolute
-    path of this machine ends up in the PDF. Text and images that the layout puts (partly)
-    outside their page are described in ``cut_off`` when given (``cut_off_boxes``).
-    """
+    """Write the PDF of an HTML page with WeasyPrint (a bookmark per heading), atomically;
+    return its page count. ``base_url`` resolves relative links (without it no path of this
+    machine ends up in the PDF); what the layout puts outside its page is described in
+    ``cut_off`` (``cut_off_boxes``)."""
     from weasyprint import HTML
 
     document = HTML(string=page, base_url=base_url).render()

@@ -1,11 +1,9 @@
 """The scaling-law section (notebooks/08_scaling_law.ipynb): its tables and figures.
 
-Computed from a ``linmnist.experiments.scaling.Scaling`` (``read_scaling``) and, for the noise
-floor (``floor_table``), from the final excesses and losses of the Task 3 grid and the
-stability sweep. Per target excess: the steps at the best rate of each batch size, measured
-(``best_steps``) and predicted from the data (``predicted_best``); the hyperbola
-S = S_min + E_min / B fitted to them (``fit``); the noise scales of McCandlish et al. beside
-the measured B_crit (``noise_table``); the best rates beside eps_opt(B) (``lr_table``).
+From a ``linmnist.experiments.scaling.Scaling`` (``read_scaling``) and, for the noise floor
+(``floor_table``), the Task 3 grid and the stability sweep. Per target excess: the steps at
+each batch size's best rate, measured (``best_steps``) and predicted (``predicted_best``), the
+hyperbola S = S_min + E_min / B fitted to them (``fit``) and McCandlish et al.'s noise scales.
 """
 
 from __future__ import annotations
@@ -31,12 +29,7 @@ from linmnist.experiments.scaling import (
     scaling_settings,
 )
 from linmnist.report import captions
-from linmnist.report.inputs import (
-    config_path,
-    require_results,
-    require_tasks,
-    task_results,
-)
+from linmnist.report.inputs import config_path, require_results, require_tasks, task_results
 from linmnist.report.tables import significant
 from linmnist.report.uncertainty import ci95, t975
 
@@ -89,20 +82,16 @@ def _fewest(table: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
 
 def best_steps(scaling: Scaling, target: int) -> pd.DataFrame:
     """Per batch size: lr (the best by median steps), steps (median), steps_min, steps_max
-    (over the seeds at that lr), examples (B x steps) and the seeds that reached it."""
+    (over its seeds), examples (B x steps), reached and seeds."""
     runs = _steps(scaling.runs, target)
     runs = runs.assign(reached=np.isfinite(runs["steps"]).astype(int))
-    by_lr = runs.groupby(["batch_size", "lr"])
-    table = pd.DataFrame(
-        {
-            "steps": by_lr["steps"].median(),
-            "steps_min": by_lr["steps"].min(),
-            "steps_max": by_lr["steps"].max(),
-            "reached": by_lr["reached"].sum(),
-            "seeds": by_lr.size(),
-        }
-    ).reset_index()
-    best = _fewest(table, "batch_size")
+    stats = {"steps": ("steps", "median"), "steps_min": ("steps", "min")}
+    stats |= {
+        "steps_max": ("steps", "max"),
+        "reached": ("reached", "sum"),
+        "seeds": ("steps", "size"),
+    }
+    best = _fewest(runs.groupby(["batch_size", "lr"]).agg(**stats).reset_index(), "batch_size")
     return best.assign(examples=best["batch_size"] * best["steps"])
 
 
@@ -119,15 +108,13 @@ def predicted_fit(scaling: Scaling, target: int) -> Hyperbola:
 
 
 def steps_agreement(scaling: Scaling) -> pd.DataFrame:
-    """Per target and batch size: the measured median steps at the best rate (``measured``,
-    its ``lr``) and the predicted steps at the predicted best rate (``predicted``,
-    ``predicted_lr``), and ``ratio`` = predicted / measured."""
+    """Per target and batch size: ``measured`` (median steps at the best ``lr``), ``predicted``
+    (at the predicted best ``predicted_lr``) and ``ratio`` = predicted / measured."""
     frames = []
     for i, target in enumerate(scaling.targets):
         measured = best_steps(scaling, i)[["batch_size", "lr", "steps"]]
-        predicted = predicted_best(scaling, i).rename(
-            columns={"lr": "predicted_lr", "steps": "predicted"}
-        )
+        names = {"lr": "predicted_lr", "steps": "predicted"}
+        predicted = predicted_best(scaling, i).rename(columns=names)
         both = measured.rename(columns={"steps": "measured"}).merge(predicted, on="batch_size")
         frames.append(both.assign(target=target, ratio=both["predicted"] / both["measured"]))
     return pd.concat(frames, ignore_index=True)
@@ -136,37 +123,19 @@ def steps_agreement(scaling: Scaling) -> pd.DataFrame:
 def format_agreement(table: pd.DataFrame) -> pd.DataFrame:
     """``steps_agreement`` for display: per batch size (rows) and target (columns), the
     measured and predicted steps and their ratio, e.g. "145 / 217 (1.5×)"."""
-    shown = table.assign(
-        text=[
-            f"{_count(m)} / {_count(p)} ({significant(r, 2)}×)"
-            if math.isfinite(r)
-            else f"{_count(m)} / {_count(p)}"
-            for m, p, r in zip(table["measured"], table["predicted"], table["ratio"], strict=True)
-        ],
-        column=table["target"].map(lambda v: f"excess {v:g}"),
-    )
+    rows = zip(table["measured"], table["predicted"], table["ratio"], strict=True)
+    text = [f"{_count(m)} / {_count(p)}" + (f" ({significant(r, 2)}×)" if math.isfinite(r) else "")
+            for m, p, r in rows]  # fmt: skip
+    shown = table.assign(text=text, column=table["target"].map(lambda v: f"excess {v:g}"))
     wide = shown.pivot(index="batch_size", columns="column", values="text")
     wide = wide[[f"excess {v:g}" for v in table["target"].unique()]]
     wide.index.name, wide.columns.name = "batch size", None
     return wide
 
 
-def seed_steps(scaling: Scaling, target: int) -> pd.DataFrame:
-    """Per (batch size, seed): the fewest steps to the target over the rates (NaN: none)."""
-    return _fewest(_steps(scaling.runs, target), ["batch_size", "seed"])[
-        ["batch_size", "seed", "steps"]
-    ]
-
-
 @dataclass(frozen=True)
 class Fit:
-    """The hyperbola of one target: fitted to the medians and to each seed.
-
-    Attributes
-    ----------
-    median : Hyperbola
-    seeds : list of Hyperbola
-    """
+    """The hyperbola of one target: fitted to the medians and to each seed."""
 
     median: Hyperbola
     seeds: list[Hyperbola]
@@ -177,9 +146,9 @@ class Fit:
 
 
 def fit(scaling: Scaling, target: int) -> Fit:
-    """The hyperbola fitted to ``best_steps`` and to each seed's ``seed_steps``."""
+    """The hyperbola fitted to ``best_steps`` and to each seed's fewest steps over the rates."""
     best = best_steps(scaling, target)
-    per_seed = seed_steps(scaling, target)
+    per_seed = _fewest(_steps(scaling.runs, target), ["batch_size", "seed"])
     return Fit(
         median=fit_hyperbola(best["batch_size"], best["steps"]),
         seeds=[fit_hyperbola(g["batch_size"], g["steps"]) for _, g in per_seed.groupby("seed")],
@@ -199,13 +168,10 @@ def eps_opt(batch_size, scales: dict) -> np.ndarray:
 
 
 def path_average(scaling: Scaling, target: int) -> dict[str, float]:
-    """B_noise and B_simple averaged over the steps gradient descent takes from W = 0 to the
-    target (McCandlish et al.'s comparison with B_crit: each step weighs the same).
-
-    Gradient descent at the trajectory rate 1 / lambda_max takes its step t at W_t; the mean
-    over t = 0 .. S - 1 (S: its steps to the target) is taken of each scale interpolated
-    linearly in log between the stored points (``scaling.trajectory`` and the target's),
-    exact at the points themselves. Returns ``b_noise``, ``b_simple`` and ``steps`` (S)."""
+    """B_noise and B_simple averaged over the S steps t = 0 .. S - 1 of gradient descent (at
+    1 / lambda_max) from W = 0 to the target, as McCandlish et al. compare them with B_crit;
+    each scale is interpolated linearly in log between the stored points. Returns
+    ``b_noise``, ``b_simple`` and ``steps`` (S)."""
     end = scaling.records[GD]["at_target"][target]
     points = scaling.trajectory[scaling.trajectory["step"] < end["step"]]
     steps = np.r_[points["step"].to_numpy(dtype=float), end["step"]]
@@ -218,9 +184,9 @@ def path_average(scaling: Scaling, target: int) -> dict[str, float]:
 
 
 def noise_table(scaling: Scaling) -> pd.DataFrame:
-    """Per target: the measured B_crit (fit to the medians; mean and 95 % CI half-width of
-    the per-seed fits) beside B_noise and B_simple at W = 0, averaged over gradient
-    descent's path (``path_average``) and at the target; and each scale over B_crit."""
+    """Per target: the measured B_crit (fit to the medians; mean and 95 % CI of the per-seed
+    fits) beside B_noise and B_simple at W = 0, over the path (``path_average``) and at the
+    target, and each scale over B_crit."""
     record = scaling.records[GD]
     rows = []
     for i, excess in enumerate(scaling.targets):
@@ -251,21 +217,18 @@ def format_noise(table: pd.DataFrame) -> pd.DataFrame:
     for name, label in NOISE_NAMES.items():
         for where, words in (("zero", "at W = 0"), ("path", "path average"),
                              ("target", "at the target")):  # fmt: skip
+            pairs = zip(table[f"{name}_{where}"], table[f"{name}_{where}_ratio"], strict=True)
             shown[f"{label} {words}"] = [
-                f"{significant(v)} ({significant(r, 2)}×)"
-                for v, r in zip(
-                    table[f"{name}_{where}"], table[f"{name}_{where}_ratio"], strict=True
-                )  # fmt: skip
+                f"{significant(v)} ({significant(r, 2)}×)" for v, r in pairs
             ]
     return shown.set_index("target excess")
 
 
 def floor_account(scaling: Scaling) -> pd.DataFrame:
-    """Per target excess: the measured B_crit beside the noise-floor batch size
-    B_floor = lr_large tr Sigma* / (4 target), where the first-order floor at the best rate of
-    the largest batch (lr_large) equals the target, their ratio (``ratio``), and the ratio
-    the noisy quadratic model derives with one slow direction (``model``,
-    ``linmnist.engine.scaling.floor_ratio``) from the excess at W = 0 and the target."""
+    """Per target excess: the measured B_crit beside B_floor = lr_large tr Sigma* / (4
+    target), where the first-order floor at the largest batch's best rate equals the target,
+    their ``ratio``, and the ratio of the noisy quadratic model with one slow direction
+    (``model``, ``linmnist.engine.scaling.floor_ratio``)."""
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]
     record = scaling.records[GD]
     start = record["loss_zero"] - record["loss_star"]
@@ -309,15 +272,13 @@ def lr_ratio(scaling: Scaling, target: int) -> pd.Series:
 
 
 def lr_table(scaling: Scaling) -> pd.DataFrame:
-    """Per batch size: the best lr for each target (``lr_<i>``), eps_opt(B) at W = 0 and at
-    each target on the gradient-descent trajectory (``eps_opt_0``, ``eps_opt_<i>``), the
-    linear-scaling rule from B = 1 for the last target, and the ceiling 2 / lambda_max."""
+    """Per batch size: the best lr for each target (``lr_<i>``), eps_opt(B) at W = 0
+    (``eps_opt_start``) and at each target (``eps_opt_<i>``), the linear-scaling rule from
+    B = 1 for the last target (``linear``) and the ceiling 2 / lambda_max."""
     record = scaling.records[GD]
     n = len(scaling.targets)
-    rates = [
-        best_steps(scaling, i).set_index("batch_size")["lr"].rename(f"lr_{i}") for i in range(n)
-    ]
-    table = pd.concat(rates, axis=1).reset_index()
+    rates = [best_steps(scaling, i).set_index("batch_size")["lr"] for i in range(n)]
+    table = pd.concat(rates, axis=1, keys=[f"lr_{i}" for i in range(n)]).reset_index()
     B = table["batch_size"].to_numpy(dtype=float)
     table["eps_opt_start"] = eps_opt(B, record["at_zero"])
     for i, scales in enumerate(record["at_target"]):
@@ -329,19 +290,14 @@ def lr_table(scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_table(scaling: Scaling, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Every configuration of ``scaling.floor`` whose every seed was stable (``outcome``, the
-    rule of ``linmnist.report.outcomes``, when ``seeds`` has it; else none diverged): SGD has
-    no noise floor where a seed diverged or grew.
+    """Every configuration of ``scaling.floor`` whose every seed was stable (by ``outcome``
+    when ``seeds`` has it, else none diverged), from ``seeds``, the per-seed rows of the Task 3
+    grid and the sweep (task, cell, status, final_train_loss, final_excess, diverged_at).
 
-    For each: the measured excess over gradient descent (``measured``, the mean of the seeds'
-    ``final_excess``, 0.5 tr(D S D^T) with D the run's deviation from gradient descent) with
-    its standard error ``se``; the difference of losses it replaces (``loss_difference``,
-    the seeds' mean final training loss minus L(W_t^GD), and its ``loss_se``); the seeds;
-    lr x mean ||x||^2; the three predictions and the verdict on each (``_verdict``).
-
-    ``seeds`` holds the per-seed rows of the Task 3 grid and the stability sweep (columns
-    task, cell, status, final_train_loss, final_excess, diverged_at), as
-    ``inputs.task_results`` reads them.
+    For each: ``measured``, the seeds' mean ``final_excess`` over gradient descent (0.5
+    tr(D S D^T), D the deviation from it) and its standard error ``se``; ``loss_difference``
+    (mean final training loss minus L(W_t^GD)) and ``loss_se``; n_seeds; lr_x2 (lr x mean
+    ||x||^2); the three predictions and the verdict on each (``_verdict``).
     """
     loss_star = scaling.records[GD]["loss_star"]
     ran = seeds[seeds["status"] == "ok"]
@@ -387,8 +343,7 @@ def floor_appendix(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> captions.Captioned:
-    """The full noise-floor table of a build, every configuration (for the appendix; the
-    body shows ``floor_summary``), labelled ``tab-scaling-floor-full``."""
+    """The full noise-floor table of a build, for the appendix (``tab-scaling-floor-full``)."""
     scaling = read_scaling(dataset, profile, config, build)
     floor = read_floor(scaling, dataset, profile, config, build)
     return captions.table(
@@ -410,8 +365,7 @@ def _verdict(
 
 def decisive(table: pd.DataFrame, factor: float = 100.0) -> pd.Series:
     """Per configuration of ``floor_table``: whether a prediction off by ``factor`` either way
-    would fail (``_verdict``), i.e. lie outside the measured 95 % CI; a CI that reaches
-    down to measured / ``factor`` could leave such a miss undecided."""
+    would lie outside the measured 95 % CI (fail, not be undecided)."""
     half = table["n_seeds"].map(t975) * table["se"].fillna(np.inf)
     return half < (1 - 1 / factor) * table["measured"]
 
@@ -438,8 +392,7 @@ def floor_caption(n_seeds: int | None = None) -> str:
 
 
 def format_floor(table: pd.DataFrame) -> pd.DataFrame:
-    """``floor_table`` for display (the appendix's full table, caption ``floor_caption``):
-    excesses in units of 1e-3, one header per column, in words."""
+    """``floor_table`` for display (the appendix's full table): excesses in units of 1e-3."""
     rows = []
     for row in table.itertuples():
         ci = t975(row.n_seeds) * row.se if row.n_seeds > 1 else math.nan
@@ -469,55 +422,33 @@ def _e3(value: float, verdict: str) -> str:
 def floor_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per batch size and prediction: how many configurations of ``floor_table`` the
     prediction holds for, is undecided on or fails."""
-    rows = []
-    for batch_size, group in table.groupby("batch_size"):
-        for name, words in PREDICTION_NAMES.items():
-            verdicts = group[f"{name}_verdict"]
-            rows.append(
-                {
-                    "batch size": int(batch_size),
-                    "prediction": words,
-                    **{v: int((verdicts == v).sum()) for v in VERDICTS},
-                }
-            )
+    rows = [
+        {"batch size": int(batch_size), "prediction": words}
+        | {v: int((group[f"{name}_verdict"] == v).sum()) for v in VERDICTS}
+        for batch_size, group in table.groupby("batch_size")
+        for name, words in PREDICTION_NAMES.items()
+    ]
     return pd.DataFrame(rows).set_index(["batch size", "prediction"])
 
 
 @dataclass(frozen=True)
 class ExcessSign:
-    """The differences of losses (SGD's final training loss minus gradient descent's) that
-    are negative (``excess_sign``), although the expected excess never is.
+    """The loss differences of ``floor_table`` (SGD's final training loss minus gradient
+    descent's) that are negative, although the expected excess never is."""
 
-    Attributes
-    ----------
-    negative : int
-        Configurations whose loss difference is below zero.
-    consistent : int
-        Of those, how many have zero inside their 95 % CI (or a single seed).
-    batch_sizes : list of int
-        Their batch sizes.
-    lowest : float
-        The most negative loss difference (0 when none is negative).
-    total : int
-        Configurations measured.
-    spread : float
-        The median over the configurations of the loss difference's standard error divided
-        by the measured excess's (``floor_table``'s ``se``): the spread the linear term adds.
-    """
-
-    negative: int
-    consistent: int
-    batch_sizes: list[int]
-    lowest: float
-    total: int
+    negative: int  # configurations whose loss difference is below zero
+    consistent: int  # of those, how many have zero inside their 95 % CI (or a single seed)
+    batch_sizes: list[int]  # their batch sizes
+    lowest: float  # the most negative loss difference (0 when none is)
+    total: int  # configurations measured
+    # The median of the loss difference's standard error over the measured excess's (``se``):
+    # the spread the linear term adds.
     spread: float
 
 
 def excess_sign(table: pd.DataFrame) -> ExcessSign:
-    """How many loss differences of ``floor_table`` are negative, whether zero lies inside
-    their 95 % CI, and how much wider their spread is than the measured excess's: the
-    expected excess over gradient descent is never negative (the mean of SGD's iterate is
-    gradient descent's, and the loss is convex)."""
+    """``ExcessSign`` of ``floor_table``: the expected excess over gradient descent is never
+    negative (the mean of SGD's iterate is gradient descent's, and the loss is convex)."""
     negative = table[table["loss_difference"] < 0]
     half = negative["n_seeds"].map(t975) * negative["loss_se"]
     consistent = ~(negative["loss_difference"].abs() > half)  # NaN half-width (one seed) counts
@@ -534,10 +465,8 @@ def excess_sign(table: pd.DataFrame) -> ExcessSign:
 
 def format_fit(scaling: Scaling) -> pd.DataFrame:
     """Per target (rows): the hyperbola fitted to the medians (S_min, E_min, B_crit), the
-    per-seed fits' B_crit (mean ± 95 % CI), the largest B up to which each doubling still
-    divides the steps by ``DOUBLING_GAIN`` (``halving_until``), exact gradient descent's
-    steps at its best rate, and B_crit of the hyperbola fitted to the predicted steps
-    (``predicted_fit``)."""
+    per-seed fits' B_crit, ``halving_until``, gradient descent's steps at its best rate, and
+    B_crit of ``predicted_fit``."""
     rows = []
     for i, target in enumerate(scaling.targets):
         f = fit(scaling, i)
@@ -569,8 +498,7 @@ def format_fit(scaling: Scaling) -> pd.DataFrame:
 
 def format_best(scaling: Scaling) -> pd.DataFrame:
     """Per batch size (rows) and target (columns, "excess 0.05"): the median steps over the
-    seeds at the best lr of the grid, with that lr, e.g. "639 at η = 0.00325" (the seeds'
-    range of steps is in the figure; the examples are the batch size times the steps)."""
+    seeds at the best lr of the grid, with that lr, e.g. "639 at η = 0.00325"."""
     table = pd.DataFrame({"batch size": best_steps(scaling, 0)["batch_size"]})
     for i, target in enumerate(scaling.targets):
         best = best_steps(scaling, i)
@@ -604,6 +532,13 @@ def _figure(ncols: int, width: float = 11.0, height: float = 4.2) -> tuple[Figur
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
+def _measured(ax, best: pd.DataFrame, color: str, label: str) -> None:
+    """The median steps of ``best_steps`` against B, the seeds' range as error bars."""
+    err = [best["steps"] - best["steps_min"], best["steps_max"] - best["steps"]]
+    ax.errorbar(best["batch_size"], best["steps"], yerr=err, fmt="o", color=color, ms=4,
+                label=label)  # fmt: skip
+
+
 def steps_figure(scaling: Scaling) -> Figure:
     """Left: steps to each target against B (log-log), the medians with the seeds' range,
     the fitted hyperbola, perfect scaling S_min B_crit / B and gradient descent's steps.
@@ -613,11 +548,8 @@ def steps_figure(scaling: Scaling) -> Figure:
         color = f"C{i}"
         best = best_steps(scaling, i)
         h = fit(scaling, i).median
-        B = best["batch_size"].to_numpy(dtype=float)
-        grid = np.geomspace(B.min(), B.max(), 200)
-        err = [best["steps"] - best["steps_min"], best["steps_max"] - best["steps"]]
-        left.errorbar(B, best["steps"], yerr=err, fmt="o", color=color, ms=4,
-                      label=f"target excess {target:g}")  # fmt: skip
+        grid = np.geomspace(best["batch_size"].min(), best["batch_size"].max(), 200)
+        _measured(left, best, color, f"target excess {target:g}")
         fitted = rf"fit: $S_{{\min}}$ {h.s_min:.0f}, $B_{{\mathrm{{crit}}}}$ {h.b_crit:.0f}"
         left.plot(grid, h.steps(grid), color=color, lw=1, label=fitted)
         left.plot(grid, h.e_min / grid, color=color, lw=0.8, ls=":")
@@ -646,10 +578,7 @@ def predicted_figure(scaling: Scaling) -> Figure:
     agreement = steps_agreement(scaling)
     for i, target in enumerate(scaling.targets):
         color = f"C{i}"
-        best = best_steps(scaling, i)
-        err = [best["steps"] - best["steps_min"], best["steps_max"] - best["steps"]]
-        left.errorbar(best["batch_size"], best["steps"], yerr=err, fmt="o", color=color, ms=4,
-                      label=f"measured, target excess {target:g}")  # fmt: skip
+        _measured(left, best_steps(scaling, i), color, f"measured, target excess {target:g}")
         predicted = predicted_best(scaling, i)
         left.plot(predicted["batch_size"], predicted["steps"], color=color, lw=1.2,
                   label=f"predicted, target excess {target:g}")  # fmt: skip
@@ -672,20 +601,10 @@ def lr_figure(scaling: Scaling) -> Figure:
     B = table["batch_size"]
     for i, target in enumerate(scaling.targets):
         ax.plot(B, table[f"lr_{i}"], "o-", color=f"C{i}", ms=4, label=f"best lr, target {target:g}")
-        ax.plot(
-            B,
-            table[f"eps_opt_{i}"],
-            color=f"C{i}",
-            ls=":",
-            label=rf"$\epsilon_{{\mathrm{{opt}}}}(B)$ at target {target:g}",
-        )
-    ax.plot(
-        B,
-        table["eps_opt_start"],
-        color="0.4",
-        ls=":",
-        label=r"$\epsilon_{\mathrm{opt}}(B)$ at $W = 0$",
-    )
+        label = rf"$\epsilon_{{\mathrm{{opt}}}}(B)$ at target {target:g}"
+        ax.plot(B, table[f"eps_opt_{i}"], color=f"C{i}", ls=":", label=label)
+    label = r"$\epsilon_{\mathrm{opt}}(B)$ at $W = 0$"
+    ax.plot(B, table["eps_opt_start"], color="0.4", ls=":", label=label)
     ax.plot(B, table["linear"], color="0.6", ls="-.", label="linear scaling from B = 1")
     ax.axhline(table["ceiling"].iloc[0], color="C3", ls="--", label=r"$2/\lambda_{\max}$")
     lowest = table[[f"lr_{i}" for i in range(len(scaling.targets))]].min().min()
@@ -699,17 +618,16 @@ REVERSED_EXCESS = "excess loss of gradient descent (axis reversed: training proc
 
 
 def _log_ticks(axis) -> None:
-    """Labelled log ticks at 1, 2 and 5 times the powers of ten (a panel spanning a decade or
-    two gets several labels, not one)."""
+    """Labelled log ticks at 1, 2 and 5 times the powers of ten."""
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
 
 def noise_figure(scaling: Scaling) -> Figure:
-    """B_noise, B_simple (left) and eps_max (right) along exact gradient descent against its
-    excess loss, the axis decreasing to the right as training proceeds; on the left the
-    measured B_crit of each target (star) and the path averages of B_noise (dashed)."""
+    """B_noise, B_simple (left) and eps_max (right) along gradient descent against its excess
+    loss (decreasing to the right); on the left each target's measured B_crit (star) and path
+    average of B_noise (dashed)."""
     fig, (left, right) = _figure(2)
     t = scaling.trajectory[scaling.trajectory["grad_norm"] > 0]
     left.plot(t["excess"], t["b_noise"], "o-", ms=3, color="C0", label=NOISE_MATH["b_noise"])
@@ -760,7 +678,7 @@ def floor_figure(table: pd.DataFrame) -> Figure:
 
 def floor_batch_points(table: pd.DataFrame, scaling: Scaling) -> pd.DataFrame:
     """The rows of ``floor_table`` at the (lr, iterations) of ``scaling.floor_curves``, one
-    per batch size (the Task 3 grid's where the grid and the sweep share a configuration)."""
+    per batch size (the grid's where the grid and the sweep share one)."""
     keys = scaling.floor_curves[["lr", "iterations"]].drop_duplicates()
     rows = table.merge(keys, on=["lr", "iterations"])
     rows = rows.sort_values("task", key=lambda task: task != "grid", kind="stable")
@@ -768,10 +686,9 @@ def floor_batch_points(table: pd.DataFrame, scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_batch_figure(table: pd.DataFrame, scaling: Scaling) -> Figure:
-    """The noise floor against the batch size for each rate of the Task 3 grid
-    (``scaling.floor_curves``): the measured excess over gradient descent
-    (``floor_batch_points``, mean ± 95 % CI over the seeds), the prediction after t steps
-    (solid) and the first-order floor lr tr Sigma* / (4 B) (dotted), on log axes."""
+    """The noise floor against the batch size at each rate of ``scaling.floor_curves``: the
+    measured excess over gradient descent (``floor_batch_points``, mean ± 95 % CI), the
+    prediction after t steps (solid) and the first-order floor lr tr Sigma* / (4 B) (dotted)."""
     fig = Figure(figsize=(6.4, 3.9), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]

@@ -1,9 +1,8 @@
 """The study's own reported figures, and the names of the datasets the report runs on.
 
-Only the study's reported figures (docs/study.md, "What it reported": one unseeded run
-each) are typed in here, labelled as the study's; every other number of the report is
-computed from the results (``linmnist.report.tables``). The study ran on MNIST, so its
-figures are shown only beside MNIST results (``is_study_dataset``).
+Only the study's reported figures (docs/study.md, "What it reported": one unseeded run each)
+are typed in here; every other number of the report is computed from the results. They are
+shown only beside MNIST results (``is_study_dataset``).
 """
 
 from __future__ import annotations
@@ -24,17 +23,8 @@ DESCRIPTIONS = {
 }
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
-    "fashion-mnist": (
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
+    "fashion-mnist": tuple(
+        "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot".split(",")
     ),
 }
 # The study ran on MNIST: its reported figures below are shown only beside MNIST results.
@@ -51,18 +41,13 @@ STUDY_TASK2 = pd.DataFrame(
 )
 # Test accuracy at iteration 800 per (lr, batch size), as the study wrote it.
 STUDY_GRID_TEST_800 = {
-    (0.1, 1): "diverged",
-    (0.1, 10): "diverged",
-    (0.1, 100): "diverged",
-    (0.1, 1000): "diverged",
-    (0.01, 1): "68-74 % (noisy)",
-    (0.01, 10): "85.3 %",
-    (0.01, 100): "85.3 %",
-    (0.01, 1000): "85.5 %",
-    (0.001, 1): "80.3 %",
-    (0.001, 10): "81.4 %",
-    (0.001, 100): "81.6 %",
-    (0.001, 1000): "81.7 %",
+    (lr, batch_size): text
+    for lr, texts in (
+        (0.1, ("diverged",) * 4),
+        (0.01, ("68-74 % (noisy)", "85.3 %", "85.3 %", "85.5 %")),
+        (0.001, ("80.3 %", "81.4 %", "81.6 %", "81.7 %")),
+    )
+    for batch_size, text in zip((1, 10, 100, 1000), texts, strict=True)
 }
 # The best learning rate per batch size the study claimed (picked on the test accuracy).
 STUDY_BEST_LR = {1: 0.001, 10: 0.01, 100: 0.01, 1000: 0.01}

@@ -1,14 +1,11 @@
 """The report's tables: result frames aggregated, and the same tables as display strings.
 
-Inputs are the frames of ``linmnist.experiments.results.load_task`` (one row per cell and
-seed) and ``load_history``, and the training inputs X. The aggregating functions
-(``grid_table``, ``best_lr``, ``subset_table``, ``accuracy_table``, ...) return numbers; the
-``format_*`` functions turn them into display strings (``pct``, ``mean_ci``, ``scientific``),
-and ``styled`` shows any table to readers.
-
-"Final" values are those of the last iteration. Each seed is "diverged", "unstable" or
-"stable" by the rule of ``linmnist.report.outcomes``; means and their 95 % CIs are over the
-stable seeds only. A "best" learning rate is picked on training data, never on the test set.
+The aggregating functions (``grid_table``, ``best_lr``, ``accuracy_table``, ...) take the frames
+of ``linmnist.experiments.results.load_task`` (a row per cell and seed) and ``load_history``
+and return numbers; the ``format_*`` functions turn them into display strings, and ``styled``
+shows any table to readers. "Final" values are those of the last iteration; means and their
+95 % CIs are over the stable seeds (``linmnist.report.outcomes``). A "best" learning rate is
+picked on training data, never on the test set.
 """
 
 from __future__ import annotations
@@ -39,15 +36,9 @@ from linmnist.report.uncertainty import ci95, group_ci95
 
 METRICS = ("final_train_loss", "final_train_acc", "final_test_acc")
 DASH = "–"
-_SEED_COLUMNS = (
-    "lr",
-    "batch_size",
-    "status",
-    "seed",
-    "diverged_at",
-    "final_test_acc",
-    "final_train_loss",
-)
+# The learning-rate bounds (``Bounds``) as readers write them.
+BOUND_NAMES = {"lr_max": "2/λmax", "mean_sample_lr": "2/mean‖x‖²", "per_sample_lr": "2/max‖x‖²"}
+_COUNTS = ("n_unstable", "n_diverged", "n_seeds")
 
 
 # --- checks and display helpers ---------------------------------------------------------
@@ -70,12 +61,9 @@ def pct(value: float | None, digits: int = 2) -> str:
 
 
 def mean_ci(mean: float | None, ci: float | None, *, percent: bool = False, digits: int = 4) -> str:
-    """``'mean ± ci'`` (the half-width of the 95 % confidence interval, omitted when
-    undefined), as a percentage of a fraction if asked.
-
-    A half-width too small for ``digits`` decimals gets up to three more, enough to show its
-    first significant digit; one that is exactly zero is written ``± 0``.
-    """
+    """``'mean ± ci'`` (the 95 % CI's half-width, omitted when undefined), as a percentage of a
+    fraction if asked; a half-width too small for ``digits`` decimals gets up to three more,
+    one that is exactly zero is written ``± 0``."""
     if mean is None or not np.isfinite(mean):
         return DASH
     scale, digits = (100.0, 2) if percent else (1.0, digits)
@@ -95,8 +83,7 @@ def significant(value: float, digits: int = 3) -> str:
     if value == 0:
         return "0"
     decimals = digits - 1 - math.floor(math.log10(abs(value)))
-    rounded = round(value, decimals)
-    return f"{rounded:,.{max(decimals, 0)}f}"
+    return f"{round(value, decimals):,.{max(decimals, 0)}f}"
 
 
 # Text that is words, not a number: letters other than those of "5.6 × 10⁻⁹" and units.
@@ -105,7 +92,7 @@ _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def scientific(value: float | None, digits: int = 1) -> str:
-    """A number in scientific notation as readers write it: ``5.6 × 10⁻⁹``; ``0`` for zero,
+    """A number as readers write it in scientific notation, ``5.6 × 10⁻⁹``; ``0`` for zero,
     a dash if missing."""
     if value is None or pd.isna(value) or not np.isfinite(value):
         return DASH
@@ -121,11 +108,9 @@ _HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&
 
 
 def markdown_literal(text: object) -> str:
-    """``text`` as Markdown that renders it literally, as plain text: HTML's special characters
-    become entities, Markdown's punctuation (and ``$``, a MathJax delimiter) is
-    backslash-escaped, and control characters (a newline) are shown as escapes (``\\n``).
-    For every string that does not come from the project's own text (paths, profile and
-    file names, versions)."""
+    """``text`` as Markdown that renders it as plain text: HTML's special characters as
+    entities, Markdown's punctuation (and ``$``) backslash-escaped, control characters shown
+    as escapes (``\\n``). For every string that is not the project's own text (paths, names)."""
     out = []
     for char in str(text):
         if char in _HTML_ENTITIES:
@@ -144,11 +129,7 @@ def _formatter(formatter):
     value, and "mean ± sd" kept on one line."""
 
     def text(value) -> str:
-        if (
-            value is None
-            or pd.isna(value)
-            or (isinstance(value, float) and not math.isfinite(value))
-        ):
+        if value is None or pd.isna(value) or (isinstance(value, float) and math.isinf(value)):
             return DASH
         shown = formatter(value) if formatter is not None else str(value)
         return shown.replace(" ± ", "\u00a0±\u00a0")
@@ -157,17 +138,11 @@ def _formatter(formatter):
 
 
 def styled(
-    frame: pd.DataFrame,
-    formats: dict | None = None,
-    *,
-    headers: dict[str, str] | None = None,
+    frame: pd.DataFrame, formats: dict | None = None, *, headers: dict[str, str] | None = None
 ) -> Styler:
-    """A table for readers: a Styler of ``frame``, its index as the first column(s).
-
-    Headers are renamed by ``headers`` (column -> text), each column formatted by ``formats``
-    (column -> callable value -> str, str() otherwise), every missing value a dash and
-    "mean ± sd" on one line; the data stay numbers.
-    """
+    """A Styler of ``frame`` for readers, its index as the first column(s): headers renamed by
+    ``headers``, columns formatted by ``formats`` (column -> value -> str), a missing value a
+    dash, "mean ± sd" on one line."""
     check_frame(frame, "frame", [])
     formats, headers = dict(formats or {}), dict(headers or {})
     named = [n for n in frame.index.names if n is not None]
@@ -211,9 +186,8 @@ def _lr_text(value: float) -> str:
 def known_labels(
     labels: dict[str, np.ndarray], known: Sequence[tuple[str, int, int]]
 ) -> pd.DataFrame:
-    """Known labels of a dataset (``FACTS[name].labels_at``: (split, index, label)
-    triples) against ``labels`` (split -> labels): columns split, index, expected, found, ok.
-    """
+    """Known labels (``FACTS[name].labels_at``: (split, index, label)) against ``labels``
+    (split -> labels): columns split, index, expected, found, ok."""
     rows = []
     for split, index, label in known:
         if split not in labels:
@@ -224,38 +198,29 @@ def known_labels(
 
 
 def shapes_table(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Shape ("784 x 60000") and dtype of each named array (``arrays``: name ->
-    array, in display order), e.g. before and after ``prepare``.
-    """
+    """Shape ("784 x 60000") and dtype of each named array (name -> array, in display order)."""
     if not isinstance(arrays, dict) or not arrays:
         raise ValueError("arrays must be a non-empty dict of name -> array")
-    return pd.DataFrame(
-        {
-            "array": list(arrays),
-            "shape": [" x ".join(str(n) for n in np.shape(a)) for a in arrays.values()],
-            "dtype": [str(np.asarray(a).dtype) for a in arrays.values()],
-        }
-    )
+    shapes = [" x ".join(str(n) for n in np.shape(a)) for a in arrays.values()]
+    dtypes = [str(np.asarray(a).dtype) for a in arrays.values()]
+    return pd.DataFrame({"array": list(arrays), "shape": shapes, "dtype": dtypes})
 
 
 def one_hot_check(
     labels: dict[str, np.ndarray], one_hot: dict[str, np.ndarray], index: int
 ) -> pd.DataFrame:
-    """The label of sample ``index`` of each split beside its one-hot column.
-
-    Columns split, index, label, one-hot column (0/1 as a string), argmax, and consistent (a
-    single 1, at the label); ``labels`` and ``one_hot`` map the same splits.
-    """
+    """The label of sample ``index`` of each split beside its one-hot column: columns split,
+    index, label, one-hot column (0/1 as a string), argmax and consistent (a single 1, at the
+    label)."""
     if set(labels) != set(one_hot):
         raise ValueError(
             f"labels and one_hot must name the same splits, got {list(labels)} and {list(one_hot)}"
         )
     rows = []
     for split, y in labels.items():
-        Y = one_hot[split]
         if not 0 <= index < len(y):
             raise ValueError(f"index must be in [0, {len(y) - 1}] for {split}, got {index}")
-        column, label = np.asarray(Y[:, index]), int(y[index])
+        column, label = np.asarray(one_hot[split][:, index]), int(y[index])
         shown = " ".join(str(int(v)) for v in column)
         consistent = bool(column.sum() == 1 and column[label] == 1)
         rows.append((split, index, label, shown, int(column.argmax()), consistent))
@@ -274,11 +239,9 @@ def sample_curvature(X: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Bounds:
-    """Learning-rate bounds of the training inputs (N samples): ``lambda_max`` of
-    X X^T / N and ``lr_max`` = 2 / lambda_max (full-batch GD); the mean and max per-sample
-    curvature ||x||^2 and their limits ``mean_sample_lr`` = 2 / mean (single-sample LMS) and
-    ``per_sample_lr`` = 2 / max (no single-sample step overshoots).
-    """
+    """Learning-rate bounds of N training inputs: ``lr_max`` = 2 / ``lambda_max`` (of
+    X X^T / N; full-batch GD), and 2 / the mean and the max per-sample curvature ||x||^2
+    (``mean_sample_lr``: single-sample LMS; ``per_sample_lr``: no single step overshoots)."""
 
     lambda_max: float
     lr_max: float
@@ -293,28 +256,16 @@ def predicted_bounds(X: np.ndarray, Y: np.ndarray) -> Bounds:
     """The learning-rate bounds of the training set (X (D, N) feature-major, Y one-hot)."""
     mean, peak = sample_curvature(X)
     lam = spectrum(X, Y).lambda_max
-    return Bounds(
-        lambda_max=lam,
-        lr_max=2.0 / lam,
-        curvature_mean=mean,
-        curvature_max=peak,
-        mean_sample_lr=2.0 / mean,
-        per_sample_lr=2.0 / peak,
-        n_samples=np.shape(X)[1],
-    )
+    return Bounds(lam, 2.0 / lam, mean, peak, 2.0 / mean, 2.0 / peak, np.shape(X)[1])
 
 
 # --- the grids of Tasks 3 and 5 ---------------------------------------------------------
 
 
 def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """What became of the seeds of one cell (its rows of ``results.load_task``).
-
-    Seeds are classified by their ``outcome`` column when present (``inputs.task_results``), else
-    from the rows alone (without the growth test). Returns ({status, n_seeds, n_diverged,
-    n_unstable, diverged_at_min, diverged_at_max}, the rows that ran, the stable rows); the
-    status is "failed" when any row failed.
-    """
+    """What became of the seeds of one cell (its ``load_task`` rows, by ``outcome`` or else
+    ``outcomes.classify``): ({status ("failed" when a row did), n_seeds, n_diverged, n_unstable,
+    diverged_at_min, diverged_at_max}, the rows that ran, the stable rows)."""
     if "outcome" not in rows:
         rows = outcomes.classify(rows)
     ok = rows["status"] == "ok"
@@ -332,41 +283,34 @@ def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]
     return counts, runs, runs[outcome == "stable"]
 
 
-def _summarize(rows: pd.DataFrame) -> dict:
-    """Aggregate the seed rows of one cell: the counts of ``seed_outcomes``, the mean and 95 %
-    CI of each metric over the STABLE seeds (neither diverged nor unstable), the wall times."""
-    counts, runs, stable = seed_outcomes(rows)
-    failed = rows[rows["status"] != "ok"]
-    out = {"status": counts.pop("status")}
-    out["error"] = failed["error"].iloc[0] if len(failed) else None
-    out |= counts
-    for metric in METRICS:
-        values = stable[metric].astype(float)
-        out[f"{metric}_mean"], out[f"{metric}_ci"] = values.mean(), ci95(values)
-    seconds = runs["seconds"].astype(float)
-    out["seconds_fidelity"] = seconds[runs["eval_every"] == 1].mean()
-    out["seconds_thinned"] = seconds[runs["eval_every"] > 1].mean()
-    return out
-
-
 def _cell_table(seeds: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """A row per cell (``keys``): status, error, the counts of ``seed_outcomes``, the mean and
+    95 % CI of each metric over the stable seeds, the mean wall times."""
     check_frame(seeds, "seeds", [*keys, "status", "error", "seed", "eval_every", "diverged_at"])
     rows = []
     for key, group in seeds.groupby(keys, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(keys, key, strict=True)), **_summarize(group)})
+        counts, runs, stable = seed_outcomes(group)
+        failed = group[group["status"] != "ok"]
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        row |= {"status": counts.pop("status")}
+        row |= {"error": failed["error"].iloc[0] if len(failed) else None} | counts
+        for metric in METRICS:
+            values = stable[metric].astype(float)
+            row[f"{metric}_mean"], row[f"{metric}_ci"] = values.mean(), ci95(values)
+        seconds = runs["seconds"].astype(float)
+        row["seconds_fidelity"] = seconds[runs["eval_every"] == 1].mean()
+        row["seconds_thinned"] = seconds[runs["eval_every"] > 1].mean()
+        rows.append(row)
     table = pd.DataFrame(rows)
     return table.astype({"diverged_at_min": "Int64", "diverged_at_max": "Int64"})
 
 
 def grid_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per (lr, batch_size) of Task 3 (``seeds``: ``load_task(.., "grid")``).
-
-    Columns lr, batch_size, iterations, status, error, the counts of ``seed_outcomes``,
-    ``<metric>_mean`` and ``<metric>_ci`` of each of ``METRICS`` over the stable seeds, and the
-    mean wall times seconds_fidelity (seeds evaluated every iteration) and seconds_thinned;
-    sorted by lr (descending) then batch size.
-    """
+    """One row per (lr, batch_size) of Task 3 (``seeds``: ``load_task(.., "grid")``), by lr
+    (descending) then batch size: lr, batch_size, iterations, status, error, the counts of
+    ``seed_outcomes``, ``<metric>_mean`` and ``<metric>_ci`` of ``METRICS`` over the stable
+    seeds, and the mean wall times seconds_fidelity (evaluated every iteration) and
+    seconds_thinned."""
     check_frame(seeds, "seeds", ["lr", "batch_size", "iterations"])
     table = _cell_table(seeds, ["lr", "batch_size", "iterations"])
     return table.sort_values(["lr", "batch_size"], ascending=[False, True], ignore_index=True)
@@ -382,54 +326,47 @@ def _status_text(row) -> str:
         seeds = span([int(row.diverged_at_min), int(row.diverged_at_max)])
         parts.append(f"diverged at iteration {seeds} ({row.n_diverged} of {row.n_seeds} seeds)")
     if row.n_unstable:
-        parts.append(
-            f"unstable (loss above its start or growing) in {row.n_unstable} of {row.n_seeds} seeds"
-        )
+        what = "unstable (loss above its start or growing)"
+        parts.append(f"{what} in {row.n_unstable} of {row.n_seeds} seeds")
     return "; ".join(parts) or "ok"
 
 
+def _final_columns(table: pd.DataFrame, on: str = "") -> dict[str, Any]:
+    """The seeds and final values (mean ± 95 % CI) of the cells of ``table``, the training
+    metrics measured ``on`` (e.g. " on S'")."""
+    return {
+        "seeds": table["n_seeds"].astype(str),
+        f"final training loss{on}": _mean_ci_column(table, "final_train_loss"),
+        f"final train accuracy{on} (%)": _mean_ci_column(table, "final_train_acc", percent=True),
+        "final test accuracy (%)": _mean_ci_column(table, "final_test_acc", percent=True),
+    }
+
+
 def format_grid_table(table: pd.DataFrame) -> pd.DataFrame:
-    """``grid_table(...)`` as display strings, indexed by lr and batch size:
-    final values (mean ± 95 % CI over the stable seeds) and what became of the seeds.
-    """
+    """``grid_table(...)`` as display strings, indexed by lr and batch size: final values
+    (mean ± 95 % CI over the stable seeds) and what became of the seeds."""
     check_frame(table, "table", ["lr", "batch_size", "status", "n_seeds"])
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "learning rate": [f"{lr:g}" for lr in table["lr"]],
             "batch size": table["batch_size"].astype(int).astype(str),
-            "seeds": table["n_seeds"].astype(str),
-            "final training loss": _mean_ci_column(table, "final_train_loss"),
-            "final train accuracy (%)": _mean_ci_column(table, "final_train_acc", percent=True),
-            "final test accuracy (%)": _mean_ci_column(table, "final_test_acc", percent=True),
+            **_final_columns(table),
             "status": [_status_text(row) for row in table.itertuples(index=False)],
         }
-    )
-    return out.set_index(["learning rate", "batch size"])
+    ).set_index(["learning rate", "batch size"])
 
 
 def best_lr(table: pd.DataFrame) -> pd.DataFrame:
-    """The best learning rate of each batch size of ``grid_table(...)``.
-
-    Among the cells where every seed ran stable, the best lr has the lowest mean final training
-    loss; ``lr_by_test_acc`` (highest mean final test accuracy) is shown beside it, never used
-    to select, and ``study_best_lr``/``agrees`` set the study's claim against it. Columns
-    batch_size, best_lr, its final train loss and test accuracy (mean, ci), lr_by_test_acc,
-    study_best_lr (NaN where no claim), agrees.
-    """
-    check_frame(
-        table,
-        "table",
-        ["lr", "batch_size", "status", "n_diverged", *[m + "_mean" for m in METRICS]],
-    )
+    """The best learning rate of each batch size of ``grid_table(...)``: among the cells where
+    every seed ran stable, the lowest mean final training loss. Columns batch_size, best_lr,
+    its final train loss and test accuracy (mean, ci), lr_by_test_acc (the highest mean final
+    test accuracy: never used to select), study_best_lr (NaN where none) and agrees."""
+    means = [m + "_mean" for m in METRICS]
+    check_frame(table, "table", ["lr", "batch_size", "status", "n_diverged", *means])
     unstable = table["n_unstable"] if "n_unstable" in table else 0
-    stable = table[
-        (table["status"] == "ok")
-        & (table["n_diverged"] == 0)
-        & (unstable == 0)
-        & (table["n_seeds"] > 0)
-    ]
+    ok = (table["status"] == "ok") & (table["n_diverged"] == 0) & (unstable == 0)
     rows = []
-    for batch_size, group in stable.groupby("batch_size", sort=True):
+    for batch_size, group in table[ok & (table["n_seeds"] > 0)].groupby("batch_size", sort=True):
         best = group.loc[group["final_train_loss_mean"].idxmin()]
         claim = STUDY_BEST_LR.get(int(batch_size), math.nan)
         rows.append(
@@ -448,9 +385,8 @@ def best_lr(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``best_lr(...)`` as display strings, indexed by batch size; ``study``
-    shows the study's claim beside ours (for its dataset).
-    """
+    """``best_lr(...)`` as display strings, indexed by batch size; ``study`` shows the study's
+    claim beside ours."""
     check_frame(best, "best", ["batch_size", "best_lr", "lr_by_test_acc", "study_best_lr"])
     out = pd.DataFrame(
         {
@@ -471,25 +407,20 @@ def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
 
 
 def study_at_800(histories: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Our test accuracy at iteration 800 beside the study's, per (lr, batch_size)
-    it reported (Task 3 ``histories`` and ``seeds``).
-
-    Columns lr, batch_size, seed_acc (the seed evaluated every iteration; NaN if it did not
-    reach 800), mean_acc, ci_acc, n_seeds (those that recorded 800) and study (its text).
-    """
+    """Our test accuracy at iteration 800 beside the study's, per (lr, batch_size) it
+    reported: columns lr, batch_size, seed_acc (the seed evaluated every iteration; NaN if it
+    did not reach 800), mean_acc, ci_acc, n_seeds (those that recorded 800) and study."""
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "eval_every"])
     at = history_at(histories, [800], by=["lr", "batch_size"]).set_index(["lr", "batch_size"])
     dense = seeds[seeds["eval_every"] == 1][["lr", "batch_size", "seed"]]
     mine = histories[histories["iteration"] == 800].merge(dense, on=["lr", "batch_size", "seed"])
     mine = mine.groupby(["lr", "batch_size"])["test_acc"].first()
     rows = []
-    for (lr, batch_size), claim in STUDY_GRID_TEST_800.items():
-        if (lr, batch_size) not in at.index:
-            continue
-        cell = at.loc[(lr, batch_size)]
-        seed_acc = mine.get((lr, batch_size), math.nan)
-        rows.append((lr, batch_size, seed_acc, cell["test_acc_mean"], cell["test_acc_ci"],
-                     int(cell["n_seeds"]), claim))  # fmt: skip
+    for key, claim in STUDY_GRID_TEST_800.items():
+        if key in at.index:
+            cell = at.loc[key]
+            rows.append((*key, mine.get(key, math.nan), cell["test_acc_mean"],
+                         cell["test_acc_ci"], int(cell["n_seeds"]), claim))  # fmt: skip
     columns = ["lr", "batch_size", "seed_acc", "mean_acc", "ci_acc", "n_seeds", "study"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -497,7 +428,7 @@ def study_at_800(histories: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
 def format_study_at_800(comparison: pd.DataFrame) -> pd.DataFrame:
     """``study_at_800(...)`` as display strings, indexed by learning rate and batch size."""
     check_frame(comparison, "comparison", ["lr", "batch_size", "seed_acc", "mean_acc", "study"])
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "learning rate": [f"{v:g}" for v in comparison["lr"]],
             "batch size": comparison["batch_size"].astype(str),
@@ -510,18 +441,14 @@ def format_study_at_800(comparison: pd.DataFrame) -> pd.DataFrame:
             ],
             "study (one unseeded run)": comparison["study"],
         }
-    )
-    return out.set_index(["learning rate", "batch size"])
+    ).set_index(["learning rate", "batch size"])
 
 
 def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float) -> pd.DataFrame:
-    """The examples each batch size needed to reach one training loss at ``lr``.
-
-    The loss is the highest final mean loss of the batch sizes, so all reach it; a batch size
-    reaches it at the first iteration its mean over the non-diverged seeds (at iterations most
-    recorded) is at most that. Columns batch_size, loss, iteration, examples
-    ((iteration + 1) x batch size).
-    """
+    """The examples each batch size needed at ``lr`` to reach the highest final mean loss of
+    the batch sizes: the first iteration at which its mean over the non-diverged seeds (at
+    iterations most recorded) is at most that. Columns batch_size, loss, iteration, examples
+    ((iteration + 1) x batch size)."""
     check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
     keys = ["lr", "batch_size", "seed"]
     kept = histories.merge(seeds[seeds["diverged_at"].isna()][keys], on=keys)
@@ -533,37 +460,30 @@ def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float
         means[int(batch_size)] = (
             runs[runs["iteration"].isin(common)].groupby("iteration")["train_loss"].mean()
         )
-    if not means:
-        return pd.DataFrame(columns=["batch_size", "loss", "iteration", "examples"])
-    target = max(float(mean.iloc[-1]) for mean in means.values())
+    columns = ["batch_size", "loss", "iteration", "examples"]
+    target = max((float(mean.iloc[-1]) for mean in means.values()), default=math.nan)
     rows = []
     for batch_size, mean in means.items():
         iteration = int(mean.index[mean.to_numpy() <= target][0])
         rows.append((batch_size, target, iteration, (iteration + 1) * batch_size))
-    return pd.DataFrame(rows, columns=["batch_size", "loss", "iteration", "examples"])
+    return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
 
 
 def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Wall time of a run per batch size, over the runs that ran every iteration
-    (a diverged run stops early: left out and counted).
-
-    Columns batch_size, iterations, fidelity_mean, fidelity_ci, n_fidelity (seeds evaluated
-    every iteration), thinned_mean, thinned_ci, n_thinned, n_excluded.
-    """
+    """Wall time of a run per batch size, over the runs that ran every iteration (a diverged
+    run stops early: left out and counted). Columns batch_size, iterations, fidelity_mean,
+    fidelity_ci, n_fidelity (seeds evaluated every iteration), thinned_mean, thinned_ci,
+    n_thinned, n_excluded."""
     check_frame(seeds, "seeds", ["batch_size", "status", "diverged_at", "eval_every", "seconds"])
     ran = seeds[(seeds["status"] == "ok") & seeds["seconds"].notna()]
     rows = []
     for batch_size, runs in ran.groupby("batch_size", sort=True):
         whole = runs[runs["diverged_at"].isna()]
-        row: dict[str, Any] = {
-            "batch_size": int(batch_size),
-            "iterations": int(runs["iterations"].max()),
-        }
+        row: dict[str, Any] = {"batch_size": int(batch_size)}
+        row["iterations"] = int(runs["iterations"].max())
         seconds = whole["seconds"].astype(float)
-        for name, part in (
-            ("fidelity", whole["eval_every"] == 1),
-            ("thinned", whole["eval_every"] > 1),
-        ):
+        for name, part in (("fidelity", whole["eval_every"] == 1),
+                           ("thinned", whole["eval_every"] > 1)):  # fmt: skip
             row[f"{name}_mean"], row[f"{name}_ci"] = seconds[part].mean(), ci95(seconds[part])
             row[f"n_{name}"] = int(part.sum())
         row["n_excluded"] = len(runs) - len(whole)
@@ -572,31 +492,28 @@ def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_cost_table(cost: pd.DataFrame) -> pd.DataFrame:
-    """``cost_table(...)`` as display strings, indexed by batch size."""
+    """``cost_table(...)`` as display strings, indexed by batch size: seconds per run, mean
+    ± 95 % CI (the mean alone with one run, a dash with none)."""
     check_frame(cost, "cost", ["batch_size", "fidelity_mean", "thinned_mean", "n_excluded"])
+
+    def seconds(stem: str) -> list[str]:
+        out = []
+        for mean, ci in zip(cost[f"{stem}_mean"], cost[f"{stem}_ci"], strict=True):
+            text = DASH if not np.isfinite(mean) else f"{mean:.2f}"
+            out.append(text + (f" ± {ci:.2f}" if np.isfinite(mean) and np.isfinite(ci) else ""))
+        return out
+
     out = pd.DataFrame(
         {
             "batch size": cost["batch_size"].astype(str),
-            "seconds per run, evaluated after every iteration": _seconds_ci(cost, "fidelity"),
+            "seconds per run, evaluated after every iteration": seconds("fidelity"),
             "runs timed (every iteration)": cost["n_fidelity"].astype(str),
-            "seconds per run, thinned evaluation": _seconds_ci(cost, "thinned"),
+            "seconds per run, thinned evaluation": seconds("thinned"),
             "runs timed (thinned)": cost["n_thinned"].astype(str),
             "diverged runs left out": cost["n_excluded"].astype(str),
         }
     )
     return out.set_index("batch size")
-
-
-def _seconds_ci(cost: pd.DataFrame, stem: str) -> list[str]:
-    """ "mean ± 95 % CI" seconds of ``<stem>_mean`` and ``<stem>_ci`` (the mean alone with
-    one run, a dash with none)."""
-    out = []
-    for mean, ci in zip(cost[f"{stem}_mean"], cost[f"{stem}_ci"], strict=True):
-        if not np.isfinite(mean):
-            out.append(DASH)
-        else:
-            out.append(f"{mean:.2f}" if not np.isfinite(ci) else f"{mean:.2f} ± {ci:.2f}")
-    return out
 
 
 _HISTORY_METRICS = ("train_loss", "train_acc", "test_acc")
@@ -605,15 +522,12 @@ _HISTORY_METRICS = ("train_loss", "train_acc", "test_acc")
 def history_at(
     history: pd.DataFrame, iterations: Sequence[int], *, by: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """Mean ± 95 % CI over seeds of the metrics at ``iterations``, grouped ``by``.
-
-    One row per group and recorded iteration: the ``by`` columns, iteration, n_seeds (those that
-    recorded it), ``<metric>_mean`` and ``<metric>_ci``; iterations no seed recorded are left out.
-    """
+    """Mean ± 95 % CI over seeds of the metrics at ``iterations``, grouped ``by``: a row per
+    group and recorded iteration, with the ``by`` columns, iteration, n_seeds (those that
+    recorded it), ``<metric>_mean`` and ``<metric>_ci``."""
     check_frame(history, "history", ["iteration", "seed", *_HISTORY_METRICS, *by])
     rows = history[history["iteration"].isin([int(k) for k in iterations])]
-    keys = [*by, "iteration"]
-    grouped = rows.groupby(keys)
+    grouped = rows.groupby([*by, "iteration"])
     out = grouped["seed"].nunique().rename("n_seeds").to_frame()
     for metric in _HISTORY_METRICS:
         out[f"{metric}_mean"] = grouped[metric].mean()
@@ -622,9 +536,8 @@ def history_at(
 
 
 def task2_table(history: pd.DataFrame) -> pd.DataFrame:
-    """Our Task 2 runs (``history`` over seeds) at the iterations the study reported:
-    the columns of ``history_at`` and ``study_<metric>`` (NaN where it reported none).
-    """
+    """Our Task 2 runs at the iterations the study reported: the columns of ``history_at``
+    and ``study_<metric>`` (NaN where it reported none)."""
     ours = history_at(history, STUDY_TASK2["iteration"])
     study = STUDY_TASK2.rename(columns={m: f"study_{m}" for m in _HISTORY_METRICS})
     return ours.merge(study, on="iteration", how="left")
@@ -637,16 +550,12 @@ def _study_text(values: pd.Series, percent: bool) -> list[str]:
 
 
 def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``task2_table(...)`` as display strings, indexed by iteration;
-    ``study`` shows the study's figures beside ours.
-    """
+    """``task2_table(...)`` as display strings, indexed by iteration; ``study`` shows the
+    study's figures beside ours."""
     check_frame(comparison, "comparison", ["iteration", "n_seeds"])
     columns = {"seeds": comparison["n_seeds"].astype(str).tolist()}
-    for metric, name in (
-        ("train_loss", "training loss"),
-        ("train_acc", "train accuracy (%)"),
-        ("test_acc", "test accuracy (%)"),
-    ):
+    for metric, name in zip(_HISTORY_METRICS, ("training loss", "train accuracy (%)",
+                                               "test accuracy (%)"), strict=True):  # fmt: skip
         percent = metric != "train_loss"
         columns[f"{name}, ours"] = _mean_ci_column(comparison, metric, percent=percent)
         if study:
@@ -656,11 +565,9 @@ def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.Da
 
 
 def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per N' of Task 5 (``load_task(.., "subset")``), over seeds.
-
-    The columns of ``grid_table`` keyed by n_prime, plus gap_mean and gap_ci: final train
-    accuracy on S' minus final test accuracy per stable seed, averaged.
-    """
+    """One row per N' of Task 5 (``load_task(.., "subset")``): the columns of ``grid_table``
+    keyed by n_prime, and gap_mean and gap_ci (final train accuracy on S' minus final test
+    accuracy, over the stable seeds)."""
     check_frame(seeds, "seeds", ["n_prime", "lr", "batch_size", "iterations", *METRICS])
     table = _cell_table(seeds, ["n_prime", "lr", "batch_size", "iterations"])
     rated = seeds if "outcome" in seeds else outcomes.classify(seeds)
@@ -675,26 +582,19 @@ def format_subset_table(table: pd.DataFrame) -> pd.DataFrame:
     """``subset_table(...)`` as display strings (mean ± 95 % CI) indexed by N' (the gap in
     percentage points)."""
     check_frame(table, "table", ["n_prime", "gap_mean", "gap_ci", "status", "n_seeds"])
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "N' (training-set size)": table["n_prime"].astype(int).astype(str),
-            "seeds": table["n_seeds"].astype(str),
-            "final training loss on S'": _mean_ci_column(table, "final_train_loss"),
-            "final train accuracy on S' (%)": _mean_ci_column(
-                table, "final_train_acc", percent=True
-            ),
-            "final test accuracy (%)": _mean_ci_column(table, "final_test_acc", percent=True),
+            **_final_columns(table, " on S'"),
             "train - test gap (points)": _mean_ci_column(table, "gap", percent=True),
             "status": [_status_text(row) for row in table.itertuples(index=False)],
         }
-    )
-    return out.set_index("N' (training-set size)")
+    ).set_index("N' (training-set size)")
 
 
 def subset_study_table(histories: pd.DataFrame, *, iteration: int = 400) -> pd.DataFrame:
-    """Task 5 at ``iteration`` (the study's 400): the rows of ``history_at``
-    by n_prime, with study_train_acc and study_test_acc (NaN where it reported none).
-    """
+    """Task 5 at ``iteration`` (the study's 400): the rows of ``history_at`` by n_prime, with
+    study_train_acc and study_test_acc (NaN where it reported none)."""
     ours = history_at(histories, [iteration], by=["n_prime"])
     reported = [STUDY_SUBSET_400.get(int(n), (math.nan, math.nan)) for n in ours["n_prime"]]
     ours["study_train_acc"] = [train for train, _ in reported]
@@ -705,24 +605,18 @@ def subset_study_table(histories: pd.DataFrame, *, iteration: int = 400) -> pd.D
 def format_subset_study_table(comparison: pd.DataFrame) -> pd.DataFrame:
     """``subset_study_table(...)`` as display strings (percent), indexed by N'."""
     check_frame(comparison, "comparison", ["n_prime", "n_seeds", "study_train_acc"])
-    return pd.DataFrame(
-        {
-            "seeds": comparison["n_seeds"].astype(str).tolist(),
-            "train accuracy on S' (%), ours": _mean_ci_column(
-                comparison, "train_acc", percent=True
-            ),
-            "train accuracy on S' (%), study": _study_text(comparison["study_train_acc"], True),
-            "test accuracy (%), ours": _mean_ci_column(comparison, "test_acc", percent=True),
-            "test accuracy (%), study": _study_text(comparison["study_test_acc"], True),
-        },
-        index=comparison["n_prime"].astype(int).rename("N' (training-set size)"),
-    )
+    columns = {"seeds": comparison["n_seeds"].astype(str).tolist()}
+    for metric, name in (("train_acc", "train accuracy on S' (%)"),
+                         ("test_acc", "test accuracy (%)")):  # fmt: skip
+        columns[f"{name}, ours"] = _mean_ci_column(comparison, metric, percent=True)
+        columns[f"{name}, study"] = _study_text(comparison[f"study_{metric}"], True)
+    index = comparison["n_prime"].astype(int).rename("N' (training-set size)")
+    return pd.DataFrame(columns, index=index)
 
 
 def subset_optimum(fits: pd.DataFrame) -> pd.DataFrame:
-    """Per N', the least-squares fits of the seeds' subsets S' (``Theory.optimum``: what SGD
-    converges to): n_seeds, and the mean and ci of train_loss, train_acc (on S') and test_acc.
-    """
+    """Per N', the least-squares fits of the seeds' subsets S' (``Theory.optimum``): n_seeds,
+    and the mean and ci of train_loss, train_acc (on S') and test_acc."""
     check_frame(fits, "fits", ["n_prime", "seed", *_HISTORY_METRICS])
     return history_at(fits.assign(iteration=0), [0], by=["n_prime"]).drop(columns="iteration")
 
@@ -731,14 +625,12 @@ def subset_optimum(fits: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Final test accuracy per (batch size, lr) of the sweep, over the stable seeds.
-
-    ``seeds`` is ``load_task(.., "stability")``, best with ``outcome`` (``inputs.task_results``).
-    One row per cell, by batch size then lr: the counts of ``seed_outcomes``, state
-    (``outcomes.cell_state``), final_test_acc_mean, final_test_acc_ci and final_train_loss_mean
-    (stable seeds; NaN when none was).
-    """
-    check_frame(seeds, "seeds", _SEED_COLUMNS)
+    """Final test accuracy per (batch size, lr) of the sweep (``load_task(.., "stability")``,
+    best with ``outcome``), over the stable seeds: a row per cell, by batch size then lr, with
+    the counts of ``seed_outcomes``, state (``outcomes.cell_state``), final_test_acc_mean,
+    final_test_acc_ci and final_train_loss_mean (NaN when no seed was stable)."""
+    columns = ["lr", "batch_size", "status", "seed", "diverged_at"]
+    check_frame(seeds, "seeds", [*columns, "final_test_acc", "final_train_loss"])
     rows = []
     for (batch_size, lr), group in seeds.groupby(["batch_size", "lr"], sort=True):
         counts, _, stable = seed_outcomes(group)
@@ -756,14 +648,10 @@ def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
-    """The observed instability boundary of each batch size.
-
-    Going up the learning rates of ``accuracy_table(seeds)`` (failed and empty cells left out),
-    it lies between largest_stable_lr and first_unstable_lr (the first at which a seed was not
-    stable; NaN at either end if none). Indexed by batch_size, also n_unstable_there,
-    n_diverged_there, n_seeds_there (at first_unstable_lr), all_diverge_lr (from which every
-    seed diverged at every larger lr) and the sweep's lr_low, lr_high.
-    """
+    """The observed instability boundary of each batch size of ``accuracy_table`` (failed and
+    empty cells left out): between largest_stable_lr and first_unstable_lr (the first lr at
+    which a seed was not stable; NaN if none), the counts there (``<count>_there``),
+    all_diverge_lr (every seed diverges from there up) and the sweep's lr_low, lr_high."""
     check_frame(
         table, "table", ["batch_size", "lr", "status", "n_seeds", "n_diverged", "n_unstable"]
     )
@@ -778,53 +666,41 @@ def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
         first = int(np.argmax(some)) if some.any() else len(lrs)
         tail = np.flatnonzero(~every)
         start = tail[-1] + 1 if len(tail) else 0
-        row = {
-            "batch_size": int(batch_size),
-            "largest_stable_lr": lrs[first - 1] if first > 0 else math.nan,
-            "first_unstable_lr": lrs[first] if first < len(lrs) else math.nan,
-            "n_unstable_there": pd.NA,
-            "n_diverged_there": pd.NA,
-            "n_seeds_there": pd.NA,
-            "all_diverge_lr": lrs[start] if start < len(lrs) else math.nan,
-            "lr_low": lrs[0],
-            "lr_high": lrs[-1],
-        }
-        if first < len(lrs):
-            there = cells.iloc[first]
-            for key in ("n_unstable", "n_diverged", "n_seeds"):
-                row[f"{key}_there"] = int(there[key])
-        rows.append(row)
+        there = cells.iloc[first] if first < len(lrs) else None
+        rows.append(
+            {
+                "batch_size": int(batch_size),
+                "largest_stable_lr": lrs[first - 1] if first > 0 else math.nan,
+                "first_unstable_lr": lrs[first] if first < len(lrs) else math.nan,
+                **{f"{key}_there": pd.NA if there is None else int(there[key]) for key in _COUNTS},
+                "all_diverge_lr": lrs[start] if start < len(lrs) else math.nan,
+                "lr_low": lrs[0],
+                "lr_high": lrs[-1],
+            }
+        )
     if not rows:
         raise ValueError("table holds no finished cell of the sweep")
     boundary = pd.DataFrame(rows).set_index("batch_size")
-    counts = ("n_unstable_there", "n_diverged_there", "n_seeds_there")
-    return boundary.astype(dict.fromkeys(counts, "Int64"))
+    return boundary.astype({f"{key}_there": "Int64" for key in _COUNTS})
 
 
 def study_positions(
     table: pd.DataFrame, bounds: Bounds, *, lrs: Sequence[float] = STUDY_LRS
 ) -> pd.DataFrame:
-    """Where the learning rates ``lrs`` (the study's) sit against ``bounds``.
-
-    One row per lr and batch size: the lr over each bound (lr_over_lr_max,
-    lr_over_mean_sample_lr, lr_over_per_sample_lr), in_sweep, and the cell's n_seeds,
-    n_diverged, n_unstable, final_test_acc_mean and final_test_acc_ci (missing when not in
-    the sweep).
-    """
+    """Where the learning rates ``lrs`` (the study's) sit against ``bounds``: a row per lr and
+    batch size with the lr over each bound (``lr_over_<bound>``), in_sweep, and the cell's
+    n_seeds, n_diverged, n_unstable, final_test_acc_mean and final_test_acc_ci (missing when
+    not in the sweep)."""
     check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
     counts = ["n_seeds", "n_diverged", "n_unstable"]
     accuracy = ["final_test_acc_mean", "final_test_acc_ci"]
+    ratios = [f"lr_over_{name}" for name in BOUND_NAMES]
     rows = []
     for lr in lrs:
-        ratios = {
-            "lr": float(lr),
-            "lr_over_lr_max": lr / bounds.lr_max,
-            "lr_over_mean_sample_lr": lr / bounds.mean_sample_lr,
-            "lr_over_per_sample_lr": lr / bounds.per_sample_lr,
-        }
+        over = {"lr": float(lr)} | {f"lr_over_{b}": lr / getattr(bounds, b) for b in BOUND_NAMES}
         for batch_size, cells in table.groupby("batch_size", sort=True):
             match = cells[np.isclose(cells["lr"], lr, rtol=1e-9, atol=0)]
-            row = ratios | {"batch_size": int(batch_size), "in_sweep": bool(len(match))}
+            row = over | {"batch_size": int(batch_size), "in_sweep": bool(len(match))}
             if len(match):
                 cell = match.iloc[0]
                 row |= {key: int(cell[key]) for key in counts}
@@ -832,14 +708,13 @@ def study_positions(
             else:
                 row |= dict.fromkeys(counts, pd.NA) | dict.fromkeys(accuracy, math.nan)
             rows.append(row)
-    columns = ["lr", "batch_size", *list(ratios)[1:], "in_sweep", *counts, *accuracy]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype(dict.fromkeys(counts, "Int64"))
+    columns = ["lr", "batch_size", *ratios, "in_sweep", *counts, *accuracy]
+    return pd.DataFrame(rows, columns=columns).astype(dict.fromkeys(counts, "Int64"))
 
 
 def _cell_text(cell, *, ci: bool) -> str:
-    """A sweep cell in words: "failed"; the mean final test accuracy (%) of its stable seeds,
-    "± 95 % CI" with ``ci``, then "; diverged (k/n)" and "unstable (j/n)" when some seeds
+    """A sweep cell in words: "failed"; the mean final test accuracy (%) of its stable seeds
+    ("± 95 % CI" with ``ci``), then "; diverged (k/n)" and "unstable (j/n)" where some seeds
     were; only those when no seed was stable."""
     n = int(cell["n_seeds"])
     if n == 0:
@@ -857,22 +732,16 @@ def _cell_text(cell, *, ci: bool) -> str:
 
 
 def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
-    """``study_positions(...)`` as display strings, indexed by lr: the
-    ratios to the three bounds and a column per batch size (``_cell_text``).
-    """
-    check_frame(
-        positions,
-        "positions",
-        ["lr", "batch_size", "lr_over_lr_max", "in_sweep", "n_seeds", "n_diverged"],
-    )
-    ratios = {
-        "lr_over_lr_max": "lr as a multiple of 2/λmax",
-        "lr_over_mean_sample_lr": "lr as a multiple of 2/mean‖x‖²",
-        "lr_over_per_sample_lr": "lr as a multiple of 2/max‖x‖²",
-    }
+    """``study_positions(...)`` as display strings, indexed by lr: the ratios to the three
+    bounds and a column per batch size (``_cell_text``)."""
+    columns = ["lr", "batch_size", "lr_over_lr_max", "in_sweep", "n_seeds", "n_diverged"]
+    check_frame(positions, "positions", columns)
     rows = []
     for lr, cells in positions.groupby("lr", sort=False):
-        row = {"lr": lr} | {label: f"{cells[key].iloc[0]:.2f}" for key, label in ratios.items()}
+        row = {"lr": lr} | {
+            f"lr as a multiple of {text}": f"{cells[f'lr_over_{name}'].iloc[0]:.2f}"
+            for name, text in BOUND_NAMES.items()
+        }
         for cell in cells.to_dict("records"):
             text = _cell_text(cell, ci=False) if cell["in_sweep"] else "not in the sweep"
             row[f"batch size {cell['batch_size']}"] = text
@@ -881,9 +750,8 @@ def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_accuracy(table: pd.DataFrame) -> pd.DataFrame:
-    """``accuracy_table`` as display strings for the appendix: lr down, batch
-    size across, each cell as ``_cell_text`` with its 95 % CI.
-    """
+    """``accuracy_table`` as display strings for the appendix: lr down, batch size across,
+    each cell as ``_cell_text`` with its 95 % CI."""
     check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
     cells = table.assign(text=[_cell_text(row, ci=True) for _, row in table.iterrows()])
     frame = cells.pivot(index="lr", columns="batch_size", values="text")
@@ -904,51 +772,38 @@ def _multiples(low: float, high: float, bound: float) -> str:
     return f"{low / bound:.2f}–{high / bound:.2f}"
 
 
-def _there_text(row: pd.Series) -> str:
-    if pd.isna(row["n_seeds_there"]):
-        return DASH
-    n = int(row["n_seeds_there"])
-    counts = (("diverged", row["n_diverged_there"]), ("unstable", row["n_unstable_there"]))
-    return ", ".join(f"{int(c)} of {n} {word}" for word, c in counts if c)
-
-
 def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
-    """``instability_boundary`` as display strings, indexed by batch size,
-    with the boundary as multiples of each of the three ``bounds``.
-    """
-    check_frame(
-        boundary,
-        "boundary",
-        ["largest_stable_lr", "first_unstable_lr", "n_unstable_there", "n_diverged_there"]
-        + ["n_seeds_there", "all_diverge_lr"],
-    )
-    names = {
-        "lr_max": "2/λmax",
-        "mean_sample_lr": "2/mean‖x‖²",
-        "per_sample_lr": "2/max‖x‖²",
-    }
+    """``instability_boundary`` as display strings, indexed by batch size, with the boundary
+    as multiples of each of the three ``bounds``."""
+    columns = ["largest_stable_lr", "first_unstable_lr", "n_unstable_there", "n_diverged_there"]
+    check_frame(boundary, "boundary", [*columns, "n_seeds_there", "all_diverge_lr"])
     rows = []
     for batch_size, row in boundary.iterrows():
         low, high = row["largest_stable_lr"], row["first_unstable_lr"]
-        shown = {
-            "batch size": batch_size,
-            "largest stable lr": _lr_text(low),
-            "smallest lr not stable": _lr_text(high),
-            "seeds there": _there_text(row),
-            "every seed diverges from lr": _lr_text(row["all_diverge_lr"]),
-        }
-        for name, text in names.items():
-            shown[f"boundary as a multiple of {text}"] = _multiples(
-                low, high, getattr(bounds, name)
-            )
-        rows.append(shown)
+        there = DASH
+        if not pd.isna(row["n_seeds_there"]):
+            n, counts = int(row["n_seeds_there"]), ("diverged", "unstable")
+            there = ", ".join(f"{int(row[f'n_{w}_there'])} of {n} {w}" for w in counts
+                              if row[f"n_{w}_there"])  # fmt: skip
+        rows.append(
+            {
+                "batch size": batch_size,
+                "largest stable lr": _lr_text(low),
+                "smallest lr not stable": _lr_text(high),
+                "seeds there": there,
+                "every seed diverges from lr": _lr_text(row["all_diverge_lr"]),
+                **{
+                    f"boundary as a multiple of {text}": _multiples(low, high, getattr(bounds, b))
+                    for b, text in BOUND_NAMES.items()
+                },
+            }
+        )
     return pd.DataFrame(rows).set_index("batch size")
 
 
 def logged_run(runs_dir: str | Path, *, task: str, cells: int) -> pd.Series | None:
-    """The latest line of ``runs_dir/runs.jsonl`` whose run was ``task`` alone and
-    made all its ``cells`` products; None when no single run did (e.g. one resumed).
-    """
+    """The latest line of ``runs_dir/runs.jsonl`` whose run was ``task`` alone and made all its
+    ``cells`` products; None when no single run did (e.g. one resumed)."""
     if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
         raise ValueError(f"cells must be an integer >= 1, got {cells!r}")
     log = read_run_log(runs_dir)

@@ -1,8 +1,6 @@
-"""The report's one uncertainty convention: a mean over seeds ± the half-width of its 95 %
-confidence interval, ``t(0.975, n - 1) * sd / sqrt(n)`` (Student's t, ``n`` seeds).
-
-Seeds are independent repetitions of a run, so their mean is the estimate and Student's t
-interval its uncertainty; with one seed there is no interval (NaN).
+"""The report's one uncertainty convention: a mean over seeds (independent repetitions) ± the
+half-width of its 95 % confidence interval, ``t(0.975, n - 1) * sd / sqrt(n)`` (Student's t,
+``n`` seeds; NaN for one seed).
 """
 
 from __future__ import annotations
@@ -50,9 +48,5 @@ def group_ci95(grouped: SeriesGroupBy) -> pd.Series:
     values = grouped.obj.to_numpy(dtype=float)
     positions = grouped.indices
     index = grouped.size().index
-    return pd.Series(
-        [ci95(values[positions[key]]) for key in index],
-        index=index,
-        name=grouped.obj.name,
-        dtype=float,
-    )
+    halves = [ci95(values[positions[key]]) for key in index]
+    return pd.Series(halves, index=index, name=grouped.obj.name, dtype=float)
