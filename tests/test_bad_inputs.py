@@ -25,6 +25,9 @@ BAD_INPUTS = _load_script()
 TESTED_ELSEWHERE = {
     "kernel cache": "tests/engine/test_kernel_cache.py (the same three damages of each file)",
     "partial notebooks": "tests/report/test_partial_config.py (the same three notebooks)",
+    "dask cluster": "tests/experiments/test_dask_executor.py (an external cluster: a worker "
+    "process killed alone, a worker machine lost, a product's worker killed twice, the "
+    "scheduler killed)",
 }
 
 

@@ -186,6 +186,31 @@ def test_a_worker_lost_mid_product_at_an_external_scheduler_costs_one_retry(tmp_
 
 
 @pytest.mark.integration
+def test_a_worker_process_killed_alone_is_restarted_by_its_nanny_and_its_product_made_again(
+    tmp_path,
+):
+    """One `dask worker` command of two workers; the process making a/x is killed, not its
+    nanny: the command lives on, a/x is made again once and the run completes."""
+    build, marker, attempts = tmp_path / "build", tmp_path / "x.pid", tmp_path / "x.attempts"
+    products = chain(
+        build, **{"a/x": {"pause_once": str(marker), "attempts": str(attempts), "die_times": 0}}
+    )
+    with external_cluster(tmp_path, 1, nworkers=2) as cluster:
+        killer = kill_when_paused(marker, lambda pid: os.kill(pid, signal.SIGKILL))
+        summary = run(
+            products, lock_dir=build, jobs=2, executor="dask", scheduler=cluster.address,
+            progress=False,
+        )  # fmt: skip
+        killer.join(timeout=5)
+        alive = cluster.workers[0].poll() is None
+    assert summary.ok and set(statuses(summary).values()) == {"ok"}
+    assert alive, "the worker command, its nanny, lives on"
+    retries = [int(pid) for pid in attempts.read_text().split()]
+    assert len(retries) == 1 and retries != [json.loads(marker.read_text())["pid"]]
+    assert {s.state for s in assess(products).values()} == {"up to date"}
+
+
+@pytest.mark.integration
 def test_a_lost_scheduler_is_one_error_naming_it_and_no_record_is_touched(tmp_path, capfd):
     build, marker = tmp_path / "build", tmp_path / "x.pid"
     products = chain(build, **{"a/x": {"pause": str(marker)}})
