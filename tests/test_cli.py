@@ -113,6 +113,7 @@ def test_a_data_cache_problem_is_one_line_naming_it_and_status_2_from_every_comm
     assert f"LINMNIST_DATA_DIR={directory}" in err and reason in err
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 def test_jobs_beyond_what_the_machine_holds_are_capped_with_a_note(capsys, monkeypatch, tmp_path):
     from linmnist.experiments import jobs
 

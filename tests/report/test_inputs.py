@@ -72,6 +72,7 @@ def test_missing_results_show_as_one_line_in_ipython():
     ]
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 def test_the_status_command_lists_the_products_of_its_build(capsys):
     words = shlex.split(run_command("mnist", "small", verb="status"))
     assert words[:4] == ["python", "-m", "linmnist", "status"]

@@ -81,6 +81,7 @@ def test_render_math_keeps_unparsable_formulas_as_code_and_reports_them():
     assert len(failures) == 1 and "mathtext cannot render" in failures[0]
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 def test_notebook_html_is_self_contained_with_mathjax_and_hides_code():
     page = render.notebook_html(small_notebook(), title="My report")
     assert "<title>My report</title>" in page
@@ -98,6 +99,7 @@ def test_notebook_html_can_share_one_mathjax_copy():
     assert len(page) < len(render.mathjax_script())
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 def test_the_page_made_in_another_process_is_the_page_made_here(tmp_path, monkeypatch):
     """html_in_background writes notebook_html of the notebook file, byte for byte, started
     from another directory without PYTHONPATH."""
@@ -110,6 +112,7 @@ def test_the_page_made_in_another_process_is_the_page_made_here(tmp_path, monkey
     assert written == render.notebook_html(nb, title="Mine")
 
 
+@pytest.mark.slow  # about a second: make test, not make test-fast
 def test_a_page_that_failed_in_another_process_is_one_line(tmp_path):
     absent, page = tmp_path / "absent.ipynb", tmp_path / "page.html"
     process = render.html_in_background(absent, page, title="t")
