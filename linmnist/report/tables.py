@@ -1,11 +1,6 @@
-"""The report's tables: result frames aggregated, and the same tables as display strings.
-
-The aggregating functions (``grid_table``, ``best_lr``, ``accuracy_table``, ...) take the frames
-of ``linmnist.experiments.results.load_task`` (a row per cell and seed) and ``load_history``
-and return numbers; the ``format_*`` functions turn them into display strings, and ``styled``
-shows any table to readers. "Final" values are those of the last iteration; means and their
-95 % CIs are over the stable seeds (``linmnist.report.outcomes``). A "best" learning rate is
-picked on training data, never on the test set.
+"""The report's tables: ``load_task``/``load_history`` frames aggregated to numbers, and the
+``format_*`` display strings of them. "Final" values are those of the last iteration; means and
+95 % CIs are over the stable seeds; a "best" learning rate is picked on training data only.
 """
 
 from __future__ import annotations
@@ -61,9 +56,8 @@ def pct(value: float | None, digits: int = 2) -> str:
 
 
 def mean_ci(mean: float | None, ci: float | None, *, percent: bool = False, digits: int = 4) -> str:
-    """``'mean ± ci'`` (the 95 % CI's half-width, omitted when undefined), as a percentage of a
-    fraction if asked; a half-width too small for ``digits`` decimals gets up to three more,
-    one that is exactly zero is written ``± 0``."""
+    """``'mean ± ci'`` (CI half-width, omitted when undefined), in percent if asked; a tiny
+    non-zero half-width gets up to three more decimals, a zero one is ``± 0``."""
     if mean is None or not np.isfinite(mean):
         return DASH
     scale, digits = (100.0, 2) if percent else (1.0, digits)
@@ -108,9 +102,8 @@ _HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&
 
 
 def markdown_literal(text: object) -> str:
-    """``text`` as Markdown that renders it as plain text: HTML's special characters as
-    entities, Markdown's punctuation (and ``$``) backslash-escaped, control characters shown
-    as escapes (``\\n``). For every string that is not the project's own text (paths, names)."""
+    """``text`` (a path, a name: not the project's own) as Markdown that renders it as plain
+    text: HTML entities, punctuation backslash-escaped, control characters as ``\\n`` escapes."""
     out = []
     for char in str(text):
         if char in _HTML_ENTITIES:
@@ -140,9 +133,8 @@ def _formatter(formatter):
 def styled(
     frame: pd.DataFrame, formats: dict | None = None, *, headers: dict[str, str] | None = None
 ) -> Styler:
-    """A Styler of ``frame`` for readers, its index as the first column(s): headers renamed by
-    ``headers``, columns formatted by ``formats`` (column -> value -> str), a missing value a
-    dash, "mean ± sd" on one line."""
+    """A Styler of ``frame`` (index first), headers renamed by ``headers``, columns formatted
+    by ``formats`` (column -> value -> str), a missing value a dash."""
     check_frame(frame, "frame", [])
     formats, headers = dict(formats or {}), dict(headers or {})
     named = [n for n in frame.index.names if n is not None]
@@ -186,8 +178,7 @@ def _lr_text(value: float) -> str:
 def known_labels(
     labels: dict[str, np.ndarray], known: Sequence[tuple[str, int, int]]
 ) -> pd.DataFrame:
-    """Known labels (``FACTS[name].labels_at``: (split, index, label)) against ``labels``
-    (split -> labels): columns split, index, expected, found, ok."""
+    """Known labels (``FACTS[name].labels_at``) against ``labels`` (split -> labels)."""
     rows = []
     for split, index, label in known:
         if split not in labels:
@@ -209,9 +200,9 @@ def shapes_table(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
 def one_hot_check(
     labels: dict[str, np.ndarray], one_hot: dict[str, np.ndarray], index: int
 ) -> pd.DataFrame:
-    """The label of sample ``index`` of each split beside its one-hot column: columns split,
-    index, label, one-hot column (0/1 as a string), argmax and consistent (a single 1, at the
-    label)."""
+    """The label of sample ``index`` of each split beside its one-hot column and whether they
+    agree (a single 1, at the label)."""
+
     if set(labels) != set(one_hot):
         raise ValueError(
             f"labels and one_hot must name the same splits, got {list(labels)} and {list(one_hot)}"
@@ -263,9 +254,8 @@ def predicted_bounds(X: np.ndarray, Y: np.ndarray) -> Bounds:
 
 
 def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """What became of the seeds of one cell (its ``load_task`` rows, by ``outcome`` or else
-    ``outcomes.classify``): ({status ("failed" when a row did), n_seeds, n_diverged, n_unstable,
-    diverged_at_min, diverged_at_max}, the rows that ran, the stable rows)."""
+    """(counts: status, n_seeds, n_diverged, n_unstable, diverged_at_min/max; the rows that
+    ran; the stable rows) of one cell's ``load_task`` rows."""
     if "outcome" not in rows:
         rows = outcomes.classify(rows)
     ok = rows["status"] == "ok"
@@ -284,8 +274,8 @@ def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]
 
 
 def _cell_table(seeds: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """A row per cell (``keys``): status, error, the counts of ``seed_outcomes``, the mean and
-    95 % CI of each metric over the stable seeds, the mean wall times."""
+    """A row per cell (``keys``): status, error, ``seed_outcomes``' counts, each metric's mean
+    and CI over the stable seeds, the mean wall times (seconds_fidelity, seconds_thinned)."""
     check_frame(seeds, "seeds", [*keys, "status", "error", "seed", "eval_every", "diverged_at"])
     rows = []
     for key, group in seeds.groupby(keys, sort=True):
@@ -306,19 +296,14 @@ def _cell_table(seeds: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def grid_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per (lr, batch_size) of Task 3 (``seeds``: ``load_task(.., "grid")``), by lr
-    (descending) then batch size: lr, batch_size, iterations, status, error, the counts of
-    ``seed_outcomes``, ``<metric>_mean`` and ``<metric>_ci`` of ``METRICS`` over the stable
-    seeds, and the mean wall times seconds_fidelity (evaluated every iteration) and
-    seconds_thinned."""
+    """One row per (lr, batch_size) of Task 3, lr descending: ``_cell_table``'s columns."""
     check_frame(seeds, "seeds", ["lr", "batch_size", "iterations"])
     table = _cell_table(seeds, ["lr", "batch_size", "iterations"])
     return table.sort_values(["lr", "batch_size"], ascending=[False, True], ignore_index=True)
 
 
 def _status_text(row) -> str:
-    """A cell's status in words: "ok", "failed: ...", "diverged at iteration a-b (k of n
-    seeds)" and/or "unstable (loss above its start or growing) in k of n seeds"."""
+    """A cell's status in words: "ok", "failed: ...", or how many seeds diverged/unstable."""
     if row.status != "ok":
         return f"failed: {row.error}"
     parts = []
@@ -357,10 +342,8 @@ def format_grid_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_lr(table: pd.DataFrame) -> pd.DataFrame:
-    """The best learning rate of each batch size of ``grid_table(...)``: among the cells where
-    every seed ran stable, the lowest mean final training loss. Columns batch_size, best_lr,
-    its final train loss and test accuracy (mean, ci), lr_by_test_acc (the highest mean final
-    test accuracy: never used to select), study_best_lr (NaN where none) and agrees."""
+    """Per batch size of ``grid_table(...)``, the lr of the lowest mean final training loss
+    among the all-stable cells, with lr_by_test_acc (never used to select) and the study's."""
     means = [m + "_mean" for m in METRICS]
     check_frame(table, "table", ["lr", "batch_size", "status", "n_diverged", *means])
     unstable = table["n_unstable"] if "n_unstable" in table else 0
@@ -407,9 +390,8 @@ def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
 
 
 def study_at_800(histories: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Our test accuracy at iteration 800 beside the study's, per (lr, batch_size) it
-    reported: columns lr, batch_size, seed_acc (the seed evaluated every iteration; NaN if it
-    did not reach 800), mean_acc, ci_acc, n_seeds (those that recorded 800) and study."""
+    """Our test accuracy at iteration 800 (the dense seed's, and the mean ± CI over seeds)
+    beside the study's, per (lr, batch_size) it reported."""
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "eval_every"])
     at = history_at(histories, [800], by=["lr", "batch_size"]).set_index(["lr", "batch_size"])
     dense = seeds[seeds["eval_every"] == 1][["lr", "batch_size", "seed"]]
@@ -445,10 +427,8 @@ def format_study_at_800(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float) -> pd.DataFrame:
-    """The examples each batch size needed at ``lr`` to reach the highest final mean loss of
-    the batch sizes: the first iteration at which its mean over the non-diverged seeds (at
-    iterations most recorded) is at most that. Columns batch_size, loss, iteration, examples
-    ((iteration + 1) x batch size)."""
+    """Per batch size, the examples ((iteration + 1) x B) its mean loss over non-diverged
+    seeds needed at ``lr`` to reach the highest final mean loss of the batch sizes."""
     check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
     keys = ["lr", "batch_size", "seed"]
     kept = histories.merge(seeds[seeds["diverged_at"].isna()][keys], on=keys)
@@ -470,10 +450,8 @@ def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float
 
 
 def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Wall time of a run per batch size, over the runs that ran every iteration (a diverged
-    run stops early: left out and counted). Columns batch_size, iterations, fidelity_mean,
-    fidelity_ci, n_fidelity (seeds evaluated every iteration), thinned_mean, thinned_ci,
-    n_thinned, n_excluded."""
+    """Wall seconds of a run per batch size, dense (fidelity) and thinned evaluation, mean and
+    CI; diverged runs stop early, so they are left out (n_excluded)."""
     check_frame(seeds, "seeds", ["batch_size", "status", "diverged_at", "eval_every", "seconds"])
     ran = seeds[(seeds["status"] == "ok") & seeds["seconds"].notna()]
     rows = []
@@ -492,8 +470,7 @@ def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_cost_table(cost: pd.DataFrame) -> pd.DataFrame:
-    """``cost_table(...)`` as display strings, indexed by batch size: seconds per run, mean
-    ± 95 % CI (the mean alone with one run, a dash with none)."""
+    """``cost_table(...)`` as display strings, indexed by batch size."""
     check_frame(cost, "cost", ["batch_size", "fidelity_mean", "thinned_mean", "n_excluded"])
 
     def seconds(stem: str) -> list[str]:
@@ -522,9 +499,8 @@ _HISTORY_METRICS = ("train_loss", "train_acc", "test_acc")
 def history_at(
     history: pd.DataFrame, iterations: Sequence[int], *, by: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """Mean ± 95 % CI over seeds of the metrics at ``iterations``, grouped ``by``: a row per
-    group and recorded iteration, with the ``by`` columns, iteration, n_seeds (those that
-    recorded it), ``<metric>_mean`` and ``<metric>_ci``."""
+    """Mean and 95 % CI over seeds (n_seeds) of the metrics at ``iterations``, a row per
+    ``by`` group and iteration."""
     check_frame(history, "history", ["iteration", "seed", *_HISTORY_METRICS, *by])
     rows = history[history["iteration"].isin([int(k) for k in iterations])]
     grouped = rows.groupby([*by, "iteration"])
@@ -565,9 +541,8 @@ def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.Da
 
 
 def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per N' of Task 5 (``load_task(.., "subset")``): the columns of ``grid_table``
-    keyed by n_prime, and gap_mean and gap_ci (final train accuracy on S' minus final test
-    accuracy, over the stable seeds)."""
+    """One row per N' of Task 5: ``grid_table``'s columns and the train - test accuracy gap
+    (gap_mean, gap_ci) over the stable seeds."""
     check_frame(seeds, "seeds", ["n_prime", "lr", "batch_size", "iterations", *METRICS])
     table = _cell_table(seeds, ["n_prime", "lr", "batch_size", "iterations"])
     rated = seeds if "outcome" in seeds else outcomes.classify(seeds)
@@ -625,10 +600,8 @@ def subset_optimum(fits: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Final test accuracy per (batch size, lr) of the sweep (``load_task(.., "stability")``,
-    best with ``outcome``), over the stable seeds: a row per cell, by batch size then lr, with
-    the counts of ``seed_outcomes``, state (``outcomes.cell_state``), final_test_acc_mean,
-    final_test_acc_ci and final_train_loss_mean (NaN when no seed was stable)."""
+    """A row per (batch size, lr) of the sweep: ``seed_outcomes``' counts, state and the
+    stable seeds' final test accuracy (mean, CI) and final training loss."""
     columns = ["lr", "batch_size", "status", "seed", "diverged_at"]
     check_frame(seeds, "seeds", [*columns, "final_test_acc", "final_train_loss"])
     rows = []
@@ -648,10 +621,8 @@ def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
-    """The observed instability boundary of each batch size of ``accuracy_table`` (failed and
-    empty cells left out): between largest_stable_lr and first_unstable_lr (the first lr at
-    which a seed was not stable; NaN if none), the counts there (``<count>_there``),
-    all_diverge_lr (every seed diverges from there up) and the sweep's lr_low, lr_high."""
+    """Per batch size of ``accuracy_table``: largest_stable_lr, first_unstable_lr (NaN if
+    none), the counts there, all_diverge_lr (every seed diverges above) and the lr range."""
     check_frame(
         table, "table", ["batch_size", "lr", "status", "n_seeds", "n_diverged", "n_unstable"]
     )
@@ -687,10 +658,8 @@ def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
 def study_positions(
     table: pd.DataFrame, bounds: Bounds, *, lrs: Sequence[float] = STUDY_LRS
 ) -> pd.DataFrame:
-    """Where the learning rates ``lrs`` (the study's) sit against ``bounds``: a row per lr and
-    batch size with the lr over each bound (``lr_over_<bound>``), in_sweep, and the cell's
-    n_seeds, n_diverged, n_unstable, final_test_acc_mean and final_test_acc_ci (missing when
-    not in the sweep)."""
+    """Per lr of ``lrs`` and batch size: the lr over each bound (``lr_over_<bound>``),
+    in_sweep, and the sweep cell's counts and accuracy (missing when not in the sweep)."""
     check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
     counts = ["n_seeds", "n_diverged", "n_unstable"]
     accuracy = ["final_test_acc_mean", "final_test_acc_ci"]
@@ -713,9 +682,8 @@ def study_positions(
 
 
 def _cell_text(cell, *, ci: bool) -> str:
-    """A sweep cell in words: "failed"; the mean final test accuracy (%) of its stable seeds
-    ("± 95 % CI" with ``ci``), then "; diverged (k/n)" and "unstable (j/n)" where some seeds
-    were; only those when no seed was stable."""
+    """A sweep cell in words: its stable seeds' mean final test accuracy (± CI with ``ci``)
+    and how many seeds diverged or were unstable."""
     n = int(cell["n_seeds"])
     if n == 0:
         return "failed"
