@@ -1,9 +1,7 @@
-"""The scaling-law section (notebooks/08_scaling_law.ipynb): its tables and figures.
-
-From a ``linmnist.experiments.scaling.Scaling`` (``read_scaling``) and, for the noise floor
-(``floor_table``), the Task 3 grid and the stability sweep. Per target excess: the steps at
+"""The scaling-law section (notebooks/08_scaling_law.ipynb): per target excess, the steps at
 each batch size's best rate, measured (``best_steps``) and predicted (``predicted_best``), the
-hyperbola S = S_min + E_min / B fitted to them (``fit``) and McCandlish et al.'s noise scales.
+hyperbola S = S_min + E_min / B fitted to them (``fit``), McCandlish et al.'s noise scales, and
+the noise floor (``floor_table``, against the Task 3 grid and the stability sweep).
 """
 
 from __future__ import annotations
@@ -121,8 +119,7 @@ def steps_agreement(scaling: Scaling) -> pd.DataFrame:
 
 
 def format_agreement(table: pd.DataFrame) -> pd.DataFrame:
-    """``steps_agreement`` for display: per batch size (rows) and target (columns), the
-    measured and predicted steps and their ratio, e.g. "145 / 217 (1.5×)"."""
+    """``steps_agreement`` for display, batch size x target: "145 / 217 (1.5×)"."""
     rows = zip(table["measured"], table["predicted"], table["ratio"], strict=True)
     text = [f"{_count(m)} / {_count(p)}" + (f" ({significant(r, 2)}×)" if math.isfinite(r) else "")
             for m, p, r in rows]  # fmt: skip
@@ -168,10 +165,8 @@ def eps_opt(batch_size, scales: dict) -> np.ndarray:
 
 
 def path_average(scaling: Scaling, target: int) -> dict[str, float]:
-    """B_noise and B_simple averaged over the S steps t = 0 .. S - 1 of gradient descent (at
-    1 / lambda_max) from W = 0 to the target, as McCandlish et al. compare them with B_crit;
-    each scale is interpolated linearly in log between the stored points. Returns
-    ``b_noise``, ``b_simple`` and ``steps`` (S)."""
+    """``b_noise`` and ``b_simple`` averaged over the ``steps`` S of gradient descent from W = 0
+    to the target (interpolated in log between the stored points), as McCandlish et al. do."""
     end = scaling.records[GD]["at_target"][target]
     points = scaling.trajectory[scaling.trajectory["step"] < end["step"]]
     steps = np.r_[points["step"].to_numpy(dtype=float), end["step"]]
@@ -184,9 +179,8 @@ def path_average(scaling: Scaling, target: int) -> dict[str, float]:
 
 
 def noise_table(scaling: Scaling) -> pd.DataFrame:
-    """Per target: the measured B_crit (fit to the medians; mean and 95 % CI of the per-seed
-    fits) beside B_noise and B_simple at W = 0, over the path (``path_average``) and at the
-    target, and each scale over B_crit."""
+    """Per target: the measured B_crit (median fit; per-seed mean and CI) beside B_noise and
+    B_simple at W = 0, on the path and at the target, and each over B_crit."""
     record = scaling.records[GD]
     rows = []
     for i, excess in enumerate(scaling.targets):
@@ -225,10 +219,8 @@ def format_noise(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def floor_account(scaling: Scaling) -> pd.DataFrame:
-    """Per target excess: the measured B_crit beside B_floor = lr_large tr Sigma* / (4
-    target), where the first-order floor at the largest batch's best rate equals the target,
-    their ``ratio``, and the ratio of the noisy quadratic model with one slow direction
-    (``model``, ``linmnist.engine.scaling.floor_ratio``)."""
+    """Per target: B_crit beside B_floor = lr_large tr Sigma* / (4 target) (the first-order
+    floor at the largest batch's best rate), their ``ratio`` and the ``model``'s."""
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]
     record = scaling.records[GD]
     start = record["loss_zero"] - record["loss_star"]
@@ -272,9 +264,8 @@ def lr_ratio(scaling: Scaling, target: int) -> pd.Series:
 
 
 def lr_table(scaling: Scaling) -> pd.DataFrame:
-    """Per batch size: the best lr for each target (``lr_<i>``), eps_opt(B) at W = 0
-    (``eps_opt_start``) and at each target (``eps_opt_<i>``), the linear-scaling rule from
-    B = 1 for the last target (``linear``) and the ceiling 2 / lambda_max."""
+    """Per batch size: the best lr per target (``lr_<i>``), eps_opt(B) at W = 0 and at each
+    target, the linear-scaling rule from B = 1 (``linear``) and the ceiling 2 / lambda_max."""
     record = scaling.records[GD]
     n = len(scaling.targets)
     rates = [best_steps(scaling, i).set_index("batch_size")["lr"] for i in range(n)]
@@ -290,15 +281,10 @@ def lr_table(scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_table(scaling: Scaling, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Every configuration of ``scaling.floor`` whose every seed was stable (by ``outcome``
-    when ``seeds`` has it, else none diverged), from ``seeds``, the per-seed rows of the Task 3
-    grid and the sweep (task, cell, status, final_train_loss, final_excess, diverged_at).
-
-    For each: ``measured``, the seeds' mean ``final_excess`` over gradient descent (0.5
-    tr(D S D^T), D the deviation from it) and its standard error ``se``; ``loss_difference``
-    (mean final training loss minus L(W_t^GD)) and ``loss_se``; n_seeds; lr_x2 (lr x mean
-    ||x||^2); the three predictions and the verdict on each (``_verdict``).
-    """
+    """Every configuration of ``scaling.floor`` whose every seed (rows of ``seeds``, the grid
+    and the sweep) was stable: ``measured`` (mean ``final_excess``) and ``se``,
+    ``loss_difference`` (final loss minus gradient descent's) and ``loss_se``, lr_x2, and each
+    prediction with its verdict (``_verdict``)."""
     loss_star = scaling.records[GD]["loss_star"]
     ran = seeds[seeds["status"] == "ok"]
     stable = ran["outcome"] == "stable" if "outcome" in ran else ran["diverged_at"].isna()
@@ -464,9 +450,8 @@ def excess_sign(table: pd.DataFrame) -> ExcessSign:
 
 
 def format_fit(scaling: Scaling) -> pd.DataFrame:
-    """Per target (rows): the hyperbola fitted to the medians (S_min, E_min, B_crit), the
-    per-seed fits' B_crit, ``halving_until``, gradient descent's steps at its best rate, and
-    B_crit of ``predicted_fit``."""
+    """Per target: the median fit (S_min, E_min, B_crit), the per-seed B_crit,
+    ``halving_until``, gradient descent's best steps and the predicted B_crit."""
     rows = []
     for i, target in enumerate(scaling.targets):
         f = fit(scaling, i)
@@ -497,8 +482,7 @@ def format_fit(scaling: Scaling) -> pd.DataFrame:
 
 
 def format_best(scaling: Scaling) -> pd.DataFrame:
-    """Per batch size (rows) and target (columns, "excess 0.05"): the median steps over the
-    seeds at the best lr of the grid, with that lr, e.g. "639 at η = 0.00325"."""
+    """Batch size x target: the median steps at the best lr, "639 at η = 0.00325"."""
     table = pd.DataFrame({"batch size": best_steps(scaling, 0)["batch_size"]})
     for i, target in enumerate(scaling.targets):
         best = best_steps(scaling, i)
@@ -540,9 +524,8 @@ def _measured(ax, best: pd.DataFrame, color: str, label: str) -> None:
 
 
 def steps_figure(scaling: Scaling) -> Figure:
-    """Left: steps to each target against B (log-log), the medians with the seeds' range,
-    the fitted hyperbola, perfect scaling S_min B_crit / B and gradient descent's steps.
-    Right: examples against steps, with the hyperbola."""
+    """Left: steps to each target against B, with the fit, perfect scaling and gradient
+    descent's steps. Right: examples against steps, with the hyperbola."""
     fig, (left, right) = _figure(2)
     for i, target in enumerate(scaling.targets):
         color = f"C{i}"
@@ -571,9 +554,8 @@ def steps_figure(scaling: Scaling) -> Figure:
 
 
 def predicted_figure(scaling: Scaling) -> Figure:
-    """Left: the measured steps to each target against B (medians at the best rate, bars:
-    the seeds' range) and the steps predicted from the data (lines). Right: predicted over
-    measured, against B."""
+    """Left: measured (points) and predicted (lines) steps to each target against B. Right:
+    predicted over measured."""
     fig, (left, right) = _figure(2)
     agreement = steps_agreement(scaling)
     for i, target in enumerate(scaling.targets):
@@ -625,9 +607,8 @@ def _log_ticks(axis) -> None:
 
 
 def noise_figure(scaling: Scaling) -> Figure:
-    """B_noise, B_simple (left) and eps_max (right) along gradient descent against its excess
-    loss (decreasing to the right); on the left each target's measured B_crit (star) and path
-    average of B_noise (dashed)."""
+    """B_noise, B_simple (left; with each target's B_crit and path average) and eps_max
+    (right) along gradient descent against its excess loss."""
     fig, (left, right) = _figure(2)
     t = scaling.trajectory[scaling.trajectory["grad_norm"] > 0]
     left.plot(t["excess"], t["b_noise"], "o-", ms=3, color="C0", label=NOISE_MATH["b_noise"])
@@ -686,9 +667,9 @@ def floor_batch_points(table: pd.DataFrame, scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_batch_figure(table: pd.DataFrame, scaling: Scaling) -> Figure:
-    """The noise floor against the batch size at each rate of ``scaling.floor_curves``: the
-    measured excess over gradient descent (``floor_batch_points``, mean ± 95 % CI), the
-    prediction after t steps (solid) and the first-order floor lr tr Sigma* / (4 B) (dotted)."""
+    """The noise floor against B at each rate of ``scaling.floor_curves``: measured (mean and
+    CI), predicted after t steps (solid) and first order (dotted)."""
+
     fig = Figure(figsize=(6.4, 3.9), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]
