@@ -143,9 +143,8 @@ def final_metrics(
     precision: str = "float32",
     study: bool | None = None,
 ) -> pd.DataFrame:
-    """Final training loss and accuracies (%) of the runs of one setting, indexed by label
-    (columns iterations, train_loss, train_acc, test_acc), then the closed-form optimum (with a
-    bias for the study setting) and, for the study setting when ``show_study``, the study's."""
+    """Final training loss and accuracies (%) of the runs of one setting by label, then the
+    closed-form optimum and (study setting, ``show_study``) the study's figures."""
     _check(comparison)
     rows = comparison.select(setting, precision)
     iterations = {"iterations": rows["iterations"].to_numpy(dtype=float)}
@@ -164,11 +163,8 @@ def final_metrics(
 def comparison_table(
     comparison: Comparison, *, runs: Sequence[str] = TABLE_RUNS, study: bool | None = None
 ) -> pd.DataFrame:
-    """One row per implementation of ``runs``, indexed by run label: batch_size, iterations,
-    final train_acc, test_acc (%) and train_loss, max_abs_dW (from the numpy run of the same
-    configuration), diverged_at, and seconds per 1,000 iterations of the updates alone
-    (step_s_per_1000) and of the whole call (run_s_per_1000); then, with ``study`` (default:
-    on MNIST), the study's reported figures."""
+    """One row per run of ``runs`` by label: final values, max_abs_dW from numpy, diverged_at
+    and seconds per 1,000 updates (alone and whole run); then the study's (``show_study``)."""
     _check(comparison)
     rows = _runs(comparison, runs)
     iterations = rows["iterations"].to_numpy(dtype=float)
@@ -177,9 +173,7 @@ def comparison_table(
         {
             "batch_size": rows["batch_size"].to_numpy(dtype=float),
             "iterations": iterations,
-            "train_acc": finals["train_acc"],
-            "test_acc": finals["test_acc"],
-            "train_loss": finals["train_loss"],
+            **{k: finals[k] for k in ("train_acc", "test_acc", "train_loss")},
             "max_abs_dW": rows["max_abs_dW"].to_numpy(dtype=float),
             "diverged_at": rows["diverged_at"].to_numpy(),
             "step_s_per_1000": 1000 * rows["step_seconds"].to_numpy(dtype=float) / iterations,
@@ -195,15 +189,13 @@ def comparison_table(
 
 
 def styled_table(table: pd.DataFrame):
-    """A table of this module for readers (``tables.styled``): headers in words (``HEADERS``),
-    values by ``DISPLAY``; a column empty in every row (no run diverged) is left out."""
+    """A table of this module for readers (``HEADERS``, ``DISPLAY``), empty columns left out."""
     shown = table.loc[:, table.notna().any()].rename_axis("implementation")
     return styled(shown, DISPLAY, headers=HEADERS)
 
 
 def _label_reference(ax, value: float, text: str) -> None:
-    """Write ``text`` just above the horizontal line at ``value``, at the right of ``ax``,
-    raising the top of the axis if the text would otherwise cross the frame."""
+    """``text`` above the line at ``value``, right of ``ax`` (its top raised to make room)."""
     low, high = ax.get_ylim()
     room = 0.12 * (high - low)
     if value + room > high:
@@ -219,9 +211,8 @@ def overlay_curves(
     reference=None,
     reference_label: str = "closed-form optimum",
 ) -> Figure:
-    """Training loss, training and test accuracy of several runs (``histories``: name ->
-    history) on top of each other in distinct line styles; ``reference`` (an ``Optimum``)
-    dashed, its value written above it."""
+    """Loss and accuracies of the runs ``histories`` (name -> history) overlaid in distinct
+    styles; ``reference`` (an ``Optimum``) dashed."""
     fig = Figure(figsize=(PRINT_WIDTH, 3.6), dpi=110)
     axes = fig.subplots(1, 3, sharex=True)
     panels = [
@@ -291,8 +282,7 @@ def _accuracy_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
 
 
 def _difference_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
-    """The largest weight difference from numpy, dots on a log axis; "reference" for the
-    numpy runs themselves, nothing for rows without weights (the study's figures)."""
+    """The largest weight difference from numpy, dots on a log axis ("reference": numpy's)."""
     differences = table["max_abs_dW"].to_numpy(dtype=float)
     shown = differences > 0
     ax.plot(differences[shown], y[shown], "o", color="C3")
@@ -308,8 +298,7 @@ def _difference_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
 
 
 def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
-    """Three panels of a ``comparison_table``, a row per implementation: final accuracies,
-    the largest weight difference from numpy (log axis) and seconds per 1,000 updates."""
+    """A ``comparison_table``'s accuracies, weight differences and seconds per 1,000 updates."""
     fig = Figure(figsize=(PRINT_WIDTH, 0.52 * len(table) + 1.2), dpi=110)
     ax_acc, ax_dw, ax_time = fig.subplots(
         1, 3, sharey=True, gridspec_kw={"width_ratios": [5, 3, 3]}
@@ -336,10 +325,9 @@ def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
 
 
 def agreement(comparison: Comparison) -> dict[str, float | int]:
-    """What the answer to Task 6 quotes: float32_dW, float64_dW and study_dW (the largest
-    weight difference from numpy's), evaluations (per Task 2 run), differing (evaluated
-    iterations whose accuracy differs, over the float32 runs) and samples (the largest such
-    difference)."""
+    """What the answer to Task 6 quotes: the largest weight differences from numpy, the
+    evaluations per run, the differing iterations and samples of the float32 runs."""
+
     task2 = equivalence_table(comparison, "task2")
     float32 = task2[task2["precision"] == "float32"]
     return {
