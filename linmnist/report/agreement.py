@@ -35,10 +35,8 @@ def seed_means(histories: pd.DataFrame, metric: str = "train_loss") -> pd.DataFr
 def agreement(
     histories: pd.DataFrame, curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "train_loss"
 ) -> pd.DataFrame:
-    """One row per cell whose every seed ran to the end (``runs``' diverged_at all missing):
-    ``AGREEMENT_COLUMNS`` (points: iterations compared; inside: their share where the
-    prediction lies in the 95 % CI of the seeds' mean; max_rel_error: the largest
-    |predicted - mean| / mean)."""
+    """Per cell whose every seed ran to the end: the iterations compared (points), the share
+    with the prediction inside the seeds' 95 % CI (inside) and max |predicted - mean| / mean."""
     check_frame(curves, "curves", ["cell", "iteration", metric])
     check_frame(runs, "runs", ["cell", "diverged_at"])
     whole = runs.groupby("cell")["diverged_at"].apply(lambda d: d.isna().all())
@@ -64,9 +62,8 @@ def with_settings(curves: pd.DataFrame, seeds: pd.DataFrame, keys: list[str]) ->
 
 
 def with_edges(table: pd.DataFrame, seeds: pd.DataFrame, edges: pd.DataFrame) -> pd.DataFrame:
-    """``agreement`` rows with their lr, batch_size and ``edge_ratio``, the lr over the
-    instability edge predicted for the batch size (above 1 the predicted loss grows without
-    bound, and agreement is not expected)."""
+    """``agreement`` rows with lr, batch_size and ``edge_ratio`` (lr over the predicted
+    instability edge: above 1 agreement is not expected)."""
     check_frame(edges, "edges", ["batch_size", "lr_edge"])
     settings = seeds[["cell", "lr", "batch_size"]].drop_duplicates("cell")
     rows = table.merge(settings, on="cell").merge(edges[["batch_size", "lr_edge"]], on="batch_size")
@@ -109,9 +106,8 @@ def edge_counts(seeds: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
 
 
 def measured_edges(counts: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size of ``edge_counts``: high, the first multiple of the predicted edge at
-    which most seeds grew, and low, the multiple below it (at most half grew there); NaN
-    where there is none."""
+    """Per batch size of ``edge_counts``: high, the first multiple of the predicted edge where
+    most seeds grew, and low, the one below it (NaN where none)."""
     rows = []
     for batch_size, cells in counts.sort_values("edge_factor").groupby("batch_size"):
         most = (cells["grew"] > cells["seeds"] / 2).to_numpy()
@@ -135,9 +131,9 @@ def exact_pass_rate(points: int, share: float = AGREES_FROM, level: float = 0.95
 
 
 def expected_agreeing(table: pd.DataFrame) -> tuple[float, float]:
-    """The mean and standard deviation of how many rows of ``agreement`` an exact
-    prediction would count as agreeing (each row passing with its ``exact_pass_rate``,
-    independently)."""
+    """Mean and sd of how many ``agreement`` rows an exact prediction would pass (each with
+    its ``exact_pass_rate``, independently)."""
+
     rates = np.array([exact_pass_rate(int(p)) for p in table["points"]])
     return float(rates.sum()), float(np.sqrt(np.sum(rates * (1 - rates))))
 

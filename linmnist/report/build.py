@@ -50,9 +50,8 @@ def assemble(
     profile: str | None,
     warnings: list[str] | None = None,
 ) -> nbformat.NotebookNode:
-    """One notebook: the report's title and contents, then each executed notebook's cells,
-    numbered; references to labels no notebook defines and figures without a caption are
-    appended to ``warnings`` when given."""
+    """One notebook: the title and contents, then each executed notebook's cells, numbered;
+    unknown references and uncaptioned figures go to ``warnings``."""
     cells = [nbformat.v4.new_markdown_cell(f"# {report_title(dataset, profile, markdown=True)}")]
     for stem in stems:
         path = executed_notebook(directory, stem)
@@ -83,9 +82,8 @@ def assemble(
 def proofread_report(
     nb: nbformat.NotebookNode, page: str, *, dataset: str, profile: str | None
 ) -> list[str]:
-    """What ``linmnist.report.proofread`` finds in an assembled report (its notebook and
-    HTML): empty or punctuation-only table headers, phrases naming another build,
-    references written after their kind, doubled braces, numbers in e-notation."""
+    """What ``linmnist.report.proofread`` finds in an assembled report (notebook and HTML)."""
+
     texts = [c.source for c in nb.cells if c.cell_type == "markdown"]
     outputs = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
     text = "\n".join(texts + ["".join(data.get("text/markdown", "")) for data in outputs])

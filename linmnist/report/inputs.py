@@ -71,9 +71,8 @@ def check_parameters(
     build_dir: str | Path | None,
     **own,
 ) -> None:
-    """Check a notebook's parameters on entry, its build's (as ``require_tasks``;
-    ``build_dir`` None or an existing directory) and its own (``OWN_PARAMETERS``): a
-    ``ParameterError`` names the parameter and the accepted values."""
+    """Check a notebook's build parameters (as ``require_tasks``) and its own
+    (``OWN_PARAMETERS``); a ``ParameterError`` names the parameter and what is accepted."""
     try:
         require_tasks((), dataset=dataset, profile=profile, config=config)
         directory = check_path("build_dir", build_dir, allow_none=True)
@@ -89,10 +88,10 @@ def check_parameters(
 def configured(
     *, dataset: str = "mnist", profile: str | None = None, config: str | Path | None = None
 ) -> set[str]:
-    """The groups of experiment products, and the predictions (``theory/<task>``), that the
-    build's configuration defines, as ``pipeline.pipeline`` lists them (not imported here:
-    every notebook's code fingerprint would hold it); a ``UsageError`` for a build that no
-    command makes (unknown dataset, profile or configuration)."""
+    """The product groups and predictions (``theory/<task>``) the build's configuration
+    defines, as ``pipeline.pipeline`` lists them (not imported: it would enter every notebook's
+    code fingerprint); a ``UsageError`` for a build no command makes."""
+
     check_choice("dataset", dataset, DATASETS)
     check_instance("profile", profile, (str, type(None)), "None or a profile name (str)")
     path = config_path(config)

@@ -20,9 +20,8 @@ OUTCOMES = ("stable", "unstable", "diverged")
 
 
 def growing(losses: Sequence[float]) -> bool:
-    """Whether a run's training ``losses`` (at each evaluated iteration, in order) were growing
-    at the end: the last exceeds ``GROWTH_FACTOR`` times the smallest and the loss at the
-    middle evaluation (False for fewer than three evaluations)."""
+    """Whether the evaluated ``losses`` grew at the end: the last above ``GROWTH_FACTOR`` times
+    the smallest and the middle one (False for fewer than three)."""
     values = np.asarray(losses, dtype=float)
     if values.size < 3:
         return False
@@ -31,9 +30,9 @@ def growing(losses: Sequence[float]) -> bool:
 
 
 def classify(seeds: pd.DataFrame, histories: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``seeds`` (``load_task`` rows: status, seed, diverged_at, final_train_loss, and cell)
-    with a column ``outcome``: "diverged", "unstable", "stable", or missing for a failed cell.
-    The growth test reads ``histories`` (``load_history`` of the same cells), when given."""
+    """``seeds`` (``load_task`` rows) with ``outcome``: "diverged", "unstable", "stable" or
+    missing (failed cell); the growth test reads ``histories`` when given."""
+
     missing = {"status", "seed", "diverged_at", "final_train_loss"} - set(seeds.columns)
     if missing:
         raise ValueError(f"seeds lacks the columns {sorted(missing)}")

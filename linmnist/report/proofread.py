@@ -34,9 +34,9 @@ def bad_headers(page: str) -> list[str]:
 
 
 def build_leaks(text: str, dataset: str, profile: str | None) -> list[str]:
-    """The phrases of ``text`` that name a build other than ``dataset`` with ``profile``
-    (None: the full configuration): "the full build" in a small build's report, "on
-    Fashion-MNIST" in an MNIST report."""
+    """The phrases of ``text`` naming another build than (``dataset``, ``profile``): "the
+    full build" in a small build's report, "on Fashion-MNIST" in an MNIST one."""
+
     shown = (profile or "full").lower()
     leaks = []
     for match in _BUILD.finditer(text):

@@ -242,9 +242,8 @@ def print_html(
 
 @functools.lru_cache(maxsize=1024)
 def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> str:
-    """An ``<img>`` of the TeX formula ``tex`` as an SVG, sized in em and lowered by its depth
-    to sit on the line; a ValueError when mathtext cannot parse it. Cached: a report repeats
-    half of its 300 formulas."""
+    """An ``<img>`` of the TeX formula ``tex`` as an SVG sitting on the line (ValueError if
+    mathtext cannot parse it); cached, a report repeats half of its formulas."""
     size = fontsize * (1.2 if display else 1.0)
     prop = FontProperties(family="DejaVu Sans", size=size, math_fontfamily="dejavusans")
     source = f"${_mathtext_dialect(tex).strip()}$"
@@ -292,9 +291,8 @@ def _render_text(text: str, failures: list[str]) -> str:
 
 
 def render_math(page: str, *, failures: list[str] | None = None) -> str:
-    """Every ``$$...$$`` and ``$...$`` in the text of an HTML page (outside ``_SKIP_TAGS``)
-    as an SVG image; one mathtext cannot parse is kept as code, its error appended to
-    ``failures``."""
+    """Every ``$$...$$`` and ``$...$`` of an HTML page (outside ``_SKIP_TAGS``) as an SVG; one
+    mathtext cannot parse is kept as code, its error appended to ``failures``."""
     failures = [] if failures is None else failures
     parts = _TAG.split(page)
     skipping: list[str] = []
@@ -320,10 +318,9 @@ def write_pdf(
     base_url: str | None = None,
     cut_off: list[str] | None = None,
 ) -> int:
-    """Write the PDF of an HTML page with WeasyPrint (a bookmark per heading), atomically;
-    return its page count. ``base_url`` resolves relative links (without it no path of this
-    machine ends up in the PDF); what the layout puts outside its page is described in
-    ``cut_off`` (``cut_off_boxes``)."""
+    """Write the PDF of an HTML page with WeasyPrint, atomically, and return its page count;
+    ``base_url`` resolves relative links, ``cut_off`` collects what falls off a page."""
+
     from weasyprint import HTML
 
     document = HTML(string=page, base_url=base_url).render()
