@@ -156,8 +156,7 @@ def _mnist():
 
 
 def bench(iterations: int, batch_sizes: list[int], *, with_torch: bool = True) -> bool:
-    """Print the bench's table on MNIST (``python -m linmnist bench``); True when every
-    engine run agrees with the naive reference."""
+    """Print the bench's table on MNIST; True when every engine run agrees with the naive one."""
     (X, Y), (Xt, Yt) = _mnist()
     print(
         f"Seed-fidelity run on MNIST: lr {LR}, {iterations} iterations, train and test "

@@ -70,8 +70,7 @@ def _one_sample(W, YT, c, x, i, b, E, G):  # pragma: no cover (compiled)
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _accumulate(W, XT, YT, ids, scale, E, G, W_next):  # pragma: no cover (compiled)
-    """E[:, b] = W x_b - y_b for the batch's samples x_b = XT[ids[b]], G = E Xb^T and
-    W_next = W - scale G."""
+    """E[:, b] = W x_b - y_b on the batch, G = E Xb^T and W_next = W - scale G."""
     k = W.shape[0]
     G[:] = W.dtype.type(0)
     n = ids.shape[0]

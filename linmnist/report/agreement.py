@@ -35,8 +35,7 @@ def seed_means(histories: pd.DataFrame, metric: str = "train_loss") -> pd.DataFr
 def agreement(
     histories: pd.DataFrame, curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "train_loss"
 ) -> pd.DataFrame:
-    """Per cell whose every seed ran to the end: the iterations compared (points), the share
-    with the prediction inside the seeds' 95 % CI (inside) and max |predicted - mean| / mean."""
+    """Per cell whose seeds all ran to the end: how often the prediction is in the CI."""
     check_frame(curves, "curves", ["cell", "iteration", metric])
     check_frame(runs, "runs", ["cell", "diverged_at"])
     whole = runs.groupby("cell")["diverged_at"].apply(lambda d: d.isna().all())
@@ -62,8 +61,7 @@ def with_settings(curves: pd.DataFrame, seeds: pd.DataFrame, keys: list[str]) ->
 
 
 def with_edges(table: pd.DataFrame, seeds: pd.DataFrame, edges: pd.DataFrame) -> pd.DataFrame:
-    """``agreement`` rows with lr, batch_size and ``edge_ratio`` (lr over the predicted
-    instability edge: above 1 agreement is not expected)."""
+    """``agreement`` rows with lr, batch_size and ``edge_ratio``, lr over the predicted edge."""
     check_frame(edges, "edges", ["batch_size", "lr_edge"])
     settings = seeds[["cell", "lr", "batch_size"]].drop_duplicates("cell")
     rows = table.merge(settings, on="cell").merge(edges[["batch_size", "lr_edge"]], on="batch_size")
@@ -85,8 +83,7 @@ _HEADERS = {
 
 
 def format_agreement(table: pd.DataFrame, seeds: pd.DataFrame, keys: dict[str, str]) -> Styler:
-    """``agreement`` (or ``with_edges``) for display, the cell named by its ``keys``
-    (column -> header)."""
+    """``agreement`` (or ``with_edges``) for display, the cell named by ``keys``."""
     frame = with_settings(table, seeds, list(keys))
     extra = ["edge_ratio"] if "edge_ratio" in frame.columns else []
     frame = frame.sort_values(list(keys))[[*keys, *extra, *AGREEMENT_COLUMNS[1:]]]
@@ -106,8 +103,7 @@ def edge_counts(seeds: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
 
 
 def measured_edges(counts: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size of ``edge_counts``: high, the first multiple of the predicted edge where
-    most seeds grew, and low, the one below it (NaN where none)."""
+    """Per batch size, the multiples of the predicted edge between which most seeds grew."""
     rows = []
     for batch_size, cells in counts.sort_values("edge_factor").groupby("batch_size"):
         most = (cells["grew"] > cells["seeds"] / 2).to_numpy()
@@ -131,8 +127,7 @@ def exact_pass_rate(points: int, share: float = AGREES_FROM, level: float = 0.95
 
 
 def expected_agreeing(table: pd.DataFrame) -> tuple[float, float]:
-    """Mean and sd of how many ``agreement`` rows an exact prediction would pass (each with
-    its ``exact_pass_rate``, independently)."""
+    """Mean and sd of how many ``agreement`` rows an exact prediction would pass."""
 
     rates = np.array([exact_pass_rate(int(p)) for p in table["points"]])
     return float(rates.sum()), float(np.sqrt(np.sum(rates * (1 - rates))))
@@ -146,6 +141,5 @@ def within_chance(table: pd.DataFrame) -> bool:
 
 
 def share_agreeing(table: pd.DataFrame) -> float:
-    """The share of the rows of ``agreement`` whose prediction is inside the CI at
-    ``AGREES_FROM`` of their iterations or more (NaN without rows)."""
+    """The share of ``agreement``'s rows that agree (NaN without rows)."""
     return float(np.mean(table["inside"] >= AGREES_FROM)) if len(table) else float("nan")

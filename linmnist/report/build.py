@@ -31,8 +31,7 @@ def executed_notebook(directory: Path, stem: str) -> Path | None:
 
 
 def report_title(dataset: str, profile: str | None, *, markdown: bool = False) -> str:
-    """The report's title, naming the dataset and, for a profile, the profile (escaped for
-    Markdown if ``markdown``: a profile name is the user's text)."""
+    """The report's title: the dataset and the profile (escaped for Markdown if asked)."""
     title = (
         "How batch size, learning rate and data size shape minibatch SGD: "
         f"a linear {dataset_name(dataset)} classifier"
@@ -50,8 +49,7 @@ def assemble(
     profile: str | None,
     warnings: list[str] | None = None,
 ) -> nbformat.NotebookNode:
-    """One notebook: the title and contents, then each executed notebook's cells, numbered;
-    unknown references and uncaptioned figures go to ``warnings``."""
+    """One notebook: the title and contents, then each executed notebook's cells, numbered."""
     cells = [nbformat.v4.new_markdown_cell(f"# {report_title(dataset, profile, markdown=True)}")]
     for stem in stems:
         path = executed_notebook(directory, stem)

@@ -75,8 +75,7 @@ class Captioned:
 
 
 def figure_html(png: str, *, label: str, caption: str, number: str, width_in: float) -> str:
-    """The HTML of a numbered figure: the image (alt text: the caption's plain text) and its
-    caption (HTML)."""
+    """The HTML of a numbered figure: the image (alt: the caption's text) and its caption."""
     plain = html.unescape(re.sub(r"<[^>]+>", "", caption))
     alt = html.escape(f"{number} {plain}" if number else plain, quote=True)
     return (
@@ -91,8 +90,7 @@ def _figcaption(number: str, caption: str) -> str:
 
 
 def table_html(body: str, *, label: str, caption: str, number: str, short: bool = False) -> str:
-    """The HTML of a numbered table, its caption (HTML) above it; a ``short`` one is kept on
-    one page in print (class ``short``)."""
+    """The HTML of a numbered table, caption above; a ``short`` one stays on one page."""
     kind = "report-table short" if short else "report-table"
     head = _figcaption(number or "Table", caption)
     return f'<figure class="{kind}" id="{label}">{head}{body}</figure>'
@@ -119,8 +117,7 @@ def figure(fig: Figure, *, label: str, caption: str) -> Captioned:
 
 
 def table(frame: pd.DataFrame | Styler, *, label: str, caption: str) -> Captioned:
-    """A table (a DataFrame or a Styler, e.g. ``tables.styled(...)``) with its label
-    (``tab-...``) and caption, as HTML."""
+    """A DataFrame or Styler with its label (``tab-...``) and caption, as HTML."""
     label, caption = _check_label(label, "tab"), _check_caption(caption)
     if isinstance(frame, pd.DataFrame):
         frame = styled(frame)
@@ -284,8 +281,7 @@ def resolve_references(text: str, numbering: Numbering, *, markup: str = "markdo
 
 
 def number_report(cells: list) -> Numbering:
-    """Number the headings, figures and tables of a report's cells in place, then resolve
-    the references of its Markdown (cells and Markdown outputs)."""
+    """Number the headings, figures and tables of a report's cells; resolve references."""
     numbering, counters, ids = Numbering(), [0, 0, 0], set[str]()
     counts = {"figure": 0, "table": 0}
     for cell in cells:

@@ -102,8 +102,7 @@ def _check(comparison: Comparison) -> None:
 
 
 def show_study(comparison: Comparison, study: bool | None = None) -> bool:
-    """Whether the study's reported figures go beside ``comparison``: ``study`` if given,
-    else True on the study's dataset (MNIST) only."""
+    """Whether the study's figures go beside ``comparison``: ``study``, else on MNIST."""
     if study is not None:
         return study
     return comparison.dataset is not None and is_study_dataset(comparison.dataset)
@@ -117,8 +116,7 @@ def _runs(comparison: Comparison, runs: Sequence[str]) -> pd.DataFrame:
 
 
 def equivalence_table(comparison: Comparison, setting: str = "task2") -> pd.DataFrame:
-    """How far each framework run of ``setting`` is from the numpy run of its configuration:
-    indexed by run label, precision and the columns of ``compare_runs``."""
+    """How far each run of ``setting`` is from its numpy run (``compare_runs``)."""
     _check(comparison)
     rows = comparison.select(setting)
     rows = rows[rows["reference"].notna()]
@@ -143,8 +141,7 @@ def final_metrics(
     precision: str = "float32",
     study: bool | None = None,
 ) -> pd.DataFrame:
-    """Final training loss and accuracies (%) of the runs of one setting by label, then the
-    closed-form optimum and (study setting, ``show_study``) the study's figures."""
+    """Final loss and accuracies (%) of one setting's runs, its optimum and the study's."""
     _check(comparison)
     rows = comparison.select(setting, precision)
     iterations = {"iterations": rows["iterations"].to_numpy(dtype=float)}
@@ -163,8 +160,7 @@ def final_metrics(
 def comparison_table(
     comparison: Comparison, *, runs: Sequence[str] = TABLE_RUNS, study: bool | None = None
 ) -> pd.DataFrame:
-    """One row per run of ``runs`` by label: final values, max_abs_dW from numpy, diverged_at
-    and seconds per 1,000 updates (alone and whole run); then the study's (``show_study``)."""
+    """One row per run of ``runs``: final values, weight difference and timing."""
     _check(comparison)
     rows = _runs(comparison, runs)
     iterations = rows["iterations"].to_numpy(dtype=float)
@@ -211,8 +207,7 @@ def overlay_curves(
     reference=None,
     reference_label: str = "closed-form optimum",
 ) -> Figure:
-    """Loss and accuracies of the runs ``histories`` (name -> history) overlaid in distinct
-    styles; ``reference`` (an ``Optimum``) dashed."""
+    """Loss and accuracies of ``histories`` (name -> history) overlaid; ``reference`` dashed."""
     fig = Figure(figsize=(PRINT_WIDTH, 3.6), dpi=110)
     axes = fig.subplots(1, 3, sharex=True)
     panels = [
@@ -325,8 +320,7 @@ def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
 
 
 def agreement(comparison: Comparison) -> dict[str, float | int]:
-    """What the answer to Task 6 quotes: the largest weight differences from numpy, the
-    evaluations per run, the differing iterations and samples of the float32 runs."""
+    """What the answer to Task 6 quotes: largest differences from numpy and counts."""
 
     task2 = equivalence_table(comparison, "task2")
     float32 = task2[task2["precision"] == "float32"]

@@ -104,8 +104,7 @@ def _plain(axis, minor=None) -> None:
 
 
 def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean of ``metric`` over seeds and its 95 % CI (iteration, mean, low, high, n), at the
-    iterations a majority of seeds recorded."""
+    """Mean and 95 % CI of ``metric`` over seeds, at iterations most seeds recorded."""
     _check_metric(metric)
     check_frame(history, "history", ["iteration", metric])
     seeds = history["seed"] if "seed" in history.columns else pd.Series(0, index=history.index)
@@ -282,8 +281,7 @@ def _shared_limits(values: np.ndarray, *, log: bool, room: float = 1.6) -> tuple
 
 
 def _draw_diverged(ax, runs: pd.DataFrame, metric: str, limits: tuple[float, float]) -> str:
-    """Each diverged seed as a thin line, values beyond ``limits`` as triangles on the edge;
-    returns the triangles' legend ("" when none)."""
+    """Each diverged seed as a thin line, clipped to ``limits``; returns the clip legend."""
     low, high = limits
     clipped = set()
     for _, rows in runs.groupby("seed"):
@@ -335,8 +333,7 @@ def grid_curves(
     metric: str,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Small multiples of ``metric``, a row per learning rate and a column per batch size, on
-    one axis set by the stable ``seeds`` (the others clipped and counted); ``predicted`` dashed."""
+    """Small multiples of ``metric``: a row per lr, a column per batch size."""
     _check_metric(metric)
     columns = ["lr", "batch_size", "seed", "iteration", metric]
     if predicted is None:
@@ -418,8 +415,7 @@ def _grid_title(seeds: pd.DataFrame, metric: str) -> str:
 
 
 def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
-    """Training loss against the examples seen, log-log, a line per batch size and a panel per
-    learning rate without divergence (batch sizes with an unstable seed left out)."""
+    """Training loss against examples seen, a line per batch size, a panel per lr."""
     check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     diverged = seeds.groupby("lr")["diverged_at"].apply(lambda d: d.notna().any())
@@ -515,8 +511,7 @@ def accuracy_heatmap(
 def stability_plot(
     table: pd.DataFrame, *, lr_max: float, value: str = "final_train_loss_mean"
 ) -> Figure:
-    """``value`` of ``table`` against the learning rate, a line per batch size, ``lr_max``
-    marked and crosses where every seed diverged."""
+    """``value`` against the learning rate per batch size, ``lr_max`` marked."""
     if value not in COLUMN_LABELS:
         raise ValueError(f"value must be one of {sorted(COLUMN_LABELS)}, got {value!r}")
     check_frame(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
@@ -587,8 +582,7 @@ def subset_curves(
     optimum: dict[int, float] | None = None,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Training on N' images: loss and accuracy on S', test accuracy and the gap, per N';
-    ``optimum`` (N' -> least-squares loss on S') dotted, ``predicted`` loss dashed."""
+    """Training on N' images: loss and accuracy on S', test accuracy and gap, per N'."""
     if histories.empty:  # every cell failed: empty panels, and the key says so
         histories = pd.DataFrame(columns=["n_prime", "seed", "iteration", *METRICS])
     check_frame(histories, "histories", ["n_prime", "iteration", *METRICS])
@@ -626,8 +620,7 @@ def subset_curves(
 
 
 def size_curves(sizes: pd.DataFrame, *, inputs: int, title: str) -> Figure:
-    """Task 5 against N' (``linmnist.experiments.sizes``): losses (left) and test accuracy
-    (right) of the least-squares fit and of SGD at the budget; N' = ``inputs`` marked."""
+    """Task 5 against N': losses and test accuracy of least squares and SGD."""
     check_frame(sizes, "sizes", SIZE_COLUMNS)
     fig = Figure(figsize=(PRINT_WIDTH, 4.6), dpi=DPI)
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
@@ -676,8 +669,7 @@ def _clip_percent(ax) -> None:
 
 
 def spectrum(eigenvalues: np.ndarray, *, mean_norm: float, max_norm: float, title: str) -> Figure:
-    """The eigenvalues of S = X X^T / N, largest first, log scale, with lambda_max, mean and
-    max ||x||^2 marked (those below 10^-10 lambda_max left out and counted)."""
+    """The eigenvalues of S = X X^T / N, largest first, with lambda_max and ||x||^2 marked."""
     values = np.sort(np.asarray(eigenvalues, dtype=float))[::-1]
     if values.ndim != 1 or values.size == 0 or not values[0] > 0:
         raise ValueError("eigenvalues must be a non-empty 1-D array with a positive maximum")
@@ -716,8 +708,7 @@ STATE_MARKERS = {
 
 
 def _accuracy_panel(ax, table: pd.DataFrame) -> None:
-    """Per batch size, the stable seeds' mean final test accuracy and CI (hollow markers where
-    only some seeds were stable)."""
+    """Per batch size, the stable seeds' mean final test accuracy and CI against lr."""
     for batch_size, rows in table.sort_values("lr").groupby("batch_size"):
         style = batch_style(batch_size)
         stable = rows[rows["state"] == "stable"]
@@ -765,8 +756,7 @@ def stability_map(
     study_lrs: Sequence[float],
     edges: pd.DataFrame | None = None,
 ) -> Figure:
-    """Final test accuracy (top) and each cell's state with the predicted ``edges`` (bottom)
-    against the learning rate, with the ``bounds`` and the ``study_lrs``."""
+    """Final test accuracy and each cell's state against lr, with ``bounds`` and ``edges``."""
     check_frame(
         table, "table", ["batch_size", "lr", "state", "final_test_acc_mean", "final_test_acc_ci"]
     )
@@ -855,8 +845,7 @@ def hero(
     target: str,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """The report's summary figure: (a) final training loss against lr per batch size; (b) the
-    ``steps`` to ``target`` against the batch size, with the ``hyperbola``."""
+    """The summary figure: (a) final loss against lr; (b) steps to ``target`` against B."""
 
     check_frame(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
     if predicted is not None:

@@ -218,8 +218,7 @@ def task_results(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> TaskResults:
-    """The results of ``task`` in a build, every cell of the configuration present, else
-    ``MissingResults`` with the command that makes them."""
+    """The results of ``task`` in a build, else ``MissingResults`` with the command."""
     require_tasks((task,), dataset=dataset, profile=profile, config=config)
     grids = load_grids(config_path(config), profile=profile)
     cells = [cell.name for cell in grids[task]]
@@ -246,8 +245,7 @@ def theory_results(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> Theory:
-    """The predicted curves of ``tasks`` (and the instability edges, with "stability") of a
-    build (``linmnist.experiments.theory``), else ``MissingResults``."""
+    """The predicted curves of ``tasks`` of a build, else ``MissingResults``."""
     require_tasks([f"{GROUP}/{task}" for task in tasks], dataset=dataset, profile=profile,
                   config=config)  # fmt: skip
     records = {f"{GROUP}/{task}": f"the predictions of {task}" for task in tasks}
@@ -262,8 +260,7 @@ def size_results(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Task 5 over the fine grid of sizes (``linmnist.experiments.sizes``), one row per
-    (size, seed), else ``MissingResults``."""
+    """Task 5 over the fine grid of sizes, a row per (size, seed), else ``MissingResults``."""
     group = size_products.GROUP
     require_tasks((group,), dataset=dataset, profile=profile, config=config)
     settings = section(config_path(config), group, profile=profile)

@@ -143,8 +143,7 @@ _SVG_HEIGHT = re.compile(rb'<svg[^>]*\sheight="([0-9.]+)pt"')
 
 
 def mathjax_script() -> str:
-    """The MathJax 3 ``tex-svg`` bundle (a single self-contained script), from the npm
-    release checked by ``linmnist.report.mathjax``."""
+    """The MathJax 3 ``tex-svg`` bundle, checked by ``linmnist.report.mathjax``."""
     return mathjax.script()
 
 
@@ -177,8 +176,7 @@ def notebook_html(
     title: str | None = None,
     mathjax_src: str | None = None,
 ) -> str:
-    """An HTML page of an executed notebook (a path or a NotebookNode), MathJax inlined or
-    loaded from ``mathjax_src``; ``include_code`` keeps the inputs."""
+    """An HTML page of an executed notebook, MathJax inlined or loaded from ``mathjax_src``."""
     extra: dict[str, Any] = {
         "mathjax_config": MATHJAX_CONFIG,
         "mathjax_src": mathjax_src,
@@ -210,8 +208,7 @@ def html_in_background(
 
 
 def wait_html(process: subprocess.Popen) -> None:
-    """Wait for a process of ``html_in_background``; a RuntimeError with the last line of
-    its error output when it failed."""
+    """Wait for ``html_in_background``; a RuntimeError with its last error line if it failed."""
     _, errors = process.communicate()
     if process.returncode:
         last = (errors or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]

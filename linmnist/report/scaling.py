@@ -54,8 +54,7 @@ def read_scaling(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> Scaling:
-    """The scaling products of a build, or ``MissingResults`` naming the command
-    (``TaskNotConfigured`` when its configuration has no ``[scaling]``)."""
+    """The scaling products of a build, or ``MissingResults`` naming the command."""
     require_tasks((GROUP,), dataset=dataset, profile=profile, config=config)
     settings = scaling_settings(config_path(config), profile=profile)
     stems = [f"bs{b}" for b in settings["batch_size"]] + [GD, FLOOR, PREDICTED]
@@ -79,8 +78,7 @@ def _fewest(table: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
 
 
 def best_steps(scaling: Scaling, target: int) -> pd.DataFrame:
-    """Per batch size: lr (the best by median steps), steps (median), steps_min, steps_max
-    (over its seeds), examples (B x steps), reached and seeds."""
+    """Per batch size, the best lr by median steps: steps, min, max, examples, seeds."""
     runs = _steps(scaling.runs, target)
     runs = runs.assign(reached=np.isfinite(runs["steps"]).astype(int))
     stats = {"steps": ("steps", "median"), "steps_min": ("steps", "min")}
@@ -94,8 +92,7 @@ def best_steps(scaling: Scaling, target: int) -> pd.DataFrame:
 
 
 def predicted_best(scaling: Scaling, target: int) -> pd.DataFrame:
-    """Per batch size: the rate of the grid with the fewest predicted steps to the target
-    (``lr``) and those steps (``steps``; NaN: no rate searched reaches it)."""
+    """Per batch size: the rate with the fewest predicted steps, and those steps."""
     return _fewest(_steps(scaling.predicted, target), "batch_size")[["batch_size", "lr", "steps"]]
 
 
@@ -106,8 +103,7 @@ def predicted_fit(scaling: Scaling, target: int) -> Hyperbola:
 
 
 def steps_agreement(scaling: Scaling) -> pd.DataFrame:
-    """Per target and batch size: ``measured`` (median steps at the best ``lr``), ``predicted``
-    (at the predicted best ``predicted_lr``) and ``ratio`` = predicted / measured."""
+    """Per target and batch size: ``measured`` and ``predicted`` steps and their ``ratio``."""
     frames = []
     for i, target in enumerate(scaling.targets):
         measured = best_steps(scaling, i)[["batch_size", "lr", "steps"]]
@@ -165,8 +161,7 @@ def eps_opt(batch_size, scales: dict) -> np.ndarray:
 
 
 def path_average(scaling: Scaling, target: int) -> dict[str, float]:
-    """``b_noise`` and ``b_simple`` averaged over the ``steps`` S of gradient descent from W = 0
-    to the target (interpolated in log between the stored points), as McCandlish et al. do."""
+    """``b_noise`` and ``b_simple`` averaged over gradient descent's ``steps`` to the target."""
     end = scaling.records[GD]["at_target"][target]
     points = scaling.trajectory[scaling.trajectory["step"] < end["step"]]
     steps = np.r_[points["step"].to_numpy(dtype=float), end["step"]]
@@ -179,8 +174,7 @@ def path_average(scaling: Scaling, target: int) -> dict[str, float]:
 
 
 def noise_table(scaling: Scaling) -> pd.DataFrame:
-    """Per target: the measured B_crit (median fit; per-seed mean and CI) beside B_noise and
-    B_simple at W = 0, on the path and at the target, and each over B_crit."""
+    """Per target: the measured B_crit beside B_noise and B_simple, and their ratios."""
     record = scaling.records[GD]
     rows = []
     for i, excess in enumerate(scaling.targets):
@@ -219,8 +213,7 @@ def format_noise(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def floor_account(scaling: Scaling) -> pd.DataFrame:
-    """Per target: B_crit beside B_floor = lr_large tr Sigma* / (4 target) (the first-order
-    floor at the largest batch's best rate), their ``ratio`` and the ``model``'s."""
+    """Per target: B_crit beside B_floor, their ``ratio`` and the ``model``'s."""
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]
     record = scaling.records[GD]
     start = record["loss_zero"] - record["loss_star"]
@@ -406,8 +399,7 @@ def _e3(value: float, verdict: str) -> str:
 
 
 def floor_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size and prediction: how many configurations of ``floor_table`` the
-    prediction holds for, is undecided on or fails."""
+    """Per batch size and prediction: how many configurations hold, are undecided, fail."""
     rows = [
         {"batch size": int(batch_size), "prediction": words}
         | {v: int((group[f"{name}_verdict"] == v).sum()) for v in VERDICTS}
@@ -419,8 +411,7 @@ def floor_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class ExcessSign:
-    """The loss differences of ``floor_table`` (SGD's final training loss minus gradient
-    descent's) that are negative, although the expected excess never is."""
+    """The negative loss differences of ``floor_table`` (the expected excess never is)."""
 
     negative: int  # configurations whose loss difference is below zero
     consistent: int  # of those, how many have zero inside their 95 % CI (or a single seed)
@@ -450,8 +441,7 @@ def excess_sign(table: pd.DataFrame) -> ExcessSign:
 
 
 def format_fit(scaling: Scaling) -> pd.DataFrame:
-    """Per target: the median fit (S_min, E_min, B_crit), the per-seed B_crit,
-    ``halving_until``, gradient descent's best steps and the predicted B_crit."""
+    """Per target: the fitted hyperbola, per-seed B_crit, gradient descent, prediction."""
     rows = []
     for i, target in enumerate(scaling.targets):
         f = fit(scaling, i)
@@ -524,8 +514,7 @@ def _measured(ax, best: pd.DataFrame, color: str, label: str) -> None:
 
 
 def steps_figure(scaling: Scaling) -> Figure:
-    """Left: steps to each target against B, with the fit, perfect scaling and gradient
-    descent's steps. Right: examples against steps, with the hyperbola."""
+    """Steps to each target against B with the fits (left); examples against steps."""
     fig, (left, right) = _figure(2)
     for i, target in enumerate(scaling.targets):
         color = f"C{i}"
@@ -554,8 +543,7 @@ def steps_figure(scaling: Scaling) -> Figure:
 
 
 def predicted_figure(scaling: Scaling) -> Figure:
-    """Left: measured (points) and predicted (lines) steps to each target against B. Right:
-    predicted over measured."""
+    """Measured and predicted steps to each target against B, and their ratio."""
     fig, (left, right) = _figure(2)
     agreement = steps_agreement(scaling)
     for i, target in enumerate(scaling.targets):
@@ -576,8 +564,7 @@ def predicted_figure(scaling: Scaling) -> Figure:
 
 
 def lr_figure(scaling: Scaling) -> Figure:
-    """The best lr against B for each target, eps_opt(B) at W = 0 and at each target, the
-    linear-scaling line and the ceiling 2 / lambda_max."""
+    """The best lr and eps_opt(B) against B, the linear-scaling line and 2 / lambda_max."""
     fig, (ax,) = _figure(1, width=7.5, height=3.7)
     table = lr_table(scaling)
     B = table["batch_size"]
@@ -607,8 +594,7 @@ def _log_ticks(axis) -> None:
 
 
 def noise_figure(scaling: Scaling) -> Figure:
-    """B_noise, B_simple (left; with each target's B_crit and path average) and eps_max
-    (right) along gradient descent against its excess loss."""
+    """B_noise, B_simple (left) and eps_max (right) along gradient descent."""
     fig, (left, right) = _figure(2)
     t = scaling.trajectory[scaling.trajectory["grad_norm"] > 0]
     left.plot(t["excess"], t["b_noise"], "o-", ms=3, color="C0", label=NOISE_MATH["b_noise"])
@@ -637,8 +623,7 @@ def noise_figure(scaling: Scaling) -> Figure:
 
 
 def floor_figure(table: pd.DataFrame) -> Figure:
-    """Predicted against measured excess over gradient descent, one point per configuration
-    and prediction, on log axes, with the line of equality."""
+    """Predicted against measured excess over gradient descent, with the equality line."""
     fig = Figure(figsize=(5.6, 3.7), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     markers = {"first_order": "x", "stationary": "s", "predicted": "o"}
@@ -658,8 +643,7 @@ def floor_figure(table: pd.DataFrame) -> Figure:
 
 
 def floor_batch_points(table: pd.DataFrame, scaling: Scaling) -> pd.DataFrame:
-    """The rows of ``floor_table`` at the (lr, iterations) of ``scaling.floor_curves``, one
-    per batch size (the grid's where the grid and the sweep share one)."""
+    """The rows of ``floor_table`` at ``scaling.floor_curves``' rates, one per batch size."""
     keys = scaling.floor_curves[["lr", "iterations"]].drop_duplicates()
     rows = table.merge(keys, on=["lr", "iterations"])
     rows = rows.sort_values("task", key=lambda task: task != "grid", kind="stable")

@@ -70,8 +70,7 @@ def mean_ci(mean: float | None, ci: float | None, *, percent: bool = False, digi
 
 
 def significant(value: float, digits: int = 3) -> str:
-    """``value`` rounded to ``digits`` significant digits, written out (``31,000``, ``0.0147``),
-    never in e-notation; a dash if not finite."""
+    """``value`` to ``digits`` significant digits, never in e-notation; a dash if not finite."""
     if value is None or not math.isfinite(value):
         return DASH
     if value == 0:
@@ -86,8 +85,7 @@ _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def scientific(value: float | None, digits: int = 1) -> str:
-    """A number as readers write it in scientific notation, ``5.6 × 10⁻⁹``; ``0`` for zero,
-    a dash if missing."""
+    """A number in scientific notation, ``5.6 × 10⁻⁹``; ``0`` for zero, a dash if missing."""
     if value is None or pd.isna(value) or not np.isfinite(value):
         return DASH
     if value == 0:
@@ -118,8 +116,7 @@ def markdown_literal(text: object) -> str:
 
 
 def _formatter(formatter):
-    """``formatter`` (str() by default) for a Styler: a dash for a missing or infinite
-    value, and "mean ± sd" kept on one line."""
+    """``formatter`` (default str) for a Styler: a dash for missing or infinite values."""
 
     def text(value) -> str:
         if value is None or pd.isna(value) or (isinstance(value, float) and math.isinf(value)):
@@ -133,8 +130,7 @@ def _formatter(formatter):
 def styled(
     frame: pd.DataFrame, formats: dict | None = None, *, headers: dict[str, str] | None = None
 ) -> Styler:
-    """A Styler of ``frame`` (index first), headers renamed by ``headers``, columns formatted
-    by ``formats`` (column -> value -> str), a missing value a dash."""
+    """A Styler of ``frame`` for readers: ``headers`` renamed, ``formats`` applied."""
     check_frame(frame, "frame", [])
     formats, headers = dict(formats or {}), dict(headers or {})
     named = [n for n in frame.index.names if n is not None]
@@ -200,8 +196,7 @@ def shapes_table(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
 def one_hot_check(
     labels: dict[str, np.ndarray], one_hot: dict[str, np.ndarray], index: int
 ) -> pd.DataFrame:
-    """The label of sample ``index`` of each split beside its one-hot column and whether they
-    agree (a single 1, at the label)."""
+    """Sample ``index``'s label beside its one-hot column, per split, and whether they agree."""
 
     if set(labels) != set(one_hot):
         raise ValueError(
@@ -254,8 +249,7 @@ def predicted_bounds(X: np.ndarray, Y: np.ndarray) -> Bounds:
 
 
 def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """(counts: status, n_seeds, n_diverged, n_unstable, diverged_at_min/max; the rows that
-    ran; the stable rows) of one cell's ``load_task`` rows."""
+    """(counts, the rows that ran, the stable rows) of one cell's ``load_task`` rows."""
     if "outcome" not in rows:
         rows = outcomes.classify(rows)
     ok = rows["status"] == "ok"
@@ -274,8 +268,7 @@ def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]
 
 
 def _cell_table(seeds: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """A row per cell (``keys``): status, error, ``seed_outcomes``' counts, each metric's mean
-    and CI over the stable seeds, the mean wall times (seconds_fidelity, seconds_thinned)."""
+    """A row per cell (``keys``): status, counts, metrics over stable seeds, wall times."""
     check_frame(seeds, "seeds", [*keys, "status", "error", "seed", "eval_every", "diverged_at"])
     rows = []
     for key, group in seeds.groupby(keys, sort=True):
@@ -317,8 +310,7 @@ def _status_text(row) -> str:
 
 
 def _final_columns(table: pd.DataFrame, on: str = "") -> dict[str, Any]:
-    """The seeds and final values (mean ± 95 % CI) of the cells of ``table``, the training
-    metrics measured ``on`` (e.g. " on S'")."""
+    """The seeds and final values of ``table``'s cells, training metrics measured ``on``."""
     return {
         "seeds": table["n_seeds"].astype(str),
         f"final training loss{on}": _mean_ci_column(table, "final_train_loss"),
@@ -328,8 +320,7 @@ def _final_columns(table: pd.DataFrame, on: str = "") -> dict[str, Any]:
 
 
 def format_grid_table(table: pd.DataFrame) -> pd.DataFrame:
-    """``grid_table(...)`` as display strings, indexed by lr and batch size: final values
-    (mean ± 95 % CI over the stable seeds) and what became of the seeds."""
+    """``grid_table(...)`` as display strings, indexed by lr and batch size."""
     check_frame(table, "table", ["lr", "batch_size", "status", "n_seeds"])
     return pd.DataFrame(
         {
@@ -342,8 +333,7 @@ def format_grid_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_lr(table: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size of ``grid_table(...)``, the lr of the lowest mean final training loss
-    among the all-stable cells, with lr_by_test_acc (never used to select) and the study's."""
+    """Per batch size, the lr of lowest mean final training loss among all-stable cells."""
     means = [m + "_mean" for m in METRICS]
     check_frame(table, "table", ["lr", "batch_size", "status", "n_diverged", *means])
     unstable = table["n_unstable"] if "n_unstable" in table else 0
@@ -368,8 +358,7 @@ def best_lr(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``best_lr(...)`` as display strings, indexed by batch size; ``study`` shows the study's
-    claim beside ours."""
+    """``best_lr(...)`` as display strings by batch size; ``study``: the study's beside."""
     check_frame(best, "best", ["batch_size", "best_lr", "lr_by_test_acc", "study_best_lr"])
     out = pd.DataFrame(
         {
@@ -390,8 +379,7 @@ def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
 
 
 def study_at_800(histories: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Our test accuracy at iteration 800 (the dense seed's, and the mean ± CI over seeds)
-    beside the study's, per (lr, batch_size) it reported."""
+    """Our test accuracy at iteration 800 beside the study's, per (lr, batch_size)."""
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "eval_every"])
     at = history_at(histories, [800], by=["lr", "batch_size"]).set_index(["lr", "batch_size"])
     dense = seeds[seeds["eval_every"] == 1][["lr", "batch_size", "seed"]]
@@ -427,8 +415,7 @@ def format_study_at_800(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float) -> pd.DataFrame:
-    """Per batch size, the examples ((iteration + 1) x B) its mean loss over non-diverged
-    seeds needed at ``lr`` to reach the highest final mean loss of the batch sizes."""
+    """Per batch size, the examples its mean loss needed at ``lr`` to reach a common loss."""
     check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
     keys = ["lr", "batch_size", "seed"]
     kept = histories.merge(seeds[seeds["diverged_at"].isna()][keys], on=keys)
@@ -450,8 +437,7 @@ def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float
 
 
 def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Wall seconds of a run per batch size, dense (fidelity) and thinned evaluation, mean and
-    CI; diverged runs stop early, so they are left out (n_excluded)."""
+    """Wall seconds of a run per batch size (dense and thinned), diverged runs left out."""
     check_frame(seeds, "seeds", ["batch_size", "status", "diverged_at", "eval_every", "seconds"])
     ran = seeds[(seeds["status"] == "ok") & seeds["seconds"].notna()]
     rows = []
@@ -512,8 +498,7 @@ def history_at(
 
 
 def task2_table(history: pd.DataFrame) -> pd.DataFrame:
-    """Our Task 2 runs at the iterations the study reported: the columns of ``history_at``
-    and ``study_<metric>`` (NaN where it reported none)."""
+    """Our Task 2 runs at the study's iterations: ``history_at`` beside ``study_<metric>``."""
     ours = history_at(history, STUDY_TASK2["iteration"])
     study = STUDY_TASK2.rename(columns={m: f"study_{m}" for m in _HISTORY_METRICS})
     return ours.merge(study, on="iteration", how="left")
@@ -526,8 +511,7 @@ def _study_text(values: pd.Series, percent: bool) -> list[str]:
 
 
 def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``task2_table(...)`` as display strings, indexed by iteration; ``study`` shows the
-    study's figures beside ours."""
+    """``task2_table(...)`` as display strings by iteration; ``study``: the study's beside."""
     check_frame(comparison, "comparison", ["iteration", "n_seeds"])
     columns = {"seeds": comparison["n_seeds"].astype(str).tolist()}
     for metric, name in zip(_HISTORY_METRICS, ("training loss", "train accuracy (%)",
@@ -541,8 +525,7 @@ def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.Da
 
 
 def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per N' of Task 5: ``grid_table``'s columns and the train - test accuracy gap
-    (gap_mean, gap_ci) over the stable seeds."""
+    """One row per N' of Task 5: ``grid_table``'s columns and the train - test gap."""
     check_frame(seeds, "seeds", ["n_prime", "lr", "batch_size", "iterations", *METRICS])
     table = _cell_table(seeds, ["n_prime", "lr", "batch_size", "iterations"])
     rated = seeds if "outcome" in seeds else outcomes.classify(seeds)
@@ -554,8 +537,7 @@ def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_subset_table(table: pd.DataFrame) -> pd.DataFrame:
-    """``subset_table(...)`` as display strings (mean ± 95 % CI) indexed by N' (the gap in
-    percentage points)."""
+    """``subset_table(...)`` as display strings indexed by N' (the gap in points)."""
     check_frame(table, "table", ["n_prime", "gap_mean", "gap_ci", "status", "n_seeds"])
     return pd.DataFrame(
         {
@@ -568,8 +550,7 @@ def format_subset_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def subset_study_table(histories: pd.DataFrame, *, iteration: int = 400) -> pd.DataFrame:
-    """Task 5 at ``iteration`` (the study's 400): the rows of ``history_at`` by n_prime, with
-    study_train_acc and study_test_acc (NaN where it reported none)."""
+    """Task 5 at ``iteration`` (the study's 400) by n_prime, beside the study's."""
     ours = history_at(histories, [iteration], by=["n_prime"])
     reported = [STUDY_SUBSET_400.get(int(n), (math.nan, math.nan)) for n in ours["n_prime"]]
     ours["study_train_acc"] = [train for train, _ in reported]
@@ -590,8 +571,7 @@ def format_subset_study_table(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def subset_optimum(fits: pd.DataFrame) -> pd.DataFrame:
-    """Per N', the least-squares fits of the seeds' subsets S' (``Theory.optimum``): n_seeds,
-    and the mean and ci of train_loss, train_acc (on S') and test_acc."""
+    """Per N', the mean and CI of the seeds' least-squares fits (``Theory.optimum``)."""
     check_frame(fits, "fits", ["n_prime", "seed", *_HISTORY_METRICS])
     return history_at(fits.assign(iteration=0), [0], by=["n_prime"]).drop(columns="iteration")
 
@@ -600,8 +580,7 @@ def subset_optimum(fits: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """A row per (batch size, lr) of the sweep: ``seed_outcomes``' counts, state and the
-    stable seeds' final test accuracy (mean, CI) and final training loss."""
+    """A row per (batch size, lr) of the sweep: counts, state, stable seeds' finals."""
     columns = ["lr", "batch_size", "status", "seed", "diverged_at"]
     check_frame(seeds, "seeds", [*columns, "final_test_acc", "final_train_loss"])
     rows = []
@@ -621,8 +600,7 @@ def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size of ``accuracy_table``: largest_stable_lr, first_unstable_lr (NaN if
-    none), the counts there, all_diverge_lr (every seed diverges above) and the lr range."""
+    """Per batch size of ``accuracy_table``: the largest stable and first unstable lr."""
     check_frame(
         table, "table", ["batch_size", "lr", "status", "n_seeds", "n_diverged", "n_unstable"]
     )
@@ -658,8 +636,7 @@ def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
 def study_positions(
     table: pd.DataFrame, bounds: Bounds, *, lrs: Sequence[float] = STUDY_LRS
 ) -> pd.DataFrame:
-    """Per lr of ``lrs`` and batch size: the lr over each bound (``lr_over_<bound>``),
-    in_sweep, and the sweep cell's counts and accuracy (missing when not in the sweep)."""
+    """Per study lr and batch size: the lr over each bound and the sweep cell's result."""
     check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
     counts = ["n_seeds", "n_diverged", "n_unstable"]
     accuracy = ["final_test_acc_mean", "final_test_acc_ci"]
@@ -682,8 +659,7 @@ def study_positions(
 
 
 def _cell_text(cell, *, ci: bool) -> str:
-    """A sweep cell in words: its stable seeds' mean final test accuracy (± CI with ``ci``)
-    and how many seeds diverged or were unstable."""
+    """A sweep cell in words: stable seeds' accuracy (± CI), diverged and unstable seeds."""
     n = int(cell["n_seeds"])
     if n == 0:
         return "failed"
@@ -700,8 +676,7 @@ def _cell_text(cell, *, ci: bool) -> str:
 
 
 def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
-    """``study_positions(...)`` as display strings, indexed by lr: the ratios to the three
-    bounds and a column per batch size (``_cell_text``)."""
+    """``study_positions(...)`` as display strings, indexed by lr."""
     columns = ["lr", "batch_size", "lr_over_lr_max", "in_sweep", "n_seeds", "n_diverged"]
     check_frame(positions, "positions", columns)
     rows = []
@@ -718,8 +693,7 @@ def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_accuracy(table: pd.DataFrame) -> pd.DataFrame:
-    """``accuracy_table`` as display strings for the appendix: lr down, batch size across,
-    each cell as ``_cell_text`` with its 95 % CI."""
+    """``accuracy_table`` as display strings: lr down, batch size across, with CIs."""
     check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
     cells = table.assign(text=[_cell_text(row, ci=True) for _, row in table.iterrows()])
     frame = cells.pivot(index="lr", columns="batch_size", values="text")
@@ -729,8 +703,7 @@ def format_accuracy(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _multiples(low: float, high: float, bound: float) -> str:
-    """The boundary interval (low, high] as multiples of ``bound``: "a–b", "≤ b" when the
-    sweep's smallest lr is already not stable, "> a" when every lr was."""
+    """The boundary (low, high] as multiples of ``bound``: "a–b", "≤ b" or "> a"."""
     if pd.isna(low) and pd.isna(high):
         return DASH
     if pd.isna(low):
@@ -741,8 +714,7 @@ def _multiples(low: float, high: float, bound: float) -> str:
 
 
 def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
-    """``instability_boundary`` as display strings, indexed by batch size, with the boundary
-    as multiples of each of the three ``bounds``."""
+    """``instability_boundary`` as display strings, as multiples of each of ``bounds``."""
     columns = ["largest_stable_lr", "first_unstable_lr", "n_unstable_there", "n_diverged_there"]
     check_frame(boundary, "boundary", [*columns, "n_seeds_there", "all_diverge_lr"])
     rows = []
@@ -770,8 +742,7 @@ def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
 
 
 def logged_run(runs_dir: str | Path, *, task: str, cells: int) -> pd.Series | None:
-    """The latest line of ``runs_dir/runs.jsonl`` whose run was ``task`` alone and made all its
-    ``cells`` products; None when no single run did (e.g. one resumed)."""
+    """The latest run-log line of ``task`` alone making all its ``cells``, else None."""
     if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
         raise ValueError(f"cells must be an integer >= 1, got {cells!r}")
     log = read_run_log(runs_dir)
