@@ -14,8 +14,7 @@ from linmnist.engine.validation import check_bool
 
 @dataclass
 class LeastSquares:
-    """Closed-form minimiser of the quadratic loss, with its losses and accuracies (fractions;
-    test_acc and test_loss are NaN without a test set)."""
+    """Closed-form minimiser of the quadratic loss, its losses and accuracies (fractions)."""
 
     W: np.ndarray  # (10, D)
     b: np.ndarray | None  # (10,), when fitted with ``bias=True``
@@ -36,8 +35,7 @@ def least_squares(X, Y, X_test=None, Y_test=None, *, bias: bool = False) -> Leas
 
 
 def optimum_metrics(W, X, Y, X_test=None, Y_test=None, *, bias: bool = False) -> LeastSquares:
-    """The ``LeastSquares`` of the fitted ``W`` (10, D) of inputs ``X`` (D, N), whose last row
-    is the constant 1 when ``bias`` (and so is ``X_test``'s)."""
+    """The ``LeastSquares`` of ``W`` on ``X`` (a last row of ones when ``bias``)."""
     loss, train_acc = map(float, quadratic_metrics(W, X, Y))
     test_loss, test_acc = np.nan, np.nan
     if X_test is not None and Y_test is not None:

@@ -33,8 +33,7 @@ LOSS_RTOL = 1e-6
 
 
 def torch_loop(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray, threads: int = 2):
-    """History (``HISTORY_COLUMNS``) of the run in PyTorch, float32 on ``threads`` threads: per
-    iteration the update, then one product per split reused for the loss and the accuracy."""
+    """History (``HISTORY_COLUMNS``) of the run in PyTorch, float32 on ``threads`` threads."""
     import torch
 
     previous = torch.get_num_threads()
@@ -63,8 +62,7 @@ def torch_loop(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray, threads:
 
 def compare(X, Y, X_test, Y_test, *, lr: float = LR, batch_size: int, iterations: int,
             seed: int = 0, with_torch: bool = True) -> dict:  # fmt: skip
-    """The times of the naive reference, the PyTorch loop and the engine on the same batches,
-    their ratios, and whether the engine gave the naive run's weights and accuracies."""
+    """Times of the naive, PyTorch and engine runs on the same batches, and their agreement."""
     batches = sample_batches(X.shape[1], batch_size=batch_size, iterations=iterations, seed=seed)
     warm_up = batches[:WARM_UP]
     t0 = time.perf_counter()

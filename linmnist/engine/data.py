@@ -352,8 +352,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def move_aside(path: Path) -> str:
-    """Rename a file that failed a check to ``<name>.corrupt-<time>`` (kept for inspection);
-    returns what happened, for the message."""
+    """Rename a failing file to ``<name>.corrupt-<time>``; returns what happened."""
     kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
     try:
         os.replace(path, kept)
@@ -390,8 +389,7 @@ def _remaining() -> float:
 
 
 def _within(seconds: float, fetch: Callable[[], Dataset], label: str) -> Dataset:
-    """``fetch()`` in a daemon thread, given up (``_Unavailable``) after ``seconds`` (a host that
-    accepts connections and never answers cannot hold acquisition longer)."""
+    """``fetch()`` in a daemon thread, given up (``_Unavailable``) after ``seconds``."""
     result: dict[str, Any] = {}
     context = contextvars.copy_context()
 
@@ -511,8 +509,7 @@ def _write_npz(path: Path, data: Dataset) -> None:
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` (its directory made) through a temporary file
-    beside it, flushed and renamed into place: a reader sees the old file or the new one."""
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
@@ -536,8 +533,7 @@ def _shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def _check_headers(path: Path, name: str) -> None:
-    """Refuse an npz whose array headers declare another shape or dtype than a genuine copy's,
-    before anything is allocated."""
+    """Refuse an npz whose headers declare another shape or dtype, before allocating."""
     dtype = np.dtype(np.uint8)
     with zipfile.ZipFile(path) as archive:
         for key, shape in _shapes(name).items():
@@ -790,8 +786,7 @@ def _read_idx(path: Path, key: str) -> np.ndarray:
 
 
 def _read_idx_dataset(directory: Path, *, cache: bool = False) -> Dataset:
-    """The four IDX files of ``directory`` (in a cache, ``cache=True``, one that fails its check
-    is moved aside)."""
+    """The four IDX files of ``directory`` (a cache's failing file is moved aside)."""
     missing = [f for f in IDX_FILES.values() if not (directory / f).is_file()]
     if missing:
         raise _Unavailable(f"missing in {directory}: {', '.join(missing)}")

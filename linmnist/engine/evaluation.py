@@ -295,8 +295,7 @@ class Evaluator:
             return stream.frame()
 
     def stream(self, step: float | None = None) -> HistoryStream:
-        """A ``HistoryStream`` of weights recorded one at a time (``step`` = lr / B for the
-        incremental scores, None for the lazy ones)."""
+        """A ``HistoryStream`` (``step`` = lr / B: incremental scores; None: lazy ones)."""
         return HistoryStream(self, step)
 
 

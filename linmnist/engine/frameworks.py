@@ -38,8 +38,7 @@ _NO_COPY_KEYWORD = "__array__ implementation doesn't accept a copy keyword"
 
 @dataclass
 class FrameworkResult(TrainResult):
-    """A ``TrainResult`` with the ``framework``, the ``loss`` trained on and ``step_seconds``,
-    the wall time of the updates alone (``seconds`` counts everything)."""
+    """A ``TrainResult`` with ``framework``, ``loss`` and ``step_seconds`` (updates alone)."""
 
     framework: str
     loss: str
@@ -52,8 +51,7 @@ def quadratic_lr(lr: float, n_outputs: int = 10) -> float:
 
 
 def numpy_step_seconds(X, Y, *, lr: float, batches, dtype=np.float32, bias: bool = False) -> float:
-    """Wall time of the hand-coded numpy updates alone (``sgd_step``) replayed on ``batches``,
-    timed like ``FrameworkResult.step_seconds``."""
+    """Wall time of the numpy updates alone (``sgd_step``) replayed on ``batches``."""
     dt = check_dtype(dtype)
     X, Y = check_data(X, Y, "X", "Y")
     Xd, Yd = np.asarray(with_bias_row(X, bias), dtype=dt), np.asarray(Y, dtype=dt)

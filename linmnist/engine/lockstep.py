@@ -134,8 +134,7 @@ class _Compiled:
 def _descend_together(
     args: RunArguments, evaluator: Evaluator, runs: list[Recorder], rates: list[float]
 ) -> np.ndarray:
-    """Train ``runs`` (one per rate) side by side until each ends or diverges; returns each
-    run's share of the steps' wall time."""
+    """Train ``runs`` side by side; returns each run's share of the steps' wall time."""
     XT = np.ascontiguousarray(np.asarray(args.X, dtype=np.float32).T)  # a view of prepare's X
     YT = np.asarray(args.Y, dtype=np.float32).T
     shape, stacked = (YT.shape[1], XT.shape[1]), args.batch_size >= STACK_FROM

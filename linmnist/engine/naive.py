@@ -16,8 +16,7 @@ from linmnist.engine.update import sgd_update
 
 
 def train_naive(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray) -> pd.DataFrame:
-    """History (``HISTORY_COLUMNS``) after every update of the ``batches`` (iterations, B),
-    trained in ``X.dtype``, each row from float64 products (data as ``sgd.train``'s)."""
+    """History after every update of ``batches``, each row from float64 products."""
     return naive_run(X, Y, X_test, Y_test, lr=lr, batches=batches)[0]
 
 

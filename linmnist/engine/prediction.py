@@ -176,8 +176,7 @@ def predicted_steps(spec: Spectrum, model: FloorModel, *, lr: float, batch_size:
 
 
 def predicted_horizon(spec: Spectrum, *, lr: float, target: float, max_steps: int) -> int:
-    """The steps ``predicted_steps`` follows at ``lr``: ``HORIZON_FACTOR`` x gradient
-    descent's steps to ``target``, at most ``max_steps`` (and at least 1)."""
+    """``HORIZON_FACTOR`` x gradient descent's steps to ``target``, in [1, ``max_steps``]."""
     max_steps = check_int("max_steps", max_steps, low=1)
     gd = gd_steps_to(spec, lr, target, max_steps=max_steps)
     return max_steps if gd is None else max(1, min(max_steps, HORIZON_FACTOR * gd))

@@ -83,8 +83,7 @@ def cached(kind: str, key: str | None, source: str, compute: Callable[[], Arrays
 
 
 def _read(path: Path, code: str) -> Arrays | None:
-    """The arrays of the file at ``path`` if it holds them for ``code``; a damaged file is
-    removed, with one warning line."""
+    """The arrays at ``path`` if stored for ``code``; a damaged file is removed, warned."""
     try:
         raw = path.read_bytes()
     except OSError:  # absent, or unreadable: computed (and stored if the cache can be written)

@@ -206,8 +206,7 @@ def target_columns(n_targets: int) -> list[str]:
 
 def search_lr(data: TargetData, *, batch_size: int, lrs: Sequence[float], seeds: Sequence[int],
               targets: Sequence[float], max_steps: int) -> pd.DataFrame:  # fmt: skip
-    """Every seed at each of ``lrs`` (descending) until past the best rate; one row per run,
-    ``RUN_COLUMNS`` and ``steps_<i>`` per target (NaN: not reached)."""
+    """Every seed at each of ``lrs`` (descending) until past the best rate; a row per run."""
     targets, lrs = _check_targets(targets), _check_rates(lrs)
     best = np.full(len(targets), np.inf)
     rows = []

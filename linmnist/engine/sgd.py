@@ -113,8 +113,7 @@ def sample_batches(
 
 
 def batch_rows(args: RunArguments):
-    """The batch of every iteration: ``args.batches``' rows, or drawn from ``args.seed``
-    ``BATCH_ROWS`` iterations at a time (the same numbers as ``sample_batches``)."""
+    """The batch of every iteration: ``args.batches``' rows, or drawn from ``args.seed``."""
     if args.batches is not None:
         yield from args.batches
         return
@@ -271,8 +270,7 @@ class Recorder:
         return t % self.every == 0 or t == self.last
 
     def step(self, t: int, W: np.ndarray, E: np.ndarray, idx: np.ndarray) -> None:
-        """Take the weights after update ``t`` (errors E on the batch ``idx``); W is kept
-        when ``records(t)``."""
+        """Take the weights after update ``t`` (errors E on the batch ``idx``)."""
         self.W = W
         if self.records(t):
             if self.accuracy == "every":

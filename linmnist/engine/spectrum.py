@@ -54,8 +54,7 @@ class Spectrum:
 
 
 def spectrum(X: np.ndarray, Y: np.ndarray) -> Spectrum:
-    """The ``Spectrum`` of the training set (X (D, N), Y (10, N) one-hot), in float64; cached
-    on disk per data set (``linmnist.engine.quantity_cache``)."""
+    """The ``Spectrum`` of the training set (X, Y) in float64, cached on disk per data set."""
     X, Y = check_data(X, Y, "X", "Y")
     key = data_key(X.T, np.argmax(Y, axis=0), f"classes {Y.shape[0]}")
     arrays = cached("spectrum", key, __file__, lambda: _decompose(X, Y))
@@ -131,8 +130,7 @@ def excess_loss(spec: Spectrum, W: np.ndarray) -> float:
 
 
 def gd_excess(spec: Spectrum, lr: float, steps) -> np.ndarray:
-    """The excess loss L(W_t) - L* of gradient descent at ``lr`` after each of ``steps``, in
-    closed form (``inf`` once it overflows, above 2 / lambda_max)."""
+    """L(W_t) - L* of gradient descent at ``lr`` after each of ``steps`` (inf on overflow)."""
     lr = check_number("lr", lr, low=0, low_open=True)
     t = np.asarray(steps, dtype=np.float64)
     if t.size and (t.min() < 0 or not np.isfinite(t).all()):
@@ -163,8 +161,7 @@ def excess_over_gd(spec: Spectrum, W: np.ndarray, lr: float, step: int) -> float
 
 
 def gd_steps_to(spec: Spectrum, lr: float, target: float, *, max_steps: int = 10**9) -> int | None:
-    """The first t with L(W_t) - L* <= ``target`` for gradient descent at ``lr``; None when
-    it is not reached within ``max_steps`` (always for lr > 2 / lambda_max)."""
+    """The first t with L(W_t) - L* <= ``target`` for gradient descent, else None."""
     target = check_number("target", target, low=0, low_open=True)
     max_steps = check_int("max_steps", max_steps, low=0)
     if gd_excess(spec, lr, 0)[()] <= target:

@@ -40,8 +40,7 @@ def _read_twice(XT, batches):  # pragma: no cover (compiled)
 def measure(
     X: np.ndarray, Y: np.ndarray, *, batch_sizes, iterations: int = 1000, repeats: int = 5
 ) -> pd.DataFrame:
-    """Per batch size: training-only seconds and floor seconds (median, min, max over
-    ``repeats``), and their ratio (median over median)."""
+    """Per batch size: training-only and floor seconds over ``repeats``, and their ratio."""
     iterations = check_int("iterations", iterations, low=1)
     repeats = check_int("repeats", repeats, low=1)
     evaluator = Evaluator(X, Y)

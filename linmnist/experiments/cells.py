@@ -48,8 +48,7 @@ def train_seeds(
     evaluator: Evaluator | None = None,
     accuracy: str = "every",
 ) -> list[TrainResult]:
-    """One TrainResult per seed (``fidelity_seeds`` evaluated at every iteration; with
-    ``n_prime``, each on its own subset); the rest as in ``linmnist.engine.sgd.train``."""
+    """One TrainResult per seed (with ``n_prime``, each on its own subset), as ``train``."""
     seeds = _check_seeds(seeds, fidelity_seeds)
     shared = None  # without subsets, one evaluator (its Gram matrix) serves every seed
     if n_prime is None:
@@ -138,8 +137,7 @@ def shared_evaluator(dataset: str) -> Evaluator:
 
 @functools.cache
 def warmed_up(dataset: str) -> bool:
-    """Each code path of ``train`` run once per process on a slice of the data, so that
-    one-off set-up (compiled kernels, BLAS) lands in no run's seconds."""
+    """Each code path of ``train`` run once per process, so set-up lands in no run's time."""
     X, Y, X_test, Y_test = (a[:, :512] for a in prepared(dataset))
     for batch_size, lr, iterations in ((1, 1e-3, 3), (100, 1e-3, LAZY_ROWS + 1), (100, 10.0, 3)):
         train(X, Y, lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test,
@@ -190,8 +188,7 @@ def _cell_record(
 
 
 def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of a cell whose runs ``params["source"]`` made (another cell, or a lockstep
-    product): the source's rows at this cell's evaluation schedule, as ``cell_job`` writes."""
+    """The job of a cell whose runs ``params["source"]`` made, as ``cell_job`` writes."""
     start = time.perf_counter()
     task, cell = params["source"]["task"], params["source"]["cell"]
     directory = Path(out).parent.parent / task

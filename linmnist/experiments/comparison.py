@@ -176,8 +176,7 @@ def compare_frameworks(
     dataset: str | None = None,
     **settings: Any,
 ) -> Comparison:
-    """Train and compare every run of ``RUNS`` on float32 feature-major data (``data64``: the
-    same in float64, default converted); ``settings`` are ``FRAMEWORKS_PARAMETERS``'s keys."""
+    """Train and compare every run of ``RUNS`` (``settings``: ``FRAMEWORKS_PARAMETERS``)."""
     if set(settings) != set(FRAMEWORKS_PARAMETERS):
         raise TypeError(
             f"compare_frameworks takes the settings {', '.join(FRAMEWORKS_PARAMETERS)}; got "

@@ -78,8 +78,7 @@ def cell_product(cell: Cell, build: Path, dataset: str, source: Cell | None = No
 
 
 def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
-    """The first of ``others`` (another task's cells) whose runs include all of ``cell``'s
-    (same lr, batch size and iterations, every seed, evaluated at least as often), or None."""
+    """The first of ``others`` whose runs include all of ``cell``'s, or None."""
     p = cell.params
     if "lr" not in p or "n_prime" in p:
         return None
@@ -98,8 +97,7 @@ def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
 
 
 def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
-    """A cell ``<task>_bs<B>`` of task ``LOCKSTEP_GROUP`` per batch size of two or more cells,
-    with their rates (``lrs``) and names (``cells``)."""
+    """A cell ``<task>_bs<B>`` per batch size of two or more cells, with ``lrs``, ``cells``."""
     groups: dict[int, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.params["batch_size"], []).append(cell)

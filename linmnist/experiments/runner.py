@@ -273,8 +273,7 @@ def run(
     executor: str = "local",
     scheduler: str | None = None,
 ) -> RunSummary:
-    """Make every product not up to date (all with ``force``), in dependency order, ``jobs``
-    at once, on ``executor``; ``lock_dir`` is the build directory, locked, logged to."""
+    """Make every product not up to date (all with ``force``), ``jobs`` at once."""
     start = time.perf_counter()
     if executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
@@ -352,8 +351,7 @@ def _make(
     records: dict[str, dict | None],
     pool,
 ) -> Iterator[tuple[Product, Outcome, tuple[float, float] | None]]:
-    """Make ``todo`` on ``pool`` as their upstream products finish; yield each product,
-    its outcome and its span (None if it failed before its job)."""
+    """Make ``todo`` on ``pool`` in dependency order; yield (product, outcome, span)."""
     records = dict(records)
     pending = {p.name: p for p in todo}  # in pipeline order; a retried product goes first
     waiting = set(pending)
