@@ -128,7 +128,6 @@ def exact_pass_rate(points: int, share: float = AGREES_FROM, level: float = 0.95
 
 def expected_agreeing(table: pd.DataFrame) -> tuple[float, float]:
     """Mean and sd of how many ``agreement`` rows an exact prediction would pass."""
-
     rates = np.array([exact_pass_rate(int(p)) for p in table["points"]])
     return float(rates.sum()), float(np.sqrt(np.sum(rates * (1 - rates))))
 

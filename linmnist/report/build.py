@@ -81,7 +81,6 @@ def proofread_report(
     nb: nbformat.NotebookNode, page: str, *, dataset: str, profile: str | None
 ) -> list[str]:
     """What ``linmnist.report.proofread`` finds in an assembled report (notebook and HTML)."""
-
     texts = [c.source for c in nb.cells if c.cell_type == "markdown"]
     outputs = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
     text = "\n".join(texts + ["".join(data.get("text/markdown", "")) for data in outputs])

@@ -321,7 +321,6 @@ def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
 
 def agreement(comparison: Comparison) -> dict[str, float | int]:
     """What the answer to Task 6 quotes: largest differences from numpy and counts."""
-
     task2 = equivalence_table(comparison, "task2")
     float32 = task2[task2["precision"] == "float32"]
     return {

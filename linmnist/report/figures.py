@@ -846,7 +846,6 @@ def hero(
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
     """The summary figure: (a) final loss against lr; (b) steps to ``target`` against B."""
-
     check_frame(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
     if predicted is not None:
         check_frame(predicted, "predicted", ["batch_size", "lr", "train_loss"])

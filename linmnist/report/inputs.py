@@ -91,7 +91,6 @@ def configured(
     """The product groups and predictions (``theory/<task>``) the build's configuration
     defines, as ``pipeline.pipeline`` lists them (not imported: it would enter every notebook's
     code fingerprint); a ``UsageError`` for a build no command makes."""
-
     check_choice("dataset", dataset, DATASETS)
     check_instance("profile", profile, (str, type(None)), "None or a profile name (str)")
     path = config_path(config)

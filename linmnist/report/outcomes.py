@@ -32,7 +32,6 @@ def growing(losses: Sequence[float]) -> bool:
 def classify(seeds: pd.DataFrame, histories: pd.DataFrame | None = None) -> pd.DataFrame:
     """``seeds`` (``load_task`` rows) with ``outcome``: "diverged", "unstable", "stable" or
     missing (failed cell); the growth test reads ``histories`` when given."""
-
     missing = {"status", "seed", "diverged_at", "final_train_loss"} - set(seeds.columns)
     if missing:
         raise ValueError(f"seeds lacks the columns {sorted(missing)}")

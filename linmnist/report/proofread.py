@@ -36,7 +36,6 @@ def bad_headers(page: str) -> list[str]:
 def build_leaks(text: str, dataset: str, profile: str | None) -> list[str]:
     """The phrases of ``text`` naming another build than (``dataset``, ``profile``): "the
     full build" in a small build's report, "on Fashion-MNIST" in an MNIST one."""
-
     shown = (profile or "full").lower()
     leaks = []
     for match in _BUILD.finditer(text):

@@ -317,7 +317,6 @@ def write_pdf(
 ) -> int:
     """Write the PDF of an HTML page with WeasyPrint, atomically, and return its page count;
     ``base_url`` resolves relative links, ``cut_off`` collects what falls off a page."""
-
     from weasyprint import HTML
 
     document = HTML(string=page, base_url=base_url).render()

@@ -653,7 +653,6 @@ def floor_batch_points(table: pd.DataFrame, scaling: Scaling) -> pd.DataFrame:
 def floor_batch_figure(table: pd.DataFrame, scaling: Scaling) -> Figure:
     """The noise floor against B at each rate of ``scaling.floor_curves``: measured (mean and
     CI), predicted after t steps (solid) and first order (dotted)."""
-
     fig = Figure(figsize=(6.4, 3.9), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]

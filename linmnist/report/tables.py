@@ -197,7 +197,6 @@ def one_hot_check(
     labels: dict[str, np.ndarray], one_hot: dict[str, np.ndarray], index: int
 ) -> pd.DataFrame:
     """Sample ``index``'s label beside its one-hot column, per split, and whether they agree."""
-
     if set(labels) != set(one_hot):
         raise ValueError(
             f"labels and one_hot must name the same splits, got {list(labels)} and {list(one_hot)}"
