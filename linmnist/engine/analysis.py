@@ -25,8 +25,7 @@ class LeastSquares:
 
 
 def least_squares(X, Y, X_test=None, Y_test=None, *, bias: bool = False) -> LeastSquares:
-    """The minimum-norm W (and b) minimising 1/(2N) sum ||W x + b - y||^2 (the ``Spectrum``'s
-    W* of the inputs, with a row of ones when ``bias``), with its metrics in float64."""
+    """The minimum-norm W (and b with ``bias``) of the quadratic loss, with its metrics."""
     bias = check_bool("bias", bias)
     X, Y = check_data(X, Y, "X", "Y")
     X_test, Y_test = check_test_data(X_test, Y_test, X, Y)

@@ -762,8 +762,7 @@ def _from_pickled(obj: object) -> Dataset:
 
 
 def _read_idx(path: Path, key: str) -> np.ndarray:
-    """Parse a gzipped IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian dims),
-    checked against ``IDX_SHA256[key]`` first (at most the expected size + 1 decompressed)."""
+    """Parse a gzipped IDX file of bytes, checked against ``IDX_SHA256[key]`` first."""
     expected_sha, size = IDX_SHA256[key]
     try:
         with gzip.open(path, "rb") as fh:

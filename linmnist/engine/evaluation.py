@@ -246,8 +246,7 @@ class Evaluator:
 
     @cached_property
     def rows32(self) -> list[np.ndarray]:
-        """Train and test sample-major (N, D) in float32: views of data laid out as ``prepare``
-        returns it (the evaluator then holds no copy)."""
+        """Train and test sample-major (N, D) in float32: views of ``prepare``'s layout."""
         return [_sample_major32(part) for part in self.parts]
 
     def losses(self, Ws: np.ndarray) -> np.ndarray:
@@ -286,8 +285,7 @@ class Evaluator:
     def history(self, Ws: np.ndarray, iterations: np.ndarray,
                 updates: tuple[np.ndarray, np.ndarray, float] | None = None
     ) -> pd.DataFrame:  # fmt: skip
-        """Metrics of the weights Ws (T, 10, D) recorded at ``iterations``; ``updates`` =
-        (errors E_t (T, 10, B), batches (T, B), lr / B) of every iteration: incremental scores."""
+        """Metrics of the weights Ws recorded at ``iterations`` (``updates``: incremental)."""
         with self.stream(None if updates is None else updates[2]) as stream:
             for t, W in enumerate(Ws):
                 extra = () if updates is None else (updates[0][t], updates[1][t])
@@ -450,8 +448,7 @@ class HistoryStream:
         return reach, perp, VU, rounding
 
     def _lazy_scores(self, Ws, correct, uncertain) -> None:
-        """``correct`` and ``uncertain`` (T, M) of the chunk Ws by the lazy scores (or stacked
-        products when most samples would be scored anyway)."""
+        """``correct`` and ``uncertain`` (T, M) of the chunk Ws by the lazy scores."""
         ev = self.ev
         T, k, _ = Ws.shape
         kp = -(-k // TILE) * TILE

@@ -192,8 +192,7 @@ def train_keras(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -
 
 
 def _keras_steps(run: _Run):
-    """``_loop``'s ``(step, weights)`` of a Keras ``Dense`` layer from zero and its SGD, on the
-    torch backend (set here unless keras is already imported)."""
+    """``_loop``'s ``(step, weights)`` of a Keras ``Dense`` layer on the torch backend."""
     if "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = "torch"
     import keras

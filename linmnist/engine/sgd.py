@@ -287,8 +287,7 @@ class Recorder:
 
 
 def recorder(args: RunArguments, evaluator: Evaluator, accuracy: str, lr: float, stack) -> Recorder:
-    """A ``Recorder`` of a run ``args`` at ``lr`` from W = 0, its stream entered in the
-    ``ExitStack`` ``stack`` (incremental below ``INCREMENTAL_BELOW`` at every iteration)."""
+    """A ``Recorder`` of a run ``args`` at ``lr`` from W = 0, its stream in ``stack``."""
     incremental = args.batch_size < INCREMENTAL_BELOW and args.eval_every == 1
     incremental = incremental and accuracy == "every"
     stream = stack.enter_context(evaluator.stream(lr / args.batch_size if incremental else None))

@@ -91,8 +91,7 @@ def format_agreement(table: pd.DataFrame, seeds: pd.DataFrame, keys: dict[str, s
 
 
 def edge_counts(seeds: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
-    """Per (batch_size, edge_factor) of the edge runs: lr, seeds, grew (diverged or growing,
-    ``outcomes.unbounded``) and above (the others ending above the loss at W = 0)."""
+    """Per (batch_size, edge_factor) of the edge runs: lr, seeds, grew and above."""
     check_frame(seeds, "seeds", ["batch_size", "edge_factor", "lr", "final_train_loss"])
     grew = outcomes.unbounded(seeds, histories)
     above = (seeds["final_train_loss"] > outcomes.ZERO_LOSS) & ~grew
@@ -133,8 +132,7 @@ def expected_agreeing(table: pd.DataFrame) -> tuple[float, float]:
 
 
 def within_chance(table: pd.DataFrame) -> bool:
-    """Whether the rows of ``agreement`` that agree are no fewer than an exact prediction
-    would give, less two standard deviations (``expected_agreeing``)."""
+    """Whether no fewer rows agree than an exact prediction's mean less two sds."""
     mean, sd = expected_agreeing(table)
     return bool((table["inside"] >= AGREES_FROM).sum() >= mean - 2 * sd)
 

@@ -97,8 +97,7 @@ def table_html(body: str, *, label: str, caption: str, number: str, short: bool 
 
 
 def figure(fig: Figure, *, label: str, caption: str) -> Captioned:
-    """A matplotlib figure with its label (``fig-...``) and caption, as a PNG; text smaller
-    than ``MIN_FONT_PT`` is enlarged to it. It prints at its own size (at most the page's)."""
+    """A matplotlib figure with its label (``fig-...``) and caption, as a PNG."""
     label, caption = _check_label(label, "fig"), _check_caption(caption)
     if not isinstance(fig, Figure):
         raise ValueError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")

@@ -81,8 +81,7 @@ def read_comparison(
     config: str | None = None,
     build: str | None = None,
 ) -> Comparison:
-    """The framework comparison of a build: ``MissingResults`` naming the command that makes
-    it, a RuntimeError if it failed, a ValueError if it is another dataset's."""
+    """The framework comparison of a build, or ``MissingResults`` naming the command."""
     records = {f"{STEM}/{STEM}": "the framework comparison's results"}
     path = require_results(
         records, dataset=dataset, profile=profile, config=config, build=build, target=STEM

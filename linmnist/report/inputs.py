@@ -71,8 +71,7 @@ def check_parameters(
     build_dir: str | Path | None,
     **own,
 ) -> None:
-    """Check a notebook's build parameters (as ``require_tasks``) and its own
-    (``OWN_PARAMETERS``); a ``ParameterError`` names the parameter and what is accepted."""
+    """Check a notebook's parameters on entry; a ``ParameterError`` names a bad one."""
     try:
         require_tasks((), dataset=dataset, profile=profile, config=config)
         directory = check_path("build_dir", build_dir, allow_none=True)
@@ -105,8 +104,7 @@ def configured(
 
 
 def _needs(name: str) -> str:
-    """What a configuration defines when it makes the product or group ``name``: a prediction
-    (``theory/<task>``) itself, any other product its group."""
+    """What a configuration defines to make ``name``: a prediction itself, else its group."""
     return name if name.startswith(f"{GROUP}/") else name.split("/")[0]
 
 
@@ -117,8 +115,7 @@ def require_tasks(
     profile: str | None = None,
     config: str | Path | None = None,
 ) -> None:
-    """``TaskNotConfigured`` unless the build's configuration defines each of ``names`` (a
-    group, ``"scaling"``, or a product, ``"theory/stability"``); ``configured``'s errors."""
+    """``TaskNotConfigured`` unless the configuration defines each of ``names``."""
     known = configured(dataset=dataset, profile=profile, config=config)
     missing = [name for name in dict.fromkeys(map(_needs, names)) if name not in known]
     if missing:
@@ -137,8 +134,7 @@ def run_command(
     *,
     verb: str = "run",
 ) -> str:
-    """The command that makes (``verb="run"``) the products ``targets`` (all when empty) of a
-    build, or lists their states (``"status"``); ``require_tasks``' errors if it would fail."""
+    """The command that makes (``verb``) the products ``targets`` of a build."""
     require_tasks(targets, dataset=dataset, profile=profile, config=config)
     words = ["python", "-m", "linmnist", verb, *targets]
     if profile is not None:
@@ -177,8 +173,7 @@ def require_results(
     build: str | Path | None = None,
     target: str | None = None,
 ) -> Path:
-    """The build directory once each product of ``records`` (name -> what it holds) has its
-    record, else ``MissingResults`` naming the command that makes it (or ``target``)."""
+    """The build directory once every product of ``records`` is made, else ``MissingResults``."""
     path = locate_build(dataset, profile, build, config)
     for name, what in records.items():
         record = results_dir(path) / f"{name}.json"

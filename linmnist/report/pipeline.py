@@ -75,8 +75,7 @@ def _notebook_products(
 def pipeline(
     dataset: str = "mnist", profile: str | None = None, config: str | Path | None = None
 ) -> list[Product]:
-    """Every product of the build of ``dataset`` with ``profile`` (and ``config``); a
-    ``UsageError`` for an unknown dataset or profile, or an invalid configuration."""
+    """Every product of the build of ``dataset`` with ``profile`` (and ``config``)."""
     check_choice("dataset", dataset, DATASETS)
     grids = load_grids(config, profile=profile)
     check_n_train(grids, sum(FACTS[dataset].train_label_counts), dataset)

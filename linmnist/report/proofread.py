@@ -27,8 +27,7 @@ _E_NOTATION = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]?\d+\b")
 
 
 def bad_headers(page: str) -> list[str]:
-    """The header cells of the tables of ``page`` (HTML) that hold no letter or digit (a
-    pandas MultiIndex rendered as "(" and "&")."""
+    """The table header cells of ``page`` (HTML) without a letter or digit."""
     texts = (html.unescape(_TAG.sub("", cell)).strip() for cell in _HEADER.findall(page))
     return [text for text in texts if not any(c.isalnum() for c in text)]
 

@@ -67,8 +67,7 @@ def git_commit(root: str | os.PathLike = ROOT) -> str:
 
 
 def product_table(products: Sequence[Product]) -> pd.DataFrame:
-    """One row per group of products (grid, subset, ..., notebooks): how many, how many are
-    made (ok) or failed, their jobs' total wall time in seconds, and the last one finished."""
+    """One row per group of products: counts, ok, failed, seconds, last finished."""
     rows: dict[str, dict] = {}
     for product in products:
         try:

@@ -154,8 +154,7 @@ def _read(notebook) -> nbformat.NotebookNode:
 
 
 def _export(nb, template_file: str, extra: dict, *, include_code: bool, title: str | None) -> str:
-    """The page of ``nb`` by the template ``template_file``, titled ``title`` (the notebook's
-    file name by default), with the template's resources ``extra``."""
+    """The page of ``nb`` by ``template_file``, titled ``title``, with resources ``extra``."""
     if title is not None:
         extra["metadata"] = {"name": title}
     exporter = HTMLExporter(
@@ -194,8 +193,7 @@ def write_html(notebook: str | os.PathLike, target: str | os.PathLike, title: st
 def html_in_background(
     notebook: str | os.PathLike, target: str | os.PathLike, *, title: str
 ) -> subprocess.Popen:
-    """Start ``write_html`` in another process, which imports this linmnist package (the page
-    is made on another core while this one prints); ``wait_html`` waits for it."""
+    """Start ``write_html`` in another process (another core); ``wait_html`` waits."""
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     code = "import sys; from linmnist.report.render import write_html; write_html(*sys.argv[1:])"
@@ -222,8 +220,7 @@ def print_html(
     title: str | None = None,
     failures: list[str] | None = None,
 ) -> str:
-    """HTML for printing (WeasyPrint): no scripts, mathematics pre-rendered to SVG images;
-    formulas mathtext cannot render stay as code, their errors appended to ``failures``."""
+    """HTML for printing (WeasyPrint): no scripts, formulas pre-rendered to SVG."""
     nb = _read(notebook)
     if not include_code:
         # A code cell without output prints as an empty block, which would separate a
@@ -239,8 +236,7 @@ def print_html(
 
 @functools.lru_cache(maxsize=1024)
 def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> str:
-    """An ``<img>`` of the TeX formula ``tex`` as an SVG sitting on the line (ValueError if
-    mathtext cannot parse it); cached, a report repeats half of its formulas."""
+    """An ``<img>`` of the TeX formula ``tex`` as an SVG on the line (cached)."""
     size = fontsize * (1.2 if display else 1.0)
     prop = FontProperties(family="DejaVu Sans", size=size, math_fontfamily="dejavusans")
     source = f"${_mathtext_dialect(tex).strip()}$"
@@ -288,8 +284,7 @@ def _render_text(text: str, failures: list[str]) -> str:
 
 
 def render_math(page: str, *, failures: list[str] | None = None) -> str:
-    """Every ``$$...$$`` and ``$...$`` of an HTML page (outside ``_SKIP_TAGS``) as an SVG; one
-    mathtext cannot parse is kept as code, its error appended to ``failures``."""
+    """Every ``$$...$$`` and ``$...$`` of an HTML page as an SVG image."""
     failures = [] if failures is None else failures
     parts = _TAG.split(page)
     skipping: list[str] = []
@@ -315,8 +310,7 @@ def write_pdf(
     base_url: str | None = None,
     cut_off: list[str] | None = None,
 ) -> int:
-    """Write the PDF of an HTML page with WeasyPrint, atomically, and return its page count;
-    ``base_url`` resolves relative links, ``cut_off`` collects what falls off a page."""
+    """Write the PDF of an HTML page with WeasyPrint, atomically; return its page count."""
     from weasyprint import HTML
 
     document = HTML(string=page, base_url=base_url).render()
@@ -329,8 +323,7 @@ def write_pdf(
 
 
 def cut_off_boxes(document) -> list[str]:
-    """The text and images of a rendered WeasyPrint document that reach beyond the left or
-    right edge of their page (a table too wide for it, say), as "page n: text"."""
+    """What a WeasyPrint document draws beyond its page's sides, as "page n: text"."""
     from weasyprint.formatting_structure import boxes
 
     drawn = (boxes.TextBox, boxes.InlineReplacedBox, boxes.BlockReplacedBox)

@@ -257,8 +257,7 @@ def lr_ratio(scaling: Scaling, target: int) -> pd.Series:
 
 
 def lr_table(scaling: Scaling) -> pd.DataFrame:
-    """Per batch size: the best lr per target (``lr_<i>``), eps_opt(B) at W = 0 and at each
-    target, the linear-scaling rule from B = 1 (``linear``) and the ceiling 2 / lambda_max."""
+    """Per batch size: the best lr per target, eps_opt(B), linear scaling and the ceiling."""
     record = scaling.records[GD]
     n = len(scaling.targets)
     rates = [best_steps(scaling, i).set_index("batch_size")["lr"] for i in range(n)]
@@ -343,8 +342,7 @@ def _verdict(
 
 
 def decisive(table: pd.DataFrame, factor: float = 100.0) -> pd.Series:
-    """Per configuration of ``floor_table``: whether a prediction off by ``factor`` either way
-    would lie outside the measured 95 % CI (fail, not be undecided)."""
+    """Whether a prediction off by ``factor`` either way would fail, not be undecided."""
     half = table["n_seeds"].map(t975) * table["se"].fillna(np.inf)
     return half < (1 - 1 / factor) * table["measured"]
 
@@ -488,8 +486,7 @@ def _count(value: float) -> str:
 
 
 def halving_until(best: pd.DataFrame) -> int | None:
-    """The largest B up to which every step up the batch sizes divided the steps by at least
-    ``DOUBLING_GAIN`` per doubling (per factor 2 of B, for grids with larger steps)."""
+    """The largest B up to which each doubling divided the steps by ``DOUBLING_GAIN``."""
     steps = best.set_index("batch_size")["steps"]
     sizes = list(steps.index)
     last = None
@@ -651,8 +648,7 @@ def floor_batch_points(table: pd.DataFrame, scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_batch_figure(table: pd.DataFrame, scaling: Scaling) -> Figure:
-    """The noise floor against B at each rate of ``scaling.floor_curves``: measured (mean and
-    CI), predicted after t steps (solid) and first order (dotted)."""
+    """The noise floor against B at each rate of ``scaling.floor_curves``."""
     fig = Figure(figsize=(6.4, 3.9), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]

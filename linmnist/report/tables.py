@@ -56,8 +56,7 @@ def pct(value: float | None, digits: int = 2) -> str:
 
 
 def mean_ci(mean: float | None, ci: float | None, *, percent: bool = False, digits: int = 4) -> str:
-    """``'mean ± ci'`` (CI half-width, omitted when undefined), in percent if asked; a tiny
-    non-zero half-width gets up to three more decimals, a zero one is ``± 0``."""
+    """``'mean ± ci'`` (CI half-width), in percent if asked, with digits enough for ci."""
     if mean is None or not np.isfinite(mean):
         return DASH
     scale, digits = (100.0, 2) if percent else (1.0, digits)
@@ -100,8 +99,7 @@ _HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&
 
 
 def markdown_literal(text: object) -> str:
-    """``text`` (a path, a name: not the project's own) as Markdown that renders it as plain
-    text: HTML entities, punctuation backslash-escaped, control characters as ``\\n`` escapes."""
+    """``text`` (a path, a name) as Markdown that renders it as plain text."""
     out = []
     for char in str(text):
         if char in _HTML_ENTITIES:
@@ -484,8 +482,7 @@ _HISTORY_METRICS = ("train_loss", "train_acc", "test_acc")
 def history_at(
     history: pd.DataFrame, iterations: Sequence[int], *, by: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """Mean and 95 % CI over seeds (n_seeds) of the metrics at ``iterations``, a row per
-    ``by`` group and iteration."""
+    """Mean and 95 % CI over seeds of the metrics at ``iterations``, per ``by`` group."""
     check_frame(history, "history", ["iteration", "seed", *_HISTORY_METRICS, *by])
     rows = history[history["iteration"].isin([int(k) for k in iterations])]
     grouped = rows.groupby([*by, "iteration"])
