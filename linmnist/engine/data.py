@@ -160,9 +160,8 @@ def cache_path(name: str = "mnist", cache_dir: str | os.PathLike | None = None) 
 
 
 def load_mnist(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> Dataset:
-    """((x_train, y_train), (x_test, y_test)) of a verified copy of `name` ("mnist" or
-    "fashion-mnist"), uint8 in Keras's shapes, acquired and cached in ``cache_path``'s directory
-    if needed (``DatasetUnavailableError`` when no source gives one)."""
+    """((x_train, y_train), (x_test, y_test)) of a verified copy of `name`, uint8 in Keras's
+    shapes, acquired and cached if needed (``DatasetUnavailableError`` when no source has one)."""
     path = cache_path(name, cache_dir)
     label = _cache_label(path.parent, cache_dir)
     _check_cache_dir(path.parent, label)
@@ -596,9 +595,7 @@ def _host_reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) 
 
 def download(url: str, sha256: str | None, directory: Path) -> Path:
     """``url`` fetched by pooch into ``directory``, checked against ``sha256`` (None: by the
-    caller; ``VerificationError`` if it differs), with a progress bar on a terminal. A host
-    that does not answer a short probe is not tried; reads time out within what is left of the
-    acquisition (``DOWNLOAD_TIMEOUT`` outside one)."""
+    caller), within what is left of the acquisition; a host that does not answer is not tried."""
     import pooch
 
     where = urlsplit(url)

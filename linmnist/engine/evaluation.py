@@ -134,9 +134,8 @@ def evaluate_trajectory(Ws: np.ndarray, X: np.ndarray, Y: np.ndarray,
                         X_test: np.ndarray | None = None, Y_test: np.ndarray | None = None, *,
                         bs: np.ndarray | None = None, iterations: np.ndarray | None = None
 ) -> pd.DataFrame:  # fmt: skip
-    """The history (``HISTORY_COLUMNS``) of the weights Ws (T, 10, D), exactly as a float64
-    evaluation gives it; ``bs`` (T, 10) biases of a model W x + b, ``iterations`` the rows'
-    numbers (default 0..T-1); the data as for ``train``."""
+    """The exact history (``HISTORY_COLUMNS``) of the weights Ws (T, 10, D); ``bs`` (T, 10) the
+    biases, ``iterations`` the rows' numbers (default 0..T-1); the data as for ``train``."""
     Ws = np.asarray(Ws)
     X, Y = check_data(X, Y, "X", "Y")
     if Ws.ndim != 3 or Ws.shape[1:] != (Y.shape[0], X.shape[0]):
@@ -155,10 +154,8 @@ def evaluate_trajectory(Ws: np.ndarray, X: np.ndarray, Y: np.ndarray,
 
 
 class Evaluator:
-    """Exact training loss and train/test accuracy of many weight matrices of the data X, Y
-    (D, N), (10, N) and the optional test set; with ``bias`` the weights are (10, D + 1), b last.
-    Its per-dataset quantities are cached on disk (``quantity_cache``); runs on the same data
-    can share one (``train(..., evaluator=...)``)."""
+    """Exact training loss and train/test accuracy of many weight matrices on X, Y (D, N), (10, N)
+    and the optional test set ((10, D + 1) with ``bias``); shared by runs on the same data."""
 
     def __init__(self, X, Y, X_test=None, Y_test=None, *, bias: bool = False):
         bias = check_bool("bias", bias)

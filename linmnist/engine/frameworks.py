@@ -134,9 +134,8 @@ def _loop(run: _Run, framework: str, step: Callable[[np.ndarray], None],
 
 
 def train_torch(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -> FrameworkResult:
-    """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD``: ``arguments``
-    are ``sgd.train``'s (lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every,
-    dtype, bias), ``loss`` one of ``LOSSES``; the result is scored and stopped as train's."""
+    """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD`` on ``sgd.train``'s
+    ``arguments``, ``loss`` one of ``LOSSES``; scored and stopped as train's runs."""
     run = _validate(X, Y, loss=loss, evaluator=evaluator, **arguments)
     return _loop(run, "torch", *_torch_steps(run), evaluator)  # type: ignore[call-arg]
 
@@ -175,9 +174,8 @@ def _torch_steps(run: _Run):
 
 
 def train_keras(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -> FrameworkResult:
-    """Train ``Dense(10, use_bias=bias, kernel_initializer="zeros")`` with ``keras.optimizers.SGD``
-    as ``train_torch``, on the torch backend; ``dtype`` must be np.float32 (Keras 3 computes
-    64-bit products in 32 bits there)."""
+    """``train_torch`` with a Keras ``Dense`` layer and ``keras.optimizers.SGD`` on the torch
+    backend; ``dtype`` must be float32 (Keras 3 computes 64-bit products in 32 bits there)."""
     run = _validate(X, Y, loss=loss, evaluator=evaluator, **arguments)
     if run.dtype != np.float32:
         raise UsageError(

@@ -65,8 +65,7 @@ def code_digest(source: str | os.PathLike) -> str:
 
 def cached(kind: str, key: str | None, source: str, compute: Callable[[], Arrays]) -> Arrays:
     """``compute()``'s arrays for the data of ``key`` (None: not cached), computed by the file
-    ``source``: read from the cache when it holds them, else computed and stored (atomically,
-    after the checksum line; not when the cache cannot be written)."""
+    ``source``: read from the cache, else computed and stored atomically when it can be."""
     if key is None:
         return compute()
     path = quantities_dir() / f"{kind}-{key}.npz"

@@ -160,9 +160,8 @@ class RunArguments:
 def check_run_arguments(X, Y, X_test=None, Y_test=None, *, lr, batch_size, iterations, seed=0,
                         batches=None, eval_every=1, dtype=np.float32, bias=False, draw_batches=True,
                         data_checked=False) -> RunArguments:  # fmt: skip
-    """Validate ``train``'s arguments (every implementation checks them the same way); draws
-    the batches from ``seed`` unless given or ``draw_batches`` is False. ``data_checked``: an
-    ``Evaluator`` checked these arrays (a scan of the data, skipped)."""
+    """Validate ``train``'s arguments (the same for every implementation); draws the batches unless
+    given or not ``draw_batches``; ``data_checked`` skips the data's scan (an Evaluator did it)."""
     lr = check_number("lr", lr, low=0, low_open=True)
     dt = check_dtype(dtype)
     bias = check_bool("bias", bias)
@@ -251,9 +250,8 @@ def train(X: np.ndarray, Y: np.ndarray, *, lr: float, batch_size: int, iteration
 
 @dataclass
 class Recorder:
-    """What one run keeps while it trains: its weights, the stream that scores them, where it
-    diverged, and with ``accuracy="final"`` the latest point (``held``, scored at the end) and
-    the earlier ones (``loss_only``)."""
+    """What one run keeps while it trains: its weights, the stream scoring them, where it
+    diverged, and with ``accuracy="final"`` the latest point (``held``) and the others."""
 
     stream: HistoryStream
     W: np.ndarray

@@ -115,9 +115,8 @@ def measured_edges(counts: pd.DataFrame) -> pd.DataFrame:
 
 
 def exact_pass_rate(points: int, share: float = AGREES_FROM, level: float = 0.95) -> float:
-    """The probability that an EXACT prediction counts as agreeing: inside the ``level`` CI
-    at ``share`` or more of ``points`` evaluations, were the evaluations independent (each
-    inside with probability ``level``; binomial). At 11 evaluations it is 0.90."""
+    """The probability that an EXACT prediction agrees: inside the ``level`` CI at ``share`` of
+    ``points`` independent evaluations or more (binomial; 0.90 at 11 evaluations)."""
     need = math.ceil(share * points - 1e-9)
     return sum(
         math.comb(points, j) * level**j * (1 - level) ** (points - j)

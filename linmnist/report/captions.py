@@ -249,9 +249,8 @@ def _caption_outputs(cell, numbering: Numbering) -> None:
 
 
 def resolve_references(text: str, numbering: Numbering, *, markup: str = "markdown") -> str:
-    """Every ``@fig-x`` / ``@tab-x`` / ``@sec-x`` in ``text`` as a link "Figure 4" (Markdown,
-    or HTML with ``markup="html"``), code left as written; a label not in the report reads
-    "Figure (not in this build)" and is listed in ``numbering.missing``."""
+    """Every ``@fig-x`` / ``@tab-x`` / ``@sec-x`` of ``text`` outside code as a link "Figure 4";
+    a label not in the report reads "Figure (not in this build)" (``numbering.missing``)."""
 
     def replace(match: re.Match) -> str:
         label = match.group(1)

@@ -222,9 +222,8 @@ def sample_curvature(X: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Bounds:
-    """Learning-rate bounds of N training inputs: ``lr_max`` = 2 / ``lambda_max`` (of
-    X X^T / N; full-batch GD), and 2 / the mean and the max per-sample curvature ||x||^2
-    (``mean_sample_lr``: single-sample LMS; ``per_sample_lr``: no single step overshoots)."""
+    """Learning-rate bounds of N inputs: ``lr_max`` = 2 / lambda_max of X X^T / N (full-batch GD),
+    ``mean_sample_lr`` and ``per_sample_lr`` = 2 / the mean and the max of ||x||^2."""
 
     lambda_max: float
     lr_max: float
