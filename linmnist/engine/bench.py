@@ -134,8 +134,7 @@ def peak_rss_of_one_run(batch_size: int, iterations: int) -> float:
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process (GB): VmHWM where /proc has it (Linux carries
-    ru_maxrss over an exec)."""
+    """Peak resident memory of this process (GB): /proc's VmHWM (ru_maxrss spans an exec)."""
     try:
         with open("/proc/self/status") as status:
             for line in status:

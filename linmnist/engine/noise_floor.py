@@ -189,8 +189,7 @@ def noise_covariance(model: FloorModel, *, lr: float, batch_size: int | Sequence
 def excess_after(model: FloorModel, *, lr: float, batch_size: int | Sequence[int], iterations: int,
                  sigma: tuple[np.ndarray, np.ndarray] | None = None
 ) -> float | np.ndarray:  # fmt: skip
-    """0.5 sum lam_k c_k(t) after ``iterations`` steps of ``noise_covariance``'s recursion (an
-    array for a sequence of batch sizes; inf where it overflows)."""
+    """0.5 sum lam_k c_k(t) after ``iterations`` steps (per batch size; inf on overflow)."""
     iterations = check_int("iterations", iterations, low=1)
     c = noise_covariance(model, lr=lr, batch_size=batch_size, steps=[iterations], sigma=sigma)
     with np.errstate(invalid="ignore"):

@@ -161,8 +161,7 @@ def predicted_steps(spec: Spectrum, model: FloorModel, *, lr: float, batch_size:
                     targets: Sequence[float], max_steps: int,
                     sigma: tuple[np.ndarray, np.ndarray] | None = None
 ) -> tuple[int | None, ...]:  # fmt: skip
-    """Per target (decreasing), the first step at which SGD's expected excess is at or below it,
-    None when not within ``predicted_horizon``."""
+    """Per target (decreasing), the first step where SGD's expected excess reaches it, or None."""
     values = [check_number("targets", t, low=0, low_open=True) for t in targets]
     if not values or sorted(values, reverse=True) != values:
         raise UsageError(f"targets must be excess losses > 0, decreasing; got {list(targets)}")

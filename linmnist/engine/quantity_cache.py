@@ -37,8 +37,7 @@ def quantities_dir() -> Path:
 
 
 def data_key(*parts: np.ndarray | str) -> str | None:
-    """SHA-256 (hex) of ``parts`` (arrays: dtype, shape and values in row-major order; or
-    strings), or None when their arrays hold fewer than ``CACHE_FROM`` values."""
+    """SHA-256 (hex) of ``parts`` (arrays or strings); None below ``CACHE_FROM`` values."""
     arrays = [p for p in parts if isinstance(p, np.ndarray)]
     if sum(a.size for a in arrays) < CACHE_FROM:
         return None

@@ -127,8 +127,7 @@ heal_on_damage(_incremental_steps)
 
 
 def _excesses(data: TargetData, D, M, rows, step, limit, last) -> np.ndarray:
-    """``_incremental_steps``' excesses (compiled below ``DIRECT_FROM``, where numpy's calls
-    would cost more than a step)."""
+    """``_incremental_steps``' excesses (compiled below ``DIRECT_FROM``)."""
     if rows.shape[1] < DIRECT_FROM:
         out = np.empty(len(rows))
         step = D.dtype.type(step)  # float32 arithmetic, like the training

@@ -157,8 +157,7 @@ def _inline_html(text: str) -> str:
 
 
 def markdown_blocks(source: str) -> tuple[dict[int, tuple[int, str]], set[int]]:
-    """The ATX headings of Markdown ``source`` (line index -> (level, text)) and the lines of
-    its code blocks, as markdown-it parses them (a ``# comment`` in a fence is code)."""
+    """The ATX headings (line -> (level, text)) and code lines of Markdown ``source``."""
     tokens = _MARKDOWN.parse(source)
     headings: dict[int, tuple[int, str]] = {}
     code: set[int] = set()

@@ -55,8 +55,7 @@ class MissingResults(_OneLine, LinmnistError):
 
 
 class TaskNotConfigured(MissingResults):
-    """The build's configuration defines no task that a notebook reads: the notebook's section
-    is kept up to that cell (``linmnist.experiments.notebooks.LEFT_OUT``)."""
+    """The configuration lacks a task a notebook reads: its section stops at that cell."""
 
 
 class ParameterError(_OneLine, UsageError):

@@ -20,8 +20,7 @@ OUTCOMES = ("stable", "unstable", "diverged")
 
 
 def growing(losses: Sequence[float]) -> bool:
-    """Whether the evaluated ``losses`` grew at the end: the last above ``GROWTH_FACTOR`` times
-    the smallest and the middle one (False for fewer than three)."""
+    """Whether the last of ``losses`` exceeds ``GROWTH_FACTOR`` x the smallest and the middle."""
     values = np.asarray(losses, dtype=float)
     if values.size < 3:
         return False

@@ -33,8 +33,7 @@ def bad_headers(page: str) -> list[str]:
 
 
 def build_leaks(text: str, dataset: str, profile: str | None) -> list[str]:
-    """The phrases of ``text`` naming another build than (``dataset``, ``profile``): "the
-    full build" in a small build's report, "on Fashion-MNIST" in an MNIST one."""
+    """The phrases of ``text`` naming another build than (``dataset``, ``profile``)."""
     shown = (profile or "full").lower()
     leaks = []
     for match in _BUILD.finditer(text):
@@ -57,6 +56,5 @@ def doubled_kinds(text: str) -> list[str]:
 
 
 def doubled_braces(text: str) -> list[str]:
-    """The stretches of ``text`` around a "{{" (a brace escaped for an f-string outside one:
-    ``$B_{{\\mathrm{{noise}}}}$``)."""
+    """The stretches of ``text`` around a "{{" (an f-string's escape outside one)."""
     return [text[max(0, m.start() - 10) : m.end() + 10] for m in re.finditer(r"\{\{", text)]

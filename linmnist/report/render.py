@@ -256,8 +256,7 @@ def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> st
 
 
 def _mathtext_dialect(tex: str) -> str:
-    """``tex`` on one line, with the commands of ``_MATHTEXT_EQUIVALENTS`` (and
-    ``\\operatorname*``) replaced by what mathtext understands."""
+    """``tex`` on one line, with ``_MATHTEXT_EQUIVALENTS``' commands in mathtext's words."""
 
     def replace(match: re.Match) -> str:
         name, star = match.group(1), match.group(2)

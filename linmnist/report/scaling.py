@@ -229,8 +229,7 @@ def floor_account(scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_account_holds(account: pd.DataFrame) -> bool:
-    """Whether ``floor_account`` supports the noise-floor account of B_crit: the ratio
-    B_crit / B_floor varies less than half as much (max / min over the targets) as B_crit."""
+    """Whether B_crit / B_floor varies less than half as much as B_crit over the targets."""
     spread = account["ratio"].max() / account["ratio"].min()
     growth = account["b_crit"].max() / account["b_crit"].min()
     return bool(spread < growth / 2)
@@ -332,8 +331,7 @@ def floor_appendix(
 def _verdict(
     predicted: pd.Series, measured: pd.Series, se: pd.Series, n_seeds: pd.Series
 ) -> pd.Series:
-    """ "holds" within ``FLOOR_FACTOR`` of the measured excess; else "fails" outside the 95 %
-    confidence interval of the seeds' mean, "undecided" inside it."""
+    """"holds" within ``FLOOR_FACTOR``; else "fails" outside the 95 % CI, "undecided" inside."""
     ratio = predicted / measured
     close = (ratio <= FLOOR_FACTOR) & (ratio >= 1 / FLOOR_FACTOR) & (measured > 0)
     inside = (predicted - measured).abs() <= n_seeds.map(t975) * se.fillna(0)
@@ -422,8 +420,7 @@ class ExcessSign:
 
 
 def excess_sign(table: pd.DataFrame) -> ExcessSign:
-    """``ExcessSign`` of ``floor_table``: the expected excess over gradient descent is never
-    negative (the mean of SGD's iterate is gradient descent's, and the loss is convex)."""
+    """``ExcessSign`` of ``floor_table`` (the expected excess over gradient descent is >= 0)."""
     negative = table[table["loss_difference"] < 0]
     half = negative["n_seeds"].map(t975) * negative["loss_se"]
     consistent = ~(negative["loss_difference"].abs() > half)  # NaN half-width (one seed) counts
