@@ -1,11 +1,8 @@
 """What one grid cell computes: one configuration trained over several seeds.
 
-Seed ``s`` draws its batches with ``np.random.default_rng(s)``, and in Task 5 its own subset
-S' of ``n_prime`` samples (``draw_subset``), so the spread over seeds covers both. The
-``fidelity_seeds`` are evaluated after every iteration (the study's fidelity), the others every
-``eval_every``; the tasks of ``grids.FINAL_ACCURACY`` score accuracies at the last evaluation
-only. A worker loads the data, warms up the kernels and builds the full training set's
-evaluator once, for every cell it makes.
+Seed ``s`` draws its batches with ``np.random.default_rng(s)`` (and in Task 5 its subset S',
+``draw_subset``); ``fidelity_seeds`` are evaluated after every iteration, the others every
+``eval_every``. A worker loads the data, warms up and builds the evaluator once for its cells.
 """
 
 from __future__ import annotations

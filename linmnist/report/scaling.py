@@ -331,7 +331,7 @@ def floor_appendix(
 def _verdict(
     predicted: pd.Series, measured: pd.Series, se: pd.Series, n_seeds: pd.Series
 ) -> pd.Series:
-    """"holds" within ``FLOOR_FACTOR``; else "fails" outside the 95 % CI, "undecided" inside."""
+    """ "holds" within ``FLOOR_FACTOR``; else "fails" outside the 95 % CI, "undecided" inside."""
     ratio = predicted / measured
     close = (ratio <= FLOOR_FACTOR) & (ratio >= 1 / FLOOR_FACTOR) & (measured > 0)
     inside = (predicted - measured).abs() <= n_seeds.map(t975) * se.fillna(0)
