@@ -1,12 +1,9 @@
 """``make bench``: the engine against the study's naive algorithm and a PyTorch loop, like for like.
 
-The seed-fidelity run (train and test evaluated after every iteration) on the same batches by
-the naive reference (``linmnist.engine.naive``: it trains the engine's very trajectory, so
-"same run" compares the float64 evaluation of the same weights), a competent PyTorch loop
-(float32, two threads; timed only) and the engine (its evaluator's set-up timed apart). Each
-first runs untimed for a few iterations, so that no timing includes one-off costs. The peak
-memory is a fresh process's that loads MNIST and makes one engine run; a second table
-(``throughput``) gives the training-only time against the memory-traffic floor.
+The seed-fidelity run (evaluated after every iteration) on the same batches by the naive
+reference (``linmnist.engine.naive``, which trains the engine's very trajectory), a competent
+PyTorch loop (float32, two threads; timed only) and the engine, each warmed up untimed first.
+The peak memory is a fresh process's; ``throughput`` gives the second table.
 """
 
 from __future__ import annotations

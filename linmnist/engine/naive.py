@@ -1,9 +1,8 @@
 """The study's algorithm, written the naive way: the reference the engine must reproduce.
 
-From W = 0, each batch updates W <- W - (lr / B) (W Xb - Yb) Xb^T with the engine's own update
-(``update.sgd_update``: both train the same trajectory), then the loss and accuracies are
-measured in float64 from the full products of W with every sample, as the study did: slow
-and obviously right.
+From W = 0, each batch updates W <- W - (lr / B) (W Xb - Yb) Xb^T (``update.sgd_update``, the
+engine's own), then the loss and accuracies come from float64 products of W with every
+sample, as the study did: slow and obviously right.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Products: the nodes of the pipeline, each with its job, parameters and upstream products.
 
 A product's *job*, ``"module:function"``, is called as ``job(params, out, stem)``: it writes
-``product.outputs`` into the staging directory ``out`` and returns its record's extra fields,
-or raises (``JobFailed.keep``: files to keep). A cell whose runs another product makes
-(``source_cell``, ``lockstep_groups``) reads them from its files instead of training them.
+``product.outputs`` into ``out`` and returns its record's extra fields, or raises
+(``JobFailed.keep``: files to keep). A cell whose runs another product makes reads its files.
 """
 
 from __future__ import annotations

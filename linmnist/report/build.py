@@ -1,10 +1,8 @@
 """The report product: the executed task notebooks assembled into one document, HTML and PDF.
 
-``report_job`` reads the executed notebooks of its build in reading order without their
-parameter cells, their headings one level down, numbers and cross-references them
-(``linmnist.report.captions``), proofreads the result (warnings) and writes ``report.ipynb``,
-``report.html`` (self-contained) and ``report.pdf``. A notebook that failed is included as it
-is, its error shown.
+``report_job`` reads the executed notebooks in reading order without their parameter cells,
+headings one level down, numbers and cross-references them (``captions``), proofreads the
+result and writes ``report.ipynb``, ``report.html`` and ``report.pdf``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""The whole pipeline of one build: experiment products, task notebooks, the report.
-
-``pipeline(dataset, profile, config)`` lists every product in dependency order: the experiment
-products (grid cells of every task, ``frameworks``, ``scaling``, ``theory``, ``sizes``), one
-executed copy per task notebook (``notebooks/<stem>``, upstream: the groups it reads,
-``NOTEBOOKS_READ``) and the ``report`` assembled from them.
+"""The whole pipeline of one build, in dependency order: the experiment products, one executed
+copy per task notebook (``notebooks/<stem>``, upstream: ``NOTEBOOKS_READ``) and the report.
 """
 
 from __future__ import annotations

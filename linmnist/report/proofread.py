@@ -1,6 +1,5 @@
-"""Checks a report's text must pass: what a reader would catch and nbval would not (nbval
-compares a stored output with itself). ``report_job`` prints what they find as warnings; the
-tests run them over the stored notebooks.
+"""Checks a report's text must pass, which nbval would not catch (it compares an output with
+itself); ``report_job`` prints what they find as warnings.
 """
 
 from __future__ import annotations
