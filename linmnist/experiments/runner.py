@@ -1,10 +1,9 @@
 """The orchestrator: which products are stale, and making them in dependency order, in parallel.
 
-``assess`` compares each product's current inputs (``fingerprint``) with those in its record:
-*up to date*, *stale* (and what changed), *missing* or *failed*. ``run`` makes the others, each
-once its upstream products are finished. A record is deleted when its job starts and written
-last, after its staging directory's files are moved into place: a killed run leaves no record
-of an unfinished product. A lock file keeps two runners out of one build directory.
+``assess`` compares each product's current inputs (``fingerprint``) with its record's: *up to
+date*, *stale* (and why), *missing* or *failed*; ``run`` makes the others. A record is
+deleted when its job starts and written last, so a killed run leaves none for an unfinished
+product; a lock file keeps two runners out of one build directory.
 """
 
 from __future__ import annotations

@@ -113,9 +113,8 @@ def report_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         render.wait_html(page_process)
     page = (out / "report.html").read_text(encoding="utf-8")
     problems = proofread_report(nb, page, dataset=dataset, profile=profile)
-    for warning in problems + [f"the PDF shows a formula as code: {p}" for p in unrendered]:
+    shown = [f"the PDF shows a formula as code: {p}" for p in unrendered]
+    for warning in problems + shown + [f"the PDF cuts off {p}" for p in cut_off]:
         print(f"warning: {warning}", file=sys.stderr)
-    for problem in cut_off:
-        print(f"warning: the PDF cuts off {problem}", file=sys.stderr)
     failed = [s for s in params["notebooks"] if (directory / f"{s}{FAILED_SUFFIX}").is_file()]
     return {"pages": pages, "failed_notebooks": failed, "cut_off": cut_off, "proofread": problems}

@@ -1,10 +1,9 @@
 """Figures and tables with a label and a caption, and the numbering of a whole report.
 
-``figure(fig, label=..., caption=...)`` and ``table(frame, ...)`` carry their label and
-caption in the output's metadata (``OUTPUT_KEY``). Text refers to them Quarto-style,
-``@fig-label``, ``@tab-label`` (``@sec-label`` for a heading ``## Title {#sec-label}``).
-``number_report(cells)`` numbers headings ``##``-``####`` ("3.1"), figures and tables
-("Figure n."), turns every ``@label`` into a link ("Figure 4") and returns the contents.
+``figure`` and ``table`` carry their label and caption in the output's metadata
+(``OUTPUT_KEY``); text refers to them as ``@fig-label``, ``@tab-label`` or ``@sec-label``
+(``## Title {#sec-label}``). ``number_report`` numbers headings, figures and tables and
+turns every ``@label`` into a link.
 """
 
 from __future__ import annotations

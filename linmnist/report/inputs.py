@@ -1,9 +1,8 @@
 """What a story notebook reads: the results of a build, or one line saying how to make them.
 
-A notebook never starts runs: it checks its build's parameters (``check_parameters``) and reads
-the results; missing ones stop it with ``MissingResults``, one line naming the command that
-makes them (checked against the pipeline first, ``require_tasks``). A task the configuration
-does not define is ``TaskNotConfigured``: its section says so in place of its results.
+A notebook never starts runs: it checks its parameters (``check_parameters``) and reads the
+results; missing ones stop it with ``MissingResults`` naming the command that makes them, a
+task the configuration lacks with ``TaskNotConfigured``.
 """
 
 from __future__ import annotations

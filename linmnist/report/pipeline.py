@@ -48,7 +48,6 @@ def _notebook_products(
     products: list[Product], build: Path, dataset: str, parameters: dict[str, Any]
 ) -> list[Product]:
     """The product of each task notebook, upstream of it the ``products`` it reads."""
-    groups = {p.group for p in products}
     notebooks = []
     for stem, reads in NOTEBOOKS_READ.items():
         path = NOTEBOOKS / f"{stem}.ipynb"
@@ -61,7 +60,7 @@ def _notebook_products(
                 job=NOTEBOOK_JOB,
                 params={"dataset": dataset, "notebook": notebook, "parameters": parameters},
                 outputs=(f"{stem}.ipynb",),
-                upstream=tuple(p.name for p in products if p.group in reads and p.group in groups),
+                upstream=tuple(p.name for p in products if p.group in reads),
                 notebook=path,
             )
         )
