@@ -44,9 +44,8 @@ def optimum_metrics(W, X, Y, X_test=None, Y_test=None, *, bias: bool = False) ->
 
 
 def quadratic_metrics(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(0.5 mean ||W x - y||^2, share of samples whose first largest score is the label's) of
-    W (10, D), or of each of a stack W (m, 10, D), from the scores W X in float64, ``BLOCK``
-    samples at a time (no float64 copy of X), one product for the whole stack."""
+    """(0.5 mean ||W x - y||^2, share of samples whose first largest score is the label's) of W
+    (10, D) or of a stack (m, 10, D), from float64 scores, ``BLOCK`` samples at a time."""
     W = np.asarray(W, dtype=np.float64)
     stack, n = W.shape[:-2], X.shape[1]
     squares, hits = np.zeros(stack), np.zeros(stack, dtype=np.int64)

@@ -307,9 +307,8 @@ def aligned_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
 
 
 def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> Split:
-    """The study's feature-major layout of images x (N, 28, 28) or (N, 784), pixels in [0, 255],
-    and labels y (N,) in 0..9: X = x / 255 (784, N), a contiguous column per image on a cache
-    line, and one-hot Y (10, N), in ``dtype`` (float32 or float64)."""
+    """The study's layout of images x (N, 28, 28) or (N, 784) in [0, 255] and labels y (N,): X =
+    x / 255 (784, N), a column per image on a cache line, and one-hot Y (10, N), in ``dtype``."""
     resolved = check_dtype("dtype", dtype, (np.float32, np.float64))
     x = np.asarray(x)
     y = np.asarray(y)

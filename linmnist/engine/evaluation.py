@@ -209,9 +209,8 @@ class Evaluator:
 
     @cached_property
     def projection(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(U, coords, resid): the top ``PROJECTION_RANK`` eigenvectors U (active features x r)
-        of S, every sample's u = U^T x (M, r) and ||x - U u|| (M,), float64, train then test:
-        d . x = (U^T d) . u + at most ||d - U U^T d|| ||x - U u|| (``HistoryStream._reach``)."""
+        """(U, coords, resid): the top ``PROJECTION_RANK`` eigenvectors U of S, u = U^T x and
+        ||x - U u|| per sample: d . x = (U^T d) . u + at most ||d - U U^T d|| ||x - U u||."""
         found = cached("projection", self._key, __file__, self._projection)
         return found["U"], found["coords"], found["resid"]
 
@@ -540,9 +539,8 @@ class HistoryStream:
         self.anchor_proj, self.anchor_proj_gram = AU[keep], GAU[keep]
 
     def _incremental_scores(self, Ws, correct, uncertain, errors, batches) -> None:
-        """Scores of the chunk from the rank-B updates (``kernels.running_margins``): Z_t = W_ref X
-        - sum_{u <= t} a_u Xb_u^T X, a_u = (lr/B) E_u, from W_ref X at each chunk; the trained
-        W_t's distance to that rank-B form (its own rounding) enters the bound."""
+        """Scores of the chunk from the rank-B updates: Z_t = W_ref X - sum_{u <= t} a_u Xb_u^T X,
+        a_u = (lr/B) E_u; the trained W_t's distance to that rank-B form enters the bound."""
         ev = self.ev
         tc, k, B = errors.shape
         d = Ws.shape[2]

@@ -134,9 +134,8 @@ def margins(Z, labels, norms, scale, correct, uncertain):  # pragma: no cover (c
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def tile_scores(rows, idx, W, out):  # pragma: no cover (compiled)
-    """out[q, c] = rows[idx[q]] . W[c] in float32, W (kp, d) padded to a multiple of ``TILE``
-    classes: two samples times five classes per pass over d, ten independent sums (the
-    error bound holds for any summation order)."""
+    """out[q, c] = rows[idx[q]] . W[c] in float32, W (kp, d) padded to ``TILE`` classes: two samples
+    x five classes per pass, ten independent sums (the error bound holds in any order)."""
     kp, d = W.shape
     m = len(idx)
     for q in range(0, m - 1, 2):
@@ -328,9 +327,8 @@ def running_margins(samples, steps, out):  # pragma: no cover (compiled)
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def float64_correct(W, train, test, steps, cols, labels, out):  # pragma: no cover (compiled)
-    """out[q] = (arg-max of W[steps[q]] x == labels[q]) in float64 (first maximum on ties), x
-    the sample cols[q] (train rows, then test rows); any summation order is a float64
-    evaluation, as a BLAS product's is."""
+    """out[q] = (arg-max of W[steps[q]] x == labels[q]) in float64 (first maximum on ties), x the
+    sample cols[q] (train rows, then test rows): any order is a float64 evaluation."""
     k, d = W.shape[1], W.shape[2]
     n = train.shape[0]
     for q in range(len(steps)):

@@ -53,10 +53,8 @@ def held_out(X_test: np.ndarray, Y_test: np.ndarray) -> HeldOut:
 def expected_losses(spec: Spectrum, model: FloorModel, *, lr: float,
                     batch_size: int | Sequence[int], iterations: Sequence[int],
                     test: HeldOut | None = None) -> pd.DataFrame:  # fmt: skip
-    """The expected training (and ``test``) loss of SGD from W = 0 at each of ``iterations``
-    (0-based, ascending, as in a history), for one batch size or several together: a frame
-    of ``CURVE_COLUMNS``, batch size after batch size; inf where the prediction diverges,
-    test_loss NaN without ``test``."""
+    """The expected training (and ``test``) loss of SGD from W = 0 at each of ``iterations``, for
+    one batch size or several: ``CURVE_COLUMNS``, inf where it diverges."""
     lr = check_number("lr", lr, low=0, low_open=True)
     sizes = [check_int("batch_size", b, low=1) for b in np.atleast_1d(batch_size).tolist()]
     its = np.asarray(iterations, dtype=np.int64).reshape(-1)

@@ -233,9 +233,8 @@ def predict_search(spec: Spectrum, model: FloorModel, *, batch_size: int, lrs: S
                    targets: Sequence[float], max_steps: int,
                    sigmas: dict[float, tuple[np.ndarray, np.ndarray]] | None = None
 ) -> pd.DataFrame:  # fmt: skip
-    """``search_lr``'s search on ``prediction.predicted_steps``, from the first rate below the
-    predicted edge (``noise_floor.largest_stable_lr``) until one worse for every target; one row
-    per rate (``predicted_columns``); ``sigmas`` caches the gradient noise per lr."""
+    """``search_lr`` on ``prediction.predicted_steps``, from the first rate below the predicted edge
+    until one is worse for every target (``predicted_columns``); ``sigmas`` caches sigma per lr."""
     targets, lrs = _check_targets(targets), _check_rates(lrs)
     sigmas = {} if sigmas is None else sigmas
     edge = largest_stable_lr(model, batch_size=batch_size)

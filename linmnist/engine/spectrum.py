@@ -90,9 +90,8 @@ def _decompose(X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _eigenpairs(S: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """S's eigenvalues (ascending) and eigenvectors, S = X X^T / N: a pixel zero in every image
-    is one of eigenvalue 0 (first in V); the others come from S on the D' pixels in use, or for
-    N <= D' / ``FEW_SAMPLES`` from the QR factors of those rows of X (``_from_samples``)."""
+    """S's eigenvalues (ascending) and eigenvectors, S = X X^T / N: pixels zero in every image
+    have eigenvalue 0 (first), the others from S on the pixels in use (or ``_from_samples``)."""
     d, n = X.shape
     used = np.flatnonzero(np.diag(S) > 0)  # the pixels nonzero in some image
     if n * FEW_SAMPLES <= used.size:
