@@ -94,11 +94,9 @@ class Grams(NamedTuple):
 
 @numba.njit(inline="always")
 def _block_margins(z, lab, nrm, s, true, best, correct, uncertain):  # pragma: no cover
-    """Margins of the scores z (k, n) of one block into correct and uncertain (n,).
-
-    The true and best other scores are picked with selects (the loop over samples
-    vectorises) into the scratch true and best; the margin is taken in float64, exactly. A
-    tie gives margin 0: uncertain, re-scored by the caller (np.argmax takes the first)."""
+    """Margins of one block's scores z (k, n) into correct and uncertain (n,): the true and best
+    other scores picked with selects (the loop vectorises), the margin in float64, exactly. A tie
+    gives margin 0: uncertain, re-scored by the caller (np.argmax takes the first)."""
     n = z.shape[1]
     best[:] = -np.inf
     true[:] = 0

@@ -149,9 +149,8 @@ def gd_weights(spec: Spectrum, lr: float, step: int) -> np.ndarray:
 
 
 def excess_over_gd(spec: Spectrum, W: np.ndarray, lr: float, step: int) -> float:
-    """0.5 tr(D S D^T), D = W - W_t^GD, ``W`` a run's weights after ``step`` updates at ``lr``:
-    L(W) - L(W_t^GD) without its linear term tr(G_t D^T), whose mean is zero (E[D] = 0) and
-    whose spread grows with ||G_t||: the same expectation, never negative."""
+    """0.5 tr(D S D^T), D = W - W_t^GD (``W`` after ``step`` updates at ``lr``): L(W) - L(W_t^GD)
+    without its linear term tr(G_t D^T), of mean zero: the same expectation, never negative."""
     W = np.asarray(W, dtype=np.float64)
     if W.shape != spec.W_star.shape:
         raise ValueError(f"W must have shape {spec.W_star.shape}, got {W.shape}")

@@ -223,9 +223,8 @@ def training_curves(
     diverged_at: Sequence[int] = (),
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Training loss (left) and train/test accuracy (right) of ``history`` against the
-    iteration, with the optional optimum ``reference``, ``predicted`` loss, ``study`` points
-    and ``diverged_at`` marks."""
+    """Training loss (left) and train/test accuracy (right) of ``history`` against the iteration,
+    with the optional ``reference``, ``predicted`` loss, ``study`` points and ``diverged_at``."""
     check_frame(history, "history", ["iteration", *METRICS])
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
     fig = Figure(figsize=(PRINT_WIDTH, 4.9), dpi=DPI)

@@ -85,9 +85,8 @@ def check_parameters(
 def configured(
     *, dataset: str = "mnist", profile: str | None = None, config: str | Path | None = None
 ) -> set[str]:
-    """The product groups and predictions (``theory/<task>``) the build's configuration
-    defines, as ``pipeline.pipeline`` lists them (not imported: it would enter every notebook's
-    code fingerprint); a ``UsageError`` for a build no command makes."""
+    """The product groups and predictions (``theory/<task>``) the configuration defines, as
+    ``pipeline.pipeline`` lists them (not imported: it would enter every notebook's fingerprint)."""
     check_choice("dataset", dataset, DATASETS)
     check_instance("profile", profile, (str, type(None)), "None or a profile name (str)")
     path = config_path(config)

@@ -272,10 +272,9 @@ def lr_table(scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_table(scaling: Scaling, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Every configuration of ``scaling.floor`` whose every seed (rows of ``seeds``, the grid
-    and the sweep) was stable: ``measured`` (mean ``final_excess``) and ``se``,
-    ``loss_difference`` (final loss minus gradient descent's) and ``loss_se``, lr_x2, and each
-    prediction with its verdict (``_verdict``)."""
+    """Every configuration of ``scaling.floor`` whose seeds (``seeds``: the grid's and the sweep's)
+    were all stable: ``measured`` and ``se``, ``loss_difference`` and ``loss_se``, lr_x2, and each
+    prediction with its verdict."""
     loss_star = scaling.records[GD]["loss_star"]
     ran = seeds[seeds["status"] == "ok"]
     stable = ran["outcome"] == "stable" if "outcome" in ran else ran["diverged_at"].isna()
