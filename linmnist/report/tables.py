@@ -456,11 +456,10 @@ def format_cost_table(cost: pd.DataFrame) -> pd.DataFrame:
     check_frame(cost, "cost", ["batch_size", "fidelity_mean", "thinned_mean", "n_excluded"])
 
     def seconds(stem: str) -> list[str]:
-        out = []
-        for mean, ci in zip(cost[f"{stem}_mean"], cost[f"{stem}_ci"], strict=True):
-            text = DASH if not np.isfinite(mean) else f"{mean:.2f}"
-            out.append(text + (f" ± {ci:.2f}" if np.isfinite(mean) and np.isfinite(ci) else ""))
-        return out
+        return [
+            DASH if not np.isfinite(m) else f"{m:.2f}" + (f" ± {c:.2f}" if np.isfinite(c) else "")
+            for m, c in zip(cost[f"{stem}_mean"], cost[f"{stem}_ci"], strict=True)
+        ]
 
     out = pd.DataFrame(
         {
