@@ -476,8 +476,7 @@ class HistoryStream:
         self._compact(reach[-1])
 
     def _dense_scores(self, W32, scale, base, VU_last, correct, uncertain) -> None:
-        """Every W_t against every sample in stacked float32 products; every sample is then
-        anchored at the last W_t (projected ``VU_last``) with its room there."""
+        """Every W_t against every sample in stacked float32 products, each anchored at the last."""
         ev, state = self.ev, self.state
         T, k, d = W32.shape
         Wc = W32.reshape(T * k, d)
@@ -511,8 +510,7 @@ class HistoryStream:
         self._each_group(work)
 
     def _compact(self, reach_last: np.ndarray) -> None:
-        """Keep at most ``MAX_ANCHORS`` anchors; re-anchor the samples of the others to the
-        chunk's last weights (room reduced by ``reach_last[a, label]``, their reach to it)."""
+        """Keep at most ``MAX_ANCHORS`` anchors; re-anchor the others' samples to the last W_t."""
         A, GA, rhoA, AU, GAU = self._next_anchors
         state = self.state
         last = len(A) - 1

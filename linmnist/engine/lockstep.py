@@ -94,8 +94,7 @@ class _Stacked:
         self.scale = np.repeat(np.asarray(rates, dtype=np.float32) / batch_size, self.k)[:, None]
 
     def step(self, XT: np.ndarray, YT: np.ndarray, idx: np.ndarray) -> list[tuple]:
-        """Every live run's (new W, E) after the update on the batch ``idx``; a W that
-        ``Recorder`` keeps must be copied (it is a view of the whole stack)."""
+        """Each live run's (new W, E) after the update on ``idx`` (copy a W to keep: a view)."""
         Xb = XT[idx]  # the batch, gathered once for every rate
         E = self.W @ Xb.T
         errors = E.reshape(-1, self.k, E.shape[1])  # a view: each run's E_l = W_l Xb - Yb

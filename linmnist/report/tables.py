@@ -222,8 +222,7 @@ def sample_curvature(X: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Bounds:
-    """Learning-rate bounds of N inputs: ``lr_max`` = 2 / lambda_max of X X^T / N (full-batch GD),
-    ``mean_sample_lr`` and ``per_sample_lr`` = 2 / the mean and the max of ||x||^2."""
+    """Learning-rate bounds of N inputs: ``lr_max`` = 2 / lambda_max, 2 / mean and max ||x||^2."""
 
     lambda_max: float
     lr_max: float
