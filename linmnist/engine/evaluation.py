@@ -149,8 +149,7 @@ def evaluate_trajectory(Ws: np.ndarray, X: np.ndarray, Y: np.ndarray,
     iterations = np.arange(len(Ws)) if iterations is None else np.asarray(iterations)
     if iterations.shape != (len(Ws),):
         raise UsageError(f"iterations must have shape ({len(Ws)},), got {iterations.shape}")
-    bias = bs is not None
-    return Evaluator(X, Y, X_test, Y_test, bias=bias).history(Ws, iterations)
+    return Evaluator(X, Y, X_test, Y_test, bias=bs is not None).history(Ws, iterations)
 
 
 class Evaluator:

@@ -58,8 +58,7 @@ class LazyChunk(NamedTuple):
 
 
 class Anchoring(NamedTuple):
-    """Per-sample state of the lazy scores, (M,) or (M, k) (see ``lazy_margins``); the
-    kernel updates all but ``coords`` and ``resid``."""
+    """Per-sample state of ``lazy_margins``, (M,) or (M, k); it updates all but coords and resid."""
 
     room: np.ndarray
     slot: np.ndarray

@@ -63,8 +63,7 @@ def code_digest(source: str | os.PathLike) -> str:
 
 
 def cached(kind: str, key: str | None, source: str, compute: Callable[[], Arrays]) -> Arrays:
-    """``compute()``'s arrays for the data of ``key`` (None: not cached), computed by the file
-    ``source``: read from the cache, else computed and stored atomically when it can be."""
+    """``compute()``'s arrays (the code of ``source``) for ``key``'s data, cached unless None."""
     if key is None:
         return compute()
     path = quantities_dir() / f"{kind}-{key}.npz"

@@ -70,8 +70,7 @@ def _row(dataset: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
     n = params["n_prime"]
     # S' = the whole training set (in another order) when N' = N: the fit, the moments and
     # the law of SGD do not depend on the order, so the whole set's, made once, serve.
-    whole = n == X.shape[1]
-    if whole:
+    if n == X.shape[1]:
         Xs, Ys, evaluator, model = X, Y, shared_evaluator(dataset), moments(dataset)
     else:
         subset = draw_subset(X.shape[1], n, seed=seed)
