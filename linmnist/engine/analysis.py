@@ -14,8 +14,7 @@ from linmnist.engine.validation import check_bool
 
 @dataclass
 class LeastSquares:
-    """Closed-form minimiser of the quadratic loss, with its losses and accuracies (fractions;
-    test_acc and test_loss are NaN without a test set)."""
+    """Closed-form minimiser of the quadratic loss, its losses and accuracies (fractions)."""
 
     W: np.ndarray  # (10, D)
     b: np.ndarray | None  # (10,), when fitted with ``bias=True``
@@ -26,8 +25,7 @@ class LeastSquares:
 
 
 def least_squares(X, Y, X_test=None, Y_test=None, *, bias: bool = False) -> LeastSquares:
-    """The minimum-norm W (and b) minimising 1/(2N) sum ||W x + b - y||^2 (the ``Spectrum``'s
-    W* of the inputs, with a row of ones when ``bias``), with its metrics in float64."""
+    """The minimum-norm W (and b with ``bias``) of the quadratic loss, with its metrics."""
     bias = check_bool("bias", bias)
     X, Y = check_data(X, Y, "X", "Y")
     X_test, Y_test = check_test_data(X_test, Y_test, X, Y)
@@ -36,8 +34,7 @@ def least_squares(X, Y, X_test=None, Y_test=None, *, bias: bool = False) -> Leas
 
 
 def optimum_metrics(W, X, Y, X_test=None, Y_test=None, *, bias: bool = False) -> LeastSquares:
-    """The ``LeastSquares`` of the fitted ``W`` (10, D) of inputs ``X`` (D, N), whose last row
-    is the constant 1 when ``bias`` (and so is ``X_test``'s)."""
+    """The ``LeastSquares`` of ``W`` on ``X`` (a last row of ones when ``bias``)."""
     loss, train_acc = map(float, quadratic_metrics(W, X, Y))
     test_loss, test_acc = np.nan, np.nan
     if X_test is not None and Y_test is not None:
@@ -47,9 +44,8 @@ def optimum_metrics(W, X, Y, X_test=None, Y_test=None, *, bias: bool = False) ->
 
 
 def quadratic_metrics(W: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(0.5 mean ||W x - y||^2, share of samples whose first largest score is the label's) of
-    W (10, D), or of each of a stack W (m, 10, D), from the scores W X in float64, ``BLOCK``
-    samples at a time (no float64 copy of X), one product for the whole stack."""
+    """(0.5 mean ||W x - y||^2, share of samples whose first largest score is the label's) of W
+    (10, D) or of a stack (m, 10, D), from float64 scores, ``BLOCK`` samples at a time."""
     W = np.asarray(W, dtype=np.float64)
     stack, n = W.shape[:-2], X.shape[1]
     squares, hits = np.zeros(stack), np.zeros(stack, dtype=np.int64)

@@ -1,12 +1,9 @@
 """``make bench``: the engine against the study's naive algorithm and a PyTorch loop, like for like.
 
-The seed-fidelity run (train and test evaluated after every iteration) on the same batches by
-the naive reference (``linmnist.engine.naive``: it trains the engine's very trajectory, so
-"same run" compares the float64 evaluation of the same weights), a competent PyTorch loop
-(float32, two threads; timed only) and the engine (its evaluator's set-up timed apart). Each
-first runs untimed for a few iterations, so that no timing includes one-off costs. The peak
-memory is a fresh process's that loads MNIST and makes one engine run; a second table
-(``throughput``) gives the training-only time against the memory-traffic floor.
+The seed-fidelity run (evaluated after every iteration) on the same batches by the naive
+reference (``linmnist.engine.naive``, which trains the engine's very trajectory), a competent
+PyTorch loop (float32, two threads; timed only) and the engine, each warmed up untimed first.
+The peak memory is a fresh process's; ``throughput`` gives the second table.
 """
 
 from __future__ import annotations
@@ -33,8 +30,7 @@ LOSS_RTOL = 1e-6
 
 
 def torch_loop(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray, threads: int = 2):
-    """History (``HISTORY_COLUMNS``) of the run in PyTorch, float32 on ``threads`` threads: per
-    iteration the update, then one product per split reused for the loss and the accuracy."""
+    """History (``HISTORY_COLUMNS``) of the run in PyTorch, float32 on ``threads`` threads."""
     import torch
 
     previous = torch.get_num_threads()
@@ -63,8 +59,7 @@ def torch_loop(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray, threads:
 
 def compare(X, Y, X_test, Y_test, *, lr: float = LR, batch_size: int, iterations: int,
             seed: int = 0, with_torch: bool = True) -> dict:  # fmt: skip
-    """The times of the naive reference, the PyTorch loop and the engine on the same batches,
-    their ratios, and whether the engine gave the naive run's weights and accuracies."""
+    """Times of the naive, PyTorch and engine runs on the same batches, and their agreement."""
     batches = sample_batches(X.shape[1], batch_size=batch_size, iterations=iterations, seed=seed)
     warm_up = batches[:WARM_UP]
     t0 = time.perf_counter()
@@ -136,8 +131,7 @@ def peak_rss_of_one_run(batch_size: int, iterations: int) -> float:
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process (GB): VmHWM where /proc has it (Linux carries
-    ru_maxrss over an exec)."""
+    """Peak resident memory of this process (GB): /proc's VmHWM (ru_maxrss spans an exec)."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
@@ -156,8 +150,7 @@ def _mnist():
 
 
 def bench(iterations: int, batch_sizes: list[int], *, with_torch: bool = True) -> bool:
-    """Print the bench's table on MNIST (``python -m linmnist bench``); True when every
-    engine run agrees with the naive reference."""
+    """Print the bench's table on MNIST; True when every engine run agrees with the naive one."""
     (X, Y), (Xt, Yt) = _mnist()
     print(
         f"Seed-fidelity run on MNIST: lr {LR}, {iterations} iterations, train and test "

@@ -160,9 +160,8 @@ def cache_path(name: str = "mnist", cache_dir: str | os.PathLike | None = None) 
 
 
 def load_mnist(name: str = "mnist", cache_dir: str | os.PathLike | None = None) -> Dataset:
-    """((x_train, y_train), (x_test, y_test)) of a verified copy of `name` ("mnist" or
-    "fashion-mnist"), uint8 in Keras's shapes, acquired and cached in ``cache_path``'s directory
-    if needed (``DatasetUnavailableError`` when no source gives one)."""
+    """((x_train, y_train), (x_test, y_test)) of a verified copy of `name`, uint8 in Keras's
+    shapes, acquired and cached if needed (``DatasetUnavailableError`` when no source has one)."""
     path = cache_path(name, cache_dir)
     label = _cache_label(path.parent, cache_dir)
     _check_cache_dir(path.parent, label)
@@ -308,9 +307,8 @@ def aligned_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
 
 
 def prepare(x: np.ndarray, y: np.ndarray, dtype: npt.DTypeLike = np.float32) -> Split:
-    """The study's feature-major layout of images x (N, 28, 28) or (N, 784), pixels in [0, 255],
-    and labels y (N,) in 0..9: X = x / 255 (784, N), a contiguous column per image on a cache
-    line, and one-hot Y (10, N), in ``dtype`` (float32 or float64)."""
+    """The study's layout of images x (N, 28, 28) or (N, 784) in [0, 255] and labels y (N,): X =
+    x / 255 (784, N), a column per image on a cache line, and one-hot Y (10, N), in ``dtype``."""
     resolved = check_dtype("dtype", dtype, (np.float32, np.float64))
     x = np.asarray(x)
     y = np.asarray(y)
@@ -352,8 +350,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def move_aside(path: Path) -> str:
-    """Rename a file that failed a check to ``<name>.corrupt-<time>`` (kept for inspection);
-    returns what happened, for the message."""
+    """Rename a failing file to ``<name>.corrupt-<time>``; returns what happened."""
     kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
     try:
         os.replace(path, kept)
@@ -390,8 +387,7 @@ def _remaining() -> float:
 
 
 def _within(seconds: float, fetch: Callable[[], Dataset], label: str) -> Dataset:
-    """``fetch()`` in a daemon thread, given up (``_Unavailable``) after ``seconds`` (a host that
-    accepts connections and never answers cannot hold acquisition longer)."""
+    """``fetch()`` in a daemon thread, given up (``_Unavailable``) after ``seconds``."""
     result: dict[str, Any] = {}
     context = contextvars.copy_context()
 
@@ -511,8 +507,7 @@ def _write_npz(path: Path, data: Dataset) -> None:
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` (its directory made) through a temporary file
-    beside it, flushed and renamed into place: a reader sees the old file or the new one."""
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
@@ -536,8 +531,7 @@ def _shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def _check_headers(path: Path, name: str) -> None:
-    """Refuse an npz whose array headers declare another shape or dtype than a genuine copy's,
-    before anything is allocated."""
+    """Refuse an npz whose headers declare another shape or dtype, before allocating."""
     dtype = np.dtype(np.uint8)
     with zipfile.ZipFile(path) as archive:
         for key, shape in _shapes(name).items():
@@ -600,9 +594,7 @@ def _host_reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) 
 
 def download(url: str, sha256: str | None, directory: Path) -> Path:
     """``url`` fetched by pooch into ``directory``, checked against ``sha256`` (None: by the
-    caller; ``VerificationError`` if it differs), with a progress bar on a terminal. A host
-    that does not answer a short probe is not tried; reads time out within what is left of the
-    acquisition (``DOWNLOAD_TIMEOUT`` outside one)."""
+    caller), within what is left of the acquisition; a host that does not answer is not tried."""
     import pooch
 
     where = urlsplit(url)
@@ -766,8 +758,7 @@ def _from_pickled(obj: object) -> Dataset:
 
 
 def _read_idx(path: Path, key: str) -> np.ndarray:
-    """Parse a gzipped IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian dims),
-    checked against ``IDX_SHA256[key]`` first (at most the expected size + 1 decompressed)."""
+    """Parse a gzipped IDX file of bytes, checked against ``IDX_SHA256[key]`` first."""
     expected_sha, size = IDX_SHA256[key]
     try:
         with gzip.open(path, "rb") as fh:
@@ -790,8 +781,7 @@ def _read_idx(path: Path, key: str) -> np.ndarray:
 
 
 def _read_idx_dataset(directory: Path, *, cache: bool = False) -> Dataset:
-    """The four IDX files of ``directory`` (in a cache, ``cache=True``, one that fails its check
-    is moved aside)."""
+    """The four IDX files of ``directory`` (a cache's failing file is moved aside)."""
     missing = [f for f in IDX_FILES.values() if not (directory / f).is_file()]
     if missing:
         raise _Unavailable(f"missing in {directory}: {', '.join(missing)}")

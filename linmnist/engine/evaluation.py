@@ -134,9 +134,8 @@ def evaluate_trajectory(Ws: np.ndarray, X: np.ndarray, Y: np.ndarray,
                         X_test: np.ndarray | None = None, Y_test: np.ndarray | None = None, *,
                         bs: np.ndarray | None = None, iterations: np.ndarray | None = None
 ) -> pd.DataFrame:  # fmt: skip
-    """The history (``HISTORY_COLUMNS``) of the weights Ws (T, 10, D), exactly as a float64
-    evaluation gives it; ``bs`` (T, 10) biases of a model W x + b, ``iterations`` the rows'
-    numbers (default 0..T-1); the data as for ``train``."""
+    """The exact history (``HISTORY_COLUMNS``) of the weights Ws (T, 10, D); ``bs`` (T, 10) the
+    biases, ``iterations`` the rows' numbers (default 0..T-1); the data as for ``train``."""
     Ws = np.asarray(Ws)
     X, Y = check_data(X, Y, "X", "Y")
     if Ws.ndim != 3 or Ws.shape[1:] != (Y.shape[0], X.shape[0]):
@@ -150,15 +149,12 @@ def evaluate_trajectory(Ws: np.ndarray, X: np.ndarray, Y: np.ndarray,
     iterations = np.arange(len(Ws)) if iterations is None else np.asarray(iterations)
     if iterations.shape != (len(Ws),):
         raise UsageError(f"iterations must have shape ({len(Ws)},), got {iterations.shape}")
-    bias = bs is not None
-    return Evaluator(X, Y, X_test, Y_test, bias=bias).history(Ws, iterations)
+    return Evaluator(X, Y, X_test, Y_test, bias=bs is not None).history(Ws, iterations)
 
 
 class Evaluator:
-    """Exact training loss and train/test accuracy of many weight matrices of the data X, Y
-    (D, N), (10, N) and the optional test set; with ``bias`` the weights are (10, D + 1), b last.
-    Its per-dataset quantities are cached on disk (``quantity_cache``); runs on the same data
-    can share one (``train(..., evaluator=...)``)."""
+    """Exact training loss and train/test accuracy of many weight matrices on X, Y (D, N), (10, N)
+    and the optional test set ((10, D + 1) with ``bias``); shared by runs on the same data."""
 
     def __init__(self, X, Y, X_test=None, Y_test=None, *, bias: bool = False):
         bias = check_bool("bias", bias)
@@ -212,9 +208,8 @@ class Evaluator:
 
     @cached_property
     def projection(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(U, coords, resid): the top ``PROJECTION_RANK`` eigenvectors U (active features x r)
-        of S, every sample's u = U^T x (M, r) and ||x - U u|| (M,), float64, train then test:
-        d . x = (U^T d) . u + at most ||d - U U^T d|| ||x - U u|| (``HistoryStream._reach``)."""
+        """(U, coords, resid): the top ``PROJECTION_RANK`` eigenvectors U of S, u = U^T x and
+        ||x - U u|| per sample: d . x = (U^T d) . u + at most ||d - U U^T d|| ||x - U u||."""
         found = cached("projection", self._key, __file__, self._projection)
         return found["U"], found["coords"], found["resid"]
 
@@ -246,8 +241,7 @@ class Evaluator:
 
     @cached_property
     def rows32(self) -> list[np.ndarray]:
-        """Train and test sample-major (N, D) in float32: views of data laid out as ``prepare``
-        returns it (the evaluator then holds no copy)."""
+        """Train and test sample-major (N, D) in float32: views of ``prepare``'s layout."""
         return [_sample_major32(part) for part in self.parts]
 
     def losses(self, Ws: np.ndarray) -> np.ndarray:
@@ -286,8 +280,7 @@ class Evaluator:
     def history(self, Ws: np.ndarray, iterations: np.ndarray,
                 updates: tuple[np.ndarray, np.ndarray, float] | None = None
     ) -> pd.DataFrame:  # fmt: skip
-        """Metrics of the weights Ws (T, 10, D) recorded at ``iterations``; ``updates`` =
-        (errors E_t (T, 10, B), batches (T, B), lr / B) of every iteration: incremental scores."""
+        """Metrics of the weights Ws recorded at ``iterations`` (``updates``: incremental)."""
         with self.stream(None if updates is None else updates[2]) as stream:
             for t, W in enumerate(Ws):
                 extra = () if updates is None else (updates[0][t], updates[1][t])
@@ -295,8 +288,7 @@ class Evaluator:
             return stream.frame()
 
     def stream(self, step: float | None = None) -> HistoryStream:
-        """A ``HistoryStream`` of weights recorded one at a time (``step`` = lr / B for the
-        incremental scores, None for the lazy ones)."""
+        """A ``HistoryStream`` (``step`` = lr / B: incremental scores; None: lazy ones)."""
         return HistoryStream(self, step)
 
 
@@ -451,8 +443,7 @@ class HistoryStream:
         return reach, perp, VU, rounding
 
     def _lazy_scores(self, Ws, correct, uncertain) -> None:
-        """``correct`` and ``uncertain`` (T, M) of the chunk Ws by the lazy scores (or stacked
-        products when most samples would be scored anyway)."""
+        """``correct`` and ``uncertain`` (T, M) of the chunk Ws by the lazy scores."""
         ev = self.ev
         T, k, _ = Ws.shape
         kp = -(-k // TILE) * TILE
@@ -484,8 +475,7 @@ class HistoryStream:
         self._compact(reach[-1])
 
     def _dense_scores(self, W32, scale, base, VU_last, correct, uncertain) -> None:
-        """Every W_t against every sample in stacked float32 products; every sample is then
-        anchored at the last W_t (projected ``VU_last``) with its room there."""
+        """Every W_t against every sample in stacked float32 products, each anchored at the last."""
         ev, state = self.ev, self.state
         T, k, d = W32.shape
         Wc = W32.reshape(T * k, d)
@@ -519,8 +509,7 @@ class HistoryStream:
         self._each_group(work)
 
     def _compact(self, reach_last: np.ndarray) -> None:
-        """Keep at most ``MAX_ANCHORS`` anchors; re-anchor the samples of the others to the
-        chunk's last weights (room reduced by ``reach_last[a, label]``, their reach to it)."""
+        """Keep at most ``MAX_ANCHORS`` anchors; re-anchor the others' samples to the last W_t."""
         A, GA, rhoA, AU, GAU = self._next_anchors
         state = self.state
         last = len(A) - 1
@@ -547,9 +536,8 @@ class HistoryStream:
         self.anchor_proj, self.anchor_proj_gram = AU[keep], GAU[keep]
 
     def _incremental_scores(self, Ws, correct, uncertain, errors, batches) -> None:
-        """Scores of the chunk from the rank-B updates (``kernels.running_margins``): Z_t = W_ref X
-        - sum_{u <= t} a_u Xb_u^T X, a_u = (lr/B) E_u, from W_ref X at each chunk; the trained
-        W_t's distance to that rank-B form (its own rounding) enters the bound."""
+        """Scores of the chunk from the rank-B updates: Z_t = W_ref X - sum_{u <= t} a_u Xb_u^T X,
+        a_u = (lr/B) E_u; the trained W_t's distance to that rank-B form enters the bound."""
         ev = self.ev
         tc, k, B = errors.shape
         d = Ws.shape[2]

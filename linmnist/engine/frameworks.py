@@ -38,8 +38,7 @@ _NO_COPY_KEYWORD = "__array__ implementation doesn't accept a copy keyword"
 
 @dataclass
 class FrameworkResult(TrainResult):
-    """A ``TrainResult`` with the ``framework``, the ``loss`` trained on and ``step_seconds``,
-    the wall time of the updates alone (``seconds`` counts everything)."""
+    """A ``TrainResult`` with ``framework``, ``loss`` and ``step_seconds`` (updates alone)."""
 
     framework: str
     loss: str
@@ -52,8 +51,7 @@ def quadratic_lr(lr: float, n_outputs: int = 10) -> float:
 
 
 def numpy_step_seconds(X, Y, *, lr: float, batches, dtype=np.float32, bias: bool = False) -> float:
-    """Wall time of the hand-coded numpy updates alone (``sgd_step``) replayed on ``batches``,
-    timed like ``FrameworkResult.step_seconds``."""
+    """Wall time of the numpy updates alone (``sgd_step``) replayed on ``batches``."""
     dt = check_dtype(dtype)
     X, Y = check_data(X, Y, "X", "Y")
     Xd, Yd = np.asarray(with_bias_row(X, bias), dtype=dt), np.asarray(Y, dtype=dt)
@@ -136,9 +134,8 @@ def _loop(run: _Run, framework: str, step: Callable[[np.ndarray], None],
 
 
 def train_torch(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -> FrameworkResult:
-    """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD``: ``arguments``
-    are ``sgd.train``'s (lr, batch_size, iterations, seed, batches, X_test, Y_test, eval_every,
-    dtype, bias), ``loss`` one of ``LOSSES``; the result is scored and stopped as train's."""
+    """Train ``nn.Linear(D, 10, bias=bias)`` from zero with ``torch.optim.SGD`` on ``sgd.train``'s
+    ``arguments``, ``loss`` one of ``LOSSES``; scored and stopped as train's runs."""
     run = _validate(X, Y, loss=loss, evaluator=evaluator, **arguments)
     return _loop(run, "torch", *_torch_steps(run), evaluator)  # type: ignore[call-arg]
 
@@ -177,9 +174,8 @@ def _torch_steps(run: _Run):
 
 
 def train_keras(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -> FrameworkResult:
-    """Train ``Dense(10, use_bias=bias, kernel_initializer="zeros")`` with ``keras.optimizers.SGD``
-    as ``train_torch``, on the torch backend; ``dtype`` must be np.float32 (Keras 3 computes
-    64-bit products in 32 bits there)."""
+    """``train_torch`` with a Keras ``Dense`` layer and ``keras.optimizers.SGD`` on the torch
+    backend; ``dtype`` must be float32 (Keras 3 computes 64-bit products in 32 bits there)."""
     run = _validate(X, Y, loss=loss, evaluator=evaluator, **arguments)
     if run.dtype != np.float32:
         raise UsageError(
@@ -194,8 +190,7 @@ def train_keras(X, Y, *, loss: str = "quadratic", evaluator=None, **arguments) -
 
 
 def _keras_steps(run: _Run):
-    """``_loop``'s ``(step, weights)`` of a Keras ``Dense`` layer from zero and its SGD, on the
-    torch backend (set here unless keras is already imported)."""
+    """``_loop``'s ``(step, weights)`` of a Keras ``Dense`` layer on the torch backend."""
     if "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = "torch"
     import keras

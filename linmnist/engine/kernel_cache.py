@@ -1,8 +1,5 @@
-"""A compiled-kernel cache that heals: numba's on-disk cache of the kernels, checked as it loads.
-
-A truncated or garbled ``.nbi``/``.nbc`` file makes numba's loading fail at every start;
-``heal_on_damage`` removes that kernel's cache files instead, with one warning line, and lets
-numba compile it afresh (bytes appended to a cache file are harmless).
+"""A compiled-kernel cache that heals: a truncated or garbled numba cache file (``.nbi``/``.nbc``)
+is removed with one warning line (``heal_on_damage``) and the kernel compiled afresh.
 """
 
 from __future__ import annotations

@@ -58,8 +58,7 @@ class LazyChunk(NamedTuple):
 
 
 class Anchoring(NamedTuple):
-    """Per-sample state of the lazy scores, (M,) or (M, k) (see ``lazy_margins``); the
-    kernel updates all but ``coords`` and ``resid``."""
+    """Per-sample state of ``lazy_margins``, (M,) or (M, k); it updates all but coords and resid."""
 
     room: np.ndarray
     slot: np.ndarray
@@ -94,11 +93,9 @@ class Grams(NamedTuple):
 
 @numba.njit(inline="always")
 def _block_margins(z, lab, nrm, s, true, best, correct, uncertain):  # pragma: no cover
-    """Margins of the scores z (k, n) of one block into correct and uncertain (n,).
-
-    The true and best other scores are picked with selects (the loop over samples
-    vectorises) into the scratch true and best; the margin is taken in float64, exactly. A
-    tie gives margin 0: uncertain, re-scored by the caller (np.argmax takes the first)."""
+    """Margins of one block's scores z (k, n) into correct and uncertain (n,): the true and best
+    other scores picked with selects (the loop vectorises), the margin in float64, exactly. A tie
+    gives margin 0: uncertain, re-scored by the caller (np.argmax takes the first)."""
     n = z.shape[1]
     best[:] = -np.inf
     true[:] = 0
@@ -134,9 +131,8 @@ def margins(Z, labels, norms, scale, correct, uncertain):  # pragma: no cover (c
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def tile_scores(rows, idx, W, out):  # pragma: no cover (compiled)
-    """out[q, c] = rows[idx[q]] . W[c] in float32, W (kp, d) padded to a multiple of ``TILE``
-    classes: two samples times five classes per pass over d, ten independent sums (the
-    error bound holds for any summation order)."""
+    """out[q, c] = rows[idx[q]] . W[c] in float32, W (kp, d) padded to ``TILE`` classes: two samples
+    x five classes per pass, ten independent sums (the error bound holds in any order)."""
     kp, d = W.shape
     m = len(idx)
     for q in range(0, m - 1, 2):
@@ -328,9 +324,8 @@ def running_margins(samples, steps, out):  # pragma: no cover (compiled)
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def float64_correct(W, train, test, steps, cols, labels, out):  # pragma: no cover (compiled)
-    """out[q] = (arg-max of W[steps[q]] x == labels[q]) in float64 (first maximum on ties), x
-    the sample cols[q] (train rows, then test rows); any summation order is a float64
-    evaluation, as a BLAS product's is."""
+    """out[q] = (arg-max of W[steps[q]] x == labels[q]) in float64 (first maximum on ties), x the
+    sample cols[q] (train rows, then test rows): any order is a float64 evaluation."""
     k, d = W.shape[1], W.shape[2]
     n = train.shape[0]
     for q in range(len(steps)):

@@ -94,8 +94,7 @@ class _Stacked:
         self.scale = np.repeat(np.asarray(rates, dtype=np.float32) / batch_size, self.k)[:, None]
 
     def step(self, XT: np.ndarray, YT: np.ndarray, idx: np.ndarray) -> list[tuple]:
-        """Every live run's (new W, E) after the update on the batch ``idx``; a W that
-        ``Recorder`` keeps must be copied (it is a view of the whole stack)."""
+        """Each live run's (new W, E) after the update on ``idx`` (copy a W to keep: a view)."""
         Xb = XT[idx]  # the batch, gathered once for every rate
         E = self.W @ Xb.T
         errors = E.reshape(-1, self.k, E.shape[1])  # a view: each run's E_l = W_l Xb - Yb
@@ -134,8 +133,7 @@ class _Compiled:
 def _descend_together(
     args: RunArguments, evaluator: Evaluator, runs: list[Recorder], rates: list[float]
 ) -> np.ndarray:
-    """Train ``runs`` (one per rate) side by side until each ends or diverges; returns each
-    run's share of the steps' wall time."""
+    """Train ``runs`` side by side; returns each run's share of the steps' wall time."""
     XT = np.ascontiguousarray(np.asarray(args.X, dtype=np.float32).T)  # a view of prepare's X
     YT = np.asarray(args.Y, dtype=np.float32).T
     shape, stacked = (YT.shape[1], XT.shape[1]), args.batch_size >= STACK_FROM

@@ -1,9 +1,8 @@
 """The study's algorithm, written the naive way: the reference the engine must reproduce.
 
-From W = 0, each batch updates W <- W - (lr / B) (W Xb - Yb) Xb^T with the engine's own update
-(``update.sgd_update``: both train the same trajectory), then the loss and accuracies are
-measured in float64 from the full products of W with every sample, as the study did: slow
-and obviously right.
+From W = 0, each batch updates W <- W - (lr / B) (W Xb - Yb) Xb^T (``update.sgd_update``, the
+engine's own), then the loss and accuracies come from float64 products of W with every
+sample, as the study did: slow and obviously right.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ from linmnist.engine.update import sgd_update
 
 
 def train_naive(X, Y, X_test, Y_test, *, lr: float, batches: np.ndarray) -> pd.DataFrame:
-    """History (``HISTORY_COLUMNS``) after every update of the ``batches`` (iterations, B),
-    trained in ``X.dtype``, each row from float64 products (data as ``sgd.train``'s)."""
+    """History after every update of ``batches``, each row from float64 products."""
     return naive_run(X, Y, X_test, Y_test, lr=lr, batches=batches)[0]
 
 

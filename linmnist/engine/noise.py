@@ -37,8 +37,7 @@ class SampleMoments:
 
 @dataclass(frozen=True)
 class NoiseScales:
-    """The noise scales at one W (formulas in the module docstring; at a zero gradient
-    b_simple and b_noise are inf, eps_max nan)."""
+    """The noise scales at one W (formulas and the zero-gradient case: the module docstring)."""
 
     tr_sigma: float  # tr Sigma
     grad_norm: float  # ||G||_F

@@ -130,9 +130,8 @@ def stationary_excess(model: FloorModel, *, lr: float, batch_size: int) -> float
 def sigma_trajectory(
     model: FloorModel, *, lr: float, iterations: int, checkpoints: int = CHECKPOINTS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(t, sigma(t)) at ``checkpoints`` log-spaced steps t in [0, ``iterations``] of gradient
-    descent at ``lr`` from W = 0: every checkpoint's residuals r*_i + (mu_t - W*) x_i in one
-    stacked product, ``BLOCK`` samples at a time (fewer fresh pages), then one with Z2."""
+    """(t, sigma(t)) at ``checkpoints`` log-spaced steps in [0, ``iterations``] of gradient descent
+    at ``lr`` from W = 0, all checkpoints' residuals in one stacked product a block at a time."""
     lr = check_number("lr", lr, low=0, low_open=True)
     iterations = check_int("iterations", iterations, low=1)
     checkpoints = check_int("checkpoints", checkpoints, low=2)
@@ -155,9 +154,8 @@ def sigma_trajectory(
 def noise_covariance(model: FloorModel, *, lr: float, batch_size: int | Sequence[int],
                      steps: Sequence[int] | np.ndarray,
                      sigma: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
-    """c(t) (len(steps), K, batch sizes) after each of ``steps`` (ascending, >= 0) of the
-    recursion from c(0) = 0 (inf or nan if it overflows); ``sigma`` is, or by default is
-    computed as, ``sigma_trajectory(model, lr=lr, iterations=max(steps))``."""
+    """c(t) (len(steps), K, batch sizes) after each of ``steps`` of the recursion from c(0) = 0 (inf
+    or nan on overflow); ``sigma`` by default ``sigma_trajectory(model, lr=lr, ...)``."""
     a = check_number("lr", lr, low=0, low_open=True)
     sizes = [check_int("batch_size", b, low=1) for b in np.atleast_1d(batch_size).tolist()]
     steps = np.asarray(steps, dtype=np.int64).reshape(-1)
@@ -189,8 +187,7 @@ def noise_covariance(model: FloorModel, *, lr: float, batch_size: int | Sequence
 def excess_after(model: FloorModel, *, lr: float, batch_size: int | Sequence[int], iterations: int,
                  sigma: tuple[np.ndarray, np.ndarray] | None = None
 ) -> float | np.ndarray:  # fmt: skip
-    """0.5 sum lam_k c_k(t) after ``iterations`` steps of ``noise_covariance``'s recursion (an
-    array for a sequence of batch sizes; inf where it overflows)."""
+    """0.5 sum lam_k c_k(t) after ``iterations`` steps (per batch size; inf on overflow)."""
     iterations = check_int("iterations", iterations, low=1)
     c = noise_covariance(model, lr=lr, batch_size=batch_size, steps=[iterations], sigma=sigma)
     with np.errstate(invalid="ignore"):

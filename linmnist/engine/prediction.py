@@ -53,10 +53,8 @@ def held_out(X_test: np.ndarray, Y_test: np.ndarray) -> HeldOut:
 def expected_losses(spec: Spectrum, model: FloorModel, *, lr: float,
                     batch_size: int | Sequence[int], iterations: Sequence[int],
                     test: HeldOut | None = None) -> pd.DataFrame:  # fmt: skip
-    """The expected training (and ``test``) loss of SGD from W = 0 at each of ``iterations``
-    (0-based, ascending, as in a history), for one batch size or several together: a frame
-    of ``CURVE_COLUMNS``, batch size after batch size; inf where the prediction diverges,
-    test_loss NaN without ``test``."""
+    """The expected training (and ``test``) loss of SGD from W = 0 at each of ``iterations``, for
+    one batch size or several: ``CURVE_COLUMNS``, inf where it diverges."""
     lr = check_number("lr", lr, low=0, low_open=True)
     sizes = [check_int("batch_size", b, low=1) for b in np.atleast_1d(batch_size).tolist()]
     its = np.asarray(iterations, dtype=np.int64).reshape(-1)
@@ -161,9 +159,7 @@ def predicted_steps(spec: Spectrum, model: FloorModel, *, lr: float, batch_size:
                     targets: Sequence[float], max_steps: int,
                     sigma: tuple[np.ndarray, np.ndarray] | None = None
 ) -> tuple[int | None, ...]:  # fmt: skip
-    """Per target (decreasing), the first step at which SGD's expected excess is at or below
-    it, None when not within ``predicted_horizon`` (``sigma`` then
-    ``sigma_trajectory(model, lr=lr, iterations=predicted_horizon(...))``)."""
+    """Per target (decreasing), the first step where SGD's expected excess reaches it, or None."""
     values = [check_number("targets", t, low=0, low_open=True) for t in targets]
     if not values or sorted(values, reverse=True) != values:
         raise UsageError(f"targets must be excess losses > 0, decreasing; got {list(targets)}")
@@ -176,8 +172,7 @@ def predicted_steps(spec: Spectrum, model: FloorModel, *, lr: float, batch_size:
 
 
 def predicted_horizon(spec: Spectrum, *, lr: float, target: float, max_steps: int) -> int:
-    """The steps ``predicted_steps`` follows at ``lr``: ``HORIZON_FACTOR`` x gradient
-    descent's steps to ``target``, at most ``max_steps`` (and at least 1)."""
+    """``HORIZON_FACTOR`` x gradient descent's steps to ``target``, in [1, ``max_steps``]."""
     max_steps = check_int("max_steps", max_steps, low=1)
     gd = gd_steps_to(spec, lr, target, max_steps=max_steps)
     return max_steps if gd is None else max(1, min(max_steps, HORIZON_FACTOR * gd))

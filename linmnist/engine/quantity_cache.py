@@ -37,8 +37,7 @@ def quantities_dir() -> Path:
 
 
 def data_key(*parts: np.ndarray | str) -> str | None:
-    """SHA-256 (hex) of ``parts`` (arrays: dtype, shape and values in row-major order; or
-    strings), or None when their arrays hold fewer than ``CACHE_FROM`` values."""
+    """SHA-256 (hex) of ``parts`` (arrays or strings); None below ``CACHE_FROM`` values."""
     arrays = [p for p in parts if isinstance(p, np.ndarray)]
     if sum(a.size for a in arrays) < CACHE_FROM:
         return None
@@ -64,9 +63,7 @@ def code_digest(source: str | os.PathLike) -> str:
 
 
 def cached(kind: str, key: str | None, source: str, compute: Callable[[], Arrays]) -> Arrays:
-    """``compute()``'s arrays for the data of ``key`` (None: not cached), computed by the file
-    ``source``: read from the cache when it holds them, else computed and stored (atomically,
-    after the checksum line; not when the cache cannot be written)."""
+    """``compute()``'s arrays (the code of ``source``) for ``key``'s data, cached unless None."""
     if key is None:
         return compute()
     path = quantities_dir() / f"{kind}-{key}.npz"
@@ -83,8 +80,7 @@ def cached(kind: str, key: str | None, source: str, compute: Callable[[], Arrays
 
 
 def _read(path: Path, code: str) -> Arrays | None:
-    """The arrays of the file at ``path`` if it holds them for ``code``; a damaged file is
-    removed, with one warning line."""
+    """The arrays at ``path`` if stored for ``code``; a damaged file is removed, warned."""
     try:
         raw = path.read_bytes()
     except OSError:  # absent, or unreadable: computed (and stored if the cache can be written)

@@ -127,8 +127,7 @@ heal_on_damage(_incremental_steps)
 
 
 def _excesses(data: TargetData, D, M, rows, step, limit, last) -> np.ndarray:
-    """``_incremental_steps``' excesses (compiled below ``DIRECT_FROM``, where numpy's calls
-    would cost more than a step)."""
+    """``_incremental_steps``' excesses (compiled below ``DIRECT_FROM``)."""
     if rows.shape[1] < DIRECT_FROM:
         out = np.empty(len(rows))
         step = D.dtype.type(step)  # float32 arithmetic, like the training
@@ -206,8 +205,7 @@ def target_columns(n_targets: int) -> list[str]:
 
 def search_lr(data: TargetData, *, batch_size: int, lrs: Sequence[float], seeds: Sequence[int],
               targets: Sequence[float], max_steps: int) -> pd.DataFrame:  # fmt: skip
-    """Every seed at each of ``lrs`` (descending) until past the best rate; one row per run,
-    ``RUN_COLUMNS`` and ``steps_<i>`` per target (NaN: not reached)."""
+    """Every seed at each of ``lrs`` (descending) until past the best rate; a row per run."""
     targets, lrs = _check_targets(targets), _check_rates(lrs)
     best = np.full(len(targets), np.inf)
     rows = []
@@ -235,9 +233,8 @@ def predict_search(spec: Spectrum, model: FloorModel, *, batch_size: int, lrs: S
                    targets: Sequence[float], max_steps: int,
                    sigmas: dict[float, tuple[np.ndarray, np.ndarray]] | None = None
 ) -> pd.DataFrame:  # fmt: skip
-    """``search_lr``'s search on ``prediction.predicted_steps``, from the first rate below the
-    predicted edge (``noise_floor.largest_stable_lr``) until one worse for every target; one row
-    per rate (``predicted_columns``); ``sigmas`` caches the gradient noise per lr."""
+    """``search_lr`` on ``prediction.predicted_steps``, from the first rate below the predicted edge
+    until one is worse for every target (``predicted_columns``); ``sigmas`` caches sigma per lr."""
     targets, lrs = _check_targets(targets), _check_rates(lrs)
     sigmas = {} if sigmas is None else sigmas
     edge = largest_stable_lr(model, batch_size=batch_size)

@@ -113,8 +113,7 @@ def sample_batches(
 
 
 def batch_rows(args: RunArguments):
-    """The batch of every iteration: ``args.batches``' rows, or drawn from ``args.seed``
-    ``BATCH_ROWS`` iterations at a time (the same numbers as ``sample_batches``)."""
+    """The batch of every iteration: ``args.batches``' rows, or drawn from ``args.seed``."""
     if args.batches is not None:
         yield from args.batches
         return
@@ -161,9 +160,8 @@ class RunArguments:
 def check_run_arguments(X, Y, X_test=None, Y_test=None, *, lr, batch_size, iterations, seed=0,
                         batches=None, eval_every=1, dtype=np.float32, bias=False, draw_batches=True,
                         data_checked=False) -> RunArguments:  # fmt: skip
-    """Validate ``train``'s arguments (every implementation checks them the same way); draws
-    the batches from ``seed`` unless given or ``draw_batches`` is False. ``data_checked``: an
-    ``Evaluator`` checked these arrays (a scan of the data, skipped)."""
+    """Validate ``train``'s arguments (the same for every implementation); draws the batches unless
+    given or not ``draw_batches``; ``data_checked`` skips the data's scan (an Evaluator did it)."""
     lr = check_number("lr", lr, low=0, low_open=True)
     dt = check_dtype(dtype)
     bias = check_bool("bias", bias)
@@ -252,9 +250,8 @@ def train(X: np.ndarray, Y: np.ndarray, *, lr: float, batch_size: int, iteration
 
 @dataclass
 class Recorder:
-    """What one run keeps while it trains: its weights, the stream that scores them, where it
-    diverged, and with ``accuracy="final"`` the latest point (``held``, scored at the end) and
-    the earlier ones (``loss_only``)."""
+    """What one run keeps while it trains: its weights, the stream scoring them, where it
+    diverged, and with ``accuracy="final"`` the latest point (``held``) and the others."""
 
     stream: HistoryStream
     W: np.ndarray
@@ -271,8 +268,7 @@ class Recorder:
         return t % self.every == 0 or t == self.last
 
     def step(self, t: int, W: np.ndarray, E: np.ndarray, idx: np.ndarray) -> None:
-        """Take the weights after update ``t`` (errors E on the batch ``idx``); W is kept
-        when ``records(t)``."""
+        """Take the weights after update ``t`` (errors E on the batch ``idx``)."""
         self.W = W
         if self.records(t):
             if self.accuracy == "every":
@@ -289,8 +285,7 @@ class Recorder:
 
 
 def recorder(args: RunArguments, evaluator: Evaluator, accuracy: str, lr: float, stack) -> Recorder:
-    """A ``Recorder`` of a run ``args`` at ``lr`` from W = 0, its stream entered in the
-    ``ExitStack`` ``stack`` (incremental below ``INCREMENTAL_BELOW`` at every iteration)."""
+    """A ``Recorder`` of a run ``args`` at ``lr`` from W = 0, its stream in ``stack``."""
     incremental = args.batch_size < INCREMENTAL_BELOW and args.eval_every == 1
     incremental = incremental and accuracy == "every"
     stream = stack.enter_context(evaluator.stream(lr / args.batch_size if incremental else None))

@@ -54,8 +54,7 @@ class Spectrum:
 
 
 def spectrum(X: np.ndarray, Y: np.ndarray) -> Spectrum:
-    """The ``Spectrum`` of the training set (X (D, N), Y (10, N) one-hot), in float64; cached
-    on disk per data set (``linmnist.engine.quantity_cache``)."""
+    """The ``Spectrum`` of the training set (X, Y) in float64, cached on disk per data set."""
     X, Y = check_data(X, Y, "X", "Y")
     key = data_key(X.T, np.argmax(Y, axis=0), f"classes {Y.shape[0]}")
     arrays = cached("spectrum", key, __file__, lambda: _decompose(X, Y))
@@ -91,9 +90,8 @@ def _decompose(X: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _eigenpairs(S: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """S's eigenvalues (ascending) and eigenvectors, S = X X^T / N: a pixel zero in every image
-    is one of eigenvalue 0 (first in V); the others come from S on the D' pixels in use, or for
-    N <= D' / ``FEW_SAMPLES`` from the QR factors of those rows of X (``_from_samples``)."""
+    """S's eigenvalues (ascending) and eigenvectors, S = X X^T / N: pixels zero in every image
+    have eigenvalue 0 (first), the others from S on the pixels in use (or ``_from_samples``)."""
     d, n = X.shape
     used = np.flatnonzero(np.diag(S) > 0)  # the pixels nonzero in some image
     if n * FEW_SAMPLES <= used.size:
@@ -131,8 +129,7 @@ def excess_loss(spec: Spectrum, W: np.ndarray) -> float:
 
 
 def gd_excess(spec: Spectrum, lr: float, steps) -> np.ndarray:
-    """The excess loss L(W_t) - L* of gradient descent at ``lr`` after each of ``steps``, in
-    closed form (``inf`` once it overflows, above 2 / lambda_max)."""
+    """L(W_t) - L* of gradient descent at ``lr`` after each of ``steps`` (inf on overflow)."""
     lr = check_number("lr", lr, low=0, low_open=True)
     t = np.asarray(steps, dtype=np.float64)
     if t.size and (t.min() < 0 or not np.isfinite(t).all()):
@@ -152,9 +149,8 @@ def gd_weights(spec: Spectrum, lr: float, step: int) -> np.ndarray:
 
 
 def excess_over_gd(spec: Spectrum, W: np.ndarray, lr: float, step: int) -> float:
-    """0.5 tr(D S D^T), D = W - W_t^GD, ``W`` a run's weights after ``step`` updates at ``lr``:
-    L(W) - L(W_t^GD) without its linear term tr(G_t D^T), whose mean is zero (E[D] = 0) and
-    whose spread grows with ||G_t||: the same expectation, never negative."""
+    """0.5 tr(D S D^T), D = W - W_t^GD (``W`` after ``step`` updates at ``lr``): L(W) - L(W_t^GD)
+    without its linear term tr(G_t D^T), of mean zero: the same expectation, never negative."""
     W = np.asarray(W, dtype=np.float64)
     if W.shape != spec.W_star.shape:
         raise ValueError(f"W must have shape {spec.W_star.shape}, got {W.shape}")
@@ -163,8 +159,7 @@ def excess_over_gd(spec: Spectrum, W: np.ndarray, lr: float, step: int) -> float
 
 
 def gd_steps_to(spec: Spectrum, lr: float, target: float, *, max_steps: int = 10**9) -> int | None:
-    """The first t with L(W_t) - L* <= ``target`` for gradient descent at ``lr``; None when
-    it is not reached within ``max_steps`` (always for lr > 2 / lambda_max)."""
+    """The first t with L(W_t) - L* <= ``target`` for gradient descent, else None."""
     target = check_number("target", target, low=0, low_open=True)
     max_steps = check_int("max_steps", max_steps, low=0)
     if gd_excess(spec, lr, 0)[()] <= target:

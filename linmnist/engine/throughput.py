@@ -1,9 +1,8 @@
 """Training-only throughput against the memory-traffic floor (``make bench``'s second table).
 
-Training only is ``sgd.train`` with no test set and one evaluation, at the end (the updates
-and the divergence check); the floor is the time to read every batch's samples twice, the
-traffic of numpy's two products (the engine's update reads each once). Both are timed on the
-same batches, alternately, ``repeats`` times (median and range, ratio of the medians).
+Training only is ``sgd.train`` with no test set and one evaluation; the floor is the time to
+read every batch's samples twice (numpy's two products). Both run on the same batches,
+alternately, ``repeats`` times.
 """
 
 from __future__ import annotations
@@ -40,8 +39,7 @@ def _read_twice(XT, batches):  # pragma: no cover (compiled)
 def measure(
     X: np.ndarray, Y: np.ndarray, *, batch_sizes, iterations: int = 1000, repeats: int = 5
 ) -> pd.DataFrame:
-    """Per batch size: training-only seconds and floor seconds (median, min, max over
-    ``repeats``), and their ratio (median over median)."""
+    """Per batch size: training-only and floor seconds over ``repeats``, and their ratio."""
     iterations = check_int("iterations", iterations, low=1)
     repeats = check_int("repeats", repeats, low=1)
     evaluator = Evaluator(X, Y)

@@ -70,8 +70,7 @@ def _one_sample(W, YT, c, x, i, b, E, G):  # pragma: no cover (compiled)
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _accumulate(W, XT, YT, ids, scale, E, G, W_next):  # pragma: no cover (compiled)
-    """E[:, b] = W x_b - y_b for the batch's samples x_b = XT[ids[b]], G = E Xb^T and
-    W_next = W - scale G."""
+    """E[:, b] = W x_b - y_b on the batch, G = E Xb^T and W_next = W - scale G."""
     k = W.shape[0]
     G[:] = W.dtype.type(0)
     n = ids.shape[0]
@@ -96,12 +95,9 @@ heal_on_damage(_accumulate)
 
 def sgd_update(W: np.ndarray, XT: np.ndarray, YT: np.ndarray, ids: np.ndarray, lr: float,
                G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(W - (lr / B) E Xb^T, E) with E = W Xb - Yb, for the batch ``ids`` (B sample indices).
-
-    XT (N, D) and YT (N, 10) hold one sample per row (XT C-contiguous: each sample read as
-    one run of memory); W (10, D) is in their dtype; G (10, D) is scratch space. Returns new
-    arrays (callers may keep them).
-    """
+    """(W - (lr / B) E Xb^T, E) with E = W Xb - Yb, for the batch ``ids`` (B sample indices), as new
+    arrays: XT (N, D), YT (N, 10) one C-contiguous sample per row, W (10, D) in their dtype, G
+    (10, D) scratch space."""
     E = np.empty((W.shape[0], len(ids)), dtype=W.dtype)
     W_next = np.empty_like(W)
     _accumulate(W, XT, YT, ids, W.dtype.type(lr / len(ids)), E, G, W_next)

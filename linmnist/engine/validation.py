@@ -72,8 +72,7 @@ def check_int(name: str, value, *, low: int | None = None, high: int | None = No
 
 def check_number(name: str, value, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False) -> float:  # fmt: skip
-    """``value`` as a float if it is a finite real number (not a bool) in [low, high], or
-    (low, high] with ``low_open`` (bounds optional)."""
+    """``value`` as a finite float in [low, high] ((low, high] with ``low_open``)."""
     expected = f"{name} must be a finite number{_range(low, high, low_open=low_open)}"
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise UsageError(expected + _given(value, typed=True))
@@ -118,8 +117,7 @@ def check_path(name: str, value, *, allow_none: bool = False) -> Path | None:
 
 
 def check_dtype(name: str, value, accepted: Iterable) -> np.dtype:
-    """``value`` as a np.dtype if it is one of the ``accepted`` dtypes (None, which np.dtype
-    takes for float64, is refused)."""
+    """``value`` as a np.dtype if one of ``accepted`` (None, float64 to numpy, refused)."""
     accepted = [np.dtype(a) for a in accepted]
     names = [f"np.{a.name}" for a in accepted]
     expected = f"{name} must be " + (

@@ -1,11 +1,8 @@
 """What one grid cell computes: one configuration trained over several seeds.
 
-Seed ``s`` draws its batches with ``np.random.default_rng(s)``, and in Task 5 its own subset
-S' of ``n_prime`` samples (``draw_subset``), so the spread over seeds covers both. The
-``fidelity_seeds`` are evaluated after every iteration (the study's fidelity), the others every
-``eval_every``; the tasks of ``grids.FINAL_ACCURACY`` score accuracies at the last evaluation
-only. A worker loads the data, warms up the kernels and builds the full training set's
-evaluator once, for every cell it makes.
+Seed ``s`` draws its batches with ``np.random.default_rng(s)`` (and in Task 5 its subset S',
+``draw_subset``); ``fidelity_seeds`` are evaluated after every iteration, the others every
+``eval_every``. A worker loads the data, warms up and builds the evaluator once for its cells.
 """
 
 from __future__ import annotations
@@ -48,8 +45,7 @@ def train_seeds(
     evaluator: Evaluator | None = None,
     accuracy: str = "every",
 ) -> list[TrainResult]:
-    """One TrainResult per seed (``fidelity_seeds`` evaluated at every iteration; with
-    ``n_prime``, each on its own subset); the rest as in ``linmnist.engine.sgd.train``."""
+    """One TrainResult per seed (with ``n_prime``, each on its own subset), as ``train``."""
     seeds = _check_seeds(seeds, fidelity_seeds)
     shared = None  # without subsets, one evaluator (its Gram matrix) serves every seed
     if n_prime is None:
@@ -138,8 +134,7 @@ def shared_evaluator(dataset: str) -> Evaluator:
 
 @functools.cache
 def warmed_up(dataset: str) -> bool:
-    """Each code path of ``train`` run once per process on a slice of the data, so that
-    one-off set-up (compiled kernels, BLAS) lands in no run's seconds."""
+    """Each code path of ``train`` run once per process, so set-up lands in no run's time."""
     X, Y, X_test, Y_test = (a[:, :512] for a in prepared(dataset))
     for batch_size, lr, iterations in ((1, 1e-3, 3), (100, 1e-3, LAZY_ROWS + 1), (100, 10.0, 3)):
         train(X, Y, lr=lr, batch_size=batch_size, iterations=iterations, X_test=X_test,
@@ -190,8 +185,7 @@ def _cell_record(
 
 
 def sourced_cell_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
-    """The job of a cell whose runs ``params["source"]`` made (another cell, or a lockstep
-    product): the source's rows at this cell's evaluation schedule, as ``cell_job`` writes."""
+    """The job of a cell whose runs ``params["source"]`` made, as ``cell_job`` writes."""
     start = time.perf_counter()
     task, cell = params["source"]["task"], params["source"]["cell"]
     directory = Path(out).parent.parent / task

@@ -1,11 +1,9 @@
 """Task 6 as a product: the same model trained by numpy, PyTorch and Keras, written as data.
 
-``compare_frameworks`` trains every run of ``RUNS`` (the Task 2 configuration in float32 and
-float64; the study's PyTorch setting, bias and ``nn.MSELoss`` at ``study_lr``, and its numpy
-equivalent), compares each with its numpy reference (``compare_runs``), times its updates
-alone, and adds the closed-form optima without and with a bias. ``comparison_job`` writes
-``frameworks.runs.csv`` (``RUN_COLUMNS``) and ``frameworks.history.csv``; ``load_comparison``
-reads them back.
+``compare_frameworks`` trains every run of ``RUNS`` (Task 2 in float32 and float64, the
+study's PyTorch setting and its numpy equivalent), compares each with its numpy reference
+(``compare_runs``), times its updates alone and adds the closed-form optima.
+``comparison_job`` writes the runs and histories as CSV; ``load_comparison`` reads them.
 """
 
 from __future__ import annotations
@@ -176,8 +174,7 @@ def compare_frameworks(
     dataset: str | None = None,
     **settings: Any,
 ) -> Comparison:
-    """Train and compare every run of ``RUNS`` on float32 feature-major data (``data64``: the
-    same in float64, default converted); ``settings`` are ``FRAMEWORKS_PARAMETERS``'s keys."""
+    """Train and compare every run of ``RUNS`` (``settings``: ``FRAMEWORKS_PARAMETERS``)."""
     if set(settings) != set(FRAMEWORKS_PARAMETERS):
         raise TypeError(
             f"compare_frameworks takes the settings {', '.join(FRAMEWORKS_PARAMETERS)}; got "

@@ -1,10 +1,9 @@
-"""The dask executor of ``python -m linmnist run --executor dask``: products on a Dask cluster.
+"""The dask executor (``run --executor dask``): products on a Dask cluster.
 
 Each product is a Dask task calling ``jobs.make_product`` on an idle single-threaded worker of
-the scheduler at ``scheduler`` (or of a LocalCluster), which sees the repository, the build and
-the data cache (checked against the client's checksum) at the same paths. A worker that dies
-mid-product costs it one retry (the scheduler's ``allowed-failures`` should be 0); a lost
-scheduler, or no worker for ``CONNECT_TIMEOUT`` s, ends the run with ``RunAborted``.
+``scheduler`` (or a LocalCluster) that sees the repository, the build and the data cache at the
+same paths. A dying worker costs one retry; a lost scheduler, or no worker for
+``CONNECT_TIMEOUT`` s, ends the run with ``RunAborted``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The experiment grids: read from TOML, validated up front, expanded to cells.
 
-``grids.toml`` defines each task once (``TASKS``: Task 3 ``grid``, Task 5 ``subset``, the
-``stability`` sweep and the ``edge`` sweep at multiples ``edge_factor`` of the predicted
-instability edge): its axes (lists whose product gives the cells), fixed parameters, seeds, and
-named profiles overriding some of them. ``load_grids`` checks every value, so a wrong one is
-refused before anything runs; the other ``SECTIONS`` are read by ``section``.
+``grids.toml`` defines each task of ``TASKS`` once: its axes (lists whose product gives the
+cells), fixed parameters, seeds and named profiles overriding some of them. ``load_grids``
+refuses a wrong value before anything runs; ``section`` reads the other ``SECTIONS``.
 """
 
 from __future__ import annotations

@@ -67,8 +67,7 @@ class LocalExecutor:
         return list(wait(futures, return_when=FIRST_COMPLETED).done)
 
     def outcome(self, future, product: Product, inputs: dict | None) -> jobs.Outcome | None:
-        """The finished product's outcome; None to make it again. A dying worker breaks the pool:
-        the products running then are remade alone, so that the next death names its product."""
+        """The finished product's outcome; None to make it again (a dead worker)."""
         pool, alone = self._pools.pop(future), self._alone.pop(future)
         try:
             outcome = future.result()

@@ -1,9 +1,8 @@
 """The job of a task notebook: execute it with papermill into ``<stem>.ipynb``.
 
-Kernel ``linmnist``, in ``notebooks/`` (relative paths work as in JupyterLab). A notebook whose
-cell fails is kept as ``<stem>.failed.ipynb`` and the product fails. A cell raising
-``LEFT_OUT`` (``linmnist.report.inputs.TaskNotConfigured``: the configuration lacks a task it
-reads) ends the notebook there, its output the error's line, and the product is made.
+Kernel ``linmnist``, in ``notebooks/``. A notebook whose cell fails is kept as
+``<stem>.failed.ipynb`` and the product fails; a cell raising ``LEFT_OUT`` (the configuration
+lacks a task it reads) ends the notebook there, and the product is made.
 """
 
 from __future__ import annotations

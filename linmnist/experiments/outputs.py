@@ -1,9 +1,8 @@
 """Verified outputs: a product's record vouches for the files its job made, and for itself.
 
-A made product's record stores each output's size, modification time and SHA-256
-(``output_digests``) and is sealed with the SHA-256 of its own content (``seal``).
-``output_problems`` names what changed: the record, or an output whose size differs or whose
-SHA-256 does when its modification time does (a file touched but not changed is still good).
+A record stores each output's size, modification time and SHA-256 (``output_digests``) and is
+sealed with the SHA-256 of its content (``seal``); ``output_problems`` names what changed (a
+file touched but not changed is still good).
 """
 
 from __future__ import annotations

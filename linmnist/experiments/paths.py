@@ -1,8 +1,7 @@
 """Where things are: the repository's folders and the layout of one build.
 
-A build (dataset, profile) owns one directory: ``reports/`` for the study's (MNIST, full
-configuration), ``reports/<dataset>/<profile>/`` for the others. In it: ``results/<task>/``
-(the experiment products), ``notebooks/`` (the executed task notebooks) and the report.
+A build (dataset, profile) owns ``reports/`` (MNIST, full configuration) or
+``reports/<dataset>/<profile>/``, holding ``results/<task>/``, ``notebooks/`` and the report.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Products: the nodes of the pipeline, each with its job, parameters and upstream products.
 
 A product's *job*, ``"module:function"``, is called as ``job(params, out, stem)``: it writes
-``product.outputs`` into the staging directory ``out`` and returns its record's extra fields,
-or raises (``JobFailed.keep``: files to keep). A cell whose runs another product makes
-(``source_cell``, ``lockstep_groups``) reads them from its files instead of training them.
+``product.outputs`` into ``out`` and returns its record's extra fields, or raises
+(``JobFailed.keep``: files to keep). A cell whose runs another product makes reads its files.
 """
 
 from __future__ import annotations
@@ -78,8 +77,7 @@ def cell_product(cell: Cell, build: Path, dataset: str, source: Cell | None = No
 
 
 def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
-    """The first of ``others`` (another task's cells) whose runs include all of ``cell``'s
-    (same lr, batch size and iterations, every seed, evaluated at least as often), or None."""
+    """The first of ``others`` whose runs include all of ``cell``'s, or None."""
     p = cell.params
     if "lr" not in p or "n_prime" in p:
         return None
@@ -98,8 +96,7 @@ def source_cell(cell: Cell, others: Sequence[Cell]) -> Cell | None:
 
 
 def lockstep_groups(cells: Sequence[Cell]) -> list[Cell]:
-    """A cell ``<task>_bs<B>`` of task ``LOCKSTEP_GROUP`` per batch size of two or more cells,
-    with their rates (``lrs``) and names (``cells``)."""
+    """A cell ``<task>_bs<B>`` per batch size of two or more cells, with ``lrs``, ``cells``."""
     groups: dict[int, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.params["batch_size"], []).append(cell)

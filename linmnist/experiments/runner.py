@@ -1,10 +1,9 @@
 """The orchestrator: which products are stale, and making them in dependency order, in parallel.
 
-``assess`` compares each product's current inputs (``fingerprint``) with those in its record:
-*up to date*, *stale* (and what changed), *missing* or *failed*. ``run`` makes the others, each
-once its upstream products are finished. A record is deleted when its job starts and written
-last, after its staging directory's files are moved into place: a killed run leaves no record
-of an unfinished product. A lock file keeps two runners out of one build directory.
+``assess`` compares each product's current inputs (``fingerprint``) with its record's: *up to
+date*, *stale* (and why), *missing* or *failed*; ``run`` makes the others. A record is
+deleted when its job starts and written last, so a killed run leaves none for an unfinished
+product; a lock file keeps two runners out of one build directory.
 """
 
 from __future__ import annotations
@@ -273,8 +272,7 @@ def run(
     executor: str = "local",
     scheduler: str | None = None,
 ) -> RunSummary:
-    """Make every product not up to date (all with ``force``), in dependency order, ``jobs``
-    at once, on ``executor``; ``lock_dir`` is the build directory, locked, logged to."""
+    """Make every product not up to date (all with ``force``), ``jobs`` at once."""
     start = time.perf_counter()
     if executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
@@ -352,8 +350,7 @@ def _make(
     records: dict[str, dict | None],
     pool,
 ) -> Iterator[tuple[Product, Outcome, tuple[float, float] | None]]:
-    """Make ``todo`` on ``pool`` as their upstream products finish; yield each product,
-    its outcome and its span (None if it failed before its job)."""
+    """Make ``todo`` on ``pool`` in dependency order; yield (product, outcome, span)."""
     records = dict(records)
     pending = {p.name: p for p in todo}  # in pipeline order; a retried product goes first
     waiting = set(pending)

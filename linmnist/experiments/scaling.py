@@ -1,9 +1,7 @@
-"""The batch-size scaling law as products in ``results/scaling/``, from the ``[scaling]``
-section (``SCALING_KEYS``): ``scaling/bs<B>`` (``batch_job``), the lr search of each batch size
-(``search_lr``); ``scaling/gd`` (``gd_job``), gradient descent's exact steps to each target and
-the noise scales along it; ``scaling/predicted`` (``predicted_job``), the steps predicted from
-the data; ``scaling/floor`` (``floor_job``), the noise-floor predictions of the configurations of
-``FLOOR_TASKS`` and their curve against the batch size. ``load_scaling`` reads them back.
+"""The batch-size scaling law as products in ``results/scaling/`` (section ``[scaling]``):
+``bs<B>``, each batch size's lr search; ``gd``, gradient descent's steps to each target and
+the noise scales along it; ``predicted``, the steps predicted from the data; ``floor``, the
+noise-floor predictions of ``FLOOR_TASKS``' configurations. ``load_scaling`` reads them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Task 5 over a fine grid of training-set sizes N': least squares, SGD, and their predictions.
 
-The ``[sizes]`` section lists the sizes ``n_prime`` and the ``seeds``; SGD runs at Task 5's
-budget (the ``[subset]`` task's lr, batch size and iterations). ``sizes/n<N'>`` (``size_job``)
-writes ``n<N'>.sizes.csv``: per seed's subset S' (``draw_subset``, as in Task 5), the loss on
-S', test loss and test accuracy of its minimum-norm least-squares fit (``optimum_metrics``) and
-of SGD after the budget, and SGD's expected losses predicted from the images of S'.
+``sizes/n<N'>`` (``size_job``; the ``[sizes]`` section's ``n_prime`` and ``seeds``, SGD at
+the ``[subset]`` task's budget) writes per seed's subset S' the loss on S', test loss and test
+accuracy of the least-squares fit and of SGD, and SGD's losses predicted from S'.
 """
 
 from __future__ import annotations
@@ -72,8 +70,7 @@ def _row(dataset: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
     n = params["n_prime"]
     # S' = the whole training set (in another order) when N' = N: the fit, the moments and
     # the law of SGD do not depend on the order, so the whole set's, made once, serve.
-    whole = n == X.shape[1]
-    if whole:
+    if n == X.shape[1]:
         Xs, Ys, evaluator, model = X, Y, shared_evaluator(dataset), moments(dataset)
     else:
         subset = draw_subset(X.shape[1], n, seed=seed)

@@ -1,10 +1,8 @@
 """SGD's learning curves and instability edges, predicted from the data alone, as products.
 
-``theory/<task>`` (``curves_job``) writes into ``results/theory/`` ``<task>.curves.csv``, the
-expected training and test loss at every iteration of each configuration of ``TASKS`` (for
-Task 5 the mean over the seeds' subsets S'), and, for ``EDGES_TASK``, ``edges.csv`` (the
-predicted edge of every batch size), for ``OPTIMUM_TASK``, ``optimum.csv`` (the least-squares
-fit of each subset S'). ``load_theory`` reads them back.
+``theory/<task>`` (``curves_job``) writes ``<task>.curves.csv`` (the expected training and test
+loss of each configuration of ``TASKS``), ``edges.csv`` for ``EDGES_TASK`` and ``optimum.csv``
+for ``OPTIMUM_TASK``; ``load_theory`` reads them back.
 """
 
 from __future__ import annotations

@@ -35,10 +35,7 @@ def seed_means(histories: pd.DataFrame, metric: str = "train_loss") -> pd.DataFr
 def agreement(
     histories: pd.DataFrame, curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "train_loss"
 ) -> pd.DataFrame:
-    """One row per cell whose every seed ran to the end (``runs``' diverged_at all missing):
-    ``AGREEMENT_COLUMNS`` (points: iterations compared; inside: their share where the
-    prediction lies in the 95 % CI of the seeds' mean; max_rel_error: the largest
-    |predicted - mean| / mean)."""
+    """Per cell whose seeds all ran to the end: how often the prediction is in the CI."""
     check_frame(curves, "curves", ["cell", "iteration", metric])
     check_frame(runs, "runs", ["cell", "diverged_at"])
     whole = runs.groupby("cell")["diverged_at"].apply(lambda d: d.isna().all())
@@ -64,9 +61,7 @@ def with_settings(curves: pd.DataFrame, seeds: pd.DataFrame, keys: list[str]) ->
 
 
 def with_edges(table: pd.DataFrame, seeds: pd.DataFrame, edges: pd.DataFrame) -> pd.DataFrame:
-    """``agreement`` rows with their lr, batch_size and ``edge_ratio``, the lr over the
-    instability edge predicted for the batch size (above 1 the predicted loss grows without
-    bound, and agreement is not expected)."""
+    """``agreement`` rows with lr, batch_size and ``edge_ratio``, lr over the predicted edge."""
     check_frame(edges, "edges", ["batch_size", "lr_edge"])
     settings = seeds[["cell", "lr", "batch_size"]].drop_duplicates("cell")
     rows = table.merge(settings, on="cell").merge(edges[["batch_size", "lr_edge"]], on="batch_size")
@@ -88,8 +83,7 @@ _HEADERS = {
 
 
 def format_agreement(table: pd.DataFrame, seeds: pd.DataFrame, keys: dict[str, str]) -> Styler:
-    """``agreement`` (or ``with_edges``) for display, the cell named by its ``keys``
-    (column -> header)."""
+    """``agreement`` (or ``with_edges``) for display, the cell named by ``keys``."""
     frame = with_settings(table, seeds, list(keys))
     extra = ["edge_ratio"] if "edge_ratio" in frame.columns else []
     frame = frame.sort_values(list(keys))[[*keys, *extra, *AGREEMENT_COLUMNS[1:]]]
@@ -97,8 +91,7 @@ def format_agreement(table: pd.DataFrame, seeds: pd.DataFrame, keys: dict[str, s
 
 
 def edge_counts(seeds: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
-    """Per (batch_size, edge_factor) of the edge runs: lr, seeds, grew (diverged or growing,
-    ``outcomes.unbounded``) and above (the others ending above the loss at W = 0)."""
+    """Per (batch_size, edge_factor) of the edge runs: lr, seeds, grew and above."""
     check_frame(seeds, "seeds", ["batch_size", "edge_factor", "lr", "final_train_loss"])
     grew = outcomes.unbounded(seeds, histories)
     above = (seeds["final_train_loss"] > outcomes.ZERO_LOSS) & ~grew
@@ -109,9 +102,7 @@ def edge_counts(seeds: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
 
 
 def measured_edges(counts: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size of ``edge_counts``: high, the first multiple of the predicted edge at
-    which most seeds grew, and low, the multiple below it (at most half grew there); NaN
-    where there is none."""
+    """Per batch size, the multiples of the predicted edge between which most seeds grew."""
     rows = []
     for batch_size, cells in counts.sort_values("edge_factor").groupby("batch_size"):
         most = (cells["grew"] > cells["seeds"] / 2).to_numpy()
@@ -124,9 +115,8 @@ def measured_edges(counts: pd.DataFrame) -> pd.DataFrame:
 
 
 def exact_pass_rate(points: int, share: float = AGREES_FROM, level: float = 0.95) -> float:
-    """The probability that an EXACT prediction counts as agreeing: inside the ``level`` CI
-    at ``share`` or more of ``points`` evaluations, were the evaluations independent (each
-    inside with probability ``level``; binomial). At 11 evaluations it is 0.90."""
+    """The probability that an EXACT prediction agrees: inside the ``level`` CI at ``share`` of
+    ``points`` independent evaluations or more (binomial; 0.90 at 11 evaluations)."""
     need = math.ceil(share * points - 1e-9)
     return sum(
         math.comb(points, j) * level**j * (1 - level) ** (points - j)
@@ -135,21 +125,17 @@ def exact_pass_rate(points: int, share: float = AGREES_FROM, level: float = 0.95
 
 
 def expected_agreeing(table: pd.DataFrame) -> tuple[float, float]:
-    """The mean and standard deviation of how many rows of ``agreement`` an exact
-    prediction would count as agreeing (each row passing with its ``exact_pass_rate``,
-    independently)."""
+    """Mean and sd of how many ``agreement`` rows an exact prediction would pass."""
     rates = np.array([exact_pass_rate(int(p)) for p in table["points"]])
     return float(rates.sum()), float(np.sqrt(np.sum(rates * (1 - rates))))
 
 
 def within_chance(table: pd.DataFrame) -> bool:
-    """Whether the rows of ``agreement`` that agree are no fewer than an exact prediction
-    would give, less two standard deviations (``expected_agreeing``)."""
+    """Whether no fewer rows agree than an exact prediction's mean less two sds."""
     mean, sd = expected_agreeing(table)
     return bool((table["inside"] >= AGREES_FROM).sum() >= mean - 2 * sd)
 
 
 def share_agreeing(table: pd.DataFrame) -> float:
-    """The share of the rows of ``agreement`` whose prediction is inside the CI at
-    ``AGREES_FROM`` of their iterations or more (NaN without rows)."""
+    """The share of ``agreement``'s rows that agree (NaN without rows)."""
     return float(np.mean(table["inside"] >= AGREES_FROM)) if len(table) else float("nan")

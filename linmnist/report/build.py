@@ -1,10 +1,8 @@
 """The report product: the executed task notebooks assembled into one document, HTML and PDF.
 
-``report_job`` reads the executed notebooks of its build in reading order without their
-parameter cells, their headings one level down, numbers and cross-references them
-(``linmnist.report.captions``), proofreads the result (warnings) and writes ``report.ipynb``,
-``report.html`` (self-contained) and ``report.pdf``. A notebook that failed is included as it
-is, its error shown.
+``report_job`` reads the executed notebooks in reading order without their parameter cells,
+headings one level down, numbers and cross-references them (``captions``), proofreads the
+result and writes ``report.ipynb``, ``report.html`` and ``report.pdf``.
 """
 
 from __future__ import annotations
@@ -31,8 +29,7 @@ def executed_notebook(directory: Path, stem: str) -> Path | None:
 
 
 def report_title(dataset: str, profile: str | None, *, markdown: bool = False) -> str:
-    """The report's title, naming the dataset and, for a profile, the profile (escaped for
-    Markdown if ``markdown``: a profile name is the user's text)."""
+    """The report's title: the dataset and the profile (escaped for Markdown if asked)."""
     title = (
         "How batch size, learning rate and data size shape minibatch SGD: "
         f"a linear {dataset_name(dataset)} classifier"
@@ -50,9 +47,7 @@ def assemble(
     profile: str | None,
     warnings: list[str] | None = None,
 ) -> nbformat.NotebookNode:
-    """One notebook: the report's title and contents, then each executed notebook's cells,
-    numbered; references to labels no notebook defines and figures without a caption are
-    appended to ``warnings`` when given."""
+    """One notebook: the title and contents, then each executed notebook's cells, numbered."""
     cells = [nbformat.v4.new_markdown_cell(f"# {report_title(dataset, profile, markdown=True)}")]
     for stem in stems:
         path = executed_notebook(directory, stem)
@@ -83,9 +78,7 @@ def assemble(
 def proofread_report(
     nb: nbformat.NotebookNode, page: str, *, dataset: str, profile: str | None
 ) -> list[str]:
-    """What ``linmnist.report.proofread`` finds in an assembled report (its notebook and
-    HTML): empty or punctuation-only table headers, phrases naming another build,
-    references written after their kind, doubled braces, numbers in e-notation."""
+    """What ``linmnist.report.proofread`` finds in an assembled report (notebook and HTML)."""
     texts = [c.source for c in nb.cells if c.cell_type == "markdown"]
     outputs = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
     text = "\n".join(texts + ["".join(data.get("text/markdown", "")) for data in outputs])
@@ -120,9 +113,8 @@ def report_job(params: dict[str, Any], out: Path, stem: str) -> dict[str, Any]:
         render.wait_html(page_process)
     page = (out / "report.html").read_text(encoding="utf-8")
     problems = proofread_report(nb, page, dataset=dataset, profile=profile)
-    for warning in problems + [f"the PDF shows a formula as code: {p}" for p in unrendered]:
+    shown = [f"the PDF shows a formula as code: {p}" for p in unrendered]
+    for warning in problems + shown + [f"the PDF cuts off {p}" for p in cut_off]:
         print(f"warning: {warning}", file=sys.stderr)
-    for problem in cut_off:
-        print(f"warning: the PDF cuts off {problem}", file=sys.stderr)
     failed = [s for s in params["notebooks"] if (directory / f"{s}{FAILED_SUFFIX}").is_file()]
     return {"pages": pages, "failed_notebooks": failed, "cut_off": cut_off, "proofread": problems}

@@ -1,10 +1,9 @@
 """Figures and tables with a label and a caption, and the numbering of a whole report.
 
-``figure(fig, label=..., caption=...)`` and ``table(frame, ...)`` carry their label and
-caption in the output's metadata (``OUTPUT_KEY``). Text refers to them Quarto-style,
-``@fig-label``, ``@tab-label`` (``@sec-label`` for a heading ``## Title {#sec-label}``).
-``number_report(cells)`` numbers headings ``##``-``####`` ("3.1"), figures and tables
-("Figure n."), turns every ``@label`` into a link ("Figure 4") and returns the contents.
+``figure`` and ``table`` carry their label and caption in the output's metadata
+(``OUTPUT_KEY``); text refers to them as ``@fig-label``, ``@tab-label`` or ``@sec-label``
+(``## Title {#sec-label}``). ``number_report`` numbers headings, figures and tables and
+turns every ``@label`` into a link.
 """
 
 from __future__ import annotations
@@ -75,8 +74,7 @@ class Captioned:
 
 
 def figure_html(png: str, *, label: str, caption: str, number: str, width_in: float) -> str:
-    """The HTML of a numbered figure: the image (alt text: the caption's plain text) and its
-    caption (HTML)."""
+    """The HTML of a numbered figure: the image (alt: the caption's text) and its caption."""
     plain = html.unescape(re.sub(r"<[^>]+>", "", caption))
     alt = html.escape(f"{number} {plain}" if number else plain, quote=True)
     return (
@@ -91,16 +89,14 @@ def _figcaption(number: str, caption: str) -> str:
 
 
 def table_html(body: str, *, label: str, caption: str, number: str, short: bool = False) -> str:
-    """The HTML of a numbered table, its caption (HTML) above it; a ``short`` one is kept on
-    one page in print (class ``short``)."""
+    """The HTML of a numbered table, caption above; a ``short`` one stays on one page."""
     kind = "report-table short" if short else "report-table"
     head = _figcaption(number or "Table", caption)
     return f'<figure class="{kind}" id="{label}">{head}{body}</figure>'
 
 
 def figure(fig: Figure, *, label: str, caption: str) -> Captioned:
-    """A matplotlib figure with its label (``fig-...``) and caption, as a PNG; text smaller
-    than ``MIN_FONT_PT`` is enlarged to it. It prints at its own size (at most the page's)."""
+    """A matplotlib figure with its label (``fig-...``) and caption, as a PNG."""
     label, caption = _check_label(label, "fig"), _check_caption(caption)
     if not isinstance(fig, Figure):
         raise ValueError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
@@ -119,8 +115,7 @@ def figure(fig: Figure, *, label: str, caption: str) -> Captioned:
 
 
 def table(frame: pd.DataFrame | Styler, *, label: str, caption: str) -> Captioned:
-    """A table (a DataFrame or a Styler, e.g. ``tables.styled(...)``) with its label
-    (``tab-...``) and caption, as HTML."""
+    """A DataFrame or Styler with its label (``tab-...``) and caption, as HTML."""
     label, caption = _check_label(label, "tab"), _check_caption(caption)
     if isinstance(frame, pd.DataFrame):
         frame = styled(frame)
@@ -161,8 +156,7 @@ def _inline_html(text: str) -> str:
 
 
 def markdown_blocks(source: str) -> tuple[dict[int, tuple[int, str]], set[int]]:
-    """The ATX headings of Markdown ``source`` (line index -> (level, text)) and the lines of
-    its code blocks, as markdown-it parses them (a ``# comment`` in a fence is code)."""
+    """The ATX headings (line -> (level, text)) and code lines of Markdown ``source``."""
     tokens = _MARKDOWN.parse(source)
     headings: dict[int, tuple[int, str]] = {}
     code: set[int] = set()
@@ -253,9 +247,8 @@ def _caption_outputs(cell, numbering: Numbering) -> None:
 
 
 def resolve_references(text: str, numbering: Numbering, *, markup: str = "markdown") -> str:
-    """Every ``@fig-x`` / ``@tab-x`` / ``@sec-x`` in ``text`` as a link "Figure 4" (Markdown,
-    or HTML with ``markup="html"``), code left as written; a label not in the report reads
-    "Figure (not in this build)" and is listed in ``numbering.missing``."""
+    """Every ``@fig-x`` / ``@tab-x`` / ``@sec-x`` of ``text`` outside code as a link "Figure 4";
+    a label not in the report reads "Figure (not in this build)" (``numbering.missing``)."""
 
     def replace(match: re.Match) -> str:
         label = match.group(1)
@@ -284,8 +277,7 @@ def resolve_references(text: str, numbering: Numbering, *, markup: str = "markdo
 
 
 def number_report(cells: list) -> Numbering:
-    """Number the headings, figures and tables of a report's cells in place, then resolve
-    the references of its Markdown (cells and Markdown outputs)."""
+    """Number the headings, figures and tables of a report's cells; resolve references."""
     numbering, counters, ids = Numbering(), [0, 0, 0], set[str]()
     counts = {"figure": 0, "table": 0}
     for cell in cells:

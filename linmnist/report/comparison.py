@@ -81,8 +81,7 @@ def read_comparison(
     config: str | None = None,
     build: str | None = None,
 ) -> Comparison:
-    """The framework comparison of a build: ``MissingResults`` naming the command that makes
-    it, a RuntimeError if it failed, a ValueError if it is another dataset's."""
+    """The framework comparison of a build, or ``MissingResults`` naming the command."""
     records = {f"{STEM}/{STEM}": "the framework comparison's results"}
     path = require_results(
         records, dataset=dataset, profile=profile, config=config, build=build, target=STEM
@@ -102,8 +101,7 @@ def _check(comparison: Comparison) -> None:
 
 
 def show_study(comparison: Comparison, study: bool | None = None) -> bool:
-    """Whether the study's reported figures go beside ``comparison``: ``study`` if given,
-    else True on the study's dataset (MNIST) only."""
+    """Whether the study's figures go beside ``comparison``: ``study``, else on MNIST."""
     if study is not None:
         return study
     return comparison.dataset is not None and is_study_dataset(comparison.dataset)
@@ -117,8 +115,7 @@ def _runs(comparison: Comparison, runs: Sequence[str]) -> pd.DataFrame:
 
 
 def equivalence_table(comparison: Comparison, setting: str = "task2") -> pd.DataFrame:
-    """How far each framework run of ``setting`` is from the numpy run of its configuration:
-    indexed by run label, precision and the columns of ``compare_runs``."""
+    """How far each run of ``setting`` is from its numpy run (``compare_runs``)."""
     _check(comparison)
     rows = comparison.select(setting)
     rows = rows[rows["reference"].notna()]
@@ -143,9 +140,7 @@ def final_metrics(
     precision: str = "float32",
     study: bool | None = None,
 ) -> pd.DataFrame:
-    """Final training loss and accuracies (%) of the runs of one setting, indexed by label
-    (columns iterations, train_loss, train_acc, test_acc), then the closed-form optimum (with a
-    bias for the study setting) and, for the study setting when ``show_study``, the study's."""
+    """Final loss and accuracies (%) of one setting's runs, its optimum and the study's."""
     _check(comparison)
     rows = comparison.select(setting, precision)
     iterations = {"iterations": rows["iterations"].to_numpy(dtype=float)}
@@ -164,11 +159,7 @@ def final_metrics(
 def comparison_table(
     comparison: Comparison, *, runs: Sequence[str] = TABLE_RUNS, study: bool | None = None
 ) -> pd.DataFrame:
-    """One row per implementation of ``runs``, indexed by run label: batch_size, iterations,
-    final train_acc, test_acc (%) and train_loss, max_abs_dW (from the numpy run of the same
-    configuration), diverged_at, and seconds per 1,000 iterations of the updates alone
-    (step_s_per_1000) and of the whole call (run_s_per_1000); then, with ``study`` (default:
-    on MNIST), the study's reported figures."""
+    """One row per run of ``runs``: final values, weight difference and timing."""
     _check(comparison)
     rows = _runs(comparison, runs)
     iterations = rows["iterations"].to_numpy(dtype=float)
@@ -177,9 +168,7 @@ def comparison_table(
         {
             "batch_size": rows["batch_size"].to_numpy(dtype=float),
             "iterations": iterations,
-            "train_acc": finals["train_acc"],
-            "test_acc": finals["test_acc"],
-            "train_loss": finals["train_loss"],
+            **{k: finals[k] for k in ("train_acc", "test_acc", "train_loss")},
             "max_abs_dW": rows["max_abs_dW"].to_numpy(dtype=float),
             "diverged_at": rows["diverged_at"].to_numpy(),
             "step_s_per_1000": 1000 * rows["step_seconds"].to_numpy(dtype=float) / iterations,
@@ -195,15 +184,13 @@ def comparison_table(
 
 
 def styled_table(table: pd.DataFrame):
-    """A table of this module for readers (``tables.styled``): headers in words (``HEADERS``),
-    values by ``DISPLAY``; a column empty in every row (no run diverged) is left out."""
+    """A table of this module for readers (``HEADERS``, ``DISPLAY``), empty columns left out."""
     shown = table.loc[:, table.notna().any()].rename_axis("implementation")
     return styled(shown, DISPLAY, headers=HEADERS)
 
 
 def _label_reference(ax, value: float, text: str) -> None:
-    """Write ``text`` just above the horizontal line at ``value``, at the right of ``ax``,
-    raising the top of the axis if the text would otherwise cross the frame."""
+    """``text`` above the line at ``value``, right of ``ax`` (its top raised to make room)."""
     low, high = ax.get_ylim()
     room = 0.12 * (high - low)
     if value + room > high:
@@ -219,9 +206,7 @@ def overlay_curves(
     reference=None,
     reference_label: str = "closed-form optimum",
 ) -> Figure:
-    """Training loss, training and test accuracy of several runs (``histories``: name ->
-    history) on top of each other in distinct line styles; ``reference`` (an ``Optimum``)
-    dashed, its value written above it."""
+    """Loss and accuracies of ``histories`` (name -> history) overlaid; ``reference`` dashed."""
     fig = Figure(figsize=(PRINT_WIDTH, 3.6), dpi=110)
     axes = fig.subplots(1, 3, sharex=True)
     panels = [
@@ -291,8 +276,7 @@ def _accuracy_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
 
 
 def _difference_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
-    """The largest weight difference from numpy, dots on a log axis; "reference" for the
-    numpy runs themselves, nothing for rows without weights (the study's figures)."""
+    """The largest weight difference from numpy, dots on a log axis ("reference": numpy's)."""
     differences = table["max_abs_dW"].to_numpy(dtype=float)
     shown = differences > 0
     ax.plot(differences[shown], y[shown], "o", color="C3")
@@ -308,8 +292,7 @@ def _difference_panel(ax, table: pd.DataFrame, y: np.ndarray) -> None:
 
 
 def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
-    """Three panels of a ``comparison_table``, a row per implementation: final accuracies,
-    the largest weight difference from numpy (log axis) and seconds per 1,000 updates."""
+    """A ``comparison_table``'s accuracies, weight differences and seconds per 1,000 updates."""
     fig = Figure(figsize=(PRINT_WIDTH, 0.52 * len(table) + 1.2), dpi=110)
     ax_acc, ax_dw, ax_time = fig.subplots(
         1, 3, sharey=True, gridspec_kw={"width_ratios": [5, 3, 3]}
@@ -336,10 +319,7 @@ def comparison_bars(table: pd.DataFrame, *, title: str) -> Figure:
 
 
 def agreement(comparison: Comparison) -> dict[str, float | int]:
-    """What the answer to Task 6 quotes: float32_dW, float64_dW and study_dW (the largest
-    weight difference from numpy's), evaluations (per Task 2 run), differing (evaluated
-    iterations whose accuracy differs, over the float32 runs) and samples (the largest such
-    difference)."""
+    """What the answer to Task 6 quotes: largest differences from numpy and counts."""
     task2 = equivalence_table(comparison, "task2")
     float32 = task2[task2["precision"] == "float32"]
     return {

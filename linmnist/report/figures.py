@@ -1,10 +1,8 @@
-"""Matplotlib figures shared by the notebooks and the report.
+"""Matplotlib figures (built without pyplot) shared by the notebooks and the report.
 
-Every function returns a :class:`matplotlib.figure.Figure` built without pyplot. Accuracies are
-fractions in the data, percentages on the axes. Several seeds are drawn as their mean with its
-95 % CI as a band, the seed evaluated at every iteration as a thin line underneath. Figures are
-at most ``PRINT_WIDTH`` inches wide; each batch size has one style (``batch_style``) and each N'
-one colour (``size_color``) in every figure.
+Accuracies are fractions in the data, percentages on the axes; seeds are drawn as their mean
+with its 95 % CI band. Each batch size has one style (``batch_style``) and each N' one colour
+(``size_color``) in every figure.
 """
 
 from __future__ import annotations
@@ -106,8 +104,7 @@ def _plain(axis, minor=None) -> None:
 
 
 def seed_band(history: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean of ``metric`` over seeds and its 95 % CI per iteration of ``history`` (iteration,
-    mean, low, high, n), at iterations a majority of seeds recorded with some finite value."""
+    """Mean and 95 % CI of ``metric`` over seeds, at iterations most seeds recorded."""
     _check_metric(metric)
     check_frame(history, "history", ["iteration", metric])
     seeds = history["seed"] if "seed" in history.columns else pd.Series(0, index=history.index)
@@ -128,8 +125,7 @@ def _band(ax, x, band: pd.DataFrame, scale: float, alpha: float, *fmt, **style) 
 
 
 def _draw_metric(ax, history: pd.DataFrame, metric: str, *, color: str, label: str) -> None:
-    """The seeds' mean and 95 % CI of ``metric``, and underneath the seed recorded at the most
-    iterations when it is denser than the others."""
+    """The seeds' mean and 95 % CI of ``metric``, over the densest seed's thin line."""
     scale = _scale(metric)
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
     counts = history.groupby("seed")["iteration"].size() if n_seeds > 1 else pd.Series([0])
@@ -157,8 +153,7 @@ def _note(ax, x: float, y: float, text: str, color: str = "C3", **style) -> None
 def _mark_divergence(
     ax, diverged_at: Sequence[int], n_seeds: int, *, y: float = 0.5, extra: str = ""
 ) -> None:
-    """Where seeds diverged: dotted lines, red crosses on the top edge and a note at height
-    ``y`` (axes fraction) ending with ``extra``."""
+    """Where seeds diverged: dotted lines, red crosses on top and a note at height ``y``."""
     its = sorted(int(k) for k in diverged_at)
     if not its:
         return
@@ -228,10 +223,8 @@ def training_curves(
     diverged_at: Sequence[int] = (),
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Training loss (left) and train/test accuracy (right) of ``history`` (iteration,
-    train_loss, train_acc, test_acc, seed) against the iteration; optionally the closed-form
-    optimum ``reference`` and ``predicted`` (iteration, train_loss) dashed, the ``study``'s
-    points and ``diverged_at``, the iterations where seeds diverged."""
+    """Training loss (left) and train/test accuracy (right) of ``history`` against the iteration,
+    with the optional ``reference``, ``predicted`` loss, ``study`` points and ``diverged_at``."""
     check_frame(history, "history", ["iteration", *METRICS])
     n_seeds = history["seed"].nunique() if "seed" in history.columns else 1
     fig = Figure(figsize=(PRINT_WIDTH, 4.9), dpi=DPI)
@@ -265,8 +258,7 @@ def training_curves(
 
 
 def _key_below(fig: Figure, axes, title: str, bottom: float | None = None) -> None:
-    """One key for the panels ``axes``, below them in two columns (above ``bottom``, a
-    figure fraction, by default a row's height per two entries), and the title."""
+    """One two-column key for the panels ``axes`` below them (above ``bottom``), and the title."""
     pairs = [ax.get_legend_handles_labels() for ax in axes]
     handles, labels = [h for p in pairs for h in p[0]], [text for p in pairs for text in p[1]]
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=LEGEND_SIZE, frameon=False)
@@ -276,8 +268,7 @@ def _key_below(fig: Figure, axes, title: str, bottom: float | None = None) -> No
 
 
 def _shared_limits(values: np.ndarray, *, log: bool, room: float = 1.6) -> tuple[float, float]:
-    """Limits holding every finite value, with ``room`` (a factor) above a loss: there the
-    first evaluations of diverging runs stay visible."""
+    """Limits holding every finite value, ``room`` (a factor) above a loss for diverging runs."""
     finite = values[np.isfinite(values) & ((values > 0) if log else True)]
     if finite.size == 0:
         return (0.1, 1.0) if log else (0.0, 100.0)
@@ -289,8 +280,7 @@ def _shared_limits(values: np.ndarray, *, log: bool, room: float = 1.6) -> tuple
 
 
 def _draw_diverged(ax, runs: pd.DataFrame, metric: str, limits: tuple[float, float]) -> str:
-    """Each diverged seed as a thin dotted line; its values beyond ``limits`` as triangles on
-    the axis' edge. Returns the legend of those triangles ("" when there are none)."""
+    """Each diverged seed as a thin line, clipped to ``limits``; returns the clip legend."""
     low, high = limits
     clipped = set()
     for _, rows in runs.groupby("seed"):
@@ -311,8 +301,7 @@ def _draw_diverged(ax, runs: pd.DataFrame, metric: str, limits: tuple[float, flo
 
 def _grid_panel(ax, cell: pd.DataFrame, runs: pd.DataFrame, metric: str, limits, last: int,
                 predicted: pd.DataFrame) -> None:  # fmt: skip
-    """One configuration: the mean of its seeds that did not diverge and its 95 % CI, the
-    diverged seeds clipped to the shared axis, and a note where seeds diverged or failed."""
+    """One configuration: its non-diverged seeds' mean and CI, diverged seeds clipped, notes."""
     failed = "status" in runs.columns and (runs["status"] != "ok").any()
     runs = runs.dropna(subset=["seed"])
     diverged = runs[runs["diverged_at"].notna()]
@@ -343,10 +332,7 @@ def grid_curves(
     metric: str,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Small multiples of ``metric`` (``histories``: lr, batch_size, seed, iteration), a row
-    per learning rate and a column per batch size, on one axis set by the stable seeds of
-    ``seeds`` (lr, batch_size, seed, diverged_at, optionally status and outcome); unstable and
-    diverged seeds clipped and counted; ``predicted`` (the same keys) dashed."""
+    """Small multiples of ``metric``: a row per lr, a column per batch size."""
     _check_metric(metric)
     columns = ["lr", "batch_size", "seed", "iteration", metric]
     if predicted is None:
@@ -405,8 +391,7 @@ def _shared_y(ax, limits: tuple[float, float], *, log: bool) -> None:
 
 
 def _log_ticks(low: float, high: float, most: int = 8) -> list[float]:
-    """Round tick values between ``low`` and ``high``: the coarsest of 10^k, 1 and 3 x 10^k,
-    1, 2, 3, 5 x 10^k and finer steps that gives three ticks or more (and at most ``most``)."""
+    """The coarsest round ticks (10^k; 1, 3 x 10^k; ...) giving 3 to ``most`` in [low, high]."""
     decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
     halves = tuple(m / 10 for m in range(10, 100, 5))  # 1, 1.5, 2, ..., 9.5
     steps = ((1,), (1, 3), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 6, 8), halves)
@@ -429,9 +414,7 @@ def _grid_title(seeds: pd.DataFrame, metric: str) -> str:
 
 
 def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
-    """Training loss against the examples seen ((iteration + 1) x batch size), log-log: a line
-    per batch size (95 % CI band), a panel per learning rate at which no seed diverged; a batch
-    size with an unstable seed is left out of its panel, which says so."""
+    """Training loss against examples seen, a line per batch size, a panel per lr."""
     check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "diverged_at"])
     diverged = seeds.groupby("lr")["diverged_at"].apply(lambda d: d.notna().any())
@@ -472,8 +455,7 @@ def examples_seen(histories: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
 def _heatmap_cells(
     table: pd.DataFrame, value: str, lrs: list, batch_sizes: list
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The accuracies (%) of ``accuracy_heatmap``, NaN where no seed was stable, and the text
-    of each cell."""
+    """The accuracies (%) of ``accuracy_heatmap`` (NaN: no stable seed) and each cell's text."""
     grid = np.full((len(lrs), len(batch_sizes)), np.nan)
     labels = np.full(grid.shape, "no result", dtype=object)
     for row in table.itertuples(index=False):
@@ -496,8 +478,7 @@ def _heatmap_cells(
 def accuracy_heatmap(
     table: pd.DataFrame, *, value: str = "final_test_acc_mean", title: str | None = None
 ) -> Figure:
-    """Heatmap of the accuracy column ``value`` of ``table``, learning rate (rows) x batch
-    size (columns), mean ± 95 % CI in each cell; cells with no stable seed grey, saying why."""
+    """Heatmap of the accuracy ``value`` of ``table``, lr (rows) x batch size (columns)."""
     accuracies = [c for c in COLUMN_LABELS if c.endswith("_acc_mean")]
     if value not in accuracies:
         raise ValueError(f"value must be one of {accuracies}, got {value!r}")
@@ -529,9 +510,7 @@ def accuracy_heatmap(
 def stability_plot(
     table: pd.DataFrame, *, lr_max: float, value: str = "final_train_loss_mean"
 ) -> Figure:
-    """The column ``value`` of ``table`` (a row per (lr, batch_size), with n_diverged and
-    n_seeds) against the learning rate, a line per batch size with its 95 % CI, ``lr_max`` =
-    2 / lambda_max marked and red crosses at the top where every seed diverged."""
+    """``value`` against the learning rate per batch size, ``lr_max`` marked."""
     if value not in COLUMN_LABELS:
         raise ValueError(f"value must be one of {sorted(COLUMN_LABELS)}, got {value!r}")
     check_frame(table, "table", ["lr", "batch_size", value, "n_diverged", "n_seeds"])
@@ -602,10 +581,7 @@ def subset_curves(
     optimum: dict[int, float] | None = None,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """Training on N' images (``histories``: n_prime, seed, iteration and the metrics): loss
-    and accuracy on S', test accuracy and the gap, each N' in its colour with its 95 % CI band;
-    ``optimum`` (N' -> least-squares loss on S') dotted, ``predicted`` (n_prime, iteration,
-    train_loss) dashed."""
+    """Training on N' images: loss and accuracy on S', test accuracy and gap, per N'."""
     if histories.empty:  # every cell failed: empty panels, and the key says so
         histories = pd.DataFrame(columns=["n_prime", "seed", "iteration", *METRICS])
     check_frame(histories, "histories", ["n_prime", "iteration", *METRICS])
@@ -643,10 +619,7 @@ def subset_curves(
 
 
 def size_curves(sizes: pd.DataFrame, *, inputs: int, title: str) -> Figure:
-    """Task 5 over a fine grid of N' (``linmnist.experiments.sizes``) against N': the test loss
-    and the loss on S' (left, log scales) and the test accuracy (right) of the minimum-norm
-    least-squares fit of S' and of SGD at the task's budget, measured (means over seeds, 95 %
-    CI) and predicted (dashed); a vertical line at N' = ``inputs``."""
+    """Task 5 against N': losses and test accuracy of least squares and SGD."""
     check_frame(sizes, "sizes", SIZE_COLUMNS)
     fig = Figure(figsize=(PRINT_WIDTH, 4.6), dpi=DPI)
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
@@ -695,9 +668,7 @@ def _clip_percent(ax) -> None:
 
 
 def spectrum(eigenvalues: np.ndarray, *, mean_norm: float, max_norm: float, title: str) -> Figure:
-    """The eigenvalues of S = X X^T / N, largest first on a log scale, with lambda_max,
-    ``mean_norm`` (mean ||x||^2) and ``max_norm`` marked; those below 10^-10 lambda_max
-    (always-blank pixels) are left out and counted."""
+    """The eigenvalues of S = X X^T / N, largest first, with lambda_max and ||x||^2 marked."""
     values = np.sort(np.asarray(eigenvalues, dtype=float))[::-1]
     if values.ndim != 1 or values.size == 0 or not values[0] > 0:
         raise ValueError("eigenvalues must be a non-empty 1-D array with a positive maximum")
@@ -736,9 +707,7 @@ STATE_MARKERS = {
 
 
 def _accuracy_panel(ax, table: pd.DataFrame) -> None:
-    """Per batch size, the mean final test accuracy of the stable seeds with its 95 % CI:
-    a line through the cells where every seed was stable, a lone hollow marker where only
-    some were."""
+    """Per batch size, the stable seeds' mean final test accuracy and CI against lr."""
     for batch_size, rows in table.sort_values("lr").groupby("batch_size"):
         style = batch_style(batch_size)
         stable = rows[rows["state"] == "stable"]
@@ -762,8 +731,7 @@ def _accuracy_panel(ax, table: pd.DataFrame) -> None:
 
 
 def _state_panel(ax, table: pd.DataFrame, sizes: list, edges: pd.DataFrame | None) -> None:
-    """One row per batch size, a marker per learning rate: the state of its seeds; the
-    predicted instability ``edges`` (batch_size, lr_edge) as a bar across each row."""
+    """A row per batch size, a marker per lr (the cell's state), ``edges`` as bars."""
     for state, (marker, color, filled) in STATE_MARKERS.items():
         cells = table[table["state"] == state]
         rows = [sizes.index(b) for b in cells["batch_size"]]
@@ -787,9 +755,7 @@ def stability_map(
     study_lrs: Sequence[float],
     edges: pd.DataFrame | None = None,
 ) -> Figure:
-    """The mean final test accuracy of the stable seeds of ``table`` (``accuracy_table``)
-    against the learning rate per batch size (top) and the state of each cell with the
-    predicted ``edges`` (bottom); both mark the three ``bounds``, the top ``study_lrs``."""
+    """Final test accuracy and each cell's state against lr, with ``bounds`` and ``edges``."""
     check_frame(
         table, "table", ["batch_size", "lr", "state", "final_test_acc_mean", "final_test_acc_ci"]
     )
@@ -825,9 +791,7 @@ def stability_map(
 
 
 def _hero_loss_panel(ax, table: pd.DataFrame, lr_max: float, predicted) -> None:
-    """Final training loss of the stable seeds against lr, a line per batch size (its
-    prediction dashed, where finite and within the panel); crosses at the top where a seed
-    was not stable."""
+    """Final training loss of the stable seeds against lr per batch size (prediction dashed)."""
     top = 3 * float(table.loc[table["state"] == "stable", "final_train_loss_mean"].max())
     for batch_size, rows in table.sort_values("lr").groupby("batch_size"):
         style = batch_style(batch_size)
@@ -880,9 +844,7 @@ def hero(
     target: str,
     predicted: pd.DataFrame | None = None,
 ) -> Figure:
-    """The report's summary figure: (a) the sweep's final training loss (``table``) against
-    the learning rate per batch size, the ``predicted`` loss dashed; (b) the ``steps`` to
-    ``target`` against the batch size, with the fitted ``hyperbola`` and B_crit."""
+    """The summary figure: (a) final loss against lr; (b) steps to ``target`` against B."""
     check_frame(table, "table", ["batch_size", "lr", "state", "final_train_loss_mean"])
     if predicted is not None:
         check_frame(predicted, "predicted", ["batch_size", "lr", "train_loss"])

@@ -1,9 +1,8 @@
 """What a story notebook reads: the results of a build, or one line saying how to make them.
 
-A notebook never starts runs: it checks its build's parameters (``check_parameters``) and reads
-the results; missing ones stop it with ``MissingResults``, one line naming the command that
-makes them (checked against the pipeline first, ``require_tasks``). A task the configuration
-does not define is ``TaskNotConfigured``: its section says so in place of its results.
+A notebook never starts runs: it checks its parameters (``check_parameters``) and reads the
+results; missing ones stop it with ``MissingResults`` naming the command that makes them, a
+task the configuration lacks with ``TaskNotConfigured``.
 """
 
 from __future__ import annotations
@@ -55,8 +54,7 @@ class MissingResults(_OneLine, LinmnistError):
 
 
 class TaskNotConfigured(MissingResults):
-    """The build's configuration defines no task that a notebook reads: the notebook's section
-    is kept up to that cell (``linmnist.experiments.notebooks.LEFT_OUT``)."""
+    """The configuration lacks a task a notebook reads: its section stops at that cell."""
 
 
 class ParameterError(_OneLine, UsageError):
@@ -71,9 +69,7 @@ def check_parameters(
     build_dir: str | Path | None,
     **own,
 ) -> None:
-    """Check a notebook's parameters on entry, its build's (as ``require_tasks``;
-    ``build_dir`` None or an existing directory) and its own (``OWN_PARAMETERS``): a
-    ``ParameterError`` names the parameter and the accepted values."""
+    """Check a notebook's parameters on entry; a ``ParameterError`` names a bad one."""
     try:
         require_tasks((), dataset=dataset, profile=profile, config=config)
         directory = check_path("build_dir", build_dir, allow_none=True)
@@ -89,10 +85,8 @@ def check_parameters(
 def configured(
     *, dataset: str = "mnist", profile: str | None = None, config: str | Path | None = None
 ) -> set[str]:
-    """The groups of experiment products, and the predictions (``theory/<task>``), that the
-    build's configuration defines, as ``pipeline.pipeline`` lists them (not imported here:
-    every notebook's code fingerprint would hold it); a ``UsageError`` for a build that no
-    command makes (unknown dataset, profile or configuration)."""
+    """The product groups and predictions (``theory/<task>``) the configuration defines, as
+    ``pipeline.pipeline`` lists them (not imported: it would enter every notebook's fingerprint)."""
     check_choice("dataset", dataset, DATASETS)
     check_instance("profile", profile, (str, type(None)), "None or a profile name (str)")
     path = config_path(config)
@@ -107,8 +101,7 @@ def configured(
 
 
 def _needs(name: str) -> str:
-    """What a configuration defines when it makes the product or group ``name``: a prediction
-    (``theory/<task>``) itself, any other product its group."""
+    """What a configuration defines to make ``name``: a prediction itself, else its group."""
     return name if name.startswith(f"{GROUP}/") else name.split("/")[0]
 
 
@@ -119,8 +112,7 @@ def require_tasks(
     profile: str | None = None,
     config: str | Path | None = None,
 ) -> None:
-    """``TaskNotConfigured`` unless the build's configuration defines each of ``names`` (a
-    group, ``"scaling"``, or a product, ``"theory/stability"``); ``configured``'s errors."""
+    """``TaskNotConfigured`` unless the configuration defines each of ``names``."""
     known = configured(dataset=dataset, profile=profile, config=config)
     missing = [name for name in dict.fromkeys(map(_needs, names)) if name not in known]
     if missing:
@@ -139,8 +131,7 @@ def run_command(
     *,
     verb: str = "run",
 ) -> str:
-    """The command that makes (``verb="run"``) the products ``targets`` (all when empty) of a
-    build, or lists their states (``"status"``); ``require_tasks``' errors if it would fail."""
+    """The command that makes (``verb``) the products ``targets`` of a build."""
     require_tasks(targets, dataset=dataset, profile=profile, config=config)
     words = ["python", "-m", "linmnist", verb, *targets]
     if profile is not None:
@@ -179,8 +170,7 @@ def require_results(
     build: str | Path | None = None,
     target: str | None = None,
 ) -> Path:
-    """The build directory once each product of ``records`` (name -> what it holds) has its
-    record, else ``MissingResults`` naming the command that makes it (or ``target``)."""
+    """The build directory once every product of ``records`` is made, else ``MissingResults``."""
     path = locate_build(dataset, profile, build, config)
     for name, what in records.items():
         record = results_dir(path) / f"{name}.json"
@@ -219,8 +209,7 @@ def task_results(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> TaskResults:
-    """The results of ``task`` in a build, every cell of the configuration present, else
-    ``MissingResults`` with the command that makes them."""
+    """The results of ``task`` in a build, else ``MissingResults`` with the command."""
     require_tasks((task,), dataset=dataset, profile=profile, config=config)
     grids = load_grids(config_path(config), profile=profile)
     cells = [cell.name for cell in grids[task]]
@@ -247,8 +236,7 @@ def theory_results(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> Theory:
-    """The predicted curves of ``tasks`` (and the instability edges, with "stability") of a
-    build (``linmnist.experiments.theory``), else ``MissingResults``."""
+    """The predicted curves of ``tasks`` of a build, else ``MissingResults``."""
     require_tasks([f"{GROUP}/{task}" for task in tasks], dataset=dataset, profile=profile,
                   config=config)  # fmt: skip
     records = {f"{GROUP}/{task}": f"the predictions of {task}" for task in tasks}
@@ -263,8 +251,7 @@ def size_results(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Task 5 over the fine grid of sizes (``linmnist.experiments.sizes``), one row per
-    (size, seed), else ``MissingResults``."""
+    """Task 5 over the fine grid of sizes, a row per (size, seed), else ``MissingResults``."""
     group = size_products.GROUP
     require_tasks((group,), dataset=dataset, profile=profile, config=config)
     settings = section(config_path(config), group, profile=profile)

@@ -1,7 +1,5 @@
-"""MathJax for the HTML report: MathJax 3's ``es5/tex-svg.js`` from the npm release at
-``VERSION``, fetched once into the data cache and checked against ``SHA256`` on every read (a
-tarball that fails is moved aside and fetched again). Its Apache-2.0 ``license()`` comes from
-the same tarball.
+"""MathJax 3's ``es5/tex-svg.js`` for the HTML report, from the npm release at ``VERSION``,
+fetched once into the data cache and checked against ``SHA256`` on every read.
 """
 
 from __future__ import annotations

@@ -20,9 +20,7 @@ OUTCOMES = ("stable", "unstable", "diverged")
 
 
 def growing(losses: Sequence[float]) -> bool:
-    """Whether a run's training ``losses`` (at each evaluated iteration, in order) were growing
-    at the end: the last exceeds ``GROWTH_FACTOR`` times the smallest and the loss at the
-    middle evaluation (False for fewer than three evaluations)."""
+    """Whether the last of ``losses`` exceeds ``GROWTH_FACTOR`` x the smallest and the middle."""
     values = np.asarray(losses, dtype=float)
     if values.size < 3:
         return False
@@ -31,9 +29,7 @@ def growing(losses: Sequence[float]) -> bool:
 
 
 def classify(seeds: pd.DataFrame, histories: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``seeds`` (``load_task`` rows: status, seed, diverged_at, final_train_loss, and cell)
-    with a column ``outcome``: "diverged", "unstable", "stable", or missing for a failed cell.
-    The growth test reads ``histories`` (``load_history`` of the same cells), when given."""
+    """``seeds`` with ``outcome``: "diverged", "unstable", "stable" (missing if failed)."""
     missing = {"status", "seed", "diverged_at", "final_train_loss"} - set(seeds.columns)
     if missing:
         raise ValueError(f"seeds lacks the columns {sorted(missing)}")
@@ -58,8 +54,7 @@ def _grows(seeds: pd.DataFrame, histories: pd.DataFrame | None) -> pd.Series:
 
 
 def unbounded(seeds: pd.DataFrame, histories: pd.DataFrame) -> pd.Series:
-    """Whether each seed's run diverged or its loss was growing at the end (``growing``):
-    what a run shows of a variance that grows without bound (False for a failed cell)."""
+    """Whether each seed's run diverged or its loss was ``growing`` at the end."""
     ran = (seeds["status"] == "ok") & seeds["seed"].notna()
     return (seeds["diverged_at"].notna() | _grows(seeds, histories)) & ran
 
@@ -75,8 +70,7 @@ CELL_STATES = (
 
 
 def cell_state(n_seeds: int, n_diverged: int, n_unstable: int) -> str | None:
-    """The state of a cell (``CELL_STATES``) from its seed counts: "diverged" where some seed
-    diverged, else "unstable" where some was, else "stable"; None when no seed ran."""
+    """A cell's state (``CELL_STATES``) from its seed counts; None when no seed ran."""
     if n_seeds == 0:
         return None
     if n_diverged:

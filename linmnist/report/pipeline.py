@@ -1,9 +1,5 @@
-"""The whole pipeline of one build: experiment products, task notebooks, the report.
-
-``pipeline(dataset, profile, config)`` lists every product in dependency order: the experiment
-products (grid cells of every task, ``frameworks``, ``scaling``, ``theory``, ``sizes``), one
-executed copy per task notebook (``notebooks/<stem>``, upstream: the groups it reads,
-``NOTEBOOKS_READ``) and the ``report`` assembled from them.
+"""The whole pipeline of one build, in dependency order: the experiment products, one executed
+copy per task notebook (``notebooks/<stem>``, upstream: ``NOTEBOOKS_READ``) and the report.
 """
 
 from __future__ import annotations
@@ -52,7 +48,6 @@ def _notebook_products(
     products: list[Product], build: Path, dataset: str, parameters: dict[str, Any]
 ) -> list[Product]:
     """The product of each task notebook, upstream of it the ``products`` it reads."""
-    groups = {p.group for p in products}
     notebooks = []
     for stem, reads in NOTEBOOKS_READ.items():
         path = NOTEBOOKS / f"{stem}.ipynb"
@@ -65,7 +60,7 @@ def _notebook_products(
                 job=NOTEBOOK_JOB,
                 params={"dataset": dataset, "notebook": notebook, "parameters": parameters},
                 outputs=(f"{stem}.ipynb",),
-                upstream=tuple(p.name for p in products if p.group in reads and p.group in groups),
+                upstream=tuple(p.name for p in products if p.group in reads),
                 notebook=path,
             )
         )
@@ -75,8 +70,7 @@ def _notebook_products(
 def pipeline(
     dataset: str = "mnist", profile: str | None = None, config: str | Path | None = None
 ) -> list[Product]:
-    """Every product of the build of ``dataset`` with ``profile`` (and ``config``); a
-    ``UsageError`` for an unknown dataset or profile, or an invalid configuration."""
+    """Every product of the build of ``dataset`` with ``profile`` (and ``config``)."""
     check_choice("dataset", dataset, DATASETS)
     grids = load_grids(config, profile=profile)
     check_n_train(grids, sum(FACTS[dataset].train_label_counts), dataset)

@@ -1,6 +1,5 @@
-"""Checks a report's text must pass: what a reader would catch and nbval would not (nbval
-compares a stored output with itself). ``report_job`` prints what they find as warnings; the
-tests run them over the stored notebooks.
+"""Checks a report's text must pass, which nbval would not catch (it compares an output with
+itself); ``report_job`` prints what they find as warnings.
 """
 
 from __future__ import annotations
@@ -27,16 +26,13 @@ _E_NOTATION = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[+-]?\d+\b")
 
 
 def bad_headers(page: str) -> list[str]:
-    """The header cells of the tables of ``page`` (HTML) that hold no letter or digit (a
-    pandas MultiIndex rendered as "(" and "&")."""
+    """The table header cells of ``page`` (HTML) without a letter or digit."""
     texts = (html.unescape(_TAG.sub("", cell)).strip() for cell in _HEADER.findall(page))
     return [text for text in texts if not any(c.isalnum() for c in text)]
 
 
 def build_leaks(text: str, dataset: str, profile: str | None) -> list[str]:
-    """The phrases of ``text`` that name a build other than ``dataset`` with ``profile``
-    (None: the full configuration): "the full build" in a small build's report, "on
-    Fashion-MNIST" in an MNIST report."""
+    """The phrases of ``text`` naming another build than (``dataset``, ``profile``)."""
     shown = (profile or "full").lower()
     leaks = []
     for match in _BUILD.finditer(text):
@@ -59,6 +55,5 @@ def doubled_kinds(text: str) -> list[str]:
 
 
 def doubled_braces(text: str) -> list[str]:
-    """The stretches of ``text`` around a "{{" (a brace escaped for an f-string outside one:
-    ``$B_{{\\mathrm{{noise}}}}$``)."""
+    """The stretches of ``text`` around a "{{" (an f-string's escape outside one)."""
     return [text[max(0, m.start() - 10) : m.end() + 10] for m in re.finditer(r"\{\{", text)]

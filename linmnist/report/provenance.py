@@ -35,13 +35,10 @@ def environment() -> pd.DataFrame:
 
 def machine() -> dict[str, str]:
     """The machine: OS, processor model, cores available, memory."""
-    cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    cpu = models[0] if models else platform.processor() or platform.machine()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info = {"system": platform.platform(), "processor": cpu, "cores": str(cores)}
     meminfo = Path("/proc/meminfo")
@@ -67,8 +64,7 @@ def git_commit(root: str | os.PathLike = ROOT) -> str:
 
 
 def product_table(products: Sequence[Product]) -> pd.DataFrame:
-    """One row per group of products (grid, subset, ..., notebooks): how many, how many are
-    made (ok) or failed, their jobs' total wall time in seconds, and the last one finished."""
+    """One row per group of products: counts, ok, failed, seconds, last finished."""
     rows: dict[str, dict] = {}
     for product in products:
         try:

@@ -143,8 +143,7 @@ _SVG_HEIGHT = re.compile(rb'<svg[^>]*\sheight="([0-9.]+)pt"')
 
 
 def mathjax_script() -> str:
-    """The MathJax 3 ``tex-svg`` bundle (a single self-contained script), from the npm
-    release checked by ``linmnist.report.mathjax``."""
+    """The MathJax 3 ``tex-svg`` bundle, checked by ``linmnist.report.mathjax``."""
     return mathjax.script()
 
 
@@ -155,8 +154,7 @@ def _read(notebook) -> nbformat.NotebookNode:
 
 
 def _export(nb, template_file: str, extra: dict, *, include_code: bool, title: str | None) -> str:
-    """The page of ``nb`` by the template ``template_file``, titled ``title`` (the notebook's
-    file name by default), with the template's resources ``extra``."""
+    """The page of ``nb`` by ``template_file``, titled ``title``, with resources ``extra``."""
     if title is not None:
         extra["metadata"] = {"name": title}
     exporter = HTMLExporter(
@@ -177,8 +175,7 @@ def notebook_html(
     title: str | None = None,
     mathjax_src: str | None = None,
 ) -> str:
-    """An HTML page of an executed notebook (a path or a NotebookNode), MathJax inlined or
-    loaded from ``mathjax_src``; ``include_code`` keeps the inputs."""
+    """An HTML page of an executed notebook, MathJax inlined or loaded from ``mathjax_src``."""
     extra: dict[str, Any] = {
         "mathjax_config": MATHJAX_CONFIG,
         "mathjax_src": mathjax_src,
@@ -196,8 +193,7 @@ def write_html(notebook: str | os.PathLike, target: str | os.PathLike, title: st
 def html_in_background(
     notebook: str | os.PathLike, target: str | os.PathLike, *, title: str
 ) -> subprocess.Popen:
-    """Start ``write_html`` in another process, which imports this linmnist package (the page
-    is made on another core while this one prints); ``wait_html`` waits for it."""
+    """Start ``write_html`` in another process (another core); ``wait_html`` waits."""
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     code = "import sys; from linmnist.report.render import write_html; write_html(*sys.argv[1:])"
@@ -210,8 +206,7 @@ def html_in_background(
 
 
 def wait_html(process: subprocess.Popen) -> None:
-    """Wait for a process of ``html_in_background``; a RuntimeError with the last line of
-    its error output when it failed."""
+    """Wait for ``html_in_background``; a RuntimeError with its last error line if it failed."""
     _, errors = process.communicate()
     if process.returncode:
         last = (errors or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
@@ -225,8 +220,7 @@ def print_html(
     title: str | None = None,
     failures: list[str] | None = None,
 ) -> str:
-    """HTML for printing (WeasyPrint): no scripts, mathematics pre-rendered to SVG images;
-    formulas mathtext cannot render stay as code, their errors appended to ``failures``."""
+    """HTML for printing (WeasyPrint): no scripts, formulas pre-rendered to SVG."""
     nb = _read(notebook)
     if not include_code:
         # A code cell without output prints as an empty block, which would separate a
@@ -242,9 +236,7 @@ def print_html(
 
 @functools.lru_cache(maxsize=1024)
 def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> str:
-    """An ``<img>`` of the TeX formula ``tex`` as an SVG, sized in em and lowered by its depth
-    to sit on the line; a ValueError when mathtext cannot parse it. Cached: a report repeats
-    half of its 300 formulas."""
+    """An ``<img>`` of the TeX formula ``tex`` as an SVG on the line (cached)."""
     size = fontsize * (1.2 if display else 1.0)
     prop = FontProperties(family="DejaVu Sans", size=size, math_fontfamily="dejavusans")
     source = f"${_mathtext_dialect(tex).strip()}$"
@@ -264,8 +256,7 @@ def math_image(tex: str, *, display: bool = False, fontsize: float = 11.0) -> st
 
 
 def _mathtext_dialect(tex: str) -> str:
-    """``tex`` on one line, with the commands of ``_MATHTEXT_EQUIVALENTS`` (and
-    ``\\operatorname*``) replaced by what mathtext understands."""
+    """``tex`` on one line, with ``_MATHTEXT_EQUIVALENTS``' commands in mathtext's words."""
 
     def replace(match: re.Match) -> str:
         name, star = match.group(1), match.group(2)
@@ -292,9 +283,7 @@ def _render_text(text: str, failures: list[str]) -> str:
 
 
 def render_math(page: str, *, failures: list[str] | None = None) -> str:
-    """Every ``$$...$$`` and ``$...$`` in the text of an HTML page (outside ``_SKIP_TAGS``)
-    as an SVG image; one mathtext cannot parse is kept as code, its error appended to
-    ``failures``."""
+    """Every ``$$...$$`` and ``$...$`` of an HTML page as an SVG image."""
     failures = [] if failures is None else failures
     parts = _TAG.split(page)
     skipping: list[str] = []
@@ -320,10 +309,7 @@ def write_pdf(
     base_url: str | None = None,
     cut_off: list[str] | None = None,
 ) -> int:
-    """Write the PDF of an HTML page with WeasyPrint (a bookmark per heading), atomically;
-    return its page count. ``base_url`` resolves relative links (without it no path of this
-    machine ends up in the PDF); what the layout puts outside its page is described in
-    ``cut_off`` (``cut_off_boxes``)."""
+    """Write the PDF of an HTML page with WeasyPrint, atomically; return its page count."""
     from weasyprint import HTML
 
     document = HTML(string=page, base_url=base_url).render()
@@ -336,8 +322,7 @@ def write_pdf(
 
 
 def cut_off_boxes(document) -> list[str]:
-    """The text and images of a rendered WeasyPrint document that reach beyond the left or
-    right edge of their page (a table too wide for it, say), as "page n: text"."""
+    """What a WeasyPrint document draws beyond its page's sides, as "page n: text"."""
     from weasyprint.formatting_structure import boxes
 
     drawn = (boxes.TextBox, boxes.InlineReplacedBox, boxes.BlockReplacedBox)

@@ -1,9 +1,7 @@
-"""The scaling-law section (notebooks/08_scaling_law.ipynb): its tables and figures.
-
-From a ``linmnist.experiments.scaling.Scaling`` (``read_scaling``) and, for the noise floor
-(``floor_table``), the Task 3 grid and the stability sweep. Per target excess: the steps at
+"""The scaling-law section (notebooks/08_scaling_law.ipynb): per target excess, the steps at
 each batch size's best rate, measured (``best_steps``) and predicted (``predicted_best``), the
-hyperbola S = S_min + E_min / B fitted to them (``fit``) and McCandlish et al.'s noise scales.
+hyperbola S = S_min + E_min / B fitted to them (``fit``), McCandlish et al.'s noise scales, and
+the noise floor (``floor_table``, against the Task 3 grid and the stability sweep).
 """
 
 from __future__ import annotations
@@ -56,8 +54,7 @@ def read_scaling(
     config: str | Path | None = None,
     build: str | Path | None = None,
 ) -> Scaling:
-    """The scaling products of a build, or ``MissingResults`` naming the command
-    (``TaskNotConfigured`` when its configuration has no ``[scaling]``)."""
+    """The scaling products of a build, or ``MissingResults`` naming the command."""
     require_tasks((GROUP,), dataset=dataset, profile=profile, config=config)
     settings = scaling_settings(config_path(config), profile=profile)
     stems = [f"bs{b}" for b in settings["batch_size"]] + [GD, FLOOR, PREDICTED]
@@ -81,8 +78,7 @@ def _fewest(table: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
 
 
 def best_steps(scaling: Scaling, target: int) -> pd.DataFrame:
-    """Per batch size: lr (the best by median steps), steps (median), steps_min, steps_max
-    (over its seeds), examples (B x steps), reached and seeds."""
+    """Per batch size, the best lr by median steps: steps, min, max, examples, seeds."""
     runs = _steps(scaling.runs, target)
     runs = runs.assign(reached=np.isfinite(runs["steps"]).astype(int))
     stats = {"steps": ("steps", "median"), "steps_min": ("steps", "min")}
@@ -96,8 +92,7 @@ def best_steps(scaling: Scaling, target: int) -> pd.DataFrame:
 
 
 def predicted_best(scaling: Scaling, target: int) -> pd.DataFrame:
-    """Per batch size: the rate of the grid with the fewest predicted steps to the target
-    (``lr``) and those steps (``steps``; NaN: no rate searched reaches it)."""
+    """Per batch size: the rate with the fewest predicted steps, and those steps."""
     return _fewest(_steps(scaling.predicted, target), "batch_size")[["batch_size", "lr", "steps"]]
 
 
@@ -108,8 +103,7 @@ def predicted_fit(scaling: Scaling, target: int) -> Hyperbola:
 
 
 def steps_agreement(scaling: Scaling) -> pd.DataFrame:
-    """Per target and batch size: ``measured`` (median steps at the best ``lr``), ``predicted``
-    (at the predicted best ``predicted_lr``) and ``ratio`` = predicted / measured."""
+    """Per target and batch size: ``measured`` and ``predicted`` steps and their ``ratio``."""
     frames = []
     for i, target in enumerate(scaling.targets):
         measured = best_steps(scaling, i)[["batch_size", "lr", "steps"]]
@@ -121,8 +115,7 @@ def steps_agreement(scaling: Scaling) -> pd.DataFrame:
 
 
 def format_agreement(table: pd.DataFrame) -> pd.DataFrame:
-    """``steps_agreement`` for display: per batch size (rows) and target (columns), the
-    measured and predicted steps and their ratio, e.g. "145 / 217 (1.5×)"."""
+    """``steps_agreement`` for display, batch size x target: "145 / 217 (1.5×)"."""
     rows = zip(table["measured"], table["predicted"], table["ratio"], strict=True)
     text = [f"{_count(m)} / {_count(p)}" + (f" ({significant(r, 2)}×)" if math.isfinite(r) else "")
             for m, p, r in rows]  # fmt: skip
@@ -168,10 +161,7 @@ def eps_opt(batch_size, scales: dict) -> np.ndarray:
 
 
 def path_average(scaling: Scaling, target: int) -> dict[str, float]:
-    """B_noise and B_simple averaged over the S steps t = 0 .. S - 1 of gradient descent (at
-    1 / lambda_max) from W = 0 to the target, as McCandlish et al. compare them with B_crit;
-    each scale is interpolated linearly in log between the stored points. Returns
-    ``b_noise``, ``b_simple`` and ``steps`` (S)."""
+    """``b_noise`` and ``b_simple`` averaged over gradient descent's ``steps`` to the target."""
     end = scaling.records[GD]["at_target"][target]
     points = scaling.trajectory[scaling.trajectory["step"] < end["step"]]
     steps = np.r_[points["step"].to_numpy(dtype=float), end["step"]]
@@ -184,9 +174,7 @@ def path_average(scaling: Scaling, target: int) -> dict[str, float]:
 
 
 def noise_table(scaling: Scaling) -> pd.DataFrame:
-    """Per target: the measured B_crit (fit to the medians; mean and 95 % CI of the per-seed
-    fits) beside B_noise and B_simple at W = 0, over the path (``path_average``) and at the
-    target, and each scale over B_crit."""
+    """Per target: the measured B_crit beside B_noise and B_simple, and their ratios."""
     record = scaling.records[GD]
     rows = []
     for i, excess in enumerate(scaling.targets):
@@ -225,10 +213,7 @@ def format_noise(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def floor_account(scaling: Scaling) -> pd.DataFrame:
-    """Per target excess: the measured B_crit beside B_floor = lr_large tr Sigma* / (4
-    target), where the first-order floor at the largest batch's best rate equals the target,
-    their ``ratio``, and the ratio of the noisy quadratic model with one slow direction
-    (``model``, ``linmnist.engine.scaling.floor_ratio``)."""
+    """Per target: B_crit beside B_floor, their ``ratio`` and the ``model``'s."""
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]
     record = scaling.records[GD]
     start = record["loss_zero"] - record["loss_star"]
@@ -244,8 +229,7 @@ def floor_account(scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_account_holds(account: pd.DataFrame) -> bool:
-    """Whether ``floor_account`` supports the noise-floor account of B_crit: the ratio
-    B_crit / B_floor varies less than half as much (max / min over the targets) as B_crit."""
+    """Whether B_crit / B_floor varies less than half as much as B_crit over the targets."""
     spread = account["ratio"].max() / account["ratio"].min()
     growth = account["b_crit"].max() / account["b_crit"].min()
     return bool(spread < growth / 2)
@@ -272,9 +256,7 @@ def lr_ratio(scaling: Scaling, target: int) -> pd.Series:
 
 
 def lr_table(scaling: Scaling) -> pd.DataFrame:
-    """Per batch size: the best lr for each target (``lr_<i>``), eps_opt(B) at W = 0
-    (``eps_opt_start``) and at each target (``eps_opt_<i>``), the linear-scaling rule from
-    B = 1 for the last target (``linear``) and the ceiling 2 / lambda_max."""
+    """Per batch size: the best lr per target, eps_opt(B), linear scaling and the ceiling."""
     record = scaling.records[GD]
     n = len(scaling.targets)
     rates = [best_steps(scaling, i).set_index("batch_size")["lr"] for i in range(n)]
@@ -290,15 +272,9 @@ def lr_table(scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_table(scaling: Scaling, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Every configuration of ``scaling.floor`` whose every seed was stable (by ``outcome``
-    when ``seeds`` has it, else none diverged), from ``seeds``, the per-seed rows of the Task 3
-    grid and the sweep (task, cell, status, final_train_loss, final_excess, diverged_at).
-
-    For each: ``measured``, the seeds' mean ``final_excess`` over gradient descent (0.5
-    tr(D S D^T), D the deviation from it) and its standard error ``se``; ``loss_difference``
-    (mean final training loss minus L(W_t^GD)) and ``loss_se``; n_seeds; lr_x2 (lr x mean
-    ||x||^2); the three predictions and the verdict on each (``_verdict``).
-    """
+    """Every configuration of ``scaling.floor`` whose seeds (``seeds``: the grid's and the sweep's)
+    were all stable: ``measured`` and ``se``, ``loss_difference`` and ``loss_se``, lr_x2, and each
+    prediction with its verdict."""
     loss_star = scaling.records[GD]["loss_star"]
     ran = seeds[seeds["status"] == "ok"]
     stable = ran["outcome"] == "stable" if "outcome" in ran else ran["diverged_at"].isna()
@@ -354,8 +330,7 @@ def floor_appendix(
 def _verdict(
     predicted: pd.Series, measured: pd.Series, se: pd.Series, n_seeds: pd.Series
 ) -> pd.Series:
-    """ "holds" within ``FLOOR_FACTOR`` of the measured excess; else "fails" outside the 95 %
-    confidence interval of the seeds' mean, "undecided" inside it."""
+    """ "holds" within ``FLOOR_FACTOR``; else "fails" outside the 95 % CI, "undecided" inside."""
     ratio = predicted / measured
     close = (ratio <= FLOOR_FACTOR) & (ratio >= 1 / FLOOR_FACTOR) & (measured > 0)
     inside = (predicted - measured).abs() <= n_seeds.map(t975) * se.fillna(0)
@@ -364,8 +339,7 @@ def _verdict(
 
 
 def decisive(table: pd.DataFrame, factor: float = 100.0) -> pd.Series:
-    """Per configuration of ``floor_table``: whether a prediction off by ``factor`` either way
-    would lie outside the measured 95 % CI (fail, not be undecided)."""
+    """Whether a prediction off by ``factor`` either way would fail, not be undecided."""
     half = table["n_seeds"].map(t975) * table["se"].fillna(np.inf)
     return half < (1 - 1 / factor) * table["measured"]
 
@@ -420,8 +394,7 @@ def _e3(value: float, verdict: str) -> str:
 
 
 def floor_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size and prediction: how many configurations of ``floor_table`` the
-    prediction holds for, is undecided on or fails."""
+    """Per batch size and prediction: how many configurations hold, are undecided, fail."""
     rows = [
         {"batch size": int(batch_size), "prediction": words}
         | {v: int((group[f"{name}_verdict"] == v).sum()) for v in VERDICTS}
@@ -433,8 +406,7 @@ def floor_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class ExcessSign:
-    """The loss differences of ``floor_table`` (SGD's final training loss minus gradient
-    descent's) that are negative, although the expected excess never is."""
+    """The negative loss differences of ``floor_table`` (the expected excess never is)."""
 
     negative: int  # configurations whose loss difference is below zero
     consistent: int  # of those, how many have zero inside their 95 % CI (or a single seed)
@@ -447,8 +419,7 @@ class ExcessSign:
 
 
 def excess_sign(table: pd.DataFrame) -> ExcessSign:
-    """``ExcessSign`` of ``floor_table``: the expected excess over gradient descent is never
-    negative (the mean of SGD's iterate is gradient descent's, and the loss is convex)."""
+    """``ExcessSign`` of ``floor_table`` (the expected excess over gradient descent is >= 0)."""
     negative = table[table["loss_difference"] < 0]
     half = negative["n_seeds"].map(t975) * negative["loss_se"]
     consistent = ~(negative["loss_difference"].abs() > half)  # NaN half-width (one seed) counts
@@ -464,9 +435,7 @@ def excess_sign(table: pd.DataFrame) -> ExcessSign:
 
 
 def format_fit(scaling: Scaling) -> pd.DataFrame:
-    """Per target (rows): the hyperbola fitted to the medians (S_min, E_min, B_crit), the
-    per-seed fits' B_crit, ``halving_until``, gradient descent's steps at its best rate, and
-    B_crit of ``predicted_fit``."""
+    """Per target: the fitted hyperbola, per-seed B_crit, gradient descent, prediction."""
     rows = []
     for i, target in enumerate(scaling.targets):
         f = fit(scaling, i)
@@ -497,8 +466,7 @@ def format_fit(scaling: Scaling) -> pd.DataFrame:
 
 
 def format_best(scaling: Scaling) -> pd.DataFrame:
-    """Per batch size (rows) and target (columns, "excess 0.05"): the median steps over the
-    seeds at the best lr of the grid, with that lr, e.g. "639 at η = 0.00325"."""
+    """Batch size x target: the median steps at the best lr, "639 at η = 0.00325"."""
     table = pd.DataFrame({"batch size": best_steps(scaling, 0)["batch_size"]})
     for i, target in enumerate(scaling.targets):
         best = best_steps(scaling, i)
@@ -514,8 +482,7 @@ def _count(value: float) -> str:
 
 
 def halving_until(best: pd.DataFrame) -> int | None:
-    """The largest B up to which every step up the batch sizes divided the steps by at least
-    ``DOUBLING_GAIN`` per doubling (per factor 2 of B, for grids with larger steps)."""
+    """The largest B up to which each doubling divided the steps by ``DOUBLING_GAIN``."""
     steps = best.set_index("batch_size")["steps"]
     sizes = list(steps.index)
     last = None
@@ -540,9 +507,7 @@ def _measured(ax, best: pd.DataFrame, color: str, label: str) -> None:
 
 
 def steps_figure(scaling: Scaling) -> Figure:
-    """Left: steps to each target against B (log-log), the medians with the seeds' range,
-    the fitted hyperbola, perfect scaling S_min B_crit / B and gradient descent's steps.
-    Right: examples against steps, with the hyperbola."""
+    """Steps to each target against B with the fits (left); examples against steps."""
     fig, (left, right) = _figure(2)
     for i, target in enumerate(scaling.targets):
         color = f"C{i}"
@@ -571,9 +536,7 @@ def steps_figure(scaling: Scaling) -> Figure:
 
 
 def predicted_figure(scaling: Scaling) -> Figure:
-    """Left: the measured steps to each target against B (medians at the best rate, bars:
-    the seeds' range) and the steps predicted from the data (lines). Right: predicted over
-    measured, against B."""
+    """Measured and predicted steps to each target against B, and their ratio."""
     fig, (left, right) = _figure(2)
     agreement = steps_agreement(scaling)
     for i, target in enumerate(scaling.targets):
@@ -594,8 +557,7 @@ def predicted_figure(scaling: Scaling) -> Figure:
 
 
 def lr_figure(scaling: Scaling) -> Figure:
-    """The best lr against B for each target, eps_opt(B) at W = 0 and at each target, the
-    linear-scaling line and the ceiling 2 / lambda_max."""
+    """The best lr and eps_opt(B) against B, the linear-scaling line and 2 / lambda_max."""
     fig, (ax,) = _figure(1, width=7.5, height=3.7)
     table = lr_table(scaling)
     B = table["batch_size"]
@@ -625,9 +587,7 @@ def _log_ticks(axis) -> None:
 
 
 def noise_figure(scaling: Scaling) -> Figure:
-    """B_noise, B_simple (left) and eps_max (right) along gradient descent against its excess
-    loss (decreasing to the right); on the left each target's measured B_crit (star) and path
-    average of B_noise (dashed)."""
+    """B_noise, B_simple (left) and eps_max (right) along gradient descent."""
     fig, (left, right) = _figure(2)
     t = scaling.trajectory[scaling.trajectory["grad_norm"] > 0]
     left.plot(t["excess"], t["b_noise"], "o-", ms=3, color="C0", label=NOISE_MATH["b_noise"])
@@ -656,8 +616,7 @@ def noise_figure(scaling: Scaling) -> Figure:
 
 
 def floor_figure(table: pd.DataFrame) -> Figure:
-    """Predicted against measured excess over gradient descent, one point per configuration
-    and prediction, on log axes, with the line of equality."""
+    """Predicted against measured excess over gradient descent, with the equality line."""
     fig = Figure(figsize=(5.6, 3.7), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     markers = {"first_order": "x", "stationary": "s", "predicted": "o"}
@@ -677,8 +636,7 @@ def floor_figure(table: pd.DataFrame) -> Figure:
 
 
 def floor_batch_points(table: pd.DataFrame, scaling: Scaling) -> pd.DataFrame:
-    """The rows of ``floor_table`` at the (lr, iterations) of ``scaling.floor_curves``, one
-    per batch size (the grid's where the grid and the sweep share one)."""
+    """The rows of ``floor_table`` at ``scaling.floor_curves``' rates, one per batch size."""
     keys = scaling.floor_curves[["lr", "iterations"]].drop_duplicates()
     rows = table.merge(keys, on=["lr", "iterations"])
     rows = rows.sort_values("task", key=lambda task: task != "grid", kind="stable")
@@ -686,9 +644,7 @@ def floor_batch_points(table: pd.DataFrame, scaling: Scaling) -> pd.DataFrame:
 
 
 def floor_batch_figure(table: pd.DataFrame, scaling: Scaling) -> Figure:
-    """The noise floor against the batch size at each rate of ``scaling.floor_curves``: the
-    measured excess over gradient descent (``floor_batch_points``, mean ± 95 % CI), the
-    prediction after t steps (solid) and the first-order floor lr tr Sigma* / (4 B) (dotted)."""
+    """The noise floor against B at each rate of ``scaling.floor_curves``."""
     fig = Figure(figsize=(6.4, 3.9), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     tr_sigma = scaling.records[FLOOR]["tr_sigma_star"]

@@ -1,8 +1,5 @@
-"""The study's own reported figures, and the names of the datasets the report runs on.
-
-Only the study's reported figures (docs/study.md, "What it reported": one unseeded run each)
-are typed in here; every other number of the report is computed from the results. They are
-shown only beside MNIST results (``is_study_dataset``).
+"""The study's own reported figures (docs/study.md: one unseeded run each, shown beside MNIST
+results only), and the names of the datasets the report runs on.
 """
 
 from __future__ import annotations

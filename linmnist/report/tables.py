@@ -1,11 +1,6 @@
-"""The report's tables: result frames aggregated, and the same tables as display strings.
-
-The aggregating functions (``grid_table``, ``best_lr``, ``accuracy_table``, ...) take the frames
-of ``linmnist.experiments.results.load_task`` (a row per cell and seed) and ``load_history``
-and return numbers; the ``format_*`` functions turn them into display strings, and ``styled``
-shows any table to readers. "Final" values are those of the last iteration; means and their
-95 % CIs are over the stable seeds (``linmnist.report.outcomes``). A "best" learning rate is
-picked on training data, never on the test set.
+"""The report's tables: ``load_task``/``load_history`` frames aggregated to numbers, and the
+``format_*`` display strings of them. "Final" values are those of the last iteration; means and
+95 % CIs are over the stable seeds; a "best" learning rate is picked on training data only.
 """
 
 from __future__ import annotations
@@ -61,9 +56,7 @@ def pct(value: float | None, digits: int = 2) -> str:
 
 
 def mean_ci(mean: float | None, ci: float | None, *, percent: bool = False, digits: int = 4) -> str:
-    """``'mean ± ci'`` (the 95 % CI's half-width, omitted when undefined), as a percentage of a
-    fraction if asked; a half-width too small for ``digits`` decimals gets up to three more,
-    one that is exactly zero is written ``± 0``."""
+    """``'mean ± ci'`` (CI half-width), in percent if asked, with digits enough for ci."""
     if mean is None or not np.isfinite(mean):
         return DASH
     scale, digits = (100.0, 2) if percent else (1.0, digits)
@@ -76,8 +69,7 @@ def mean_ci(mean: float | None, ci: float | None, *, percent: bool = False, digi
 
 
 def significant(value: float, digits: int = 3) -> str:
-    """``value`` rounded to ``digits`` significant digits, written out (``31,000``, ``0.0147``),
-    never in e-notation; a dash if not finite."""
+    """``value`` to ``digits`` significant digits, never in e-notation; a dash if not finite."""
     if value is None or not math.isfinite(value):
         return DASH
     if value == 0:
@@ -92,8 +84,7 @@ _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def scientific(value: float | None, digits: int = 1) -> str:
-    """A number as readers write it in scientific notation, ``5.6 × 10⁻⁹``; ``0`` for zero,
-    a dash if missing."""
+    """A number in scientific notation, ``5.6 × 10⁻⁹``; ``0`` for zero, a dash if missing."""
     if value is None or pd.isna(value) or not np.isfinite(value):
         return DASH
     if value == 0:
@@ -108,9 +99,7 @@ _HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&
 
 
 def markdown_literal(text: object) -> str:
-    """``text`` as Markdown that renders it as plain text: HTML's special characters as
-    entities, Markdown's punctuation (and ``$``) backslash-escaped, control characters shown
-    as escapes (``\\n``). For every string that is not the project's own text (paths, names)."""
+    """``text`` (a path, a name) as Markdown that renders it as plain text."""
     out = []
     for char in str(text):
         if char in _HTML_ENTITIES:
@@ -125,8 +114,7 @@ def markdown_literal(text: object) -> str:
 
 
 def _formatter(formatter):
-    """``formatter`` (str() by default) for a Styler: a dash for a missing or infinite
-    value, and "mean ± sd" kept on one line."""
+    """``formatter`` (default str) for a Styler: a dash for missing or infinite values."""
 
     def text(value) -> str:
         if value is None or pd.isna(value) or (isinstance(value, float) and math.isinf(value)):
@@ -140,9 +128,7 @@ def _formatter(formatter):
 def styled(
     frame: pd.DataFrame, formats: dict | None = None, *, headers: dict[str, str] | None = None
 ) -> Styler:
-    """A Styler of ``frame`` for readers, its index as the first column(s): headers renamed by
-    ``headers``, columns formatted by ``formats`` (column -> value -> str), a missing value a
-    dash, "mean ± sd" on one line."""
+    """A Styler of ``frame`` for readers: ``headers`` renamed, ``formats`` applied."""
     check_frame(frame, "frame", [])
     formats, headers = dict(formats or {}), dict(headers or {})
     named = [n for n in frame.index.names if n is not None]
@@ -186,8 +172,7 @@ def _lr_text(value: float) -> str:
 def known_labels(
     labels: dict[str, np.ndarray], known: Sequence[tuple[str, int, int]]
 ) -> pd.DataFrame:
-    """Known labels (``FACTS[name].labels_at``: (split, index, label)) against ``labels``
-    (split -> labels): columns split, index, expected, found, ok."""
+    """Known labels (``FACTS[name].labels_at``) against ``labels`` (split -> labels)."""
     rows = []
     for split, index, label in known:
         if split not in labels:
@@ -209,9 +194,7 @@ def shapes_table(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
 def one_hot_check(
     labels: dict[str, np.ndarray], one_hot: dict[str, np.ndarray], index: int
 ) -> pd.DataFrame:
-    """The label of sample ``index`` of each split beside its one-hot column: columns split,
-    index, label, one-hot column (0/1 as a string), argmax and consistent (a single 1, at the
-    label)."""
+    """Sample ``index``'s label beside its one-hot column, per split, and whether they agree."""
     if set(labels) != set(one_hot):
         raise ValueError(
             f"labels and one_hot must name the same splits, got {list(labels)} and {list(one_hot)}"
@@ -239,9 +222,7 @@ def sample_curvature(X: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Bounds:
-    """Learning-rate bounds of N training inputs: ``lr_max`` = 2 / ``lambda_max`` (of
-    X X^T / N; full-batch GD), and 2 / the mean and the max per-sample curvature ||x||^2
-    (``mean_sample_lr``: single-sample LMS; ``per_sample_lr``: no single step overshoots)."""
+    """Learning-rate bounds of N inputs: ``lr_max`` = 2 / lambda_max, 2 / mean and max ||x||^2."""
 
     lambda_max: float
     lr_max: float
@@ -263,9 +244,7 @@ def predicted_bounds(X: np.ndarray, Y: np.ndarray) -> Bounds:
 
 
 def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """What became of the seeds of one cell (its ``load_task`` rows, by ``outcome`` or else
-    ``outcomes.classify``): ({status ("failed" when a row did), n_seeds, n_diverged, n_unstable,
-    diverged_at_min, diverged_at_max}, the rows that ran, the stable rows)."""
+    """(counts, the rows that ran, the stable rows) of one cell's ``load_task`` rows."""
     if "outcome" not in rows:
         rows = outcomes.classify(rows)
     ok = rows["status"] == "ok"
@@ -284,8 +263,7 @@ def seed_outcomes(rows: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]
 
 
 def _cell_table(seeds: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """A row per cell (``keys``): status, error, the counts of ``seed_outcomes``, the mean and
-    95 % CI of each metric over the stable seeds, the mean wall times."""
+    """A row per cell (``keys``): status, counts, metrics over stable seeds, wall times."""
     check_frame(seeds, "seeds", [*keys, "status", "error", "seed", "eval_every", "diverged_at"])
     rows = []
     for key, group in seeds.groupby(keys, sort=True):
@@ -306,19 +284,14 @@ def _cell_table(seeds: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def grid_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per (lr, batch_size) of Task 3 (``seeds``: ``load_task(.., "grid")``), by lr
-    (descending) then batch size: lr, batch_size, iterations, status, error, the counts of
-    ``seed_outcomes``, ``<metric>_mean`` and ``<metric>_ci`` of ``METRICS`` over the stable
-    seeds, and the mean wall times seconds_fidelity (evaluated every iteration) and
-    seconds_thinned."""
+    """One row per (lr, batch_size) of Task 3, lr descending: ``_cell_table``'s columns."""
     check_frame(seeds, "seeds", ["lr", "batch_size", "iterations"])
     table = _cell_table(seeds, ["lr", "batch_size", "iterations"])
     return table.sort_values(["lr", "batch_size"], ascending=[False, True], ignore_index=True)
 
 
 def _status_text(row) -> str:
-    """A cell's status in words: "ok", "failed: ...", "diverged at iteration a-b (k of n
-    seeds)" and/or "unstable (loss above its start or growing) in k of n seeds"."""
+    """A cell's status in words: "ok", "failed: ...", or how many seeds diverged/unstable."""
     if row.status != "ok":
         return f"failed: {row.error}"
     parts = []
@@ -332,8 +305,7 @@ def _status_text(row) -> str:
 
 
 def _final_columns(table: pd.DataFrame, on: str = "") -> dict[str, Any]:
-    """The seeds and final values (mean ± 95 % CI) of the cells of ``table``, the training
-    metrics measured ``on`` (e.g. " on S'")."""
+    """The seeds and final values of ``table``'s cells, training metrics measured ``on``."""
     return {
         "seeds": table["n_seeds"].astype(str),
         f"final training loss{on}": _mean_ci_column(table, "final_train_loss"),
@@ -343,8 +315,7 @@ def _final_columns(table: pd.DataFrame, on: str = "") -> dict[str, Any]:
 
 
 def format_grid_table(table: pd.DataFrame) -> pd.DataFrame:
-    """``grid_table(...)`` as display strings, indexed by lr and batch size: final values
-    (mean ± 95 % CI over the stable seeds) and what became of the seeds."""
+    """``grid_table(...)`` as display strings, indexed by lr and batch size."""
     check_frame(table, "table", ["lr", "batch_size", "status", "n_seeds"])
     return pd.DataFrame(
         {
@@ -357,10 +328,7 @@ def format_grid_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_lr(table: pd.DataFrame) -> pd.DataFrame:
-    """The best learning rate of each batch size of ``grid_table(...)``: among the cells where
-    every seed ran stable, the lowest mean final training loss. Columns batch_size, best_lr,
-    its final train loss and test accuracy (mean, ci), lr_by_test_acc (the highest mean final
-    test accuracy: never used to select), study_best_lr (NaN where none) and agrees."""
+    """Per batch size, the lr of lowest mean final training loss among all-stable cells."""
     means = [m + "_mean" for m in METRICS]
     check_frame(table, "table", ["lr", "batch_size", "status", "n_diverged", *means])
     unstable = table["n_unstable"] if "n_unstable" in table else 0
@@ -385,8 +353,7 @@ def best_lr(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``best_lr(...)`` as display strings, indexed by batch size; ``study`` shows the study's
-    claim beside ours."""
+    """``best_lr(...)`` as display strings by batch size; ``study``: the study's beside."""
     check_frame(best, "best", ["batch_size", "best_lr", "lr_by_test_acc", "study_best_lr"])
     out = pd.DataFrame(
         {
@@ -407,9 +374,7 @@ def format_best_lr(best: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
 
 
 def study_at_800(histories: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Our test accuracy at iteration 800 beside the study's, per (lr, batch_size) it
-    reported: columns lr, batch_size, seed_acc (the seed evaluated every iteration; NaN if it
-    did not reach 800), mean_acc, ci_acc, n_seeds (those that recorded 800) and study."""
+    """Our test accuracy at iteration 800 beside the study's, per (lr, batch_size)."""
     check_frame(seeds, "seeds", ["lr", "batch_size", "seed", "eval_every"])
     at = history_at(histories, [800], by=["lr", "batch_size"]).set_index(["lr", "batch_size"])
     dense = seeds[seeds["eval_every"] == 1][["lr", "batch_size", "seed"]]
@@ -445,10 +410,7 @@ def format_study_at_800(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float) -> pd.DataFrame:
-    """The examples each batch size needed at ``lr`` to reach the highest final mean loss of
-    the batch sizes: the first iteration at which its mean over the non-diverged seeds (at
-    iterations most recorded) is at most that. Columns batch_size, loss, iteration, examples
-    ((iteration + 1) x batch size)."""
+    """Per batch size, the examples its mean loss needed at ``lr`` to reach a common loss."""
     check_frame(histories, "histories", ["lr", "batch_size", "seed", "iteration", "train_loss"])
     keys = ["lr", "batch_size", "seed"]
     kept = histories.merge(seeds[seeds["diverged_at"].isna()][keys], on=keys)
@@ -470,10 +432,7 @@ def examples_to_reach(histories: pd.DataFrame, seeds: pd.DataFrame, *, lr: float
 
 
 def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Wall time of a run per batch size, over the runs that ran every iteration (a diverged
-    run stops early: left out and counted). Columns batch_size, iterations, fidelity_mean,
-    fidelity_ci, n_fidelity (seeds evaluated every iteration), thinned_mean, thinned_ci,
-    n_thinned, n_excluded."""
+    """Wall seconds of a run per batch size (dense and thinned), diverged runs left out."""
     check_frame(seeds, "seeds", ["batch_size", "status", "diverged_at", "eval_every", "seconds"])
     ran = seeds[(seeds["status"] == "ok") & seeds["seconds"].notna()]
     rows = []
@@ -492,16 +451,14 @@ def cost_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_cost_table(cost: pd.DataFrame) -> pd.DataFrame:
-    """``cost_table(...)`` as display strings, indexed by batch size: seconds per run, mean
-    ± 95 % CI (the mean alone with one run, a dash with none)."""
+    """``cost_table(...)`` as display strings, indexed by batch size."""
     check_frame(cost, "cost", ["batch_size", "fidelity_mean", "thinned_mean", "n_excluded"])
 
     def seconds(stem: str) -> list[str]:
-        out = []
-        for mean, ci in zip(cost[f"{stem}_mean"], cost[f"{stem}_ci"], strict=True):
-            text = DASH if not np.isfinite(mean) else f"{mean:.2f}"
-            out.append(text + (f" ± {ci:.2f}" if np.isfinite(mean) and np.isfinite(ci) else ""))
-        return out
+        return [
+            DASH if not np.isfinite(m) else f"{m:.2f}" + (f" ± {c:.2f}" if np.isfinite(c) else "")
+            for m, c in zip(cost[f"{stem}_mean"], cost[f"{stem}_ci"], strict=True)
+        ]
 
     out = pd.DataFrame(
         {
@@ -522,9 +479,7 @@ _HISTORY_METRICS = ("train_loss", "train_acc", "test_acc")
 def history_at(
     history: pd.DataFrame, iterations: Sequence[int], *, by: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """Mean ± 95 % CI over seeds of the metrics at ``iterations``, grouped ``by``: a row per
-    group and recorded iteration, with the ``by`` columns, iteration, n_seeds (those that
-    recorded it), ``<metric>_mean`` and ``<metric>_ci``."""
+    """Mean and 95 % CI over seeds of the metrics at ``iterations``, per ``by`` group."""
     check_frame(history, "history", ["iteration", "seed", *_HISTORY_METRICS, *by])
     rows = history[history["iteration"].isin([int(k) for k in iterations])]
     grouped = rows.groupby([*by, "iteration"])
@@ -536,8 +491,7 @@ def history_at(
 
 
 def task2_table(history: pd.DataFrame) -> pd.DataFrame:
-    """Our Task 2 runs at the iterations the study reported: the columns of ``history_at``
-    and ``study_<metric>`` (NaN where it reported none)."""
+    """Our Task 2 runs at the study's iterations: ``history_at`` beside ``study_<metric>``."""
     ours = history_at(history, STUDY_TASK2["iteration"])
     study = STUDY_TASK2.rename(columns={m: f"study_{m}" for m in _HISTORY_METRICS})
     return ours.merge(study, on="iteration", how="left")
@@ -550,8 +504,7 @@ def _study_text(values: pd.Series, percent: bool) -> list[str]:
 
 
 def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.DataFrame:
-    """``task2_table(...)`` as display strings, indexed by iteration; ``study`` shows the
-    study's figures beside ours."""
+    """``task2_table(...)`` as display strings by iteration; ``study``: the study's beside."""
     check_frame(comparison, "comparison", ["iteration", "n_seeds"])
     columns = {"seeds": comparison["n_seeds"].astype(str).tolist()}
     for metric, name in zip(_HISTORY_METRICS, ("training loss", "train accuracy (%)",
@@ -565,9 +518,7 @@ def format_task2_table(comparison: pd.DataFrame, *, study: bool = True) -> pd.Da
 
 
 def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per N' of Task 5 (``load_task(.., "subset")``): the columns of ``grid_table``
-    keyed by n_prime, and gap_mean and gap_ci (final train accuracy on S' minus final test
-    accuracy, over the stable seeds)."""
+    """One row per N' of Task 5: ``grid_table``'s columns and the train - test gap."""
     check_frame(seeds, "seeds", ["n_prime", "lr", "batch_size", "iterations", *METRICS])
     table = _cell_table(seeds, ["n_prime", "lr", "batch_size", "iterations"])
     rated = seeds if "outcome" in seeds else outcomes.classify(seeds)
@@ -579,8 +530,7 @@ def subset_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_subset_table(table: pd.DataFrame) -> pd.DataFrame:
-    """``subset_table(...)`` as display strings (mean ± 95 % CI) indexed by N' (the gap in
-    percentage points)."""
+    """``subset_table(...)`` as display strings indexed by N' (the gap in points)."""
     check_frame(table, "table", ["n_prime", "gap_mean", "gap_ci", "status", "n_seeds"])
     return pd.DataFrame(
         {
@@ -593,8 +543,7 @@ def format_subset_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def subset_study_table(histories: pd.DataFrame, *, iteration: int = 400) -> pd.DataFrame:
-    """Task 5 at ``iteration`` (the study's 400): the rows of ``history_at`` by n_prime, with
-    study_train_acc and study_test_acc (NaN where it reported none)."""
+    """Task 5 at ``iteration`` (the study's 400) by n_prime, beside the study's."""
     ours = history_at(histories, [iteration], by=["n_prime"])
     reported = [STUDY_SUBSET_400.get(int(n), (math.nan, math.nan)) for n in ours["n_prime"]]
     ours["study_train_acc"] = [train for train, _ in reported]
@@ -615,8 +564,7 @@ def format_subset_study_table(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def subset_optimum(fits: pd.DataFrame) -> pd.DataFrame:
-    """Per N', the least-squares fits of the seeds' subsets S' (``Theory.optimum``): n_seeds,
-    and the mean and ci of train_loss, train_acc (on S') and test_acc."""
+    """Per N', the mean and CI of the seeds' least-squares fits (``Theory.optimum``)."""
     check_frame(fits, "fits", ["n_prime", "seed", *_HISTORY_METRICS])
     return history_at(fits.assign(iteration=0), [0], by=["n_prime"]).drop(columns="iteration")
 
@@ -625,10 +573,7 @@ def subset_optimum(fits: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Final test accuracy per (batch size, lr) of the sweep (``load_task(.., "stability")``,
-    best with ``outcome``), over the stable seeds: a row per cell, by batch size then lr, with
-    the counts of ``seed_outcomes``, state (``outcomes.cell_state``), final_test_acc_mean,
-    final_test_acc_ci and final_train_loss_mean (NaN when no seed was stable)."""
+    """A row per (batch size, lr) of the sweep: counts, state, stable seeds' finals."""
     columns = ["lr", "batch_size", "status", "seed", "diverged_at"]
     check_frame(seeds, "seeds", [*columns, "final_test_acc", "final_train_loss"])
     rows = []
@@ -648,10 +593,7 @@ def accuracy_table(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
-    """The observed instability boundary of each batch size of ``accuracy_table`` (failed and
-    empty cells left out): between largest_stable_lr and first_unstable_lr (the first lr at
-    which a seed was not stable; NaN if none), the counts there (``<count>_there``),
-    all_diverge_lr (every seed diverges from there up) and the sweep's lr_low, lr_high."""
+    """Per batch size of ``accuracy_table``: the largest stable and first unstable lr."""
     check_frame(
         table, "table", ["batch_size", "lr", "status", "n_seeds", "n_diverged", "n_unstable"]
     )
@@ -687,10 +629,7 @@ def instability_boundary(table: pd.DataFrame) -> pd.DataFrame:
 def study_positions(
     table: pd.DataFrame, bounds: Bounds, *, lrs: Sequence[float] = STUDY_LRS
 ) -> pd.DataFrame:
-    """Where the learning rates ``lrs`` (the study's) sit against ``bounds``: a row per lr and
-    batch size with the lr over each bound (``lr_over_<bound>``), in_sweep, and the cell's
-    n_seeds, n_diverged, n_unstable, final_test_acc_mean and final_test_acc_ci (missing when
-    not in the sweep)."""
+    """Per study lr and batch size: the lr over each bound and the sweep cell's result."""
     check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
     counts = ["n_seeds", "n_diverged", "n_unstable"]
     accuracy = ["final_test_acc_mean", "final_test_acc_ci"]
@@ -713,9 +652,7 @@ def study_positions(
 
 
 def _cell_text(cell, *, ci: bool) -> str:
-    """A sweep cell in words: "failed"; the mean final test accuracy (%) of its stable seeds
-    ("± 95 % CI" with ``ci``), then "; diverged (k/n)" and "unstable (j/n)" where some seeds
-    were; only those when no seed was stable."""
+    """A sweep cell in words: stable seeds' accuracy (± CI), diverged and unstable seeds."""
     n = int(cell["n_seeds"])
     if n == 0:
         return "failed"
@@ -732,8 +669,7 @@ def _cell_text(cell, *, ci: bool) -> str:
 
 
 def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
-    """``study_positions(...)`` as display strings, indexed by lr: the ratios to the three
-    bounds and a column per batch size (``_cell_text``)."""
+    """``study_positions(...)`` as display strings, indexed by lr."""
     columns = ["lr", "batch_size", "lr_over_lr_max", "in_sweep", "n_seeds", "n_diverged"]
     check_frame(positions, "positions", columns)
     rows = []
@@ -750,8 +686,7 @@ def format_study_positions(positions: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_accuracy(table: pd.DataFrame) -> pd.DataFrame:
-    """``accuracy_table`` as display strings for the appendix: lr down, batch size across,
-    each cell as ``_cell_text`` with its 95 % CI."""
+    """``accuracy_table`` as display strings: lr down, batch size across, with CIs."""
     check_frame(table, "table", ["batch_size", "lr", "n_seeds", "n_diverged", "n_unstable"])
     cells = table.assign(text=[_cell_text(row, ci=True) for _, row in table.iterrows()])
     frame = cells.pivot(index="lr", columns="batch_size", values="text")
@@ -761,8 +696,7 @@ def format_accuracy(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _multiples(low: float, high: float, bound: float) -> str:
-    """The boundary interval (low, high] as multiples of ``bound``: "a–b", "≤ b" when the
-    sweep's smallest lr is already not stable, "> a" when every lr was."""
+    """The boundary (low, high] as multiples of ``bound``: "a–b", "≤ b" or "> a"."""
     if pd.isna(low) and pd.isna(high):
         return DASH
     if pd.isna(low):
@@ -773,8 +707,7 @@ def _multiples(low: float, high: float, bound: float) -> str:
 
 
 def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
-    """``instability_boundary`` as display strings, indexed by batch size, with the boundary
-    as multiples of each of the three ``bounds``."""
+    """``instability_boundary`` as display strings, as multiples of each of ``bounds``."""
     columns = ["largest_stable_lr", "first_unstable_lr", "n_unstable_there", "n_diverged_there"]
     check_frame(boundary, "boundary", [*columns, "n_seeds_there", "all_diverge_lr"])
     rows = []
@@ -802,8 +735,7 @@ def format_boundary(boundary: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
 
 
 def logged_run(runs_dir: str | Path, *, task: str, cells: int) -> pd.Series | None:
-    """The latest line of ``runs_dir/runs.jsonl`` whose run was ``task`` alone and made all its
-    ``cells`` products; None when no single run did (e.g. one resumed)."""
+    """The latest run-log line of ``task`` alone making all its ``cells``, else None."""
     if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
         raise ValueError(f"cells must be an integer >= 1, got {cells!r}")
     log = read_run_log(runs_dir)

@@ -43,8 +43,7 @@ def ci95(values: Sequence[float] | np.ndarray) -> float:
 
 
 def group_ci95(grouped: SeriesGroupBy) -> pd.Series:
-    """``grouped.agg(ci95)``, equal to it value for value, without pandas' call per group:
-    ``ci95`` of each group's values as a numpy array (in their order in the frame)."""
+    """``grouped.agg(ci95)``, value for value, without pandas' Python call per group."""
     values = grouped.obj.to_numpy(dtype=float)
     positions = grouped.indices
     index = grouped.size().index
