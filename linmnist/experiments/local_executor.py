@@ -67,7 +67,13 @@ class LocalExecutor:
         return list(wait(futures, return_when=FIRST_COMPLETED).done)
 
     def outcome(self, future, product: Product, inputs: dict | None) -> jobs.Outcome | None:
-        """The finished product's outcome; None to make it again (a dead worker)."""
+        """The finished product's outcome; None to make it again.
+
+        A worker that dies breaks the whole pool, so every product running then ends with
+        BrokenProcessPool, and any of them may be the culprit. Each is made again, alone (one
+        product at a time), so the next death names its product; a product whose worker dies
+        ``RETRIES + 1`` times, the last time alone, is recorded as failed.
+        """
         pool, alone = self._pools.pop(future), self._alone.pop(future)
         try:
             outcome = future.result()
