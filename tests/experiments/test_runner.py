@@ -282,9 +282,13 @@ def _alive(pid):
     return True
 
 
+# The runner as a terminal starts it: Ctrl-C's default handler, whatever this process inherited
+# (a test process whose SIGINT is ignored would pass that on, and the SIGINT would never land).
 RUNNER = """
+import signal
 import sys
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 from experiments.test_runner import chain
 from linmnist.experiments.runner import run
