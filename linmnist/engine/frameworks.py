@@ -75,6 +75,9 @@ class _Run(RunArguments):
 
 def _validate(X, Y, *, loss: str, evaluator=None, **arguments) -> _Run:
     """The engine's checks (``check_run_arguments``), plus ``loss`` and ``evaluator``."""
+    internal = sorted({"draw_batches", "data_checked"} & set(arguments))
+    if internal:  # check_run_arguments's own flags: a caller must not skip its checks
+        raise TypeError(f"got unexpected keyword arguments {internal}: pass those of sgd.train")
     args = check_run_arguments(X, Y, **arguments)
     check_choice("loss", loss, LOSSES)
     if evaluator is not None:

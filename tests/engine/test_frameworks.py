@@ -233,3 +233,12 @@ def test_task2_configuration_on_mnist_agrees_across_implementations(mnist):
         res = TRAINERS[framework](X, Y, **common, dtype=dtype)
         assert np.abs(res.W - engines[dtype].W).max() <= tol, (framework, dtype)
         assert_same_histories(engines[dtype], res, loss_rtol=1e2 * tol)
+
+
+@pytest.mark.parametrize("flag", ["data_checked", "draw_batches"])
+def test_the_framework_trainers_refuse_the_checks_own_flags(flag):
+    """train's arguments pass through; the flags that would skip its checks do not."""
+    X, Y = np.zeros((4, 8), np.float32), np.eye(2, 8, dtype=np.float32)
+    for trainer in (train_torch, train_keras):
+        with pytest.raises(TypeError, match=f"unexpected keyword arguments \\['{flag}'\\]"):
+            trainer(X, Y, lr=0.1, batch_size=2, iterations=1, **{flag: True})
